@@ -1,0 +1,400 @@
+"""``BrowserEnv``: a Gymnasium environment around one Chromium page.
+
+The env owns the Playwright driver, the browser, a context and the current
+page; a :class:`~browser_env.tasks.Task` sets the page up and judges it. The
+browser is started on the first ``reset`` and reused across resets.
+
+Step contract: ``env.step(action)`` accepts an :class:`Action`, a dict or a
+JSON string. An invalid or impossible action is never an exception: the step
+returns normally with reward 0 and the problem in ``last_action_error`` (and
+``info["action_error"]``). ``terminated`` is True when the task says it is
+done or on FINISH; ``truncated`` comes from ``max_episode_steps`` (Gymnasium's
+``TimeLimit``, applied by ``gymnasium.make``).
+
+``info`` after a step: ``raw_reward``, ``success`` (bool, or None when the
+task cannot judge), ``reason``, ``answer`` (the FINISH value or None),
+``action`` (canonical dict or None), ``action_error``, ``timings`` (ms:
+``action``, ``validate``, ``observation``, ``screenshot``, ``total``), and
+``dialogs``/``downloads``/``popups`` when the step caused any.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_action
+from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
+from browser_env.executor import INIT_JS, OBSERVE_JS, ExecutorConfig, execute
+from browser_env.observation import MODALITIES, TEXT_FIELDS, observation_space
+from browser_env.tasks import MiniWoBTask, OpenTask, Task
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Dialog, Download, Page, Request
+
+__all__ = ["BrowserEnv", "make_task"]
+
+_RETRYABLE = ("Execution context was destroyed", "navigat", "Cannot find context", "Target page")
+
+
+def make_task(task: Task | str, **kwargs: Any) -> Task:
+    """A task from a name: ``"miniwob.click-test"``, ``"open"``; a Task passes through."""
+    if not isinstance(task, str):
+        return task
+    if task.startswith("miniwob."):
+        return MiniWoBTask(task.removeprefix("miniwob."), **kwargs)
+    if task == "open":
+        return OpenTask(**kwargs)
+    raise ValueError(f"unknown task {task!r}; use 'miniwob.<name>', 'open' or a Task object")
+
+
+class BrowserEnv(gym.Env[dict[str, Any], Action]):
+    """A real Chromium browser as a Gymnasium environment.
+
+    Args:
+        task: a Task or a name (``"miniwob.click-button"``, ``"open"``).
+        task_kwargs: passed to the task's constructor when ``task`` is a name.
+        render_mode: ``None``, ``"rgb_array"`` (``render()`` returns the
+            screenshot) or ``"human"`` (a visible browser window).
+        modalities: which of ``elements``, ``text``, ``screenshot`` to observe;
+            what is off is neither computed nor in the observation space.
+        viewport: (width, height) when the task does not set one.
+        headless, executable_path, slow_mo_ms: see :class:`BrowserConfig`.
+        executor: limits for actions (:class:`ExecutorConfig` or a dict).
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Task | str = "open",
+        task_kwargs: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        modalities: Sequence[str] = MODALITIES,
+        viewport: Sequence[int] = (1280, 720),
+        headless: bool = True,
+        executable_path: str | None = None,
+        slow_mo_ms: float = 0.0,
+        executor: ExecutorConfig | dict[str, Any] | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        self.task = make_task(task, **(task_kwargs or {}))
+        self.render_mode = render_mode
+        self.modalities = tuple(modalities)
+        width, height = self.task.viewport or tuple(viewport)
+        self.viewport = (int(width), int(height))
+        self.browser_config = BrowserConfig(
+            headless=headless and render_mode != "human",
+            executable_path=executable_path,
+            slow_mo_ms=slow_mo_ms,
+        )
+        self.executor_config = (
+            executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))
+        )
+        self.observation_space = observation_space(self.modalities, self.viewport)
+        self.action_space = ActionSpace()
+
+        self._playwright: Any = None
+        self._browser: Any = None
+        self._context: BrowserContext | None = None
+        self._page: Page | None = None
+        self._cdp: Any = None
+        self._closed = False
+        self._goal = ""
+        self._next_id = 1
+        self._navigations = 0
+        self._events: dict[str, list[dict[str, Any]]] = {}
+        self._downloads: list[Download] = []
+        self._bound: list[Page] = []
+        self._episode_seed: int | None = None
+
+    # --- Gymnasium API ---------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one")
+        t0 = time.perf_counter()
+        episode_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
+        self._episode_seed = episode_seed
+        self._ensure_page(fresh=self.task.fresh_context)
+        self._events = {}
+        self._goal = self.task.setup(self.page, episode_seed, dict(options or {}))
+        t1 = time.perf_counter()
+        obs, obs_timings = self._observe(error="", reset=True)
+        t2 = time.perf_counter()
+        info = {
+            "task": self.task.name,
+            "seed": episode_seed,
+            "timings": {
+                "setup": (t1 - t0) * 1e3,
+                **obs_timings,
+                "total": (t2 - t0) * 1e3,
+            },
+        }
+        return obs, info
+
+    def step(
+        self, action: Action | dict[str, Any] | str
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._page is None:
+            raise RuntimeError("call reset() before step()")
+        t0 = time.perf_counter()
+        self._events = {}
+        notes: dict[str, Any] = {}
+        error = ""
+        parsed: Action | None = None
+        try:
+            parsed = coerce_action(action)
+            notes = self._run(parsed)
+        except ActionError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
+            error = f"browser error during {parsed.action.value if parsed else 'action'}: {_first_line(exc)}"
+            self._recover_page()
+        t1 = time.perf_counter()
+        answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
+        try:
+            reward, done, judged = self.task.validate(self.page, answer)
+        except Exception as exc:  # noqa: BLE001 - e.g. the page navigated mid-check
+            reward, done, judged = (
+                0.0,
+                False,
+                {
+                    "raw_reward": 0.0,
+                    "success": False,
+                    "reason": f"validate failed: {_first_line(exc)}",
+                },
+            )
+        if error:
+            reward = 0.0 if not done else reward
+        t2 = time.perf_counter()
+        page = self._page
+        obs, obs_timings = self._observe(error=error)
+        if self._page is not page:  # a popup arrived while observing: show the new page
+            self._settle()
+            obs, obs_timings = self._observe(error=error)
+        t3 = time.perf_counter()
+        terminated = bool(done) or answer is not None
+        info: dict[str, Any] = {
+            **judged,
+            "answer": answer,
+            "action": parsed.to_dict() if parsed is not None else None,
+            "action_error": error or None,
+            "timings": {
+                "action": (t1 - t0) * 1e3,
+                "validate": (t2 - t1) * 1e3,
+                **obs_timings,
+                "total": (t3 - t0) * 1e3,
+            },
+            **notes,
+            **self._events,
+        }
+        return obs, float(reward), terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            if self._page is None:
+                return np.zeros((self.viewport[1], self.viewport[0], 3), dtype=np.uint8)
+            return self._screenshot()
+        return None
+
+    def close(self) -> None:
+        """Release the page, context, browser and driver, in that order. Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for release in (
+            self.task.teardown,
+            lambda: self._context and self._context.close(),
+            lambda: self._browser and self._browser.close(),
+            lambda: self._playwright and release_playwright(),
+        ):
+            try:
+                release()
+            except Exception:  # noqa: BLE001 - closing must not fail half-way
+                pass
+        self._page = self._context = self._browser = self._playwright = self._cdp = None
+
+    # --- public helpers ----------------------------------------------------------
+    @property
+    def page(self) -> Page:
+        """The page the agent currently acts on (popups are followed)."""
+        if self._page is None:
+            raise RuntimeError("no page yet: call reset() first")
+        return self._page
+
+    @property
+    def goal(self) -> str:
+        return self._goal
+
+    @property
+    def downloads(self) -> list[Download]:
+        """Playwright Download objects captured this episode (``save_as`` to keep one)."""
+        return list(self._downloads)
+
+    # --- browser lifecycle -------------------------------------------------------
+    def _ensure_page(self, fresh: bool) -> None:
+        if self._browser is None:
+            self._playwright = acquire_playwright()
+            try:
+                self._browser = launch(self._playwright, self.browser_config)
+            except Exception:
+                self._playwright = None
+                release_playwright()
+                raise
+        if self._context is not None and (fresh or self._page is None or self._page.is_closed()):
+            self._context.close()
+            self._context = None
+        if self._context is None:
+            width, height = self.viewport
+            self._context = self._browser.new_context(
+                viewport={"width": width, "height": height},
+                device_scale_factor=1,
+                accept_downloads=True,
+                service_workers="block",
+            )
+            self._context.add_init_script(INIT_JS)
+            self._context.on("page", self._on_popup)
+            self._downloads = []
+            self._bound = []
+            self._set_page(self._context.new_page())
+
+    def _set_page(self, page: Page) -> None:
+        if page not in self._bound:  # a page may reach us twice (new_page and the "page" event)
+            self._bound.append(page)
+            page.on("dialog", self._on_dialog)
+            page.on("download", self._on_download)
+            page.on("request", self._on_request)
+            page.on("close", self._on_close)
+        self._page = page
+        self._cdp = None
+
+    def _on_popup(self, page: Page) -> None:
+        if page is self._page or page.opener is None:
+            return
+        self._events.setdefault("popups", []).append({"url": page.url})
+        self._set_page(page)
+
+    def _on_close(self, page: Page) -> None:
+        if page is self._page and self._context is not None:
+            alive = [p for p in self._context.pages if not p.is_closed() and p is not page]
+            if alive:
+                self._page = alive[-1]
+                self._cdp = None
+
+    def _on_dialog(self, dialog: Dialog) -> None:
+        self._events.setdefault("dialogs", []).append(
+            {"type": dialog.type, "message": dialog.message}
+        )
+        try:
+            dialog.accept(dialog.default_value) if dialog.type == "prompt" else dialog.accept()
+        except Exception:  # noqa: BLE001 - the page may already have moved on
+            pass
+
+    def _on_download(self, download: Download) -> None:
+        self._downloads.append(download)
+        self._events.setdefault("downloads", []).append(
+            {"url": download.url, "filename": download.suggested_filename}
+        )
+
+    def _on_request(self, request: Request) -> None:
+        if request.is_navigation_request():
+            self._navigations += 1
+
+    def _recover_page(self) -> None:
+        if self._page is None or self._page.is_closed():
+            self._page = None
+            self._ensure_page(fresh=False)
+
+    # --- acting and observing ----------------------------------------------------
+    def _run(self, action: Action) -> dict[str, Any]:
+        before = self._navigations
+        notes = execute(self.page, action, self.executor_config)
+        if self._navigations != before and action.action is not Verb.NAVIGATE:
+            self._settle()
+        return notes
+
+    def _settle(self) -> None:
+        try:
+            self.page.wait_for_load_state(
+                "domcontentloaded", timeout=self.executor_config.navigation_timeout_ms
+            )
+        except Exception:  # noqa: BLE001 - a slow page is observed as it is
+            pass
+
+    def _observe(self, error: str, reset: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
+        t0 = time.perf_counter()
+        obs: dict[str, Any] = {"goal": self._goal, "last_action_error": error}
+        want_elements = "elements" in self.modalities
+        want_text = "text" in self.modalities
+        if reset:
+            self._next_id = 1
+        args = {
+            "reset": reset,
+            "next": self._next_id,
+            "root": self.task.observation_root,
+            "elements": want_elements,
+            "text": want_text,
+        }
+        raw = None
+        for _ in range(5):
+            try:
+                raw = self.page.evaluate(OBSERVE_JS, args)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if not any(marker in str(exc) for marker in _RETRYABLE):
+                    raise
+                self._settle()
+        if raw is None:
+            raw = {"elements": [], "text": "", "next": self._next_id, "url": self.page.url}
+        self._next_id = raw["next"]
+        obs["url"] = raw["url"]
+        if want_elements:
+            obs["elements"] = tuple(_element(row) for row in raw["elements"])
+        if want_text:
+            obs["text"] = raw["text"]
+        t1 = time.perf_counter()
+        timings = {"observation": (t1 - t0) * 1e3}
+        if "screenshot" in self.modalities:
+            obs["screenshot"] = self._screenshot()
+            t2 = time.perf_counter()
+            timings["screenshot"] = (t2 - t1) * 1e3
+            timings["observation"] = (t2 - t0) * 1e3
+        return obs, timings
+
+    def _screenshot(self) -> np.ndarray:
+        from PIL import Image
+
+        if self._cdp is None:
+            self._cdp = self.page.context.new_cdp_session(self.page)
+        shot = self._cdp.send("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
+        image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+        width, height = self.viewport
+        if image.size != (width, height):
+            image = (
+                image.crop((0, 0, width, height))
+                if image.width >= width and image.height >= height
+                else image.resize((width, height))
+            )
+        return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _element(row: list[Any]) -> dict[str, Any]:
+    element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
+    element["bbox"] = np.array(row[7:11], dtype=np.float32)
+    element["enabled"], element["visible"], element["focused"], element["checked"] = row[11:15]
+    return element
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,302 @@
+"""Write one episode directory, crash-safely.
+
+``episode.json`` and every screenshot are written to a temporary name in the
+same directory, fsynced and renamed over the final name, so a reader never sees
+half a file. ``steps.jsonl`` is appended one complete line per step, flushed and
+fsynced before :meth:`EpisodeWriter.write_step` returns: a crash or Ctrl+C
+leaves every earlier step readable and ``episode.json`` saying
+``"complete": false``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from browser_env.episodes.format import (
+    EPISODE_FILE,
+    SCREENSHOT_DIR,
+    STEPS_FILE,
+    EpisodeFile,
+    EpisodeMeta,
+    Outcome,
+    StepRecord,
+    observation_to_json,
+    to_jsonable,
+)
+
+__all__ = ["EpisodeWriter", "atomic_write_bytes", "package_versions"]
+
+_VERSIONED_PACKAGES = ("browser-rl", "gymnasium", "playwright", "numpy", "pillow", "miniwob")
+
+
+def package_versions() -> dict[str, str]:
+    """Python, platform and the versions of the packages an episode depends on."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not all platforms allow opening a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"a screenshot must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "episode"
+
+
+class EpisodeWriter:
+    """Writes the episode described by ``meta`` into a new directory under ``root``.
+
+    The directory is ``root/<meta.episode_id>`` (an id is made up from the task,
+    seed, time and a random suffix when ``meta.episode_id`` is empty) and must
+    not exist yet. ``episode.json`` is written at once with ``complete: false``.
+
+    Call :meth:`write_step` once per env step with the observation the policy
+    saw before acting, then :meth:`close` (or :meth:`abort` on failure). Used as
+    a context manager, an exception aborts and a clean exit closes.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], meta: EpisodeMeta, *, screenshots: bool = True
+    ):
+        self.meta = meta
+        self.screenshots = screenshots
+        if not meta.created_at:
+            meta.created_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+        if not meta.episode_id:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            seed = "none" if meta.seed is None else meta.seed
+            meta.episode_id = f"{_slug(meta.task)}_s{seed}_{stamp}_{uuid.uuid4().hex[:6]}"
+        if not meta.versions:
+            meta.versions = package_versions()
+        self.path = Path(root) / meta.episode_id
+        self.path.mkdir(parents=True, exist_ok=False)
+        self._file = EpisodeFile(meta=meta)
+        self._steps = 0
+        self._return = 0.0
+        self._last: StepRecord | None = None
+        self._step_ms: list[float] = []
+        self._timing_sums: dict[str, float] = {}
+        self._started = time.time()
+        self._closed = False
+        self._write_episode_json()
+        self._steps_fh = open(self.path / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+    # --- writing ----------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self._steps
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def write_step(
+        self,
+        observation: Mapping[str, Any],
+        action: Any,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        info: Mapping[str, Any],
+        *,
+        prompt: Any = None,
+        raw_output: str | None = None,
+        guards: list[Any] | tuple[Any, ...] = (),
+        action_input: Any = None,
+        timings: Mapping[str, float] | None = None,
+        extras: Mapping[str, Any] | None = None,
+        started_at: float | None = None,
+    ) -> StepRecord:
+        """Append one step; returns the record as written.
+
+        ``action`` is what the env executed (``info["action"]`` of
+        :class:`~browser_env.env.BrowserEnv`: a dict, an ``Action`` or ``None``
+        when the policy's output was invalid). ``info`` supplies ``success``,
+        ``reason``, ``raw_reward``, ``answer``, ``action_error`` and ``timings``;
+        ``timings`` here is merged over ``info["timings"]``.
+        """
+        if self._closed:
+            raise RuntimeError(f"episode {self.path} is already closed")
+        index = self._steps
+        shot = None
+        pixels = observation.get("screenshot")
+        if self.screenshots and pixels is not None:
+            shot = self._write_screenshot(f"step_{index:05d}.png", pixels)
+        step_timings = {**dict(info.get("timings") or {}), **dict(timings or {})}
+        record = StepRecord(
+            index=index,
+            observation=observation_to_json(observation, shot),
+            action=None if action is None else _action_dict(action),
+            reward=float(reward),
+            terminated=bool(terminated),
+            truncated=bool(truncated),
+            success=None if info.get("success", False) is None else bool(info["success"]),
+            error=str(info.get("action_error") or ""),
+            reason=str(info.get("reason") or ""),
+            raw_reward=None if info.get("raw_reward") is None else float(info["raw_reward"]),
+            answer=None if info.get("answer") is None else str(info["answer"]),
+            action_input=to_jsonable(action_input),
+            prompt=to_jsonable(prompt),
+            raw_output=raw_output,
+            guards=to_jsonable(list(guards)),
+            timings=to_jsonable(step_timings),
+            time=time.time() if started_at is None else started_at,
+            extras=to_jsonable(dict(extras or {})),
+        )
+        line = json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False)
+        # One write of one whole line, then flush + fsync: the line is either all there or not.
+        self._steps_fh.write(line + "\n")
+        self._steps_fh.flush()
+        os.fsync(self._steps_fh.fileno())
+        self._steps += 1
+        self._return += record.reward
+        self._last = record
+        for key, value in record.timings.items():
+            if isinstance(value, int | float):
+                self._timing_sums[key] = self._timing_sums.get(key, 0.0) + float(value)
+        return record
+
+    def _write_screenshot(self, name: str, pixels: Any) -> str:
+        directory = self.path / SCREENSHOT_DIR
+        directory.mkdir(exist_ok=True)
+        atomic_write_bytes(directory / name, _encode_png(pixels))
+        return f"{SCREENSHOT_DIR}/{name}"
+
+    def outcome_so_far(self, reason: str | None = None) -> Outcome:
+        """The outcome implied by the steps written so far."""
+        last = self._last
+        return Outcome(
+            success=None
+            if last is not None and last.success is None
+            else bool(last and last.success),
+            return_=self._return,
+            steps=self._steps,
+            answer=None if last is None else last.answer,
+            terminated=bool(last and last.terminated),
+            truncated=bool(last and last.truncated),
+            reason=reason if reason is not None else ("" if last is None else last.reason),
+        )
+
+    # --- finishing --------------------------------------------------------------
+    def close(
+        self,
+        outcome: Outcome | None = None,
+        *,
+        final_observation: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> Path:
+        """Finish the episode: store ``outcome`` (default: derived from the steps,
+        with ``reason`` overriding the last step's), the observation after the
+        last step, and mark the episode complete. Safe to call twice."""
+        if self._closed:
+            return self.path
+        self._finish(outcome or self.outcome_so_far(reason), final_observation, complete=True)
+        return self.path
+
+    def abort(self, reason: str = "interrupted") -> Path:
+        """Stop writing; the episode stays ``complete: false`` with the outcome so far."""
+        if not self._closed:
+            self._finish(self.outcome_so_far(reason), None, complete=False)
+        return self.path
+
+    def _finish(
+        self, outcome: Outcome, final_observation: Mapping[str, Any] | None, *, complete: bool
+    ) -> None:
+        self._closed = True
+        self._steps_fh.close()
+        if final_observation is not None:
+            shot = None
+            if self.screenshots and final_observation.get("screenshot") is not None:
+                shot = self._write_screenshot("final.png", final_observation["screenshot"])
+            self._file.final_observation = observation_to_json(final_observation, shot)
+        self._file.outcome = outcome
+        ended = time.time()
+        timings = {"started_at": self._started, "ended_at": ended, "wall_s": ended - self._started}
+        if self._steps:
+            for key, total in self._timing_sums.items():
+                timings[f"mean_{key}"] = total / self._steps
+        self._file.timings = timings
+        self._file.complete = complete
+        self._write_episode_json()
+
+    def _write_episode_json(self) -> None:
+        data = json.dumps(self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False)
+        atomic_write_bytes(self.path / EPISODE_FILE, data.encode("utf-8"))
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(f"interrupted: {exc_type.__name__}")
+
+    def __del__(self) -> None:
+        fh = getattr(self, "_steps_fh", None)
+        if fh is not None and not fh.closed:
+            fh.close()
+
+
+def _action_dict(action: Any) -> dict[str, Any]:
+    if isinstance(action, Mapping):
+        return {k: v for k, v in to_jsonable(dict(action)).items() if v is not None}
+    if hasattr(action, "to_dict"):
+        return action.to_dict()
+    from browser_env.actions import coerce_action
+
+    return coerce_action(action).to_dict()

@@ -1,0 +1,174 @@
+"""Runs one :class:`~browser_env.actions.Action` on a page, as a person would.
+
+CLICK and TYPE use real input events (mouse at the element's centre, key
+presses), after scrolling the element into view. TYPE replaces the field's
+content; on a ``<select>`` it chooses the option whose label or value matches.
+CLICK on a checkbox, radio or label toggles it exactly as a click does.
+PRESS_ENTER presses Enter in the element (focused first) or wherever focus is.
+SCROLL turns the mouse wheel over the element or the viewport. WAIT sleeps at
+most ``max_wait_ms``. NAVIGATE loads an http(s) URL with a timeout. FINISH
+does nothing here; the env ends the episode.
+
+Every problem the policy can cause is an :class:`ActionError` with a message
+for the policy; only browser failures (a crashed page) propagate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from browser_env.actions import Action, ActionError, Verb
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "OBSERVE_JS", "INIT_JS"]
+
+_JS = Path(__file__).with_name("js")
+INIT_JS = (_JS / "init.js").read_text()
+OBSERVE_JS = (_JS / "observe.js").read_text()
+LOCATE_JS = (_JS / "locate.js").read_text()
+
+_SELECT_JS = """([id, wanted]) => {
+  const el = window.__brlState.byId.get(id).deref();
+  const norm = (s) => (s || "").replace(/\\s+/g, " ").trim().toLowerCase();
+  const w = norm(wanted);
+  const opts = Array.from(el.options);
+  let i = opts.findIndex((o) => norm(o.label) === w || norm(o.text) === w || norm(o.value) === w);
+  if (i < 0) i = opts.findIndex((o) => norm(o.text).includes(w));
+  if (i < 0) return opts.map((o) => o.text.trim()).join(" | ");
+  el.focus();
+  el.selectedIndex = i;
+  el.dispatchEvent(new Event("input", {bubbles: true}));
+  el.dispatchEvent(new Event("change", {bubbles: true}));
+  return null;
+}"""
+
+_FOCUS_JS = """(id) => { const el = window.__brlState.byId.get(id).deref(); el.focus(); }"""
+
+_SELECT_ALL_JS = """(id) => {
+  const el = window.__brlState.byId.get(id).deref();
+  if (typeof el.select === "function") { el.select(); return true; }
+  return false;
+}"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """Limits for actions.
+
+    Attributes:
+        max_wait_ms: WAIT is clamped to this.
+        navigation_timeout_ms: NAVIGATE and post-action page loads give up after this.
+        scroll_fraction: SCROLL moves this fraction of the viewport height.
+        type_delay_ms: delay between key presses when typing.
+    """
+
+    max_wait_ms: float = 5_000
+    navigation_timeout_ms: float = 15_000
+    scroll_fraction: float = 0.8
+    type_delay_ms: float = 0
+
+
+def execute(page: Page, action: Action, config: ExecutorConfig) -> dict[str, Any]:
+    """Run ``action`` on ``page``. Returns notes for ``info`` (e.g. a covered click).
+
+    Raises:
+        ActionError: the action cannot be done as written (unknown element, ...).
+    """
+    verb = action.action
+    if verb is Verb.CLICK:
+        return _click(page, action.element_id)
+    if verb is Verb.TYPE:
+        return _type(page, action.element_id, action.value or "", config)
+    if verb is Verb.PRESS_ENTER:
+        if action.element_id is not None:
+            _locate(page, action.element_id)
+            page.evaluate(_FOCUS_JS, action.element_id)
+        page.keyboard.press("Enter")
+        return {}
+    if verb is Verb.SCROLL:
+        return _scroll(page, action.element_id, (action.value or "down").lower(), config)
+    if verb is Verb.WAIT:
+        ms = min(float(action.value or 1000), config.max_wait_ms)
+        page.wait_for_timeout(ms)
+        return {"waited_ms": ms}
+    if verb is Verb.NAVIGATE:
+        try:
+            page.goto(
+                action.value, wait_until="domcontentloaded", timeout=config.navigation_timeout_ms
+            )
+        except Exception as exc:  # noqa: BLE001 - any load failure is the policy's to read
+            raise ActionError(f"NAVIGATE to {action.value} failed: {_first_line(exc)}") from None
+        return {}
+    return {}  # FINISH: the env ends the episode
+
+
+def _locate(page: Page, element_id: str | None, scroll: bool = True) -> dict[str, Any]:
+    if element_id is None:
+        raise ActionError("this action needs an element_id")
+    found = page.evaluate(LOCATE_JS, {"id": element_id, "scroll": scroll})
+    if not found["ok"]:
+        raise ActionError(found["error"])
+    return found
+
+
+def _click(page: Page, element_id: str | None) -> dict[str, Any]:
+    target = _locate(page, element_id)
+    if not target["enabled"]:
+        raise ActionError(f"element {element_id} is disabled")
+    if target["select"]:
+        # A native <select> opens a popup the page cannot see; focusing is the
+        # observable effect. Choose an option with TYPE.
+        page.evaluate(_FOCUS_JS, element_id)
+        return {"note": "select focused; use TYPE with an option's text to choose it"}
+    page.mouse.click(target["x"], target["y"])
+    return {"covered_by": target["covered"]} if target["covered"] else {}
+
+
+def _type(page: Page, element_id: str | None, text: str, config: ExecutorConfig) -> dict[str, Any]:
+    if element_id is None:
+        page.keyboard.type(text, delay=config.type_delay_ms)
+        return {}
+    target = _locate(page, element_id)
+    if not target["enabled"]:
+        raise ActionError(f"element {element_id} is disabled")
+    if target["select"]:
+        options = page.evaluate(_SELECT_JS, [element_id, text])
+        if options is not None:
+            raise ActionError(f"no option {text!r} in {element_id}; options are: {options}")
+        return {}
+    if not target["editable"]:
+        raise ActionError(
+            f"element {element_id} ({target['tag']}) does not take text; CLICK it instead"
+        )
+    page.mouse.click(target["x"], target["y"])
+    # Replace the content, as fill() would, but with real key events.
+    if not page.evaluate(_SELECT_ALL_JS, element_id):
+        page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.press("Delete")
+    page.keyboard.type(text, delay=config.type_delay_ms)
+    return {}
+
+
+def _scroll(
+    page: Page, element_id: str | None, direction: str, config: ExecutorConfig
+) -> dict[str, Any]:
+    size = page.viewport_size or {"width": 1280, "height": 720}
+    if element_id is not None:
+        target = _locate(page, element_id, scroll=False)
+        x, y = target["x"], target["y"]
+    else:
+        x, y = size["width"] / 2, size["height"] / 2
+    dy = size["height"] * config.scroll_fraction * (1 if direction == "down" else -1)
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, dy)
+    # Wheel events scroll asynchronously; one frame lets the position settle.
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => r()))")
+    return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

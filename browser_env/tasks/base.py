@@ -1,0 +1,39 @@
+"""The task contract, separate from the env.
+
+The env owns the browser, the context and the page; a task only sets the page
+up and judges it::
+
+    goal = task.setup(page, seed)                  # navigate / initialise; return the goal
+    reward, done, info = task.validate(page, answer)   # after every step
+    task.teardown()                                # when the env closes
+
+``answer`` is the FINISH value on the step that finished, else ``None``.
+``info`` holds at least ``raw_reward`` (float), ``success`` (bool) and
+``reason`` (str or None).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["Task"]
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    #: (width, height) the page should have, or None for the env's default.
+    viewport: tuple[int, int] | None
+    #: CSS selector that bounds observation (elements and text), or None for the whole page.
+    observation_root: str | None
+    #: True when every reset needs a fresh browser context (no state carried over).
+    fresh_context: bool
+
+    def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str: ...
+
+    def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]: ...
+
+    def teardown(self) -> None: ...

@@ -1,0 +1,153 @@
+"""MiniWoB++ tasks, served from the ``miniwob`` PyPI package's own HTML.
+
+Reset re-initialises the episode in the already-loaded page (seeding the
+page's ``Math.seedrandom`` and calling ``core.startEpisodeReal()``), so only
+the first reset of a task pays for a page load. Reward comes from the page's
+globals (``WOB_REWARD_GLOBAL``, ``WOB_RAW_REWARD_GLOBAL``, ``WOB_DONE_GLOBAL``,
+``WOB_REWARD_REASON``).
+
+``reward_type``:
+    ``raw`` (default): the page's raw reward in [-1, 1];
+    ``time_decayed``: the page's reward, scaled by the time left of the
+    page's episode time (``episode_max_time_ms``, 10 s for most tasks;
+    wall-clock, as MiniWoB++ defines it);
+    ``binary``: 1.0 on success (raw reward > 0), else 0.0.
+
+MiniWoB++'s wall-clock timer (``core.EPISODE_MAX_TIME``, 10 s) would end an
+episode before a language model finishes thinking, so it is off unless
+``episode_timer=True``; step limits come from ``max_episode_steps``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from browser_env.tasks.server import serve_directory
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["MiniWoBTask", "miniwob_html_dir", "miniwob_task_names"]
+
+REWARD_TYPES = ("raw", "time_decayed", "binary")
+MINIWOB_VIEWPORT = (160, 210)
+FLIGHT_VIEWPORT = (375, 667)
+
+_SETUP_JS = """async ({seed, mode, timer, maxTime, readyMs}) => {
+  if (maxTime !== null) core.EPISODE_MAX_TIME = maxTime;
+  Math.seedrandom(seed);
+  if (typeof core.setDataMode === "function") core.setDataMode(mode);
+  core.startEpisodeReal();
+  if (!timer) {
+    // Keep endEpisode working (it needs a non-null timer id) without a deadline.
+    clearTimeout(core.EP_TIMER);
+    core.EP_TIMER = 0;
+    core.clearTimer();
+  }
+  const t0 = Date.now();
+  while (typeof WOB_TASK_READY !== "undefined" && !WOB_TASK_READY && Date.now() - t0 < readyMs) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const u = core.getUtterance();
+  return typeof u === "string" ? u : u.utterance;
+}"""
+
+_VALIDATE_JS = """() => typeof WOB_DONE_GLOBAL === "undefined" ? null :
+  [WOB_DONE_GLOBAL, WOB_REWARD_GLOBAL, WOB_RAW_REWARD_GLOBAL, WOB_REWARD_REASON]"""
+
+
+@cache
+def miniwob_html_dir() -> Path:
+    """The ``html`` folder shipped inside the ``miniwob`` package (not imported)."""
+    spec = importlib.util.find_spec("miniwob")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("MiniWoB++ pages need the `miniwob` package: pip install miniwob")
+    html = Path(next(iter(spec.submodule_search_locations))) / "html"
+    if not (html / "miniwob").is_dir():
+        raise FileNotFoundError(f"the miniwob package has no task pages at {html}")
+    return html
+
+
+@cache
+def miniwob_task_names() -> tuple[str, ...]:
+    """Every task: ``click-test``, ..., and ``flight.AA`` style flight tasks."""
+    html = miniwob_html_dir()
+    names = [p.stem for p in (html / "miniwob").glob("*.html")]
+    names += [f"flight.{p.parent.name}" for p in (html / "flight").glob("*/wrapper.html")]
+    return tuple(sorted(names))
+
+
+class MiniWoBTask:
+    """One MiniWoB++ task, e.g. ``MiniWoBTask("click-button")``."""
+
+    fresh_context = False
+
+    def __init__(
+        self,
+        name: str,
+        reward_type: str = "raw",
+        episode_timer: bool = False,
+        episode_max_time_ms: int | None = None,
+        data_mode: str = "train",
+        ready_timeout_ms: int = 2_000,
+    ) -> None:
+        if name not in miniwob_task_names():
+            raise ValueError(
+                f"unknown MiniWoB++ task {name!r}; see browser_env.tasks.miniwob_task_names()"
+            )
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
+        if episode_max_time_ms is not None and episode_max_time_ms <= 0:
+            raise ValueError(
+                "episode_max_time_ms must be > 0 (or None for the page's own, 10 s for most tasks)"
+            )
+        self.name = name
+        self.reward_type = reward_type
+        self.episode_timer = episode_timer
+        self.episode_max_time_ms = episode_max_time_ms
+        self.data_mode = data_mode
+        self.ready_timeout_ms = ready_timeout_ms
+        flight = name.startswith("flight.")
+        self.viewport = FLIGHT_VIEWPORT if flight else MINIWOB_VIEWPORT
+        self.observation_root = None if flight else "#wrap"
+        path = f"flight/{name.split('.', 1)[1]}/wrapper.html" if flight else f"miniwob/{name}.html"
+        self.url = serve_directory(miniwob_html_dir()) + path
+
+    def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str:
+        if page.url != self.url or not page.evaluate("() => typeof core !== 'undefined'"):
+            page.goto(self.url, wait_until="load")
+        args = {
+            "seed": seed,
+            "mode": self.data_mode,
+            "timer": self.episode_timer,
+            "maxTime": self.episode_max_time_ms,
+            "readyMs": self.ready_timeout_ms,
+        }
+        return page.evaluate(_SETUP_JS, args)
+
+    def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
+        state = page.evaluate(_VALIDATE_JS) if page.url == self.url else None
+        if state is None:  # the agent navigated away: the task cannot be judged there
+            return 0.0, False, {"raw_reward": 0.0, "success": False, "reason": "left the task page"}
+        done, reward, raw, reason = state
+        raw = float(raw)
+        success = bool(done) and raw > 0
+        if not done:
+            value = 0.0
+        elif self.reward_type == "raw":
+            value = raw
+        elif self.reward_type == "binary":
+            value = 1.0 if success else 0.0
+        else:
+            value = float(reward)
+        return (
+            value,
+            bool(done),
+            {"raw_reward": raw if done else 0.0, "success": success, "reason": reason},
+        )
+
+    def teardown(self) -> None:
+        pass

@@ -1,0 +1,74 @@
+"""Open-ended tasks: any http(s) URL and a goal; the episode ends on FINISH.
+
+``reset(options={"url": ..., "goal": ..., "answer": ...})``. With an expected
+``answer`` the FINISH value is checked (case- and whitespace-insensitive,
+exact or contained, see ``match``) and the reward is 1.0 or 0.0; without one
+the reward is 0.0 and ``success`` is ``None`` (nothing to judge against).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+__all__ = ["OpenTask"]
+
+MATCH_MODES = ("exact", "contains")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+class OpenTask:
+    name = "open"
+    observation_root = None
+    fresh_context = True
+
+    def __init__(
+        self,
+        url: str = "about:blank",
+        goal: str = "",
+        answer: str | None = None,
+        match: str = "exact",
+        viewport: tuple[int, int] | None = None,
+        timeout_ms: float = 30_000,
+    ) -> None:
+        self.default = {"url": url, "goal": goal, "answer": answer, "match": match}
+        self.viewport = tuple(viewport) if viewport else None
+        self.timeout_ms = timeout_ms
+        self.current: dict[str, Any] = dict(self.default)
+
+    def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str:
+        unknown = set(options) - set(self.default)
+        if unknown:
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; open-v0 takes {sorted(self.default)}"
+            )
+        current = {**self.default, **options}
+        url = current["url"]
+        if url != "about:blank" and urlparse(url).scheme not in ("http", "https", "file"):
+            raise ValueError(f"open-v0 needs an http(s) or file URL, got {url!r}")
+        if current["match"] not in MATCH_MODES:
+            raise ValueError(f"match must be one of {MATCH_MODES}, got {current['match']!r}")
+        self.current = current
+        page.goto(url, wait_until="load", timeout=self.timeout_ms)
+        return str(current["goal"])
+
+    def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
+        if answer is None:
+            return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": None}
+        expected = self.current["answer"]
+        if expected is None:
+            return 0.0, True, {"raw_reward": 0.0, "success": None, "reason": "finished"}
+        got, want = _normalise(answer), _normalise(str(expected))
+        ok = got == want if self.current["match"] == "exact" else want in got
+        reward = 1.0 if ok else 0.0
+        reason = "answer matches" if ok else f"expected {expected!r}"
+        return reward, True, {"raw_reward": reward, "success": ok, "reason": reason}
+
+    def teardown(self) -> None:
+        pass

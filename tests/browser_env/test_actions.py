@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_action
+
+
+def test_canonical_json_round_trip():
+    action = Action(Verb.TYPE, "e7", "NYC")
+    assert json.loads(action.to_json()) == {"action": "TYPE", "element_id": "e7", "value": "NYC"}
+    assert Action.from_json(action.to_json()) == action
+
+
+def test_verbs_are_case_insensitive_and_numbers_become_strings():
+    assert Action.from_dict({"action": "wait", "value": 250}) == Action(Verb.WAIT, None, "250")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ({"element_id": "e1"}, '"action" key'),
+        ({"action": "JUMP"}, "unknown action"),
+        ({"action": "CLICK"}, "CLICK needs"),
+        ({"action": "CLICK", "element_id": "button3"}, "not of the form"),
+        ({"action": "TYPE", "element_id": "e1", "value": ""}, "non-empty"),
+        ({"action": "TYPE", "element_id": "e1"}, "non-empty"),
+        ({"action": "SCROLL", "value": "left"}, "SCROLL value"),
+        ({"action": "WAIT", "value": "soon"}, "milliseconds"),
+        ({"action": "WAIT", "value": "-5"}, "non-negative"),
+        ({"action": "NAVIGATE", "value": "file:///etc/passwd"}, "http(s)"),
+        ({"action": "NAVIGATE", "value": "javascript:alert(1)"}, "http(s)"),
+        ({"action": "FINISH", "element_id": "e1"}, "takes no"),
+        ({"action": "CLICK", "element_id": "e1", "x": 3}, "unknown key"),
+        ({"action": "TYPE", "element_id": "e1", "value": ["a"]}, "string or a number"),
+        (42, "an Action, a dict or a JSON string"),
+    ],
+)
+def test_bad_actions_raise_a_clear_error(raw, message):
+    with pytest.raises(ActionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        coerce_action(raw)
+
+
+def test_action_is_frozen():
+    action = Action.click("e1")
+    with pytest.raises(AttributeError):
+        action.element_id = "e2"  # type: ignore[misc]
+
+
+def test_space_samples_are_valid_and_seeded():
+    space = ActionSpace(seed=3)
+    first = [space.sample() for _ in range(200)]
+    assert all(space.contains(a) for a in first)
+    assert {a.action for a in first} == set(Verb)
+    space.seed(3)
+    assert [space.sample() for _ in range(200)] == first
+
+
+def test_space_contains_accepts_dicts_and_json_and_rejects_junk():
+    space = ActionSpace()
+    assert space.contains({"action": "PRESS_ENTER"})
+    assert space.contains('{"action": "FINISH", "value": "42"}')
+    assert not space.contains({"action": "CLICK"})
+    assert not space.contains(None)

@@ -1,0 +1,260 @@
+"""Every verb against its effect on a real page (tests/fixtures/site on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def by(obs, **match):
+    """The single element whose fields equal ``match``."""
+    found = [e for e in obs["elements"] if all(e[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, [dict(e, bbox=None) for e in obs["elements"]])
+    return found[0]["element_id"]
+
+
+def open_page(env, site_url, page, **options):
+    obs, info = env.reset(seed=0, options={"url": site_url + page, "goal": "test", **options})
+    assert obs["last_action_error"] == ""
+    return obs
+
+
+def page_text(env, selector):
+    return env.page.inner_text(selector)
+
+
+def test_observation_lists_form_controls_with_labels(open_env, site_url):
+    obs = open_page(open_env, site_url, "form.html")
+    name = next(e for e in obs["elements"] if e["placeholder"] == "Your name")
+    assert (name["tag"], name["role"], name["label"]) == ("input", "textbox", "Name")
+    city = next(e for e in obs["elements"] if e["tag"] == "select")
+    assert city["role"] == "combobox" and "New York" in city["text"] and city["label"] == "City"
+    disabled = next(e for e in obs["elements"] if e["value"] == "locked")
+    assert disabled["enabled"] == 0
+    assert not any(e["text"] == "Invisible" for e in obs["elements"])
+    assert not any(e["value"] == "x" for e in obs["elements"])  # type=hidden
+    ids = [e["element_id"] for e in obs["elements"]]
+    assert len(ids) == len(set(ids))
+    assert "Sign up" in obs["text"]
+
+
+def test_type_replaces_content_with_live_value(open_env, site_url):
+    obs = open_page(open_env, site_url, "form.html")
+    name = by(obs, placeholder="Your name")
+    obs, reward, terminated, truncated, info = open_env.step(
+        {"action": "TYPE", "element_id": name, "value": "Ada"}
+    )
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": name, "value": "Grace Hopper"})
+    element = next(e for e in obs["elements"] if e["element_id"] == name)
+    assert element["value"] == "Grace Hopper" and element["focused"] == 1
+    assert open_env.page.input_value("#name") == "Grace Hopper"
+    assert (reward, terminated, truncated, info["action_error"]) == (0.0, False, False, None)
+
+
+def test_type_in_textarea_and_without_element_types_into_focus(open_env, site_url):
+    obs = open_page(open_env, site_url, "form.html")
+    bio = by(obs, placeholder="About you")
+    open_env.step({"action": "TYPE", "element_id": bio, "value": "line one"})
+    open_env.step({"action": "TYPE", "value": " and more"})
+    assert open_env.page.input_value("#bio") == "line one and more"
+
+
+def test_type_on_select_chooses_by_label_or_value(open_env, site_url):
+    obs = open_page(open_env, site_url, "form.html")
+    city = by(obs, tag="select")
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": city, "value": "san francisco"})
+    assert open_env.page.input_value("#city") == "sf"
+    assert next(e for e in obs["elements"] if e["element_id"] == city)["value"] == "San Francisco"
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": city, "value": "nyc"})
+    assert open_env.page.input_value("#city") == "nyc"
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": city, "value": "Paris"})
+    assert (
+        "no option 'Paris'" in obs["last_action_error"] and "New York" in obs["last_action_error"]
+    )
+
+
+def test_click_toggles_checkbox_radio_and_label(open_env, site_url):
+    obs = open_page(open_env, site_url, "form.html")
+    news = next(e for e in obs["elements"] if e["role"] == "checkbox")
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": news["element_id"]})
+    assert open_env.page.is_checked("#news")
+    assert next(e for e in obs["elements"] if e["element_id"] == news["element_id"])["checked"] == 1
+    open_env.step({"action": "CLICK", "element_id": news["element_id"]})
+    assert not open_env.page.is_checked("#news")
+    radios = [e["element_id"] for e in obs["elements"] if e["role"] == "radio"]
+    open_env.step({"action": "CLICK", "element_id": radios[1]})
+    assert open_env.page.is_checked("#r2") and not open_env.page.is_checked("#r1")
+    open_env.step({"action": "CLICK", "element_id": radios[0]})
+    assert open_env.page.is_checked("#r1") and not open_env.page.is_checked("#r2")
+
+
+def test_press_enter_submits_and_waits_for_navigation(open_env, site_url):
+    obs = open_page(open_env, site_url, "search.html")
+    query = by(obs, label="Search")
+    open_env.step({"action": "TYPE", "element_id": query, "value": "blue whales"})
+    obs, reward, terminated, _, info = open_env.step({"action": "PRESS_ENTER"})
+    assert info["action_error"] is None
+    assert obs["url"].startswith(site_url + "result.html")
+    assert "Got: q=blue whales" in obs["text"]
+
+
+def test_click_link_navigates_and_ids_never_repeat(open_env, site_url):
+    obs = open_page(open_env, site_url, "links.html")
+    before = {e["element_id"] for e in obs["elements"]}
+    link = by(obs, text="Go to result")
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": link})
+    assert "result.html?from=links" in obs["url"] and "Got: from=links" in obs["text"]
+    after = {e["element_id"] for e in obs["elements"]}
+    assert after and not (after & before)  # a new page never inherits old ids
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": link})
+    assert "not on the page" in obs["last_action_error"]
+
+
+def test_navigate_and_bad_navigate(open_env, site_url):
+    open_page(open_env, site_url, "links.html")
+    obs, *_ = open_env.step({"action": "NAVIGATE", "value": site_url + "long.html"})
+    assert obs["url"] == site_url + "long.html" and obs["last_action_error"] == ""
+    obs, *_ = open_env.step({"action": "NAVIGATE", "value": "http://127.0.0.1:9/nothing"})
+    assert "NAVIGATE to http://127.0.0.1:9/nothing failed" in obs["last_action_error"]
+    obs, *_ = open_env.step({"action": "NAVIGATE", "value": "chrome://settings"})
+    assert "http(s) URL" in obs["last_action_error"]
+
+
+def test_scroll_moves_the_page_and_offscreen_elements_are_flagged(open_env, site_url):
+    obs = open_page(open_env, site_url, "long.html")
+    bottom = next(e for e in obs["elements"] if e["text"] == "Bottom button")
+    assert bottom["visible"] == 0
+    for _ in range(8):
+        obs, *_ = open_env.step({"action": "SCROLL", "value": "down"})
+    assert open_env.page.evaluate("window.scrollY") > 2000
+    assert (
+        next(e for e in obs["elements"] if e["element_id"] == bottom["element_id"])["visible"] == 1
+    )
+    open_env.step({"action": "SCROLL", "value": "up"})
+    y_after_up = open_env.page.evaluate("window.scrollY")
+    assert 0 < y_after_up < open_env.page.evaluate("document.body.scrollHeight")
+
+
+def test_click_offscreen_element_scrolls_it_into_view(open_env, site_url):
+    obs = open_page(open_env, site_url, "long.html")
+    bottom = by(obs, text="Bottom button")
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": bottom})
+    assert "bottom clicked" in obs["text"]
+
+
+def test_iframe_and_shadow_root_elements_are_observed_and_actionable(open_env, site_url):
+    obs = open_page(open_env, site_url, "frames.html")
+    frame_input = by(obs, placeholder="frame input")
+    frame_button = by(obs, text="Frame button")
+    shadow_button = by(obs, text="Shadow button")
+    assert "Inner frame" in obs["text"] and "Shadow text" in obs["text"]
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": frame_input, "value": "inside"})
+    frame = open_env.page.frame_locator("#inner")
+    assert frame.locator("#fi").input_value() == "inside"
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": frame_button})
+    assert "frame clicked" in obs["text"]
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": shadow_button})
+    assert (
+        open_env.page.locator("#host").evaluate(
+            "h => h.shadowRoot.getElementById('sc').textContent"
+        )
+        == "1"
+    )
+
+
+def test_js_dialogs_are_accepted_and_reported(open_env, site_url):
+    obs = open_page(open_env, site_url, "dialogs.html")
+    obs, _, _, _, info = open_env.step({"action": "CLICK", "element_id": by(obs, text="Alert")})
+    assert info["dialogs"] == [{"type": "alert", "message": "Hello there"}]
+    assert "after alert" in obs["text"]
+    obs, _, _, _, info = open_env.step({"action": "CLICK", "element_id": by(obs, text="Confirm")})
+    assert info["dialogs"][0]["type"] == "confirm" and "confirmed" in obs["text"]
+
+
+@pytest.mark.parametrize("control", ["Open in new tab", "window.open"])
+def test_popups_are_followed(open_env, site_url, control):
+    obs = open_page(open_env, site_url, "links.html")
+    obs, _, _, _, info = open_env.step({"action": "CLICK", "element_id": by(obs, text=control)})
+    popups = info.get("popups", [])
+    if "result.html" not in obs["url"]:  # the popup may land after the click's step returned
+        obs, _, _, _, info = open_env.step({"action": "WAIT", "value": "200"})
+        popups += info.get("popups", [])
+    assert len(popups) == 1
+    assert "result.html?from=" in obs["url"] and "Got: from=" in obs["text"]
+
+
+def test_downloads_are_captured_without_hanging(open_env, site_url, tmp_path):
+    obs = open_page(open_env, site_url, "links.html")
+    obs, _, _, _, info = open_env.step(
+        {"action": "CLICK", "element_id": by(obs, text="Download data")}
+    )
+    if "downloads" not in info:
+        obs, _, _, _, info = open_env.step({"action": "WAIT", "value": "200"})
+    assert info["downloads"][0]["filename"] == "data.txt"
+    target = tmp_path / "data.txt"
+    open_env.downloads[0].save_as(target)
+    assert target.read_text().strip() == "hello download"
+
+
+def test_dynamic_elements_get_new_ids_and_old_ids_stay(open_env, site_url):
+    obs = open_page(open_env, site_url, "dynamic.html")
+    add = by(obs, text="Add item")
+    js_only = by(obs, text="JS clickable")  # clickable only through addEventListener
+    ids = {}
+    for n in (1, 2):
+        obs, *_ = open_env.step({"action": "CLICK", "element_id": add})
+        ids[n] = by(obs, text=f"Item {n}")
+    assert by(obs, text="Add item") == add and ids[1] != ids[2]
+    assert by(obs, text="Item 1") == ids[1]
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": js_only})
+    assert "JS clicked" in obs["text"]
+
+
+def test_wait_is_bounded(site_url):
+    from browser_env.env import BrowserEnv
+
+    with BrowserEnv("open", modalities=("text",), executor={"max_wait_ms": 50}) as env:
+        env.reset(options={"url": site_url + "links.html"})
+        _, _, _, _, info = env.step({"action": "WAIT", "value": "60000"})
+        assert info["waited_ms"] == 50 and info["timings"]["action"] < 5_000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{not json",
+        '{"action": "FLY"}',
+        {"action": "CLICK"},
+        {"action": "CLICK", "element_id": "e9999"},
+        {"action": "TYPE", "element_id": "e1", "value": ""},
+        {"action": "NAVIGATE", "value": "ftp://example.com"},
+        {"action": "TYPE", "element_id": "e1", "value": "x"},  # e1 is a link: not a text field
+        None,
+        12,
+    ],
+)
+def test_bad_actions_never_crash_and_episode_goes_on(open_env, site_url, bad):
+    obs = open_page(open_env, site_url, "links.html")
+    obs, reward, terminated, truncated, info = open_env.step(bad)
+    assert obs["last_action_error"] and info["action_error"] == obs["last_action_error"]
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    obs, *_ = open_env.step({"action": "WAIT", "value": "0"})
+    assert obs["last_action_error"] == ""
+
+
+def test_finish_ends_episode_and_checks_answer(open_env, site_url):
+    open_page(open_env, site_url, "result.html", answer="forty two")
+    _, reward, terminated, _, info = open_env.step({"action": "FINISH", "value": "  Forty   TWO "})
+    assert (reward, terminated, info["answer"], info["success"]) == (
+        1.0,
+        True,
+        "  Forty   TWO ",
+        True,
+    )
+    open_page(open_env, site_url, "result.html", answer="forty two")
+    _, reward, terminated, _, info = open_env.step({"action": "FINISH", "value": "41"})
+    assert (reward, terminated, info["success"]) == (0.0, True, False)
+    open_page(open_env, site_url, "result.html")
+    _, reward, terminated, _, info = open_env.step({"action": "FINISH", "value": "anything"})
+    assert (reward, terminated, info["success"]) == (0.0, True, None)
