@@ -1,0 +1,258 @@
+"""Re-run an episode's actions in a fresh env and report where it diverges.
+
+``python -m browser_env.replay EPISODE_DIR`` rebuilds the env from
+``episode.json`` (``gymnasium.make(env_id, **env_kwargs)``), resets it with the
+recorded seed and options, executes every recorded action and compares, step
+by step, what the recording saw with what the replay sees:
+
+* before each step: the page ``url`` and the list of ``element_ids``;
+* after each step: ``reward``, ``success``, ``terminated`` and the action
+  ``error``;
+* after the last step, against the recorded final page: ``url``,
+  ``element_ids`` and the element ``values`` (live value and checked state of
+  every element), i.e. the end state.
+
+Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode.
+Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
+``time_decayed`` rewards) can diverge legitimately; ``--reward-tol`` loosens
+the reward check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+
+from browser_env.episodes.format import EpisodeFormatError, observation_to_json
+from browser_env.episodes.loader import Episode, load_episode
+
+__all__ = ["Divergence", "ReplayReport", "compare_observations", "main", "replay_episode"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """``field`` differs at ``step``: before the step for ``url``/``element_ids``,
+    after it for ``reward``/``success``/``terminated``/``error``. ``step ==
+    len(steps)`` with ``when="final"`` is the end state."""
+
+    step: int
+    when: str  # "before" | "after" | "final"
+    field: str
+    recorded: Any
+    replayed: Any
+
+    def __str__(self) -> str:
+        return f"step {self.step} ({self.when}) {self.field}: recorded {_short(self.recorded)} != replayed {_short(self.replayed)}"
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    episode: Path
+    steps_recorded: int
+    steps_replayed: int
+    divergences: list[Divergence]
+    final_observation: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+    def first(self) -> Divergence | None:
+        return self.divergences[0] if self.divergences else None
+
+    def summary(self) -> str:
+        lines = [f"replayed {self.steps_replayed}/{self.steps_recorded} steps of {self.episode}"]
+        if self.ok:
+            lines.append("no divergence")
+        else:
+            lines.append(f"{len(self.divergences)} divergence(s):")
+            lines.extend(f"  {d}" for d in self.divergences)
+        return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _element_ids(obs: Mapping[str, Any]) -> list[str]:
+    return [str(e["element_id"]) for e in obs.get("elements") or ()]
+
+
+def _element_values(obs: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    return {
+        str(e["element_id"]): (str(e.get("value", "")), int(e.get("checked", 0)))
+        for e in obs.get("elements") or ()
+    }
+
+
+def compare_observations(
+    recorded: Mapping[str, Any],
+    replayed: Mapping[str, Any],
+    *,
+    step: int,
+    when: str,
+    values: bool = False,
+) -> list[Divergence]:
+    """Differences in ``url`` and element ids (and, with ``values``, element values)
+    between two observations in JSON or env form."""
+    out = []
+    if recorded.get("url") != replayed.get("url"):
+        out.append(Divergence(step, when, "url", recorded.get("url"), replayed.get("url")))
+    if "elements" in recorded and "elements" in replayed:
+        a, b = _element_ids(recorded), _element_ids(replayed)
+        if a != b:
+            out.append(Divergence(step, when, "element_ids", a, b))
+        if values:
+            va, vb = _element_values(recorded), _element_values(replayed)
+            changed = {k: (va[k], vb[k]) for k in va.keys() & vb.keys() if va[k] != vb[k]}
+            if changed:
+                out.append(
+                    Divergence(
+                        step,
+                        when,
+                        "values",
+                        {k: v[0] for k, v in changed.items()},
+                        {k: v[1] for k, v in changed.items()},
+                    )
+                )
+    return out
+
+
+def _make_env(episode: Episode, env_overrides: Mapping[str, Any]) -> gymnasium.Env:
+    import browser_env  # noqa: F401 - registers the ids
+
+    meta = episode.meta
+    kwargs = {**meta.env_kwargs, **env_overrides}
+    try:
+        spec = gymnasium.spec(meta.env_id)
+    except gymnasium.error.Error as exc:
+        raise ValueError(f"cannot rebuild env {meta.env_id!r} of {episode.path}: {exc}") from None
+    limit = spec.max_episode_steps
+    if limit is not None and len(episode.steps) > limit:  # e.g. a long human demo
+        kwargs.setdefault("max_episode_steps", len(episode.steps))
+    return gymnasium.make(meta.env_id, **kwargs)
+
+
+def replay_episode(
+    episode: Episode | str | os.PathLike[str],
+    *,
+    env: gymnasium.Env | None = None,
+    env_overrides: Mapping[str, Any] | None = None,
+    reward_tol: float = 1e-6,
+    stop_at_first: bool = False,
+) -> ReplayReport:
+    """Replay ``episode`` (a loaded episode or its directory) and report divergence.
+
+    ``env`` replays in an env you built (it is reset, not closed); otherwise one
+    is made from the episode's ``env_id`` and ``env_kwargs`` updated with
+    ``env_overrides`` (e.g. ``{"headless": False}``) and closed afterwards.
+    An invalid recorded action (``action`` null) is replayed from its
+    ``action_input`` so that its error can be compared too.
+    """
+    if not isinstance(episode, Episode):
+        episode = load_episode(episode)
+    owned = env is None
+    if env is None:
+        env = _make_env(episode, env_overrides or {})
+    divergences: list[Divergence] = []
+    replayed = 0
+    obs: Mapping[str, Any] | None = None
+    try:
+        obs, _info = env.reset(seed=episode.meta.seed, options=episode.meta.reset_options)
+        for step in episode.steps:
+            divergences += compare_observations(
+                step.observation, obs, step=step.index, when="before"
+            )
+            if stop_at_first and divergences:
+                break
+            action = step.action if step.action is not None else step.action_input
+            obs, reward, terminated, _truncated, info = env.step(action)
+            replayed += 1
+            error = str(info.get("action_error") or "")
+            success = info.get("success", False)
+            checks = [
+                (
+                    "reward",
+                    step.reward,
+                    float(reward),
+                    _close(step.reward, float(reward), reward_tol),
+                ),
+                ("success", step.success, success, _same_success(step.success, success)),
+                (
+                    "terminated",
+                    step.terminated,
+                    bool(terminated),
+                    step.terminated == bool(terminated),
+                ),
+                ("error", step.error, error, step.error == error),
+            ]
+            divergences += [
+                Divergence(step.index, "after", f, a, b) for f, a, b, same in checks if not same
+            ]
+            if stop_at_first and divergences:
+                break
+            if terminated and step.index < len(episode.steps) - 1:
+                divergences.append(Divergence(step.index, "after", "ended_early", False, True))
+                break
+        else:
+            if episode.final_observation is not None:
+                divergences += compare_observations(
+                    episode.final_observation,
+                    obs,
+                    step=len(episode.steps),
+                    when="final",
+                    values=True,
+                )
+    finally:
+        if owned:
+            env.close()
+    final = None if obs is None else observation_to_json(obs)
+    return ReplayReport(episode.path, len(episode.steps), replayed, divergences, final)
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= tol
+
+
+def _same_success(recorded: bool | None, replayed: Any) -> bool:
+    return (recorded is None and replayed is None) or (
+        recorded is not None and replayed is not None and bool(recorded) == bool(replayed)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m browser_env.replay", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("episode", help="an episode directory")
+    parser.add_argument("--headed", action="store_true", help="show the browser window")
+    parser.add_argument("--reward-tol", type=float, default=1e-6, help="allowed reward difference")
+    parser.add_argument("--stop-at-first", action="store_true", help="stop at the first divergence")
+    args = parser.parse_args(argv)
+    try:
+        report = replay_episode(
+            Path(args.episode),
+            env_overrides={"headless": False} if args.headed else {},
+            reward_tol=args.reward_tol,
+            stop_at_first=args.stop_at_first,
+        )
+    except (EpisodeFormatError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

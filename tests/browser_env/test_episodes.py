@@ -1,0 +1,315 @@
+"""Episode format v1: writer, loader, validation and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _episode_helpers import FakeBrowserEnv
+
+from browser_env.episodes import (
+    SCHEMA_VERSION,
+    AgentInfo,
+    EpisodeFormatError,
+    EpisodeMeta,
+    EpisodeWriter,
+    Outcome,
+    iter_episodes,
+    load_episode,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _meta(**kw) -> EpisodeMeta:
+    base = dict(
+        env_id="browser_env/fake-v0",
+        task="fake-click",
+        seed=3,
+        goal="click OK",
+        agent=AgentInfo(name="llm", backend="openai", model="m", prompt_version="v1"),
+    )
+    base.update(kw)
+    return EpisodeMeta(**base)
+
+
+def _play(root: Path, actions, *, screenshot: bool = True, meta=None) -> Path:
+    env = FakeBrowserEnv(screenshot=screenshot)
+    obs, info = env.reset(seed=3)
+    writer = EpisodeWriter(root, meta or _meta())
+    for action in actions:
+        next_obs, reward, term, trunc, info = env.step(action)
+        writer.write_step(
+            obs, info["action"], reward, term, trunc, info, prompt="P", raw_output="R"
+        )
+        obs = next_obs
+        if term or trunc:
+            break
+    return writer.close(final_observation=obs)
+
+
+def test_roundtrip_restores_typed_records(tmp_path):
+    path = _play(
+        tmp_path,
+        [
+            {"action": "TYPE", "element_id": "e3", "value": "héllo"},
+            "not json",
+            '{"action":"CLICK","element_id":"e2"}',
+        ],
+    )
+    ep = load_episode(path)
+    assert ep.complete and ep.success
+    assert ep.meta.env_id == "browser_env/fake-v0" and ep.meta.seed == 3
+    assert ep.meta.agent.model == "m" and ep.meta.agent.prompt_version == "v1"
+    assert "python" in ep.meta.versions and "gymnasium" in ep.meta.versions
+    assert [s.index for s in ep.steps] == [0, 1, 2]
+    assert ep.steps[0].action == {"action": "TYPE", "element_id": "e3", "value": "héllo"}
+    assert ep.steps[1].action is None and "JSON" in ep.steps[1].error
+    assert ep.steps[2].reward == 1.0 and ep.steps[2].success and ep.steps[2].terminated
+    assert ep.steps[0].prompt == "P" and ep.steps[0].raw_output == "R"
+    assert ep.steps[0].timings == {"action_ms": 1.5, "observation_ms": 2.5}
+    assert ep.outcome == Outcome(
+        success=True,
+        return_=1.0,
+        steps=3,
+        answer=None,
+        terminated=True,
+        truncated=False,
+        reason="success",
+    )
+    assert ep.timings["wall_s"] >= 0 and ep.timings["mean_action_ms"] == 1.5
+    # observation before step 1 shows the text typed at step 0
+    assert ep.steps[1].observation["elements"][2]["value"] == "héllo"
+    bbox = ep.steps[0].observation["elements"][0]["bbox"]
+    assert bbox == [2.0, 10.5, 20.0, 12.25]
+    env_obs = ep.observation(0, screenshot=True)
+    assert env_obs["elements"][0]["bbox"].dtype == np.float32
+    assert env_obs["screenshot"].shape == (48, 64, 3)
+    # the PNG holds exactly the pixels the policy saw
+    env = FakeBrowserEnv()
+    first, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(env_obs["screenshot"], first["screenshot"])
+    assert ep.final_observation["screenshot"] == "screenshots/final.png"
+    assert ep.observation(3)["url"] == "http://fake/3/3"
+
+
+def test_episode_json_is_documented_v1(tmp_path):
+    path = _play(tmp_path, [{"action": "FINISH", "value": "42"}], screenshot=False)
+    data = json.loads((path / "episode.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION == 1
+    for key in (
+        "episode_id",
+        "env_id",
+        "task",
+        "seed",
+        "goal",
+        "source",
+        "agent",
+        "env_kwargs",
+        "reset_options",
+        "created_at",
+        "versions",
+        "complete",
+        "outcome",
+        "timings",
+        "final_observation",
+    ):
+        assert key in data, key
+        assert f"`{key}`" in (REPO / "docs/episode_format.md").read_text(), key
+    assert data["outcome"]["answer"] == "42" and data["outcome"]["return"] == 0.0
+    step = json.loads((path / "steps.jsonl").read_text().splitlines()[0])
+    for key in step:
+        assert f"`{key}`" in (REPO / "docs/episode_format.md").read_text(), key
+    assert step["observation"]["screenshot"] is None
+    assert not (path / "screenshots").exists()
+
+
+def test_directory_name_and_no_overwrite(tmp_path):
+    w = EpisodeWriter(tmp_path, _meta(episode_id="ep1"))
+    assert w.path == tmp_path / "ep1"
+    w.close()
+    with pytest.raises(FileExistsError):
+        EpisodeWriter(tmp_path, _meta(episode_id="ep1"))
+    auto = EpisodeWriter(tmp_path, _meta(task="miniwob/click button", seed=None))
+    assert auto.path.name.startswith("miniwob-click-button_snone_")
+    auto.close()
+    assert load_episode(auto.path).outcome.steps == 0
+
+
+def test_incomplete_until_closed_and_abort(tmp_path):
+    env = FakeBrowserEnv(screenshot=False)
+    obs, _ = env.reset(seed=1)
+    w = EpisodeWriter(tmp_path, _meta())
+    nobs, r, te, tr, info = env.step({"action": "WAIT", "value": "1"})
+    w.write_step(obs, info["action"], r, te, tr, info)
+    ep = load_episode(w.path)
+    assert not ep.complete and len(ep.steps) == 1 and ep.outcome is None
+    assert list(iter_episodes(tmp_path)) == []
+    assert [e.path for e in iter_episodes(tmp_path, include_incomplete=True)] == [w.path]
+    with pytest.raises(KeyError), w:
+        raise KeyError("boom")
+    ep = load_episode(w.path)
+    assert (
+        not ep.complete and ep.outcome.reason == "interrupted: KeyError" and ep.outcome.steps == 1
+    )
+    with pytest.raises(RuntimeError, match="closed"):
+        w.write_step(obs, None, 0, False, False, {})
+
+
+def test_no_temp_files_left_behind(tmp_path):
+    path = _play(
+        tmp_path, [{"action": "CLICK", "element_id": "e1"}, {"action": "CLICK", "element_id": "e2"}]
+    )
+    names = [p.name for p in path.rglob("*")]
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert sorted(p.name for p in (path / "screenshots").iterdir()) == [
+        "final.png",
+        "step_00000.png",
+        "step_00001.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where", "message"),
+    [
+        (lambda lines: lines.__setitem__(1, lines[1][:-5]), "steps.jsonl:2", "Expecting"),
+        (
+            lambda lines: lines.__setitem__(0, lines[0].replace('"index": 0', '"index": 7')),
+            "steps.jsonl:1",
+            "out of order",
+        ),
+        (
+            lambda lines: lines.__setitem__(1, lines[1].replace('"CLICK"', '"JUMP"')),
+            "steps.jsonl:2",
+            "not a valid action",
+        ),
+        (
+            lambda lines: lines.__setitem__(
+                0, lines[0].replace('"reward": 0.0', '"reward": "lots"')
+            ),
+            "steps.jsonl:1",
+            "step.reward must be",
+        ),
+        (
+            lambda lines: lines.__setitem__(1, lines[1].replace('"url"', '"uri"')),
+            "steps.jsonl:2",
+            "lacks required key 'url'",
+        ),
+    ],
+)
+def test_corrupt_step_names_file_and_line(tmp_path, mutate, where, message):
+    path = _play(
+        tmp_path, [{"action": "CLICK", "element_id": "e1"}, {"action": "CLICK", "element_id": "e2"}]
+    )
+    steps = path / "steps.jsonl"
+    lines = steps.read_text().splitlines()
+    mutate(lines)
+    steps.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EpisodeFormatError) as err:
+        load_episode(path)
+    assert where in str(err.value) and message in str(err.value)
+    assert err.value.path == str(steps)
+
+
+def test_corrupt_episode_json(tmp_path):
+    path = _play(tmp_path, [{"action": "CLICK", "element_id": "e2"}], screenshot=False)
+    ep_file = path / "episode.json"
+    data = json.loads(ep_file.read_text())
+    ep_file.write_text(json.dumps({**data, "schema_version": 2}))
+    with pytest.raises(
+        EpisodeFormatError, match=r"episode\.json: schema_version 2 is not supported"
+    ):
+        load_episode(path)
+    ep_file.write_text(json.dumps({**data, "outcome": {**data["outcome"], "steps": 5}}))
+    with pytest.raises(EpisodeFormatError, match="outcome.steps is 5"):
+        load_episode(path)
+    ep_file.write_text("{")
+    with pytest.raises(EpisodeFormatError, match=r"episode\.json"):
+        load_episode(path)
+    with pytest.raises(EpisodeFormatError, match="not an episode directory"):
+        load_episode(tmp_path)
+
+
+def test_missing_screenshot_is_an_error(tmp_path):
+    path = _play(tmp_path, [{"action": "CLICK", "element_id": "e2"}])
+    (path / "screenshots/step_00000.png").unlink()
+    with pytest.raises(EpisodeFormatError, match="step_00000.png: missing screenshot"):
+        load_episode(path)
+    assert load_episode(path, check_files=False).steps[0].observation["screenshot"]
+
+
+def test_torn_last_line_of_incomplete_episode_is_dropped(tmp_path):
+    env = FakeBrowserEnv(screenshot=False)
+    obs, _ = env.reset(seed=1)
+    w = EpisodeWriter(tmp_path, _meta())
+    for _ in range(2):
+        nobs, r, te, tr, info = env.step({"action": "SCROLL", "value": "down"})
+        w.write_step(obs, info["action"], r, te, tr, info)
+        obs = nobs
+    with open(w.path / "steps.jsonl", "a") as fh:  # a crash in the middle of a write
+        fh.write('{"index": 2, "observ')
+    assert len(load_episode(w.path).steps) == 2
+    w.close()  # once closed, the same torn line is corruption
+    with pytest.raises(EpisodeFormatError, match="steps.jsonl:3"):
+        load_episode(w.path)
+
+
+def test_iter_episodes_walks_run_dirs(tmp_path):
+    a = _play(tmp_path / "run1", [{"action": "CLICK", "element_id": "e2"}], screenshot=False)
+    b = _play(tmp_path / "run2" / "nested", [{"action": "FINISH"}], screenshot=False)
+    found = [e.path for e in iter_episodes([tmp_path / "run1", tmp_path / "run2"])]
+    assert found == [a, b]
+    assert [e.path for e in iter_episodes(a)] == [a]
+    with pytest.raises(FileNotFoundError):
+        list(iter_episodes(tmp_path / "nope"))
+
+
+def test_meta_validation():
+    with pytest.raises(ValueError, match="source"):
+        _meta(source="robot")
+    assert _meta(agent={"name": "random"}).agent == AgentInfo(name="random")
+
+
+_CRASHER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {helpers!r})
+    from _episode_helpers import FakeBrowserEnv
+    from browser_env.episodes import EpisodeMeta, EpisodeWriter
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=0)
+    w = EpisodeWriter(sys.argv[1], EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep"))
+    for i in range(3):
+        nobs, r, te, tr, info = env.step({{"action": "WAIT", "value": "0"}})
+        w.write_step(obs, info["action"], r, te, tr, info)
+        obs = nobs
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_crash_mid_episode_leaves_earlier_steps(tmp_path, sig):
+    script = _CRASHER.format(helpers=str(Path(__file__).parent))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    ep = load_episode(tmp_path / "ep")
+    assert not ep.complete
+    assert [s.action for s in ep.steps] == [{"action": "WAIT", "value": "0"}] * 3
+    assert ep.observation(2, screenshot=True)["screenshot"].shape == (48, 64, 3)

@@ -1,0 +1,118 @@
+"""Replay: re-run recorded actions and report divergence."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import gymnasium
+import pytest
+from _episode_helpers import FakeBrowserEnv
+
+from browser_env.episodes import load_episode
+from browser_env.replay import main, replay_episode
+from browser_env.wrappers import RecordEpisode
+
+ACTIONS = [
+    {"action": "TYPE", "element_id": "e3", "value": "abc"},
+    "not an action",
+    {"action": "CLICK", "element_id": "e2"},
+]
+
+
+def _record(tmp_path):
+    env = RecordEpisode(FakeBrowserEnv(screenshot=False), tmp_path)
+    env.reset(seed=4)
+    for action in ACTIONS:
+        env.step(action)
+    env.close()
+    return env.last_episode_dir
+
+
+def test_faithful_replay_has_no_divergence(tmp_path):
+    path = _record(tmp_path)
+    report = replay_episode(path, env=FakeBrowserEnv(screenshot=False))
+    assert report.ok, report.summary()
+    assert report.steps_replayed == 3 and "no divergence" in report.summary()
+    assert report.final_observation["elements"][2]["value"] == "abc"
+
+
+def _edit_step(path, index, fn):
+    steps = path / "steps.jsonl"
+    lines = steps.read_text().splitlines()
+    record = json.loads(lines[index])
+    fn(record)
+    lines[index] = json.dumps(record)
+    steps.write_text("\n".join(lines) + "\n")
+
+
+def test_divergence_is_reported_per_step(tmp_path):
+    path = _record(tmp_path)
+    _edit_step(path, 1, lambda r: r["observation"].update(url="http://elsewhere/"))
+    _edit_step(path, 1, lambda r: r.update(error="different error"))
+    _edit_step(path, 0, lambda r: r["observation"]["elements"].pop())
+    report = replay_episode(path, env=FakeBrowserEnv(screenshot=False))
+    found = {(d.step, d.when, d.field) for d in report.divergences}
+    assert found == {(0, "before", "element_ids"), (1, "before", "url"), (1, "after", "error")}
+    assert (
+        "step 1 (before) url: recorded 'http://elsewhere/' != replayed 'http://fake/4/1'"
+        in report.summary()
+    )
+    first = replay_episode(path, env=FakeBrowserEnv(screenshot=False), stop_at_first=True)
+    assert len(first.divergences) == 1 and first.steps_replayed == 0
+
+
+def test_end_state_and_early_end(tmp_path):
+    path = _record(tmp_path)
+    data = json.loads((path / "episode.json").read_text())
+    data["final_observation"]["elements"][2]["value"] = "xyz"
+    (path / "episode.json").write_text(json.dumps(data))
+    report = replay_episode(path, env=FakeBrowserEnv(screenshot=False))
+    assert [(d.step, d.when, d.field, d.recorded, d.replayed) for d in report.divergences] == [
+        (3, "final", "values", {"e3": ("xyz", 0)}, {"e3": ("abc", 0)})
+    ]
+    _edit_step(path, 0, lambda r: r.update(action={"action": "CLICK", "element_id": "e2"}))
+    report = replay_episode(path, env=FakeBrowserEnv(screenshot=False))
+    fields = [(d.step, d.field) for d in report.divergences]
+    assert (
+        (0, "reward") in fields and (0, "terminated") in fields and fields[-1] == (0, "ended_early")
+    )
+
+
+def test_cli_rejects_unknown_env(tmp_path, capsys):
+    path = _record(tmp_path)
+    assert main([str(path)]) == 2
+    assert "browser_env/fake-v0" in capsys.readouterr().err
+
+
+def _solve_enter_text(env):
+    obs, _ = env.reset(seed=3)
+    word = re.search(r'"(.+?)"', obs["goal"]).group(1)
+    field = next(e for e in obs["elements"] if e["tag"] == "input")
+    button = next(e for e in obs["elements"] if e["text"] == "Submit")
+    env.step({"action": "TYPE", "element_id": field["element_id"], "value": word})
+    env.step({"action": "CLICK", "element_id": "e999"})  # an error the replay must reproduce
+    return env.step({"action": "CLICK", "element_id": button["element_id"]})
+
+
+@pytest.mark.browser
+def test_real_env_roundtrip(tmp_path, capsys):
+    import browser_env  # noqa: F401
+
+    env = RecordEpisode(gymnasium.make("browser_env/miniwob.enter-text-v0"), tmp_path)
+    *_, info = _solve_enter_text(env)
+    env.close()
+    assert info["success"]
+    ep = load_episode(env.last_episode_dir)
+    assert (
+        ep.outcome.success
+        and ep.steps[1].error
+        and ep.meta.env_kwargs == {"task": "miniwob.enter-text"}
+    )
+    assert main([str(ep.path)]) == 0, capsys.readouterr().out
+    assert "no divergence" in capsys.readouterr().out
+    # a tampered action diverges: typing the wrong word fails the task
+    _edit_step(ep.path, 0, lambda r: r["action"].update(value="wrong"))
+    assert main([str(ep.path)]) == 1
+    out = capsys.readouterr().out
+    assert "step 2 (after) reward" in out and "step 2 (after) success" in out
