@@ -14,7 +14,8 @@ done or on FINISH; ``truncated`` comes from ``max_episode_steps`` (Gymnasium's
 ``info`` after a step: ``raw_reward``, ``success`` (bool, or None when the
 task cannot judge), ``reason``, ``answer`` (the FINISH value or None),
 ``action`` (canonical dict or None), ``action_error``, ``timings`` (ms:
-``action``, ``validate``, ``observation``, ``screenshot``, ``total``), and
+``action``, ``validate``, ``observation``, ``screenshot``, ``total``; a
+:class:`~browser_env.timing.Timings` mapping, ``dict()`` it for JSON), and
 ``dialogs``/``downloads``/``popups`` when the step caused any.
 """
 
@@ -34,6 +35,7 @@ from browser_env.browser import BrowserConfig, acquire_playwright, launch, relea
 from browser_env.executor import INIT_JS, OBSERVE_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, TEXT_FIELDS, observation_space
 from browser_env.tasks import MiniWoBTask, OpenTask, Task
+from browser_env.timing import Timings
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Dialog, Download, Page, Request
@@ -134,11 +136,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         info = {
             "task": self.task.name,
             "seed": episode_seed,
-            "timings": {
-                "setup": (t1 - t0) * 1e3,
-                **obs_timings,
-                "total": (t2 - t0) * 1e3,
-            },
+            "timings": Timings({"setup": (t1 - t0) * 1e3, **obs_timings, "total": (t2 - t0) * 1e3}),
         }
         return obs, info
 
@@ -189,12 +187,14 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             "answer": answer,
             "action": parsed.to_dict() if parsed is not None else None,
             "action_error": error or None,
-            "timings": {
-                "action": (t1 - t0) * 1e3,
-                "validate": (t2 - t1) * 1e3,
-                **obs_timings,
-                "total": (t3 - t0) * 1e3,
-            },
+            "timings": Timings(
+                {
+                    "action": (t1 - t0) * 1e3,
+                    "validate": (t2 - t1) * 1e3,
+                    **obs_timings,
+                    "total": (t3 - t0) * 1e3,
+                }
+            ),
             **notes,
             **self._events,
         }

@@ -32,3 +32,28 @@ def open_env():
     env = BrowserEnv("open", modalities=("elements", "text"), viewport=(800, 600))
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def virtual_display():
+    """A headed browser (render_mode="human", check_env's render check, the demo
+    recorder) needs an X display: start Xvfb when there is none."""
+    import shutil
+    import subprocess
+    import time
+
+    if os.environ.get("DISPLAY") or not shutil.which("Xvfb"):
+        yield os.environ.get("DISPLAY")
+        return
+    display = f":{90 + os.getpid() % 500}"
+    proc = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    os.environ["DISPLAY"] = display
+    yield display
+    proc.terminate()
+    proc.wait(timeout=10)
+    os.environ.pop("DISPLAY", None)

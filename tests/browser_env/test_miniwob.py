@@ -1,0 +1,184 @@
+"""MiniWoB++ through gymnasium.make: registration, seeding, rewards, the timer, check_env."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import browser_env
+from browser_env.tasks.miniwob import miniwob_task_names
+
+pytestmark = pytest.mark.browser
+
+
+def click_target_button(env, obs):
+    target = obs["goal"].split('"')[1]
+    button = next(e for e in obs["elements"] if e["tag"] == "button" and e["text"] == target)
+    return env.step({"action": "CLICK", "element_id": button["element_id"]})
+
+
+def test_every_task_page_is_registered():
+    names = miniwob_task_names()
+    assert len(names) >= 120 and "click-test" in names and "flight.AA" in names
+    for name in names:
+        assert f"browser_env/miniwob.{name}-v0" in gym.registry
+    assert "browser_env/open-v0" in gym.registry
+
+
+@pytest.fixture(scope="module")
+def click_button():
+    env = gym.make("browser_env/miniwob.click-button-v0")
+    yield env
+    env.close()
+
+
+def test_same_seed_same_instance_and_elements(click_button):
+    first, _ = click_button.reset(seed=11)
+    click_button.reset(seed=12)
+    again, info = click_button.reset(seed=11)
+    assert info["seed"] == 11
+    assert first["goal"] == again["goal"] and first["text"] == again["text"]
+    strip = lambda obs: [{k: (v.tolist() if k == "bbox" else v) for k, v in e.items()} for e in obs["elements"]]  # noqa: E731
+    assert strip(first) == strip(again)
+    np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
+    goals = {click_button.reset(seed=s)[0]["goal"] for s in range(8)}
+    assert len(goals) > 1  # different seeds give different instances
+
+
+def test_unseeded_resets_follow_the_env_rng(click_button):
+    click_button.reset(seed=5)
+    a = [click_button.reset()[1]["seed"] for _ in range(3)]
+    click_button.reset(seed=5)
+    b = [click_button.reset()[1]["seed"] for _ in range(3)]
+    assert a == b and len(set(a)) == 3
+
+
+def test_success_and_failure_rewards(click_button):
+    obs, _ = click_button.reset(seed=3)
+    obs, reward, terminated, truncated, info = click_target_button(click_button, obs)
+    assert (reward, terminated, truncated, info["success"], info["raw_reward"]) == (1.0, True, False, True, 1.0)
+    obs, _ = click_button.reset(seed=3)
+    target = obs["goal"].split('"')[1]
+    wrong = next((e for e in obs["elements"] if e["tag"] == "button" and e["text"] != target), None)
+    if wrong is not None:
+        _, reward, terminated, _, info = click_button.step({"action": "CLICK", "element_id": wrong["element_id"]})
+        assert (reward, terminated, info["success"]) == (-1.0, True, False)
+
+
+def test_observation_is_scoped_to_the_task_area(click_button):
+    obs, _ = click_button.reset(seed=0)
+    assert obs["screenshot"].shape == (210, 160, 3)
+    assert "Episodes done" not in obs["text"] and "START" not in obs["text"]
+    assert obs["goal"] in obs["text"]
+
+
+@pytest.mark.parametrize(("reward_type", "expected"), [("binary", 1.0), ("time_decayed", None)])
+def test_reward_types(reward_type, expected):
+    env = gym.make("browser_env/miniwob.click-button-v0", task_kwargs={"reward_type": reward_type}, modalities=("elements",))
+    try:
+        obs, _ = env.reset(seed=3)
+        _, reward, terminated, _, info = click_target_button(env, obs)
+        assert terminated and info["raw_reward"] == 1.0
+        if expected is None:
+            assert 0.0 < reward < 1.0  # scaled by the wall-clock time the page measured
+        else:
+            assert reward == expected
+    finally:
+        env.close()
+
+
+def test_timer_is_off_by_default_and_can_be_turned_on():
+    off = gym.make("browser_env/miniwob.click-test-v0", modalities=("text",))
+    on = gym.make(
+        "browser_env/miniwob.click-test-v0",
+        modalities=("text",),
+        task_kwargs={"episode_timer": True, "episode_max_time_ms": 300},
+    )
+    try:
+        off.reset(seed=0)
+        on.reset(seed=0)
+        _, reward_off, done_off, _, _ = off.step({"action": "WAIT", "value": "500"})
+        _, reward_on, done_on, _, info = on.step({"action": "WAIT", "value": "500"})
+        assert (reward_off, done_off) == (0.0, False)
+        assert (reward_on, done_on, info["reason"]) == (-1.0, True, "timed out")
+    finally:
+        off.close()
+        on.close()
+
+
+def test_step_limit_truncates():
+    env = gym.make("browser_env/miniwob.click-test-v0", max_episode_steps=2, modalities=("text",))
+    try:
+        env.reset(seed=0)
+        assert env.step({"action": "WAIT", "value": "0"})[3] is False
+        _, _, terminated, truncated, _ = env.step({"action": "WAIT", "value": "0"})
+        assert (terminated, truncated) == (False, True)
+    finally:
+        env.close()
+
+
+def test_text_only_env_has_no_screenshot_in_space_or_observation():
+    env = gym.make("browser_env/miniwob.click-test-v0", modalities=("elements", "text"))
+    try:
+        obs, info = env.reset(seed=0)
+        assert "screenshot" not in obs and "screenshot" not in env.observation_space.spaces
+        assert "screenshot" not in info["timings"]
+    finally:
+        env.close()
+
+
+def test_render_rgb_array_returns_the_screenshot():
+    env = gym.make("browser_env/miniwob.click-test-v0", render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=0)
+        frame = env.render()
+        assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    finally:
+        env.close()
+
+
+def test_flight_task_loads_over_http():
+    env = gym.make("browser_env/miniwob.flight.AA-v0", modalities=("elements", "text"))
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs["url"].startswith("http://127.0.0.1:") and obs["goal"]
+        assert len(obs["elements"]) > 3
+    finally:
+        env.close()
+
+
+def _check(env_id: str) -> None:
+    env = gym.make(env_id, disable_env_checker=True).unwrapped
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_env(env)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("env_id", ["browser_env/miniwob.click-button-v0", "browser_env/open-v0"])
+def test_check_env_passes_without_warning_filters(env_id):
+    _check(env_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", sorted(i for i in gym.registry if i.startswith("browser_env/")))
+def test_check_env_every_registered_id(env_id):
+    if gym.registry[env_id].nondeterministic:
+        pytest.skip("page depends on the wall clock (dates); check_env's determinism check cannot hold")
+    _check(env_id)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, browser_env; print(any(m.startswith(('playwright', 'torch')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert browser_env.Action is not None
