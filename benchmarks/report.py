@@ -1,0 +1,155 @@
+"""Results: per-task rows, the printed table, ``results.json`` and a plot.
+
+``results.json`` (schema 1)::
+
+    {"schema": 1, "suite": ..., "agent": ..., "config": {...},
+     "tasks": [{"task", "env_id", "episodes", "success_rate", "mean_steps",
+                "mean_reward", "step_latency_ms": {"median", "p95"},
+                "reset_latency_ms": {"median"}, "agent_latency_ms": {"median"}}],
+     "overall": {...same keys over all episodes...},
+     "episodes": [EpisodeResult.to_dict(), ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.rollout import EpisodeResult
+
+__all__ = ["format_table", "plot_success", "summarize", "write_json_atomic", "write_results"]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _row(task: str, env_id: str, episodes: Sequence[EpisodeResult]) -> dict[str, Any]:
+    steps_ms = [ms for e in episodes for ms in e.env_step_ms]
+    agent_ms = [ms for e in episodes for ms in e.agent_ms]
+    return {
+        "task": task,
+        "env_id": env_id,
+        "episodes": len(episodes),
+        "success_rate": sum(e.success for e in episodes) / len(episodes),
+        "mean_steps": statistics.fmean(e.steps for e in episodes),
+        "mean_reward": statistics.fmean(e.episode_return for e in episodes),
+        "step_latency_ms": {
+            "median": statistics.median(steps_ms) if steps_ms else 0.0,
+            "p95": _percentile(steps_ms, 95),
+        },
+        "reset_latency_ms": {"median": statistics.median(e.reset_ms for e in episodes)},
+        "agent_latency_ms": {"median": statistics.median(agent_ms) if agent_ms else 0.0},
+    }
+
+
+def summarize(results: Sequence[EpisodeResult]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-task rows (in first-seen order) and the overall row."""
+    if not results:
+        raise ValueError("no episodes to summarize")
+    by_task: dict[str, list[EpisodeResult]] = {}
+    for result in results:
+        by_task.setdefault(result.env_id, []).append(result)
+    rows = [_row(_task_name(env_id), env_id, eps) for env_id, eps in by_task.items()]
+    overall = _row("overall", "", results)
+    return rows, overall
+
+
+def _task_name(env_id: str) -> str:
+    name = env_id.split("/", 1)[-1]
+    return name.removesuffix("-v0")
+
+
+def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str:
+    header = ("task", "episodes", "success", "mean steps", "mean reward", "step ms (p50/p95)")
+    lines = []
+    for row in [*rows, overall]:
+        lines.append(
+            (
+                row["task"],
+                str(row["episodes"]),
+                f"{row['success_rate']:.0%}",
+                f"{row['mean_steps']:.1f}",
+                f"{row['mean_reward']:+.2f}",
+                f"{row['step_latency_ms']['median']:.1f} / {row['step_latency_ms']['p95']:.1f}",
+            )
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
+    rule = "  ".join("-" * w for w in widths)
+    body = [fmt(line) for line in lines]
+    return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write JSON to a temp file in the same directory, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results(
+    path: str | os.PathLike[str],
+    results: Sequence[EpisodeResult],
+    *,
+    suite: str,
+    agent: str,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    rows, overall = summarize(results)
+    data = {
+        "schema": 1,
+        "suite": suite,
+        "agent": agent,
+        "config": config or {},
+        "tasks": rows,
+        "overall": overall,
+        "episodes": [r.to_dict() for r in results],
+    }
+    write_json_atomic(path, data)
+    return data
+
+
+def plot_success(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> Path | None:
+    """A horizontal bar chart of success rate per task; ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r["task"] for r in rows]
+    rates = [100 * r["success_rate"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax.barh(names, rates, color="#4C72B0")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("success rate (%)")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    for y, rate in enumerate(rates):
+        ax.text(min(rate + 1, 92), y, f"{rate:.0f}%", va="center", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,113 @@
+"""Roll an agent over a suite and report: ``python -m benchmarks.run suite=S agent=A``.
+
+::
+
+    python -m benchmarks.run                                  # the embedded default
+    python -m benchmarks.run suite=miniwob_expert agent=expert episodes=50
+    python -m benchmarks.run agent=llm backend=openai model=meta/llama-3.1-8b-instruct
+    python -m benchmarks.run --multirun agent=random,expert
+
+Prints a table (task, episodes, success rate, mean steps, mean reward, step
+latency) and writes into the run's Hydra output dir: ``results.json`` (see
+:mod:`benchmarks.report`), ``success.png`` and, with ``record=true``, one
+episode directory per episode under ``episodes/`` (open them with
+``python -m browser_env.view <dir>``). :func:`run` is the plain function
+behind the ``@hydra.main`` wrapper; tests call it with a composed config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.report import format_table, plot_success, write_results
+from benchmarks.rollout import EpisodeResult, rollout
+from benchmarks.suites import Suite
+
+__all__ = ["main", "run"]
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under @hydra.main
+        return Path("outputs") / "benchmarks"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Roll ``cfg.agent`` over ``cfg.suite``; return the ``results.json`` content."""
+    import gymnasium as gym
+    from hydra.utils import instantiate
+    from tqdm.auto import tqdm
+
+    import browser_env  # noqa: F401 - registers the ids
+    from agents.run import build_agent
+    from browser_env.episodes import AgentInfo
+    from browser_env.wrappers import RecordEpisode
+
+    suite: Suite = instantiate(cfg.suite)
+    out = _output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    agent = build_agent(cfg)
+    agent_name = getattr(agent, "name", type(agent).__name__)
+    seeds = Suite.seeds(int(cfg.seed), int(cfg.episodes))
+    env_kwargs: dict[str, Any] = {
+        "headless": bool(cfg.headless),
+        **suite.env_kwargs,
+        **OmegaConf.to_container(cfg.env_kwargs, resolve=True),
+    }
+    if cfg.get("modalities"):
+        env_kwargs["modalities"] = tuple(cfg.modalities)
+    if suite.max_episode_steps or cfg.get("max_steps"):
+        env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
+    info = AgentInfo(
+        name=agent_name,
+        model=None if cfg.get("model") is None else str(cfg.model),
+        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
+        prompt_version=getattr(agent, "prompt_version", None),
+        config=OmegaConf.to_container(cfg.agent, resolve=False),
+    )
+    source = "scripted" if agent_name == "expert" else "agent"
+    results: list[EpisodeResult] = []
+    progress = tqdm(total=len(suite.env_ids) * len(seeds), desc=suite.name, disable=not cfg.progress, unit="ep")
+    try:
+        for env_id in suite.env_ids:
+            env = gym.make(env_id, **env_kwargs)
+            if cfg.record:
+                env = RecordEpisode(env, out / "episodes", agent=info, source=source)
+            try:
+                for seed in seeds:
+                    results.append(rollout(env, agent, seed))
+                    done = results[-1]
+                    progress.set_postfix(task=env_id.split("/")[-1][:28], success=done.success)
+                    progress.update()
+            finally:
+                env.close()
+    finally:
+        progress.close()
+        if hasattr(agent, "close"):
+            agent.close()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    data = write_results(out / "results.json", results, suite=suite.name, agent=agent_name, config=config)
+    print(format_table(data["tasks"], data["overall"]))
+    plot = plot_success(data["tasks"], out / "success.png", title=f"{agent_name} on {suite.name}")
+    print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))
+    if cfg.record:
+        print(f"episodes: {out / 'episodes'}  (python -m browser_env.view {out / 'episodes'})")
+    return data
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""A suite is a list of env ids and the seeds each is rolled out on.
+
+Suites are Hydra configs (``conf/suite/*.yaml``) that instantiate :class:`Suite`::
+
+    _target_: benchmarks.suites.Suite
+    name: miniwob_smoke
+    tasks: [click-test, click-button]
+    prefix: browser_env/miniwob.
+
+Every task is played on the same seeds ``seed, seed + 1, ...`` so agents are
+compared on identical instances. ``tasks: all`` expands to every MiniWoB++
+task page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Suite"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Attributes:
+    name: shown in tables and file names.
+    tasks: task names (joined to ``prefix``) or ``"all"`` for every MiniWoB++ page.
+    prefix: prepended to each task to form the Gymnasium id; ``-v0`` is appended.
+    max_episode_steps: overrides the registered step limit when set.
+    env_kwargs: passed to ``gymnasium.make`` for every task.
+    exclude: task names left out (e.g. of ``all``).
+    """
+
+    name: str
+    tasks: Sequence[str] | str
+    prefix: str = "browser_env/miniwob."
+    max_episode_steps: int | None = None
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    exclude: Sequence[str] = ()
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        if isinstance(self.tasks, str):
+            if self.tasks != "all":
+                raise ValueError(f"tasks must be a list of names or 'all', got {self.tasks!r}")
+            from browser_env.tasks.miniwob import miniwob_task_names
+
+            names: Sequence[str] = miniwob_task_names()
+        else:
+            names = self.tasks
+        names = tuple(n for n in names if n not in set(self.exclude))
+        if not names:
+            raise ValueError(f"suite {self.name!r} has no tasks")
+        return names
+
+    @property
+    def env_ids(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}{task}-v0" for task in self.task_names)
+
+    @staticmethod
+    def seeds(start: int, episodes: int) -> range:
+        if episodes < 1:
+            raise ValueError("episodes must be >= 1")
+        return range(start, start + episodes)
