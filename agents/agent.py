@@ -1,0 +1,273 @@
+"""The agent contract and the LLM agent.
+
+An agent is reset with the task's goal and then asked for one action per
+observation::
+
+    agent.reset(goal, seed=None)
+    action, info = agent.act(obs)
+
+``info`` is JSON-safe and, for :class:`LLMAgent`, holds ``prompt`` (see
+:meth:`Prompt.to_dict`), ``raw_output``, ``parse`` (ok, method, error),
+``guards`` (one dict per guard that fired), ``proposed`` (the parsed action
+before guards, ``None`` on a parse failure), ``action``, ``latency_s`` and
+``generation`` (token ids, logprobs, backend info).
+
+The agent keeps its own :class:`History`. A step's outcome (OK or the error)
+is learned from the next observation's ``last_action_error``; errors the agent
+itself decides (a rejected element, an unparseable output) are recorded at
+once, so the model always sees why its last action did not happen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from agents.backends.base import Backend, SamplingParams
+from agents.guards import GuardConfig, Guards
+from agents.parser import ParseFailure, explain_parse
+from agents.prompt import Prompt, build_prompt
+from browser_env.actions import Action, Verb
+from browser_env.observation import render_element
+
+__all__ = ["Agent", "History", "LLMAgent", "PromptConfig", "Step", "describe_element"]
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A policy over observations. ``act`` never raises for a bad model output;
+    it returns an action the env can run (at worst WAIT or FINISH)."""
+
+    name: str
+
+    def reset(self, goal: str = "", *, seed: int | None = None) -> None: ...
+
+    def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]: ...
+
+
+@dataclasses.dataclass
+class Step:
+    """One action the agent took: ``action`` (what ran), ``element`` (the
+    targeted element as rendered at the time), ``error`` ("" when it ran
+    cleanly), ``proposed`` (the model's action before guards) and ``notes``
+    (names of guards that fired, or ``"parse_failure"``)."""
+
+    action: Action
+    element: str = ""
+    error: str = ""
+    proposed: Action | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.to_dict(),
+            "element": self.element,
+            "error": self.error,
+            "proposed": None if self.proposed is None else self.proposed.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        proposed = data.get("proposed")
+        return cls(
+            action=Action.from_dict(dict(data["action"])),
+            element=str(data.get("element", "")),
+            error=str(data.get("error", "")),
+            proposed=None if proposed is None else Action.from_dict(dict(proposed)),
+            notes=tuple(data.get("notes", ())),
+        )
+
+
+class History(Sequence[Step]):
+    """The agent's steps in an episode, oldest first."""
+
+    def __init__(self, steps: Sequence[Step] = ()) -> None:
+        self._steps: list[Step] = list(steps)
+
+    def append(self, step: Step) -> None:
+        self._steps.append(step)
+
+    def clear(self) -> None:
+        self._steps.clear()
+
+    def record_error(self, error: str) -> None:
+        """Attach an env-reported error to the last step (keeping any error the
+        agent already recorded)."""
+        if not self._steps or not error:
+            return
+        last = self._steps[-1]
+        last.error = f"{last.error}; {error}" if last.error and error != last.error else error
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._steps[index]
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self._steps]
+
+
+def describe_element(obs: Mapping[str, Any], element_id: str | None) -> str:
+    """The rendered element with ``element_id`` in ``obs``, or "" if absent."""
+    if element_id is None:
+        return ""
+    for element in obs.get("elements") or ():
+        if str(element["element_id"]) == element_id:
+            return render_element(element)
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """Arguments to :func:`agents.prompt.build_prompt` that an agent fixes.
+    ``use_screenshot`` sends the screenshot only to multimodal backends."""
+
+    budget_tokens: int = 3072
+    max_history: int = 8
+    max_text_chars: int = 8000
+    rules: tuple[str, ...] | None = None
+    system_role: bool = True
+    use_screenshot: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rules is not None:
+            object.__setattr__(self, "rules", tuple(str(r) for r in self.rules))
+
+
+class LLMAgent:
+    """A model behind a :class:`Backend`, prompted with :func:`build_prompt`,
+    read with :func:`explain_parse` and corrected by :class:`Guards`.
+
+    After ``max_parse_failures`` consecutive unparseable outputs the agent
+    returns FINISH (the ones before become ``WAIT 0`` with the error recorded).
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        backend: Backend,
+        prompt: PromptConfig | Mapping[str, Any] | None = None,
+        guards: GuardConfig | Mapping[str, Any] | None = None,
+        sampling: SamplingParams | Mapping[str, Any] | None = None,
+        max_parse_failures: int = 3,
+    ) -> None:
+        if max_parse_failures < 1:
+            raise ValueError("max_parse_failures must be >= 1")
+        self.backend = backend
+        self.prompt_config = _as(PromptConfig, prompt)
+        self.guards = Guards(guards)
+        self.sampling = _as(SamplingParams, sampling)
+        self.max_parse_failures = max_parse_failures
+        self.history = History()
+        self.goal = ""
+        self._episode_sampling = self.sampling
+        self._parse_failures = 0
+        self._awaiting_result = False
+
+    def reset(self, goal: str = "", *, seed: int | None = None) -> None:
+        self.goal = goal
+        self.history.clear()
+        self._parse_failures = 0
+        self._awaiting_result = False
+        self._episode_sampling = (
+            self.sampling if seed is None else dataclasses.replace(self.sampling, seed=seed)
+        )
+
+    def build_prompt(self, obs: Mapping[str, Any], demonstration: str | None = None) -> Prompt:
+        """The prompt for ``obs`` given the current history (what :meth:`act` sends)."""
+        cfg = self.prompt_config
+        return build_prompt(
+            obs,
+            self.history,
+            count_tokens=self.backend.count_tokens,
+            budget_tokens=cfg.budget_tokens,
+            demonstration=demonstration,
+            multimodal=cfg.use_screenshot and bool(getattr(self.backend, "multimodal", False)),
+            max_history=cfg.max_history,
+            max_text_chars=cfg.max_text_chars,
+            rules=cfg.rules,
+            system_role=cfg.system_role,
+            goal=obs.get("goal") or self.goal,
+        )
+
+    def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
+        if self._awaiting_result:
+            self.history.record_error(str(obs.get("last_action_error") or ""))
+        prompt = self.build_prompt(obs)
+        start = time.perf_counter()
+        generation = self.backend.generate(
+            prompt.messages, list(prompt.images) or None, self._episode_sampling
+        )
+        latency = time.perf_counter() - start
+        outcome = explain_parse(generation.text)
+        notes: list[Any] = []
+        error = ""
+        if isinstance(outcome.result, ParseFailure):
+            self._parse_failures += 1
+            proposed = None
+            if self._parse_failures >= self.max_parse_failures:
+                action = Action(
+                    Verb.FINISH,
+                    value="",
+                    reasoning=f"stopped: {self._parse_failures} consecutive outputs had no readable action",
+                )
+            else:
+                action = Action(Verb.WAIT, value="0")
+            error = f"your output had no readable action: {outcome.result.reason}"
+        else:
+            self._parse_failures = 0
+            proposed = outcome.result
+            action, notes = self.guards(proposed, obs, self.history)
+            error = next((n.error for n in notes if n.error), "")
+        self.history.append(
+            Step(
+                action=action,
+                element=describe_element(obs, action.element_id),
+                error=error,
+                proposed=proposed,
+                notes=tuple(n.guard for n in notes) or (() if proposed else ("parse_failure",)),
+            )
+        )
+        self._awaiting_result = True
+        info = {
+            "prompt": prompt.to_dict(),
+            "raw_output": generation.text,
+            "parse": outcome.to_dict(),
+            "guards": [n.to_dict() for n in notes],
+            "proposed": None if proposed is None else proposed.to_dict(),
+            "action": action.to_dict(),
+            "latency_s": latency,
+            "generation": {
+                "token_ids": list(generation.token_ids),
+                "logprobs": None if generation.logprobs is None else list(generation.logprobs),
+                "info": dict(generation.info),
+            },
+        }
+        return action, info
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _as(cls: type, value: Any) -> Any:
+    """``value`` as a ``cls`` dataclass: itself, built from a mapping (Hydra
+    nodes included; lists become tuples), or the defaults for ``None``."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return cls(**{str(k): tuple(v) if _is_list(v) else v for k, v in value.items()})
+    raise TypeError(f"expected {cls.__name__} or a mapping, got {type(value).__name__}")
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)

@@ -1,0 +1,252 @@
+"""Run one agent on one task and print each step.
+
+::
+
+    python -m agents.run env=miniwob.click-test agent=random
+    python -m agents.run url=https://example.com goal="Find the heading" agent=llm backend=openai model=...
+    python -m agents.run agent=llm backend=transformers model=/path/to/model adapter=/path/to/lora
+
+The config is ``conf/run.yaml``. :func:`run` is the plain function behind the
+``@hydra.main`` wrapper; tests call it with a composed config. Top-level
+``model`` and ``adapter``, when set, override ``backend.model`` /
+``backend.adapter`` of whichever backend is selected.
+
+Episodes are written with :class:`browser_env.wrappers.RecordEpisode` (the
+episode format is ``browser_env.episodes``'s): ``record=true`` writes into
+``episodes_dir`` (default: ``episodes/`` in Hydra's run directory). Callers can
+pass their own ``episode_writer``: any ``env -> env`` wrapper factory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from agents.agent import Agent
+from agents.prompt import PROMPT_VERSION
+
+__all__ = ["main", "make_env", "resolve_env_id", "run"]
+
+EpisodeWriterFactory = Callable[[Any], Any]
+
+
+def resolve_env_id(cfg: Mapping[str, Any]) -> str:
+    """The Gymnasium id for ``cfg``: ``browser_env/open-v0`` when ``url`` is set,
+    else ``env`` as given (``miniwob.click-test``, ``browser_env/...-v0``)."""
+    if cfg.get("url"):
+        return "browser_env/open-v0"
+    env = cfg.get("env")
+    if not env:
+        raise ValueError("give env=<id> (e.g. env=miniwob.click-test) or url=... goal=...")
+    env = str(env)
+    if "/" not in env:
+        env = f"browser_env/{env}"
+    if not env.rsplit("-", 1)[-1].startswith("v") or not env.rsplit("-v", 1)[-1].isdigit():
+        env += "-v0"
+    return env
+
+
+def make_env(cfg: Mapping[str, Any]) -> Any:
+    """A Gymnasium env from ``cfg`` (``env``/``url``, ``headless``, ``max_steps``, ``env_kwargs``)."""
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
+
+    kwargs = {"headless": bool(cfg.get("headless", True)), **dict(cfg.get("env_kwargs") or {})}
+    return gym.make(resolve_env_id(cfg), max_episode_steps=int(cfg["max_steps"]), **kwargs)
+
+
+def _reset_options(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not cfg.get("url"):
+        return None
+    options = {"url": str(cfg["url"]), "goal": str(cfg.get("goal") or "")}
+    if cfg.get("answer") is not None:
+        options["answer"] = str(cfg["answer"])
+    return options
+
+
+def build_agent(cfg: DictConfig) -> Agent:
+    """Instantiate ``cfg.agent``, applying top-level ``model``/``adapter`` to the backend."""
+    from hydra.utils import instantiate
+
+    backend = cfg.get("backend")
+    if backend is not None:
+        for key in ("model", "adapter"):
+            if cfg.get(key) is None:
+                continue
+            if key == "adapter" and key not in backend:
+                target = backend.get("_target_", "the selected backend")
+                raise ValueError(
+                    f"{target} takes no adapter; drop adapter=... or pick another backend"
+                )
+            with open_dict(backend):
+                backend[key] = cfg[key]
+    return instantiate(cfg.agent)
+
+
+def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | None:
+    if not cfg.get("record", False):
+        return None
+    from browser_env.episodes import AgentInfo
+    from browser_env.wrappers import RecordEpisode
+
+    root = cfg.get("episodes_dir")
+    if root is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
+        except ValueError:  # not under @hydra.main
+            root = Path("outputs") / "episodes"
+    backend = cfg.get("backend") if getattr(agent, "name", "") == "llm" else None
+    info = AgentInfo(
+        name=getattr(agent, "name", type(agent).__name__),
+        backend=None if backend is None else _backend_name(backend),
+        model=None if cfg.get("model") is None else str(cfg.model),
+        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
+        prompt_version=PROMPT_VERSION if getattr(agent, "name", "") == "llm" else None,
+        config=OmegaConf.to_container(cfg.agent, resolve=False) if "agent" in cfg else {},
+    )
+    source = "scripted" if getattr(agent, "name", "") == "expert" else "agent"
+
+    def wrap(env: Any) -> Any:
+        return RecordEpisode(env, root, agent=info, source=source)
+
+    return wrap
+
+
+def run(
+    cfg: DictConfig,
+    *,
+    env: Any = None,
+    agent: Agent | None = None,
+    episode_writer: EpisodeWriterFactory | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Play one episode of ``cfg.max_steps`` steps at most and return a summary:
+    ``env_id``, ``goal``, ``seed``, ``steps``, ``return``, ``success``,
+    ``terminated``, ``truncated``, ``actions`` and ``episode_dir`` (or None).
+
+    ``env``/``agent`` default to the ones ``cfg`` describes; objects passed in
+    are not closed here. ``episode_writer`` wraps the env to record it
+    (default: :class:`RecordEpisode` when ``cfg.record``).
+    """
+    own_env, own_agent = env is None, agent is None
+    agent = build_agent(cfg) if agent is None else agent
+    env = make_env(cfg) if env is None else env
+    writer = episode_writer or _default_writer(cfg, agent)
+    recorder = writer(env) if writer is not None else None
+    active = recorder if recorder is not None else env
+    seed = cfg.get("seed")
+    summary: dict[str, Any] = {"env_id": _env_id(env, cfg), "seed": seed, "actions": []}
+    try:
+        obs, _ = active.reset(seed=seed, options=_reset_options(cfg))
+        goal = str(obs.get("goal") or cfg.get("goal") or "")
+        summary["goal"] = goal
+        agent.reset(goal, seed=seed)
+        if verbose:
+            print(f"goal: {goal}")
+        total, terminated, truncated, info = 0.0, False, False, {}
+        steps = 0
+        for steps in range(1, int(cfg.max_steps) + 1):  # noqa: B007 - steps is reported after the loop
+            action, agent_info = agent.act(obs)
+            sent = _annotate(action, agent_info) if recorder is not None else action
+            obs, reward, terminated, truncated, info = active.step(sent)
+            total += float(reward)
+            summary["actions"].append(action.to_dict())
+            if verbose:
+                print(_step_line(steps, action, reward, obs, agent_info))
+            if terminated or truncated:
+                break
+        summary.update(
+            steps=steps,
+            **{"return": total},
+            success=info.get("success"),
+            terminated=bool(terminated),
+            truncated=bool(truncated) or not (terminated or truncated),
+        )
+    finally:
+        if recorder is not None:
+            recorder.close() if own_env else _finish_recording(recorder)
+        elif own_env:
+            env.close()
+        if own_agent and hasattr(agent, "close"):
+            agent.close()
+    last_dir = getattr(recorder, "last_episode_dir", None)
+    summary["episode_dir"] = None if last_dir is None else str(last_dir)
+    if verbose:
+        print(
+            f"done: steps={summary['steps']} return={total:.2f} success={summary['success']}"
+            + (f" episode={summary['episode_dir']}" if summary["episode_dir"] else "")
+        )
+    return summary
+
+
+def _finish_recording(recorder: Any) -> None:
+    """End the recording of an env we do not own without closing that env."""
+    end = getattr(recorder, "_end_episode", None)
+    if end is not None:
+        end(reason="abandoned")
+
+
+def _backend_name(backend: Any) -> str:
+    """``transformers`` for ``agents.backends.transformers.TransformersBackend``."""
+    parts = str(backend.get("_target_", "")).split(".")
+    return parts[-2] if len(parts) >= 2 else parts[-1]
+
+
+def _annotate(action: Any, info: Mapping[str, Any]) -> Any:
+    from browser_env.wrappers import AnnotatedAction
+
+    prompt = info.get("prompt")
+    extras = {k: info[k] for k in ("parse", "proposed", "latency_s") if k in info}
+    if isinstance(prompt, Mapping):
+        extras["prompt_version"] = prompt.get("version")
+        extras["truncation"] = prompt.get("truncation")
+    return AnnotatedAction(
+        action=action,
+        prompt=prompt.get("messages") if isinstance(prompt, Mapping) else prompt,
+        raw_output=info.get("raw_output"),
+        guards=list(info.get("guards") or ()),
+        extras=extras or None,
+    )
+
+
+def _step_line(
+    t: int, action: Any, reward: float, obs: Mapping[str, Any], info: Mapping[str, Any]
+) -> str:
+    line = (
+        f"[{t:02d}] {json.dumps(action.to_dict(), ensure_ascii=False)} reward={float(reward):.2f}"
+    )
+    if info.get("guards"):
+        line += " guards=" + ",".join(g["guard"] for g in info["guards"])
+    parse = info.get("parse")
+    if isinstance(parse, Mapping) and not parse.get("ok", True):
+        line += f" parse_error={parse.get('error')!r}"
+    if obs.get("last_action_error"):
+        line += f" error={obs['last_action_error']!r}"
+    return line
+
+
+def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
+    spec = getattr(env, "spec", None)
+    if spec is not None:
+        return str(spec.id)
+    try:
+        return resolve_env_id(cfg)
+    except ValueError:
+        return type(env).__name__
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="run")(run)()
+
+
+if __name__ == "__main__":
+    main()

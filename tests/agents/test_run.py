@@ -1,0 +1,140 @@
+"""``agents.run``: the plain ``run(cfg)`` on a small in-process env, the Hydra
+entry point, and (marked ``browser``) a real MiniWoB++ page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import pytest
+from hydra import compose, initialize_config_dir
+
+from agents.agent import LLMAgent
+from agents.run import resolve_env_id, run
+from browser_env.actions import Action, ActionSpace, Verb, coerce_action
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+ROOT = CONF.parent
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="run", overrides=list(overrides))
+
+
+class ClickOkEnv(gym.Env):
+    """Succeeds when e2 ("OK") is clicked; any other element id is an error."""
+
+    def __init__(self, observation) -> None:
+        self._make_obs = observation
+        self.action_space = ActionSpace()
+        self.observation_space = gym.spaces.Dict({})
+        self.closed = False
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._make_obs(), {"task": "click-ok", "seed": seed}
+
+    def step(self, action: Any):
+        action = coerce_action(action)
+        error = ""
+        if action.element_id is not None and action.element_id not in ("e1", "e2"):
+            error = f"no element {action.element_id}"
+        success = action == Action.click("e2")
+        obs = self._make_obs(error=error)
+        done = success or action.action is Verb.FINISH
+        return obs, float(success), done, False, {"success": success, "action": action.to_dict()}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_resolve_env_id():
+    assert resolve_env_id({"env": "miniwob.click-test"}) == "browser_env/miniwob.click-test-v0"
+    assert (
+        resolve_env_id({"env": "browser_env/miniwob.click-test-v0"})
+        == "browser_env/miniwob.click-test-v0"
+    )
+    assert resolve_env_id({"env": "x", "url": "https://example.com"}) == "browser_env/open-v0"
+    with pytest.raises(ValueError):
+        resolve_env_id({"env": None})
+
+
+def test_run_llm_agent_until_success(make_obs, scripted_backend, capsys):
+    cfg = compose_run("agent=llm", "record=false", "max_steps=5")
+    backend = scripted_backend(["nonsense", '{"action": "CLICK", "element_id": "e9"}', "CLICK e2"])
+    env = ClickOkEnv(make_obs)
+    summary = run(cfg, env=env, agent=LLMAgent(backend))
+    assert summary["steps"] == 3 and summary["return"] == 1.0 and summary["success"] is True
+    assert summary["terminated"] and not summary["truncated"]
+    assert summary["actions"][-1] == {"action": "CLICK", "element_id": "e2"}
+    assert not env.closed  # passed-in objects belong to the caller
+    out = capsys.readouterr().out
+    assert "goal: Click the OK button" in out
+    assert "parse_error=" in out and "guards=unknown_element" in out
+    assert "[03] " in out and "done: steps=3" in out
+
+
+def test_run_stops_at_max_steps(make_obs):
+    cfg = compose_run(
+        "agent=random",
+        "record=false",
+        "max_steps=4",
+        "agent.weights.CLICK=0",
+        "agent.weights.FINISH=0",
+    )
+    summary = run(cfg, env=ClickOkEnv(make_obs), verbose=False)
+    assert summary["steps"] == 4 and summary["truncated"]
+
+
+def test_run_records_the_episode(make_obs, scripted_backend, tmp_path):
+    from browser_env.episodes import load_episode
+
+    cfg = compose_run("agent=llm", f"episodes_dir={tmp_path}", "max_steps=3")
+    summary = run(
+        cfg,
+        env=ClickOkEnv(make_obs),
+        agent=LLMAgent(
+            scripted_backend(['{"action": "TYPE", "element_id": "e1", "value": "bob"}', "CLICK e2"])
+        ),
+        verbose=False,
+    )
+    episode = load_episode(summary["episode_dir"])
+    assert len(episode.steps) == 2 and episode.outcome is not None
+    first = episode.steps[0]
+    assert first.raw_output == '{"action": "TYPE", "element_id": "e1", "value": "bob"}'
+    assert first.prompt[0]["role"] == "system"
+    assert episode.meta.agent.name == "llm"
+
+
+def test_hydra_entry_point_help():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.run", "agent=llm", "--cfg", "job"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "agents.agent.LLMAgent" in out.stdout and "max_steps: 15" in out.stdout
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not os.environ.get("BROWSER_ENV_CHROMIUM"),
+    reason="needs Chromium",
+)
+def test_random_agent_on_miniwob(tmp_path):
+    cfg = compose_run("agent=random", "max_steps=3", f"episodes_dir={tmp_path}")
+    assert cfg.env == "miniwob.click-test"  # the default
+    summary = run(cfg, verbose=False)
+    assert 1 <= summary["steps"] <= 3
+    assert summary["env_id"] == "browser_env/miniwob.click-test-v0"
+    assert summary["episode_dir"] is not None and Path(summary["episode_dir"]).is_dir()
