@@ -1,0 +1,238 @@
+"""The human demo recorder, driven headlessly with real Playwright input events."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gymnasium
+import pytest
+
+import browser_env  # noqa: F401 - registers the env ids
+from browser_env import record as record_mod
+from browser_env.episodes import load_episode
+from browser_env.record import DemoRecorder, RecordConfig
+from browser_env.replay import replay_episode
+from browser_env.tasks.server import serve_directory
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def base_url():
+    return serve_directory(FIXTURES)
+
+
+def _recorder(tmp_path, options=None, env_id="browser_env/open-v0", seed=0):
+    env = gymnasium.make(env_id, render_mode="rgb_array", headless=True)
+    rec = DemoRecorder(env, tmp_path, seed=seed, options=options, caused_navigation_s=0.5)
+    return env, rec
+
+
+class Person:
+    """Mouse and keyboard input as a person gives it, letting the recorder run in between."""
+
+    def __init__(self, rec):
+        self.rec, self.page = rec, rec.page
+
+    def settle(self, n=4):
+        for _ in range(n):
+            self.rec.poll(50)
+
+    def click(self, selector):
+        box = self.page.locator(selector).bounding_box()
+        self.page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        self.settle()
+
+    def type(self, text):
+        self.page.keyboard.type(text, delay=5)
+        self.settle()
+
+    def press(self, key):
+        self.page.keyboard.press(key)
+        self.settle()
+
+
+def _ids(obs):
+    """Elements by each of their names (text, label, placeholder)."""
+    out = {}
+    for e in obs["elements"]:
+        for name in (e["placeholder"], e["label"], e["text"]):
+            if name:
+                out[name] = e
+    return out
+
+
+def test_demo_on_a_form_records_and_replays(tmp_path, base_url):
+    env, rec = _recorder(
+        tmp_path, {"url": base_url + "rec_start.html", "goal": "Order something green"}
+    )
+    try:
+        path = rec.start()
+        person = Person(rec)
+        person.settle()
+        time.sleep(0.6)
+        rec.page.goto(base_url + "rec_other.html")  # the address bar
+        person.settle()
+        person.click("#to-form")  # a link: its navigation is the click's effect, not a NAVIGATE
+        rec.page.wait_for_load_state("load")
+        person.settle()
+        person.click("#name")
+        person.type("Ada")
+        person.click("label[for=sub]")  # a label: recorded as a click on its checkbox
+        person.click("#color")
+        person.press("ArrowDown")
+        person.press("Enter")  # closes the select popup; no form submission
+        assert rec.page.eval_on_selector("#color", "e => e.value") == "Green"
+        person.click("#card-text")  # not listed itself: its clickable ancestor is
+        person.click("#add")
+        person.click("#extra")  # appeared after the last step: indexed at the click
+        rec.page.mouse.move(300, 300)
+        rec.page.mouse.wheel(0, 1000)
+        person.settle()
+        rec.page.wait_for_timeout(200)
+        person.click("#q")
+        person.type("shoes")
+        rec.page.keyboard.press("Enter")  # submits the form
+        rec.page.wait_for_load_state("load")
+        person.settle(8)
+        rec.finish("done")
+    finally:
+        env.close()
+
+    ep = load_episode(path)
+    assert ep.complete and ep.meta.source == "human" and ep.meta.agent.name == "human"
+    assert ep.meta.env_id == "browser_env/open-v0" and ep.meta.env_kwargs == {"task": "open"}
+    assert ep.meta.reset_options == {
+        "url": base_url + "rec_start.html",
+        "goal": "Order something green",
+    }
+    verbs = [(s.action["action"], s.action.get("value")) for s in ep.steps]
+    assert verbs == [
+        ("NAVIGATE", base_url + "rec_other.html"),
+        ("CLICK", None),
+        ("TYPE", "Ada"),  # the click into the field is folded into the TYPE
+        ("CLICK", None),
+        ("TYPE", "Green"),
+        ("CLICK", None),
+        ("CLICK", None),
+        ("CLICK", None),
+        ("SCROLL", "down"),
+        ("TYPE", "shoes"),
+        ("PRESS_ENTER", None),
+        ("FINISH", "done"),
+    ]
+    s = ep.steps
+    assert s[0].observation["url"].endswith("rec_start.html")
+    assert s[1].action["element_id"] == _ids(s[1].observation)["Open the form"]["element_id"]
+    # every action is paired with the page BEFORE its effect
+    form = _ids(s[2].observation)
+    assert s[2].action["element_id"] == form["Name"]["element_id"] and form["Name"]["value"] == ""
+    assert not form["Name"]["focused"] and s[2].extras["event"]["folded_click"]["kind"] == "CLICK"
+    sub = _ids(s[3].observation)["Subscribe to news"]
+    assert s[3].action["element_id"] == sub["element_id"] and sub["checked"] == 0
+    assert (
+        s[3].extras["event"]["how"] == "label" and _ids(s[3].observation)["Name"]["value"] == "Ada"
+    )
+    color = _ids(s[4].observation)["Color"]
+    assert s[4].action["element_id"] == color["element_id"] and color["value"] == "Red"
+    assert _ids(s[5].observation)["Pick this card"]["element_id"] == s[5].action["element_id"]
+    assert s[5].extras["event"]["how"] == "ancestor"
+    assert "Extra option" not in _ids(s[6].observation)
+    assert _ids(s[7].observation)["Extra option"]["element_id"] == s[7].action["element_id"]
+    assert _ids(s[9].observation)["search"]["value"] == ""
+    enter = _ids(s[10].observation)["search"]
+    assert s[10].action["element_id"] == enter["element_id"] and enter["value"] == "shoes"
+    assert s[10].observation["url"] == base_url + "rec_form.html"
+    assert "rec_result.html?" in s[11].observation["url"]
+    assert all(st.observation["screenshot"] for st in s)
+    assert ep.observation(2, screenshot=True)["screenshot"].shape == (720, 1280, 3)
+    summary = _ids(ep.final_observation)["Summary"]["value"]
+    assert summary == "name=Ada;color=Green;sub=yes;picked=card+extra;q=shoes"
+    assert ep.outcome.answer == "done" and ep.outcome.steps == 12
+
+    report = replay_episode(path)
+    assert report.ok, report.summary()
+    assert _ids(report.final_observation)["Summary"]["value"] == summary
+
+
+def test_unmapped_click_is_kept_and_window_close_stops(tmp_path, base_url):
+    env, rec = _recorder(
+        tmp_path, {"url": base_url + "rec_start.html", "goal": "g", "answer": "Start"}
+    )
+    try:
+        path = rec.start()
+        person = Person(rec)
+        person.settle()
+        rec.page.mouse.click(600, 500)  # empty page area: no element to click
+        person.settle()
+        rec.page.close()  # the person closes the window
+        person.settle()
+        assert rec.window_closed
+        rec.finish("start")
+    finally:
+        env.close()
+    ep = load_episode(path)
+    assert [st.action["action"] for st in ep.steps] == ["FINISH"]
+    unmapped = ep.steps[0].extras["unmapped"]
+    assert (
+        unmapped[0]["kind"] == "CLICK"
+        and unmapped[0]["how"] == "unindexed"
+        and unmapped[0]["target"] == "html"
+    )
+    assert ep.outcome.success and ep.outcome.return_ == 1.0  # the answer is judged
+    assert ep.final_observation["url"].endswith("rec_start.html")
+
+
+def test_miniwob_demo_ends_by_itself_and_replays(tmp_path):
+    env, rec = _recorder(tmp_path, env_id="browser_env/miniwob.click-button-v0", seed=2)
+    try:
+        path = rec.start()
+        goal = rec.base.goal
+        label = goal.split('"')[1]
+        person = Person(rec)
+        person.settle()
+        person.click(f"#area button:text-is('{label}')")
+        assert rec.done
+        rec.finish(None)
+    finally:
+        env.close()
+    ep = load_episode(path)
+    assert ep.meta.env_id == "browser_env/miniwob.click-button-v0" and ep.meta.seed == 2
+    assert len(ep.steps) == 1 and ep.steps[0].action["action"] == "CLICK" and ep.outcome.success
+    report = replay_episode(path)
+    assert report.ok, report.summary()
+
+
+def test_entry_point_stops_on_terminal_enter(tmp_path, base_url, monkeypatch):
+    import threading
+
+    def stopped():
+        event = threading.Event()
+        event.set()
+        return event
+
+    monkeypatch.setattr(record_mod, "_stdin_stopper", stopped)
+    cfg = RecordConfig(
+        url=base_url + "rec_start.html", goal="What is the heading?", answer="Start", headless=True
+    )
+    path = record_mod.record(cfg, tmp_path, ask=lambda prompt: " Start ")
+    ep = load_episode(path)
+    assert (
+        ep.outcome.success
+        and ep.outcome.answer == "Start"
+        and ep.meta.goal == "What is the heading?"
+    )
+    assert ep.meta.env_kwargs == {"task": "open"}  # no window settings leak into replay
+
+
+def test_hydra_config_matches_record_config():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(
+        config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"
+    ):
+        cfg = compose(config_name="record", overrides=["url=http://127.0.0.1:1/", "goal=g"])
+    assert set(cfg) == set(RecordConfig.__dataclass_fields__)
+    assert RecordConfig(**cfg).url == "http://127.0.0.1:1/"
