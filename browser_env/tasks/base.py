@@ -10,6 +10,11 @@ up and judges it::
 ``answer`` is the FINISH value on the step that finished, else ``None``.
 ``info`` holds at least ``raw_reward`` (float), ``success`` (bool) and
 ``reason`` (str or None).
+
+Fast path (optional): a task with a ``state_js`` attribute (a JS function
+source, no arguments) and a ``judge(state, answer)`` method lets the env read
+the task state in the same ``evaluate`` as the observation, saving a browser
+round trip per step; ``judge`` must then agree with ``validate``.
 """
 
 from __future__ import annotations

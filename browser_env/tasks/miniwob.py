@@ -128,8 +128,17 @@ class MiniWoBTask:
         }
         return page.evaluate(_SETUP_JS, args)
 
+    #: A JS function the env may run in the same ``evaluate`` as its observation;
+    #: its result goes to :meth:`judge` (one browser round trip less per step).
+    state_js = _VALIDATE_JS
+
     def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
-        state = page.evaluate(_VALIDATE_JS) if page.url == self.url else None
+        return self.judge(page.evaluate(_VALIDATE_JS), answer)
+
+    def judge(
+        self, state: list[Any] | None, answer: str | None
+    ) -> tuple[float, bool, dict[str, Any]]:
+        """Reward from the page globals read by :attr:`state_js` (None: not a task page)."""
         if state is None:  # the agent navigated away: the task cannot be judged there
             return 0.0, False, {"raw_reward": 0.0, "success": False, "reason": "left the task page"}
         done, reward, raw, reason = state
