@@ -1,0 +1,192 @@
+"""Training samples from recorded episodes, one per executed step.
+
+Each :class:`Sample` holds the prompt the agent would see at that step --
+built by :func:`agents.prompt.build_prompt`, the one builder the agent uses at
+inference, from the stored observation and the history of the episode's
+earlier steps -- and the action that was taken there as the target::
+
+    samples = iter_samples(["runs/demos", "runs/expert"], success_only=True, sources={"human", "scripted"})
+    dataset = to_hf_dataset(samples)      # columns: prompt, completion, target, reward, ...
+
+Prompts are rebuilt, never read back from ``steps.jsonl``: a learner may use
+a different token budget or tokenizer (``prompt_kwargs``), and an episode
+recorded by a human or a scripted expert has no prompt at all. Steps whose
+action was invalid (``action`` null) give no sample and do not enter the
+history, since the agent never executed them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from agents.agent import Step, describe_element
+from agents.prompt import PROMPT_VERSION, build_prompt
+from browser_env.actions import Action
+from browser_env.episodes import Episode, iter_episodes
+
+__all__ = ["Sample", "episode_samples", "iter_samples", "select_episodes", "to_hf_dataset"]
+
+Paths = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One decision: what the policy saw (``messages``), what was done (``target``).
+
+    ``teacher_messages`` is the same prompt with ``demonstration`` (the target
+    action, as an expert's hint) appended, for self-distillation.
+    ``reward`` is the step's reward; ``episode_return`` and ``success`` are the
+    episode's. ``screenshot`` is the absolute path of the step's PNG, if any.
+    """
+
+    messages: list[dict[str, Any]]
+    teacher_messages: list[dict[str, Any]]
+    target: str
+    demonstration: str
+    reward: float
+    episode_return: float
+    success: bool | None
+    source: str
+    task: str
+    env_id: str
+    seed: int | None
+    episode_id: str
+    step: int
+    num_steps: int
+    prompt_version: str
+    screenshot: str | None
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat record; ``prompt``/``completion`` follow TRL's conversational
+        prompt-completion format."""
+        row = dataclasses.asdict(self)
+        row["prompt"] = row.pop("messages")
+        row["teacher_prompt"] = row.pop("teacher_messages")
+        row["completion"] = [{"role": "assistant", "content": self.target}]
+        return row
+
+
+def select_episodes(
+    paths: Paths,
+    *,
+    success_only: bool = False,
+    tasks: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    env_ids: Iterable[str] | None = None,
+    where: Callable[[Episode], bool] | None = None,
+) -> Iterator[Episode]:
+    """Complete episodes under ``paths`` that pass every given filter.
+
+    ``tasks`` match ``meta.task`` (``"click-button"``); ``sources`` are
+    ``human``, ``scripted`` and/or ``agent``; ``where`` is any predicate.
+    """
+    task_set = None if tasks is None else set(tasks)
+    source_set = None if sources is None else set(sources)
+    env_set = None if env_ids is None else set(env_ids)
+    if source_set is not None and not source_set <= {"human", "scripted", "agent"}:
+        raise ValueError(f"sources must be among human, scripted, agent; got {sorted(source_set)}")
+    for episode in iter_episodes(paths):
+        if success_only and not episode.success:
+            continue
+        if task_set is not None and episode.meta.task not in task_set:
+            continue
+        if source_set is not None and episode.meta.source not in source_set:
+            continue
+        if env_set is not None and episode.meta.env_id not in env_set:
+            continue
+        if where is not None and not where(episode):
+            continue
+        yield episode
+
+
+def _target(action: Mapping[str, Any], keep_reasoning: bool) -> str:
+    data = Action.from_dict(dict(action)).to_dict()
+    if not keep_reasoning:
+        data.pop("reasoning", None)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def episode_samples(
+    episode: Episode,
+    *,
+    prompt_kwargs: Mapping[str, Any] | None = None,
+    keep_reasoning: bool = False,
+) -> Iterator[Sample]:
+    """The samples of one episode, in step order. ``prompt_kwargs`` go to
+    :func:`build_prompt` (``budget_tokens``, ``count_tokens``, ``max_history``, ...)."""
+    kwargs = dict(prompt_kwargs or {})
+    kwargs.pop("demonstration", None)
+    history: list[Step] = []
+    outcome = episode.outcome
+    for record in episode.steps:
+        if record.action is None:
+            continue
+        obs = episode.observation(record.index)
+        target = _target(record.action, keep_reasoning)
+        prompt = build_prompt(obs, history, goal=obs.get("goal") or episode.meta.goal, **kwargs)
+        teacher = build_prompt(
+            obs, history, goal=obs.get("goal") or episode.meta.goal, demonstration=target, **kwargs
+        )
+        shot = record.observation.get("screenshot")
+        yield Sample(
+            messages=prompt.messages,
+            teacher_messages=teacher.messages,
+            target=target,
+            demonstration=target,
+            reward=record.reward,
+            episode_return=0.0 if outcome is None else outcome.return_,
+            success=None if outcome is None else outcome.success,
+            source=episode.meta.source,
+            task=episode.meta.task,
+            env_id=episode.meta.env_id,
+            seed=episode.meta.seed,
+            episode_id=episode.meta.episode_id or episode.path.name,
+            step=record.index,
+            num_steps=len(episode.steps),
+            prompt_version=prompt.version or PROMPT_VERSION,
+            screenshot=str(episode.path / shot) if shot else None,
+        )
+        action = Action.from_dict(dict(record.action))
+        history.append(
+            Step(
+                action=action, element=describe_element(obs, action.element_id), error=record.error
+            )
+        )
+
+
+def iter_samples(
+    paths: Paths,
+    *,
+    success_only: bool = False,
+    tasks: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    env_ids: Iterable[str] | None = None,
+    where: Callable[[Episode], bool] | None = None,
+    prompt_kwargs: Mapping[str, Any] | None = None,
+    keep_reasoning: bool = False,
+) -> Iterator[Sample]:
+    """Every sample of every episode :func:`select_episodes` keeps."""
+    for episode in select_episodes(
+        paths, success_only=success_only, tasks=tasks, sources=sources, env_ids=env_ids, where=where
+    ):
+        yield from episode_samples(
+            episode, prompt_kwargs=prompt_kwargs, keep_reasoning=keep_reasoning
+        )
+
+
+def to_hf_dataset(samples: Iterable[Sample]) -> Any:
+    """A Hugging Face ``datasets.Dataset`` with one row per sample (:meth:`Sample.to_row`)."""
+    try:
+        import datasets
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            'learners.datasets.to_hf_dataset needs the "datasets" package: pip install "browser-rl[train]"'
+        ) from exc
+    rows = [s.to_row() for s in samples]
+    if not rows:
+        raise ValueError("no samples: check the paths and filters")
+    return datasets.Dataset.from_list(rows)
