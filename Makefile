@@ -1,0 +1,27 @@
+# The two commands of the README. Each one sets up what it needs first.
+#   make demo   roll the embedded default agent over a MiniWoB++ suite and print the table
+#   make test   run the test suite (what CI runs)
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup demo test test-fast speed lock
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(PY) -m benchmarks.run $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+speed: setup
+	$(PY) -m benchmarks.env_speed $(ARGS)
+
+# Re-pin requirements.lock from the current .venv (after changing pyproject.toml).
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^browser-rl' > requirements.lock

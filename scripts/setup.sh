@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up everything browser-rl needs, idempotently: Chromium (+ Xvfb for headed
+# mode) from the system package manager when no browser is available, a
+# virtualenv in .venv with the locked dependencies, and the project itself.
+# Re-running is cheap: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+LOCK=requirements.lock
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+# 1. A browser. Playwright's own download needs internet access to its CDN; the
+#    system package works offline from the distribution mirror.
+have_browser() {
+  [ -n "${BROWSER_ENV_CHROMIUM:-}" ] && [ -x "${BROWSER_ENV_CHROMIUM}" ] && return 0
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+    || ls "${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}"/chromium-*/ >/dev/null 2>&1
+}
+if ! have_browser || ! command -v Xvfb >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    log "installing chromium and xvfb with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get install -y -q chromium xvfb >/dev/null 2>&1 \
+      || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q chromium xvfb >/dev/null; }
+  elif ! have_browser; then
+    log "no Chromium found and no apt-get: run 'python -m playwright install chromium' or set BROWSER_ENV_CHROMIUM"
+    exit 1
+  fi
+fi
+
+# 2. The virtualenv, with the locked dependencies (reinstalled when the lock changes).
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.browser-rl-$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "installing locked dependencies (first run: a few minutes)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r "$LOCK"
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  rm -f "$VENV"/.browser-rl-*
+  touch "$stamp"
+fi
+log "ready: $VENV/bin/python"

@@ -1,0 +1,66 @@
+"""The main job end to end on a tiny budget, and the report helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from benchmarks.report import format_table, summarize
+from benchmarks.rollout import EpisodeResult
+from benchmarks.suites import Suite
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _result(env_id: str, success: bool, steps: int) -> EpisodeResult:
+    return EpisodeResult(env_id, 0, "g", success, 1.0 if success else -1.0, steps, True, False, None, 0,
+                         [10.0] * steps, [1.0] * steps, 40.0)
+
+
+def test_summary_rows_and_table():
+    results = [_result("browser_env/miniwob.a-v0", True, 1), _result("browser_env/miniwob.a-v0", False, 3),
+               _result("browser_env/miniwob.b-v0", True, 2)]
+    rows, overall = summarize(results)
+    assert [r["task"] for r in rows] == ["miniwob.a", "miniwob.b"]
+    assert rows[0]["success_rate"] == 0.5 and rows[0]["mean_steps"] == 2.0 and rows[0]["mean_reward"] == 0.0
+    assert overall["episodes"] == 3 and overall["success_rate"] == pytest.approx(2 / 3)
+    table = format_table(rows, overall)
+    assert "miniwob.a" in table and "67%" in table and "overall" in table
+
+
+def test_suite_validation():
+    assert Suite("s", ["click-test"]).env_ids == ("browser_env/miniwob.click-test-v0",)
+    assert len(Suite("s", "all").env_ids) > 100
+    with pytest.raises(ValueError, match="no tasks"):
+        Suite("s", ["x"], exclude=["x"]).env_ids
+    with pytest.raises(ValueError, match="episodes"):
+        Suite.seeds(0, 0)
+
+
+@pytest.mark.browser
+def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
+    from benchmarks.run import run
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            config_name="benchmark",
+            overrides=[
+                "suite.tasks=[click-test,click-button]",
+                "episodes=2",
+                "progress=false",
+                f"output_dir={tmp_path}",
+            ],
+        )
+    data = run(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["schema"] == 1 and saved["agent"] == "random"
+    assert [t["task"] for t in saved["tasks"]] == ["miniwob.click-test", "miniwob.click-button"]
+    assert all(t["episodes"] == 2 for t in saved["tasks"]) and len(saved["episodes"]) == 4
+    assert data["overall"]["step_latency_ms"]["median"] > 0
+    assert (tmp_path / "success.png").stat().st_size > 1000
+    episode_dirs = [p for p in (tmp_path / "episodes").iterdir() if (p / "episode.json").exists()]
+    assert len(episode_dirs) == 4
+    out = capsys.readouterr().out
+    assert "success" in out and "miniwob.click-test" in out
