@@ -1,0 +1,175 @@
+"""Helpers that every backend shares: optional imports, message checks, images, stop strings.
+
+Only the standard library, numpy and Pillow are imported here, so importing a
+backend module stays cheap until the backend is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import importlib.util
+import io
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from agents.backends.base import Message
+
+__all__ = [
+    "EXTRAS",
+    "apply_stop",
+    "data_url_to_image",
+    "image_to_data_url",
+    "is_available",
+    "last_user_index",
+    "require",
+    "to_pil",
+    "validate_messages",
+]
+
+#: Which ``browser-rl`` extra provides each optional top-level module.
+EXTRAS: dict[str, str] = {
+    "torch": "train",
+    "transformers": "train",
+    "peft": "train",
+    "tokenizers": "train",
+    "safetensors": "train",
+    "mlx": "mlx",
+    "mlx_lm": "mlx",
+    "mlx_vlm": "mlx",
+    "httpx": "api",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "tensorrt_llm": "tensorrt",
+}
+
+_ROLES = frozenset({"system", "user", "assistant"})
+
+
+def is_available(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (for test skips)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, *, purpose: str = "") -> ModuleType:
+    """Import ``module`` or raise an ``ImportError`` that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        extra = EXTRAS.get(top)
+        what = f" for {purpose}" if purpose else ""
+        if extra == "tensorrt":
+            hint = (
+                "install NVIDIA TensorRT-LLM (`pip install tensorrt_llm` on a CUDA machine, "
+                'or NVIDIA\'s container); the extra is "browser-rl[tensorrt]"'
+            )
+        elif extra is not None:
+            hint = f'pip install "browser-rl[{extra}]"'
+        else:
+            hint = f"pip install {top}"
+        raise ImportError(f"{module!r} is needed{what} but is not installed: {hint}") from exc
+
+
+def validate_messages(messages: Sequence[Message]) -> list[Message]:
+    """Check OpenAI-style chat messages and return them as a list of plain dicts.
+
+    Raises ``ValueError`` on an empty list, an unknown role, or content that is
+    neither a string nor a list of ``{"type": "text", ...}`` parts.
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if not messages:
+        raise ValueError("messages must not be empty")
+    out: list[Message] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"messages[{i}] must be a dict, got {type(message).__name__}")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise ValueError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(_text_of_part(part, i) for part in content)
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}]['content'] must be a string")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _text_of_part(part: Any, i: int) -> str:
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    raise ValueError(
+        f"messages[{i}]['content'] holds a non-text part; pass images through `images=`"
+    )
+
+
+def last_user_index(messages: Sequence[Message]) -> int:
+    """Index of the last user message (the one that images belong to)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "user":
+            return i
+    raise ValueError("images were given but there is no user message to attach them to")
+
+
+def to_pil(image: Any) -> Any:
+    """A PIL RGB image from a PIL image or an ``(H, W, 3)``/``(H, W, 4)`` uint8 array."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    import numpy as np
+
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+        raise ValueError(
+            f"an image must be a PIL image or an (H, W, 3) uint8 array, got {array.dtype} {array.shape}"
+        )
+    return Image.fromarray(array[:, :, :3], mode="RGB")
+
+
+def image_to_data_url(image: Any, fmt: str = "PNG") -> str:
+    """Encode an image as a ``data:image/...;base64,`` URL (the OpenAI image format)."""
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format=fmt)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/{fmt.lower()};base64,{encoded}"
+
+
+def data_url_to_image(url: str, max_pixels: int = 64_000_000) -> Any:
+    """Decode a base64 ``data:image/...`` URL into a PIL RGB image.
+
+    Only data URLs are accepted: fetching remote URLs on behalf of a client is
+    a server-side request forgery risk. Raises ``ValueError`` otherwise.
+    """
+    from PIL import Image
+
+    if not url.startswith("data:image/") or ";base64," not in url:
+        raise ValueError("only base64 data:image/... URLs are accepted")
+    try:
+        raw = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+        image = Image.open(io.BytesIO(raw))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ValueError(f"image of {width}x{height} pixels is too large")
+        return image.convert("RGB")
+    except ValueError:
+        raise
+    except Exception as exc:  # PIL raises several unrelated types on bad data
+        raise ValueError(f"could not decode image: {exc}") from exc
+
+
+def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; return ``(text, stopped)``.
+
+    As in the OpenAI API, the stop string itself is not part of the result.
+    """
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    if cut < 0:
+        return text, False
+    return text[:cut], True

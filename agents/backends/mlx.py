@@ -1,0 +1,342 @@
+"""MLX backend (mlx-lm): Apple silicon, or Linux CPU through ``mlx[cpu]``.
+
+::
+
+    backend = MLXBackend("path/or/hub-id", adapter="runs/sft/adapter")  # a PEFT adapter dir
+
+Text models only: mlx-lm has no vision models, and vision-language models
+raise a ``NotImplementedError`` that says so (mlx-vlm is not wired in).
+
+The exchange format for adapters is the PEFT directory that every learner
+writes. :func:`convert_peft_adapter_to_mlx` rewrites it in mlx-lm's layout
+(``adapters.safetensors`` + ``adapter_config.json``): PEFT stores ``lora_A`` as
+``(r, in)`` and ``lora_B`` as ``(out, r)`` and scales by ``lora_alpha / r``
+(``/ sqrt(r)`` with rsLoRA); mlx-lm stores ``lora_a`` as ``(in, r)`` and
+``lora_b`` as ``(r, out)`` with an explicit ``scale``. The test suite proves
+the conversion by matching MLX and torch logits under an adapter whose B is
+random (a zero B, PEFT's initialisation, would hide a broken conversion).
+:meth:`MLXBackend.load_adapter` converts PEFT directories on the fly and
+checks that every converted tensor landed in the model.
+
+Generation mirrors the transformers backend: ``token_ids`` include the EOS
+token when one is emitted, ``logprobs`` are the raw model log-probabilities
+(before temperature/top-p).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.common import apply_stop, require, validate_messages
+
+__all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
+
+_LAYER_KEY = re.compile(r"^(?P<stack>.+\.layers)\.(?P<index>\d+)\.(?P<rest>.+)$")
+_PEFT_WEIGHT = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def is_peft_adapter(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a PEFT adapter directory (its config names a ``peft_type``)."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return False
+    return "peft_type" in json.loads(config.read_text())
+
+
+def convert_peft_adapter_to_mlx(
+    peft_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    num_layers: int | None = None,
+) -> Path:
+    """Write the PEFT LoRA adapter in ``peft_dir`` as an mlx-lm adapter in ``out_dir``.
+
+    ``num_layers`` is the base model's layer count; by default it is read from
+    the base model's config when ``base_model_name_or_path`` is a local
+    directory, else LoRA layers are set up on every layer (layers the adapter
+    does not touch keep a zero ``lora_b`` and stay unchanged).
+
+    Raises ``ValueError`` for what mlx-lm cannot represent: DoRA, per-module
+    ranks or alphas (``rank_pattern``/``alpha_pattern``), trained biases,
+    ``modules_to_save``, non-LoRA PEFT types, and adapters without LoRA weights.
+    """
+    mx = require("mlx.core", purpose="converting adapters to MLX")
+    src, out = Path(peft_dir), Path(out_dir)
+    config = json.loads((src / "adapter_config.json").read_text())
+    _check_convertible(config, src)
+    rank = int(config["r"])
+    alpha = float(config.get("lora_alpha", rank))
+    scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+    converted: dict[str, Any] = {}
+    keys: set[str] = set()
+    layer_indices: list[int] = []
+    for name, tensor in _load_peft_weights(src).items():
+        match = _PEFT_WEIGHT.match(name.removeprefix("base_model.model."))
+        if match is None:
+            raise ValueError(f"{src}: unexpected tensor {name!r} in a LoRA adapter")
+        module, which = match["module"], match["which"]
+        layer = _LAYER_KEY.match(module)
+        if layer is not None:
+            keys.add(layer["rest"])
+            layer_indices.append(int(layer["index"]))
+        else:
+            keys.add(module)
+        # mlx-lm computes x @ lora_a @ lora_b: both are PEFT's matrices transposed.
+        converted[f"{module}.lora_{which.lower()}"] = mx.array(tensor).T
+    if not converted:
+        raise ValueError(f"{src} holds no LoRA weights")
+    missing = sorted(
+        k.rsplit(".", 1)[0]
+        for k in converted
+        if k.endswith(".lora_a") and k[:-1] + "b" not in converted
+    )
+    if missing:
+        raise ValueError(f"{src}: lora_A without lora_B for {missing[:5]}")
+
+    if num_layers is None:
+        total = _base_num_layers(config.get("base_model_name_or_path"))
+        num_layers = total - min(layer_indices) if total and layer_indices else -1
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), converted)
+    mlx_config = {
+        "fine_tune_type": "lora",
+        "num_layers": num_layers,
+        "lora_parameters": {"rank": rank, "scale": scale, "dropout": 0.0, "keys": sorted(keys)},
+        "converted_from": str(src),
+        "base_model_name_or_path": config.get("base_model_name_or_path"),
+    }
+    (out / "adapter_config.json").write_text(json.dumps(mlx_config, indent=2) + "\n")
+    return out
+
+
+def _check_convertible(config: dict[str, Any], src: Path) -> None:
+    problems = []
+    if config.get("peft_type") != "LORA":
+        problems.append(f"peft_type {config.get('peft_type')!r} (only LORA)")
+    if config.get("use_dora"):
+        problems.append("DoRA")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        problems.append("per-module rank_pattern/alpha_pattern")
+    if config.get("bias", "none") != "none":
+        problems.append(f"bias={config['bias']!r}")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save={config['modules_to_save']!r}")
+    if problems:
+        raise ValueError(f"{src}: mlx-lm cannot represent {', '.join(problems)}")
+
+
+def _load_peft_weights(src: Path) -> dict[str, Any]:
+    """PEFT adapter tensors as numpy (bf16 widened to float32) or mlx arrays."""
+    safetensors_file = src / "adapter_model.safetensors"
+    if safetensors_file.is_file():
+        mx = require("mlx.core")
+        return dict(mx.load(str(safetensors_file)))
+    bin_file = src / "adapter_model.bin"
+    if bin_file.is_file():
+        torch = require("torch", purpose="reading adapter_model.bin")
+        state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() for k, v in state.items()}
+    raise FileNotFoundError(f"{src} has no adapter_model.safetensors or adapter_model.bin")
+
+
+def _base_num_layers(base: str | None) -> int | None:
+    if not base or not (Path(base) / "config.json").is_file():
+        return None
+    config = json.loads((Path(base) / "config.json").read_text())
+    config = config.get("text_config", config)
+    layers = config.get("num_hidden_layers")
+    return int(layers) if layers else None
+
+
+def _legacy_rope_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings in the top-level form mlx-lm reads.
+
+    transformers >= 5 saves ``rope_parameters`` instead of ``rope_theta`` and
+    ``rope_scaling``; mlx-lm would then fall back to its own defaults (1e6
+    for Qwen2 instead of the checkpoint's value) and silently compute
+    different logits.
+    """
+    params = config.get("rope_parameters")
+    if not isinstance(params, dict) or "rope_theta" in config:
+        return {}
+    fields: dict[str, Any] = {}
+    if "rope_theta" in params:
+        fields["rope_theta"] = params["rope_theta"]
+    if params.get("rope_type", "default") != "default" and "rope_scaling" not in config:
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+        fields["rope_scaling"] = {**scaling, "type": params["rope_type"]}
+    return fields
+
+
+class MLXBackend:
+    """An mlx-lm text model behind the ``Backend`` protocol.
+
+    Args:
+        model: local directory (an HF checkpoint or an mlx-lm conversion) or hub id.
+        adapter: a PEFT adapter directory (converted on load) or an mlx-lm one.
+        trust_remote_code: passed to the tokenizer.
+
+    Learners get ``backend.model`` (an ``mlx.nn.Module``) and
+    ``backend.tokenizer`` (mlx-lm's ``TokenizerWrapper``, which forwards to
+    the Hugging Face tokenizer).
+    """
+
+    name = "mlx"
+    multimodal = False
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        adapter: str | os.PathLike[str] | None = None,
+        *,
+        trust_remote_code: bool = False,
+    ) -> None:
+        require("mlx.core", purpose="the MLX backend")
+        mlx_lm = require("mlx_lm", purpose="the MLX backend")
+        self.model_name = os.fspath(model)
+        config_file = Path(self.model_name) / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        if "vision_config" in config:
+            raise NotImplementedError(
+                f"{self.model_name} is a vision-language model; the MLX backend runs text "
+                "models only (mlx-vlm is not supported yet). Use backend=transformers for VLMs."
+            )
+        self.model, self.tokenizer = mlx_lm.load(
+            self.model_name,
+            tokenizer_config={"trust_remote_code": trust_remote_code},
+            model_config=_legacy_rope_fields(config),
+        )
+        self.adapter: str | None = None
+        self._converted: tempfile.TemporaryDirectory[str] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        if adapter is not None:
+            self.load_adapter(adapter)
+
+    def load_adapter(self, path: str | os.PathLike[str]) -> None:
+        """Apply an adapter (PEFT or mlx-lm layout), replacing any loaded one."""
+        mx = require("mlx.core")
+        from mlx.utils import tree_flatten
+        from mlx_lm.tuner.utils import load_adapters, remove_lora_layers
+
+        path = os.fspath(path)
+        source = path
+        if is_peft_adapter(path):
+            self._drop_converted()
+            self._converted = tempfile.TemporaryDirectory(prefix="browser-rl-mlx-adapter-")
+            num_layers = len(self.model.layers)
+            source = str(
+                convert_peft_adapter_to_mlx(path, self._converted.name, num_layers=num_layers)
+            )
+        remove_lora_layers(self.model)
+        load_adapters(self.model, source)
+        # Prove the tensors landed: mlx-lm loads with strict=False.
+        expected = mx.load(str(Path(source) / "adapters.safetensors"))
+        params = dict(tree_flatten(self.model.parameters()))
+        for name, value in expected.items():
+            if name not in params or not mx.array_equal(
+                params[name], value.astype(params[name].dtype)
+            ):
+                raise RuntimeError(f"adapter tensor {name} did not load into the MLX model")
+        self.model.eval()
+        self.adapter = path
+
+    def _drop_converted(self) -> None:
+        if self._converted is not None:
+            self._converted.cleanup()
+            self._converted = None
+
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        conversation = validate_messages(messages)
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            return "\n".join(f"{m['role']}: {m['content']}" for m in conversation) + "\nassistant:"
+        return self.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt token ids, exactly as :meth:`generate` feeds them."""
+        return list(self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[Any] | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> Generation:
+        if self._closed:
+            raise RuntimeError("this backend was closed")
+        mx = require("mlx.core")
+        from mlx_lm.generate import generate_step
+        from mlx_lm.sample_utils import make_sampler
+
+        sampling = sampling or SamplingParams()
+        info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
+        if images:
+            info["images_ignored"] = len(images)
+        prompt = self.encode_chat(messages)
+        sampler = make_sampler(
+            temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0
+        )
+        eos = set(self.tokenizer.eos_token_ids)
+        token_ids: list[int] = []
+        logprobs: list[float] = []
+        stopped = False
+        start = time.perf_counter()
+        with self._lock:
+            if sampling.seed is not None:
+                mx.random.seed(sampling.seed)
+            steps = generate_step(
+                mx.array(prompt), self.model, max_tokens=sampling.max_new_tokens, sampler=sampler
+            )
+            for token, step_logprobs in steps:
+                token_ids.append(int(token))
+                logprobs.append(step_logprobs[token].item())
+                if token in eos:
+                    break
+                if sampling.stop and apply_stop(self._decode(token_ids), sampling.stop)[1]:
+                    stopped = True
+                    break
+                if len(token_ids) >= sampling.max_new_tokens:
+                    break
+        text, _ = apply_stop(self._decode(token_ids), sampling.stop)
+        info.update(
+            finish_reason="stop" if stopped or (token_ids and token_ids[-1] in eos) else "length",
+            prompt_tokens=len(prompt),
+            completion_tokens=len(token_ids),
+            latency_s=time.perf_counter() - start,
+        )
+        return Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.model = None
+        self._drop_converted()
+
+    def __enter__(self) -> MLXBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MLXBackend(model={self.model_name!r}, adapter={self.adapter!r})"

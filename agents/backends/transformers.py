@@ -1,0 +1,320 @@
+"""Hugging Face transformers backend: any causal LM or vision-language model.
+
+::
+
+    backend = TransformersBackend("HuggingFaceTB/SmolVLM-256M-Instruct", adapter="runs/sft/adapter")
+    gen = backend.generate([{"role": "user", "content": "..."}], images=[screenshot])
+
+Text models load with ``AutoModelForCausalLM`` and their tokenizer's chat
+template. Models whose config has a ``vision_config`` (Idefics3/SmolVLM,
+Qwen2-VL/Qwen2.5-VL, LLaVA, ...) load with ``AutoModelForImageTextToText`` and
+``AutoProcessor``; images go into the last user message as ``{"type":
+"image"}`` parts, the processor's chat template places the model's image
+tokens and the processor makes the pixel tensors.
+
+Learners use the same objects the backend generates with: ``backend.model``
+(a ``PeftModel`` when an adapter is loaded), ``backend.tokenizer``,
+``backend.processor`` (``None`` for text models) and
+``backend.encode_chat(messages, images)``, which returns the exact model
+inputs that ``generate`` uses.
+
+``Generation.logprobs`` are log-probabilities of the generated tokens under the
+model's raw distribution (log-softmax of the logits, before temperature and
+top-p), as vLLM reports them. ``token_ids`` include the end-of-sequence token
+when the model emitted one.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.common import (
+    apply_stop,
+    last_user_index,
+    require,
+    to_pil,
+    validate_messages,
+)
+
+__all__ = ["TransformersBackend"]
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class TransformersBackend:
+    """A local transformers model behind the ``Backend`` protocol.
+
+    Args:
+        model: local directory or hub id.
+        adapter: optional PEFT LoRA adapter directory (or hub id) to apply.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``
+            or ``"cuda:N"``.
+        dtype: ``"auto"`` (bfloat16 on CUDA where supported, float16 on older
+            GPUs, float32 on CPU), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device_map: passed to ``from_pretrained`` on CUDA; defaults to
+            ``"auto"`` (shard over visible GPUs) for ``device="auto"`` and to the
+            single named device otherwise.
+        attn_implementation: e.g. ``"sdpa"`` or ``"flash_attention_2"``.
+        merge_adapter: merge the LoRA weights into the base model (faster
+            inference; ``model`` is then a plain model, not a ``PeftModel``).
+        max_image_side: downscale images whose longest side is larger.
+        trust_remote_code, revision: passed to ``from_pretrained``.
+        model_kwargs: extra ``from_pretrained`` keyword arguments.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        adapter: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        device_map: str | dict[str, Any] | None = None,
+        attn_implementation: str | None = None,
+        merge_adapter: bool = False,
+        max_image_side: int | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        torch = require("torch", purpose="the transformers backend")
+        transformers = require("transformers", purpose="the transformers backend")
+        self.model_name = os.fspath(model)
+        self.adapter = os.fspath(adapter) if adapter is not None else None
+        self.max_image_side = max_image_side
+        self.device = _resolve_device(torch, device)
+        self.dtype = _resolve_dtype(torch, dtype, self.device)
+        self._lock = threading.Lock()
+        self._closed = False
+
+        common = {"trust_remote_code": trust_remote_code, "revision": revision}
+        config = transformers.AutoConfig.from_pretrained(self.model_name, **common)
+        self.multimodal = getattr(config, "vision_config", None) is not None
+        load_kwargs: dict[str, Any] = {**common, "dtype": self.dtype, **(model_kwargs or {})}
+        if attn_implementation is not None:
+            load_kwargs["attn_implementation"] = attn_implementation
+        if self.device.startswith("cuda"):
+            load_kwargs["device_map"] = device_map or (
+                "auto" if device == "auto" else {"": self.device}
+            )
+        if self.multimodal:
+            auto_model = transformers.AutoModelForImageTextToText
+            self.processor = transformers.AutoProcessor.from_pretrained(self.model_name, **common)
+            self.tokenizer = self.processor.tokenizer
+        else:
+            auto_model = transformers.AutoModelForCausalLM
+            self.processor = None
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name, **common)
+        model_obj = auto_model.from_pretrained(self.model_name, **load_kwargs)
+        if "device_map" not in load_kwargs:
+            model_obj = model_obj.to(self.device)
+        self.model = model_obj
+        if self.adapter is not None:
+            self.load_adapter(self.adapter, merge=merge_adapter)
+        self.model.eval()
+        self._eos_ids = _eos_ids(self.model, self.tokenizer)
+
+    # -- adapters -----------------------------------------------------------
+
+    def load_adapter(
+        self, path: str | os.PathLike[str], name: str = "default", *, merge: bool = False
+    ) -> None:
+        """Apply a PEFT adapter directory and make it the active one.
+
+        A second call with a new ``name`` adds another adapter and switches to
+        it; the same ``name`` replaces it. ``merge=True`` folds it into the
+        base weights (it can then not be switched off).
+        """
+        peft = require("peft", purpose="LoRA adapters")
+        path = os.fspath(path)
+        if isinstance(self.model, peft.PeftModel):
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+            self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            self.model.set_adapter(name)
+        else:
+            self.model = peft.PeftModel.from_pretrained(
+                self.model, path, adapter_name=name, is_trainable=False
+            )
+        if merge:
+            self.model = self.model.merge_and_unload()
+        self.model.eval()
+        self.adapter = path
+
+    # -- prompt -------------------------------------------------------------
+
+    def render_chat(self, messages: Sequence[Message], n_images: int = 0) -> str:
+        """The prompt string: the chat template with the generation prompt appended."""
+        conversation = validate_messages(messages)
+        template_owner = self.processor if self.multimodal else self.tokenizer
+        if self.multimodal:
+            # VLM templates (SmolVLM's among them) expect a list of parts.
+            conversation = [
+                {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+                for m in conversation
+            ]
+            if n_images:
+                last = last_user_index(conversation)
+                parts = [{"type": "image"} for _ in range(n_images)]
+                conversation[last]["content"] = parts + conversation[last]["content"]
+        if getattr(template_owner, "chat_template", None) is None:
+            # Base models without a template: a plain, documented fallback.
+            lines = [f"{m['role']}: {m['content']}" for m in validate_messages(messages)]
+            return "\n".join(lines) + "\nassistant:"
+        return template_owner.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+
+    def encode_chat(
+        self, messages: Sequence[Message], images: Sequence[Any] | None = None
+    ) -> tuple[str, Any]:
+        """``(prompt_text, model_inputs)`` on the model's device, exactly as ``generate`` uses them."""
+        pil_images = [self._prepare_image(image) for image in images or []]
+        if pil_images and not self.multimodal:
+            raise ValueError(f"{self.model_name} is a text model; it cannot take images")
+        prompt = self.render_chat(messages, n_images=len(pil_images))
+        if self.multimodal:
+            inputs = self.processor(
+                text=[prompt],
+                images=[pil_images] if pil_images else None,
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
+        else:
+            inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        return prompt, inputs.to(self.model.device)
+
+    def _prepare_image(self, image: Any) -> Any:
+        pil = to_pil(image)
+        if self.max_image_side and max(pil.size) > self.max_image_side:
+            pil = pil.copy()
+            pil.thumbnail((self.max_image_side, self.max_image_side))
+        return pil
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    # -- generation ---------------------------------------------------------
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[Any] | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> Generation:
+        if self._closed:
+            raise RuntimeError("this backend was closed")
+        torch = require("torch")
+        transformers = require("transformers")
+        sampling = sampling or SamplingParams()
+        info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
+        images = list(images or [])
+        if images and not self.multimodal:
+            info["images_ignored"] = len(images)
+            images = []
+        start = time.perf_counter()
+        with self._lock:
+            _, inputs = self.encode_chat(messages, images)
+            prompt_len = int(inputs["input_ids"].shape[1])
+            do_sample = sampling.temperature > 0
+            config = transformers.GenerationConfig(
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=do_sample,
+                temperature=sampling.temperature if do_sample else None,
+                top_p=sampling.top_p if do_sample else None,
+                top_k=None,
+                eos_token_id=self._eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id
+                if self.tokenizer.pad_token_id is not None
+                else self._eos_ids[0],
+                stop_strings=list(sampling.stop) or None,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            devices = [self.model.device] if self.model.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                out = self.model.generate(
+                    **inputs, generation_config=config, tokenizer=self.tokenizer
+                )
+        token_ids = out.sequences[0, prompt_len:].tolist()
+        logprobs = [
+            float(torch.log_softmax(step[0].float(), dim=-1)[token])
+            for step, token in zip(out.logits, token_ids, strict=False)
+        ]
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text, stopped = apply_stop(text, sampling.stop)
+        hit_eos = bool(token_ids) and token_ids[-1] in self._eos_ids
+        info.update(
+            finish_reason="stop" if stopped or hit_eos else "length",
+            prompt_tokens=prompt_len,
+            completion_tokens=len(token_ids),
+            latency_s=time.perf_counter() - start,
+        )
+        return Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info)
+
+    def close(self) -> None:
+        """Release the model; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        on_cuda = self.device.startswith("cuda")
+        self.model = None
+        gc.collect()
+        if on_cuda:
+            require("torch").cuda.empty_cache()
+
+    def __enter__(self) -> TransformersBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"TransformersBackend(model={self.model_name!r}, adapter={self.adapter!r}, "
+            f"device={self.device!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
+        )
+
+
+def _resolve_device(torch: Any, device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" or device.startswith("cuda"):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available")
+        return device
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _resolve_dtype(torch: Any, dtype: Any, device: str) -> Any:
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {_DTYPES}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-turn ids: the generation config's, plus the tokenizer's EOS."""
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in ids if i is not None]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model has no end-of-sequence token; set generation_config")
+    return ids

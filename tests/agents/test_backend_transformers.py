@@ -1,0 +1,177 @@
+"""The transformers backend on tiny text and vision models built offline."""
+
+from __future__ import annotations
+
+import pytest
+from backend_contract import MESSAGES, BackendContract, screenshot, tiny_path
+
+from agents.backends.base import SamplingParams
+from agents.backends.common import is_available
+
+pytestmark = pytest.mark.skipif(
+    not (is_available("torch") and is_available("transformers")),
+    reason='needs the train extra: pip install "browser-rl[train]"',
+)
+
+
+def _backend(kind: str = "text", **kwargs):
+    from agents.backends.transformers import TransformersBackend
+
+    return TransformersBackend(tiny_path(kind), device="cpu", **kwargs)
+
+
+class TestTransformersText(BackendContract):
+    def make_backend(self):
+        return _backend("text")
+
+    def test_is_text_only(self, backend):
+        assert backend.multimodal is False
+        assert backend.processor is None
+
+    def test_exposes_model_and_tokenizer(self, backend):
+        prompt, inputs = backend.encode_chat(MESSAGES)
+        assert prompt.endswith("<|im_start|>assistant\n")
+        logits = backend.model(**inputs).logits
+        assert logits.shape[:2] == inputs["input_ids"].shape
+        assert backend.tokenizer.decode(inputs["input_ids"][0]) == prompt
+
+    def test_logprobs_are_the_model_distribution(self, backend):
+        import torch
+
+        gen = backend.generate(MESSAGES, sampling=SamplingParams(max_new_tokens=4))
+        _, inputs = backend.encode_chat(MESSAGES)
+        ids = torch.cat([inputs["input_ids"], torch.tensor([gen.token_ids])], dim=1)
+        with torch.no_grad():
+            logits = backend.model(input_ids=ids).logits[0]
+        n = inputs["input_ids"].shape[1]
+        expected = [
+            torch.log_softmax(logits[n - 1 + i], -1)[t].item() for i, t in enumerate(gen.token_ids)
+        ]
+        assert gen.logprobs == pytest.approx(expected, abs=1e-4)
+
+    def test_finish_reason(self, backend):
+        gen = backend.generate(MESSAGES, sampling=SamplingParams(max_new_tokens=3))
+        assert gen.info["finish_reason"] in ("length", "stop")
+        assert gen.info["completion_tokens"] == len(gen.token_ids)
+
+    def test_rejects_bad_device_and_dtype(self):
+        from agents.backends.transformers import TransformersBackend
+
+        with pytest.raises(ValueError, match="device"):
+            TransformersBackend(tiny_path("text"), device="tpu")
+        with pytest.raises(ValueError, match="dtype"):
+            TransformersBackend(tiny_path("text"), device="cpu", dtype="int3")
+
+
+class TestTransformersQwen2(BackendContract):
+    def make_backend(self):
+        from agents.backends.transformers import TransformersBackend
+
+        return TransformersBackend(tiny_path("text", arch="qwen2"), device="cpu")
+
+
+class TestTransformersVLM(BackendContract):
+    def make_backend(self):
+        return _backend("vlm")
+
+    def test_is_multimodal(self, backend):
+        assert backend.multimodal is True
+        assert backend.processor is not None
+
+    def test_image_tokens_reach_the_model(self, backend):
+        prompt, inputs = backend.encode_chat(MESSAGES, [screenshot()])
+        assert "<image>" in prompt
+        assert "pixel_values" in inputs
+        image_id = backend.tokenizer.convert_tokens_to_ids("<image>")
+        assert int((inputs["input_ids"] == image_id).sum()) == backend.processor.image_seq_len
+
+    def test_the_image_changes_the_output(self, backend):
+        sampling = SamplingParams(max_new_tokens=6)
+        a = backend.generate(MESSAGES, images=[screenshot(0)], sampling=sampling)
+        b = backend.generate(MESSAGES, images=[screenshot(5)], sampling=sampling)
+        no_image = backend.generate(MESSAGES, sampling=sampling)
+        assert len({tuple(a.logprobs), tuple(b.logprobs), tuple(no_image.logprobs)}) == 3
+
+    def test_large_screenshots_are_downscaled(self):
+        backend = _backend("vlm", max_image_side=64)
+        try:
+            gen = backend.generate(
+                MESSAGES,
+                images=[screenshot(height=720, width=1280)],
+                sampling=SamplingParams(max_new_tokens=2),
+            )
+            assert isinstance(gen.text, str)
+        finally:
+            backend.close()
+
+
+class TestAdapter:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def adapter_dir(cls, tmp_path_factory):
+        from agents.tiny import build_tiny_adapter
+
+        return build_tiny_adapter(tiny_path("text"), tmp_path_factory.mktemp("adapter"))
+
+    def test_adapter_changes_logits_and_can_be_merged(self, adapter_dir):
+        import torch
+
+        base, adapted, merged = _backend(), _backend(adapter=adapter_dir), None
+        try:
+            from peft import PeftModel
+
+            assert isinstance(adapted.model, PeftModel)
+            _, inputs = base.encode_chat(MESSAGES)
+            with torch.no_grad():
+                base_logits = base.model(**inputs).logits
+                adapted_logits = adapted.model(**inputs).logits
+            assert (adapted_logits - base_logits).abs().max() > 1e-2
+            merged = _backend(adapter=adapter_dir, merge_adapter=True)
+            assert not isinstance(merged.model, PeftModel)
+            with torch.no_grad():
+                merged_logits = merged.model(**inputs).logits
+            torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-4, rtol=1e-4)
+        finally:
+            for backend in (base, adapted, merged):
+                if backend is not None:
+                    backend.close()
+
+    def test_load_adapter_switches(self, adapter_dir, tmp_path):
+        from agents.tiny import build_tiny_adapter
+
+        other = build_tiny_adapter(tiny_path("text"), tmp_path / "other", seed=1)
+        backend = _backend(adapter=adapter_dir)
+        try:
+            sampling = SamplingParams(max_new_tokens=4)
+            first = backend.generate(MESSAGES, sampling=sampling)
+            backend.load_adapter(other, name="other")
+            assert backend.model.active_adapter == "other"
+            second = backend.generate(MESSAGES, sampling=sampling)
+            assert first.logprobs != second.logprobs
+            assert backend.adapter == str(other)
+        finally:
+            backend.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not (is_available("torch") and __import__("torch").cuda.is_available()),
+    reason="needs a CUDA device",
+)
+def test_cuda_generation_matches_cpu():
+    import torch
+
+    cpu = _backend()
+    from agents.backends.transformers import TransformersBackend
+
+    gpu = TransformersBackend(tiny_path("text"), device="cuda", dtype="float32")
+    try:
+        assert gpu.model.device.type == "cuda"
+        assert gpu.dtype == torch.float32
+        sampling = SamplingParams(max_new_tokens=8)
+        assert gpu.generate(MESSAGES, sampling=sampling).token_ids == (
+            cpu.generate(MESSAGES, sampling=sampling).token_ids
+        )
+    finally:
+        gpu.close()
+        cpu.close()
