@@ -33,7 +33,7 @@ import numpy as np
 from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_action
 from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
 from browser_env.executor import INIT_JS, OBSERVE_JS, ExecutorConfig, execute
-from browser_env.observation import MODALITIES, TEXT_FIELDS, observation_space
+from browser_env.observation import MODALITIES, element_from_row, observation_space
 from browser_env.tasks import MiniWoBTask, OpenTask, Task
 from browser_env.timing import Timings
 
@@ -137,8 +137,10 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         obs, obs_timings = self._observe(error="", reset=True)
         t2 = time.perf_counter()
         info = {
+            "env_id": self.spec.id if self.spec is not None else None,
             "task": self.task.name,
             "seed": episode_seed,
+            "browser_version": self._browser.version,
             "timings": Timings({"setup": (t1 - t0) * 1e3, **obs_timings, "total": (t2 - t0) * 1e3}),
         }
         return obs, info
@@ -368,7 +370,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._next_id = raw["next"]
         obs["url"] = raw["url"]
         if want_elements:
-            obs["elements"] = tuple(_element(row) for row in raw["elements"])
+            obs["elements"] = tuple(element_from_row(row) for row in raw["elements"])
         if want_text:
             obs["text"] = raw["text"]
         t1 = time.perf_counter()
@@ -403,13 +405,6 @@ _UNREAD = object()
 def _fuse(state_js: str) -> str:
     """One script that reads the task state, then observes: ``{...observation, state}``."""
     return f"(args) => {{ const state = ({state_js})(); return {{ ...({OBSERVE_JS})(args), state }}; }}"
-
-
-def _element(row: list[Any]) -> dict[str, Any]:
-    element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
-    element["bbox"] = np.array(row[7:11], dtype=np.float32)
-    element["enabled"], element["visible"], element["focused"], element["checked"] = row[11:15]
-    return element
 
 
 def _first_line(exc: BaseException) -> str:

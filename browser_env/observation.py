@@ -31,6 +31,7 @@ __all__ = [
     "MODALITIES",
     "Element",
     "UnicodeText",
+    "element_from_row",
     "element_space",
     "observation_space",
     "render_element",
@@ -117,6 +118,14 @@ def observation_space(
         width, height = viewport
         fields["screenshot"] = spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
     return spaces.Dict(fields)
+
+
+def element_from_row(row: Sequence[Any]) -> Element:
+    """An element from the observer script's compact row (see ``js/observe.js``)."""
+    element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
+    element["bbox"] = np.array(row[7:11], dtype=np.float32)
+    element["enabled"], element["visible"], element["focused"], element["checked"] = row[11:15]
+    return element  # type: ignore[return-value]
 
 
 def render_element(element: Element) -> str:

@@ -55,7 +55,7 @@ from browser_env.actions import Action, ActionError, Verb
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
 from browser_env.executor import OBSERVE_JS
-from browser_env.observation import TEXT_FIELDS
+from browser_env.observation import element_from_row
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -357,7 +357,7 @@ class DemoRecorder:
         modalities = self._modalities()
         obs: dict[str, Any] = {"goal": self.base.goal, "url": raw["url"], "last_action_error": ""}
         if "elements" in modalities:
-            obs["elements"] = tuple(_element(row) for row in raw["elements"])
+            obs["elements"] = tuple(element_from_row(row) for row in raw["elements"])
         if "text" in modalities:
             obs["text"] = raw.get("text", "")
         if "screenshot" in modalities and self._shot is not None:
@@ -440,13 +440,6 @@ class DemoRecorder:
         if self.writer is None:
             raise RuntimeError("call start() first")
         return self.writer
-
-
-def _element(row: list[Any]) -> dict[str, Any]:
-    element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
-    element["bbox"] = np.array(row[7:11], dtype=np.float32)
-    element["enabled"], element["visible"], element["focused"], element["checked"] = row[11:15]
-    return element
 
 
 def _event_notes(event: Mapping[str, Any]) -> dict[str, Any]:
