@@ -24,4 +24,4 @@ speed: setup
 
 # Re-pin requirements.lock from the current .venv (after changing pyproject.toml).
 lock:
-	$(PY) -m pip freeze --exclude-editable | grep -v '^browser-rl' > requirements.lock
+	$(PY) -m pip freeze --exclude-editable | grep -v '^browser-rl' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock
