@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -70,12 +69,16 @@ def _timed(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _ours(task: str, modalities: tuple[str, ...], steps: int, resets: int, seed: int) -> dict[str, Any]:
+def _ours(
+    task: str, modalities: tuple[str, ...], steps: int, resets: int, seed: int
+) -> dict[str, Any]:
     import gymnasium as gym
 
     import browser_env  # noqa: F401
 
-    env = gym.make(f"browser_env/miniwob.{task}-v0", modalities=modalities, max_episode_steps=10_000)
+    env = gym.make(
+        f"browser_env/miniwob.{task}-v0", modalities=modalities, max_episode_steps=10_000
+    )
     rng = np.random.default_rng(seed)
     step_ms: list[float] = []
     reset_ms: list[float] = []
@@ -112,7 +115,9 @@ def _floor(task: str, steps: int, resets: int, seed: int, own_flags: bool) -> di
     from browser_env.tasks.miniwob import MiniWoBTask
 
     url = MiniWoBTask(task).url
-    results: dict[str, list[float]] = {k: [] for k in ("full", "text", "click", "walk", "screenshot", "reset")}
+    results: dict[str, list[float]] = {
+        k: [] for k in ("full", "text", "click", "walk", "screenshot", "reset")
+    }
     with sync_playwright() as p:
         args = list(BASE_ARGS) if own_flags else ["--no-sandbox", "--disable-gpu"]
         browser = p.chromium.launch(executable_path=find_chromium(None, p), args=args)
@@ -121,7 +126,9 @@ def _floor(task: str, steps: int, resets: int, seed: int, own_flags: bool) -> di
         shot = lambda: np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))  # noqa: E731
         walk = lambda: page.evaluate(_FLOOR_WALK)  # noqa: E731
         for i in range(resets):
-            results["reset"].append(_timed(lambda i=i: (page.evaluate(_FLOOR_RESET, seed + i), walk(), shot())))
+            results["reset"].append(
+                _timed(lambda i=i: (page.evaluate(_FLOOR_RESET, seed + i), walk(), shot()))
+            )
         page.evaluate(_FLOOR_RESET, seed)
         episode = 0
         for k in range(steps):
@@ -152,7 +159,15 @@ def measure(tasks: Sequence[str], steps: int, resets: int, seed: int = 0) -> lis
         text = _ours(task, ("elements", "text"), steps, resets, seed)
         floor = _floor(task, steps, resets, seed, own_flags=True)
         default = _floor(task, steps, resets, seed, own_flags=False)
-        rows.append({"task": task, "ours_full": full, "ours_text": text, "floor": floor, "floor_default": default})
+        rows.append(
+            {
+                "task": task,
+                "ours_full": full,
+                "ours_text": text,
+                "floor": floor,
+                "floor_default": default,
+            }
+        )
     return rows
 
 
@@ -188,7 +203,9 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated MiniWoB++ task names")
+    parser.add_argument(
+        "--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated MiniWoB++ task names"
+    )
     parser.add_argument("--steps", type=int, default=40, help="timed steps per task and mode")
     parser.add_argument("--resets", type=int, default=20, help="timed resets per task")
     parser.add_argument("--seed", type=int, default=0)

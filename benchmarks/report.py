@@ -84,7 +84,10 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str
             )
         )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
+    fmt = lambda cells: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )  # noqa: E731
     rule = "  ".join("-" * w for w in widths)
     body = [fmt(line) for line in lines]
     return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])
@@ -129,7 +132,9 @@ def write_results(
     return data
 
 
-def plot_success(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> Path | None:
+def plot_success(
+    rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = ""
+) -> Path | None:
     """A horizontal bar chart of success rate per task; ``None`` without matplotlib."""
     try:
         import matplotlib

@@ -74,7 +74,9 @@ def rollout(
             guards=tuple(act_info.get("guards") or ()),
         )
         t1 = time.perf_counter()
-        obs, reward, terminated, truncated, step_info = env.step(annotated if _records(env) else action)
+        obs, reward, terminated, truncated, step_info = env.step(
+            annotated if _records(env) else action
+        )
         env_ms.append((time.perf_counter() - t1) * 1e3)
         total += float(reward)
         steps += 1
@@ -96,7 +98,9 @@ def rollout(
         env_step_ms=env_ms,
         agent_ms=agent_ms,
         reset_ms=reset_ms,
-        episode_dir=str(recorder.last_episode_dir) if recorder and recorder.last_episode_dir else None,
+        episode_dir=str(recorder.last_episode_dir)
+        if recorder and recorder.last_episode_dir
+        else None,
     )
 
 

@@ -76,7 +76,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     source = "scripted" if agent_name == "expert" else "agent"
     results: list[EpisodeResult] = []
-    progress = tqdm(total=len(suite.env_ids) * len(seeds), desc=suite.name, disable=not cfg.progress, unit="ep")
+    progress = tqdm(
+        total=len(suite.env_ids) * len(seeds), desc=suite.name, disable=not cfg.progress, unit="ep"
+    )
     try:
         for env_id in suite.env_ids:
             env = gym.make(env_id, **env_kwargs)
@@ -95,7 +97,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(agent, "close"):
             agent.close()
     config = OmegaConf.to_container(cfg, resolve=True)
-    data = write_results(out / "results.json", results, suite=suite.name, agent=agent_name, config=config)
+    data = write_results(
+        out / "results.json", results, suite=suite.name, agent=agent_name, config=config
+    )
     print(format_table(data["tasks"], data["overall"]))
     plot = plot_success(data["tasks"], out / "success.png", title=f"{agent_name} on {suite.name}")
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))

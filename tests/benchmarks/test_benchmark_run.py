@@ -11,20 +11,41 @@ from hydra import compose, initialize_config_dir
 from benchmarks.report import format_table, summarize
 from benchmarks.rollout import EpisodeResult
 from benchmarks.suites import Suite
+
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def _result(env_id: str, success: bool, steps: int) -> EpisodeResult:
-    return EpisodeResult(env_id, 0, "g", success, 1.0 if success else -1.0, steps, True, False, None, 0,
-                         [10.0] * steps, [1.0] * steps, 40.0)
+    return EpisodeResult(
+        env_id,
+        0,
+        "g",
+        success,
+        1.0 if success else -1.0,
+        steps,
+        True,
+        False,
+        None,
+        0,
+        [10.0] * steps,
+        [1.0] * steps,
+        40.0,
+    )
 
 
 def test_summary_rows_and_table():
-    results = [_result("browser_env/miniwob.a-v0", True, 1), _result("browser_env/miniwob.a-v0", False, 3),
-               _result("browser_env/miniwob.b-v0", True, 2)]
+    results = [
+        _result("browser_env/miniwob.a-v0", True, 1),
+        _result("browser_env/miniwob.a-v0", False, 3),
+        _result("browser_env/miniwob.b-v0", True, 2),
+    ]
     rows, overall = summarize(results)
     assert [r["task"] for r in rows] == ["miniwob.a", "miniwob.b"]
-    assert rows[0]["success_rate"] == 0.5 and rows[0]["mean_steps"] == 2.0 and rows[0]["mean_reward"] == 0.0
+    assert (
+        rows[0]["success_rate"] == 0.5
+        and rows[0]["mean_steps"] == 2.0
+        and rows[0]["mean_reward"] == 0.0
+    )
     assert overall["episodes"] == 3 and overall["success_rate"] == pytest.approx(2 / 3)
     table = format_table(rows, overall)
     assert "miniwob.a" in table and "67%" in table and "overall" in table
@@ -34,7 +55,7 @@ def test_suite_validation():
     assert Suite("s", ["click-test"]).env_ids == ("browser_env/miniwob.click-test-v0",)
     assert len(Suite("s", "all").env_ids) > 100
     with pytest.raises(ValueError, match="no tasks"):
-        Suite("s", ["x"], exclude=["x"]).env_ids
+        _ = Suite("s", ["x"], exclude=["x"]).env_ids
     with pytest.raises(ValueError, match="episodes"):
         Suite.seeds(0, 0)
 

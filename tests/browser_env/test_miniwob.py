@@ -42,7 +42,9 @@ def test_same_seed_same_instance_and_elements(click_button):
     again, info = click_button.reset(seed=11)
     assert info["seed"] == 11
     assert first["goal"] == again["goal"] and first["text"] == again["text"]
-    strip = lambda obs: [{k: (v.tolist() if k == "bbox" else v) for k, v in e.items()} for e in obs["elements"]]  # noqa: E731
+    strip = lambda obs: [
+        {k: (v.tolist() if k == "bbox" else v) for k, v in e.items()} for e in obs["elements"]
+    ]  # noqa: E731
     assert strip(first) == strip(again)
     np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
     goals = {click_button.reset(seed=s)[0]["goal"] for s in range(8)}
@@ -60,12 +62,20 @@ def test_unseeded_resets_follow_the_env_rng(click_button):
 def test_success_and_failure_rewards(click_button):
     obs, _ = click_button.reset(seed=3)
     obs, reward, terminated, truncated, info = click_target_button(click_button, obs)
-    assert (reward, terminated, truncated, info["success"], info["raw_reward"]) == (1.0, True, False, True, 1.0)
+    assert (reward, terminated, truncated, info["success"], info["raw_reward"]) == (
+        1.0,
+        True,
+        False,
+        True,
+        1.0,
+    )
     obs, _ = click_button.reset(seed=3)
     target = obs["goal"].split('"')[1]
     wrong = next((e for e in obs["elements"] if e["tag"] == "button" and e["text"] != target), None)
     if wrong is not None:
-        _, reward, terminated, _, info = click_button.step({"action": "CLICK", "element_id": wrong["element_id"]})
+        _, reward, terminated, _, info = click_button.step(
+            {"action": "CLICK", "element_id": wrong["element_id"]}
+        )
         assert (reward, terminated, info["success"]) == (-1.0, True, False)
 
 
@@ -78,7 +88,11 @@ def test_observation_is_scoped_to_the_task_area(click_button):
 
 @pytest.mark.parametrize(("reward_type", "expected"), [("binary", 1.0), ("time_decayed", None)])
 def test_reward_types(reward_type, expected):
-    env = gym.make("browser_env/miniwob.click-button-v0", task_kwargs={"reward_type": reward_type}, modalities=("elements",))
+    env = gym.make(
+        "browser_env/miniwob.click-button-v0",
+        task_kwargs={"reward_type": reward_type},
+        modalities=("elements",),
+    )
     try:
         obs, _ = env.reset(seed=3)
         _, reward, terminated, _, info = click_target_button(env, obs)
@@ -169,7 +183,9 @@ def test_check_env_passes_without_warning_filters(env_id):
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id", sorted(i for i in gym.registry if i.startswith("browser_env/")))
 def test_check_env_every_registered_id(env_id):
-    _check(env_id)  # ids in registration.NONDETERMINISTIC are flagged so; check_env honours the flag
+    _check(
+        env_id
+    )  # ids in registration.NONDETERMINISTIC are flagged so; check_env honours the flag
 
 
 def test_import_is_light():
