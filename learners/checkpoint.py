@@ -1,0 +1,210 @@
+"""Checkpoints, crash resume, the evaluation gate and the final adapter directory.
+
+Layout of an output directory::
+
+    OUT/                          the adapter: PeftModel.from_pretrained(base, OUT)
+      adapter_config.json
+      adapter_model.safetensors
+      training.json               base model, prompt version, data, hyperparameters, metrics
+      metrics.jsonl               one line per logged step
+      checkpoints/
+        step-000050/              adapter + state.pt (optimiser, step, RNG, learner state)
+        best/                     the best checkpoint by held-out success (evaluation gate)
+
+A run that dies leaves ``training.json`` with ``"status": "running"`` (or
+none at all) and its checkpoints; running the same command again resumes from
+the latest one. A finished run writes ``"status": "complete"``; training again
+into the same directory starts from that adapter and appends to ``runs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents.prompt import PROMPT_VERSION
+
+__all__ = ["CheckpointManager", "EvalGate", "write_training_json"]
+
+
+class CheckpointManager:
+    """Save and restore ``(trainable weights, optimiser, step, RNG, extra state)``."""
+
+    def __init__(self, output_dir: str | os.PathLike[str], policy: Any, keep: int = 2) -> None:
+        self.root = Path(output_dir) / "checkpoints"
+        self.policy = policy
+        self.keep = max(int(keep), 1)
+
+    def _save_weights(self, path: Path) -> None:
+        model = self.policy.model
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(path)
+        else:
+            model.save_pretrained(path)
+            self.policy.backend.tokenizer.save_pretrained(path)
+
+    def save(
+        self,
+        step: int,
+        optimizer: Any,
+        extra: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Path:
+        import torch
+
+        path = self.root / (name or f"step-{step:06d}")
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self._save_weights(tmp)
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "extra": extra or {},
+            "time": time.time(),
+        }
+        torch.save(state, tmp / "state.pt")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        if name is None:
+            self._prune()
+        return path
+
+    def _prune(self) -> None:
+        steps = sorted(p for p in self.root.glob("step-*") if not p.name.endswith(".tmp"))
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        steps = sorted(
+            p
+            for p in self.root.glob("step-*")
+            if (p / "state.pt").is_file() and not p.name.endswith(".tmp")
+        )
+        return steps[-1] if steps else None
+
+    def load_weights(self, path: Path) -> None:
+        """Put the weights stored in checkpoint ``path`` into the live model."""
+        import torch
+
+        model = self.policy.model
+        if hasattr(model, "peft_config"):
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            weights = load_file(str(path / "adapter_model.safetensors"))
+            result = set_peft_model_state_dict(model, weights)
+            if getattr(result, "unexpected_keys", None):
+                raise RuntimeError(f"{path}: unexpected adapter keys {result.unexpected_keys[:3]}")
+        else:
+            from transformers import AutoModelForCausalLM
+
+            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+
+    def restore(self, path: Path, optimizer: Any) -> dict[str, Any]:
+        """Load weights, optimiser and RNG from ``path``; returns the saved state."""
+        import torch
+
+        self.load_weights(path)
+        state = torch.load(path / "state.pt", weights_only=False)
+        if optimizer is not None and state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        return state
+
+
+class EvalGate:
+    """Keeps the best checkpoint by held-out success and rolls back to it.
+
+    ``evaluate()`` returns a success rate. After each evaluation: a new best
+    is saved as ``checkpoints/best``; a success more than ``tolerance`` below
+    the best restores the best weights (the optimiser state is kept: the step
+    that hurt is undone, the learning goes on).
+    """
+
+    def __init__(
+        self, checkpoints: CheckpointManager, evaluate: Callable[[], float], tolerance: float = 0.0
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.evaluate = evaluate
+        self.tolerance = tolerance
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.rollbacks = 0
+
+    def __call__(self, step: int, optimizer: Any = None) -> dict[str, float]:
+        success = float(self.evaluate())
+        metrics = {"eval/success_rate": success}
+        if self.best is None or success > self.best:
+            self.best, self.best_step = success, step
+            self.checkpoints.save(step, None, name="best")
+        elif success < self.best - self.tolerance:
+            self.checkpoints.load_weights(self.checkpoints.root / "best")
+            self.rollbacks += 1
+            metrics["eval/rolled_back"] = 1.0
+        metrics["eval/best_success_rate"] = float(self.best)
+        return metrics
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "rollbacks": self.rollbacks}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.best_step = state.get("best_step")
+        self.rollbacks = int(state.get("rollbacks", 0))
+
+
+def write_training_json(
+    output_dir: str | os.PathLike[str],
+    *,
+    learner: str,
+    base_model: str,
+    config: Any,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    status: str,
+    init_from: str | None = None,
+    steps: int = 0,
+) -> Path:
+    """Write ``training.json``, keeping the ``runs`` of earlier trainings into the same dir."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "training.json"
+    runs: list[dict[str, Any]] = []
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        runs = list(previous.get("runs", []))
+        if previous.get("status") == "complete":
+            runs.append(
+                {k: previous.get(k) for k in ("learner", "steps", "metrics", "data", "finished_at")}
+            )
+    record = {
+        "learner": learner,
+        "status": status,
+        "base_model": base_model,
+        "prompt_version": PROMPT_VERSION,
+        "init_from": init_from,
+        "steps": steps,
+        "data": data,
+        "hyperparameters": dataclasses.asdict(config)
+        if dataclasses.is_dataclass(config)
+        else dict(config),
+        "metrics": metrics,
+        "runs": runs,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S") if status == "complete" else None,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,180 @@
+"""One config dataclass per learner, every field with help text (TRL style).
+
+The Hydra configs ``conf/learner/{sft,sdft,grpo}.yaml`` mirror these fields;
+:func:`from_mapping` builds a config from one of them and rejects unknown keys,
+so a typo in an override is an error, not a silently ignored setting.
+
+Shared fields live in :class:`LearnerConfig`; :class:`SFTConfig`,
+:class:`SDFTConfig` and :class:`GRPOConfig` add their algorithm's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Any, TypeVar
+
+__all__ = ["GRPOConfig", "LearnerConfig", "SDFTConfig", "SFTConfig", "from_mapping"]
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    """What every learner shares: the model, the LoRA, the optimiser, outputs and logging."""
+
+    model: str = _f(
+        "tiny", "Base model: local dir or hub id; 'tiny' builds agents.tiny's text model."
+    )
+    output_dir: str | None = _f(
+        None,
+        "Adapter directory written (adapter + training.json; default: <hydra run dir>/adapter "
+        "or outputs/<learner>/adapter). If it already holds a finished "
+        "adapter, training continues from it; if it holds checkpoints of an unfinished run, "
+        "that run resumes.",
+    )
+    init_adapter: str | None = _f(
+        None, "Start from this PEFT adapter (e.g. SDFT after SFT) instead of a fresh LoRA."
+    )
+    device: str = _f("cpu", "auto | cpu | cuda | cuda:N (passed to TransformersBackend).")
+    seed: int = _f(0, "Seed for data order, sampling and LoRA initialisation.")
+    # LoRA
+    lora: bool = _f(
+        True, "Train a LoRA adapter (False trains all weights; output is then a model dir)."
+    )
+    lora_r: int = _f(8, "LoRA rank r.")
+    lora_alpha: int = _f(16, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps on-policy log-probs exact).")
+    lora_target_modules: list[str] | str = _f(
+        "all-linear", "Modules to adapt: 'all-linear' or a list such as [q_proj, v_proj]."
+    )
+    # optimisation
+    learning_rate: float = _f(1e-4, "AdamW learning rate.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
+    max_steps: int = _f(100, "Optimiser steps in this run.")
+    batch_size: int = _f(4, "Prompts (SFT/SDFT) or episodes' steps (GRPO) per optimiser step.")
+    # data
+    episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.datasets).")
+    success_only: bool = _f(True, "Use only successful episodes.")
+    tasks: list[str] | None = _f(None, "Keep only these tasks (e.g. [click-button]).")
+    sources: list[str] | None = _f(None, "Keep only these sources: human, scripted, agent.")
+    budget_tokens: int = _f(3072, "Prompt token budget (agents.agent.PromptConfig.budget_tokens).")
+    max_history: int = _f(8, "History steps shown in the prompt.")
+    # checkpoints, evaluation, logging
+    save_steps: int = _f(50, "Checkpoint every N optimiser steps (0: only at the end).")
+    save_total_limit: int = _f(2, "Checkpoints kept (the best one is always kept).")
+    eval_steps: int = _f(0, "Evaluate on held-out seeds every N steps (0: never).")
+    eval_env_ids: list[str] = _f(
+        [], "Env ids for evaluation, e.g. [browser_env/miniwob.click-test-v0]."
+    )
+    eval_seeds: list[int] = _f([1000, 1001, 1002], "Held-out seeds for evaluation.")
+    eval_max_steps: int = _f(8, "Step limit of an evaluation episode.")
+    rollback_tolerance: float = _f(
+        0.0,
+        "Evaluation gate: when held-out success falls more than this below the best so far, "
+        "the weights roll back to the best checkpoint.",
+    )
+    logging_steps: int = _f(1, "Log metrics every N steps.")
+    wandb: bool = _f(
+        True, "Log to wandb (offline unless WANDB_API_KEY is set; WANDB_MODE respected)."
+    )
+    wandb_project: str = _f("browser-rl", "wandb project.")
+    run_name: str | None = _f(None, "wandb run name (default: learner name + output dir).")
+    progress: bool = _f(True, "Show a tqdm progress bar.")
+
+
+@dataclasses.dataclass
+class SFTConfig(LearnerConfig):
+    """Behaviour cloning: cross-entropy on the target action JSON only."""
+
+    lora_dropout: float = _f(0.05, "LoRA dropout.")
+    learning_rate: float = _f(2e-4, "AdamW learning rate.")
+    num_epochs: float = _f(1.0, "Passes over the data when max_steps <= 0.")
+    demo_fraction: float = _f(
+        0.0,
+        "Fraction of samples (in [0, 1]) trained with the teacher prompt (demonstration in "
+        "context) instead of the student prompt: teaches the model to use an in-context demo, "
+        "which SDFT's teacher relies on.",
+    )
+
+
+@dataclasses.dataclass
+class SDFTConfig(LearnerConfig):
+    """Self-Distillation Fine-Tuning (arXiv 2601.19897)."""
+
+    learning_rate: float = _f(5e-5, "AdamW learning rate.")
+    kl_direction: str = _f(
+        "reverse",
+        "reverse: KL(student || teacher), the paper's choice; forward: KL(teacher || student).",
+    )
+    top_k: int | None = _f(
+        None, "Compute the KL on the student's top-k tokens (renormalised); None: full vocabulary."
+    )
+    ema_rate: float = _f(
+        0.0,
+        "Teacher EMA rate alpha: after each step teacher <- (1 - alpha) teacher + alpha student "
+        "(over the trainable weights, i.e. the LoRA adapter). 0 keeps the teacher frozen at "
+        "the initial student.",
+    )
+    temperature: float = _f(1.0, "Sampling temperature of the student's on-policy completions.")
+    top_p: float = _f(1.0, "Nucleus sampling of the student's completions.")
+    max_new_tokens: int = _f(48, "Completion length limit.")
+    backend: str = _f("transformers", "transformers (torch + PEFT) or mlx (mlx-lm LoRA).")
+
+
+@dataclasses.dataclass
+class GRPOConfig(LearnerConfig):
+    """Group Relative Policy Optimization on the live browser env, per-step samples."""
+
+    learning_rate: float = _f(1e-5, "AdamW learning rate.")
+    batch_size: int = _f(1, "Groups (task seeds) per optimiser step.")
+    env_ids: list[str] = _f(
+        ["browser_env/miniwob.click-test-v0"],
+        "Env ids to train on; a group's task is drawn from these.",
+    )
+    train_seeds: list[int] = _f([0, 1, 2, 3, 4, 5, 6, 7], "Task seeds to draw groups from.")
+    num_generations: int = _f(4, "G: rollouts per group (same env id and seed).")
+    max_episode_steps: int = _f(6, "Step limit of a training episode.")
+    temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
+    max_new_tokens: int = _f(48, "Completion length limit per step.")
+    format_reward: float = _f(
+        0.0, "Added to the episode return times the fraction of steps whose output parsed as JSON."
+    )
+    scale_rewards: bool = _f(
+        True, "Divide group advantages by the group's reward std (Dr. GRPO: False)."
+    )
+    epsilon: float = _f(0.2, "PPO clip range of the importance ratio.")
+    num_iterations: int = _f(1, "Optimiser passes over one batch of rollouts (mu).")
+    beta: float = _f(0.0, "KL penalty to the initial policy (0: none, as in current TRL defaults).")
+    modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
+
+
+C = TypeVar("C", bound=LearnerConfig)
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:
+    """``cls(**values)`` that names unknown keys; ``_target_``-style keys are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in values.items() if not str(k).startswith("_")}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}; known: {sorted(names)}")
+    return cls(**{k: _plain(v) for k, v in values.items()})
+
+
+def _plain(value: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, DictConfig | ListConfig):
+            return OmegaConf.to_container(value, resolve=True)
+    except ModuleNotFoundError:  # pragma: no cover
+        pass
+    return value

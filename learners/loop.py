@@ -1,0 +1,155 @@
+"""The optimiser loop SDFT and GRPO share: resume, step, log, checkpoint, gate, save.
+
+A learner supplies ``loss_step(step) -> metrics`` (which calls ``backward``)
+and, optionally, ``after_step(step)`` (e.g. the EMA teacher update) and
+``extra_state()``/``load_extra(state)`` for what a checkpoint must carry
+beyond weights and optimiser. The algorithms stay in their own modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from learners.checkpoint import CheckpointManager, EvalGate, write_training_json
+from learners.policy import Policy, finished_adapter, load_policy
+from learners.tracking import Tracker
+
+__all__ = ["TrainLoop", "default_output_dir"]
+
+
+def default_output_dir(learner: str) -> str:
+    """``<hydra run dir>/adapter`` under ``@hydra.main``, else ``outputs/<learner>/adapter``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(Path(HydraConfig.get().runtime.output_dir) / "adapter")
+    except (ImportError, ValueError):
+        return str(Path("outputs") / learner / "adapter")
+
+
+class TrainLoop:
+    def __init__(self, cfg: Any, learner: str) -> None:
+        import torch
+
+        if cfg.output_dir is None:
+            cfg = dataclasses.replace(cfg, output_dir=default_output_dir(learner))
+        self.cfg = cfg
+        self.learner = learner
+        self.out = Path(cfg.output_dir)
+        resuming_finished = finished_adapter(self.out)
+        self.policy: Policy = load_policy(cfg)
+        params = [p for _, p in self.policy.trainable_parameters()]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.checkpoints = CheckpointManager(self.out, self.policy, keep=cfg.save_total_limit)
+        self.gate: EvalGate | None = None
+        self.start_step = 0
+        self.resume_state: dict[str, Any] = {}
+        latest = None if resuming_finished else self.checkpoints.latest()
+        if latest is not None:
+            state = self.checkpoints.restore(latest, self.optimizer)
+            self.start_step = int(state["step"])
+            self.resume_state = dict(state.get("extra") or {})
+        self.data_info: dict[str, Any] = {}
+
+    @property
+    def backend(self) -> Any:
+        return self.policy.backend
+
+    def set_gate(self, evaluate: Callable[[], float]) -> None:
+        self.gate = EvalGate(self.checkpoints, evaluate, self.cfg.rollback_tolerance)
+        if "gate" in self.resume_state:
+            self.gate.load_state(self.resume_state["gate"])
+
+    def _write_meta(self, status: str, metrics: dict[str, Any], step: int) -> None:
+        write_training_json(
+            self.out,
+            learner=self.learner,
+            base_model=self.policy.base_model,
+            config=self.cfg,
+            data=self.data_info,
+            metrics=metrics,
+            status=status,
+            init_from=self.policy.init_from,
+            steps=step,
+        )
+
+    def fit(
+        self,
+        loss_step: Callable[[int], dict[str, float]],
+        *,
+        after_step: Callable[[int], None] | None = None,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Run steps ``start_step .. max_steps - 1``; returns the final metrics summary."""
+        import torch
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        tracker = Tracker(cfg, self.learner, self.out)
+        self._write_meta("running", {}, self.start_step)
+        model = self.policy.model
+        params = [p for _, p in self.policy.trainable_parameters()]
+
+        def extra() -> dict[str, Any]:
+            state = dict(extra_state() if extra_state else {})
+            if self.gate is not None:
+                state["gate"] = self.gate.state()
+            return state
+
+        step = self.start_step
+        bar = tqdm(
+            range(self.start_step, cfg.max_steps),
+            desc=self.learner,
+            disable=not cfg.progress,
+            initial=self.start_step,
+            total=cfg.max_steps,
+        )
+        try:
+            for step in bar:
+                model.train()
+                self.optimizer.zero_grad(set_to_none=True)
+                metrics = dict(loss_step(step))
+                if cfg.max_grad_norm:
+                    metrics["grad_norm"] = float(
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    )
+                self.optimizer.step()
+                if after_step is not None:
+                    after_step(step)
+                done = step + 1
+                if self.gate is not None and cfg.eval_steps and done % cfg.eval_steps == 0:
+                    metrics.update(self.gate(done))
+                if cfg.logging_steps and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
+                    tracker.log(metrics, done)
+                    bar.set_postfix(
+                        {
+                            k: f"{v:.3g}"
+                            for k, v in metrics.items()
+                            if k in ("loss", "reward_mean", "kl")
+                        }
+                    )
+                if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
+                    self.checkpoints.save(done, self.optimizer, extra())
+                    self._write_meta("running", tracker.summary(), done)
+            step = max(cfg.max_steps, self.start_step)
+            model.save_pretrained(self.out)
+            if not hasattr(model, "peft_config"):
+                self.backend.tokenizer.save_pretrained(self.out)
+            summary = tracker.summary()
+            if self.gate is not None:
+                summary.update({f"gate/{k}": v for k, v in self.gate.state().items()})
+            self._write_meta("complete", summary, step)
+            return {
+                "output_dir": os.fspath(self.out),
+                "metrics": summary,
+                "history": tracker.history,
+            }
+        finally:
+            bar.close()
+            tracker.finish()

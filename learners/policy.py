@@ -1,0 +1,124 @@
+"""The trainable policy: our inference backend with a LoRA adapter on its model.
+
+Learners train ``backend.model`` of a :class:`TransformersBackend`, so
+completions are sampled with ``backend.generate`` and prompts are tokenised
+with ``backend.encode_chat`` -- the exact path the agent takes at inference.
+
+Where the weights start, in this order:
+
+1. ``output_dir`` holds checkpoints of an unfinished run -> that run resumes
+   (see :mod:`learners.checkpoint`);
+2. ``output_dir`` holds a finished adapter (``training.json`` with
+   ``"status": "complete"``) -> training continues from that adapter;
+3. ``init_adapter`` is set -> training starts from it;
+4. otherwise a fresh LoRA (B = 0, so the first policy is the base model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from agents.backends.common import require
+
+__all__ = ["Policy", "completion_logits", "load_policy", "resolve_model", "trainable_state"]
+
+
+def resolve_model(model: str) -> str:
+    """``"tiny"`` -> the cached tiny text model (built offline); anything else as is."""
+    if model in ("tiny", "tiny-text"):
+        from agents.tiny import tiny_model_path
+
+        return str(tiny_model_path("text"))
+    return model
+
+
+@dataclasses.dataclass
+class Policy:
+    backend: Any  # agents.backends.transformers.TransformersBackend
+    base_model: str
+    init_from: str | None  # adapter the weights started from, if any
+
+    @property
+    def model(self) -> Any:
+        return self.backend.model
+
+    def trainable_parameters(self) -> list[tuple[str, Any]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+
+def finished_adapter(output_dir: str | os.PathLike[str]) -> bool:
+    meta = Path(output_dir) / "training.json"
+    if not meta.is_file() or not (Path(output_dir) / "adapter_config.json").is_file():
+        return False
+    return json.loads(meta.read_text()).get("status") == "complete"
+
+
+def load_policy(cfg: Any) -> Policy:
+    """Build the backend for ``cfg.model`` and put the trainable LoRA on it (see module doc)."""
+    peft = require("peft", purpose="LoRA training")
+    from agents.backends.transformers import TransformersBackend
+
+    base = resolve_model(cfg.model)
+    backend = TransformersBackend(base, device=cfg.device, dtype="float32")
+    init = None
+    if finished_adapter(cfg.output_dir):
+        previous = json.loads((Path(cfg.output_dir) / "training.json").read_text())
+        if previous.get("base_model") not in (None, base, cfg.model):
+            raise ValueError(
+                f"{cfg.output_dir} was trained on {previous.get('base_model')!r}, not {base!r}: "
+                "pick another output_dir"
+            )
+        init = str(cfg.output_dir)
+    elif cfg.init_adapter:
+        init = str(cfg.init_adapter)
+    if not cfg.lora:
+        if init is not None:
+            raise ValueError("init_adapter / resuming needs lora=true")
+        backend.model.requires_grad_(True)
+        return Policy(backend=backend, base_model=base, init_from=None)
+    if init is not None:
+        model = peft.PeftModel.from_pretrained(backend.model, init, is_trainable=True)
+    else:
+        require("torch").manual_seed(cfg.seed)
+        targets = cfg.lora_target_modules
+        lora = peft.LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            task_type="CAUSAL_LM",
+        )
+        model = peft.get_peft_model(backend.model, lora)
+    backend.model = model
+    backend.adapter = init
+    return Policy(backend=backend, base_model=base, init_from=init)
+
+
+def trainable_state(policy: Policy) -> dict[str, Any]:
+    """A detached copy of the trainable weights (the LoRA adapter with LoRA)."""
+    return {n: p.detach().clone() for n, p in policy.trainable_parameters()}
+
+
+def completion_logits(
+    backend: Any, messages: list[dict[str, Any]], images: Any, completion_ids: Any
+) -> Any:
+    """Logits ``(T, V)`` predicting each of ``completion_ids`` after the chat prompt.
+
+    The prompt is tokenised by ``backend.encode_chat`` (the inference path),
+    the completion appended, and row ``t`` of the result scores token ``t``.
+    """
+    torch = require("torch")
+    _, inputs = backend.encode_chat(messages, images or None)
+    completion = torch.as_tensor(
+        completion_ids, dtype=torch.long, device=inputs["input_ids"].device
+    )
+    prompt_len = inputs["input_ids"].shape[1]
+    inputs = dict(inputs)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion[None]], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    logits = backend.model(**inputs).logits[0]
+    return logits[prompt_len - 1 : prompt_len - 1 + completion.numel()]

@@ -1,0 +1,145 @@
+"""Playing the policy in the live env, for GRPO and for the evaluation gate.
+
+Every step keeps its own prompt (the messages the agent built for that
+observation) and its own completion token ids: one step, one training sample.
+Steps are never concatenated into one sequence across turns (the bug of
+huggingface/trl#4543).
+
+``nothing imports benchmarks``, so this is a small loop of its own rather than
+``benchmarks.rollout``; it records what learning needs (token ids, parse
+outcome) and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "EnvPool",
+    "attach_env_gate",
+    "StepSample",
+    "Trajectory",
+    "evaluate_success",
+    "make_agent",
+    "play",
+]
+
+
+@dataclasses.dataclass
+class StepSample:
+    messages: list[dict[str, Any]]
+    images: list[Any]
+    completion_ids: list[int]
+    parsed: bool
+
+
+@dataclasses.dataclass
+class Trajectory:
+    env_id: str
+    seed: int
+    steps: list[StepSample]
+    episode_return: float
+    success: bool
+
+    @property
+    def parse_rate(self) -> float:
+        return sum(s.parsed for s in self.steps) / max(len(self.steps), 1)
+
+
+class EnvPool:
+    """One env per id, reused across episodes (a browser launch is the slow part)."""
+
+    def __init__(self, max_steps: int, modalities: Iterable[str] = ("elements", "text")) -> None:
+        self.max_steps = max_steps
+        self.modalities = tuple(modalities)
+        self._envs: dict[str, Any] = {}
+
+    def get(self, env_id: str) -> Any:
+        if env_id not in self._envs:
+            import gymnasium as gym
+
+            import browser_env  # noqa: F401 - registers the ids
+
+            self._envs[env_id] = gym.make(
+                env_id, max_episode_steps=self.max_steps, modalities=self.modalities
+            )
+        return self._envs[env_id]
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def make_agent(
+    backend: Any, cfg: Any, *, temperature: float, top_p: float = 1.0, max_new_tokens: int = 48
+) -> Any:
+    from agents.agent import LLMAgent, PromptConfig
+    from agents.backends.base import SamplingParams
+
+    return LLMAgent(
+        backend,
+        prompt=PromptConfig(budget_tokens=cfg.budget_tokens, max_history=cfg.max_history),
+        sampling=SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        ),
+    )
+
+
+def play(env: Any, agent: Any, seed: int, *, sample_seed: int | None = None) -> Trajectory:
+    """One episode; ``sample_seed`` seeds the agent's sampling (distinct per group member)."""
+    obs, _ = env.reset(seed=seed)
+    agent.reset(obs["goal"], seed=sample_seed)
+    steps: list[StepSample] = []
+    total, done, info = 0.0, False, {}
+    multimodal = bool(getattr(agent.backend, "multimodal", False))
+    while not done:
+        images = [obs["screenshot"]] if multimodal and obs.get("screenshot") is not None else []
+        action, act_info = agent.act(obs)
+        steps.append(
+            StepSample(
+                messages=act_info["prompt"]["messages"],
+                images=images,
+                completion_ids=list(act_info["generation"]["token_ids"]),
+                parsed=bool(act_info["parse"]["ok"]),
+            )
+        )
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    env_id = env.spec.id if env.spec is not None else "env"
+    return Trajectory(env_id, seed, steps, total, bool(info.get("success")))
+
+
+def evaluate_success(
+    backend: Any, cfg: Any, pool: EnvPool, env_ids: Iterable[str], seeds: Iterable[int]
+) -> dict[str, float]:
+    """Greedy success rate (and mean return) over ``env_ids`` x ``seeds``."""
+    model = backend.model
+    was_training = model.training
+    model.eval()
+    agent = make_agent(
+        backend, cfg, temperature=0.0, max_new_tokens=getattr(cfg, "max_new_tokens", 48)
+    )
+    results = [play(pool.get(e), agent, s) for e in env_ids for s in seeds]
+    model.train(was_training)
+    n = max(len(results), 1)
+    return {
+        "success_rate": sum(r.success for r in results) / n,
+        "return_mean": sum(r.episode_return for r in results) / n,
+        "parse_rate": sum(r.parse_rate for r in results) / n,
+    }
+
+
+def attach_env_gate(loop: Any, cfg: Any) -> None:
+    """Give ``loop`` an evaluation gate on held-out env seeds when the config asks for one."""
+    if not (cfg.eval_steps and cfg.eval_env_ids):
+        return
+    pool = EnvPool(cfg.eval_max_steps)
+    loop.set_gate(
+        lambda: evaluate_success(loop.backend, cfg, pool, cfg.eval_env_ids, cfg.eval_seeds)[
+            "success_rate"
+        ]
+    )

@@ -1,0 +1,191 @@
+"""Self-Distillation Fine-Tuning (Shenfeld et al., arXiv 2601.19897).
+
+::
+
+    python -m learners.sdft learner.episodes=[runs/expert] learner.max_steps=200
+    python -m learners.sdft +backend=mlx learner.episodes=[runs/expert]   # mlx-lm LoRA
+
+For every prompt ``x`` of a recorded step (built by the agents' one prompt
+builder, exactly as at inference) and its expert action ``c``:
+
+1. the student pi_theta(. | x) samples a completion y on-policy
+   (``backend.generate``, the inference path);
+2. the teacher is the same model conditioned on the demonstration:
+   pi_phi(. | x, c), where the teacher prompt is ``build_prompt(...,
+   demonstration=c)`` -- the student prompt plus one delimited section;
+3. the loss is the per-token KL between the two next-token distributions
+   along y, averaged over the completion tokens of the batch:
+   sum_t KL(pi_theta(. | x, y<t) || pi_phi(. | x, c, y<t)) (reverse, the
+   paper's default; ``kl_direction=forward`` swaps it; ``top_k`` restricts
+   it to the student's top-k tokens);
+4. the teacher weights phi are an EMA of the student's: after each step
+   phi <- (1 - alpha) phi + alpha theta (``ema_rate``; 0 = frozen at the
+   initial student). With LoRA the EMA runs over the adapter weights only;
+   the teacher forward swaps them in, so no second model is held.
+
+Logged: ``loss``, ``kl`` (full-vocabulary reverse KL, whatever the loss
+variant), ``agreement`` (student and teacher argmax equal), ``entropy``,
+``completion_length`` and ``action_match`` (the student's sampled action
+equals the demonstrated one).
+
+Why not TRL: TRL 1.16 ships ``trl.experimental.sdft.SDFTTrainer``, whose
+teacher prompt template ``"{prompt}\\n\\n{privileged_context}"`` could
+express our teacher prompt. We do not use it because (a) it tokenises and
+left-truncates prompts itself (``max_prompt_length``), while ours must be the
+agent's prompt through the backend's ``encode_chat`` (with images for VLMs),
+(b) it is experimental API, and (c) the MLX twin (:mod:`learners.sdft_mlx`)
+must run the same algorithm, which a shared ~100-line loop makes checkable.
+The KL in :mod:`learners.losses` is tested against a hand computation and
+against TRL's ``compute_divergence``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from learners.config import SDFTConfig, from_mapping
+
+__all__ = ["main", "run"]
+
+
+def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``."""
+    if not isinstance(cfg, SDFTConfig):
+        cfg = from_mapping(SDFTConfig, cfg)
+    _check(cfg)
+    if cfg.backend == "mlx":
+        from learners.sdft_mlx import run as run_mlx
+
+        return run_mlx(cfg)
+    if cfg.backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
+
+    import torch
+
+    from agents.backends.base import SamplingParams
+    from learners.data import data_info, load_samples, sample_images
+    from learners.loop import TrainLoop
+    from learners.losses import agreement, ema_update, entropy, token_kl
+    from learners.policy import completion_logits, trainable_state
+    from learners.rollout import attach_env_gate
+
+    loop = TrainLoop(cfg, "sdft")
+    backend = loop.backend
+    samples = load_samples(cfg, backend)
+    loop.data_info = data_info(cfg, samples)
+    params = loop.policy.trainable_parameters()
+    teacher = loop.resume_state.get("teacher") or trainable_state(loop.policy)
+    attach_env_gate(loop, cfg)
+
+    def loss_step(step: int) -> dict[str, float]:
+        model = backend.model
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        batch = [
+            samples[i] for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
+        ]
+        # 1. on-policy completions from the student prompt
+        model.eval()
+        rollouts = []
+        for i, sample in enumerate(batch):
+            images = sample_images(sample, backend)
+            gen = backend.generate(
+                sample.messages,
+                images,
+                SamplingParams(
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    seed=cfg.seed * 1_000_003 + step * 1000 + i,
+                ),
+            )
+            if gen.token_ids:
+                rollouts.append((sample, images, gen))
+        model.train()
+        n_tokens = sum(len(g.token_ids) for _, _, g in rollouts)
+        totals = dict.fromkeys(("loss", "kl", "agreement", "entropy"), 0.0)
+        # 2-3. student and teacher distributions along each completion; the
+        # loss is normalised by the batch's completion tokens and back-propagated
+        # one sample at a time to bound memory.
+        for sample, images, gen in rollouts:
+            student = completion_logits(backend, sample.messages, images, gen.token_ids)
+            with torch.no_grad(), _swapped(params, teacher):
+                teacher_logits = completion_logits(
+                    backend, sample.teacher_messages, images, gen.token_ids
+                )
+            per_token = token_kl(
+                student, teacher_logits, direction=cfg.kl_direction, top_k=cfg.top_k
+            )
+            (per_token.sum() / n_tokens).backward()
+            with torch.no_grad():
+                totals["loss"] += float(per_token.sum())
+                totals["kl"] += float(token_kl(student, teacher_logits).sum())
+                totals["agreement"] += float(agreement(student, teacher_logits).sum())
+                totals["entropy"] += float(entropy(student).sum())
+        metrics = {k: v / max(n_tokens, 1) for k, v in totals.items()}
+        metrics["completion_length"] = n_tokens / max(len(rollouts), 1)
+        metrics["action_match"] = sum(_matches(g.text, s.target) for s, _, g in rollouts) / max(
+            len(batch), 1
+        )
+        return metrics
+
+    def after_step(step: int) -> None:
+        ema_update(teacher, params, cfg.ema_rate)
+
+    return loop.fit(loss_step, after_step=after_step, extra_state=lambda: {"teacher": teacher})
+
+
+def _check(cfg: SDFTConfig) -> None:
+    if cfg.kl_direction not in ("reverse", "forward"):
+        raise ValueError(f"kl_direction must be 'reverse' or 'forward', got {cfg.kl_direction!r}")
+    if not 0.0 <= cfg.ema_rate <= 1.0:
+        raise ValueError(f"ema_rate must be in [0, 1], got {cfg.ema_rate}")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise ValueError("top_k must be >= 1 or null")
+
+
+@contextlib.contextmanager
+def _swapped(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -> Iterator[None]:
+    """Temporarily load ``weights`` (the teacher's) into the trainable parameters."""
+    saved = [p.detach().clone() for _, p in params]
+    try:
+        for name, p in params:
+            p.data.copy_(weights[name])
+        yield
+    finally:
+        for (_, p), value in zip(params, saved, strict=True):
+            p.data.copy_(value)
+
+
+def _matches(text: str, target: str) -> bool:
+    from agents.parser import parse_action
+
+    action = parse_action(text)
+    if not hasattr(action, "to_dict"):
+        return False
+    got = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
+    return got == json.loads(target)
+
+
+def hydra_entry(cfg: Any) -> dict[str, Any]:
+    """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...`` group."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg.learner, resolve=True)
+    backend = cfg.get("backend")
+    if backend is not None and "mlx" in str(backend.get("_target_", "")):
+        values["backend"] = "mlx"
+    return run(values)
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="sdft")(hydra_entry)()
+
+
+if __name__ == "__main__":
+    main()

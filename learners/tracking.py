@@ -1,0 +1,60 @@
+"""Metric logging for learners: wandb (offline unless a key is set), a
+``metrics.jsonl`` file and an in-memory history for ``training.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker"]
+
+
+class Tracker:
+    def __init__(self, cfg: Any, learner: str, output_dir: str | os.PathLike[str]) -> None:
+        self.history: list[dict[str, Any]] = []
+        self.out = Path(output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._file = (self.out / "metrics.jsonl").open("a")
+        self.run = None
+        if cfg.wandb and os.environ.get("WANDB_MODE") != "disabled":
+            try:
+                import wandb
+            except ModuleNotFoundError as exc:
+                raise ModuleNotFoundError(
+                    'wandb logging needs: pip install "browser-rl[train]"'
+                ) from exc
+            mode = os.environ.get("WANDB_MODE") or (
+                "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            )
+            self.run = wandb.init(
+                project=cfg.wandb_project,
+                name=cfg.run_name or f"{learner}-{self.out.name}",
+                dir=str(self.out),
+                config={"learner": learner, **dataclasses.asdict(cfg)},
+                mode=mode,
+                reinit="finish_previous",
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        self.history.append(row)
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def summary(self) -> dict[str, Any]:
+        """Last value of every metric, plus the first loss for before/after comparison."""
+        last: dict[str, Any] = {}
+        for row in self.history:
+            last.update({k: v for k, v in row.items() if k != "step"})
+        return last
+
+    def finish(self) -> None:
+        self._file.close()
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

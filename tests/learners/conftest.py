@@ -1,0 +1,73 @@
+"""Fixtures for learner tests: tiny synthetic episodes written with the real EpisodeWriter."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ["WANDB_MODE"] = os.environ.get("WANDB_MODE", "disabled")
+
+
+def _element(eid: str, tag: str, role: str, text: str) -> dict:
+    return {
+        "element_id": eid,
+        "tag": tag,
+        "role": role,
+        "text": text,
+        "label": "",
+        "placeholder": "",
+        "value": "",
+        "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
+        "enabled": 1,
+        "visible": 1,
+        "focused": 0,
+        "checked": 0,
+    }
+
+
+def write_click_episode(root, seed: int, *, target: str = "ONE", source: str = "scripted"):
+    """A one-step 'click the button labelled X' episode, solved."""
+    from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
+
+    labels = ["ONE", "TWO", "THREE"]
+    elements = tuple(_element(f"e{i + 1}", "button", "button", lab) for i, lab in enumerate(labels))
+    goal = f'Click on the "{target}" button.'
+    obs = {
+        "goal": goal,
+        "url": "http://localhost/click-button.html",
+        "elements": elements,
+        "text": " ".join(labels),
+        "last_action_error": "",
+        "screenshot": np.zeros((8, 8, 3), dtype=np.uint8),
+    }
+    w = EpisodeWriter(
+        root,
+        EpisodeMeta(
+            env_id="browser_env/miniwob.click-button-v0",
+            task="click-button",
+            seed=seed,
+            source=source,
+            goal=goal,
+            agent=AgentInfo(name="expert"),
+        ),
+    )
+    eid = f"e{labels.index(target) + 1}"
+    w.write_step(obs, {"action": "CLICK", "element_id": eid}, 1.0, True, False, {"success": True})
+    return w.close()
+
+
+@pytest.fixture(scope="module")
+def episodes_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("episodes")
+    for seed, target in enumerate(["ONE", "TWO", "THREE", "TWO"]):
+        write_click_episode(root, seed, target=target)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from agents.tiny import tiny_model_path
+
+    return str(tiny_model_path("text"))

@@ -1,0 +1,153 @@
+"""SFT and SDFT end to end on the tiny model: weights change, the adapter loads, resume works."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+
+FAST = {"wandb": False, "progress": False, "batch_size": 2, "max_new_tokens": 8}
+
+
+def _lora_weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_sft_changes_every_lora_weight_and_the_adapter_loads(tmp_path, episodes_dir, tiny_model):
+    from learners.sft import run
+
+    out = tmp_path / "sft"
+    fast = {k: v for k, v in FAST.items() if k != "max_new_tokens"}
+    result = run(
+        {
+            **fast,
+            "episodes": [str(episodes_dir)],
+            "output_dir": str(out),
+            "max_steps": 3,
+            "learning_rate": 1e-2,
+            "save_steps": 0,
+            "demo_fraction": 1.0,
+        }
+    )
+    history = result["history"]
+    assert [row["step"] for row in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    weights = _lora_weights(out)
+    # LoRA initialises B = 0: every B (and, after B moved, every A) must have left its init
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out)
+    assert weights and all(("lora_A" in k or "lora_B" in k) for k in weights)
+    for name, value in weights.items():
+        if "lora_B" in name:
+            assert value.abs().sum() > 0, name
+    import peft
+
+    torch.manual_seed(0)
+    init = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    init_state = peft.get_peft_model_state_dict(init)
+    for name, value in init_state.items():
+        assert not torch.equal(value, weights[name]), f"{name} did not change"
+    assert fresh is not None
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "complete" and meta["learner"] == "sft"
+    assert meta["prompt_version"].startswith("browser-rl-prompt")
+    assert meta["base_model"] == tiny_model
+    assert meta["data"]["num_samples"] == 4 and meta["data"]["num_demo_items"] == 4
+    assert meta["hyperparameters"]["lora_r"] == 8
+    from agents.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(tiny_model, adapter=str(out), device="cpu")
+    gen = backend.generate([{"role": "user", "content": "hi"}])
+    assert gen.token_ids
+
+
+def test_retraining_into_an_adapter_dir_continues_and_a_crash_resumes(tmp_path, episodes_dir):
+    from learners.sft import run
+
+    out = tmp_path / "sft"
+    base = {
+        **{k: v for k, v in FAST.items() if k != "max_new_tokens"},
+        "episodes": [str(episodes_dir)],
+        "output_dir": str(out),
+    }
+    run({**base, "max_steps": 2, "save_steps": 1})
+    first = _lora_weights(out)
+    # continue a finished adapter: starts from it, keeps the earlier run in training.json
+    result = run({**base, "max_steps": 1, "save_steps": 0})
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["init_from"] == str(out) and len(meta["runs"]) == 1
+    assert [r["step"] for r in result["history"]] == [1]
+    assert any(not torch.equal(first[k], v) for k, v in _lora_weights(out).items())
+    # a crash after checkpoint step-1 of a 3-step run: the rerun resumes at step 2
+    crashed = tmp_path / "crashed"
+    run({**base, "output_dir": str(crashed), "max_steps": 2, "save_steps": 1})
+    meta = json.loads((crashed / "training.json").read_text())
+    meta["status"] = "running"
+    (crashed / "training.json").write_text(json.dumps(meta))
+    assert (crashed / "checkpoints" / "step-000001" / "state.pt").is_file()
+    result = run({**base, "output_dir": str(crashed), "max_steps": 3, "save_steps": 1})
+    assert [r["step"] for r in result["history"]] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("direction", "top_k", "ema_rate"), [("reverse", None, 0.0), ("forward", 5, 0.5)]
+)
+def test_sdft_trains_and_logs_kl_and_agreement(
+    tmp_path, episodes_dir, tiny_model, direction, top_k, ema_rate
+):
+    from learners.sdft import run
+
+    out = tmp_path / "sdft"
+    result = run(
+        {
+            **FAST,
+            "episodes": [str(episodes_dir)],
+            "output_dir": str(out),
+            "max_steps": 3,
+            "learning_rate": 1e-2,
+            "kl_direction": direction,
+            "top_k": top_k,
+            "ema_rate": ema_rate,
+            "save_steps": 2,
+        }
+    )
+    row = result["history"][-1]
+    for key in ("loss", "kl", "agreement", "entropy", "completion_length", "action_match"):
+        assert key in row
+    assert result["history"][0]["kl"] > 0  # the demonstration changes the teacher's distribution
+    assert 0.0 <= row["agreement"] <= 1.0
+    weights = _lora_weights(out)
+    assert all(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    state = torch.load(out / "checkpoints" / "step-000002" / "state.pt", weights_only=False)
+    teacher = state["extra"]["teacher"]
+    lora_b = next(k for k in teacher if "lora_B" in k)
+    if ema_rate == 0.0:
+        assert teacher[lora_b].abs().sum() == 0  # frozen at the initial student (B = 0)
+    else:
+        assert teacher[lora_b].abs().sum() > 0
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out)
+
+
+def test_config_rejects_unknown_fields():
+    from learners.config import SDFTConfig, from_mapping
+
+    with pytest.raises(ValueError, match="unknown"):
+        from_mapping(SDFTConfig, {"max_stpes": 3})
+    from learners.sdft import run
+
+    with pytest.raises(ValueError, match="kl_direction"):
+        run({"kl_direction": "up", "episodes": ["x"]})
