@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from browser_env.actions import Action, Verb
 
 if TYPE_CHECKING:
-    from agents.agent import Step
+    from agents.history import Step
 
 __all__ = ["GuardConfig", "GuardNote", "Guards", "pending_type"]
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from browser_env.observation import render_element
 
 if TYPE_CHECKING:
-    from agents.agent import Step
+    from agents.history import Step
 
 __all__ = [
     "DEFAULT_RULES",
