@@ -1,0 +1,81 @@
+"""Browser lifecycle: reuse across resets, idempotent close, finding Chromium, two envs per thread."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+from browser_env.browser import find_chromium
+from browser_env.env import BrowserEnv
+
+pytestmark = pytest.mark.browser
+
+
+def test_browser_is_reused_across_resets_and_close_is_idempotent(site_url):
+    env = BrowserEnv("open", modalities=("text",))
+    env.reset(options={"url": site_url + "links.html"})
+    browser = env._browser
+    for _ in range(3):
+        env.reset(options={"url": site_url + "form.html"})
+    assert env._browser is browser and browser.is_connected()
+    env.close()
+    env.close()
+    assert not browser.is_connected()
+    with pytest.raises(RuntimeError, match="closed"):
+        env.reset()
+
+
+def test_context_manager_closes(site_url):
+    with BrowserEnv("open", modalities=("text",)) as env:
+        env.reset(options={"url": site_url + "links.html"})
+        browser = env._browser
+    assert not browser.is_connected()
+
+
+def test_step_before_reset_is_a_clear_error():
+    with BrowserEnv("open") as env, pytest.raises(RuntimeError, match="reset"):
+        env.step({"action": "WAIT", "value": "0"})
+
+
+def test_chromium_path_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("BROWSER_ENV_CHROMIUM", str(tmp_path / "no-such-chrome"))
+    with pytest.raises(FileNotFoundError, match="no-such-chrome"):
+        find_chromium()
+    monkeypatch.delenv("BROWSER_ENV_CHROMIUM")
+    assert find_chromium() is not None  # the system Chromium on this machine
+
+
+def test_bad_constructor_arguments_are_clear():
+    with pytest.raises(ValueError, match="render_mode"):
+        BrowserEnv("open", render_mode="video")
+    with pytest.raises(ValueError, match="modalities"):
+        BrowserEnv("open", modalities=("smell",))
+    with pytest.raises(ValueError, match="unknown MiniWoB"):
+        BrowserEnv("miniwob.no-such-task")
+    with pytest.raises(ValueError, match="unknown task"):
+        BrowserEnv("webshop")
+
+
+def test_two_envs_in_one_thread_and_a_sync_vector_env():
+    ids = ["browser_env/miniwob.click-test-v0"] * 2
+    envs = gym.vector.SyncVectorEnv(
+        [lambda i=i: gym.make(i, modalities=("elements", "text")) for i in ids]
+    )
+    try:
+        obs, info = envs.reset(seed=[1, 2])
+        assert len(obs["goal"]) == 2 and all(g == "Click the button." for g in obs["goal"])
+        buttons = [els[0]["element_id"] for els in obs["elements"]]
+        _, rewards, terminated, _, _ = envs.step(
+            [{"action": "CLICK", "element_id": b} for b in buttons]
+        )
+        assert terminated.tolist() == [True, True] and (rewards > 0).all()
+    finally:
+        envs.close()
+
+
+def test_open_task_rejects_bad_options(site_url):
+    with BrowserEnv("open", modalities=("text",)) as env:
+        with pytest.raises(ValueError, match="unknown reset option"):
+            env.reset(options={"url": site_url + "links.html", "colour": "red"})
+        with pytest.raises(ValueError, match="http"):
+            env.reset(options={"url": "javascript:alert(1)"})
