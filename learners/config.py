@@ -151,7 +151,6 @@ class GRPOConfig(LearnerConfig):
         True, "Divide group advantages by the group's reward std (Dr. GRPO: False)."
     )
     epsilon: float = _f(0.2, "PPO clip range of the importance ratio.")
-    num_iterations: int = _f(1, "Optimiser passes over one batch of rollouts (mu).")
     beta: float = _f(0.0, "KL penalty to the initial policy (0: none, as in current TRL defaults).")
     modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
 

@@ -56,6 +56,7 @@ class TrainLoop:
             self.start_step = int(state["step"])
             self.resume_state = dict(state.get("extra") or {})
         self.data_info: dict[str, Any] = {}
+        self.closers: list[Callable[[], None]] = []  # run when fit ends (e.g. eval envs)
 
     @property
     def backend(self) -> Any:
@@ -153,3 +154,5 @@ class TrainLoop:
         finally:
             bar.close()
             tracker.finish()
+            for close in self.closers:
+                close()

@@ -138,6 +138,7 @@ def attach_env_gate(loop: Any, cfg: Any) -> None:
     if not (cfg.eval_steps and cfg.eval_env_ids):
         return
     pool = EnvPool(cfg.eval_max_steps)
+    loop.closers.append(pool.close)
     loop.set_gate(
         lambda: evaluate_success(loop.backend, cfg, pool, cfg.eval_env_ids, cfg.eval_seeds)[
             "success_rate"

@@ -1,0 +1,179 @@
+"""GRPO on the live browser env, multi-step done right.
+
+::
+
+    python -m learners.grpo learner.env_ids=[browser_env/miniwob.click-test-v0] learner.max_steps=50
+
+One optimiser step:
+
+1. draw ``batch_size`` groups, each an (env id, task seed); play
+   ``num_generations`` (G) episodes of each with the current policy, sampled
+   (``temperature``), through the agent's own prompt builder, parser and
+   guards (:func:`learners.rollout.play`);
+2. reward of an episode = its return + ``format_reward`` x the fraction of
+   its steps whose output parsed; advantage A_i = (r_i - mean_group) /
+   std_group (``scale_rewards``), shared by every step of episode i;
+3. every step of every episode is its own sample: its own prompt (the
+   observation and history at that step) and its own completion tokens --
+   never a concatenation of turns (huggingface/trl#4543). The loss is the
+   clipped surrogate -min(rho A, clip(rho, 1 +- epsilon) A) averaged over
+   all completion tokens of the batch, plus ``beta`` x k3 KL to the base
+   model (the adapter switched off) when ``beta > 0``.
+
+Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
+and the gradient is the policy gradient -A grad log pi.
+
+Why not TRL's ``GRPOTrainer``: it owns generation (prompt -> completion from
+a dataset row, or a custom rollout function returning one sequence per
+prompt), so a live multi-step episode whose later prompts depend on the env's
+response to earlier actions does not map onto its rows without concatenating
+turns or re-implementing the env loop inside its rollout hook. Here the
+rollout is the agent acting in the env, and the loss/advantage code is short
+and tested (:mod:`learners.losses`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from learners.config import GRPOConfig, from_mapping
+
+__all__ = ["main", "run"]
+
+
+def run(
+    cfg: GRPOConfig | Mapping[str, Any],
+    *,
+    play_fn: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``.
+
+    ``play_fn(env_id, seed, sample_seed) -> Trajectory`` replaces the live env
+    rollout (for tests and for custom environments).
+    """
+    if not isinstance(cfg, GRPOConfig):
+        cfg = from_mapping(GRPOConfig, cfg)
+    if cfg.num_generations < 2:
+        raise ValueError("num_generations (G) must be >= 2: advantages are relative to the group")
+    if not cfg.env_ids or not cfg.train_seeds:
+        raise ValueError("env_ids and train_seeds must not be empty")
+
+    import torch
+
+    from learners.loop import TrainLoop
+    from learners.losses import entropy, group_advantages, grpo_token_loss
+    from learners.policy import completion_logits
+    from learners.rollout import EnvPool, attach_env_gate, make_agent, play
+
+    loop = TrainLoop(cfg, "grpo")
+    backend = loop.backend
+    loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
+    attach_env_gate(loop, cfg)
+    pool = EnvPool(cfg.max_episode_steps, cfg.modalities)
+    agent = make_agent(
+        backend,
+        cfg,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    if play_fn is None:
+
+        def play_fn(env_id: str, seed: int, sample_seed: int) -> Any:
+            return play(pool.get(env_id), agent, seed, sample_seed=sample_seed)
+
+    def loss_step(step: int) -> dict[str, float]:
+        model = backend.model
+        rng = random.Random(cfg.seed * 1_000_003 + step)
+        groups = [
+            (rng.choice(cfg.env_ids), rng.choice(cfg.train_seeds)) for _ in range(cfg.batch_size)
+        ]
+        # 1. G rollouts per group, sampled from the current policy
+        model.eval()
+        trajectories, keys = [], []
+        for g, (env_id, seed) in enumerate(groups):
+            for k in range(cfg.num_generations):
+                sample_seed = (cfg.seed * 1_000_003 + step) * 1000 + g * cfg.num_generations + k
+                trajectories.append(play_fn(env_id, seed, sample_seed))
+                keys.append(g)
+        # 2. episode rewards -> group-relative advantages
+        rewards = [t.episode_return + cfg.format_reward * t.parse_rate for t in trajectories]
+        advantages = group_advantages(rewards, keys, scale=cfg.scale_rewards)
+        # 3. one sample per step, each with its own prompt
+        samples = [
+            (s, float(advantages[i]))
+            for i, t in enumerate(trajectories)
+            for s in t.steps
+            if s.completion_ids
+        ]
+        n_tokens = sum(len(s.completion_ids) for s, _ in samples)
+        model.train()
+        stats = dict.fromkeys(("loss", "entropy", "clip_ratio", "kl"), 0.0)
+        for sample, adv in samples:
+            if adv == 0.0 and cfg.beta == 0.0:
+                continue  # no signal: skip the forward pass (its gradient is zero)
+            logits = completion_logits(
+                backend, sample.messages, sample.images, sample.completion_ids
+            )
+            ids = torch.as_tensor(sample.completion_ids, device=logits.device)
+            logps = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
+            ref = None
+            if cfg.beta > 0 and hasattr(model, "disable_adapter"):
+                with torch.no_grad(), model.disable_adapter():
+                    ref_logits = completion_logits(
+                        backend, sample.messages, sample.images, sample.completion_ids
+                    )
+                ref = torch.log_softmax(ref_logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
+            mask = torch.ones_like(logps, dtype=torch.bool)
+            loss, s = grpo_token_loss(
+                logps,
+                logps.detach(),
+                torch.tensor([adv]),
+                mask,
+                epsilon=cfg.epsilon,
+                ref_logps=ref,
+                beta=cfg.beta,
+            )
+            weight = ids.numel() / n_tokens
+            (loss * weight).backward()
+            stats["loss"] += float(loss.detach()) * weight
+            stats["clip_ratio"] += s["clip_ratio"] * weight
+            with torch.no_grad():
+                stats["entropy"] += float(entropy(logits).mean()) * weight
+                if ref is not None:
+                    stats["kl"] += float((ref - logps).mean()) * weight
+        n = len(trajectories)
+        return {
+            **stats,
+            "reward_mean": sum(rewards) / n,
+            "reward_std": float(torch.tensor(rewards).std(unbiased=False)),
+            "success_rate": sum(t.success for t in trajectories) / n,
+            "return_mean": sum(t.episode_return for t in trajectories) / n,
+            "parse_rate": sum(t.parse_rate for t in trajectories) / n,
+            "episode_length": sum(len(t.steps) for t in trajectories) / n,
+            "completion_length": n_tokens / max(len(samples), 1),
+            "num_samples": float(len(samples)),
+        }
+
+    try:
+        return loop.fit(loss_step)
+    finally:
+        pool.close()
+
+
+def hydra_entry(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return run(OmegaConf.to_container(cfg.learner, resolve=True))
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="grpo")(hydra_entry)()
+
+
+if __name__ == "__main__":
+    main()
