@@ -115,7 +115,6 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
-        self._episode_seed: int | None = None
         state_js = getattr(self.task, "state_js", None)
         self._fused_js = _fuse(state_js) if state_js and hasattr(self.task, "judge") else None
         self._state: Any = _UNREAD
@@ -129,9 +128,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             raise RuntimeError("this env is closed; make a new one")
         t0 = time.perf_counter()
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
-        self._episode_seed = episode_seed
         self._ensure_page(fresh=self.task.fresh_context)
         self._events = {}
+        self._downloads = []
         self._goal = self.task.setup(self.page, episode_seed, dict(options or {}))
         t1 = time.perf_counter()
         obs, obs_timings = self._observe(error="", reset=True)
@@ -262,7 +261,6 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             )
             self._context.add_init_script(INIT_JS)
             self._context.on("page", self._on_popup)
-            self._downloads = []
             self._bound = []
             self._set_page(self._context.new_page())
 
