@@ -1,0 +1,252 @@
+"""SDFT with MLX (mlx-lm LoRA): the algorithm of :mod:`learners.sdft`, step for step.
+
+::
+
+    python -m learners.sdft +backend=mlx learner.episodes=[runs/expert]
+
+The student samples with ``MLXBackend.generate`` from the agent's prompt; the
+teacher is the same model with the EMA adapter weights swapped in, on the
+teacher prompt (the demonstration appended); the loss is the per-token KL
+(:func:`token_kl_mx`, the MLX twin of :func:`learners.losses.token_kl`,
+tested against it) averaged over the batch's completion tokens.
+
+The adapter is saved in PEFT's layout (``adapter_model.safetensors`` +
+``adapter_config.json``): the exchange format every backend reads.
+``MLXBackend(adapter=OUT)`` converts it back on load and
+``TransformersBackend(adapter=OUT)`` / ``PeftModel.from_pretrained`` read it
+directly. mlx-lm computes ``x @ lora_a @ lora_b * scale``; PEFT stores the
+transposes and ``lora_alpha = scale * r``.
+
+Checkpoints hold the adapter weights and the step (no optimiser state: a
+resumed MLX run restarts AdamW's moments). A finished adapter dir is continued
+from, like the torch learner.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from agents.backends.common import require
+
+__all__ = ["load_peft_into_mlx", "run", "save_mlx_lora_as_peft", "token_kl_mx"]
+
+
+def token_kl_mx(
+    student_logits: Any,
+    teacher_logits: Any,
+    *,
+    direction: str = "reverse",
+    top_k: int | None = None,
+) -> Any:
+    """Per-position KL, as :func:`learners.losses.token_kl` (teacher gets no gradient)."""
+    mx = require("mlx.core", purpose="SDFT with MLX")
+    student = student_logits.astype(mx.float32)
+    teacher = mx.stop_gradient(teacher_logits).astype(mx.float32)
+    if top_k is not None:
+        k = min(top_k, student.shape[-1])
+        index = mx.stop_gradient(mx.argsort(-student, axis=-1))[..., :k]
+        student = mx.take_along_axis(student, index, axis=-1)
+        teacher = mx.take_along_axis(teacher, index, axis=-1)
+    log_s = student - mx.logsumexp(student, axis=-1, keepdims=True)
+    log_t = teacher - mx.logsumexp(teacher, axis=-1, keepdims=True)
+    if direction == "reverse":
+        return (mx.exp(log_s) * (log_s - log_t)).sum(-1)
+    if direction == "forward":
+        return (mx.exp(log_t) * (log_t - log_s)).sum(-1)
+    raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+
+
+def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, base: str) -> None:
+    """Write the model's mlx-lm LoRA weights as a PEFT adapter directory."""
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from safetensors.numpy import save_file
+
+    tensors, modules = {}, set()
+    for name, value in tree_flatten(model.trainable_parameters()):
+        module, leaf = name.rsplit(".", 1)
+        if leaf not in ("lora_a", "lora_b"):
+            continue
+        modules.add(module.rsplit(".", 1)[-1])
+        which = "A" if leaf == "lora_a" else "B"
+        tensors[f"base_model.model.{module}.lora_{which}.weight"] = np.ascontiguousarray(
+            np.array(value.astype(require("mlx.core").float32)).T
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": rank,
+        "lora_alpha": scale * rank,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "trained_with": "mlx-lm (learners.sdft_mlx)",
+    }
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_peft_into_mlx(backend: Any, path: str | Path) -> tuple[int, float]:
+    """Load a PEFT adapter into the MLX model as trainable LoRA layers; returns (rank, scale)."""
+    backend.load_adapter(str(path))
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    return int(config["r"]), float(config["lora_alpha"]) / int(config["r"])
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """SDFT with mlx-lm; ``cfg`` is a :class:`learners.config.SDFTConfig`."""
+    mx = require("mlx.core", purpose="SDFT with MLX")
+    nn = require("mlx.nn")
+    optim = require("mlx.optimizers")
+    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from agents.backends.base import SamplingParams
+    from agents.backends.mlx import MLXBackend
+    from learners.checkpoint import write_training_json
+    from learners.data import data_info, load_samples
+    from learners.loop import default_output_dir
+    from learners.policy import finished_adapter, resolve_model
+    from learners.sdft import _matches
+    from learners.tracking import Tracker
+
+    if not cfg.lora:
+        raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
+    out = Path(cfg.output_dir or default_output_dir("sdft"))
+    base = resolve_model(cfg.model)
+    backend = MLXBackend(base)
+    model = backend.model
+    ckpt_root = out / "checkpoints"
+    latest = sorted(ckpt_root.glob("step-*")) if not finished_adapter(out) else []
+    init = str(out) if finished_adapter(out) else (str(latest[-1]) if latest else cfg.init_adapter)
+    start = json.loads((latest[-1] / "step.json").read_text())["step"] if latest else 0
+    mx.random.seed(cfg.seed)
+    if init:
+        rank, scale = load_peft_into_mlx(backend, init)
+    else:
+        rank, scale = cfg.lora_r, cfg.lora_alpha / cfg.lora_r
+        model.freeze()
+        linear_to_lora_layers(
+            model, len(model.layers), {"rank": rank, "scale": scale, "dropout": 0.0}
+        )
+    model.freeze()
+    model.unfreeze(keys=["lora_a", "lora_b"], strict=False)
+    trainable = dict(tree_flatten(model.trainable_parameters()))
+    if not trainable:
+        raise RuntimeError("no trainable LoRA parameters in the MLX model")
+    teacher = {k: mx.array(v) for k, v in trainable.items()}
+    optimizer = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    samples = load_samples(cfg, backend)
+    info = data_info(cfg, samples)
+
+    def logits_for(prompt_ids: list[int], completion: list[int]) -> Any:
+        x = mx.array([prompt_ids + completion])
+        logits = model(x)[0]
+        return logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(completion)]
+
+    def loss_fn(_model: Any, batch: list[tuple[list[int], list[int], Any]], n_tokens: int) -> Any:
+        total = mx.array(0.0)
+        for prompt_ids, completion, teacher_logits in batch:
+            student = logits_for(prompt_ids, completion)
+            total = (
+                total
+                + token_kl_mx(
+                    student, teacher_logits, direction=cfg.kl_direction, top_k=cfg.top_k
+                ).sum()
+            )
+        return total / n_tokens
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    tracker = Tracker(cfg, "sdft-mlx", out)
+    write = dict(
+        learner="sdft", base_model=base, config=cfg, data={**info, "backend": "mlx"}, init_from=init
+    )
+    write_training_json(out, metrics={}, status="running", steps=start, **write)
+    from tqdm.auto import tqdm
+
+    try:
+        for step in tqdm(range(start, cfg.max_steps), desc="sdft-mlx", disable=not cfg.progress):
+            rng = random.Random(cfg.seed * 1_000_003 + step)
+            picked = [
+                samples[i]
+                for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
+            ]
+            batch, texts = [], []
+            student_weights = dict(tree_flatten(model.trainable_parameters()))
+            for i, sample in enumerate(picked):
+                gen = backend.generate(
+                    sample.messages,
+                    sampling=SamplingParams(
+                        max_new_tokens=cfg.max_new_tokens,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                        seed=cfg.seed * 1_000_003 + step * 1000 + i,
+                    ),
+                )
+                if not gen.token_ids:
+                    continue
+                model.update(tree_unflatten(list(teacher.items())))
+                teacher_logits = mx.stop_gradient(
+                    logits_for(backend.encode_chat(sample.teacher_messages), gen.token_ids)
+                )
+                model.update(tree_unflatten(list(student_weights.items())))
+                mx.eval(teacher_logits)
+                batch.append(
+                    (backend.encode_chat(sample.messages), list(gen.token_ids), teacher_logits)
+                )
+                texts.append((gen.text, sample.target))
+            n_tokens = max(sum(len(c) for _, c, _ in batch), 1)
+            with_student = [(logits_for(p, c), t) for p, c, t in batch]  # before the update
+            kl = sum(float(token_kl_mx(s, t).sum()) for s, t in with_student) / n_tokens
+            agree = sum(
+                float((s.argmax(-1) == t.argmax(-1)).astype(mx.float32).sum())
+                for s, t in with_student
+            )
+            loss, grads = loss_and_grad(model, batch, n_tokens)
+            if cfg.max_grad_norm:
+                grads, grad_norm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
+            optimizer.update(model, grads)
+            mx.eval(model.parameters(), optimizer.state)
+            if cfg.ema_rate > 0:
+                for k, v in tree_flatten(model.trainable_parameters()):
+                    teacher[k] = (1 - cfg.ema_rate) * teacher[k] + cfg.ema_rate * v
+                mx.eval(list(teacher.values()))
+            metrics = {
+                "loss": float(loss),
+                "kl": kl,
+                "agreement": agree / n_tokens,
+                "completion_length": n_tokens / max(len(batch), 1),
+                "action_match": sum(_matches(t, g) for t, g in texts) / max(len(picked), 1),
+            }
+            if cfg.max_grad_norm:
+                metrics["grad_norm"] = float(grad_norm)
+            done = step + 1
+            tracker.log(metrics, done)
+            if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
+                path = ckpt_root / f"step-{done:06d}"
+                save_mlx_lora_as_peft(model, path, rank=rank, scale=scale, base=base)
+                (path / "step.json").write_text(json.dumps({"step": done}))
+                for old in sorted(ckpt_root.glob("step-*"))[: -max(cfg.save_total_limit, 1)]:
+                    shutil.rmtree(old, ignore_errors=True)
+        save_mlx_lora_as_peft(model, out, rank=rank, scale=scale, base=base)
+        summary = tracker.summary()
+        write_training_json(
+            out, metrics=summary, status="complete", steps=max(cfg.max_steps, start), **write
+        )
+        return {"output_dir": str(out), "metrics": summary, "history": tracker.history}
+    finally:
+        tracker.finish()
