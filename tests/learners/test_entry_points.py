@@ -1,0 +1,140 @@
+"""Hydra entry points (compose, run, --multirun) and the evaluation gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["sft", "sdft", "grpo"])
+def test_configs_compose_into_learner_configs(name):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from learners.config import GRPOConfig, SDFTConfig, SFTConfig, from_mapping
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=["learner.max_steps=7"])
+    cls = {"sft": SFTConfig, "sdft": SDFTConfig, "grpo": GRPOConfig}[name]
+    learner = from_mapping(cls, OmegaConf.to_container(cfg.learner))
+    assert learner.max_steps == 7 and learner.lora_r == 8 and learner.lora_alpha == 16
+    # every dataclass field is in the YAML (the YAML documents the whole config)
+    import dataclasses
+
+    assert {f.name for f in dataclasses.fields(cls)} == set(cfg.learner)
+
+
+def _run(args, cwd):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_sft_entry_point_multirun(tmp_path, episodes_dir):
+    _run(
+        [
+            "-m",
+            "learners.sft",
+            "--multirun",
+            f"learner.episodes=[{episodes_dir}]",
+            "learner.max_steps=1",
+            "learner.batch_size=1",
+            "learner.progress=false",
+            "learner.learning_rate=1e-3,1e-2",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=tmp_path,
+    )
+    for job in ("0", "1"):
+        meta = json.loads((tmp_path / "sweep" / job / "adapter" / "training.json").read_text())
+        assert meta["status"] == "complete"
+    lrs = {
+        json.loads((tmp_path / "sweep" / j / "adapter" / "training.json").read_text())[
+            "hyperparameters"
+        ]["learning_rate"]
+        for j in ("0", "1")
+    }
+    assert lrs == {1e-3, 1e-2}
+
+
+@pytest.mark.slow
+def test_sdft_entry_point_with_mlx_backend_override(tmp_path, episodes_dir):
+    pytest.importorskip("mlx_lm")
+    _run(
+        [
+            "-m",
+            "learners.sdft",
+            "+backend=mlx",
+            f"learner.episodes=[{episodes_dir}]",
+            "learner.max_steps=1",
+            "learner.batch_size=1",
+            "learner.max_new_tokens=4",
+            f"learner.output_dir={tmp_path}/out",
+            "learner.progress=false",
+        ],
+        cwd=tmp_path,
+    )
+    meta = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert meta["data"]["backend"] == "mlx" and meta["learner"] == "sdft"
+
+
+def test_eval_gate_rolls_back_to_the_best_checkpoint(tmp_path):
+    from learners.checkpoint import CheckpointManager, EvalGate
+    from learners.config import SFTConfig
+    from learners.policy import load_policy
+
+    policy = load_policy(SFTConfig(output_dir=str(tmp_path), wandb=False))
+    params = policy.trainable_parameters()
+    scores = iter([0.5, 0.8, 0.2])
+    gate = EvalGate(CheckpointManager(tmp_path, policy), lambda: next(scores), tolerance=0.1)
+    assert gate(1)["eval/success_rate"] == 0.5
+    with torch.no_grad():
+        for _, p in params:
+            p.add_(0.01)
+    gate(2)  # new best: saved
+    best = {n: p.detach().clone() for n, p in params}
+    with torch.no_grad():
+        for _, p in params:
+            p.add_(1.0)
+    metrics = gate(3)  # 0.2 < 0.8 - 0.1: roll back
+    assert metrics["eval/rolled_back"] == 1.0 and gate.best == 0.8 and gate.best_step == 2
+    for n, p in params:
+        assert torch.equal(p, best[n]), n
+
+
+@pytest.mark.browser
+def test_training_with_the_env_evaluation_gate(tmp_path, episodes_dir):
+    from learners.sft import run
+
+    result = run(
+        {
+            "episodes": [str(episodes_dir)],
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 2,
+            "batch_size": 1,
+            "wandb": False,
+            "progress": False,
+            "save_steps": 0,
+            "eval_steps": 1,
+            "eval_env_ids": ["browser_env/miniwob.click-test-v0"],
+            "eval_seeds": [0],
+            "eval_max_steps": 2,
+        }
+    )
+    assert all("eval/success_rate" in row for row in result["history"])
+    assert (tmp_path / "out" / "checkpoints" / "best" / "adapter_model.safetensors").is_file()
+    meta = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert meta["metrics"]["gate/best_step"] == 1
