@@ -1,0 +1,263 @@
+""" "It must actually learn": the offline pipeline, end to end on CPU.
+
+::
+
+    python -m learners.demo --out outputs/learn_demo            # defaults below
+    python -m learners.demo --tasks click-test click-button --train-seeds 40 --sft-steps 300
+
+1. records scripted-expert episodes (``agents.experts``, labelled scripted)
+   on a MiniWoB++ subset, train seeds ``0..N-1``;
+2. evaluates the tiny model on held-out seeds (``1000..``), greedy: the
+   student (the inference prompt) and the teacher (the same prompt plus the
+   expert's action for the current step as a demonstration);
+3. SFT with demonstration-conditioned copies (``demo_fraction``), so the
+   model learns to use an in-context demonstration; evaluates again;
+4. SDFT from the SFT adapter (teacher = the model with the demonstration in
+   context); evaluates again;
+5. prints before/after success rates, writes ``results.json`` and
+   ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "record_expert_episodes", "evaluate"]
+
+
+def record_expert_episodes(
+    root: Path, tasks: list[str], seeds: range, max_steps: int
+) -> dict[str, float]:
+    """Roll the scripted expert over ``tasks`` x ``seeds``, recording episodes under ``root``."""
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401
+    from agents.experts import ScriptedExpert
+    from browser_env.episodes import AgentInfo
+    from browser_env.wrappers import RecordEpisode
+
+    success: dict[str, float] = {}
+    for task in tasks:
+        env = gym.make(
+            f"browser_env/miniwob.{task}-v0",
+            max_episode_steps=max_steps,
+            modalities=("elements", "text"),
+        )
+        env = RecordEpisode(
+            env, root, agent=AgentInfo(name="expert"), source="scripted", screenshots=False
+        )
+        expert, wins = ScriptedExpert(), 0
+        for seed in seeds:
+            obs, _ = env.reset(seed=seed)
+            expert.reset(obs["goal"], seed=seed)
+            done, info = False, {}
+            while not done:
+                action, _ = expert.act(obs)
+                obs, _, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+            wins += bool(info.get("success"))
+        env.close()
+        success[task] = wins / len(seeds)
+    return success
+
+
+def _agent_class() -> type:
+    from agents.agent import LLMAgent
+    from agents.experts import ScriptedExpert
+
+    class DemonstrationAgent(LLMAgent):
+        """The teacher at evaluation: each prompt carries the expert's action for this step."""
+
+        def reset(self, goal: str = "", *, seed: int | None = None) -> None:
+            super().reset(goal, seed=seed)
+            self.expert = ScriptedExpert()
+            self.expert.reset(goal, seed=seed)
+
+        def build_prompt(self, obs: Any, demonstration: str | None = None) -> Any:
+            action, _ = self.expert.act(obs)
+            data = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
+            return super().build_prompt(obs, demonstration=json.dumps(data, ensure_ascii=False))
+
+    return DemonstrationAgent
+
+
+def evaluate(
+    model: str,
+    adapter: str | None,
+    tasks: list[str],
+    seeds: list[int],
+    max_steps: int,
+    *,
+    teacher: bool,
+) -> dict[str, Any]:
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401
+    from agents.agent import LLMAgent, PromptConfig
+    from agents.backends.base import SamplingParams
+    from agents.backends.transformers import TransformersBackend
+    from learners.rollout import play
+
+    backend = TransformersBackend(model, adapter=adapter, device="cpu")
+    cls = _agent_class() if teacher else LLMAgent
+    agent = cls(backend, prompt=PromptConfig(), sampling=SamplingParams(max_new_tokens=40))
+    per_task = {}
+    for task in tasks:
+        env = gym.make(
+            f"browser_env/miniwob.{task}-v0",
+            max_episode_steps=max_steps,
+            modalities=("elements", "text"),
+        )
+        results = [play(env, agent, s) for s in seeds]
+        env.close()
+        per_task[task] = sum(r.success for r in results) / len(results)
+    backend.close()
+    return {"success_rate": sum(per_task.values()) / len(per_task), "per_task": per_task}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="outputs/learn_demo")
+    parser.add_argument("--tasks", nargs="+", default=["click-test", "click-button", "focus-text"])
+    parser.add_argument("--train-seeds", type=int, default=30)
+    parser.add_argument("--eval-seeds", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=4)
+    parser.add_argument("--sft-steps", type=int, default=200)
+    parser.add_argument("--sdft-steps", type=int, default=30)
+    parser.add_argument("--demo-fraction", type=float, default=0.5)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--sft-lr", type=float, default=3e-3)
+    parser.add_argument("--sdft-lr", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from learners.policy import resolve_model
+    from learners.sdft import run as sdft
+    from learners.sft import run as sft
+
+    out = Path(args.out)
+    episodes = out / "episodes"
+    model = resolve_model("tiny")
+    held_out = list(range(1000, 1000 + args.eval_seeds))
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"tasks": args.tasks, "args": vars(args), "model": model}
+    if not any(episodes.glob("*/episode.json")):
+        report["expert_success"] = record_expert_episodes(
+            episodes, args.tasks, range(args.train_seeds), args.max_steps
+        )
+    print(f"[demo] expert episodes in {episodes} ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    def both(adapter: str | None) -> dict[str, Any]:
+        return {
+            "student": evaluate(
+                model, adapter, args.tasks, held_out, args.max_steps, teacher=False
+            ),
+            "teacher": evaluate(model, adapter, args.tasks, held_out, args.max_steps, teacher=True),
+        }
+
+    report["before"] = both(None)
+    print(f"[demo] before: {_fmt(report['before'])}", flush=True)
+    common = {
+        "model": "tiny",
+        "episodes": [str(episodes)],
+        "lora_r": args.lora_r,
+        "lora_alpha": 2 * args.lora_r,
+        "batch_size": 8,
+        "save_steps": 0,
+        "wandb": True,
+        "progress": True,
+    }
+    sft_dir = out / "sft"
+    sft_result = sft(
+        {
+            **common,
+            "output_dir": str(sft_dir),
+            "max_steps": args.sft_steps,
+            "learning_rate": args.sft_lr,
+            "demo_fraction": args.demo_fraction,
+        }
+    )
+    report["sft"] = both(str(sft_dir))
+    print(f"[demo] after SFT: {_fmt(report['sft'])}", flush=True)
+    sdft_dir = out / "sdft"
+    sdft_result = sdft(
+        {
+            **common,
+            "output_dir": str(sdft_dir),
+            "init_adapter": str(sft_dir),
+            "batch_size": 4,
+            "max_steps": args.sdft_steps,
+            "learning_rate": args.sdft_lr,
+            "max_new_tokens": 40,
+            "temperature": 1.0,
+        }
+    )
+    report["sdft"] = both(str(sdft_dir))
+    print(f"[demo] after SDFT: {_fmt(report['sdft'])}", flush=True)
+    report["seconds"] = time.perf_counter() - t0
+    report["curves"] = {"sft": sft_result["history"], "sdft": sdft_result["history"]}
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, out / "learning_curve.png")
+    print(_table(report))
+    return report
+
+
+def _fmt(stage: dict[str, Any]) -> str:
+    return f"student {stage['student']['success_rate']:.2f}, teacher {stage['teacher']['success_rate']:.2f}"
+
+
+def _table(report: dict[str, Any]) -> str:
+    lines = ["stage    student  teacher(demo in context)"]
+    for stage in ("before", "sft", "sdft"):
+        s = report[stage]
+        lines.append(
+            f"{stage:<8} {s['student']['success_rate']:>7.2f}  {s['teacher']['success_rate']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    sft = report["curves"]["sft"]
+    axes[0].plot([r["step"] for r in sft], [r["loss"] for r in sft])
+    axes[0].set(title="SFT loss", xlabel="step", yscale="log")
+    sd = report["curves"]["sdft"]
+    axes[1].plot([r["step"] for r in sd], [r["kl"] for r in sd], label="KL(student||teacher)")
+    axes[1].plot([r["step"] for r in sd], [r["agreement"] for r in sd], label="agreement")
+    axes[1].set(title="SDFT", xlabel="step")
+    axes[1].legend()
+    stages = ["before", "sft", "sdft"]
+    x = range(len(stages))
+    axes[2].bar(
+        [i - 0.2 for i in x],
+        [report[s]["student"]["success_rate"] for s in stages],
+        0.4,
+        label="student",
+    )
+    axes[2].bar(
+        [i + 0.2 for i in x],
+        [report[s]["teacher"]["success_rate"] for s in stages],
+        0.4,
+        label="teacher",
+    )
+    axes[2].set(title="held-out success", xticks=list(x), xticklabels=stages, ylim=(0, 1))
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
