@@ -1,0 +1,77 @@
+"""The ``expert`` agent: hand-written (scripted) MiniWoB++ solvers.
+
+These policies are **scripted, not learned**: each is a few lines of Python
+that reads the goal and the observation and picks the action a careful person
+would. They exist to record demonstrations for learners and to give a ceiling
+for the benchmark tables. Every ``info`` says so (``"scripted": True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agents.experts import choose, click, forms  # noqa: F401 - registers the policies
+from agents.experts.base import POLICIES, Context, ExpertError, task_from_url
+from browser_env.actions import Action, Verb
+
+__all__ = ["SUPPORTED_TASKS", "ScriptedExpert", "UnsupportedTaskError"]
+
+SUPPORTED_TASKS: tuple[str, ...] = tuple(sorted(POLICIES))
+
+
+class UnsupportedTaskError(ValueError):
+    """The observation's task has no scripted expert."""
+
+
+class ScriptedExpert:
+    """Dispatches on the MiniWoB++ task named in ``obs["url"]`` (or ``task``
+    when given) to a scripted per-task policy.
+
+    ``act`` returns the action (its ``reasoning`` is the rationale) and
+    ``info = {"agent": "expert", "scripted": True, "task": ..., "rationale": ...}``.
+    A task with no policy raises :class:`UnsupportedTaskError` listing the
+    supported ones. When a policy meets a page it does not understand it
+    returns FINISH with the reason in ``info["error"]`` rather than guess.
+    """
+
+    name = "expert"
+
+    def __init__(self, task: str | None = None) -> None:
+        if task is not None and task not in POLICIES:
+            raise UnsupportedTaskError(_unsupported(task))
+        self.task = task
+        self.goal = ""
+        self._memory: dict[str, Any] = {}
+        self._step = 0
+
+    def reset(self, goal: str = "", *, seed: int | None = None) -> None:
+        self.goal = goal
+        self._memory = {}
+        self._step = 0
+
+    def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
+        task = self.task or task_from_url(str(obs.get("url") or ""))
+        policy = POLICIES.get(task)
+        if policy is None:
+            raise UnsupportedTaskError(_unsupported(task or str(obs.get("url") or "")))
+        ctx = Context(
+            task=task,
+            goal=str(obs.get("goal") or self.goal),
+            obs=obs,
+            step=self._step,
+            memory=self._memory,
+        )
+        self._step += 1
+        info: dict[str, Any] = {"agent": self.name, "scripted": True, "task": task}
+        try:
+            decision = policy(ctx)
+        except (ExpertError, IndexError) as exc:
+            reason = f"scripted expert for {task} cannot handle this page: {exc}"
+            action = Action(Verb.FINISH, value="", reasoning=reason)
+            return action, info | {"rationale": reason, "error": reason}
+        return decision.action, info | {"rationale": decision.rationale}
+
+
+def _unsupported(task: str) -> str:
+    return f"no scripted expert for task {task!r}; supported tasks: {', '.join(SUPPORTED_TASKS)}"
