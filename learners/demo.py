@@ -10,10 +10,14 @@
 2. evaluates the tiny model on held-out seeds (``1000..``), greedy: the
    student (the inference prompt) and the teacher (the same prompt plus the
    expert's action for the current step as a demonstration);
-3. SFT with demonstration-conditioned copies (``demo_fraction``), so the
-   model learns to use an in-context demonstration; evaluates again;
-4. SDFT from the SFT adapter (teacher = the model with the demonstration in
-   context); evaluates again;
+3. SFT of all weights (the tiny model starts random, so this stage makes the
+   policy; a LoRA on frozen random weights barely moved: loss 4.5 -> 4.3 in
+   140 steps where full fine-tuning reached 0.05) with
+   demonstration-conditioned copies (``demo_fraction``), so the model learns
+   to use an in-context demonstration; evaluates again. The result is a
+   small model directory (``OUT/sft``);
+4. SDFT with a LoRA adapter on that model (teacher = the model with the
+   demonstration in context); evaluates again;
 5. prints before/after success rates, writes ``results.json`` and
    ``learning_curve.png``.
 """
@@ -129,13 +133,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-seeds", type=int, default=30)
     parser.add_argument("--eval-seeds", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=4)
-    parser.add_argument("--sft-steps", type=int, default=200)
+    parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--sdft-steps", type=int, default=30)
     parser.add_argument("--demo-fraction", type=float, default=0.5)
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--sft-lr", type=float, default=3e-3)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sdft-lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 avoids oversubscription on busy machines)",
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

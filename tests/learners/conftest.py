@@ -58,6 +58,20 @@ def write_click_episode(root, seed: int, *, target: str = "ONE", source: str = "
     return w.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; more oversubscribe a shared 2-core machine."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def episodes_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("episodes")
