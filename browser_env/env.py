@@ -66,7 +66,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             screenshot) or ``"human"`` (a visible browser window).
         modalities: which of ``elements``, ``text``, ``screenshot`` to observe;
             what is off is neither computed nor in the observation space.
-        viewport: (width, height) when the task does not set one.
+        viewport: (width, height) when the task does not set one. The screenshot
+            is the task's ``screenshot_region`` (x, y, width, height) of it,
+            or all of it.
         headless, executable_path, slow_mo_ms: see :class:`BrowserConfig`.
         executor: limits for actions (:class:`ExecutorConfig` or a dict).
     """
@@ -100,7 +102,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.executor_config = (
             executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))
         )
-        self.observation_space = observation_space(self.modalities, self.viewport)
+        region = getattr(self.task, "screenshot_region", None)
+        self.screenshot_region = tuple(int(v) for v in region) if region else (0, 0, *self.viewport)
+        self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
 
         self._playwright: Any = None
@@ -200,7 +204,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
             if self._page is None:
-                return np.zeros((self.viewport[1], self.viewport[0], 3), dtype=np.uint8)
+                width, height = self.screenshot_region[2:]
+                return np.zeros((height, width, 3), dtype=np.uint8)
             return self._screenshot()
         return None
 
@@ -350,6 +355,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             "reset": reset,
             "next": self._next_id,
             "root": self.task.observation_root,
+            "exclude": getattr(self.task, "observation_exclude", None),
             "elements": want_elements,
             "text": want_text,
         }
@@ -385,10 +391,13 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
         if self._cdp is None:
             self._cdp = self.page.context.new_cdp_session(self.page)
-        shot = self._cdp.send("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
+        x, y, width, height = self.screenshot_region
+        clip = {"x": x, "y": y, "width": width, "height": height, "scale": 1}
+        shot = self._cdp.send(
+            "Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True, "clip": clip}
+        )
         image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
-        width, height = self.viewport
-        if image.size != (width, height):
+        if image.size != (width, height):  # e.g. a popup with another viewport
             image = (
                 image.crop((0, 0, width, height))
                 if image.width >= width and image.height >= height

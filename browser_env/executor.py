@@ -16,6 +16,7 @@ for the policy; only browser failures (a crashed page) propagate.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,8 @@ def _type(page: Page, element_id: str | None, text: str, config: ExecutorConfig)
         if options is not None:
             raise ActionError(f"no option {text!r} in {element_id}; options are: {options}")
         return {}
+    if target["type"] in _DATE_TYPES:
+        return _set_date(page, element_id, target["type"], text)
     if not target["editable"]:
         raise ActionError(
             f"element {element_id} ({target['tag']}) does not take text; CLICK it instead"
@@ -150,6 +153,73 @@ def _type(page: Page, element_id: str | None, text: str, config: ExecutorConfig)
         page.keyboard.press("ControlOrMeta+A")
     page.keyboard.press("Delete")
     page.keyboard.type(text, delay=config.type_delay_ms)
+    return {}
+
+
+# Date and time inputs are segmented widgets whose keyboard order depends on the
+# locale; like Playwright's fill(), TYPE sets their value (with input/change
+# events) after normalising common spellings: 2010-05-20, 05/20/2010, 9:37 PM.
+_DATE_TYPES = {"date", "time", "datetime-local", "month", "week"}
+_SET_VALUE_JS = """([id, value]) => {
+  const el = window.__brlState.byId.get(id).deref();
+  el.focus();
+  el.value = value;
+  el.dispatchEvent(new Event("input", {bubbles: true}));
+  el.dispatchEvent(new Event("change", {bubbles: true}));
+  return el.value;
+}"""
+
+
+def _normalise_time(text: str) -> str | None:
+    match = re.fullmatch(r"(\d{1,2}):?(\d{2})(?::?(\d{2}))?\s*([ap]\.?m\.?)?", text.strip(), re.I)
+    if not match:
+        return None
+    hour, minute, second, half = match.groups()
+    h = int(hour)
+    if half:
+        if not 1 <= h <= 12:
+            return None
+        h = h % 12 + (12 if half.lower().startswith("p") else 0)
+    if h > 23 or int(minute) > 59 or (second and int(second) > 59):
+        return None
+    return f"{h:02d}:{minute}" + (f":{second}" if second else "")
+
+
+def _normalise_date(text: str) -> str | None:
+    text = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return text
+    match = re.fullmatch(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", text) or re.fullmatch(
+        r"(\d{2})(\d{2})(\d{4})", text
+    )
+    if match:
+        month, day, year = match.groups()
+        return f"{year}-{int(month):02d}-{int(day):02d}"
+    return None
+
+
+def _normalise_date_value(kind: str, text: str) -> str | None:
+    if kind == "date":
+        return _normalise_date(text)
+    if kind == "time":
+        return _normalise_time(text)
+    if kind == "datetime-local":
+        parts = re.split(r"[T ]", text.strip(), maxsplit=1)
+        if len(parts) == 2:
+            date, time = _normalise_date(parts[0]), _normalise_time(parts[1])
+            return f"{date}T{time}" if date and time else None
+        return None
+    return text.strip()  # month (2010-05) and week (2010-W20) have one spelling
+
+
+def _set_date(page: Page, element_id: str, kind: str, text: str) -> dict[str, Any]:
+    value = _normalise_date_value(kind, text)
+    if value is not None:
+        value = page.evaluate(_SET_VALUE_JS, [element_id, value])
+    if not value:
+        raise ActionError(
+            f"{text!r} is not a valid {kind} for {element_id} (e.g. 2010-05-20, 05/20/2010, 9:37 PM)"
+        )
     return {}
 
 

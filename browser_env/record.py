@@ -148,7 +148,12 @@ class DemoRecorder:
         page = self.page
         context = page.context
         context.expose_binding(_BINDING, self._on_binding)
-        script = f"({RECORD_JS})({OBSERVE_JS}, {json.dumps(self.base.task.observation_root)});"
+        task = self.base.task
+        scope = (
+            json.dumps(task.observation_root),
+            json.dumps(getattr(task, "observation_exclude", None)),
+        )
+        script = f"({RECORD_JS})({OBSERVE_JS}, {scope[0]}, {scope[1]});"
         context.add_init_script(script)
         page.evaluate(script)  # the current document loaded before the init script existed
         page.on("framenavigated", self._on_navigated)
@@ -370,6 +375,7 @@ class DemoRecorder:
             "reset": False,
             "next": self._next_id,
             "root": self.base.task.observation_root,
+            "exclude": getattr(self.base.task, "observation_exclude", None),
             "elements": True,
             "text": True,
         }

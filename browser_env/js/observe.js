@@ -1,6 +1,9 @@
 // One walk over the page: interactive elements (with stable ids), visible text.
 // Called as page.evaluate(OBSERVE_JS, args) with
-//   args = {reset: bool, next: int, root: selector|null, elements: bool, text: bool}
+//   args = {reset: bool, next: int, root: selector|null, exclude: selector|null,
+//           elements: bool, text: bool}
+// `root` bounds the walk to one subtree; `exclude` drops matching subtrees (a
+// page's own HUD, say) from elements and text.
 // Returns {elements: [[id, tag, role, text, label, placeholder, value,
 //                      x, y, w, h, enabled, visible, focused, checked], ...],
 //          text: str, next: int, url: str}
@@ -31,6 +34,8 @@
   ]);
   const SKIP = new Set(["SCRIPT", "STYLE", "NOSCRIPT", "TEMPLATE", "HEAD", "META", "LINK", "OPTION", "OPTGROUP", "BR"]);
   const vw = top.innerWidth, vh = top.innerHeight;
+  const excluded = args.exclude ? Array.from(document.querySelectorAll(args.exclude)) : [];
+  const isExcluded = (el) => excluded.length > 0 && excluded.some((x) => x.contains(el));
   const out = [];
   const texts = [];
 
@@ -110,7 +115,7 @@
     for (let i = 0; i < list.length; i++) {
       const el = list[i];
       const tag = el.tagName;
-      if (SKIP.has(tag)) continue;
+      if (SKIP.has(tag) || isExcluded(el)) continue;
       if (el.shadowRoot) walk(el.shadowRoot, ox, oy, win, doc);
       if (tag === "IFRAME" || tag === "FRAME") {
         let d = null;
@@ -142,7 +147,15 @@
         if (!(tag === "INPUT" && el.labels && el.labels.length)) continue;
       }
       const x = ox + r.left, y = oy + r.top;
-      const visible = x < vw && y < vh && x + r.width > 0 && y + r.height > 0 ? 1 : 0;
+      // Visible: in the viewport and not clipped or covered at its centre (what a click would hit).
+      let visible = x < vw && y < vh && x + r.width > 0 && y + r.height > 0 ? 1 : 0;
+      if (visible && r.width > 0 && r.height > 0) {
+        const hitRoot = typeof root.elementFromPoint === "function" ? root : doc;
+        const hit = hitRoot.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+        if (!hit || !(hit === el || el.contains(hit) || (el.labels && Array.from(el.labels).some((l) => l.contains(hit))))) {
+          visible = 0;
+        }
+      }
       const type = tag === "INPUT" ? (el.type || "text").toLowerCase() : "";
       const checkable = type === "checkbox" || type === "radio";
       let text = "", value = "";
@@ -174,8 +187,16 @@
     }
   };
 
-  const scope = args.root !== null ? document.querySelector(args.root) : null;
-  const rootText = args.text ? ((scope || document.body || {}).innerText || "") : "";
+  const scope = args.root ? document.querySelector(args.root) : null;
+  let rootText = "";
+  if (args.text) {
+    const base = scope || document.body;
+    if (base && excluded.length) {
+      rootText = Array.from(base.children).filter((c) => !isExcluded(c)).map((c) => c.innerText).join("\n");
+    } else if (base) {
+      rootText = base.innerText || "";
+    }
+  }
   walk(scope || document, 0, 0, window, document);
   const text = [rootText, ...texts].filter((t) => t && t.trim()).join("\n");
   return { elements: out, text: args.text ? text : "", next: st.next, url: location.href };

@@ -1,5 +1,5 @@
 // Human demo recorder (browser_env/record.py). Installed in every frame with
-// context.add_init_script as `(RECORD_JS)(OBSERVE_JS, root)`.
+// context.add_init_script as `(RECORD_JS)(OBSERVE_JS, root, exclude)`.
 //
 // Capture-phase listeners on window see the person's input before the page
 // does and, synchronously, before the event's effect: pointerdown precedes the
@@ -11,7 +11,7 @@
 // the field's final value when the person leaves it (or on Enter, a click
 // elsewhere, a scroll, page hide, or Python's flush) and paired with the
 // snapshot taken before its first keystroke.
-(observe, root) => {
+(observe, root, exclude) => {
   if (window.__brlRec) return;
   if (window !== window.top) {
     // Same-origin frames report to the top frame's recorder: one observer, one
@@ -34,7 +34,7 @@
     const st = window.__brlState;
     const next = st ? st.next : rec.next;
     if (next === null || next === undefined) return null;
-    try { return observe({ reset: false, next, root, elements: true, text: true }); } catch (e) { return null; }
+    try { return observe({ reset: false, next, root, exclude, elements: true, text: true }); } catch (e) { return null; }
   };
   const TEXT_INPUTS = new Set(["", "text", "search", "email", "url", "tel", "password", "number", "date",
     "datetime-local", "month", "time", "week"]);

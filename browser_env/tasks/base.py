@@ -34,6 +34,10 @@ class Task(Protocol):
     viewport: tuple[int, int] | None
     #: CSS selector that bounds observation (elements and text), or None for the whole page.
     observation_root: str | None
+    #: CSS selector of subtrees left out of the observation (e.g. a page's own HUD), or None.
+    observation_exclude: str | None
+    #: Optional (x, y, width, height) of the viewport that screenshots show (None: all of it).
+    #: Read with ``getattr(task, "screenshot_region", None)``.
     #: True when every reset needs a fresh browser context (no state carried over).
     fresh_context: bool
 

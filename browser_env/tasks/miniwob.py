@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["MiniWoBTask", "miniwob_html_dir", "miniwob_task_names"]
 
 REWARD_TYPES = ("raw", "time_decayed", "binary")
-MINIWOB_VIEWPORT = (160, 210)
+# MiniWoB++'s own window (500x320) with the 160x210 task area at its top-left:
+# widgets such as jQuery UI dialogs position themselves against the window, so a
+# 160x210 viewport would push them off screen. The screenshot is the task area.
+MINIWOB_VIEWPORT = (500, 320)
+MINIWOB_TASK_AREA = (0, 0, 160, 210)
+HARNESS_SELECTOR = "#reward-display, #click-canvas, #sync-task-cover"
 FLIGHT_VIEWPORT = (375, 667)
 
 _SETUP_JS = """async ({seed, mode, timer, maxTime, readyMs}) => {
@@ -112,7 +117,12 @@ class MiniWoBTask:
         self.ready_timeout_ms = ready_timeout_ms
         flight = name.startswith("flight.")
         self.viewport = FLIGHT_VIEWPORT if flight else MINIWOB_VIEWPORT
-        self.observation_root = None if flight else "#wrap"
+        self.screenshot_region = None if flight else MINIWOB_TASK_AREA
+        # The whole page minus MiniWoB's own harness (reward HUD, click canvas,
+        # the START cover between episodes): jQuery UI dialogs and menus are
+        # attached to <body>, outside the task's #wrap, and must stay visible.
+        self.observation_root = None
+        self.observation_exclude = None if flight else HARNESS_SELECTOR
         path = f"flight/{name.split('.', 1)[1]}/wrapper.html" if flight else f"miniwob/{name}.html"
         self.url = serve_directory(miniwob_html_dir()) + path
 

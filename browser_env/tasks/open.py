@@ -26,6 +26,7 @@ def _normalise(text: str) -> str:
 class OpenTask:
     name = "open"
     observation_root = None
+    observation_exclude = None
     fresh_context = True
 
     def __init__(

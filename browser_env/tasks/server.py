@@ -21,6 +21,17 @@ _SERVERS: dict[tuple[int, Path], ThreadingHTTPServer] = {}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
+    # Pages without a <meta charset> would otherwise be decoded as windows-1252.
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".html": "text/html; charset=utf-8",
+        ".htm": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".json": "application/json; charset=utf-8",
+        ".txt": "text/plain; charset=utf-8",
+    }
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
 

@@ -258,3 +258,39 @@ def test_finish_ends_episode_and_checks_answer(open_env, site_url):
     open_page(open_env, site_url, "result.html")
     _, reward, terminated, _, info = open_env.step({"action": "FINISH", "value": "anything"})
     assert (reward, terminated, info["success"]) == (0.0, True, None)
+
+
+@pytest.mark.parametrize(
+    ("label", "typed", "stored"),
+    [
+        ("Day", "05/20/2010", "2010-05-20"),
+        ("Day", "2010-05-20", "2010-05-20"),
+        ("Day", "05202010", "2010-05-20"),
+        ("Time", "9:37 PM", "21:37"),
+        ("Time", "0937PM", "21:37"),
+        ("Time", "07:05", "07:05"),
+    ],
+)
+def test_type_into_date_and_time_inputs(open_env, site_url, label, typed, stored):
+    obs = open_page(open_env, site_url, "dates.html")
+    field = by(obs, label=label)
+    obs, *_ = open_env.step({"action": "TYPE", "element_id": field, "value": typed})
+    assert obs["last_action_error"] == ""
+    assert next(e for e in obs["elements"] if e["element_id"] == field)["value"] == stored
+    assert page_text(open_env, "#changes") == "1"
+
+
+def test_type_invalid_date_is_an_error(open_env, site_url):
+    obs = open_page(open_env, site_url, "dates.html")
+    obs, *_ = open_env.step(
+        {"action": "TYPE", "element_id": by(obs, label="Day"), "value": "next tuesday"}
+    )
+    assert "not a valid date" in obs["last_action_error"]
+
+
+def test_covered_element_is_not_flagged_visible(open_env, site_url):
+    obs = open_page(open_env, site_url, "covered.html")
+    under = next(e for e in obs["elements"] if e["text"] == "Under the overlay")
+    clipped = next(e for e in obs["elements"] if e["text"] == "Clipped away")
+    free = next(e for e in obs["elements"] if e["text"] == "In the open")
+    assert (under["visible"], clipped["visible"], free["visible"]) == (0, 0, 1)

@@ -42,9 +42,12 @@ def test_same_seed_same_instance_and_elements(click_button):
     again, info = click_button.reset(seed=11)
     assert info["seed"] == 11
     assert first["goal"] == again["goal"] and first["text"] == again["text"]
-    strip = lambda obs: [
-        {k: (v.tolist() if k == "bbox" else v) for k, v in e.items()} for e in obs["elements"]
-    ]  # noqa: E731
+
+    def strip(obs):
+        return [
+            {k: (v.tolist() if k == "bbox" else v) for k, v in e.items()} for e in obs["elements"]
+        ]
+
     assert strip(first) == strip(again)
     np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
     goals = {click_button.reset(seed=s)[0]["goal"] for s in range(8)}
