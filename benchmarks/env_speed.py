@@ -123,8 +123,8 @@ def _floor(task: str, steps: int, resets: int, seed: int, own_flags: bool) -> di
         browser = p.chromium.launch(executable_path=find_chromium(None, p), args=args)
         page = browser.new_page(viewport={"width": 160, "height": 210})
         page.goto(url, wait_until="load")
-        shot = lambda: np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))  # noqa: E731
-        walk = lambda: page.evaluate(_FLOOR_WALK)  # noqa: E731
+        shot = lambda: np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+        walk = lambda: page.evaluate(_FLOOR_WALK)
         for i in range(resets):
             results["reset"].append(
                 _timed(lambda i=i: (page.evaluate(_FLOOR_RESET, seed + i), walk(), shot()))
@@ -189,7 +189,7 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
             f"{_fmt(r['ours_text']['step'])} {_fmt(r['floor']['text'])} {text_ratio:6.2f} "
             f"{_fmt(r['ours_full']['reset'])} {_fmt(r['floor']['reset'])} {_fmt(r['floor_default']['full']):>16}"
         )
-    med = lambda key, sub, stat="median": statistics.median(r[key][sub][stat] for r in rows)  # noqa: E731
+    med = lambda key, sub, stat="median": statistics.median(r[key][sub][stat] for r in rows)
     lines.append("-" * len(header))
     lines.append(
         f"{'median of tasks':18} full step {med('ours_full', 'step'):.1f} ms vs floor {med('floor', 'full'):.1f} ms "

@@ -84,10 +84,13 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str
             )
         )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w)
-        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    )  # noqa: E731
+
+    def fmt(cells):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     rule = "  ".join("-" * w for w in widths)
     body = [fmt(line) for line in lines]
     return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])

@@ -48,6 +48,7 @@ NONDETERMINISTIC: dict[str, str] = {
     "click-collapsible-2-nodelay": "jQuery UI accordion: the previous instance leaks a few rendered pixels (ours)",
     "form-sequence": "the previous instance leaks a few rendered pixels (ours)",
     "multi-layouts": "the previous instance leaks a few rendered pixels (ours)",
+    "simon-says": "the buttons to press flash on a wall-clock timer (ours)",
     "flight.AA": "a full airline site loads asynchronously",
     "flight.Alaska": "a full airline site loads asynchronously",
     "flight.Alaska-auto": "a full airline site loads asynchronously",
