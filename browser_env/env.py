@@ -238,6 +238,15 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def goal(self) -> str:
         return self._goal
 
+    def observe(self) -> dict[str, Any]:
+        """The current page as an observation, without acting (e.g. after driving
+        ``env.page`` yourself). Element ids continue the episode's numbering."""
+        return self._observe(error="")[0]
+
+    def screenshot(self) -> np.ndarray:
+        """The current page as the observation's screenshot (the task's region)."""
+        return self._screenshot()
+
     @property
     def downloads(self) -> list[Download]:
         """Playwright Download objects captured this episode (``save_as`` to keep one)."""

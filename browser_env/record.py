@@ -419,14 +419,7 @@ class DemoRecorder:
             self._shot, self._shot_time = shot, time.time()
 
     def _screenshot(self) -> np.ndarray | None:
-        if getattr(self.base, "render_mode", None) == "rgb_array":
-            return self.base.render()
-        from io import BytesIO
-
-        from PIL import Image
-
-        png = self.page.screenshot()
-        return np.asarray(Image.open(BytesIO(png)).convert("RGB"), dtype=np.uint8)
+        return self.base.screenshot()  # the env's own capture: same region and shape
 
     def _validate(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
         try:

@@ -79,3 +79,16 @@ def test_open_task_rejects_bad_options(site_url):
             env.reset(options={"url": site_url + "links.html", "colour": "red"})
         with pytest.raises(ValueError, match="http"):
             env.reset(options={"url": "javascript:alert(1)"})
+
+
+def test_observe_without_acting_continues_ids(site_url):
+    with BrowserEnv(
+        "open", modalities=("elements", "text", "screenshot"), viewport=(640, 480)
+    ) as env:
+        obs, _ = env.reset(options={"url": site_url + "dynamic.html"})
+        env.page.click("#add")  # driven by hand, outside env.step
+        again = env.observe()
+        old = {e["element_id"] for e in obs["elements"]}
+        new = {e["element_id"] for e in again["elements"]} - old
+        assert len(new) == 1 and "Item 1" in again["text"]
+        assert env.screenshot().shape == (480, 640, 3) == again["screenshot"].shape
