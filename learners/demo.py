@@ -178,34 +178,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report["before"] = both(None)
     print(f"[demo] before: {_fmt(report['before'])}", flush=True)
-    common = {
-        "model": "tiny",
-        "episodes": [str(episodes)],
-        "lora_r": args.lora_r,
-        "lora_alpha": 2 * args.lora_r,
-        "batch_size": 8,
-        "save_steps": 0,
-        "wandb": True,
-        "progress": True,
-    }
+    common = {"episodes": [str(episodes)], "save_steps": 0, "wandb": True, "progress": True}
     sft_dir = out / "sft"
     sft_result = sft(
         {
             **common,
+            "model": "tiny",
+            "lora": False,
             "output_dir": str(sft_dir),
+            "batch_size": 8,
             "max_steps": args.sft_steps,
             "learning_rate": args.sft_lr,
             "demo_fraction": args.demo_fraction,
         }
     )
-    report["sft"] = both(str(sft_dir))
+    model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it
+    report["sft"] = both(None)
     print(f"[demo] after SFT: {_fmt(report['sft'])}", flush=True)
     sdft_dir = out / "sdft"
     sdft_result = sdft(
         {
             **common,
+            "model": model,
+            "lora_r": args.lora_r,
+            "lora_alpha": 2 * args.lora_r,
             "output_dir": str(sdft_dir),
-            "init_adapter": str(sft_dir),
             "batch_size": 4,
             "max_steps": args.sdft_steps,
             "learning_rate": args.sdft_lr,
