@@ -14,6 +14,7 @@ from agents.experts.base import (
     describe,
     expert,
     find,
+    name_of,
     press,
     quoted,
 )
@@ -178,4 +179,42 @@ def _search_panels(ctx: Context, *, panel_role: str, noun: str, settle: bool = F
     return click(
         headers[0],
         f'No visible link reads "{label}" yet; open the next {noun}, {describe(headers[0])}, to look there.',
+    )
+
+
+def _dialog_button(ctx: Context, label: str) -> tuple[Element, str]:
+    """The button of the open dialog that ``label`` names, and how to say so.
+
+    The dialog's "x" is its title-bar close button, named "Close" on the page."""
+    dialogs = find(ctx.elements, roles=("dialog",))
+    if not dialogs:
+        raise ExpertError("no dialog on the page")
+    x, y, w, h = (float(v) for v in dialogs[0]["bbox"])
+
+    def inside(element: Element) -> bool:
+        ex, ey, ew, eh = (float(v) for v in element["bbox"])
+        cx, cy = ex + ew / 2, ey + eh / 2
+        return x <= cx <= x + w and y <= cy <= y + h
+
+    buttons = [e for e in find(ctx.elements, roles=_BUTTON, tags=_BUTTON) if inside(e)]
+    if label.lower() in ("x", "×"):
+        found = [e for e in buttons if name_of(e).lower() in ("close", "x", "×")]
+        how = 'the "x" in its title bar is the close button'
+    else:
+        found = [e for e in buttons if name_of(e).lower() == label.lower()]
+        how = f'its "{label}" button is'
+    if not found:
+        raise ExpertError(f"the dialog has no {label!r} button")
+    return found[0], how
+
+
+@expert("click-dialog", "click-dialog-2")
+def click_dialog(ctx: Context) -> Decision:
+    labels = quoted(ctx.goal)
+    if not labels:
+        raise ExpertError(f"no button named in {ctx.goal!r}")
+    target, how = _dialog_button(ctx, labels[0])
+    return click(
+        target,
+        f'The goal asks for the dialog\'s "{labels[0]}"; {how} {describe(target)}, so click it.',
     )

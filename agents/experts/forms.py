@@ -17,9 +17,13 @@ from agents.experts.base import (
     describe,
     expert,
     fill_then_submit,
+    find,
+    name_of,
     quoted,
     textboxes,
+    type_into,
 )
+from browser_env.actions import Action, Verb
 
 _ORDINALS = {"1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4}
 
@@ -182,3 +186,62 @@ def simple_algebra(ctx: Context) -> Decision:
     equation = f"{left} {op} {right} = {total}"
     why = f"Solving {equation} gives x = {answer}; type it into {describe(box)}."
     return fill_then_submit(ctx, [(box, str(answer), why)])
+
+
+@expert("enter-date")
+def enter_date(ctx: Context) -> Decision:
+    match = re.search(r"(\d{2})/(\d{2})/(\d{4})", ctx.goal)
+    if not match:
+        raise ExpertError(f"no date in {ctx.goal!r}")
+    month, day, year = match.groups()
+    box = textboxes(ctx)[0]
+    # A date field reports its value as YYYY-MM-DD whatever way it was typed.
+    if str(box.get("value") or "") != f"{year}-{month}-{day}":
+        return type_into(
+            box,
+            match.group(0),
+            f"The goal asks for the date {match.group(0)}; type it into the date field {describe(box)}.",
+        )
+    return fill_then_submit(ctx, [])
+
+
+_AUTOCOMPLETE = re.compile(r'starts with "([^"]+)"(?: and ends with "([^"]+)")?')
+_AUTOCOMPLETE_WAIT = "The suggestion menu opens a moment after typing; wait for it."
+
+
+@expert("use-autocomplete")
+def use_autocomplete(ctx: Context) -> Decision:
+    match = _AUTOCOMPLETE.search(ctx.goal)
+    if not match:
+        raise ExpertError(f"cannot read the prefix from {ctx.goal!r}")
+    start, end = match.group(1), match.group(2) or ""
+    box = textboxes(ctx)[0]
+    value = str(box.get("value") or "")
+    if ctx.memory.get("picked") and value.startswith(start) and value.endswith(end):
+        return fill_then_submit(ctx, [])
+    if value != start:
+        return type_into(
+            box,
+            start,
+            f'The item must start with "{start}"; type that into {describe(box)} to get suggestions.',
+        )
+    items = [e for e in find(ctx.elements, tags=("li",)) if name_of(e)]
+    fits = [e for e in items if name_of(e).startswith(start) and name_of(e).endswith(end)]
+    if not fits:
+        waits = ctx.memory.get("waits", 0)
+        if items or waits >= 4:
+            raise ExpertError(f"no suggestion starts with {start!r} and ends with {end!r}")
+        ctx.memory["waits"] = waits + 1
+        return Decision(
+            Action(Verb.WAIT, value="500", reasoning=_AUTOCOMPLETE_WAIT), _AUTOCOMPLETE_WAIT
+        )
+    item = fits[0]
+    ctx.memory["picked"] = True
+    rule = f'starts with "{start}"' + (f' and ends with "{end}"' if end else "")
+    if item.get("visible", 1):
+        return click(item, f"The suggestion {describe(item)} {rule}; pick it.")
+    return type_into(
+        box,
+        name_of(item),
+        f"The suggestion {describe(item)} {rule} but lies off screen; type it into {describe(box)}.",
+    )

@@ -77,6 +77,40 @@ def test_form_policy_reads_progress_off_the_page(miniwob_obs, make_element):
     assert (action.action, action.element_id) == (Verb.CLICK, "e2")
 
 
+@pytest.mark.parametrize(("label", "expected"), [("x", "e2"), ("OK", "e4"), ("Cancel", "e3")])
+def test_dialog_policy_maps_the_x_to_the_close_button(miniwob_obs, make_element, label, expected):
+    agent = ScriptedExpert()
+    goal = f'Click the button in the dialog box labeled "{label}".'
+    agent.reset(goal)
+    elements = [
+        make_element("e1", "dialog", "Close Lorem ipsum. Cancel OK", tag="div"),
+        make_element("e2", "button", "Close", label="Close"),
+        make_element("e3", "button", "Cancel"),
+        make_element("e4", "button", "OK"),
+    ]
+    action, info = agent.act(miniwob_obs("click-dialog-2", goal, elements))
+    assert (action.action, action.element_id) == (Verb.CLICK, expected)
+    assert f'"{label}"' in info["rationale"]
+
+
+def test_date_policy_reads_the_iso_value_back(miniwob_obs, make_element):
+    agent = ScriptedExpert()
+    goal = "Enter 05/20/2010 as the date and hit submit."
+    agent.reset(goal)
+
+    def page(value: str):
+        return miniwob_obs(
+            "enter-date",
+            goal,
+            [make_element("e1", "textbox", value=value), make_element("e2", "button", "Submit")],
+        )
+
+    action, _ = agent.act(page(""))
+    assert (action.action, action.element_id, action.value) == (Verb.TYPE, "e1", "05/20/2010")
+    action, _ = agent.act(page("2010-05-20"))
+    assert (action.action, action.element_id) == (Verb.CLICK, "e2")
+
+
 def test_unknown_task_names_the_supported_ones(miniwob_obs):
     agent = ScriptedExpert()
     agent.reset("Draw a circle.")
