@@ -5,6 +5,7 @@
     python -m agents.run env=miniwob.click-test agent=random
     python -m agents.run url=https://example.com goal="Find the heading" agent=llm backend=openai model=...
     python -m agents.run agent=llm backend=transformers model=/path/to/model adapter=/path/to/lora
+    python -m agents.run agent=tiny env=miniwob.click-button train=sdft episodes=10
 
 The config is ``conf/run.yaml``. :func:`run` is the plain function behind the
 ``@hydra.main`` wrapper; tests call it with a composed config. Top-level
@@ -15,6 +16,13 @@ Episodes are written with :class:`browser_env.wrappers.RecordEpisode` (the
 episode format is ``browser_env.episodes``'s): ``record=true`` writes into
 ``episodes_dir`` (default: ``episodes/`` in Hydra's run directory). Callers can
 pass their own ``episode_writer``: any ``env -> env`` wrapper factory.
+
+``episodes=N`` plays seeds ``seed .. seed+N-1`` (:func:`run_episodes`).
+``train=sdft`` adapts online: after each successful episode the object built
+from ``cfg.train`` (``_target_: learners.online.OnlineSDFT``) gets
+``update(agent, episode_dir)``, which trains the adapter within its budget,
+checkpoints it and loads it into the agent. The learner is instantiated by
+Hydra at run time: ``agents`` never imports ``learners``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
 
-__all__ = ["main", "make_env", "resolve_env_id", "run"]
+__all__ = ["main", "make_env", "resolve_env_id", "run", "run_episodes"]
 
 EpisodeWriterFactory = Callable[[Any], Any]
 
@@ -73,7 +81,7 @@ def build_agent(cfg: DictConfig) -> Agent:
     """Instantiate ``cfg.agent``, applying top-level ``model``/``adapter`` to the backend."""
     from hydra.utils import instantiate
 
-    backend = cfg.get("backend")
+    backend = _backend_node(cfg)
     if backend is not None:
         for key in ("model", "adapter"):
             if cfg.get(key) is None:
@@ -86,6 +94,17 @@ def build_agent(cfg: DictConfig) -> Agent:
             with open_dict(backend):
                 backend[key] = cfg[key]
     return instantiate(cfg.agent)
+
+
+def _backend_node(cfg: DictConfig) -> Any:
+    """The backend node the agent is built with: its own inline ``backend`` (as
+    in ``conf/agent/tiny.yaml``) or else the ``backend`` group's."""
+    agent = cfg.get("agent")
+    if agent is not None and "backend" in agent:
+        node = agent._get_node("backend")
+        if not node._is_interpolation() and isinstance(agent.backend, DictConfig):
+            return agent.backend
+    return cfg.get("backend")
 
 
 def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | None:
@@ -102,7 +121,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
             root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
         except ValueError:  # not under @hydra.main
             root = Path("outputs") / "episodes"
-    backend = cfg.get("backend") if getattr(agent, "name", "") == "llm" else None
+    backend = _backend_node(cfg) if getattr(agent, "name", "") == "llm" else None
     info = AgentInfo(
         name=getattr(agent, "name", type(agent).__name__),
         backend=None if backend is None else _backend_name(backend),
@@ -186,6 +205,56 @@ def run(
     return summary
 
 
+def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
+    """Play ``cfg.episodes`` episodes (seeds ``seed, seed+1, ...``) with one env and
+    one agent, updating the agent after each success when ``cfg.train`` is set.
+
+    Returns ``{"episodes": [summary, ...], "success_rate", "updates"}``; each
+    summary is :func:`run`'s, plus ``update`` (what the trainer logged, or None).
+    """
+    from hydra.utils import instantiate
+
+    n = int(cfg.get("episodes") or 1)
+    trainer = instantiate(cfg.train) if cfg.get("train") else None
+    if trainer is not None and not cfg.get("record", False):
+        raise ValueError("train=... learns from the recorded episodes: keep record=true")
+    agent = build_agent(cfg)
+    env = make_env(cfg)
+    writer = _default_writer(cfg, agent)
+    summaries: list[dict[str, Any]] = []
+    try:
+        for i in range(n):
+            episode_cfg = cfg.copy()
+            with open_dict(episode_cfg):
+                episode_cfg.seed = int(cfg.get("seed") or 0) + i
+            summary = run(episode_cfg, env=env, agent=agent, episode_writer=writer, verbose=verbose)
+            summary["update"] = None
+            if trainer is not None and summary["success"]:
+                summary["update"] = trainer.update(agent, summary["episode_dir"])
+                if verbose and summary["update"] is not None:
+                    u = summary["update"]
+                    print(f"update {u['update']}: {u['seconds']:.1f}s -> {u['checkpoint']}")
+            summaries.append(summary)
+    finally:
+        env.close()
+        if hasattr(agent, "close"):
+            agent.close()
+    result = {
+        "episodes": summaries,
+        "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
+        "updates": sum(s["update"] is not None for s in summaries),
+    }
+    if verbose:
+        print(f"episodes={n} success_rate={result['success_rate']:.2f} updates={result['updates']}")
+    return result
+
+
+def _entry(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("train") or int(cfg.get("episodes") or 1) > 1:
+        return run_episodes(cfg)
+    return run(cfg)
+
+
 def _finish_recording(recorder: Any) -> None:
     """End the recording of an env we do not own without closing that env."""
     end = getattr(recorder, "_end_episode", None)
@@ -245,7 +314,7 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
 def main() -> None:
     import hydra
 
-    hydra.main(version_base="1.3", config_path="../conf", config_name="run")(run)()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="run")(_entry)()
 
 
 if __name__ == "__main__":

@@ -102,6 +102,13 @@ class SFTConfig(LearnerConfig):
         "context) instead of the student prompt: teaches the model to use an in-context demo, "
         "which SDFT's teacher relies on.",
     )
+    counterfactual_fraction: float = _f(
+        0.0,
+        "Expected counterfactual copies per sample (>= 0; 2.5 = two, plus a third for half of "
+        "them): the teacher prompt with a demonstration on another listed element, and that "
+        "demonstration as the target. Copying the demonstration is the only way to be right on "
+        "these, so the model learns to follow an in-context demo rather than ignore it.",
+    )
 
 
 @dataclasses.dataclass
@@ -125,6 +132,12 @@ class SDFTConfig(LearnerConfig):
     temperature: float = _f(1.0, "Sampling temperature of the student's on-policy completions.")
     top_p: float = _f(1.0, "Nucleus sampling of the student's completions.")
     max_new_tokens: int = _f(48, "Completion length limit.")
+    enrich: dict[str, Any] | None = _f(
+        None,
+        "Optional rationale per expert action in the teacher's demonstration: "
+        "learners.enrich.Enricher arguments (model, base_url, api_key_env, cache_dir); "
+        "null: the raw action. Falls back to the raw action on any failure.",
+    )
     backend: str = _f("transformers", "transformers (torch + PEFT) or mlx (mlx-lm LoRA).")
 
 

@@ -77,6 +77,8 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     backend = loop.backend
     samples = load_samples(cfg, backend)
     loop.data_info = data_info(cfg, samples)
+    if cfg.enrich:
+        loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
     params = loop.policy.trainable_parameters()
     teacher = loop.resume_state.get("teacher") or trainable_state(loop.policy)
     attach_env_gate(loop, cfg)
@@ -158,6 +160,19 @@ def _swapped(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -> Itera
     finally:
         for (_, p), value in zip(params, saved, strict=True):
             p.data.copy_(value)
+
+
+def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Put a model-written rationale into each teacher demonstration, in place
+    (:mod:`learners.enrich`); returns what ``training.json`` records of it."""
+    from learners.enrich import ENRICH_PROMPT_VERSION, Enricher, enrich_sample
+
+    enricher = Enricher(**options)
+    try:
+        samples[:] = [enrich_sample(s, enricher) for s in samples]
+    finally:
+        enricher.close()
+    return {"model": enricher.model, "version": ENRICH_PROMPT_VERSION, **enricher.stats}
 
 
 def _matches(text: str, target: str) -> bool:

@@ -1,0 +1,119 @@
+"""Online adaptation: SDFT updates of the acting agent's adapter after its successes.
+
+::
+
+    python -m agents.run agent=tiny env=miniwob.click-button train=sdft episodes=10
+    python -m agents.run agent=llm model=M env=miniwob.click-button train=sdft \\
+        train.max_updates=3 train.budget_s=600 train.output_dir=runs/online
+
+``agents.run`` (which may not import ``learners``) builds this object from the
+``train`` config's ``_target_`` at run time and calls :meth:`OnlineSDFT.update`
+with each successful episode it recorded. An update is a short SDFT run
+(:mod:`learners.sdft`) on that episode: the teacher is the model with the
+agent's own successful action in context, so the student is pulled towards
+what worked. The adapter lives in ``output_dir``; every update continues from
+it (SDFT's resume-from-finished-adapter rule), is copied to
+``output_dir/updates/update-NNNN`` (the checkpoint of that update) and is
+loaded into the agent's backend before the next episode. ``online.jsonl``
+gets one line per update. Updates stop when ``max_updates`` or ``budget_s``
+(wall-clock seconds spent training) is used up; the episodes go on.
+
+The first update starts from the agent's own adapter, if its backend has one.
+SDFT loads its own copy of the base model: fine for small models; on a large
+one, give the learner a GPU and keep ``steps_per_update`` small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OnlineSDFT"]
+
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "training.json")
+
+
+@dataclasses.dataclass
+class OnlineSDFT:
+    """Attributes:
+    output_dir: the adapter; ``null`` -> ``<hydra run dir>/online_adapter``.
+    max_updates: updates at most (one per successful episode).
+    budget_s: wall-clock seconds of training in all (``None``: no limit).
+    steps_per_update: SDFT optimiser steps per update.
+    sdft: further :class:`learners.config.SDFTConfig` fields (learning_rate, lora_r, ...).
+    """
+
+    output_dir: str | None = None
+    max_updates: int = 5
+    budget_s: float | None = None
+    steps_per_update: int = 4
+    sdft: dict[str, Any] = dataclasses.field(default_factory=dict)
+    updates: int = dataclasses.field(default=0, init=False)
+    spent_s: float = dataclasses.field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.max_updates < 0 or self.steps_per_update < 1:
+            raise ValueError("max_updates must be >= 0 and steps_per_update >= 1")
+        self.sdft = dict(self.sdft or {})
+        if self.output_dir is None:
+            from learners.loop import default_output_dir
+
+            self.output_dir = str(Path(default_output_dir("online")).with_name("online_adapter"))
+
+    @property
+    def exhausted(self) -> bool:
+        """True once no further update may run."""
+        over_time = self.budget_s is not None and self.spent_s >= self.budget_s
+        return self.updates >= self.max_updates or over_time
+
+    def update(
+        self, agent: Any, episode_dir: str | os.PathLike[str] | None
+    ) -> dict[str, Any] | None:
+        """Train on the successful episode in ``episode_dir`` and load the new
+        adapter into ``agent.backend``; ``None`` when the budget is spent or
+        there is no episode. Returns what was logged to ``online.jsonl``."""
+        if self.exhausted or episode_dir is None:
+            return None
+        from learners.sdft import run as sdft
+
+        backend = agent.backend
+        out = Path(self.output_dir)
+        start = time.perf_counter()
+        cfg = {
+            "learning_rate": 1e-4,
+            "batch_size": 2,
+            "max_new_tokens": 40,
+            "progress": False,
+            **self.sdft,
+            "model": backend.model_name,
+            "episodes": [os.fspath(episode_dir)],
+            "output_dir": os.fspath(out),
+            "init_adapter": backend.adapter if self.updates == 0 else None,
+            "max_steps": self.steps_per_update,
+            "save_steps": 0,
+        }
+        result = sdft(cfg)
+        self.updates += 1
+        checkpoint = out / "updates" / f"update-{self.updates:04d}"
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        for name in _ADAPTER_FILES:
+            if (out / name).is_file():
+                shutil.copy2(out / name, checkpoint / name)
+        backend.load_adapter(out)
+        self.spent_s += time.perf_counter() - start
+        record = {
+            "update": self.updates,
+            "episode_dir": os.fspath(episode_dir),
+            "checkpoint": os.fspath(checkpoint),
+            "seconds": round(time.perf_counter() - start, 3),
+            "spent_s": round(self.spent_s, 3),
+            "metrics": result["metrics"],
+        }
+        with (out / "online.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
