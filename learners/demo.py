@@ -4,6 +4,7 @@
 
     python -m learners.demo --out outputs/learn_demo            # defaults below
     python -m learners.demo --tasks click-test click-button --train-seeds 40 --sft-steps 300
+    python -m learners.demo --out /tmp/tiny --export agents/policies/tiny-miniwob  # the embedded policy
 
 1. records scripted-expert episodes (``agents.experts``, labelled scripted)
    on a MiniWoB++ subset, train seeds ``0..N-1``;
@@ -13,13 +14,18 @@
 3. SFT of all weights (the tiny model starts random, so this stage makes the
    policy; a LoRA on frozen random weights barely moved: loss 4.5 -> 4.3 in
    140 steps where full fine-tuning reached 0.05) with
-   demonstration-conditioned copies (``demo_fraction``), so the model learns
-   to use an in-context demonstration; evaluates again. The result is a
-   small model directory (``OUT/sft``);
+   demonstration-conditioned copies (``demo_fraction``) and counterfactual
+   copies whose demonstration acts on another element and is the target
+   (``counterfactual_fraction``), so the model learns to use an in-context
+   demonstration; evaluates again. The result is a small model directory
+   (``OUT/sft``);
 4. SDFT with a LoRA adapter on that model (teacher = the model with the
    demonstration in context); evaluates again;
 5. prints before/after success rates, writes ``results.json`` and
-   ``learning_curve.png``.
+   ``learning_curve.png``; with ``--export DIR`` copies the best student
+   (the SFT model, or it with the SDFT adapter merged if that did better) to
+   ``DIR`` as a plain Hugging Face model directory whose ``training.json``
+   records the command, the arguments and the measured figures.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "record_expert_episodes", "evaluate"]
+__all__ = ["evaluate", "export_policy", "main", "record_expert_episodes"]
 
 
 def record_expert_episodes(
@@ -133,9 +141,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-seeds", type=int, default=30)
     parser.add_argument("--eval-seeds", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=4)
-    parser.add_argument("--sft-steps", type=int, default=150)
+    parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--sdft-steps", type=int, default=30)
     parser.add_argument("--demo-fraction", type=float, default=0.5)
+    parser.add_argument(
+        "--counterfactual-fraction",
+        type=float,
+        default=3.0,
+        help="expected counterfactual demonstration copies per sample (learners.sft)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of SFT and SDFT")
+    parser.add_argument(
+        "--export", default=None, help="copy the best student model here (see step 5)"
+    )
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--sdft-lr", type=float, default=1e-4)
@@ -161,7 +179,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = resolve_model("tiny")
     held_out = list(range(1000, 1000 + args.eval_seeds))
     t0 = time.perf_counter()
-    report: dict[str, Any] = {"tasks": args.tasks, "args": vars(args), "model": model}
+    report: dict[str, Any] = {
+        "tasks": args.tasks,
+        "args": vars(args),
+        "model": model,
+        "held_out_seeds": held_out,
+    }
     if not any(episodes.glob("*/episode.json")):
         report["expert_success"] = record_expert_episodes(
             episodes, args.tasks, range(args.train_seeds), args.max_steps
@@ -178,7 +201,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report["before"] = both(None)
     print(f"[demo] before: {_fmt(report['before'])}", flush=True)
-    common = {"episodes": [str(episodes)], "save_steps": 0, "wandb": True, "progress": True}
+    common = {
+        "episodes": [str(episodes)],
+        "save_steps": 0,
+        "wandb": True,
+        "progress": True,
+        "seed": args.seed,
+    }
     sft_dir = out / "sft"
     sft_result = sft(
         {
@@ -190,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "max_steps": args.sft_steps,
             "learning_rate": args.sft_lr,
             "demo_fraction": args.demo_fraction,
+            "counterfactual_fraction": args.counterfactual_fraction,
         }
     )
     model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it
@@ -217,7 +247,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, out / "learning_curve.png")
     print(_table(report))
+    if args.export:
+        command = "python -m learners.demo " + " ".join(sys.argv[1:] if argv is None else argv)
+        path = export_policy(out, Path(args.export), report, command)
+        print(f"[demo] exported the policy to {path}")
     return report
+
+
+def export_policy(out: Path, dest: Path, report: dict[str, Any], command: str) -> Path:
+    """Write the best student of the run in ``out`` to ``dest`` (replacing it).
+
+    The SFT model is taken as is, or with the SDFT adapter merged into it when
+    SDFT raised held-out student success. ``dest/training.json`` holds the
+    command, the stage, the SFT ``training.json`` and the measured figures.
+    """
+    stage = "sft"
+    if report["sdft"]["student"]["success_rate"] > report["sft"]["student"]["success_rate"]:
+        stage = "sdft"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if stage == "sft":
+        for f in (out / "sft").iterdir():
+            if f.is_file() and f.name not in ("metrics.jsonl", "training.json"):
+                shutil.copy2(f, dest / f.name)
+    else:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = AutoModelForCausalLM.from_pretrained(out / "sft")
+        merged = PeftModel.from_pretrained(base, out / "sdft").merge_and_unload()
+        merged.save_pretrained(dest)
+        AutoTokenizer.from_pretrained(out / "sft").save_pretrained(dest)
+    meta = {
+        "produced_by": command,
+        "stage": stage,
+        "tasks": report["tasks"],
+        "args": report["args"],
+        "held_out_seeds": report["held_out_seeds"],
+        "success": {s: report[s] for s in ("before", "sft", "sdft")},
+        "expert_success": report.get("expert_success"),
+        "sft_training": json.loads((out / "sft" / "training.json").read_text()),
+    }
+    if stage == "sdft":
+        meta["sdft_training"] = json.loads((out / "sdft" / "training.json").read_text())
+    (dest / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return dest
 
 
 def _fmt(stage: dict[str, Any]) -> str:

@@ -13,8 +13,13 @@ over the batch's completion tokens.
 ``demo_fraction`` adds, for that fraction of samples, a second copy whose
 prompt is the teacher prompt (the same prompt plus the expert's action in a
 DEMONSTRATION section). A model trained from scratch has no in-context
-learning; these copies teach it to use a demonstration, which is what makes
-SDFT's demonstration-conditioned teacher better than the student.
+learning, and these copies alone do not teach it any: the student prompt
+already determines the target, so the model can (and does) ignore the
+section. ``counterfactual_fraction`` adds copies whose demonstration acts on
+another element listed in the prompt and whose target is that
+demonstration: there, copying the demonstration is the only way to be right.
+That is what makes SDFT's demonstration-conditioned teacher better than the
+student.
 
 Why not TRL's ``SFTTrainer``: it expresses completion-only loss on
 prompt/completion data, but it renders and tokenises the chat itself. Here
@@ -26,13 +31,41 @@ SDFT and GRPO (:mod:`learners.loop`); the loss itself is five lines.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from agents.prompt import DEMO_BEGIN
 from learners.config import SFTConfig, from_mapping
 
-__all__ = ["main", "run"]
+__all__ = ["counterfactual", "main", "run"]
+
+_ELEMENT_ID = re.compile(r"^\[(e\d+)\]", re.MULTILINE)
+
+
+def counterfactual(sample: Any, rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
+    """``(teacher messages, target)`` whose demonstration targets another element.
+
+    The demonstration of ``sample.teacher_messages`` is replaced by the same
+    action on a different element id listed in the prompt (the ``[eN]`` rows
+    of ELEMENTS), and that action is the target. ``None`` when the action has
+    no element or the prompt lists no other element.
+    """
+    action = json.loads(sample.target)
+    current = action.get("element_id")
+    content = sample.teacher_messages[-1]["content"]
+    if current is None or not isinstance(content, str) or DEMO_BEGIN not in content:
+        return None
+    head, _, tail = content.rpartition(DEMO_BEGIN)
+    others = sorted(set(_ELEMENT_ID.findall(head)) - {current})
+    if not others:
+        return None
+    target = json.dumps({**action, "element_id": rng.choice(others)}, ensure_ascii=False)
+    messages = [dict(m) for m in sample.teacher_messages]
+    messages[-1]["content"] = head + DEMO_BEGIN + tail.replace(sample.demonstration, target)
+    return messages, target
 
 
 def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -41,6 +74,8 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         cfg = from_mapping(SFTConfig, cfg)
     if not 0.0 <= cfg.demo_fraction <= 1.0:
         raise ValueError("demo_fraction must be in [0, 1]")
+    if cfg.counterfactual_fraction < 0.0:
+        raise ValueError("counterfactual_fraction must be >= 0")
 
     import dataclasses
 
@@ -55,15 +90,27 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     backend = loop.backend
     samples = load_samples(cfg, backend)
     rng = random.Random(cfg.seed)
-    items = [(s, s.messages) for s in samples]
-    items += [(s, s.teacher_messages) for s in samples if rng.random() < cfg.demo_fraction]
+    # (sample, prompt messages, target): student copies, demonstration copies,
+    # counterfactual copies (see the module doc).
+    items = [(s, s.messages, s.target) for s in samples]
+    items += [
+        (s, s.teacher_messages, s.target) for s in samples if rng.random() < cfg.demo_fraction
+    ]
+    n_plain = len(items)
+    whole, part = divmod(cfg.counterfactual_fraction, 1.0)
+    for s in samples:
+        for _ in range(int(whole) + (rng.random() < part)):
+            made = counterfactual(s, rng)
+            if made is not None:
+                items.append((s, *made))
     if cfg.max_steps <= 0:
         steps = max(1, round(cfg.num_epochs * len(items) / cfg.batch_size))
         loop.cfg = cfg = dataclasses.replace(loop.cfg, max_steps=steps)
     loop.data_info = {
         **data_info(cfg, samples),
         "num_items": len(items),
-        "num_demo_items": len(items) - len(samples),
+        "num_demo_items": n_plain - len(samples),
+        "num_counterfactual_items": len(items) - n_plain,
     }
     eos = list(getattr(backend, "_eos_ids", None) or [backend.tokenizer.eos_token_id])[0]
     attach_env_gate(loop, cfg)
@@ -72,11 +119,12 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         pick = random.Random(cfg.seed * 1_000_003 + step)
         batch = [items[i] for i in pick.sample(range(len(items)), min(cfg.batch_size, len(items)))]
         targets = [
-            backend.tokenizer.encode(s.target, add_special_tokens=False) + [eos] for s, _ in batch
+            backend.tokenizer.encode(target, add_special_tokens=False) + [eos]
+            for _, _, target in batch
         ]
         n_tokens = sum(len(t) for t in targets)
         loss_sum = correct = 0.0
-        for (sample, messages), target in zip(batch, targets, strict=True):
+        for (sample, messages, _), target in zip(batch, targets, strict=True):
             logits = completion_logits(backend, messages, sample_images(sample, backend), target)
             labels = torch.as_tensor(target, device=logits.device)
             nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")

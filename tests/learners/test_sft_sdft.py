@@ -206,3 +206,19 @@ def test_sdft_mlx_adapter_loads_in_both_backends_with_equal_logits(
         before = plain.model(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(got - want).max() < 1e-4
     assert np.abs(want - before).max() > 1e-3  # the adapter is not a no-op
+
+
+def test_counterfactual_demonstration_is_the_target(episodes_dir):
+    import random
+
+    from agents.prompt import DEMO_BEGIN
+    from learners.datasets import iter_samples
+    from learners.sft import counterfactual
+
+    sample = next(iter(iter_samples([episodes_dir])))
+    messages, target = counterfactual(sample, random.Random(0))
+    assert json.loads(target)["element_id"] != json.loads(sample.target)["element_id"]
+    student = sample.messages[-1]["content"]
+    content = messages[-1]["content"]
+    assert content.startswith(student) and content.split(DEMO_BEGIN)[1].count(target) == 1
+    assert messages[:-1] == sample.teacher_messages[:-1]
