@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -120,7 +121,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
         state_js = getattr(self.task, "state_js", None)
-        self._fused_js = _fuse(state_js) if state_js and hasattr(self.task, "judge") else None
+        self._fused = bool(state_js) and hasattr(self.task, "judge")
+        self._observe_js = _observer_script(state_js if self._fused else None)
         self._state: Any = _UNREAD
 
     # --- Gymnasium API ---------------------------------------------------------
@@ -168,7 +170,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             self._recover_page()
         t1 = time.perf_counter()
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
-        fused = self._fused_js is not None
+        fused = self._fused
         if not fused:
             reward, done, judged = self._validate(answer)
         t2 = time.perf_counter()
@@ -371,7 +373,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         raw = None
         for _ in range(5):
             try:
-                raw = self.page.evaluate(self._fused_js or OBSERVE_JS, args)
+                raw = json.loads(self.page.evaluate(self._observe_js, args))
                 break
             except Exception as exc:  # noqa: BLE001
                 if not any(marker in str(exc) for marker in _RETRYABLE):
@@ -418,9 +420,16 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 _UNREAD = object()
 
 
-def _fuse(state_js: str) -> str:
-    """One script that reads the task state, then observes: ``{...observation, state}``."""
-    return f"(args) => {{ const state = ({state_js})(); return {{ ...({OBSERVE_JS})(args), state }}; }}"
+def _observer_script(state_js: str | None) -> str:
+    """The observation script, optionally reading the task state in the same call
+    (``{...observation, state}``). It returns a JSON string: one string crosses
+    the Playwright protocol far faster than a nested structure (~1 ms a step)."""
+    if state_js is None:
+        return f"(args) => JSON.stringify(({OBSERVE_JS})(args))"
+    return (
+        f"(args) => {{ const state = ({state_js})(); "
+        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state }}); }}"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
