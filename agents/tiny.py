@@ -7,8 +7,9 @@ Everything here is made on this machine, from config, with no network:
   normal Hugging Face tokenizer with a ChatML chat template;
 * a tiny causal LM (Llama or Qwen2 architecture, a few hundred thousand
   parameters) with random weights;
-* a tiny vision-language model with SmolVLM's architecture (Idefics3) and a
-  Pillow-only processor, so it runs without torchvision.
+* a tiny vision-language model with SmolVLM's architecture (Idefics3,
+  ``arch="llama"``) or Qwen2-VL's (``arch="qwen2"``), each with a Pillow-only
+  image processor, so it runs without torchvision.
 
 The weights are random: the models produce gibberish, but they exercise every
 code path a real model does (chat template, images, logprobs, LoRA, MLX
@@ -16,6 +17,7 @@ conversion). Builds are cached on disk, keyed by a hash of their config::
 
     path = tiny_model_path("text")          # cached; ~1 s the first time
     build_tiny_model("/tmp/m", kind="vlm")  # always builds
+    tiny_model_path("vlm", arch="qwen2")    # a tiny Qwen2-VL
 
     python -m agents.tiny OUT_DIR --kind text|vlm [--arch llama|qwen2]
 """
@@ -30,6 +32,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +40,7 @@ from agents.backends.common import require
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "QWEN2_VL_CHAT_TEMPLATE",
     "FACTORY_VERSION",
     "TinyConfig",
     "build_tiny_adapter",
@@ -56,26 +60,39 @@ IM_START = "<|im_start|>"
 VLM_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
     f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)
 ]
+QWEN2_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
-#: ChatML. Content may be a string or a list of ``{"type": "text"|"image"}``
-#: parts; an image part becomes ``<image>``, which an Idefics3 processor expands.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+
+def _chatml(image: str) -> str:
+    """ChatML; content is a string or a list of ``{"type": "text"|"image"}`` parts."""
+    return (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' %}{{ '" + image + "' }}"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+#: ChatML; an image part becomes ``<image>``, which an Idefics3 processor expands.
+CHAT_TEMPLATE = _chatml("<image>")
+#: ChatML; an image part becomes Qwen2-VL's ``<|vision_start|><|image_pad|><|vision_end|>``,
+#: whose pad token the Qwen2-VL processor repeats once per merged patch.
+QWEN2_VL_CHAT_TEMPLATE = _chatml("<|vision_start|><|image_pad|><|vision_end|>")
 
 
 @dataclasses.dataclass(frozen=True)
 class TinyConfig:
-    """Shape of a tiny model. Defaults give ~0.4M (text) and ~0.5M (VLM) parameters."""
+    """Shape of a tiny model. Defaults give ~0.4M (text) and ~0.5M (VLM) parameters.
+
+    ``kind="vlm"`` builds Idefics3 (SmolVLM) with ``arch="llama"`` and Qwen2-VL
+    with ``arch="qwen2"``.
+    """
 
     kind: Literal["text", "vlm"] = "text"
     arch: Literal["llama", "qwen2"] = "llama"
@@ -89,6 +106,9 @@ class TinyConfig:
     tie_word_embeddings: bool = True
     # Vision tower (vlm only): image_size / patch_size patches per side, merged
     # by scale_factor**2, so (32 / 8) ** 2 / 2 ** 2 = 4 image tokens per image.
+    # Qwen2-VL (arch="qwen2") keeps the aspect ratio instead: an image is resized
+    # to multiples of patch_size * scale_factor with at most (2 * image_size) ** 2
+    # pixels, one token per scale_factor x scale_factor patches (at most 16).
     image_size: int = 32
     patch_size: int = 8
     scale_factor: int = 2
@@ -103,8 +123,8 @@ class TinyConfig:
             raise ValueError(f"kind must be 'text' or 'vlm', got {self.kind!r}")
         if self.arch not in ("llama", "qwen2"):
             raise ValueError(f"arch must be 'llama' or 'qwen2', got {self.arch!r}")
-        if self.kind == "vlm" and self.arch != "llama":
-            raise ValueError("the tiny VLM (Idefics3) uses a Llama text model; use arch='llama'")
+        if self.kind == "vlm" and self.arch == "qwen2" and self.head_dim % 8:
+            raise ValueError("Qwen2-VL's M-RoPE needs a head dimension divisible by 8")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -114,7 +134,12 @@ class TinyConfig:
 
     @property
     def image_seq_len(self) -> int:
+        """Image tokens per image of the Idefics3 VLM."""
         return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
 
     def key(self) -> str:
         """A short hash of this config, the corpus and the factory version (the cache key)."""
@@ -196,11 +221,18 @@ def corpus(seed: int = 0, n_lines: int = 1500) -> list[str]:
 # -- tokenizer ----------------------------------------------------------------
 
 
-def train_tokenizer(vocab_size: int = 1024, seed: int = 0, *, vlm: bool = False) -> Any:
+def train_tokenizer(
+    vocab_size: int = 1024,
+    seed: int = 0,
+    *,
+    vlm: bool = False,
+    special_tokens: Sequence[str] = (),
+) -> Any:
     """Train a byte-level BPE tokenizer on :func:`corpus`; return a transformers tokenizer.
 
     Byte-level means any text round-trips, including characters never seen in
-    training. ``vlm=True`` adds the special tokens an Idefics3 processor needs.
+    training. ``vlm=True`` adds the special tokens an Idefics3 processor needs;
+    ``special_tokens`` adds others (e.g. :data:`QWEN2_VL_TOKENS`).
     """
     tokenizers = require("tokenizers", purpose="training a tiny tokenizer")
     transformers = require("transformers", purpose="training a tiny tokenizer")
@@ -221,8 +253,9 @@ def train_tokenizer(vocab_size: int = 1024, seed: int = 0, *, vlm: bool = False)
     )
     hf.add_bos_token = False
     hf.chat_template = CHAT_TEMPLATE
-    if vlm:
-        hf.add_special_tokens({"additional_special_tokens": VLM_TOKENS})
+    extra = [*(VLM_TOKENS if vlm else ()), *special_tokens]
+    if extra:
+        hf.add_special_tokens({"additional_special_tokens": extra})
     return hf
 
 
@@ -265,12 +298,19 @@ def build_tiny_model(
         raise ValueError(f"{out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(cfg.vocab_size, cfg.seed, vlm=cfg.kind == "vlm")
-    text_config = _text_config(cfg, tokenizer)
+    qwen2_vl = cfg.kind == "vlm" and cfg.arch == "qwen2"
+    tokenizer = train_tokenizer(
+        cfg.vocab_size,
+        cfg.seed,
+        vlm=cfg.kind == "vlm" and not qwen2_vl,
+        special_tokens=QWEN2_VL_TOKENS if qwen2_vl else (),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.kind == "text":
-            model = transformers.AutoModelForCausalLM.from_config(text_config)
+            model = transformers.AutoModelForCausalLM.from_config(_text_config(cfg, tokenizer))
+        elif qwen2_vl:
+            model = transformers.Qwen2VLForConditionalGeneration(_qwen2_vl_config(cfg, tokenizer))
         else:
             model = transformers.Idefics3ForConditionalGeneration(_vlm_config(cfg, tokenizer))
     model = model.to(torch.float32)
@@ -280,6 +320,8 @@ def build_tiny_model(
     model.save_pretrained(out)
     if cfg.kind == "text":
         tokenizer.save_pretrained(out)
+    elif qwen2_vl:
+        _save_qwen2_vl_processor(cfg, tokenizer, out)
     else:
         _vlm_processor(cfg, tokenizer).save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
@@ -327,6 +369,72 @@ def _vlm_processor(cfg: TinyConfig, tokenizer: Any) -> Any:
         tokenizer=tokenizer,
         image_seq_len=cfg.image_seq_len,
         chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _qwen2_vl_config(cfg: TinyConfig, tokenizer: Any) -> Any:
+    transformers = require("transformers", purpose="building a tiny VLM")
+    text_config = _text_config(cfg, tokenizer).to_dict()
+    for key in ("model_type", "architectures", "transformers_version"):
+        text_config.pop(key, None)
+    # M-RoPE splits the rotary half-dimension over (time, height, width) as
+    # Qwen2-VL does (16, 24, 24 of 64).
+    half = cfg.head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    text_config["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [temporal, height, half - temporal - height],
+    }
+    text_config["tie_word_embeddings"] = False
+    return transformers.Qwen2VLConfig(
+        text_config=text_config,
+        vision_config={
+            "depth": cfg.vision_num_hidden_layers,
+            "embed_dim": cfg.vision_hidden_size,
+            "hidden_size": cfg.hidden_size,
+            "num_heads": cfg.vision_num_attention_heads,
+            "mlp_ratio": cfg.vision_intermediate_size // cfg.vision_hidden_size,
+            "patch_size": cfg.patch_size,
+            "spatial_merge_size": cfg.scale_factor,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+
+
+def _save_qwen2_vl_processor(cfg: TinyConfig, tokenizer: Any, out: Path) -> None:
+    """Save a Qwen2-VL processor as its parts, the layout of Qwen2-VL checkpoints.
+
+    ``Qwen2VLProcessor`` cannot be built without torchvision (its video
+    processor needs it), so the image processor (Pillow backend) and the
+    tokenizer are saved separately and ``processor_config.json`` names the
+    processor class. ``AutoProcessor`` loads the directory where torchvision
+    is installed; :func:`agents.backends.transformers.load_processor` loads
+    it everywhere.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    factor = cfg.patch_size * cfg.scale_factor
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=cfg.patch_size,
+        temporal_patch_size=2,
+        merge_size=cfg.scale_factor,
+        min_pixels=factor**2,
+        max_pixels=(2 * cfg.image_size) ** 2,
+    )
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    (out / "processor_config.json").write_text(
+        json.dumps({"processor_class": "Qwen2VLProcessor"}, indent=2) + "\n"
     )
 
 

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _backend(kind: str = "text", **kwargs):
+def _backend(kind: str = "text", arch: str = "llama", **kwargs):
     from agents.backends.transformers import TransformersBackend
 
-    return TransformersBackend(tiny_path(kind), device="cpu", **kwargs)
+    return TransformersBackend(tiny_path(kind, arch=arch), device="cpu", **kwargs)
 
 
 class TestTransformersText(BackendContract):
@@ -71,8 +71,12 @@ class TestTransformersQwen2(BackendContract):
 
 
 class TestTransformersVLM(BackendContract):
+    """Idefics3 (SmolVLM's architecture)."""
+
+    arch = "llama"
+
     def make_backend(self):
-        return _backend("vlm")
+        return _backend("vlm", arch=self.arch)
 
     def test_is_multimodal(self, backend):
         assert backend.multimodal is True
@@ -93,7 +97,7 @@ class TestTransformersVLM(BackendContract):
         assert len({tuple(a.logprobs), tuple(b.logprobs), tuple(no_image.logprobs)}) == 3
 
     def test_large_screenshots_are_downscaled(self):
-        backend = _backend("vlm", max_image_side=64)
+        backend = _backend("vlm", arch=self.arch, max_image_side=64)
         try:
             gen = backend.generate(
                 MESSAGES,
@@ -103,6 +107,61 @@ class TestTransformersVLM(BackendContract):
             assert isinstance(gen.text, str)
         finally:
             backend.close()
+
+
+class TestTransformersQwen2VL(TestTransformersVLM):
+    """Qwen2-VL: dynamic resolution, ``image_grid_thw`` and M-RoPE from ``mm_token_type_ids``."""
+
+    arch = "qwen2"
+
+    def test_is_multimodal(self, backend):
+        assert backend.multimodal is True
+        assert type(backend.processor).__name__ == "Qwen2VLProcessor"
+        if not is_available("torchvision"):
+            # Loaded without the video processor, which needs torchvision.
+            assert "video_processor" not in backend.processor.get_attributes()
+
+    def test_image_tokens_reach_the_model(self, backend):
+        image = screenshot(height=48, width=80)
+        prompt, inputs = backend.encode_chat(MESSAGES, [image])
+        assert "<|vision_start|><|image_pad|><|vision_end|>" in prompt
+        # 48 x 80 is already a multiple of patch_size * merge_size = 16: a
+        # 6 x 10 grid of 8-pixel patches, merged 2 x 2 into 15 image tokens.
+        assert inputs["image_grid_thw"].tolist() == [[1, 6, 10]]
+        assert inputs["pixel_values"].shape == (60, 3 * 2 * 8 * 8)
+        image_id = backend.model.config.image_token_id
+        is_image = inputs["input_ids"] == image_id
+        assert int(is_image.sum()) == 15
+        assert (inputs["mm_token_type_ids"] == is_image.long()).all()
+
+    def test_image_positions_are_m_rope(self, backend):
+        """Image tokens get (t, h, w) positions; text after the image resumes past them."""
+        _, inputs = backend.encode_chat(MESSAGES, [screenshot(height=48, width=80)])
+        positions, _ = backend.model.model.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+        is_image = (inputs["input_ids"] == backend.model.config.image_token_id)[0]
+        t, h, w = (positions[axis, 0][is_image] for axis in range(3))
+        assert len(set(t.tolist())) == 1
+        assert h.max() - h.min() == 2 and w.max() - w.min() == 4  # a 3 x 5 merged grid
+        text = positions[0, 0][~is_image]
+        assert (text[1:] > text[:-1]).all()
+
+    def test_saved_processor_reloads(self, backend, tmp_path):
+        from agents.backends.transformers import load_processor
+
+        backend.processor.save_pretrained(tmp_path)
+        reloaded = load_processor(tmp_path)
+        image = screenshot(3)
+        prompt = backend.render_chat(MESSAGES, n_images=1)
+        a = backend.processor(text=[prompt], images=[[image]], return_tensors="pt")
+        b = reloaded(text=[prompt], images=[[image]], return_tensors="pt")
+        assert a.keys() == b.keys()
+        for key in a:
+            assert (a[key] == b[key]).all()
 
 
 class TestAdapter:
