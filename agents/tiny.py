@@ -123,8 +123,8 @@ class TinyConfig:
             raise ValueError(f"kind must be 'text' or 'vlm', got {self.kind!r}")
         if self.arch not in ("llama", "qwen2"):
             raise ValueError(f"arch must be 'llama' or 'qwen2', got {self.arch!r}")
-        if self.kind == "vlm" and self.arch == "qwen2" and self.head_dim % 8:
-            raise ValueError("Qwen2-VL's M-RoPE needs a head dimension divisible by 8")
+        if self.kind == "vlm" and self.arch == "qwen2" and (self.head_dim < 8 or self.head_dim % 2):
+            raise ValueError("Qwen2-VL's M-RoPE needs an even head dimension of at least 8")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:

@@ -57,6 +57,21 @@ def test_vlm_loads_with_auto_classes():
     assert model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
 
 
+def test_qwen2_vl_loads_with_auto_classes():
+    import transformers
+
+    from agents.backends.transformers import load_processor
+
+    path = tiny_path("vlm", arch="qwen2")
+    model = transformers.AutoModelForImageTextToText.from_pretrained(path)
+    processor = load_processor(path)  # AutoProcessor, or without its video part
+    assert model.config.model_type == "qwen2_vl"
+    assert type(processor).__name__ == "Qwen2VLProcessor"
+    assert type(processor.image_processor).__name__.startswith("Qwen2VLImageProcessor")
+    assert model.config.image_token_id == processor.image_token_id
+    assert model.config.vision_config.hidden_size == model.config.text_config.hidden_size
+
+
 def test_cache_is_keyed_by_config(tmp_path):
     from agents.tiny import TinyConfig, tiny_model_path
 
@@ -85,7 +100,7 @@ def test_builds_are_deterministic(tmp_path):
     "overrides, message",
     [
         ({"kind": "audio"}, "kind"),
-        ({"kind": "vlm", "arch": "qwen2"}, "Llama"),
+        ({"kind": "vlm", "arch": "qwen2", "hidden_size": 24, "num_attention_heads": 4}, "M-RoPE"),
         ({"hidden_size": 100, "num_attention_heads": 3}, "divisible"),
     ],
 )
