@@ -23,6 +23,7 @@ __all__ = [
     "image_to_data_url",
     "is_available",
     "last_user_index",
+    "render_chat",
     "require",
     "to_pil",
     "validate_messages",
@@ -115,6 +116,34 @@ def last_user_index(messages: Sequence[Message]) -> int:
         if messages[i]["role"] == "user":
             return i
     raise ValueError("images were given but there is no user message to attach them to")
+
+
+def render_chat(
+    template_owner: Any, messages: Sequence[Message], n_images: int = 0, *, parts: bool = False
+) -> str:
+    """The prompt string: ``template_owner``'s chat template with the generation prompt.
+
+    ``template_owner`` is a tokenizer or a processor. ``parts=True`` (VLM
+    processors, whose templates expect it) passes content as a list of
+    ``{"type": "text"}`` parts with ``n_images`` ``{"type": "image"}`` parts
+    in front of the last user message's text. Without a chat template (base
+    models), a plain ``role: content`` transcript ending in ``assistant:``.
+    """
+    conversation = validate_messages(messages)
+    if getattr(template_owner, "chat_template", None) is None:
+        return "\n".join(f"{m['role']}: {m['content']}" for m in conversation) + "\nassistant:"
+    if parts:
+        conversation = [
+            {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+            for m in conversation
+        ]
+        if n_images:
+            last = last_user_index(conversation)
+            images = [{"type": "image"} for _ in range(n_images)]
+            conversation[last]["content"] = images + conversation[last]["content"]
+    return template_owner.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=False
+    )
 
 
 def to_pil(image: Any) -> Any:

@@ -1,11 +1,25 @@
-"""MLX backend (mlx-lm): Apple silicon, or Linux CPU through ``mlx[cpu]``.
+"""MLX backend (mlx-lm, and mlx-vlm for VLMs): Apple silicon, or Linux CPU through ``mlx[cpu]``.
 
 ::
 
     backend = MLXBackend("path/or/hub-id", adapter="runs/sft/adapter")  # a PEFT adapter dir
+    vlm = MLXBackend("HuggingFaceTB/SmolVLM-256M-Instruct")             # needs mlx-vlm
+    vlm.generate(messages, images=[screenshot])
 
-Text models only: mlx-lm has no vision models, and vision-language models
-raise a ``NotImplementedError`` that says so (mlx-vlm is not wired in).
+Text models run on mlx-lm. Models whose config has a ``vision_config`` run on
+mlx-vlm (imported only then; a clear ``ImportError`` names the extra when it
+is missing). Their prompts and pixels come from the same Hugging Face
+processor the transformers backend uses
+(:func:`agents.backends.transformers.load_processor`, which also works for
+Qwen2-VL without torchvision), so both backends feed a model identical
+inputs. Two mlx-vlm quirks are contained here: importing an mlx-vlm model
+module replaces ``transformers.AutoProcessor.from_pretrained`` process-wide
+(with a version that sets ``trust_remote_code=True``), which the backend
+undoes right after loading; and mlx-vlm reads the pre-transformers-5 config
+layout (text fields at the top level, ``rope_theta``/``rope_scaling``), so
+transformers-5 checkpoints are shown to it through a staged directory with a
+rewritten ``config.json`` and links to the weights. Adapters are supported
+for text models only.
 
 The exchange format for adapters is the PEFT directory that every learner
 writes. :func:`convert_peft_adapter_to_mlx` rewrites it in mlx-lm's layout
@@ -25,6 +39,7 @@ token when one is emitted, ``logprobs`` are the raw model log-probabilities
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,12 +47,12 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from agents.backends.base import Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, require, validate_messages
+from agents.backends.common import apply_stop, render_chat, require, to_pil
 
 __all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
 
@@ -179,21 +194,70 @@ def _legacy_rope_fields(config: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _legacy_vlm_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    """``config`` in the layout mlx-vlm reads, or ``None`` when it already is.
+
+    transformers >= 5 nests a VLM's text settings under ``text_config`` and
+    writes ``rope_parameters``; mlx-vlm (0.7) reads Qwen2-VL's text settings
+    from the top level and RoPE from ``rope_theta``/``rope_scaling`` (with
+    ``{"type": "mrope", "mrope_section": ...}`` for M-RoPE) and expects the
+    sub-configs' ``model_type`` to be the model's. Top-level keys that exist
+    are kept.
+    """
+    text = config.get("text_config")
+    if not isinstance(text, dict) or "rope_parameters" not in text:
+        return None
+    params = text["rope_parameters"]
+    legacy_text = {**text, **_legacy_rope_fields(text)}
+    if isinstance(params, dict) and "mrope_section" in params:
+        legacy_text["rope_scaling"] = {"type": "mrope", "mrope_section": params["mrope_section"]}
+    # transformers 5 names the sub-configs "<type>_text" and "<type>_vision".
+    model_type = config.get("model_type")
+    if legacy_text.get("model_type") == f"{model_type}_text":
+        legacy_text["model_type"] = model_type
+    legacy = {**legacy_text, **config, "text_config": legacy_text}
+    vision = config.get("vision_config")
+    if isinstance(vision, dict) and vision.get("model_type") == f"{model_type}_vision":
+        legacy["vision_config"] = {**vision, "model_type": model_type}
+    legacy.update({k: legacy_text[k] for k in ("rope_theta", "rope_scaling") if k in legacy_text})
+    return legacy
+
+
+@contextlib.contextmanager
+def _keep_auto_processor() -> Iterator[None]:
+    """Undo mlx-vlm's process-wide patch of ``AutoProcessor.from_pretrained``.
+
+    Importing an mlx-vlm model module swaps in a version that returns
+    mlx-vlm's own processors (which return mlx arrays and take images
+    differently) and sets ``trust_remote_code=True``; a transformers backend
+    in the same process would silently get them.
+    """
+    auto_processor = require("transformers").AutoProcessor
+    saved = auto_processor.__dict__.get("from_pretrained")
+    try:
+        yield
+    finally:
+        if saved is not None and auto_processor.__dict__.get("from_pretrained") is not saved:
+            auto_processor.from_pretrained = saved
+
+
 class MLXBackend:
-    """An mlx-lm text model behind the ``Backend`` protocol.
+    """An mlx-lm text model, or an mlx-vlm vision-language model, behind the ``Backend`` protocol.
 
     Args:
-        model: local directory (an HF checkpoint or an mlx-lm conversion) or hub id.
-        adapter: a PEFT adapter directory (converted on load) or an mlx-lm one.
-        trust_remote_code: passed to the tokenizer.
+        model: local directory (an HF checkpoint or an mlx-lm/mlx-vlm conversion) or hub id.
+        adapter: a PEFT adapter directory (converted on load) or an mlx-lm one
+            (text models only).
+        trust_remote_code: passed to the tokenizer or processor.
 
     Learners get ``backend.model`` (an ``mlx.nn.Module``) and
-    ``backend.tokenizer`` (mlx-lm's ``TokenizerWrapper``, which forwards to
-    the Hugging Face tokenizer).
+    ``backend.tokenizer`` (mlx-lm's ``TokenizerWrapper`` for text models,
+    which forwards to the Hugging Face tokenizer; the processor's tokenizer
+    for VLMs). ``backend.processor`` is the Hugging Face processor of a VLM
+    (``None`` for text models).
     """
 
     name = "mlx"
-    multimodal = False
 
     def __init__(
         self,
@@ -203,29 +267,64 @@ class MLXBackend:
         trust_remote_code: bool = False,
     ) -> None:
         require("mlx.core", purpose="the MLX backend")
-        mlx_lm = require("mlx_lm", purpose="the MLX backend")
         self.model_name = os.fspath(model)
+        self.adapter: str | None = None
+        self.processor: Any = None
+        self._converted: tempfile.TemporaryDirectory[str] | None = None
+        self._staged: tempfile.TemporaryDirectory[str] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
         config_file = Path(self.model_name) / "config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        if "vision_config" in config:
-            raise NotImplementedError(
-                f"{self.model_name} is a vision-language model; the MLX backend runs text "
-                "models only (mlx-vlm is not supported yet). Use backend=transformers for VLMs."
-            )
+        self.multimodal = "vision_config" in config
+        if self.multimodal:
+            if adapter is not None:
+                raise NotImplementedError(
+                    "the MLX backend applies adapters to text models only; use "
+                    "backend=transformers for a VLM with an adapter"
+                )
+            self._load_vlm(config, trust_remote_code)
+            return
+        mlx_lm = require("mlx_lm", purpose="the MLX backend")
         self.model, self.tokenizer = mlx_lm.load(
             self.model_name,
             tokenizer_config={"trust_remote_code": trust_remote_code},
             model_config=_legacy_rope_fields(config),
         )
-        self.adapter: str | None = None
-        self._converted: tempfile.TemporaryDirectory[str] | None = None
-        self._lock = threading.Lock()
-        self._closed = False
         if adapter is not None:
             self.load_adapter(adapter)
 
+    def _load_vlm(self, config: dict[str, Any], trust_remote_code: bool) -> None:
+        mlx_vlm_utils = require("mlx_vlm.utils", purpose="vision-language models on MLX")
+        from agents.backends.transformers import load_processor
+
+        path = Path(self.model_name)
+        legacy = _legacy_vlm_config(config)
+        if legacy is not None:
+            self._staged = tempfile.TemporaryDirectory(prefix="browser-rl-mlx-vlm-")
+            staged = Path(self._staged.name)
+            for item in path.iterdir():
+                if item.name != "config.json":
+                    (staged / item.name).symlink_to(item.resolve())
+            (staged / "config.json").write_text(json.dumps(legacy, indent=2) + "\n")
+            path = staged
+        with _keep_auto_processor():
+            self.model = mlx_vlm_utils.load_model(path, lazy=False)
+        self.model.eval()
+        self.processor = load_processor(
+            self.model_name,
+            model_type=config.get("model_type"),
+            trust_remote_code=trust_remote_code,
+        )
+        self.tokenizer = self.processor.tokenizer
+        eos = self.model.config.eos_token_id if hasattr(self.model, "config") else None
+        eos = eos if isinstance(eos, list) else [eos]
+        self._vlm_eos = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+
     def load_adapter(self, path: str | os.PathLike[str]) -> None:
         """Apply an adapter (PEFT or mlx-lm layout), replacing any loaded one."""
+        if self.multimodal:
+            raise NotImplementedError("the MLX backend applies adapters to text models only")
         mx = require("mlx.core")
         from mlx.utils import tree_flatten
         from mlx_lm.tuner.utils import load_adapters, remove_lora_layers
@@ -257,17 +356,33 @@ class MLXBackend:
             self._converted.cleanup()
             self._converted = None
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
-        conversation = validate_messages(messages)
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            return "\n".join(f"{m['role']}: {m['content']}" for m in conversation) + "\nassistant:"
-        return self.tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
-        )
+    def render_chat(self, messages: Sequence[Message], n_images: int = 0) -> str:
+        if self.multimodal:
+            return render_chat(self.processor, messages, n_images, parts=True)
+        return render_chat(self.tokenizer, messages)
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        """Prompt token ids, exactly as :meth:`generate` feeds them."""
+        """Prompt token ids (without images), exactly as :meth:`generate` feeds them."""
+        if self.multimodal:
+            return self.encode_inputs(messages)["input_ids"][0].tolist()
         return list(self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False))
+
+    def encode_inputs(
+        self, messages: Sequence[Message], images: Sequence[Any] | None = None
+    ) -> dict[str, Any]:
+        """A VLM's model inputs (``input_ids``, ``pixel_values``, ...) as mlx arrays."""
+        if not self.multimodal:
+            raise ValueError(f"{self.model_name} is a text model; use encode_chat")
+        mx = require("mlx.core")
+        pil_images = [to_pil(image) for image in images or []]
+        prompt = self.render_chat(messages, n_images=len(pil_images))
+        inputs = self.processor(
+            text=[prompt],
+            images=[pil_images] if pil_images else None,
+            return_tensors="np",
+            add_special_tokens=False,
+        )
+        return {key: mx.array(value) for key, value in inputs.items()}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -281,29 +396,58 @@ class MLXBackend:
         if self._closed:
             raise RuntimeError("this backend was closed")
         mx = require("mlx.core")
-        from mlx_lm.generate import generate_step
         from mlx_lm.sample_utils import make_sampler
 
         sampling = sampling or SamplingParams()
         info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
-        if images:
+        images = list(images or [])
+        if images and not self.multimodal:
             info["images_ignored"] = len(images)
-        prompt = self.encode_chat(messages)
+            images = []
         sampler = make_sampler(
             temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0
         )
-        eos = set(self.tokenizer.eos_token_ids)
         token_ids: list[int] = []
         logprobs: list[float] = []
         stopped = False
         start = time.perf_counter()
         with self._lock:
-            if sampling.seed is not None:
-                mx.random.seed(sampling.seed)
-            steps = generate_step(
-                mx.array(prompt), self.model, max_tokens=sampling.max_new_tokens, sampler=sampler
-            )
+            if self.multimodal:
+                from mlx_vlm.generate.ar import generate_step as vlm_generate_step
+
+                inputs = self.encode_inputs(messages, images)
+                input_ids = inputs.pop("input_ids")
+                prompt_len = int(input_ids.shape[1])
+                eos = self._vlm_eos
+                pixel_values = inputs.pop("pixel_values", None)
+                mask = inputs.pop("attention_mask", None)
+                if sampling.seed is not None:
+                    mx.random.seed(sampling.seed)
+                steps = vlm_generate_step(
+                    input_ids,
+                    self.model,
+                    pixel_values,
+                    mask,
+                    max_tokens=sampling.max_new_tokens,
+                    sampler=sampler,
+                    **inputs,
+                )
+            else:
+                from mlx_lm.generate import generate_step
+
+                prompt = self.encode_chat(messages)
+                prompt_len = len(prompt)
+                eos = set(self.tokenizer.eos_token_ids)
+                if sampling.seed is not None:
+                    mx.random.seed(sampling.seed)
+                steps = generate_step(
+                    mx.array(prompt),
+                    self.model,
+                    max_tokens=sampling.max_new_tokens,
+                    sampler=sampler,
+                )
             for token, step_logprobs in steps:
+                token = int(token)
                 token_ids.append(int(token))
                 logprobs.append(step_logprobs[token].item())
                 if token in eos:
@@ -316,7 +460,7 @@ class MLXBackend:
         text, _ = apply_stop(self._decode(token_ids), sampling.stop)
         info.update(
             finish_reason="stop" if stopped or (token_ids and token_ids[-1] in eos) else "length",
-            prompt_tokens=len(prompt),
+            prompt_tokens=prompt_len,
             completion_tokens=len(token_ids),
             latency_s=time.perf_counter() - start,
         )
@@ -331,6 +475,9 @@ class MLXBackend:
         self._closed = True
         self.model = None
         self._drop_converted()
+        if self._staged is not None:
+            self._staged.cleanup()
+            self._staged = None
 
     def __enter__(self) -> MLXBackend:
         return self

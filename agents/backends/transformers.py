@@ -43,13 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import Generation, Message, SamplingParams
-from agents.backends.common import (
-    apply_stop,
-    last_user_index,
-    require,
-    to_pil,
-    validate_messages,
-)
+from agents.backends.common import apply_stop, render_chat, require, to_pil
 
 __all__ = ["TransformersBackend", "load_processor"]
 
@@ -162,25 +156,10 @@ class TransformersBackend:
 
     def render_chat(self, messages: Sequence[Message], n_images: int = 0) -> str:
         """The prompt string: the chat template with the generation prompt appended."""
-        conversation = validate_messages(messages)
-        template_owner = self.processor if self.multimodal else self.tokenizer
         if self.multimodal:
             # VLM templates (SmolVLM's among them) expect a list of parts.
-            conversation = [
-                {"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
-                for m in conversation
-            ]
-            if n_images:
-                last = last_user_index(conversation)
-                parts = [{"type": "image"} for _ in range(n_images)]
-                conversation[last]["content"] = parts + conversation[last]["content"]
-        if getattr(template_owner, "chat_template", None) is None:
-            # Base models without a template: a plain, documented fallback.
-            lines = [f"{m['role']}: {m['content']}" for m in validate_messages(messages)]
-            return "\n".join(lines) + "\nassistant:"
-        return template_owner.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
-        )
+            return render_chat(self.processor, messages, n_images, parts=True)
+        return render_chat(self.tokenizer, messages)
 
     def encode_chat(
         self, messages: Sequence[Message], images: Sequence[Any] | None = None

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from backend_contract import MESSAGES, BackendContract, tiny_path
+from backend_contract import MESSAGES, BackendContract, screenshot, tiny_path
 
 from agents.backends.base import SamplingParams
 from agents.backends.common import is_available
@@ -184,8 +184,90 @@ def test_load_adapter_switches_and_backend_reports_it(tmp_path):
         backend.close()
 
 
-def test_vision_models_are_refused_clearly():
+needs_mlx_vlm = pytest.mark.skipif(
+    not is_available("mlx_vlm"), reason='needs mlx-vlm: pip install "browser-rl[mlx]"'
+)
+
+
+@needs_mlx_vlm
+class TestMLXIdefics3(BackendContract):
+    """A VLM on mlx-vlm, fed by the same Hugging Face processor as the transformers backend."""
+
+    arch = "llama"
+
+    def make_backend(self):
+        from agents.backends.mlx import MLXBackend
+
+        return MLXBackend(tiny_path("vlm", arch=self.arch))
+
+    def test_is_multimodal(self, backend):
+        assert backend.multimodal is True
+        assert backend.processor is not None
+
+    @pytest.mark.parametrize("with_image", [True, False])
+    def test_greedy_tokens_match_transformers(self, backend, with_image):
+        from agents.backends.transformers import TransformersBackend
+
+        torch_backend = TransformersBackend(tiny_path("vlm", arch=self.arch), device="cpu")
+        try:
+            images = [screenshot(2)] if with_image else []
+            sampling = SamplingParams(max_new_tokens=8)
+            ours = backend.generate(MESSAGES, images=images, sampling=sampling)
+            theirs = torch_backend.generate(MESSAGES, images=images, sampling=sampling)
+            assert ours.info["prompt_tokens"] == theirs.info["prompt_tokens"]
+            assert ours.token_ids == theirs.token_ids
+            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
+        finally:
+            torch_backend.close()
+
+    def test_the_image_changes_the_output(self, backend):
+        sampling = SamplingParams(max_new_tokens=6)
+        a = backend.generate(MESSAGES, images=[screenshot(0)], sampling=sampling)
+        b = backend.generate(MESSAGES, images=[screenshot(5)], sampling=sampling)
+        no_image = backend.generate(MESSAGES, sampling=sampling)
+        assert len({tuple(a.logprobs), tuple(b.logprobs), tuple(no_image.logprobs)}) == 3
+
+    def test_auto_processor_is_left_alone(self, backend):
+        """mlx-vlm patches AutoProcessor when its model modules load; the backend undoes it."""
+        import transformers
+
+        from agents.backends.transformers import TransformersBackend
+
+        method = transformers.AutoProcessor.from_pretrained.__func__
+        assert method.__module__ == "transformers.models.auto.processing_auto"
+        torch_backend = TransformersBackend(tiny_path("vlm", arch=self.arch), device="cpu")
+        try:
+            assert type(torch_backend.processor).__module__.startswith("transformers.")
+        finally:
+            torch_backend.close()
+
+    def test_adapters_are_refused_for_vlms(self, backend, tmp_path):
+        with pytest.raises(NotImplementedError, match="text models only"):
+            backend.load_adapter(tmp_path)
+
+
+class TestMLXQwen2VL(TestMLXIdefics3):
+    """Qwen2-VL (M-RoPE, dynamic resolution), a transformers-5 checkpoint shown to mlx-vlm."""
+
+    arch = "qwen2"
+
+    def test_config_is_staged_in_the_legacy_layout(self, backend):
+        from pathlib import Path
+
+        assert backend._staged is not None
+        staged = json.loads((Path(backend._staged.name) / "config.json").read_text())
+        assert staged["hidden_size"] == staged["text_config"]["hidden_size"] == 128
+        assert staged["rope_scaling"]["type"] == "mrope"
+        assert sum(staged["rope_scaling"]["mrope_section"]) == 16
+        assert staged["vision_config"]["model_type"] == "qwen2_vl"
+
+
+def test_missing_mlx_vlm_names_the_extra(monkeypatch):
+    import sys
+
     from agents.backends.mlx import MLXBackend
 
-    with pytest.raises(NotImplementedError, match="vision-language"):
+    monkeypatch.setitem(sys.modules, "mlx_vlm", None)
+    monkeypatch.setitem(sys.modules, "mlx_vlm.utils", None)
+    with pytest.raises(ImportError, match=r"browser-rl\[mlx\]"):
         MLXBackend(tiny_path("vlm"))
