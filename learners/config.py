@@ -102,6 +102,12 @@ class SFTConfig(LearnerConfig):
         "context) instead of the student prompt: teaches the model to use an in-context demo, "
         "which SDFT's teacher relies on.",
     )
+    port_jitter: bool = _f(
+        False,
+        "Replace the port of 127.0.0.1 URLs in each drawn prompt with a random one: local task "
+        "servers pick a free port per run, and a small model otherwise keys on the port seen "
+        "in training (the tiny model's action changed with the port alone).",
+    )
     counterfactual_fraction: float = _f(
         0.0,
         "Expected counterfactual copies per sample (>= 0; 2.5 = two, plus a third for half of "

@@ -141,14 +141,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-seeds", type=int, default=30)
     parser.add_argument("--eval-seeds", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=4)
-    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--sdft-steps", type=int, default=30)
     parser.add_argument("--demo-fraction", type=float, default=0.5)
     parser.add_argument(
         "--counterfactual-fraction",
         type=float,
-        default=3.0,
+        default=4.0,
         help="expected counterfactual demonstration copies per sample (learners.sft)",
+    )
+    parser.add_argument(
+        "--no-port-jitter",
+        dest="port_jitter",
+        action="store_false",
+        help="keep the local server's port in SFT prompts (see SFTConfig.port_jitter)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of SFT and SDFT")
     parser.add_argument(
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "learning_rate": args.sft_lr,
             "demo_fraction": args.demo_fraction,
             "counterfactual_fraction": args.counterfactual_fraction,
+            "port_jitter": args.port_jitter,
         }
     )
     model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it

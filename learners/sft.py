@@ -40,9 +40,21 @@ from typing import Any
 from agents.prompt import DEMO_BEGIN
 from learners.config import SFTConfig, from_mapping
 
-__all__ = ["counterfactual", "main", "run"]
+__all__ = ["counterfactual", "jitter_port", "main", "run"]
 
 _ELEMENT_ID = re.compile(r"^\[(e\d+)\]", re.MULTILINE)
+_LOCAL_PORT = re.compile(r"(https?://(?:127\.0\.0\.1|localhost)):\d+")
+
+
+def jitter_port(messages: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    """``messages`` with every local URL's port replaced by one random port."""
+    port = f"\\1:{rng.randrange(1024, 65536)}"
+    return [
+        {**m, "content": _LOCAL_PORT.sub(port, m["content"])}
+        if isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
 
 
 def counterfactual(sample: Any, rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
@@ -125,6 +137,8 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         n_tokens = sum(len(t) for t in targets)
         loss_sum = correct = 0.0
         for (sample, messages, _), target in zip(batch, targets, strict=True):
+            if cfg.port_jitter:
+                messages = jitter_port(messages, pick)
             logits = completion_logits(backend, messages, sample_images(sample, backend), target)
             labels = torch.as_tensor(target, device=logits.device)
             nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")

@@ -138,3 +138,33 @@ def test_random_agent_on_miniwob(tmp_path):
     assert 1 <= summary["steps"] <= 3
     assert summary["env_id"] == "browser_env/miniwob.click-test-v0"
     assert summary["episode_dir"] is not None and Path(summary["episode_dir"]).is_dir()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
+    """agents.run train=sdft: each success gives one update within max_updates,
+    checkpointed, and the agent acts with the new adapter afterwards."""
+    from agents.run import run_episodes
+
+    out = tmp_path / "online"
+    cfg = compose_run(
+        "agent=tiny",
+        "env=miniwob.click-test",
+        "max_steps=3",
+        "episodes=3",
+        "seed=1000",
+        f"episodes_dir={tmp_path / 'episodes'}",
+        "train=sdft",
+        f"train.output_dir={out}",
+        "train.max_updates=2",
+        "train.steps_per_update=1",
+        "train.sdft.wandb=false",
+    )
+    result = run_episodes(cfg, verbose=False)
+    successes = sum(bool(s["success"]) for s in result["episodes"])
+    assert successes >= 2  # the embedded policy solves click-test
+    assert result["updates"] == 2
+    assert (out / "updates" / "update-0002" / "adapter_model.safetensors").is_file()
+    assert len((out / "online.jsonl").read_text().splitlines()) == 2
+    assert result["episodes"][-1]["update"] is None  # budget spent

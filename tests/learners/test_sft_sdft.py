@@ -222,3 +222,18 @@ def test_counterfactual_demonstration_is_the_target(episodes_dir):
     content = messages[-1]["content"]
     assert content.startswith(student) and content.split(DEMO_BEGIN)[1].count(target) == 1
     assert messages[:-1] == sample.teacher_messages[:-1]
+
+
+def test_port_jitter_rewrites_local_ports_only():
+    import random
+
+    from learners.sft import jitter_port
+
+    messages = [
+        {"role": "system", "content": "no url"},
+        {"role": "user", "content": "URL: http://127.0.0.1:34927/a.html https://example.com:8443/"},
+    ]
+    out = jitter_port(messages, random.Random(1))
+    assert out[0] == messages[0]
+    assert "34927" not in out[1]["content"] and "https://example.com:8443/" in out[1]["content"]
+    assert out[1]["content"].startswith("URL: http://127.0.0.1:")
