@@ -32,6 +32,8 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
             "2",
             "--sdft-steps",
             "1",
+            "--export",
+            str(tmp_path / "policy"),
         ]
     )
     assert report["expert_success"] == {"click-test": 1.0}
@@ -40,3 +42,8 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["tasks"] == ["click-test"]
     assert (tmp_path / "sdft" / "adapter_model.safetensors").is_file()
+    policy = tmp_path / "policy"
+    assert (policy / "config.json").is_file() and (policy / "model.safetensors").is_file()
+    meta = json.loads((policy / "training.json").read_text())
+    assert meta["produced_by"].startswith("python -m learners.demo --out")
+    assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 4.0
