@@ -57,6 +57,8 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, SDFTConfig):
         cfg = from_mapping(SDFTConfig, cfg)
     _check(cfg)
+    if cfg.backend == "mlx" and cfg.enrich:
+        raise ValueError("learner.enrich is supported by the torch backend only")
     if cfg.backend == "mlx":
         from learners.sdft_mlx import run as run_mlx
 
