@@ -68,6 +68,7 @@ def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
         cfg = compose(
             config_name="benchmark",
             overrides=[
+                "agent=random",
                 "suite.tasks=[click-test,click-button]",
                 "episodes=2",
                 "progress=false",
