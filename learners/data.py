@@ -7,11 +7,23 @@ would send at that step.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from learners.datasets import Sample, iter_samples
 
-__all__ = ["data_info", "load_samples", "sample_images"]
+__all__ = ["action_matches", "data_info", "load_samples", "sample_images"]
+
+
+def action_matches(text: str, target: str) -> bool:
+    """Whether the model output ``text`` parses to the target action JSON (reasoning ignored)."""
+    from agents.parser import parse_action
+
+    action = parse_action(text)
+    if not hasattr(action, "to_dict"):
+        return False
+    got = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
+    return got == json.loads(target)
 
 
 def load_samples(cfg: Any, backend: Any) -> list[Sample]:

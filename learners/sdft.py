@@ -42,7 +42,6 @@ against TRL's ``compute_divergence``.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -69,7 +68,7 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     from agents.backends.base import SamplingParams
-    from learners.data import data_info, load_samples, sample_images
+    from learners.data import action_matches, data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
     from learners.policy import completion_logits, trainable_state
@@ -131,9 +130,9 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
                 totals["entropy"] += float(entropy(student).sum())
         metrics = {k: v / max(n_tokens, 1) for k, v in totals.items()}
         metrics["completion_length"] = n_tokens / max(len(rollouts), 1)
-        metrics["action_match"] = sum(_matches(g.text, s.target) for s, _, g in rollouts) / max(
-            len(batch), 1
-        )
+        metrics["action_match"] = sum(
+            action_matches(g.text, s.target) for s, _, g in rollouts
+        ) / max(len(batch), 1)
         return metrics
 
     def after_step(step: int) -> None:
@@ -175,16 +174,6 @@ def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         enricher.close()
     return {"model": enricher.model, "version": ENRICH_PROMPT_VERSION, **enricher.stats}
-
-
-def _matches(text: str, target: str) -> bool:
-    from agents.parser import parse_action
-
-    action = parse_action(text)
-    if not hasattr(action, "to_dict"):
-        return False
-    got = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
-    return got == json.loads(target)
 
 
 def hydra_entry(cfg: Any) -> dict[str, Any]:

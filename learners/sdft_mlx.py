@@ -117,10 +117,9 @@ def run(cfg: Any) -> dict[str, Any]:
     from agents.backends.base import SamplingParams
     from agents.backends.mlx import MLXBackend
     from learners.checkpoint import write_training_json
-    from learners.data import data_info, load_samples
+    from learners.data import action_matches, data_info, load_samples
     from learners.loop import default_output_dir
     from learners.policy import finished_adapter, resolve_model
-    from learners.sdft import _matches
     from learners.tracking import Tracker
 
     if not cfg.lora:
@@ -230,7 +229,7 @@ def run(cfg: Any) -> dict[str, Any]:
                 "kl": kl,
                 "agreement": agree / n_tokens,
                 "completion_length": n_tokens / max(len(batch), 1),
-                "action_match": sum(_matches(t, g) for t, g in texts) / max(len(picked), 1),
+                "action_match": sum(action_matches(t, g) for t, g in texts) / max(len(picked), 1),
             }
             if cfg.max_grad_norm:
                 metrics["grad_norm"] = float(grad_norm)
