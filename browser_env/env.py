@@ -175,7 +175,12 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             reward, done, judged = self._validate(answer)
         t2 = time.perf_counter()
         page = self._page
-        obs, obs_timings = self._observe(error=error)
+        try:
+            obs, obs_timings = self._observe(error=error)
+        except Exception as exc:  # noqa: BLE001 - e.g. the renderer crashed: start a fresh page
+            error = error or f"the page could not be observed: {_first_line(exc)}"
+            self._recover_page(force=True)
+            obs, obs_timings = self._observe(error=error)
         if self._page is not page:  # a popup arrived while observing: show the new page
             self._settle()
             obs, obs_timings = self._observe(error=error)
@@ -322,8 +327,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         if request.is_navigation_request():
             self._navigations += 1
 
-    def _recover_page(self) -> None:
-        if self._page is None or self._page.is_closed():
+    def _recover_page(self, force: bool = False) -> None:
+        if force or self._page is None or self._page.is_closed():
             self._page = None
             self._ensure_page(fresh=False)
 

@@ -92,3 +92,21 @@ def test_observe_without_acting_continues_ids(site_url):
         new = {e["element_id"] for e in again["elements"]} - old
         assert len(new) == 1 and "Item 1" in again["text"]
         assert env.screenshot().shape == (480, 640, 3) == again["screenshot"].shape
+
+
+def test_a_crashed_page_is_replaced_and_the_episode_goes_on(site_url):
+    with BrowserEnv("open", modalities=("elements", "text")) as env:
+        env.reset(options={"url": site_url + "links.html"})
+        crashed = env.page
+        try:
+            crashed.goto("chrome://crash", timeout=5_000)  # kills the renderer
+        except Exception:  # noqa: BLE001 - the navigation itself is aborted
+            pass
+        obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})
+        assert (
+            "could not be observed" in obs["last_action_error"]
+            and "crashed" in obs["last_action_error"]
+        )
+        assert env.page is not crashed and (reward, terminated, truncated) == (0.0, False, False)
+        obs, *_ = env.step({"action": "NAVIGATE", "value": site_url + "links.html"})
+        assert obs["url"] == site_url + "links.html" and obs["elements"]
