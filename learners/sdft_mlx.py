@@ -94,7 +94,6 @@ def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, bas
         "use_dora": False,
         "rank_pattern": {},
         "alpha_pattern": {},
-        "trained_with": "mlx-lm (learners.sdft_mlx)",
     }
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -172,7 +171,11 @@ def run(cfg: Any) -> dict[str, Any]:
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     tracker = Tracker(cfg, "sdft-mlx", out)
     write = dict(
-        learner="sdft", base_model=base, config=cfg, data={**info, "backend": "mlx"}, init_from=init
+        learner="sdft",
+        base_model=base,
+        config=cfg,
+        data={**info, "backend": "mlx", "trained_with": "mlx-lm (learners.sdft_mlx)"},
+        init_from=init,
     )
     write_training_json(out, metrics={}, status="running", steps=start, **write)
     from tqdm.auto import tqdm
