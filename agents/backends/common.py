@@ -193,6 +193,24 @@ def data_url_to_image(url: str, max_pixels: int = 64_000_000) -> Any:
         raise ValueError(f"could not decode image: {exc}") from exc
 
 
+def begin_generation(
+    backend: Any, images: Sequence[Any] | None, sampling: Any
+) -> tuple[Any, list[Any], dict[str, Any]]:
+    """What every local backend does before decoding: refuse a closed backend,
+    default the sampling, start ``info`` and drop images a text model cannot
+    take (counted in ``info["images_ignored"]``). Returns ``(sampling, images, info)``."""
+    if backend._closed:
+        raise RuntimeError("this backend was closed")
+    from agents.backends.base import SamplingParams
+
+    info: dict[str, Any] = {"model": backend.model_name, "adapter": backend.adapter}
+    images = list(images or [])
+    if images and not backend.multimodal:
+        info["images_ignored"] = len(images)
+        images = []
+    return sampling or SamplingParams(), images, info
+
+
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; return ``(text, stopped)``.
 

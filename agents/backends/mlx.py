@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, render_chat, require, to_pil
+from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
 
 __all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
 
@@ -393,17 +393,10 @@ class MLXBackend:
         images: Sequence[Any] | None = None,
         sampling: SamplingParams | None = None,
     ) -> Generation:
-        if self._closed:
-            raise RuntimeError("this backend was closed")
+        sampling, images, info = begin_generation(self, images, sampling)
         mx = require("mlx.core")
         from mlx_lm.sample_utils import make_sampler
 
-        sampling = sampling or SamplingParams()
-        info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
-        images = list(images or [])
-        if images and not self.multimodal:
-            info["images_ignored"] = len(images)
-            images = []
         sampler = make_sampler(
             temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1 else 0.0
         )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.backends.base import Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, require, validate_messages
+from agents.backends.common import apply_stop, begin_generation, require, validate_messages
 
 __all__ = ["TensorRTBackend"]
 
@@ -140,12 +140,9 @@ class TensorRTBackend:
         images: Sequence[Any] | None = None,
         sampling: SamplingParams | None = None,
     ) -> Generation:
-        if self._closed:
-            raise RuntimeError("this backend was closed")
-        sampling = sampling or SamplingParams()
-        info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
-        if images:
-            info["images_ignored"] = len(images)
+        sampling, _, info = begin_generation(
+            self, images, sampling
+        )  # text only: images counted, dropped
         prompt_ids = self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False)
         start = time.perf_counter()
         result = self.llm.generate(

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, render_chat, require, to_pil
+from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
 
 __all__ = ["TransformersBackend", "load_processor"]
 
@@ -198,16 +198,9 @@ class TransformersBackend:
         images: Sequence[Any] | None = None,
         sampling: SamplingParams | None = None,
     ) -> Generation:
-        if self._closed:
-            raise RuntimeError("this backend was closed")
+        sampling, images, info = begin_generation(self, images, sampling)
         torch = require("torch")
         transformers = require("transformers")
-        sampling = sampling or SamplingParams()
-        info: dict[str, Any] = {"model": self.model_name, "adapter": self.adapter}
-        images = list(images or [])
-        if images and not self.multimodal:
-            info["images_ignored"] = len(images)
-            images = []
         start = time.perf_counter()
         with self._lock:
             _, inputs = self.encode_chat(messages, images)
