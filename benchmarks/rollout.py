@@ -55,6 +55,7 @@ def rollout(
     ``act(obs) -> (action, info)``). ``on_step(step, action, reward, info)``
     is called after every env step (e.g. to print it).
     """
+    recorder = _recorder(env)
     obs, info = env.reset(seed=seed, options=options)
     reset_ms = float(info.get("timings", {}).get("total", 0.0))
     agent.reset(obs["goal"], seed=seed)
@@ -75,7 +76,7 @@ def rollout(
         )
         t1 = time.perf_counter()
         obs, reward, terminated, truncated, step_info = env.step(
-            annotated if _records(env) else action
+            annotated if recorder is not None else action
         )
         env_ms.append((time.perf_counter() - t1) * 1e3)
         total += float(reward)
@@ -83,7 +84,6 @@ def rollout(
         errors += bool(step_info.get("action_error"))
         if on_step is not None:
             on_step(steps, action, float(reward), step_info)
-    recorder = _recorder(env)
     return EpisodeResult(
         env_id=env.spec.id if env.spec is not None else type(env.unwrapped).__name__,
         seed=seed,
@@ -112,7 +112,3 @@ def _recorder(env: gym.Env) -> Any:
             return env
         env = env.env
     return None
-
-
-def _records(env: gym.Env) -> bool:
-    return _recorder(env) is not None
