@@ -10,7 +10,8 @@ An observation is a dict::
     last_action_error  str    "" when the last action ran cleanly
 
 Each element is a dict (see :data:`ELEMENT_FIELDS`): ``element_id`` ("e12",
-stable for the element's lifetime within an episode, never reused), ``tag``,
+stable for the element's lifetime within an episode, never reused, handed out
+in document order whatever has painted yet), ``tag``,
 ``role``, ``text``, ``label``, ``placeholder``, ``value`` (the live value),
 ``bbox`` (x, y, width, height in CSS pixels of the top-level viewport,
 float32), and the flags ``enabled``, ``visible`` (intersects the viewport),

@@ -140,6 +140,9 @@
         if (p && win.getComputedStyle(p).cursor === "pointer") continue;
         pointer = true;
       }
+      // The id is taken before any rendering-dependent check, so ids follow document
+      // order whatever has painted yet (an image still decoding has zero width).
+      const id = idOf(el);
       if (el.checkVisibility && !el.checkVisibility({ visibilityProperty: true })) continue;
       const r = el.getBoundingClientRect();
       if (r.width <= 0 || r.height <= 0) {
@@ -173,7 +176,7 @@
       }
       const ariaChecked = el.getAttribute("aria-checked");
       out.push([
-        idOf(el), tag.toLowerCase(), el.getAttribute("role") || implicitRole(el, tag) || (pointer ? "clickable" : ""),
+        id, tag.toLowerCase(), el.getAttribute("role") || implicitRole(el, tag) || (pointer ? "clickable" : ""),
         clip(text, 200), clip(labelOf(el, doc), 200), el.getAttribute("placeholder") || "", value,
         x, y, r.width, r.height,
         el.disabled || el.getAttribute("aria-disabled") === "true" ? 0 : 1,

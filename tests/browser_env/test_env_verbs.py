@@ -211,6 +211,18 @@ def test_dynamic_elements_get_new_ids_and_old_ids_stay(open_env, site_url):
     assert "JS clicked" in obs["text"]
 
 
+def test_ids_follow_document_order_whatever_has_rendered(open_env, site_url):
+    # An element that is not rendered yet (an icon whose image is still decoding, say)
+    # still takes its id in document order, so the ids of a seeded page do not depend
+    # on paint timing (check_env's determinism check caught this on a MiniWoB page).
+    obs = open_page(open_env, site_url, "reveal.html")
+    reveal = by(obs, text="Reveal")
+    assert [e["text"] for e in obs["elements"]] == ["Reveal"]
+    obs, *_ = open_env.step({"action": "CLICK", "element_id": reveal})
+    late = by(obs, text="Late button")
+    assert int(late[1:]) < int(reveal[1:]) and by(obs, text="Reveal") == reveal
+
+
 def test_wait_is_bounded(site_url):
     from browser_env.env import BrowserEnv
 
