@@ -37,7 +37,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
 
-__all__ = ["main", "make_env", "resolve_env_id", "run", "run_episodes"]
+__all__ = [
+    "build_agent",
+    "main",
+    "make_env",
+    "recording_info",
+    "resolve_env_id",
+    "run",
+    "run_episodes",
+]
 
 EpisodeWriterFactory = Callable[[Any], Any]
 
@@ -107,10 +115,30 @@ def _backend_node(cfg: DictConfig) -> Any:
     return cfg.get("backend")
 
 
+def recording_info(cfg: DictConfig, agent: Any) -> tuple[Any, str]:
+    """What an episode recorded from ``agent`` says about it: an
+    :class:`~browser_env.episodes.AgentInfo` (name, backend, model, adapter,
+    prompt version, agent config) and the episode source (``scripted`` for
+    the experts, else ``agent``)."""
+    from browser_env.episodes import AgentInfo
+
+    name = getattr(agent, "name", type(agent).__name__)
+    llm = name == "llm"
+    backend = _backend_node(cfg) if llm else None
+    info = AgentInfo(
+        name=name,
+        backend=None if backend is None else _backend_name(backend),
+        model=None if cfg.get("model") is None else str(cfg.model),
+        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
+        prompt_version=PROMPT_VERSION if llm else None,
+        config=OmegaConf.to_container(cfg.agent, resolve=False) if "agent" in cfg else {},
+    )
+    return info, "scripted" if name == "expert" else "agent"
+
+
 def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | None:
     if not cfg.get("record", False):
         return None
-    from browser_env.episodes import AgentInfo
     from browser_env.wrappers import RecordEpisode
 
     root = cfg.get("episodes_dir")
@@ -121,16 +149,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
             root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
         except ValueError:  # not under @hydra.main
             root = Path("outputs") / "episodes"
-    backend = _backend_node(cfg) if getattr(agent, "name", "") == "llm" else None
-    info = AgentInfo(
-        name=getattr(agent, "name", type(agent).__name__),
-        backend=None if backend is None else _backend_name(backend),
-        model=None if cfg.get("model") is None else str(cfg.model),
-        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
-        prompt_version=PROMPT_VERSION if getattr(agent, "name", "") == "llm" else None,
-        config=OmegaConf.to_container(cfg.agent, resolve=False) if "agent" in cfg else {},
-    )
-    source = "scripted" if getattr(agent, "name", "") == "expert" else "agent"
+    info, source = recording_info(cfg, agent)
 
     def wrap(env: Any) -> Any:
         return RecordEpisode(env, root, agent=info, source=source)
@@ -154,53 +173,52 @@ def run(
     are not closed here. ``episode_writer`` wraps the env to record it
     (default: :class:`RecordEpisode` when ``cfg.record``).
     """
+    from agents.rollout import rollout
+
     own_env, own_agent = env is None, agent is None
     agent = build_agent(cfg) if agent is None else agent
     env = make_env(cfg) if env is None else env
     writer = episode_writer or _default_writer(cfg, agent)
     recorder = writer(env) if writer is not None else None
-    active = recorder if recorder is not None else env
     seed = cfg.get("seed")
-    summary: dict[str, Any] = {"env_id": _env_id(env, cfg), "seed": seed, "actions": []}
+
+    def show(t: int, action: Any, reward: float, obs: Any, info: Any, _: Any) -> None:
+        if t == 1:
+            print(f"goal: {obs.get('goal') or cfg.get('goal') or ''}")
+        print(_step_line(t, action, reward, obs, info))
+
     try:
-        obs, _ = active.reset(seed=seed, options=_reset_options(cfg))
-        goal = str(obs.get("goal") or cfg.get("goal") or "")
-        summary["goal"] = goal
-        agent.reset(goal, seed=seed)
-        if verbose:
-            print(f"goal: {goal}")
-        total, terminated, truncated, info = 0.0, False, False, {}
-        steps = 0
-        for steps in range(1, int(cfg.max_steps) + 1):  # noqa: B007 - steps is reported after the loop
-            action, agent_info = agent.act(obs)
-            sent = _annotate(action, agent_info) if recorder is not None else action
-            obs, reward, terminated, truncated, info = active.step(sent)
-            total += float(reward)
-            summary["actions"].append(action.to_dict())
-            if verbose:
-                print(_step_line(steps, action, reward, obs, agent_info))
-            if terminated or truncated:
-                break
-        summary.update(
-            steps=steps,
-            **{"return": total},
-            success=info.get("success"),
-            terminated=bool(terminated),
-            truncated=bool(truncated) or not (terminated or truncated),
+        result = rollout(
+            recorder if recorder is not None else env,
+            agent,
+            seed,
+            options=_reset_options(cfg),
+            max_steps=int(cfg.max_steps),
+            on_step=show if verbose else None,
         )
     finally:
         if recorder is not None:
-            recorder.close() if own_env else _finish_recording(recorder)
+            recorder.close() if own_env else recorder.end_episode("abandoned")
         elif own_env:
             env.close()
         if own_agent and hasattr(agent, "close"):
             agent.close()
-    last_dir = getattr(recorder, "last_episode_dir", None)
-    summary["episode_dir"] = None if last_dir is None else str(last_dir)
+    summary: dict[str, Any] = {
+        "env_id": _env_id(env, cfg),
+        "seed": seed,
+        "goal": result.goal,
+        "steps": result.steps,
+        "return": result.episode_return,
+        "success": result.success,
+        "terminated": result.terminated,
+        "truncated": result.truncated,
+        "actions": result.actions,
+        "episode_dir": result.episode_dir,
+    }
     if verbose:
         print(
-            f"done: steps={summary['steps']} return={total:.2f} success={summary['success']}"
-            + (f" episode={summary['episode_dir']}" if summary["episode_dir"] else "")
+            f"done: steps={result.steps} return={result.episode_return:.2f} success={result.success}"
+            + (f" episode={result.episode_dir}" if result.episode_dir else "")
         )
     return summary
 
@@ -255,34 +273,10 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     return run(cfg)
 
 
-def _finish_recording(recorder: Any) -> None:
-    """End the recording of an env we do not own without closing that env."""
-    end = getattr(recorder, "_end_episode", None)
-    if end is not None:
-        end(reason="abandoned")
-
-
 def _backend_name(backend: Any) -> str:
     """``transformers`` for ``agents.backends.transformers.TransformersBackend``."""
     parts = str(backend.get("_target_", "")).split(".")
     return parts[-2] if len(parts) >= 2 else parts[-1]
-
-
-def _annotate(action: Any, info: Mapping[str, Any]) -> Any:
-    from browser_env.wrappers import AnnotatedAction
-
-    prompt = info.get("prompt")
-    extras = {k: info[k] for k in ("parse", "proposed", "latency_s") if k in info}
-    if isinstance(prompt, Mapping):
-        extras["prompt_version"] = prompt.get("version")
-        extras["truncation"] = prompt.get("truncation")
-    return AnnotatedAction(
-        action=action,
-        prompt=prompt.get("messages") if isinstance(prompt, Mapping) else prompt,
-        raw_output=info.get("raw_output"),
-        guards=list(info.get("guards") or ()),
-        extras=extras or None,
-    )
 
 
 def _step_line(

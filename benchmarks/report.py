@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.rollout import EpisodeResult
+from agents.rollout import EpisodeResult
 
 __all__ = ["format_table", "plot_success", "summarize", "write_json_atomic", "write_results"]
 

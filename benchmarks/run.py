@@ -23,8 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from agents.rollout import EpisodeResult, rollout
 from benchmarks.report import format_table, plot_success, write_results
-from benchmarks.rollout import EpisodeResult, rollout
 from benchmarks.suites import Suite
 
 __all__ = ["main", "run"]
@@ -48,8 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent
-    from browser_env.episodes import AgentInfo
+    from agents.run import build_agent, recording_info
     from browser_env.wrappers import RecordEpisode
 
     suite: Suite = instantiate(cfg.suite)
@@ -67,14 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         env_kwargs["modalities"] = tuple(cfg.modalities)
     if suite.max_episode_steps or cfg.get("max_steps"):
         env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
-    info = AgentInfo(
-        name=agent_name,
-        model=None if cfg.get("model") is None else str(cfg.model),
-        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
-        prompt_version=getattr(agent, "prompt_version", None),
-        config=OmegaConf.to_container(cfg.agent, resolve=False),
-    )
-    source = "scripted" if agent_name == "expert" else "agent"
+    info, source = recording_info(cfg, agent)
     results: list[EpisodeResult] = []
     progress = tqdm(
         total=len(suite.env_ids) * len(seeds), desc=suite.name, disable=not cfg.progress, unit="ep"

@@ -206,6 +206,12 @@ class RecordEpisode(gymnasium.Wrapper):
         finally:
             super().close()
 
+    def end_episode(self, reason: str) -> None:
+        """Finish the episode being recorded now, with ``reason`` as its outcome's reason
+        (e.g. ``"max_steps"`` when a caller stops at a step limit of its own). The next
+        ``reset`` starts a new episode; between episodes this does nothing."""
+        self._end_episode(reason=reason)
+
     def _end_episode(self, *, final_observation: Any = None, reason: str | None = None) -> None:
         writer, self._writer = self._writer, None
         if writer is None or writer.closed:

@@ -168,3 +168,44 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     assert (out / "updates" / "update-0002" / "adapter_model.safetensors").is_file()
     assert len((out / "online.jsonl").read_text().splitlines()) == 2
     assert result["episodes"][-1]["update"] is None  # budget spent
+
+
+def test_rollout_stops_at_its_own_step_limit_and_records_why(make_obs, scripted_backend, tmp_path):
+    from agents.prompt import PROMPT_VERSION
+    from agents.rollout import rollout
+    from browser_env.episodes import AgentInfo, load_episode
+    from browser_env.wrappers import RecordEpisode
+
+    env = RecordEpisode(ClickOkEnv(make_obs), tmp_path, agent=AgentInfo(name="llm"))
+    typing = '{"action": "TYPE", "element_id": "e1", "value": "bob"}'
+    result = rollout(env, LLMAgent(scripted_backend([typing] * 5)), 3, max_steps=2)
+    assert (result.steps, result.truncated, result.terminated, result.success) == (
+        2,
+        True,
+        False,
+        False,
+    )
+    assert result.actions == [{"action": "TYPE", "element_id": "e1", "value": "bob"}] * 2
+    assert len(result.agent_ms) == len(result.env_step_ms) == 2
+    episode = load_episode(result.episode_dir)
+    assert episode.complete and episode.outcome.reason == "max_steps" and len(episode.steps) == 2
+    assert episode.steps[0].extras["prompt_version"] == PROMPT_VERSION
+    with pytest.raises(ValueError, match="max_steps"):
+        rollout(env, LLMAgent(scripted_backend([typing])), 0, max_steps=0)
+
+
+def test_recording_info_names_backend_and_prompt_version():
+    from agents.prompt import PROMPT_VERSION
+    from agents.run import recording_info
+
+    cfg = compose_run("agent=llm", "backend=openai", "model=m")
+    info, source = recording_info(cfg, LLMAgent.__new__(LLMAgent))
+    assert (info.name, info.backend, info.model, info.prompt_version) == (
+        "llm",
+        "openai",
+        "m",
+        PROMPT_VERSION,
+    )
+    assert source == "agent"
+    info, source = recording_info(compose_run("agent=random"), object())
+    assert info.prompt_version is None and source == "agent"

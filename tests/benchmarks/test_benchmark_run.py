@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from agents.rollout import EpisodeResult
 from benchmarks.report import format_table, summarize
-from benchmarks.rollout import EpisodeResult
 from benchmarks.suites import Suite
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
