@@ -17,14 +17,20 @@ The adapter is saved in PEFT's layout (``adapter_model.safetensors`` +
 directly. mlx-lm computes ``x @ lora_a @ lora_b * scale``; PEFT stores the
 transposes and ``lora_alpha = scale * r``.
 
-Checkpoints hold the adapter weights and the step (no optimiser state: a
-resumed MLX run restarts AdamW's moments). A finished adapter dir is continued
-from, like the torch learner.
+A checkpoint ``checkpoints/step-N/`` holds what resuming needs to go on as
+if never stopped: the adapter (PEFT layout), ``optimizer.safetensors`` (the
+AdamW state -- step count, learning rate, first and second moments --
+flattened with ``mlx.utils.tree_flatten``), ``teacher.safetensors`` (the EMA
+teacher's adapter weights) and ``step.json``. It is written to
+``step-N.tmp`` and renamed into place, so a crash never leaves a half
+checkpoint that resuming would pick. A finished adapter dir is continued
+from, like the torch learner (fresh optimiser and teacher).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -32,7 +38,14 @@ from typing import Any
 
 from agents.backends.common import require
 
-__all__ = ["load_peft_into_mlx", "run", "save_mlx_lora_as_peft", "token_kl_mx"]
+__all__ = [
+    "latest_checkpoint",
+    "load_peft_into_mlx",
+    "run",
+    "save_checkpoint",
+    "save_mlx_lora_as_peft",
+    "token_kl_mx",
+]
 
 
 def token_kl_mx(
@@ -105,6 +118,59 @@ def load_peft_into_mlx(backend: Any, path: str | Path) -> tuple[int, float]:
     return int(config["r"]), float(config["lora_alpha"]) / int(config["r"])
 
 
+def save_checkpoint(
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    teacher: dict[str, Any],
+    step: int,
+    *,
+    rank: int,
+    scale: float,
+    base: str,
+) -> Path:
+    """Write checkpoint ``path`` atomically: adapter, optimiser state, teacher, step."""
+    mx = require("mlx.core")
+    from mlx.utils import tree_flatten
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_mlx_lora_as_peft(model, tmp, rank=rank, scale=scale, base=base)
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    mx.save_safetensors(str(tmp / "teacher.safetensors"), dict(teacher))
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete ``step-N`` checkpoint under ``root`` (``.tmp`` leftovers ignored)."""
+    done = sorted(
+        p
+        for p in root.glob("step-*")
+        if not p.name.endswith(".tmp") and (p / "step.json").is_file()
+    )
+    return done[-1] if done else None
+
+
+def _restore_state(path: Path, optimizer: Any) -> dict[str, Any] | None:
+    """Load the optimiser state of checkpoint ``path``; return its teacher (None if absent).
+
+    Checkpoints from before optimiser state was saved resume with fresh
+    AdamW moments and the resumed student as teacher.
+    """
+    mx = require("mlx.core")
+    from mlx.utils import tree_unflatten
+
+    if (path / "optimizer.safetensors").is_file():
+        state = mx.load(str(path / "optimizer.safetensors"))
+        optimizer.state = tree_unflatten(list(state.items()))
+    if (path / "teacher.safetensors").is_file():
+        return dict(mx.load(str(path / "teacher.safetensors")))
+    return None
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """SDFT with mlx-lm; ``cfg`` is a :class:`learners.config.SDFTConfig`."""
     mx = require("mlx.core", purpose="SDFT with MLX")
@@ -128,9 +194,9 @@ def run(cfg: Any) -> dict[str, Any]:
     backend = MLXBackend(base)
     model = backend.model
     ckpt_root = out / "checkpoints"
-    latest = sorted(ckpt_root.glob("step-*")) if not finished_adapter(out) else []
-    init = str(out) if finished_adapter(out) else (str(latest[-1]) if latest else cfg.init_adapter)
-    start = json.loads((latest[-1] / "step.json").read_text())["step"] if latest else 0
+    latest = None if finished_adapter(out) else latest_checkpoint(ckpt_root)
+    init = str(out) if finished_adapter(out) else (str(latest) if latest else cfg.init_adapter)
+    start = json.loads((latest / "step.json").read_text())["step"] if latest else 0
     mx.random.seed(cfg.seed)
     if init:
         rank, scale = load_peft_into_mlx(backend, init)
@@ -147,6 +213,8 @@ def run(cfg: Any) -> dict[str, Any]:
         raise RuntimeError("no trainable LoRA parameters in the MLX model")
     teacher = {k: mx.array(v) for k, v in trainable.items()}
     optimizer = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if latest is not None:
+        teacher = _restore_state(latest, optimizer) or teacher
 
     samples = load_samples(cfg, backend)
     info = data_info(cfg, samples)
@@ -239,10 +307,18 @@ def run(cfg: Any) -> dict[str, Any]:
             done = step + 1
             tracker.log(metrics, done)
             if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                path = ckpt_root / f"step-{done:06d}"
-                save_mlx_lora_as_peft(model, path, rank=rank, scale=scale, base=base)
-                (path / "step.json").write_text(json.dumps({"step": done}))
-                for old in sorted(ckpt_root.glob("step-*"))[: -max(cfg.save_total_limit, 1)]:
+                save_checkpoint(
+                    ckpt_root / f"step-{done:06d}",
+                    model,
+                    optimizer,
+                    teacher,
+                    done,
+                    rank=rank,
+                    scale=scale,
+                    base=base,
+                )
+                kept = sorted(p for p in ckpt_root.glob("step-*") if not p.name.endswith(".tmp"))
+                for old in kept[: -max(cfg.save_total_limit, 1)]:
                     shutil.rmtree(old, ignore_errors=True)
         save_mlx_lora_as_peft(model, out, rank=rank, scale=scale, base=base)
         summary = tracker.summary()
