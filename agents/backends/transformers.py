@@ -25,6 +25,11 @@ Learners use the same objects the backend generates with: ``backend.model``
 ``backend.encode_chat(messages, images)``, which returns the exact model
 inputs that ``generate`` uses.
 
+Several adapters can be held at once for serving (``agents.openai_server``
+loads them at run time): :meth:`add_adapter` loads one under a name without
+changing what :meth:`generate` uses, :meth:`using_adapter` picks one for the
+calls inside its block, :meth:`delete_adapter` drops one.
+
 ``Generation.logprobs`` are log-probabilities of the generated tokens under the
 model's raw distribution (log-softmax of the logits, before temperature and
 top-p), as vLLM reports them. ``token_ids`` include the end-of-sequence token
@@ -33,12 +38,14 @@ when the model emitted one.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +104,8 @@ class TransformersBackend:
         self.dtype = _resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
         self._closed = False
+        # True once add_adapter wrapped a plain model: generate keeps using the bare model
+        self._bare = False
 
         common = {"trust_remote_code": trust_remote_code, "revision": revision}
         config = transformers.AutoConfig.from_pretrained(self.model_name, **common)
@@ -151,6 +160,87 @@ class TransformersBackend:
             self.model = self.model.merge_and_unload()
         self.model.eval()
         self.adapter = path
+        self._bare = False
+
+    def add_adapter(self, path: str | os.PathLike[str], name: str) -> None:
+        """Load a PEFT adapter under ``name`` without changing what :meth:`generate` uses.
+
+        ``name`` must be new (a PEFT adapter name: no dots). Raises
+        ``ValueError`` when the adapter does not fit the model.
+        """
+        peft = require("peft", purpose="LoRA adapters")
+        if "." in name:
+            raise ValueError(f"adapter name {name!r} must not contain '.'")
+        path = os.fspath(path)
+        with self._lock:
+            model = self.model
+            if isinstance(model, peft.PeftModel):
+                if name in model.peft_config:
+                    raise ValueError(f"an adapter named {name!r} is already loaded")
+                active = model.active_adapter
+                try:
+                    model.load_adapter(path, adapter_name=name, is_trainable=False)
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    if name in model.peft_config:
+                        model.delete_adapter(name)
+                    raise ValueError(f"adapter {path} does not fit this model: {exc}") from exc
+                model.set_adapter(active, inference_mode=True)
+            else:
+                try:
+                    wrapped = peft.PeftModel.from_pretrained(
+                        model, path, adapter_name=name, is_trainable=False
+                    )
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    raise ValueError(f"adapter {path} does not fit this model: {exc}") from exc
+                self.model = wrapped
+                self._bare = True
+            self.model.eval()
+
+    def delete_adapter(self, name: str) -> None:
+        """Drop adapter ``name``; without adapters left the model is the bare model again."""
+        peft = require("peft", purpose="LoRA adapters")
+        with self._lock:
+            model = self.model
+            if not isinstance(model, peft.PeftModel) or name not in model.peft_config:
+                raise KeyError(name)
+            if len(model.peft_config) == 1:
+                self.model = model.unload()
+                self._bare = False
+                self.adapter = None
+                return
+            was_active = model.active_adapter == name
+            with warnings.catch_warnings():  # PEFT says which adapter it made active instead
+                warnings.simplefilter("ignore", UserWarning)
+                model.delete_adapter(name)
+            if was_active:  # the adapter generate used is gone: generate uses the bare model
+                self._bare = True
+                self.adapter = None
+
+    @contextlib.contextmanager
+    def using_adapter(self, name: str | None) -> Iterator[None]:
+        """Within the block, :meth:`generate` applies adapter ``name`` (None: no adapter).
+
+        Not for concurrent use from several threads with different names
+        (the server holds one lock around the block).
+        """
+        peft = require("peft", purpose="LoRA adapters")
+        model = self.model
+        if not isinstance(model, peft.PeftModel):
+            if name is not None:
+                raise KeyError(name)
+            yield
+            return
+        if name is not None and name not in model.peft_config:
+            raise KeyError(name)
+        active, bare = model.active_adapter, self._bare
+        if name is not None:
+            model.set_adapter(name, inference_mode=True)
+        self._bare = name is None
+        try:
+            yield
+        finally:
+            model.set_adapter(active, inference_mode=True)
+            self._bare = bare
 
     # -- prompt -------------------------------------------------------------
 
@@ -221,7 +311,8 @@ class TransformersBackend:
                 output_logits=True,
             )
             devices = [self.model.device] if self.model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 out = self.model.generate(

@@ -1,0 +1,164 @@
+"""Runtime LoRA loading in ``agents.openai_server``, vLLM's endpoints, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from backend_contract import MESSAGES, tiny_path
+
+from agents.backends.base import SamplingParams
+from agents.backends.common import is_available
+
+pytestmark = pytest.mark.skipif(
+    not all(is_available(m) for m in ("httpx", "fastapi", "uvicorn", "torch", "peft")),
+    reason='needs the api, serve and train extras: pip install "browser-rl[api,serve,train]"',
+)
+
+WRITE = "write-" + "5" * 24
+READ = "read-" + "3" * 24
+GREEDY = SamplingParams(max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    from agents.tiny import build_tiny_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        name: build_tiny_adapter(tiny_path("text"), root / name, seed=seed)
+        for seed, name in enumerate(("a", "b"))
+    }
+
+
+@pytest.fixture
+def served(adapters):
+    """(base url, backend) of a server with a read token, a write token and an adapter_root."""
+    from agents.backends.transformers import TransformersBackend
+    from agents.openai_server import ServerThread, create_app
+
+    backend = TransformersBackend(tiny_path("text"), device="cpu")
+    root = os.path.dirname(adapters["a"])
+    app = create_app(backend, "tiny", api_key=READ, write_api_key=WRITE, adapter_root=root)
+    with ServerThread(app) as server:
+        yield server.base_url, backend
+    backend.close()
+
+
+def _post(url, path, body, token=WRITE):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(url + path, json=body, headers=headers, timeout=30)
+
+
+def _client(url, model, monkeypatch, token=READ):
+    from agents.backends.openai import OpenAIBackend
+
+    monkeypatch.setenv("LORA_TEST_TOKEN", token)
+    return OpenAIBackend(
+        url, model, api_key_env="LORA_TEST_TOKEN", return_token_ids=True, max_retries=0
+    )
+
+
+def test_loaded_adapter_is_a_model_of_its_own(served, adapters, monkeypatch):
+    url, local = served
+    base = _client(url, "tiny", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+
+    ok = _post(url, "/load_lora_adapter", {"lora_name": "pol-1", "lora_path": str(adapters["a"])})
+    assert ok.status_code == 200, ok.text
+    assert ok.text == "Success: LoRA adapter 'pol-1' added successfully."  # vLLM's message
+    cards = _client(url, "tiny", monkeypatch)._request("GET", "/models")["data"]
+    assert [c["id"] for c in cards] == ["tiny", "pol-1"]
+    assert cards[1]["parent"] == "tiny" and cards[1]["root"] == os.path.realpath(adapters["a"])
+
+    lora = _client(url, "pol-1", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+    assert lora.logprobs != base.logprobs and lora.token_ids
+    # what the server generates under the name is what the adapter generates locally
+    from agents.backends.transformers import TransformersBackend
+
+    want = TransformersBackend(tiny_path("text"), adapter=adapters["a"], device="cpu")
+    expected = want.generate(MESSAGES, sampling=GREEDY)
+    assert lora.token_ids == expected.token_ids
+    assert lora.logprobs == pytest.approx(expected.logprobs, abs=1e-5)
+    # the base model is untouched by the loaded adapter
+    again = _client(url, "tiny", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+    assert again.logprobs == pytest.approx(base.logprobs, abs=1e-6)
+
+    # a name loads once, unless load_inplace replaces it
+    dup = _post(url, "/load_lora_adapter", {"lora_name": "pol-1", "lora_path": str(adapters["b"])})
+    assert dup.status_code == 400 and "already been loaded" in dup.json()["error"]["message"]
+    body = {"lora_name": "pol-1", "lora_path": str(adapters["b"]), "load_inplace": True}
+    assert _post(url, "/load_lora_adapter", body).status_code == 200
+    replaced = _client(url, "pol-1", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+    assert replaced.logprobs != lora.logprobs
+    assert len(local.model.peft_config) == 1  # the replaced weights were dropped
+
+    gone = _post(url, "/unload_lora_adapter", {"lora_name": "pol-1"})
+    assert gone.status_code == 200 and "removed successfully" in gone.text
+    from agents.backends.openai import OpenAIRequestError
+
+    with pytest.raises(OpenAIRequestError, match="404"):
+        _client(url, "pol-1", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+    missing = _post(url, "/unload_lora_adapter", {"lora_name": "pol-1"})
+    assert missing.status_code == 404 and "cannot be found" in missing.json()["error"]["message"]
+    after = _client(url, "tiny", monkeypatch).generate(MESSAGES, sampling=GREEDY)
+    assert after.logprobs == pytest.approx(base.logprobs, abs=1e-6)
+
+
+def test_adapter_endpoints_need_the_write_token(served, adapters):
+    url, _ = served
+    body = {"lora_name": "x", "lora_path": str(adapters["a"])}
+    for token in (None, READ, "wrong"):
+        response = _post(url, "/load_lora_adapter", body, token=token)
+        assert response.status_code == 401, token
+        assert WRITE not in response.text
+    assert _post(url, "/unload_lora_adapter", {"lora_name": "x"}, token=READ).status_code == 401
+
+
+def test_write_endpoints_are_off_without_a_write_token(adapters):
+    import httpx
+
+    from agents.backends.transformers import TransformersBackend
+    from agents.openai_server import ServerThread, create_app
+
+    backend = TransformersBackend(tiny_path("text"), device="cpu")
+    with ServerThread(create_app(backend, "tiny")) as server:
+        body = {"lora_name": "x", "lora_path": str(adapters["a"])}
+        response = httpx.post(server.base_url + "/load_lora_adapter", json=body)
+        assert response.status_code == 403 and "write_api_key_env" in response.text
+    backend.close()
+
+
+def test_adapter_paths_are_checked(served, adapters, tmp_path):
+    url, local = served
+    inside = os.path.dirname(adapters["a"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    not_lora = os.path.join(inside, "prefix")
+    os.makedirs(not_lora, exist_ok=True)
+    with open(os.path.join(not_lora, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "PREFIX_TUNING"}, f)
+    link = os.path.join(inside, "escape")
+    if not os.path.islink(link):
+        os.symlink(outside, link)
+    cases = {
+        "relative/dir": (400, "absolute"),
+        os.path.join(inside, "a", "..", "..", outside.name): (400, "outside"),
+        str(outside): (400, "outside"),
+        link: (400, "outside"),  # a symlink inside the root that points out of it
+        os.path.join(inside, "nope"): (404, "no adapter directory"),
+        inside: (400, "adapter_config.json"),
+        not_lora: (400, "only LoRA"),
+    }
+    for path, (status, words) in cases.items():
+        response = _post(url, "/load_lora_adapter", {"lora_name": "x", "lora_path": path})
+        assert response.status_code == status, (path, response.text)
+        assert words in response.json()["error"]["message"], (path, response.text)
+    for name in ("", "tiny", "has space", "x" * 129):
+        body = {"lora_name": name, "lora_path": str(adapters["a"])}
+        assert _post(url, "/load_lora_adapter", body).status_code == 400, name
+    assert _post(url, "/load_lora_adapter", {"lora_name": "x"}).status_code == 400
+    assert not hasattr(local.model, "peft_config")  # nothing was loaded
