@@ -172,6 +172,32 @@ class GRPOConfig(LearnerConfig):
     epsilon: float = _f(0.2, "PPO clip range of the importance ratio.")
     beta: float = _f(0.0, "KL penalty to the initial policy (0: none, as in current TRL defaults).")
     modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
+    # where rollouts are generated
+    generation: str = _f(
+        "local",
+        "local: the trainer's own transformers model generates (CPU or GPU, no vLLM). server: "
+        "an OpenAI-compatible server with runtime LoRA loading generates -- vLLM started with "
+        "--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or agents.openai_server with "
+        "write_api_key_env -- and gets the adapter before every batch of rollouts "
+        "(learners.lora_server). The loss always uses the local policy's log-probs.",
+    )
+    server_url: str = _f(
+        "http://127.0.0.1:8000/v1", "generation=server: the server's API root (ending in /v1)."
+    )
+    server_token_env: str | None = _f(
+        None,
+        "generation=server: environment variable holding the bearer token (vLLM's --api-key; "
+        "agents.openai_server's write token). None: no token is sent.",
+    )
+    server_lora_name: str = _f(
+        "grpo-policy", "generation=server: adapters are served as <server_lora_name>-<step>."
+    )
+    server_adapter_dir: str | None = _f(
+        None,
+        "generation=server: where adapter versions are written for the server to read (same "
+        "machine or shared filesystem); default <output_dir>/served.",
+    )
+    server_timeout: float = _f(300.0, "generation=server: seconds per request.")
 
 
 C = TypeVar("C", bound=LearnerConfig)

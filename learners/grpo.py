@@ -23,6 +23,21 @@ One optimiser step:
 Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
 and the gradient is the policy gradient -A grad log pi.
 
+Where rollouts are generated (``generation``): ``local`` samples with the
+trainer's own transformers model (``backend.generate``; CPU or GPU, no vLLM
+needed); ``server`` samples on an OpenAI-compatible server that loads LoRA
+adapters at run time -- vLLM (``vllm serve BASE --enable-lora`` with
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) or ``agents.openai_server`` --
+as TRL's ``use_vllm`` server mode does: before every batch of rollouts, so
+after every optimiser step (and after an evaluation-gate rollback), the
+adapter is saved and loaded into the server (:mod:`learners.lora_server`),
+and after the last step the final adapter is left served. Either way the
+loss is computed by the local torch policy on the returned token ids; the
+server's log-probs are not used for the gradient. There is no in-process
+``vllm.LLM`` mode: it would share one GPU between the engine and the
+trainer and need vLLM's LoRA internals, which server mode keeps behind
+two HTTP calls.
+
 Why not TRL's ``GRPOTrainer``: it owns generation (prompt -> completion from
 a dataset row, or a custom rollout function returning one sequence per
 prompt), so a live multi-step episode whose later prompts depend on the env's
@@ -48,7 +63,9 @@ def run(
     *,
     play_fn: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``.
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``
+    (and ``"served_model"``, the name the final adapter is served under, with
+    ``generation=server``).
 
     ``play_fn(env_id, seed, sample_seed) -> Trajectory`` replaces the live env
     rollout (for tests and for custom environments).
@@ -59,6 +76,10 @@ def run(
         raise ValueError("num_generations (G) must be >= 2: advantages are relative to the group")
     if not cfg.env_ids or not cfg.train_seeds:
         raise ValueError("env_ids and train_seeds must not be empty")
+    if cfg.generation not in ("local", "server"):
+        raise ValueError(f"generation must be 'local' or 'server', got {cfg.generation!r}")
+    if cfg.generation == "server" and not cfg.lora:
+        raise ValueError("generation=server serves LoRA adapters: it needs lora=true")
 
     import torch
 
@@ -72,8 +93,26 @@ def run(
     loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
     attach_env_gate(loop, cfg)
     pool = EnvPool(cfg.max_episode_steps, cfg.modalities)
+    server = None
+    if cfg.generation == "server":
+        from learners.lora_server import LoRAServer
+
+        server = LoRAServer(
+            cfg.server_url,
+            cfg.server_adapter_dir or loop.out / "served",
+            lora_name=cfg.server_lora_name,
+            token_env=cfg.server_token_env,
+            timeout=cfg.server_timeout,
+            tokenizer=loop.policy.base_model,
+            multimodal=bool(getattr(backend, "multimodal", False)),
+        )
+        try:
+            server.check()
+        except BaseException:
+            server.close()
+            raise
     agent = make_agent(
-        backend,
+        server.backend if server is not None else backend,
         cfg,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
@@ -92,12 +131,19 @@ def run(
         ]
         # 1. G rollouts per group, sampled from the current policy
         model.eval()
+        if server is not None:
+            server.push(model, step)
         trajectories, keys = [], []
         for g, (env_id, seed) in enumerate(groups):
             for k in range(cfg.num_generations):
                 sample_seed = (cfg.seed * 1_000_003 + step) * 1000 + g * cfg.num_generations + k
                 trajectories.append(play_fn(env_id, seed, sample_seed))
                 keys.append(g)
+        if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
+            raise RuntimeError(
+                f"the server at {cfg.server_url} returned no token ids: it must support "
+                "return_token_ids (vLLM >= 0.10.2, agents.openai_server)"
+            )
         # 2. episode rewards -> group-relative advantages
         rewards = [t.episode_return + cfg.format_reward * t.parse_rate for t in trajectories]
         advantages = group_advantages(rewards, keys, scale=cfg.scale_rewards)
@@ -158,9 +204,14 @@ def run(
         }
 
     try:
-        return loop.fit(loss_step)
+        result = loop.fit(loss_step)
+        if server is not None:  # leave the trained adapter served
+            result["served_model"] = server.push(loop.policy.model, loop.cfg.max_steps)
+        return result
     finally:
         pool.close()
+        if server is not None:
+            server.close()
 
 
 def hydra_entry(cfg: Any) -> dict[str, Any]:
