@@ -85,12 +85,12 @@ class LoRAServer:
             raise ValueError(f"server_token_env={token_env!r} but that variable is not set")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-        # without a token, name a variable nobody sets: OpenAIBackend's default would send
-        # $NVIDIA_API_KEY or $OPENAI_API_KEY to this server
+        # "" sends no key: OpenAIBackend's default would send $NVIDIA_API_KEY or
+        # $OPENAI_API_KEY to this server
         self.backend = OpenAIBackend(
             self.base_url,
             lora_name,
-            api_key_env=token_env or "BROWSER_RL_NO_SERVER_TOKEN",
+            api_key_env=token_env or "",
             multimodal=multimodal,
             timeout=timeout,
             request_logprobs=False,  # the loss takes log-probs from the torch policy

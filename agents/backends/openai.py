@@ -74,7 +74,8 @@ class OpenAIBackend:
         model: the model id the server knows.
         api_key_env: environment variable holding the key. ``None`` tries
             ``NVIDIA_API_KEY`` then ``OPENAI_API_KEY``; when none is set no
-            ``Authorization`` header is sent (fine for local servers).
+            ``Authorization`` header is sent (fine for local servers). ``""``
+            never sends a key (a local server must not see your NIM key).
         multimodal: send images (only for vision models; text-only servers
             reject image parts).
         timeout: seconds per request (connect, read and write).
@@ -117,7 +118,9 @@ class OpenAIBackend:
         self.request_logprobs = request_logprobs
         self.return_token_ids = return_token_ids
         self.extra_body = dict(extra_body or {})
-        self._key_envs = (api_key_env,) if api_key_env else DEFAULT_KEY_ENVS
+        self._key_envs = (
+            DEFAULT_KEY_ENVS if api_key_env is None else (api_key_env,) if api_key_env else ()
+        )
         self._api_key = next((os.environ[e] for e in self._key_envs if os.environ.get(e)), None)
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -152,7 +155,11 @@ class OpenAIBackend:
                 if response.status_code not in _RETRY_STATUS:
                     hint = ""
                     if response.status_code in (401, 403):
-                        hint = f" (set the API key in ${' or $'.join(self._key_envs)})"
+                        hint = (
+                            f" (set the API key in ${' or $'.join(self._key_envs)})"
+                            if self._key_envs
+                            else " (api_key_env='' sends no key; name the variable holding it)"
+                        )
                     raise OpenAIRequestError(
                         f"{method} {url} -> HTTP {response.status_code}: {message}{hint}",
                         response.status_code,

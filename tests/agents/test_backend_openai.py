@@ -165,6 +165,14 @@ def test_bearer_token_is_required_and_never_leaks(local_backend, monkeypatch, ca
         assert "NVIDIA_API_KEY" in str(excinfo.value)
         anonymous.close()
 
+        monkeypatch.setenv("NVIDIA_API_KEY", secret)  # right key, but "" must not send any
+        keyless = OpenAIBackend(running.base_url, "tiny-vlm", api_key_env="", max_retries=0)
+        with pytest.raises(OpenAIRequestError, match="401") as excinfo:
+            keyless.generate(MESSAGES)
+        assert "sends no key" in str(excinfo.value)
+        keyless.close()
+        monkeypatch.delenv("NVIDIA_API_KEY")
+
         monkeypatch.setenv("MY_SERVER_TOKEN", secret)
         with caplog.at_level(logging.DEBUG):
             client = OpenAIBackend(running.base_url, "tiny-vlm", api_key_env="MY_SERVER_TOKEN")
