@@ -162,6 +162,7 @@ class LLMAgent:
         self._awaiting_result = True
         info = {
             "prompt": prompt.to_dict(),
+            "images": list(prompt.images),  # the pixels sent with the prompt (not JSON)
             "raw_output": generation.text,
             "parse": outcome.to_dict(),
             "guards": [n.to_dict() for n in notes],

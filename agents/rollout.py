@@ -85,6 +85,7 @@ def rollout(
     *,
     options: Mapping[str, Any] | None = None,
     max_steps: int | None = None,
+    agent_seed: int | None = None,
     on_step: StepCallback | None = None,
 ) -> EpisodeResult:
     """Play one episode of ``agent`` in ``env`` from ``seed``.
@@ -92,7 +93,9 @@ def rollout(
     ``agent`` follows :class:`agents.agent.Agent` (``reset(goal, seed=)``,
     ``act(obs) -> (action, info)``). The episode ends when the env terminates
     or truncates, or after ``max_steps`` steps (then it counts as truncated).
-    ``on_step`` is called after every env step (e.g. to print it).
+    The agent is reset with ``agent_seed`` (its sampling seed), default ``seed``.
+    ``on_step`` is called after every env step (e.g. to print it, or to keep
+    the agent's info for learning).
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -100,7 +103,7 @@ def rollout(
     obs, info = env.reset(seed=seed, options=dict(options) if options else None)
     reset_ms = float(info.get("timings", {}).get("total", 0.0))
     goal = str(obs.get("goal") or (options or {}).get("goal") or "")
-    agent.reset(goal, seed=seed)
+    agent.reset(goal, seed=seed if agent_seed is None else agent_seed)
     total, steps, errors = 0.0, 0, 0
     env_ms: list[float] = []
     agent_ms: list[float] = []

@@ -5,9 +5,9 @@ observation) and its own completion token ids: one step, one training sample.
 Steps are never concatenated into one sequence across turns (the bug of
 huggingface/trl#4543).
 
-``nothing imports benchmarks``, so this is a small loop of its own rather than
-``benchmarks.rollout``; it records what learning needs (token ids, parse
-outcome) and nothing else.
+The loop is :func:`agents.rollout.rollout`; :func:`play` keeps, for each
+step, what learning needs from the agent's info: the prompt messages and the
+images sent with them, the completion token ids and the parse outcome.
 """
 
 from __future__ import annotations
@@ -90,27 +90,22 @@ def make_agent(
 
 def play(env: Any, agent: Any, seed: int, *, sample_seed: int | None = None) -> Trajectory:
     """One episode; ``sample_seed`` seeds the agent's sampling (distinct per group member)."""
-    obs, _ = env.reset(seed=seed)
-    agent.reset(obs["goal"], seed=sample_seed)
+    from agents.rollout import rollout
+
     steps: list[StepSample] = []
-    total, done, info = 0.0, False, {}
-    multimodal = bool(getattr(agent.backend, "multimodal", False))
-    while not done:
-        images = [obs["screenshot"]] if multimodal and obs.get("screenshot") is not None else []
-        action, act_info = agent.act(obs)
+
+    def keep(t: int, action: Any, reward: float, obs: Any, info: Any, step_info: Any) -> None:
         steps.append(
             StepSample(
-                messages=act_info["prompt"]["messages"],
-                images=images,
-                completion_ids=list(act_info["generation"]["token_ids"]),
-                parsed=bool(act_info["parse"]["ok"]),
+                messages=info["prompt"]["messages"],
+                images=list(info.get("images") or ()),
+                completion_ids=list(info["generation"]["token_ids"]),
+                parsed=bool(info["parse"]["ok"]),
             )
         )
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        done = terminated or truncated
-    env_id = env.spec.id if env.spec is not None else "env"
-    return Trajectory(env_id, seed, steps, total, bool(info.get("success")))
+
+    result = rollout(env, agent, seed, agent_seed=sample_seed, on_step=keep)
+    return Trajectory(result.env_id, seed, steps, result.episode_return, result.success)
 
 
 def evaluate_success(

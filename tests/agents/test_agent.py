@@ -130,9 +130,10 @@ def test_screenshot_goes_to_multimodal_backends_only(make_obs, scripted_backend)
         backend = scripted_backend(['{"action": "WAIT"}'], multimodal=multimodal)
         agent = LLMAgent(backend, prompt=PromptConfig(use_screenshot=use))
         agent.reset("g")
-        agent.act(make_obs(screenshot=True))
+        _, info = agent.act(make_obs(screenshot=True))
         images = backend.calls[0]["images"]
         assert len(images or []) == expected
+        assert len(info["images"]) == expected  # learners train on exactly what was sent
 
 
 def test_reset_clears_history_and_seeds_sampling(make_obs, scripted_backend):
