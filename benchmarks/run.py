@@ -56,7 +56,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     agent = build_agent(cfg)
     agent_name = getattr(agent, "name", type(agent).__name__)
-    seeds = Suite.seeds(int(cfg.seed), int(cfg.episodes))
+    start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
+    seeds = Suite.seeds(start, int(cfg.episodes))
     env_kwargs: dict[str, Any] = {
         "headless": bool(cfg.headless),
         **suite.env_kwargs,

@@ -8,8 +8,9 @@ Suites are Hydra configs (``conf/suite/*.yaml``) that instantiate :class:`Suite`
     prefix: browser_env/miniwob.
 
 Every task is played on the same seeds ``seed, seed + 1, ...`` so agents are
-compared on identical instances. ``tasks: all`` expands to every MiniWoB++
-task page.
+compared on identical instances; ``seed`` is the run's, else the suite's own
+(e.g. the held-out seeds of a suite that a policy was trained on). ``tasks:
+all`` expands to every MiniWoB++ task page.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Suite:
     max_episode_steps: overrides the registered step limit when set.
     env_kwargs: passed to ``gymnasium.make`` for every task.
     exclude: task names left out (e.g. of ``all``).
+    seed: the first seed when the run sets none (``seed=null``).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Suite:
     max_episode_steps: int | None = None
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     exclude: Sequence[str] = ()
+    seed: int = 0
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -150,8 +150,8 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     out = tmp_path / "online"
     cfg = compose_run(
         "agent=tiny",
-        "env=miniwob.click-test",
-        "max_steps=3",
+        "env=miniwob.click-collapsible",
+        "max_steps=4",
         "episodes=3",
         "seed=1000",
         f"episodes_dir={tmp_path / 'episodes'}",
@@ -163,7 +163,7 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     )
     result = run_episodes(cfg, verbose=False)
     successes = sum(bool(s["success"]) for s in result["episodes"])
-    assert successes >= 2  # the embedded policy solves click-test
+    assert successes >= 2  # the embedded policy solves click-collapsible
     assert result["updates"] == 2
     assert (out / "updates" / "update-0002" / "adapter_model.safetensors").is_file()
     assert len((out / "online.jsonl").read_text().splitlines()) == 2

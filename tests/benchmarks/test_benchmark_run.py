@@ -60,6 +60,16 @@ def test_suite_validation():
         Suite.seeds(0, 0)
 
 
+def test_default_suite_starts_at_its_held_out_seeds():
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="benchmark")
+        other = compose(config_name="benchmark", overrides=["suite=miniwob_smoke"])
+    assert cfg.seed is None and instantiate(cfg.suite).seed == 1000
+    assert instantiate(other.suite).seed == 0
+
+
 @pytest.mark.browser
 def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     from benchmarks.run import run

@@ -46,4 +46,4 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     assert (policy / "config.json").is_file() and (policy / "model.safetensors").is_file()
     meta = json.loads((policy / "training.json").read_text())
     assert meta["produced_by"].startswith("python -m learners.demo --out")
-    assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 4.0
+    assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 1.0
