@@ -159,8 +159,9 @@ def create_app(
             return error(400, f"the {backend.name} backend cannot load adapters at run time")
         return None
 
-    async def read_json(request: Any) -> Any:
-        """The request body as JSON, or an error response (413 when too large, 400 when invalid)."""
+    async def read_request(request: Any, schema: Any) -> Any:
+        """The body validated as ``schema``, or an error response (413 when too large,
+        400 when not JSON or not valid)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
             return error(413, f"request body larger than {max_request_bytes} bytes")
@@ -170,8 +171,8 @@ def create_app(
             if len(body) > max_request_bytes:
                 return error(413, f"request body larger than {max_request_bytes} bytes")
         try:
-            return json.loads(body)
-        except ValueError as exc:
+            return schema.model_validate(json.loads(body))
+        except (ValueError, pydantic.ValidationError) as exc:
             return error(400, f"invalid request: {exc}"[:2000])
 
     def to_backend_call(req: ChatRequest) -> tuple[list[dict[str, str]], list[Any]]:
@@ -228,13 +229,9 @@ def create_app(
     async def chat_completions(request) -> Any:
         if not authorized(request):
             return error(401, "invalid or missing bearer token", "authentication_error")
-        body = await read_json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = ChatRequest.model_validate(body)
-        except (ValueError, pydantic.ValidationError) as exc:
-            return error(400, f"invalid request: {exc}"[:2000])
+        req = await read_request(request, ChatRequest)
+        if isinstance(req, JSONResponse):
+            return req
         served = req.model if req.model is not None else model_name
         if served != model_name and served not in adapters:
             known = [model_name, *adapters]
@@ -289,13 +286,9 @@ def create_app(
         denied = write_denied(request)
         if denied is not None:
             return denied
-        body = await read_json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = LoadLoRARequest.model_validate(body)
-        except pydantic.ValidationError as exc:
-            return error(400, f"invalid request: {exc}"[:2000])
+        req = await read_request(request, LoadLoRARequest)
+        if isinstance(req, JSONResponse):
+            return req
         if not _LORA_NAME.fullmatch(req.lora_name) or req.lora_name == model_name:
             return error(
                 400,
@@ -335,13 +328,9 @@ def create_app(
         denied = write_denied(request)
         if denied is not None:
             return denied
-        body = await read_json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            req = UnloadLoRARequest.model_validate(body)
-        except pydantic.ValidationError as exc:
-            return error(400, f"invalid request: {exc}"[:2000])
+        req = await read_request(request, UnloadLoRARequest)
+        if isinstance(req, JSONResponse):
+            return req
         if req.lora_name not in adapters:
             return error(
                 404, f"The lora adapter '{req.lora_name}' cannot be found.", "not_found_error"

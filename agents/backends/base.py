@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
-__all__ = ["Backend", "Generation", "Message", "SamplingParams"]
+__all__ = ["Backend", "BackendBase", "Generation", "Message", "SamplingParams"]
 
 Message = dict[str, Any]
 
@@ -70,3 +70,34 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+class BackendBase:
+    """What the concrete backends share: ``close`` runs once, ``with`` closes.
+
+    A subclass frees what it holds in ``_release`` (called by the first
+    ``close`` only) and gets a ``count_tokens`` that uses its ``tokenizer``
+    attribute unless it defines its own.
+    """
+
+    _closed: bool = False
+    tokenizer: Any = None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def close(self) -> None:
+        """Release the backend's resources; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Free models, clients and files; called once, by the first ``close``."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -51,7 +51,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
 
 __all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
@@ -241,7 +241,7 @@ def _keep_auto_processor() -> Iterator[None]:
             auto_processor.from_pretrained = saved
 
 
-class MLXBackend:
+class MLXBackend(BackendBase):
     """An mlx-lm text model, or an mlx-vlm vision-language model, behind the ``Backend`` protocol.
 
     Args:
@@ -384,9 +384,6 @@ class MLXBackend:
         )
         return {key: mx.array(value) for key, value in inputs.items()}
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     def generate(
         self,
         messages: Sequence[Message],
@@ -462,21 +459,12 @@ class MLXBackend:
     def _decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self.model = None
         self._drop_converted()
         if self._staged is not None:
             self._staged.cleanup()
             self._staged = None
-
-    def __enter__(self) -> MLXBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MLXBackend(model={self.model_name!r}, adapter={self.adapter!r})"

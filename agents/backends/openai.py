@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import (
     apply_stop,
     image_to_data_url,
@@ -66,7 +66,7 @@ class OpenAIUnavailableError(OpenAIError):
     """The server could not be reached or kept failing after every retry."""
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Args:
@@ -270,16 +270,8 @@ class OpenAIBackend:
             return len(self._tokenizer.encode(text, add_special_tokens=False))
         return math.ceil(len(text) / 3)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._client.close()
-
-    def __enter__(self) -> OpenAIBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        self._client.close()
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"

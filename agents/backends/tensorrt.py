@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, require, validate_messages
 
 __all__ = ["TensorRTBackend"]
@@ -52,7 +52,7 @@ def _find(name: str, modules: Sequence[str]) -> Any:
     raise ImportError(f"this tensorrt_llm has no {name} in {', '.join(modules)}")
 
 
-class TensorRTBackend:
+class TensorRTBackend(BackendBase):
     """A TensorRT-LLM model behind the ``Backend`` protocol.
 
     Args:
@@ -119,9 +119,6 @@ class TensorRTBackend:
             conversation, add_generation_prompt=True, tokenize=False
         )
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     def _sampling_params(self, sampling: SamplingParams) -> Any:
         kwargs: dict[str, Any] = {"max_tokens": sampling.max_new_tokens, "logprobs": 1}
         if sampling.temperature > 0:
@@ -167,20 +164,11 @@ class TensorRTBackend:
             info=info,
         )
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         shutdown = getattr(self.llm, "shutdown", None)
         if shutdown is not None:
             shutdown()
         self.llm = None
-
-    def __enter__(self) -> TensorRTBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TensorRTBackend(model={self.model_name!r}, adapter={self.adapter!r})"

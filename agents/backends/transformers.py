@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import Generation, Message, SamplingParams
+from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
 
 __all__ = ["TransformersBackend", "load_processor"]
@@ -57,7 +57,7 @@ __all__ = ["TransformersBackend", "load_processor"]
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-class TransformersBackend:
+class TransformersBackend(BackendBase):
     """A local transformers model behind the ``Backend`` protocol.
 
     Args:
@@ -277,9 +277,6 @@ class TransformersBackend:
             pil.thumbnail((self.max_image_side, self.max_image_side))
         return pil
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
-
     # -- generation ---------------------------------------------------------
 
     def generate(
@@ -334,22 +331,12 @@ class TransformersBackend:
         )
         return Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info)
 
-    def close(self) -> None:
-        """Release the model; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         on_cuda = self.device.startswith("cuda")
         self.model = None
         gc.collect()
         if on_cuda:
             require("torch").cuda.empty_cache()
-
-    def __enter__(self) -> TransformersBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -279,7 +279,10 @@ def test_meta_validation():
 
 _CRASHER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    # Ctrl+C as a user sends it: a shell without job control starts background
+    # jobs with SIGINT ignored, and the child would inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {helpers!r})
     from _episode_helpers import FakeBrowserEnv
     from browser_env.episodes import EpisodeMeta, EpisodeWriter
@@ -305,10 +308,13 @@ def test_crash_mid_episode_leaves_earlier_steps(tmp_path, sig):
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert proc.stdout.readline().strip() == b"ready"
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
-    proc.stdout.close()
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) != 0
+    finally:
+        proc.kill()
+        proc.stdout.close()
     ep = load_episode(tmp_path / "ep")
     assert not ep.complete
     assert [s.action for s in ep.steps] == [{"action": "WAIT", "value": "0"}] * 3
