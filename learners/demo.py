@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-seeds", type=int, default=150)
     parser.add_argument("--eval-seeds", type=int, default=20)
     parser.add_argument("--max-steps", type=int, default=6)
-    parser.add_argument("--sft-steps", type=int, default=800)
+    parser.add_argument("--sft-steps", type=int, default=1200)
     parser.add_argument("--sdft-steps", type=int, default=30)
-    parser.add_argument("--demo-fraction", type=float, default=0.5)
+    parser.add_argument("--demo-fraction", type=float, default=1.0)
     parser.add_argument(
         "--counterfactual-fraction",
         type=float,
