@@ -273,7 +273,6 @@ class MLXBackend(BackendBase):
         self._converted: tempfile.TemporaryDirectory[str] | None = None
         self._staged: tempfile.TemporaryDirectory[str] | None = None
         self._lock = threading.Lock()
-        self._closed = False
         config_file = Path(self.model_name) / "config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         self.multimodal = "vision_config" in config

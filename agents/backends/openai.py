@@ -128,7 +128,6 @@ class OpenAIBackend(BackendBase):
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self._tokenizer_name = tokenizer
         self._tokenizer: Any = None
-        self._closed = False
 
     # -- requests -----------------------------------------------------------
 

@@ -109,7 +109,6 @@ class TensorRTBackend(BackendBase):
             self._lora_request = lora_request_cls("adapter", 1, self.adapter)
         self._sampling_cls = trtllm.SamplingParams
         self.llm = trtllm.LLM(**kwargs)
-        self._closed = False
 
     def render_chat(self, messages: Sequence[Message]) -> str:
         conversation = validate_messages(messages)

@@ -103,7 +103,6 @@ class TransformersBackend(BackendBase):
         self.device = _resolve_device(torch, device)
         self.dtype = _resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
-        self._closed = False
         # True once add_adapter wrapped a plain model: generate keeps using the bare model
         self._bare = False
 
