@@ -36,13 +36,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
+from browser_env.registration import env_id, resolve_env_id
 
 __all__ = [
     "build_agent",
     "main",
     "make_env",
+    "env_id_of",
     "recording_info",
-    "resolve_env_id",
     "run",
     "run_episodes",
 ]
@@ -50,20 +51,15 @@ __all__ = [
 EpisodeWriterFactory = Callable[[Any], Any]
 
 
-def resolve_env_id(cfg: Mapping[str, Any]) -> str:
+def env_id_of(cfg: Mapping[str, Any]) -> str:
     """The Gymnasium id for ``cfg``: ``browser_env/open-v0`` when ``url`` is set,
-    else ``env`` as given (``miniwob.click-test``, ``browser_env/...-v0``)."""
+    else ``env`` in any spelling :func:`browser_env.registration.resolve_env_id`
+    accepts (``miniwob.click-test``, ``browser_env/miniwob.click-test-v0``)."""
     if cfg.get("url"):
-        return "browser_env/open-v0"
-    env = cfg.get("env")
-    if not env:
+        return env_id("open", family=None)
+    if not cfg.get("env"):
         raise ValueError("give env=<id> (e.g. env=miniwob.click-test) or url=... goal=...")
-    env = str(env)
-    if "/" not in env:
-        env = f"browser_env/{env}"
-    if not env.rsplit("-", 1)[-1].startswith("v") or not env.rsplit("-v", 1)[-1].isdigit():
-        env += "-v0"
-    return env
+    return resolve_env_id(str(cfg["env"]))
 
 
 def make_env(cfg: Mapping[str, Any]) -> Any:
@@ -73,7 +69,7 @@ def make_env(cfg: Mapping[str, Any]) -> Any:
     import browser_env  # noqa: F401 - registers the browser_env/* ids
 
     kwargs = {"headless": bool(cfg.get("headless", True)), **dict(cfg.get("env_kwargs") or {})}
-    return gym.make(resolve_env_id(cfg), max_episode_steps=int(cfg["max_steps"]), **kwargs)
+    return gym.make(env_id_of(cfg), max_episode_steps=int(cfg["max_steps"]), **kwargs)
 
 
 def _reset_options(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -300,7 +296,7 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
     if spec is not None:
         return str(spec.id)
     try:
-        return resolve_env_id(cfg)
+        return env_id_of(cfg)
     except ValueError:
         return type(env).__name__
 

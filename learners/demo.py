@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from browser_env.registration import env_id
+
 __all__ = ["TASKS", "evaluate", "export_policy", "main", "record_expert_episodes"]
 
 #: The default subset (suite ``miniwob_tiny``): tasks the scripted experts solve
@@ -67,7 +69,7 @@ def record_expert_episodes(
     success: dict[str, float] = {}
     for task in tasks:
         env = gym.make(
-            f"browser_env/miniwob.{task}-v0",
+            env_id(task),
             max_episode_steps=max_steps,
             modalities=("elements", "text"),
         )
@@ -132,7 +134,7 @@ def evaluate(
     per_task = {}
     for task in tasks:
         env = gym.make(
-            f"browser_env/miniwob.{task}-v0",
+            env_id(task),
             max_episode_steps=max_steps,
             modalities=("elements", "text"),
         )
