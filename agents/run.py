@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
 from browser_env.registration import env_id, resolve_env_id
+from browser_env.rundir import run_dir
 
 __all__ = [
     "build_agent",
@@ -139,12 +139,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
 
     root = cfg.get("episodes_dir")
     if root is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
-        except ValueError:  # not under @hydra.main
-            root = Path("outputs") / "episodes"
+        root = run_dir() / "episodes"
     info, source = recording_info(cfg, agent)
 
     def wrap(env: Any) -> Any:

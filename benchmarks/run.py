@@ -33,12 +33,9 @@ __all__ = ["main", "run"]
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from browser_env.rundir import run_dir
 
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not under @hydra.main
-        return Path("outputs") / "benchmarks"
+    return run_dir(Path("outputs") / "benchmarks")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

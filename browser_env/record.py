@@ -57,6 +57,7 @@ from browser_env.episodes.writer import EpisodeWriter
 from browser_env.executor import OBSERVE_JS
 from browser_env.observation import element_from_row
 from browser_env.registration import env_id, resolve_env_id
+from browser_env.rundir import run_dir
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -529,12 +530,7 @@ def run(cfg: Any) -> Path:
     data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
     root = data.get("episodes_dir")
     if root is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
-        except ValueError:  # not under @hydra.main
-            root = Path("outputs") / "episodes"
+        root = run_dir() / "episodes"
     return record(
         RecordConfig(**{k: v for k, v in data.items() if k in RecordConfig.__dataclass_fields__}),
         root,
