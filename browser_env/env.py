@@ -193,13 +193,18 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
                     self._check_url(self.page.url, landed=True)
                     t1 = time.perf_counter()
                     obs, obs_timings = self._observe(error="", reset=True)
+                if self._watchdog.fired == "closed":
+                    raise RuntimeError(self._hung_error(""))
                 break
             except ValueError:
                 raise  # the caller's options are wrong: retrying cannot help
             except Exception:
-                if attempt or not self._broken():
+                if attempt or not (self._broken() or self._watchdog.fired == "closed"):
                     raise
-                self._discard_browser()
+                if self._browser is not None and self._browser_alive():
+                    self._page = None  # a fresh context and page
+                else:
+                    self._discard_browser()
         t2 = time.perf_counter()
         info = {
             "env_id": self.spec.id if self.spec is not None else None,
@@ -223,6 +228,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
                     self._page, self._guarded, self.executor_config.step_timeout_ms
                 ):
                     return self._step(action, t0)
+            except _PageLost as exc:
+                self._dead = str(exc)
+                self._page = None  # reset starts a fresh context and page
             except Exception as exc:  # noqa: BLE001 - the env must never take its caller down
                 self._dead = self._cause(exc)
         return self._truncated_step(action, t0)
@@ -241,7 +249,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
             error = f"browser error during {parsed.action.value if parsed else 'action'}: {_first_line(exc)}"
-            self._recover_page()
+            self._recover_page(cause=exc)
         t1 = time.perf_counter()
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
         fused = self._fused
@@ -253,11 +261,13 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             obs, obs_timings = self._observe(error=error)
         except Exception as exc:  # noqa: BLE001 - e.g. the renderer crashed: start a fresh page
             error = error or f"the page could not be observed: {_first_line(exc)}"
-            self._recover_page(force=True)
+            self._recover_page(force=True, cause=exc)
             obs, obs_timings = self._observe(error=error)
         if self._page is not page:  # a popup arrived while observing: show the new page
             self._settle()
             obs, obs_timings = self._observe(error=error)
+        if self._watchdog.fired == "closed":  # the task's page is gone: end the episode
+            raise _PageLost(self._hung_error(error))
         if self._watchdog.fired:
             error = self._hung_error(error)
             obs["last_action_error"] = error
@@ -451,7 +461,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         what = (
             f"the page did not respond within {limit}; its running script was stopped"
             if self._watchdog.fired == "stopped"
-            else f"the page did not respond within {limit} and was replaced by a blank page"
+            else f"the page did not respond within {limit} and was closed; the episode is truncated"
         )
         return f"{error}; {what}" if error and what not in error else what
 
@@ -521,7 +531,11 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         if frame.parent_frame is None:
             self._main_navigations += 1
 
-    def _recover_page(self, force: bool = False) -> None:
+    def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
+        """A fresh page in place of a crashed or closed one. Never a fresh browser
+        mid-episode: if the browser is gone, this raises and the step truncates."""
+        if self._browser is None or not self._browser_alive():
+            raise RuntimeError(_first_line(cause) if cause else "the browser is gone")
         if force or self._page is None or self._page.is_closed():
             self._page = None
             self._ensure_page(fresh=False)
@@ -649,6 +663,10 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
 
 _UNREAD = object()
+
+
+class _PageLost(Exception):
+    """The watchdog had to close the episode's page: the episode cannot go on."""
 
 
 def _observer_script(state_js: str | None) -> str:
