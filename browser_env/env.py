@@ -271,6 +271,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         if self._watchdog.fired:
             error = self._hung_error(error)
             obs["last_action_error"] = error
+        if self._downloads:
+            self._cap_downloads()
         if fused:
             reward, done, judged = self._judge(answer)
         if error and not done:
@@ -523,6 +525,26 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             {"url": download.url, "filename": download.suggested_filename}
         )
 
+    def _cap_downloads(self) -> None:
+        """Cancel downloads past ``max_download_bytes``. Checked when a step or reset
+        ends: a download keeps going between steps, so the overshoot is what
+        arrives in one step plus the time the policy takes to decide."""
+        cap = self.url_policy.max_download_bytes
+        for download in list(self._downloads):
+            size = _download_size(download)
+            if size is None or size <= cap:
+                continue
+            try:
+                download.cancel()
+                download.delete()
+            except Exception:  # noqa: BLE001 - it finished or failed meanwhile
+                pass
+            self._downloads.remove(download)
+            self._events.setdefault("downloads", []).append(
+                {"url": download.url, "filename": download.suggested_filename,
+                 "cancelled": f"too large: over {cap} bytes (max_download_bytes)"}
+            )
+
     def _on_request(self, request: Request) -> None:
         if request.is_navigation_request():
             self._navigations += 1
@@ -695,6 +717,18 @@ def empty_observation(space: gym.spaces.Space) -> Any:
     if isinstance(space, gym.spaces.Tuple):
         return tuple(empty_observation(sub) for sub in space.spaces)
     return ""  # Text, UnicodeText
+
+
+def _download_size(download: Download) -> int | None:
+    """Bytes on disk so far (Playwright's artifact file), or None if unknown."""
+    import os
+
+    artifact = getattr(getattr(download, "_impl_obj", None), "_artifact", None)
+    path = getattr(artifact, "_initializer", {}).get("absolutePath")
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

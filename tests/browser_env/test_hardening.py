@@ -219,3 +219,45 @@ def test_miniwob_tasks_may_only_reach_loopback():
         assert env.unwrapped._events["blocked_requests"] == ["http://192.0.2.1/"]
     finally:
         env.close()
+
+
+def test_downloads_over_the_cap_are_cancelled(site_url):
+    with BrowserEnv("open", modalities=("elements",), max_download_bytes=5) as env:
+        obs = start(env, site_url + "links.html")
+        link = next(e["element_id"] for e in obs["elements"] if e["text"] == "Download data")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": link})
+        for _ in range(20):  # the file lands asynchronously
+            if any("cancelled" in d for d in info.get("downloads", [])):
+                break
+            obs, _, _, _, info = env.step({"action": "WAIT", "value": "100"})
+        assert any("too large" in d.get("cancelled", "") for d in info["downloads"])
+        assert env.downloads == []
+
+
+@pytest.fixture
+def busy_cores():
+    """Every core kept busy by a spinning process, as when rollouts share a machine."""
+    import subprocess
+    import sys
+
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    yield
+    for proc in spinners:
+        proc.kill()
+        proc.wait()
+
+
+def test_popups_and_navigations_are_waited_for_under_load(env, site_url, busy_cores):
+    # No WAIT step to catch up: the step that caused the new page observes it.
+    for control, landed in [
+        ("Open in new tab", "from=popup"),
+        ("window.open", "from=window-open"),
+        ("Go to result", "from=links"),
+    ]:
+        obs = start(env, site_url + "links.html")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": by_text(obs, control)})
+        assert landed in obs["url"] and "Got: " + landed in obs["text"], (control, obs["url"])
+        assert len(info.get("popups", [])) == (control != "Go to result")
