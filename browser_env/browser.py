@@ -206,12 +206,22 @@ def revive_playwright() -> Playwright:
         from playwright.sync_api import sync_playwright
 
         dead, _LOCAL.driver = _LOCAL.driver, None
+        loop = getattr(dead, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.set_exception_handler(_quiet_about_the_dead_driver)
         try:
             dead.stop()
         except Exception:  # noqa: BLE001 - the pipe is already gone
             pass
         _LOCAL.driver = sync_playwright().start()
     return _LOCAL.driver
+
+
+def _quiet_about_the_dead_driver(loop: Any, context: dict[str, Any]) -> None:
+    # Calls that were in flight when the driver died end with "Connection closed";
+    # asyncio would log each one as a never-retrieved exception.
+    if "Connection closed" not in str(context.get("exception", "")):
+        loop.default_exception_handler(context)
 
 
 def release_playwright() -> None:
