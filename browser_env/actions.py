@@ -168,7 +168,11 @@ def _validate(action: Action) -> None:
         # here the value only has to be an absolute URL.
         parsed = urlparse(value or "")
         web = parsed.scheme in ("http", "https")
-        if not _SCHEME.match(value or "") or (web and not parsed.netloc) or not (web or parsed.netloc or parsed.path):
+        if (
+            not _SCHEME.match(value or "")
+            or (web and not parsed.netloc)
+            or not (web or parsed.netloc or parsed.path)
+        ):
             raise ActionError(f"NAVIGATE needs an absolute URL such as https://..., got {value!r}")
     if verb in (Verb.WAIT, Verb.NAVIGATE, Verb.FINISH) and element_id is not None:
         raise ActionError(f'{verb.value} takes no "element_id"')

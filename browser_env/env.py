@@ -135,7 +135,11 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.executor_config = (
             executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))
         )
-        hosts = allowed_hosts if allowed_hosts is not None else getattr(self.task, "allowed_hosts", None)
+        hosts = (
+            allowed_hosts
+            if allowed_hosts is not None
+            else getattr(self.task, "allowed_hosts", None)
+        )
         self.url_policy = UrlPolicy(
             allowed_url_schemes=tuple(allowed_url_schemes),
             allowed_hosts=None if hosts is None or "*" in hosts else tuple(hosts),
@@ -541,8 +545,11 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
                 pass
             self._downloads.remove(download)
             self._events.setdefault("downloads", []).append(
-                {"url": download.url, "filename": download.suggested_filename,
-                 "cancelled": f"too large: over {cap} bytes (max_download_bytes)"}
+                {
+                    "url": download.url,
+                    "filename": download.suggested_filename,
+                    "cancelled": f"too large: over {cap} bytes (max_download_bytes)",
+                }
             )
 
     def _on_request(self, request: Request) -> None:

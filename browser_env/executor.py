@@ -97,7 +97,9 @@ class ExecutorConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"ExecutorConfig.{field.name} must be a number >= 0, got {value!r}")
+                raise ValueError(
+                    f"ExecutorConfig.{field.name} must be a number >= 0, got {value!r}"
+                )
         if self.navigation_timeout_ms >= self.step_timeout_ms > 0:
             raise ValueError("step_timeout_ms must be larger than navigation_timeout_ms")
 

@@ -44,7 +44,9 @@ class Watchdog:
 
     @contextlib.contextmanager
     def armed(
-        self, page: Page | None, target: Callable[[], tuple[Page | None, CDPSession | None]],
+        self,
+        page: Page | None,
+        target: Callable[[], tuple[Page | None, CDPSession | None]],
         limit_ms: float,
     ) -> Iterator[Watchdog]:
         """Within the block, the page that ``target()`` names when the deadline comes

@@ -67,8 +67,9 @@ def test_a_killed_browser_or_driver_truncates_the_episode_and_reset_recovers(env
         driver.wait(10)
     obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})
     assert (reward, terminated, truncated) == (0.0, False, True)
-    assert f"the {'Playwright driver' if victim == 'driver' else 'browser'} died" in (
-        info["truncated_reason"]
+    assert (
+        f"the {'Playwright driver' if victim == 'driver' else 'browser'} died"
+        in (info["truncated_reason"])
     )
     assert obs["last_action_error"] == info["truncated_reason"] and obs["elements"] == ()
     assert env.observation_space.contains(obs)
