@@ -55,7 +55,11 @@ def log_benchmark(
         project=project,
         name=name or f"{data['agent']}-{data['suite']}-{out.name}",
         dir=str(out),
-        config={"suite": data["suite"], "agent": data["agent"], **dict(data.get("config") or {})},
+        config={
+            **dict(data.get("config") or {}),
+            "agent_name": data["agent"],
+            "suite_name": data["suite"],
+        },
         job_type="benchmark",
         mode=wandb_mode(),
         reinit="finish_previous",
