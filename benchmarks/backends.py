@@ -127,7 +127,7 @@ class OpenAIServer:
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.load_s = 0.0
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self._run_dir = tempfile.TemporaryDirectory(prefix="openai-server-")
 
     @property
