@@ -20,6 +20,11 @@ prompts.
 
 :data:`SERVER_COMMAND` is the one place that knows how the project's
 OpenAI-compatible server is started.
+
+Jupyter runs an asyncio loop in the kernel's main thread, and Playwright's
+sync API refuses to start there; :func:`off_loop` runs browser work in a
+worker thread when a loop is running (the env is created, used and closed in
+that one thread, as Playwright requires).
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.rollout import token_usage
 
@@ -48,6 +53,7 @@ __all__ = [
     "Probe",
     "agreement",
     "load_backend",
+    "off_loop",
     "probe",
     "probe_observations",
     "run_benchmark",
@@ -55,10 +61,25 @@ __all__ = [
     "unavailable_reason",
 ]
 
+T = TypeVar("T")
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BACKENDS = ("transformers", "mlx", "openai", "tensorrt")
 #: How the OpenAI-compatible server is started (``python -m <module> key=value ...``).
 SERVER_COMMAND = (sys.executable, "-m", "agents.openai_server")
+
+
+def off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, in a worker thread when this thread runs an
+    asyncio loop (a notebook kernel), else directly."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kwargs)
+    with ThreadPoolExecutor(1, thread_name_prefix="browser") as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 def unavailable_reason(kind: str) -> str | None:
@@ -186,6 +207,12 @@ def probe_observations(
     env_ids: Sequence[str], seeds: Sequence[int], **env_kwargs: Any
 ) -> list[dict[str, Any]]:
     """The first observation of each (env id, seed), text and elements only."""
+    return off_loop(_first_observations, env_ids, seeds, env_kwargs)
+
+
+def _first_observations(
+    env_ids: Sequence[str], seeds: Sequence[int], env_kwargs: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     import gymnasium as gym
 
     import browser_env  # noqa: F401 - registers the ids
@@ -325,4 +352,4 @@ def run_benchmark(overrides: Sequence[str]) -> dict[str, Any]:
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="benchmark", overrides=list(overrides))
-    return run(cfg)
+    return off_loop(run, cfg)

@@ -35,15 +35,14 @@ td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-al
 """
 
 
-def _pyplot() -> Any | None:
+def _figure(**kwargs: Any) -> Any | None:
+    """A bare matplotlib Figure (no pyplot: the caller's backend is left alone),
+    or None without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    return plt
+    return Figure(**kwargs)
 
 
 def _errors(cells: Sequence[Cell]) -> list[list[float]]:
@@ -58,12 +57,12 @@ def plot_tasks(runs: Sequence[Run], tasks: Sequence[str], path: Path) -> Path | 
     """Grouped horizontal bars: success per task, one colour per run."""
     from benchmarks.compare import Cell
 
-    plt = _pyplot()
-    if plt is None:
-        return None
     empty = Cell(0, 0, (0.0, 0.0), 0.0, None, 0.0, 0.0, ())
     height = 0.8 / max(1, len(runs))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(tasks) * max(1, len(runs)) ** 0.5 + 1.6))
+    fig = _figure(figsize=(8, 0.45 * len(tasks) * max(1, len(runs)) ** 0.5 + 1.6))
+    if fig is None:
+        return None
+    ax = fig.subplots()
     for i, r in enumerate(runs):
         per_task = r.tasks()
         cells = [per_task.get(t, empty) for t in tasks]
@@ -85,17 +84,16 @@ def plot_tasks(runs: Sequence[Run], tasks: Sequence[str], path: Path) -> Path | 
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(3, len(runs)))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_cost(runs: Sequence[Run], path: Path) -> Path | None:
     """Success against tokens per episode (left) and ms per step (right)."""
-    plt = _pyplot()
-    if plt is None:
+    fig = _figure(figsize=(10, 4))
+    if fig is None:
         return None
     cells = [r.overall for r in runs]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    axes = fig.subplots(1, 2, sharey=True)
     costs = (
         ("tokens per episode", [c.tokens or 0.0 for c in cells]),
         ("ms per step (agent + env)", [c.agent_ms + c.env_ms for c in cells]),
@@ -119,7 +117,6 @@ def plot_cost(runs: Sequence[Run], path: Path) -> Path | None:
     fig.suptitle("success against cost")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

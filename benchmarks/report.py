@@ -153,16 +153,14 @@ def plot_success(
     rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = ""
 ) -> Path | None:
     """A horizontal bar chart of success rate per task; ``None`` without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a bare Figure, not pyplot: leaves the caller's backend (e.g. a notebook's) alone
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     names = [r["task"] for r in rows]
     rates = [100 * r["success_rate"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax = fig.subplots()
     ax.barh(names, rates, color="#4C72B0")
     ax.set_xlim(0, 100)
     ax.set_xlabel("success rate (%)")
@@ -173,5 +171,4 @@ def plot_success(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
