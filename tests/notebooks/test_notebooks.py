@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.notebooks import execute
+from benchmarks.tracking import read_offline_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -75,8 +76,27 @@ def test_train_and_evaluate_runs_with_small_settings(tmp_path):
     assert "2 of 2 demonstrations succeeded" in text
     training = json.loads((tmp_path / "sft" / "training.json").read_text())
     assert training["steps"] == 3 and training["metrics"]["loss"] > 0
+    # the learner logged to wandb, offline: every step's loss is in the run file
+    logged = read_offline_run(tmp_path / "sft" / "wandb")
+    losses = [row["loss"] for row in logged["history"] if "loss" in row]
+    assert [row["_step"] for row in logged["history"] if "loss" in row] == [1, 2, 3]
+    assert losses[-1] == pytest.approx(training["metrics"]["loss"])
+    assert logged["config"]["learner"] == "sft" and logged["config"]["max_steps"] == 3
     assert (
         tmp_path / "sft" / "config.json"
     ).is_file()  # a full model (lora=False), loadable as one
     assert (tmp_path / "eval_after" / "episodes" / "index.html").is_file()
     assert _images(notebook) >= 2  # the loss curve and the first screenshot
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("name", ["compare_backends", "train_and_evaluate"])
+def test_notebooks_run_with_their_default_parameters(name, tmp_path):
+    notebook = execute(
+        NOTEBOOKS / f"{name}.ipynb",
+        {"OUTPUT_DIR": str(tmp_path)},
+        output=tmp_path / "executed.ipynb",
+        timeout=3600,
+    )
+    _outputs(notebook)
+    assert _images(notebook) >= 2
