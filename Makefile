@@ -25,3 +25,8 @@ speed: setup
 # Re-pin requirements.lock from the current .venv (after changing pyproject.toml).
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^browser-rl' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > requirements.lock
+
+# Re-run the notebooks in place (their committed outputs), e.g. ARGS="-p MODEL /path/to/model".
+.PHONY: notebooks
+notebooks: setup
+	$(PY) -m benchmarks.notebooks notebooks/*.ipynb $(ARGS)

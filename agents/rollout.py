@@ -21,7 +21,7 @@ import gymnasium as gym
 from browser_env.actions import Action
 from browser_env.wrappers import AnnotatedAction, RecordEpisode
 
-__all__ = ["EpisodeResult", "StepCallback", "annotate", "find_recorder", "rollout"]
+__all__ = ["EpisodeResult", "StepCallback", "annotate", "find_recorder", "rollout", "token_usage"]
 
 # on_step(t, action, reward, obs, agent_info, step_info), after env step t (1-based).
 StepCallback = Callable[
@@ -48,6 +48,8 @@ class EpisodeResult:
     reset_ms: float
     episode_dir: str | None = None
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    prompt_tokens: int = 0  # summed over the episode's model calls (0: no model, e.g. random)
+    completion_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +69,23 @@ def annotate(action: Action, info: Mapping[str, Any]) -> AnnotatedAction:
         guards=list(info.get("guards") or ()),
         extras=extras or None,
     )
+
+
+def token_usage(info: Mapping[str, Any]) -> tuple[int, int]:
+    """``(prompt_tokens, completion_tokens)`` of one ``Agent.act`` info: the
+    backend's own counts (transformers, MLX, TensorRT-LLM), else the server's
+    OpenAI ``usage``, else the number of returned completion token ids; ``(0, 0)``
+    for agents without a model."""
+    generation = info.get("generation")
+    if not isinstance(generation, Mapping):
+        return 0, 0
+    backend_info = generation.get("info") or {}
+    usage = backend_info.get("usage") or {}
+    prompt = backend_info.get("prompt_tokens", usage.get("prompt_tokens"))
+    completion = backend_info.get("completion_tokens", usage.get("completion_tokens"))
+    if completion is None:
+        completion = len(generation.get("token_ids") or ())
+    return int(prompt or 0), int(completion or 0)
 
 
 def find_recorder(env: gym.Env) -> RecordEpisode | None:
@@ -105,6 +124,7 @@ def rollout(
     goal = str(obs.get("goal") or (options or {}).get("goal") or "")
     agent.reset(goal, seed=seed if agent_seed is None else agent_seed)
     total, steps, errors = 0.0, 0, 0
+    tokens = [0, 0]
     env_ms: list[float] = []
     agent_ms: list[float] = []
     actions: list[dict[str, Any]] = []
@@ -119,6 +139,7 @@ def rollout(
         t0 = time.perf_counter()
         action, act_info = agent.act(obs)
         agent_ms.append((time.perf_counter() - t0) * 1e3)
+        tokens = [a + b for a, b in zip(tokens, token_usage(act_info), strict=True)]
         t1 = time.perf_counter()
         obs, reward, terminated, truncated, step_info = env.step(
             annotate(action, act_info) if recorder is not None else action
@@ -147,4 +168,6 @@ def rollout(
         reset_ms=reset_ms,
         episode_dir=None if last_dir is None else str(last_dir),
         actions=actions,
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
     )

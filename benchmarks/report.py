@@ -4,7 +4,7 @@
 
     {"schema": 1, "suite": ..., "agent": ..., "config": {...},
      "tasks": [{"task", "env_id", "episodes", "success_rate", "mean_steps",
-                "mean_reward", "step_latency_ms": {"median", "p95"},
+                "mean_reward", "mean_tokens", "step_latency_ms": {"median", "p95"},
                 "reset_latency_ms": {"median"}, "agent_latency_ms": {"median"}}],
      "overall": {...same keys over all episodes...},
      "episodes": [EpisodeResult.to_dict(), ...]}
@@ -22,7 +22,14 @@ from typing import Any
 
 from agents.rollout import EpisodeResult
 
-__all__ = ["format_table", "plot_success", "summarize", "write_json_atomic", "write_results"]
+__all__ = [
+    "format_table",
+    "plot_success",
+    "summarize",
+    "write_json_atomic",
+    "write_results",
+    "write_text_atomic",
+]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -43,6 +50,8 @@ def _row(task: str, env_id: str, episodes: Sequence[EpisodeResult]) -> dict[str,
         "success_rate": sum(e.success for e in episodes) / len(episodes),
         "mean_steps": statistics.fmean(e.steps for e in episodes),
         "mean_reward": statistics.fmean(e.episode_return for e in episodes),
+        # prompt + completion tokens per episode, as the backend counted them
+        "mean_tokens": statistics.fmean(e.prompt_tokens + e.completion_tokens for e in episodes),
         "step_latency_ms": {
             "median": statistics.median(steps_ms) if steps_ms else 0.0,
             "p95": _percentile(steps_ms, 95),
@@ -98,12 +107,17 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON to a temp file in the same directory, fsync, then rename."""
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write text to a temp file in the same directory, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=str)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -139,16 +153,14 @@ def plot_success(
     rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = ""
 ) -> Path | None:
     """A horizontal bar chart of success rate per task; ``None`` without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a bare Figure, not pyplot: leaves the caller's backend (e.g. a notebook's) alone
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     names = [r["task"] for r in rows]
     rates = [100 * r["success_rate"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    fig = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax = fig.subplots()
     ax.barh(names, rates, color="#4C72B0")
     ax.set_xlim(0, 100)
     ax.set_xlabel("success rate (%)")
@@ -159,5 +171,4 @@ def plot_success(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

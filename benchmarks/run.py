@@ -9,7 +9,8 @@
 
 Prints a table (task, episodes, success rate, mean steps, mean reward, step
 latency) and writes into the run's Hydra output dir: ``results.json`` (see
-:mod:`benchmarks.report`), ``success.png`` and, with ``record=true``, one
+:mod:`benchmarks.report`), ``success.png``, a wandb run (offline unless a key
+is set; ``wandb=false`` turns it off; :mod:`benchmarks.tracking`) and, with ``record=true``, one
 episode directory per episode under ``episodes/`` (open them with
 ``python -m browser_env.view <dir>``). :func:`run` is the plain function
 behind the ``@hydra.main`` wrapper; tests call it with a composed config.
@@ -95,6 +96,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))
     if cfg.record:
         print(f"episodes: {out / 'episodes'}  (python -m browser_env.view {out / 'episodes'})")
+    if cfg.get("wandb"):
+        from benchmarks.tracking import log_benchmark
+
+        log_benchmark(data, out, project=cfg.wandb_project, name=cfg.get("run_name"))
     return data
 
 

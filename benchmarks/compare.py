@@ -1,0 +1,371 @@
+"""Compare benchmark runs: ``python -m benchmarks.compare DIR...``.
+
+::
+
+    python -m benchmarks.run --multirun agent=random,expert,tiny suite=miniwob_tiny
+    python -m benchmarks.compare multirun/benchmarks/2026-12-02/14-00-00     # a sweep dir
+    python -m benchmarks.compare outputs/benchmarks/a outputs/benchmarks/b   # several runs
+    python -m benchmarks.compare 'runs=[a,b]' output_dir=/tmp/cmp            # the Hydra spelling
+
+Every ``DIR`` is a ``benchmarks.run`` output dir (it holds ``results.json``)
+or any dir above several (a ``--multirun`` sweep dir). Prints one row per run
+(success with a 95% Wilson interval, mean steps, tokens per episode, agent
+and env milliseconds per step) and a task-by-run success table, and writes
+into the output dir (Hydra's, ``outputs/compare/<date>/<time>``, or
+``output_dir=``): ``compare.json``, ``tasks.png`` (per-task success bars),
+``cost.png`` (success against tokens and latency) and ``report.html``, whose
+cells link to each episode's page in the viewer (:mod:`browser_env.view`;
+its pages are written next to the episodes).
+
+Why Hydra with positional dirs: every entry point of the project is a Hydra
+app (one override syntax, ``--cfg job``, config in the output dir), but a
+list of directories reads best as plain arguments, as in ``browser_env.view
+DIR``. :func:`main` therefore turns the plain arguments into the override
+``runs=[...]`` before Hydra parses the command line; both spellings work.
+:func:`compare` is the plain function that tests call.
+
+Runs are labelled by the Hydra overrides that differ between them (e.g.
+``agent=random``), read from each run's ``.hydra/overrides.yaml``; without
+those, by agent and suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from benchmarks.report import write_json_atomic
+
+__all__ = ["Cell", "Run", "compare", "find_runs", "load_runs", "main", "run", "wilson"]
+
+RESULTS_FILE = "results.json"
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for ``z=1.96``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at
+    0/n or n/n, which small benchmark samples hit all the time. (Five lines;
+    not worth a statsmodels dependency.)"""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Statistics of a set of episodes (one task of a run, or all of it).
+
+    ``tokens`` is prompt + completion tokens per episode, ``None`` when the
+    results predate token counting; ``agent_ms`` / ``env_ms`` are per step."""
+
+    episodes: int
+    successes: int
+    ci: tuple[float, float]
+    mean_steps: float
+    tokens: float | None
+    agent_ms: float
+    env_ms: float
+    episode_dirs: tuple[tuple[str | None, int | None, bool], ...]  # (dir, seed, success)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    @classmethod
+    def of(cls, episodes: Sequence[dict[str, Any]]) -> Cell:
+        n = len(episodes)
+        wins = sum(bool(e["success"]) for e in episodes)
+        steps = sum(int(e["steps"]) for e in episodes)
+        counted = all("prompt_tokens" in e for e in episodes)
+        tokens = (
+            sum(int(e["prompt_tokens"]) + int(e["completion_tokens"]) for e in episodes) / n
+            if counted and n
+            else None
+        )
+        per_step = max(1, steps)
+        return cls(
+            episodes=n,
+            successes=wins,
+            ci=wilson(wins, n),
+            mean_steps=steps / n if n else 0.0,
+            tokens=tokens,
+            agent_ms=sum(sum(e["agent_ms"]) for e in episodes) / per_step,
+            env_ms=sum(sum(e["env_step_ms"]) for e in episodes) / per_step,
+            episode_dirs=tuple(
+                (e.get("episode_dir"), e.get("seed"), bool(e["success"])) for e in episodes
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["success_rate"] = self.success_rate
+        del data["episode_dirs"]
+        return data
+
+
+@dataclasses.dataclass
+class Run:
+    """One ``benchmarks.run`` output: where it is, its label, its results."""
+
+    path: Path
+    label: str
+    results: dict[str, Any]
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def overall(self) -> Cell:
+        return Cell.of(self.results["episodes"])
+
+    def tasks(self) -> dict[str, Cell]:
+        """Per-task statistics, in the run's task order."""
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        for episode in self.results["episodes"]:
+            by_task.setdefault(_task_name(episode["env_id"]), []).append(episode)
+        return {task: Cell.of(eps) for task, eps in by_task.items()}
+
+
+def _task_name(env_id: str) -> str:
+    return env_id.split("/", 1)[-1].removesuffix("-v0")
+
+
+def _sort_key(path: Path) -> tuple:
+    # multirun subdirs are 0, 1, ..., 10: compare numbers as numbers
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The run dirs (holding ``results.json``) at or under each of ``paths``."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise ValueError(f"not a directory: {path}")
+        if (path / RESULTS_FILE).is_file():
+            runs = [path]
+        else:
+            runs = sorted((p.parent for p in path.rglob(RESULTS_FILE)), key=_sort_key)
+        if not runs:
+            raise ValueError(f"no {RESULTS_FILE} at or under {path}: is it a benchmarks.run dir?")
+        found += [r for r in runs if r not in found]
+    return found
+
+
+def _overrides(run_dir: Path) -> tuple[str, ...]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return ()
+    from omegaconf import OmegaConf
+
+    return tuple(str(o) for o in OmegaConf.load(path))
+
+
+def load_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Run]:
+    """Load every run at or under ``paths`` and give each a distinct label."""
+    runs = []
+    for run_dir in find_runs(paths):
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+        if not results.get("episodes"):
+            raise ValueError(f"{run_dir / RESULTS_FILE} holds no episodes")
+        runs.append(Run(run_dir, "", results, _overrides(run_dir)))
+    shared = set.intersection(*(set(r.overrides) for r in runs)) if runs else set()
+    for r in runs:
+        differing = [o for o in r.overrides if o not in shared and not o.startswith("output_dir=")]
+        r.label = " ".join(differing) or f"{r.results['agent']} / {r.results['suite']}"
+    labels = [r.label for r in runs]
+    for r in runs:
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} ({r.path.name})"
+    return runs
+
+
+def _pct(cell: Cell) -> str:
+    low, high = cell.ci
+    return f"{cell.success_rate:.0%} [{low:.0%}-{high:.0%}]"
+
+
+def _tokens(cell: Cell) -> str:
+    return "-" if cell.tokens is None else f"{cell.tokens:.0f}"
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)])
+
+
+def format_tables(runs: Sequence[Run]) -> str:
+    """The run table and the task-by-run success table, as printed."""
+    header = (
+        "run",
+        "suite",
+        "episodes",
+        "success [95% CI]",
+        "steps",
+        "tokens/ep",
+        "agent ms/step",
+        "env ms/step",
+    )
+    lines = []
+    for r in runs:
+        cell = r.overall
+        lines.append(
+            (
+                r.label,
+                str(r.results["suite"]),
+                str(cell.episodes),
+                _pct(cell),
+                f"{cell.mean_steps:.1f}",
+                _tokens(cell),
+                f"{cell.agent_ms:.1f}",
+                f"{cell.env_ms:.1f}",
+            )
+        )
+    tasks = _all_tasks(runs)
+    per_run = [r.tasks() for r in runs]
+    task_lines = [(task, *(_pct(t[task]) if task in t else "-" for t in per_run)) for task in tasks]
+    columns = [f"[{i}]" for i in range(len(runs))]
+    legend = "\n".join(f"[{i}] {r.label}" for i, r in enumerate(runs))
+    return (
+        _table(header, lines)
+        + "\n\nsuccess per task [95% CI]\n"
+        + _table(("task", *columns), task_lines)
+        + "\n"
+        + legend
+    )
+
+
+def _all_tasks(runs: Sequence[Run]) -> list[str]:
+    tasks: list[str] = []
+    for r in runs:
+        tasks += [t for t in r.tasks() if t not in tasks]
+    return tasks
+
+
+def compare(
+    paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, view: bool = True
+) -> dict[str, Any]:
+    """Compare the runs at or under ``paths``; write ``compare.json``, the plots
+    and ``report.html`` into ``out`` and return the ``compare.json`` content.
+    With ``view``, the viewer's episode pages are (re)written for every run
+    so the report can link them."""
+    from benchmarks.compare_report import plot_cost, plot_tasks, write_html
+
+    if not paths:
+        raise ValueError("no runs given: python -m benchmarks.compare DIR [DIR...]")
+    runs = load_runs(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(format_tables(runs))
+    tasks = _all_tasks(runs)
+    data = {
+        "schema": 1,
+        "runs": [
+            {
+                "label": r.label,
+                "path": str(r.path),
+                "agent": r.results["agent"],
+                "suite": r.results["suite"],
+                "overrides": list(r.overrides),
+                "overall": r.overall.to_dict(),
+                "tasks": {task: cell.to_dict() for task, cell in r.tasks().items()},
+            }
+            for r in runs
+        ],
+    }
+    write_json_atomic(out / "compare.json", data)
+    plots = [plot_tasks(runs, tasks, out / "tasks.png"), plot_cost(runs, out / "cost.png")]
+    report = write_html(runs, tasks, out / "report.html", plots=plots, view=view)
+    print(f"\nreport: {report}\njson:   {out / 'compare.json'}")
+    return data
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under @hydra.main
+        return Path("outputs") / "compare"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The Hydra job: :func:`compare` over ``cfg.runs``."""
+    return compare(list(cfg.runs or []), _output_dir(cfg), view=bool(cfg.view))
+
+
+# Hydra's own flags that take their value as the next argument.
+_VALUE_FLAGS = {
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+    "--experimental-rerun",
+}
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def plain_dirs_to_overrides(argv: Sequence[str]) -> list[str]:
+    """``["a", "b", "view=false"]`` -> ``["view=false", "runs=['a','b']"]``: every
+    argument that is neither a flag, a flag's value nor an override is a run dir."""
+    dirs, rest = [], []
+    for i, arg in enumerate(argv):
+        takes_value = i > 0 and argv[i - 1] in _VALUE_FLAGS
+        if arg.startswith("-") or "=" in arg or takes_value:
+            rest.append(arg)
+        else:
+            dirs.append(arg)
+    if dirs:
+        rest.append("runs=[" + ",".join(_quote(d) for d in dirs) + "]")
+    return rest
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *plain_dirs_to_overrides(sys.argv[1:])]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
