@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -37,6 +37,13 @@ from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from browser_env.actions import Action
+    from browser_env.episodes import AgentInfo
+    from browser_env.observation import Observation
 
 __all__ = [
     "build_agent",
@@ -111,7 +118,7 @@ def _backend_node(cfg: DictConfig) -> Any:
     return cfg.get("backend")
 
 
-def recording_info(cfg: DictConfig, agent: Any) -> tuple[Any, str]:
+def recording_info(cfg: DictConfig, agent: Agent) -> tuple[AgentInfo, str]:
     """What an episode recorded from ``agent`` says about it: an
     :class:`~browser_env.episodes.AgentInfo` (name, backend, model, adapter,
     prompt version, agent config) and the episode source (``scripted`` for
@@ -151,7 +158,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
 def run(
     cfg: DictConfig,
     *,
-    env: Any = None,
+    env: gym.Env | None = None,
     agent: Agent | None = None,
     episode_writer: EpisodeWriterFactory | None = None,
     verbose: bool = True,
@@ -173,7 +180,9 @@ def run(
     recorder = writer(env) if writer is not None else None
     seed = cfg.get("seed")
 
-    def show(t: int, action: Any, reward: float, obs: Any, info: Any, _: Any) -> None:
+    def show(
+        t: int, action: Action, reward: float, obs: Observation, info: Mapping[str, Any], _: Any
+    ) -> None:
         if t == 1:
             print(f"goal: {obs.get('goal') or cfg.get('goal') or ''}")
         print(_step_line(t, action, reward, obs, info))
@@ -192,7 +201,7 @@ def run(
             recorder.close() if own_env else recorder.end_episode("abandoned")
         elif own_env:
             env.close()
-        if own_agent and hasattr(agent, "close"):
+        if own_agent:
             agent.close()
     summary: dict[str, Any] = {
         "env_id": _env_id(env, cfg),
@@ -246,8 +255,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             summaries.append(summary)
     finally:
         env.close()
-        if hasattr(agent, "close"):
-            agent.close()
+        agent.close()
     result = {
         "episodes": summaries,
         "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
@@ -264,7 +272,7 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     return run(cfg)
 
 
-def _backend_name(backend: Any) -> str:
+def _backend_name(backend: DictConfig) -> str:
     """``transformers`` for ``agents.backends.transformers.TransformersBackend``."""
     parts = str(backend.get("_target_", "")).split(".")
     return parts[-2] if len(parts) >= 2 else parts[-1]

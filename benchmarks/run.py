@@ -85,8 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 env.close()
     finally:
         progress.close()
-        if hasattr(agent, "close"):
-            agent.close()
+        agent.close()
     config = OmegaConf.to_container(cfg, resolve=True)
     data = write_results(
         out / "results.json", results, suite=suite.name, agent=agent_name, config=config

@@ -60,6 +60,7 @@ from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from playwright.sync_api import Page
 
 __all__ = ["DemoRecorder", "RecordConfig", "main", "record", "run"]
@@ -523,7 +524,7 @@ def record(
     return path
 
 
-def run(cfg: Any) -> Path:
+def run(cfg: DictConfig | Mapping[str, Any]) -> Path:
     """The Hydra entry point's body: ``cfg`` has :class:`RecordConfig`'s keys."""
     from omegaconf import OmegaConf
 

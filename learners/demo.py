@@ -40,9 +40,12 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from browser_env.registration import env_id
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 __all__ = [
     "TASKS",
@@ -415,7 +418,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg`` composed from ``conf/demo.yaml``."""
     from omegaconf import OmegaConf
 

@@ -16,10 +16,13 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agents.backends.common import require
 from serve.auth import load_token
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 __all__ = ["main", "run"]
 
@@ -35,7 +38,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run(cfg: Any) -> None:
+def run(cfg: DictConfig) -> None:
     """Build the configured backend and serve it until interrupted (the entry point's body)."""
     from hydra.utils import instantiate
     from omegaconf import open_dict
