@@ -156,7 +156,7 @@ def fuzz(envs, max_examples: int) -> None:
 
 
 def test_fuzzed_actions_never_escape_step(envs):
-    fuzz(envs, max_examples=150)
+    fuzz(envs, max_examples=100)
 
 
 @pytest.mark.exhaustive
@@ -175,3 +175,11 @@ def test_every_corpus_entry_is_survived(envs):
         assert "truncated_reason" not in info, info["truncated_reason"]
         if terminated or truncated:
             env.reset(seed=2)
+
+
+def test_miniwob_pages_may_only_reach_loopback(envs):
+    env = envs["click-checkboxes"].unwrapped
+    env.reset(seed=0)
+    assert env.url_policy.allowed_hosts == ("127.0.0.1", "localhost", "::1")
+    status = env.page.evaluate("() => fetch('http://192.0.2.1/').then(() => 'ok', () => 'blocked')")
+    assert status == "blocked" and env._events["blocked_requests"] == ["http://192.0.2.1/"]
