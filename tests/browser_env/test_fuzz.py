@@ -16,7 +16,7 @@ import os
 
 import gymnasium as gym
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import browser_env  # noqa: F401 - registers the ids
@@ -116,21 +116,23 @@ def envs():
         )
         for task in TASKS
     }
-    for seed, env in enumerate(made.values()):
-        env.reset(seed=seed)
+    for n, env in enumerate(made.values()):
+        env.reset(seed=n)
     yield made
     for env in made.values():
         env.close()
 
 
-def fuzz(envs, max_examples: int) -> None:
+def fuzz(envs, max_examples: int, run_seed: int | None = None) -> None:
+    """Step the envs with ``max_examples`` drawn actions: the same ones every run,
+    or another draw for each ``run_seed``."""
     counter = {"steps": 0}
 
     @settings(
         max_examples=max_examples,
         deadline=None,
         database=None,
-        derandomize=True,
+        derandomize=run_seed is None,
         suppress_health_check=list(HealthCheck),
     )
     @given(task=st.sampled_from(TASKS), action=ACTIONS)
@@ -151,6 +153,8 @@ def fuzz(envs, max_examples: int) -> None:
         if terminated or truncated:
             env.reset(seed=counter["steps"])
 
+    if run_seed is not None:
+        one_step = seed(run_seed)(one_step)
     one_step()
     assert counter["steps"] >= max_examples
 
@@ -162,8 +166,14 @@ def test_fuzzed_actions_never_escape_step(envs):
 @pytest.mark.exhaustive
 @pytest.mark.slow
 def test_ten_thousand_fuzzed_actions_never_escape_step(envs):
-    # BROWSER_ENV_FUZZ_EXAMPLES lowers the count on a machine too busy for 10,000.
-    fuzz(envs, max_examples=int(os.environ.get("BROWSER_ENV_FUZZ_EXAMPLES", "10000")))
+    # BROWSER_ENV_FUZZ_EXAMPLES and BROWSER_ENV_FUZZ_SEED split the 10,000 into
+    # chunks with different draws (for a machine too busy to run them in one go).
+    run_seed = os.environ.get("BROWSER_ENV_FUZZ_SEED")
+    fuzz(
+        envs,
+        max_examples=int(os.environ.get("BROWSER_ENV_FUZZ_EXAMPLES", "10000")),
+        run_seed=None if run_seed is None else int(run_seed),
+    )
 
 
 def test_every_corpus_entry_is_survived(envs):
