@@ -1,12 +1,13 @@
 # The two commands of the README. Each one sets up what it needs first.
 #   make demo   roll the embedded default agent over a MiniWoB++ suite and print the table
-#   make test   run the test suite (what CI runs)
+#   make test      run the test suite without the exhaustive sweeps (what CI runs, <= 15 min)
+#   make test-all  everything, the exhaustive sweeps and soaks too
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast speed lock
+.PHONY: setup demo test test-all test-fast speed reliability lock
 setup:
 	@scripts/setup.sh
 
@@ -14,13 +15,21 @@ demo: setup
 	$(PY) -m benchmarks.run $(ARGS)
 
 test: setup
+	$(PY) -m pytest -m "not exhaustive" $(ARGS)
+
+test-all: setup
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow and not exhaustive" $(ARGS)
 
 speed: setup
 	$(PY) -m benchmarks.env_speed $(ARGS)
+
+# The reliability figures of the README: 100 browser kills, a 1,000-reset soak.
+reliability: setup
+	$(PY) -m benchmarks.browser_kills
+	$(PY) -m benchmarks.soak
 
 # Re-pin requirements.lock from the current .venv (after changing pyproject.toml).
 lock:

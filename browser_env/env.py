@@ -328,10 +328,13 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
-            if self._page is None:
-                width, height = self.screenshot_region[2:]
+            width, height = self.screenshot_region[2:]
+            if self._page is None or self._dead is not None:
                 return np.zeros((height, width, 3), dtype=np.uint8)
-            return self._screenshot()
+            try:
+                return self._screenshot()
+            except Exception:  # noqa: BLE001 - a dead page renders blank; step reports why
+                return np.zeros((height, width, 3), dtype=np.uint8)
         return None
 
     def close(self) -> None:
@@ -573,7 +576,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def _run(self, action: Action) -> dict[str, Any]:
         before = (self._navigations, self._main_navigations, self._popups, len(self._downloads))
         notes = execute(self.page, action, self.executor_config, self.url_policy)
-        if action.action not in (Verb.WAIT, Verb.NAVIGATE, Verb.FINISH):
+        if action.action in (Verb.CLICK, Verb.PRESS_ENTER, Verb.TYPE):  # what can open a page
             self._follow(*before)
         return notes
 

@@ -165,6 +165,7 @@ def test_expert_solves_a_few_seeds(task):
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("task", SUPPORTED_TASKS)
 def test_expert_reaches_95_percent_over_50_seeds(task):
     rate, failed = success_rate(task, range(50))
