@@ -31,6 +31,7 @@ from agents.history import History, Step, describe_element
 from agents.parser import ParseFailure, explain_parse
 from agents.prompt import Prompt, build_prompt
 from browser_env.actions import Action, Verb
+from browser_env.observation import Observation
 
 __all__ = ["Agent", "History", "LLMAgent", "PromptConfig", "Step", "describe_element"]
 
@@ -38,13 +39,16 @@ __all__ = ["Agent", "History", "LLMAgent", "PromptConfig", "Step", "describe_ele
 @runtime_checkable
 class Agent(Protocol):
     """A policy over observations. ``act`` never raises for a bad model output;
-    it returns an action the env can run (at worst WAIT or FINISH)."""
+    it returns an action the env can run (at worst WAIT or FINISH). ``close``
+    releases what the agent holds (its backend); safe to call twice."""
 
     name: str
 
     def reset(self, goal: str = "", *, seed: int | None = None) -> None: ...
 
-    def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]: ...
+    def act(self, obs: Observation) -> tuple[Action, dict[str, Any]]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,6 +70,9 @@ class RandomAgent:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
         rng = self._rng
         elements = list(obs.get("elements") or ())

@@ -29,20 +29,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
+from browser_env.registration import env_id, resolve_env_id
+from browser_env.rundir import run_dir
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from browser_env.actions import Action
+    from browser_env.episodes import AgentInfo
+    from browser_env.observation import Observation
 
 __all__ = [
     "build_agent",
     "main",
     "make_env",
+    "env_id_of",
     "recording_info",
-    "resolve_env_id",
     "run",
     "run_episodes",
 ]
@@ -50,20 +58,15 @@ __all__ = [
 EpisodeWriterFactory = Callable[[Any], Any]
 
 
-def resolve_env_id(cfg: Mapping[str, Any]) -> str:
+def env_id_of(cfg: Mapping[str, Any]) -> str:
     """The Gymnasium id for ``cfg``: ``browser_env/open-v0`` when ``url`` is set,
-    else ``env`` as given (``miniwob.click-test``, ``browser_env/...-v0``)."""
+    else ``env`` in any spelling :func:`browser_env.registration.resolve_env_id`
+    accepts (``miniwob.click-test``, ``browser_env/miniwob.click-test-v0``)."""
     if cfg.get("url"):
-        return "browser_env/open-v0"
-    env = cfg.get("env")
-    if not env:
+        return env_id("open", family=None)
+    if not cfg.get("env"):
         raise ValueError("give env=<id> (e.g. env=miniwob.click-test) or url=... goal=...")
-    env = str(env)
-    if "/" not in env:
-        env = f"browser_env/{env}"
-    if not env.rsplit("-", 1)[-1].startswith("v") or not env.rsplit("-v", 1)[-1].isdigit():
-        env += "-v0"
-    return env
+    return resolve_env_id(str(cfg["env"]))
 
 
 def make_env(cfg: Mapping[str, Any]) -> Any:
@@ -73,7 +76,7 @@ def make_env(cfg: Mapping[str, Any]) -> Any:
     import browser_env  # noqa: F401 - registers the browser_env/* ids
 
     kwargs = {"headless": bool(cfg.get("headless", True)), **dict(cfg.get("env_kwargs") or {})}
-    return gym.make(resolve_env_id(cfg), max_episode_steps=int(cfg["max_steps"]), **kwargs)
+    return gym.make(env_id_of(cfg), max_episode_steps=int(cfg["max_steps"]), **kwargs)
 
 
 def _reset_options(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -115,7 +118,7 @@ def _backend_node(cfg: DictConfig) -> Any:
     return cfg.get("backend")
 
 
-def recording_info(cfg: DictConfig, agent: Any) -> tuple[Any, str]:
+def recording_info(cfg: DictConfig, agent: Agent) -> tuple[AgentInfo, str]:
     """What an episode recorded from ``agent`` says about it: an
     :class:`~browser_env.episodes.AgentInfo` (name, backend, model, adapter,
     prompt version, agent config) and the episode source (``scripted`` for
@@ -143,12 +146,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
 
     root = cfg.get("episodes_dir")
     if root is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
-        except ValueError:  # not under @hydra.main
-            root = Path("outputs") / "episodes"
+        root = run_dir() / "episodes"
     info, source = recording_info(cfg, agent)
 
     def wrap(env: Any) -> Any:
@@ -160,7 +158,7 @@ def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | Non
 def run(
     cfg: DictConfig,
     *,
-    env: Any = None,
+    env: gym.Env | None = None,
     agent: Agent | None = None,
     episode_writer: EpisodeWriterFactory | None = None,
     verbose: bool = True,
@@ -182,7 +180,9 @@ def run(
     recorder = writer(env) if writer is not None else None
     seed = cfg.get("seed")
 
-    def show(t: int, action: Any, reward: float, obs: Any, info: Any, _: Any) -> None:
+    def show(
+        t: int, action: Action, reward: float, obs: Observation, info: Mapping[str, Any], _: Any
+    ) -> None:
         if t == 1:
             print(f"goal: {obs.get('goal') or cfg.get('goal') or ''}")
         print(_step_line(t, action, reward, obs, info))
@@ -201,7 +201,7 @@ def run(
             recorder.close() if own_env else recorder.end_episode("abandoned")
         elif own_env:
             env.close()
-        if own_agent and hasattr(agent, "close"):
+        if own_agent:
             agent.close()
     summary: dict[str, Any] = {
         "env_id": _env_id(env, cfg),
@@ -255,8 +255,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             summaries.append(summary)
     finally:
         env.close()
-        if hasattr(agent, "close"):
-            agent.close()
+        agent.close()
     result = {
         "episodes": summaries,
         "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
@@ -273,7 +272,7 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     return run(cfg)
 
 
-def _backend_name(backend: Any) -> str:
+def _backend_name(backend: DictConfig) -> str:
     """``transformers`` for ``agents.backends.transformers.TransformersBackend``."""
     parts = str(backend.get("_target_", "")).split(".")
     return parts[-2] if len(parts) >= 2 else parts[-1]
@@ -300,7 +299,7 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
     if spec is not None:
         return str(spec.id)
     try:
-        return resolve_env_id(cfg)
+        return env_id_of(cfg)
     except ValueError:
         return type(env).__name__
 

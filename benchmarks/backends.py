@@ -65,7 +65,7 @@ T = TypeVar("T")
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BACKENDS = ("transformers", "mlx", "openai", "tensorrt")
 #: How the OpenAI-compatible server is started (``python -m <module> key=value ...``).
-SERVER_COMMAND = (sys.executable, "-m", "agents.openai_server")
+SERVER_COMMAND = (sys.executable, "-m", "serve.openai_server")
 
 
 def off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -75,10 +75,9 @@ def _ours(
     import gymnasium as gym
 
     import browser_env  # noqa: F401
+    from browser_env.registration import env_id
 
-    env = gym.make(
-        f"browser_env/miniwob.{task}-v0", modalities=modalities, max_episode_steps=10_000
-    )
+    env = gym.make(env_id(task), modalities=modalities, max_episode_steps=10_000)
     rng = np.random.default_rng(seed)
     step_ms: list[float] = []
     reset_ms: list[float] = []

@@ -34,12 +34,9 @@ __all__ = ["main", "run"]
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from browser_env.rundir import run_dir
 
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not under @hydra.main
-        return Path("outputs") / "benchmarks"
+    return run_dir(Path("outputs") / "benchmarks")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -88,8 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 env.close()
     finally:
         progress.close()
-        if hasattr(agent, "close"):
-            agent.close()
+        agent.close()
     config = OmegaConf.to_container(cfg, resolve=True)
     data = write_results(
         out / "results.json", results, suite=suite.name, agent=agent_name, config=config

@@ -27,7 +27,9 @@ class Suite:
     """Attributes:
     name: shown in tables and file names.
     tasks: task names (joined to ``prefix``) or ``"all"`` for every MiniWoB++ page.
-    prefix: prepended to each task to form the Gymnasium id; ``-v0`` is appended.
+    prefix: prepended to each task to form the env, in any spelling that
+        :func:`browser_env.registration.resolve_env_id` accepts (``miniwob.``,
+        ``browser_env/miniwob.``); the version defaults to ``-v0``.
     max_episode_steps: overrides the registered step limit when set.
     env_kwargs: passed to ``gymnasium.make`` for every task.
     exclude: task names left out (e.g. of ``all``).
@@ -59,7 +61,9 @@ class Suite:
 
     @property
     def env_ids(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix}{task}-v0" for task in self.task_names)
+        from browser_env.registration import resolve_env_id
+
+        return tuple(resolve_env_id(f"{self.prefix}{task}") for task in self.task_names)
 
     @staticmethod
     def seeds(start: int, episodes: int) -> range:

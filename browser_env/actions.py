@@ -11,7 +11,8 @@ An action is one JSON object::
 | ``PRESS_ENTER`` | optional | -                                      |
 | ``SCROLL``    | optional   | ``"up"`` or ``"down"``                 |
 | ``WAIT``      | -          | milliseconds, ``0 <= ms``               |
-| ``NAVIGATE``  | -          | an ``http://`` or ``https://`` URL      |
+| ``NAVIGATE``  | -          | an absolute URL (the env's URL policy  |
+|               |            | allows http(s) only, by default)       |
 | ``FINISH``    | -          | the answer (may be empty)              |
 
 :func:`coerce_action` turns whatever a policy emits (an :class:`Action`, a dict
@@ -36,6 +37,7 @@ __all__ = ["Action", "ActionError", "ActionSpace", "Verb", "coerce_action"]
 
 _ELEMENT_ID = re.compile(r"^e[1-9][0-9]*$")
 _SCROLL_DIRECTIONS = ("up", "down")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
 class Verb(str, Enum):
@@ -162,9 +164,16 @@ def _validate(action: Action) -> None:
         if not np.isfinite(ms) or ms < 0:
             raise ActionError(f"WAIT value must be a non-negative number of ms, got {value!r}")
     if verb is Verb.NAVIGATE:
+        # Which schemes and hosts may load is the env's URL policy (browser_env.policy);
+        # here the value only has to be an absolute URL.
         parsed = urlparse(value or "")
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ActionError(f"NAVIGATE needs an http(s) URL, got {value!r}")
+        web = parsed.scheme in ("http", "https")
+        if (
+            not _SCHEME.match(value or "")
+            or (web and not parsed.netloc)
+            or not (web or parsed.netloc or parsed.path)
+        ):
+            raise ActionError(f"NAVIGATE needs an absolute URL such as https://..., got {value!r}")
     if verb in (Verb.WAIT, Verb.NAVIGATE, Verb.FINISH) and element_id is not None:
         raise ActionError(f'{verb.value} takes no "element_id"')
 

@@ -10,6 +10,14 @@ thread and reference-counted (:func:`acquire_playwright`): Playwright's sync
 API runs one event loop per thread, so a second ``sync_playwright().start()``
 in the same thread fails, which would rule out two envs in one process (e.g.
 a ``SyncVectorEnv``). The driver stops when the last env of that thread closes.
+
+Death and leftovers. Every browser is launched with a tag on its command line,
+so :func:`launch_browser` knows its process id; Playwright starts Chromium as
+the leader of its own process group, so :func:`kill_browser_processes` can
+remove whatever is left of a browser (zygotes, renderers) after its main
+process died. A driver that died (OOM killer, ``kill``) is replaced by
+:func:`revive_playwright` for every env of the thread; the reference count
+carries over.
 """
 
 from __future__ import annotations
@@ -17,14 +25,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import threading
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright
 
-__all__ = ["BrowserConfig", "acquire_playwright", "find_chromium", "launch", "release_playwright"]
+__all__ = [
+    "BrowserConfig",
+    "acquire_playwright",
+    "driver_alive",
+    "find_chromium",
+    "kill_browser_processes",
+    "launch",
+    "launch_browser",
+    "release_playwright",
+    "revive_playwright",
+]
 
 _LOCAL = threading.local()
 
@@ -96,15 +116,64 @@ def find_chromium(
 
 
 def launch(playwright: Playwright, config: BrowserConfig) -> Browser:
+    """A new browser (see :func:`launch_browser` for one whose process id is known)."""
+    return launch_browser(playwright, config)[0]
+
+
+def launch_browser(playwright: Playwright, config: BrowserConfig) -> tuple[Browser, int | None]:
+    """A new browser and the process id of its main process (``None`` if not found).
+
+    The id is found through a tag on the command line (Chromium ignores unknown
+    switches), so two browsers launched at once in one process are told apart.
+    """
+    tag = f"--browser-env-id={uuid.uuid4().hex}"
     kwargs: dict[str, Any] = {
         "headless": config.headless,
-        "args": [*BASE_ARGS, *config.extra_args],
+        "args": [*BASE_ARGS, *config.extra_args, tag],
         "slow_mo": config.slow_mo_ms or None,
     }
     path = find_chromium(config.executable_path, playwright)
     if path is not None:
         kwargs["executable_path"] = path
-    return playwright.chromium.launch(**kwargs)
+    browser = playwright.chromium.launch(**kwargs)
+    return browser, _find_tagged_process(tag)
+
+
+def _find_tagged_process(tag: str) -> int | None:
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if tag in proc.cmdline():
+                return proc.pid
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def kill_browser_processes(pid: int | None) -> int:
+    """SIGKILL what is left of the browser whose main process was ``pid``: every
+    live Chromium process of its process group. Returns how many were signalled.
+
+    Safe to call when they are all gone; a process group reused by something
+    that is not Chromium is left alone.
+    """
+    if pid is None:
+        return 0
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getpgid(proc.pid) != pid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if "chrom" not in (proc.info["name"] or "").lower():
+                continue
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return killed
 
 
 def acquire_playwright() -> Playwright:
@@ -115,7 +184,44 @@ def acquire_playwright() -> Playwright:
         _LOCAL.driver = sync_playwright().start()
         _LOCAL.count = 0
     _LOCAL.count += 1
+    return revive_playwright()
+
+
+def driver_alive(playwright: Playwright | None) -> bool:
+    """False once the connection to this Playwright driver has ended (e.g. the
+    driver process was killed); every call through it would fail."""
+    if playwright is None:
+        return False
+    # The sync API's dispatcher greenlet runs until the driver's pipe closes.
+    fiber = getattr(playwright, "_dispatcher_fiber", None)
+    return fiber is None or not fiber.dead
+
+
+def revive_playwright() -> Playwright:
+    """This thread's driver, replaced by a fresh one if it died; the reference
+    count is kept (each env that held the dead one holds the new one)."""
+    if getattr(_LOCAL, "count", 0) == 0:
+        raise RuntimeError("revive_playwright() needs a driver acquired in this thread")
+    if not driver_alive(_LOCAL.driver):
+        from playwright.sync_api import sync_playwright
+
+        dead, _LOCAL.driver = _LOCAL.driver, None
+        loop = getattr(dead, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.set_exception_handler(_quiet_about_the_dead_driver)
+        try:
+            dead.stop()
+        except Exception:  # noqa: BLE001 - the pipe is already gone
+            pass
+        _LOCAL.driver = sync_playwright().start()
     return _LOCAL.driver
+
+
+def _quiet_about_the_dead_driver(loop: Any, context: dict[str, Any]) -> None:
+    # Calls that were in flight when the driver died end with "Connection closed";
+    # asyncio would log each one as a never-retrieved exception.
+    if "Connection closed" not in str(context.get("exception", "")):
+        loop.default_exception_handler(context)
 
 
 def release_playwright() -> None:
@@ -126,4 +232,5 @@ def release_playwright() -> None:
     _LOCAL.count = count - 1
     if _LOCAL.count == 0:
         driver, _LOCAL.driver = _LOCAL.driver, None
-        driver.stop()
+        if driver is not None:
+            driver.stop()

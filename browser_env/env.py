@@ -16,7 +16,18 @@ task cannot judge), ``reason``, ``answer`` (the FINISH value or None),
 ``action`` (canonical dict or None), ``action_error``, ``timings`` (ms:
 ``action``, ``validate``, ``observation``, ``screenshot``, ``total``; a
 :class:`~browser_env.timing.Timings` mapping, ``dict()`` it for JSON), and
-``dialogs``/``downloads``/``popups`` when the step caused any.
+``dialogs``/``downloads``/``popups``/``blocked_requests`` when the step
+caused any.
+
+Failure contract (what a rollout fleet can rely on): ``step`` never raises
+because of the page or the browser. A page that does not answer within
+``ExecutorConfig.step_timeout_ms`` (an endless script) has its script stopped
+and, if that is not enough, is replaced; the step reports it as an error. If
+the browser's main process or the Playwright driver dies, the step returns an
+empty observation with ``truncated=True`` and the cause in
+``info["truncated_reason"]``; the next ``reset`` launches a fresh browser.
+``close()`` is safe at any point, also after a crash, and leaves no Chromium
+process behind. URLs follow a :class:`~browser_env.policy.UrlPolicy`.
 """
 
 from __future__ import annotations
@@ -32,18 +43,30 @@ import gymnasium as gym
 import numpy as np
 
 from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_action
-from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
-from browser_env.executor import INIT_JS, OBSERVE_JS, ExecutorConfig, execute
+from browser_env.browser import (
+    BrowserConfig,
+    acquire_playwright,
+    driver_alive,
+    kill_browser_processes,
+    launch_browser,
+    release_playwright,
+    revive_playwright,
+)
+from browser_env.executor import INIT_JS, INTENTS_JS, OBSERVE_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, element_from_row, observation_space
+from browser_env.policy import UrlPolicy
 from browser_env.tasks import MiniWoBTask, OpenTask, Task
 from browser_env.timing import Timings
+from browser_env.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Dialog, Download, Page, Request
+    from playwright.sync_api import BrowserContext, Dialog, Download, Frame, Page, Request, Route
 
 __all__ = ["BrowserEnv", "make_task"]
 
 _RETRYABLE = ("Execution context was destroyed", "navigat", "Cannot find context", "Target page")
+# Reads and clears what the page asked for during the last action (js/intents.js).
+_TAKE_INTENTS_JS = "() => window.__brlIntents ? window.__brlIntents() : null"
 
 
 def make_task(task: Task | str, **kwargs: Any) -> Task:
@@ -72,6 +95,12 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             or all of it.
         headless, executable_path, slow_mo_ms: see :class:`BrowserConfig`.
         executor: limits for actions (:class:`ExecutorConfig` or a dict).
+        allowed_url_schemes: URL schemes ``reset`` and ``NAVIGATE`` accept;
+            ``file``, ``chrome``, ``javascript`` and ``data`` only when listed.
+        allowed_hosts: the only hosts the browser may send requests to (request
+            interception); ``None``: the task's own ``allowed_hosts`` (MiniWoB++:
+            loopback), else any host; ``["*"]``: any host.
+        max_download_bytes: larger downloads are cancelled.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -87,6 +116,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         executable_path: str | None = None,
         slow_mo_ms: float = 0.0,
         executor: ExecutorConfig | dict[str, Any] | None = None,
+        allowed_url_schemes: Sequence[str] = ("http", "https"),
+        allowed_hosts: Sequence[str] | None = None,
+        max_download_bytes: int = 50 * 2**20,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
@@ -103,6 +135,16 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.executor_config = (
             executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))
         )
+        hosts = (
+            allowed_hosts
+            if allowed_hosts is not None
+            else getattr(self.task, "allowed_hosts", None)
+        )
+        self.url_policy = UrlPolicy(
+            allowed_url_schemes=tuple(allowed_url_schemes),
+            allowed_hosts=None if hosts is None or "*" in hosts else tuple(hosts),
+            max_download_bytes=int(max_download_bytes),
+        )
         region = getattr(self.task, "screenshot_region", None)
         self.screenshot_region = tuple(int(v) for v in region) if region else (0, 0, *self.viewport)
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
@@ -110,6 +152,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
         self._playwright: Any = None
         self._browser: Any = None
+        self._browser_pid: int | None = None
         self._context: BrowserContext | None = None
         self._page: Page | None = None
         self._cdp: Any = None
@@ -117,6 +160,10 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._goal = ""
         self._next_id = 1
         self._navigations = 0
+        self._main_navigations = 0
+        self._popups = 0
+        self._watchdog = Watchdog()
+        self._dead: str | None = None  # why the episode was cut short (reset clears it)
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
@@ -132,14 +179,36 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         super().reset(seed=seed)
         if self._closed:
             raise RuntimeError("this env is closed; make a new one")
+        options = dict(options or {})
+        if isinstance(options.get("url"), str):
+            self._check_url(options["url"])
         t0 = time.perf_counter()
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
-        self._ensure_page(fresh=self.task.fresh_context)
-        self._events = {}
-        self._downloads = []
-        self._goal = self.task.setup(self.page, episode_seed, dict(options or {}))
-        t1 = time.perf_counter()
-        obs, obs_timings = self._observe(error="", reset=True)
+        limit = self.executor_config.navigation_timeout_ms + self.executor_config.step_timeout_ms
+        for attempt in range(2):  # a browser that died is relaunched once
+            try:
+                self._ensure_page(fresh=self.task.fresh_context or self._dead is not None)
+                self._guard_session()
+                self._dead = None
+                self._events = {}
+                self._downloads = []
+                with self._watchdog.armed(self._page, self._guarded, limit):
+                    self._goal = self.task.setup(self.page, episode_seed, options)
+                    self._check_url(self.page.url, landed=True)
+                    t1 = time.perf_counter()
+                    obs, obs_timings = self._observe(error="", reset=True)
+                if self._watchdog.fired == "closed":
+                    raise RuntimeError(self._hung_error(""))
+                break
+            except ValueError:
+                raise  # the caller's options are wrong: retrying cannot help
+            except Exception:
+                if attempt or not (self._broken() or self._watchdog.fired == "closed"):
+                    raise
+                if self._browser is not None and self._browser_alive():
+                    self._page = None  # a fresh context and page
+                else:
+                    self._discard_browser()
         t2 = time.perf_counter()
         info = {
             "env_id": self.spec.id if self.spec is not None else None,
@@ -153,9 +222,26 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def step(
         self, action: Action | dict[str, Any] | str
     ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        if self._page is None:
+        if self._page is None and self._dead is None:
             raise RuntimeError("call reset() before step()")
         t0 = time.perf_counter()
+        if self._dead is None:
+            try:
+                self._guard_session()
+                with self._watchdog.armed(
+                    self._page, self._guarded, self.executor_config.step_timeout_ms
+                ):
+                    return self._step(action, t0)
+            except _PageLost as exc:
+                self._dead = str(exc)
+                self._page = None  # reset starts a fresh context and page
+            except Exception as exc:  # noqa: BLE001 - the env must never take its caller down
+                self._dead = self._cause(exc)
+        return self._truncated_step(action, t0)
+
+    def _step(
+        self, action: Action | dict[str, Any] | str, t0: float
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         self._events = {}
         notes: dict[str, Any] = {}
         error = ""
@@ -167,7 +253,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
             error = f"browser error during {parsed.action.value if parsed else 'action'}: {_first_line(exc)}"
-            self._recover_page()
+            self._recover_page(cause=exc)
         t1 = time.perf_counter()
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
         fused = self._fused
@@ -179,11 +265,18 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             obs, obs_timings = self._observe(error=error)
         except Exception as exc:  # noqa: BLE001 - e.g. the renderer crashed: start a fresh page
             error = error or f"the page could not be observed: {_first_line(exc)}"
-            self._recover_page(force=True)
+            self._recover_page(force=True, cause=exc)
             obs, obs_timings = self._observe(error=error)
         if self._page is not page:  # a popup arrived while observing: show the new page
             self._settle()
             obs, obs_timings = self._observe(error=error)
+        if self._watchdog.fired == "closed":  # the task's page is gone: end the episode
+            raise _PageLost(self._hung_error(error))
+        if self._watchdog.fired:
+            error = self._hung_error(error)
+            obs["last_action_error"] = error
+        if self._downloads:
+            self._cap_downloads()
         if fused:
             reward, done, judged = self._judge(answer)
         if error and not done:
@@ -208,6 +301,31 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         }
         return obs, float(reward), terminated, False, info
 
+    def _truncated_step(
+        self, action: Any, t0: float
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """The step of an episode that cannot go on (``self._dead`` says why): an
+        empty observation, no reward, ``truncated=True``."""
+        reason = self._dead or "the episode cannot go on"
+        try:
+            parsed = coerce_action(action).to_dict()
+        except Exception:  # noqa: BLE001 - any junk may arrive here
+            parsed = None
+        obs = empty_observation(self.observation_space)
+        obs["goal"] = self._goal
+        obs["last_action_error"] = reason
+        info = {
+            "raw_reward": 0.0,
+            "success": False,
+            "reason": reason,
+            "answer": None,
+            "action": parsed,
+            "action_error": reason,
+            "truncated_reason": reason,
+            "timings": Timings({"total": (time.perf_counter() - t0) * 1e3}),
+        }
+        return obs, 0.0, False, True, info
+
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
             if self._page is None:
@@ -217,7 +335,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         return None
 
     def close(self) -> None:
-        """Release the page, context, browser and driver, in that order. Safe twice."""
+        """Release the page, context, browser and driver, in that order. Safe twice,
+        and after the browser or the driver died; no Chromium process outlives it."""
         if self._closed:
             return
         self._closed = True
@@ -225,6 +344,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             self.task.teardown,
             lambda: self._context and self._context.close(),
             lambda: self._browser and self._browser.close(),
+            lambda: kill_browser_processes(self._browser_pid),
             lambda: self._playwright and release_playwright(),
         ):
             try:
@@ -232,6 +352,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             except Exception:  # noqa: BLE001 - closing must not fail half-way
                 pass
         self._page = self._context = self._browser = self._playwright = self._cdp = None
+        self._browser_pid = None
 
     # --- public helpers ----------------------------------------------------------
     @property
@@ -261,14 +382,10 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
     # --- browser lifecycle -------------------------------------------------------
     def _ensure_page(self, fresh: bool) -> None:
+        if self._browser is not None and not self._browser_alive():
+            self._discard_browser()
         if self._browser is None:
-            self._playwright = acquire_playwright()
-            try:
-                self._browser = launch(self._playwright, self.browser_config)
-            except Exception:
-                self._playwright = None
-                release_playwright()
-                raise
+            self._launch()
         if self._context is not None and (fresh or self._page is None or self._page.is_closed()):
             self._context.close()
             self._context = None
@@ -280,10 +397,97 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
                 accept_downloads=True,
                 service_workers="block",
             )
+            self._context.set_default_timeout(self.executor_config.action_timeout_ms)
+            self._context.set_default_navigation_timeout(self.executor_config.navigation_timeout_ms)
+            if self.url_policy.allowed_hosts is not None:
+                self._context.route(lambda url: not self.url_policy.host_allowed(url), self._block)
             self._context.add_init_script(INIT_JS)
+            self._context.add_init_script(INTENTS_JS)
             self._context.on("page", self._on_popup)
             self._bound = []
             self._set_page(self._context.new_page())
+
+    def _launch(self) -> None:
+        if self._playwright is None:
+            self._playwright = acquire_playwright()
+        else:  # this env holds a reference already: the driver may have died since
+            self._playwright = revive_playwright()
+        try:
+            self._browser, self._browser_pid = launch_browser(self._playwright, self.browser_config)
+        except Exception:
+            self._playwright = None
+            release_playwright()
+            raise
+
+    def _browser_alive(self) -> bool:
+        return driver_alive(self._playwright) and self._browser.is_connected()
+
+    def _broken(self) -> bool:
+        """Whether the browser, its driver or the current page is gone."""
+        return (
+            self._browser is None
+            or not self._browser_alive()
+            or self._page is None
+            or self._page.is_closed()
+        )
+
+    def _discard_browser(self) -> None:
+        """Drop a dead (or dying) browser and whatever is left of its processes."""
+        for release in (
+            lambda: self._context and self._context.close(),
+            lambda: self._browser and self._browser.close(),
+        ):
+            try:
+                release()
+            except Exception:  # noqa: BLE001 - it is already gone
+                pass
+        kill_browser_processes(self._browser_pid)
+        self._page = self._context = self._browser = self._cdp = None
+        self._browser_pid = None
+        self._bound = []
+
+    def _cause(self, exc: BaseException) -> str:
+        """Why a step failed past recovery, for ``info["truncated_reason"]``."""
+        if self._browser is None or not self._browser_alive():
+            who = "Playwright driver" if not driver_alive(self._playwright) else "browser"
+            return f"the {who} died: {_first_line(exc)}; reset() starts a new one"
+        return f"the page could not be recovered: {_first_line(exc)}"
+
+    def _guard_session(self) -> Any:
+        """The page's CDP session, which the watchdog uses to stop a runaway script."""
+        if self._cdp is None and self._page is not None:
+            self._cdp = self._page.context.new_cdp_session(self._page)
+        return self._cdp
+
+    def _guarded(self) -> tuple[Page | None, Any]:
+        return self._page, self._cdp
+
+    def _hung_error(self, error: str) -> str:
+        limit = f"{self._watchdog.limit_ms / 1e3:g} s"
+        what = (
+            f"the page did not respond within {limit}; its running script was stopped"
+            if self._watchdog.fired == "stopped"
+            else f"the page did not respond within {limit} and was closed; the episode is truncated"
+        )
+        return f"{error}; {what}" if error and what not in error else what
+
+    def _check_url(self, url: str, landed: bool = False) -> None:
+        problem = self.url_policy.url_error(url)
+        if problem is None:
+            return
+        if landed:  # the task loaded it by itself: leave nothing of it in the browser
+            try:
+                self.page.goto("about:blank")
+            except Exception:  # noqa: BLE001 - the reset fails either way
+                pass
+        raise ValueError(f"refused to load {url!r}: {problem}")
+
+    def _block(self, route: Route) -> None:
+        self._events.setdefault("blocked_requests", []).append(route.request.url)
+        try:
+            route.abort("blockedbyclient")
+        except Exception:  # noqa: BLE001 - the page went away meanwhile
+            pass
 
     def _set_page(self, page: Page) -> None:
         if page not in self._bound:  # a page may reach us twice (new_page and the "page" event)
@@ -291,6 +495,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             page.on("dialog", self._on_dialog)
             page.on("download", self._on_download)
             page.on("request", self._on_request)
+            page.on("framenavigated", self._on_navigated)
             page.on("close", self._on_close)
         self._page = page
         self._cdp = None
@@ -298,6 +503,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def _on_popup(self, page: Page) -> None:
         if page is self._page or page.opener is None:
             return
+        self._popups += 1
         self._events.setdefault("popups", []).append({"url": page.url})
         self._set_page(page)
 
@@ -323,22 +529,85 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             {"url": download.url, "filename": download.suggested_filename}
         )
 
+    def _cap_downloads(self) -> None:
+        """Cancel downloads past ``max_download_bytes``. Checked when a step or reset
+        ends: a download keeps going between steps, so the overshoot is what
+        arrives in one step plus the time the policy takes to decide."""
+        cap = self.url_policy.max_download_bytes
+        for download in list(self._downloads):
+            size = _download_size(download)
+            if size is None or size <= cap:
+                continue
+            try:
+                download.cancel()
+                download.delete()
+            except Exception:  # noqa: BLE001 - it finished or failed meanwhile
+                pass
+            self._downloads.remove(download)
+            self._events.setdefault("downloads", []).append(
+                {
+                    "url": download.url,
+                    "filename": download.suggested_filename,
+                    "cancelled": f"too large: over {cap} bytes (max_download_bytes)",
+                }
+            )
+
     def _on_request(self, request: Request) -> None:
         if request.is_navigation_request():
             self._navigations += 1
 
-    def _recover_page(self, force: bool = False) -> None:
+    def _on_navigated(self, frame: Frame) -> None:
+        if frame.parent_frame is None:
+            self._main_navigations += 1
+
+    def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
+        """A fresh page in place of a crashed or closed one. Never a fresh browser
+        mid-episode: if the browser is gone, this raises and the step truncates."""
+        if self._browser is None or not self._browser_alive():
+            raise RuntimeError(_first_line(cause) if cause else "the browser is gone")
         if force or self._page is None or self._page.is_closed():
             self._page = None
             self._ensure_page(fresh=False)
 
     # --- acting and observing ----------------------------------------------------
     def _run(self, action: Action) -> dict[str, Any]:
-        before = self._navigations
-        notes = execute(self.page, action, self.executor_config)
-        if self._navigations != before and action.action is not Verb.NAVIGATE:
-            self._settle()
+        before = (self._navigations, self._main_navigations, self._popups, len(self._downloads))
+        notes = execute(self.page, action, self.executor_config, self.url_policy)
+        if action.action not in (Verb.WAIT, Verb.NAVIGATE, Verb.FINISH):
+            self._follow(*before)
         return notes
+
+    def _follow(self, requests: int, navigations: int, popups: int, downloads: int) -> None:
+        """Wait, at most ``popup_timeout_ms``, for the window or the navigation that
+        the last action asked for (the page notes it, js/intents.js), then for the
+        new document to load. Browsers report both asynchronously: under load they
+        would otherwise arrive after the observation was taken."""
+        try:
+            intents = self.page.evaluate(_TAKE_INTENTS_JS) or {}
+        except Exception:  # noqa: BLE001 - the old document is gone: a navigation is under way
+            intents = {"navigate": "?"}
+        want_popups = int(intents.get("popups") or 0)
+        want_navigation = bool(intents.get("navigate"))
+        deadline = time.monotonic() + self.executor_config.popup_timeout_ms / 1e3
+        while time.monotonic() < deadline:
+            popups_ok = self._popups - popups >= want_popups
+            navigation_ok = (
+                not want_navigation
+                or self._main_navigations > navigations
+                or len(self._downloads) > downloads
+            )
+            if popups_ok and navigation_ok:
+                break
+            self._pump(20)
+        if want_popups or want_navigation or self._navigations != requests:
+            self._settle()
+
+    def _pump(self, ms: float) -> None:
+        """Let Playwright deliver events for ``ms`` (its loop runs only inside calls)."""
+        try:
+            self.page.wait_for_timeout(ms)
+        except Exception:  # noqa: BLE001 - the page closed: its opener takes over
+            time.sleep(ms / 1e3)
 
     def _settle(self) -> None:
         try:
@@ -425,6 +694,10 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 _UNREAD = object()
 
 
+class _PageLost(Exception):
+    """The watchdog had to close the episode's page: the episode cannot go on."""
+
+
 def _observer_script(state_js: str | None) -> str:
     """The observation script, optionally reading the task state in the same call
     (``{...observation, state}``). It returns a JSON string: one string crosses
@@ -435,6 +708,34 @@ def _observer_script(state_js: str | None) -> str:
         f"(args) => {{ const state = ({state_js})(); "
         f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state }}); }}"
     )
+
+
+def empty_observation(space: gym.spaces.Space) -> Any:
+    """The emptiest value of ``space``: "" for text, () for sequences, zeros for
+    arrays (a blank screenshot); what a step shows when there is no page."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: empty_observation(sub) for key, sub in space.spaces.items()}
+    if isinstance(space, gym.spaces.Box):
+        return np.zeros(space.shape, dtype=space.dtype)
+    if isinstance(space, gym.spaces.Sequence):
+        return ()
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.start)
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(empty_observation(sub) for sub in space.spaces)
+    return ""  # Text, UnicodeText
+
+
+def _download_size(download: Download) -> int | None:
+    """Bytes on disk so far (Playwright's artifact file), or None if unknown."""
+    import os
+
+    artifact = getattr(getattr(download, "_impl_obj", None), "_artifact", None)
+    path = getattr(artifact, "_initializer", {}).get("absolutePath")
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,8 +6,16 @@ content; on a ``<select>`` it chooses the option whose label or value matches.
 CLICK on a checkbox, radio or label toggles it exactly as a click does.
 PRESS_ENTER presses Enter in the element (focused first) or wherever focus is.
 SCROLL turns the mouse wheel over the element or the viewport. WAIT sleeps at
-most ``max_wait_ms``. NAVIGATE loads an http(s) URL with a timeout. FINISH
-does nothing here; the env ends the episode.
+most ``max_wait_ms``. NAVIGATE loads a URL that the env's
+:class:`~browser_env.policy.UrlPolicy` allows, within ``navigation_timeout_ms``.
+FINISH does nothing here; the env ends the episode.
+
+Bounds: a TYPE value longer than ``max_type_chars`` (default 1,000) is an
+error, not typed at all: every character is a real key press (about 2-4 ms
+each), so the cap is what bounds a TYPE in time. Playwright calls that wait
+(element waits, loads) time out after ``action_timeout_ms`` /
+``navigation_timeout_ms``; the env's watchdog bounds the rest (see
+``step_timeout_ms`` and :mod:`browser_env.watchdog`).
 
 Every problem the policy can cause is an :class:`ActionError` with a message
 for the policy; only browser failures (a crashed page) propagate.
@@ -21,16 +29,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from browser_env.actions import Action, ActionError, Verb
+from browser_env.policy import UrlPolicy
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "OBSERVE_JS", "INIT_JS"]
+__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "OBSERVE_JS", "INIT_JS", "INTENTS_JS"]
 
 _JS = Path(__file__).with_name("js")
 INIT_JS = (_JS / "init.js").read_text()
 OBSERVE_JS = (_JS / "observe.js").read_text()
 LOCATE_JS = (_JS / "locate.js").read_text()
+INTENTS_JS = (_JS / "intents.js").read_text()
 
 _SELECT_JS = """([id, wanted]) => {
   const el = window.__brlState.byId.get(id).deref();
@@ -62,24 +72,53 @@ class ExecutorConfig:
 
     Attributes:
         max_wait_ms: WAIT is clamped to this.
-        navigation_timeout_ms: NAVIGATE and post-action page loads give up after this.
+        navigation_timeout_ms: NAVIGATE, task page loads and post-action page
+            loads give up after this.
         scroll_fraction: SCROLL moves this fraction of the viewport height.
         type_delay_ms: delay between key presses when typing.
+        max_type_chars: a longer TYPE value is an error (nothing is typed).
+        action_timeout_ms: Playwright's default timeout for anything else that waits.
+        popup_timeout_ms: how long a step waits for a window or a navigation
+            that its action asked for before it observes.
+        step_timeout_ms: a page that keeps a step (or a reset's setup) busy longer
+            has its script stopped, and is replaced if still busy 2 s later.
     """
 
     max_wait_ms: float = 5_000
     navigation_timeout_ms: float = 15_000
     scroll_fraction: float = 0.8
     type_delay_ms: float = 0
+    max_type_chars: int = 1_000
+    action_timeout_ms: float = 5_000
+    popup_timeout_ms: float = 5_000
+    step_timeout_ms: float = 30_000
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(
+                    f"ExecutorConfig.{field.name} must be a number >= 0, got {value!r}"
+                )
+        if self.navigation_timeout_ms >= self.step_timeout_ms > 0:
+            raise ValueError("step_timeout_ms must be larger than navigation_timeout_ms")
 
 
-def execute(page: Page, action: Action, config: ExecutorConfig) -> dict[str, Any]:
+def execute(
+    page: Page, action: Action, config: ExecutorConfig, policy: UrlPolicy | None = None
+) -> dict[str, Any]:
     """Run ``action`` on ``page``. Returns notes for ``info`` (e.g. a covered click).
 
     Raises:
-        ActionError: the action cannot be done as written (unknown element, ...).
+        ActionError: the action cannot be done as written (unknown element, a
+            URL the policy refuses, a TYPE value over ``max_type_chars``, ...).
     """
     verb = action.action
+    if verb is Verb.TYPE and len(action.value or "") > config.max_type_chars:
+        raise ActionError(
+            f"TYPE value is {len(action.value or '')} characters; the limit is "
+            f"{config.max_type_chars} (ExecutorConfig.max_type_chars)"
+        )
     if verb is Verb.CLICK:
         return _click(page, action.element_id)
     if verb is Verb.TYPE:
@@ -97,6 +136,9 @@ def execute(page: Page, action: Action, config: ExecutorConfig) -> dict[str, Any
         page.wait_for_timeout(ms)
         return {"waited_ms": ms}
     if verb is Verb.NAVIGATE:
+        problem = (policy or UrlPolicy()).url_error(action.value or "")
+        if problem is not None:
+            raise ActionError(f"NAVIGATE to {action.value} refused: {problem}")
         try:
             page.goto(
                 action.value, wait_until="domcontentloaded", timeout=config.navigation_timeout_ms

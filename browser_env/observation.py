@@ -22,7 +22,7 @@ listed with ``visible=0``; elements that are not rendered at all are not.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from gymnasium import spaces
@@ -31,6 +31,7 @@ __all__ = [
     "ELEMENT_FIELDS",
     "MODALITIES",
     "Element",
+    "Observation",
     "UnicodeText",
     "element_from_row",
     "element_space",
@@ -58,6 +59,18 @@ class Element(TypedDict):
     visible: int
     focused: int
     checked: int
+
+
+class Observation(TypedDict):
+    """What ``reset`` and ``step`` return (see the module docstring); a modality
+    that is off (``elements``, ``text``, ``screenshot``) is absent."""
+
+    goal: str
+    url: str
+    elements: NotRequired[tuple[Element, ...]]
+    text: NotRequired[str]
+    screenshot: NotRequired[np.ndarray]
+    last_action_error: str
 
 
 class UnicodeText(spaces.Space[str]):

@@ -1,7 +1,7 @@
 """Record a person's demonstration as an episode (``source: human``).
 
 ``python -m browser_env.record url=https://example.com goal="Find the price"``
-opens a visible browser on the page (``env=browser_env/miniwob.<task>-v0
+opens a visible browser on the page (``env=miniwob.<task>
 seed=3`` records a MiniWoB++ task instead). The person's input becomes
 seven-verb actions, each paired with the observation taken BEFORE the input
 had any effect:
@@ -56,8 +56,11 @@ from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
 from browser_env.executor import OBSERVE_JS
 from browser_env.observation import element_from_row
+from browser_env.registration import env_id, resolve_env_id
+from browser_env.rundir import run_dir
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from playwright.sync_api import Page
 
 __all__ = ["DemoRecorder", "RecordConfig", "main", "record", "run"]
@@ -78,7 +81,9 @@ class RecordConfig:
     url: str | None = None  # the page to start on (open-v0)
     goal: str = ""  # the instruction the demo fulfils
     answer: str | None = None  # optional expected FINISH answer (open-v0 checks it)
-    env: str | None = None  # instead of url: an env id, e.g. browser_env/miniwob.click-button-v0
+    env: str | None = (
+        None  # instead of url: an env, e.g. miniwob.click-button (any resolve_env_id spelling)
+    )
     seed: int = 0
     episodes_dir: str | None = None  # default: <hydra run dir>/episodes
     headless: bool = False  # tests only: a person needs a window
@@ -166,7 +171,7 @@ class DemoRecorder:
         kwargs = dict(spec.kwargs) if spec is not None and spec.kwargs else {}
         kwargs.update(self.env_kwargs)
         meta = EpisodeMeta(
-            env_id=spec.id if spec is not None else "browser_env/open-v0",
+            env_id=spec.id if spec is not None else env_id("open", family=None),
             task=str(info.get("task", "")),
             seed=info.get("seed", self.seed),
             goal=str(obs.get("goal", "")),
@@ -461,6 +466,19 @@ def _stdin_stopper() -> threading.Event:
     return stop
 
 
+def _env_and_options(cfg: RecordConfig) -> tuple[str, dict[str, Any] | None]:
+    """The Gymnasium id to record on and its reset options: ``env`` in any
+    spelling :func:`resolve_env_id` takes, else ``open-v0`` on ``url``."""
+    if cfg.env:
+        return resolve_env_id(cfg.env), None
+    if not cfg.url:
+        raise ValueError("give url=... goal=... (or env=miniwob.<task>)")
+    options: dict[str, Any] = {"url": cfg.url, "goal": cfg.goal}
+    if cfg.answer is not None:
+        options["answer"] = cfg.answer
+    return env_id("open", family=None), options
+
+
 def record(
     cfg: RecordConfig | Mapping[str, Any], root: str | Path, *, ask: Callable[[str], str] = input
 ) -> Path:
@@ -479,16 +497,8 @@ def record(
     }
     if cfg.executable_path:
         kwargs["executable_path"] = cfg.executable_path
-    if cfg.env:
-        env_id, options = cfg.env, None
-    elif cfg.url:
-        env_id = "browser_env/open-v0"
-        options = {"url": cfg.url, "goal": cfg.goal}
-        if cfg.answer is not None:
-            options["answer"] = cfg.answer
-    else:
-        raise ValueError("give url=... goal=... (or env=browser_env/miniwob.<task>-v0)")
-    env = gymnasium.make(env_id, **kwargs)
+    gym_id, options = _env_and_options(cfg)
+    env = gymnasium.make(gym_id, **kwargs)
     recorder = DemoRecorder(
         env, root, seed=cfg.seed, options=options, env_kwargs=cfg.env_kwargs, log=print
     )
@@ -514,19 +524,14 @@ def record(
     return path
 
 
-def run(cfg: Any) -> Path:
+def run(cfg: DictConfig | Mapping[str, Any]) -> Path:
     """The Hydra entry point's body: ``cfg`` has :class:`RecordConfig`'s keys."""
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
     root = data.get("episodes_dir")
     if root is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            root = Path(HydraConfig.get().runtime.output_dir) / "episodes"
-        except ValueError:  # not under @hydra.main
-            root = Path("outputs") / "episodes"
+        root = run_dir() / "episodes"
     return record(
         RecordConfig(**{k: v for k, v in data.items() if k in RecordConfig.__dataclass_fields__}),
         root,

@@ -1,11 +1,19 @@
-"""Gymnasium ids, registered with string entry points (nothing is imported)."""
+"""Gymnasium ids, registered with string entry points (nothing is imported).
+
+An id is ``browser_env/<task>-v<version>``, where ``<task>`` is what the env's
+``task`` argument takes (``open``, ``miniwob.click-test``). :func:`env_id`
+builds one; :func:`resolve_env_id` turns any spelling a person types
+(``miniwob.click-test``, ``browser_env/miniwob.click-test-v0``) into it, and
+every entry point that takes an env goes through it.
+"""
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["MINIWOB_MAX_STEPS", "OPEN_MAX_STEPS", "register_envs"]
+__all__ = ["MINIWOB_MAX_STEPS", "OPEN_MAX_STEPS", "env_id", "register_envs", "resolve_env_id"]
 
+NAMESPACE = "browser_env"
 ENTRY_POINT = "browser_env.env:BrowserEnv"
 MINIWOB_MAX_STEPS = 10
 OPEN_MAX_STEPS = 30
@@ -56,12 +64,48 @@ NONDETERMINISTIC: dict[str, str] = {
 }
 
 
+def env_id(task: str, family: str | None = "miniwob", version: int = 0) -> str:
+    """The registered id of ``task`` in ``family``.
+
+    ``env_id("click-test") == "browser_env/miniwob.click-test-v0"``;
+    ``env_id("open", family=None) == "browser_env/open-v0"``.
+    """
+    name = task if family is None else f"{family}.{task}"
+    return f"{NAMESPACE}/{name}-v{version}"
+
+
+def resolve_env_id(name: str) -> str:
+    """The full id for any accepted spelling of an env: the namespace and the
+    version may be left out (``miniwob.click-test``, ``open``,
+    ``browser_env/miniwob.click-test``, ``miniwob.click-test-v0`` all resolve;
+    the version defaults to 0). A full id comes back as it was.
+
+    Only the spelling is checked: ``gymnasium.make`` says whether the id is
+    registered (and suggests near names).
+
+    Raises:
+        ValueError: ``name`` is empty or names another namespace.
+    """
+    name = str(name or "").strip()
+    if not name:
+        raise ValueError("give an env, e.g. miniwob.click-test or browser_env/open-v0")
+    namespace, _, task = name.rpartition("/")
+    if namespace and namespace != NAMESPACE:
+        raise ValueError(
+            f"{name!r} is not a {NAMESPACE} env (ids look like {env_id('click-test')})"
+        )
+    stem, dash, version = task.rpartition("-v")
+    if dash and version.isdigit():
+        return env_id(stem, family=None, version=int(version))
+    return env_id(task, family=None)
+
+
 def register_envs() -> None:
     """Register every id once; safe to call again."""
-    if "browser_env/open-v0" in gym.registry:
+    if env_id("open", family=None) in gym.registry:
         return
     gym.register(
-        id="browser_env/open-v0",
+        id=env_id("open", family=None),
         entry_point=ENTRY_POINT,
         max_episode_steps=OPEN_MAX_STEPS,
         kwargs={"task": "open"},
@@ -78,7 +122,7 @@ def register_envs() -> None:
         names = ()
     for name in names:
         gym.register(
-            id=f"browser_env/miniwob.{name}-v0",
+            id=env_id(name),
             entry_point=ENTRY_POINT,
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},

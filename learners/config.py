@@ -177,7 +177,7 @@ class GRPOConfig(LearnerConfig):
         "local",
         "local: the trainer's own transformers model generates (CPU or GPU, no vLLM). server: "
         "an OpenAI-compatible server with runtime LoRA loading generates -- vLLM started with "
-        "--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or agents.openai_server with "
+        "--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or serve.openai_server with "
         "write_api_key_env -- and gets the adapter before every batch of rollouts "
         "(learners.lora_server). The loss always uses the local policy's log-probs.",
     )
@@ -187,7 +187,7 @@ class GRPOConfig(LearnerConfig):
     server_token_env: str | None = _f(
         None,
         "generation=server: environment variable holding the bearer token (vLLM's --api-key; "
-        "agents.openai_server's write token). None: no token is sent.",
+        "serve.openai_server's write token). None: no token is sent.",
     )
     server_lora_name: str = _f(
         "grpo-policy", "generation=server: adapters are served as <server_lora_name>-<step>."

@@ -2,9 +2,9 @@
 
 ::
 
-    python -m learners.demo --out outputs/learn_demo            # defaults below
-    python -m learners.demo --tasks click-test click-button --train-seeds 40 --sft-steps 300
-    python -m learners.demo --out /tmp/tiny --export agents/policies/tiny-miniwob  # the embedded policy
+    python -m learners.demo out=outputs/learn_demo            # defaults: DemoConfig
+    python -m learners.demo tasks=[click-test,click-button] train_seeds=40 sft_steps=300
+    python -m learners.demo out=/tmp/tiny export=agents/policies/tiny-miniwob  # the embedded policy
 
 1. records scripted-expert episodes (``agents.experts``, labelled scripted)
    on a MiniWoB++ subset, train seeds ``0..N-1``;
@@ -22,24 +22,42 @@
 4. SDFT with a LoRA adapter on that model (teacher = the model with the
    demonstration in context); evaluates again;
 5. prints before/after success rates, writes ``results.json`` and
-   ``learning_curve.png``; with ``--export DIR`` copies the best student
+   ``learning_curve.png``; with ``export=DIR`` copies the best student
    (the SFT model, or it with the SDFT adapter merged if that did better) to
    ``DIR`` as a plain Hugging Face model directory whose ``training.json``
    records the command, the arguments and the measured figures.
+
+The config is ``conf/demo.yaml`` over :class:`DemoConfig`; :func:`run` is the
+plain function behind the ``@hydra.main`` wrapper, and tests call it.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TASKS", "evaluate", "export_policy", "main", "record_expert_episodes"]
+from browser_env.registration import env_id
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+__all__ = [
+    "TASKS",
+    "DemoConfig",
+    "command_line",
+    "evaluate",
+    "export_policy",
+    "main",
+    "record_expert_episodes",
+    "register_config",
+    "run",
+]
 
 #: The default subset (suite ``miniwob_tiny``): tasks the scripted experts solve
 #: where a random agent mostly fails (20-45% in 6 steps) and the goal says which
@@ -67,7 +85,7 @@ def record_expert_episodes(
     success: dict[str, float] = {}
     for task in tasks:
         env = gym.make(
-            f"browser_env/miniwob.{task}-v0",
+            env_id(task),
             max_episode_steps=max_steps,
             modalities=("elements", "text"),
         )
@@ -132,7 +150,7 @@ def evaluate(
     per_task = {}
     for task in tasks:
         env = gym.make(
-            f"browser_env/miniwob.{task}-v0",
+            env_id(task),
             max_episode_steps=max_steps,
             modalities=("elements", "text"),
         )
@@ -143,49 +161,77 @@ def evaluate(
     return {"success_rate": sum(per_task.values()) / len(per_task), "per_task": per_task}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclasses.dataclass
+class DemoConfig:
+    """What ``python -m learners.demo`` takes (``key=value`` overrides of ``conf/demo.yaml``).
+
+    The defaults live here only: the dataclass is registered with Hydra as
+    the structured config ``demo_schema`` that the YAML builds on.
+    """
+
+    out: str = "outputs/learn_demo"  # the run's directory (episodes, models, results)
+    tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
+    train_seeds: int = 150  # expert episodes per task, seeds 0..N-1
+    eval_seeds: int = 20  # held-out seeds 1000..1000+N-1
+    max_steps: int = 6
+    sft_steps: int = 1200
+    sdft_steps: int = 30
+    demo_fraction: float = 1.0
+    counterfactual_fraction: float = (
+        1.0  # expected counterfactual demonstration copies per sample (learners.sft)
     )
-    parser.add_argument("--out", default="outputs/learn_demo")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--train-seeds", type=int, default=150)
-    parser.add_argument("--eval-seeds", type=int, default=20)
-    parser.add_argument("--max-steps", type=int, default=6)
-    parser.add_argument("--sft-steps", type=int, default=1200)
-    parser.add_argument("--sdft-steps", type=int, default=30)
-    parser.add_argument("--demo-fraction", type=float, default=1.0)
-    parser.add_argument(
-        "--counterfactual-fraction",
-        type=float,
-        default=1.0,
-        help="expected counterfactual demonstration copies per sample (learners.sft)",
+    port_jitter: bool = (
+        True  # false keeps the local server's port in SFT prompts (SFTConfig.port_jitter)
     )
-    parser.add_argument(
-        "--no-port-jitter",
-        dest="port_jitter",
-        action="store_false",
-        help="keep the local server's port in SFT prompts (see SFTConfig.port_jitter)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of SFT and SDFT")
-    parser.add_argument(
-        "--export", default=None, help="copy the best student model here (see step 5)"
-    )
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--sft-lr", type=float, default=2e-3)
-    parser.add_argument("--sdft-lr", type=float, default=1e-4)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="torch CPU threads (lower it on a busy machine)"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="SFT batch size")
-    parser.add_argument("--hidden-size", type=int, default=128, help="tiny model width")
-    parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
-    parser.add_argument("--layers", type=int, default=2, help="tiny model depth")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads (2 key-value heads)")
-    args = parser.parse_args(argv)
+    seed: int = 0  # seed of SFT and SDFT
+    export: str | None = None  # copy the best student model here (see step 5)
+    lora_r: int = 16
+    sft_lr: float = 2e-3
+    sdft_lr: float = 1e-4
+    threads: int = 2  # torch CPU threads (lower it on a busy machine)
+    batch_size: int = 8  # SFT batch size
+    hidden_size: int = 128  # tiny model width
+    intermediate_size: int = 256  # tiny model MLP width
+    layers: int = 2  # tiny model depth
+    heads: int = 4  # attention heads (2 key-value heads)
+
+
+def register_config() -> None:
+    """Register :class:`DemoConfig` as Hydra's ``demo_schema`` (``conf/demo.yaml``'s base); safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="demo_schema", node=DemoConfig)
+
+
+def command_line(cfg: DemoConfig) -> str:
+    """The command that reproduces ``cfg``: every key that differs from its default."""
+    defaults = DemoConfig()
+    overrides = [
+        f"{f.name}={_override_value(getattr(cfg, f.name))}"
+        for f in dataclasses.fields(cfg)
+        if getattr(cfg, f.name) != getattr(defaults, f.name)
+    ]
+    return " ".join(["python -m learners.demo", *overrides])
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The whole pipeline (steps 1-5 above) for ``cfg``; returns the report
+    written to ``OUT/results.json``."""
+    if not isinstance(cfg, DemoConfig):
+        cfg = DemoConfig(**dict(cfg))
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(cfg.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -193,39 +239,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from learners.sdft import run as sdft
     from learners.sft import run as sft
 
-    out = Path(args.out)
+    tasks = list(cfg.tasks)
+    out = Path(cfg.out)
     episodes = out / "episodes"
     # The random starting point, built offline and cached (agents.tiny).
     model = str(
         tiny_model_path(
             "text",
-            hidden_size=args.hidden_size,
-            intermediate_size=args.intermediate_size,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
             num_key_value_heads=2,
         )
     )
-    held_out = list(range(1000, 1000 + args.eval_seeds))
+    held_out = list(range(1000, 1000 + cfg.eval_seeds))
     t0 = time.perf_counter()
     report: dict[str, Any] = {
-        "tasks": args.tasks,
-        "args": vars(args),
+        "tasks": tasks,
+        "args": dataclasses.asdict(cfg),
         "model": model,
         "held_out_seeds": held_out,
     }
     if not any(episodes.glob("*/episode.json")):
         report["expert_success"] = record_expert_episodes(
-            episodes, args.tasks, range(args.train_seeds), args.max_steps
+            episodes, tasks, range(cfg.train_seeds), cfg.max_steps
         )
     print(f"[demo] expert episodes in {episodes} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
     def both(adapter: str | None) -> dict[str, Any]:
         return {
-            "student": evaluate(
-                model, adapter, args.tasks, held_out, args.max_steps, teacher=False
-            ),
-            "teacher": evaluate(model, adapter, args.tasks, held_out, args.max_steps, teacher=True),
+            "student": evaluate(model, adapter, tasks, held_out, cfg.max_steps, teacher=False),
+            "teacher": evaluate(model, adapter, tasks, held_out, cfg.max_steps, teacher=True),
         }
 
     report["before"] = both(None)
@@ -235,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "save_steps": 0,
         "wandb": True,
         "progress": True,
-        "seed": args.seed,
+        "seed": cfg.seed,
     }
     sft_dir = out / "sft"
     sft_result = sft(
@@ -244,12 +289,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model": model,
             "lora": False,
             "output_dir": str(sft_dir),
-            "batch_size": args.batch_size,
-            "max_steps": args.sft_steps,
-            "learning_rate": args.sft_lr,
-            "demo_fraction": args.demo_fraction,
-            "counterfactual_fraction": args.counterfactual_fraction,
-            "port_jitter": args.port_jitter,
+            "batch_size": cfg.batch_size,
+            "max_steps": cfg.sft_steps,
+            "learning_rate": cfg.sft_lr,
+            "demo_fraction": cfg.demo_fraction,
+            "counterfactual_fraction": cfg.counterfactual_fraction,
+            "port_jitter": cfg.port_jitter,
         }
     )
     model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it
@@ -260,12 +305,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {
             **common,
             "model": model,
-            "lora_r": args.lora_r,
-            "lora_alpha": 2 * args.lora_r,
+            "lora_r": cfg.lora_r,
+            "lora_alpha": 2 * cfg.lora_r,
             "output_dir": str(sdft_dir),
             "batch_size": 4,
-            "max_steps": args.sdft_steps,
-            "learning_rate": args.sdft_lr,
+            "max_steps": cfg.sdft_steps,
+            "learning_rate": cfg.sdft_lr,
             "max_new_tokens": 40,
             "temperature": 1.0,
         }
@@ -277,9 +322,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, out / "learning_curve.png")
     print(_table(report))
-    if args.export:
-        command = "python -m learners.demo " + " ".join(sys.argv[1:] if argv is None else argv)
-        path = export_policy(out, Path(args.export), report, command)
+    if cfg.export:
+        path = export_policy(out, Path(cfg.export), report, command_line(cfg))
         print(f"[demo] exported the policy to {path}")
     return report
 
@@ -372,6 +416,20 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
+    """The ``@hydra.main`` body: ``cfg`` composed from ``conf/demo.yaml``."""
+    from omegaconf import OmegaConf
+
+    return run(OmegaConf.to_container(cfg, resolve=True))
+
+
+def main() -> None:
+    import hydra
+
+    register_config()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="demo")(hydra_entry)()
 
 
 if __name__ == "__main__":

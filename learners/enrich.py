@@ -27,9 +27,12 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.prompt import DEMO_BEGIN
+
+if TYPE_CHECKING:
+    from agents.backends.base import Backend
 
 __all__ = ["ENRICH_PROMPT_VERSION", "Enricher", "enrich_sample"]
 
@@ -63,7 +66,7 @@ class Enricher:
         max_tokens: int = 64,
         temperature: float = 0.0,
         timeout: float = 30.0,
-        backend: Any = None,
+        backend: Backend | None = None,
     ) -> None:
         self.model = model if backend is None else str(getattr(backend, "model_name", model))
         self.base_url = base_url

@@ -27,7 +27,7 @@ Where rollouts are generated (``generation``): ``local`` samples with the
 trainer's own transformers model (``backend.generate``; CPU or GPU, no vLLM
 needed); ``server`` samples on an OpenAI-compatible server that loads LoRA
 adapters at run time -- vLLM (``vllm serve BASE --enable-lora`` with
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) or ``agents.openai_server`` --
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) or ``serve.openai_server`` --
 as TRL's ``use_vllm`` server mode does: before every batch of rollouts, so
 after every optimiser step (and after an evaluation-gate rollback), the
 adapter is saved and loaded into the server (:mod:`learners.lora_server`),
@@ -142,7 +142,7 @@ def run(
         if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
             raise RuntimeError(
                 f"the server at {cfg.server_url} returned no token ids: it must support "
-                "return_token_ids (vLLM >= 0.10.2, agents.openai_server)"
+                "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
             )
         # 2. episode rewards -> group-relative advantages
         rewards = [t.episode_return + cfg.format_reward * t.parse_rate for t in trajectories]

@@ -23,12 +23,9 @@ __all__ = ["TrainLoop", "default_output_dir"]
 
 def default_output_dir(learner: str) -> str:
     """``<hydra run dir>/adapter`` under ``@hydra.main``, else ``outputs/<learner>/adapter``."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from browser_env.rundir import run_dir
 
-        return str(Path(HydraConfig.get().runtime.output_dir) / "adapter")
-    except (ImportError, ValueError):
-        return str(Path("outputs") / learner / "adapter")
+    return str(run_dir(Path("outputs") / learner) / "adapter")
 
 
 class TrainLoop:

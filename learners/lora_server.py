@@ -8,7 +8,7 @@ OpenAI-compatible server with runtime LoRA loading generates the rollouts::
     python -m learners.grpo learner.model=BASE learner.generation=server \\
         learner.server_url=http://127.0.0.1:8000/v1
 
-(``python -m agents.openai_server model=BASE write_api_key_env=VAR`` serves
+(``python -m serve.openai_server model=BASE write_api_key_env=VAR`` serves
 the same endpoints from the transformers backend, without a GPU.)
 
 Before each batch of rollouts :meth:`LoRAServer.push` saves the adapter to
@@ -22,7 +22,7 @@ under the same name would need ``load_inplace`` (newer vLLM only).
 
 The server must read ``adapter_dir`` at the same path (same machine or a
 shared filesystem), know the same base model, and return generated token
-ids (``return_token_ids``: vLLM >= 0.10.2, ``agents.openai_server``).
+ids (``return_token_ids``: vLLM >= 0.10.2, ``serve.openai_server``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = ["LoRAServer", "LoRAServerError"]
 
 START_HINT = (
     "start one with runtime LoRA loading, e.g. `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve "
-    "BASE --enable-lora` or `python -m agents.openai_server model=BASE write_api_key_env=VAR`, "
+    "BASE --enable-lora` or `python -m serve.openai_server model=BASE write_api_key_env=VAR`, "
     "and point learner.server_url (and learner.server_token_env) at it"
 )
 
@@ -55,7 +55,7 @@ class LoRAServer:
         adapter_dir: where adapter versions are written for the server to read.
         lora_name: prefix of the served names (``<lora_name>-<version>``).
         token_env: environment variable with the bearer token (vLLM's
-            ``--api-key``; ``agents.openai_server``'s write token).
+            ``--api-key``; ``serve.openai_server``'s write token).
         timeout: seconds per request.
         tokenizer: the base model's tokenizer (local path or hub id), for
             the prompt builder's exact token counts.

@@ -31,7 +31,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.agent import LLMAgent
 
 __all__ = ["OnlineSDFT"]
 
@@ -72,7 +75,7 @@ class OnlineSDFT:
         return self.updates >= self.max_updates or over_time
 
     def update(
-        self, agent: Any, episode_dir: str | os.PathLike[str] | None
+        self, agent: LLMAgent, episode_dir: str | os.PathLike[str] | None
     ) -> dict[str, Any] | None:
         """Train on the successful episode in ``episode_dir`` and load the new
         adapter into ``agent.backend``; ``None`` when the budget is spent or

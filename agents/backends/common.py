@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from agents.backends.base import Message
+from agents.backends.base import BackendBase, Message, SamplingParams
 
 __all__ = [
     "EXTRAS",
@@ -194,15 +194,13 @@ def data_url_to_image(url: str, max_pixels: int = 64_000_000) -> Any:
 
 
 def begin_generation(
-    backend: Any, images: Sequence[Any] | None, sampling: Any
-) -> tuple[Any, list[Any], dict[str, Any]]:
+    backend: BackendBase, images: Sequence[Any] | None, sampling: SamplingParams | None
+) -> tuple[SamplingParams, list[Any], dict[str, Any]]:
     """What every local backend does before decoding: refuse a closed backend,
     default the sampling, start ``info`` and drop images a text model cannot
     take (counted in ``info["images_ignored"]``). Returns ``(sampling, images, info)``."""
     if backend._closed:
         raise RuntimeError("this backend was closed")
-    from agents.backends.base import SamplingParams
-
     info: dict[str, Any] = {"model": backend.model_name, "adapter": backend.adapter}
     images = list(images or [])
     if images and not backend.multimodal:

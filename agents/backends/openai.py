@@ -1,4 +1,4 @@
-"""OpenAI-compatible HTTP backend: NVIDIA NIM, vLLM, TGI, our own ``agents.openai_server``.
+"""OpenAI-compatible HTTP backend: NVIDIA NIM, vLLM, TGI, our own ``serve.openai_server``.
 
 ::
 

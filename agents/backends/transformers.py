@@ -25,7 +25,7 @@ Learners use the same objects the backend generates with: ``backend.model``
 ``backend.encode_chat(messages, images)``, which returns the exact model
 inputs that ``generate`` uses.
 
-Several adapters can be held at once for serving (``agents.openai_server``
+Several adapters can be held at once for serving (``serve.openai_server``
 loads them at run time): :meth:`add_adapter` loads one under a name without
 changing what :meth:`generate` uses, :meth:`using_adapter` picks one for the
 calls inside its block, :meth:`delete_adapter` drops one.

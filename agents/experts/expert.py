@@ -50,6 +50,9 @@ class ScriptedExpert:
         self._memory = {}
         self._step = 0
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
         task = self.task or task_from_url(str(obs.get("url") or ""))
         policy = POLICIES.get(task)

@@ -89,6 +89,8 @@ class MiniWoBTask:
     """One MiniWoB++ task, e.g. ``MiniWoBTask("click-button")``."""
 
     fresh_context = False
+    #: The env's request interception lets pages reach only these hosts (browser_env.policy).
+    allowed_hosts = ("127.0.0.1", "localhost", "::1")
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from agents.backends.common import (
 
 def test_importing_backends_loads_no_heavy_library():
     code = (
-        "import sys, agents, agents.tiny, agents.openai_server\n"
+        "import sys, agents, agents.tiny, serve.openai_server\n"
         "import agents.backends.transformers, agents.backends.mlx\n"
         "import agents.backends.openai, agents.backends.tensorrt\n"
         "heavy = {'torch', 'transformers', 'mlx', 'mlx_lm', 'httpx', 'fastapi', 'peft', 'tensorrt_llm'}\n"

@@ -1,6 +1,6 @@
 """The OpenAI-compatible backend against our own server, really listening on 127.0.0.1.
 
-No mocks: the contract runs through HTTP against ``agents.openai_server``
+No mocks: the contract runs through HTTP against ``serve.openai_server``
 serving the tiny VLM with the transformers backend; the retry tests use a
 small stdlib HTTP server that fails on purpose.
 """
@@ -42,7 +42,7 @@ def local_backend():
 
 @pytest.fixture(scope="module", autouse=True)
 def server(local_backend):
-    from agents.openai_server import ServerThread, create_app
+    from serve.openai_server import ServerThread, create_app
 
     app = create_app(local_backend, "tiny-vlm", max_request_bytes=2_000_000)
     with ServerThread(app) as running:
@@ -152,7 +152,7 @@ def test_server_streams_one_chunk():
 
 def test_bearer_token_is_required_and_never_leaks(local_backend, monkeypatch, caplog):
     from agents.backends.openai import OpenAIBackend, OpenAIRequestError
-    from agents.openai_server import ServerThread, create_app
+    from serve.openai_server import ServerThread, create_app
 
     secret = "sk-test-" + "7" * 24
     app = create_app(local_backend, "tiny-vlm", api_key=secret)
@@ -278,7 +278,7 @@ def test_command_line_server(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "agents.openai_server",
+        "serve.openai_server",
         f"model={tiny_path('text')}",
         f"port={port}",
         "backend.device=cpu",

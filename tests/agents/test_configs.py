@@ -73,3 +73,14 @@ def test_run_defaults():
     assert cfg.agent._target_ == "agents.random_agent.RandomAgent"
     assert cfg.max_steps == 15 and cfg.headless is True
     assert isinstance(build_agent(cfg), RandomAgent)
+
+
+def test_tiny_is_an_llm_agent_with_only_its_overrides():
+    tiny, llm = compose_run("agent=tiny").agent, compose_run("agent=llm").agent
+    assert tiny._target_ == llm._target_ and tiny.guards == llm.guards
+    assert tiny.max_parse_failures == llm.max_parse_failures
+    assert {k: v for k, v in tiny.prompt.items() if k != "use_screenshot"} == {
+        k: v for k, v in llm.prompt.items() if k != "use_screenshot"
+    }
+    assert tiny.prompt.use_screenshot is False and tiny.sampling.max_new_tokens == 40
+    assert tiny.backend._target_ == "agents.backends.transformers.TransformersBackend"

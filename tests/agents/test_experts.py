@@ -15,6 +15,7 @@ from agents.agent import Agent
 from agents.experts import SUPPORTED_TASKS, ScriptedExpert, UnsupportedTaskError
 from agents.experts.base import quoted, task_from_url
 from browser_env.actions import Verb
+from browser_env.registration import env_id
 
 SUITE = Path(__file__).resolve().parents[2] / "conf" / "suite" / "miniwob_expert.yaml"
 MAX_STEPS = yaml.safe_load(SUITE.read_text())["max_episode_steps"]
@@ -133,7 +134,7 @@ def test_a_page_it_does_not_understand_ends_the_episode_with_the_reason(miniwob_
 
 def success_rate(task: str, seeds: range) -> tuple[float, list[int]]:
     env = gym.make(
-        f"browser_env/miniwob.{task}-v0",
+        env_id(task),
         modalities=("elements", "text"),
         max_episode_steps=MAX_STEPS,
     )

@@ -1,4 +1,4 @@
-"""Runtime LoRA loading in ``agents.openai_server``, vLLM's endpoints, over real HTTP on 127.0.0.1."""
+"""Runtime LoRA loading in ``serve.openai_server``, vLLM's endpoints, over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def adapters(tmp_path_factory):
 def served(adapters):
     """(base url, backend) of a server with a read token, a write token and an adapter_root."""
     from agents.backends.transformers import TransformersBackend
-    from agents.openai_server import ServerThread, create_app
+    from serve.openai_server import ServerThread, create_app
 
     backend = TransformersBackend(tiny_path("text"), device="cpu")
     root = os.path.dirname(adapters["a"])
@@ -121,7 +121,7 @@ def test_write_endpoints_are_off_without_a_write_token(adapters):
     import httpx
 
     from agents.backends.transformers import TransformersBackend
-    from agents.openai_server import ServerThread, create_app
+    from serve.openai_server import ServerThread, create_app
 
     backend = TransformersBackend(tiny_path("text"), device="cpu")
     with ServerThread(create_app(backend, "tiny")) as server:

@@ -52,8 +52,7 @@ def test_benchmark_defaults_compose_and_instantiate():
         if cfg.suite.name == "miniwob_tiny":
             assert isinstance(agent, LLMAgent)
     finally:
-        if hasattr(agent, "close"):
-            agent.close()
+        agent.close()
 
 
 def test_tiny_agent_takes_top_level_model_and_adapter(tmp_path):

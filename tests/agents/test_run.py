@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from agents.agent import LLMAgent
-from agents.run import resolve_env_id, run
+from agents.run import env_id_of, run
 from browser_env.actions import Action, ActionSpace, Verb, coerce_action
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -54,15 +54,15 @@ class ClickOkEnv(gym.Env):
         self.closed = True
 
 
-def test_resolve_env_id():
-    assert resolve_env_id({"env": "miniwob.click-test"}) == "browser_env/miniwob.click-test-v0"
+def test_env_id_of():
+    assert env_id_of({"env": "miniwob.click-test"}) == "browser_env/miniwob.click-test-v0"
     assert (
-        resolve_env_id({"env": "browser_env/miniwob.click-test-v0"})
+        env_id_of({"env": "browser_env/miniwob.click-test-v0"})
         == "browser_env/miniwob.click-test-v0"
     )
-    assert resolve_env_id({"env": "x", "url": "https://example.com"}) == "browser_env/open-v0"
+    assert env_id_of({"env": "x", "url": "https://example.com"}) == "browser_env/open-v0"
     with pytest.raises(ValueError):
-        resolve_env_id({"env": None})
+        env_id_of({"env": None})
 
 
 def test_run_llm_agent_until_success(make_obs, scripted_backend, capsys):

@@ -54,6 +54,9 @@ def test_summary_rows_and_table():
 def test_suite_validation():
     assert Suite("s", ["click-test"]).env_ids == ("browser_env/miniwob.click-test-v0",)
     assert len(Suite("s", "all").env_ids) > 100
+    assert Suite("s", ["click-test"], prefix="miniwob.").env_ids == (
+        "browser_env/miniwob.click-test-v0",
+    )
     with pytest.raises(ValueError, match="no tasks"):
         _ = Suite("s", ["x"], exclude=["x"]).env_ids
     with pytest.raises(ValueError, match="episodes"):

@@ -118,7 +118,7 @@ def test_navigate_and_bad_navigate(open_env, site_url):
     obs, *_ = open_env.step({"action": "NAVIGATE", "value": "http://127.0.0.1:9/nothing"})
     assert "NAVIGATE to http://127.0.0.1:9/nothing failed" in obs["last_action_error"]
     obs, *_ = open_env.step({"action": "NAVIGATE", "value": "chrome://settings"})
-    assert "http(s) URL" in obs["last_action_error"]
+    assert "chrome: URLs are not allowed" in obs["last_action_error"]
 
 
 def test_scroll_moves_the_page_and_offscreen_elements_are_flagged(open_env, site_url):

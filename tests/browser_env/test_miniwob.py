@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import browser_env
+from browser_env.registration import env_id
 from browser_env.tasks.miniwob import miniwob_task_names
 
 pytestmark = pytest.mark.browser
@@ -25,7 +26,7 @@ def test_every_task_page_is_registered():
     names = miniwob_task_names()
     assert len(names) >= 120 and "click-test" in names and "flight.AA" in names
     for name in names:
-        assert f"browser_env/miniwob.{name}-v0" in gym.registry
+        assert env_id(name) in gym.registry
     assert "browser_env/open-v0" in gym.registry
 
 

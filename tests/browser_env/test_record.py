@@ -227,6 +227,19 @@ def test_entry_point_stops_on_terminal_enter(tmp_path, base_url, monkeypatch):
     assert ep.meta.env_kwargs == {"task": "open"}  # no window settings leak into replay
 
 
+def test_entry_point_takes_every_env_spelling():
+    for spelling in ("miniwob.click-test", "browser_env/miniwob.click-test-v0"):
+        gym_id, options = record_mod._env_and_options(RecordConfig(env=spelling))
+        assert gym_id == "browser_env/miniwob.click-test-v0" and options is None
+    gym_id, options = record_mod._env_and_options(RecordConfig(url="http://127.0.0.1:1/", goal="g"))
+    assert gym_id == "browser_env/open-v0" and options == {
+        "url": "http://127.0.0.1:1/",
+        "goal": "g",
+    }
+    with pytest.raises(ValueError):
+        record_mod._env_and_options(RecordConfig())
+
+
 def test_hydra_config_matches_record_config():
     from hydra import compose, initialize_config_dir
 

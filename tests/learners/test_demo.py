@@ -3,38 +3,68 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_demo(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from learners.demo import register_config
+
+    register_config()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(config_name="demo", overrides=list(overrides))
+
+
+def test_config_composes_and_the_recorded_command_reproduces_it():
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from learners.demo import TASKS, DemoConfig, command_line
+
+    default = compose_demo()
+    assert OmegaConf.to_container(default) == dataclasses.asdict(DemoConfig())
+    assert list(default.tasks) == list(TASKS) and default.export is None
+    with pytest.raises(Exception, match="sft_step"):
+        compose_demo("sft_step=3")  # a typo is refused: the schema is closed
+    cfg = DemoConfig(
+        **OmegaConf.to_container(compose_demo("tasks=[click-test]", "port_jitter=false"))
+    )
+    command = command_line(cfg)
+    assert command == "python -m learners.demo tasks=[click-test] port_jitter=false"
+    again = compose_demo(*command.split()[3:])
+    assert DemoConfig(**OmegaConf.to_container(again)) == cfg
+
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    from learners.demo import main
+    from omegaconf import OmegaConf
 
-    report = main(
-        [
-            "--out",
-            str(tmp_path),
-            "--tasks",
-            "click-test",
-            "--train-seeds",
-            "2",
-            "--eval-seeds",
-            "1",
-            "--max-steps",
-            "2",
-            "--sft-steps",
-            "2",
-            "--sdft-steps",
-            "1",
-            "--export",
-            str(tmp_path / "policy"),
-        ]
+    from learners.demo import run
+
+    report = run(
+        OmegaConf.to_container(
+            compose_demo(
+                f"out={tmp_path}",
+                "tasks=[click-test]",
+                "train_seeds=2",
+                "eval_seeds=1",
+                "max_steps=2",
+                "sft_steps=2",
+                "sdft_steps=1",
+                f"export={tmp_path / 'policy'}",
+            )
+        )
     )
     assert report["expert_success"] == {"click-test": 1.0}
     for stage in ("before", "sft", "sdft"):
@@ -45,5 +75,5 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     policy = tmp_path / "policy"
     assert (policy / "config.json").is_file() and (policy / "model.safetensors").is_file()
     meta = json.loads((policy / "training.json").read_text())
-    assert meta["produced_by"].startswith("python -m learners.demo --out")
+    assert meta["produced_by"].startswith("python -m learners.demo out=")
     assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 1.0

@@ -18,8 +18,8 @@ from learners.enrich import Enricher, enrich_sample  # noqa: E402
 @pytest.fixture(scope="module")
 def server():
     from agents.backends.transformers import TransformersBackend
-    from agents.openai_server import ServerThread, create_app
     from agents.tiny import tiny_model_path
+    from serve.openai_server import ServerThread, create_app
 
     backend = TransformersBackend(str(tiny_model_path("text")), device="cpu", dtype="float32")
     with ServerThread(create_app(backend, "tiny")) as running:

@@ -1,4 +1,4 @@
-"""GRPO with generation=server against a real agents.openai_server on 127.0.0.1.
+"""GRPO with generation=server against a real serve.openai_server on 127.0.0.1.
 
 The server loads each adapter version through vLLM's runtime LoRA endpoints;
 the tests check that the rollouts were generated under those names and that
@@ -29,7 +29,7 @@ def server(tiny_model, monkeypatch):
     from safetensors.torch import load_file
 
     from agents.backends.transformers import TransformersBackend
-    from agents.openai_server import ServerThread, create_app
+    from serve.openai_server import ServerThread, create_app
 
     backend = TransformersBackend(tiny_model, device="cpu")
     loaded, used = [], []

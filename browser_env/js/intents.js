@@ -1,0 +1,48 @@
+// Runs in every frame before the page's own scripts (context.add_init_script).
+// Notes, in the page itself and at the moment it happens, that the page asked
+// for a new window (window.open, a link or form with a target) or started a
+// navigation of the top document (Navigation API "navigate" event). The env
+// reads and clears the notes after each action (TAKE_INTENTS_JS in env.py) and
+// waits, within a bound, for what was asked for before it observes: the
+// browser reports new pages and navigations asynchronously, and under load
+// they would otherwise arrive after the observation was taken.
+(() => {
+  if (window.__brlIntents || window.top !== window) return;
+  const notes = { popups: 0, navigate: null };
+  Object.defineProperty(window, "__brlIntents", {
+    value: () => { const out = { ...notes }; notes.popups = 0; notes.navigate = null; return out; },
+    enumerable: false,
+  });
+  const open = window.open;
+  const wrapped = function (...args) {
+    const win = open.apply(this, args);
+    if (win) notes.popups += 1;
+    return win;
+  };
+  Object.defineProperty(wrapped, "toString", { value: () => open.toString(), enumerable: false });
+  window.open = wrapped;
+  const opensWindow = (target) => {
+    const t = (target || document.querySelector("base[target]")?.target || "").toLowerCase();
+    return t !== "" && t !== "_self" && t !== "_parent" && t !== "_top" && !window.frames[t];
+  };
+  // Bubbling listeners on window run after the page's own handlers, so a
+  // handler's preventDefault() is already visible here.
+  window.addEventListener("click", (e) => {
+    if (e.defaultPrevented || !(e.target instanceof Element)) return;
+    const link = e.target.closest("a[href], area[href]");
+    if (link && !link.hasAttribute("download") && opensWindow(link.getAttribute("target"))
+        && /^https?:|^\/|^\.|^[^:]*$/i.test(link.getAttribute("href"))) notes.popups += 1;
+  });
+  window.addEventListener("submit", (e) => {
+    const form = e.target;
+    const target = e.submitter?.getAttribute("formtarget") ?? form.getAttribute("target");
+    if (!e.defaultPrevented && opensWindow(target)) notes.popups += 1;
+  });
+  if (window.navigation) {
+    window.navigation.addEventListener("navigate", (e) => {
+      if (!e.hashChange && !e.downloadRequest && e.navigationType !== "reload") {
+        notes.navigate = e.destination.url;
+      }
+    });
+  }
+})();

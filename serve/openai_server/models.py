@@ -1,0 +1,162 @@
+"""What the server serves: one base model and the LoRA adapters loaded at run time.
+
+:class:`ServedModels` is the adapter registry behind the routes. Every call
+that touches the backend (generation, adding and deleting adapters) holds
+one lock, so requests are served one at a time and an adapter never changes
+under a generation. The routes map its errors to HTTP: ``ValueError`` is a
+400, ``FileNotFoundError`` and ``KeyError`` are 404s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.backends.base import Backend, Generation, SamplingParams
+
+__all__ = ["LORA_NAME", "ServedModels", "adapter_dir"]
+
+LORA_NAME = re.compile(r"[A-Za-z0-9._:/+@-]{1,128}")
+"""What a runtime adapter may be called (vLLM's names, no whitespace or control bytes)."""
+
+_RUNTIME_ADAPTER_METHODS = ("add_adapter", "delete_adapter", "using_adapter")
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    peft_name: str  # the name inside the backend: our own, since PEFT allows no dots there
+    path: str
+    created: int
+
+
+class ServedModels:
+    """The base model ``model_name`` of ``backend`` and the adapters loaded over it.
+
+    ``adapter_root``: when set, adapters load only from directories inside it.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        model_name: str,
+        adapter_root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.model_name = model_name
+        self.root = os.path.realpath(adapter_root) if adapter_root is not None else None
+        self.created = int(time.time())
+        self._adapters: dict[str, _Adapter] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        """Every model id a request may name: the base model first."""
+        return [self.model_name, *self._adapters]
+
+    @property
+    def can_load_adapters(self) -> bool:
+        return all(hasattr(self.backend, m) for m in _RUNTIME_ADAPTER_METHODS)
+
+    def cards(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``' data: the base model, then each adapter with its
+        ``root`` (directory) and ``parent`` (the base model)."""
+        base = {
+            "id": self.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "browser-rl",
+        }
+        return [base] + [
+            {
+                "id": name,
+                "object": "model",
+                "created": adapter.created,
+                "owned_by": "browser-rl",
+                "root": adapter.path,
+                "parent": self.model_name,
+            }
+            for name, adapter in self._adapters.items()
+        ]
+
+    def generate(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        images: Sequence[Any],
+        sampling: SamplingParams,
+    ) -> Generation:
+        """Generate with ``model`` (the base model or a loaded adapter's name);
+        blocks while another call holds the backend."""
+        with self._lock:
+            if model == self.model_name:
+                return self.backend.generate(messages, images=images or None, sampling=sampling)
+            with self.backend.using_adapter(self._adapters[model].peft_name):
+                return self.backend.generate(messages, images=images or None, sampling=sampling)
+
+    def check_load(self, name: str, lora_path: str, inplace: bool) -> str:
+        """The adapter directory to load as ``name``, after every check that
+        needs no backend call (see :func:`adapter_dir`)."""
+        if not LORA_NAME.fullmatch(name) or name == self.model_name:
+            raise ValueError(
+                f"lora_name must be 1-128 of [A-Za-z0-9._:/+@-] and not the base model's name, "
+                f"got {name!r}"
+            )
+        if name in self._adapters and not inplace:
+            raise ValueError(f"The lora adapter '{name}' has already been loaded.")
+        return adapter_dir(lora_path, self.root)
+
+    def load(self, name: str, path: str) -> None:
+        """Load the adapter at ``path`` as ``name``; an adapter of that name is
+        replaced once the new weights are in. The backend's ``ValueError`` passes through."""
+        peft_name = f"served_{next(self._ids)}"
+        with self._lock:
+            self.backend.add_adapter(path, peft_name)
+            previous = self._adapters.get(name)
+            self._adapters[name] = _Adapter(peft_name, path, int(time.time()))
+            if previous is not None:
+                self.backend.delete_adapter(previous.peft_name)
+
+    def unload(self, name: str) -> None:
+        """Delete the adapter ``name``; ``KeyError`` when none is loaded."""
+        if name not in self._adapters:
+            raise KeyError(name)
+        with self._lock:
+            adapter = self._adapters.pop(name)
+            self.backend.delete_adapter(adapter.peft_name)
+
+
+def adapter_dir(lora_path: str, root: str | None) -> str:
+    """The resolved adapter directory ``lora_path`` names, or a ``ValueError`` saying why not.
+
+    Absolute paths only (a relative one would depend on the server's working
+    directory); symlinks and ``..`` are resolved before the ``root`` check,
+    so neither leads outside it. ``FileNotFoundError`` when nothing is there.
+    """
+    if not lora_path or "\x00" in lora_path:
+        raise ValueError("lora_path must be a non-empty path")
+    if not os.path.isabs(lora_path):
+        raise ValueError(f"lora_path must be absolute on the server's machine, got {lora_path!r}")
+    path = os.path.realpath(lora_path)
+    if root is not None and os.path.commonpath([path, root]) != root:
+        raise ValueError(f"lora_path {lora_path!r} is outside this server's adapter_root")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no adapter directory at {lora_path!r}")
+    config_file = os.path.join(path, "adapter_config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{lora_path!r} is not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            peft_type = json.load(f).get("peft_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{lora_path!r}: unreadable adapter_config.json ({exc})") from exc
+    if str(peft_type).upper() != "LORA":
+        raise ValueError(f"{lora_path!r} holds a {peft_type} adapter; only LoRA is served")
+    return path

@@ -1,0 +1,264 @@
+"""The env survives what a long rollout meets: a killed browser or driver, pages
+that never answer or never load, oversized actions, URLs it must not load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+from browser_env.browser import driver_alive
+from browser_env.env import BrowserEnv
+
+pytestmark = pytest.mark.browser
+
+FAST = {"step_timeout_ms": 3_000, "navigation_timeout_ms": 2_000, "popup_timeout_ms": 2_000}
+
+
+def chromium_of(pid):
+    """The live (non-zombie) processes of the browser whose main process is ``pid``."""
+    out = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = BrowserEnv("open", modalities=("elements", "text"), executor=FAST)
+    yield env
+    env.close()
+
+
+def start(env, url):
+    obs, _ = env.reset(options={"url": url, "goal": "test"})
+    return obs
+
+
+def box(obs):
+    return next(e["element_id"] for e in obs["elements"] if e["placeholder"] == "type here")
+
+
+def by_text(obs, text):
+    return next(e["element_id"] for e in obs["elements"] if e["text"] == text)
+
+
+@pytest.mark.parametrize("victim", ["browser", "driver"])
+def test_a_killed_browser_or_driver_truncates_the_episode_and_reset_recovers(env, site_url, victim):
+    start(env, site_url + "links.html")
+    old_pid = env._browser_pid
+    assert old_pid is not None and chromium_of(old_pid)
+    if victim == "browser":  # what the OOM killer does
+        browser = psutil.Process(old_pid)
+        browser.kill()
+        browser.wait(10)
+    else:
+        driver = next(p for p in psutil.Process().children() if "node" in p.name().lower())
+        driver.kill()
+        driver.wait(10)
+    obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert (
+        f"the {'Playwright driver' if victim == 'driver' else 'browser'} died"
+        in (info["truncated_reason"])
+    )
+    assert obs["last_action_error"] == info["truncated_reason"] and obs["elements"] == ()
+    assert env.observation_space.contains(obs)
+    # Another step of the dead episode says the same; it does not raise.
+    assert env.step({"action": "CLICK", "element_id": "e1"})[3] is True
+    obs = start(env, site_url + "links.html")
+    assert "Go to result" in obs["text"] and env._browser_pid != old_pid
+    assert driver_alive(env._playwright)
+    deadline = time.monotonic() + 10
+    while chromium_of(old_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert chromium_of(old_pid) == []
+
+
+def test_close_after_a_crash_is_safe_and_leaves_no_chromium(site_url):
+    env = BrowserEnv("open", modalities=("text",))
+    start(env, site_url + "links.html")
+    pid = env._browser_pid
+    os.kill(pid, signal.SIGKILL)
+    env.close()
+    env.close()
+    deadline = time.monotonic() + 10
+    while chromium_of(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert chromium_of(pid) == []
+
+
+@pytest.mark.parametrize(
+    ("control", "fate"),
+    [("Spin forever", "script was stopped"), ("Spin again and again", "episode is truncated")],
+)
+def test_a_page_that_never_yields_is_stopped_within_the_step_bound(env, site_url, control, fate):
+    obs = start(env, site_url + "spin.html")
+    t0 = time.monotonic()
+    obs, reward, terminated, truncated, info = env.step(
+        {"action": "CLICK", "element_id": by_text(obs, control)}
+    )
+    elapsed = time.monotonic() - t0
+    assert "did not respond within 3 s" in obs["last_action_error"]
+    assert fate in obs["last_action_error"]
+    # A stopped script leaves the page usable; a page that had to be closed ends the episode.
+    assert (terminated, truncated) == (False, fate == "episode is truncated")
+    # Bounded: the limit and 2 s of grace; generous for a loaded machine.
+    assert elapsed < 3 + 2 + 20
+    if not truncated:
+        obs, *_ = env.step({"action": "TYPE", "element_id": box(obs), "value": "ok"})
+        assert obs["last_action_error"] == "" and env.page.input_value("#box") == "ok"
+    obs = start(env, site_url + "links.html")
+    assert "Go to result" in obs["text"]
+
+
+@pytest.fixture(scope="module")
+def stalling_server():
+    """http://127.0.0.1:<port>/: sends headers and a first chunk, then never finishes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        held = []
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n"
+                b"<html><body><p>loading forever"
+            )
+            held.append(conn)
+        for conn in held:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_navigate_to_a_page_that_never_finishes_loading_is_bounded(env, site_url, stalling_server):
+    start(env, site_url + "links.html")
+    t0 = time.monotonic()
+    obs, *_ = env.step({"action": "NAVIGATE", "value": stalling_server})
+    assert time.monotonic() - t0 < 2 + 3 + 2 + 20
+    assert "NAVIGATE to" in obs["last_action_error"] and "Timeout" in obs["last_action_error"]
+    obs, *_ = env.step({"action": "NAVIGATE", "value": site_url + "links.html"})
+    assert obs["last_action_error"] == "" and "Go to result" in obs["text"]
+
+
+def test_type_over_the_cap_is_an_error_and_types_nothing(site_url):
+    with BrowserEnv("open", modalities=("elements",), executor={"max_type_chars": 20}) as env:
+        obs = start(env, site_url + "form.html")
+        name = next(e["element_id"] for e in obs["elements"] if e["placeholder"] == "Your name")
+        obs, *_ = env.step({"action": "TYPE", "element_id": name, "value": "x" * 21})
+        assert "21 characters; the limit is 20" in obs["last_action_error"]
+        assert env.page.input_value("#name") == ""
+        obs, *_ = env.step({"action": "TYPE", "element_id": name, "value": "y" * 20})
+        assert obs["last_action_error"] == "" and env.page.input_value("#name") == "y" * 20
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "chrome://version", "javascript:alert(1)", "data:text/html,hi"]
+)
+def test_local_and_script_urls_are_refused_at_reset_and_navigate(env, site_url, url):
+    with pytest.raises(ValueError, match="not allowed"):
+        env.reset(options={"url": url, "goal": "read it"})
+    start(env, site_url + "links.html")
+    obs, *_ = env.step({"action": "NAVIGATE", "value": url})
+    assert "refused" in obs["last_action_error"] and "not allowed" in obs["last_action_error"]
+    assert obs["url"] == site_url + "links.html"
+
+
+def test_file_urls_load_when_explicitly_allowed(tmp_path):
+    page = tmp_path / "local.html"
+    page.write_text("<p>local page</p>")
+    with BrowserEnv("open", modalities=("text",), allowed_url_schemes=("http", "file")) as env:
+        obs, _ = env.reset(options={"url": page.as_uri()})
+        assert "local page" in obs["text"]
+
+
+def test_host_allowlist_blocks_requests_to_other_hosts(site_url):
+    with BrowserEnv("open", modalities=("text",), allowed_hosts=["127.0.0.1"]) as env:
+        start(env, site_url + "links.html")
+        obs, _, _, _, info = env.step({"action": "NAVIGATE", "value": "http://localhost:9/x"})
+        assert "not in allowed_hosts" in obs["last_action_error"]
+        # A request the page makes by itself is aborted by interception.
+        status = env.page.evaluate(
+            "() => fetch('http://localhost:9/data').then(() => 'ok', () => 'blocked')"
+        )
+        assert status == "blocked"
+        assert env._events["blocked_requests"] == ["http://localhost:9/data"]
+
+
+def test_miniwob_tasks_may_only_reach_loopback():
+    import gymnasium as gym
+
+    env = gym.make("browser_env/miniwob.click-test-v0", modalities=("text",))
+    try:
+        env.reset(seed=0)
+        assert env.unwrapped.url_policy.allowed_hosts == ("127.0.0.1", "localhost", "::1")
+        status = env.unwrapped.page.evaluate(
+            "() => fetch('http://192.0.2.1/').then(() => 'ok', () => 'blocked')"
+        )
+        assert status == "blocked"
+        assert env.unwrapped._events["blocked_requests"] == ["http://192.0.2.1/"]
+    finally:
+        env.close()
+
+
+def test_downloads_over_the_cap_are_cancelled(site_url):
+    with BrowserEnv("open", modalities=("elements",), max_download_bytes=5) as env:
+        obs = start(env, site_url + "links.html")
+        link = next(e["element_id"] for e in obs["elements"] if e["text"] == "Download data")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": link})
+        for _ in range(20):  # the file lands asynchronously
+            if any("cancelled" in d for d in info.get("downloads", [])):
+                break
+            obs, _, _, _, info = env.step({"action": "WAIT", "value": "100"})
+        assert any("too large" in d.get("cancelled", "") for d in info["downloads"])
+        assert env.downloads == []
+
+
+@pytest.fixture
+def busy_cores():
+    """Every core kept busy by a spinning process, as when rollouts share a machine."""
+    import subprocess
+    import sys
+
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    yield
+    for proc in spinners:
+        proc.kill()
+        proc.wait()
+
+
+def test_popups_and_navigations_are_waited_for_under_load(env, site_url, busy_cores):
+    # No WAIT step to catch up: the step that caused the new page observes it.
+    for control, landed in [
+        ("Open in new tab", "from=popup"),
+        ("window.open", "from=window-open"),
+        ("Go to result", "from=links"),
+    ]:
+        obs = start(env, site_url + "links.html")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": by_text(obs, control)})
+        assert landed in obs["url"] and "Got: " + landed in obs["text"], (control, obs["url"])
+        assert len(info.get("popups", [])) == (control != "Go to result")
