@@ -302,12 +302,9 @@ def compare(
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from browser_env.rundir import run_dir
 
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not under @hydra.main
-        return Path("outputs") / "compare"
+    return run_dir(Path("outputs") / "compare")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,34 @@
+"""The offline wandb reader against files written by wandb itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.tracking import read_offline_run
+
+
+def test_offline_run_reads_back_across_block_boundaries(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is in the train extra")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(
+        project="t", dir=str(tmp_path), mode="offline", config={"big": "x" * 70_000, "n": 3}
+    )
+    for i in range(300):
+        run.log({"x": i, "s": "y" * (i % 50)}, step=i)
+    run.summary["final"] = 7
+    run.finish()
+    logged = read_offline_run(tmp_path)
+    rows = [h for h in logged["history"] if "x" in h]
+    # a 70 kB record spans three 32 kB blocks (FIRST, MIDDLE, LAST fragments)
+    assert logged["config"]["big"] == "x" * 70_000 and logged["config"]["n"] == 3
+    assert [r["x"] for r in rows] == list(range(300)) and rows[49]["s"] == "y" * 49
+    assert logged["summary"]["final"] == 7 and logged["summary"]["x"] == 299
+
+
+def test_reader_refuses_what_is_not_one_run(tmp_path):
+    with pytest.raises(ValueError, match="found 0"):
+        read_offline_run(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run-x.wandb").write_bytes(b"not wandb")
+    with pytest.raises(ValueError, match="header"):
+        read_offline_run(tmp_path)
