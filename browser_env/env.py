@@ -47,14 +47,21 @@ _RETRYABLE = ("Execution context was destroyed", "navigat", "Cannot find context
 
 
 def make_task(task: Task | str, **kwargs: Any) -> Task:
-    """A task from a name: ``"miniwob.click-test"``, ``"open"``; a Task passes through."""
+    """A task from a name: ``"miniwob.click-test"``, ``"sites.shop.buy-named"``, ``"open"``;
+    a Task passes through."""
     if not isinstance(task, str):
         return task
     if task.startswith("miniwob."):
         return MiniWoBTask(task.removeprefix("miniwob."), **kwargs)
     if task == "open":
         return OpenTask(**kwargs)
-    raise ValueError(f"unknown task {task!r}; use 'miniwob.<name>', 'open' or a Task object")
+    if task.startswith("sites."):
+        from browser_env.tasks.sites import SiteTask
+
+        return SiteTask(task.removeprefix("sites."), **kwargs)
+    raise ValueError(
+        f"unknown task {task!r}; use 'miniwob.<name>', 'sites.<site>.<template>', 'open' or a Task"
+    )
 
 
 class BrowserEnv(gym.Env[dict[str, Any], Action]):

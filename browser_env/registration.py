@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["MINIWOB_MAX_STEPS", "OPEN_MAX_STEPS", "register_envs"]
+__all__ = [
+    "MINIWOB_MAX_STEPS",
+    "OPEN_MAX_STEPS",
+    "SITES_MAX_STEPS",
+    "register_envs",
+    "register_site_envs",
+]
 
 ENTRY_POINT = "browser_env.env:BrowserEnv"
 MINIWOB_MAX_STEPS = 10
@@ -58,6 +64,7 @@ NONDETERMINISTIC: dict[str, str] = {
 
 def register_envs() -> None:
     """Register every id once; safe to call again."""
+    register_site_envs()
     if "browser_env/open-v0" in gym.registry:
         return
     gym.register(
@@ -83,4 +90,24 @@ def register_envs() -> None:
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},
             nondeterministic=name in NONDETERMINISTIC,
+        )
+
+
+# --- bundled local sites (issue 11) ------------------------------------------------
+SITES_MAX_STEPS = 40
+
+
+def register_site_envs() -> None:
+    """``browser_env/sites.<site>.<template>-v0`` for every bundled site template."""
+    from browser_env.tasks.sites.catalog import site_task_names
+
+    for name in site_task_names():
+        env_id = f"browser_env/sites.{name}-v0"
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=ENTRY_POINT,
+            max_episode_steps=SITES_MAX_STEPS,
+            kwargs={"task": f"sites.{name}"},
         )
