@@ -6,7 +6,7 @@ Importing the package registers every site policy in
 
 from __future__ import annotations
 
-from agents.experts.sites import account, shop, travel, wiki  # noqa: F401 - registers the policies
+from agents.experts.sites import account, mail, shop, travel, wiki  # noqa: F401 - registers the policies
 from agents.experts.sites.base import SITE_POLICIES, site_task
 
 __all__ = ["SITE_POLICIES", "site_task"]

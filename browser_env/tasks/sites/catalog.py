@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from browser_env.tasks.sites import account, shop, travel, wiki
+from browser_env.tasks.sites import account, mail, shop, travel, wiki
 from browser_env.tasks.sites.common import Site
 
 __all__ = ["SITES", "site_task_names"]
 
-SITES: dict[str, Site] = {s.SITE.name: s.SITE for s in (shop, account, travel, wiki)}
+SITES: dict[str, Site] = {s.SITE.name: s.SITE for s in (shop, account, travel, wiki, mail)}
 
 
 @cache
