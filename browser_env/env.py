@@ -110,7 +110,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.executor_config = (
             executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))
         )
-        region = getattr(self.task, "screenshot_region", None)
+        region = self.task.screenshot_region
         self.screenshot_region = tuple(int(v) for v in region) if region else (0, 0, *self.viewport)
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
@@ -127,9 +127,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
-        state_js = getattr(self.task, "state_js", None)
-        self._fused = bool(state_js) and hasattr(self.task, "judge")
-        self._observe_js = _observer_script(state_js if self._fused else None)
+        self._fused = self.task.state_js is not None
+        self._observe_js = _observer_script(self.task.state_js)
         self._state: Any = _UNREAD
 
     # --- Gymnasium API ---------------------------------------------------------

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["SITE_VIEWPORT", "SiteTask"]
 
 SITE_VIEWPORT = (800, 600)
+SETTLE_S = 5.0  # a page of the local server loads in milliseconds; this is for a loaded machine
 _LEAVING_JS = "() => [window.__sitesLeaving === true, document.readyState]"
 
 
@@ -78,7 +79,9 @@ class SiteTask:
         form, marked by the page's ``__sitesLeaving`` flag) has loaded the next
         document: only then has the server seen the request, and only then
         does the observation show where the action led."""
-        deadline = time.monotonic() + self.timeout_ms / 1e3
+        if not page.url.startswith(serve_sites()):  # e.g. an error page: nothing of ours to wait for
+            return
+        deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
             try:
                 leaving, ready = page.evaluate(_LEAVING_JS)
