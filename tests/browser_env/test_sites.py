@@ -62,7 +62,8 @@ def shop():
 
 def _strip(obs):
     return {k: v for k, v in obs.items() if k != "elements"}, [
-        {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in e.items()} for e in obs["elements"]
+        {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in e.items()}
+        for e in obs["elements"]
     ]
 
 
@@ -108,7 +109,9 @@ def test_outcome_comes_from_server_state_not_the_page(shop):
     env = shop.unwrapped
     obs, _ = shop.reset(seed=2)
     # the page may claim anything: no reward
-    env.page.evaluate("() => { document.body.innerHTML = '<h1>Added to cart! Task complete</h1>'; }")
+    env.page.evaluate(
+        "() => { document.body.innerHTML = '<h1>Added to cart! Task complete</h1>'; }"
+    )
     _, reward, terminated, _, info = shop.step({"action": "WAIT", "value": "10"})
     assert reward == 0.0 and not terminated and info["success"] is False
     # the server-side cart holding the goal's item is what counts, whatever the page shows
@@ -154,7 +157,9 @@ def wiki_session():
     rng = random.Random(0)
     world = site.build(rng)
     goal = site.templates["population"](rng, world)
-    session = open_session(lambda sid: Session(sid, site, "sites.wiki.population", world, goal, ads=()))
+    session = open_session(
+        lambda sid: Session(sid, site, "sites.wiki.population", world, goal, ads=())
+    )
     return session
 
 
@@ -198,7 +203,14 @@ def test_server_survives_malformed_requests(wiki_session):
     assert b" 431 " in _raw(b"GET /wiki/ HTTP/1.1\r\n" + many + b"\r\n")
     assert b" 431 " in _raw(b"GET /wiki/ HTTP/1.1\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n")
     # bad paths, cookies, bodies
-    for path in ("/../../etc/passwd", "/static/../server.py", "/wiki/wiki/%ff%fe", "/shop/", "/%00", "//x"):
+    for path in (
+        "/../../etc/passwd",
+        "/static/../server.py",
+        "/wiki/wiki/%ff%fe",
+        "/shop/",
+        "/%00",
+        "//x",
+    ):
         assert _get(path, cookie)[0] in (404, 410)
     assert _get("/wiki/", 'sid="\\x; =;;;')[0] == 410
     assert _get("/wiki/search?q=%ff%fe&page=-3", cookie)[0] == 200
@@ -230,7 +242,9 @@ def test_every_site_renders_every_page_it_links_to(wiki_session):
         goal = site.templates[next(iter(site.templates))](rng, world)
         if name == "account":
             world.signed_in = True  # past the login gate, which test_sites_expert crosses
-        session = open_session(lambda sid, s=site, w=world, g=goal: Session(sid, s, name, w, g, ads=("ad",)))
+        session = open_session(
+            lambda sid, s=site, w=world, g=goal, n=name: Session(sid, s, n, w, g, ads=("ad",))
+        )
         cookie = f"sid={session.sid}"
         seen, todo = set(), [f"/{name}/", *EXTRA_STARTS.get(name, ())]
         while todo and len(seen) < 40:

@@ -49,6 +49,7 @@ def test_expert_passes_sites_smoke_through_benchmarks_run(tmp_path, capsys):
                 "agent=expert",
                 "episodes=1",
                 "record=false",
+                "modalities=[elements,text]",
                 "progress=false",
                 f"output_dir={tmp_path}",
             ],

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from task_contract import TaskContract
 
 from browser_env.tasks import MiniWoBTask, OpenTask
-from task_contract import TaskContract
 
 pytestmark = pytest.mark.browser
 

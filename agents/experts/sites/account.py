@@ -48,7 +48,10 @@ def _settings(ctx: Context, page: str, fields: list[tuple[str, str]], submit: st
 
 def _checkbox(ctx: Context, label: str, on: bool) -> Decision | None:
     for element in ctx.elements:
-        if element.get("role") == "checkbox" and " ".join(str(element.get("label") or "").split()) == label:
+        if (
+            element.get("role") == "checkbox"
+            and " ".join(str(element.get("label") or "").split()) == label
+        ):
             if bool(element.get("checked")) != on:
                 state = "on" if on else "off"
                 return click(element, f'Turn "{label}" {state}: {describe(element)}.')

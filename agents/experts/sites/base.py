@@ -90,7 +90,9 @@ def consent(ctx: Context) -> Decision | None:
     """Dismiss the cookie banner first: it covers the bottom of the page."""
     found = find(ctx.elements, text="Only essential", roles=("button",))
     if found:
-        return click(found[0], f"A cookie banner covers the page; dismiss it with {describe(found[0])}.")
+        return click(
+            found[0], f"A cookie banner covers the page; dismiss it with {describe(found[0])}."
+        )
     return None
 
 

@@ -29,17 +29,23 @@ def _search(ctx: Context, term: str) -> Decision:
 def _open(ctx: Context, sender: str, subject: str) -> Decision | None:
     """Reach the message from ``sender`` about ``subject`` (None once there)."""
     path = page_path(ctx)
-    if path.startswith("/message/") and re.search(rf"^{re.escape(subject)}$", ctx.text, re.M) and (
-        f"From: {sender} <" in ctx.text
+    if (
+        path.startswith("/message/")
+        and re.search(rf"^{re.escape(subject)}$", ctx.text, re.M)
+        and (f"From: {sender} <" in ctx.text)
     ):
         return None
     row = f"{sender}: {subject}"
     if has(ctx, row, ("link",)):
-        return link(ctx, row, f'The row "{row}" is the email the goal means (exact sender and subject).')
+        return link(
+            ctx, row, f'The row "{row}" is the email the goal means (exact sender and subject).'
+        )
     if path == "/search" and ctx.memory.get("searched") == subject:
         raise ExpertError(f"no email {row!r}")
     if path == "/search":
-        ctx.memory["searched"] = subject if field(ctx, "Search mail").get("value") == subject else None
+        ctx.memory["searched"] = (
+            subject if field(ctx, "Search mail").get("value") == subject else None
+        )
     return _search(ctx, subject)
 
 
@@ -80,13 +86,17 @@ def compose(ctx: Context) -> Decision:
 @site_expert("sites.mail.archive", r"^Archive the email from")
 def archive(ctx: Context) -> Decision:
     sender, subject = goal_quotes(ctx, 2)[:2]
-    return consent(ctx) or _open(ctx, sender, subject) or button(ctx, "Archive", "Archive this email.")
+    return (
+        consent(ctx) or _open(ctx, sender, subject) or button(ctx, "Archive", "Archive this email.")
+    )
 
 
 @site_expert("sites.mail.delete", r"^Delete the email from")
 def delete(ctx: Context) -> Decision:
     sender, subject = goal_quotes(ctx, 2)[:2]
-    return consent(ctx) or _open(ctx, sender, subject) or button(ctx, "Delete", "Delete this email.")
+    return (
+        consent(ctx) or _open(ctx, sender, subject) or button(ctx, "Delete", "Delete this email.")
+    )
 
 
 @site_expert("sites.mail.archive-sender", r"^Archive every email from")
@@ -100,9 +110,15 @@ def archive_sender(ctx: Context) -> Decision:
             raise ExpertError("opened an email from someone else")
         return button(ctx, "Archive", f"This email is from {sender}; archive it.")
     if path == "/search":
-        rows = [e for e in ctx.elements if e.get("role") == "link" and name_of(e).startswith(f"{sender}: ")]
+        rows = [
+            e
+            for e in ctx.elements
+            if e.get("role") == "link" and name_of(e).startswith(f"{sender}: ")
+        ]
         if rows:
-            return click(rows[0], f"{name_of(rows[0])} is from {sender} exactly (not a similar name).")
+            return click(
+                rows[0], f"{name_of(rows[0])} is from {sender} exactly (not a similar name)."
+            )
         if field(ctx, "Search mail").get("value") == sender:
             return finish("", f"No email from {sender} is left in the inbox.")
     return _search(ctx, sender)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from agents.experts.base import Context, Decision, ExpertError, click, describe, name_of
+from agents.experts.base import Context, Decision, ExpertError, click, describe, name_of, type_into
 from agents.experts.sites.base import (
     button,
-    choose,
     consent,
     field,
     fill,
@@ -21,7 +20,6 @@ from agents.experts.sites.base import (
     query,
     site_expert,
 )
-from agents.experts.base import type_into
 
 SHIP = re.compile(r'Ship to "([^"]+)", "([^"]+)", "([^"]+)"')
 
@@ -33,7 +31,13 @@ def _filters(ctx: Context, wanted: dict[str, str]) -> Decision | None:
         decision = fill(ctx, [(label, value)])
         if decision:
             return decision
-    keys = {"Category": "cat", "Size": "size", "Color": "color", "Max price": "max", "Sort by": "sort"}
+    keys = {
+        "Category": "cat",
+        "Size": "size",
+        "Color": "color",
+        "Max price": "max",
+        "Sort by": "sort",
+    }
     current = query(ctx)
     if any(current.get(keys[label]) != value for label, value in wanted.items()):
         return button(ctx, "Apply filters", "The filters are set; apply them.")
@@ -41,7 +45,9 @@ def _filters(ctx: Context, wanted: dict[str, str]) -> Decision | None:
 
 
 def _first_result(ctx: Context) -> tuple[str, float] | None:
-    results = [e for e in links_after(ctx, "Apply filters") if not name_of(e).startswith(("Page ", "["))]
+    results = [
+        e for e in links_after(ctx, "Apply filters") if not name_of(e).startswith(("Page ", "["))
+    ]
     if not results:
         return None
     name = name_of(results[0])
@@ -55,7 +61,9 @@ def _product_form(ctx: Context, size: str, color: str | None, qty: int) -> Decis
     if color is None:  # any color: the first one offered
         color = next(o for o in options(field(ctx, "Color")) if not o.startswith("Choose"))
     decision = fill(ctx, [("Size", size), ("Color", color), ("Quantity", str(qty))])
-    return decision or button(ctx, "Add to cart", "Size, color and quantity are set; add it to the cart.")
+    return decision or button(
+        ctx, "Add to cart", "Size, color and quantity are set; add it to the cart."
+    )
 
 
 def _checkout(ctx: Context) -> Decision:
@@ -163,7 +171,9 @@ def cheapest_price(ctx: Context) -> Decision:
     first = _first_result(ctx)
     if first is None:
         raise ExpertError("no results")
-    return finish(f"{first[1]:.2f}", f"Sorted by price, the first match {first[0]} costs ${first[1]:.2f}.")
+    return finish(
+        f"{first[1]:.2f}", f"Sorted by price, the first match {first[0]} costs ${first[1]:.2f}."
+    )
 
 
 @site_expert("sites.shop.count-under", r"^How many items in ")

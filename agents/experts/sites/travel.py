@@ -47,7 +47,9 @@ def _book(ctx: Context, *, sort: str, nonstop: bool = False) -> Decision:
         return decision
     quotes = goal_quotes(ctx, 4)
     frm, to, email, names = quotes[0], quotes[1], quotes[-1], quotes[2:-1]
-    day = dt.datetime.strptime(re.search(r" on (\w+ \d+, \d{4})", ctx.goal).group(1), "%B %d, %Y").date()
+    day = dt.datetime.strptime(
+        re.search(r" on (\w+ \d+, \d{4})", ctx.goal).group(1), "%B %d, %Y"
+    ).date()
     cabin = re.search(r"(Economy|Business|Premium economy) flight", ctx.goal).group(1)
     path = page_path(ctx)
     if path.startswith("/booking/"):
@@ -61,7 +63,9 @@ def _book(ctx: Context, *, sort: str, nonstop: bool = False) -> Decision:
             first, last = name.split(" ", 1)
             fields += [(f"Passenger {i} first name", first), (f"Passenger {i} last name", last)]
         fields.append(("Email for the confirmation", email))
-        return fill(ctx, fields) or button(ctx, "Continue to review", "Every passenger is filled in.")
+        return fill(ctx, fields) or button(
+            ctx, "Continue to review", "Every passenger is filled in."
+        )
     if path == "/results":
         if decision := fill(ctx, [("Sort by", sort)]):
             return decision
@@ -84,7 +88,10 @@ def _book(ctx: Context, *, sort: str, nonstop: bool = False) -> Decision:
     return button(ctx, "Search flights", "The search form is complete.")
 
 
-@site_expert("sites.travel.book-cheapest", r'^Book the cheapest (Economy|Premium economy) flight(?!.*" and ")')
+@site_expert(
+    "sites.travel.book-cheapest",
+    r'^Book the cheapest (Economy|Premium economy) flight(?!.*" and ")',
+)
 def book_cheapest(ctx: Context) -> Decision:
     return _book(ctx, sort="Price")
 

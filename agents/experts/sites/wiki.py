@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from agents.experts.base import Context, Decision, ExpertError, type_into
 from agents.experts.sites.base import (
@@ -45,20 +45,20 @@ def _open(ctx: Context, term: str, titles: tuple[str, ...]) -> Decision | None:
     return button(ctx, "Search", "Run the search.")
 
 
-def _town(ctx: Context, name: str) -> Decision | None:
-    return _open(ctx, name, (f"{name} (town)", name)) if _title(ctx) != f"{name} (town)" else None
-
-
 def _on_town(ctx: Context, name: str) -> bool:
     """On the town's own article (not the disambiguation page of its name)."""
-    return _title(ctx) == f"{name} (town)" or (_title(ctx) == name and "may refer to" not in ctx.text)
+    return _title(ctx) == f"{name} (town)" or (
+        _title(ctx) == name and "may refer to" not in ctx.text
+    )
 
 
 def _reach_town(ctx: Context, name: str) -> Decision | None:
     if _on_town(ctx, name):
         return None
     if _title(ctx) == name:  # the disambiguation page
-        return link(ctx, f"{name} (town)", "This name is ambiguous; the town is the one asked about.")
+        return link(
+            ctx, f"{name} (town)", "This name is ambiguous; the town is the one asked about."
+        )
     return _open(ctx, name, (f"{name} (town)", name))
 
 
@@ -102,9 +102,8 @@ def capital_mayor(ctx: Context) -> Decision:
             return decision
         capital = ctx.memory["capital"] = _fact(ctx, "Capital")
         return link(ctx, capital, f"The capital of {country} is {capital}; open its article.")
-    if not _on_town(ctx, capital):
-        if decision := _reach_town(ctx, capital):
-            return decision
+    if decision := _reach_town(ctx, capital):
+        return decision
     mayor = _fact(ctx, "Mayor")
     return finish(mayor, f"The mayor of {capital} is {mayor}.")
 

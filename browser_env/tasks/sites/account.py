@@ -29,7 +29,13 @@ NAMES = ("Mara Klein", "Tom Hughes", "Lina Park", "Oscar Diaz", "Ruth Bell", "Ke
 LANGUAGES = ("English", "Deutsch", "Español", "Français", "Italiano", "Português")
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 VISIBILITY = ("Public", "Friends only", "Private")
-NOTIFICATIONS = ("Email updates", "Email digest", "SMS alerts", "Push notifications", "Weekly newsletter")
+NOTIFICATIONS = (
+    "Email updates",
+    "Email digest",
+    "SMS alerts",
+    "Push notifications",
+    "Weekly newsletter",
+)
 WORDS = ("amber", "falcon", "river", "maple", "cobalt", "tundra", "lotus", "ember")
 STREETS = ("19 Birch Road", "5 Quay Street", "240 Hill Crescent", "77 Market Square")
 CITIES = ("Northam", "Eastwick", "Westford", "Southport")
@@ -71,7 +77,9 @@ def build(rng: random.Random) -> World:
 
 
 def _select(name: str, label: str, values: tuple[str, ...], current: str) -> str:
-    opts = "".join(f'<option{" selected" if v == current else ""}>{esc(v)}</option>' for v in values)
+    opts = "".join(
+        f"<option{' selected' if v == current else ''}>{esc(v)}</option>" for v in values
+    )
     return f'<div><label for="{name}">{label}</label> <select id="{name}" name="{name}">{opts}</select></div>'
 
 
@@ -126,11 +134,15 @@ def route(session: Session, request: Request) -> Response:
     world: World = session.world
     path, form = request.path, request.form
     if path == "/forgot":
-        body = "<h1>Reset password</h1><p>Password resets are sent by post within 10 working days.</p>"
+        body = (
+            "<h1>Reset password</h1><p>Password resets are sent by post within 10 working days.</p>"
+        )
         return Response(200, layout(session, "Reset password", body))
     if path == "/login":
         next_path = request.query.get("next", "/")
-        next_path = next_path if next_path.startswith("/") and not next_path.startswith("//") else "/"
+        next_path = (
+            next_path if next_path.startswith("/") and not next_path.startswith("//") else "/"
+        )
         if request.method == "POST":
             if form.get("username") == world.username and form.get("password") == world.password:
                 world.signed_in = True
@@ -165,7 +177,9 @@ def route(session: Session, request: Request) -> Response:
             + _select("language", "Language", LANGUAGES, world.language)
             + _select("timezone", "Time zone", TIMEZONES, world.timezone)
         )
-        return _settings_page(session, "Profile", _form(session, "/profile", inner, "Save profile"), saved)
+        return _settings_page(
+            session, "Profile", _form(session, "/profile", inner, "Save profile"), saved
+        )
     if path == "/notifications":
         keys = {n: f"n{i}" for i, n in enumerate(NOTIFICATIONS)}
         if post:
@@ -173,7 +187,10 @@ def route(session: Session, request: Request) -> Response:
             return redirect(session.url("/notifications", saved=1))
         inner = "".join(_check(keys[n], n, world.notifications[n]) for n in NOTIFICATIONS)
         return _settings_page(
-            session, "Notifications", _form(session, "/notifications", inner, "Save notifications"), saved
+            session,
+            "Notifications",
+            _form(session, "/notifications", inner, "Save notifications"),
+            saved,
         )
     if path == "/privacy":
         if post:
@@ -184,7 +201,9 @@ def route(session: Session, request: Request) -> Response:
         inner = _select("visibility", "Profile visibility", VISIBILITY, world.visibility) + _check(
             "show_email", "Show my email on my profile", world.show_email
         )
-        return _settings_page(session, "Privacy", _form(session, "/privacy", inner, "Save privacy"), saved)
+        return _settings_page(
+            session, "Privacy", _form(session, "/privacy", inner, "Save privacy"), saved
+        )
     if path == "/security":
         error = ""
         if post:
@@ -202,7 +221,10 @@ def route(session: Session, request: Request) -> Response:
             + _text("confirm", "Confirm new password", kind="password")
         )
         return _settings_page(
-            session, "Security", error + _form(session, "/security", inner, "Change password"), saved
+            session,
+            "Security",
+            error + _form(session, "/security", inner, "Change password"),
+            saved,
         )
     if path == "/addresses":
         if post:
@@ -248,7 +270,9 @@ def notifications(rng: random.Random, world: World) -> Goal:
     world.notifications[off], world.notifications[on] = True, False
     return _state_goal(
         f'{_sign_in(world)}, then turn off "{off}" and turn on "{on}" notifications; keep the others as they are.',
-        lambda w, before=dict(world.notifications): w.notifications == {**before, off: False, on: True},
+        lambda w, before=dict(world.notifications): (
+            w.notifications == {**before, off: False, on: True}
+        ),
     )
 
 
@@ -269,7 +293,11 @@ def change_password(rng: random.Random, world: World) -> Goal:
 
 
 def add_address(rng: random.Random, world: World) -> Goal:
-    entry = (f"{rng.randint(2, 400)} {rng.choice(('Cedar', 'Pine', 'Rowan'))} Lane", rng.choice(CITIES), f"{rng.randint(10000, 99999)}")
+    entry = (
+        f"{rng.randint(2, 400)} {rng.choice(('Cedar', 'Pine', 'Rowan'))} Lane",
+        rng.choice(CITIES),
+        f"{rng.randint(10000, 99999)}",
+    )
     return _state_goal(
         f'{_sign_in(world)}, then add the address "{entry[0]}", "{entry[1]}", postal code "{entry[2]}".',
         lambda w: entry in w.addresses,
@@ -282,14 +310,16 @@ def read_phone(rng: random.Random, world: World) -> Goal:
 
 
 def language_sign_out(rng: random.Random, world: World) -> Goal:
-    language = rng.choice([l for l in LANGUAGES if l != world.language])
+    language = rng.choice([x for x in LANGUAGES if x != world.language])
     text = f'{_sign_in(world)}, set the language to "{language}", save it, and sign out.'
 
     def check(w: World, answer: str | None) -> Verdict:
         if w.signed_in or w.sign_ins == 0:
             return Verdict(False, False, "still signed in")
         ok = w.language == language
-        return Verdict(ok, True, "language saved, signed out" if ok else f"language is {w.language}")
+        return Verdict(
+            ok, True, "language saved, signed out" if ok else f"language is {w.language}"
+        )
 
     return Goal(text, check)
 

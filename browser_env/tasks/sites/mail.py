@@ -81,7 +81,9 @@ def build(rng: random.Random) -> World:
             f"{rng.choice(('Monday', 'Tuesday', 'Thursday'))} at {rng.randint(9, 16)}:00.\n\nBest,\n{sender}"
         )
         messages.append(
-            Message(i + 1, "Inbox", sender, address, ME, subject, body, f"Mar {28 - i if i < 27 else 1}")
+            Message(
+                i + 1, "Inbox", sender, address, ME, subject, body, f"Mar {28 - i if i < 27 else 1}"
+            )
         )
     return World(messages)
 
@@ -172,7 +174,9 @@ def route(session: Session, request: Request) -> Response:
         found = [
             m
             for m in world.messages
-            if q and m.folder == "Inbox" and any(q in f.casefold() for f in (m.sender, m.subject, m.body))
+            if q
+            and m.folder == "Inbox"
+            and any(q in f.casefold() for f in (m.sender, m.subject, m.body))
         ]
         rows = _rows(session, found, request.arg("q"))
         body = f"{_search_box(session, request.arg('q'))}<h1>Search results (inbox)</h1>{rows}"
@@ -202,7 +206,9 @@ def route(session: Session, request: Request) -> Response:
         mid = 1000 + len(world.sent())
         reply = int(request.arg("reply")) if request.arg("reply").isdigit() else None
         forward = int(request.arg("forward")) if request.arg("forward").isdigit() else None
-        world.messages.append(Message(mid, "Sent", "You", ME, to, subject, text, "Mar 29", False, reply, forward))
+        world.messages.append(
+            Message(mid, "Sent", "You", ME, to, subject, text, "Mar 29", False, reply, forward)
+        )
         return redirect(session.url("/folder/inbox", note="sent"))
     return not_found(session)
 
@@ -224,7 +230,9 @@ def _sent_check(ok, what: str):
         if not sent:
             return Verdict(False, answer is not None, "nothing was sent")
         good = ok(sent[-1])
-        return Verdict(good, True, f"{what} was sent" if good else f"the sent message is not {what}")
+        return Verdict(
+            good, True, f"{what} was sent" if good else f"the sent message is not {what}"
+        )
 
     return check
 
@@ -233,14 +241,21 @@ def reply(rng: random.Random, world: World) -> Goal:
     m = _unique(rng, world)
     text = rng.choice(WORDS)
     goal = f'Reply to the email from "{m.sender}" about "{m.subject}" with the message "{text}".'
-    return Goal(goal, _sent_check(lambda s: s.reply_to == m.mid and s.to == m.address and text in s.body, "the reply"))
+    return Goal(
+        goal,
+        _sent_check(
+            lambda s: s.reply_to == m.mid and s.to == m.address and text in s.body, "the reply"
+        ),
+    )
 
 
 def forward(rng: random.Random, world: World) -> Goal:
     m = _unique(rng, world)
     name, address = rng.choice([p for p in PEOPLE if p[0] != m.sender])
     goal = f'Forward the email from "{m.sender}" about "{m.subject}" to "{address}".'
-    return Goal(goal, _sent_check(lambda s: s.forward_of == m.mid and s.to == address, "the forward"))
+    return Goal(
+        goal, _sent_check(lambda s: s.forward_of == m.mid and s.to == address, "the forward")
+    )
 
 
 def compose(rng: random.Random, world: World) -> Goal:
@@ -250,7 +265,13 @@ def compose(rng: random.Random, world: World) -> Goal:
     return Goal(
         goal,
         _sent_check(
-            lambda s: s.to == address and s.subject == subject and s.body == text and s.reply_to is None and s.forward_of is None,
+            lambda s: (
+                s.to == address
+                and s.subject == subject
+                and s.body == text
+                and s.reply_to is None
+                and s.forward_of is None
+            ),
             "the email",
         ),
     )
@@ -317,7 +338,13 @@ SITE = Site(
         "archive-sender": archive_sender,
         "meeting-room": meeting_room,
     },
-    nav=(("Inbox", "/"), ("Archive", "/folder/archive"), ("Sent", "/folder/sent"), ("Trash", "/folder/trash"), ("Compose", "/compose")),
+    nav=(
+        ("Inbox", "/"),
+        ("Archive", "/folder/archive"),
+        ("Sent", "/folder/sent"),
+        ("Trash", "/folder/trash"),
+        ("Compose", "/compose"),
+    ),
     ads=(
         "Upgrade to Postbox Pro",
         "Anna's bakery: fresh bread daily",

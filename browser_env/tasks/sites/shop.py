@@ -85,7 +85,7 @@ def build(rng: random.Random) -> World:
     products = []
     for category, (noun, sizes) in CATEGORIES.items():
         prices = rng.sample(range(9, 120), 10)
-        for i, adjective in enumerate(rng.sample(ADJECTIVES, 5)):
+        for adjective in rng.sample(ADJECTIVES, 5):
             variant = rng.choice(VARIANTS)
             for name in (f"{adjective} {noun}", f"{adjective} {noun} {variant}"):
                 products.append(
@@ -94,8 +94,12 @@ def build(rng: random.Random) -> World:
                         name=name,
                         category=category,
                         price=prices.pop() + 0.99,
-                        sizes=tuple(sorted(rng.sample(sizes, rng.randint(2, len(sizes))), key=sizes.index)),
-                        colors=tuple(sorted(rng.sample(COLORS, rng.randint(2, 4)), key=COLORS.index)),
+                        sizes=tuple(
+                            sorted(rng.sample(sizes, rng.randint(2, len(sizes))), key=sizes.index)
+                        ),
+                        colors=tuple(
+                            sorted(rng.sample(COLORS, rng.randint(2, 4)), key=COLORS.index)
+                        ),
                     )
                 )
     rng.shuffle(products)
@@ -113,7 +117,7 @@ def money(value: float) -> str:
 
 def _options(values: list[str], selected: str) -> str:
     return "".join(
-        f'<option{" selected" if v == selected else ""}>{esc(v)}</option>' for v in values
+        f"<option{' selected' if v == selected else ''}>{esc(v)}</option>" for v in values
     )
 
 
@@ -131,7 +135,11 @@ def _home(session: Session) -> str:
 
 def _matches(world: World, request: Request) -> list[Product]:
     q = request.arg("q").strip().casefold()
-    cat, size, color = request.arg("cat", "All"), request.arg("size", "Any"), request.arg("color", "Any")
+    cat, size, color = (
+        request.arg("cat", "All"),
+        request.arg("size", "Any"),
+        request.arg("color", "Any"),
+    )
     try:
         cap = float(request.arg("max") or "inf")
     except ValueError:
@@ -264,7 +272,12 @@ def route(session: Session, request: Request) -> Response:
         size, color, qty = request.arg("size"), request.arg("color"), request.arg("qty", "1")
         if product is None:
             return not_found(session, "product")
-        if size not in product.sizes or color not in product.colors or not qty.isdigit() or not 1 <= int(qty) <= 9:
+        if (
+            size not in product.sizes
+            or color not in product.colors
+            or not qty.isdigit()
+            or not 1 <= int(qty) <= 9
+        ):
             error = "<p class='error'>Choose a size, a color and a quantity from 1 to 9.</p>"
             return Response(200, layout(session, product.name, error + _product(session, product)))
         world.cart.append(Line(product.pid, size, color, int(qty)))
@@ -310,10 +323,10 @@ def _order_check(want: list[tuple[int, str, str | None, int]], address: tuple[st
         if not world.orders:
             return Verdict(False, False, "no order placed")
         order = world.orders[0]
-        got = sorted((l.pid, l.size, l.color, l.qty) for l in order.lines)
+        got = sorted((line.pid, line.size, line.color, line.qty) for line in order.lines)
         ok_lines = len(got) == len(want) and all(
             g[0] == w[0] and g[1] == w[1] and (w[2] is None or g[2] == w[2]) and g[3] == w[3]
-            for g, w in zip(got, sorted(want, key=lambda w: w[0]))
+            for g, w in zip(got, sorted(want, key=lambda w: w[0]), strict=True)
         )
         ok_address = (order.name, order.street, order.city) == address
         if not ok_lines:
@@ -333,7 +346,10 @@ def buy_cheapest(rng: random.Random, world: World) -> Goal:
     while True:
         category = rng.choice(list(CATEGORIES))
         size = rng.choice(CATEGORIES[category][1])
-        fits = sorted((p for p in world.products if p.category == category and size in p.sizes), key=lambda p: p.price)
+        fits = sorted(
+            (p for p in world.products if p.category == category and size in p.sizes),
+            key=lambda p: p.price,
+        )
         if len(fits) >= 3:
             break
     cap = int(fits[2].price) + 1 + rng.randint(0, 20)
@@ -361,7 +377,7 @@ def add_to_cart(rng: random.Random, world: World) -> Goal:
     def check(w: World, answer: str | None) -> Verdict:
         if w.orders:
             return Verdict(False, True, "an order was placed")
-        lines = [(l.pid, l.size, l.color, l.qty) for l in w.cart]
+        lines = [(line.pid, line.size, line.color, line.qty) for line in w.cart]
         if lines == [(product.pid, size, color, 1)]:
             return Verdict(True, True, "the cart holds the item")
         return Verdict(False, False, "the cart does not hold exactly the item")
@@ -373,7 +389,7 @@ def remove_and_checkout(rng: random.Random, world: World) -> Goal:
     picks = rng.sample(world.products, 3)
     world.cart.extend(Line(p.pid, p.sizes[0], p.colors[0], 1) for p in picks)
     drop = rng.choice(picks)
-    keep = [(l.pid, l.size, l.color, 1) for l in world.cart if l.pid != drop.pid]
+    keep = [(line.pid, line.size, line.color, 1) for line in world.cart if line.pid != drop.pid]
     address = _address(rng)
     text = f'Remove "{drop.name}" from your cart, then check out the rest. ' + _ship(address)
     return Goal(text, _order_check(keep, address))

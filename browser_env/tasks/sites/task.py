@@ -64,9 +64,7 @@ class SiteTask:
         world = site.build(rng)
         goal = site.templates[self.template](rng, world)
         ads = tuple(rng.sample(site.ads, k=min(3, len(site.ads))))
-        self.session = open_session(
-            lambda sid: Session(sid, site, self.name, world, goal, ads=ads)
-        )
+        self.session = open_session(lambda sid: Session(sid, site, self.name, world, goal, ads=ads))
         page.goto(f"{serve_sites()}start?sid={self.session.sid}", timeout=self.timeout_ms)
         return goal.text
 
@@ -79,7 +77,9 @@ class SiteTask:
         form, marked by the page's ``__sitesLeaving`` flag) has loaded the next
         document: only then has the server seen the request, and only then
         does the observation show where the action led."""
-        if not page.url.startswith(serve_sites()):  # e.g. an error page: nothing of ours to wait for
+        if not page.url.startswith(
+            serve_sites()
+        ):  # e.g. an error page: nothing of ours to wait for
             return
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
@@ -93,7 +93,9 @@ class SiteTask:
 
     def judge(self, state: Any, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
         """Judge from the session's server-side world (``state`` is unused)."""
-        verdict = self.session.judge(answer) if self.session else Verdict(False, False, "no episode")
+        verdict = (
+            self.session.judge(answer) if self.session else Verdict(False, False, "no episode")
+        )
         reward = 1.0 if verdict.success else 0.0
         done = verdict.done or answer is not None
         info = {"raw_reward": reward, "success": verdict.success, "reason": verdict.reason or None}

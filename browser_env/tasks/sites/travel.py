@@ -51,7 +51,9 @@ class Flight:
     price: int  # per passenger, in the cabin
 
     def line(self) -> str:
-        stops = "nonstop" if self.stops == 0 else f"{self.stops} stop" + ("s" if self.stops > 1 else "")
+        stops = (
+            "nonstop" if self.stops == 0 else f"{self.stops} stop" + ("s" if self.stops > 1 else "")
+        )
         hours, mins = divmod(self.minutes, 60)
         return f"{self.airline} {self.number} · {self.depart} → {self.arrive} · {stops} · {hours}h {mins:02d}m · ${self.price}"
 
@@ -76,7 +78,9 @@ class World:
 
 
 def build(rng: random.Random) -> World:
-    world = World(salt=rng.randrange(10**9), today=dt.date(2026, rng.randint(1, 10), rng.randint(1, 25)))
+    world = World(
+        salt=rng.randrange(10**9), today=dt.date(2026, rng.randint(1, 10), rng.randint(1, 25))
+    )
     world.rng = random.Random(world.salt)
     return world
 
@@ -118,7 +122,9 @@ def _search_args(request: Request) -> tuple[str, str, str, str, int] | None:
 
 
 def _select(name: str, label: str, values, current: str) -> str:
-    opts = "".join(f'<option{" selected" if v == current else ""}>{esc(v)}</option>' for v in values)
+    opts = "".join(
+        f"<option{' selected' if v == current else ''}>{esc(v)}</option>" for v in values
+    )
     return f'<div><label for="{name}">{label}</label> <select id="{name}" name="{name}">{opts}</select></div>'
 
 
@@ -151,7 +157,9 @@ def _results(session: Session, request: Request) -> Response:
     if request.arg("nonstop"):
         found = [f for f in found if f.stops == 0]
     sort = request.arg("sort", SORTS[0])
-    key = {"Price": lambda f: f.price, "Duration": lambda f: f.minutes}.get(sort, lambda f: f.depart)
+    key = {"Price": lambda f: f.price, "Duration": lambda f: f.minutes}.get(
+        sort, lambda f: f.depart
+    )
     found.sort(key=key)
     page = int(request.arg("page", "1")) if request.arg("page", "1").isdigit() else 1
     pages = max(1, -(-len(found) // PER_PAGE))
@@ -217,9 +225,14 @@ def _review(session: Session, request: Request) -> Response:
     if picked is None:
         return not_found(session, "flight")
     args, flight = picked
-    people = [(request.arg(f"first{i}").strip(), request.arg(f"last{i}").strip()) for i in range(1, args[4] + 1)]
+    people = [
+        (request.arg(f"first{i}").strip(), request.arg(f"last{i}").strip())
+        for i in range(1, args[4] + 1)
+    ]
     if not all(a and b for a, b in people) or "@" not in request.arg("email"):
-        return _passengers(session, request, "<p class='error'>Fill in every name and an email.</p>")
+        return _passengers(
+            session, request, "<p class='error'>Fill in every name and an email.</p>"
+        )
     keep = {k: request.arg(k) for k in ("from", "to", "date", "pax", "cabin", "fid", "email")}
     keep.update({f"first{i}": a for i, (a, _) in enumerate(people, 1)})
     keep.update({f"last{i}": b for i, (_, b) in enumerate(people, 1)})
@@ -241,11 +254,21 @@ def _confirm(session: Session, request: Request) -> Response:
     if picked is None or request.method != "POST":
         return not_found(session, "flight")
     args, flight = picked
-    people = [(request.arg(f"first{i}").strip(), request.arg(f"last{i}").strip()) for i in range(1, args[4] + 1)]
+    people = [
+        (request.arg(f"first{i}").strip(), request.arg(f"last{i}").strip())
+        for i in range(1, args[4] + 1)
+    ]
     if not all(a and b for a, b in people):
         return redirect(session.url("/"))
     code = "".join(world.rng.choice(string.ascii_uppercase + string.digits) for _ in range(6))
-    booking = Booking(code, flight.fid, people, request.arg("email"), flight.depart, bool(request.arg("insurance")))
+    booking = Booking(
+        code,
+        flight.fid,
+        people,
+        request.arg("email"),
+        flight.depart,
+        bool(request.arg("insurance")),
+    )
     world.bookings.append(booking)
     world.made.append(booking)
     return redirect(session.url(f"/booking/{code}"))
@@ -259,7 +282,10 @@ def _trips(session: Session, request: Request) -> Response:
             b
             for b in world.bookings
             if b.code == request.arg("code").strip().upper()
-            and any(last.casefold() == request.arg("last").strip().casefold() for _, last in b.passengers)
+            and any(
+                last.casefold() == request.arg("last").strip().casefold()
+                for _, last in b.passengers
+            )
         ]
         result = (
             f"<p class='flash'>Booking {esc(match[0].code)}: flight {esc(match[0].fid)}, departs at {esc(match[0].depart)}.</p>"
@@ -302,14 +328,18 @@ def route(session: Session, request: Request) -> Response:
 # --- goals ---------------------------------------------------------------------
 
 
-def _trip(rng: random.Random, world: World, pax: int = 1) -> tuple[str, str, dt.date, list[tuple[str, str]]]:
+def _trip(
+    rng: random.Random, world: World, pax: int = 1
+) -> tuple[str, str, dt.date, list[tuple[str, str]]]:
     frm, to = rng.sample(AIRPORTS, 2)
     day = world.today + dt.timedelta(days=rng.randint(3, 70))
     people = [(rng.choice(FIRST), rng.choice(LAST)) for _ in range(pax)]
     return frm, to, day, people
 
 
-def _booking_goal(rng: random.Random, world: World, *, which: str, cabin: str = "Economy", pax: int = 1) -> Goal:
+def _booking_goal(
+    rng: random.Random, world: World, *, which: str, cabin: str = "Economy", pax: int = 1
+) -> Goal:
     frm, to, day, people = _trip(rng, world, pax)
     found = flights(world, frm, to, day.isoformat(), cabin)
     if which == "nonstop":

@@ -25,7 +25,18 @@ __all__ = ["SITE"]
 
 SYLLABLES = ("bra", "dor", "vel", "mar", "low", "ost", "ka", "ren", "til", "sa", "nor", "the",
              "lin", "ga", "rup", "esk", "wen", "dal", "fen", "hol", "quar", "zi", "bel", "mon")  # fmt: skip
-EXPORTS = ("copper", "timber", "wool", "salt", "olive oil", "tin", "amber", "coffee", "rice", "glass")
+EXPORTS = (
+    "copper",
+    "timber",
+    "wool",
+    "salt",
+    "olive oil",
+    "tin",
+    "amber",
+    "coffee",
+    "rice",
+    "glass",
+)
 FIRST = ("Alma", "Boris", "Celia", "Dario", "Edda", "Felix", "Greta", "Hanno", "Ilse", "Jasper",
          "Kira", "Lukas", "Mina", "Nils", "Orla", "Piet")  # fmt: skip
 PER_PAGE = 5
@@ -83,17 +94,31 @@ def build(rng: random.Random) -> World:
                 break
         title = f"{name} (town)" if name in ambiguous else name
         towns.append(
-            Town(name, title, country, rng.randint(2_000, 900_000), rng.randint(900, 1900), mayor, rng.randint(1950, 1995))
+            Town(
+                name,
+                title,
+                country,
+                rng.randint(2_000, 900_000),
+                rng.randint(900, 1900),
+                mayor,
+                rng.randint(1950, 1995),
+            )
         )
     countries = {}
     for i, country in enumerate(country_names):
         capital = towns[i]
         export = rng.choice(EXPORTS)
         countries[country] = {"capital": capital.title, "export": export}
-        others = ", ".join(f"[[{t.title}|{t.name}]]" for t in towns if t.country == country and t is not capital)
+        others = ", ".join(
+            f"[[{t.title}|{t.name}]]" for t in towns if t.country == country and t is not capital
+        )
         articles[country] = Article(
             country,
-            [("Capital", capital.name), ("Currency", f"{country[:3]} mark"), ("Population", f"{rng.randint(1, 60)} million")],
+            [
+                ("Capital", capital.name),
+                ("Currency", f"{country[:3]} mark"),
+                ("Population", f"{rng.randint(1, 60)} million"),
+            ],
             [
                 f"{country} is a country whose capital is [[{capital.title}|{capital.name}]]. Other towns include {others}.",
                 f"Economy. The main export of {country} is {export}; it also trades {rng.choice(EXPORTS)} with its neighbours.",
@@ -102,7 +127,12 @@ def build(rng: random.Random) -> World:
     for town in towns:
         articles[town.title] = Article(
             town.title,
-            [("Country", town.country), ("Population", f"{town.population:,}"), ("Founded", str(town.founded)), ("Mayor", town.mayor)],
+            [
+                ("Country", town.country),
+                ("Population", f"{town.population:,}"),
+                ("Founded", str(town.founded)),
+                ("Mayor", town.mayor),
+            ],
             [
                 f"{town.name} is a town in [[{town.country}]], founded in {town.founded}. Its mayor is [[{town.mayor}]].",
                 f"History. Records of a settlement near {town.name} go back to {town.founded - rng.randint(50, 400)}; "
@@ -112,14 +142,18 @@ def build(rng: random.Random) -> World:
         articles[town.mayor] = Article(
             town.mayor,
             [("Born", str(town.mayor_born)), ("Office", f"Mayor of {town.name}")],
-            [f"{town.mayor} (born {town.mayor_born}) is the mayor of [[{town.title}|{town.name}]]."],
+            [
+                f"{town.mayor} (born {town.mayor_born}) is the mayor of [[{town.title}|{town.name}]]."
+            ],
         )
     for name in ambiguous:
         town = next(t for t in towns if t.name == name)
         articles[f"{name} (river)"] = Article(
             f"{name} (river)",
             [("Length", f"{rng.randint(40, 900)} km"), ("Source", "unknown")],
-            [f"The {name} is a river that flows near [[{town.title}|the town of {name}]]. Its banks were settled in {rng.randint(900, 1900)}."],
+            [
+                f"The {name} is a river that flows near [[{town.title}|the town of {name}]]. Its banks were settled in {rng.randint(900, 1900)}."
+            ],
         )
         articles[f"{name} (album)"] = Article(
             f"{name} (album)",
@@ -179,9 +213,13 @@ def _search(session: Session, request: Request) -> str:
     needle = q.casefold()
     titles = [a for a in world.articles.values() if needle in a.title.casefold()]
     mentions = [
-        a for a in world.articles.values() if a not in titles and any(needle in _plain(p).casefold() for p in a.paragraphs)
+        a
+        for a in world.articles.values()
+        if a not in titles and any(needle in _plain(p).casefold() for p in a.paragraphs)
     ]
-    found = sorted(titles, key=lambda a: (len(a.title), a.title)) + sorted(mentions, key=lambda a: a.title)
+    found = sorted(titles, key=lambda a: (len(a.title), a.title)) + sorted(
+        mentions, key=lambda a: a.title
+    )
     page = int(request.arg("page", "1")) if request.arg("page", "1").isdigit() else 1
     pages = max(1, -(-len(found) // PER_PAGE))
     page = min(max(page, 1), pages)
@@ -206,7 +244,10 @@ def route(session: Session, request: Request) -> Response:
         body = _search_box(session) + (
             "<h1>Welcome to Openpedia</h1><p>The free encyclopedia of places that are not on your map.</p>"
             "<h2>Countries</h2><ul>"
-            + "".join(f'<li><a href="{esc(session.url("/wiki/" + quote(c)))}">{esc(c)}</a></li>' for c in world.countries)
+            + "".join(
+                f'<li><a href="{esc(session.url("/wiki/" + quote(c)))}">{esc(c)}</a></li>'
+                for c in world.countries
+            )
             + "</ul>"
         )
         return Response(200, layout(session, "Main page", body))
