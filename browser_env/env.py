@@ -35,7 +35,7 @@ from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_a
 from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
 from browser_env.executor import INIT_JS, OBSERVE_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, element_from_row, observation_space
-from browser_env.tasks import MiniWoBTask, OpenTask, Task
+from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
 from browser_env.timing import Timings
 
 if TYPE_CHECKING:
@@ -56,8 +56,6 @@ def make_task(task: Task | str, **kwargs: Any) -> Task:
     if task == "open":
         return OpenTask(**kwargs)
     if task.startswith("sites."):
-        from browser_env.tasks.sites import SiteTask
-
         return SiteTask(task.removeprefix("sites."), **kwargs)
     raise ValueError(
         f"unknown task {task!r}; use 'miniwob.<name>', 'sites.<site>.<template>', 'open' or a Task"
