@@ -216,6 +216,8 @@ def test_server_survives_malformed_requests(wiki_session):
     assert _get("/wiki/search?page=999999999999999999999&q=a", cookie)[0] == 200
     assert _get("/consent", cookie, "POST", "x", {"Content-Length": "abc"})[0] == 400
     assert _get("/consent", cookie, "POST", "x" * 10, {"Content-Length": str(10**9)})[0] == 413
+    chunked = b"POST /consent HTTP/1.1\r\nTransfer-Encoding: chunked\r\nCookie: " + cookie.encode()
+    assert b" 400 " in _raw(chunked + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert _get("/start?sid=nope")[0] == 410
     # and the site still works for its session
     status, html = _get("/wiki/search?q=a", cookie)

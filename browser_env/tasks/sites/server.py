@@ -97,7 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
         form: dict[str, str] = {}
         if method == "POST":
             length = self.headers.get("Content-Length", "0")
-            if not length.isdigit():
+            if not length.isdecimal() or "Transfer-Encoding" in self.headers:
+                self.close_connection = True  # what follows on the socket cannot be framed
                 return Response(400, "<h1>Bad request</h1><p>Content-Length</p>")
             if int(length) > MAX_BODY:
                 self.close_connection = True
