@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import browser_env  # noqa: F401 - registers the ids
-from agents.experts import ScriptedExpert
+from agents.experts import ScriptedExpert, UnsupportedTaskError
 from agents.experts.sites import SITE_POLICIES, site_task
 from agents.rollout import rollout
 from browser_env.tasks.sites import site_task_names
@@ -34,6 +34,12 @@ def test_every_template_has_an_expert_that_its_goals_dispatch_to():
             goal = site.templates[template](rng, site.build(rng)).text
             assert site_task(f"http://127.0.0.1:1/{site_name}/", goal) == f"sites.{name}", goal
     assert site_task("http://127.0.0.1:1/miniwob/click-test.html", "Buy 2 of x") == ""
+
+
+def test_expert_can_be_pinned_to_a_site_template():
+    assert ScriptedExpert(task="sites.shop.buy-named").task == "sites.shop.buy-named"
+    with pytest.raises(UnsupportedTaskError, match="no scripted expert"):
+        ScriptedExpert(task="sites.shop.no-such-template")
 
 
 @pytest.mark.browser
