@@ -55,7 +55,7 @@ from browser_env.browser import (
 from browser_env.executor import INIT_JS, INTENTS_JS, OBSERVE_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, element_from_row, observation_space
 from browser_env.policy import UrlPolicy
-from browser_env.tasks import MiniWoBTask, OpenTask, Task
+from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
 from browser_env.timing import Timings
 from browser_env.watchdog import Watchdog
 
@@ -70,14 +70,19 @@ _TAKE_INTENTS_JS = "() => window.__brlIntents ? window.__brlIntents() : null"
 
 
 def make_task(task: Task | str, **kwargs: Any) -> Task:
-    """A task from a name: ``"miniwob.click-test"``, ``"open"``; a Task passes through."""
+    """A task from a name: ``"miniwob.click-test"``, ``"sites.shop.buy-named"``, ``"open"``;
+    a Task passes through."""
     if not isinstance(task, str):
         return task
     if task.startswith("miniwob."):
         return MiniWoBTask(task.removeprefix("miniwob."), **kwargs)
     if task == "open":
         return OpenTask(**kwargs)
-    raise ValueError(f"unknown task {task!r}; use 'miniwob.<name>', 'open' or a Task object")
+    if task.startswith("sites."):
+        return SiteTask(task.removeprefix("sites."), **kwargs)
+    raise ValueError(
+        f"unknown task {task!r}; use 'miniwob.<name>', 'sites.<site>.<template>', 'open' or a Task"
+    )
 
 
 class BrowserEnv(gym.Env[dict[str, Any], Action]):
@@ -145,7 +150,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             allowed_hosts=None if hosts is None or "*" in hosts else tuple(hosts),
             max_download_bytes=int(max_download_bytes),
         )
-        region = getattr(self.task, "screenshot_region", None)
+        region = self.task.screenshot_region
         self.screenshot_region = tuple(int(v) for v in region) if region else (0, 0, *self.viewport)
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
@@ -167,9 +172,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
-        state_js = getattr(self.task, "state_js", None)
-        self._fused = bool(state_js) and hasattr(self.task, "judge")
-        self._observe_js = _observer_script(state_js if self._fused else None)
+        self._fused = self.task.state_js is not None
+        self._observe_js = _observer_script(self.task.state_js)
         self._state: Any = _UNREAD
 
     # --- Gymnasium API ---------------------------------------------------------

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["MINIWOB_MAX_STEPS", "OPEN_MAX_STEPS", "env_id", "register_envs", "resolve_env_id"]
+__all__ = [
+    "MINIWOB_MAX_STEPS",
+    "OPEN_MAX_STEPS",
+    "SITES_MAX_STEPS",
+    "env_id",
+    "register_envs",
+    "register_site_envs",
+    "resolve_env_id",
+]
 
 NAMESPACE = "browser_env"
 ENTRY_POINT = "browser_env.env:BrowserEnv"
@@ -102,6 +110,7 @@ def resolve_env_id(name: str) -> str:
 
 def register_envs() -> None:
     """Register every id once; safe to call again."""
+    register_site_envs()
     if env_id("open", family=None) in gym.registry:
         return
     gym.register(
@@ -127,4 +136,24 @@ def register_envs() -> None:
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},
             nondeterministic=name in NONDETERMINISTIC,
+        )
+
+
+# --- bundled local sites (issue 11) ------------------------------------------------
+SITES_MAX_STEPS = 40
+
+
+def register_site_envs() -> None:
+    """``browser_env/sites.<site>.<template>-v0`` for every bundled site template."""
+    from browser_env.tasks.sites.catalog import site_task_names
+
+    for name in site_task_names():
+        site_id = env_id(name, family="sites")
+        if site_id in gym.registry:
+            continue
+        gym.register(
+            id=site_id,
+            entry_point=ENTRY_POINT,
+            max_episode_steps=SITES_MAX_STEPS,
+            kwargs={"task": f"sites.{name}"},
         )

@@ -1,4 +1,4 @@
-"""The ``expert`` agent: hand-written (scripted) MiniWoB++ solvers.
+"""The ``expert`` agent: hand-written (scripted) MiniWoB++ and bundled-site solvers.
 
 These policies are **scripted, not learned**: each is a few lines of Python
 that reads the goal and the observation and picks the action a careful person
@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.experts import choose, click, forms  # noqa: F401 - registers the policies
 from agents.experts.base import POLICIES, Context, ExpertError, task_from_url
+from agents.experts.sites import SITE_POLICIES, site_task
 from browser_env.actions import Action, Verb
 
 __all__ = ["SUPPORTED_TASKS", "ScriptedExpert", "UnsupportedTaskError"]
@@ -25,8 +26,10 @@ class UnsupportedTaskError(ValueError):
 
 
 class ScriptedExpert:
-    """Dispatches on the MiniWoB++ task named in ``obs["url"]`` (or ``task``
-    when given) to a scripted per-task policy.
+    """Dispatches on the MiniWoB++ task named in ``obs["url"]``, or for a
+    bundled site on the site in the URL and the template its goal matches (or
+    on ``task`` when given: ``click-button``, ``sites.shop.buy-named``), to a
+    scripted per-task policy.
 
     ``act`` returns the action (its ``reasoning`` is the rationale) and
     ``info = {"agent": "expert", "scripted": True, "task": ..., "rationale": ...}``.
@@ -38,7 +41,7 @@ class ScriptedExpert:
     name = "expert"
 
     def __init__(self, task: str | None = None) -> None:
-        if task is not None and task not in POLICIES:
+        if task is not None and task not in POLICIES and task not in SITE_POLICIES:
             raise UnsupportedTaskError(_unsupported(task))
         self.task = task
         self.goal = ""
@@ -54,13 +57,14 @@ class ScriptedExpert:
         """Nothing to release."""
 
     def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
-        task = self.task or task_from_url(str(obs.get("url") or ""))
-        policy = POLICIES.get(task)
+        url, goal = str(obs.get("url") or ""), str(obs.get("goal") or self.goal)
+        task = self.task or task_from_url(url) or site_task(url, goal)
+        policy = POLICIES.get(task) or (SITE_POLICIES[task][1] if task in SITE_POLICIES else None)
         if policy is None:
             raise UnsupportedTaskError(_unsupported(task or str(obs.get("url") or "")))
         ctx = Context(
             task=task,
-            goal=str(obs.get("goal") or self.goal),
+            goal=goal,
             obs=obs,
             step=self._step,
             memory=self._memory,

@@ -3,18 +3,24 @@
 The env owns the browser, the context and the page; a task only sets the page
 up and judges it::
 
-    goal = task.setup(page, seed)                  # navigate / initialise; return the goal
+    goal = task.setup(page, seed, options)             # navigate / initialise; return the goal
     reward, done, info = task.validate(page, answer)   # after every step
-    task.teardown()                                # when the env closes
+    task.teardown()                                    # when the env closes
 
 ``answer`` is the FINISH value on the step that finished, else ``None``.
-``info`` holds at least ``raw_reward`` (float), ``success`` (bool) and
-``reason`` (str or None).
+``info`` holds at least ``raw_reward`` (float), ``success`` (bool, or None
+when the task has nothing to judge against) and ``reason`` (str or None).
 
-Fast path (optional): a task with a ``state_js`` attribute (a JS function
-source, no arguments) and a ``judge(state, answer)`` method lets the env read
-the task state in the same ``evaluate`` as the observation, saving a browser
-round trip per step; ``judge`` must then agree with ``validate``.
+Fast path: a task whose ``state_js`` is a JS function source (no arguments)
+lets the env read the task state in the same ``evaluate`` as the observation,
+saving a browser round trip per step; the env then calls
+``judge(state, answer)`` with that function's result instead of ``validate``,
+and ``judge`` must agree with ``validate``. With ``state_js = None`` the env
+always calls ``validate``; ``judge`` must still exist (it may judge from state
+the task holds itself, as the bundled sites do from their server).
+
+Every attribute and method here is required: the env reads them directly.
+Test a new task family with ``tests/browser_env/task_contract.py``.
 """
 
 from __future__ import annotations
@@ -36,13 +42,17 @@ class Task(Protocol):
     observation_root: str | None
     #: CSS selector of subtrees left out of the observation (e.g. a page's own HUD), or None.
     observation_exclude: str | None
-    #: Optional (x, y, width, height) of the viewport that screenshots show (None: all of it).
-    #: Read with ``getattr(task, "screenshot_region", None)``.
+    #: (x, y, width, height) of the viewport that screenshots show, or None for all of it.
+    screenshot_region: tuple[int, int, int, int] | None
     #: True when every reset needs a fresh browser context (no state carried over).
     fresh_context: bool
+    #: JS function source whose result the env passes to :meth:`judge`, or None (see above).
+    state_js: str | None
 
     def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str: ...
 
     def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]: ...
+
+    def judge(self, state: Any, answer: str | None) -> tuple[float, bool, dict[str, Any]]: ...
 
     def teardown(self) -> None: ...

@@ -27,7 +27,9 @@ class OpenTask:
     name = "open"
     observation_root = None
     observation_exclude = None
+    screenshot_region = None
     fresh_context = True
+    state_js = None  # the answer is all there is to judge: no page state to read
 
     def __init__(
         self,
@@ -60,6 +62,10 @@ class OpenTask:
         return str(current["goal"])
 
     def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
+        return self.judge(None, answer)
+
+    def judge(self, state: Any, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
+        """Judge the FINISH answer against the expected one (``state`` is unused)."""
         if answer is None:
             return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": None}
         expected = self.current["answer"]

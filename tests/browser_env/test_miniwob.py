@@ -186,7 +186,10 @@ def test_check_env_passes_without_warning_filters(env_id):
 
 @pytest.mark.slow
 @pytest.mark.exhaustive
-@pytest.mark.parametrize("env_id", sorted(i for i in gym.registry if i.startswith("browser_env/")))
+@pytest.mark.parametrize(  # the bundled sites' ids: test_sites.py (exhaustive tier)
+    "env_id",
+    sorted(i for i in gym.registry if i.startswith("browser_env/") and "/sites." not in i),
+)
 def test_check_env_every_registered_id(env_id):
     _check(
         env_id

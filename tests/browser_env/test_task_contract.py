@@ -1,0 +1,27 @@
+"""The Task contract (tests/browser_env/task_contract.py) on MiniWoB++ and open-v0;
+the bundled sites run it in test_sites.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from task_contract import TaskContract
+
+from browser_env.tasks import MiniWoBTask, OpenTask
+
+pytestmark = pytest.mark.browser
+
+SITE = Path(__file__).resolve().parents[1] / "fixtures" / "site"
+
+
+class TestMiniWoBTaskContract(TaskContract):
+    def make_task(self):
+        return MiniWoBTask("click-button")
+
+
+class TestOpenTaskContract(TaskContract):
+    reset_options = {"goal": "Say hello", "answer": "hello"}
+
+    def make_task(self):
+        return OpenTask(url=(SITE / "links.html").as_uri())
