@@ -1,0 +1,121 @@
+"""``python -m serve``: start Ray (embedded, or the cluster in ``RAY_ADDRESS``) and the app.
+
+::
+
+    BROWSER_RL_SERVE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') \\
+        python -m serve state_dir=serve_state port=8765 max_concurrent_jobs=1
+
+Without ``RAY_ADDRESS`` the Ray instance is embedded: ``ray.init(address=
+"local")`` (never attaching to a cluster that happens to run here), every
+component on 127.0.0.1, usage stats off, Ray's token authentication on with
+a fresh secret, so its dashboard and job API accept no anonymous job, and
+its session files under a temp dir of its own (nothing under ``~/.ray``).
+With ``RAY_ADDRESS`` it connects there, starts no cluster, and removes its
+app on exit. :func:`run` is the plain function; :func:`main` the Hydra
+wrapper (``conf/serve.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from serve.config import ServeConfig, from_mapping
+
+__all__ = ["main", "run", "start_ray"]
+
+
+def start_ray(cfg: ServeConfig) -> bool:
+    """Connect to ``RAY_ADDRESS`` or start an embedded local instance; True
+    when it is embedded (and so ours to shut down)."""
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return False
+    # Set before ray.init so every Ray process, and the job client in the
+    # replica, inherit them; a token of our own keeps Ray from generating one
+    # under ~/.ray.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
+    temp_dir = cfg.ray_temp_dir or tempfile.mkdtemp(prefix="browser-rl-ray-", dir="/tmp")
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        include_dashboard=True,  # hosts the Ray Jobs API
+        dashboard_host="127.0.0.1",
+        dashboard_port=_free_port(),
+        num_cpus=cfg.ray_num_cpus,
+        _temp_dir=temp_dir,
+        log_to_driver=False,
+    )
+    return True
+
+
+def run(
+    cfg: ServeConfig | dict[str, Any],
+    *,
+    until: threading.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until ``until`` is set (default: SIGINT or SIGTERM), then stop."""
+    if not isinstance(cfg, ServeConfig):
+        cfg = from_mapping(cfg)
+    cfg.validate()
+    cfg.token()  # refuse to start before any cluster exists
+    import ray
+    from ray import serve
+
+    from serve.deployment import APP_NAME, build
+
+    stop = until or threading.Event()
+    if until is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    embedded = start_ray(cfg)
+    try:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.run(build(cfg), name=APP_NAME, route_prefix="/")
+        url = f"http://{cfg.host}:{cfg.port}"
+        print(f"training service on {url} (state in {os.path.abspath(cfg.state_dir)})", flush=True)
+        if on_ready is not None:
+            on_ready(url)
+        stop.wait()
+    finally:
+        if embedded:
+            serve.shutdown()
+        else:
+            serve.delete(APP_NAME)
+        ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def hydra_entry(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    run(OmegaConf.to_container(cfg, resolve=True))
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="serve_schema", node=ServeConfig)
+    hydra.main(version_base="1.3", config_path="../conf", config_name="serve")(hydra_entry)()
+
+
+if __name__ == "__main__":
+    main()
