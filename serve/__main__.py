@@ -30,33 +30,46 @@ from serve.config import ServeConfig, from_mapping
 
 __all__ = ["main", "run", "start_ray"]
 
+_START_ATTEMPTS = 3
+
 
 def start_ray(cfg: ServeConfig) -> bool:
     """Connect to ``RAY_ADDRESS`` or start an embedded local instance; True
     when it is embedded (and so ours to shut down)."""
+    embedded = not os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if embedded:
+        # Before Ray is imported (it caches its config at import): every Ray
+        # process, and the job client in the replica, inherit these; a token
+        # of our own keeps Ray from generating one under ~/.ray.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
     import ray
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
+    if not embedded:
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return False
-    # Set before ray.init so every Ray process, and the job client in the
-    # replica, inherit them; a token of our own keeps Ray from generating one
-    # under ~/.ray.
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
     temp_dir = cfg.ray_temp_dir or tempfile.mkdtemp(prefix="browser-rl-ray-", dir="/tmp")
-    ray.init(
-        address="local",
-        _node_ip_address="127.0.0.1",
-        include_dashboard=True,  # hosts the Ray Jobs API
-        dashboard_host="127.0.0.1",
-        dashboard_port=_free_port(),
-        num_cpus=cfg.ray_num_cpus,
-        _temp_dir=temp_dir,
-        log_to_driver=False,
-    )
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                include_dashboard=True,  # hosts the Ray Jobs API
+                dashboard_host="127.0.0.1",
+                dashboard_port=_free_port(),
+                num_cpus=cfg.ray_num_cpus,
+                _temp_dir=temp_dir,
+                log_to_driver=False,
+            )
+            break
+        except Exception as exc:
+            # On an overloaded machine the raylet gives up waiting for its
+            # agents (fixed timeouts inside Ray); a fresh start usually works.
+            ray.shutdown()
+            if attempt == _START_ATTEMPTS or "timed out" not in str(exc):
+                raise
+            print(f"Ray did not start ({exc}); retrying ({attempt}/{_START_ATTEMPTS})", flush=True)
     return True
 
 
@@ -71,16 +84,16 @@ def run(
         cfg = from_mapping(cfg)
     cfg.validate()
     cfg.token()  # refuse to start before any cluster exists
-    import ray
-    from ray import serve
-
-    from serve.deployment import APP_NAME, build
-
     stop = until or threading.Event()
     if until is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     embedded = start_ray(cfg)
+    import ray
+    from ray import serve
+
+    from serve.deployment import APP_NAME, build
+
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(build(cfg), name=APP_NAME, route_prefix="/")

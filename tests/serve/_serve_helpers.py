@@ -116,3 +116,31 @@ def files_under(path: Path) -> list[str]:
         for d, dirs, names in os.walk(path)
         for n in names + dirs
     )
+
+
+def click_observation(target: str) -> dict[str, Any]:
+    """The observation of the click episodes, for driving an agent without a browser."""
+    labels = ["ONE", "TWO", "THREE"]
+    return {
+        "goal": f'Click on the "{target}" button.',
+        "url": "http://localhost/click-button.html",
+        "elements": tuple(
+            {
+                "element_id": f"e{i + 1}",
+                "tag": "button",
+                "role": "button",
+                "text": label,
+                "label": "",
+                "placeholder": "",
+                "value": "",
+                "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
+                "enabled": 1,
+                "visible": 1,
+                "focused": 0,
+                "checked": 0,
+            }
+            for i, label in enumerate(labels)
+        ),
+        "text": " ".join(labels),
+        "last_action_error": "",
+    }
