@@ -17,16 +17,17 @@ wrapper (``conf/serve.yaml``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
-import socket
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from serve.config import ServeConfig, from_mapping
+from serve.launch import free_port, kill_processes_using
 
 __all__ = ["main", "run", "start_ray"]
 
@@ -44,29 +45,38 @@ def start_ray(cfg: ServeConfig) -> bool:
         # of our own keeps Ray from generating one under ~/.ray.
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
+        # Ray's own waits for its agents and workers assume an idle machine;
+        # a loaded small one misses them and the raylet aborts.
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+        os.environ.setdefault("RAY_worker_register_timeout_seconds", "180")
     import ray
 
     if not embedded:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return False
-    temp_dir = cfg.ray_temp_dir or tempfile.mkdtemp(prefix="browser-rl-ray-", dir="/tmp")
+    root = cfg.ray_temp_dir or tempfile.mkdtemp(prefix="browser-rl-ray-", dir="/tmp")
     for attempt in range(1, _START_ATTEMPTS + 1):
+        temp_dir = os.path.join(root, f"try{attempt}")  # short: Ray's socket paths are capped
         try:
-            ray.init(
-                address="local",
-                _node_ip_address="127.0.0.1",
-                include_dashboard=True,  # hosts the Ray Jobs API
-                dashboard_host="127.0.0.1",
-                dashboard_port=_free_port(),
-                num_cpus=cfg.ray_num_cpus,
-                _temp_dir=temp_dir,
-                log_to_driver=False,
-            )
+            with _fixed_metrics_agent_port():
+                ray.init(
+                    address="local",
+                    _node_ip_address="127.0.0.1",
+                    include_dashboard=True,  # hosts the Ray Jobs API
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=free_port(),
+                    num_cpus=cfg.ray_num_cpus,
+                    _temp_dir=temp_dir,
+                    log_to_driver=False,
+                )
             break
         except Exception as exc:
-            # On an overloaded machine the raylet gives up waiting for its
-            # agents (fixed timeouts inside Ray); a fresh start usually works.
+            # On an overloaded machine the raylet can still miss one of Ray's
+            # fixed startup deadlines; a fresh start usually works. A failed
+            # start leaves its processes running: end them (they are ours,
+            # found by the temp dir only this attempt used).
             ray.shutdown()
+            kill_processes_using(temp_dir)
             if attempt == _START_ATTEMPTS or "timed out" not in str(exc):
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{_START_ATTEMPTS})", flush=True)
@@ -84,10 +94,6 @@ def run(
         cfg = from_mapping(cfg)
     cfg.validate()
     cfg.token()  # refuse to start before any cluster exists
-    stop = until or threading.Event()
-    if until is None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
     embedded = start_ray(cfg)
     import ray
     from ray import serve
@@ -97,6 +103,10 @@ def run(
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(build(cfg), name=APP_NAME, route_prefix="/")
+        stop = until or threading.Event()
+        if until is None:  # from here on, SIGINT/SIGTERM stop Serve and Ray in order
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         url = f"http://{cfg.host}:{cfg.port}"
         print(f"training service on {url} (state in {os.path.abspath(cfg.state_dir)})", flush=True)
         if on_ready is not None:
@@ -110,10 +120,29 @@ def run(
         ray.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def _fixed_metrics_agent_port() -> Iterator[None]:
+    """Give the dashboard agent's metrics port up front.
+
+    With port 0 the raylet waits for the agent to write the port it bound,
+    for a fixed 15 s in Ray 2.60 (not configurable), and aborts the node
+    when a loaded machine is slower than that. ``ray.init`` does not expose
+    the setting, so it is filled into Ray's ``RayParams`` while it starts.
+    """
+    from ray._private.parameter import RayParams
+
+    original = RayParams.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if not self.metrics_agent_port:
+            self.metrics_agent_port = free_port()
+
+    RayParams.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original  # type: ignore[method-assign]
 
 
 def hydra_entry(cfg: Any) -> None:

@@ -7,9 +7,12 @@ import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 from _serve_helpers import AUTH, TOKEN, tar_dir
+
+REPO = Path(__file__).resolve().parents[2]
 
 ROUTES = [
     ("GET", "/v1/datasets"),
@@ -133,3 +136,20 @@ def test_import_serve_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_committed_deploy_config_is_generated_loopback_and_tokenless():
+    import yaml
+
+    from serve.deployment import DEPLOY_ARGS, deploy_config
+
+    path = REPO / "conf" / "serve" / "deploy.yaml"
+    committed = yaml.safe_load(path.read_text())
+    assert committed == deploy_config(DEPLOY_ARGS)  # regenerate: python -m serve.deployment PATH
+    assert committed["http_options"]["host"] == "127.0.0.1"
+    args = committed["applications"][0]["args"]
+    assert not any("token" in key for key in args)  # the token never goes into a config file
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema(**committed)
+    assert schema.http_options.host == "127.0.0.1"
