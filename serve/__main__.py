@@ -32,6 +32,7 @@ from serve.launch import free_port, kill_processes_using
 __all__ = ["main", "run", "start_ray"]
 
 _START_ATTEMPTS = 3
+_AGENT_PORTS = ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port")
 
 
 def start_ray(cfg: ServeConfig) -> bool:
@@ -58,7 +59,7 @@ def start_ray(cfg: ServeConfig) -> bool:
     for attempt in range(1, _START_ATTEMPTS + 1):
         temp_dir = os.path.join(root, f"try{attempt}")  # short: Ray's socket paths are capped
         try:
-            with _fixed_metrics_agent_port():
+            with _fixed_agent_ports():
                 ray.init(
                     address="local",
                     _node_ip_address="127.0.0.1",
@@ -121,10 +122,10 @@ def run(
 
 
 @contextlib.contextmanager
-def _fixed_metrics_agent_port() -> Iterator[None]:
-    """Give the dashboard agent's metrics port up front.
+def _fixed_agent_ports() -> Iterator[None]:
+    """Give the agents' ports up front (:data:`_AGENT_PORTS`).
 
-    With port 0 the raylet waits for the agent to write the port it bound,
+    With port 0 the raylet waits for each agent to write the port it bound,
     for a fixed 15 s in Ray 2.60 (not configurable), and aborts the node
     when a loaded machine is slower than that. ``ray.init`` does not expose
     the setting, so it is filled into Ray's ``RayParams`` while it starts.
@@ -135,8 +136,11 @@ def _fixed_metrics_agent_port() -> Iterator[None]:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        if not self.metrics_agent_port:
-            self.metrics_agent_port = free_port()
+        for name in _AGENT_PORTS:
+            if not getattr(self, name, None):
+                setattr(self, name, free_port())
+        # Ray's fixed default (52365) collides with any other Ray on the machine.
+        self.dashboard_agent_listen_port = free_port()
 
     RayParams.__init__ = init  # type: ignore[method-assign]
     try:

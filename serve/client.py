@@ -53,19 +53,21 @@ class TrainingClient:
         *,
         token_env: str = "BROWSER_RL_SERVE_TOKEN",
         timeout: float = 120.0,
-        transport: Any = None,
+        http: Any = None,
     ) -> None:
+        """``http``: an ``httpx.Client`` to use instead of a new one (tests pass
+        FastAPI's ``TestClient``); the token header is set on it either way."""
         import httpx
 
         token = token if token is not None else os.environ.get(token_env) or None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(
+        self.http = http or httpx.Client(
             base_url=url.rstrip("/"),
-            headers=headers,
             timeout=timeout,
-            transport=transport or httpx.HTTPTransport(retries=2),
+            transport=httpx.HTTPTransport(retries=2),
             trust_env=False,  # never route loopback traffic through a proxy
         )
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self.http.close()
@@ -204,7 +206,20 @@ class TrainingClient:
 
 
 def _pack(paths: Sequence[str | os.PathLike[str]], archive: IO[bytes]) -> None:
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+    """A reproducible tar.gz (sorted names, no times or owners), so the same
+    episodes always upload as the same dataset id."""
+    import gzip
+
+    def plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with (
+        gzip.GzipFile(fileobj=archive, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for given in paths:
             root = Path(given)
             if not root.is_dir():
@@ -213,7 +228,7 @@ def _pack(paths: Sequence[str | os.PathLike[str]], archive: IO[bytes]) -> None:
                 if path.is_symlink() or not (path.is_file() or path.is_dir()):
                     continue
                 arcname = Path(root.name, path.relative_to(root)).as_posix()
-                tar.add(path, arcname=arcname, recursive=False)
+                tar.add(path, arcname=arcname, recursive=False, filter=plain)
 
 
 def _chunks(f: IO[bytes]) -> Iterator[bytes]:
