@@ -73,7 +73,7 @@ class LocalService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 300.0) -> None:
+    def start(self, timeout: float = 600.0) -> None:
         """Start the service and wait for ``/healthz``; RuntimeError with the
         log's tail when it exits or does not answer within ``timeout``."""
         from serve.client import TrainingClient

@@ -80,7 +80,10 @@ class TrainingService:
         self._thread: threading.Thread | None = None
         with self.lock:
             self.store.drop_orphan_keys()
-        self.tick()  # reconcile what a previous run left
+        try:
+            self.tick()  # reconcile what a previous run left
+        except Exception:  # the backend may not answer yet; the scheduler retries
+            log.exception("reconciling at start failed")
 
     # --- background scheduler --------------------------------------------
     def start(self) -> None:
@@ -322,15 +325,18 @@ class TrainingService:
             record.update(status="failed", error=f"job process ended ({state}) without a result")
         else:
             _kill_stale(job_dir, job_id)
-            if self.cfg.resume_lost and not record["cancel_requested"]:
+            if record["cancel_requested"]:
+                record.update(status="cancelled")
+            elif self.cfg.resume_lost:
                 log.warning("job %s was lost by the backend; queued again to resume", job_id)
                 record.update(status="queued", error=None)
                 self.store.save_job(record)
                 return
-            record.update(
-                status="failed",
-                error="lost: the backend no longer knows the job and it left no result",
-            )
+            else:
+                record.update(
+                    status="failed",
+                    error="lost: the backend no longer knows the job and it left no result",
+                )
         record["finished_at"] = (result or {}).get("finished_at") or now()
         self.store.save_job(record)
 
