@@ -32,7 +32,6 @@ from serve.launch import free_port, kill_processes_using
 __all__ = ["main", "run", "start_ray"]
 
 _START_ATTEMPTS = 3
-_AGENT_PORTS = ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port")
 
 
 def start_ray(cfg: ServeConfig) -> bool:
@@ -59,7 +58,7 @@ def start_ray(cfg: ServeConfig) -> bool:
     for attempt in range(1, _START_ATTEMPTS + 1):
         temp_dir = os.path.join(root, f"try{attempt}")  # short: Ray's socket paths are capped
         try:
-            with _fixed_agent_ports():
+            with _own_agent_port():
                 ray.init(
                     address="local",
                     _node_ip_address="127.0.0.1",
@@ -122,24 +121,17 @@ def run(
 
 
 @contextlib.contextmanager
-def _fixed_agent_ports() -> Iterator[None]:
-    """Give the agents' ports up front (:data:`_AGENT_PORTS`).
-
-    With port 0 the raylet waits for each agent to write the port it bound,
-    for a fixed 15 s in Ray 2.60 (not configurable), and aborts the node
-    when a loaded machine is slower than that. ``ray.init`` does not expose
-    the setting, so it is filled into Ray's ``RayParams`` while it starts.
-    """
+def _own_agent_port() -> Iterator[None]:
+    """Give the dashboard agent a free port instead of Ray's fixed 52365,
+    which collides with any other Ray instance on the machine (another
+    user's, a test's). ``ray.init`` does not expose the setting, so it is
+    filled into Ray's ``RayParams`` while Ray starts."""
     from ray._private.parameter import RayParams
 
     original = RayParams.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        for name in _AGENT_PORTS:
-            if not getattr(self, name, None):
-                setattr(self, name, free_port())
-        # Ray's fixed default (52365) collides with any other Ray on the machine.
         self.dashboard_agent_listen_port = free_port()
 
     RayParams.__init__ = init  # type: ignore[method-assign]

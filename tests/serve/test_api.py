@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -153,3 +154,25 @@ def test_the_committed_deploy_config_is_generated_loopback_and_tokenless():
 
     schema = ServeDeploySchema(**committed)
     assert schema.http_options.host == "127.0.0.1"
+
+
+def test_python_m_serve_refuses_a_public_bind_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "BROWSER_RL_SERVE_TOKEN"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "host=0.0.0.0",
+            "allow_no_auth=true",
+            f"state_dir={tmp_path / 'state'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "refusing to serve on '0.0.0.0' without a token" in done.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was created
