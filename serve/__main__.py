@@ -31,8 +31,6 @@ from serve.launch import free_port, kill_processes_using
 
 __all__ = ["main", "run", "start_ray"]
 
-_START_ATTEMPTS = 3
-
 
 def start_ray(cfg: ServeConfig) -> bool:
     """Connect to ``RAY_ADDRESS`` or start an embedded local instance; True
@@ -55,7 +53,7 @@ def start_ray(cfg: ServeConfig) -> bool:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return False
     root = cfg.ray_temp_dir or tempfile.mkdtemp(prefix="browser-rl-ray-", dir="/tmp")
-    for attempt in range(1, _START_ATTEMPTS + 1):
+    for attempt in range(1, cfg.ray_start_attempts + 1):
         temp_dir = os.path.join(root, f"try{attempt}")  # short: Ray's socket paths are capped
         try:
             with _own_agent_port():
@@ -77,9 +75,12 @@ def start_ray(cfg: ServeConfig) -> bool:
             # found by the temp dir only this attempt used).
             ray.shutdown()
             kill_processes_using(temp_dir)
-            if attempt == _START_ATTEMPTS or "timed out" not in str(exc):
+            if attempt == cfg.ray_start_attempts or "timed out" not in str(exc):
                 raise
-            print(f"Ray did not start ({exc}); retrying ({attempt}/{_START_ATTEMPTS})", flush=True)
+            print(
+                f"Ray did not start ({exc}); retrying ({attempt}/{cfg.ray_start_attempts})",
+                flush=True,
+            )
     return True
 
 

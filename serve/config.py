@@ -74,6 +74,11 @@ class ServeConfig:
         None, "Embedded Ray's session dir root (default: a fresh dir under /tmp)."
     )
     ray_num_cpus: int | None = _f(None, "CPUs the embedded Ray offers (default: all).")
+    ray_start_attempts: int = _f(
+        3,
+        "Starts of the embedded Ray before giving up (a loaded machine can miss Ray's "
+        "fixed 15 s wait for its dashboard agent, which aborts the node).",
+    )
     ray_jobs_address: str = _f(
         "auto", "Ray Jobs API address for the replica ('auto': the cluster it runs in)."
     )

@@ -36,13 +36,14 @@ def service(tmp_path_factory):
         "max_concurrent_jobs=1",
         "poll_interval_s=0.5",
         "default_num_cpus=0.5",
+        "ray_start_attempts=6",  # the shared 2-core machine is often overloaded
     ]
     env = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "WANDB_MODE": "disabled",
     }
     service = LocalService(root, TOKEN, settings, home=root / "home", env=env)
-    service.start()
+    service.start(timeout=1200)
     yield service
     service.close()
 
@@ -158,7 +159,7 @@ def test_a_killed_service_reconciles_its_job_after_restart(client, service, data
     from serve.launch import kill_processes_using
 
     kill_processes_using(str(service.ray_tmp))
-    service.start()
+    service.start(timeout=1200)
     job = client.job(job_id)
     assert job["status"] == "failed" and job["error"].startswith("lost"), job
     assert job_id in [j["job_id"] for j in client.jobs()]
