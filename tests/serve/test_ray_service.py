@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from _serve_helpers import TOKEN, write_click_episode
 
-pytestmark = pytest.mark.slow
+# Generous: starting Ray can take minutes on an overloaded shared machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 pytest.importorskip("ray.serve")
 
 REPO = Path(__file__).resolve().parents[2]
