@@ -1,0 +1,324 @@
+"""Client of the training service: :class:`TrainingClient` and ``python -m serve.client``.
+
+::
+
+    export BROWSER_RL_SERVE_TOKEN=...            # the service's token
+    python -m serve.client upload runs/expert              # -> dataset id
+    python -m serve.client train --learner sft --dataset ds-... --set max_steps=300 --follow
+    python -m serve.client status [JOB]
+    python -m serve.client logs JOB [--follow]
+    python -m serve.client download JOB adapters/sft       # then agent=llm adapter=adapters/sft
+    python -m serve.client cancel JOB
+
+``train`` sends an ``Idempotency-Key`` (a fresh UUID unless given), so a
+retried request never starts a second job. ``download`` unpacks only
+regular files with plain names, whatever the server sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["ClientError", "TrainingClient", "main"]
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ClientError(Exception):
+    """The service answered with an error; ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class TrainingClient:
+    """HTTP client of one service. ``token`` defaults to ``$token_env``."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8765",
+        token: str | None = None,
+        *,
+        token_env: str = "BROWSER_RL_SERVE_TOKEN",
+        timeout: float = 120.0,
+        http: Any = None,
+    ) -> None:
+        """``http``: an ``httpx.Client`` to use instead of a new one (tests pass
+        FastAPI's ``TestClient``); the token header is set on it either way."""
+        import httpx
+
+        token = token if token is not None else os.environ.get(token_env) or None
+        self.http = http or httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            transport=httpx.HTTPTransport(retries=2),
+            trust_env=False,  # never route loopback traffic through a proxy
+        )
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> TrainingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClientError(response.status_code, str(detail))
+        return response.json()
+
+    # --- API ---------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+    def upload(self, *paths: str | os.PathLike[str]) -> dict[str, Any]:
+        """Upload episode dirs or run dirs (as one tar.gz); returns the manifest
+        (``dataset_id``, ``episodes``, ...)."""
+        with tempfile.TemporaryFile() as archive:
+            _pack(paths, archive)
+            archive.seek(0)
+            return self._call(
+                "PUT",
+                "/v1/datasets",
+                content=_chunks(archive),
+                headers={"Content-Type": "application/gzip"},
+            )
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/datasets")
+
+    def train(
+        self,
+        learner: str,
+        dataset_ids: Sequence[str],
+        overrides: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a job; returns ``{"job_id", "status", ...}``."""
+        body = {
+            "learner": learner,
+            "dataset_ids": list(dataset_ids),
+            "overrides": overrides or {},
+            "resources": resources or {},
+        }
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/jobs")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 1.0) -> dict:
+        """The job once it finished; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def follow(
+        self, job_id: str, *, out: IO[str] | None = None, poll: float = 1.0, progress: bool = True
+    ) -> dict[str, Any]:
+        """Print the job's log as it grows (to ``out``, default stderr) with a
+        progress bar of its training steps; returns the finished job."""
+        from tqdm.auto import tqdm
+
+        out = out or sys.stderr
+        bar = tqdm(desc=job_id, unit="step", disable=not progress, file=sys.stderr)
+        offset = 0
+        try:
+            while True:
+                job = self.job(job_id)
+                chunk = self.logs(job_id, offset)
+                offset = chunk["next_offset"]
+                if chunk["text"]:
+                    bar.clear()
+                    out.write(chunk["text"])
+                    out.flush()
+                if job.get("progress"):
+                    bar.total = job["progress"]["total"]
+                    bar.n = job["progress"]["step"]
+                bar.set_postfix_str(job["status"])
+                bar.refresh()
+                if job["status"] in FINISHED and not chunk["text"]:
+                    return job
+                time.sleep(poll)
+        finally:
+            bar.close()
+
+    def download(self, job_id: str, dest: str | os.PathLike[str]) -> Path:
+        """Unpack the job's adapter into ``dest`` (created); returns it."""
+        target = Path(dest)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as archive:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/adapter") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(response.status_code, response.text)
+                for block in response.iter_bytes():
+                    archive.write(block)
+            archive.seek(0)
+            with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+                for member in tar:
+                    name = member.name
+                    if not member.isreg() or "/" in name or "\\" in name or name in ("", ".", ".."):
+                        raise ClientError(502, f"adapter archive holds an unsafe member {name!r}")
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, (target / name).open("wb") as sink:
+                        while block := source.read(1 << 20):
+                            sink.write(block)
+        return target
+
+
+def _pack(paths: Sequence[str | os.PathLike[str]], archive: IO[bytes]) -> None:
+    """A reproducible tar.gz (sorted names, no times or owners), so the same
+    episodes always upload as the same dataset id."""
+    import gzip
+
+    def plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with (
+        gzip.GzipFile(fileobj=archive, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for given in paths:
+            root = Path(given)
+            if not root.is_dir():
+                raise ValueError(f"{root} is not a directory of episodes")
+            for path in [root, *sorted(root.rglob("*"))]:
+                if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                    continue
+                arcname = Path(root.name, path.relative_to(root)).as_posix()
+                tar.add(path, arcname=arcname, recursive=False, filter=plain)
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while block := f.read(1 << 20):
+        yield block
+
+
+# --- command line ----------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.client", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--url", default=os.environ.get("BROWSER_RL_SERVE_URL", "http://127.0.0.1:8765")
+    )
+    parser.add_argument("--token-env", default="BROWSER_RL_SERVE_TOKEN")
+    commands = parser.add_subparsers(dest="command", required=True)
+    upload = commands.add_parser("upload", help="upload episode or run dirs as one dataset")
+    upload.add_argument("paths", nargs="+")
+    train = commands.add_parser("train", help="start a training job")
+    train.add_argument("--learner", default="sft", choices=["sft", "sdft", "grpo"])
+    train.add_argument("--dataset", action="append", default=[], dest="datasets")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--num-cpus", type=float)
+    train.add_argument("--num-gpus", type=float)
+    train.add_argument("--idempotency-key")
+    train.add_argument("--follow", action="store_true")
+    status = commands.add_parser("status", help="one job, or all jobs")
+    status.add_argument("job_id", nargs="?")
+    logs = commands.add_parser("logs", help="a job's log")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", action="store_true")
+    download = commands.add_parser("download", help="unpack a job's adapter into DEST")
+    download.add_argument("job_id")
+    download.add_argument("dest")
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id")
+    args = parser.parse_args(argv)
+
+    def show(value: Any) -> None:
+        print(json.dumps(value, indent=2))
+
+    with TrainingClient(args.url, token_env=args.token_env) as client:
+        try:
+            if args.command == "upload":
+                show(client.upload(*args.paths))
+            elif args.command == "train":
+                overrides = {}
+                for item in args.set:
+                    key, sep, value = item.partition("=")
+                    if not sep:
+                        parser.error(f"--set takes KEY=VALUE, got {item!r}")
+                    overrides[key] = _parse_value(value)
+                resources = {
+                    k: v
+                    for k, v in (("num_cpus", args.num_cpus), ("num_gpus", args.num_gpus))
+                    if v is not None
+                }
+                job = client.train(
+                    args.learner,
+                    args.datasets,
+                    overrides,
+                    resources,
+                    idempotency_key=args.idempotency_key,
+                )
+                show(client.follow(job["job_id"]) if args.follow else job)
+            elif args.command == "status":
+                show(client.job(args.job_id) if args.job_id else client.jobs())
+            elif args.command == "logs":
+                if args.follow:
+                    client.follow(args.job_id, out=sys.stdout)
+                else:
+                    sys.stdout.write(client.logs(args.job_id)["text"])
+            elif args.command == "download":
+                print(client.download(args.job_id, args.dest))
+            elif args.command == "cancel":
+                show(client.cancel(args.job_id))
+        except ClientError as exc:
+            print(f"error {exc.status}: {exc.detail}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The training service's settings: one dataclass, the single source of defaults.
+
+``conf/serve.yaml`` (``python -m serve``) and the ``args`` of
+``conf/serve/deploy.yaml`` (``serve deploy``) hold only overrides of these
+fields; :func:`from_mapping` rejects unknown keys. :meth:`ServeConfig.token`
+applies the security rules of the service: a token of at least
+:data:`~serve.auth.MIN_TOKEN_LENGTH` characters, or an explicit
+``allow_no_auth=true`` on a loopback address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Any
+
+from serve.auth import MIN_TOKEN_LENGTH, load_token
+
+__all__ = ["ServeConfig", "from_mapping", "is_loopback"]
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """Settings of ``python -m serve`` and of the Ray Serve application."""
+
+    host: str = _f("127.0.0.1", "HTTP bind address; anything but loopback needs a token.")
+    port: int = _f(8765, "HTTP port of the Serve proxy.")
+    state_dir: str = _f("serve_state", "Jobs, datasets and idempotency keys live here as files.")
+    token_env: str | None = _f(
+        "BROWSER_RL_SERVE_TOKEN", "Environment variable holding the bearer token."
+    )
+    token_file: str | None = _f(None, "File holding the bearer token (instead of token_env).")
+    allow_no_auth: bool = _f(
+        False, "Serve without a token; refused unless host is a loopback address."
+    )
+    max_concurrent_jobs: int = _f(1, "Training jobs running at once; the rest wait queued.")
+    max_queued_jobs: int = _f(1000, "Jobs waiting in the queue before submissions get 429.")
+    shared_storage: bool = _f(
+        False,
+        "state_dir is on storage every Ray node sees; without it jobs are pinned to the "
+        "service's node.",
+    )
+    resume_lost: bool = _f(
+        False,
+        "After a restart, a running job Ray no longer knows is queued again and resumes from "
+        "its last checkpoint (else it is marked failed: lost).",
+    )
+    poll_interval_s: float = _f(1.0, "Seconds between scheduler passes (status, queue).")
+    default_num_cpus: float = _f(1.0, "CPUs a job asks Ray for when the request names none.")
+    default_num_gpus: float = _f(0.0, "GPUs a job asks Ray for when the request names none.")
+    allowed_models: list[str] | None = _f(
+        ["tiny"], "Values the 'model' override may take (null: any, including server paths)."
+    )
+    # upload limits
+    max_upload_bytes: int = _f(256 << 20, "Largest request body of an upload (413 beyond).")
+    max_uncompressed_bytes: int = _f(1 << 30, "Largest total size of an upload's files.")
+    max_members: int = _f(50_000, "Most files and directories in one upload.")
+    max_depth: int = _f(8, "Deepest path (components) in an upload.")
+    max_image_side: int = _f(4096, "Largest PNG width or height (read from its header).")
+    max_log_chunk: int = _f(1 << 20, "Most log bytes one logs request returns.")
+    # Ray
+    replica_num_cpus: float = _f(
+        0.1, "CPUs reserved by the Serve replica (Ray's default of 1 is half a small machine)."
+    )
+    ray_temp_dir: str | None = _f(
+        None, "Embedded Ray's session dir root (default: a fresh dir under /tmp)."
+    )
+    ray_num_cpus: int | None = _f(None, "CPUs the embedded Ray offers (default: all).")
+    ray_start_attempts: int = _f(
+        3,
+        "Starts of the embedded Ray before giving up (a loaded machine can miss Ray's "
+        "fixed 15 s wait for its dashboard agent, which aborts the node).",
+    )
+    ray_jobs_address: str = _f(
+        "auto", "Ray Jobs API address for the replica ('auto': the cluster it runs in)."
+    )
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work."""
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.max_concurrent_jobs < 1:
+            raise ValueError("max_concurrent_jobs must be >= 1")
+        for name in ("max_upload_bytes", "max_uncompressed_bytes", "max_members", "max_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    def token(self) -> str | None:
+        """The bearer token, or None where serving without one is allowed.
+
+        Raises ``ValueError`` (the service refuses to start) when no token is
+        configured and either the host is not loopback or ``allow_no_auth`` is
+        false, and when a configured token is shorter than MIN_TOKEN_LENGTH.
+        """
+        token = load_token(self.token_env, self.token_file, min_length=MIN_TOKEN_LENGTH)
+        if token is not None:
+            return token
+        if not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve on {self.host!r} without a token: set ${self.token_env} "
+                "(or token_file) to a secret of at least "
+                f"{MIN_TOKEN_LENGTH} characters"
+            )
+        if not self.allow_no_auth:
+            raise ValueError(
+                f"no token: set ${self.token_env} (or token_file) to a secret of at least "
+                f"{MIN_TOKEN_LENGTH} characters, or pass allow_no_auth=true to serve "
+                "unauthenticated on loopback"
+            )
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'; False for 0.0.0.0 and names."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def from_mapping(values: Mapping[str, Any]) -> ServeConfig:
+    """A :class:`ServeConfig` from a mapping; unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    values = {k: v for k, v in values.items() if not str(k).startswith("_")}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown serve settings: {unknown}; known: {sorted(names)}")
+    cfg = ServeConfig(**values)
+    cfg.validate()
+    return cfg

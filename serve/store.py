@@ -1,0 +1,206 @@
+"""The service's state as files under ``state_dir``: versioned JSON, atomic replace.
+
+Layout::
+
+    state_dir/
+      VERSION                      {"version": 1}
+      tmp/                         uploads being checked (emptied at start)
+      datasets/<dataset_id>/       manifest.json + data/ (the episode dirs)
+      jobs/<job_id>/               job.json, spec.json, job.log, pid, result.json, adapter/
+      idempotency/<sha256(key)>    {"job_id": ...}, taken with link(2) (atomic, exclusive)
+
+Every JSON document carries ``"version"``; readers refuse a newer one. Writes
+go to a temp file in the same directory, are fsynced and ``os.replace``d,
+so a crash leaves the old or the new file, never half of one. Ids are checked
+against :data:`JOB_ID` / :data:`DATASET_ID` and resolved paths must stay
+under ``state_dir`` before anything is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DATASET_ID",
+    "JOB_ID",
+    "STATE_VERSION",
+    "Store",
+    "read_json",
+    "write_json",
+]
+
+STATE_VERSION = 1
+JOB_ID = re.compile(r"^job-[0-9a-f]{20}$")
+DATASET_ID = re.compile(r"^ds-[0-9a-f]{32}$")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` (with ``"version"``) to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": STATE_VERSION, **data}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The document at ``path``, None when missing; ValueError for a newer version."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    if int(data.get("version", 0)) > STATE_VERSION:
+        raise ValueError(f"{path}: state version {data['version']} is newer than this service")
+    return data
+
+
+class Store:
+    """Paths and records under one state dir. Not thread-safe: the service locks."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        for sub in ("tmp", "datasets", "jobs", "idempotency"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        marker = read_json(self.root / "VERSION")
+        if marker is None:
+            write_json(self.root / "VERSION", {})
+        # Leftovers of uploads cut off by a crash: never part of the store.
+        for leftover in (self.root / "tmp").iterdir():
+            _remove(leftover)
+
+    # --- paths -----------------------------------------------------------
+    def inside(self, path: Path) -> Path:
+        """``path`` resolved; ValueError unless it lies under the state dir."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise ValueError(f"{path} is outside the state dir")
+        return resolved
+
+    def job_dir(self, job_id: str) -> Path:
+        if not JOB_ID.match(job_id):
+            raise KeyError(job_id)
+        return self.inside(self.root / "jobs" / job_id)
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        if not DATASET_ID.match(dataset_id):
+            raise KeyError(dataset_id)
+        return self.inside(self.root / "datasets" / dataset_id)
+
+    def temp_dir(self) -> Path:
+        """A fresh private directory under ``tmp/``."""
+        return Path(tempfile.mkdtemp(prefix="upload-", dir=self.root / "tmp"))
+
+    # --- jobs ------------------------------------------------------------
+    @staticmethod
+    def new_job_id() -> str:
+        return "job-" + secrets.token_hex(10)
+
+    def save_job(self, record: dict[str, Any]) -> None:
+        write_json(self.job_dir(record["job_id"]) / "job.json", record)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return read_json(self.job_dir(job_id) / "job.json")
+        except KeyError:
+            return None
+
+    def jobs(self) -> Iterator[dict[str, Any]]:
+        for path in sorted((self.root / "jobs").iterdir()):
+            if JOB_ID.match(path.name):
+                record = read_json(path / "job.json")
+                if record is not None:
+                    yield record
+
+    # --- datasets --------------------------------------------------------
+    @staticmethod
+    def dataset_id(sha256_hex: str) -> str:
+        return "ds-" + sha256_hex[:32]
+
+    def dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        try:
+            return read_json(self.dataset_dir(dataset_id) / "manifest.json")
+        except KeyError:
+            return None
+
+    def datasets(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted((self.root / "datasets").iterdir()):
+            if DATASET_ID.match(path.name):
+                manifest = read_json(path / "manifest.json")
+                if manifest is not None:
+                    found.append(manifest)
+        return found
+
+    def commit_dataset(self, staging: Path, dataset_id: str) -> bool:
+        """Move a checked staging dir into place; False when the id already exists."""
+        target = self.dataset_dir(dataset_id)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if target.exists():
+                _remove(staging)
+                return False
+            raise
+        return True
+
+    # --- idempotency keys ------------------------------------------------
+    def reserve_key(self, key: str, job_id: str, request_sha: str) -> dict[str, Any]:
+        """Reserve ``key`` for ``job_id``; returns the reservation that holds it
+        (ours, or an earlier one). The name is taken with link(2), so of two
+        concurrent reservations exactly one wins, across processes too."""
+        path = self.root / "idempotency" / hashlib.sha256(key.encode("utf-8")).hexdigest()
+        entry = {"version": STATE_VERSION, "job_id": job_id, "request_sha256": request_sha}
+        # Written whole to a temp file, then hard-linked into place: link() fails
+        # when the name exists, so readers never see a half-written reservation.
+        fd, tmp = tempfile.mkstemp(prefix=".key-", dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entry, f)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                existing = read_json(path)
+                if existing is None:  # pragma: no cover - removed between link and read
+                    raise
+                return existing
+        finally:
+            os.unlink(tmp)
+        return entry
+
+    def drop_orphan_keys(self) -> None:
+        """Remove reservations whose job was never written (a crash in between)."""
+        for path in (self.root / "idempotency").iterdir():
+            try:
+                entry = read_json(path)
+            except ValueError:
+                continue
+            if entry is None or self.job(str(entry.get("job_id", ""))) is None:
+                path.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

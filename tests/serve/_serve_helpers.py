@@ -1,0 +1,146 @@
+"""Helpers for the service tests: a fake job backend, episodes written with the
+real EpisodeWriter, and archives of them."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKEN = "t" * 16 + "0123456789abcdef0123"  # 36 characters
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakeBackend:
+    """The JobBackend interface over a dict; ``forget()`` plays a Ray head restart."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.submissions: list[tuple[str, str, dict[str, Any]]] = []
+        self.stops: list[str] = []
+
+    def submit(self, job_id: str, entrypoint: str, **options: Any) -> None:
+        if job_id in self.states:
+            raise RuntimeError(f"job {job_id} already exists")
+        self.states[job_id] = "RUNNING"
+        self.submissions.append((job_id, entrypoint, options))
+
+    def status(self, job_id: str) -> str | None:
+        return self.states.get(job_id)
+
+    def stop(self, job_id: str) -> None:
+        self.stops.append(job_id)
+
+    def node_resource(self) -> dict[str, float]:
+        return {"node:127.0.0.1": 0.001}
+
+    def forget(self) -> None:
+        self.states.clear()
+
+
+def write_click_episode(root: Path, seed: int, target: str = "ONE") -> Path:
+    """A solved one-step 'click the button labelled X' episode with a screenshot."""
+    from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
+
+    labels = ["ONE", "TWO", "THREE"]
+    elements = tuple(
+        {
+            "element_id": f"e{i + 1}",
+            "tag": "button",
+            "role": "button",
+            "text": label,
+            "label": "",
+            "placeholder": "",
+            "value": "",
+            "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
+            "enabled": 1,
+            "visible": 1,
+            "focused": 0,
+            "checked": 0,
+        }
+        for i, label in enumerate(labels)
+    )
+    goal = f'Click on the "{target}" button.'
+    obs = {
+        "goal": goal,
+        "url": "http://localhost/click-button.html",
+        "elements": elements,
+        "text": " ".join(labels),
+        "last_action_error": "",
+        "screenshot": np.zeros((8, 8, 3), dtype=np.uint8),
+    }
+    writer = EpisodeWriter(
+        root,
+        EpisodeMeta(
+            env_id="browser_env/miniwob.click-button-v0",
+            task="click-button",
+            seed=seed,
+            source="scripted",
+            goal=goal,
+            agent=AgentInfo(name="expert"),
+        ),
+    )
+    element_id = f"e{labels.index(target) + 1}"
+    writer.write_step(
+        obs, {"action": "CLICK", "element_id": element_id}, 1.0, True, False, {"success": True}
+    )
+    return Path(writer.close())
+
+
+def tar_dir(root: Path, mode: str = "w:gz") -> bytes:
+    """``root``'s contents as an archive, names relative to ``root``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+def zip_dir(root: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(root).as_posix())
+    return buffer.getvalue()
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(d, n), path)
+        for d, dirs, names in os.walk(path)
+        for n in names + dirs
+    )
+
+
+def click_observation(target: str) -> dict[str, Any]:
+    """The observation of the click episodes, for driving an agent without a browser."""
+    labels = ["ONE", "TWO", "THREE"]
+    return {
+        "goal": f'Click on the "{target}" button.',
+        "url": "http://localhost/click-button.html",
+        "elements": tuple(
+            {
+                "element_id": f"e{i + 1}",
+                "tag": "button",
+                "role": "button",
+                "text": label,
+                "label": "",
+                "placeholder": "",
+                "value": "",
+                "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
+                "enabled": 1,
+                "visible": 1,
+                "focused": 0,
+                "checked": 0,
+            }
+            for i, label in enumerate(labels)
+        ),
+        "text": " ".join(labels),
+        "last_action_error": "",
+    }

@@ -1,0 +1,178 @@
+"""The HTTP surface over a fake backend: auth, empty store, 404s, downloads, light import."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from _serve_helpers import AUTH, TOKEN, tar_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+ROUTES = [
+    ("GET", "/v1/datasets"),
+    ("PUT", "/v1/datasets"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/job-00000000000000000000"),
+    ("GET", "/v1/jobs/job-00000000000000000000/logs"),
+    ("GET", "/v1/jobs/job-00000000000000000000/adapter"),
+    ("POST", "/v1/jobs/job-00000000000000000000/cancel"),
+]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer " + "x" * 36},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Bearer"},
+    ],
+    ids=["none", "wrong", "basic", "bare", "empty"],
+)
+def test_every_route_but_healthz_needs_the_token(api, headers):
+    client, service, backend = api
+    for method, path in ROUTES:
+        response = client.request(method, path, headers=headers, content=b"x")
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert backend.submissions == [] and service.store.datasets() == []
+
+
+def test_empty_store_lists_nothing_and_unknown_ids_are_404(api):
+    client, _, _ = api
+    assert client.get("/v1/jobs", headers=AUTH).json() == []
+    assert client.get("/v1/datasets", headers=AUTH).json() == []
+    for suffix in ("", "/logs", "/adapter"):
+        for job_id in ("job-00000000000000000000", "nope", "job-XYZ", "job-" + "0" * 40):
+            response = client.get(f"/v1/jobs/{job_id}{suffix}", headers=AUTH)
+            assert response.status_code == 404, (job_id, suffix, response.text)
+    response = client.post("/v1/jobs/job-00000000000000000000/cancel", headers=AUTH)
+    assert response.status_code == 404
+
+
+def test_download_never_leaves_the_state_dir(api, tmp_path, episodes):
+    client, service, backend = api
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text("SENTINEL-SECRET")
+    dataset = client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH).json()
+    job = client.post(
+        "/v1/jobs", json={"learner": "sft", "dataset_ids": [dataset["dataset_id"]]}, headers=AUTH
+    ).json()
+    job_dir = service.store.job_dir(job["job_id"])
+    adapter = job_dir / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "leak.txt").symlink_to(sentinel)
+    (adapter / "checkpoint-1").mkdir()
+    (adapter / "checkpoint-1" / "state.pt").write_bytes(b"ckpt")
+    (job_dir / "result.json").write_text(json.dumps({"status": "succeeded"}))
+    backend.states[job["job_id"]] = "SUCCEEDED"
+    service.tick()
+
+    for bad in (
+        "..%2F..%2Fsentinel.txt",
+        "%2E%2E",
+        "%2E%2E%2F%2E%2E%2Fsentinel.txt",
+        "job-..",
+        "..",
+        "job-00000000000000000000%2F..%2F..%2F..%2Fsentinel.txt",
+        f"{job['job_id']}%2F..%2F..%2F..%2Fsentinel.txt",
+    ):
+        for suffix in ("/adapter", "/logs", ""):
+            response = client.get(f"/v1/jobs/{bad}{suffix}", headers=AUTH)
+            assert response.status_code in (404, 405), (bad, suffix, response.status_code)
+            assert b"SENTINEL" not in response.content
+
+    response = client.get(f"/v1/jobs/{job['job_id']}/adapter", headers=AUTH)
+    assert response.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        members = tar.getmembers()
+        assert sorted(m.name for m in members) == [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+        ]
+        assert all(m.isreg() and "/" not in m.name for m in members)
+        assert tar.extractfile("adapter_model.safetensors").read() == b"weights"
+    assert b"SENTINEL" not in response.content
+    assert list((service.store.root / "tmp").iterdir()) == []
+
+
+def test_refuses_to_start_without_a_token_unless_loopback_and_allowed(tmp_path, monkeypatch):
+    from serve.config import from_mapping, is_loopback
+
+    monkeypatch.delenv("BROWSER_RL_SERVE_TOKEN", raising=False)
+    base = {"state_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="allow_no_auth"):
+        from_mapping(base).token()
+    assert from_mapping({**base, "allow_no_auth": True}).token() is None
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.org"):
+        with pytest.raises(ValueError, match="without a token"):
+            from_mapping({**base, "host": host, "allow_no_auth": True}).token()
+    monkeypatch.setenv("BROWSER_RL_SERVE_TOKEN", "short")
+    with pytest.raises(ValueError, match="at least 32"):
+        from_mapping(base).token()
+    monkeypatch.setenv("BROWSER_RL_SERVE_TOKEN", TOKEN)
+    assert from_mapping({**base, "host": "0.0.0.0"}).token() == TOKEN
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    with pytest.raises(ValueError, match="unknown serve settings"):
+        from_mapping({"hots": "x"})
+
+
+def test_import_serve_is_light():
+    code = (
+        "import sys, serve, serve.config, serve.store, serve.service, serve.app, serve.client\n"
+        "heavy = sorted(m for m in ('ray', 'torch', 'transformers') if m in sys.modules)\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_committed_deploy_config_is_generated_loopback_and_tokenless():
+    import yaml
+
+    from serve.deployment import DEPLOY_ARGS, deploy_config
+
+    path = REPO / "conf" / "serve" / "deploy.yaml"
+    committed = yaml.safe_load(path.read_text())
+    assert committed == deploy_config(DEPLOY_ARGS)  # regenerate: python -m serve.deployment PATH
+    assert committed["http_options"]["host"] == "127.0.0.1"
+    args = committed["applications"][0]["args"]
+    assert not any("token" in key for key in args)  # the token never goes into a config file
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema(**committed)
+    assert schema.http_options.host == "127.0.0.1"
+
+
+def test_python_m_serve_refuses_a_public_bind_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "BROWSER_RL_SERVE_TOKEN"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "host=0.0.0.0",
+            "allow_no_auth=true",
+            f"state_dir={tmp_path / 'state'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "refusing to serve on '0.0.0.0' without a token" in done.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was created

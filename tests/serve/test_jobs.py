@@ -1,0 +1,194 @@
+"""Jobs over a fake backend: validation, idempotency, the queue, cancel, logs, restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from _serve_helpers import AUTH, FakeBackend, tar_dir
+
+
+@pytest.fixture
+def dataset_id(api, episodes):
+    client, _, _ = api
+    return client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH).json()["dataset_id"]
+
+
+def _job(client, dataset_id, key=None, **extra):
+    headers = {**AUTH, **({"Idempotency-Key": key} if key else {})}
+    body = {"learner": "sft", "dataset_ids": [dataset_id], **extra}
+    return client.post("/v1/jobs", json=body, headers=headers)
+
+
+def _finish(service, backend, job_id, state="SUCCEEDED", status="succeeded"):
+    (service.store.job_dir(job_id) / "result.json").write_text(
+        json.dumps({"version": 1, "status": status, "error": None})
+    )
+    backend.states[job_id] = state
+    service.tick()
+
+
+BAD_REQUESTS = [
+    ({"learner": "ppo"}, "unknown learner"),
+    ({"learner": "sft", "dataset_ids": ["ds-" + "0" * 32]}, "unknown dataset"),
+    ({"learner": "sft", "dataset_ids": ["../../etc"]}, "unknown dataset"),
+    ({"overrides": {"max_stepz": 3}}, "unknown sft setting"),
+    ({"overrides": {"kl_direction": "reverse"}}, "unknown sft setting"),
+    ({"overrides": {"output_dir": "/tmp/x"}}, "set by the server"),
+    ({"overrides": {"episodes": ["/etc"]}}, "set by the server"),
+    ({"overrides": {"init_adapter": "/etc"}}, "set by the server"),
+    ({"overrides": {"hydra.run.dir": "/tmp"}}, "set by the server"),
+    ({"overrides": {"_target_": "os.system"}}, "set by the server"),
+    ({"overrides": {"max_steps": "many"}}, "is not a int"),
+    ({"overrides": {"learning_rate": True}}, "is not a float"),
+    ({"overrides": {"model": "/root/secret-model"}}, "is not one of"),
+    ({"resources": {"num_cpus": -1}}, "num_cpus"),
+    ({"resources": {"memory": 10}}, "unknown resource"),
+]
+
+
+def test_bad_job_requests_are_422(api, dataset_id):
+    client, service, backend = api
+    for body, words in BAD_REQUESTS:
+        request = {"learner": "sft", "dataset_ids": [dataset_id], **body}
+        response = client.post("/v1/jobs", json=request, headers=AUTH)
+        assert response.status_code == 422, (body, response.text)
+        assert words in response.text, (body, response.text)
+    assert backend.submissions == [] and client.get("/v1/jobs", headers=AUTH).json() == []
+
+
+def test_a_good_job_runs_with_the_servers_paths(api, dataset_id):
+    client, service, backend = api
+    response = _job(client, dataset_id, overrides={"max_steps": 2, "lora_target_modules": ["q"]})
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["status"] == "running" and job["job_id"].startswith("job-")
+    [(job_id, entrypoint, options)] = backend.submissions
+    assert job_id == job["job_id"] and "serve.job_entry" in entrypoint
+    assert options["resources"] == {"node:127.0.0.1": 0.001}  # pinned: no shared storage
+    spec = json.loads((service.store.job_dir(job_id) / "spec.json").read_text())
+    assert spec["config"]["max_steps"] == 2
+    assert spec["config"]["output_dir"] == str(service.store.job_dir(job_id) / "adapter")
+    assert spec["config"]["episodes"] == [str(service.store.dataset_dir(dataset_id) / "data")]
+    assert client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()["metrics"] == {}
+
+
+def test_an_idempotency_key_makes_one_job_and_one_submission(api, dataset_id):
+    client, service, backend = api
+    results = []
+
+    def submit():
+        results.append(_job(client, dataset_id, key="same-key"))
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in results) == [200] * 7 + [201]
+    assert len({r.json()["job_id"] for r in results}) == 1
+    assert len(backend.submissions) == 1 and len(service.jobs()) == 1
+    other = _job(client, dataset_id, key="same-key", overrides={"max_steps": 1})
+    assert other.status_code == 409
+    assert _job(client, dataset_id, key="another").status_code == 201
+    assert len(service.jobs()) == 2
+
+
+def test_at_most_max_concurrent_jobs_run(make_service, episodes):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(max_concurrent_jobs=2)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    ds = client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH).json()["dataset_id"]
+    ids = [_job(client, ds).json()["job_id"] for _ in range(5)]
+    states = lambda: [client.get(f"/v1/jobs/{i}", headers=AUTH).json()["status"] for i in ids]
+    assert states() == ["running", "running", "queued", "queued", "queued"]
+    assert [s[0] for s in backend.submissions] == ids[:2]
+    _finish(service, backend, ids[0])
+    assert states() == ["succeeded", "running", "running", "queued", "queued"]
+    _finish(service, backend, ids[1], "FAILED", "failed")
+    _finish(service, backend, ids[2])
+    assert states() == ["succeeded", "failed", "succeeded", "running", "running"]
+    assert [s[0] for s in backend.submissions] == ids  # each once, in order
+
+
+def test_cancel_queued_running_and_finished(make_service, episodes):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(max_concurrent_jobs=1)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    ds = client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH).json()["dataset_id"]
+    running, queued = (_job(client, ds).json()["job_id"] for _ in range(2))
+    response = client.post(f"/v1/jobs/{queued}/cancel", headers=AUTH)
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    assert backend.stops == [] and [s[0] for s in backend.submissions] == [running]
+    for _ in range(2):
+        response = client.post(f"/v1/jobs/{running}/cancel", headers=AUTH)
+        assert response.status_code == 202 and response.json()["cancel_requested"]
+    assert backend.stops == [running]  # one stop, however often asked
+    backend.states[running] = "STOPPED"
+    service.tick()
+    assert client.get(f"/v1/jobs/{running}", headers=AUTH).json()["status"] == "cancelled"
+    for job_id in (running, queued):
+        assert client.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH).status_code == 409
+    assert [s[0] for s in backend.submissions] == [running]  # the cancelled one never ran
+
+
+def test_logs_outlive_the_backend_and_page_by_offset(api, dataset_id):
+    client, service, backend = api
+    job_id = _job(client, dataset_id).json()["job_id"]
+    log = service.store.job_dir(job_id) / "job.log"
+    log.write_text("step one\nsft:  50%|#####     | 1/2 [00:01<00:01]\n")
+    _finish(service, backend, job_id)
+    backend.forget()  # a Ray head restart forgets job history and logs
+    first = client.get(f"/v1/jobs/{job_id}/logs", headers=AUTH).json()
+    assert first["text"].startswith("step one") and first["next_offset"] == log.stat().st_size
+    with log.open("a") as f:
+        f.write("more\n")
+    more = client.get(f"/v1/jobs/{job_id}/logs?offset={first['next_offset']}", headers=AUTH)
+    assert more.json()["text"] == "more\n"
+    assert client.get(f"/v1/jobs/{job_id}/logs?offset=-1", headers=AUTH).status_code == 422
+    job = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+    assert job["status"] == "succeeded" and job["progress"] == {"step": 1, "total": 2}
+
+
+def test_a_restart_lists_every_job_and_reconciles_the_running_ones(make_service, episodes):
+    service, backend = make_service(max_concurrent_jobs=3)
+    root = service.store.root
+    archive = root.parent / "eps.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    import hashlib
+
+    ds, _ = service.add_dataset(archive, hashlib.sha256(archive.read_bytes()).hexdigest(), 1)
+    request = {"learner": "sft", "dataset_ids": [ds["dataset_id"]]}
+    done, lost, lost_too = (service.create_job(request)[0]["job_id"] for _ in range(3))
+    waiting = service.create_job(request)[0]["job_id"]  # 4th: queued behind the cap of 3
+    (service.store.job_dir(done) / "result.json").write_text(
+        json.dumps({"version": 1, "status": "succeeded", "finished_at": "then"})
+    )
+    service.close()
+
+    # Ray forgot everything (new cluster): result file wins, else "lost".
+    again, fresh = make_service(FakeBackend(), max_concurrent_jobs=3)
+    jobs = {j["job_id"]: j for j in again.jobs()}
+    assert set(jobs) == {done, lost, lost_too, waiting}
+    assert jobs[done]["status"] == "succeeded" and jobs[done]["finished_at"] == "then"
+    for job_id in (lost, lost_too):
+        assert jobs[job_id]["status"] == "failed" and jobs[job_id]["error"].startswith("lost")
+    assert jobs[waiting]["status"] == "running"  # the freed slots went to the queue
+    assert [s[0] for s in fresh.submissions] == [waiting]
+    again.close()
+
+    # resume_lost: the forgotten running job is submitted again under its id.
+    third, backend3 = make_service(FakeBackend(), max_concurrent_jobs=3, resume_lost=True)
+    jobs = {j["job_id"]: j for j in third.jobs()}
+    assert jobs[waiting]["status"] == "running" and jobs[waiting]["attempts"] == 2
+    assert [s[0] for s in backend3.submissions] == [waiting]
+    assert jobs[lost]["status"] == "failed"  # finished records stay as they were

@@ -1,0 +1,210 @@
+"""Uploads: good archives land once; every hostile class is refused and leaves nothing behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import tarfile
+import zipfile
+import zlib
+
+import pytest
+from _serve_helpers import AUTH, files_under, tar_dir, zip_dir
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, **fields) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+def _png(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+def _assert_nothing_written(service):
+    root = service.store.root
+    assert files_under(root / "datasets") == []
+    assert files_under(root / "tmp") == []
+    assert service.datasets() == []
+
+
+def test_good_upload_lands_once_with_a_content_id(api, episodes):
+    client, service, _ = api
+    body = tar_dir(episodes)
+    first = client.put("/v1/datasets", content=body, headers=AUTH)
+    assert first.status_code == 201, first.text
+    manifest = first.json()
+    assert manifest["dataset_id"].startswith("ds-") and manifest["episodes"] == 3
+    again = client.put("/v1/datasets", content=body, headers=AUTH)
+    assert again.status_code == 200 and again.json()["dataset_id"] == manifest["dataset_id"]
+    assert [d["dataset_id"] for d in client.get("/v1/datasets", headers=AUTH).json()] == [
+        manifest["dataset_id"]
+    ]
+    zipped = client.put("/v1/datasets", content=zip_dir(episodes), headers=AUTH)
+    assert zipped.status_code == 201 and zipped.json()["episodes"] == 3
+    plain = client.put("/v1/datasets", content=tar_dir(episodes, "w"), headers=AUTH)
+    assert plain.status_code == 201
+    assert len(client.get("/v1/datasets", headers=AUTH).json()) == 3
+    assert files_under(service.store.root / "tmp") == []
+
+
+def _episode_members(episodes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    members = []
+    for path in sorted(episodes.rglob("*")):
+        name = path.relative_to(episodes).as_posix()
+        if path.is_dir():
+            members.append((_info(name, tarfile.DIRTYPE, mode=0o755), None))
+        else:
+            members.append((_info(name), path.read_bytes()))
+    return members
+
+
+def _hostile(episodes):
+    """(case id, archive bytes, expected status): one per class of issue 10 item 6."""
+    good = _episode_members(episodes)
+    first_dir = next(i.name for i, d in good if d is None)
+    episode_json = next(i.name for i, _ in good if i.name.endswith("episode.json"))
+    shot = next(i.name for i, _ in good if i.name.endswith(".png"))
+    broken = [(i, b"{not json" if i.name == episode_json else d) for i, d in good]
+    big_png = [(i, _png(100_000, 10) if i.name == shot else d) for i, d in good]
+    fake_png = [(i, b"GIF89a" + b"\0" * 40 if i.name == shot else d) for i, d in good]
+    outside = []
+    for info, data in good:
+        if info.name == episode_json:
+            doc = json.loads(data)
+            doc.setdefault("final_observation", {})
+            doc["final_observation"] = dict(
+                doc["final_observation"] or {}, screenshot="../../x.png"
+            )
+            data = json.dumps(doc).encode()
+        outside.append((info, data))
+    outside.append((_info("x.png"), _png(8, 8)))
+    symlink_zip = io.BytesIO()
+    with zipfile.ZipFile(symlink_zip, "w") as zf:
+        link = zipfile.ZipInfo("ep/link")
+        link.external_attr = 0o120777 << 16
+        zf.writestr(link, "/etc/passwd")
+    fifo_zip = io.BytesIO()
+    with zipfile.ZipFile(fifo_zip, "w") as zf:
+        node = zipfile.ZipInfo("ep/fifo")
+        node.external_attr = 0o010644 << 16
+        zf.writestr(node, "")
+    deep = "/".join(["d"] * 12) + "/f.txt"
+    return [
+        (
+            "symlink",
+            _tar(good + [(_info(f"{first_dir}/l", tarfile.SYMTYPE, linkname="/etc/passwd"), None)]),
+            422,
+        ),
+        (
+            "hardlink",
+            _tar(good + [(_info(f"{first_dir}/h", tarfile.LNKTYPE, linkname=episode_json), None)]),
+            422,
+        ),
+        (
+            "chardev",
+            _tar(good + [(_info("dev", tarfile.CHRTYPE, devmajor=1, devminor=3), None)]),
+            422,
+        ),
+        (
+            "blockdev",
+            _tar(good + [(_info("blk", tarfile.BLKTYPE, devmajor=8, devminor=0), None)]),
+            422,
+        ),
+        ("fifo", _tar(good + [(_info("fifo", tarfile.FIFOTYPE), None)]), 422),
+        ("zip-symlink", symlink_zip.getvalue(), 422),
+        ("zip-fifo", fifo_zip.getvalue(), 422),
+        ("dotdot", _tar(good + [(_info("../escape.txt"), b"x")]), 422),
+        ("dotdot-inner", _tar(good + [(_info(f"{first_dir}/../../escape.txt"), b"x")]), 422),
+        ("absolute", _tar(good + [(_info("/tmp/abs.txt"), b"x")]), 422),
+        ("backslash", _tar(good + [(_info("a\\..\\b.txt"), b"x")]), 422),
+        ("too-deep", _tar(good + [(_info(deep), b"x")]), 422),
+        ("too-many", _tar(good + [(_info(f"many/{i}.txt"), b"x") for i in range(60)]), 422),
+        ("duplicate", _tar(good + [(_info(episode_json), b"{}")]), 422),
+        ("bomb", _tar(good + [(_info("zeros.bin"), b"\0" * (3 << 20))], mode="w:gz"), 413),
+        ("png-too-large", _tar(big_png), 422),
+        ("png-not-png", _tar(fake_png), 422),
+        ("episode-invalid", _tar(broken), 422),
+        ("screenshot-outside", _tar(outside), 422),
+        ("no-episodes", _tar([(_info("readme.txt"), b"hello")]), 422),
+        ("not-an-archive", b"just some bytes, not an archive" * 10, 422),
+        ("truncated-gzip", tar_dir(episodes)[:200], 422),
+    ]
+
+
+def test_hostile_uploads_are_refused_and_leave_nothing(make_service, episodes):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from serve.service import TrainingService
+
+    service, _ = make_service(max_depth=8, max_members=50, max_uncompressed_bytes=2 << 20)
+    assert isinstance(service, TrainingService)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 20))
+    for case, body, status in _hostile(episodes):
+        response = client.put("/v1/datasets", content=body, headers=AUTH)
+        assert response.status_code == status, (case, response.status_code, response.text)
+        _assert_nothing_written(service)
+
+
+def test_the_size_cap_holds_for_chunked_bodies(make_service):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, _ = make_service()
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=100_000))
+
+    def chunks():
+        for _ in range(50):
+            yield b"\0" * 10_000
+
+    response = client.put("/v1/datasets", content=chunks(), headers=AUTH)
+    assert response.status_code == 413
+    response = client.put(
+        "/v1/datasets", content=b"x", headers={**AUTH, "Content-Length": "999999999"}
+    )
+    assert response.status_code == 413
+    _assert_nothing_written(service)
+
+
+def test_a_bomb_stops_before_the_cap_is_written(tmp_path):
+    from serve.uploads import Limits, UploadRejected, _safe_parts, unpack
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(4):
+            zf.writestr(f"ep/{i}.bin", b"\0" * (400 << 10))  # 400 KiB each, ~0.4 KiB compressed
+    assert archive.stat().st_size < 20_000
+    dest = tmp_path / "out"
+    dest.mkdir()
+    cap = 1 << 20
+    with pytest.raises(UploadRejected) as caught:
+        unpack(archive, dest, Limits(cap, 100, 8, 4096))
+    assert caught.value.status == 413
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert 0 < written < cap
+    with pytest.raises(UploadRejected):
+        _safe_parts("a\x00b", 8)
+    shutil.rmtree(dest)
