@@ -364,10 +364,22 @@ class Observer:
             "exclude": self.exclude,
             "elements": "elements" in self.modalities,
             "text": "text" in self.modalities,
+            **self._limit_args(),
+        }
+
+    def _limit_args(self) -> dict[str, int]:
+        return {
             "maxNodes": self.limits.max_nodes,
             "maxElements": self.limits.max_elements,
             "maxTextChars": self.limits.max_text_chars,
         }
+
+    def page_function(self) -> str:
+        """The observer script as a JS function of its args, with this observer's
+        limits applied: for callers inside the page (the demo recorder's listeners),
+        which return the raw object that :meth:`to_observation` takes."""
+        limits = json.dumps(self._limit_args())
+        return f"((args) => ({OBSERVE_JS})(Object.assign({{}}, args, {limits})))"
 
     def read(
         self, page: Page, *, reset: bool = False, settle: Callable[[], None] | None = None

@@ -55,7 +55,6 @@ from browser_env.actions import Action, ActionError, Verb
 from browser_env.env import validate_safely
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
-from browser_env.observation import OBSERVE_JS
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -147,12 +146,9 @@ class DemoRecorder:
         page = self.page
         context = page.context
         context.expose_binding(_BINDING, self._on_binding)
-        task = self.base.task
-        scope = (
-            json.dumps(task.observation_root),
-            json.dumps(getattr(task, "observation_exclude", None)),
-        )
-        script = f"({RECORD_JS})({OBSERVE_JS}, {scope[0]}, {scope[1]});"
+        observer = self.base.observer
+        scope = json.dumps(observer.root), json.dumps(observer.exclude)
+        script = f"({RECORD_JS})({observer.page_function()}, {scope[0]}, {scope[1]});"
         context.add_init_script(script)
         page.evaluate(script)  # the current document loaded before the init script existed
         page.on("framenavigated", self._on_navigated)
