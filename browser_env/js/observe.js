@@ -312,7 +312,7 @@
         (field && el.required) || el.getAttribute("aria-required") === "true" ? 1 : 0,
         (field && el.readOnly) || el.getAttribute("aria-readonly") === "true" ? 1 : 0,
         field ? el.getAttribute("min") || "" : "", field ? el.getAttribute("max") || "" : "",
-        maxLength >= 0 ? maxLength : -1,
+        maxLength >= 0 ? Math.min(maxLength, 2147483646) : -1,
       ]);
     }
     // Shadow roots are not part of the host's innerText.
