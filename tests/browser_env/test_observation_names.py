@@ -3,10 +3,9 @@ input type, look-alikes told apart by their row, and the rendering of each."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from browser_env.observation import ObserverLimits, render_element, render_element_lines
+from browser_env.observation import ObserverLimits, render_element_lines
 
 pytestmark = pytest.mark.browser
 
@@ -133,25 +132,6 @@ def test_the_observation_fits_its_space(names):
 
 
 @pytest.mark.browser
-def test_elements_recorded_before_the_name_fields_still_render():
-    old = {  # an element as prompt v1's episodes stored it
-        "element_id": "e3",
-        "tag": "input",
-        "role": "textbox",
-        "text": "",
-        "label": "",
-        "placeholder": "City",
-        "value": "Paris",
-        "bbox": np.zeros(4, dtype=np.float32),
-        "enabled": 1,
-        "visible": 1,
-        "focused": 1,
-        "checked": 0,
-    }
-    assert render_element(old) == '[e3] textbox "City" value="Paris" (focused)'
-    assert render_element_lines([old, {**old, "element_id": "e4"}])[1].startswith("[e4] textbox")
-
-
 def _observe_capped(env, site_url, n: int, limits: ObserverLimits):
     """Reset on huge.html with ``n`` generated elements under ``limits``, CLICK
     the first element; returns (reset obs, step obs, step info)."""
