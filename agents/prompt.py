@@ -4,7 +4,7 @@ A prompt is a system message holding the output-format block and one user
 message holding, in this order::
 
     GOAL, RULES, LAST ERROR, HISTORY (the agent's own recent actions),
-    ELEMENTS (``render_elements``), PAGE TEXT[, DEMONSTRATION]
+    ELEMENTS (``render_element_lines``), PAGE TEXT[, DEMONSTRATION]
 
 Contracts:
 
@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from browser_env.observation import render_element
+from browser_env.observation import render_element_lines
 
 if TYPE_CHECKING:
     from agents.history import Step
@@ -48,7 +48,9 @@ __all__ = [
     "render_history",
 ]
 
-PROMPT_VERSION = "browser-rl-prompt-v1"
+#: v2: elements show their accessible name (or the text beside them), input type,
+#: required/readonly/min/max/maxlength, and look-alikes their row's text (``near=``).
+PROMPT_VERSION = "browser-rl-prompt-v2"
 
 FORMAT_BLOCK = """\
 You are a web agent that controls a browser to accomplish a goal.
@@ -151,7 +153,7 @@ def build_prompt(
     if not error and history and history[-1].error:
         error = history[-1].error
     steps = list(history)[-max_history:] if max_history > 0 else []
-    elements = [render_element(e) for e in obs.get("elements") or ()]
+    elements = render_element_lines(obs.get("elements") or ())
     page_text = str(obs.get("text") or "")
     pre_cut = max(len(page_text) - max_text_chars, 0)
     page_text = page_text[:max_text_chars]

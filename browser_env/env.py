@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,8 +51,8 @@ from browser_env.browser import (
     release_playwright,
     revive_playwright,
 )
-from browser_env.executor import INIT_JS, INTENTS_JS, OBSERVE_JS, ExecutorConfig, execute
-from browser_env.observation import MODALITIES, element_from_row, observation_space
+from browser_env.executor import INIT_JS, INTENTS_JS, ExecutorConfig, execute
+from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
 from browser_env.policy import UrlPolicy
 from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
 from browser_env.timing import Timings
@@ -62,9 +61,8 @@ from browser_env.watchdog import Watchdog
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Dialog, Download, Frame, Page, Request, Route
 
-__all__ = ["BrowserEnv", "make_task"]
+__all__ = ["BrowserEnv", "make_task", "validate_safely"]
 
-_RETRYABLE = ("Execution context was destroyed", "navigat", "Cannot find context", "Target page")
 # Reads and clears what the page asked for during the last action (js/intents.js).
 _TAKE_INTENTS_JS = "() => window.__brlIntents ? window.__brlIntents() : null"
 
@@ -106,6 +104,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             interception); ``None``: the task's own ``allowed_hosts`` (MiniWoB++:
             loopback), else any host; ``["*"]``: any host.
         max_download_bytes: larger downloads are cancelled.
+        observer: caps on one observation's work on a huge page
+            (:class:`ObserverLimits` or a dict); what applied is in ``obs["capped"]``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -124,6 +124,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         allowed_url_schemes: Sequence[str] = ("http", "https"),
         allowed_hosts: Sequence[str] | None = None,
         max_download_bytes: int = 50 * 2**20,
+        observer: ObserverLimits | dict[str, Any] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
@@ -163,7 +164,6 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._cdp: Any = None
         self._closed = False
         self._goal = ""
-        self._next_id = 1
         self._navigations = 0
         self._main_navigations = 0
         self._popups = 0
@@ -172,8 +172,17 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._downloads: list[Download] = []
         self._bound: list[Page] = []
-        self._fused = self.task.state_js is not None
-        self._observe_js = _observer_script(self.task.state_js)
+        state_js = self.task.state_js
+        self._fused = state_js is not None
+        self.observer = Observer(
+            self.modalities,
+            root=self.task.observation_root,
+            exclude=getattr(self.task, "observation_exclude", None),
+            state_js=state_js,
+            limits=observer
+            if isinstance(observer, ObserverLimits)
+            else ObserverLimits(**(observer or {})),
+        )
         self._state: Any = _UNREAD
 
     # --- Gymnasium API ---------------------------------------------------------
@@ -625,11 +634,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             pass
 
     def _validate(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
-        try:
-            return self.task.validate(self.page, answer)
-        except Exception as exc:  # noqa: BLE001 - e.g. the page navigated mid-check
-            reason = f"validate failed: {_first_line(exc)}"
-            return 0.0, False, {"raw_reward": 0.0, "success": False, "reason": reason}
+        return validate_safely(self.task, self.page, answer)
 
     def _judge(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
         if self._state is _UNREAD:  # the observation could not run its script
@@ -638,44 +643,19 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
     def _observe(self, error: str, reset: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
         t0 = time.perf_counter()
-        obs: dict[str, Any] = {"goal": self._goal, "last_action_error": error}
-        want_elements = "elements" in self.modalities
-        want_text = "text" in self.modalities
-        if reset:
-            self._next_id = 1
-        args = {
-            "reset": reset,
-            "next": self._next_id,
-            "root": self.task.observation_root,
-            "exclude": getattr(self.task, "observation_exclude", None),
-            "elements": want_elements,
-            "text": want_text,
-        }
-        raw = None
-        for _ in range(5):
-            try:
-                raw = json.loads(self.page.evaluate(self._observe_js, args))
-                break
-            except Exception as exc:  # noqa: BLE001
-                if not any(marker in str(exc) for marker in _RETRYABLE):
-                    raise
-                self._settle()
-        if raw is None:
-            raw = {"elements": [], "text": "", "next": self._next_id, "url": self.page.url}
-        self._state = raw.get("state", _UNREAD)
-        self._next_id = raw["next"]
-        obs["url"] = raw["url"]
-        if want_elements:
-            obs["elements"] = tuple(element_from_row(row) for row in raw["elements"])
-        if want_text:
-            obs["text"] = raw["text"]
+        raw = self.observer.read(self.page, reset=reset, settle=self._settle)
+        self._state = raw.get("state", _UNREAD) if raw is not None else _UNREAD
         t1 = time.perf_counter()
         timings = {"observation": (t1 - t0) * 1e3}
+        shot = None
         if "screenshot" in self.modalities:
-            obs["screenshot"] = self._screenshot()
+            shot = self._screenshot()
             t2 = time.perf_counter()
             timings["screenshot"] = (t2 - t1) * 1e3
             timings["observation"] = (t2 - t0) * 1e3
+        obs = self.observer.to_observation(
+            raw, goal=self._goal, url=self.page.url, error=error, screenshot=shot
+        )
         return obs, timings
 
     def _screenshot(self) -> np.ndarray:
@@ -705,16 +685,17 @@ class _PageLost(Exception):
     """The watchdog had to close the episode's page: the episode cannot go on."""
 
 
-def _observer_script(state_js: str | None) -> str:
-    """The observation script, optionally reading the task state in the same call
-    (``{...observation, state}``). It returns a JSON string: one string crosses
-    the Playwright protocol far faster than a nested structure (~1 ms a step)."""
-    if state_js is None:
-        return f"(args) => JSON.stringify(({OBSERVE_JS})(args))"
-    return (
-        f"(args) => {{ const state = ({state_js})(); "
-        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state }}); }}"
-    )
+def validate_safely(
+    task: Task, page: Page | None, answer: str | None
+) -> tuple[float, bool, dict[str, Any]]:
+    """``task.validate(page, answer)``, for the env and the demo recorder alike; a
+    check that raises (the page navigated mid-check, or is closed) judges
+    nothing: reward 0, not done, ``success`` None and the reason in ``reason``."""
+    try:
+        return task.validate(page, answer)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - a page can fail to be judged in many ways
+        reason = f"validate failed: {_first_line(exc)}"
+        return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": reason}
 
 
 def empty_observation(space: gym.spaces.Space) -> Any:

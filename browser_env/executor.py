@@ -34,11 +34,10 @@ from browser_env.policy import UrlPolicy
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "OBSERVE_JS", "INIT_JS", "INTENTS_JS"]
+__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "INIT_JS", "INTENTS_JS"]
 
 _JS = Path(__file__).with_name("js")
 INIT_JS = (_JS / "init.js").read_text()
-OBSERVE_JS = (_JS / "observe.js").read_text()
 LOCATE_JS = (_JS / "locate.js").read_text()
 INTENTS_JS = (_JS / "intents.js").read_text()
 

@@ -1,4 +1,5 @@
-"""The observation contract: its Gymnasium space and its compact text rendering.
+"""The observation contract: its Gymnasium space, its compact text rendering,
+and the :class:`Observer` that reads it off a page.
 
 An observation is a dict::
 
@@ -8,42 +9,84 @@ An observation is a dict::
     text               str    the page's visible text (iframes and shadow roots included)
     screenshot         uint8 array (H, W, 3)   only when the "screenshot" modality is on
     last_action_error  str    "" when the last action ran cleanly
+    capped             str    "" unless the extraction hit a cap on a huge page;
+                              then which (see :class:`ObserverLimits`)
 
 Each element is a dict (see :data:`ELEMENT_FIELDS`): ``element_id`` ("e12",
 stable for the element's lifetime within an episode, never reused, handed out
-in document order whatever has painted yet), ``tag``,
-``role``, ``text``, ``label``, ``placeholder``, ``value`` (the live value),
-``bbox`` (x, y, width, height in CSS pixels of the top-level viewport,
-float32), and the flags ``enabled``, ``visible`` (intersects the viewport),
-``focused``, ``checked`` as 0/1 ints. Elements scrolled out of view are still
-listed with ``visible=0``; elements that are not rendered at all are not.
+in document order whatever has painted yet), ``tag``, ``role``, ``text`` (its
+content), ``label`` (its explicit label: ``aria-labelledby``, ``aria-label``,
+``label[for]`` or a wrapping label, ``title``, ``alt``), ``placeholder``,
+``value`` (the live value), ``bbox`` (x, y, width, height in CSS pixels of the
+top-level viewport, float32), and the flags ``enabled``, ``visible``
+(intersects the viewport and is not covered at its centre), ``focused``,
+``checked`` as 0/1 ints. Elements scrolled out of view are still listed with
+``visible=0``; elements that are not rendered at all are not.
+
+What a person would use to identify it:
+
+* ``name``: the accessible name, in the order of the WAI-ARIA accessible-name
+  computation where practical (``aria-labelledby``, ``aria-label``, a label,
+  content for buttons and links, ``title``, ``alt``, ``placeholder``); when
+  all are empty, the nearest visible text beside it in its row
+  (``name_from="inferred"``); then its ``name`` or ``id`` attribute if that
+  reads as words. ``name_from`` names the route (``""`` when unnamed).
+* ``context``: the nearest visible text beside the element in its row
+  (preceding; following for checkboxes and radios), whatever its name.
+* ``input_type`` (an ``<input>``'s type: text, password, email, number, date,
+  checkbox, radio, file, ...; ``""`` for other tags), the flags ``required`` and
+  ``readonly``, ``min``/``max`` (attribute strings, ``""`` when unset) and
+  ``maxlength`` (-1 when unset).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, NotRequired, TypedDict
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 from gymnasium import spaces
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 __all__ = [
     "ELEMENT_FIELDS",
     "MODALITIES",
+    "OBSERVE_JS",
     "Element",
     "Observation",
+    "Observer",
+    "ObserverLimits",
     "UnicodeText",
     "element_from_row",
     "element_space",
     "observation_space",
     "render_element",
+    "render_element_lines",
     "render_elements",
 ]
 
 MODALITIES = ("elements", "text", "screenshot")
+OBSERVE_JS = (Path(__file__).with_name("js") / "observe.js").read_text()
+
 TEXT_FIELDS = ("element_id", "tag", "role", "text", "label", "placeholder", "value")
 FLAG_FIELDS = ("enabled", "visible", "focused", "checked")
-ELEMENT_FIELDS = (*TEXT_FIELDS, "bbox", *FLAG_FIELDS)
+NAME_FIELDS = ("name", "name_from", "context", "input_type")
+STATE_FLAGS = ("required", "readonly")
+RANGE_FIELDS = ("min", "max")
+ELEMENT_FIELDS = (
+    *TEXT_FIELDS,
+    "bbox",
+    *FLAG_FIELDS,
+    *NAME_FIELDS,
+    *STATE_FLAGS,
+    *RANGE_FIELDS,
+    "maxlength",
+)
 
 
 class Element(TypedDict):
@@ -59,6 +102,15 @@ class Element(TypedDict):
     visible: int
     focused: int
     checked: int
+    name: str
+    name_from: str
+    context: str
+    input_type: str
+    required: int
+    readonly: int
+    min: str
+    max: str
+    maxlength: int
 
 
 class Observation(TypedDict):
@@ -105,10 +157,12 @@ class UnicodeText(spaces.Space[str]):
 
 
 def element_space() -> spaces.Dict:
-    fields: dict[str, spaces.Space[Any]] = {name: UnicodeText() for name in TEXT_FIELDS}
+    text_fields = (*TEXT_FIELDS, *NAME_FIELDS, *RANGE_FIELDS)
+    fields: dict[str, spaces.Space[Any]] = {name: UnicodeText() for name in text_fields}
     fields["bbox"] = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
-    for flag in FLAG_FIELDS:
+    for flag in (*FLAG_FIELDS, *STATE_FLAGS):
         fields[flag] = spaces.Discrete(2)
+    fields["maxlength"] = spaces.Discrete(2**31, start=-1)
     return spaces.Dict(fields)
 
 
@@ -123,6 +177,7 @@ def observation_space(
         "goal": UnicodeText(),
         "url": UnicodeText(),
         "last_action_error": UnicodeText(),
+        "capped": UnicodeText(),
     }
     if "elements" in modalities:
         fields["elements"] = spaces.Sequence(element_space(), stack=False)
@@ -138,30 +193,79 @@ def element_from_row(row: Sequence[Any]) -> Element:
     """An element from the observer script's compact row (see ``js/observe.js``)."""
     element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
     element["bbox"] = np.array(row[7:11], dtype=np.float32)
-    element["enabled"], element["visible"], element["focused"], element["checked"] = row[11:15]
+    element.update(zip(FLAG_FIELDS, row[11:15], strict=True))
+    element.update(zip(NAME_FIELDS, row[15:19], strict=True))
+    element.update(zip(STATE_FLAGS, row[19:21], strict=True))
+    element.update(zip(RANGE_FIELDS, row[21:23], strict=True))
+    element["maxlength"] = int(row[23])
     return element  # type: ignore[return-value]
 
 
-def render_element(element: Element) -> str:
+# --- rendering ----------------------------------------------------------------------
+
+#: Input types a role already says (a ``type=`` would only cost tokens).
+_TYPE_IMPLIED_BY_ROLE = {
+    "textbox": {"text"},
+    "checkbox": {"checkbox"},
+    "radio": {"radio"},
+    "button": {"button", "submit", "reset"},
+    "slider": {"range"},
+    "spinbutton": {"number"},
+    "searchbox": {"search"},
+}
+#: Names that are attributes, shown as such (``name="user name"``) rather than as a name.
+_ATTRIBUTE_NAMES = ("name", "id")
+
+
+def render_element(element: Element, *, context: bool = False) -> str:
     """One line per element, the form prompts show, e.g.
-    ``[e7] textbox "Departure" value="NYC" (focused)``."""
-    parts = [f"[{element['element_id']}] {element['role'] or element['tag']}"]
-    name = element["text"] or element["label"] or element["placeholder"]
-    if name:
-        parts.append(repr_text(name))
-    if element["label"] and element["label"] != name:
-        parts.append(f"label={repr_text(element['label'])}")
-    if element["placeholder"] and element["placeholder"] != name:
-        parts.append(f"placeholder={repr_text(element['placeholder'])}")
-    if element["value"]:
-        parts.append(f"value={repr_text(element['value'])}")
+    ``[e7] textbox type=email "Departure" value="NYC" maxlength=20 (focused, required)``.
+
+    Works on elements recorded before the name fields existed (they are read
+    with defaults). ``context=True`` adds ``near="..."`` (the nearest text in
+    the element's row) when it is not already the name: what
+    :func:`render_element_lines` uses to tell look-alikes apart.
+    """
+    get = element.get
+    role = get("role") or get("tag") or "element"
+    parts = [f"[{get('element_id')}] {role}"]
+    input_type = get("input_type") or ""
+    if input_type and input_type not in _TYPE_IMPLIED_BY_ROLE.get(role, ()):
+        parts.append(f"type={input_type}")
+    name_from = get("name_from") or ""
+    text, label, placeholder = get("text") or "", get("label") or "", get("placeholder") or ""
+    shown = text or label or placeholder
+    if not shown and name_from not in _ATTRIBUTE_NAMES:
+        shown = get("name") or ""  # alt, or the inferred name
+    if shown:
+        parts.append(repr_text(shown))
+    elif name_from in _ATTRIBUTE_NAMES and get("name"):
+        parts.append(f"{name_from}={repr_text(str(get('name')))}")
+    if label and label != shown:
+        parts.append(f"label={repr_text(label)}")
+    if placeholder and placeholder != shown:
+        parts.append(f"placeholder={repr_text(placeholder)}")
+    near = get("context") or ""
+    if context and near and near != shown and name_from != "inferred":
+        parts.append(f"near={repr_text(near, 60)}")
+    if get("value"):
+        parts.append(f"value={repr_text(str(get('value')))}")
+    for key in RANGE_FIELDS:
+        if get(key):
+            parts.append(f"{key}={get(key)}")
+    maxlength = get("maxlength", -1)
+    if maxlength is not None and int(maxlength) >= 0:
+        parts.append(f"maxlength={int(maxlength)}")
     flags = [
         flag
         for flag, on in (
-            ("checked", element["checked"]),
-            ("focused", element["focused"]),
-            ("disabled", not element["enabled"]),
-            ("offscreen", not element["visible"]),
+            ("checked", get("checked")),
+            ("focused", get("focused")),
+            ("disabled", not get("enabled", 1)),
+            ("multiline", get("tag") == "textarea"),
+            ("required", get("required")),
+            ("readonly", get("readonly")),
+            ("offscreen", not get("visible", 1)),
         )
         if on
     ]
@@ -170,8 +274,31 @@ def render_element(element: Element) -> str:
     return " ".join(parts)
 
 
+def render_element_lines(elements: Iterable[Element]) -> list[str]:
+    """:func:`render_element` for a page's elements, where two elements would
+    read the same (ignoring id and live value) each also shows its row's text
+    (``near="..."``), as the page shows the number beside each of a list's
+    "Odd" buttons. Look-alikes whose rows say nothing stay alike."""
+    elements = list(elements)
+    lines = [render_element(e) for e in elements]
+    keys = [line_key(e) for e in elements]
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        render_element(e, context=True) if counts[key] > 1 else line
+        for e, line, key in zip(elements, lines, keys, strict=True)
+    ]
+
+
 def render_elements(elements: Iterable[Element]) -> str:
-    return "\n".join(render_element(e) for e in elements)
+    return "\n".join(render_element_lines(elements))
+
+
+def line_key(element: Element, *, context: bool = False) -> str:
+    """The element's rendered line without its id and live value: two elements
+    with the same key look the same to a reader of the prompt."""
+    return render_element({**element, "element_id": "", "value": ""}, context=context)  # type: ignore[typeddict-item]
 
 
 def repr_text(text: str, limit: int = 120) -> str:
@@ -179,3 +306,164 @@ def repr_text(text: str, limit: int = 120) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return '"' + text.replace('"', "'") + '"'
+
+
+# --- reading it off a page -------------------------------------------------------------
+
+#: Errors that mean "the page is navigating": observe again once it settles.
+RETRYABLE = ("Execution context was destroyed", "navigat", "Cannot find context", "Target page")
+_TRIES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserverLimits:
+    """Caps that keep one observation bounded on a huge DOM (say 100,000
+    elements). The walk stops after ``max_nodes`` nodes or ``max_elements``
+    listed elements, and the page text is cut at ``max_text_chars``; the
+    observation's ``capped`` says which applied. The defaults are far above
+    what MiniWoB++ pages (< 1,000 nodes) or a large news page (~10,000) need."""
+
+    max_nodes: int = 50_000
+    max_elements: int = 2_000
+    max_text_chars: int = 200_000
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if int(getattr(self, field.name)) < 1:
+                raise ValueError(f"ObserverLimits.{field.name} must be >= 1")
+
+
+class Observer:
+    """The one place an observation is read off a page, for the env and the
+    demo recorder alike: runs the observer script (``js/observe.js``) with the
+    task's scope and the limits, retries while the page navigates, keeps the
+    episode's element-id counter, and builds the observation dict for the
+    chosen modalities.
+
+    Args:
+        modalities: which of :data:`MODALITIES` the observation holds; the
+            script skips what is off.
+        root, exclude: CSS selectors bounding the walk (the task's
+            ``observation_root``/``observation_exclude``).
+        state_js: a task's state-reading function to run in the same call; its
+            result is the raw observation's ``state``.
+        limits: :class:`ObserverLimits`.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        *,
+        root: str | None = None,
+        exclude: str | None = None,
+        state_js: str | None = None,
+        limits: ObserverLimits | None = None,
+    ) -> None:
+        self.modalities = tuple(modalities)
+        self.root = root
+        self.exclude = exclude
+        self.limits = limits or ObserverLimits()
+        self.script = _observer_script(state_js)
+        self.next_id = 1
+
+    def args(self, reset: bool = False) -> dict[str, Any]:
+        """The script's arguments; ``reset`` starts a new episode's ids at e1."""
+        if reset:
+            self.next_id = 1
+        return {
+            "reset": reset,
+            "next": self.next_id,
+            "root": self.root,
+            "exclude": self.exclude,
+            "elements": "elements" in self.modalities,
+            "text": "text" in self.modalities,
+            **self._limit_args(),
+        }
+
+    def _limit_args(self) -> dict[str, int]:
+        return {
+            "maxNodes": self.limits.max_nodes,
+            "maxElements": self.limits.max_elements,
+            "maxTextChars": self.limits.max_text_chars,
+        }
+
+    def page_function(self) -> str:
+        """The observer script as a JS function of its args, with this observer's
+        limits applied: for callers inside the page (the demo recorder's listeners),
+        which return the raw object that :meth:`to_observation` takes."""
+        limits = json.dumps(self._limit_args())
+        return f"((args) => ({OBSERVE_JS})(Object.assign({{}}, args, {limits})))"
+
+    def read(
+        self, page: Page, *, reset: bool = False, settle: Callable[[], None] | None = None
+    ) -> dict[str, Any] | None:
+        """The raw result of the script on ``page``: tried up to five times while
+        the page navigates (``settle`` runs between tries); ``None`` if it never
+        ran. Other errors (a crashed renderer) propagate."""
+        args = self.args(reset)
+        for _ in range(_TRIES):
+            try:
+                raw = json.loads(page.evaluate(self.script, args))
+            except Exception as exc:  # noqa: BLE001 - Playwright raises plain Errors
+                if not any(marker in str(exc) for marker in RETRYABLE):
+                    raise
+                if settle is not None:
+                    settle()
+                continue
+            self.next_id = max(self.next_id, int(raw.get("next", self.next_id)))
+            return raw
+        return None
+
+    def to_observation(
+        self,
+        raw: dict[str, Any] | None,
+        *,
+        goal: str,
+        url: str,
+        error: str = "",
+        screenshot: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """The observation from a raw script result (``None``: an empty page at
+        ``url``). A raw result from the recorder's in-page snapshot works too;
+        its ``next`` advances the id counter."""
+        raw = raw or {}
+        self.next_id = max(self.next_id, int(raw.get("next", self.next_id)))
+        obs: dict[str, Any] = {
+            "goal": goal,
+            "url": raw.get("url", url),
+            "last_action_error": error,
+            "capped": describe_caps(raw.get("capped")),
+        }
+        if "elements" in self.modalities:
+            obs["elements"] = tuple(element_from_row(row) for row in raw.get("elements", ()))
+        if "text" in self.modalities:
+            obs["text"] = raw.get("text", "")
+        if "screenshot" in self.modalities and screenshot is not None:
+            obs["screenshot"] = screenshot
+        return obs
+
+
+def describe_caps(capped: dict[str, int] | None) -> str:
+    """``"elements: stopped after 50000 nodes; ..."`` for the caps that applied, or ``""``."""
+    if not capped:
+        return ""
+    notes = []
+    if capped.get("nodes"):
+        notes.append(f"elements: stopped after {capped['nodes']} nodes (max_nodes)")
+    if capped.get("elements"):
+        notes.append(f"elements: stopped after {capped['elements']} elements (max_elements)")
+    if capped.get("text_chars"):
+        notes.append(f"text: cut at {capped['text_chars']} characters (max_text_chars)")
+    return "; ".join(notes)
+
+
+def _observer_script(state_js: str | None) -> str:
+    """The observation script, optionally reading the task state in the same call
+    (``{...observation, state}``). It returns a JSON string: one string crosses
+    the Playwright protocol far faster than a nested structure (~1 ms a step)."""
+    if state_js is None:
+        return f"(args) => JSON.stringify(({OBSERVE_JS})(args))"
+    return (
+        f"(args) => {{ const state = ({state_js})(); "
+        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state }}); }}"
+    )

@@ -52,10 +52,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from browser_env.actions import Action, ActionError, Verb
+from browser_env.env import validate_safely
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
-from browser_env.executor import OBSERVE_JS
-from browser_env.observation import element_from_row
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 
@@ -137,7 +136,6 @@ class DemoRecorder:
         self._queue: list[dict[str, Any]] = []
         self._held: _Pending | None = None
         self._unmapped: list[dict[str, Any]] = []
-        self._next_id = 1
         self._url = ""
         self._last_obs: dict[str, Any] | None = None
         self._shot: np.ndarray | None = None
@@ -153,17 +151,13 @@ class DemoRecorder:
         page = self.page
         context = page.context
         context.expose_binding(_BINDING, self._on_binding)
-        task = self.base.task
-        scope = (
-            json.dumps(task.observation_root),
-            json.dumps(getattr(task, "observation_exclude", None)),
-        )
-        script = f"({RECORD_JS})({OBSERVE_JS}, {scope[0]}, {scope[1]});"
+        observer = self.base.observer
+        scope = json.dumps(observer.root), json.dumps(observer.exclude)
+        script = f"({RECORD_JS})({observer.page_function()}, {scope[0]}, {scope[1]});"
         context.add_init_script(script)
         page.evaluate(script)  # the current document loaded before the init script existed
         page.on("framenavigated", self._on_navigated)
         page.on("close", self._on_close)
-        self._next_id = int(page.evaluate("() => window.__brlState ? window.__brlState.next : 1"))
         self._url = obs.get("url", page.url)
         self._last_obs = dict(obs)
         self._shot = obs.get("screenshot")
@@ -360,37 +354,20 @@ class DemoRecorder:
         return self.has_page and not self.window_closed
 
     def _modalities(self) -> tuple[str, ...]:
-        return tuple(getattr(self.base, "modalities", ("elements", "text", "screenshot")))
+        return self.base.observer.modalities
 
     def _to_observation(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        self._next_id = max(self._next_id, int(raw.get("next", self._next_id)))
-        modalities = self._modalities()
-        obs: dict[str, Any] = {"goal": self.base.goal, "url": raw["url"], "last_action_error": ""}
-        if "elements" in modalities:
-            obs["elements"] = tuple(element_from_row(row) for row in raw["elements"])
-        if "text" in modalities:
-            obs["text"] = raw.get("text", "")
-        if "screenshot" in modalities and self._shot is not None:
-            obs["screenshot"] = self._shot
-        return obs
+        return self.base.observer.to_observation(
+            dict(raw), goal=self.base.goal, url=self._url, screenshot=self._shot
+        )
 
     def _observe(self) -> dict[str, Any]:
-        """A fresh observation from Python (after the fact: used for the final page)."""
-        args = {
-            "reset": False,
-            "next": self._next_id,
-            "root": self.base.task.observation_root,
-            "exclude": getattr(self.base.task, "observation_exclude", None),
-            "elements": True,
-            "text": True,
-        }
-        raw = None
-        for _ in range(5):
-            try:
-                raw = self.page.evaluate(OBSERVE_JS, args)
-                break
-            except Exception:  # noqa: BLE001 - navigating: try again once it settles
-                self.page.wait_for_timeout(100)
+        """A fresh observation from Python (after the fact: used for the final page),
+        through the env's own :class:`~browser_env.observation.Observer`."""
+        try:
+            raw = self.base.observer.read(self.page, settle=lambda: self.page.wait_for_timeout(100))
+        except Exception:  # noqa: BLE001 - closed or crashed: keep the last observation
+            raw = None
         if raw is None:
             return self._last_obs or {}
         if "screenshot" in self._modalities():
@@ -427,16 +404,9 @@ class DemoRecorder:
         return self.base.screenshot()  # the env's own capture: same region and shape
 
     def _validate(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
-        try:
-            reward, done, judged = self.base.task.validate(
-                self.page if self.has_page else None, answer
-            )
-        except Exception as exc:  # noqa: BLE001 - a closed page cannot be judged
-            reward, done, judged = (
-                0.0,
-                False,
-                {"raw_reward": 0.0, "success": None, "reason": f"validate failed: {exc}"},
-            )
+        reward, done, judged = validate_safely(
+            self.base.task, self.page if self.has_page else None, answer
+        )
         info = {**judged, "answer": answer, "action_error": ""}
         return float(reward), bool(done) or answer is not None, info
 

@@ -1,12 +1,23 @@
 // One walk over the page: interactive elements (with stable ids), visible text.
 // Called as page.evaluate(OBSERVE_JS, args) with
 //   args = {reset: bool, next: int, root: selector|null, exclude: selector|null,
-//           elements: bool, text: bool}
+//           elements: bool, text: bool,
+//           maxNodes?: int, maxElements?: int, maxTextChars?: int}
 // `root` bounds the walk to one subtree; `exclude` drops matching subtrees (a
-// page's own HUD, say) from elements and text.
+// page's own HUD, say) from elements and text. The three caps bound the work on
+// a huge DOM: the walk stops after maxNodes nodes or maxElements listed elements,
+// and the text is cut at maxTextChars; which caps applied is in `capped`.
 // Returns {elements: [[id, tag, role, text, label, placeholder, value,
-//                      x, y, w, h, enabled, visible, focused, checked], ...],
-//          text: str, next: int, url: str}
+//                      x, y, w, h, enabled, visible, focused, checked,
+//                      name, name_from, context, input_type, required, readonly,
+//                      min, max, maxlength], ...],
+//          text: str, next: int, url: str,
+//          capped: {nodes, elements, text_chars}  (each the limit hit, or 0)}
+// `name` follows the accessible-name computation where practical
+// (aria-labelledby, aria-label, label[for] or a wrapping label, content for
+// buttons and links, title, alt, placeholder); `name_from` says which route
+// gave it, "inferred" when it is the nearest visible text beside the element in
+// its row (`context`), "name"/"id" when it is that attribute and reads as words.
 // Ids live in a WeakMap on the top window (element -> "eN") and a Map of
 // WeakRefs (id -> element) the executor resolves. The counter only grows
 // within an episode (Python passes it back after navigations), so an id is
@@ -36,8 +47,14 @@
   const vw = top.innerWidth, vh = top.innerHeight;
   const excluded = args.exclude ? Array.from(document.querySelectorAll(args.exclude)) : [];
   const isExcluded = (el) => excluded.length > 0 && excluded.some((x) => x.contains(el));
+  const scope = args.root ? document.querySelector(args.root) : null;
   const out = [];
   const texts = [];
+  const maxNodes = args.maxNodes || 50000;
+  const maxElements = args.maxElements || 2000;
+  const maxTextChars = args.maxTextChars || 200000;
+  const capped = { nodes: 0, elements: 0, text_chars: 0 };
+  let seen = 0;
 
   const deepActive = () => {
     let a = document.activeElement;
@@ -69,16 +86,115 @@
     return "";
   };
 
+  // Text of `node` without the subtree of `skip` (a wrapping label's own control).
+  const textWithout = (node, skip) => {
+    if (!skip || !node.contains(skip)) return node.innerText || node.textContent || "";
+    const parts = [];
+    const tw = node.ownerDocument.createTreeWalker(node, 4 /* SHOW_TEXT */);
+    for (let t = tw.nextNode(); t; t = tw.nextNode()) if (!skip.contains(t)) parts.push(t.textContent);
+    return parts.join(" ");
+  };
+
+  // The explicit label: aria-labelledby, aria-label, label[for] or wrapping labels, title, alt.
   const labelOf = (el, doc) => {
-    const aria = el.getAttribute("aria-label");
-    if (aria) return aria;
     const by = el.getAttribute("aria-labelledby");
     if (by) {
       const parts = by.split(/\s+/).map((i) => doc.getElementById(i)).filter(Boolean);
-      if (parts.length) return parts.map((p) => p.textContent).join(" ");
+      const t = parts.map((p) => textWithout(p, el)).join(" ");
+      if (t.trim()) return [t, "aria-labelledby"];
     }
-    if (el.labels && el.labels.length) return el.labels[0].innerText || el.labels[0].textContent;
-    return el.getAttribute("title") || el.getAttribute("alt") || "";
+    const aria = el.getAttribute("aria-label");
+    if (aria && aria.trim()) return [aria, "aria-label"];
+    if (el.labels && el.labels.length) {
+      const t = Array.from(el.labels).map((l) => textWithout(l, el)).join(" ");
+      if (t.trim()) return [t, "label"];
+    }
+    const title = el.getAttribute("title");
+    if (title && title.trim()) return [title, "title"];
+    const alt = el.getAttribute("alt");
+    if (alt && alt.trim()) return [alt, "alt"];
+    return ["", ""];
+  };
+
+  // Nearest visible text beside `el` within its row: its siblings', then, while
+  // the parent holds no other interactive element (it is `el`'s own wrapper),
+  // the parent's siblings' (4 levels at most). Preceding first (following first
+  // for a checkbox or radio, whose label usually follows). A sibling that is
+  // itself interactive is passed over; one that holds interactive elements, or
+  // labels another control, belongs to another row, so the search stops there.
+  const INTERACTIVE = "a[href],button,input:not([type=hidden]),select,textarea,[role=button]," +
+    "[role=link],[role=checkbox],[role=radio],[role=tab],[role=textbox],[role=option],[contenteditable=true]";
+  const edgeLine = (t, fromEnd) => {
+    const lines = t.split("\n").map((l) => l.trim()).filter(Boolean);
+    return lines.length ? (fromEnd ? lines[lines.length - 1] : lines[0]) : "";
+  };
+  const ownWrapper = (parent, node) => {
+    const kids = parent.children;
+    if (kids.length > 24) return false; // a long list is not one element's wrapper
+    for (const c of kids) if (c !== node && (c.matches(INTERACTIVE) || c.querySelector(INTERACTIVE))) return false;
+    return true;
+  };
+  const besideText = (el, backwards, stopAt) => {
+    let node = el;
+    for (let depth = 0; depth < 4; depth++) {
+      let n = 0;
+      for (let s = backwards ? node.previousSibling : node.nextSibling; s && n < 12;
+        s = backwards ? s.previousSibling : s.nextSibling, n++) {
+        if (s.nodeType === 3) {
+          const t = s.textContent.trim();
+          if (t) return t;
+          continue;
+        }
+        if (s.nodeType !== 1 || SKIP.has(s.tagName)) continue;
+        if (s.matches(INTERACTIVE)) continue;
+        if (s.tagName === "LABEL" && s.control && s.control !== el) return "";
+        if (s.querySelector(INTERACTIVE)) return "";
+        const t = edgeLine(s.innerText || "", backwards);
+        if (t) return t;
+      }
+      const parent = node.parentElement;
+      if (!parent || parent === stopAt || parent.tagName === "FORM" || parent.tagName === "BODY") break;
+      if (!ownWrapper(parent, node)) break;
+      node = parent;
+    }
+    return "";
+  };
+  const contextOf = (el, checkable, stopAt) => {
+    const first = besideText(el, !checkable, stopAt);
+    return first || besideText(el, checkable, stopAt);
+  };
+
+  // An attribute value that reads as words ("first-name", "userName"), not a code ("tt", "x7f3").
+  const wordy = (v) => {
+    if (!v || v.length > 40) return "";
+    const parts = v.replace(/([a-z])([A-Z])/g, "$1 $2").split(/[\s_\-.:]+/).filter(Boolean);
+    if (!parts.length || parts.length > 5) return "";
+    const ok = parts.every((p) => /^[a-zA-Z]{2,}$/.test(p) && /[aeiouyAEIOUY]/.test(p)) &&
+      parts.some((p) => p.length >= 3);
+    return ok ? parts.join(" ").toLowerCase() : "";
+  };
+
+  const NAME_FROM_CONTENT = new Set(["button", "link", "tab", "menuitem", "menuitemcheckbox", "menuitemradio",
+    "option", "checkbox", "radio", "switch", "treeitem", "gridcell", "clickable"]);
+
+  // [name, name_from] in the order of the accessible-name computation, then the fallbacks.
+  const nameOf = (el, tag, role, text, label, placeholder, context) => {
+    if (label[1] === "aria-labelledby" || label[1] === "aria-label" || label[1] === "label") return label;
+    if (text && (NAME_FROM_CONTENT.has(role) || (tag !== "SELECT" && tag !== "TEXTAREA" && !el.isContentEditable))) {
+      return [text, "content"];
+    }
+    if (!text && (tag === "A" || tag === "BUTTON" || role === "button" || role === "link")) {
+      const img = el.querySelector("img[alt]");
+      if (img && img.alt.trim()) return [img.alt, "alt"];
+    }
+    if (label[0]) return label;
+    if (placeholder) return [placeholder, "placeholder"];
+    if (context) return [context, "inferred"];
+    const byName = wordy(el.getAttribute("name"));
+    if (byName) return [byName, "name"];
+    const byId = wordy(el.id);
+    if (byId) return [byId, "id"];
+    return ["", ""];
   };
 
   const isInteractive = (el, tag, win, parentPointer) => {
@@ -113,6 +229,9 @@
   const walk = (root, ox, oy, win, doc) => {
     const list = root.querySelectorAll("*");
     for (let i = 0; i < list.length; i++) {
+      if (seen >= maxNodes) { capped.nodes = maxNodes; return; }
+      if (out.length >= maxElements) { capped.elements = maxElements; return; }
+      seen++;
       const el = list[i];
       const tag = el.tagName;
       if (SKIP.has(tag) || isExcluded(el)) continue;
@@ -175,13 +294,25 @@
         if (el.isContentEditable) value = text;
       }
       const ariaChecked = el.getAttribute("aria-checked");
+      const role = el.getAttribute("role") || implicitRole(el, tag) || (pointer ? "clickable" : "");
+      const placeholder = el.getAttribute("placeholder") || el.getAttribute("aria-placeholder") || "";
+      const label = labelOf(el, doc);
+      const context = clip(contextOf(el, checkable || role === "checkbox" || role === "radio", scope), 80);
+      const name = nameOf(el, tag, role, clip(text, 200), label, placeholder, context);
+      const field = tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
+      const maxLength = field && el.maxLength !== undefined ? el.maxLength : -1;
       out.push([
-        id, tag.toLowerCase(), el.getAttribute("role") || implicitRole(el, tag) || (pointer ? "clickable" : ""),
-        clip(text, 200), clip(labelOf(el, doc), 200), el.getAttribute("placeholder") || "", value,
+        id, tag.toLowerCase(), role,
+        clip(text, 200), clip(label[0], 200), placeholder, value,
         x, y, r.width, r.height,
         el.disabled || el.getAttribute("aria-disabled") === "true" ? 0 : 1,
         visible, el === active ? 1 : 0,
         (checkable && el.checked) || ariaChecked === "true" ? 1 : 0,
+        clip(name[0], 200), name[1], context, type,
+        (field && el.required) || el.getAttribute("aria-required") === "true" ? 1 : 0,
+        (field && el.readOnly) || el.getAttribute("aria-readonly") === "true" ? 1 : 0,
+        field ? el.getAttribute("min") || "" : "", field ? el.getAttribute("max") || "" : "",
+        maxLength >= 0 ? Math.min(maxLength, 2147483646) : -1,
       ]);
     }
     // Shadow roots are not part of the host's innerText.
@@ -190,7 +321,7 @@
     }
   };
 
-  const scope = args.root ? document.querySelector(args.root) : null;
+
   let rootText = "";
   if (args.text) {
     const base = scope || document.body;
@@ -201,6 +332,10 @@
     }
   }
   walk(scope || document, 0, 0, window, document);
-  const text = [rootText, ...texts].filter((t) => t && t.trim()).join("\n");
-  return { elements: out, text: args.text ? text : "", next: st.next, url: location.href };
+  let text = args.text ? [rootText, ...texts].filter((t) => t && t.trim()).join("\n") : "";
+  if (text.length > maxTextChars) {
+    text = text.slice(0, maxTextChars);
+    capped.text_chars = maxTextChars;
+  }
+  return { elements: out, text, next: st.next, url: location.href, capped };
 }

@@ -28,6 +28,15 @@ def element(eid: str, text: str, x: float, role: str = "button", value: str = ""
         "visible": 1,
         "focused": 0,
         "checked": 0,
+        "name": text,
+        "name_from": "content" if text else "",
+        "context": "",
+        "input_type": "" if role == "button" else "text",
+        "required": 0,
+        "readonly": 0,
+        "min": "",
+        "max": "",
+        "maxlength": -1,
     }
 
 
@@ -59,6 +68,7 @@ class FakeBrowserEnv(gymnasium.Env):
             ),
             "text": "Cancel OK",
             "last_action_error": error,
+            "capped": "",
         }
         if self.screenshot:
             rng = np.random.default_rng(self._seed * 100 + self._t)
