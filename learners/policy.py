@@ -28,12 +28,10 @@ __all__ = ["Policy", "completion_logits", "load_policy", "resolve_model", "train
 
 
 def resolve_model(model: str) -> str:
-    """``"tiny"`` -> the cached tiny text model (built offline); anything else as is."""
-    if model in ("tiny", "tiny-text"):
-        from agents.tiny import tiny_model_path
+    """A preset (``tiny``, ``smollm2-135m``: :mod:`agents.models`) -> its local dir."""
+    from agents.models import resolve_model as resolve
 
-        return str(tiny_model_path("text"))
-    return model
+    return resolve(model)
 
 
 @dataclasses.dataclass
