@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, TypeVar
 
+from agents.agent import PromptConfig
+
 __all__ = ["GRPOConfig", "LearnerConfig", "SDFTConfig", "SFTConfig", "from_mapping"]
 
 
@@ -64,8 +66,12 @@ class LearnerConfig:
     success_only: bool = _f(True, "Use only successful episodes.")
     tasks: list[str] | None = _f(None, "Keep only these tasks (e.g. [click-button]).")
     sources: list[str] | None = _f(None, "Keep only these sources: human, scripted, agent.")
-    budget_tokens: int = _f(3072, "Prompt token budget (agents.agent.PromptConfig.budget_tokens).")
-    max_history: int = _f(8, "History steps shown in the prompt.")
+    prompt: PromptConfig = _f(
+        None,
+        "The agent's prompt settings (agents.agent.PromptConfig: budget_tokens, max_history, "
+        "max_text_chars, rules, system_role, use_screenshot); must match the agent's, so "
+        "training prompts equal inference prompts. A mapping is accepted.",
+    )
     # checkpoints, evaluation, logging
     save_steps: int = _f(50, "Checkpoint every N optimiser steps (0: only at the end).")
     save_total_limit: int = _f(2, "Checkpoints kept (the best one is always kept).")
@@ -87,6 +93,9 @@ class LearnerConfig:
     wandb_project: str = _f("browser-rl", "wandb project.")
     run_name: str | None = _f(None, "wandb run name (default: learner name + output dir).")
     progress: bool = _f(True, "Show a tqdm progress bar.")
+
+    def __post_init__(self) -> None:
+        self.prompt = PromptConfig.from_value(self.prompt)
 
 
 @dataclasses.dataclass
