@@ -139,10 +139,10 @@ class SDFTConfig(LearnerConfig):
         None, "Compute the KL on the student's top-k tokens (renormalised); None: full vocabulary."
     )
     ema_rate: float = _f(
-        0.0,
+        0.05,
         "Teacher EMA rate alpha: after each step teacher <- (1 - alpha) teacher + alpha student "
-        "(over the trainable weights, i.e. the LoRA adapter). 0 keeps the teacher frozen at "
-        "the initial student.",
+        "(over the trainable weights, i.e. the LoRA adapter); the paper's EMA teacher, 0.05 as "
+        "TRL's teacher_update_rate. 0 keeps the teacher frozen at the initial student.",
     )
     temperature: float = _f(1.0, "Sampling temperature of the student's on-policy completions.")
     top_p: float = _f(1.0, "Nucleus sampling of the student's completions.")
@@ -172,14 +172,24 @@ class GRPOConfig(LearnerConfig):
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
     max_new_tokens: int = _f(48, "Completion length limit per step.")
+    reward: str = _f(
+        "success",
+        "Episode reward: success (1 if the task judged it solved, else 0 -- the default: the "
+        "env's raw return scores a stall (WAIT until truncation, 0) above a wrong final answer "
+        "(negative)) | return (the episode's return as the env gives it).",
+    )
     format_reward: float = _f(
-        0.0, "Added to the episode return times the fraction of steps whose output parsed as JSON."
+        0.0, "Added to the episode reward times the fraction of steps whose output parsed as JSON."
     )
     scale_rewards: bool = _f(
         True, "Divide group advantages by the group's reward std (Dr. GRPO: False)."
     )
     epsilon: float = _f(0.2, "PPO clip range of the importance ratio.")
-    beta: float = _f(0.0, "KL penalty to the initial policy (0: none, as in current TRL defaults).")
+    beta: float = _f(
+        0.0,
+        "KL penalty (k3 estimator) to the reference policy -- the policy as training started, "
+        "init_adapter included (0: none, as in current TRL defaults).",
+    )
     modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
     # where rollouts are generated
     generation: str = _f(
