@@ -1,10 +1,10 @@
 """Model presets: short names that resolve to a local model directory, offline.
 
 Every backend and learner passes its ``model`` through :func:`resolve_model`,
-so ``model=smollm2-135m`` (or ``model=tiny``) works on every command::
+so ``model=smollm2-135m`` (or ``model=tiny-random``) works on every command::
 
     resolve_model("smollm2-135m")   # -> ~/.cache/browser-rl/models/smollm2-135m-<key>/
-    resolve_model("tiny")           # -> agents.tiny's cached random-weight text model
+    resolve_model("tiny-random")    # -> agents.tiny's cached random-weight text model
     resolve_model("Qwen/Qwen2.5-0.5B-Instruct")   # anything else: returned as is
 
 ``smollm2-135m`` is SmolLM2-135M-Instruct (Apache-2.0) from the PyPI package
@@ -49,7 +49,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERSION_VERSION = 1
 
 #: Preset names :func:`resolve_model` knows (anything else is a path or hub id).
-PRESETS = ("tiny", "tiny-text", "smollm2-135m")
+#: ``tiny`` and ``tiny-text`` are the old names of ``tiny-random`` (adapters
+#: trained before the rename record them as their base model).
+PRESETS = ("tiny-random", "tiny", "tiny-text", "smollm2-135m")
 
 
 def models_cache_dir() -> Path:
@@ -61,7 +63,7 @@ def models_cache_dir() -> Path:
 def resolve_model(model: str) -> str:
     """A preset name -> its local directory (built or converted on first use);
     any other string is returned unchanged."""
-    if model in ("tiny", "tiny-text"):
+    if model in ("tiny-random", "tiny", "tiny-text"):
         from agents.tiny import tiny_model_path
 
         return str(tiny_model_path("text"))

@@ -31,7 +31,9 @@ class LearnerConfig:
     """What every learner shares: the model, the LoRA, the optimiser, outputs and logging."""
 
     model: str = _f(
-        "tiny", "Base model: local dir or hub id; 'tiny' builds agents.tiny's text model."
+        "tiny-random",
+        "Base model: local dir, hub id or preset (agents.models): tiny-random (agents.tiny's "
+        "random-weight text model, for tests), smollm2-135m (SmolLM2-135M-Instruct, offline).",
     )
     output_dir: str | None = _f(
         None,

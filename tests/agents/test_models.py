@@ -15,7 +15,8 @@ def test_unknown_names_pass_through_and_tiny_resolves():
     assert resolve_model("/some/dir") == "/some/dir"
     from agents.tiny import tiny_model_path
 
-    assert resolve_model("tiny") == str(tiny_model_path("text"))
+    assert resolve_model("tiny-random") == str(tiny_model_path("text"))
+    assert resolve_model("tiny") == resolve_model("tiny-random")  # the old name still loads
 
 
 def test_missing_package_names_the_install_command(monkeypatch):

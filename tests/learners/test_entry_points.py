@@ -168,7 +168,7 @@ def test_learners_reject_backends_and_settings_they_would_ignore(name, overrides
 
 def test_model_preset_and_training_backend_reach_the_learner():
     assert _values("sft", ["model=smollm2-135m"])["model"] == "smollm2-135m"
-    assert _values("grpo", ["+backend=transformers"])["model"] == "tiny"  # defaults pass
+    assert _values("grpo", ["+backend=transformers"])["model"] == "tiny-random"  # defaults
     assert _values("sdft", ["+backend=mlx", "model=smollm2-135m"])["backend"] == "mlx"
     with pytest.raises(ValueError, match=r"learners\.sft cannot train with \+backend=mlx"):
         _values("sft", ["+backend=mlx"])
