@@ -243,22 +243,34 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "stages": {}}
 
+    held: dict[str, Any] = {}  # one evaluation model, adapters swapped in and out
+
     def evaluate(adapter: str | None, split: dict[str, list[Any]], teacher: bool = False) -> dict:
-        backend = TransformersBackend(
-            cfg.model, adapter=adapter, device=cfg.device, dtype="float32"
-        )
+        if "backend" not in held:
+            held["backend"] = TransformersBackend(cfg.model, device=cfg.device, dtype="float32")
+            held["backend"].model.eval()
+        backend = held["backend"]
+        name = f"eval{len(held)}"
+        held[name] = adapter
+        if adapter is not None:
+            backend.add_adapter(adapter, name)
         try:
-            backend.model.eval()
-            scores = {
-                name: first_action_accuracy(
-                    backend, samples, teacher=teacher, max_new_tokens=cfg.max_new_tokens
-                )
-                for name, samples in split.items()
-            }
-            scores["perplexity"] = perplexity(backend)
+            with backend.using_adapter(name if adapter is not None else None):
+                scores: dict[str, Any] = {
+                    key: first_action_accuracy(
+                        backend, samples, teacher=teacher, max_new_tokens=cfg.max_new_tokens
+                    )
+                    for key, samples in split.items()
+                }
+                scores["perplexity"] = perplexity(backend)
             return scores
         finally:
-            backend.close()
+            if adapter is not None:
+                backend.delete_adapter(name)
+
+    def release() -> None:  # before training: the peak memory is the learner's own
+        if "backend" in held:
+            held.pop("backend").close()
 
     probe = TransformersBackend(cfg.model, device=cfg.device, dtype="float32")
     base_train = [s for s in _samples(cfg, cfg.base_tasks, "train", probe)]
@@ -301,6 +313,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
     # Stage A: base skills
     base_only = {"tasks": cfg.base_tasks}
     before = evaluate(None, {"base_test": base_test, "new_test": new_test})
+    release()
     stage_a = train(
         "stage-a",
         sft.run,
@@ -328,6 +341,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
         "teacher_better": teacher["new_test"]["accuracy"] > after_a["new_test"]["accuracy"],
     }
 
+    release()
     # Stage B: new tasks from the stage-A adapter, same demos, same budget
     new_only = {"tasks": cfg.new_tasks, "init_adapter": stage_a["adapter"]}
     runs: dict[str, Any] = {}
@@ -430,6 +444,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
             forgetting_base=after_a["base_test"]["accuracy"] - test["base_test"]["accuracy"],
             perplexity_change=test["perplexity"] - after_a["perplexity"],
         )
+    release()
     results["stage_b"] = runs
     _write(out, results)
     return results
