@@ -131,12 +131,14 @@ def first_action_accuracy(
 ) -> dict[str, Any]:
     """Greedy first actions of ``samples`` (student prompts, or teacher prompts
     with the expert's action in context) scored against the expert's."""
+    from tqdm.auto import tqdm
+
     from agents.backends.base import SamplingParams
     from learners.data import action_matches, sample_images
 
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     right = n = 0
-    for sample in samples:
+    for sample in tqdm(list(samples), desc="teacher" if teacher else "student", leave=False):
         messages = sample.teacher_messages if teacher else sample.messages
         gen = backend.generate(messages, sample_images(sample, backend) or None, sampling)
         right += action_matches(gen.text, sample.target)
