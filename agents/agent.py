@@ -30,10 +30,20 @@ from agents.guards import GuardConfig, Guards
 from agents.history import History, Step, describe_element
 from agents.parser import ParseFailure, explain_parse
 from agents.prompt import Prompt, build_prompt
+from agents.seeding import derive_seed
 from browser_env.actions import Action, Verb
 from browser_env.observation import Observation
 
-__all__ = ["Agent", "History", "LLMAgent", "PromptConfig", "Step", "describe_element"]
+__all__ = [
+    "Agent",
+    "History",
+    "LLMAgent",
+    "PromptConfig",
+    "Step",
+    "describe_element",
+    "parse_failure_error",
+    "replay_step",
+]
 
 
 @runtime_checkable
@@ -54,7 +64,13 @@ class Agent(Protocol):
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
     """Arguments to :func:`agents.prompt.build_prompt` that an agent fixes.
-    ``use_screenshot`` sends the screenshot only to multimodal backends."""
+    ``use_screenshot`` sends the screenshot only to multimodal backends.
+
+    The one prompt recipe: :class:`LLMAgent` and the learners (their
+    ``prompt`` field) are both handed a ``PromptConfig`` and build every
+    prompt through :meth:`build`, so a training prompt is the inference
+    prompt byte for byte.
+    """
 
     budget_tokens: int = 3072
     max_history: int = 8
@@ -66,6 +82,87 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.rules is not None:
             object.__setattr__(self, "rules", tuple(str(r) for r in self.rules))
+
+    def multimodal(self, backend: Any) -> bool:
+        """Whether prompts for ``backend`` carry the screenshot."""
+        return self.use_screenshot and bool(getattr(backend, "multimodal", False))
+
+    def build(
+        self,
+        obs: Mapping[str, Any],
+        history: Sequence[Step],
+        *,
+        backend: Any,
+        goal: str = "",
+        demonstration: str | None = None,
+    ) -> Prompt:
+        """The prompt for ``obs`` after ``history``, measured with ``backend``'s
+        tokenizer; ``obs["goal"]`` wins over ``goal`` when set."""
+        return build_prompt(
+            obs,
+            history,
+            count_tokens=backend.count_tokens,
+            budget_tokens=self.budget_tokens,
+            demonstration=demonstration,
+            multimodal=self.multimodal(backend),
+            max_history=self.max_history,
+            max_text_chars=self.max_text_chars,
+            rules=self.rules,
+            system_role=self.system_role,
+            goal=obs.get("goal") or goal,
+        )
+
+    @classmethod
+    def from_value(cls, value: PromptConfig | Mapping[str, Any] | None) -> PromptConfig:
+        """``value`` as a ``PromptConfig`` (a mapping's unknown keys are an error)."""
+        if isinstance(value, Mapping):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(map(str, value)) - names)
+            if unknown:
+                raise ValueError(f"unknown prompt settings {unknown}; known: {sorted(names)}")
+        return _as(cls, value)
+
+
+def parse_failure_error(reason: str) -> str:
+    """What the agent records (and the model next sees) after an unreadable output."""
+    return f"your output had no readable action: {reason}"
+
+
+def replay_step(
+    obs: Mapping[str, Any],
+    action: Action,
+    *,
+    parse: Mapping[str, Any] | None,
+    guards: Sequence[Mapping[str, Any]] = (),
+    env_error: str = "",
+) -> Step:
+    """The :class:`Step` an :class:`LLMAgent` put into its history for a recorded
+    step: ``parse`` and ``guards`` as recorded (``info["parse"]``/``info["guards"]``;
+    ``parse=None`` for sources without a model, such as experts), ``env_error``
+    the env's ``action_error`` of that step. Learners rebuild histories with it."""
+    failed = parse is not None and not parse.get("ok", True)
+    notes = tuple(str(g.get("guard", "")) for g in guards)
+    if failed:
+        error = parse_failure_error(str(parse.get("error", "")))
+        proposed = None
+        notes = ("parse_failure",)
+    else:
+        error = next((str(g["error"]) for g in guards if g.get("error")), "")
+        raw = (parse or {}).get("action")
+        proposed = Action.from_dict(dict(raw)) if raw else None
+    history = History(
+        [
+            Step(
+                action=action,
+                element=describe_element(obs, action.element_id),
+                error=error,
+                proposed=proposed,
+                notes=notes,
+            )
+        ]
+    )
+    history.record_error(env_error)
+    return history[0]
 
 
 class LLMAgent:
@@ -89,13 +186,13 @@ class LLMAgent:
         if max_parse_failures < 1:
             raise ValueError("max_parse_failures must be >= 1")
         self.backend = backend
-        self.prompt_config = _as(PromptConfig, prompt)
+        self.prompt_config = PromptConfig.from_value(prompt)
         self.guards = Guards(guards)
         self.sampling = _as(SamplingParams, sampling)
         self.max_parse_failures = max_parse_failures
         self.history = History()
         self.goal = ""
-        self._episode_sampling = self.sampling
+        self._episode_seed: int | None = None
         self._parse_failures = 0
         self._awaiting_result = False
 
@@ -104,25 +201,22 @@ class LLMAgent:
         self.history.clear()
         self._parse_failures = 0
         self._awaiting_result = False
-        self._episode_sampling = (
-            self.sampling if seed is None else dataclasses.replace(self.sampling, seed=seed)
+        self._episode_seed = seed
+
+    def step_sampling(self) -> SamplingParams:
+        """The sampling of the next step: with an episode seed, a seed of its own
+        per step (``derive_seed(episode seed, step)``), so steps never replay
+        one random stream; without one, ``sampling.seed`` as configured."""
+        if self._episode_seed is None:
+            return self.sampling
+        return dataclasses.replace(
+            self.sampling, seed=derive_seed(self._episode_seed, len(self.history))
         )
 
     def build_prompt(self, obs: Mapping[str, Any], demonstration: str | None = None) -> Prompt:
         """The prompt for ``obs`` given the current history (what :meth:`act` sends)."""
-        cfg = self.prompt_config
-        return build_prompt(
-            obs,
-            self.history,
-            count_tokens=self.backend.count_tokens,
-            budget_tokens=cfg.budget_tokens,
-            demonstration=demonstration,
-            multimodal=cfg.use_screenshot and bool(getattr(self.backend, "multimodal", False)),
-            max_history=cfg.max_history,
-            max_text_chars=cfg.max_text_chars,
-            rules=cfg.rules,
-            system_role=cfg.system_role,
-            goal=obs.get("goal") or self.goal,
+        return self.prompt_config.build(
+            obs, self.history, backend=self.backend, goal=self.goal, demonstration=demonstration
         )
 
     def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
@@ -131,7 +225,7 @@ class LLMAgent:
         prompt = self.build_prompt(obs)
         start = time.perf_counter()
         generation = self.backend.generate(
-            prompt.messages, list(prompt.images) or None, self._episode_sampling
+            prompt.messages, list(prompt.images) or None, self.step_sampling()
         )
         latency = time.perf_counter() - start
         outcome = explain_parse(generation.text)
@@ -148,7 +242,7 @@ class LLMAgent:
                 )
             else:
                 action = Action(Verb.WAIT, value="0")
-            error = f"your output had no readable action: {outcome.result.reason}"
+            error = parse_failure_error(outcome.result.reason)
         else:
             self._parse_failures = 0
             proposed = outcome.result

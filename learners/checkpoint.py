@@ -131,14 +131,27 @@ class EvalGate:
     is saved as ``checkpoints/best``; a success more than ``tolerance`` below
     the best restores the best weights (the optimiser state is kept: the step
     that hurt is undone, the learning goes on).
+
+    ``learner_state()`` is what else the learner keeps that must move with
+    the weights (SDFT's EMA teacher): it is saved with the best checkpoint
+    and handed back to ``restore_learner_state`` on a rollback, so a rolled-back
+    student never meets a teacher that the bad steps already moved.
     """
 
     def __init__(
-        self, checkpoints: CheckpointManager, evaluate: Callable[[], float], tolerance: float = 0.0
+        self,
+        checkpoints: CheckpointManager,
+        evaluate: Callable[[], float],
+        tolerance: float = 0.0,
+        *,
+        learner_state: Callable[[], dict[str, Any]] | None = None,
+        restore_learner_state: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.checkpoints = checkpoints
         self.evaluate = evaluate
         self.tolerance = tolerance
+        self.learner_state = learner_state
+        self.restore_learner_state = restore_learner_state
         self.best: float | None = None
         self.best_step: int | None = None
         self.rollbacks = 0
@@ -148,9 +161,16 @@ class EvalGate:
         metrics = {"eval/success_rate": success}
         if self.best is None or success > self.best:
             self.best, self.best_step = success, step
-            self.checkpoints.save(step, None, name="best")
+            extra = self.learner_state() if self.learner_state else None
+            self.checkpoints.save(step, None, extra, name="best")
         elif success < self.best - self.tolerance:
-            self.checkpoints.load_weights(self.checkpoints.root / "best")
+            best = self.checkpoints.root / "best"
+            self.checkpoints.load_weights(best)
+            if self.restore_learner_state is not None:
+                import torch
+
+                state = torch.load(best / "state.pt", weights_only=False)
+                self.restore_learner_state(dict(state.get("extra") or {}))
             self.rollbacks += 1
             metrics["eval/rolled_back"] = 1.0
         metrics["eval/best_success_rate"] = float(self.best)

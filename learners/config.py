@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, TypeVar
 
+from agents.agent import PromptConfig
+
 __all__ = ["GRPOConfig", "LearnerConfig", "SDFTConfig", "SFTConfig", "from_mapping"]
 
 
@@ -29,7 +31,9 @@ class LearnerConfig:
     """What every learner shares: the model, the LoRA, the optimiser, outputs and logging."""
 
     model: str = _f(
-        "tiny", "Base model: local dir or hub id; 'tiny' builds agents.tiny's text model."
+        "tiny-random",
+        "Base model: local dir, hub id or preset (agents.models): tiny-random (agents.tiny's "
+        "random-weight text model, for tests), smollm2-135m (SmolLM2-135M-Instruct, offline).",
     )
     output_dir: str | None = _f(
         None,
@@ -64,8 +68,12 @@ class LearnerConfig:
     success_only: bool = _f(True, "Use only successful episodes.")
     tasks: list[str] | None = _f(None, "Keep only these tasks (e.g. [click-button]).")
     sources: list[str] | None = _f(None, "Keep only these sources: human, scripted, agent.")
-    budget_tokens: int = _f(3072, "Prompt token budget (agents.agent.PromptConfig.budget_tokens).")
-    max_history: int = _f(8, "History steps shown in the prompt.")
+    prompt: PromptConfig = _f(
+        None,
+        "The agent's prompt settings (agents.agent.PromptConfig: budget_tokens, max_history, "
+        "max_text_chars, rules, system_role, use_screenshot); must match the agent's, so "
+        "training prompts equal inference prompts. A mapping is accepted.",
+    )
     # checkpoints, evaluation, logging
     save_steps: int = _f(50, "Checkpoint every N optimiser steps (0: only at the end).")
     save_total_limit: int = _f(2, "Checkpoints kept (the best one is always kept).")
@@ -87,6 +95,9 @@ class LearnerConfig:
     wandb_project: str = _f("browser-rl", "wandb project.")
     run_name: str | None = _f(None, "wandb run name (default: learner name + output dir).")
     progress: bool = _f(True, "Show a tqdm progress bar.")
+
+    def __post_init__(self) -> None:
+        self.prompt = PromptConfig.from_value(self.prompt)
 
 
 @dataclasses.dataclass
@@ -130,10 +141,10 @@ class SDFTConfig(LearnerConfig):
         None, "Compute the KL on the student's top-k tokens (renormalised); None: full vocabulary."
     )
     ema_rate: float = _f(
-        0.0,
+        0.05,
         "Teacher EMA rate alpha: after each step teacher <- (1 - alpha) teacher + alpha student "
-        "(over the trainable weights, i.e. the LoRA adapter). 0 keeps the teacher frozen at "
-        "the initial student.",
+        "(over the trainable weights, i.e. the LoRA adapter); the paper's EMA teacher, 0.05 as "
+        "TRL's teacher_update_rate. 0 keeps the teacher frozen at the initial student.",
     )
     temperature: float = _f(1.0, "Sampling temperature of the student's on-policy completions.")
     top_p: float = _f(1.0, "Nucleus sampling of the student's completions.")
@@ -163,14 +174,24 @@ class GRPOConfig(LearnerConfig):
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
     max_new_tokens: int = _f(48, "Completion length limit per step.")
+    reward: str = _f(
+        "success",
+        "Episode reward: success (1 if the task judged it solved, else 0 -- the default: the "
+        "env's raw return scores a stall (WAIT until truncation, 0) above a wrong final answer "
+        "(negative)) | return (the episode's return as the env gives it).",
+    )
     format_reward: float = _f(
-        0.0, "Added to the episode return times the fraction of steps whose output parsed as JSON."
+        0.0, "Added to the episode reward times the fraction of steps whose output parsed as JSON."
     )
     scale_rewards: bool = _f(
         True, "Divide group advantages by the group's reward std (Dr. GRPO: False)."
     )
     epsilon: float = _f(0.2, "PPO clip range of the importance ratio.")
-    beta: float = _f(0.0, "KL penalty to the initial policy (0: none, as in current TRL defaults).")
+    beta: float = _f(
+        0.0,
+        "KL penalty (k3 estimator) to the reference policy -- the policy as training started, "
+        "init_adapter included (0: none, as in current TRL defaults).",
+    )
     modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
     # where rollouts are generated
     generation: str = _f(

@@ -1,8 +1,8 @@
 """Episodes -> training samples for a given backend (thin glue over :mod:`learners.datasets`).
 
 Prompts are rebuilt with the backend's own tokenizer as the token counter and
-the agent's prompt settings, so a sample's prompt is the prompt the agent
-would send at that step.
+the agent's prompt settings (``cfg.prompt``, a :class:`agents.agent.PromptConfig`),
+so a sample's prompt is the prompt the agent would send at that step.
 """
 
 from __future__ import annotations
@@ -35,11 +35,8 @@ def load_samples(cfg: Any, backend: Any) -> list[Sample]:
             success_only=cfg.success_only,
             tasks=cfg.tasks,
             sources=cfg.sources,
-            prompt_kwargs={
-                "count_tokens": backend.count_tokens,
-                "budget_tokens": cfg.budget_tokens,
-                "max_history": cfg.max_history,
-            },
+            prompt=cfg.prompt,
+            backend=backend,
         )
     )
     if not samples:

@@ -9,10 +9,20 @@ earlier steps -- and the action that was taken there as the target::
     dataset = to_hf_dataset(samples)      # columns: prompt, completion, target, reward, ...
 
 Prompts are rebuilt, never read back from ``steps.jsonl``: a learner may use
-a different token budget or tokenizer (``prompt_kwargs``), and an episode
-recorded by a human or a scripted expert has no prompt at all. Steps whose
-action was invalid (``action`` null) give no sample and do not enter the
-history, since the agent never executed them.
+another tokenizer, and an episode recorded by a human or a scripted expert has
+no prompt at all. They are rebuilt with the agent's own recipe
+(:class:`agents.agent.PromptConfig`, handed in as ``prompt`` with the
+``backend`` whose tokenizer measures it), and the history the agent kept is
+rebuilt with :func:`agents.agent.replay_step` from what the step recorded --
+guard errors and parse failures included -- so for an episode an
+:class:`~agents.agent.LLMAgent` recorded with the same settings and tokenizer
+the training prompt equals the prompt in ``steps.jsonl`` byte for byte
+(``tests/learners/test_prompt_parity.py``).
+
+Steps whose action was invalid (``action`` null) give no sample and do not
+enter the history, since the agent never executed them. Steps whose model
+output did not parse (the agent ran ``WAIT 0`` instead) enter the history but
+give no sample: the executed action is not a decision to imitate.
 """
 
 from __future__ import annotations
@@ -23,8 +33,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from agents.agent import Step, describe_element
-from agents.prompt import PROMPT_VERSION, build_prompt
+from agents.agent import PromptConfig, Step, replay_step
+from agents.prompt import PROMPT_VERSION
 from browser_env.actions import Action
 from browser_env.episodes import Episode, iter_episodes
 
@@ -110,30 +120,51 @@ def _target(action: Mapping[str, Any], keep_reasoning: bool) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+class _CharCounter:
+    """Stands in for a backend when none is given: chars/4 tokens, text only."""
+
+    multimodal = False
+
+    @staticmethod
+    def count_tokens(text: str) -> int:
+        return (len(text) + 3) // 4
+
+
 def episode_samples(
     episode: Episode,
     *,
-    prompt_kwargs: Mapping[str, Any] | None = None,
+    prompt: PromptConfig | Mapping[str, Any] | None = None,
+    backend: Any = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
-    """The samples of one episode, in step order. ``prompt_kwargs`` go to
-    :func:`build_prompt` (``budget_tokens``, ``count_tokens``, ``max_history``, ...)."""
-    kwargs = dict(prompt_kwargs or {})
-    kwargs.pop("demonstration", None)
+    """The samples of one episode, in step order, with prompts built by
+    ``prompt.build(..., backend=backend)`` (``backend`` gives the tokenizer and
+    whether the screenshot is sent; ``None``: a chars/4 count, text only)."""
+    recipe = PromptConfig.from_value(prompt)
+    backend = _CharCounter() if backend is None else backend
+    with_pixels = recipe.multimodal(backend)
     history: list[Step] = []
     outcome = episode.outcome
     for record in episode.steps:
         if record.action is None:
             continue
-        obs = episode.observation(record.index)
+        obs = episode.observation(record.index, screenshot=with_pixels)
+        action = Action.from_dict(dict(record.action))
+        parse = (record.extras or {}).get("parse")
+        step = replay_step(
+            obs, action, parse=parse, guards=record.guards or (), env_error=record.error
+        )
+        if step.notes == ("parse_failure",):
+            history.append(step)
+            continue
         target = _target(record.action, keep_reasoning)
-        prompt = build_prompt(obs, history, goal=obs.get("goal") or episode.meta.goal, **kwargs)
-        teacher = build_prompt(
-            obs, history, goal=obs.get("goal") or episode.meta.goal, demonstration=target, **kwargs
+        built = recipe.build(obs, history, backend=backend, goal=episode.meta.goal)
+        teacher = recipe.build(
+            obs, history, backend=backend, goal=episode.meta.goal, demonstration=target
         )
         shot = record.observation.get("screenshot")
         yield Sample(
-            messages=prompt.messages,
+            messages=built.messages,
             teacher_messages=teacher.messages,
             target=target,
             demonstration=target,
@@ -147,15 +178,10 @@ def episode_samples(
             episode_id=episode.meta.episode_id or episode.path.name,
             step=record.index,
             num_steps=len(episode.steps),
-            prompt_version=prompt.version or PROMPT_VERSION,
+            prompt_version=built.version or PROMPT_VERSION,
             screenshot=str(episode.path / shot) if shot else None,
         )
-        action = Action.from_dict(dict(record.action))
-        history.append(
-            Step(
-                action=action, element=describe_element(obs, action.element_id), error=record.error
-            )
-        )
+        history.append(step)
 
 
 def iter_samples(
@@ -166,7 +192,8 @@ def iter_samples(
     sources: Iterable[str] | None = None,
     env_ids: Iterable[str] | None = None,
     where: Callable[[Episode], bool] | None = None,
-    prompt_kwargs: Mapping[str, Any] | None = None,
+    prompt: PromptConfig | Mapping[str, Any] | None = None,
+    backend: Any = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
     """Every sample of every episode :func:`select_episodes` keeps."""
@@ -174,7 +201,7 @@ def iter_samples(
         paths, success_only=success_only, tasks=tasks, sources=sources, env_ids=env_ids, where=where
     ):
         yield from episode_samples(
-            episode, prompt_kwargs=prompt_kwargs, keep_reasoning=keep_reasoning
+            episode, prompt=prompt, backend=backend, keep_reasoning=keep_reasoning
         )
 
 

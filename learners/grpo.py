@@ -10,18 +10,26 @@ One optimiser step:
    ``num_generations`` (G) episodes of each with the current policy, sampled
    (``temperature``), through the agent's own prompt builder, parser and
    guards (:func:`learners.rollout.play`);
-2. reward of an episode = its return + ``format_reward`` x the fraction of
-   its steps whose output parsed; advantage A_i = (r_i - mean_group) /
-   std_group (``scale_rewards``), shared by every step of episode i;
+2. reward of an episode = 1 if it succeeded else 0 (``reward=success``, the
+   default; ``reward=return`` uses the env's raw return, which scores a stall
+   -- WAIT until truncation, 0 -- above a wrong final answer, negative) +
+   ``format_reward`` x the fraction of its steps whose output parsed;
+   advantage A_i = (r_i - mean_group) / std_group (``scale_rewards``), shared
+   by every step of episode i;
 3. every step of every episode is its own sample: its own prompt (the
    observation and history at that step) and its own completion tokens --
    never a concatenation of turns (huggingface/trl#4543). The loss is the
    clipped surrogate -min(rho A, clip(rho, 1 +- epsilon) A) averaged over
-   all completion tokens of the batch, plus ``beta`` x k3 KL to the base
-   model (the adapter switched off) when ``beta > 0``.
+   all completion tokens of the batch, plus ``beta`` x k3 KL to the
+   reference policy when ``beta > 0``. The reference is the policy as
+   training started -- with ``init_adapter`` (or a continued adapter), that
+   adapter, not the bare base model; with ``lora=false``, a frozen copy of
+   the initial weights. The logged ``kl`` is the same k3 estimate (>= 0).
 
 Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
-and the gradient is the policy gradient -A grad log pi.
+and the gradient is the policy gradient -A grad log pi. Log-probs are
+computed with dropout off (:func:`learners.policy.no_dropout`): they must be
+those of the policy that sampled.
 
 Where rollouts are generated (``generation``): ``local`` samples with the
 trainer's own transformers model (``backend.generate``; CPU or GPU, no vLLM
@@ -80,18 +88,26 @@ def run(
         raise ValueError(f"generation must be 'local' or 'server', got {cfg.generation!r}")
     if cfg.generation == "server" and not cfg.lora:
         raise ValueError("generation=server serves LoRA adapters: it needs lora=true")
+    if cfg.reward not in ("success", "return"):
+        raise ValueError(f"reward must be 'success' or 'return', got {cfg.reward!r}")
+    if cfg.beta < 0:
+        raise ValueError(f"beta must be >= 0, got {cfg.beta}")
 
     import torch
 
+    from agents.seeding import derive_seed
     from learners.loop import TrainLoop
-    from learners.losses import entropy, group_advantages, grpo_token_loss
-    from learners.policy import completion_logits
+    from learners.losses import entropy, group_advantages, grpo_token_loss, k3_kl
+    from learners.policy import completion_logits, no_dropout
     from learners.rollout import EnvPool, attach_env_gate, make_agent, play
 
     loop = TrainLoop(cfg, "grpo")
     backend = loop.backend
     loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
     attach_env_gate(loop, cfg)
+    reference = _Reference(loop) if cfg.beta > 0 else None
+    if reference is not None and reference.state is not None:
+        loop.keep_state("reference", lambda: reference.state)  # fixed: never rolled back
     pool = EnvPool(cfg.max_episode_steps, cfg.modalities)
     server = None
     if cfg.generation == "server":
@@ -125,7 +141,7 @@ def run(
 
     def loss_step(step: int) -> dict[str, float]:
         model = backend.model
-        rng = random.Random(cfg.seed * 1_000_003 + step)
+        rng = random.Random(derive_seed(cfg.seed, step))
         groups = [
             (rng.choice(cfg.env_ids), rng.choice(cfg.train_seeds)) for _ in range(cfg.batch_size)
         ]
@@ -136,8 +152,7 @@ def run(
         trajectories, keys = [], []
         for g, (env_id, seed) in enumerate(groups):
             for k in range(cfg.num_generations):
-                sample_seed = (cfg.seed * 1_000_003 + step) * 1000 + g * cfg.num_generations + k
-                trajectories.append(play_fn(env_id, seed, sample_seed))
+                trajectories.append(play_fn(env_id, seed, derive_seed(cfg.seed, step, g, k)))
                 keys.append(g)
         if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
             raise RuntimeError(
@@ -145,7 +160,11 @@ def run(
                 "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
             )
         # 2. episode rewards -> group-relative advantages
-        rewards = [t.episode_return + cfg.format_reward * t.parse_rate for t in trajectories]
+        rewards = [
+            (float(t.success) if cfg.reward == "success" else t.episode_return)
+            + cfg.format_reward * t.parse_rate
+            for t in trajectories
+        ]
         advantages = group_advantages(rewards, keys, scale=cfg.scale_rewards)
         # 3. one sample per step, each with its own prompt
         samples = [
@@ -155,23 +174,17 @@ def run(
             if s.completion_ids
         ]
         n_tokens = sum(len(s.completion_ids) for s, _ in samples)
-        model.train()
         stats = dict.fromkeys(("loss", "entropy", "clip_ratio", "kl"), 0.0)
         for sample, adv in samples:
             if adv == 0.0 and cfg.beta == 0.0:
                 continue  # no signal: skip the forward pass (its gradient is zero)
-            logits = completion_logits(
-                backend, sample.messages, sample.images, sample.completion_ids
-            )
+            with no_dropout(model):
+                logits = completion_logits(
+                    backend, sample.messages, sample.images, sample.completion_ids
+                )
             ids = torch.as_tensor(sample.completion_ids, device=logits.device)
             logps = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
-            ref = None
-            if cfg.beta > 0 and hasattr(model, "disable_adapter"):
-                with torch.no_grad(), model.disable_adapter():
-                    ref_logits = completion_logits(
-                        backend, sample.messages, sample.images, sample.completion_ids
-                    )
-                ref = torch.log_softmax(ref_logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
+            ref = None if reference is None else reference.logps(sample, ids)
             mask = torch.ones_like(logps, dtype=torch.bool)
             loss, s = grpo_token_loss(
                 logps,
@@ -189,7 +202,7 @@ def run(
             with torch.no_grad():
                 stats["entropy"] += float(entropy(logits).mean()) * weight
                 if ref is not None:
-                    stats["kl"] += float((ref - logps).mean()) * weight
+                    stats["kl"] += float(k3_kl(logps, ref).mean()) * weight
         n = len(trajectories)
         return {
             **stats,
@@ -214,10 +227,60 @@ def run(
             server.close()
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+class _Reference:
+    """The reference policy of the KL term: the policy as this training started.
 
-    return run(OmegaConf.to_container(cfg.learner, resolve=True))
+    With LoRA it is the initial adapter weights (a fresh LoRA's B = 0 makes it
+    the base model; ``init_adapter`` makes it that adapter), swapped into the
+    live model for the reference forward pass, and carried in checkpoints so a
+    resumed run keeps the same reference. Without LoRA it is a frozen copy of
+    the initial model.
+    """
+
+    def __init__(self, loop: Any) -> None:
+        import copy
+
+        from learners.policy import trainable_state
+
+        self.backend = loop.backend
+        self.params = loop.policy.trainable_parameters()
+        self.lora = hasattr(loop.policy.model, "peft_config")
+        self.state: dict[str, Any] | None = None
+        self.model = None
+        if self.lora:
+            self.state = loop.resume_state.get("reference") or trainable_state(loop.policy)
+        else:
+            self.model = copy.deepcopy(loop.policy.model).eval().requires_grad_(False)
+
+    def logps(self, sample: Any, ids: Any) -> Any:
+        import torch
+
+        from learners.policy import completion_logits, no_dropout, swapped_weights
+
+        live = self.backend.model
+        with torch.no_grad():
+            if self.lora:
+                with swapped_weights(self.params, self.state), no_dropout(live):
+                    logits = completion_logits(
+                        self.backend, sample.messages, sample.images, sample.completion_ids
+                    )
+            else:
+                self.backend.model = self.model
+                try:
+                    logits = completion_logits(
+                        self.backend, sample.messages, sample.images, sample.completion_ids
+                    )
+                finally:
+                    self.backend.model = live
+        return torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
+
+
+def hydra_entry(cfg: Any) -> dict[str, Any]:
+    """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
+    checked by :func:`learners.entry.learner_values`)."""
+    from learners.entry import learner_values
+
+    return run(learner_values(cfg, "grpo"))
 
 
 def main() -> None:

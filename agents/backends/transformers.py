@@ -51,6 +51,7 @@ from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
+from agents.models import resolve_model
 
 __all__ = ["TransformersBackend", "load_processor"]
 
@@ -97,7 +98,7 @@ class TransformersBackend(BackendBase):
     ) -> None:
         torch = require("torch", purpose="the transformers backend")
         transformers = require("transformers", purpose="the transformers backend")
-        self.model_name = os.fspath(model)
+        self.model_name = resolve_model(os.fspath(model))  # presets: agents.models
         self.adapter = os.fspath(adapter) if adapter is not None else None
         self.max_image_side = max_image_side
         self.device = _resolve_device(torch, device)

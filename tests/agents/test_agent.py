@@ -5,6 +5,7 @@ import json
 from agents.agent import Agent, History, LLMAgent, PromptConfig, Step
 from agents.backends.base import SamplingParams
 from agents.prompt import FORMAT_BLOCK, PROMPT_VERSION, build_prompt
+from agents.seeding import derive_seed
 from browser_env.actions import Action, Verb
 
 
@@ -145,9 +146,27 @@ def test_reset_clears_history_and_seeds_sampling(make_obs, scripted_backend):
     agent.reset("g2", seed=11)
     assert len(agent.history) == 0
     agent.act(make_obs())
-    assert backend.calls[-1]["sampling"].seed == 11
+    assert backend.calls[-1]["sampling"].seed == derive_seed(11, 0)
     agent.close()
     assert backend.closed
+
+
+def test_each_step_of_a_seeded_episode_samples_with_its_own_seed(make_obs, scripted_backend):
+    """A backend re-seeds before every generation, so one seed per episode would
+    replay the same random stream at every step."""
+    backend = scripted_backend(['{"action": "WAIT"}'])
+    agent = LLMAgent(backend, sampling={"temperature": 1.0})
+    agent.reset("g", seed=11)
+    for _ in range(4):
+        agent.act(make_obs())
+    seeds = [c["sampling"].seed for c in backend.calls]
+    assert len(set(seeds)) == 4 and seeds == [derive_seed(11, t) for t in range(4)]
+    agent.reset("g", seed=11)  # the same episode seed replays the same seeds
+    agent.act(make_obs())
+    assert backend.calls[-1]["sampling"].seed == seeds[0]
+    agent.reset("g")  # no episode seed: the configured sampling seed (None) as is
+    agent.act(make_obs())
+    assert backend.calls[-1]["sampling"].seed is None
 
 
 def test_goal_from_reset_when_observation_has_none(make_obs, scripted_backend):

@@ -27,7 +27,9 @@ def _element(eid: str, tag: str, role: str, text: str) -> dict:
     }
 
 
-def write_click_episode(root, seed: int, *, target: str = "ONE", source: str = "scripted"):
+def write_click_episode(
+    root, seed: int, *, target: str = "ONE", source: str = "scripted", task: str = "click-button"
+):
     """A one-step 'click the button labelled X' episode, solved."""
     from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
 
@@ -45,8 +47,8 @@ def write_click_episode(root, seed: int, *, target: str = "ONE", source: str = "
     w = EpisodeWriter(
         root,
         EpisodeMeta(
-            env_id="browser_env/miniwob.click-button-v0",
-            task="click-button",
+            env_id=f"browser_env/miniwob.{task}-v0",
+            task=task,
             seed=seed,
             source=source,
             goal=goal,

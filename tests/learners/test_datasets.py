@@ -126,7 +126,7 @@ def test_samples_use_the_one_prompt_builder(tmp_path):
     assert last.screenshot.endswith("screenshots/step_00003.png")
     keep = list(episode_samples(ep, keep_reasoning=True))[0]
     assert json.loads(keep.target)["reasoning"] == "fill"
-    small = list(episode_samples(ep, prompt_kwargs={"budget_tokens": 200}))
+    small = list(episode_samples(ep, prompt={"budget_tokens": 200}))
     assert len(small[0].messages[-1]["content"]) < len(samples[0].messages[-1]["content"])
 
 

@@ -138,3 +138,37 @@ def test_training_with_the_env_evaluation_gate(tmp_path, episodes_dir):
     assert (tmp_path / "out" / "checkpoints" / "best" / "adapter_model.safetensors").is_file()
     meta = json.loads((tmp_path / "out" / "training.json").read_text())
     assert meta["metrics"]["gate/best_step"] == 1
+
+
+def _values(name, overrides):
+    from hydra import compose, initialize_config_dir
+
+    from learners.entry import learner_values
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    trainable = ("transformers", "mlx") if name == "sdft" else ("transformers",)
+    return learner_values(cfg, name, trainable=trainable)
+
+
+@pytest.mark.parametrize("name", ["sft", "sdft", "grpo"])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+backend=openai"], r"cannot train with \+backend=openai"),
+        (["+backend=tensorrt"], r"cannot train with \+backend=tensorrt"),
+        (["+backend=transformers", "backend.model=some/model"], r"backend\.model.*learner\.model"),
+        (["+backend=transformers", "backend.device=cuda"], r"backend\.device.*learner\.device"),
+    ],
+)
+def test_learners_reject_backends_and_settings_they_would_ignore(name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _values(name, overrides)
+
+
+def test_model_preset_and_training_backend_reach_the_learner():
+    assert _values("sft", ["model=smollm2-135m"])["model"] == "smollm2-135m"
+    assert _values("grpo", ["+backend=transformers"])["model"] == "tiny-random"  # defaults
+    assert _values("sdft", ["+backend=mlx", "model=smollm2-135m"])["backend"] == "mlx"
+    with pytest.raises(ValueError, match=r"learners\.sft cannot train with \+backend=mlx"):
+        _values("sft", ["+backend=mlx"])

@@ -14,70 +14,161 @@ from learners.rollout import StepSample, Trajectory  # noqa: E402
 FAST = {"wandb": False, "progress": False, "save_steps": 0}
 
 
-def _fake_play(seen):
-    """Episodes of 2 steps whose success alternates within a group: a non-zero signal."""
+PROMPT = [{"role": "user", "content": "Click the OK button."}]
+WIN, LOSE = [5, 6, 7], [8, 9]
+
+
+def _group_play(seen):
+    """Each group's G rollouts alternate between a rewarded completion (the
+    episode succeeds) and an unrewarded one, on the same prompt."""
+    count = [0]
 
     def play_fn(env_id, seed, sample_seed):
-        win = sample_seed % 2 == 0
-        steps = [
-            StepSample(
-                messages=[{"role": "user", "content": f"seed {seed} step {t} obs"}],
-                images=[],
-                completion_ids=[5, 6, 7] if t == 0 else [8, 9],
-                parsed=True,
-            )
-            for t in range(2)
-        ]
-        seen.append((env_id, seed, sample_seed, [s.messages for s in steps]))
+        win = count[0] % 2 == 0
+        count[0] += 1
+        steps = [StepSample(PROMPT, [], WIN if win else LOSE, True)]
+        seen.append((env_id, seed, sample_seed))
         return Trajectory(env_id, seed, steps, float(win), win)
 
     return play_fn
 
 
-def test_grpo_updates_every_lora_weight_with_per_step_samples(tmp_path):
+def _completion_logps(adapter, completions):
+    """``[(base, adapted)]`` log p(ids | PROMPT) for each of ``completions``
+    under the tiny model without and with ``adapter`` (one model load)."""
+    import peft
+
+    from agents.backends.transformers import TransformersBackend
+    from learners.policy import completion_logits
+
+    backend = TransformersBackend("tiny", device="cpu", dtype="float32")
+
+    def logp(ids):
+        with torch.no_grad():
+            logits = completion_logits(backend, PROMPT, [], ids)
+        return float(
+            torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(ids)[:, None]).sum()
+        )
+
+    base = [logp(ids) for ids in completions]
+    backend.model = peft.PeftModel.from_pretrained(backend.model, str(adapter)).eval()
+    adapted = [logp(ids) for ids in completions]
+    backend.close()
+    return list(zip(base, adapted, strict=True))
+
+
+def _train(tmp_path, play_fn, **overrides):
     from learners.grpo import run
 
-    seen = []
     out = tmp_path / "grpo"
-    result = run(
-        {
-            **FAST,
-            "output_dir": str(out),
-            "max_steps": 2,
-            "learning_rate": 1e-2,
-            "num_generations": 2,
-            "batch_size": 2,
-            "env_ids": ["browser_env/miniwob.click-test-v0"],
-            "train_seeds": [0, 1, 2],
-        },
-        play_fn=_fake_play(seen),
-    )
-    assert len(seen) == 2 * 2 * 2  # steps x groups x G
-    # within a step's batch, each group's G rollouts share env id and seed
-    assert len({(e, s) for e, s, _, _ in seen[:2]}) == 1
-    assert len({(e, s) for e, s, _, _ in seen[2:4]}) == 1
+    config = {
+        **FAST,
+        "output_dir": str(out),
+        "max_steps": 3,
+        "learning_rate": 1e-2,
+        "num_generations": 2,
+        "batch_size": 2,
+        "env_ids": ["browser_env/miniwob.click-test-v0"],
+        "train_seeds": [0, 1, 2],
+        **overrides,
+    }
+    return out, run(config, play_fn=play_fn)
+
+
+def _rewarded_completion_rises(tmp_path):
+    seen = []
+    out, result = _train(tmp_path, _group_play(seen))
+    (win_0, win_1), (lose_0, lose_1) = _completion_logps(out, [WIN, LOSE])
+    return seen, result, win_1 - win_0, lose_1 - lose_0
+
+
+def test_grpo_raises_the_rewarded_completions_log_prob(tmp_path):
+    seen, result, win, lose = _rewarded_completion_rises(tmp_path)
+    assert win > 0.05 and lose < -0.05, (win, lose)
+    assert len(seen) == 3 * 2 * 2  # steps x groups x G
+    # within a step's batch, each group's G rollouts share env id and seed ...
+    assert len({(e, s) for e, s, _ in seen[:2]}) == 1
+    assert len({(e, s) for e, s, _ in seen[2:4]}) == 1
+    # ... and every rollout samples with a seed of its own
+    assert len({sample_seed for _, _, sample_seed in seen}) == len(seen)
     row = result["history"][-1]
-    assert row["reward_mean"] == pytest.approx(0.5) and row["success_rate"] == pytest.approx(0.5)
-    assert row["num_samples"] == 2 * 2 * 2  # every step of every episode is its own sample
+    assert row["reward_mean"] == pytest.approx(0.5) and row["num_samples"] == 4
+    meta = json.loads((tmp_path / "grpo" / "training.json").read_text())
+    assert meta["hyperparameters"]["lora_r"] == 8 and meta["hyperparameters"]["reward"] == "success"
+
+
+def test_a_flipped_advantage_sign_fails_the_learning_check(tmp_path, monkeypatch):
+    """The check above is not passed by noise: with the advantages negated the
+    rewarded completion's log-prob falls."""
+    import learners.losses
+
+    original = learners.losses.group_advantages
+    monkeypatch.setattr(learners.losses, "group_advantages", lambda *a, **k: -original(*a, **k))
+    _, _, win, lose = _rewarded_completion_rises(tmp_path)
+    assert win < -0.05 and lose > 0.05, (win, lose)
+
+
+def _stall_vs_wrong_answer(env_id, seed, sample_seed, count=[0]):  # noqa: B006
+    """A stall (WAIT until truncation: return 0) and a wrong FINISH (return -1);
+    neither solves the task."""
+    count[0] += 1
+    stall = count[0] % 2 == 0
+    step = StepSample(PROMPT, [], LOSE if stall else WIN, True)
+    return Trajectory(env_id, seed, [step], 0.0 if stall else -1.0, False)
+
+
+@pytest.mark.parametrize(("reward", "moves"), [("success", False), ("return", True)])
+def test_default_binary_reward_does_not_prefer_stalling(tmp_path, reward, moves):
+    overrides = {} if reward == "success" else {"reward": "return"}
+    out, _ = _train(tmp_path, _stall_vs_wrong_answer, max_steps=1, **overrides)
     from safetensors.torch import load_file
 
     weights = load_file(str(out / "adapter_model.safetensors"))
-    import peft
-    from transformers import AutoModelForCausalLM
+    changed = any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    assert changed is moves  # the raw return would push towards the stall
 
-    from agents.tiny import tiny_model_path
 
-    torch.manual_seed(0)
-    init = peft.get_peft_model_state_dict(
-        peft.get_peft_model(
-            AutoModelForCausalLM.from_pretrained(tiny_model_path("text")),
-            peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
-        )
+def test_grpo_kl_is_to_the_initial_policy_and_never_negative(tmp_path):
+    """beta > 0: the reference is the adapter training started from (so the
+    first step's KL is 0, not the adapter's distance to the bare base model);
+    the logged KL is >= 0 and grows as the policy moves."""
+    from learners.grpo import run
+
+    init, _ = _train(tmp_path / "init", _group_play([]), max_steps=2)
+    result = run(
+        {
+            **FAST,
+            "output_dir": str(tmp_path / "kl"),
+            "init_adapter": str(init),
+            "max_steps": 3,
+            "learning_rate": 1e-2,
+            "num_generations": 2,
+            "beta": 0.1,
+        },
+        play_fn=_group_play([]),
     )
-    for name, value in init.items():
-        assert not torch.equal(value, weights[name]), f"{name} did not change"
-    meta = json.loads((out / "training.json").read_text())
-    assert meta["hyperparameters"]["lora_r"] == 8 and meta["hyperparameters"]["lora_alpha"] == 16
+    kls = [row["kl"] for row in result["history"]]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(k >= 0 for k in kls) and kls[-1] > 1e-4, kls
+
+
+def test_grpo_kl_without_lora_is_not_skipped(tmp_path):
+    from learners.grpo import run
+
+    result = run(
+        {
+            **FAST,
+            "output_dir": str(tmp_path / "full"),
+            "lora": False,
+            "max_steps": 2,
+            "learning_rate": 1e-3,
+            "num_generations": 2,
+            "beta": 0.1,
+        },
+        play_fn=_group_play([]),
+    )
+    kls = [row["kl"] for row in result["history"]]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 1e-6, kls
 
 
 def test_grpo_all_equal_rewards_give_no_update(tmp_path):

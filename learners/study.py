@@ -1,0 +1,549 @@
+"""The learning study of issue 15, as one command (the SDFT paper's continual-learning setting).
+
+::
+
+    python -m learners.study model=smollm2-135m demos=[runs/expert] \\
+        base_tasks=[click-button,click-link,focus-text] new_tasks=[click-tab,click-dialog-2]
+
+From recorded expert episodes (``demos``; e.g. ``python -m benchmarks.run
+agent=expert``), split by seed into train / validation / test:
+
+1. **Stage A** (base skills): SFT on the base tasks' train demos, so the model
+   speaks the action language. Measured before and after on the base tasks.
+2. **Precondition**: on the new tasks, the stage-A model as the teacher (the
+   expert's action in its prompt) against the same model as the student. SDFT
+   distils the gap; with no gap it has nothing to distil, and the report says so.
+3. **Stage B** (new tasks), from the stage-A adapter, with the same demos and
+   the same optimiser-step budget: ``sft``, ``sdft``, ``sft+sdft`` (half the
+   steps each) and ``grpo`` (binary success reward on the live env's train
+   seeds; needs Chromium, so it is opt-in through ``algorithms``).
+4. **Selection and test**: every checkpoint of a stage-B run is scored on the
+   validation seeds; the best is scored once on the test seeds, which no
+   choice touched. Reported with the number of decisions and Wilson 95% CIs.
+5. **Forgetting**: the base tasks' test accuracy after stage B against after
+   stage A, and the perplexity of a fixed text before and after.
+6. **Cost**: seconds per optimiser step and peak resident memory (CUDA: peak
+   allocated) of each algorithm.
+
+The score is first-action accuracy: greedy decoding on the first step of each
+held-out episode, counted right when the action equals the expert's
+(:func:`learners.data.action_matches`). It needs no browser, so the study is
+cheap to repeat; the env-level success of an adapter is what
+``benchmarks.run`` measures.
+
+Writes ``results.json``, ``results.md`` (the table) and ``curves.png`` (the
+training loss of each algorithm and the validation accuracy of its
+checkpoints) into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StudyConfig", "first_action_accuracy", "main", "perplexity", "run", "wilson"]
+
+#: A fixed text whose perplexity measures forgetting of general language.
+FIXED_TEXT = (
+    "The library opens at nine in the morning and closes at six in the evening. "
+    "Visitors may borrow up to five books at a time for three weeks. Children's "
+    "books are on the ground floor, and the reading room is upstairs, next to the "
+    "computers. Please return books to the desk by the entrance."
+)
+ALGORITHMS = ("sft", "sdft", "sft+sdft", "grpo")
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Every knob of the study; the defaults are the tiny budget of a 2-core CPU."""
+
+    model: str = "smollm2-135m"
+    demos: list[str] = dataclasses.field(default_factory=list)
+    base_tasks: list[str] = dataclasses.field(
+        default_factory=lambda: ["click-button", "click-link", "focus-text"]
+    )
+    new_tasks: list[str] = dataclasses.field(
+        default_factory=lambda: ["click-dialog-2", "click-tab", "focus-text-2"]
+    )
+    # Seed splits, each a half-open range [start, stop) of the demos' episode seeds.
+    train_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1000])
+    val_seeds: list[int] = dataclasses.field(default_factory=lambda: [1000, 1005])
+    test_seeds: list[int] = dataclasses.field(default_factory=lambda: [2000, 2010])
+    algorithms: list[str] = dataclasses.field(default_factory=lambda: ["sft", "sdft", "sft+sdft"])
+    stage_a_steps: int = 20
+    stage_b_steps: int = 10
+    save_steps: int = 5  # stage-B checkpoints scored on the validation seeds
+    batch_size: int = 2
+    lora_r: int = 8
+    sft_learning_rate: float = 3e-4
+    sdft_learning_rate: float = 1e-4
+    grpo_learning_rate: float = 1e-5
+    max_new_tokens: int = 40
+    prompt: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"budget_tokens": 700, "max_history": 2, "max_text_chars": 400}
+    )
+    device: str = "cpu"
+    seed: int = 0
+    output_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.algorithms) - set(ALGORITHMS))
+        if unknown:
+            raise ValueError(f"unknown algorithms {unknown}; known: {list(ALGORITHMS)}")
+        if not self.demos:
+            raise ValueError("no demos: set demos=[DIR, ...] (recorded expert episodes)")
+        for name in ("train", "val", "test"):
+            bounds = getattr(self, f"{name}_seeds")
+            if len(bounds) != 2 or bounds[0] >= bounds[1]:
+                raise ValueError(
+                    f"{name}_seeds must be [start, stop) with start < stop, got {bounds}"
+                )
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            (a0, a1), (b0, b1) = getattr(self, f"{a}_seeds"), getattr(self, f"{b}_seeds")
+            if a0 < b1 and b0 < a1:
+                raise ValueError(f"{a}_seeds {[a0, a1]} and {b}_seeds {[b0, b1]} overlap")
+
+    def seeds(self, split: str) -> range:
+        start, stop = getattr(self, f"{split}_seeds")
+        return range(start, stop)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default); (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def first_action_accuracy(
+    backend: Any, samples: Iterable[Any], *, teacher: bool = False, max_new_tokens: int = 40
+) -> dict[str, Any]:
+    """Greedy first actions of ``samples`` (student prompts, or teacher prompts
+    with the expert's action in context) scored against the expert's."""
+    from tqdm.auto import tqdm
+
+    from agents.backends.base import SamplingParams
+    from learners.data import action_matches, sample_images
+
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    right = n = 0
+    for sample in tqdm(list(samples), desc="teacher" if teacher else "student", leave=False):
+        messages = sample.teacher_messages if teacher else sample.messages
+        gen = backend.generate(messages, sample_images(sample, backend) or None, sampling)
+        right += action_matches(gen.text, sample.target)
+        n += 1
+    low, high = wilson(right, n)
+    return {"accuracy": right / max(n, 1), "correct": right, "n": n, "ci95": [low, high]}
+
+
+def perplexity(backend: Any, text: str = FIXED_TEXT) -> float:
+    """exp(mean next-token NLL) of ``text`` under the backend's model."""
+    import torch
+
+    ids = backend.tokenizer(text, return_tensors="pt")["input_ids"].to(backend.model.device)
+    with torch.no_grad():
+        loss = backend.model(input_ids=ids, labels=ids).loss
+    return float(torch.exp(loss))
+
+
+class _PeakMemory:
+    """Peak resident memory (MiB) of this process while the block runs (CUDA:
+    peak allocated), sampled every 50 ms: a learner's footprint, model included."""
+
+    def __enter__(self) -> _PeakMemory:
+        import psutil
+
+        self.peak = 0.0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._cuda = False
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+                self._cuda = True
+        except ModuleNotFoundError:
+            pass
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss / 2**20)
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._cuda:
+            import torch
+
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+
+
+def _samples(cfg: StudyConfig, tasks: list[str], split: str, backend: Any) -> list[Any]:
+    from learners.datasets import iter_samples
+
+    wanted = cfg.seeds(split)
+    return list(
+        iter_samples(
+            cfg.demos,
+            success_only=True,
+            tasks=tasks,
+            where=lambda e: e.meta.seed in wanted,
+            prompt=cfg.prompt,
+            backend=backend,
+        )
+    )
+
+
+def _first_steps(samples: list[Any]) -> list[Any]:
+    return [
+        s for s in samples if s.step == min(t.step for t in samples if t.episode_id == s.episode_id)
+    ]
+
+
+def _learner_config(cfg: StudyConfig, out: Path, **values: Any) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "device": cfg.device,
+        "seed": cfg.seed,
+        "lora_r": cfg.lora_r,
+        "lora_alpha": 2 * cfg.lora_r,
+        "batch_size": cfg.batch_size,
+        "prompt": dict(cfg.prompt),
+        "episodes": list(cfg.demos),
+        "wandb": False,
+        "progress": cfg.progress,
+        "output_dir": str(out),
+        "save_total_limit": 100,
+        **values,
+    }
+
+
+def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Run the study; returns (and writes) ``results.json``'s content."""
+    if not isinstance(cfg, StudyConfig):
+        cfg = StudyConfig(**{k: v for k, v in cfg.items() if not str(k).startswith("_")})
+    from agents.backends.transformers import TransformersBackend
+    from learners import grpo, sdft, sft
+
+    out = Path(cfg.output_dir or "outputs/study")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "stages": {}}
+
+    held: dict[str, Any] = {}  # one evaluation model, adapters swapped in and out
+
+    def evaluate(adapter: str | None, split: dict[str, list[Any]], teacher: bool = False) -> dict:
+        if "backend" not in held:
+            held["backend"] = TransformersBackend(cfg.model, device=cfg.device, dtype="float32")
+            held["backend"].model.eval()
+        backend = held["backend"]
+        name = f"eval{len(held)}"
+        held[name] = adapter
+        if adapter is not None:
+            backend.add_adapter(adapter, name)
+        try:
+            with backend.using_adapter(name if adapter is not None else None):
+                scores: dict[str, Any] = {
+                    key: first_action_accuracy(
+                        backend, samples, teacher=teacher, max_new_tokens=cfg.max_new_tokens
+                    )
+                    for key, samples in split.items()
+                }
+                scores["perplexity"] = perplexity(backend)
+            return scores
+        finally:
+            if adapter is not None:
+                backend.delete_adapter(name)
+
+    def release() -> None:  # before training: the peak memory is the learner's own
+        if "backend" in held:
+            held.pop("backend").close()
+
+    probe = TransformersBackend(cfg.model, device=cfg.device, dtype="float32")
+    base_train = [s for s in _samples(cfg, cfg.base_tasks, "train", probe)]
+    new_train = [s for s in _samples(cfg, cfg.new_tasks, "train", probe)]
+    base_test = _first_steps(_samples(cfg, cfg.base_tasks, "test", probe))
+    new_val = _first_steps(_samples(cfg, cfg.new_tasks, "val", probe))
+    new_test = _first_steps(_samples(cfg, cfg.new_tasks, "test", probe))
+    probe.close()
+    for name, samples in (
+        ("base train", base_train),
+        ("new train", new_train),
+        ("new validation", new_val),
+        ("new test", new_test),
+    ):
+        if not samples:
+            raise ValueError(
+                f"no {name} samples in {cfg.demos}: record demos for those tasks and seeds"
+            )
+    results["data"] = {
+        "base_train_samples": len(base_train),
+        "new_train_samples": len(new_train),
+        "base_test_decisions": len(base_test),
+        "new_val_decisions": len(new_val),
+        "new_test_decisions": len(new_test),
+    }
+
+    def train(name: str, fn: Callable[[dict], dict], values: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        with _PeakMemory() as memory:
+            result = fn(values)
+        seconds = time.perf_counter() - start
+        steps = max(int(values["max_steps"]), 1)
+        return {
+            "adapter": result["output_dir"],
+            "history": result["history"],
+            "seconds_per_step": seconds / steps,
+            "peak_memory_mib": memory.peak,
+        }
+
+    # Stage A: base skills
+    base_only = {"tasks": cfg.base_tasks}
+    before = evaluate(None, {"base_test": base_test, "new_test": new_test})
+    release()
+    stage_a = train(
+        "stage-a",
+        sft.run,
+        _learner_config(
+            cfg,
+            out / "stage_a",
+            max_steps=cfg.stage_a_steps,
+            learning_rate=cfg.sft_learning_rate,
+            save_steps=0,
+            lora_dropout=0.0,
+            **base_only,
+        ),
+    )
+    after_a = evaluate(stage_a["adapter"], {"base_test": base_test, "new_test": new_test})
+    results["stages"]["base_model"] = before
+    results["stages"]["stage_a"] = {
+        **after_a,
+        **{k: stage_a[k] for k in ("seconds_per_step", "peak_memory_mib")},
+    }
+    # The precondition of SDFT: is the teacher better than the student on new tasks?
+    teacher = evaluate(stage_a["adapter"], {"new_val": new_val, "new_test": new_test}, teacher=True)
+    results["precondition"] = {
+        "student_new_test": after_a["new_test"],
+        "teacher_new_test": teacher["new_test"],
+        "teacher_better": teacher["new_test"]["accuracy"] > after_a["new_test"]["accuracy"],
+    }
+
+    release()
+    # Stage B: new tasks from the stage-A adapter, same demos, same budget
+    new_only = {"tasks": cfg.new_tasks, "init_adapter": stage_a["adapter"]}
+    runs: dict[str, Any] = {}
+    for algorithm in cfg.algorithms:
+        folder = out / "stage_b" / algorithm.replace("+", "_then_")
+        common = dict(save_steps=cfg.save_steps, lora_dropout=0.0, **new_only)
+        if algorithm == "sft":
+            runs[algorithm] = train(
+                algorithm,
+                sft.run,
+                _learner_config(
+                    cfg,
+                    folder,
+                    max_steps=cfg.stage_b_steps,
+                    learning_rate=cfg.sft_learning_rate,
+                    **common,
+                ),
+            )
+        elif algorithm == "sdft":
+            runs[algorithm] = train(
+                algorithm,
+                sdft.run,
+                _learner_config(
+                    cfg,
+                    folder,
+                    max_steps=cfg.stage_b_steps,
+                    learning_rate=cfg.sdft_learning_rate,
+                    max_new_tokens=cfg.max_new_tokens,
+                    **common,
+                ),
+            )
+        elif algorithm == "sft+sdft":
+            half = max(cfg.stage_b_steps // 2, 1)
+            first = train(
+                "sft",
+                sft.run,
+                _learner_config(
+                    cfg,
+                    folder / "sft",
+                    max_steps=half,
+                    learning_rate=cfg.sft_learning_rate,
+                    **common,
+                ),
+            )
+            second = train(
+                "sdft",
+                sdft.run,
+                _learner_config(
+                    cfg,
+                    folder,
+                    max_steps=cfg.stage_b_steps - half,
+                    learning_rate=cfg.sdft_learning_rate,
+                    max_new_tokens=cfg.max_new_tokens,
+                    **{**common, "init_adapter": first["adapter"]},
+                ),
+            )
+            runs[algorithm] = {
+                **second,
+                "history": first["history"] + second["history"],
+                "seconds_per_step": (
+                    first["seconds_per_step"] * half
+                    + second["seconds_per_step"] * (cfg.stage_b_steps - half)
+                )
+                / cfg.stage_b_steps,
+                "peak_memory_mib": max(first["peak_memory_mib"], second["peak_memory_mib"]),
+                "checkpoint_roots": [first["adapter"], second["adapter"]],
+            }
+        else:  # grpo on the live env: binary success reward, the new tasks' train seeds
+            envs = [f"browser_env/miniwob.{t}-v0" for t in cfg.new_tasks]
+            values = _learner_config(
+                cfg,
+                folder,
+                max_steps=cfg.stage_b_steps,
+                learning_rate=cfg.grpo_learning_rate,
+                env_ids=envs,
+                train_seeds=list(cfg.seeds("train"))[:64],
+                reward="success",
+                batch_size=1,
+                num_generations=4,
+                max_new_tokens=cfg.max_new_tokens,
+                max_episode_steps=4,
+                **common,
+            )
+            values.pop("episodes")
+            values.pop("tasks")
+            runs[algorithm] = train(algorithm, grpo.run, values)
+
+    # Selection on validation, one score on test
+    for record in runs.values():
+        candidates = _checkpoints(record.get("checkpoint_roots") or [record["adapter"]])
+        val = {c: evaluate(c, {"new_val": new_val})["new_val"]["accuracy"] for c in candidates}
+        best = max(val, key=lambda c: (val[c], c == record["adapter"]))
+        test = evaluate(best, {"new_test": new_test, "base_test": base_test})
+        record.update(
+            validation={os.path.relpath(c, out): a for c, a in val.items()},
+            selected=os.path.relpath(best, out),
+            new_test=test["new_test"],
+            base_test=test["base_test"],
+            perplexity=test["perplexity"],
+            forgetting_base=after_a["base_test"]["accuracy"] - test["base_test"]["accuracy"],
+            perplexity_change=test["perplexity"] - after_a["perplexity"],
+        )
+    release()
+    results["stage_b"] = runs
+    _write(out, results)
+    return results
+
+
+def _checkpoints(roots: list[str]) -> list[str]:
+    """The final adapters and their ``checkpoints/step-*`` dirs (``best`` excluded)."""
+    found = []
+    for root in roots:
+        found.append(root)
+        found += sorted(
+            str(p)
+            for p in Path(root, "checkpoints").glob("step-*")
+            if (p / "adapter_config.json").is_file()
+        )
+    return found
+
+
+def _table(results: dict[str, Any]) -> str:
+    def cell(score: Mapping[str, Any]) -> str:
+        low, high = score["ci95"]
+        return f"{score['accuracy']:.2f} [{low:.2f}, {high:.2f}] (n={score['n']})"
+
+    a = results["stages"]["stage_a"]
+    base = results["stages"]["base_model"]
+    pre = results["precondition"]
+    lines = [
+        "| model | new tasks, test | base tasks, test | perplexity | s/step | peak MiB |",
+        "|---|---|---|---|---|---|",
+        f"| base model | {cell(base['new_test'])} | {cell(base['base_test'])} | "
+        f"{base['perplexity']:.1f} | - | - |",
+        f"| stage A (SFT, base tasks) | {cell(a['new_test'])} | {cell(a['base_test'])} | "
+        f"{a['perplexity']:.1f} | {a['seconds_per_step']:.1f} | {a['peak_memory_mib']:.0f} |",
+    ]
+    for name, r in results["stage_b"].items():
+        lines.append(
+            f"| stage B: {name} | {cell(r['new_test'])} | {cell(r['base_test'])} | "
+            f"{r['perplexity']:.1f} | {r['seconds_per_step']:.1f} | {r['peak_memory_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"SDFT precondition (stage-A model on new tasks, test): teacher "
+        f"{cell(pre['teacher_new_test'])} vs student {cell(pre['student_new_test'])}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "results.json")
+    (out / "results.md").write_text(_table(results))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        return
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, r in results["stage_b"].items():
+        steps = [row["step"] for row in r["history"] if "loss" in row]
+        loss_ax.plot(
+            range(1, len(steps) + 1),
+            [row["loss"] for row in r["history"] if "loss" in row],
+            label=name,
+        )
+        val_ax.plot(
+            range(len(r["validation"])), list(r["validation"].values()), marker="o", label=name
+        )
+    loss_ax.set(title="stage B training loss", xlabel="optimiser step")
+    val_ax.set(title="validation accuracy of checkpoints", xlabel="checkpoint (final first)")
+    loss_ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def hydra_entry(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    if values.get("output_dir") is None:
+        from learners.loop import default_output_dir
+
+        values["output_dir"] = str(Path(default_output_dir("study")).parent)
+    results = run(values)
+    print((Path(values["output_dir"]) / "results.md").read_text())
+    return results
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="study")(hydra_entry)()
+
+
+if __name__ == "__main__":
+    main()

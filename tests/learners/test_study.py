@@ -1,0 +1,73 @@
+"""learners.study end to end with a tiny budget and the tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+
+@pytest.mark.slow
+def test_study_runs_end_to_end_with_a_tiny_budget(tmp_path):
+    from conftest import write_click_episode
+
+    from learners.study import run
+
+    demos = tmp_path / "demos"
+    targets = ["ONE", "TWO", "THREE"]
+    for task in ("click-button", "click-other"):
+        for seed in [0, 1, 2, 3, 10, 11, 20, 21]:
+            write_click_episode(demos, seed, target=targets[seed % 3], task=task)
+    out = tmp_path / "study"
+    results = run(
+        {
+            "model": "tiny",
+            "demos": [str(demos)],
+            "base_tasks": ["click-button"],
+            "new_tasks": ["click-other"],
+            "train_seeds": [0, 10],
+            "val_seeds": [10, 20],
+            "test_seeds": [20, 30],
+            "algorithms": ["sft", "sdft", "sft+sdft"],
+            "stage_a_steps": 2,
+            "stage_b_steps": 2,
+            "save_steps": 1,
+            "max_new_tokens": 4,
+            "output_dir": str(out),
+            "progress": False,
+        }
+    )
+    assert results["data"]["new_test_decisions"] == 2 and results["data"]["new_val_decisions"] == 2
+    for name in ("sft", "sdft", "sft+sdft"):
+        record = results["stage_b"][name]
+        assert 0.0 <= record["new_test"]["accuracy"] <= 1.0 and record["new_test"]["n"] == 2
+        low, high = record["new_test"]["ci95"]
+        assert 0.0 <= low <= record["new_test"]["accuracy"] <= high <= 1.0
+        assert record["seconds_per_step"] > 0 and record["peak_memory_mib"] > 0
+        assert len(record["validation"]) >= 2  # the final adapter and its checkpoints
+        assert record["perplexity"] > 1.0
+    assert len(results["stage_b"]["sft+sdft"]["history"]) == 2  # same budget: 1 + 1 steps
+    assert "teacher_better" in results["precondition"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["stage_b"].keys() == results["stage_b"].keys()
+    table = (out / "results.md").read_text()
+    assert "stage B: sdft" in table and "SDFT precondition" in table
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_wilson_interval():
+    from learners.study import wilson
+
+    assert wilson(0, 0) == (0.0, 1.0)
+    low, high = wilson(7, 30)
+    assert low == pytest.approx(0.118, abs=2e-3) and high == pytest.approx(0.409, abs=2e-3)
+
+
+def test_overlapping_seed_splits_are_rejected():
+    from learners.study import StudyConfig
+
+    with pytest.raises(ValueError, match="overlap"):
+        StudyConfig(demos=["x"], train_seeds=[0, 100], val_seeds=[50, 60])
