@@ -512,6 +512,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             page.on("download", self._on_download)
             page.on("request", self._on_request)
             page.on("framenavigated", self._on_navigated)
+            page.on("requestfailed", self._on_request_failed)
             page.on("close", self._on_close)
         self._page = page
         self._cdp = None
@@ -575,6 +576,15 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
     def _on_navigated(self, frame: Frame) -> None:
         if frame.parent_frame is None:
             self._main_navigations += 1
+
+    def _on_request_failed(self, request: Request) -> None:
+        # A navigation that fails (blocked host, refused connection) never commits:
+        # count it as done, so that _follow does not wait for it.
+        try:
+            if request.is_navigation_request() and request.frame.parent_frame is None:
+                self._main_navigations += 1
+        except Exception:  # noqa: BLE001 - the frame is already gone
+            pass
 
     def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
         """A fresh page in place of a crashed or closed one. Never a fresh browser

@@ -220,13 +220,17 @@ def test_ids_follow_document_order_whatever_has_rendered(open_env, site_url):
     assert int(late[1:]) < int(reveal[1:]) and by(obs, text="Reveal") == reveal
 
 
-def test_wait_is_bounded(site_url):
-    from browser_env.env import BrowserEnv
+def test_wait_is_bounded(open_env, site_url):
+    import dataclasses
 
-    with BrowserEnv("open", modalities=("text",), executor={"max_wait_ms": 50}) as env:
-        env.reset(options={"url": site_url + "links.html"})
-        _, _, _, _, info = env.step({"action": "WAIT", "value": "60000"})
+    saved = open_env.executor_config
+    open_env.executor_config = dataclasses.replace(saved, max_wait_ms=50)
+    try:
+        open_page(open_env, site_url, "links.html")
+        _, _, _, _, info = open_env.step({"action": "WAIT", "value": "60000"})
         assert info["waited_ms"] == 50 and info["timings"]["action"] < 5_000
+    finally:
+        open_env.executor_config = saved
 
 
 @pytest.mark.parametrize(

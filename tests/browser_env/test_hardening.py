@@ -261,3 +261,17 @@ def test_popups_and_navigations_are_waited_for_under_load(env, site_url, busy_co
         obs, _, _, _, info = env.step({"action": "CLICK", "element_id": by_text(obs, control)})
         assert landed in obs["url"] and "Got: " + landed in obs["text"], (control, obs["url"])
         assert len(info.get("popups", [])) == (control != "Go to result")
+
+
+def test_a_click_to_a_blocked_host_does_not_wait_for_the_navigation(env, site_url):
+    with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1",)), popup_timeout_ms=30_000):
+        obs = start(env, site_url + "links.html")
+        env.page.evaluate(
+            "() => { const a = document.querySelector('#to-result');"
+            " a.href = 'http://localhost:9/elsewhere'; }"
+        )
+        obs, _, _, _, info = env.step(
+            {"action": "CLICK", "element_id": by_text(obs, "Go to result")}
+        )
+        assert info["blocked_requests"] == ["http://localhost:9/elsewhere"]
+        assert info["timings"]["action"] < 30_000  # the failed request ended the wait

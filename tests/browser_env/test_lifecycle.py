@@ -73,12 +73,11 @@ def test_two_envs_in_one_thread_and_a_sync_vector_env():
         envs.close()
 
 
-def test_open_task_rejects_bad_options(site_url):
-    with BrowserEnv("open", modalities=("text",)) as env:
-        with pytest.raises(ValueError, match="unknown reset option"):
-            env.reset(options={"url": site_url + "links.html", "colour": "red"})
-        with pytest.raises(ValueError, match="http"):
-            env.reset(options={"url": "javascript:alert(1)"})
+def test_open_task_rejects_bad_options(open_env, site_url):
+    with pytest.raises(ValueError, match="unknown reset option"):
+        open_env.reset(options={"url": site_url + "links.html", "colour": "red"})
+    with pytest.raises(ValueError, match="http"):
+        open_env.reset(options={"url": "javascript:alert(1)"})
 
 
 def test_observe_without_acting_continues_ids(site_url):
@@ -94,19 +93,19 @@ def test_observe_without_acting_continues_ids(site_url):
         assert env.screenshot().shape == (480, 640, 3) == again["screenshot"].shape
 
 
-def test_a_crashed_page_is_replaced_and_the_episode_goes_on(site_url):
-    with BrowserEnv("open", modalities=("elements", "text")) as env:
-        env.reset(options={"url": site_url + "links.html"})
-        crashed = env.page
-        try:
-            crashed.goto("chrome://crash", timeout=5_000)  # kills the renderer
-        except Exception:  # noqa: BLE001 - the navigation itself is aborted
-            pass
-        obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})
-        assert (
-            "could not be observed" in obs["last_action_error"]
-            and "crashed" in obs["last_action_error"]
-        )
-        assert env.page is not crashed and (reward, terminated, truncated) == (0.0, False, False)
-        obs, *_ = env.step({"action": "NAVIGATE", "value": site_url + "links.html"})
-        assert obs["url"] == site_url + "links.html" and obs["elements"]
+def test_a_crashed_page_is_replaced_and_the_episode_goes_on(open_env, site_url):
+    env = open_env
+    env.reset(options={"url": site_url + "links.html"})
+    crashed = env.page
+    try:
+        crashed.goto("chrome://crash", timeout=5_000)  # kills the renderer
+    except Exception:  # noqa: BLE001 - the navigation itself is aborted
+        pass
+    obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})
+    assert (
+        "could not be observed" in obs["last_action_error"]
+        and "crashed" in obs["last_action_error"]
+    )
+    assert env.page is not crashed and (reward, terminated, truncated) == (0.0, False, False)
+    obs, *_ = env.step({"action": "NAVIGATE", "value": site_url + "links.html"})
+    assert obs["url"] == site_url + "links.html" and obs["elements"]
