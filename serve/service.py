@@ -226,8 +226,9 @@ class TrainingService:
         return learner, dataset_ids, overrides, resources
 
     def jobs(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [self.view(r) for r in self.store.jobs()]
+        # No lock: records are replaced atomically, so a reader never sees half
+        # of one, and listing must not wait behind a scheduler pass.
+        return [self.view(r) for r in self.store.jobs()]
 
     def job(self, job_id: str) -> dict[str, Any]:
         record = self.store.job(job_id)
