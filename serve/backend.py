@@ -50,14 +50,19 @@ class JobBackend(Protocol):
 class RayJobBackend:
     """Ray Jobs through ``JobSubmissionClient`` (HTTP to the cluster's dashboard).
 
-    ``address`` is passed to the client: ``"auto"`` finds the cluster this
-    process belongs to (a Serve replica's own cluster). Ray's token auth is
-    taken from the environment (``RAY_AUTH_TOKEN``) by the client itself.
+    ``address`` is passed to the client; ``"auto"`` means the cluster this
+    process is connected to (a Serve replica's own), named by its GCS
+    address -- Ray's own "auto" would pick whichever cluster it finds on the
+    machine first. Ray's token auth is taken from the environment
+    (``RAY_AUTH_TOKEN``) by the client itself.
     """
 
     def __init__(self, address: str = "auto") -> None:
+        import ray
         from ray.job_submission import JobSubmissionClient
 
+        if address == "auto" and ray.is_initialized():
+            address = ray.get_runtime_context().gcs_address
         self.client = JobSubmissionClient(address)
 
     def submit(

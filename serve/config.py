@@ -80,7 +80,8 @@ class ServeConfig:
         "fixed 15 s wait for its dashboard agent, which aborts the node).",
     )
     ray_jobs_address: str = _f(
-        "auto", "Ray Jobs API address for the replica ('auto': the cluster it runs in)."
+        "auto",
+        "Ray Jobs API address for the replica ('auto': the cluster it runs in, by its GCS address).",
     )
 
     def validate(self) -> None:

@@ -107,6 +107,7 @@ class LocalService:
         with TrainingClient(self.url, self.token, timeout=10) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    self.stop()  # whatever Ray processes it left
                     raise RuntimeError(f"the service exited:\n{self.tail()}")
                 try:
                     client.health()

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tarfile
@@ -32,7 +33,7 @@ from typing import Any
 
 from serve.backend import TERMINAL, JobBackend
 from serve.config import ServeConfig
-from serve.store import Store, read_json
+from serve.store import Store, read_json, write_json
 from serve.uploads import Limits, check_episodes, unpack
 
 __all__ = ["LEARNERS", "SERVER_OWNED", "ServiceError", "TrainingService", "now"]
@@ -134,8 +135,6 @@ class TrainingService:
             created = self.store.commit_dataset(staging, dataset_id)
         finally:
             if staging.exists():
-                import shutil
-
                 shutil.rmtree(staging, ignore_errors=True)
         return (self.store.dataset(dataset_id) or manifest), created
 
@@ -226,8 +225,9 @@ class TrainingService:
         return learner, dataset_ids, overrides, resources
 
     def jobs(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [self.view(r) for r in self.store.jobs()]
+        # No lock: records are replaced atomically, so a reader never sees half
+        # of one, and listing must not wait behind a scheduler pass.
+        return [self.view(r) for r in self.store.jobs()]
 
     def job(self, job_id: str) -> dict[str, Any]:
         record = self.store.job(job_id)
@@ -349,8 +349,6 @@ class TrainingService:
             "output_dir": str(job_dir / "adapter"),
             "progress": True,
         }
-        from serve.store import write_json
-
         write_json(
             job_dir / "spec.json",
             {"job_id": job_id, "learner": record["learner"], "config": config},

@@ -44,9 +44,11 @@ def service(tmp_path_factory):
         "WANDB_MODE": "disabled",
     }
     service = LocalService(root, TOKEN, settings, home=root / "home", env=env)
-    service.start(timeout=1200)
-    yield service
-    service.close()
+    try:
+        service.start(timeout=1200)
+        yield service
+    finally:
+        service.close()
 
 
 @pytest.fixture(scope="module")
