@@ -51,6 +51,7 @@ __all__ = [
     "SERVER_COMMAND",
     "OpenAIServer",
     "Probe",
+    "agent_settings",
     "agreement",
     "load_backend",
     "off_loop",
@@ -226,20 +227,23 @@ def _first_observations(
     return observations
 
 
-def _agent(backend: Any) -> Any:
-    """The agent of ``conf/agent/tiny.yaml`` (prompt, guards, sampling) over ``backend``."""
+def agent_settings() -> dict[str, Any]:
+    """The composed ``agent=tiny`` config (prompt, guards, sampling, parse
+    failures) without its backend: the settings every probed backend gets."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="benchmark", overrides=["agent=tiny"])
+    settings = OmegaConf.to_container(cfg.agent, resolve=True)
+    return {k: settings[k] for k in ("prompt", "guards", "sampling", "max_parse_failures")}
+
+
+def _agent(backend: Any) -> Any:
+    """The agent of ``agent=tiny`` (prompt, guards, sampling) over ``backend``."""
     from agents.agent import LLMAgent
 
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "agent" / "tiny.yaml"))
-    return LLMAgent(
-        backend,
-        prompt=cfg["prompt"],
-        guards=cfg["guards"],
-        sampling=cfg["sampling"],
-        max_parse_failures=cfg["max_parse_failures"],
-    )
+    return LLMAgent(backend, **agent_settings())
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ import threading
 import nbformat
 import pytest
 
-from benchmarks.backends import agreement, off_loop, unavailable_reason
+from benchmarks.backends import agent_settings, agreement, off_loop, unavailable_reason
 from benchmarks.notebooks import _value, inject_parameters
 
 
@@ -21,6 +21,13 @@ def test_agreement_against_the_reference():
         agreement({"mlx": [a]})
     with pytest.raises(ValueError, match="1 actions"):
         agreement({"transformers": [a, b], "mlx": [a]})
+
+
+def test_probes_use_the_tiny_agents_composed_settings():
+    settings = agent_settings()
+    assert settings["sampling"]["temperature"] == 0.0  # greedy, so backends can agree exactly
+    assert settings["prompt"]["use_screenshot"] is False and "budget_tokens" in settings["prompt"]
+    assert set(settings["guards"]) >= {"unknown_element", "max_repeats"}
 
 
 def test_unavailable_reason_names_what_is_missing():
