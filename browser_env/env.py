@@ -25,7 +25,7 @@ import base64
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -39,7 +39,7 @@ from browser_env.tasks import MiniWoBTask, OpenTask, Task
 from browser_env.timing import Timings
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Dialog, Download, Page, Request
+    from playwright.sync_api import Browser, BrowserContext, Dialog, Download, Page, Request
 
 __all__ = ["BrowserEnv", "make_task"]
 
@@ -72,6 +72,13 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             or all of it.
         headless, executable_path, slow_mo_ms: see :class:`BrowserConfig`.
         executor: limits for actions (:class:`ExecutorConfig` or a dict).
+        browser: a shared browser owned by the caller (e.g.
+            :class:`~browser_env.vector.SharedBrowser`): a zero-argument callable
+            returning a live Playwright ``Browser`` of this thread's driver. The
+            env then opens only its own context in it (isolated cookies and
+            storage), never launches, relaunches or closes a browser or the
+            driver, and ``close()`` closes only its context. ``headless``,
+            ``executable_path`` and ``slow_mo_ms`` are then the owner's.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -87,6 +94,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         executable_path: str | None = None,
         slow_mo_ms: float = 0.0,
         executor: ExecutorConfig | dict[str, Any] | None = None,
+        browser: Callable[[], Browser] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
@@ -108,6 +116,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
 
+        self._shared_browser = browser
         self._playwright: Any = None
         self._browser: Any = None
         self._context: BrowserContext | None = None
@@ -224,8 +233,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         for release in (
             self.task.teardown,
             lambda: self._context and self._context.close(),
-            lambda: self._browser and self._browser.close(),
-            lambda: self._playwright and release_playwright(),
+            lambda: self._shared_browser is None and self._browser and self._browser.close(),
+            lambda: self._shared_browser is None and self._playwright and release_playwright(),
         ):
             try:
                 release()
@@ -261,7 +270,12 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
     # --- browser lifecycle -------------------------------------------------------
     def _ensure_page(self, fresh: bool) -> None:
-        if self._browser is None:
+        if self._shared_browser is not None:  # the owner relaunches a dead browser
+            browser = self._shared_browser()
+            if browser is not self._browser:  # a context of a dead browser is gone with it
+                self._context = self._page = None
+                self._browser = browser
+        elif self._browser is None:
             self._playwright = acquire_playwright()
             try:
                 self._browser = launch(self._playwright, self.browser_config)

@@ -7,6 +7,8 @@ import gymnasium as gym
 __all__ = ["MINIWOB_MAX_STEPS", "OPEN_MAX_STEPS", "register_envs"]
 
 ENTRY_POINT = "browser_env.env:BrowserEnv"
+# make_vec: N contexts of one shared Chromium (vectorization_mode="sync"/"async": N browsers)
+VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
 MINIWOB_MAX_STEPS = 10
 OPEN_MAX_STEPS = 30
 
@@ -63,6 +65,7 @@ def register_envs() -> None:
     gym.register(
         id="browser_env/open-v0",
         entry_point=ENTRY_POINT,
+        vector_entry_point=VECTOR_ENTRY_POINT,
         max_episode_steps=OPEN_MAX_STEPS,
         kwargs={"task": "open"},
         nondeterministic=True,
@@ -80,6 +83,7 @@ def register_envs() -> None:
         gym.register(
             id=f"browser_env/miniwob.{name}-v0",
             entry_point=ENTRY_POINT,
+            vector_entry_point=VECTOR_ENTRY_POINT,
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},
             nondeterministic=name in NONDETERMINISTIC,
