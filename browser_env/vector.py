@@ -119,6 +119,18 @@ class SharedBrowser:
                 self._playwright = None
                 release_playwright()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedBrowser:
+        # A handle on a running browser, not a value: Gymnasium deep-copies env
+        # specs (whose kwargs hold it), and a copy would be a second, dead handle.
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SharedBrowser cannot be pickled: it is bound to its thread's browser")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._browser else "not started"
+        return f"SharedBrowser({state})"
+
     def __enter__(self) -> SharedBrowser:
         return self
 

@@ -254,7 +254,9 @@ def _agent_info(agent: AgentInfo | Mapping[str, Any] | None) -> AgentInfo:
 
 def _spec_kwargs(env: gymnasium.Env) -> dict[str, Any]:
     spec = getattr(env, "spec", None) or getattr(env.unwrapped, "spec", None)
-    return dict(spec.kwargs) if spec is not None and spec.kwargs else {}
+    kwargs = dict(spec.kwargs) if spec is not None and spec.kwargs else {}
+    kwargs.pop("browser", None)  # a shared browser handle (browser_env.vector): not replayable
+    return kwargs
 
 
 def _spec_id(env: gymnasium.Env) -> str:
