@@ -16,7 +16,7 @@ actor the next job and collects episodes as they finish (``on_result``).
 * At the end every actor closes its env (and browser) and agent, and only then
   is killed.
 
-Ray runs embedded by default (:func:`init_ray`: ``ray.init(address="local")``
+Ray runs embedded by default (:func:`browser_env.ray_vector.init_ray`: ``ray.init(address="local")``
 on 127.0.0.1, no dashboard, usage stats off, a temp dir of its own under
 /tmp); with ``RAY_ADDRESS`` set it joins that cluster, where ``browser-rl``
 must be installed on every node. A Ray already initialised by the caller is
@@ -27,38 +27,15 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult
 from agents.runners import Job, RolloutSpec, failed_result
+from browser_env.ray_vector import init_ray
 
 __all__ = ["RolloutWorker", "init_ray", "run_ray"]
-
-
-def init_ray(*, num_cpus: int | None = None, temp_dir: str | None = None) -> bool:
-    """Start (or join, with ``RAY_ADDRESS``) Ray unless it is running; True when this call did."""
-    from agents.backends.common import require
-
-    ray = require("ray", purpose="runner=ray")
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return True
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp"),
-        configure_logging=False,
-    )
-    return True
 
 
 class RolloutWorker:
