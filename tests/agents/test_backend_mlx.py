@@ -271,24 +271,3 @@ def test_missing_mlx_vlm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlx_vlm.utils", None)
     with pytest.raises(ImportError, match=r"browser-rl\[mlx\]"):
         MLXBackend(tiny_path("vlm"))
-
-
-def test_generate_batch_equals_generate_greedy():
-    from agents.backends.mlx import MLXBackend
-
-    backend = MLXBackend(tiny_path("text"))
-    try:
-        sampling = SamplingParams(max_new_tokens=8)
-        batch = [
-            MESSAGES,
-            [{"role": "user", "content": "a much longer prompt, so that rows need padding " * 3}],
-            [{"role": "user", "content": "hi"}],
-        ]
-        together = backend.generate_batch(batch, sampling=sampling)
-        for messages, got in zip(batch, together, strict=True):
-            alone = backend.generate(messages, sampling=sampling)
-            assert got.token_ids == alone.token_ids and got.text == alone.text
-            assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
-        assert len({g.info["prompt_tokens"] for g in together}) == 3
-    finally:
-        backend.close()
