@@ -21,12 +21,12 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster():
     import ray
 
     from browser_env.ray_vector import init_ray
 
-    started = init_ray(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray", numbered=True)))
+    started = init_ray(num_cpus=2)  # its own short temp dir under /tmp (socket paths are capped)
     yield
     if started:
         ray.shutdown()
