@@ -31,7 +31,9 @@ import contextlib
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -73,7 +75,7 @@ def init_ray(*, num_cpus: int | None = None, temp_dir: str | None = None) -> boo
     for attempt in range(1, 4):
         session_dir = os.path.join(root, f"t{attempt}")  # short: socket paths are capped
         try:
-            with _agent_ports():
+            with _agent_ports(session_dir):
                 ray.init(
                     address="local",
                     num_cpus=num_cpus,
@@ -92,13 +94,21 @@ def init_ray(*, num_cpus: int | None = None, temp_dir: str | None = None) -> boo
 
 
 @contextlib.contextmanager
-def _agent_ports() -> Iterator[None]:
-    """Fill the Ray agents' ports in before the node starts: with port 0 the
-    raylet waits a fixed 15 s (Ray 2.60) for each agent to report the port it
-    bound, and aborts the node when a loaded machine is slower."""
+def _agent_ports(session_root: str) -> Iterator[None]:
+    """Fill the Ray agents' ports in before the node starts.
+
+    With port 0 the raylet waits a fixed 15 s (Ray 2.60, not configurable) for
+    each agent to report the port it bound, and aborts the node when a loaded
+    machine is slower; so the ports are chosen here. The dashboard agent's
+    listen port is still read from the file the agent writes once it runs, so
+    that file (``dashboard_agent_listen_port_<node id>``: the port number) is
+    written here too as soon as the node id is known (from the GCS's port file
+    of the same node), with the port the agent is told to bind.
+    """
     from ray._private.parameter import RayParams
 
     original = RayParams.__init__
+    chosen: dict[str, int] = {}
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -106,12 +116,30 @@ def _agent_ports() -> Iterator[None]:
             if not getattr(self, name, None):
                 setattr(self, name, _free_port())
         self.dashboard_agent_listen_port = _free_port()  # the default collides with other Rays
+        chosen["listen"] = self.dashboard_agent_listen_port
 
+    stop = threading.Event()
+
+    def write_listen_port() -> None:
+        while not stop.wait(0.2):
+            port = chosen.get("listen")
+            for gcs_file in Path(session_root).glob("session_*/gcs_server_port_*"):
+                node_id = gcs_file.name.removeprefix("gcs_server_port_")
+                target = gcs_file.parent / f"dashboard_agent_listen_port_{node_id}"
+                if port and not target.exists():
+                    tmp = target.with_name(f".{target.name}.tmp")
+                    tmp.write_text(str(port))
+                    os.replace(tmp, target)
+
+    watcher = threading.Thread(target=write_listen_port, daemon=True, name="ray-agent-port")
     RayParams.__init__ = init  # type: ignore[method-assign]
+    watcher.start()
     try:
         yield
     finally:
         RayParams.__init__ = original  # type: ignore[method-assign]
+        stop.set()
+        watcher.join(timeout=5)
 
 
 def _free_port() -> int:
