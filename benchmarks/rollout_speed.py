@@ -157,12 +157,15 @@ class _Unbatched:
 
 def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK) -> list[dict]:
     """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched."""
-    from hydra import compose, initialize_config_module
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
 
     from agents.run import build_agent
     from agents.runners import Job, RolloutSpec, run_rollouts
 
-    with initialize_config_module("conf", version_base="1.3"):
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("benchmark", overrides=["agent=tiny"])
     agent = build_agent(cfg)
     rows = []
