@@ -220,14 +220,74 @@ class LLMAgent:
         )
 
     def act(self, obs: Mapping[str, Any]) -> tuple[Action, dict[str, Any]]:
-        if self._awaiting_result:
-            self.history.record_error(str(obs.get("last_action_error") or ""))
-        prompt = self.build_prompt(obs)
+        prompt = self._begin_step(obs)
         start = time.perf_counter()
         generation = self.backend.generate(
             prompt.messages, list(prompt.images) or None, self.step_sampling()
         )
+        return self._end_step(obs, prompt, generation, time.perf_counter() - start)
+
+    def fork(self) -> LLMAgent:
+        """A new agent with this one's backend (shared, not copied) and settings,
+        and an episode state of its own: one per env of a vectorised rollout."""
+        twin = LLMAgent(
+            self.backend,
+            prompt=self.prompt_config,
+            guards=self.guards.config,
+            sampling=self.sampling,
+            max_parse_failures=self.max_parse_failures,
+        )
+        twin.name = self.name
+        return twin
+
+    def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        agents: Sequence[LLMAgent] | None = None,
+    ) -> list[tuple[Action, dict[str, Any]]]:
+        """``[agents[i].act(observations[i]) ...]`` with one model call for all.
+
+        ``agents`` hold the episode states (forks of this agent, see
+        :meth:`fork`); default ``[self]`` for a single observation. The
+        generation runs through ``self.backend.generate_batch`` when the
+        backend has one (else row by row), with this agent's episode sampling:
+        greedy results equal the unbatched ones.
+        """
+        agents = [self] if agents is None else list(agents)
+        if len(agents) != len(observations):
+            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
+        prompts = [agent._begin_step(obs) for agent, obs in zip(agents, observations, strict=True)]
+        start = time.perf_counter()
+        batched = getattr(self.backend, "generate_batch", None)
+        if batched is not None and len(prompts) > 1:
+            generations = batched(
+                [p.messages for p in prompts],
+                [list(p.images) or None for p in prompts],
+                self._episode_sampling,
+            )
+        else:
+            generations = [
+                agent.backend.generate(p.messages, list(p.images) or None, agent._episode_sampling)
+                for agent, p in zip(agents, prompts, strict=True)
+            ]
         latency = time.perf_counter() - start
+        return [
+            agent._end_step(obs, prompt, generation, latency)
+            for agent, obs, prompt, generation in zip(
+                agents, observations, prompts, generations, strict=True
+            )
+        ]
+
+    def _begin_step(self, obs: Mapping[str, Any]) -> Prompt:
+        """Note the last step's outcome and build this step's prompt."""
+        if self._awaiting_result:
+            self.history.record_error(str(obs.get("last_action_error") or ""))
+        return self.build_prompt(obs)
+
+    def _end_step(
+        self, obs: Mapping[str, Any], prompt: Prompt, generation: Any, latency: float
+    ) -> tuple[Action, dict[str, Any]]:
+        """Parse and guard the model's output, record the step, and build ``info``."""
         outcome = explain_parse(generation.text)
         notes: list[Any] = []
         error = ""

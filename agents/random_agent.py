@@ -9,7 +9,7 @@ the same observations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,3 +105,25 @@ class RandomAgent:
         else:
             action = Action(verb, None, "")
         return action, {"agent": self.name}
+
+    def fork(self) -> RandomAgent:
+        """A new agent with the same settings and an episode state of its own."""
+        twin = RandomAgent(
+            seed=self._seed,
+            max_element_id=self.max_element_id,
+            max_wait_ms=self.max_wait_ms,
+            urls=self.urls,
+        )
+        twin.verbs, twin.probs = list(self.verbs), self.probs.copy()
+        return twin
+
+    def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        agents: Sequence[RandomAgent] | None = None,
+    ) -> list[tuple[Action, dict[str, Any]]]:
+        """``agents[i].act(observations[i])`` for each i (no model to batch)."""
+        agents = [self] if agents is None else list(agents)
+        if len(agents) != len(observations):
+            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
+        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]

@@ -5,6 +5,9 @@ wrapped in :class:`~browser_env.wrappers.RecordEpisode`, every step is
 recorded with what the agent said about it (:func:`annotate`: prompt, raw
 output, parse outcome, guards, prompt version).
 
+:class:`Episode` is the same loop one step at a time, for runners that
+interleave several envs (:mod:`agents.runners`).
+
 ``learners.rollout`` keeps a loop of its own: GRPO needs each step's
 completion token ids and nothing of the timing and recording kept here.
 """
@@ -21,7 +24,15 @@ import gymnasium as gym
 from browser_env.actions import Action
 from browser_env.wrappers import AnnotatedAction, RecordEpisode
 
-__all__ = ["EpisodeResult", "StepCallback", "annotate", "find_recorder", "rollout", "token_usage"]
+__all__ = [
+    "Episode",
+    "EpisodeResult",
+    "StepCallback",
+    "annotate",
+    "find_recorder",
+    "rollout",
+    "token_usage",
+]
 
 # on_step(t, action, reward, obs, agent_info, step_info), after env step t (1-based).
 StepCallback = Callable[
@@ -50,6 +61,9 @@ class EpisodeResult:
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     prompt_tokens: int = 0  # summed over the episode's model calls (0: no model, e.g. random)
     completion_tokens: int = 0
+    status: str = "ok"  # "ok", "timeout" (past the runner's per-episode limit) or "error"
+    error: str | None = None  # why, when status is not "ok"
+    retries: int = 0  # times a runner replayed this episode after its worker died
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +111,108 @@ def find_recorder(env: gym.Env) -> RecordEpisode | None:
     return None
 
 
+class Episode:
+    """One episode being played, step by step: what :func:`rollout` loops over,
+    and what runners that interleave several envs (the vector runner) drive.
+
+    ``Episode(env, agent, seed, ...)`` resets both; then, until ``done``,
+    ``action, info = agent.act(episode.obs)`` and ``episode.step(action, info)``;
+    :meth:`result` is the :class:`EpisodeResult`. ``max_steps`` counts as
+    truncation, as in :func:`rollout`.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        agent: Any,
+        seed: int | None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        max_steps: int | None = None,
+        agent_seed: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> None:
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.env, self.seed, self.max_steps, self.on_step = env, seed, max_steps, on_step
+        self.recorder = find_recorder(env)
+        self.obs, info = env.reset(seed=seed, options=dict(options) if options else None)
+        self.reset_ms = float(info.get("timings", {}).get("total", 0.0))
+        self.goal = str(self.obs.get("goal") or (options or {}).get("goal") or "")
+        agent.reset(self.goal, seed=seed if agent_seed is None else agent_seed)
+        self.total, self.steps, self.errors = 0.0, 0, 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.env_ms: list[float] = []
+        self.agent_ms: list[float] = []
+        self.actions: list[dict[str, Any]] = []
+        self.terminated = self.truncated = False
+        self.step_info: Mapping[str, Any] = {}
+        self._check_limit()
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+    def _check_limit(self) -> None:
+        if not self.done and self.max_steps is not None and self.steps >= self.max_steps:
+            self.truncated = True
+            if self.recorder is not None:
+                self.recorder.end_episode("max_steps")
+
+    def step(self, action: Action, act_info: Mapping[str, Any], agent_ms: float = 0.0) -> None:
+        """Run ``action`` (what the agent chose, with its ``info``) in the env."""
+        if self.done:
+            raise RuntimeError("the episode is over")
+        self.agent_ms.append(agent_ms)
+        prompt_tokens, completion_tokens = token_usage(act_info)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        t1 = time.perf_counter()
+        self.obs, reward, terminated, truncated, self.step_info = self.env.step(
+            annotate(action, act_info) if self.recorder is not None else action
+        )
+        self.env_ms.append((time.perf_counter() - t1) * 1e3)
+        self.terminated, self.truncated = bool(terminated), bool(truncated)
+        self.total += float(reward)
+        self.steps += 1
+        self.errors += bool(self.step_info.get("action_error"))
+        self.actions.append(action.to_dict())
+        if self.on_step is not None:
+            self.on_step(self.steps, action, float(reward), self.obs, act_info, self.step_info)
+        self._check_limit()
+
+    def stop(self, status: str, error: str | None = None) -> EpisodeResult:
+        """End the episode early (e.g. ``status="timeout"``) and return its result."""
+        if not self.done:
+            self.truncated = True
+            if self.recorder is not None:
+                self.recorder.end_episode(status)
+        return dataclasses.replace(self.result(), status=status, error=error)
+
+    def result(self) -> EpisodeResult:
+        env = self.env
+        last_dir = self.recorder.last_episode_dir if self.recorder is not None else None
+        return EpisodeResult(
+            env_id=env.spec.id if env.spec is not None else type(env.unwrapped).__name__,
+            seed=self.seed,
+            goal=self.goal,
+            success=bool(self.step_info.get("success")),
+            episode_return=self.total,
+            steps=self.steps,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            answer=self.step_info.get("answer"),
+            action_errors=self.errors,
+            env_step_ms=self.env_ms,
+            agent_ms=self.agent_ms,
+            reset_ms=self.reset_ms,
+            episode_dir=None if last_dir is None else str(last_dir),
+            actions=self.actions,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
+
+
 def rollout(
     env: gym.Env,
     agent: Any,
@@ -106,6 +222,7 @@ def rollout(
     max_steps: int | None = None,
     agent_seed: int | None = None,
     on_step: StepCallback | None = None,
+    deadline: float | None = None,
 ) -> EpisodeResult:
     """Play one episode of ``agent`` in ``env`` from ``seed``.
 
@@ -114,60 +231,22 @@ def rollout(
     or truncates, or after ``max_steps`` steps (then it counts as truncated).
     The agent is reset with ``agent_seed`` (its sampling seed), default ``seed``.
     ``on_step`` is called after every env step (e.g. to print it, or to keep
-    the agent's info for learning).
+    the agent's info for learning). Past ``deadline`` (a ``time.monotonic()``
+    value) the episode stops between steps with ``status="timeout"``.
     """
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    recorder = find_recorder(env)
-    obs, info = env.reset(seed=seed, options=dict(options) if options else None)
-    reset_ms = float(info.get("timings", {}).get("total", 0.0))
-    goal = str(obs.get("goal") or (options or {}).get("goal") or "")
-    agent.reset(goal, seed=seed if agent_seed is None else agent_seed)
-    total, steps, errors = 0.0, 0, 0
-    tokens = [0, 0]
-    env_ms: list[float] = []
-    agent_ms: list[float] = []
-    actions: list[dict[str, Any]] = []
-    terminated = truncated = False
-    step_info: Mapping[str, Any] = {}
-    while not (terminated or truncated):
-        if max_steps is not None and steps >= max_steps:
-            truncated = True
-            if recorder is not None:
-                recorder.end_episode("max_steps")
-            break
-        t0 = time.perf_counter()
-        action, act_info = agent.act(obs)
-        agent_ms.append((time.perf_counter() - t0) * 1e3)
-        tokens = [a + b for a, b in zip(tokens, token_usage(act_info), strict=True)]
-        t1 = time.perf_counter()
-        obs, reward, terminated, truncated, step_info = env.step(
-            annotate(action, act_info) if recorder is not None else action
-        )
-        env_ms.append((time.perf_counter() - t1) * 1e3)
-        total += float(reward)
-        steps += 1
-        errors += bool(step_info.get("action_error"))
-        actions.append(action.to_dict())
-        if on_step is not None:
-            on_step(steps, action, float(reward), obs, act_info, step_info)
-    last_dir = recorder.last_episode_dir if recorder is not None else None
-    return EpisodeResult(
-        env_id=env.spec.id if env.spec is not None else type(env.unwrapped).__name__,
-        seed=seed,
-        goal=goal,
-        success=bool(step_info.get("success")),
-        episode_return=total,
-        steps=steps,
-        terminated=bool(terminated),
-        truncated=bool(truncated),
-        answer=step_info.get("answer"),
-        action_errors=errors,
-        env_step_ms=env_ms,
-        agent_ms=agent_ms,
-        reset_ms=reset_ms,
-        episode_dir=None if last_dir is None else str(last_dir),
-        actions=actions,
-        prompt_tokens=tokens[0],
-        completion_tokens=tokens[1],
+    episode = Episode(
+        env,
+        agent,
+        seed,
+        options=options,
+        max_steps=max_steps,
+        agent_seed=agent_seed,
+        on_step=on_step,
     )
+    while not episode.done:
+        if deadline is not None and time.monotonic() > deadline:
+            return episode.stop("timeout")
+        t0 = time.perf_counter()
+        action, act_info = agent.act(episode.obs)
+        episode.step(action, act_info, (time.perf_counter() - t0) * 1e3)
+    return episode.result()

@@ -17,7 +17,10 @@ episode format is ``browser_env.episodes``'s): ``record=true`` writes into
 ``episodes_dir`` (default: ``episodes/`` in Hydra's run directory). Callers can
 pass their own ``episode_writer``: any ``env -> env`` wrapper factory.
 
-``episodes=N`` plays seeds ``seed .. seed+N-1`` (:func:`run_episodes`).
+``episodes=N`` plays seeds ``seed .. seed+N-1`` (:func:`run_episodes`);
+``runner=vector|ray workers=K`` plays them through the rollout engine
+(:mod:`agents.runners`: K shared-browser envs with a batched policy, or K
+Ray actors) instead of one after another.
 ``train=sdft`` adapts online: after each successful episode the object built
 from ``cfg.train`` (``_target_: learners.online.OnlineSDFT``) gets
 ``update(agent, episode_dir)``, which trains the adapter within its budget,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -139,14 +143,17 @@ def recording_info(cfg: DictConfig, agent: Agent) -> tuple[AgentInfo, str]:
     return info, "scripted" if name == "expert" else "agent"
 
 
+def _episodes_root(cfg: DictConfig) -> Path:
+    root = cfg.get("episodes_dir")
+    return Path(root) if root is not None else run_dir() / "episodes"
+
+
 def _default_writer(cfg: DictConfig, agent: Agent) -> EpisodeWriterFactory | None:
     if not cfg.get("record", False):
         return None
     from browser_env.wrappers import RecordEpisode
 
-    root = cfg.get("episodes_dir")
-    if root is None:
-        root = run_dir() / "episodes"
+    root = _episodes_root(cfg)
     info, source = recording_info(cfg, agent)
 
     def wrap(env: Any) -> Any:
@@ -233,6 +240,11 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     n = int(cfg.get("episodes") or 1)
+    runner = str(cfg.get("runner") or "local")
+    if runner != "local":
+        if cfg.get("train"):
+            raise ValueError("train=... updates the agent between episodes: use runner=local")
+        return _run_parallel(cfg, runner, n, verbose=verbose)
     trainer = instantiate(cfg.train) if cfg.get("train") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("train=... learns from the recorded episodes: keep record=true")
@@ -263,6 +275,71 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     }
     if verbose:
         print(f"episodes={n} success_rate={result['success_rate']:.2f} updates={result['updates']}")
+    return result
+
+
+def _run_parallel(cfg: DictConfig, runner: str, n: int, *, verbose: bool) -> dict[str, Any]:
+    """:func:`run_episodes` through the rollout engine's ``vector`` or ``ray`` runner
+    (``workers`` envs or actors); the same summaries, by seed."""
+    import functools
+
+    from agents.runners import Job, RolloutSpec, run_rollouts
+
+    agent = build_agent(cfg)
+    info, source = recording_info(cfg, agent)
+    record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
+    env_id = resolve_env_id(cfg)
+    spec = RolloutSpec(
+        env_kwargs={
+            "headless": bool(cfg.get("headless", True)),
+            "max_episode_steps": int(cfg["max_steps"]),
+            **dict(cfg.get("env_kwargs") or {}),
+        },
+        record_dir=None if record_dir is None else str(record_dir),
+        agent_info=info,
+        source=source,
+        max_steps=int(cfg.max_steps),
+    )
+    first = int(cfg.get("seed") or 0)
+    jobs = [Job(env_id, first + i, _reset_options(cfg)) for i in range(n)]
+    try:
+        results = run_rollouts(
+            jobs,
+            spec,
+            agent=None if runner == "ray" else agent,
+            make_agent=functools.partial(build_agent, cfg),
+            runner=runner,
+            workers=int(cfg.get("workers") or 1),
+        )
+    finally:
+        if hasattr(agent, "close"):
+            agent.close()
+    summaries = [
+        {
+            "env_id": r.env_id,
+            "seed": r.seed,
+            "goal": r.goal,
+            "steps": r.steps,
+            "return": r.episode_return,
+            "success": r.success,
+            "terminated": r.terminated,
+            "truncated": r.truncated,
+            "actions": r.actions,
+            "episode_dir": r.episode_dir,
+            "status": r.status,
+            "update": None,
+        }
+        for r in results
+    ]
+    result = {
+        "episodes": summaries,
+        "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
+        "updates": 0,
+    }
+    if verbose:
+        for s in summaries:
+            print(f"seed={s['seed']} steps={s['steps']} success={s['success']} {s['status']}")
+        print(f"episodes={n} success_rate={result['success_rate']:.2f} runner={runner}")
     return result
 
 

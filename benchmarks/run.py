@@ -6,6 +6,10 @@
     python -m benchmarks.run suite=miniwob_expert agent=expert episodes=50
     python -m benchmarks.run agent=llm backend=openai model=meta/llama-3.1-8b-instruct
     python -m benchmarks.run --multirun agent=random,expert
+    python -m benchmarks.run suite=miniwob_smoke agent=expert runner=ray workers=2
+
+``runner=local|vector|ray`` and ``workers=N`` pick the rollout engine's runner
+(:mod:`agents.runners`); the table is the same whichever runs it.
 
 Prints a table (task, episodes, success rate, mean steps, mean reward, step
 latency) and writes into the run's Hydra output dir: ``results.json`` (see
@@ -18,13 +22,15 @@ behind the ``@hydra.main`` wrapper; tests call it with a composed config.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agents.rollout import EpisodeResult, rollout
+from agents.rollout import EpisodeResult
+from agents.runners import Job, RolloutSpec, run_rollouts
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.suites import Suite
 
@@ -41,13 +47,11 @@ def _output_dir(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Roll ``cfg.agent`` over ``cfg.suite``; return the ``results.json`` content."""
-    import gymnasium as gym
     from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
     from agents.run import build_agent, recording_info
-    from browser_env.wrappers import RecordEpisode
 
     suite: Suite = instantiate(cfg.suite)
     out = _output_dir(cfg)
@@ -66,23 +70,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if suite.max_episode_steps or cfg.get("max_steps"):
         env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
     info, source = recording_info(cfg, agent)
-    results: list[EpisodeResult] = []
-    progress = tqdm(
-        total=len(suite.env_ids) * len(seeds), desc=suite.name, disable=not cfg.progress, unit="ep"
+    spec = RolloutSpec(
+        env_kwargs=env_kwargs,
+        record_dir=str(out / "episodes") if cfg.record else None,
+        agent_info=info,
+        source=source,
+        episode_timeout_s=cfg.get("episode_timeout_s"),
     )
+    jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
+    progress = tqdm(total=len(jobs), desc=suite.name, disable=not cfg.progress, unit="ep")
+
+    def done(result: EpisodeResult) -> None:
+        progress.set_postfix(task=result.env_id.split("/")[-1][:28], success=result.success)
+        progress.update()
+
+    runner = str(cfg.get("runner") or "local")
     try:
-        for env_id in suite.env_ids:
-            env = gym.make(env_id, **env_kwargs)
-            if cfg.record:
-                env = RecordEpisode(env, out / "episodes", agent=info, source=source)
-            try:
-                for seed in seeds:
-                    results.append(rollout(env, agent, seed))
-                    done = results[-1]
-                    progress.set_postfix(task=env_id.split("/")[-1][:28], success=done.success)
-                    progress.update()
-            finally:
-                env.close()
+        results = run_rollouts(
+            jobs,
+            spec,
+            agent=None if runner == "ray" else agent,
+            make_agent=functools.partial(build_agent, cfg),
+            runner=runner,
+            workers=int(cfg.get("workers") or 1),
+            on_result=done,
+        )
     finally:
         progress.close()
         agent.close()

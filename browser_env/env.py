@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -59,7 +59,16 @@ from browser_env.timing import Timings
 from browser_env.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Dialog, Download, Frame, Page, Request, Route
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        Dialog,
+        Download,
+        Frame,
+        Page,
+        Request,
+        Route,
+    )
 
 __all__ = ["BrowserEnv", "make_task", "validate_safely"]
 
@@ -106,6 +115,13 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         max_download_bytes: larger downloads are cancelled.
         observer: caps on one observation's work on a huge page
             (:class:`ObserverLimits` or a dict); what applied is in ``obs["capped"]``.
+        browser: a shared browser owned by the caller (e.g.
+            :class:`~browser_env.vector.SharedBrowser`): a zero-argument callable
+            returning a live Playwright ``Browser`` of this thread's driver. The
+            env then opens only its own context in it (isolated cookies and
+            storage), never launches, relaunches or closes a browser or the
+            driver, and ``close()`` closes only its context. ``headless``,
+            ``executable_path`` and ``slow_mo_ms`` are then the owner's.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -125,6 +141,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         allowed_hosts: Sequence[str] | None = None,
         max_download_bytes: int = 50 * 2**20,
         observer: ObserverLimits | dict[str, Any] | None = None,
+        browser: Callable[[], Browser] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
@@ -156,6 +173,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
 
+        self._shared_browser = browser
         self._playwright: Any = None
         self._browser: Any = None
         self._browser_pid: int | None = None
@@ -359,9 +377,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         for release in (
             self.task.teardown,
             lambda: self._context and self._context.close(),
-            lambda: self._browser and self._browser.close(),
-            lambda: kill_browser_processes(self._browser_pid),
-            lambda: self._playwright and release_playwright(),
+            lambda: self._shared_browser is None and self._browser and self._browser.close(),
+            lambda: self._shared_browser is None and kill_browser_processes(self._browser_pid),
+            lambda: self._shared_browser is None and self._playwright and release_playwright(),
         ):
             try:
                 release()
@@ -398,10 +416,17 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
 
     # --- browser lifecycle -------------------------------------------------------
     def _ensure_page(self, fresh: bool) -> None:
-        if self._browser is not None and not self._browser_alive():
-            self._discard_browser()
-        if self._browser is None:
-            self._launch()
+        if self._shared_browser is not None:  # the owner relaunches a dead browser
+            browser = self._shared_browser()
+            if browser is not self._browser:  # a context of a dead browser is gone with it
+                self._context = self._page = self._cdp = None
+                self._bound = []
+                self._browser = browser
+        else:
+            if self._browser is not None and not self._browser_alive():
+                self._discard_browser()
+            if self._browser is None:
+                self._launch()
         if self._context is not None and (fresh or self._page is None or self._page.is_closed()):
             self._context.close()
             self._context = None
@@ -436,6 +461,8 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
             raise
 
     def _browser_alive(self) -> bool:
+        if self._shared_browser is not None:  # the owner watches its driver
+            return self._browser.is_connected()
         return driver_alive(self._playwright) and self._browser.is_connected()
 
     def _broken(self) -> bool:
@@ -448,16 +475,18 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         )
 
     def _discard_browser(self) -> None:
-        """Drop a dead (or dying) browser and whatever is left of its processes."""
+        """Drop a dead (or dying) browser and whatever is left of its processes; a
+        shared browser is its owner's: only this env's context is dropped."""
         for release in (
             lambda: self._context and self._context.close(),
-            lambda: self._browser and self._browser.close(),
+            lambda: self._shared_browser is None and self._browser and self._browser.close(),
         ):
             try:
                 release()
             except Exception:  # noqa: BLE001 - it is already gone
                 pass
-        kill_browser_processes(self._browser_pid)
+        if self._shared_browser is None:
+            kill_browser_processes(self._browser_pid)
         self._page = self._context = self._browser = self._cdp = None
         self._browser_pid = None
         self._bound = []

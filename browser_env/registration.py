@@ -23,6 +23,8 @@ __all__ = [
 
 NAMESPACE = "browser_env"
 ENTRY_POINT = "browser_env.env:BrowserEnv"
+# make_vec: N contexts of one shared Chromium (vectorization_mode="sync"/"async": N browsers)
+VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
 MINIWOB_MAX_STEPS = 10
 OPEN_MAX_STEPS = 30
 
@@ -116,6 +118,7 @@ def register_envs() -> None:
     gym.register(
         id=env_id("open", family=None),
         entry_point=ENTRY_POINT,
+        vector_entry_point=VECTOR_ENTRY_POINT,
         max_episode_steps=OPEN_MAX_STEPS,
         kwargs={"task": "open"},
         nondeterministic=True,
@@ -133,6 +136,7 @@ def register_envs() -> None:
         gym.register(
             id=env_id(name),
             entry_point=ENTRY_POINT,
+            vector_entry_point=VECTOR_ENTRY_POINT,
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},
             nondeterministic=name in NONDETERMINISTIC,

@@ -70,7 +70,11 @@ class RecordEpisode(gymnasium.Wrapper):
     registered spec's kwargs) is stored so that replay can rebuild the env.
 
     ``episode_dirs`` lists the directories written so far; ``last_episode_dir``
-    the most recent.
+    the most recent. With ``background=True`` (the default) the files are
+    written on a thread of each episode's writer, off the step loop, with the
+    same atomicity; an episode's files are all on disk once it has ended
+    (terminated, truncated, ``end_episode``, the next ``reset`` or ``close``),
+    and at interpreter exit after a crash (see :mod:`browser_env.episodes.writer`).
     """
 
     def __init__(
@@ -83,8 +87,10 @@ class RecordEpisode(gymnasium.Wrapper):
         screenshots: bool = True,
         env_kwargs: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        background: bool = True,
     ) -> None:
         super().__init__(env)
+        self.background = background
         self.root = Path(root)
         self.agent = _agent_info(agent)
         self.source = source
@@ -148,7 +154,9 @@ class RecordEpisode(gymnasium.Wrapper):
         )
         if "browser_version" in info:
             meta.extra.setdefault("browser_version", str(info["browser_version"]))
-        self._writer = EpisodeWriter(self.root, meta, screenshots=self.screenshots)
+        self._writer = EpisodeWriter(
+            self.root, meta, screenshots=self.screenshots, background=self.background
+        )
         self.episode_dirs.append(self._writer.path)
         self._obs = obs
         self._pending = {}
@@ -246,7 +254,9 @@ def _agent_info(agent: AgentInfo | Mapping[str, Any] | None) -> AgentInfo:
 
 def _spec_kwargs(env: gymnasium.Env) -> dict[str, Any]:
     spec = getattr(env, "spec", None) or getattr(env.unwrapped, "spec", None)
-    return dict(spec.kwargs) if spec is not None and spec.kwargs else {}
+    kwargs = dict(spec.kwargs) if spec is not None and spec.kwargs else {}
+    kwargs.pop("browser", None)  # a shared browser handle (browser_env.vector): not replayable
+    return kwargs
 
 
 def _spec_id(env: gymnasium.Env) -> str:

@@ -260,6 +260,36 @@ class OpenAIBackend(BackendBase):
         )
         return Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info)
 
+    def generate_batch(
+        self,
+        batch: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[Any] | None] | None = None,
+        sampling: SamplingParams | None = None,
+        *,
+        max_concurrency: int = 16,
+    ) -> list[Generation]:
+        """:meth:`generate` for every prompt of ``batch``, as concurrent requests
+        (at most ``max_concurrency`` in flight): the server (vLLM, NIM, TGI)
+        batches them on its side. Results are in ``batch`` order; the first
+        failed request's error is raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        images = list(images) if images is not None else [None] * len(batch)
+        if len(images) != len(batch):
+            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if len(batch) <= 1:
+            return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+        with ThreadPoolExecutor(
+            min(max_concurrency, len(batch))
+        ) as pool:  # httpx.Client is thread-safe
+            futures = [
+                pool.submit(self.generate, m, i, sampling)
+                for m, i in zip(batch, images, strict=True)
+            ]
+            return [future.result() for future in futures]
+
     def count_tokens(self, text: str) -> int:
         """Exact with ``tokenizer=``; otherwise a conservative estimate (3 characters a token)."""
         if self._tokenizer_name is not None:

@@ -331,6 +331,85 @@ class TransformersBackend(BackendBase):
         )
         return Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info)
 
+    def generate_batch(
+        self,
+        batch: Sequence[Sequence[Message]],
+        images: Sequence[Sequence[Any] | None] | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> list[Generation]:
+        """One forward pass per new token for all of ``batch`` (chat message lists).
+
+        Prompts are left-padded and masked, so greedy decoding gives each row
+        what :meth:`generate` gives it alone (the test checks this on the tiny
+        policy). With ``temperature > 0`` a seed makes the batch reproducible,
+        but a row's draw differs from an unbatched one. Multimodal models and
+        ``stop`` strings go row by row (the processors' batched image
+        placement differs per model; HF stops a batch only when every row hit
+        a stop string).
+        """
+        sampling, _, _ = begin_generation(self, None, sampling)
+        images = list(images) if images is not None else [None] * len(batch)
+        if len(images) != len(batch):
+            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        if len(batch) <= 1 or self.multimodal or sampling.stop:
+            return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+        torch = require("torch")
+        transformers = require("transformers")
+        infos = [begin_generation(self, i, sampling)[2] for i in images]
+        start = time.perf_counter()
+        with self._lock:
+            prompts = [self.render_chat(messages) for messages in batch]
+            pad_id = (
+                self.tokenizer.pad_token_id
+                if self.tokenizer.pad_token_id is not None
+                else self._eos_ids[0]
+            )
+            encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            width = max(len(ids) for ids in encoded)
+            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
+            do_sample = sampling.temperature > 0
+            config = transformers.GenerationConfig(
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=do_sample,
+                temperature=sampling.temperature if do_sample else None,
+                top_p=sampling.top_p if do_sample else None,
+                top_k=None,
+                eos_token_id=self._eos_ids,
+                pad_token_id=pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            devices = [self.model.device] if self.model.device.type == "cuda" else []
+            bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    generation_config=config,
+                )
+        latency = time.perf_counter() - start
+        logits = torch.stack([step.float() for step in out.logits], dim=1)  # (B, T, V)
+        logprobs_all = torch.log_softmax(logits, dim=-1)
+        results = []
+        for row, (ids, info) in enumerate(zip(encoded, infos, strict=True)):
+            token_ids = out.sequences[row, width:].tolist()
+            end = next((i + 1 for i, t in enumerate(token_ids) if t in self._eos_ids), None)
+            token_ids = token_ids[:end] if end is not None else token_ids
+            logprobs = [float(logprobs_all[row, i, t]) for i, t in enumerate(token_ids)]
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            info.update(
+                finish_reason="stop" if end is not None else "length",
+                prompt_tokens=len(ids),
+                completion_tokens=len(token_ids),
+                latency_s=latency,
+                batch_size=len(batch),
+            )
+            results.append(Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info))
+        return results
+
     def _release(self) -> None:
         on_cuda = self.device.startswith("cuda")
         self.model = None

@@ -8,7 +8,7 @@ for the benchmark tables. Every ``info`` says so (``"scripted": True``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.experts import choose, click, forms  # noqa: F401 - registers the policies
@@ -78,6 +78,21 @@ class ScriptedExpert:
             action = Action(Verb.FINISH, value="", reasoning=reason)
             return action, info | {"rationale": reason, "error": reason}
         return decision.action, info | {"rationale": decision.rationale}
+
+    def fork(self) -> ScriptedExpert:
+        """A new agent with the same settings and an episode state of its own."""
+        return ScriptedExpert(self.task)
+
+    def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        agents: Sequence[ScriptedExpert] | None = None,
+    ) -> list[tuple[Action, dict[str, Any]]]:
+        """``agents[i].act(observations[i])`` for each i (no model to batch)."""
+        agents = [self] if agents is None else list(agents)
+        if len(agents) != len(observations):
+            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
+        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
 
 
 def _unsupported(task: str) -> str:

@@ -6,6 +6,18 @@ half a file. ``steps.jsonl`` is appended one complete line per step, flushed and
 fsynced before :meth:`EpisodeWriter.write_step` returns: a crash or Ctrl+C
 leaves every earlier step readable and ``episode.json`` saying
 ``"complete": false``.
+
+With ``background=True`` (what :class:`~browser_env.wrappers.RecordEpisode`
+uses) the same writes happen in the same order on one thread of the writer's
+own, so a step costs the env loop only building its record (the PNG encoding
+and the fsyncs, ~25 ms a step with screenshots, move off it). The atomicity is
+unchanged: each file still appears whole or not at all and lines still land in
+step order. :meth:`EpisodeWriter.close`/:meth:`~EpisodeWriter.abort` wait for
+every queued write; so does the interpreter's exit after an uncaught exception
+or Ctrl+C (the worker is a ``concurrent.futures`` thread, which Python joins at
+exit). Only a hard kill (SIGKILL, ``os._exit``) can lose the steps still
+queued; the ones already written stay readable. A write that fails in the
+background is raised by the next ``write_step`` or by ``close``.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import platform
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -82,12 +95,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _encode_png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
+def _check_pixels(pixels: Any) -> np.ndarray:
     array = np.asarray(pixels)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"a screenshot must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    return array
+
+
+def _encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    array = _check_pixels(pixels)
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -110,7 +128,12 @@ class EpisodeWriter:
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], meta: EpisodeMeta, *, screenshots: bool = True
+        self,
+        root: str | os.PathLike[str],
+        meta: EpisodeMeta,
+        *,
+        screenshots: bool = True,
+        background: bool = False,
     ):
         self.meta = meta
         self.screenshots = screenshots
@@ -132,8 +155,39 @@ class EpisodeWriter:
         self._timing_sums: dict[str, float] = {}
         self._started = time.time()
         self._closed = False
+        self._worker = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"episode-{meta.episode_id[:24]}")
+            if background
+            else None
+        )
+        self._pending: list[Future[None]] = []
         self._write_episode_json()
         self._steps_fh = open(self.path / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> None:
+        """Run ``work`` now, or queued in order on the writer's thread."""
+        if self._worker is None:
+            work(*args)
+            return
+        self._raise_failed()
+        self._pending.append(self._worker.submit(work, *args))
+
+    def _raise_failed(self) -> None:
+        """Re-raise the first background failure; forget the writes that are done."""
+        still = []
+        for future in self._pending:
+            if not future.done():
+                still.append(future)
+            elif future.exception() is not None:
+                self._pending = still
+                raise future.exception()  # type: ignore[misc]
+        self._pending = still
+
+    def flush(self) -> None:
+        """Wait until every queued write is on disk (a no-op when not in the background)."""
+        for future in list(self._pending):
+            future.result()
+        self._pending = []
 
     # --- writing ----------------------------------------------------------------
     @property
@@ -198,10 +252,7 @@ class EpisodeWriter:
             extras=to_jsonable(dict(extras or {})),
         )
         line = json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False)
-        # One write of one whole line, then flush + fsync: the line is either all there or not.
-        self._steps_fh.write(line + "\n")
-        self._steps_fh.flush()
-        os.fsync(self._steps_fh.fileno())
+        self._submit(self._append_line, line)
         self._steps += 1
         self._return += record.reward
         self._last = record
@@ -210,11 +261,22 @@ class EpisodeWriter:
                 self._timing_sums[key] = self._timing_sums.get(key, 0.0) + float(value)
         return record
 
+    def _append_line(self, line: str) -> None:
+        # One write of one whole line, then flush + fsync: the line is either all there or not.
+        self._steps_fh.write(line + "\n")
+        self._steps_fh.flush()
+        os.fsync(self._steps_fh.fileno())
+
     def _write_screenshot(self, name: str, pixels: Any) -> str:
+        """Queue the PNG (the env hands out a fresh array per observation, so
+        ``pixels`` is not changed under the writer) and return its relative path."""
+        self._submit(self._store_png, name, _check_pixels(pixels))
+        return f"{SCREENSHOT_DIR}/{name}"
+
+    def _store_png(self, name: str, pixels: np.ndarray) -> None:
         directory = self.path / SCREENSHOT_DIR
         directory.mkdir(exist_ok=True)
         atomic_write_bytes(directory / name, _encode_png(pixels))
-        return f"{SCREENSHOT_DIR}/{name}"
 
     def outcome_so_far(self, reason: str | None = None) -> Outcome:
         """The outcome implied by the steps written so far."""
@@ -257,7 +319,6 @@ class EpisodeWriter:
         self, outcome: Outcome, final_observation: Mapping[str, Any] | None, *, complete: bool
     ) -> None:
         self._closed = True
-        self._steps_fh.close()
         if final_observation is not None:
             shot = None
             if self.screenshots and final_observation.get("screenshot") is not None:
@@ -272,10 +333,17 @@ class EpisodeWriter:
         self._file.timings = timings
         self._file.complete = complete
         self._write_episode_json()
+        self._submit(self._steps_fh.close)
+        if self._worker is not None:
+            try:
+                self.flush()
+            finally:
+                self._worker.shutdown(wait=True)
 
     def _write_episode_json(self) -> None:
+        # Serialised now (the meta may change later), written in order after the queued steps.
         data = json.dumps(self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False)
-        atomic_write_bytes(self.path / EPISODE_FILE, data.encode("utf-8"))
+        self._submit(atomic_write_bytes, self.path / EPISODE_FILE, data.encode("utf-8"))
 
     def __enter__(self) -> EpisodeWriter:
         return self

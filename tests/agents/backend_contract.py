@@ -96,6 +96,15 @@ class BackendContract:
             if self.returns_token_ids:
                 assert len(gen.token_ids) >= 1
 
+    def test_generate_batch_equals_generate_greedy(self, backend):
+        sampling = SamplingParams(max_new_tokens=6)
+        batch = [MESSAGES, [{"role": "user", "content": "a shorter prompt"}]]
+        together = backend.generate_batch(batch, sampling=sampling)
+        assert len(together) == 2
+        for messages, got in zip(batch, together, strict=True):
+            alone = backend.generate(messages, sampling=sampling)
+            assert got.text == alone.text and got.token_ids == alone.token_ids
+
     def test_logprobs_match_tokens(self, backend):
         gen = self.generate(backend)
         if gen.logprobs is None:

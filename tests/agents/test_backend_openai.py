@@ -311,3 +311,16 @@ def test_command_line_server(tmp_path):
         os.environ.pop("SERVER_TOKEN_FOR_CLIENT", None)
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_generate_batch_sends_concurrent_requests_in_order():
+    backend = _client()
+    sampling = SamplingParams(max_new_tokens=4, seed=3)
+    batch = [[{"role": "user", "content": f"say {word}"}] for word in ("a", "bb", "ccc")]
+    alone = [backend.generate(m, sampling=sampling) for m in batch]
+    together = backend.generate_batch(batch, sampling=sampling, max_concurrency=3)
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    assert [g.text for g in together] == [g.text for g in alone]
+    with pytest.raises(ValueError, match="image lists"):
+        backend.generate_batch(batch, images=[None], sampling=sampling)
+    backend.close()

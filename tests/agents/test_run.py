@@ -209,3 +209,22 @@ def test_recording_info_names_backend_and_prompt_version():
     assert source == "agent"
     info, source = recording_info(compose_run("agent=random"), object())
     assert info.prompt_version is None and source == "agent"
+
+
+@pytest.mark.browser
+def test_episodes_through_the_vector_runner_match_local(tmp_path):
+    from agents.run import run_episodes
+
+    args = ("agent=expert", "env=miniwob.click-button", "episodes=3", "max_steps=4")
+    local = run_episodes(compose_run(*args, "record=false"), verbose=False)
+    vector = run_episodes(
+        compose_run(*args, "runner=vector", "workers=2", f"episodes_dir={tmp_path}"),
+        verbose=False,
+    )
+    keys = ("seed", "success", "steps", "actions")
+    assert [[s[k] for k in keys] for s in vector["episodes"]] == [
+        [s[k] for k in keys] for s in local["episodes"]
+    ]
+    assert len(list(tmp_path.iterdir())) == 3
+    with pytest.raises(ValueError, match="runner=local"):
+        run_episodes(compose_run(*args, "runner=vector", "train=sdft"), verbose=False)

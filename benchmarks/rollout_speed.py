@@ -1,0 +1,260 @@
+"""Rollout throughput of the runners, measured in one run.
+
+::
+
+    python -m benchmarks.rollout_speed                          # N = 1, 2, 4, 8; 20 steps per env
+    python -m benchmarks.rollout_speed --sizes 1,4 --steps 40 --json speed.json
+    python -m benchmarks.rollout_speed --skip ray,policy
+
+For each N it steps N envs of one MiniWoB++ task (click-checkboxes, full
+observation: elements, text and screenshot) with seeded random clicks,
+``NextStep`` autoreset, in three ways:
+
+* ``separate``: ``gymnasium.make_vec(..., vectorization_mode="async")``: one
+  process and one Chromium per env (what one gets without this project's
+  vector env);
+* ``shared``: ``gymnasium.make_vec(...)``: N contexts of one Chromium
+  (:class:`browser_env.vector.SharedBrowserVectorEnv`);
+* ``ray``: :class:`browser_env.ray_vector.RayVectorEnv`, one actor per env.
+
+and reports env steps/s and episodes/s (wall clock), CPU-ms per env step
+(user + system time of every process involved: this one, its children, the
+browsers and, for ``ray``, the actors' process trees) and memory: PSS of the
+same process trees, and PSS per extra env ``(PSS(N) - PSS(1)) / (N - 1)``.
+
+``policy`` then plays the tiny LLM policy (``agent=tiny``) on the same task
+with ``runner=vector``: episodes/s at N = 1 and at the largest N, with the
+policy batched (one ``generate_batch`` per step) and unbatched (one
+``generate`` per env).
+
+CPU-ms per step and memory per env carry over to other machines; wall-clock
+figures depend on the cores free while measuring (say so when reporting them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "measure_policy", "measure_vector"]
+
+TASK = "click-checkboxes"
+MODES = ("separate", "shared", "ray")
+
+
+def _tree(pids: Sequence[int]) -> list[Any]:
+    import psutil
+
+    procs: dict[int, Any] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        for proc in [root, *root.children(recursive=True)]:
+            procs[proc.pid] = proc
+    return list(procs.values())
+
+
+def _cpu_s(procs: Sequence[Any]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except Exception:  # noqa: BLE001 - a process may end while we look
+            continue
+    return total
+
+
+def _pss_mib(procs: Sequence[Any]) -> float:
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_full_info().pss
+        except Exception:  # noqa: BLE001
+            continue
+    return total / 2**20
+
+
+def _make(mode: str, n: int, env_id: str) -> tuple[Any, Callable[[], list[int]]]:
+    """The vector env and a function giving the root pids whose trees it uses."""
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the ids
+
+    if mode == "separate":
+        vec = gym.make_vec(
+            env_id, num_envs=n, vectorization_mode="async", vector_kwargs={"shared_memory": False}
+        )
+        return vec, lambda: [os.getpid(), *(p.pid for p in vec.processes)]
+    if mode == "shared":
+        vec = gym.make_vec(env_id, num_envs=n)
+        return vec, lambda: [os.getpid()]
+    from browser_env.ray_vector import RayVectorEnv
+
+    vec = RayVectorEnv(env_id, n)
+    import ray
+
+    pids = ray.get([actor.pid.remote() for actor in vec.actors])
+    return vec, lambda: [os.getpid(), *pids]
+
+
+def measure_vector(mode: str, n: int, steps: int, task: str = TASK) -> dict[str, Any]:
+    """Step ``n`` envs ``steps`` times each with seeded random clicks; one row of figures."""
+    from agents.random_agent import RandomAgent
+
+    env_id = f"browser_env/miniwob.{task}-v0"
+    vec, roots = _make(mode, n, env_id)
+    agents = [RandomAgent(seed=i, weights={"CLICK": 1.0, "FINISH": 0.0}) for i in range(n)]
+    try:
+        obs, _ = vec.reset(seed=0)
+        vec.step(_actions(agents, obs, n))  # warm: every browser has rendered a step
+        procs = _tree(roots())
+        cpu0, t0 = _cpu_s(procs), time.perf_counter()
+        episodes = 0
+        for _ in range(steps):
+            obs, _, terminated, truncated, _ = vec.step(_actions(agents, obs, n))
+            episodes += int(np.sum(terminated | truncated))
+        wall = time.perf_counter() - t0
+        procs = _tree(roots())
+        cpu = _cpu_s(procs) - cpu0
+        pss = _pss_mib(procs)
+    finally:
+        vec.close()
+    return {
+        "mode": mode,
+        "n": n,
+        "steps_per_s": n * steps / wall,
+        "episodes_per_s": episodes / wall,
+        "cpu_ms_per_step": cpu * 1e3 / (n * steps),
+        "pss_mib": pss,
+        "processes": len(procs),
+    }
+
+
+def _actions(agents: Sequence[Any], obs: dict[str, Any], n: int) -> tuple[Any, ...]:
+    return tuple(agents[i].act({k: v[i] for k, v in obs.items()})[0] for i in range(n))
+
+
+class _Unbatched:
+    """An agent whose ``act_batch`` calls ``act`` per env (the unbatched baseline)."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent, self.name = agent, agent.name
+
+    def fork(self) -> Any:
+        return self.agent.fork()
+
+    def act_batch(self, observations: Sequence[Any], agents: Sequence[Any]) -> list[Any]:
+        return [a.act(o) for a, o in zip(agents, observations, strict=True)]
+
+
+def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK) -> list[dict]:
+    """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from agents.run import build_agent
+    from agents.runners import Job, RolloutSpec, run_rollouts
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("benchmark", overrides=["agent=tiny"])
+    agent = build_agent(cfg)
+    rows = []
+    env_id = f"browser_env/miniwob.{task}-v0"
+    spec = RolloutSpec(env_kwargs={"modalities": ("elements", "text")})
+    try:
+        for n in sorted({min(sizes), max(sizes)}):
+            for batched in (True, False) if n > 1 else (True,):
+                jobs = [Job(env_id, 1000 + i) for i in range(n * episodes_per_env)]
+                policy = agent if batched else _Unbatched(agent)
+                t0 = time.perf_counter()
+                results = run_rollouts(jobs, spec, agent=policy, runner="vector", workers=n)
+                wall = time.perf_counter() - t0
+                rows.append(
+                    {
+                        "n": n,
+                        "batched": batched,
+                        "episodes_per_s": len(results) / wall,
+                        "steps_per_s": sum(r.steps for r in results) / wall,
+                        "success_rate": sum(r.success for r in results) / len(results),
+                    }
+                )
+    finally:
+        agent.close()
+    return rows
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    one = {(r["mode"]): r for r in rows if r["n"] == 1}
+    lines = [
+        "| runner | N | steps/s | episodes/s | CPU-ms/step | PSS MiB | PSS/extra env MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = one.get(r["mode"])
+        extra = (
+            f"{(r['pss_mib'] - base['pss_mib']) / (r['n'] - 1):.0f}"
+            if base is not None and r["n"] > 1
+            else "-"
+        )
+        lines.append(
+            f"| {r['mode']} | {r['n']} | {r['steps_per_s']:.1f} | {r['episodes_per_s']:.2f} | "
+            f"{r['cpu_ms_per_step']:.1f} | {r['pss_mib']:.0f} | {extra} |"
+        )
+    return "\n".join(lines)
+
+
+def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| tiny policy, runner=vector | N | episodes/s | steps/s |", "|---|---|---|---|"]
+    for r in rows:
+        label = "batched" if r["batched"] else "unbatched"
+        lines.append(f"| {label} | {r['n']} | {r['episodes_per_s']:.2f} | {r['steps_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,2,4,8", help="numbers of envs, comma-separated")
+    parser.add_argument("--steps", type=int, default=20, help="vector steps per measurement")
+    parser.add_argument("--episodes", type=int, default=2, help="policy episodes per env")
+    parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
+    parser.add_argument("--skip", default="", help="any of separate,shared,ray,policy")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if not sizes or min(sizes) < 1:
+        raise ValueError("--sizes must be positive integers")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - {*MODES, "policy"}
+    if unknown:
+        raise ValueError(f"--skip takes {(*MODES, 'policy')}, got {sorted(unknown)}")
+    from tqdm.auto import tqdm
+
+    rows = []
+    plan = [(m, n) for m in MODES if m not in skip for n in sizes]
+    for mode, n in tqdm(plan, desc="vector envs", unit="run"):
+        rows.append(measure_vector(mode, n, args.steps, args.task))
+    print(_table(rows))
+    policy = [] if "policy" in skip else measure_policy(sizes, args.episodes, args.task)
+    if policy:
+        print()
+        print(_policy_table(policy))
+    out = {"task": args.task, "steps": args.steps, "vector": rows, "policy": policy}
+    if args.json:
+        from benchmarks.report import write_json_atomic
+
+        write_json_atomic(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

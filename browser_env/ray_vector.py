@@ -1,0 +1,338 @@
+"""``RayVectorEnv``: a Gymnasium vector env whose sub-envs live in Ray actors.
+
+::
+
+    from browser_env.ray_vector import RayVectorEnv, init_ray
+
+    init_ray()                                   # embedded, 127.0.0.1; RAY_ADDRESS joins a cluster
+    envs = RayVectorEnv("browser_env/miniwob.click-button-v0", num_envs=4)
+    obs, infos = envs.reset(seed=0)
+    obs, rewards, terminated, truncated, infos = envs.step(actions)
+    envs.close()                                 # each actor closes its browser, then is killed
+
+Each sub-env is ``gymnasium.make(env_id, **env_kwargs)`` inside an actor of
+its own (its own browser, on whichever node Ray places it). The vector
+semantics are :class:`~gymnasium.vector.SyncVectorEnv`'s, reused rather than
+rewritten: this class *is* a ``SyncVectorEnv`` whose sub-envs are thin
+proxies, and before the inherited ``reset``/``step`` runs, every sub-env's
+call for this step is sent to its actor at once, so the actors work in
+parallel while the inherited loop collects their results in order. With the
+``SameStep`` autoreset mode the actor resets right after a finished step, in
+the same round trip. Results therefore match a ``SyncVectorEnv`` of the same
+envs on the same seeds and actions, autoreset included. ``call``,
+``get_attr``, ``set_attr`` and ``render`` go to all actors at once.
+
+Ray is imported only here (``pip install "browser-rl[ray]"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import iterate
+
+__all__ = ["RayVectorEnv", "init_ray"]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError as exc:  # pragma: no cover - ray is in the lock
+        raise ModuleNotFoundError('Ray is needed here: pip install "browser-rl[ray]"') from exc
+    return ray
+
+
+def init_ray(*, num_cpus: int | None = None, temp_dir: str | None = None) -> bool:
+    """Start (or join, with ``RAY_ADDRESS``) Ray unless it is running; True when this call did.
+
+    The embedded instance binds 127.0.0.1, has no dashboard and no usage
+    stats, and lives in a temp dir of its own under /tmp. Ray's startup waits
+    assume an idle machine; on a loaded one the raylet can miss them, so the
+    agents' ports are given up front, the waits lengthened, and a start that
+    still times out is cleaned up and tried again (3 times).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "180")
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return True
+    root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
+    for attempt in range(1, 4):
+        session_dir = os.path.join(root, f"t{attempt}")  # short: socket paths are capped
+        try:
+            with _agent_ports(session_dir):
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    _temp_dir=session_dir,
+                    configure_logging=False,
+                )
+            return True
+        except Exception as exc:
+            ray.shutdown()
+            _kill_processes_under(session_dir)
+            if attempt == 3 or "timed out" not in str(exc):
+                raise
+    return True
+
+
+@contextlib.contextmanager
+def _agent_ports(session_root: str) -> Iterator[None]:
+    """Fill the Ray agents' ports in before the node starts.
+
+    With port 0 the raylet waits a fixed 15 s (Ray 2.60, not configurable) for
+    each agent to report the port it bound, and aborts the node when a loaded
+    machine is slower; so the ports are chosen here. The dashboard agent's
+    listen port is still read from the file the agent writes once it runs, so
+    that file (``dashboard_agent_listen_port_<node id>``: the port number) is
+    written here too as soon as the node id is known (from the GCS's port file
+    of the same node), with the port the agent is told to bind.
+    """
+    from ray._private.parameter import RayParams
+
+    original = RayParams.__init__
+    chosen: dict[str, int] = {}
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        for name in ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"):
+            if not getattr(self, name, None):
+                setattr(self, name, _free_port())
+        self.dashboard_agent_listen_port = _free_port()  # the default collides with other Rays
+        chosen["listen"] = self.dashboard_agent_listen_port
+
+    stop = threading.Event()
+
+    def write_listen_port() -> None:
+        while not stop.wait(0.2):
+            port = chosen.get("listen")
+            for gcs_file in Path(session_root).glob("session_*/gcs_server_port_*"):
+                node_id = gcs_file.name.removeprefix("gcs_server_port_")
+                target = gcs_file.parent / f"dashboard_agent_listen_port_{node_id}"
+                if port and not target.exists():
+                    tmp = target.with_name(f".{target.name}.tmp")
+                    tmp.write_text(str(port))
+                    os.replace(tmp, target)
+
+    watcher = threading.Thread(target=write_listen_port, daemon=True, name="ray-agent-port")
+    RayParams.__init__ = init  # type: ignore[method-assign]
+    watcher.start()
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original  # type: ignore[method-assign]
+        stop.set()
+        watcher.join(timeout=5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_processes_under(path: str) -> None:
+    """End the processes of a failed Ray start: ours, found by its own temp dir."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(path in part for part in proc.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+class EnvActor:
+    """What each actor holds: one env made by ``gymnasium.make``."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
+        import browser_env  # noqa: F401 - registers the ids in the actor's process
+
+        self.env = gym.make(env_id, **env_kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        env = self.env
+        return {
+            "observation_space": env.observation_space,
+            "action_space": env.action_space,
+            "metadata": env.metadata,
+            "render_mode": env.render_mode,
+        }
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def reset(self, seed: int | None, options: dict[str, Any] | None) -> Any:
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> Any:
+        return self.env.step(action)
+
+    def step_then_reset(self, action: Any) -> tuple[Any, Any]:
+        """``SameStep`` autoreset: the step, and the reset that follows when it ended the episode."""
+        result = self.env.step(action)
+        return result, self.env.reset() if result[2] or result[3] else None
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        attr = self.env.get_wrapper_attr(name)
+        return attr(*args, **kwargs) if callable(attr) else attr
+
+    def set_attr(self, name: str, value: Any) -> None:
+        self.env.set_wrapper_attr(name, value)
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _RemoteEnv(gym.Env):
+    """A sub-env proxy: calls its actor, or collects the call queued before the loop ran."""
+
+    def __init__(self, actor: Any, description: dict[str, Any], spec: Any) -> None:
+        self.actor = actor
+        self.observation_space = description["observation_space"]
+        self.action_space = description["action_space"]
+        self.metadata = description["metadata"]
+        self.render_mode = description["render_mode"]
+        self.spec = spec
+        self.queued: Any = None  # an object ref of this step's reset or step
+        self.after_step: Any = None  # SameStep: the reset that followed the last step
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        ray = _ray()
+        if self.after_step is not None:
+            result, self.after_step = self.after_step, None
+            return result
+        ref, self.queued = self.queued, None
+        return ray.get(ref if ref is not None else self.actor.reset.remote(seed, options))
+
+    def step(self, action: Any) -> Any:
+        ray = _ray()
+        ref, self.queued = self.queued, None
+        result = ray.get(ref if ref is not None else self.actor.step.remote(action))
+        if isinstance(result, tuple) and len(result) == 2:  # step_then_reset
+            result, self.after_step = result
+        return result
+
+    def render(self) -> Any:
+        return _ray().get(self.actor.render.remote())
+
+    def close(self) -> None:
+        ray = _ray()
+        try:
+            ray.get(self.actor.close.remote(), timeout=120)  # the browser first ...
+        except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
+            pass
+        ray.kill(self.actor, no_restart=True)  # ... then the actor
+
+
+class RayVectorEnv(SyncVectorEnv):
+    """``num_envs`` copies of ``env_id``, one per Ray actor (``num_cpus`` each).
+
+    Ray must be initialised (see :func:`init_ray`) unless ``start_ray`` is
+    True, in which case this env starts the embedded instance when none runs
+    and shuts it down on ``close``.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        *,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        num_cpus: float = 1.0,
+        start_ray: bool = True,
+        **env_kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        ray = _ray()
+        self._own_ray = start_ray and init_ray(num_cpus=max(os.cpu_count() or 1, num_envs))
+        actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(EnvActor)
+        actors = [actor_cls.remote(env_id, env_kwargs) for _ in range(num_envs)]
+        descriptions = ray.get([actor.describe.remote() for actor in actors])
+        spec = gym.spec(env_id)
+        proxies = [_RemoteEnv(a, d, spec) for a, d in zip(actors, descriptions, strict=True)]
+        self.actors = actors
+        super().__init__(
+            [lambda proxy=proxy: proxy for proxy in proxies],
+            copy=copy,
+            autoreset_mode=autoreset_mode,
+        )
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        seeds = (
+            [None] * self.num_envs
+            if seed is None
+            else [seed + i for i in range(self.num_envs)]
+            if isinstance(seed, int)
+            else list(seed)
+        )
+        mask = options.get("reset_mask") if options else None
+        sub_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
+        valid_mask = isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,)
+        if len(seeds) == self.num_envs:  # else the inherited reset raises its own error
+            for i, env in enumerate(self.envs):
+                if mask is None or (valid_mask and mask[i]):
+                    env.queued = env.actor.reset.remote(seeds[i], sub_options)
+        return super().reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> Any:
+        for i, (env, action) in enumerate(
+            zip(self.envs, iterate(self.action_space, actions), strict=True)
+        ):
+            if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
+                env.queued = env.actor.reset.remote(None, None)
+            elif self.autoreset_mode == AutoresetMode.SAME_STEP:
+                env.queued = env.actor.step_then_reset.remote(action)
+            else:
+                env.queued = env.actor.step.remote(action)
+            env.after_step = None
+        return super().step(actions)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        ray = _ray()
+        return tuple(ray.get([a.call.remote(name, args, kwargs) for a in self.actors]))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return self.call(name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        ray = _ray()
+        if not isinstance(values, list | tuple):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"values must have length num_envs={self.num_envs}, got {len(values)}")
+        ray.get([a.set_attr.remote(name, v) for a, v in zip(self.actors, values, strict=True)])
+
+    def render(self) -> tuple[Any, ...]:
+        return tuple(_ray().get([a.render.remote() for a in self.actors]))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Every actor closes its env (and browser), then is killed; then Ray stops if ours."""
+        try:
+            super().close_extras(**kwargs)
+        finally:
+            if self._own_ray:
+                _ray().shutdown()

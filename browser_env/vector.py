@@ -1,0 +1,236 @@
+"""Many envs in one Chromium: :class:`SharedBrowser` and :class:`SharedBrowserVectorEnv`.
+
+::
+
+    envs = gymnasium.make_vec("browser_env/miniwob.click-button-v0", num_envs=8)
+    obs, infos = envs.reset(seed=0)              # seeds 0..7, one per sub-env
+    obs, rewards, terminated, truncated, infos = envs.step(actions)   # a tuple of 8 actions
+
+Every registered id has this class as its ``vector_entry_point``, so
+``make_vec`` gives N sub-envs that are N browser *contexts* of one Chromium
+(``vectorization_mode="sync"``/``"async"`` still give one browser per sub-env).
+A context is Chromium's incognito profile: its own cookies, storage, cache and
+renderer processes, so sub-envs cannot see each other's state and a renderer
+crash in one leaves the others running (the crashed env opens a fresh page on
+its next step). What is shared is the browser process, its GPU and network
+service processes and the Playwright driver: the memory and CPU that a second
+browser would cost.
+
+The vector semantics are Gymnasium's own: this is a
+:class:`~gymnasium.vector.SyncVectorEnv` (autoreset modes, ``call``,
+``get_attr``, ``set_attr``, ``render``, batched observations and infos) whose
+sub-envs are the same ``gymnasium.make(env_id)`` envs one would make by hand,
+only handed a shared browser. Per sub-env results are therefore those of N
+separate envs on the same seeds and actions.
+
+Why sequential stepping on one thread, not one driver thread running
+Playwright's async API over the N contexts: Playwright's sync API is bound to
+the thread that started its driver, and every sub-env here is the ordinary sync
+:class:`~browser_env.env.BrowserEnv` created on the caller's thread, so there
+is one env implementation, not a second async one that would have to be kept
+identical to it. The async design could overlap one context's rendering with
+another's observation script; measured with ``python -m
+benchmarks.rollout_speed`` on this 2-core machine (see the README table), the
+renderers already keep both cores busy when stepped one after another, so the
+wins that carry over are the CPU time and memory per extra env, which sharing
+the browser gives either way. For wall-clock parallelism use several processes
+(``vectorization_mode="async"``) or Ray actors
+(:class:`browser_env.ray_vector.RayVectorEnv`), each of which can hold a
+shared-browser vector env of its own.
+
+All sub-envs, and the :class:`SharedBrowser`, must be used from the thread that
+created them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+__all__ = ["VECTOR_ENTRY_POINT", "SharedBrowser", "SharedBrowserVectorEnv", "registered_id"]
+
+VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
+
+
+class SharedBrowser:
+    """One Chromium that several :class:`~browser_env.env.BrowserEnv` open contexts in.
+
+    Pass it as ``BrowserEnv(browser=shared)``: calling it returns the live
+    browser, launching it on first use and again after it died (``relaunches``
+    counts those). It holds a reference on this thread's Playwright driver
+    until :meth:`close` (safe twice; closes the browser, so close the envs
+    first). Use it on the thread that created it.
+    """
+
+    def __init__(self, config: BrowserConfig | None = None) -> None:
+        self.config = config or BrowserConfig()
+        self.relaunches = 0
+        self._thread = threading.get_ident()
+        self._playwright: Any = None
+        self._browser: Browser | None = None
+        self._closed = False
+
+    def __call__(self) -> Browser:
+        if self._closed:
+            raise RuntimeError("this SharedBrowser is closed")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "a SharedBrowser is bound to the thread that created it (Playwright's sync API)"
+            )
+        if self._browser is not None and not self._browser.is_connected():
+            self._browser = None
+            self.relaunches += 1
+        if self._browser is None:
+            if self._playwright is None:
+                self._playwright = acquire_playwright()
+            self._browser = launch(self._playwright, self.config)
+        return self._browser
+
+    @property
+    def browser(self) -> Browser | None:
+        """The browser if one is running, without launching one."""
+        return self._browser
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        browser, self._browser = self._browser, None
+        try:
+            if browser is not None:
+                browser.close()
+        except Exception:  # noqa: BLE001 - a dead browser is closed already
+            pass
+        finally:
+            if self._playwright is not None:
+                self._playwright = None
+                release_playwright()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedBrowser:
+        # A handle on a running browser, not a value: Gymnasium deep-copies env
+        # specs (whose kwargs hold it), and a copy would be a second, dead handle.
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SharedBrowser cannot be pickled: it is bound to its thread's browser")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._browser else "not started"
+        return f"SharedBrowser({state})"
+
+    def __enter__(self) -> SharedBrowser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def registered_id(task: str) -> str | None:
+    """The registered ``browser_env`` id whose env plays ``task``, or None."""
+    candidate = f"browser_env/{task}-v0"
+    if candidate in gym.registry:
+        return candidate
+    for spec in gym.registry.values():
+        if spec.vector_entry_point == VECTOR_ENTRY_POINT and spec.kwargs.get("task") == task:
+            return spec.id
+    return None
+
+
+class SharedBrowserVectorEnv(SyncVectorEnv):
+    """``num_envs`` sub-envs, each its own context of one shared Chromium.
+
+    Args:
+        num_envs: how many sub-envs.
+        env_id: the registered id of every sub-env; default: the id registered
+            for ``task`` (``make_vec`` passes the spec's kwargs, not its id).
+        max_episode_steps: ``TimeLimit`` of each sub-env (default: the id's).
+        autoreset_mode, copy: as for :class:`~gymnasium.vector.SyncVectorEnv`.
+        wrappers: applied to each sub-env in order (e.g. a ``RecordEpisode``
+            factory); not through ``make_vec``, which forbids them for
+            vector entry points.
+        browser: a :class:`SharedBrowser` owned by the caller (e.g. shared by
+            several vector envs, one per task); default: one of its own, closed
+            with this env.
+        headless, executable_path, slow_mo_ms, extra_args: how to launch its own
+            browser (:class:`~browser_env.browser.BrowserConfig`).
+        **env_kwargs: passed to each sub-env (``task``, ``modalities``, ...).
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        env_id: str | None = None,
+        max_episode_steps: int | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+        browser: SharedBrowser | None = None,
+        headless: bool = True,
+        executable_path: str | None = None,
+        slow_mo_ms: float = 0.0,
+        extra_args: Sequence[str] = (),
+        **env_kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if env_id is None and "task" in env_kwargs:
+            env_id = registered_id(str(env_kwargs["task"]))
+        human = env_kwargs.get("render_mode") == "human"
+        config = BrowserConfig(
+            headless=headless and not human,
+            executable_path=executable_path,
+            slow_mo_ms=slow_mo_ms,
+            extra_args=tuple(extra_args),
+        )
+        self._own_browser = browser is None
+        self.browser = SharedBrowser(config) if browser is None else browser
+        self.env_id = env_id
+
+        def make_one() -> gym.Env:
+            kwargs = {**env_kwargs, "browser": self.browser}
+            if max_episode_steps is not None:
+                kwargs["max_episode_steps"] = max_episode_steps
+            if env_id is not None:
+                env = gym.make(env_id, **kwargs)
+            else:
+                from gymnasium.wrappers import TimeLimit
+
+                from browser_env.env import BrowserEnv
+
+                limit = kwargs.pop("max_episode_steps", None)
+                env = BrowserEnv(**kwargs)
+                env = TimeLimit(env, limit) if limit else env
+            for wrapper in wrappers:
+                env = wrapper(env)
+            return env
+
+        try:
+            super().__init__(
+                [make_one for _ in range(num_envs)], copy=copy, autoreset_mode=autoreset_mode
+            )
+        except BaseException:
+            if self._own_browser:
+                self.browser.close()
+            raise
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close every sub-env's context, then the browser when this env owns it."""
+        try:
+            super().close_extras(**kwargs)
+        finally:
+            if self._own_browser:
+                self.browser.close()

@@ -1,0 +1,140 @@
+"""runner=ray and RayVectorEnv on an embedded local Ray (one cluster for the module)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import browser_env  # noqa: F401 - registers the ids
+from agents.experts.expert import ScriptedExpert
+from agents.runners import Job, RolloutSpec, run_rollouts
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SPEC = RolloutSpec(env_kwargs={"modalities": ("elements", "text")}, max_steps=5)
+JOBS = [
+    Job(f"browser_env/miniwob.{task}-v0", seed)
+    for task in ("click-button", "click-test")
+    for seed in (1, 0)
+]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    from browser_env.ray_vector import init_ray
+
+    started = init_ray(num_cpus=2)  # its own short temp dir under /tmp (socket paths are capped)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def _expert():
+    return ScriptedExpert()
+
+
+def _paths(obs):
+    """The pages' paths: each process serves MiniWoB++ from a port of its own."""
+    from urllib.parse import urlparse
+
+    return tuple(urlparse(url).path for url in obs["url"])
+
+
+def _gone(pids, within_s=20.0):
+    import psutil
+
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        alive = [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        if not alive:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_ray_runner_table_equals_local_and_streams(ray_cluster):
+    from benchmarks.report import summarize
+
+    local = run_rollouts(JOBS, SPEC, agent=_expert(), runner="local")
+    seen = []
+    remote = run_rollouts(
+        JOBS, SPEC, make_agent=ScriptedExpert, runner="ray", workers=2, on_result=seen.append
+    )  # an importable factory: actors unpickle it by reference
+    key = [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in local]
+    assert [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote] == key
+    rates = [(row["env_id"], row["success_rate"]) for row in summarize(local)[0]]
+    assert [(row["env_id"], row["success_rate"]) for row in summarize(remote)[0]] == rates
+    assert len(seen) == len(JOBS) and all(r.retries == 0 and r.status == "ok" for r in remote)
+
+
+def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tmp_path):
+    flag = tmp_path / "killed"
+    pids_file = tmp_path / "browser_pids"
+
+    def dying_expert():
+        import os
+
+        import psutil
+
+        from agents.experts.expert import ScriptedExpert
+
+        class DiesOnce(ScriptedExpert):
+            def act(self, obs):
+                if not flag.exists():
+                    flag.write_text("1")
+                    kids = psutil.Process().children(recursive=True)
+                    pids_file.write_text(" ".join(str(p.pid) for p in kids))
+                    os._exit(1)  # the actor dies mid-episode, with its browser running
+                return super().act(obs)
+
+        return DiesOnce()
+
+    jobs = [Job("browser_env/miniwob.click-test-v0", 0)]
+    results = run_rollouts(jobs, SPEC, make_agent=dying_expert, runner="ray", workers=1)
+    assert len(results) == 1 and results[0].retries == 1
+    assert results[0].status == "ok" and results[0].success
+    orphans = [int(p) for p in Path(pids_file).read_text().split()]
+    assert orphans and _gone(orphans)  # the dead actor's browser went with it
+
+
+def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluster):
+    import gymnasium as gym
+    import psutil
+    import ray
+
+    from browser_env.ray_vector import RayVectorEnv
+
+    env_id = "browser_env/miniwob.click-test-v0"
+    kwargs = {"modalities": ("elements", "text")}
+    click, wait = {"action": "CLICK", "element_id": "e1"}, {"action": "WAIT", "value": "0"}
+    actions = [(click, wait), (wait, click), (wait, wait)]  # each env ends once, autoresets once
+    traces = []
+    for make in (
+        lambda: gym.make_vec(env_id, 2, vectorization_mode="sync", **kwargs),
+        lambda: RayVectorEnv(env_id, 2, **kwargs),
+    ):
+        vec = make()
+        try:
+            obs, _ = vec.reset(seed=[7, 8])
+            trace = [(obs["goal"], _paths(obs))]
+            for step in actions:
+                obs, reward, terminated, truncated, _ = vec.step(step)
+                trace.append((obs["goal"], _paths(obs), reward.tolist(), terminated.tolist()))
+            assert vec.get_attr("goal") == obs["goal"]
+            traces.append(trace)
+            if isinstance(vec, RayVectorEnv):
+                pids = ray.get([a.pid.remote() for a in vec.actors])
+                tree = [c.pid for p in pids for c in psutil.Process(p).children(recursive=True)]
+        finally:
+            vec.close()
+    assert traces[0] == traces[1]
+    assert traces[0][1][3] == [True, False] and traces[0][2][2] == [0.0, 1.0]
+    assert tree and _gone(pids + tree)  # actors and their browsers are gone after close

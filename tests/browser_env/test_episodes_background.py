@@ -1,0 +1,104 @@
+"""The background episode writer: same files as the synchronous one, flushed on close and on a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from _episode_helpers import FakeBrowserEnv
+
+from browser_env.episodes import EpisodeMeta, EpisodeWriter, load_episode
+from browser_env.wrappers import RecordEpisode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _play(writer: EpisodeWriter, steps: int) -> None:
+    env = FakeBrowserEnv(max_steps=50)
+    obs, _ = env.reset(seed=0)
+    for _ in range(steps):
+        nobs, r, te, tr, info = env.step({"action": "TYPE", "element_id": "e3", "value": "x"})
+        writer.write_step(obs, info["action"], r, te, tr, info, started_at=0.0)
+        obs = nobs
+    writer.close(final_observation=obs)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "episode.json"
+    }
+
+
+def test_background_writes_the_same_files_as_synchronous(tmp_path):
+    for background in (False, True):
+        meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id=f"ep{int(background)}")
+        _play(EpisodeWriter(tmp_path, meta, background=background), steps=6)
+    sync, bg = _files(tmp_path / "ep0"), _files(tmp_path / "ep1")
+    assert len(sync) == 8 and sync == bg  # steps.jsonl, 6 step PNGs, final.png
+    episode = load_episode(tmp_path / "ep1")
+    assert episode.complete and len(episode.steps) == 6
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_record_episode_writes_in_the_background_and_flushes_on_end(tmp_path):
+    env = RecordEpisode(FakeBrowserEnv(max_steps=3), tmp_path)
+    assert env.background
+    env.reset(seed=1)
+    writer = env._writer
+    for _ in range(3):
+        env.step({"action": "WAIT", "value": "0"})
+    assert writer.closed and writer._worker._shutdown  # the episode ended: its thread is done
+    assert len(load_episode(env.last_episode_dir).steps) == 3
+    env.close()
+
+
+def test_a_failed_background_write_is_raised(tmp_path):
+    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
+    writer = EpisodeWriter(tmp_path, meta, background=True)
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=0)
+    nobs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
+    (tmp_path / "ep" / "screenshots").write_text("not a directory")
+    writer.write_step(obs, info["action"], r, te, tr, info)
+    with pytest.raises(OSError):
+        writer.close()
+
+
+_CRASHER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {helpers!r})
+    from _episode_helpers import FakeBrowserEnv
+    from browser_env.episodes import EpisodeMeta, EpisodeWriter
+    env = FakeBrowserEnv(max_steps=100)
+    obs, _ = env.reset(seed=0)
+    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
+    w = EpisodeWriter(sys.argv[1], meta, background=True)
+    for i in range(40):
+        nobs, r, te, tr, info = env.step({{"action": "WAIT", "value": "0"}})
+        w.write_step(obs, info["action"], r, te, tr, info)
+        obs = nobs
+    raise RuntimeError("the policy crashed")
+    """
+)
+
+
+def test_queued_steps_are_flushed_when_the_process_crashes(tmp_path):
+    script = _CRASHER.format(helpers=str(Path(__file__).parent))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert proc.returncode != 0 and b"the policy crashed" in proc.stderr
+    episode = load_episode(tmp_path / "ep")
+    assert not episode.complete and len(episode.steps) == 40
+    assert episode.observation(39, screenshot=True)["screenshot"].shape == (48, 64, 3)

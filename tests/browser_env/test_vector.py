@@ -1,0 +1,149 @@
+"""Shared-browser vector envs: isolation, a crashed context, autoreset, make_vec == separate envs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import browser_env  # noqa: F401 - registers the ids
+from browser_env.vector import SharedBrowser, SharedBrowserVectorEnv
+
+pytestmark = pytest.mark.browser
+
+TEXT_ONLY = ("elements", "text")
+CLICK = {"action": "CLICK", "element_id": "e1"}  # click-test's button: ends the episode
+WAIT = {"action": "WAIT", "value": "0"}
+
+
+def _page(vec, i):
+    return vec.envs[i].unwrapped.page
+
+
+def test_make_vec_gives_isolated_contexts_of_one_browser():
+    vec = gym.make_vec("browser_env/miniwob.click-test-v0", num_envs=2, modalities=TEXT_ONLY)
+    try:
+        assert isinstance(vec, SharedBrowserVectorEnv)
+        assert vec.spec.id == "browser_env/miniwob.click-test-v0"
+        vec.reset(seed=0)
+        a, b = _page(vec, 0), _page(vec, 1)
+        assert a.context.browser is b.context.browser and a.context is not b.context
+        assert a.url.split("?")[0] == b.url.split("?")[0]  # same origin, still isolated
+        a.evaluate("() => { localStorage.setItem('k', 'v'); document.cookie = 'c=1; path=/'; }")
+        assert a.evaluate("() => localStorage.getItem('k')") == "v"
+        assert b.evaluate("() => localStorage.getItem('k')") is None
+        assert "c=1" in a.evaluate("() => document.cookie")
+        assert "c=1" not in b.evaluate("() => document.cookie")
+        assert b.context.cookies() == [] and a.context.cookies() != []
+    finally:
+        vec.close()
+    assert vec.browser.closed and a.context.browser is not None
+    assert not a.context.browser.is_connected()
+
+
+def test_a_crashed_context_does_not_end_the_others():
+    vec = gym.make_vec("browser_env/miniwob.click-test-v0", num_envs=2, modalities=TEXT_ONLY)
+    try:
+        obs, _ = vec.reset(seed=[3, 4])
+        crashed = _page(vec, 0)
+        with pytest.raises(Exception, match="ERR_ABORTED"):  # the renderer dies mid-navigation
+            crashed.goto("chrome://crash", timeout=5000)
+        obs, reward, terminated, _, infos = vec.step((WAIT, CLICK))
+        assert "crashed" in obs["last_action_error"][0]  # the crashed one says so ...
+        assert reward[1] == 1.0 and terminated[1]  # ... and the other played on
+        assert vec.browser().is_connected() and vec.browser.relaunches == 0
+        obs, _ = vec.reset(seed=[3, 4])  # the crashed env plays again on a fresh page
+        obs, reward, terminated, _, _ = vec.step((CLICK, CLICK))
+        assert reward.tolist() == [1.0, 1.0] and terminated.all()
+        assert _page(vec, 0) is not crashed
+    finally:
+        vec.close()
+
+
+def _play_separately(env_id, seeds, actions, **kwargs):
+    """What N separate ``gymnasium.make`` envs give, with NEXT_STEP autoreset by hand."""
+    out = []
+    for i, seed in enumerate(seeds):
+        env = gym.make(env_id, **kwargs)
+        try:
+            trace = [env.reset(seed=seed)[0]]
+            done = False
+            for step in actions:
+                if done:
+                    obs, _ = env.reset()
+                    trace.append((obs, 0.0, False, False))
+                    done = False
+                    continue
+                obs, reward, terminated, truncated, _ = env.step(step[i])
+                trace.append((obs, reward, terminated, truncated))
+                done = terminated or truncated
+        finally:
+            env.close()
+        out.append(trace)
+    return out
+
+
+def _same_obs(a, b):
+    keys = ("goal", "url", "text", "last_action_error")
+    return {k: a[k] for k in keys} == {k: b[k] for k in keys} and [
+        (e["element_id"], e["text"], e["tag"]) for e in a["elements"]
+    ] == [(e["element_id"], e["text"], e["tag"]) for e in b["elements"]]
+
+
+def test_make_vec_matches_separate_envs_with_next_step_autoreset():
+    env_id = "browser_env/miniwob.click-button-v0"
+    seeds = [5, 6]
+    # env 0 ends at step 1 (FINISH) and is autoreset at step 2; env 1 clicks around
+    actions = [
+        ({"action": "FINISH", "value": ""}, CLICK),
+        (WAIT, {"action": "CLICK", "element_id": "e2"}),
+        (CLICK, WAIT),
+    ]
+    expected = _play_separately(env_id, seeds, actions, modalities=TEXT_ONLY)
+    vec = gym.make_vec(env_id, num_envs=2, modalities=TEXT_ONLY, autoreset_mode="NextStep")
+    try:
+        assert vec.autoreset_mode is gym.vector.AutoresetMode.NEXT_STEP
+        obs, _ = vec.reset(seed=seeds)
+        for i in range(2):
+            assert _same_obs(_unbatch(obs, i), expected[i][0])
+        for t, step in enumerate(actions, start=1):
+            obs, reward, terminated, truncated, _ = vec.step(step)
+            for i in range(2):
+                want = expected[i][t]
+                assert _same_obs(_unbatch(obs, i), want[0]), (t, i)
+                assert (reward[i], terminated[i], truncated[i]) == tuple(want[1:]), (t, i)
+        assert vec.get_attr("goal") == tuple(
+            o["goal"] for o in (expected[0][-1][0], expected[1][-1][0])
+        )
+        assert vec.call("observe")[1]["url"] == expected[1][-1][0]["url"]
+    finally:
+        vec.close()
+
+
+def _unbatch(obs, i):
+    return {k: v[i] for k, v in obs.items()}
+
+
+def test_same_step_autoreset_render_and_an_external_browser():
+    with SharedBrowser() as shared:
+        vec = SharedBrowserVectorEnv(
+            2,
+            task="miniwob.click-test",
+            browser=shared,
+            render_mode="rgb_array",
+            autoreset_mode="SameStep",
+        )
+        try:
+            vec.reset(seed=[0, 1])
+            obs, reward, terminated, _, infos = vec.step((CLICK, WAIT))
+            assert terminated.tolist() == [True, False] and reward[0] == 1.0
+            assert infos["_final_obs"].tolist() == [True, False]
+            assert infos["final_info"]["success"][0]
+            assert obs["last_action_error"][0] == ""  # the new episode's first observation
+            frames = vec.render()
+            assert len(frames) == 2 and all(f.dtype == np.uint8 and f.ndim == 3 for f in frames)
+        finally:
+            vec.close()
+        assert (
+            shared.browser is not None and shared.browser.is_connected()
+        )  # not the vec's to close
