@@ -68,8 +68,11 @@ def _models(url):
     return [m["id"] for m in httpx.get(f"{url}/models", headers=headers).json()["data"]]
 
 
-def _alternating(env_id, seed, sample_seed):
-    win = sample_seed % 2 == 0
+def _alternating(env_id, seed, sample_seed, count=[0]):  # noqa: B006 - the call counter
+    """Each group's G = 2 rollouts: one rewarded, one not (sample seeds are hashed,
+    so their parity would not alternate)."""
+    count[0] += 1
+    win = count[0] % 2 == 0
     completion = [5, 6, 7] if win else [8, 9]
     step = StepSample([{"role": "user", "content": f"seed {seed}"}], [], completion, True)
     return Trajectory(env_id, seed, [step], float(win), win)
