@@ -288,7 +288,7 @@ def _run_parallel(cfg: DictConfig, runner: str, n: int, *, verbose: bool) -> dic
     agent = build_agent(cfg)
     info, source = recording_info(cfg, agent)
     record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
-    env_id = resolve_env_id(cfg)
+    env_id = env_id_of(cfg)
     spec = RolloutSpec(
         env_kwargs={
             "headless": bool(cfg.get("headless", True)),
