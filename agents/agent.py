@@ -263,11 +263,11 @@ class LLMAgent:
             generations = batched(
                 [p.messages for p in prompts],
                 [list(p.images) or None for p in prompts],
-                self._episode_sampling,
+                agents[0].step_sampling(),  # greedy: the same for every row
             )
         else:
             generations = [
-                agent.backend.generate(p.messages, list(p.images) or None, agent._episode_sampling)
+                agent.backend.generate(p.messages, list(p.images) or None, agent.step_sampling())
                 for agent, p in zip(agents, prompts, strict=True)
             ]
         latency = time.perf_counter() - start
