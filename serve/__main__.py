@@ -112,11 +112,12 @@ def run(
         print(f"training service on {url} (state in {os.path.abspath(cfg.state_dir)})", flush=True)
         if on_ready is not None:
             on_ready(url)
-        stop.wait()
+        while not stop.wait(1.0):  # short waits: signal handlers run in between
+            pass
     finally:
-        if embedded:
-            serve.shutdown()
-        else:
+        # An embedded instance goes down whole with ray.shutdown() (Serve's
+        # own graceful shutdown can stall for minutes on a loaded machine).
+        if not embedded:
             serve.delete(APP_NAME)
         ray.shutdown()
 

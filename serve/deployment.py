@@ -40,10 +40,11 @@ def _ingress_class() -> Any:
             token = cfg.token()  # refuses to run unauthenticated where not allowed
             self.service = TrainingService(cfg, RayJobBackend(cfg.ray_jobs_address))
             self.service.start()
-            self.app = create_app(self.service, token, max_upload_bytes=cfg.max_upload_bytes)
+            # Not `self.app`: Serve's ASGI wrapper owns that name.
+            self._asgi = create_app(self.service, token, max_upload_bytes=cfg.max_upload_bytes)
 
         def __serve_build_asgi_app__(self) -> Any:
-            return self.app
+            return self._asgi
 
         def __del__(self) -> None:
             service = getattr(self, "service", None)

@@ -162,6 +162,15 @@ def test_a_killed_service_reconciles_its_job_after_restart(client, service, data
     from serve.launch import kill_processes_using
 
     kill_processes_using(str(service.ray_tmp))
+
+    def port_closed() -> bool:  # Ray's workers (the Serve proxy) go a moment later
+        try:
+            client.health()
+        except Exception:
+            return True
+        return False
+
+    _wait_for(port_closed, 120, "the old proxy to go")
     service.start(timeout=1200)
     job = client.job(job_id)
     assert job["status"] == "failed" and job["error"].startswith("lost"), job
