@@ -120,7 +120,10 @@ def test_refuses_a_non_empty_directory(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "vlm"])
+@pytest.mark.parametrize(
+    "kind",
+    ["text", pytest.param("vlm", marks=pytest.mark.exhaustive)],  # ~10 s each
+)
 def test_command_line(tmp_path, kind):
     out = tmp_path / kind
     result = subprocess.run(

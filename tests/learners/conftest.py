@@ -74,6 +74,13 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def click_episode_writer():
+    """:func:`write_click_episode`, for tests that write their own episodes (a bare
+    ``from conftest import`` picks whichever conftest.py pytest imported last)."""
+    return write_click_episode
+
+
 @pytest.fixture(scope="module")
 def episodes_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("episodes")

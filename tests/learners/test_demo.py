@@ -45,6 +45,7 @@ def test_config_composes_and_the_recorded_command_reproduces_it():
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # ~25 s: the whole demo pipeline; its config and command are checked by default
 @pytest.mark.browser
 def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")

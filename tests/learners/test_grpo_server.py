@@ -106,8 +106,11 @@ def test_grpo_pushes_every_adapter_version_to_the_server(tmp_path, server):
 def test_grpo_rollouts_generate_on_the_server_with_the_trained_adapter(
     tmp_path, server, tiny_model, monkeypatch
 ):
+    import dataclasses
+
     from safetensors.torch import load_file
 
+    import learners.rollout
     from agents.backends.base import SamplingParams
     from agents.backends.openai import OpenAIBackend
     from agents.backends.transformers import TransformersBackend
@@ -115,13 +118,24 @@ def test_grpo_rollouts_generate_on_the_server_with_the_trained_adapter(
     from learners.grpo import run
 
     url, loaded, used = server
+    # The random tiny model fails click-test every time, and the KL reference is the
+    # initial policy (the init adapter): a group of equal rewards would give no
+    # update. Judge the real, server-generated rollouts alternately as won and lost
+    # so each group of two has an advantage to follow.
+    real_play, calls = learners.rollout.play, [0]
+
+    def play(*args, **kwargs):
+        calls[0] += 1
+        return dataclasses.replace(real_play(*args, **kwargs), success=calls[0] % 2 == 0)
+
+    monkeypatch.setattr(learners.rollout, "play", play)
     init = build_tiny_adapter(tiny_model, tmp_path / "init")
     out = tmp_path / "grpo"
     cfg = _server_cfg(
         url,
         out,
         init_adapter=str(init),
-        beta=0.5,  # a random init adapter is far from the base: the KL term moves it
+        beta=0.5,
         max_steps=2,
         learning_rate=5e-2,
         num_generations=2,

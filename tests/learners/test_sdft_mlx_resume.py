@@ -29,6 +29,7 @@ def _adapter(path):
     return load_file(str(path / "adapter_model.safetensors"))
 
 
+@pytest.mark.exhaustive  # ~40 s; the torch learners' resume is checked in the default tier
 def test_sdft_mlx_resume_restores_optimizer_and_ends_like_an_uninterrupted_run(
     tmp_path, episodes_dir, monkeypatch
 ):

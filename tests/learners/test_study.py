@@ -11,10 +11,10 @@ pytest.importorskip("peft")
 
 
 @pytest.mark.slow
-def test_study_runs_end_to_end_with_a_tiny_budget(tmp_path):
-    from conftest import write_click_episode
-
+def test_study_runs_end_to_end_with_a_tiny_budget(tmp_path, click_episode_writer):
     from learners.study import run
+
+    write_click_episode = click_episode_writer
 
     demos = tmp_path / "demos"
     targets = ["ONE", "TWO", "THREE"]
