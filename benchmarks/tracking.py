@@ -26,17 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from learners.tracking import wandb_mode
+
 __all__ = ["log_benchmark", "read_offline_run", "wandb_mode"]
 
 _BLOCK = 32768
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def wandb_mode() -> str:
-    """``WANDB_MODE`` when set, else online with an API key, else offline."""
-    return os.environ.get("WANDB_MODE") or (
-        "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    )
 
 
 def log_benchmark(

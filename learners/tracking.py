@@ -9,7 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "wandb_mode"]
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when set, else online with an API key, else offline."""
+    return os.environ.get("WANDB_MODE") or (
+        "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    )
 
 
 class Tracker:
@@ -19,22 +26,19 @@ class Tracker:
         self.out.mkdir(parents=True, exist_ok=True)
         self._file = (self.out / "metrics.jsonl").open("a")
         self.run = None
-        if cfg.wandb and os.environ.get("WANDB_MODE") != "disabled":
+        if cfg.wandb and wandb_mode() != "disabled":
             try:
                 import wandb
             except ModuleNotFoundError as exc:
                 raise ModuleNotFoundError(
                     'wandb logging needs: pip install "browser-rl[train]"'
                 ) from exc
-            mode = os.environ.get("WANDB_MODE") or (
-                "online" if os.environ.get("WANDB_API_KEY") else "offline"
-            )
             self.run = wandb.init(
                 project=cfg.wandb_project,
                 name=cfg.run_name or f"{learner}-{self.out.name}",
                 dir=str(self.out),
                 config={"learner": learner, **dataclasses.asdict(cfg)},
-                mode=mode,
+                mode=wandb_mode(),
                 reinit="finish_previous",
             )
 
