@@ -48,32 +48,8 @@ def write_click_episode(root: Path, seed: int, target: str = "ONE") -> Path:
     from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
 
     labels = ["ONE", "TWO", "THREE"]
-    elements = tuple(
-        {
-            "element_id": f"e{i + 1}",
-            "tag": "button",
-            "role": "button",
-            "text": label,
-            "label": "",
-            "placeholder": "",
-            "value": "",
-            "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
-            "enabled": 1,
-            "visible": 1,
-            "focused": 0,
-            "checked": 0,
-        }
-        for i, label in enumerate(labels)
-    )
-    goal = f'Click on the "{target}" button.'
-    obs = {
-        "goal": goal,
-        "url": "http://localhost/click-button.html",
-        "elements": elements,
-        "text": " ".join(labels),
-        "last_action_error": "",
-        "screenshot": np.zeros((8, 8, 3), dtype=np.uint8),
-    }
+    obs = {**click_observation(target), "screenshot": np.zeros((8, 8, 3), dtype=np.uint8)}
+    goal = obs["goal"]
     writer = EpisodeWriter(
         root,
         EpisodeMeta(
