@@ -59,6 +59,7 @@ def test_compare_backends_runs_with_the_tiny_policy(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.exhaustive  # 25 s; the learners' own tests cover the SFT it drives
 def test_train_and_evaluate_runs_with_small_settings(tmp_path):
     notebook = execute(
         NOTEBOOKS / "train_and_evaluate.ipynb",

@@ -1,7 +1,7 @@
 """The service for real: ``python -m serve`` on an embedded Ray, driven by the client.
 
 One service process (and so one local Ray cluster) serves the whole module;
-the last test kills it mid-job and starts it again on the same state dir.
+the last test (exhaustive tier) kills it mid-job and starts it again on the same state dir.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def test_listens_on_loopback_only_and_writes_nothing_under_home(service):
     assert not (service.home / ".ray").exists()
 
 
+@pytest.mark.exhaustive  # ~40 s (a second Ray start); test_jobs.py reconciles without Ray
 def test_a_killed_service_reconciles_its_job_after_restart(client, service, dataset_id):
     job_id = client.train("sft", [dataset_id], {**FAST_SFT, "max_steps": 100_000})["job_id"]
     pid_file = service.state / "jobs" / job_id / "pid"
