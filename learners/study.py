@@ -361,6 +361,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
         "teacher_better": teacher["new_test"]["accuracy"] > after_a["new_test"]["accuracy"],
     }
 
+    _save(out, results)
     release()
     # Stage B: new tasks from the stage-A adapter, same demos, same budget
     new_only = {"tasks": cfg.new_tasks, "init_adapter": stage_a["adapter"]}
@@ -448,6 +449,8 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
             values.pop("episodes")
             values.pop("tasks")
             runs[algorithm] = train(algorithm, grpo.run, values)
+        results["stage_b"] = runs
+        _save(out, results)  # a crash in a later arm keeps this one's figures
 
     # Selection on validation, one score on test
     for record in runs.values():
@@ -464,6 +467,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
             forgetting_base=after_a["base_test"]["accuracy"] - test["base_test"]["accuracy"],
             perplexity_change=test["perplexity"] - after_a["perplexity"],
         )
+        _save(out, results)
     release()
     results["stage_b"] = runs
     _write(out, results)
@@ -514,10 +518,16 @@ def _table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(out: Path, results: dict[str, Any]) -> None:
+def _save(out: Path, results: dict[str, Any]) -> None:
+    """``results.json``, atomically: written after every phase, so a crash
+    loses at most the phase it happened in."""
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
     os.replace(tmp, out / "results.json")
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    _save(out, results)
     (out / "results.md").write_text(_table(results))
     try:
         import matplotlib

@@ -47,6 +47,7 @@ def test_study_runs_end_to_end_with_a_tiny_budget(tmp_path, click_episode_writer
         low, high = record["new_test"]["ci95"]
         assert 0.0 <= low <= record["new_test"]["accuracy"] <= high <= 1.0
         assert record["seconds_per_step"] > 0 and record["peak_memory_mib"] > 0
+        assert record["cpu_seconds_per_step"] > 0
         assert len(record["validation"]) >= 2  # the final adapter and its checkpoints
         assert record["perplexity"] > 1.0
     assert len(results["stage_b"]["sft+sdft"]["history"]) == 2  # same budget: 1 + 1 steps
@@ -56,6 +57,42 @@ def test_study_runs_end_to_end_with_a_tiny_budget(tmp_path, click_episode_writer
     table = (out / "results.md").read_text()
     assert "stage B: sdft" in table and "SDFT precondition" in table
     assert (out / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.exhaustive
+@pytest.mark.browser
+def test_study_grpo_arm_trains_on_the_live_env(tmp_path, click_episode_writer):
+    """The GRPO arm (binary success reward, rollouts in real MiniWoB++ pages)
+    trains from the stage-A adapter and is scored like the others."""
+    from learners.study import run
+
+    demos = tmp_path / "demos"
+    for task in ("click-link", "click-button"):
+        for seed in [0, 1, 10, 20]:
+            click_episode_writer(demos, seed, target="ONE", task=task)
+    out = tmp_path / "study"
+    results = run(
+        {
+            "model": "tiny",
+            "demos": [str(demos)],
+            "base_tasks": ["click-link"],
+            "new_tasks": ["click-button"],
+            "train_seeds": [0, 10],
+            "val_seeds": [10, 20],
+            "test_seeds": [20, 30],
+            "algorithms": ["grpo"],
+            "stage_a_steps": 1,
+            "stage_b_steps": 1,
+            "save_steps": 1,
+            "max_new_tokens": 4,
+            "output_dir": str(out),
+            "progress": False,
+        }
+    )
+    record = results["stage_b"]["grpo"]
+    assert record["history"] and record["new_test"]["n"] == 1
+    assert record["cpu_seconds_per_step"] > 0
+    assert json.loads((out / "results.json").read_text())["stage_b"]["grpo"]["selected"]
 
 
 def test_wilson_interval():
