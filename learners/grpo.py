@@ -61,7 +61,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from learners.config import GRPOConfig, from_mapping
+from learners.config import GRPOConfig, from_mapping, register_configs
 
 __all__ = ["main", "run"]
 
@@ -286,6 +286,7 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
+    register_configs()
     hydra.main(version_base="1.3", config_path="../conf", config_name="grpo")(hydra_entry)()
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.prompt import DEMO_BEGIN
-from learners.config import SFTConfig, from_mapping
+from learners.config import SFTConfig, from_mapping, register_configs
 
 __all__ = ["counterfactual", "jitter_port", "main", "run"]
 
@@ -166,6 +166,7 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
+    register_configs()
     hydra.main(version_base="1.3", config_path="../conf", config_name="sft")(hydra_entry)()
 
 
