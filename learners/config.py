@@ -79,7 +79,7 @@ class LearnerConfig:
     max_steps: int = _f(100, "Optimiser steps in this run.")
     batch_size: int = _f(4, "Prompts (SFT/SDFT) or episodes' steps (GRPO) per optimiser step.")
     # data
-    episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.datasets).")
+    episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.samples).")
     success_only: bool = _f(True, "Use only successful episodes.")
     tasks: list[str] | None = _f(None, "Keep only these tasks (e.g. [click-button]).")
     sources: list[str] | None = _f(None, "Keep only these sources: human, scripted, agent.")

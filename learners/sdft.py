@@ -78,11 +78,11 @@ def run(
 
     from agents.backends.base import SamplingParams
     from agents.seeding import derive_seed
-    from learners.data import action_matches, data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
     from learners.policy import completion_logits, no_dropout, swapped_weights, trainable_state
     from learners.rollout import attach_env_gate
+    from learners.samples import action_matches, data_info, load_samples, sample_images
 
     loop = TrainLoop(cfg, "sdft")
     backend = loop.backend

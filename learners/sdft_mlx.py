@@ -183,9 +183,9 @@ def run(cfg: Any) -> dict[str, Any]:
     from agents.backends.mlx import MLXBackend
     from agents.seeding import derive_seed
     from learners.checkpoint import write_training_json
-    from learners.data import action_matches, data_info, load_samples
     from learners.loop import default_output_dir
     from learners.policy import finished_adapter, resolve_model
+    from learners.samples import action_matches, data_info, load_samples
     from learners.tracking import Tracker
 
     if not cfg.lora:

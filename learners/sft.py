@@ -94,10 +94,10 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     from agents.seeding import derive_seed
-    from learners.data import data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.policy import completion_logits
     from learners.rollout import attach_env_gate
+    from learners.samples import data_info, load_samples, sample_images
 
     loop = TrainLoop(cfg, "sft")
     backend = loop.backend

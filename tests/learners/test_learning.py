@@ -51,7 +51,7 @@ def _scores(adapter, samples, ids_of):
 
 
 def _samples(episodes_dir):
-    from learners.datasets import iter_samples
+    from learners.samples import iter_samples
 
     return list(iter_samples([episodes_dir]))
 
