@@ -70,7 +70,7 @@ def run(
     if cfg.backend == "mlx":
         from learners.sdft_mlx import run as run_mlx
 
-        return run_mlx(cfg)
+        return run_mlx(cfg, evaluate_fn=evaluate_fn)
     if cfg.backend != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
 
