@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agents.prompt import PROMPT_VERSION
 
 if TYPE_CHECKING:
-    from learners.policy import TrainablePolicy
+    from learners.trainable import TrainableModel
 
 __all__ = [
     "STEP_FILE",
@@ -126,19 +126,19 @@ class GateCheckpoints(Protocol):
 
 class CheckpointManager(Checkpoints):
     """Torch checkpoints: save and restore ``(trainable weights, optimiser, step, RNG,
-    extra state)`` of a :class:`~learners.policy.TrainablePolicy`."""
+    extra state)`` of a :class:`~learners.trainable.TrainableModel`."""
 
     def __init__(
-        self, output_dir: str | os.PathLike[str], policy: TrainablePolicy, keep: int = 2
+        self, output_dir: str | os.PathLike[str], trainable: TrainableModel, keep: int = 2
     ) -> None:
         super().__init__(output_dir, keep)
-        self.policy = policy
+        self.trainable = trainable
 
     def _save_weights(self, path: Path) -> None:
-        model = self.policy.model
+        model = self.trainable.model
         model.save_pretrained(path)
         if not hasattr(model, "peft_config"):
-            self.policy.backend.tokenizer.save_pretrained(path)
+            self.trainable.backend.tokenizer.save_pretrained(path)
 
     def save(
         self,
@@ -167,7 +167,7 @@ class CheckpointManager(Checkpoints):
         """Put the weights stored in checkpoint ``path`` into the live model."""
         import torch
 
-        model = self.policy.model
+        model = self.trainable.model
         if hasattr(model, "peft_config"):
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file

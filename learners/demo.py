@@ -4,7 +4,7 @@
 
     python -m learners.demo out=outputs/learn_demo            # defaults: DemoConfig
     python -m learners.demo tasks=[click-test,click-button] train_seeds=40 sft_steps=300
-    python -m learners.demo out=/tmp/tiny export=agents/policies/tiny-miniwob  # the embedded policy
+    python -m learners.demo out=/tmp/tiny export=agents/pretrained/tiny-miniwob  # the embedded policy
 
 1. records scripted-expert episodes (``agents.experts``, labelled scripted)
    on a MiniWoB++ subset, train seeds ``0..N-1``;

@@ -28,7 +28,7 @@ One optimiser step:
 
 Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
 and the gradient is the policy gradient -A grad log pi. Log-probs are
-computed with dropout off (:func:`learners.policy.no_dropout`): they must be
+computed with dropout off (:func:`learners.trainable.no_dropout`): they must be
 those of the policy that sampled.
 
 Where rollouts are generated (``generation``): ``local`` samples with the
@@ -98,8 +98,8 @@ def run(
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.losses import entropy, group_advantages, grpo_token_loss, k3_kl
-    from learners.policy import completion_logits, no_dropout
     from learners.rollout import EnvPool, attach_env_gate, make_agent, play
+    from learners.trainable import completion_logits, no_dropout
 
     loop = TrainLoop(cfg, "grpo")
     backend = loop.backend
@@ -119,7 +119,7 @@ def run(
             lora_name=cfg.server_lora_name,
             token_env=cfg.server_token_env,
             timeout=cfg.server_timeout,
-            tokenizer=loop.policy.base_model,
+            tokenizer=loop.trainable.base_model,
             multimodal=bool(getattr(backend, "multimodal", False)),
         )
         try:
@@ -219,7 +219,7 @@ def run(
     try:
         result = loop.fit(loss_step)
         if server is not None:  # leave the trained adapter served
-            result["served_model"] = server.push(loop.policy.model, loop.cfg.max_steps)
+            result["served_model"] = server.push(loop.trainable.model, loop.cfg.max_steps)
         return result
     finally:
         pool.close()
@@ -240,22 +240,22 @@ class _Reference:
     def __init__(self, loop: Any) -> None:
         import copy
 
-        from learners.policy import trainable_state
+        from learners.trainable import trainable_state
 
         self.backend = loop.backend
-        self.params = loop.policy.trainable_parameters()
-        self.lora = hasattr(loop.policy.model, "peft_config")
+        self.params = loop.trainable.trainable_parameters()
+        self.lora = hasattr(loop.trainable.model, "peft_config")
         self.state: dict[str, Any] | None = None
         self.model = None
         if self.lora:
-            self.state = loop.resume_state.get("reference") or trainable_state(loop.policy)
+            self.state = loop.resume_state.get("reference") or trainable_state(loop.trainable)
         else:
-            self.model = copy.deepcopy(loop.policy.model).eval().requires_grad_(False)
+            self.model = copy.deepcopy(loop.trainable.model).eval().requires_grad_(False)
 
     def logps(self, sample: Any, ids: Any) -> Any:
         import torch
 
-        from learners.policy import completion_logits, no_dropout, swapped_weights
+        from learners.trainable import completion_logits, no_dropout, swapped_weights
 
         live = self.backend.model
         with torch.no_grad():

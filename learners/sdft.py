@@ -80,9 +80,9 @@ def run(
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
-    from learners.policy import completion_logits, no_dropout, swapped_weights, trainable_state
     from learners.rollout import attach_env_gate
     from learners.samples import action_matches, data_info, load_samples, sample_images
+    from learners.trainable import completion_logits, no_dropout, swapped_weights, trainable_state
 
     loop = TrainLoop(cfg, "sdft")
     backend = loop.backend
@@ -90,8 +90,8 @@ def run(
     loop.data_info = data_info(cfg, samples)
     if cfg.enrich:
         loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
-    params = loop.policy.trainable_parameters()
-    teacher = loop.resume_state.get("teacher") or trainable_state(loop.policy)
+    params = loop.trainable.trainable_parameters()
+    teacher = loop.resume_state.get("teacher") or trainable_state(loop.trainable)
 
     def restore_teacher(state: Mapping[str, Any]) -> None:
         with torch.no_grad():

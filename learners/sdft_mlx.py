@@ -237,9 +237,9 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     from agents.seeding import derive_seed
     from learners.checkpoint import EvalGate, write_training_json
     from learners.loop import default_output_dir
-    from learners.policy import finished_adapter, resolve_model
     from learners.samples import action_matches, data_info, load_samples
     from learners.tracking import Tracker
+    from learners.trainable import finished_adapter, resolve_model
 
     if not cfg.lora:
         raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")

@@ -95,9 +95,9 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
-    from learners.policy import completion_logits
     from learners.rollout import attach_env_gate
     from learners.samples import data_info, load_samples, sample_images
+    from learners.trainable import completion_logits
 
     loop = TrainLoop(cfg, "sft")
     backend = loop.backend

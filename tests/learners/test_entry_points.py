@@ -114,12 +114,12 @@ def test_sdft_entry_point_with_mlx_backend_override(tmp_path, episodes_dir):
 def test_eval_gate_rolls_back_to_the_best_checkpoint(tmp_path):
     from learners.checkpoint import CheckpointManager, EvalGate
     from learners.config import SFTConfig
-    from learners.policy import load_policy
+    from learners.trainable import load_trainable
 
-    policy = load_policy(SFTConfig(output_dir=str(tmp_path), wandb=False))
-    params = policy.trainable_parameters()
+    trainable = load_trainable(SFTConfig(output_dir=str(tmp_path), wandb=False))
+    params = trainable.trainable_parameters()
     scores = iter([0.5, 0.8, 0.2])
-    gate = EvalGate(CheckpointManager(tmp_path, policy), lambda: next(scores), tolerance=0.1)
+    gate = EvalGate(CheckpointManager(tmp_path, trainable), lambda: next(scores), tolerance=0.1)
     assert gate(1)["eval/success_rate"] == 0.5
     with torch.no_grad():
         for _, p in params:
