@@ -96,7 +96,9 @@ class LearnerConfig:
     save_total_limit: int = _f(2, "Checkpoints kept (the best one is always kept).")
     eval_steps: int = _f(0, "Evaluate on held-out seeds every N steps (0: never).")
     eval_env_ids: list[str] = _f(
-        [], "Env ids for evaluation, e.g. [browser_env/miniwob.click-test-v0]."
+        [],
+        "Envs for evaluation, e.g. [miniwob.click-test] (any spelling "
+        "browser_env.registration.resolve_env_id accepts; stored as full ids).",
     )
     eval_seeds: list[int] = _f([1000, 1001, 1002], "Held-out seeds for evaluation.")
     eval_max_steps: int = _f(8, "Step limit of an evaluation episode.")
@@ -114,7 +116,11 @@ class LearnerConfig:
     progress: bool = _f(True, "Show a tqdm progress bar.")
 
     def __post_init__(self) -> None:
+        from browser_env.registration import resolve_env_id
+
         self.prompt = PromptConfig.from_value(self.prompt)
+        # one spelling everywhere: miniwob.click-test works where the full id does
+        self.eval_env_ids = [resolve_env_id(e) for e in self.eval_env_ids]
 
 
 @dataclasses.dataclass
@@ -183,7 +189,8 @@ class GRPOConfig(LearnerConfig):
     batch_size: int = _f(1, "Groups (task seeds) per optimiser step.")
     env_ids: list[str] = _f(
         ["browser_env/miniwob.click-test-v0"],
-        "Env ids to train on; a group's task is drawn from these.",
+        "Envs to train on (any spelling resolve_env_id accepts, e.g. miniwob.click-test); "
+        "a group's task is drawn from these.",
     )
     train_seeds: list[int] = _f([0, 1, 2, 3, 4, 5, 6, 7], "Task seeds to draw groups from.")
     num_generations: int = _f(4, "G: rollouts per group (same env id and seed).")
@@ -236,6 +243,12 @@ class GRPOConfig(LearnerConfig):
         "machine or shared filesystem); default <output_dir>/served.",
     )
     server_timeout: float = _f(300.0, "generation=server: seconds per request.")
+
+    def __post_init__(self) -> None:
+        from browser_env.registration import resolve_env_id
+
+        super().__post_init__()
+        self.env_ids = [resolve_env_id(e) for e in self.env_ids]
 
 
 C = TypeVar("C", bound=LearnerConfig)

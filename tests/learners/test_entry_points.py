@@ -53,6 +53,16 @@ def test_unknown_learner_keys_are_an_error_that_names_them(name="sdft"):
         from_mapping(LEARNER_CONFIGS[name], _values(name, ["+learner.max_stpes=3"]))
 
 
+def test_learner_env_ids_take_every_spelling_of_an_env():
+    from learners.config import GRPOConfig, SFTConfig
+
+    cfg = GRPOConfig(env_ids=["miniwob.click-test", "browser_env/open-v0"], eval_env_ids=["open"])
+    assert cfg.env_ids == ["browser_env/miniwob.click-test-v0", "browser_env/open-v0"]
+    assert cfg.eval_env_ids == ["browser_env/open-v0"]
+    with pytest.raises(ValueError, match="not a browser_env env"):
+        SFTConfig(eval_env_ids=["ALE/Pong-v5"])
+
+
 def _run(args, cwd):
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
