@@ -41,6 +41,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agents.prompt import PROMPT_VERSION
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import torch
+
+    from learners.config import LearnerConfig
     from learners.trainable import TrainableModel
 
 __all__ = [
@@ -107,7 +112,9 @@ class Checkpoints:
 
 
 class GateCheckpoints(Protocol):
-    """What :class:`EvalGate` needs of a framework's checkpoints."""
+    """What :class:`EvalGate` needs of a framework's checkpoints
+    (:class:`CheckpointManager` for torch, ``learners.sdft_mlx.MLXCheckpoints``).
+    ``optimizer`` is that framework's optimiser (the gate passes none)."""
 
     root: Path
 
@@ -143,7 +150,7 @@ class CheckpointManager(Checkpoints):
     def save(
         self,
         step: int,
-        optimizer: Any,
+        optimizer: torch.optim.Optimizer | None,
         extra: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> Path:
@@ -189,7 +196,7 @@ class CheckpointManager(Checkpoints):
         state = torch.load(path / "state.pt", weights_only=False)
         return dict(state.get("extra") or {})
 
-    def restore(self, path: Path, optimizer: Any) -> dict[str, Any]:
+    def restore(self, path: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """Load weights, optimiser and RNG from ``path``; returns the saved state."""
         import torch
 
@@ -234,7 +241,7 @@ class EvalGate:
         self.best_step: int | None = None
         self.rollbacks = 0
 
-    def __call__(self, step: int, optimizer: Any = None) -> dict[str, float]:
+    def __call__(self, step: int) -> dict[str, float]:
         success = float(self.evaluate())
         metrics = {"eval/success_rate": success}
         if self.best is None or success > self.best:
@@ -265,7 +272,7 @@ def write_training_json(
     *,
     learner: str,
     base_model: str,
-    config: Any,
+    config: LearnerConfig | Mapping[str, Any],
     data: dict[str, Any],
     metrics: dict[str, Any],
     status: str,

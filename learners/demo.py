@@ -47,6 +47,8 @@ from browser_env.registration import env_id
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from agents.prompt import Prompt
+
 __all__ = [
     "TASKS",
     "DemoConfig",
@@ -119,7 +121,7 @@ def _agent_class() -> type:
             self.expert = ScriptedExpert()
             self.expert.reset(goal, seed=seed)
 
-        def build_prompt(self, obs: Any, demonstration: str | None = None) -> Any:
+        def build_prompt(self, obs: Mapping[str, Any], demonstration: str | None = None) -> Prompt:
             action, _ = self.expert.act(obs)
             data = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
             return super().build_prompt(obs, demonstration=json.dumps(data, ensure_ascii=False))

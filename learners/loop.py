@@ -14,11 +14,15 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learners.checkpoint import CheckpointManager, EvalGate, write_training_json
 from learners.tracking import Tracker
 from learners.trainable import TrainableModel, finished_adapter, load_trainable
+
+if TYPE_CHECKING:
+    from agents.backends.transformers import TransformersBackend
+    from learners.config import LearnerConfig
 
 __all__ = ["TrainLoop", "default_output_dir"]
 
@@ -31,7 +35,7 @@ def default_output_dir(learner: str) -> str:
 
 
 class TrainLoop:
-    def __init__(self, cfg: Any, learner: str) -> None:
+    def __init__(self, cfg: LearnerConfig, learner: str) -> None:
         import torch
 
         if cfg.output_dir is None:
@@ -60,7 +64,7 @@ class TrainLoop:
         self.closers: list[Callable[[], None]] = []  # run when fit ends (e.g. eval envs)
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> TransformersBackend:
         return self.trainable.backend
 
     def keep_state(

@@ -37,12 +37,18 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.agent import PromptConfig, Step, replay_step
 from agents.prompt import PROMPT_VERSION
 from browser_env.actions import Action
 from browser_env.episodes import Episode, iter_episodes
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from agents.backends.base import Backend
+    from learners.config import LearnerConfig
 
 __all__ = [
     "Sample",
@@ -150,7 +156,7 @@ def episode_samples(
     episode: Episode,
     *,
     prompt: PromptConfig | Mapping[str, Any] | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
     """The samples of one episode, in step order, with prompts built by
@@ -209,7 +215,7 @@ def iter_samples(
     env_ids: Iterable[str] | None = None,
     where: Callable[[Episode], bool] | None = None,
     prompt: PromptConfig | Mapping[str, Any] | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
     """Every sample of every episode :func:`select_episodes` keeps."""
@@ -246,7 +252,8 @@ def action_matches(text: str, target: str) -> bool:
     return got == json.loads(target)
 
 
-def load_samples(cfg: Any, backend: Any) -> list[Sample]:
+def load_samples(cfg: LearnerConfig, backend: Backend) -> list[Sample]:
+    """The samples of ``cfg``'s episodes and filters, prompts measured with ``backend``."""
     if not cfg.episodes:
         raise ValueError("no episodes given: set learner.episodes=[DIR, ...]")
     samples = list(
@@ -264,7 +271,7 @@ def load_samples(cfg: Any, backend: Any) -> list[Sample]:
     return samples
 
 
-def sample_images(sample: Sample, backend: Any) -> list[Any]:
+def sample_images(sample: Sample, backend: Backend) -> list[Image]:
     """The step's screenshot for multimodal backends (as the agent would send it)."""
     if not getattr(backend, "multimodal", False) or not sample.screenshot:
         return []
@@ -274,7 +281,8 @@ def sample_images(sample: Sample, backend: Any) -> list[Any]:
         return [image.convert("RGB")]
 
 
-def data_info(cfg: Any, samples: list[Any]) -> dict[str, Any]:
+def data_info(cfg: LearnerConfig, samples: list[Sample]) -> dict[str, Any]:
+    """What ``training.json`` records of the data a learner trained on."""
     return {
         "episodes": list(cfg.episodes),
         "num_samples": len(samples),

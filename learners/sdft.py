@@ -47,9 +47,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learners.config import SDFTConfig, from_mapping, register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from learners.samples import Sample
 
 __all__ = ["main", "run"]
 
@@ -170,7 +175,7 @@ def _check(cfg: SDFTConfig) -> None:
         raise ValueError("top_k must be >= 1 or null")
 
 
-def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
+def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]:
     """Put a model-written rationale into each teacher demonstration, in place
     (:mod:`learners.enrich`); returns what ``training.json`` records of it."""
     from learners.enrich import ENRICH_PROMPT_VERSION, Enricher, enrich_sample
@@ -183,7 +188,7 @@ def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
     return {"model": enricher.model, "version": ENRICH_PROMPT_VERSION, **enricher.stats}
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...`` group."""
     from learners.entry import learner_values
 

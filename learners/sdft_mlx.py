@@ -40,6 +40,11 @@ from agents.backends.common import require
 from learners.checkpoint import Checkpoints
 
 if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from agents.backends.mlx import MLXBackend
     from learners.config import SDFTConfig
 
 __all__ = [
@@ -53,12 +58,12 @@ __all__ = [
 
 
 def token_kl_mx(
-    student_logits: Any,
-    teacher_logits: Any,
+    student_logits: mx.array,
+    teacher_logits: mx.array,
     *,
     direction: str = "reverse",
     top_k: int | None = None,
-) -> Any:
+) -> mx.array:
     """Per-position KL, as :func:`learners.losses.token_kl` (teacher gets no gradient)."""
     mx = require("mlx.core", purpose="SDFT with MLX")
     student = student_logits.astype(mx.float32)
@@ -77,7 +82,9 @@ def token_kl_mx(
     raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
 
 
-def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, base: str) -> None:
+def save_mlx_lora_as_peft(
+    model: nn.Module, out: Path, *, rank: int, scale: float, base: str
+) -> None:
     """Write the model's mlx-lm LoRA weights as a PEFT adapter directory."""
     import numpy as np
     from mlx.utils import tree_flatten
@@ -115,7 +122,7 @@ def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, bas
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def load_peft_into_mlx(backend: Any, path: str | Path) -> tuple[int, float]:
+def load_peft_into_mlx(backend: MLXBackend, path: str | Path) -> tuple[int, float]:
     """Load a PEFT adapter into the MLX model as trainable LoRA layers; returns (rank, scale)."""
     backend.load_adapter(str(path))
     config = json.loads((Path(path) / "adapter_config.json").read_text())
@@ -137,7 +144,7 @@ class MLXCheckpoints(Checkpoints):
     def __init__(
         self,
         output_dir: str | os.PathLike[str],
-        model: Any,
+        model: nn.Module,
         *,
         rank: int,
         scale: float,
@@ -151,7 +158,7 @@ class MLXCheckpoints(Checkpoints):
     def save(
         self,
         step: int,
-        optimizer: Any,
+        optimizer: optim.Optimizer | None,
         extra: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> Path:
@@ -192,7 +199,7 @@ class MLXCheckpoints(Checkpoints):
             state["teacher"] = dict(mx.load(str(path / "teacher.safetensors")))
         return state
 
-    def restore(self, path: Path, optimizer: Any) -> dict[str, Any]:
+    def restore(self, path: Path, optimizer: optim.Optimizer) -> dict[str, Any]:
         """Load the optimiser state of ``path`` (weights are loaded as the run's init
         adapter); returns ``{"step", "extra"}`` as the torch manager does.
 
@@ -208,7 +215,7 @@ class MLXCheckpoints(Checkpoints):
         return {"step": int(self.read_step(path)["step"]), "extra": self.load_learner_state(path)}
 
 
-def peft_to_mlx_lora(path: Path) -> dict[str, Any]:
+def peft_to_mlx_lora(path: Path) -> dict[str, mx.array]:
     """The LoRA weights of the PEFT adapter at ``path`` under mlx-lm's names
     (the inverse of :func:`save_mlx_lora_as_peft`)."""
     mx = require("mlx.core")
@@ -305,12 +312,14 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     samples = load_samples(cfg, backend)
     info = data_info(cfg, samples)
 
-    def logits_for(prompt_ids: list[int], completion: list[int]) -> Any:
+    def logits_for(prompt_ids: list[int], completion: list[int]) -> mx.array:
         x = mx.array([prompt_ids + completion])
         logits = model(x)[0]
         return logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(completion)]
 
-    def loss_fn(_model: Any, batch: list[tuple[list[int], list[int], Any]], n_tokens: int) -> Any:
+    def loss_fn(
+        _model: nn.Module, batch: list[tuple[list[int], list[int], mx.array]], n_tokens: int
+    ) -> mx.array:
         total = mx.array(0.0)
         for prompt_ids, completion, teacher_logits in batch:
             student = logits_for(prompt_ids, completion)

@@ -20,11 +20,18 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from agents.backends.transformers import TransformersBackend
+    from learners.config import LearnerConfig
 
 __all__ = [
     "TrainableModel",
@@ -53,7 +60,7 @@ class TrainableModel:
     the backend that samples from them and the record of where they started.
     """
 
-    backend: Any  # agents.backends.transformers.TransformersBackend
+    backend: TransformersBackend
     base_model: str
     init_from: str | None  # adapter the weights started from, if any
 
@@ -72,7 +79,7 @@ def finished_adapter(output_dir: str | os.PathLike[str]) -> bool:
     return json.loads(meta.read_text()).get("status") == "complete"
 
 
-def load_trainable(cfg: Any) -> TrainableModel:
+def load_trainable(cfg: LearnerConfig) -> TrainableModel:
     """Build the backend for ``cfg.model`` and put the trainable LoRA on it (see module doc)."""
     peft = require("peft", purpose="LoRA training")
     from agents.backends.transformers import TransformersBackend
@@ -125,7 +132,7 @@ def trainable_state(trainable: TrainableModel) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def no_dropout(model: Any) -> Iterator[None]:
+def no_dropout(model: torch.nn.Module) -> Iterator[None]:
     """``model`` in eval mode (dropout off; gradients still flow), then back.
 
     Targets and log-probs that a loss compares against -- SDFT's teacher,
@@ -154,8 +161,11 @@ def swapped_weights(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -
 
 
 def completion_logits(
-    backend: Any, messages: list[dict[str, Any]], images: Any, completion_ids: Any
-) -> Any:
+    backend: TransformersBackend,
+    messages: list[dict[str, Any]],
+    images: Sequence[Image] | None,
+    completion_ids: Sequence[int] | torch.Tensor,
+) -> torch.Tensor:
     """Logits ``(T, V)`` predicting each of ``completion_ids`` after the chat prompt.
 
     The prompt is tokenised by ``backend.encode_chat`` (the inference path),
