@@ -59,9 +59,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learners.config import GRPOConfig, from_mapping, register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from learners.loop import TrainLoop
 
 __all__ = ["main", "run"]
 
@@ -237,7 +242,7 @@ class _Reference:
     the initial model.
     """
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: TrainLoop) -> None:
         import copy
 
         from learners.trainable import trainable_state
@@ -275,7 +280,7 @@ class _Reference:
         return torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`)."""
     from learners.entry import learner_values
