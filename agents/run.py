@@ -5,7 +5,7 @@
     python -m agents.run env=miniwob.click-test agent=random
     python -m agents.run url=https://example.com goal="Find the heading" agent=llm backend=openai model=...
     python -m agents.run agent=llm backend=transformers model=/path/to/model adapter=/path/to/lora
-    python -m agents.run agent=tiny env=miniwob.click-button train=sdft episodes=10
+    python -m agents.run agent=tiny env=miniwob.click-button online=sdft episodes=10
 
 The config is ``conf/run.yaml``. :func:`run` is the plain function behind the
 ``@hydra.main`` wrapper; tests call it with a composed config. Top-level
@@ -21,8 +21,8 @@ pass their own ``episode_writer``: any ``env -> env`` wrapper factory.
 ``runner=vector|ray workers=K`` plays them through the rollout engine
 (:mod:`agents.runners`: K shared-browser envs with a batched policy, or K
 Ray actors) instead of one after another.
-``train=sdft`` adapts online: after each successful episode the object built
-from ``cfg.train`` (``_target_: learners.online.OnlineSDFT``) gets
+``online=sdft`` adapts online: after each successful episode the object built
+from ``cfg.online`` (``_target_: learners.online.OnlineSDFT``) gets
 ``update(agent, episode_dir)``, which trains the adapter within its budget,
 checkpoints it and loads it into the agent. The learner is instantiated by
 Hydra at run time: ``agents`` never imports ``learners``.
@@ -232,7 +232,7 @@ def run(
 
 def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     """Play ``cfg.episodes`` episodes (seeds ``seed, seed+1, ...``) with one env and
-    one agent, updating the agent after each success when ``cfg.train`` is set.
+    one agent, updating the agent after each success when ``cfg.online`` is set.
 
     Returns ``{"episodes": [summary, ...], "success_rate", "updates"}``; each
     summary is :func:`run`'s, plus ``update`` (what the trainer logged, or None).
@@ -242,12 +242,12 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     n = int(cfg.get("episodes") or 1)
     runner = str(cfg.get("runner") or "local")
     if runner != "local":
-        if cfg.get("train"):
-            raise ValueError("train=... updates the agent between episodes: use runner=local")
+        if cfg.get("online"):
+            raise ValueError("online=... updates the agent between episodes: use runner=local")
         return _run_parallel(cfg, runner, n, verbose=verbose)
-    trainer = instantiate(cfg.train) if cfg.get("train") else None
+    trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
-        raise ValueError("train=... learns from the recorded episodes: keep record=true")
+        raise ValueError("online=... learns from the recorded episodes: keep record=true")
     agent = build_agent(cfg)
     env = make_env(cfg)
     writer = _default_writer(cfg, agent)
@@ -344,7 +344,7 @@ def _run_parallel(cfg: DictConfig, runner: str, n: int, *, verbose: bool) -> dic
 
 
 def _entry(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("train") or int(cfg.get("episodes") or 1) > 1:
+    if cfg.get("online") or int(cfg.get("episodes") or 1) > 1:
         return run_episodes(cfg)
     return run(cfg)
 

@@ -22,6 +22,10 @@ The floor browser is launched with the env's own flags (``floor full``) and,
 for reference, with Playwright's defaults (``floor default``). Steps that end
 an episode are followed by an untimed reset. Prints medians and p95 in ms and
 the ratios ours/floor.
+
+Like the other measurement scripts here (``rollout_speed``, ``soak``,
+``serve_load``), it takes plain ``--flags``: a few numbers, no config tree
+to compose.
 """
 
 from __future__ import annotations

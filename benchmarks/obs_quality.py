@@ -91,7 +91,7 @@ def tiny_tokenizer() -> Callable[[str], int]:
 
     import agents
 
-    path = Path(agents.__file__).parent / "policies/tiny-miniwob/tokenizer.json"
+    path = Path(agents.__file__).parent / "pretrained/tiny-miniwob/tokenizer.json"
     tok = Tokenizer.from_file(str(path))
     return lambda text: len(tok.encode(text).ids)
 

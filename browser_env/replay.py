@@ -16,6 +16,9 @@ Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode.
 Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
 ``time_decayed`` rewards) can diverge legitimately; ``--reward-tol`` loosens
 the reward check.
+
+The command line stays on argparse, not Hydra: one positional episode path,
+three flags, and an exit status that scripts test (Hydra apps exit 0 or 1).
 """
 
 from __future__ import annotations

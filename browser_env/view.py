@@ -10,6 +10,9 @@ model output, and the element list the policy saw. Every piece of page or
 model text is HTML-escaped and the page carries a Content-Security-Policy that
 forbids scripts, so a hostile page title or model output cannot run code in
 the report.
+
+The command line stays on argparse, not Hydra: it takes one positional path
+and has no config tree to compose (nor a run directory of its own to make).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checkpoints, crash resume, the evaluation gate and the final adapter directory.
 
-Layout of an output directory::
+Layout of an output directory, the same for the torch learners and MLX SDFT::
 
     OUT/                          the adapter: PeftModel.from_pretrained(base, OUT)
       adapter_config.json
@@ -8,8 +8,17 @@ Layout of an output directory::
       training.json               base model, prompt version, data, hyperparameters, metrics
       metrics.jsonl               one line per logged step
       checkpoints/
-        step-000050/              adapter + state.pt (optimiser, step, RNG, learner state)
+        step-000050/              adapter (PEFT layout) + step.json + the learner's state
         best/                     the best checkpoint by held-out success (evaluation gate)
+
+``step.json`` holds the step and the learner state that is plain data (the
+gate's record); the rest of the state is in the framework's own files:
+``state.pt`` for torch (optimiser, RNG, tensors such as SDFT's EMA teacher),
+``optimizer.safetensors`` and ``teacher.safetensors`` for MLX
+(:class:`learners.sdft_mlx.MLXCheckpoints`). :class:`Checkpoints` owns the
+directory: every checkpoint is written whole under ``<name>.tmp`` and renamed
+into place, so a crash never leaves a half checkpoint that resuming would
+pick, and only the newest ``keep`` step checkpoints stay.
 
 A run that dies leaves ``training.json`` with ``"status": "running"`` (or
 none at all) and its checkpoints; running the same command again resumes from
@@ -27,28 +36,87 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.prompt import PROMPT_VERSION
 
-__all__ = ["CheckpointManager", "EvalGate", "write_training_json"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import torch
+
+    from learners.config import LearnerConfig
+    from learners.trainable import TrainableModel
+
+__all__ = [
+    "STEP_FILE",
+    "CheckpointManager",
+    "Checkpoints",
+    "EvalGate",
+    "GateCheckpoints",
+    "write_training_json",
+]
+
+STEP_FILE = "step.json"
+"""In every checkpoint: ``{"step", "time", "state"}`` (``state``: plain-data learner state)."""
 
 
-class CheckpointManager:
-    """Save and restore ``(trainable weights, optimiser, step, RNG, extra state)``."""
+class Checkpoints:
+    """The ``OUT/checkpoints`` directory of a run, whatever framework fills it."""
 
-    def __init__(self, output_dir: str | os.PathLike[str], policy: Any, keep: int = 2) -> None:
+    def __init__(self, output_dir: str | os.PathLike[str], keep: int = 2) -> None:
         self.root = Path(output_dir) / "checkpoints"
-        self.policy = policy
         self.keep = max(int(keep), 1)
 
-    def _save_weights(self, path: Path) -> None:
-        model = self.policy.model
-        if hasattr(model, "peft_config"):
-            model.save_pretrained(path)
-        else:
-            model.save_pretrained(path)
-            self.policy.backend.tokenizer.save_pretrained(path)
+    def write(
+        self,
+        step: int,
+        fill: Callable[[Path], None],
+        *,
+        name: str | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> Path:
+        """Checkpoint ``step-<step>`` (or ``name``): ``fill(dir)`` writes the weights and
+        framework state into a fresh directory, then ``step.json`` is added and the
+        directory renamed into place. Step checkpoints past ``keep`` are pruned."""
+        path = self.root / (name or f"step-{step:06d}")
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        record = {"step": step, "time": time.time(), "state": state or {}}
+        (tmp / STEP_FILE).write_text(json.dumps(record) + "\n")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        if name is None:
+            self._prune()
+        return path
+
+    def _steps(self) -> list[Path]:
+        # a renamed directory is complete by construction; .tmp ones are not
+        return sorted(p for p in self.root.glob("step-*") if not p.name.endswith(".tmp"))
+
+    def _prune(self) -> None:
+        for old in self._steps()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        """The newest complete step checkpoint, or None."""
+        steps = self._steps()
+        return steps[-1] if steps else None
+
+    @staticmethod
+    def read_step(path: Path) -> dict[str, Any]:
+        """``step.json`` of checkpoint ``path``."""
+        return json.loads((path / STEP_FILE).read_text())
+
+
+class GateCheckpoints(Protocol):
+    """What :class:`EvalGate` needs of a framework's checkpoints
+    (:class:`CheckpointManager` for torch, ``learners.sdft_mlx.MLXCheckpoints``).
+    ``optimizer`` is that framework's optimiser (the gate passes none)."""
+
+    root: Path
 
     def save(
         self,
@@ -56,47 +124,57 @@ class CheckpointManager:
         optimizer: Any,
         extra: dict[str, Any] | None = None,
         name: str | None = None,
+    ) -> Path: ...
+
+    def load_weights(self, path: Path) -> None: ...
+
+    def load_learner_state(self, path: Path) -> dict[str, Any]: ...
+
+
+class CheckpointManager(Checkpoints):
+    """Torch checkpoints: save and restore ``(trainable weights, optimiser, step, RNG,
+    extra state)`` of a :class:`~learners.trainable.TrainableModel`."""
+
+    def __init__(
+        self, output_dir: str | os.PathLike[str], trainable: TrainableModel, keep: int = 2
+    ) -> None:
+        super().__init__(output_dir, keep)
+        self.trainable = trainable
+
+    def _save_weights(self, path: Path) -> None:
+        model = self.trainable.model
+        model.save_pretrained(path)
+        if not hasattr(model, "peft_config"):
+            self.trainable.backend.tokenizer.save_pretrained(path)
+
+    def save(
+        self,
+        step: int,
+        optimizer: torch.optim.Optimizer | None,
+        extra: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> Path:
         import torch
 
-        path = self.root / (name or f"step-{step:06d}")
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self._save_weights(tmp)
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "extra": extra or {},
-            "time": time.time(),
-        }
-        torch.save(state, tmp / "state.pt")
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-        if name is None:
-            self._prune()
-        return path
+        def fill(path: Path) -> None:
+            self._save_weights(path)
+            state = {
+                "step": step,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "extra": extra or {},
+                "time": time.time(),
+            }
+            torch.save(state, path / "state.pt")
 
-    def _prune(self) -> None:
-        steps = sorted(p for p in self.root.glob("step-*") if not p.name.endswith(".tmp"))
-        for old in steps[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def latest(self) -> Path | None:
-        steps = sorted(
-            p
-            for p in self.root.glob("step-*")
-            if (p / "state.pt").is_file() and not p.name.endswith(".tmp")
-        )
-        return steps[-1] if steps else None
+        return self.write(step, fill, name=name)
 
     def load_weights(self, path: Path) -> None:
         """Put the weights stored in checkpoint ``path`` into the live model."""
         import torch
 
-        model = self.policy.model
+        model = self.trainable.model
         if hasattr(model, "peft_config"):
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -111,7 +189,14 @@ class CheckpointManager:
             loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             model.load_state_dict(loaded.state_dict())
 
-    def restore(self, path: Path, optimizer: Any) -> dict[str, Any]:
+    def load_learner_state(self, path: Path) -> dict[str, Any]:
+        """The learner state (``extra``) saved with checkpoint ``path``."""
+        import torch
+
+        state = torch.load(path / "state.pt", weights_only=False)
+        return dict(state.get("extra") or {})
+
+    def restore(self, path: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """Load weights, optimiser and RNG from ``path``; returns the saved state."""
         import torch
 
@@ -140,7 +225,7 @@ class EvalGate:
 
     def __init__(
         self,
-        checkpoints: CheckpointManager,
+        checkpoints: GateCheckpoints,
         evaluate: Callable[[], float],
         tolerance: float = 0.0,
         *,
@@ -156,7 +241,7 @@ class EvalGate:
         self.best_step: int | None = None
         self.rollbacks = 0
 
-    def __call__(self, step: int, optimizer: Any = None) -> dict[str, float]:
+    def __call__(self, step: int) -> dict[str, float]:
         success = float(self.evaluate())
         metrics = {"eval/success_rate": success}
         if self.best is None or success > self.best:
@@ -167,10 +252,7 @@ class EvalGate:
             best = self.checkpoints.root / "best"
             self.checkpoints.load_weights(best)
             if self.restore_learner_state is not None:
-                import torch
-
-                state = torch.load(best / "state.pt", weights_only=False)
-                self.restore_learner_state(dict(state.get("extra") or {}))
+                self.restore_learner_state(self.checkpoints.load_learner_state(best))
             self.rollbacks += 1
             metrics["eval/rolled_back"] = 1.0
         metrics["eval/best_success_rate"] = float(self.best)
@@ -190,7 +272,7 @@ def write_training_json(
     *,
     learner: str,
     base_model: str,
-    config: Any,
+    config: LearnerConfig | Mapping[str, Any],
     data: dict[str, Any],
     metrics: dict[str, Any],
     status: str,

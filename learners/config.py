@@ -1,8 +1,13 @@
 """One config dataclass per learner, every field with help text (TRL style).
 
-The Hydra configs ``conf/learner/{sft,sdft,grpo}.yaml`` mirror these fields;
-:func:`from_mapping` builds a config from one of them and rejects unknown keys,
-so a typo in an override is an error, not a silently ignored setting.
+These dataclasses are the one place a learner default lives.
+:func:`register_configs` stores them in Hydra's ConfigStore as the structured
+configs ``learner/{sft,sdft,grpo}_schema``, which ``conf/learner/*.yaml``
+build on through their defaults lists and override only what differs; so
+``learner.max_stpes=3`` on a command line is an error that names the key.
+:func:`from_mapping` builds a config from a plain mapping (the composed
+``cfg.learner``, the training service's overrides, a test's dict) and
+rejects unknown keys the same way.
 
 Shared fields live in :class:`LearnerConfig`; :class:`SFTConfig`,
 :class:`SDFTConfig` and :class:`GRPOConfig` add their algorithm's own.
@@ -11,13 +16,23 @@ Shared fields live in :class:`LearnerConfig`; :class:`SFTConfig`,
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, TypeVar
 
 from agents.agent import PromptConfig
 
-__all__ = ["GRPOConfig", "LearnerConfig", "SDFTConfig", "SFTConfig", "from_mapping"]
+__all__ = [
+    "LEARNER_CONFIGS",
+    "GRPOConfig",
+    "LearnerConfig",
+    "SDFTConfig",
+    "SFTConfig",
+    "from_mapping",
+    "register_configs",
+]
 
 
 def _f(default: Any, help: str) -> Any:
@@ -64,22 +79,26 @@ class LearnerConfig:
     max_steps: int = _f(100, "Optimiser steps in this run.")
     batch_size: int = _f(4, "Prompts (SFT/SDFT) or episodes' steps (GRPO) per optimiser step.")
     # data
-    episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.datasets).")
+    episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.samples).")
     success_only: bool = _f(True, "Use only successful episodes.")
     tasks: list[str] | None = _f(None, "Keep only these tasks (e.g. [click-button]).")
     sources: list[str] | None = _f(None, "Keep only these sources: human, scripted, agent.")
-    prompt: PromptConfig = _f(
-        None,
-        "The agent's prompt settings (agents.agent.PromptConfig: budget_tokens, max_history, "
-        "max_text_chars, rules, system_role, use_screenshot); must match the agent's, so "
-        "training prompts equal inference prompts. A mapping is accepted.",
+    prompt: PromptConfig = field(
+        default_factory=PromptConfig,
+        metadata={
+            "help": "The agent's prompt settings (agents.agent.PromptConfig: budget_tokens, "
+            "max_history, max_text_chars, rules, system_role, use_screenshot); must match the "
+            "agent's, so training prompts equal inference prompts. A mapping is accepted."
+        },
     )
     # checkpoints, evaluation, logging
     save_steps: int = _f(50, "Checkpoint every N optimiser steps (0: only at the end).")
     save_total_limit: int = _f(2, "Checkpoints kept (the best one is always kept).")
     eval_steps: int = _f(0, "Evaluate on held-out seeds every N steps (0: never).")
     eval_env_ids: list[str] = _f(
-        [], "Env ids for evaluation, e.g. [browser_env/miniwob.click-test-v0]."
+        [],
+        "Envs for evaluation, e.g. [miniwob.click-test] (any spelling "
+        "browser_env.registration.resolve_env_id accepts; stored as full ids).",
     )
     eval_seeds: list[int] = _f([1000, 1001, 1002], "Held-out seeds for evaluation.")
     eval_max_steps: int = _f(8, "Step limit of an evaluation episode.")
@@ -97,7 +116,11 @@ class LearnerConfig:
     progress: bool = _f(True, "Show a tqdm progress bar.")
 
     def __post_init__(self) -> None:
+        from browser_env.registration import resolve_env_id
+
         self.prompt = PromptConfig.from_value(self.prompt)
+        # one spelling everywhere: miniwob.click-test works where the full id does
+        self.eval_env_ids = [resolve_env_id(e) for e in self.eval_env_ids]
 
 
 @dataclasses.dataclass
@@ -166,7 +189,8 @@ class GRPOConfig(LearnerConfig):
     batch_size: int = _f(1, "Groups (task seeds) per optimiser step.")
     env_ids: list[str] = _f(
         ["browser_env/miniwob.click-test-v0"],
-        "Env ids to train on; a group's task is drawn from these.",
+        "Envs to train on (any spelling resolve_env_id accepts, e.g. miniwob.click-test); "
+        "a group's task is drawn from these.",
     )
     train_seeds: list[int] = _f([0, 1, 2, 3, 4, 5, 6, 7], "Task seeds to draw groups from.")
     num_generations: int = _f(4, "G: rollouts per group (same env id and seed).")
@@ -220,8 +244,68 @@ class GRPOConfig(LearnerConfig):
     )
     server_timeout: float = _f(300.0, "generation=server: seconds per request.")
 
+    def __post_init__(self) -> None:
+        from browser_env.registration import resolve_env_id
+
+        super().__post_init__()
+        self.env_ids = [resolve_env_id(e) for e in self.env_ids]
+
 
 C = TypeVar("C", bound=LearnerConfig)
+
+LEARNER_CONFIGS: dict[str, type[LearnerConfig]] = {
+    "sft": SFTConfig,
+    "sdft": SDFTConfig,
+    "grpo": GRPOConfig,
+}
+"""Learner name -> its config dataclass (``conf/learner/<name>.yaml`` builds on it)."""
+
+
+def register_configs() -> None:
+    """Store every learner config in Hydra's ConfigStore as ``learner/<name>_schema``.
+
+    Call before Hydra composes ``conf/{sft,sdft,grpo}.yaml`` (each learner's
+    ``main`` does); safe to repeat.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, cls in LEARNER_CONFIGS.items():
+        store.store(group="learner", name=f"{name}_schema", node=_schema(cls))
+
+
+def _schema(cls: type) -> type:
+    """``cls`` as a dataclass OmegaConf can hold, with the same fields, defaults and help.
+
+    Two things OmegaConf 2.3 refuses are loosened, nothing else: a union of a
+    container and a scalar (``list[str] | str``) becomes ``Any``, and a nested
+    frozen dataclass (``PromptConfig``) a mutable copy, so that
+    ``learner.prompt.max_history=2`` is an override, not a read-only error.
+    :func:`from_mapping` builds the real dataclass and checks it again.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        spec: dict[str, Any] = {"metadata": f.metadata}
+        if dataclasses.is_dataclass(kind):
+            kind = _schema(kind)
+            spec["default_factory"] = kind
+        elif f.default_factory is not dataclasses.MISSING:
+            spec["default_factory"] = f.default_factory
+        else:
+            spec["default"] = f.default
+        if _container_union(kind):
+            kind = Any
+        fields.append((f.name, kind, field(**spec)))
+    return dataclasses.make_dataclass(cls.__name__, fields)
+
+
+def _container_union(kind: Any) -> bool:
+    args = typing.get_args(kind) if isinstance(kind, types.UnionType) else ()
+    return any(typing.get_origin(a) in (list, dict, tuple) for a in args) and any(
+        a not in (type(None),) and typing.get_origin(a) is None for a in args
+    )
 
 
 def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:

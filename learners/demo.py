@@ -4,7 +4,7 @@
 
     python -m learners.demo out=outputs/learn_demo            # defaults: DemoConfig
     python -m learners.demo tasks=[click-test,click-button] train_seeds=40 sft_steps=300
-    python -m learners.demo out=/tmp/tiny export=agents/policies/tiny-miniwob  # the embedded policy
+    python -m learners.demo out=/tmp/tiny export=agents/pretrained/tiny-miniwob  # the embedded policy
 
 1. records scripted-expert episodes (``agents.experts``, labelled scripted)
    on a MiniWoB++ subset, train seeds ``0..N-1``;
@@ -46,6 +46,8 @@ from browser_env.registration import env_id
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+    from agents.prompt import Prompt
 
 __all__ = [
     "TASKS",
@@ -119,7 +121,7 @@ def _agent_class() -> type:
             self.expert = ScriptedExpert()
             self.expert.reset(goal, seed=seed)
 
-        def build_prompt(self, obs: Any, demonstration: str | None = None) -> Any:
+        def build_prompt(self, obs: Mapping[str, Any], demonstration: str | None = None) -> Prompt:
             action, _ = self.expert.act(obs)
             data = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
             return super().build_prompt(obs, demonstration=json.dumps(data, ensure_ascii=False))

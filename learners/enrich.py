@@ -33,6 +33,7 @@ from agents.prompt import DEMO_BEGIN
 
 if TYPE_CHECKING:
     from agents.backends.base import Backend
+    from learners.samples import Sample
 
 __all__ = ["ENRICH_PROMPT_VERSION", "Enricher", "enrich_sample"]
 
@@ -138,7 +139,7 @@ class Enricher:
             self._backend.close()
 
 
-def enrich_sample(sample: Any, enricher: Enricher) -> Any:
+def enrich_sample(sample: Sample, enricher: Enricher) -> Sample:
     """``sample`` with its teacher demonstration carrying the rationale as
     ``reasoning``; unchanged when enrichment fails."""
     import dataclasses

@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 __all__ = ["learner_values"]
 
@@ -25,8 +28,8 @@ _INSTEAD = {"model": "model", "device": "device", "adapter": "init_adapter"}
 
 
 def learner_values(
-    cfg: Any, learner: str, *, trainable: tuple[str, ...] = ("transformers",)
-) -> dict:
+    cfg: DictConfig, learner: str, *, trainable: tuple[str, ...] = ("transformers",)
+) -> dict[str, Any]:
     """``cfg.learner`` as a plain dict, with ``model`` and ``+backend`` applied.
 
     ``trainable`` names the backends this learner trains with; the choice is

@@ -28,7 +28,7 @@ One optimiser step:
 
 Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
 and the gradient is the policy gradient -A grad log pi. Log-probs are
-computed with dropout off (:func:`learners.policy.no_dropout`): they must be
+computed with dropout off (:func:`learners.trainable.no_dropout`): they must be
 those of the policy that sampled.
 
 Where rollouts are generated (``generation``): ``local`` samples with the
@@ -59,9 +59,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from learners.config import GRPOConfig, from_mapping
+from learners.config import GRPOConfig, from_mapping, register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from learners.loop import TrainLoop
 
 __all__ = ["main", "run"]
 
@@ -98,8 +103,8 @@ def run(
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.losses import entropy, group_advantages, grpo_token_loss, k3_kl
-    from learners.policy import completion_logits, no_dropout
     from learners.rollout import EnvPool, attach_env_gate, make_agent, play
+    from learners.trainable import completion_logits, no_dropout
 
     loop = TrainLoop(cfg, "grpo")
     backend = loop.backend
@@ -119,7 +124,7 @@ def run(
             lora_name=cfg.server_lora_name,
             token_env=cfg.server_token_env,
             timeout=cfg.server_timeout,
-            tokenizer=loop.policy.base_model,
+            tokenizer=loop.trainable.base_model,
             multimodal=bool(getattr(backend, "multimodal", False)),
         )
         try:
@@ -219,7 +224,7 @@ def run(
     try:
         result = loop.fit(loss_step)
         if server is not None:  # leave the trained adapter served
-            result["served_model"] = server.push(loop.policy.model, loop.cfg.max_steps)
+            result["served_model"] = server.push(loop.trainable.model, loop.cfg.max_steps)
         return result
     finally:
         pool.close()
@@ -237,25 +242,25 @@ class _Reference:
     the initial model.
     """
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: TrainLoop) -> None:
         import copy
 
-        from learners.policy import trainable_state
+        from learners.trainable import trainable_state
 
         self.backend = loop.backend
-        self.params = loop.policy.trainable_parameters()
-        self.lora = hasattr(loop.policy.model, "peft_config")
+        self.params = loop.trainable.trainable_parameters()
+        self.lora = hasattr(loop.trainable.model, "peft_config")
         self.state: dict[str, Any] | None = None
         self.model = None
         if self.lora:
-            self.state = loop.resume_state.get("reference") or trainable_state(loop.policy)
+            self.state = loop.resume_state.get("reference") or trainable_state(loop.trainable)
         else:
-            self.model = copy.deepcopy(loop.policy.model).eval().requires_grad_(False)
+            self.model = copy.deepcopy(loop.trainable.model).eval().requires_grad_(False)
 
     def logps(self, sample: Any, ids: Any) -> Any:
         import torch
 
-        from learners.policy import completion_logits, no_dropout, swapped_weights
+        from learners.trainable import completion_logits, no_dropout, swapped_weights
 
         live = self.backend.model
         with torch.no_grad():
@@ -275,7 +280,7 @@ class _Reference:
         return torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`)."""
     from learners.entry import learner_values
@@ -286,6 +291,7 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
+    register_configs()
     hydra.main(version_base="1.3", config_path="../conf", config_name="grpo")(hydra_entry)()
 
 

@@ -14,11 +14,15 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learners.checkpoint import CheckpointManager, EvalGate, write_training_json
-from learners.policy import Policy, finished_adapter, load_policy
 from learners.tracking import Tracker
+from learners.trainable import TrainableModel, finished_adapter, load_trainable
+
+if TYPE_CHECKING:
+    from agents.backends.transformers import TransformersBackend
+    from learners.config import LearnerConfig
 
 __all__ = ["TrainLoop", "default_output_dir"]
 
@@ -31,7 +35,7 @@ def default_output_dir(learner: str) -> str:
 
 
 class TrainLoop:
-    def __init__(self, cfg: Any, learner: str) -> None:
+    def __init__(self, cfg: LearnerConfig, learner: str) -> None:
         import torch
 
         if cfg.output_dir is None:
@@ -40,12 +44,12 @@ class TrainLoop:
         self.learner = learner
         self.out = Path(cfg.output_dir)
         resuming_finished = finished_adapter(self.out)
-        self.policy: Policy = load_policy(cfg)
-        params = [p for _, p in self.policy.trainable_parameters()]
+        self.trainable: TrainableModel = load_trainable(cfg)
+        params = [p for _, p in self.trainable.trainable_parameters()]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
-        self.checkpoints = CheckpointManager(self.out, self.policy, keep=cfg.save_total_limit)
+        self.checkpoints = CheckpointManager(self.out, self.trainable, keep=cfg.save_total_limit)
         self.gate: EvalGate | None = None
         self.start_step = 0
         self.resume_state: dict[str, Any] = {}
@@ -60,8 +64,8 @@ class TrainLoop:
         self.closers: list[Callable[[], None]] = []  # run when fit ends (e.g. eval envs)
 
     @property
-    def backend(self) -> Any:
-        return self.policy.backend
+    def backend(self) -> TransformersBackend:
+        return self.trainable.backend
 
     def keep_state(
         self, name: str, get: Callable[[], Any], put: Callable[[Any], None] | None = None
@@ -94,12 +98,12 @@ class TrainLoop:
         write_training_json(
             self.out,
             learner=self.learner,
-            base_model=self.policy.base_model,
+            base_model=self.trainable.base_model,
             config=self.cfg,
             data=self.data_info,
             metrics=metrics,
             status=status,
-            init_from=self.policy.init_from,
+            init_from=self.trainable.init_from,
             steps=step,
         )
 
@@ -116,8 +120,8 @@ class TrainLoop:
         cfg = self.cfg
         tracker = Tracker(cfg, self.learner, self.out)
         self._write_meta("running", {}, self.start_step)
-        model = self.policy.model
-        params = [p for _, p in self.policy.trainable_parameters()]
+        model = self.trainable.model
+        params = [p for _, p in self.trainable.trainable_parameters()]
 
         def extra() -> dict[str, Any]:
             state = self.learner_state()

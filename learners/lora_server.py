@@ -30,9 +30,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+
+if TYPE_CHECKING:
+    import httpx
+    from peft import PeftModel
 
 __all__ = ["LoRAServer", "LoRAServerError"]
 
@@ -121,7 +125,7 @@ class LoRAServer:
         """The served model ids; a clear :class:`LoRAServerError` when the server is not there."""
         return [m["id"] for m in self._call("GET", "/models").json().get("data", [])]
 
-    def push(self, model: Any, version: int) -> str:
+    def push(self, model: PeftModel, version: int) -> str:
         """Serve ``model``'s adapter as ``<lora_name>-<version>``; returns that name."""
         name = f"{self.lora_name}-{version}"
         path = self.adapter_dir / name
@@ -156,7 +160,7 @@ class LoRAServer:
         self._http.close()
 
 
-def _message(response: Any) -> str:
+def _message(response: httpx.Response) -> str:
     """The error text of a response: ``{"error": {"message"}}``, older vLLM's ``{"message"}``, or the body."""
     try:
         data = response.json()

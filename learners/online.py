@@ -2,12 +2,12 @@
 
 ::
 
-    python -m agents.run agent=tiny env=miniwob.click-button train=sdft episodes=10
-    python -m agents.run agent=llm model=M env=miniwob.click-button train=sdft \\
-        train.max_updates=3 train.budget_s=600 train.output_dir=runs/online
+    python -m agents.run agent=tiny env=miniwob.click-button online=sdft episodes=10
+    python -m agents.run agent=llm model=M env=miniwob.click-button online=sdft \\
+        online.max_updates=3 online.budget_s=600 online.output_dir=runs/online
 
 ``agents.run`` (which may not import ``learners``) builds this object from the
-``train`` config's ``_target_`` at run time and calls :meth:`OnlineSDFT.update`
+``online`` config's ``_target_`` at run time and calls :meth:`OnlineSDFT.update`
 with each successful episode it recorded. An update is a short SDFT run
 (:mod:`learners.sdft`) on that episode: the teacher is the model with the
 agent's own successful action in context, so the student is pulled towards

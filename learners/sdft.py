@@ -47,9 +47,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from learners.config import SDFTConfig, from_mapping
+from learners.config import SDFTConfig, from_mapping, register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from learners.samples import Sample
 
 __all__ = ["main", "run"]
 
@@ -70,7 +75,7 @@ def run(
     if cfg.backend == "mlx":
         from learners.sdft_mlx import run as run_mlx
 
-        return run_mlx(cfg)
+        return run_mlx(cfg, evaluate_fn=evaluate_fn)
     if cfg.backend != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
 
@@ -78,11 +83,11 @@ def run(
 
     from agents.backends.base import SamplingParams
     from agents.seeding import derive_seed
-    from learners.data import action_matches, data_info, load_samples, sample_images
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
-    from learners.policy import completion_logits, no_dropout, swapped_weights, trainable_state
     from learners.rollout import attach_env_gate
+    from learners.samples import action_matches, data_info, load_samples, sample_images
+    from learners.trainable import completion_logits, no_dropout, swapped_weights, trainable_state
 
     loop = TrainLoop(cfg, "sdft")
     backend = loop.backend
@@ -90,8 +95,8 @@ def run(
     loop.data_info = data_info(cfg, samples)
     if cfg.enrich:
         loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
-    params = loop.policy.trainable_parameters()
-    teacher = loop.resume_state.get("teacher") or trainable_state(loop.policy)
+    params = loop.trainable.trainable_parameters()
+    teacher = loop.resume_state.get("teacher") or trainable_state(loop.trainable)
 
     def restore_teacher(state: Mapping[str, Any]) -> None:
         with torch.no_grad():
@@ -170,7 +175,7 @@ def _check(cfg: SDFTConfig) -> None:
         raise ValueError("top_k must be >= 1 or null")
 
 
-def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
+def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]:
     """Put a model-written rationale into each teacher demonstration, in place
     (:mod:`learners.enrich`); returns what ``training.json`` records of it."""
     from learners.enrich import ENRICH_PROMPT_VERSION, Enricher, enrich_sample
@@ -183,7 +188,7 @@ def _enrich(samples: list[Any], options: Mapping[str, Any]) -> dict[str, Any]:
     return {"model": enricher.model, "version": ENRICH_PROMPT_VERSION, **enricher.stats}
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...`` group."""
     from learners.entry import learner_values
 
@@ -193,6 +198,7 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
+    register_configs()
     hydra.main(version_base="1.3", config_path="../conf", config_name="sdft")(hydra_entry)()
 
 

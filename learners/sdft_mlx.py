@@ -17,13 +17,13 @@ The adapter is saved in PEFT's layout (``adapter_model.safetensors`` +
 directly. mlx-lm computes ``x @ lora_a @ lora_b * scale``; PEFT stores the
 transposes and ``lora_alpha = scale * r``.
 
-A checkpoint ``checkpoints/step-N/`` holds what resuming needs to go on as
-if never stopped: the adapter (PEFT layout), ``optimizer.safetensors`` (the
-AdamW state -- step count, learning rate, first and second moments --
-flattened with ``mlx.utils.tree_flatten``), ``teacher.safetensors`` (the EMA
-teacher's adapter weights) and ``step.json``. It is written to
-``step-N.tmp`` and renamed into place, so a crash never leaves a half
-checkpoint that resuming would pick. A finished adapter dir is continued
+Checkpoints, resume and the evaluation gate are the torch learners'
+(:mod:`learners.checkpoint`): the same ``checkpoints/step-N`` and
+``checkpoints/best`` layout, written by :class:`MLXCheckpoints`, and the same
+:class:`~learners.checkpoint.EvalGate` (``eval_steps`` with
+``eval_env_ids``, or a test's ``evaluate_fn``), which rolls the student and
+its EMA teacher back to the best checkpoint. A checkpoint holds what resuming
+needs to go on as if never stopped; a finished adapter dir is continued
 from, like the torch learner (fresh optimiser and teacher).
 """
 
@@ -32,29 +32,38 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+from learners.checkpoint import Checkpoints
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from agents.backends.mlx import MLXBackend
+    from learners.config import SDFTConfig
 
 __all__ = [
-    "latest_checkpoint",
+    "MLXCheckpoints",
     "load_peft_into_mlx",
+    "peft_to_mlx_lora",
     "run",
-    "save_checkpoint",
     "save_mlx_lora_as_peft",
     "token_kl_mx",
 ]
 
 
 def token_kl_mx(
-    student_logits: Any,
-    teacher_logits: Any,
+    student_logits: mx.array,
+    teacher_logits: mx.array,
     *,
     direction: str = "reverse",
     top_k: int | None = None,
-) -> Any:
+) -> mx.array:
     """Per-position KL, as :func:`learners.losses.token_kl` (teacher gets no gradient)."""
     mx = require("mlx.core", purpose="SDFT with MLX")
     student = student_logits.astype(mx.float32)
@@ -73,7 +82,9 @@ def token_kl_mx(
     raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
 
 
-def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, base: str) -> None:
+def save_mlx_lora_as_peft(
+    model: nn.Module, out: Path, *, rank: int, scale: float, base: str
+) -> None:
     """Write the model's mlx-lm LoRA weights as a PEFT adapter directory."""
     import numpy as np
     from mlx.utils import tree_flatten
@@ -111,68 +122,117 @@ def save_mlx_lora_as_peft(model: Any, out: Path, *, rank: int, scale: float, bas
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def load_peft_into_mlx(backend: Any, path: str | Path) -> tuple[int, float]:
+def load_peft_into_mlx(backend: MLXBackend, path: str | Path) -> tuple[int, float]:
     """Load a PEFT adapter into the MLX model as trainable LoRA layers; returns (rank, scale)."""
     backend.load_adapter(str(path))
     config = json.loads((Path(path) / "adapter_config.json").read_text())
     return int(config["r"]), float(config["lora_alpha"]) / int(config["r"])
 
 
-def save_checkpoint(
-    path: Path,
-    model: Any,
-    optimizer: Any,
-    teacher: dict[str, Any],
-    step: int,
-    *,
-    rank: int,
-    scale: float,
-    base: str,
-) -> Path:
-    """Write checkpoint ``path`` atomically: adapter, optimiser state, teacher, step."""
-    mx = require("mlx.core")
-    from mlx.utils import tree_flatten
+class MLXCheckpoints(Checkpoints):
+    """The checkpoint layout of :mod:`learners.checkpoint`, filled from MLX.
 
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_mlx_lora_as_peft(model, tmp, rank=rank, scale=scale, base=base)
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    mx.save_safetensors(str(tmp / "teacher.safetensors"), dict(teacher))
-    (tmp / "step.json").write_text(json.dumps({"step": step}))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    return path
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete ``step-N`` checkpoint under ``root`` (``.tmp`` leftovers ignored)."""
-    done = sorted(
-        p
-        for p in root.glob("step-*")
-        if not p.name.endswith(".tmp") and (p / "step.json").is_file()
-    )
-    return done[-1] if done else None
-
-
-def _restore_state(path: Path, optimizer: Any) -> dict[str, Any] | None:
-    """Load the optimiser state of checkpoint ``path``; return its teacher (None if absent).
-
-    Checkpoints from before optimiser state was saved resume with fresh
-    AdamW moments and the resumed student as teacher.
+    A checkpoint holds the adapter (PEFT layout), ``optimizer.safetensors``
+    (the AdamW state -- step count, learning rate, first and second moments --
+    flattened with ``mlx.utils.tree_flatten``; absent in ``best``, as for
+    torch), ``teacher.safetensors`` (the EMA teacher's adapter weights) and
+    ``step.json`` (the step and the rest of the learner state: the gate's
+    record). It serves :class:`~learners.checkpoint.EvalGate` as the torch
+    :class:`~learners.checkpoint.CheckpointManager` does.
     """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        model: nn.Module,
+        *,
+        rank: int,
+        scale: float,
+        base: str,
+        keep: int = 2,
+    ) -> None:
+        super().__init__(output_dir, keep)
+        self.model = model
+        self.rank, self.scale, self.base = rank, scale, base
+
+    def save(
+        self,
+        step: int,
+        optimizer: optim.Optimizer | None,
+        extra: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Path:
+        mx = require("mlx.core")
+        from mlx.utils import tree_flatten
+
+        extra = dict(extra or {})
+        teacher = extra.pop("teacher", None)
+
+        def fill(path: Path) -> None:
+            save_mlx_lora_as_peft(
+                self.model, path, rank=self.rank, scale=self.scale, base=self.base
+            )
+            if optimizer is not None:
+                state = dict(tree_flatten(optimizer.state))
+                mx.save_safetensors(str(path / "optimizer.safetensors"), state)
+            if teacher is not None:
+                mx.save_safetensors(str(path / "teacher.safetensors"), dict(teacher))
+
+        return self.write(step, fill, name=name, state=extra)
+
+    def load_weights(self, path: Path) -> None:
+        """Put the adapter of checkpoint ``path`` into the live model's LoRA layers."""
+        from mlx.utils import tree_flatten, tree_unflatten
+
+        live = dict(tree_flatten(self.model.trainable_parameters()))
+        weights = {k: v.astype(live[k].dtype) for k, v in peft_to_mlx_lora(path).items()}
+        if weights.keys() != live.keys():
+            raise RuntimeError(f"{path}: adapter does not match the model's LoRA layers")
+        self.model.update(tree_unflatten(list(weights.items())))
+
+    def load_learner_state(self, path: Path) -> dict[str, Any]:
+        """The learner state saved with ``path``: ``teacher`` (if saved) and the plain data."""
+        mx = require("mlx.core")
+
+        state = dict(self.read_step(path).get("state") or {})
+        if (path / "teacher.safetensors").is_file():
+            state["teacher"] = dict(mx.load(str(path / "teacher.safetensors")))
+        return state
+
+    def restore(self, path: Path, optimizer: optim.Optimizer) -> dict[str, Any]:
+        """Load the optimiser state of ``path`` (weights are loaded as the run's init
+        adapter); returns ``{"step", "extra"}`` as the torch manager does.
+
+        Checkpoints from before optimiser state was saved resume with fresh
+        AdamW moments and the resumed student as teacher.
+        """
+        mx = require("mlx.core")
+        from mlx.utils import tree_unflatten
+
+        if (path / "optimizer.safetensors").is_file():
+            state = mx.load(str(path / "optimizer.safetensors"))
+            optimizer.state = tree_unflatten(list(state.items()))
+        return {"step": int(self.read_step(path)["step"]), "extra": self.load_learner_state(path)}
+
+
+def peft_to_mlx_lora(path: Path) -> dict[str, mx.array]:
+    """The LoRA weights of the PEFT adapter at ``path`` under mlx-lm's names
+    (the inverse of :func:`save_mlx_lora_as_peft`)."""
     mx = require("mlx.core")
-    from mlx.utils import tree_unflatten
 
-    if (path / "optimizer.safetensors").is_file():
-        state = mx.load(str(path / "optimizer.safetensors"))
-        optimizer.state = tree_unflatten(list(state.items()))
-    if (path / "teacher.safetensors").is_file():
-        return dict(mx.load(str(path / "teacher.safetensors")))
-    return None
+    weights = {}
+    for name, value in mx.load(str(path / "adapter_model.safetensors")).items():
+        module, leaf = name.removeprefix("base_model.model.").rsplit(".lora_", 1)
+        weights[f"{module}.lora_{leaf[0].lower()}"] = value.T
+    return weights
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """SDFT with mlx-lm; ``cfg`` is a :class:`learners.config.SDFTConfig`."""
+def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> dict[str, Any]:
+    """SDFT with mlx-lm (``learners.sdft.run`` with ``backend=mlx`` comes here).
+
+    ``evaluate_fn() -> success rate`` replaces the evaluation gate's live env
+    episodes, as in :func:`learners.sdft.run`.
+    """
     mx = require("mlx.core", purpose="SDFT with MLX")
     nn = require("mlx.nn")
     optim = require("mlx.optimizers")
@@ -182,11 +242,11 @@ def run(cfg: Any) -> dict[str, Any]:
     from agents.backends.base import SamplingParams
     from agents.backends.mlx import MLXBackend
     from agents.seeding import derive_seed
-    from learners.checkpoint import write_training_json
-    from learners.data import action_matches, data_info, load_samples
+    from learners.checkpoint import EvalGate, write_training_json
     from learners.loop import default_output_dir
-    from learners.policy import finished_adapter, resolve_model
+    from learners.samples import action_matches, data_info, load_samples
     from learners.tracking import Tracker
+    from learners.trainable import finished_adapter, resolve_model
 
     if not cfg.lora:
         raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
@@ -194,10 +254,8 @@ def run(cfg: Any) -> dict[str, Any]:
     base = resolve_model(cfg.model)
     backend = MLXBackend(base)
     model = backend.model
-    ckpt_root = out / "checkpoints"
-    latest = None if finished_adapter(out) else latest_checkpoint(ckpt_root)
+    latest = None if finished_adapter(out) else Checkpoints(out).latest()
     init = str(out) if finished_adapter(out) else (str(latest) if latest else cfg.init_adapter)
-    start = json.loads((latest / "step.json").read_text())["step"] if latest else 0
     mx.random.seed(cfg.seed)
     if init:
         rank, scale = load_peft_into_mlx(backend, init)
@@ -212,20 +270,56 @@ def run(cfg: Any) -> dict[str, Any]:
     trainable = dict(tree_flatten(model.trainable_parameters()))
     if not trainable:
         raise RuntimeError("no trainable LoRA parameters in the MLX model")
+    checkpoints = MLXCheckpoints(
+        out, model, rank=rank, scale=scale, base=base, keep=cfg.save_total_limit
+    )
     teacher = {k: mx.array(v) for k, v in trainable.items()}
     optimizer = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    start, resume_state = 0, {}
     if latest is not None:
-        teacher = _restore_state(latest, optimizer) or teacher
+        state = checkpoints.restore(latest, optimizer)
+        start, resume_state = state["step"], state["extra"]
+        teacher = resume_state.get("teacher") or teacher
+
+    def restore_teacher(state: dict[str, Any]) -> None:
+        if "teacher" in state:
+            teacher.update(state["teacher"])
+
+    closers: list[Callable[[], None]] = []
+    if evaluate_fn is None and cfg.eval_steps and cfg.eval_env_ids:
+        from learners.rollout import EnvPool, evaluate_success
+
+        pool = EnvPool(cfg.eval_max_steps)
+        closers.append(pool.close)
+
+        def evaluate_fn() -> float:
+            return evaluate_success(backend, cfg, pool, cfg.eval_env_ids, cfg.eval_seeds)[
+                "success_rate"
+            ]
+
+    gate = None
+    if evaluate_fn is not None:
+        gate = EvalGate(
+            checkpoints,
+            evaluate_fn,
+            cfg.rollback_tolerance,
+            learner_state=lambda: {"teacher": teacher},
+            restore_learner_state=restore_teacher,
+        )
+        if "gate" in resume_state:
+            gate.load_state(resume_state["gate"])
 
     samples = load_samples(cfg, backend)
     info = data_info(cfg, samples)
 
-    def logits_for(prompt_ids: list[int], completion: list[int]) -> Any:
+    def logits_for(prompt_ids: list[int], completion: list[int]) -> mx.array:
         x = mx.array([prompt_ids + completion])
         logits = model(x)[0]
         return logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(completion)]
 
-    def loss_fn(_model: Any, batch: list[tuple[list[int], list[int], Any]], n_tokens: int) -> Any:
+    def loss_fn(
+        _model: nn.Module, batch: list[tuple[list[int], list[int], mx.array]], n_tokens: int
+    ) -> mx.array:
         total = mx.array(0.0)
         for prompt_ids, completion, teacher_logits in batch:
             student = logits_for(prompt_ids, completion)
@@ -306,26 +400,23 @@ def run(cfg: Any) -> dict[str, Any]:
             if cfg.max_grad_norm:
                 metrics["grad_norm"] = float(grad_norm)
             done = step + 1
+            if gate is not None and cfg.eval_steps and done % cfg.eval_steps == 0:
+                metrics.update(gate(done))
             tracker.log(metrics, done)
             if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                save_checkpoint(
-                    ckpt_root / f"step-{done:06d}",
-                    model,
-                    optimizer,
-                    teacher,
-                    done,
-                    rank=rank,
-                    scale=scale,
-                    base=base,
-                )
-                kept = sorted(p for p in ckpt_root.glob("step-*") if not p.name.endswith(".tmp"))
-                for old in kept[: -max(cfg.save_total_limit, 1)]:
-                    shutil.rmtree(old, ignore_errors=True)
+                extra: dict[str, Any] = {"teacher": teacher}
+                if gate is not None:
+                    extra["gate"] = gate.state()
+                checkpoints.save(done, optimizer, extra)
         save_mlx_lora_as_peft(model, out, rank=rank, scale=scale, base=base)
         summary = tracker.summary()
+        if gate is not None:
+            summary.update({f"gate/{k}": v for k, v in gate.state().items()})
         write_training_json(
             out, metrics=summary, status="complete", steps=max(cfg.max_steps, start), **write
         )
         return {"output_dir": str(out), "metrics": summary, "history": tracker.history}
     finally:
         tracker.finish()
+        for close in closers:
+            close()

@@ -35,10 +35,15 @@ import json
 import random
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.prompt import DEMO_BEGIN
-from learners.config import SFTConfig, from_mapping
+from learners.config import SFTConfig, from_mapping, register_configs
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from learners.samples import Sample
 
 __all__ = ["counterfactual", "jitter_port", "main", "run"]
 
@@ -57,7 +62,7 @@ def jitter_port(messages: list[dict[str, Any]], rng: random.Random) -> list[dict
     ]
 
 
-def counterfactual(sample: Any, rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
+def counterfactual(sample: Sample, rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
     """``(teacher messages, target)`` whose demonstration targets another element.
 
     The demonstration of ``sample.teacher_messages`` is replaced by the same
@@ -94,10 +99,10 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     from agents.seeding import derive_seed
-    from learners.data import data_info, load_samples, sample_images
     from learners.loop import TrainLoop
-    from learners.policy import completion_logits
     from learners.rollout import attach_env_gate
+    from learners.samples import data_info, load_samples, sample_images
+    from learners.trainable import completion_logits
 
     loop = TrainLoop(cfg, "sft")
     backend = loop.backend
@@ -155,7 +160,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     return loop.fit(loss_step)
 
 
-def hydra_entry(cfg: Any) -> dict[str, Any]:
+def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`)."""
     from learners.entry import learner_values
@@ -166,6 +171,7 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
 def main() -> None:
     import hydra
 
+    register_configs()
     hydra.main(version_base="1.3", config_path="../conf", config_name="sft")(hydra_entry)()
 
 

@@ -27,7 +27,7 @@ agent=expert``), split by seed into train / validation / test:
 
 The score is first-action accuracy: greedy decoding on the first step of each
 held-out episode, counted right when the action equals the expert's
-(:func:`learners.data.action_matches`). It needs no browser, so the study is
+(:func:`learners.samples.action_matches`). It needs no browser, so the study is
 cheap to repeat; the env-level success of an adapter is what
 ``benchmarks.run`` measures.
 
@@ -139,7 +139,7 @@ def first_action_accuracy(
     from tqdm.auto import tqdm
 
     from agents.backends.base import SamplingParams
-    from learners.data import action_matches, sample_images
+    from learners.samples import action_matches, sample_images
 
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     samples = list(samples)
@@ -210,7 +210,7 @@ class _PeakMemory:
 
 
 def _samples(cfg: StudyConfig, tasks: list[str], split: str, backend: Any) -> list[Any]:
-    from learners.datasets import iter_samples
+    from learners.samples import iter_samples
 
     wanted = cfg.seeds(split)
     return list(

@@ -7,7 +7,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from learners.config import LearnerConfig
 
 __all__ = ["Tracker", "wandb_mode"]
 
@@ -20,7 +23,9 @@ def wandb_mode() -> str:
 
 
 class Tracker:
-    def __init__(self, cfg: Any, learner: str, output_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, cfg: LearnerConfig, learner: str, output_dir: str | os.PathLike[str]
+    ) -> None:
         self.history: list[dict[str, Any]] = []
         self.out = Path(output_dir)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ GOALS = [
 @pytest.fixture(scope="module")
 def tiny_policy():
     from agents.backends.transformers import TransformersBackend
-    from agents.policies import path
+    from agents.pretrained import path
 
     backend = TransformersBackend(path("tiny-miniwob"), device="cpu", dtype="float32")
     yield backend

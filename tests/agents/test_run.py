@@ -143,7 +143,7 @@ def test_random_agent_on_miniwob(tmp_path):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
-    """agents.run train=sdft: each success gives one update within max_updates,
+    """agents.run online=sdft: each success gives one update within max_updates,
     checkpointed, and the agent acts with the new adapter afterwards."""
     from agents.run import run_episodes
 
@@ -155,11 +155,11 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
         "episodes=3",
         "seed=1000",
         f"episodes_dir={tmp_path / 'episodes'}",
-        "train=sdft",
-        f"train.output_dir={out}",
-        "train.max_updates=2",
-        "train.steps_per_update=1",
-        "train.sdft.wandb=false",
+        "online=sdft",
+        f"online.output_dir={out}",
+        "online.max_updates=2",
+        "online.steps_per_update=1",
+        "online.sdft.wandb=false",
     )
     result = run_episodes(cfg, verbose=False)
     successes = sum(bool(s["success"]) for s in result["episodes"])
@@ -227,4 +227,4 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
     ]
     assert len(list(tmp_path.iterdir())) == 3
     with pytest.raises(ValueError, match="runner=local"):
-        run_episodes(compose_run(*args, "runner=vector", "train=sdft"), verbose=False)
+        run_episodes(compose_run(*args, "runner=vector", "online=sdft"), verbose=False)

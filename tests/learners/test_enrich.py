@@ -29,7 +29,7 @@ def server():
 
 @pytest.fixture
 def sample(episodes_dir):
-    from learners.datasets import iter_samples
+    from learners.samples import iter_samples
 
     return next(iter(iter_samples([episodes_dir])))
 

@@ -20,17 +20,47 @@ def test_configs_compose_into_learner_configs(name):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from learners.config import GRPOConfig, SDFTConfig, SFTConfig, from_mapping
+    from learners.config import GRPOConfig, SDFTConfig, SFTConfig, from_mapping, register_configs
 
+    register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name=name, overrides=["learner.max_steps=7"])
     cls = {"sft": SFTConfig, "sdft": SDFTConfig, "grpo": GRPOConfig}[name]
     learner = from_mapping(cls, OmegaConf.to_container(cfg.learner))
     assert learner.max_steps == 7 and learner.lora_r == 8 and learner.lora_alpha == 16
-    # every dataclass field is in the YAML (the YAML documents the whole config)
+    # every dataclass field is in the composed config (the structured config holds them all)
     import dataclasses
 
     assert {f.name for f in dataclasses.fields(cls)} == set(cfg.learner)
+    # the dataclass is the one source of the defaults: the YAML restates none of them
+    assert learner == dataclasses.replace(cls(), max_steps=7)
+
+
+def test_unknown_learner_keys_are_an_error_that_names_them(name="sdft"):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from learners.config import LEARNER_CONFIGS, from_mapping, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="max_stpes"):
+            compose(config_name=name, overrides=["learner.max_stpes=3"])
+        cfg = compose(config_name=name, overrides=["learner.prompt.max_history=2"])
+    assert cfg.learner.prompt.max_history == 2
+    # a key added with + reaches the learner, which names it
+    with pytest.raises(ValueError, match="max_stpes"):
+        from_mapping(LEARNER_CONFIGS[name], _values(name, ["+learner.max_stpes=3"]))
+
+
+def test_learner_env_ids_take_every_spelling_of_an_env():
+    from learners.config import GRPOConfig, SFTConfig
+
+    cfg = GRPOConfig(env_ids=["miniwob.click-test", "browser_env/open-v0"], eval_env_ids=["open"])
+    assert cfg.env_ids == ["browser_env/miniwob.click-test-v0", "browser_env/open-v0"]
+    assert cfg.eval_env_ids == ["browser_env/open-v0"]
+    with pytest.raises(ValueError, match="not a browser_env env"):
+        SFTConfig(eval_env_ids=["ALE/Pong-v5"])
 
 
 def _run(args, cwd):
@@ -94,12 +124,12 @@ def test_sdft_entry_point_with_mlx_backend_override(tmp_path, episodes_dir):
 def test_eval_gate_rolls_back_to_the_best_checkpoint(tmp_path):
     from learners.checkpoint import CheckpointManager, EvalGate
     from learners.config import SFTConfig
-    from learners.policy import load_policy
+    from learners.trainable import load_trainable
 
-    policy = load_policy(SFTConfig(output_dir=str(tmp_path), wandb=False))
-    params = policy.trainable_parameters()
+    trainable = load_trainable(SFTConfig(output_dir=str(tmp_path), wandb=False))
+    params = trainable.trainable_parameters()
     scores = iter([0.5, 0.8, 0.2])
-    gate = EvalGate(CheckpointManager(tmp_path, policy), lambda: next(scores), tolerance=0.1)
+    gate = EvalGate(CheckpointManager(tmp_path, trainable), lambda: next(scores), tolerance=0.1)
     assert gate(1)["eval/success_rate"] == 0.5
     with torch.no_grad():
         for _, p in params:
@@ -143,8 +173,10 @@ def test_training_with_the_env_evaluation_gate(tmp_path, episodes_dir):
 def _values(name, overrides):
     from hydra import compose, initialize_config_dir
 
+    from learners.config import register_configs
     from learners.entry import learner_values
 
+    register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides)
     trainable = ("transformers", "mlx") if name == "sdft" else ("transformers",)

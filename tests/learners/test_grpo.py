@@ -39,7 +39,7 @@ def _completion_logps(adapter, completions):
     import peft
 
     from agents.backends.transformers import TransformersBackend
-    from learners.policy import completion_logits
+    from learners.trainable import completion_logits
 
     backend = TransformersBackend("tiny", device="cpu", dtype="float32")
 

@@ -28,7 +28,7 @@ def _scores(adapter, samples, ids_of):
 
     from agents.backends.transformers import TransformersBackend
     from learners.losses import token_kl
-    from learners.policy import completion_logits
+    from learners.trainable import completion_logits
 
     backend = TransformersBackend("tiny", device="cpu", dtype="float32")
     if adapter is not None:
@@ -51,7 +51,7 @@ def _scores(adapter, samples, ids_of):
 
 
 def _samples(episodes_dir):
-    from learners.datasets import iter_samples
+    from learners.samples import iter_samples
 
     return list(iter_samples([episodes_dir]))
 
@@ -145,8 +145,8 @@ def test_an_init_adapters_saved_dropout_does_not_override_the_run(tmp_path, epis
     """An SFT adapter saved with lora_dropout=0.5: SDFT/GRPO from it train with
     their own setting (0), and teacher targets are dropout-free either way."""
     from learners.config import SDFTConfig
-    from learners.policy import completion_logits, load_policy, no_dropout
     from learners.sft import run
+    from learners.trainable import completion_logits, load_trainable, no_dropout
 
     sft = tmp_path / "sft"
     run(
@@ -158,11 +158,11 @@ def test_an_init_adapters_saved_dropout_does_not_override_the_run(tmp_path, epis
             "lora_dropout": 0.5,
         }
     )
-    policy = load_policy(SDFTConfig(init_adapter=str(sft), output_dir=str(tmp_path / "x")))
-    drops = [m for n, m in policy.model.named_modules() if n.endswith("lora_dropout.default")]
+    trainable = load_trainable(SDFTConfig(init_adapter=str(sft), output_dir=str(tmp_path / "x")))
+    drops = [m for n, m in trainable.model.named_modules() if n.endswith("lora_dropout.default")]
     assert drops and all(not isinstance(m, torch.nn.Dropout) for m in drops)
 
-    noisy = load_policy(
+    noisy = load_trainable(
         SDFTConfig(init_adapter=str(sft), lora_dropout=0.5, output_dir=str(tmp_path / "y"))
     )
     noisy.model.train()

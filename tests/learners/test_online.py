@@ -1,4 +1,4 @@
-"""learners.online.OnlineSDFT (agents.run train=sdft) without a browser: updates
+"""learners.online.OnlineSDFT (agents.run online=sdft) without a browser: updates
 from a recorded episode, checkpoints each one, loads it into the agent, and
 stops at its budget. Also: agents never imports learners."""
 

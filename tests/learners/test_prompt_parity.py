@@ -25,7 +25,7 @@ from browser_env.actions import ActionError, ActionSpace, Verb, coerce_action
 from browser_env.episodes import load_episode
 from browser_env.observation import observation_space
 from browser_env.wrappers import RecordEpisode
-from learners.datasets import iter_samples
+from learners.samples import iter_samples
 
 OUTPUTS = [
     "I would click the OK button.",  # parse failure -> WAIT 0, error in history

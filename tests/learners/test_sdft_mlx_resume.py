@@ -37,6 +37,7 @@ def test_sdft_mlx_resume_restores_optimizer_and_ends_like_an_uninterrupted_run(
     from mlx.utils import tree_flatten
 
     import learners.sdft_mlx as sdft_mlx
+    from learners.checkpoint import Checkpoints
     from learners.sdft import run
 
     cfg = {**CFG, "episodes": [str(episodes_dir)]}
@@ -44,25 +45,28 @@ def test_sdft_mlx_resume_restores_optimizer_and_ends_like_an_uninterrupted_run(
     run({**cfg, "output_dir": str(straight)})
 
     saved: dict[str, np.ndarray] = {}
-    real_save = sdft_mlx.save_checkpoint
+    real_save = sdft_mlx.MLXCheckpoints.save
 
-    def save_then_crash(path, model, optimizer, teacher, step, **kw):
-        real_save(path, model, optimizer, teacher, step, **kw)
+    def save_then_crash(self, step, optimizer, extra=None, name=None):
+        real_save(self, step, optimizer, extra, name)
         saved.update({k: np.array(v) for k, v in tree_flatten(optimizer.state)})
         raise KeyboardInterrupt("killed after the first checkpoint")
 
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(sdft_mlx, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(sdft_mlx.MLXCheckpoints, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run({**cfg, "output_dir": str(interrupted)})
     monkeypatch.undo()
     ckpt = interrupted / "checkpoints" / "step-000002"
-    assert sdft_mlx.latest_checkpoint(interrupted / "checkpoints") == ckpt
+    # the torch learners' layout: one Checkpoints class finds it
+    assert Checkpoints(interrupted).latest() == ckpt
+    assert Checkpoints.read_step(ckpt)["step"] == 2
     assert not list((interrupted / "checkpoints").glob("*.tmp"))
 
     # the optimiser state a resume loads is the one the run had when it saved
     optimizer = optim.AdamW(learning_rate=cfg["learning_rate"])
-    teacher = sdft_mlx._restore_state(ckpt, optimizer)
+    manager = sdft_mlx.MLXCheckpoints(interrupted, None, rank=8, scale=2.0, base="")
+    teacher = manager.restore(ckpt, optimizer)["extra"].get("teacher")
     restored = {k: np.array(v) for k, v in tree_flatten(optimizer.state)}
     assert restored.keys() == saved.keys() and int(restored["step"]) == 2
     assert any(k.endswith(".m") for k in restored) and any(k.endswith(".v") for k in restored)
@@ -77,3 +81,38 @@ def test_sdft_mlx_resume_restores_optimizer_and_ends_like_an_uninterrupted_run(
     assert want.keys() == got.keys()
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.exhaustive  # MLX SDFT for a few steps (tens of seconds on 2 busy cores)
+def test_sdft_mlx_evaluation_gate_rolls_student_and_teacher_back_to_the_best(
+    tmp_path, episodes_dir
+):
+    """The torch learners' gate on MLX: a new best is saved as checkpoints/best; a
+    drop past the tolerance puts the best adapter back into the model, so the
+    final adapter equals the best checkpoint's."""
+    from learners.sdft import run
+
+    scores = iter([0.5, 0.8, 0.2])
+    out = tmp_path / "out"
+    result = run(
+        {
+            **CFG,
+            "episodes": [str(episodes_dir)],
+            "output_dir": str(out),
+            "max_steps": 3,
+            "save_steps": 0,
+            "eval_steps": 1,
+            "rollback_tolerance": 0.1,
+        },
+        evaluate_fn=lambda: next(scores),
+    )
+    rows = result["history"]
+    assert [row["eval/success_rate"] for row in rows] == [0.5, 0.8, 0.2]
+    assert rows[2].get("eval/rolled_back") == 1.0 and "eval/rolled_back" not in rows[1]
+    assert result["metrics"]["gate/best_step"] == 2
+    best = out / "checkpoints" / "best"
+    assert (best / "teacher.safetensors").is_file() and (best / "step.json").is_file()
+    want, got = _adapter(best), _adapter(out)
+    assert want.keys() == got.keys()
+    for name in want:  # step 3 was undone: the saved adapter is step 2's
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)

@@ -212,7 +212,7 @@ def test_counterfactual_demonstration_is_the_target(episodes_dir):
     import random
 
     from agents.prompt import DEMO_BEGIN
-    from learners.datasets import iter_samples
+    from learners.samples import iter_samples
     from learners.sft import counterfactual
 
     sample = next(iter(iter_samples([episodes_dir])))

@@ -1,4 +1,4 @@
-"""The embedded tiny policy (agents/policies/tiny-miniwob), its agent config
+"""The embedded tiny policy (agents/pretrained/tiny-miniwob), its agent config
 and the benchmark defaults that use it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from agents import policies
+from agents import pretrained
 from agents.agent import LLMAgent
 from agents.run import build_agent, run
 
@@ -23,7 +23,7 @@ def compose_config(name: str, *overrides: str):
 
 
 def test_embedded_policy_is_a_small_hf_model_dir():
-    directory = Path(policies.path("tiny-miniwob"))
+    directory = Path(pretrained.path("tiny-miniwob"))
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training.json"):
         assert (directory / name).is_file(), name
     assert (directory / "chat_template.jinja").is_file() or "chat_template" in json.loads(
@@ -31,15 +31,15 @@ def test_embedded_policy_is_a_small_hf_model_dir():
     )
     size = sum(f.stat().st_size for f in directory.iterdir())
     assert size < 20 * 2**20
-    meta = policies.info("tiny-miniwob")
+    meta = pretrained.info("tiny-miniwob")
     assert meta["produced_by"].startswith("python -m learners.demo")
     assert set(meta["tasks"]) == set(compose_config("benchmark", "suite=miniwob_tiny").suite.tasks)
-    assert "tiny-miniwob" in policies.available()
+    assert "tiny-miniwob" in pretrained.available()
 
 
 def test_unknown_policy_names_the_available_ones():
     with pytest.raises(FileNotFoundError, match="tiny-miniwob"):
-        policies.path("no-such-policy")
+        pretrained.path("no-such-policy")
 
 
 def test_benchmark_defaults_compose_and_instantiate():

@@ -23,6 +23,12 @@ Steps whose action was invalid (``action`` null) give no sample and do not
 enter the history, since the agent never executed them. Steps whose model
 output did not parse (the agent ran ``WAIT 0`` instead) enter the history but
 give no sample: the executed action is not a decision to imitate.
+
+:func:`load_samples`, :func:`sample_images`, :func:`action_matches` and
+:func:`data_info` are what the learners call: a learner config's data
+settings -> samples for its backend, the screenshot a multimodal backend is
+sent, whether an output is the target action, and the data record for
+``training.json``.
 """
 
 from __future__ import annotations
@@ -31,14 +37,30 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.agent import PromptConfig, Step, replay_step
 from agents.prompt import PROMPT_VERSION
 from browser_env.actions import Action
 from browser_env.episodes import Episode, iter_episodes
 
-__all__ = ["Sample", "episode_samples", "iter_samples", "select_episodes", "to_hf_dataset"]
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from agents.backends.base import Backend
+    from learners.config import LearnerConfig
+
+__all__ = [
+    "Sample",
+    "action_matches",
+    "data_info",
+    "episode_samples",
+    "iter_samples",
+    "load_samples",
+    "sample_images",
+    "select_episodes",
+    "to_hf_dataset",
+]
 
 Paths = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
@@ -134,7 +156,7 @@ def episode_samples(
     episode: Episode,
     *,
     prompt: PromptConfig | Mapping[str, Any] | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
     """The samples of one episode, in step order, with prompts built by
@@ -193,7 +215,7 @@ def iter_samples(
     env_ids: Iterable[str] | None = None,
     where: Callable[[Episode], bool] | None = None,
     prompt: PromptConfig | Mapping[str, Any] | None = None,
-    backend: Any = None,
+    backend: Backend | None = None,
     keep_reasoning: bool = False,
 ) -> Iterator[Sample]:
     """Every sample of every episode :func:`select_episodes` keeps."""
@@ -211,9 +233,61 @@ def to_hf_dataset(samples: Iterable[Sample]) -> Any:
         import datasets
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            'learners.datasets.to_hf_dataset needs the "datasets" package: pip install "browser-rl[train]"'
+            'learners.samples.to_hf_dataset needs the "datasets" package: pip install "browser-rl[train]"'
         ) from exc
     rows = [s.to_row() for s in samples]
     if not rows:
         raise ValueError("no samples: check the paths and filters")
     return datasets.Dataset.from_list(rows)
+
+
+def action_matches(text: str, target: str) -> bool:
+    """Whether the model output ``text`` parses to the target action JSON (reasoning ignored)."""
+    from agents.parser import parse_action
+
+    action = parse_action(text)
+    if not hasattr(action, "to_dict"):
+        return False
+    got = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
+    return got == json.loads(target)
+
+
+def load_samples(cfg: LearnerConfig, backend: Backend) -> list[Sample]:
+    """The samples of ``cfg``'s episodes and filters, prompts measured with ``backend``."""
+    if not cfg.episodes:
+        raise ValueError("no episodes given: set learner.episodes=[DIR, ...]")
+    samples = list(
+        iter_samples(
+            cfg.episodes,
+            success_only=cfg.success_only,
+            tasks=cfg.tasks,
+            sources=cfg.sources,
+            prompt=cfg.prompt,
+            backend=backend,
+        )
+    )
+    if not samples:
+        raise ValueError(f"no samples in {cfg.episodes} with the given filters")
+    return samples
+
+
+def sample_images(sample: Sample, backend: Backend) -> list[Image]:
+    """The step's screenshot for multimodal backends (as the agent would send it)."""
+    if not getattr(backend, "multimodal", False) or not sample.screenshot:
+        return []
+    from PIL import Image
+
+    with Image.open(sample.screenshot) as image:
+        return [image.convert("RGB")]
+
+
+def data_info(cfg: LearnerConfig, samples: list[Sample]) -> dict[str, Any]:
+    """What ``training.json`` records of the data a learner trained on."""
+    return {
+        "episodes": list(cfg.episodes),
+        "num_samples": len(samples),
+        "num_episodes": len({s.episode_id for s in samples}),
+        "tasks": sorted({s.task for s in samples}),
+        "sources": sorted({s.source for s in samples}),
+        "success_only": cfg.success_only,
+    }

@@ -11,7 +11,7 @@ from agents.agent import Step
 from agents.prompt import DEMO_BEGIN, build_prompt
 from browser_env.actions import Action
 from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
-from learners.datasets import episode_samples, iter_samples, select_episodes, to_hf_dataset
+from learners.samples import episode_samples, iter_samples, select_episodes, to_hf_dataset
 
 
 def _obs(t: int, value: str = "") -> dict:

@@ -1,4 +1,4 @@
-"""The trainable policy: our inference backend with a LoRA adapter on its model.
+"""The trainable model: our inference backend with a LoRA adapter on its model.
 
 Learners train ``backend.model`` of a :class:`TransformersBackend`, so
 completions are sampled with ``backend.generate`` and prompts are tokenised
@@ -20,16 +20,23 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
 
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from agents.backends.transformers import TransformersBackend
+    from learners.config import LearnerConfig
+
 __all__ = [
-    "Policy",
+    "TrainableModel",
     "completion_logits",
-    "load_policy",
+    "load_trainable",
     "no_dropout",
     "resolve_model",
     "swapped_weights",
@@ -45,8 +52,15 @@ def resolve_model(model: str) -> str:
 
 
 @dataclasses.dataclass
-class Policy:
-    backend: Any  # agents.backends.transformers.TransformersBackend
+class TrainableModel:
+    """What a torch learner trains: ``backend.model`` (LoRA-wrapped unless ``lora=false``).
+
+    Not the agent's policy (an :class:`agents.agent.Agent` acts) and not a
+    shipped model (:mod:`agents.pretrained`): the weights being optimised, with
+    the backend that samples from them and the record of where they started.
+    """
+
+    backend: TransformersBackend
     base_model: str
     init_from: str | None  # adapter the weights started from, if any
 
@@ -65,7 +79,7 @@ def finished_adapter(output_dir: str | os.PathLike[str]) -> bool:
     return json.loads(meta.read_text()).get("status") == "complete"
 
 
-def load_policy(cfg: Any) -> Policy:
+def load_trainable(cfg: LearnerConfig) -> TrainableModel:
     """Build the backend for ``cfg.model`` and put the trainable LoRA on it (see module doc)."""
     peft = require("peft", purpose="LoRA training")
     from agents.backends.transformers import TransformersBackend
@@ -87,7 +101,7 @@ def load_policy(cfg: Any) -> Policy:
         if init is not None:
             raise ValueError("init_adapter / resuming needs lora=true")
         backend.model.requires_grad_(True)
-        return Policy(backend=backend, base_model=base, init_from=None)
+        return TrainableModel(backend=backend, base_model=base, init_from=None)
     if init is not None:
         # A saved adapter carries its own lora_dropout (an SFT adapter's 0.05);
         # this run's setting wins, so SDFT/GRPO after SFT train without dropout.
@@ -109,16 +123,16 @@ def load_policy(cfg: Any) -> Policy:
         model = peft.get_peft_model(backend.model, lora)
     backend.model = model
     backend.adapter = init
-    return Policy(backend=backend, base_model=base, init_from=init)
+    return TrainableModel(backend=backend, base_model=base, init_from=init)
 
 
-def trainable_state(policy: Policy) -> dict[str, Any]:
+def trainable_state(trainable: TrainableModel) -> dict[str, Any]:
     """A detached copy of the trainable weights (the LoRA adapter with LoRA)."""
-    return {n: p.detach().clone() for n, p in policy.trainable_parameters()}
+    return {n: p.detach().clone() for n, p in trainable.trainable_parameters()}
 
 
 @contextlib.contextmanager
-def no_dropout(model: Any) -> Iterator[None]:
+def no_dropout(model: torch.nn.Module) -> Iterator[None]:
     """``model`` in eval mode (dropout off; gradients still flow), then back.
 
     Targets and log-probs that a loss compares against -- SDFT's teacher,
@@ -147,8 +161,11 @@ def swapped_weights(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -
 
 
 def completion_logits(
-    backend: Any, messages: list[dict[str, Any]], images: Any, completion_ids: Any
-) -> Any:
+    backend: TransformersBackend,
+    messages: list[dict[str, Any]],
+    images: Sequence[Image] | None,
+    completion_ids: Sequence[int] | torch.Tensor,
+) -> torch.Tensor:
     """Logits ``(T, V)`` predicting each of ``completion_ids`` after the chat prompt.
 
     The prompt is tokenised by ``backend.encode_chat`` (the inference path),
