@@ -16,7 +16,7 @@ agent=expert``), split by seed into train / validation / test:
 3. **Stage B** (new tasks), from the stage-A adapter, with the same demos and
    the same optimiser-step budget: ``sft``, ``sdft``, ``sft+sdft`` (half the
    steps each) and ``grpo`` (binary success reward on the live env's train
-   seeds; needs Chromium, so it is opt-in through ``algorithms``).
+   seeds; needs Chromium).
 4. **Selection and test**: every checkpoint of a stage-B run is scored on the
    validation seeds; the best is scored once on the test seeds, which no
    choice touched. Reported with the number of decisions and Wilson 95% CIs.
@@ -62,7 +62,8 @@ ALGORITHMS = ("sft", "sdft", "sft+sdft", "grpo")
 
 @dataclasses.dataclass
 class StudyConfig:
-    """Every knob of the study; the defaults are the tiny budget of a 2-core CPU."""
+    """Every knob of the study; the defaults are the budget measured on a 2-core
+    CPU (``docs/learners.md``, *The learning study*: about an hour)."""
 
     model: str = "smollm2-135m"
     demos: list[str] = dataclasses.field(default_factory=list)
@@ -75,12 +76,12 @@ class StudyConfig:
     # Seed splits, each a half-open range [start, stop) of the demos' episode seeds.
     train_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1000])
     val_seeds: list[int] = dataclasses.field(default_factory=lambda: [1000, 1005])
-    test_seeds: list[int] = dataclasses.field(default_factory=lambda: [2000, 2010])
-    algorithms: list[str] = dataclasses.field(default_factory=lambda: ["sft", "sdft", "sft+sdft"])
-    stage_a_steps: int = 20
-    stage_b_steps: int = 10
-    save_steps: int = 5  # stage-B checkpoints scored on the validation seeds
-    batch_size: int = 2
+    test_seeds: list[int] = dataclasses.field(default_factory=lambda: [2000, 2012])
+    algorithms: list[str] = dataclasses.field(default_factory=lambda: list(ALGORITHMS))
+    stage_a_steps: int = 30
+    stage_b_steps: int = 12
+    save_steps: int = 4  # stage-B checkpoints scored on the validation seeds
+    batch_size: int = 4
     lora_r: int = 8
     sft_learning_rate: float = 3e-4
     sdft_learning_rate: float = 1e-4
@@ -601,9 +602,18 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
     return results
 
 
+def register_config() -> None:
+    """Store :class:`StudyConfig` in Hydra's ConfigStore as ``study_schema``
+    (``conf/study.yaml`` holds only overrides); safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="study_schema", node=StudyConfig)
+
+
 def main() -> None:
     import hydra
 
+    register_config()
     hydra.main(version_base="1.3", config_path="../conf", config_name="study")(hydra_entry)()
 
 
