@@ -40,8 +40,10 @@ __all__ = ["LEARNERS", "SERVER_OWNED", "ServiceError", "TrainingService", "now"]
 
 log = logging.getLogger(__name__)
 
-LEARNERS = {"sft": "SFTConfig", "sdft": "SDFTConfig", "grpo": "GRPOConfig"}
-"""Learner name -> its config dataclass in :mod:`learners.config`."""
+LEARNERS = ("sft", "sdft", "grpo")
+"""The learners a job may name: the keys of :data:`learners.config.LEARNER_CONFIGS`
+(a test checks they agree; importing it here would load the learners' config
+module into every process that only serves HTTP)."""
 
 SERVER_OWNED = frozenset(
     {"output_dir", "episodes", "init_adapter", "server_adapter_dir", "enrich", "progress"}
@@ -199,7 +201,7 @@ class TrainingService:
         if not dataset_ids and learner != "grpo":
             raise ServiceError(422, f"{learner} needs at least one dataset id")
         overrides = dict(request.get("overrides") or {})
-        fields = {f.name: f for f in dataclasses.fields(getattr(lc, LEARNERS[learner]))}
+        fields = {f.name: f for f in dataclasses.fields(lc.LEARNER_CONFIGS[learner])}
         for key, value in overrides.items():
             if key in SERVER_OWNED or key.startswith(("hydra", "_")):
                 raise ServiceError(422, f"override {key!r} is set by the server")

@@ -98,3 +98,10 @@ def test_job_entry_stops_cleanly_on_sigterm(tmp_path, click_episodes):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "cancelled"
     assert int((tmp_path / "pid").read_text()) == proc.pid
+
+
+def test_the_service_knows_exactly_the_learners_that_have_configs():
+    from learners.config import LEARNER_CONFIGS
+    from serve.service import LEARNERS
+
+    assert sorted(LEARNERS) == sorted(LEARNER_CONFIGS)
