@@ -17,8 +17,8 @@ as pre-tokenised datasets:
   is the cross-entropy of the completion tokens, averaged over the batch's
   completion tokens. TRL: ``SFTTrainer`` on ``input_ids`` + ``completion_mask``
   (completion-only loss, no packing, no padding-free).
-* ``grpo``: the update step only, on a fixed batch: ``batch_size`` groups of
-  ``num_generations`` completions of one prompt (the expert action, rewarded
+* ``grpo``: the update step only, on a fixed batch: ``batch_size`` sequences,
+  in groups of ``num_generations`` completions of one prompt (the expert action, rewarded
   1, and the same action on other elements, rewarded 0). Ours gets them
   through ``learners.grpo.run(play_fn=...)``, TRL's ``GRPOTrainer`` through a
   ``rollout_func``; neither generates, both compute the clipped surrogate
@@ -89,7 +89,7 @@ class Setup:
     model: str
     episodes: str
     device: str = "cpu"
-    batch_size: int = 4
+    batch_size: int = 4  # sequences per optimiser step (GRPO: batch_size / G groups)
     num_generations: int = 2
     warmup_steps: int = 2
     steps: int = 5
@@ -107,6 +107,11 @@ class Setup:
     @property
     def total_steps(self) -> int:
         return self.warmup_steps + self.steps
+
+    @property
+    def groups(self) -> int:
+        """GRPO groups per step: ``batch_size`` sequences in groups of ``num_generations``."""
+        return self.batch_size // self.num_generations
 
 
 def write_episodes(root: str | Path, n: int, *, elements: int = 12, text_words: int = 200) -> Path:
@@ -390,6 +395,7 @@ def ours_grpo(s: Setup) -> dict[str, Any]:
         values = _learner_values(s, out)
         values.pop("episodes")
         values.update(
+            batch_size=s.groups,
             env_ids=sorted(groups),
             train_seeds=[0],
             num_generations=s.num_generations,
@@ -440,7 +446,7 @@ def trl_grpo(s: Setup) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="speed-trl-grpo-") as out:
         args = GRPOConfig(
             **_trl_args(s, out),
-            per_device_train_batch_size=s.batch_size * s.num_generations,
+            per_device_train_batch_size=s.groups * s.num_generations,
             num_generations=s.num_generations,
             steps_per_generation=1,
             beta=0.0,

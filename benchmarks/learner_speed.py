@@ -120,28 +120,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("warmup_steps and steps must be >= 1")
     if setup.num_generations < 2:
         raise ValueError("num_generations must be >= 2 (GRPO's advantages are group-relative)")
+    if "grpo" in cfg.algorithms and setup.batch_size % setup.num_generations:
+        raise ValueError(
+            f"batch_size ({setup.batch_size}) must be a multiple of num_generations "
+            f"({setup.num_generations}): GRPO's batch is whole groups"
+        )
     call = _call(bool(cfg.isolate))
     load_before = os.getloadavg()
     data_info = call(prepare, setup)
     arms = [(a, i) for a in cfg.algorithms for i in cfg.implementations if (a, i) in ARMS]
-    rows = []
-    for algorithm, implementation in tqdm(arms, desc="learner speed", disable=not cfg.progress):
-        rows.append(call(measure, algorithm, implementation, dataclasses.asdict(setup)))
-    load_after = os.getloadavg()
-    ratios = _ratios(rows)
-    results = {
+    results: dict[str, Any] = {
         "schema": 1,
         "model": setup.model,
         "data": {**data_info, "episodes": str(episodes)},
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "load_average": {"before": list(load_before), "after": list(load_after)},
+        "load_average": {"before": list(load_before), "after": None},
         "cpu_count": os.cpu_count(),
-        "rows": rows,
-        "ratios": ratios,
+        "rows": [],
+        "ratios": {},
+        "complete": False,
         "not_compared": [
             f"{a}/{i}" for a in cfg.algorithms for i in cfg.implementations if (a, i) not in ARMS
         ],
     }
+    for algorithm, implementation in tqdm(arms, desc="learner speed", disable=not cfg.progress):
+        results["rows"].append(call(measure, algorithm, implementation, dataclasses.asdict(setup)))
+        results["ratios"] = _ratios(results["rows"])
+        results["load_average"]["after"] = list(os.getloadavg())
+        write_json_atomic(out / "results.json", results)  # what is measured survives a kill
+    results["complete"] = True
     write_json_atomic(out / "results.json", results)
     print(format_table(results))
     picture = plot(results, out / "learner_speed.png") if cfg.get("plot", True) else None
@@ -159,6 +166,7 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             continue
         out[algorithm] = {
             "time": ours["median_s"] / theirs["median_s"],
+            "cpu": ours["median_cpu_s"] / theirs["median_cpu_s"],
             "peak_mib": ours["peak_mib"] / theirs["peak_mib"],
             "step_mib": ours["step_mib"] / theirs["step_mib"] if theirs["step_mib"] > 0 else None,
         }
@@ -168,30 +176,33 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def format_table(results: dict[str, Any]) -> str:
     """The results as a Markdown table, with the data and the load average under it."""
     header = (
-        "| algorithm | implementation | s/step (median) | min-max | completion tok/step "
-        "| peak MiB | step MiB | LoRA B norm | ours/TRL time | ours/TRL peak |"
+        "| algorithm | implementation | s/step (median) | min-max | CPU s/step | "
+        "completion tok/step | peak MiB | step MiB | LoRA B norm | ours/TRL time | "
+        "ours/TRL CPU | ours/TRL peak |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 12]
     ratios = results["ratios"]
     for r in results["rows"]:
         ratio = ratios.get(r["algorithm"]) if r["implementation"] == "ours" else None
         time_ratio = f"{ratio['time']:.2f}" if ratio else ""
+        cpu_ratio = f"{ratio['cpu']:.2f}" if ratio else ""
         peak_ratio = f"{ratio['peak_mib']:.2f}" if ratio else ""
         lines.append(
             f"| {r['algorithm']} | {r['implementation']} | {r['median_s']:.3f} "
-            f"| {min(r['step_s']):.3f}-{max(r['step_s']):.3f} "
+            f"| {min(r['step_s']):.3f}-{max(r['step_s']):.3f} | {r['median_cpu_s']:.3f} "
             f"| {r['completion_tokens_per_step']:.0f} | {r['peak_mib']:.0f} | {r['step_mib']:.0f} "
             f"| {r['lora_b_norm']:.3g} "
-            f"| {time_ratio} | {peak_ratio} |"
+            f"| {time_ratio} | {cpu_ratio} | {peak_ratio} |"
         )
     data = results["data"]
     first = results["rows"][0]["setup"] if results["rows"] else {}
-    before, after = results["load_average"]["before"], results["load_average"]["after"]
+    before = results["load_average"]["before"]
+    after = results["load_average"]["after"] or before
     lines += [
         "",
         f"model {results['model']}; {data['samples']} samples, prompt {data['prompt_tokens']:.0f} "
         f"tokens, completion {data['completion_tokens']:.0f} tokens (mean); batch "
-        f"{first.get('batch_size')} (GRPO: groups of {first.get('num_generations')}); "
+        f"{first.get('batch_size')} sequences (GRPO: groups of {first.get('num_generations')}); "
         f"{first.get('warmup_steps')} warm-up + {first.get('steps')} timed steps; "
         f"torch threads {results['rows'][0]['torch_threads'] if results['rows'] else '?'}",
         f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
