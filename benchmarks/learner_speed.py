@@ -68,13 +68,10 @@ def _call(isolate: bool) -> Callable[..., Any]:
     return call
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Measure every arm; print the table; return the ``results.json`` content."""
-    from tqdm.auto import tqdm
-
-    from benchmarks.learner_arms import ARMS, Setup, prepare, write_episodes
-    from benchmarks.learner_clock import measure
-    from benchmarks.report import write_json_atomic
+def _setup(cfg: DictConfig, out: Path) -> Any:
+    """The :class:`benchmarks.learner_arms.Setup` of ``cfg``, checked; writes the
+    synthetic episodes when ``cfg.episodes`` is not set."""
+    from benchmarks.learner_arms import ARMS, Setup, write_episodes
 
     unknown = sorted(set(cfg.algorithms) - {a for a, _ in ARMS})
     if unknown:
@@ -82,20 +79,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     unknown = sorted(set(cfg.implementations) - {i for _, i in ARMS})
     if unknown:
         raise ValueError(f"unknown implementations {unknown}; known: ours, trl")
-    out = _output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    if int(cfg.warmup_steps) < 1 or int(cfg.steps) < 1:
+        raise ValueError("warmup_steps and steps must be >= 1")
+    if int(cfg.num_generations) < 2:
+        raise ValueError("num_generations must be >= 2 (GRPO's advantages are group-relative)")
+    if "grpo" in cfg.algorithms and int(cfg.batch_size) % int(cfg.num_generations):
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of num_generations "
+            f"({cfg.num_generations}): GRPO's batch is whole groups"
+        )
+    targets = cfg.lora.target_modules
     if cfg.get("episodes"):
         episodes = Path(cfg.episodes)
     else:
-        data = cfg.data
         episodes = write_episodes(
             out / "episodes",
-            int(data.samples),
-            elements=int(data.elements),
-            text_words=int(data.text_words),
+            int(cfg.data.samples),
+            elements=int(cfg.data.elements),
+            text_words=int(cfg.data.text_words),
         )
-    lora = cfg.lora
-    setup = Setup(
+    return Setup(
         model=str(cfg.model),
         episodes=str(episodes),
         device=str(cfg.device),
@@ -104,27 +107,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         warmup_steps=int(cfg.warmup_steps),
         steps=int(cfg.steps),
         learning_rate=float(cfg.learning_rate),
-        lora_r=int(lora.r),
-        lora_alpha=int(lora.alpha),
-        lora_dropout=float(lora.dropout),
-        lora_target_modules=OmegaConf.to_container(lora.target_modules)
-        if OmegaConf.is_config(lora.target_modules)
-        else str(lora.target_modules),
+        lora_r=int(cfg.lora.r),
+        lora_alpha=int(cfg.lora.alpha),
+        lora_dropout=float(cfg.lora.dropout),
+        lora_target_modules=OmegaConf.to_container(targets)
+        if OmegaConf.is_config(targets)
+        else str(targets),
         max_new_tokens=int(cfg.max_new_tokens),
         seed=int(cfg.seed),
         prompt=OmegaConf.to_container(cfg.prompt, resolve=True) if cfg.get("prompt") else {},
         threads=cfg.get("threads"),
         tokens=str(out / "tokens.json"),
     )
-    if setup.warmup_steps < 1 or setup.steps < 1:
-        raise ValueError("warmup_steps and steps must be >= 1")
-    if setup.num_generations < 2:
-        raise ValueError("num_generations must be >= 2 (GRPO's advantages are group-relative)")
-    if "grpo" in cfg.algorithms and setup.batch_size % setup.num_generations:
-        raise ValueError(
-            f"batch_size ({setup.batch_size}) must be a multiple of num_generations "
-            f"({setup.num_generations}): GRPO's batch is whole groups"
-        )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Measure every arm; print the table; return the ``results.json`` content."""
+    from tqdm.auto import tqdm
+
+    from benchmarks.learner_arms import ARMS, prepare
+    from benchmarks.learner_clock import measure
+    from benchmarks.report import write_json_atomic
+
+    out = _output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = _setup(cfg, out)
     call = _call(bool(cfg.isolate))
     load_before = os.getloadavg()
     data_info = call(prepare, setup)
@@ -132,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "schema": 1,
         "model": setup.model,
-        "data": {**data_info, "episodes": str(episodes)},
+        "data": {**data_info, "episodes": setup.episodes},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "load_average": {"before": list(load_before), "after": None},
         "cpu_count": os.cpu_count(),
