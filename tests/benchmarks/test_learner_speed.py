@@ -62,6 +62,7 @@ def _check(results: dict, tmp_path: Path) -> None:
     assert (tmp_path / "learner_speed.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # ~3 s of training, but the first to import TRL's trainers (~6 s)
 def test_learner_speed_tiny_in_process(tmp_path, capsys):
     from benchmarks.learner_speed import run
 
