@@ -1,0 +1,265 @@
+"""Step time and peak memory of our learners against TRL's trainers, in one run.
+
+::
+
+    python -m benchmarks.learner_speed                            # tiny-random, all arms
+    python -m benchmarks.learner_speed model=smollm2-135m warmup_steps=2 steps=5 batch_size=4
+    python -m benchmarks.learner_speed algorithms=[sft] episodes=runs/expert/episodes
+
+For each algorithm of ``algorithms`` and each implementation of
+``implementations`` (``ours``, ``trl``) that exists (:data:`benchmarks.learner_arms.ARMS`:
+SFT against ``trl.SFTTrainer``, the GRPO update against ``trl.GRPOTrainer``,
+SDFT ours only), it trains a fresh LoRA on the same model, float32, the same
+LoRA targets/r/alpha, batch and token ids for ``warmup_steps + steps``
+optimiser steps, and times the last ``steps`` from outside the trainer
+(:mod:`benchmarks.learner_clock`). Arms run interleaved (ours, then TRL, per
+algorithm), each in a fresh process when ``isolate=true`` (the default: peak
+memory is then the arm's own and no arm inherits another's allocator state);
+``isolate=false`` runs them in this process (faster to start: the test uses
+it).
+
+Prints a table (median seconds per step and its range, completion tokens per
+step, peak memory and what the timed steps added to it, the norm of the
+trained ``lora_B`` weights -- zero would mean no update -- and the ratios
+ours/TRL) and writes into the run's output dir ``results.json`` (every step's
+time, the setup, the load average before and after) and ``learner_speed.png``.
+
+The data are recorded episodes (``episodes=DIR``) or, by default, synthetic
+one-step click episodes written with the real episode writer
+(``data.samples`` pages of ``data.elements`` buttons and ``data.text_words``
+words of text: the prompt length). Wall-clock figures depend on what else the
+machine runs; the ratios, measured interleaved, are what carries over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["format_table", "main", "plot", "run"]
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    from browser_env.rundir import run_dir
+
+    return run_dir(Path("outputs") / "learner_speed")
+
+
+def _call(isolate: bool) -> Callable[..., Any]:
+    """``call(fn, *args)``: in a fresh spawned process when ``isolate``, else here."""
+    if not isolate:
+        return lambda fn, *args: fn(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(fn, *args).result()
+
+    return call
+
+
+def _setup(cfg: DictConfig, out: Path) -> Any:
+    """The :class:`benchmarks.learner_arms.Setup` of ``cfg``, checked; writes the
+    synthetic episodes when ``cfg.episodes`` is not set."""
+    from benchmarks.learner_arms import ARMS, Setup, write_episodes
+
+    unknown = sorted(set(cfg.algorithms) - {a for a, _ in ARMS})
+    if unknown:
+        raise ValueError(f"unknown algorithms {unknown}; known: sft, sdft, grpo")
+    unknown = sorted(set(cfg.implementations) - {i for _, i in ARMS})
+    if unknown:
+        raise ValueError(f"unknown implementations {unknown}; known: ours, trl")
+    if int(cfg.warmup_steps) < 1 or int(cfg.steps) < 1:
+        raise ValueError("warmup_steps and steps must be >= 1")
+    if int(cfg.num_generations) < 2:
+        raise ValueError("num_generations must be >= 2 (GRPO's advantages are group-relative)")
+    if "grpo" in cfg.algorithms and int(cfg.batch_size) % int(cfg.num_generations):
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of num_generations "
+            f"({cfg.num_generations}): GRPO's batch is whole groups"
+        )
+    targets = cfg.lora.target_modules
+    if cfg.get("episodes"):
+        episodes = Path(cfg.episodes)
+    else:
+        episodes = write_episodes(
+            out / "episodes",
+            int(cfg.data.samples),
+            elements=int(cfg.data.elements),
+            text_words=int(cfg.data.text_words),
+        )
+    return Setup(
+        model=str(cfg.model),
+        episodes=str(episodes),
+        device=str(cfg.device),
+        batch_size=int(cfg.batch_size),
+        num_generations=int(cfg.num_generations),
+        warmup_steps=int(cfg.warmup_steps),
+        steps=int(cfg.steps),
+        learning_rate=float(cfg.learning_rate),
+        lora_r=int(cfg.lora.r),
+        lora_alpha=int(cfg.lora.alpha),
+        lora_dropout=float(cfg.lora.dropout),
+        lora_target_modules=OmegaConf.to_container(targets)
+        if OmegaConf.is_config(targets)
+        else str(targets),
+        max_new_tokens=int(cfg.max_new_tokens),
+        seed=int(cfg.seed),
+        prompt=OmegaConf.to_container(cfg.prompt, resolve=True) if cfg.get("prompt") else {},
+        threads=cfg.get("threads"),
+        tokens=str(out / "tokens.json"),
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Measure every arm; print the table; return the ``results.json`` content."""
+    from tqdm.auto import tqdm
+
+    from benchmarks.learner_arms import ARMS, prepare
+    from benchmarks.learner_clock import measure
+    from benchmarks.report import write_json_atomic
+
+    out = _output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = _setup(cfg, out)
+    call = _call(bool(cfg.isolate))
+    load_before = os.getloadavg()
+    data_info = call(prepare, setup)
+    arms = [(a, i) for a in cfg.algorithms for i in cfg.implementations if (a, i) in ARMS]
+    results: dict[str, Any] = {
+        "schema": 1,
+        "model": setup.model,
+        "data": {**data_info, "episodes": setup.episodes},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "load_average": {"before": list(load_before), "after": None},
+        "cpu_count": os.cpu_count(),
+        "rows": [],
+        "ratios": {},
+        "complete": False,
+        "not_compared": [
+            f"{a}/{i}" for a in cfg.algorithms for i in cfg.implementations if (a, i) not in ARMS
+        ],
+    }
+    for algorithm, implementation in tqdm(arms, desc="learner speed", disable=not cfg.progress):
+        results["rows"].append(call(measure, algorithm, implementation, dataclasses.asdict(setup)))
+        results["ratios"] = _ratios(results["rows"])
+        results["load_average"]["after"] = list(os.getloadavg())
+        write_json_atomic(out / "results.json", results)  # what is measured survives a kill
+    results["complete"] = True
+    write_json_atomic(out / "results.json", results)
+    print(format_table(results))
+    picture = plot(results, out / "learner_speed.png") if cfg.get("plot", True) else None
+    print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {picture}" if picture else ""))
+    return results
+
+
+def _ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """algorithm -> ours/TRL ratios of median step time and of peak memory."""
+    by = {(r["algorithm"], r["implementation"]): r for r in rows}
+    out = {}
+    for (algorithm, implementation), ours in by.items():
+        theirs = by.get((algorithm, "trl"))
+        if implementation != "ours" or theirs is None:
+            continue
+        out[algorithm] = {
+            "time": ours["median_s"] / theirs["median_s"],
+            "cpu": ours["median_cpu_s"] / theirs["median_cpu_s"],
+            "peak_mib": ours["peak_mib"] / theirs["peak_mib"],
+            "step_mib": ours["step_mib"] / theirs["step_mib"] if theirs["step_mib"] > 0 else None,
+        }
+    return out
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table, with the data and the load average under it."""
+    header = (
+        "| algorithm | implementation | s/step (median) | min-max | CPU s/step | "
+        "completion tok/step | peak MiB | step MiB | LoRA B norm | ours/TRL time | "
+        "ours/TRL CPU | ours/TRL peak |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    ratios = results["ratios"]
+    for r in results["rows"]:
+        ratio = ratios.get(r["algorithm"]) if r["implementation"] == "ours" else None
+        time_ratio = f"{ratio['time']:.2f}" if ratio else ""
+        cpu_ratio = f"{ratio['cpu']:.2f}" if ratio else ""
+        peak_ratio = f"{ratio['peak_mib']:.2f}" if ratio else ""
+        lines.append(
+            f"| {r['algorithm']} | {r['implementation']} | {r['median_s']:.3f} "
+            f"| {min(r['step_s']):.3f}-{max(r['step_s']):.3f} | {r['median_cpu_s']:.3f} "
+            f"| {r['completion_tokens_per_step']:.0f} | {r['peak_mib']:.0f} | {r['step_mib']:.0f} "
+            f"| {r['lora_b_norm']:.3g} "
+            f"| {time_ratio} | {cpu_ratio} | {peak_ratio} |"
+        )
+    data = results["data"]
+    first = results["rows"][0]["setup"] if results["rows"] else {}
+    before = results["load_average"]["before"]
+    after = results["load_average"]["after"] or before
+    lines += [
+        "",
+        f"model {results['model']}; {data['samples']} samples, prompt {data['prompt_tokens']:.0f} "
+        f"tokens, completion {data['completion_tokens']:.0f} tokens (mean); batch "
+        f"{first.get('batch_size')} sequences (GRPO: groups of {first.get('num_generations')}); "
+        f"{first.get('warmup_steps')} warm-up + {first.get('steps')} timed steps; "
+        f"torch threads {results['rows'][0]['torch_threads'] if results['rows'] else '?'}",
+        f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
+        f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}; {results['cpu_count']} CPUs",
+    ]
+    if results["not_compared"]:
+        lines.append(f"no counterpart: {', '.join(results['not_compared'])}")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """Bars of median s/step and peak MiB per algorithm, ours beside TRL; ``None``
+    without matplotlib."""
+    try:  # a bare Figure, not pyplot: leaves the caller's backend alone
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    rows = results["rows"]
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    implementations = list(dict.fromkeys(r["implementation"] for r in rows))
+    by = {(r["algorithm"], r["implementation"]): r for r in rows}
+    fig = Figure(figsize=(9, 3.4))
+    axes = fig.subplots(1, 2)
+    width = 0.8 / max(len(implementations), 1)
+    colours = {"ours": "#4C72B0", "trl": "#DD8452"}
+    for ax, key, label in (
+        (axes[0], "median_s", "s / optimiser step (median)"),
+        (axes[1], "peak_mib", "peak memory (MiB)"),
+    ):
+        for k, implementation in enumerate(implementations):
+            xs = [i + (k - (len(implementations) - 1) / 2) * width for i in range(len(algorithms))]
+            values = [
+                by[(a, implementation)][key] if (a, implementation) in by else 0.0
+                for a in algorithms
+            ]
+            ax.bar(xs, values, width, label=implementation, color=colours.get(implementation))
+        ax.set_xticks(range(len(algorithms)), algorithms)
+        ax.set_ylabel(label)
+    axes[0].legend()
+    fig.suptitle(f"{results['model']}: our learners vs TRL")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
