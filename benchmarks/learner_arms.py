@@ -354,7 +354,9 @@ def ours_grpo(s: Setup) -> dict[str, Any]:
     from learners.grpo import run
     from learners.rollout import StepSample, Trajectory
 
-    groups = {f"item-{n}": item for n, item in enumerate(_items(s))}
+    # play_fn stands in for the env, so the ids name no registered env; they are
+    # written as full ids, which the config keeps as they are (resolve_env_id)
+    groups = {f"browser_env/speed-item-{n}-v0": item for n, item in enumerate(_items(s))}
     calls = itertools.count()
 
     def play_fn(key: str, seed: int, sample_seed: int) -> Trajectory:
