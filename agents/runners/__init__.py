@@ -224,11 +224,12 @@ class RolloutEngine:
         ``on_result`` is called with each result as it arrives."""
         return sorted(self.runner.run(jobs, on_result), key=result_key)
 
-    def call_agents(self, fn: Callable[[Any], Any]) -> None:
+    def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
         """``fn(agent)`` on the agent that acts: the local one, or every Ray
-        actor's (``fn`` picklable; actors recreated later get it too)."""
+        actor's (``fn`` picklable; actors recreated later get it too, only the
+        latest of the calls with one ``key``)."""
         if self.runner_name == "ray":
-            self.runner.call_agents(fn)
+            self.runner.call_agents(fn, key)
         else:
             fn(self.agent)
 

@@ -99,12 +99,13 @@ class RayRunner:
         self.workers, self.envs_per_worker = workers, envs_per_worker
         self._started = init_ray(num_cpus=max(os.cpu_count() or 1, workers))
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
-        self._agent_calls: list[Callable[[Any], Any]] = []
+        # what call_agents did, by key, in order: replayed on recreated actors
+        self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
         self.actors: list[Any] = [self._new_actor() for _ in range(workers)]
 
     def _new_actor(self) -> Any:
         actor = self._actor_cls.remote(self.make_agent, self.spec, self.envs_per_worker)
-        for fn in self._agent_calls:
+        for fn in self._agent_calls.values():
             actor.call_agent.remote(fn)  # in order, before any play (actor calls are FIFO)
         return actor
 
@@ -114,11 +115,14 @@ class RayRunner:
         ray.kill(self.actors[index], no_restart=True)
         self.actors[index] = self._new_actor()
 
-    def call_agents(self, fn: Callable[[Any], Any]) -> None:
-        """``fn(agent)`` in every actor (and in every actor made later)."""
+    def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
+        """``fn(agent)`` in every actor, and in every actor made later; a later
+        call with the same ``key`` replaces this one there (e.g. the latest
+        adapter replaces the previous)."""
         import ray
 
-        self._agent_calls.append(fn)
+        self._agent_calls.pop(key if key is not None else object(), None)
+        self._agent_calls[key if key is not None else object()] = fn
         ray.get([actor.call_agent.remote(fn) for actor in self.actors])
 
     def run(

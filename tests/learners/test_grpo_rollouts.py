@@ -1,0 +1,69 @@
+"""GRPO groups roll out through the rollout engine: runner=vector plays the same
+episodes as runner=local (greedy), and the trajectories come back in job order."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.browser
+
+ENV = "browser_env/miniwob.click-test-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from agents.backends.transformers import TransformersBackend
+    from agents.policies import path
+
+    backend = TransformersBackend(path("tiny-miniwob"), device="cpu", dtype="float32")
+    yield backend
+    backend.close()
+
+
+def _group_jobs():
+    from agents.runners import Job
+    from agents.seeding import derive_seed
+
+    # two groups (task seeds 1 and 0) of G = 2 rollouts, each with its own sampling seed
+    return [
+        Job(ENV, seed, agent_seed=derive_seed(0, 0, g, k))
+        for g, seed in enumerate((1, 0))
+        for k in range(2)
+    ]
+
+
+def _play(backend, runner, workers):
+    from types import SimpleNamespace
+
+    from agents.agent import PromptConfig
+    from agents.runners import RolloutSpec
+    from learners.rollout import LearnerRollouts, make_agent
+
+    cfg = SimpleNamespace(prompt=PromptConfig(use_screenshot=False), runner=runner, workers=workers)
+    agent = make_agent(backend, cfg, temperature=0.0, max_new_tokens=24)
+    spec = RolloutSpec(env_kwargs={"max_episode_steps": 2, "modalities": ("elements", "text")})
+    rollouts = LearnerRollouts.for_learner(agent, cfg, spec)
+    try:
+        return rollouts.play(_group_jobs())
+    finally:
+        rollouts.close()
+
+
+def _episode(t):
+    return (
+        t.env_id,
+        t.seed,
+        t.success,
+        t.episode_return,
+        [(s.completion_ids, s.parsed, s.messages) for s in t.steps],
+    )
+
+
+def test_a_grpo_group_through_runner_vector_equals_runner_local(tiny_policy):
+    local = _play(tiny_policy, "local", 1)
+    vector = _play(tiny_policy, "vector", 4)
+    assert [t.seed for t in local] == [1, 1, 0, 0]  # job (group) order, not sorted
+    assert all(t.steps and t.steps[0].completion_ids for t in local)  # samples to train on
+    assert [_episode(t) for t in vector] == [_episode(t) for t in local]
