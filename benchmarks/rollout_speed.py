@@ -22,6 +22,15 @@ and reports env steps/s and episodes/s (wall clock), CPU-ms per env step
 browsers and, for ``ray``, the actors' process trees) and memory: PSS of the
 same process trees, and PSS per extra env ``(PSS(N) - PSS(1)) / (N - 1)``.
 
+``runners`` then measures the rollout engine itself (:mod:`agents.runners`)
+on the same task with the same seeded random clicks, episodes of a fixed
+length: the steady-state time per episode of ``runner=local`` and of
+``runner=ray workers=1`` (so the Ray overhead per episode), and ``runner=ray``
+with actors owning several envs as contexts of one browser
+(``envs_per_worker``), after a warm-up run that starts actors and browsers.
+CPU-ms per step there counts every process under this one (Ray's own
+processes included).
+
 ``policy`` then plays the tiny LLM policy (``agent=tiny``) on the same task
 with ``runner=vector``: episodes/s at N = 1 and at the largest N, with the
 policy batched (one ``generate_batch`` per step) and unbatched (one
@@ -41,10 +50,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "measure_policy", "measure_vector"]
+__all__ = ["main", "measure_policy", "measure_runner", "measure_vector"]
 
 TASK = "click-checkboxes"
 MODES = ("separate", "shared", "ray")
+PARTS = (*MODES, "runners", "policy")
 
 
 def _tree(pids: Sequence[int]) -> list[Any]:
@@ -142,6 +152,71 @@ def _actions(agents: Sequence[Any], obs: dict[str, Any], n: int) -> tuple[Any, .
     return tuple(agents[i].act({k: v[i] for k, v in obs.items()})[0] for i in range(n))
 
 
+def measure_runner(
+    runner: str,
+    workers: int,
+    episodes: int,
+    *,
+    envs_per_worker: int = 1,
+    steps: int = 8,
+    task: str = TASK,
+) -> dict[str, Any]:
+    """Time ``episodes`` random-click episodes of ``steps`` steps through the
+    rollout engine, after a warm-up run of one episode per env (actors,
+    browsers and pages started); one row of figures."""
+    import functools
+
+    from agents.random_agent import RandomAgent
+    from agents.runners import Job, RolloutEngine, RolloutSpec
+
+    env_id = f"browser_env/miniwob.{task}-v0"
+    spec = RolloutSpec(env_kwargs={"max_episode_steps": steps + 1}, max_steps=steps)
+    make_agent = functools.partial(RandomAgent, weights={"CLICK": 1.0, "FINISH": 0.0})
+    started = time.perf_counter()
+    with RolloutEngine(
+        spec,
+        make_agent=make_agent,
+        runner=runner,
+        workers=workers,
+        envs_per_worker=envs_per_worker,
+        keep_envs=True,
+    ) as engine:
+        n_envs = workers * envs_per_worker
+        engine.run([Job(env_id, 10_000 + i) for i in range(n_envs)])  # warm-up
+        startup = time.perf_counter() - started
+        procs = _tree([os.getpid()])
+        cpu0, t0 = _cpu_s(procs), time.perf_counter()
+        results = engine.run([Job(env_id, i) for i in range(episodes)])
+        wall = time.perf_counter() - t0
+        procs = _tree([os.getpid()])
+        cpu = _cpu_s(procs) - cpu0
+        pss = _pss_mib(procs)
+    n_steps = sum(r.steps for r in results)
+    return {
+        "runner": runner,
+        "workers": workers,
+        "envs_per_worker": envs_per_worker,
+        "episodes": len(results),
+        "ms_per_episode": wall * 1e3 / len(results),
+        "episodes_per_s": len(results) / wall,
+        "steps_per_s": n_steps / wall,
+        "cpu_ms_per_step": cpu * 1e3 / max(n_steps, 1),
+        "pss_mib": pss,
+        "startup_s": startup,
+        "ok": sum(r.status == "ok" for r in results),
+    }
+
+
+def _runner_plan(sizes: Sequence[int]) -> list[tuple[str, int, int]]:
+    """(runner, workers, envs per worker): local and ray at one worker (the
+    overhead), then the largest N as 2 actors x N/2 contexts and N actors x 1."""
+    plan = [("local", 1, 1), ("ray", 1, 1)]
+    n = max(sizes)
+    if n > 1:
+        plan += [("ray", 2, max(n // 2, 1)), ("ray", n, 1)]
+    return plan
+
+
 class _Unbatched:
     """An agent whose ``act_batch`` calls ``act`` per env (the unbatched baseline)."""
 
@@ -213,6 +288,30 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _runner_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| engine (random clicks) | workers x envs | ms/episode | episodes/s | steps/s "
+        "| CPU-ms/step | PSS MiB | start-up s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| runner={r['runner']} | {r['workers']} x {r['envs_per_worker']} | "
+            f"{r['ms_per_episode']:.0f} | {r['episodes_per_s']:.2f} | {r['steps_per_s']:.1f} | "
+            f"{r['cpu_ms_per_step']:.1f} | {r['pss_mib']:.0f} | {r['startup_s']:.1f} |"
+        )
+    local = next((r for r in rows if r["runner"] == "local"), None)
+    ray = next((r for r in rows if r["runner"] == "ray" and r["workers"] == 1), None)
+    if local is not None and ray is not None:
+        overhead = ray["ms_per_episode"] / local["ms_per_episode"] - 1
+        lines.append("")
+        lines.append(
+            f"runner=ray overhead per episode at workers=1: {100 * overhead:+.1f}% "
+            f"({ray['ms_per_episode']:.0f} vs {local['ms_per_episode']:.0f} ms; target <= +15%)"
+        )
+    return "\n".join(lines)
+
+
 def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| tiny policy, runner=vector | N | episodes/s | steps/s |", "|---|---|---|---|"]
     for r in rows:
@@ -227,28 +326,55 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=20, help="vector steps per measurement")
     parser.add_argument("--episodes", type=int, default=2, help="policy episodes per env")
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
-    parser.add_argument("--skip", default="", help="any of separate,shared,ray,policy")
+    parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
+    parser.add_argument(
+        "--runner-episodes", type=int, default=12, help="episodes per runner row (runners)"
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if not sizes or min(sizes) < 1:
         raise ValueError("--sizes must be positive integers")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {*MODES, "policy"}
+    unknown = skip - set(PARTS)
     if unknown:
-        raise ValueError(f"--skip takes {(*MODES, 'policy')}, got {sorted(unknown)}")
+        raise ValueError(f"--skip takes {PARTS}, got {sorted(unknown)}")
     from tqdm.auto import tqdm
 
+    load_start = os.getloadavg()
     rows = []
     plan = [(m, n) for m in MODES if m not in skip for n in sizes]
     for mode, n in tqdm(plan, desc="vector envs", unit="run"):
         rows.append(measure_vector(mode, n, args.steps, args.task))
     print(_table(rows))
+    runners = []
+    if "runners" not in skip:
+        for runner, workers, m in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
+            runners.append(
+                measure_runner(
+                    runner, workers, args.runner_episodes, envs_per_worker=m, task=args.task
+                )
+            )
+        print()
+        print(_runner_table(runners))
     policy = [] if "policy" in skip else measure_policy(sizes, args.episodes, args.task)
     if policy:
         print()
         print(_policy_table(policy))
-    out = {"task": args.task, "steps": args.steps, "vector": rows, "policy": policy}
+    out = {
+        "task": args.task,
+        "steps": args.steps,
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "vector": rows,
+        "runners": runners,
+        "policy": policy,
+    }
+    print(
+        "\nload average (1, 5, 15 min) at the start: "
+        + " ".join(f"{x:.2f}" for x in load_start)
+        + ", at the end: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     if args.json:
         from benchmarks.report import write_json_atomic
 
