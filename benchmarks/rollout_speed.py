@@ -23,13 +23,14 @@ browsers and, for ``ray``, the actors' process trees) and memory: PSS of the
 same process trees, and PSS per extra env ``(PSS(N) - PSS(1)) / (N - 1)``.
 
 ``runners`` then measures the rollout engine itself (:mod:`agents.runners`)
-on the same task with the same seeded random clicks, episodes of a fixed
-length: the steady-state time per episode of ``runner=local`` and of
-``runner=ray workers=1`` (so the Ray overhead per episode), and ``runner=ray``
-with actors owning several envs as contexts of one browser
-(``envs_per_worker``), after a warm-up run that starts actors and browsers.
-CPU-ms per step there counts every process under this one (Ray's own
-processes included).
+on the same task with seeded random clicks (at most 8 steps an episode):
+the steady-state time per episode of ``runner=local`` and of ``runner=ray
+workers=1``, measured in interleaved rounds so a drifting load weighs on
+both alike (the Ray overhead per episode), then, for the largest N, N actors
+of one env each and 2 actors owning N/2 contexts of one browser each
+(``envs_per_worker``). Actors and browsers are started by a warm-up run
+first (their start-up time is its own column). CPU-ms per step there counts
+every process under this one, Ray's own included.
 
 ``policy`` then plays the tiny LLM policy (``agent=tiny``) on the same task
 with ``runner=vector``: episodes/s at N = 1 and at the largest N, with the
@@ -50,25 +51,45 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "measure_policy", "measure_runner", "measure_vector"]
+__all__ = ["main", "measure_policy", "measure_runners", "measure_vector"]
 
 TASK = "click-checkboxes"
 MODES = ("separate", "shared", "ray")
 PARTS = (*MODES, "runners", "policy")
 
 
-def _tree(pids: Sequence[int]) -> list[Any]:
+def _tree(pids: Sequence[int], *, without_ray: bool = False) -> list[Any]:
+    """The processes under ``pids`` (themselves included); ``without_ray``
+    leaves out Ray's own processes and everything under them (a local
+    runner's share of a tree that also holds a running Ray)."""
     import psutil
 
     procs: dict[int, Any] = {}
+    stack = []
     for pid in pids:
         try:
-            root = psutil.Process(pid)
+            stack.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-        for proc in [root, *root.children(recursive=True)]:
-            procs[proc.pid] = proc
+    while stack:
+        proc = stack.pop()
+        if proc.pid in procs or (without_ray and _is_ray(proc)):
+            continue
+        procs[proc.pid] = proc
+        try:
+            stack.extend(proc.children())
+        except Exception:  # noqa: BLE001 - a process may end while we look
+            continue
     return list(procs.values())
+
+
+def _is_ray(proc: Any) -> bool:
+    try:
+        name = proc.name()
+        head = " ".join(proc.cmdline()[:3])
+    except Exception:  # noqa: BLE001
+        return False
+    return name in ("raylet", "gcs_server") or name.startswith("ray::") or "/ray/" in head
 
 
 def _cpu_s(procs: Sequence[Any]) -> float:
@@ -152,18 +173,25 @@ def _actions(agents: Sequence[Any], obs: dict[str, Any], n: int) -> tuple[Any, .
     return tuple(agents[i].act({k: v[i] for k, v in obs.items()})[0] for i in range(n))
 
 
-def measure_runner(
-    runner: str,
-    workers: int,
+def measure_runners(
+    configs: Sequence[tuple[str, int, int]],
     episodes: int,
     *,
-    envs_per_worker: int = 1,
+    rounds: int = 1,
     steps: int = 8,
     task: str = TASK,
-) -> dict[str, Any]:
-    """Time ``episodes`` random-click episodes of ``steps`` steps through the
-    rollout engine, after a warm-up run of one episode per env (actors,
-    browsers and pages started); one row of figures."""
+) -> list[dict[str, Any]]:
+    """Time random-click episodes of ``steps`` steps through the rollout engine,
+    one row per ``(runner, workers, envs_per_worker)`` config.
+
+    The configs' engines are open together; after a warm-up run of one episode
+    per env (actors, browsers and pages started), ``rounds`` rounds each play
+    ``episodes / rounds`` episodes on every engine in turn, so a load that
+    drifts while measuring weighs on every config alike (what the Ray
+    overhead figure needs on a shared machine). CPU time counts every process
+    under this one (Ray's own included), PSS likewise at the end.
+    """
+    import contextlib
     import functools
 
     from agents.random_agent import RandomAgent
@@ -172,48 +200,66 @@ def measure_runner(
     env_id = f"browser_env/miniwob.{task}-v0"
     spec = RolloutSpec(env_kwargs={"max_episode_steps": steps + 1}, max_steps=steps)
     make_agent = functools.partial(RandomAgent, weights={"CLICK": 1.0, "FINISH": 0.0})
-    started = time.perf_counter()
-    with RolloutEngine(
-        spec,
-        make_agent=make_agent,
-        runner=runner,
-        workers=workers,
-        envs_per_worker=envs_per_worker,
-        keep_envs=True,
-    ) as engine:
-        n_envs = workers * envs_per_worker
-        engine.run([Job(env_id, 10_000 + i) for i in range(n_envs)])  # warm-up
-        startup = time.perf_counter() - started
-        procs = _tree([os.getpid()])
-        cpu0, t0 = _cpu_s(procs), time.perf_counter()
-        results = engine.run([Job(env_id, i) for i in range(episodes)])
-        wall = time.perf_counter() - t0
-        procs = _tree([os.getpid()])
-        cpu = _cpu_s(procs) - cpu0
-        pss = _pss_mib(procs)
-    n_steps = sum(r.steps for r in results)
-    return {
-        "runner": runner,
-        "workers": workers,
-        "envs_per_worker": envs_per_worker,
-        "episodes": len(results),
-        "ms_per_episode": wall * 1e3 / len(results),
-        "episodes_per_s": len(results) / wall,
-        "steps_per_s": n_steps / wall,
-        "cpu_ms_per_step": cpu * 1e3 / max(n_steps, 1),
-        "pss_mib": pss,
-        "startup_s": startup,
-        "ok": sum(r.status == "ok" for r in results),
-    }
+    per_round = max(episodes // rounds, 1)
+    stats = [{"wall": 0.0, "cpu": 0.0, "steps": 0, "episodes": 0, "ok": 0} for _ in configs]
+    with contextlib.ExitStack() as stack:
+        engines, startup = [], []
+        for runner, workers, m in configs:
+            t0 = time.perf_counter()
+            engine = stack.enter_context(
+                RolloutEngine(
+                    spec,
+                    make_agent=make_agent,
+                    runner=runner,
+                    workers=workers,
+                    envs_per_worker=m,
+                    keep_envs=True,
+                )
+            )
+            engine.run([Job(env_id, 10_000 + i) for i in range(workers * m)])  # warm-up
+            engines.append(engine)
+            startup.append(time.perf_counter() - t0)
+        for r in range(rounds):
+            jobs = [Job(env_id, r * per_round + i) for i in range(per_round)]
+            for engine, row, config in zip(engines, stats, configs, strict=True):
+                local = config[0] != "ray"  # its own processes: not the other engine's Ray
+                procs = _tree([os.getpid()], without_ray=local)
+                cpu0, t0 = _cpu_s(procs), time.perf_counter()
+                results = engine.run(jobs)
+                row["wall"] += time.perf_counter() - t0
+                row["cpu"] += _cpu_s(_tree([os.getpid()], without_ray=local)) - cpu0
+                row["steps"] += sum(res.steps for res in results)
+                row["episodes"] += len(results)
+                row["ok"] += sum(res.status == "ok" for res in results)
+        pss = _pss_mib(_tree([os.getpid()]))
+    return [
+        {
+            "runner": runner,
+            "workers": workers,
+            "envs_per_worker": m,
+            "episodes": row["episodes"],
+            "ms_per_episode": row["wall"] * 1e3 / row["episodes"],
+            "episodes_per_s": row["episodes"] / row["wall"],
+            "steps_per_s": row["steps"] / row["wall"],
+            "cpu_ms_per_step": row["cpu"] * 1e3 / max(row["steps"], 1),
+            "pss_mib": pss,  # of all the configs' engines together
+            "startup_s": start,
+            "ok": row["ok"],
+        }
+        for (runner, workers, m), row, start in zip(configs, stats, startup, strict=True)
+    ]
 
 
-def _runner_plan(sizes: Sequence[int]) -> list[tuple[str, int, int]]:
-    """(runner, workers, envs per worker): local and ray at one worker (the
-    overhead), then the largest N as 2 actors x N/2 contexts and N actors x 1."""
-    plan = [("local", 1, 1), ("ray", 1, 1)]
+def _runner_plan(sizes: Sequence[int]) -> list[list[tuple[str, int, int]]]:
+    """Groups of (runner, workers, envs per worker) measured together: local and
+    ray at one worker (the overhead, interleaved), then for the largest N, N
+    actors of one env and 2 actors of N/2 browser contexts each."""
+    plan = [[("local", 1, 1), ("ray", 1, 1)]]
     n = max(sizes)
     if n > 1:
-        plan += [("ray", 2, max(n // 2, 1)), ("ray", n, 1)]
+        plan.append([("ray", n, 1)])
+    if n > 2:
+        plan.append([("ray", 2, n // 2)])
     return plan
 
 
@@ -307,7 +353,9 @@ def _runner_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append("")
         lines.append(
             f"runner=ray overhead per episode at workers=1: {100 * overhead:+.1f}% "
-            f"({ray['ms_per_episode']:.0f} vs {local['ms_per_episode']:.0f} ms; target <= +15%)"
+            f"({ray['ms_per_episode']:.0f} vs {local['ms_per_episode']:.0f} ms; target <= +15%); "
+            f"CPU per step {100 * (ray['cpu_ms_per_step'] / local['cpu_ms_per_step'] - 1):+.1f}% "
+            "(Ray's own processes included)"
         )
     return "\n".join(lines)
 
@@ -328,7 +376,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
     parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
     parser.add_argument(
-        "--runner-episodes", type=int, default=12, help="episodes per runner row (runners)"
+        "--runner-episodes", type=int, default=16, help="episodes per runner row (runners)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds of the local-vs-ray rows"
     )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -349,11 +400,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(_table(rows))
     runners = []
     if "runners" not in skip:
-        for runner, workers, m in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
-            runners.append(
-                measure_runner(
-                    runner, workers, args.runner_episodes, envs_per_worker=m, task=args.task
-                )
+        for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
+            runners += measure_runners(
+                group,
+                args.runner_episodes,
+                rounds=args.rounds if len(group) > 1 else 1,
+                task=args.task,
             )
         print()
         print(_runner_table(runners))
