@@ -283,6 +283,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             make_agent=functools.partial(build_agent, cfg),
             runner=runner,
             workers=workers,
+            envs_per_worker=int(cfg.get("envs_per_worker") or 1),
             keep_envs=True,
         ) as engine:
             for start in range(0, n, size):

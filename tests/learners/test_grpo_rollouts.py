@@ -67,3 +67,48 @@ def test_a_grpo_group_through_runner_vector_equals_runner_local(tiny_policy):
     assert [t.seed for t in local] == [1, 1, 0, 0]  # job (group) order, not sorted
     assert all(t.steps and t.steps[0].completion_ids for t in local)  # samples to train on
     assert [_episode(t) for t in vector] == [_episode(t) for t in local]
+
+
+@pytest.mark.slow
+@pytest.mark.exhaustive  # Ray, a model load in the actor: ~30 s
+def test_grpo_ray_actors_act_with_the_trainers_current_adapter(tmp_path, tiny_model):
+    """runner=ray: before a batch every actor loads the trainer's current LoRA,
+    so its greedy episodes are the trainer's own; without the sync they are not."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from agents.agent import PromptConfig
+    from agents.runners import RolloutSpec
+    from learners.config import GRPOConfig
+    from learners.policy import load_policy
+    from learners.rollout import LearnerRollouts, make_agent
+
+    cfg = GRPOConfig(model=tiny_model, output_dir=str(tmp_path / "out"), wandb=False)
+    policy = load_policy(cfg)
+    with torch.no_grad():  # a LoRA that changes what the model says (a fresh one has B = 0)
+        torch.manual_seed(0)
+        for name, p in policy.trainable_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    spec = RolloutSpec(env_kwargs={"max_episode_steps": 2, "modalities": ("elements", "text")})
+    prompt = PromptConfig(use_screenshot=False)
+
+    def rollouts(runner, workers):
+        run_cfg = SimpleNamespace(
+            **{**vars(cfg), "prompt": prompt, "runner": runner, "workers": workers}
+        )
+        agent = make_agent(policy.backend, run_cfg, temperature=0.0, max_new_tokens=12)
+        return LearnerRollouts.for_learner(agent, run_cfg, spec, base_model=policy.base_model)
+
+    local, ray_ = rollouts("local", 1), rollouts("ray", 2)
+    try:
+        want = [_episode(t) for t in local.play(_group_jobs())]
+        stale = [_episode(t) for t in ray_.play(_group_jobs())]  # actors: the bare base model
+        ray_.sync(policy.model)
+        fresh = [_episode(t) for t in ray_.play(_group_jobs())]
+    finally:
+        local.close()
+        ray_.close()
+    assert fresh == want
+    assert stale != want
