@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, failed_result
+from agents.runners import Job, RolloutSpec, by_env_id, failed_result
 from browser_env.ray_vector import init_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
@@ -131,7 +131,7 @@ class RayRunner:
         import ray
 
         spec, m = self.spec, self.envs_per_worker
-        queue = collections.deque((job, 0) for job in jobs)
+        queue = collections.deque((job, 0) for job in by_env_id(jobs))
         # in flight: object ref -> (actor index, [(job, attempt)], start time)
         running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
         idle = collections.deque(range(self.workers))
