@@ -393,12 +393,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     load_start = os.getloadavg()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    runners: list[dict[str, Any]] = []
+    policy: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+
+    def save() -> None:
+        """The figures so far (written after every row: a long run that is
+        stopped keeps what it measured)."""
+        out.update(
+            task=args.task,
+            steps=args.steps,
+            load_average={"start": load_start, "now": os.getloadavg()},
+            vector=rows,
+            runners=runners,
+            policy=policy,
+        )
+        if args.json:
+            from benchmarks.report import write_json_atomic
+
+            write_json_atomic(args.json, out)
+
     plan = [(m, n) for m in MODES if m not in skip for n in sizes]
     for mode, n in tqdm(plan, desc="vector envs", unit="run"):
         rows.append(measure_vector(mode, n, args.steps, args.task))
+        save()
     print(_table(rows))
-    runners = []
     if "runners" not in skip:
         for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
             runners += measure_runners(
@@ -407,30 +427,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 rounds=args.rounds if len(group) > 1 else 1,
                 task=args.task,
             )
+            save()
         print()
         print(_runner_table(runners))
-    policy = [] if "policy" in skip else measure_policy(sizes, args.episodes, args.task)
-    if policy:
+    if "policy" not in skip:
+        policy += measure_policy(sizes, args.episodes, args.task)
         print()
         print(_policy_table(policy))
-    out = {
-        "task": args.task,
-        "steps": args.steps,
-        "load_average": {"start": load_start, "end": os.getloadavg()},
-        "vector": rows,
-        "runners": runners,
-        "policy": policy,
-    }
+    save()
     print(
         "\nload average (1, 5, 15 min) at the start: "
         + " ".join(f"{x:.2f}" for x in load_start)
         + ", at the end: "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
-    if args.json:
-        from benchmarks.report import write_json_atomic
-
-        write_json_atomic(args.json, out)
     return out
 
 
