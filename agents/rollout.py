@@ -1,6 +1,7 @@
 """Playing an agent in an env: one episode in, one :class:`EpisodeResult` out.
 
-The one rollout loop of ``agents.run`` and ``benchmarks.run``. When the env is
+The one rollout loop of the project (``agents.run``, ``benchmarks.run`` and
+the learners all play through it, scheduled by :mod:`agents.runners`). When the env is
 wrapped in :class:`~browser_env.wrappers.RecordEpisode`, every step is
 recorded with what the agent said about it (:func:`annotate`: prompt, raw
 output, parse outcome, guards, prompt version).
