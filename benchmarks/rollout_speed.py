@@ -146,14 +146,15 @@ def measure_vector(mode: str, n: int, steps: int, task: str = TASK) -> dict[str,
     try:
         obs, _ = vec.reset(seed=0)
         vec.step(_actions(agents, obs, n))  # warm: every browser has rendered a step
-        procs = _tree(roots())
+        own = mode != "ray"  # separate, shared: not a Ray started for other rows
+        procs = _tree(roots(), without_ray=own)
         cpu0, t0 = _cpu_s(procs), time.perf_counter()
         episodes = 0
         for _ in range(steps):
             obs, _, terminated, truncated, _ = vec.step(_actions(agents, obs, n))
             episodes += int(np.sum(terminated | truncated))
         wall = time.perf_counter() - t0
-        procs = _tree(roots())
+        procs = _tree(roots(), without_ray=own)
         cpu = _cpu_s(procs) - cpu0
         pss = _pss_mib(procs)
     finally:
@@ -414,24 +415,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             write_json_atomic(args.json, out)
 
-    plan = [(m, n) for m in MODES if m not in skip for n in sizes]
-    for mode, n in tqdm(plan, desc="vector envs", unit="run"):
-        rows.append(measure_vector(mode, n, args.steps, args.task))
-        save()
-    print(_table(rows))
-    if "runners" not in skip:
-        for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
-            runners += measure_runners(
-                group,
-                args.runner_episodes,
-                rounds=args.rounds if len(group) > 1 else 1,
-                task=args.task,
-            )
+    # Ray starts once for every Ray row (a start costs tens of seconds on a loaded machine)
+    ray_started = False
+    if {"ray", "runners"} - skip:
+        from browser_env.ray_vector import init_ray
+
+        ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
+    try:
+        # the browser rows first, then the policy, then the rows that need Ray
+        plan = [(m, n) for m in MODES if m not in skip and m != "ray" for n in sizes]
+        for mode, n in tqdm(plan, desc="vector envs", unit="run"):
+            rows.append(measure_vector(mode, n, args.steps, args.task))
             save()
+        if "policy" not in skip:
+            policy += measure_policy(sizes, args.episodes, args.task)
+            save()
+        if "runners" not in skip:
+            for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
+                runners += measure_runners(
+                    group,
+                    args.runner_episodes,
+                    rounds=args.rounds if len(group) > 1 else 1,
+                    task=args.task,
+                )
+                save()
+        if "ray" not in skip:
+            for n in tqdm(sizes, desc="ray actors", unit="run"):
+                rows.append(measure_vector("ray", n, args.steps, args.task))
+                save()
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+    print(_table(rows))
+    if runners:
         print()
         print(_runner_table(runners))
-    if "policy" not in skip:
-        policy += measure_policy(sizes, args.episodes, args.task)
+    if policy:
         print()
         print(_policy_table(policy))
     save()
