@@ -150,6 +150,7 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
         status=status,
         error=error,
         retries=retries,
+        agent_seed=job.agent_seed,
     )
 
 
