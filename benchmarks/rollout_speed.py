@@ -369,6 +369,20 @@ def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _attempt(
+    failures: list[dict[str, str]], row: str, measure: Callable[..., Any], *args: Any, **kwargs: Any
+) -> list[Any]:
+    """``[measure(...)]`` (or its list of rows); on an error, that row is
+    recorded in ``failures`` and the run goes on (on a loaded machine a page
+    load can time out; the other rows are still worth having)."""
+    try:
+        result = measure(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        failures.append({"row": row, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"})
+        return []
+    return result if isinstance(result, list) else [result]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,2,4,8", help="numbers of envs, comma-separated")
@@ -397,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     runners: list[dict[str, Any]] = []
     policy: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     out: dict[str, Any] = {}
 
     def save() -> None:
@@ -409,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             vector=rows,
             runners=runners,
             policy=policy,
+            failures=failures,
         )
         if args.json:
             from benchmarks.report import write_json_atomic
@@ -425,14 +441,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         # the browser rows first, then the policy, then the rows that need Ray
         plan = [(m, n) for m in MODES if m not in skip and m != "ray" for n in sizes]
         for mode, n in tqdm(plan, desc="vector envs", unit="run"):
-            rows.append(measure_vector(mode, n, args.steps, args.task))
+            rows += _attempt(
+                failures, f"{mode} N={n}", measure_vector, mode, n, args.steps, args.task
+            )
             save()
         if "policy" not in skip:
-            policy += measure_policy(sizes, args.episodes, args.task)
+            policy += _attempt(failures, "policy", measure_policy, sizes, args.episodes, args.task)
             save()
         if "runners" not in skip:
             for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
-                runners += measure_runners(
+                runners += _attempt(
+                    failures,
+                    f"runners {group}",
+                    measure_runners,
                     group,
                     args.runner_episodes,
                     rounds=args.rounds if len(group) > 1 else 1,
@@ -441,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 save()
         if "ray" not in skip:
             for n in tqdm(sizes, desc="ray actors", unit="run"):
-                rows.append(measure_vector("ray", n, args.steps, args.task))
+                rows += _attempt(
+                    failures, f"ray N={n}", measure_vector, "ray", n, args.steps, args.task
+                )
                 save()
     finally:
         if ray_started:
@@ -456,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print()
         print(_policy_table(policy))
     save()
+    for failure in failures:
+        print(f"\nnot measured: {failure['row']}: {failure['error']}")
     print(
         "\nload average (1, 5, 15 min) at the start: "
         + " ".join(f"{x:.2f}" for x in load_start)
