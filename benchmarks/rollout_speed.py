@@ -113,7 +113,9 @@ def _pss_mib(procs: Sequence[Any]) -> float:
     return total / 2**20
 
 
-def _make(mode: str, n: int, env_id: str) -> tuple[Any, Callable[[], list[int]]]:
+def _make(
+    mode: str, n: int, env_id: str, env_kwargs: dict[str, Any]
+) -> tuple[Any, Callable[[], list[int]]]:
     """The vector env and a function giving the root pids whose trees it uses."""
     import gymnasium as gym
 
@@ -121,27 +123,33 @@ def _make(mode: str, n: int, env_id: str) -> tuple[Any, Callable[[], list[int]]]
 
     if mode == "separate":
         vec = gym.make_vec(
-            env_id, num_envs=n, vectorization_mode="async", vector_kwargs={"shared_memory": False}
+            env_id,
+            num_envs=n,
+            vectorization_mode="async",
+            vector_kwargs={"shared_memory": False},
+            **env_kwargs,
         )
         return vec, lambda: [os.getpid(), *(p.pid for p in vec.processes)]
     if mode == "shared":
-        vec = gym.make_vec(env_id, num_envs=n)
+        vec = gym.make_vec(env_id, num_envs=n, **env_kwargs)
         return vec, lambda: [os.getpid()]
     from browser_env.ray_vector import RayVectorEnv
 
-    vec = RayVectorEnv(env_id, n)
+    vec = RayVectorEnv(env_id, n, **env_kwargs)
     import ray
 
     pids = ray.get([actor.pid.remote() for actor in vec.actors])
     return vec, lambda: [os.getpid(), *pids]
 
 
-def measure_vector(mode: str, n: int, steps: int, task: str = TASK) -> dict[str, Any]:
+def measure_vector(
+    mode: str, n: int, steps: int, task: str = TASK, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Step ``n`` envs ``steps`` times each with seeded random clicks; one row of figures."""
     from agents.random_agent import RandomAgent
 
     env_id = f"browser_env/miniwob.{task}-v0"
-    vec, roots = _make(mode, n, env_id)
+    vec, roots = _make(mode, n, env_id, dict(env_kwargs or {}))
     agents = [RandomAgent(seed=i, weights={"CLICK": 1.0, "FINISH": 0.0}) for i in range(n)]
     try:
         obs, _ = vec.reset(seed=0)
@@ -181,6 +189,7 @@ def measure_runners(
     rounds: int = 1,
     steps: int = 8,
     task: str = TASK,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Time random-click episodes of ``steps`` steps through the rollout engine,
     one row per ``(runner, workers, envs_per_worker)`` config.
@@ -199,7 +208,9 @@ def measure_runners(
     from agents.runners import Job, RolloutEngine, RolloutSpec
 
     env_id = f"browser_env/miniwob.{task}-v0"
-    spec = RolloutSpec(env_kwargs={"max_episode_steps": steps + 1}, max_steps=steps)
+    spec = RolloutSpec(
+        env_kwargs={**(env_kwargs or {}), "max_episode_steps": steps + 1}, max_steps=steps
+    )
     make_agent = functools.partial(RandomAgent, weights={"CLICK": 1.0, "FINISH": 0.0})
     per_round = max(episodes // rounds, 1)
     stats = [{"wall": 0.0, "cpu": 0.0, "steps": 0, "episodes": 0, "ok": 0} for _ in configs]
@@ -277,7 +288,12 @@ class _Unbatched:
         return [a.act(o) for a, o in zip(agents, observations, strict=True)]
 
 
-def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK) -> list[dict]:
+def measure_policy(
+    sizes: Sequence[int],
+    episodes_per_env: int,
+    task: str = TASK,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[dict]:
     """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched."""
     from pathlib import Path
 
@@ -292,7 +308,7 @@ def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK
     agent = build_agent(cfg)
     rows = []
     env_id = f"browser_env/miniwob.{task}-v0"
-    spec = RolloutSpec(env_kwargs={"modalities": ("elements", "text")})
+    spec = RolloutSpec(env_kwargs={**(env_kwargs or {}), "modalities": ("elements", "text")})
     try:
         for n in sorted({min(sizes), max(sizes)}):
             for batched in (True, False) if n > 1 else (True,):
@@ -396,6 +412,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--rounds", type=int, default=4, help="interleaved rounds of the local-vs-ray rows"
     )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        help="multiply the envs' page-load, action and step time limits (a loaded machine)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -407,6 +429,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--skip takes {PARTS}, got {sorted(unknown)}")
     from tqdm.auto import tqdm
 
+    env_kwargs: dict[str, Any] = {}
+    if args.timeout_scale != 1.0:
+        from browser_env.executor import ExecutorConfig
+
+        base = ExecutorConfig()
+        env_kwargs["executor"] = {
+            name: getattr(base, name) * args.timeout_scale
+            for name in ("navigation_timeout_ms", "action_timeout_ms", "step_timeout_ms")
+        }
     load_start = os.getloadavg()
     rows: list[dict[str, Any]] = []
     runners: list[dict[str, Any]] = []
@@ -442,11 +473,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         plan = [(m, n) for m in MODES if m not in skip and m != "ray" for n in sizes]
         for mode, n in tqdm(plan, desc="vector envs", unit="run"):
             rows += _attempt(
-                failures, f"{mode} N={n}", measure_vector, mode, n, args.steps, args.task
+                failures,
+                f"{mode} N={n}",
+                measure_vector,
+                mode,
+                n,
+                args.steps,
+                args.task,
+                env_kwargs,
             )
             save()
         if "policy" not in skip:
-            policy += _attempt(failures, "policy", measure_policy, sizes, args.episodes, args.task)
+            policy += _attempt(
+                failures, "policy", measure_policy, sizes, args.episodes, args.task, env_kwargs
+            )
             save()
         if "runners" not in skip:
             for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
@@ -458,12 +498,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     args.runner_episodes,
                     rounds=args.rounds if len(group) > 1 else 1,
                     task=args.task,
+                    env_kwargs=env_kwargs,
                 )
                 save()
         if "ray" not in skip:
             for n in tqdm(sizes, desc="ray actors", unit="run"):
                 rows += _attempt(
-                    failures, f"ray N={n}", measure_vector, "ray", n, args.steps, args.task
+                    failures,
+                    f"ray N={n}",
+                    measure_vector,
+                    "ray",
+                    n,
+                    args.steps,
+                    args.task,
+                    env_kwargs,
                 )
                 save()
     finally:
