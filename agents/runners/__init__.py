@@ -32,7 +32,9 @@ its results into training samples.
 Whatever the runner, the results come back sorted by (env id, seed, agent
 seed), so tables never depend on the order in which episodes finished; with
 the same seeds the success table is the same across runners (the scripted
-expert's is, by test), and greedy LLM episodes are the same episodes.
+expert's is, by test), and greedy LLM episodes under ``local`` and
+``vector`` are the same episodes (under ``ray`` a prompt's URL names the
+actor's own MiniWoB++ port, so an LLM's output may differ).
 """
 
 from __future__ import annotations
