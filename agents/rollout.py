@@ -1,6 +1,7 @@
 """Playing an agent in an env: one episode in, one :class:`EpisodeResult` out.
 
-The one rollout loop of ``agents.run`` and ``benchmarks.run``. When the env is
+The one rollout loop of the project (``agents.run``, ``benchmarks.run`` and
+the learners all play through it, scheduled by :mod:`agents.runners`). When the env is
 wrapped in :class:`~browser_env.wrappers.RecordEpisode`, every step is
 recorded with what the agent said about it (:func:`annotate`: prompt, raw
 output, parse outcome, guards, prompt version).
@@ -8,8 +9,10 @@ output, parse outcome, guards, prompt version).
 :class:`Episode` is the same loop one step at a time, for runners that
 interleave several envs (:mod:`agents.runners`).
 
-``learners.rollout`` keeps a loop of its own: GRPO needs each step's
-completion token ids and nothing of the timing and recording kept here.
+With ``keep_samples`` the result also carries, per step, what a learner
+trains on (:class:`StepSample`: the prompt messages and images, the
+completion token ids, the parse outcome); ``learners.rollout`` turns such
+results into GRPO trajectories, so the learners play through this loop too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "Episode",
     "EpisodeResult",
     "StepCallback",
+    "StepSample",
     "annotate",
     "find_recorder",
     "rollout",
@@ -38,6 +42,34 @@ __all__ = [
 StepCallback = Callable[
     [int, Action, float, Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], None
 ]
+
+
+@dataclasses.dataclass
+class StepSample:
+    """What one step gives a learner: the prompt the agent built for that
+    observation (its messages and the images sent with them), the completion
+    token ids the model returned, and whether that output parsed. One step,
+    one training sample: steps are never concatenated across turns."""
+
+    messages: list[dict[str, Any]]
+    images: list[Any]
+    completion_ids: list[int]
+    parsed: bool
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> StepSample:
+        """The sample in ``Agent.act``'s ``info`` (empty for agents without a model)."""
+        prompt = info.get("prompt")
+        generation = info.get("generation")
+        parse = info.get("parse")
+        return cls(
+            messages=list(prompt.get("messages") or ()) if isinstance(prompt, Mapping) else [],
+            images=list(info.get("images") or ()),
+            completion_ids=list(generation.get("token_ids") or ())
+            if isinstance(generation, Mapping)
+            else [],
+            parsed=bool(parse.get("ok")) if isinstance(parse, Mapping) else True,
+        )
 
 
 @dataclasses.dataclass
@@ -64,9 +96,14 @@ class EpisodeResult:
     status: str = "ok"  # "ok", "timeout" (past the runner's per-episode limit) or "error"
     error: str | None = None  # why, when status is not "ok"
     retries: int = 0  # times a runner replayed this episode after its worker died
+    agent_seed: int | None = None  # the agent's sampling seed (None: ``seed``)
+    samples: list[StepSample] = dataclasses.field(default_factory=list)  # with keep_samples
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready; without ``samples`` (prompts and pixels are the episode dir's)."""
+        data = dataclasses.asdict(dataclasses.replace(self, samples=[]))
+        del data["samples"]
+        return data
 
 
 def annotate(action: Action, info: Mapping[str, Any]) -> AnnotatedAction:
@@ -131,10 +168,13 @@ class Episode:
         max_steps: int | None = None,
         agent_seed: int | None = None,
         on_step: StepCallback | None = None,
+        keep_samples: bool = False,
     ) -> None:
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.env, self.seed, self.max_steps, self.on_step = env, seed, max_steps, on_step
+        self.agent_seed, self.keep_samples = agent_seed, keep_samples
+        self.samples: list[StepSample] = []
         self.recorder = find_recorder(env)
         self.obs, info = env.reset(seed=seed, options=dict(options) if options else None)
         self.reset_ms = float(info.get("timings", {}).get("total", 0.0))
@@ -177,6 +217,8 @@ class Episode:
         self.steps += 1
         self.errors += bool(self.step_info.get("action_error"))
         self.actions.append(action.to_dict())
+        if self.keep_samples:
+            self.samples.append(StepSample.from_info(act_info))
         if self.on_step is not None:
             self.on_step(self.steps, action, float(reward), self.obs, act_info, self.step_info)
         self._check_limit()
@@ -210,6 +252,8 @@ class Episode:
             actions=self.actions,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            agent_seed=self.agent_seed,
+            samples=self.samples,
         )
 
 
@@ -223,6 +267,7 @@ def rollout(
     agent_seed: int | None = None,
     on_step: StepCallback | None = None,
     deadline: float | None = None,
+    keep_samples: bool = False,
 ) -> EpisodeResult:
     """Play one episode of ``agent`` in ``env`` from ``seed``.
 
@@ -233,6 +278,7 @@ def rollout(
     ``on_step`` is called after every env step (e.g. to print it, or to keep
     the agent's info for learning). Past ``deadline`` (a ``time.monotonic()``
     value) the episode stops between steps with ``status="timeout"``.
+    ``keep_samples`` fills ``EpisodeResult.samples`` (one per step).
     """
     episode = Episode(
         env,
@@ -242,6 +288,7 @@ def rollout(
         max_steps=max_steps,
         agent_seed=agent_seed,
         on_step=on_step,
+        keep_samples=keep_samples,
     )
     while not episode.done:
         if deadline is not None and time.monotonic() > deadline:

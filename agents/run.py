@@ -17,14 +17,15 @@ episode format is ``browser_env.episodes``'s): ``record=true`` writes into
 ``episodes_dir`` (default: ``episodes/`` in Hydra's run directory). Callers can
 pass their own ``episode_writer``: any ``env -> env`` wrapper factory.
 
-``episodes=N`` plays seeds ``seed .. seed+N-1`` (:func:`run_episodes`);
-``runner=vector|ray workers=K`` plays them through the rollout engine
-(:mod:`agents.runners`: K shared-browser envs with a batched policy, or K
-Ray actors) instead of one after another.
+``episodes=N`` plays seeds ``seed .. seed+N-1`` (:func:`run_episodes`)
+through the rollout engine (:mod:`agents.runners`): one after another, or
+with ``runner=vector|ray workers=K`` K shared-browser envs with a batched
+policy, or K Ray actors.
 ``online=sdft`` adapts online: after each successful episode the object built
 from ``cfg.online`` (``_target_: learners.online.OnlineSDFT``) gets
 ``update(agent, episode_dir)``, which trains the adapter within its budget,
-checkpoints it and loads it into the agent. The learner is instantiated by
+checkpoints it and loads it into the agent (with ``runner=vector|ray``, after
+each round of K episodes; Ray actors load the checkpoint too). The learner is instantiated by
 Hydra at run time: ``agents`` never imports ``learners``.
 """
 
@@ -231,64 +232,35 @@ def run(
 
 
 def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
-    """Play ``cfg.episodes`` episodes (seeds ``seed, seed+1, ...``) with one env and
-    one agent, updating the agent after each success when ``cfg.online`` is set.
+    """Play ``cfg.episodes`` episodes (seeds ``seed, seed+1, ...``) through the
+    rollout engine (:mod:`agents.runners`; ``runner``, ``workers``), updating
+    the agent after each success when ``cfg.online`` is set.
 
-    Returns ``{"episodes": [summary, ...], "success_rate", "updates"}``; each
-    summary is :func:`run`'s, plus ``update`` (what the trainer logged, or None).
+    With ``train``, episodes are played in rounds of ``workers`` (one at a
+    time with ``runner=local``); after a round, each of its successes (by
+    seed) gets ``train.update(agent, episode_dir)``, and with ``runner=ray``
+    every actor then loads the update's checkpoint, so the next round acts
+    with the updated adapter everywhere.
+
+    Returns ``{"episodes": [summary, ...], "success_rate", "updates"}``, the
+    summaries sorted by seed; each is :func:`run`'s, plus ``status`` and
+    ``update`` (what the trainer logged, or None).
     """
+    import functools
+
     from hydra.utils import instantiate
+
+    from agents.runners import Job, RolloutEngine, RolloutSpec
 
     n = int(cfg.get("episodes") or 1)
     runner = str(cfg.get("runner") or "local")
-    if runner != "local":
-        if cfg.get("online"):
-            raise ValueError("online=... updates the agent between episodes: use runner=local")
-        return _run_parallel(cfg, runner, n, verbose=verbose)
+    workers = int(cfg.get("workers") or 1)
     trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
     agent = build_agent(cfg)
-    env = make_env(cfg)
-    writer = _default_writer(cfg, agent)
-    summaries: list[dict[str, Any]] = []
-    try:
-        for i in range(n):
-            episode_cfg = cfg.copy()
-            with open_dict(episode_cfg):
-                episode_cfg.seed = int(cfg.get("seed") or 0) + i
-            summary = run(episode_cfg, env=env, agent=agent, episode_writer=writer, verbose=verbose)
-            summary["update"] = None
-            if trainer is not None and summary["success"]:
-                summary["update"] = trainer.update(agent, summary["episode_dir"])
-                if verbose and summary["update"] is not None:
-                    u = summary["update"]
-                    print(f"update {u['update']}: {u['seconds']:.1f}s -> {u['checkpoint']}")
-            summaries.append(summary)
-    finally:
-        env.close()
-        agent.close()
-    result = {
-        "episodes": summaries,
-        "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
-        "updates": sum(s["update"] is not None for s in summaries),
-    }
-    if verbose:
-        print(f"episodes={n} success_rate={result['success_rate']:.2f} updates={result['updates']}")
-    return result
-
-
-def _run_parallel(cfg: DictConfig, runner: str, n: int, *, verbose: bool) -> dict[str, Any]:
-    """:func:`run_episodes` through the rollout engine's ``vector`` or ``ray`` runner
-    (``workers`` envs or actors); the same summaries, by seed."""
-    import functools
-
-    from agents.runners import Job, RolloutSpec, run_rollouts
-
-    agent = build_agent(cfg)
     info, source = recording_info(cfg, agent)
     record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
-    env_id = env_id_of(cfg)
     spec = RolloutSpec(
         env_kwargs={
             "headless": bool(cfg.get("headless", True)),
@@ -301,46 +273,76 @@ def _run_parallel(cfg: DictConfig, runner: str, n: int, *, verbose: bool) -> dic
         max_steps=int(cfg.max_steps),
     )
     first = int(cfg.get("seed") or 0)
-    jobs = [Job(env_id, first + i, _reset_options(cfg)) for i in range(n)]
+    jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
+    size = n if trainer is None else workers if runner != "local" else 1
+    summaries: list[dict[str, Any]] = []
     try:
-        results = run_rollouts(
-            jobs,
+        with RolloutEngine(
             spec,
             agent=None if runner == "ray" else agent,
             make_agent=functools.partial(build_agent, cfg),
             runner=runner,
-            workers=int(cfg.get("workers") or 1),
-        )
+            workers=workers,
+            envs_per_worker=int(cfg.get("envs_per_worker") or 1),
+            keep_envs=True,
+        ) as engine:
+            for start in range(0, n, size):
+                for r in engine.run(jobs[start : start + size]):
+                    summary = _summary(r)
+                    if trainer is not None and r.success:
+                        summary["update"] = trainer.update(agent, r.episode_dir)
+                        if summary["update"] is not None and runner == "ray":
+                            checkpoint = summary["update"]["checkpoint"]
+                            engine.call_agents(
+                                functools.partial(_load_adapter, checkpoint), key="adapter"
+                            )
+                    summaries.append(summary)
+                    if verbose:
+                        _print_episode(summary)
     finally:
         if hasattr(agent, "close"):
             agent.close()
-    summaries = [
-        {
-            "env_id": r.env_id,
-            "seed": r.seed,
-            "goal": r.goal,
-            "steps": r.steps,
-            "return": r.episode_return,
-            "success": r.success,
-            "terminated": r.terminated,
-            "truncated": r.truncated,
-            "actions": r.actions,
-            "episode_dir": r.episode_dir,
-            "status": r.status,
-            "update": None,
-        }
-        for r in results
-    ]
     result = {
         "episodes": summaries,
         "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),
-        "updates": 0,
+        "updates": sum(s["update"] is not None for s in summaries),
     }
     if verbose:
-        for s in summaries:
-            print(f"seed={s['seed']} steps={s['steps']} success={s['success']} {s['status']}")
-        print(f"episodes={n} success_rate={result['success_rate']:.2f} runner={runner}")
+        print(
+            f"episodes={n} success_rate={result['success_rate']:.2f} updates={result['updates']} "
+            f"runner={runner}"
+        )
     return result
+
+
+def _load_adapter(path: str, agent: Any) -> None:
+    """Load an online update's adapter into a (Ray actor's) agent."""
+    agent.backend.load_adapter(path)
+
+
+def _summary(r: Any) -> dict[str, Any]:
+    return {
+        "env_id": r.env_id,
+        "seed": r.seed,
+        "goal": r.goal,
+        "steps": r.steps,
+        "return": r.episode_return,
+        "success": r.success,
+        "terminated": r.terminated,
+        "truncated": r.truncated,
+        "actions": r.actions,
+        "episode_dir": r.episode_dir,
+        "status": r.status,
+        "update": None,
+    }
+
+
+def _print_episode(s: Mapping[str, Any]) -> None:
+    line = f"seed={s['seed']} steps={s['steps']} success={s['success']} {s['status']}"
+    if s["update"] is not None:
+        u = s["update"]
+        line += f" update {u['update']}: {u['seconds']:.1f}s -> {u['checkpoint']}"
+    print(line)
 
 
 def _entry(cfg: DictConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ optimiser hook, so no arm times itself.
 The data is a set of recorded episodes (``setup.episodes``; by default
 :func:`write_episodes` writes synthetic one-step click episodes with the
 real episode writer). Our learners read them as they always do
-(:func:`learners.data.load_samples`); the TRL arms get the very same token
+(:func:`learners.samples.load_samples`); the TRL arms get the very same token
 ids, tokenised once by our backend's ``encode_chat`` (the inference path),
 as pre-tokenised datasets:
 

@@ -22,6 +22,16 @@ and reports env steps/s and episodes/s (wall clock), CPU-ms per env step
 browsers and, for ``ray``, the actors' process trees) and memory: PSS of the
 same process trees, and PSS per extra env ``(PSS(N) - PSS(1)) / (N - 1)``.
 
+``runners`` then measures the rollout engine itself (:mod:`agents.runners`)
+on the same task with seeded random clicks (at most 8 steps an episode):
+the steady-state time per episode of ``runner=local`` and of ``runner=ray
+workers=1``, measured in interleaved rounds so a drifting load weighs on
+both alike (the Ray overhead per episode), then, for the largest N, N actors
+of one env each and 2 actors owning N/2 contexts of one browser each
+(``envs_per_worker``). Actors and browsers are started by a warm-up run
+first (their start-up time is its own column). CPU-ms per step there counts
+every process under this one, Ray's own included.
+
 ``policy`` then plays the tiny LLM policy (``agent=tiny``) on the same task
 with ``runner=vector``: episodes/s at N = 1 and at the largest N, with the
 policy batched (one ``generate_batch`` per step) and unbatched (one
@@ -41,24 +51,45 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "measure_policy", "measure_vector"]
+__all__ = ["main", "measure_policy", "measure_runners", "measure_vector"]
 
 TASK = "click-checkboxes"
 MODES = ("separate", "shared", "ray")
+PARTS = (*MODES, "runners", "policy")
 
 
-def _tree(pids: Sequence[int]) -> list[Any]:
+def _tree(pids: Sequence[int], *, without_ray: bool = False) -> list[Any]:
+    """The processes under ``pids`` (themselves included); ``without_ray``
+    leaves out Ray's own processes and everything under them (a local
+    runner's share of a tree that also holds a running Ray)."""
     import psutil
 
     procs: dict[int, Any] = {}
+    stack = []
     for pid in pids:
         try:
-            root = psutil.Process(pid)
+            stack.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-        for proc in [root, *root.children(recursive=True)]:
-            procs[proc.pid] = proc
+    while stack:
+        proc = stack.pop()
+        if proc.pid in procs or (without_ray and _is_ray(proc)):
+            continue
+        procs[proc.pid] = proc
+        try:
+            stack.extend(proc.children())
+        except Exception:  # noqa: BLE001 - a process may end while we look
+            continue
     return list(procs.values())
+
+
+def _is_ray(proc: Any) -> bool:
+    try:
+        name = proc.name()
+        head = " ".join(proc.cmdline()[:3])
+    except Exception:  # noqa: BLE001
+        return False
+    return name in ("raylet", "gcs_server") or name.startswith("ray::") or "/ray/" in head
 
 
 def _cpu_s(procs: Sequence[Any]) -> float:
@@ -82,7 +113,9 @@ def _pss_mib(procs: Sequence[Any]) -> float:
     return total / 2**20
 
 
-def _make(mode: str, n: int, env_id: str) -> tuple[Any, Callable[[], list[int]]]:
+def _make(
+    mode: str, n: int, env_id: str, env_kwargs: dict[str, Any]
+) -> tuple[Any, Callable[[], list[int]]]:
     """The vector env and a function giving the root pids whose trees it uses."""
     import gymnasium as gym
 
@@ -90,39 +123,46 @@ def _make(mode: str, n: int, env_id: str) -> tuple[Any, Callable[[], list[int]]]
 
     if mode == "separate":
         vec = gym.make_vec(
-            env_id, num_envs=n, vectorization_mode="async", vector_kwargs={"shared_memory": False}
+            env_id,
+            num_envs=n,
+            vectorization_mode="async",
+            vector_kwargs={"shared_memory": False},
+            **env_kwargs,
         )
         return vec, lambda: [os.getpid(), *(p.pid for p in vec.processes)]
     if mode == "shared":
-        vec = gym.make_vec(env_id, num_envs=n)
+        vec = gym.make_vec(env_id, num_envs=n, **env_kwargs)
         return vec, lambda: [os.getpid()]
     from browser_env.ray_vector import RayVectorEnv
 
-    vec = RayVectorEnv(env_id, n)
+    vec = RayVectorEnv(env_id, n, **env_kwargs)
     import ray
 
     pids = ray.get([actor.pid.remote() for actor in vec.actors])
     return vec, lambda: [os.getpid(), *pids]
 
 
-def measure_vector(mode: str, n: int, steps: int, task: str = TASK) -> dict[str, Any]:
+def measure_vector(
+    mode: str, n: int, steps: int, task: str = TASK, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Step ``n`` envs ``steps`` times each with seeded random clicks; one row of figures."""
     from agents.random_agent import RandomAgent
 
     env_id = f"browser_env/miniwob.{task}-v0"
-    vec, roots = _make(mode, n, env_id)
+    vec, roots = _make(mode, n, env_id, dict(env_kwargs or {}))
     agents = [RandomAgent(seed=i, weights={"CLICK": 1.0, "FINISH": 0.0}) for i in range(n)]
     try:
         obs, _ = vec.reset(seed=0)
         vec.step(_actions(agents, obs, n))  # warm: every browser has rendered a step
-        procs = _tree(roots())
+        own = mode != "ray"  # separate, shared: not a Ray started for other rows
+        procs = _tree(roots(), without_ray=own)
         cpu0, t0 = _cpu_s(procs), time.perf_counter()
         episodes = 0
         for _ in range(steps):
             obs, _, terminated, truncated, _ = vec.step(_actions(agents, obs, n))
             episodes += int(np.sum(terminated | truncated))
         wall = time.perf_counter() - t0
-        procs = _tree(roots())
+        procs = _tree(roots(), without_ray=own)
         cpu = _cpu_s(procs) - cpu0
         pss = _pss_mib(procs)
     finally:
@@ -142,6 +182,99 @@ def _actions(agents: Sequence[Any], obs: dict[str, Any], n: int) -> tuple[Any, .
     return tuple(agents[i].act({k: v[i] for k, v in obs.items()})[0] for i in range(n))
 
 
+def measure_runners(
+    configs: Sequence[tuple[str, int, int]],
+    episodes: int,
+    *,
+    rounds: int = 1,
+    steps: int = 8,
+    task: str = TASK,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time random-click episodes of ``steps`` steps through the rollout engine,
+    one row per ``(runner, workers, envs_per_worker)`` config.
+
+    The configs' engines are open together; after a warm-up run of one episode
+    per env (actors, browsers and pages started), ``rounds`` rounds each play
+    ``episodes / rounds`` episodes on every engine in turn, so a load that
+    drifts while measuring weighs on every config alike (what the Ray
+    overhead figure needs on a shared machine). CPU time counts every process
+    under this one (Ray's own included), PSS likewise at the end.
+    """
+    import contextlib
+    import functools
+
+    from agents.random_agent import RandomAgent
+    from agents.runners import Job, RolloutEngine, RolloutSpec
+
+    env_id = f"browser_env/miniwob.{task}-v0"
+    spec = RolloutSpec(
+        env_kwargs={**(env_kwargs or {}), "max_episode_steps": steps + 1}, max_steps=steps
+    )
+    make_agent = functools.partial(RandomAgent, weights={"CLICK": 1.0, "FINISH": 0.0})
+    per_round = max(episodes // rounds, 1)
+    stats = [{"wall": 0.0, "cpu": 0.0, "steps": 0, "episodes": 0, "ok": 0} for _ in configs]
+    with contextlib.ExitStack() as stack:
+        engines, startup = [], []
+        for runner, workers, m in configs:
+            t0 = time.perf_counter()
+            engine = stack.enter_context(
+                RolloutEngine(
+                    spec,
+                    make_agent=make_agent,
+                    runner=runner,
+                    workers=workers,
+                    envs_per_worker=m,
+                    keep_envs=True,
+                )
+            )
+            engine.run([Job(env_id, 10_000 + i) for i in range(workers * m)])  # warm-up
+            engines.append(engine)
+            startup.append(time.perf_counter() - t0)
+        for r in range(rounds):
+            jobs = [Job(env_id, r * per_round + i) for i in range(per_round)]
+            for engine, row, config in zip(engines, stats, configs, strict=True):
+                local = config[0] != "ray"  # its own processes: not the other engine's Ray
+                procs = _tree([os.getpid()], without_ray=local)
+                cpu0, t0 = _cpu_s(procs), time.perf_counter()
+                results = engine.run(jobs)
+                row["wall"] += time.perf_counter() - t0
+                row["cpu"] += _cpu_s(_tree([os.getpid()], without_ray=local)) - cpu0
+                row["steps"] += sum(res.steps for res in results)
+                row["episodes"] += len(results)
+                row["ok"] += sum(res.status == "ok" for res in results)
+        pss = _pss_mib(_tree([os.getpid()]))
+    return [
+        {
+            "runner": runner,
+            "workers": workers,
+            "envs_per_worker": m,
+            "episodes": row["episodes"],
+            "ms_per_episode": row["wall"] * 1e3 / row["episodes"],
+            "episodes_per_s": row["episodes"] / row["wall"],
+            "steps_per_s": row["steps"] / row["wall"],
+            "cpu_ms_per_step": row["cpu"] * 1e3 / max(row["steps"], 1),
+            "pss_mib": pss,  # of all the configs' engines together
+            "startup_s": start,
+            "ok": row["ok"],
+        }
+        for (runner, workers, m), row, start in zip(configs, stats, startup, strict=True)
+    ]
+
+
+def _runner_plan(sizes: Sequence[int]) -> list[list[tuple[str, int, int]]]:
+    """Groups of (runner, workers, envs per worker) measured together: local and
+    ray at one worker (the overhead, interleaved), then for the largest N, N
+    actors of one env and 2 actors of N/2 browser contexts each."""
+    plan = [[("local", 1, 1), ("ray", 1, 1)]]
+    n = max(sizes)
+    if n > 1:
+        plan.append([("ray", n, 1)])
+    if n > 2:
+        plan.append([("ray", 2, n // 2)])
+    return plan
+
+
 class _Unbatched:
     """An agent whose ``act_batch`` calls ``act`` per env (the unbatched baseline)."""
 
@@ -155,7 +288,12 @@ class _Unbatched:
         return [a.act(o) for a, o in zip(agents, observations, strict=True)]
 
 
-def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK) -> list[dict]:
+def measure_policy(
+    sizes: Sequence[int],
+    episodes_per_env: int,
+    task: str = TASK,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[dict]:
     """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched."""
     from pathlib import Path
 
@@ -170,7 +308,7 @@ def measure_policy(sizes: Sequence[int], episodes_per_env: int, task: str = TASK
     agent = build_agent(cfg)
     rows = []
     env_id = f"browser_env/miniwob.{task}-v0"
-    spec = RolloutSpec(env_kwargs={"modalities": ("elements", "text")})
+    spec = RolloutSpec(env_kwargs={**(env_kwargs or {}), "modalities": ("elements", "text")})
     try:
         for n in sorted({min(sizes), max(sizes)}):
             for batched in (True, False) if n > 1 else (True,):
@@ -213,6 +351,32 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _runner_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| engine (random clicks) | workers x envs | ms/episode | episodes/s | steps/s "
+        "| CPU-ms/step | PSS MiB | start-up s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| runner={r['runner']} | {r['workers']} x {r['envs_per_worker']} | "
+            f"{r['ms_per_episode']:.0f} | {r['episodes_per_s']:.2f} | {r['steps_per_s']:.1f} | "
+            f"{r['cpu_ms_per_step']:.1f} | {r['pss_mib']:.0f} | {r['startup_s']:.1f} |"
+        )
+    local = next((r for r in rows if r["runner"] == "local"), None)
+    ray = next((r for r in rows if r["runner"] == "ray" and r["workers"] == 1), None)
+    if local is not None and ray is not None:
+        overhead = ray["ms_per_episode"] / local["ms_per_episode"] - 1
+        lines.append("")
+        lines.append(
+            f"runner=ray overhead per episode at workers=1: {100 * overhead:+.1f}% "
+            f"({ray['ms_per_episode']:.0f} vs {local['ms_per_episode']:.0f} ms; target <= +15%); "
+            f"CPU per step {100 * (ray['cpu_ms_per_step'] / local['cpu_ms_per_step'] - 1):+.1f}% "
+            "(Ray's own processes included)"
+        )
+    return "\n".join(lines)
+
+
 def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| tiny policy, runner=vector | N | episodes/s | steps/s |", "|---|---|---|---|"]
     for r in rows:
@@ -221,38 +385,156 @@ def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _attempt(
+    failures: list[dict[str, str]], row: str, measure: Callable[..., Any], *args: Any, **kwargs: Any
+) -> list[Any]:
+    """``[measure(...)]`` (or its list of rows); on an error, that row is
+    recorded in ``failures`` and the run goes on (on a loaded machine a page
+    load can time out; the other rows are still worth having)."""
+    try:
+        result = measure(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        failures.append({"row": row, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"})
+        return []
+    return result if isinstance(result, list) else [result]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,2,4,8", help="numbers of envs, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="vector steps per measurement")
     parser.add_argument("--episodes", type=int, default=2, help="policy episodes per env")
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
-    parser.add_argument("--skip", default="", help="any of separate,shared,ray,policy")
+    parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
+    parser.add_argument(
+        "--runner-episodes", type=int, default=16, help="episodes per runner row (runners)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds of the local-vs-ray rows"
+    )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        help="multiply the envs' page-load, action and step time limits (a loaded machine)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if not sizes or min(sizes) < 1:
         raise ValueError("--sizes must be positive integers")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - {*MODES, "policy"}
+    unknown = skip - set(PARTS)
     if unknown:
-        raise ValueError(f"--skip takes {(*MODES, 'policy')}, got {sorted(unknown)}")
+        raise ValueError(f"--skip takes {PARTS}, got {sorted(unknown)}")
     from tqdm.auto import tqdm
 
-    rows = []
-    plan = [(m, n) for m in MODES if m not in skip for n in sizes]
-    for mode, n in tqdm(plan, desc="vector envs", unit="run"):
-        rows.append(measure_vector(mode, n, args.steps, args.task))
+    env_kwargs: dict[str, Any] = {}
+    if args.timeout_scale != 1.0:
+        from browser_env.executor import ExecutorConfig
+
+        base = ExecutorConfig()
+        env_kwargs["executor"] = {
+            name: getattr(base, name) * args.timeout_scale
+            for name in ("navigation_timeout_ms", "action_timeout_ms", "step_timeout_ms")
+        }
+    load_start = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    runners: list[dict[str, Any]] = []
+    policy: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    out: dict[str, Any] = {}
+
+    def save() -> None:
+        """The figures so far (written after every row: a long run that is
+        stopped keeps what it measured)."""
+        out.update(
+            task=args.task,
+            steps=args.steps,
+            load_average={"start": load_start, "now": os.getloadavg()},
+            vector=rows,
+            runners=runners,
+            policy=policy,
+            failures=failures,
+        )
+        if args.json:
+            from benchmarks.report import write_json_atomic
+
+            write_json_atomic(args.json, out)
+
+    # Ray starts once for every Ray row (a start costs tens of seconds on a loaded machine)
+    ray_started = False
+    if {"ray", "runners"} - skip:
+        from browser_env.ray_vector import init_ray
+
+        ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
+    try:
+        # the browser rows first, then the policy, then the rows that need Ray
+        plan = [(m, n) for m in MODES if m not in skip and m != "ray" for n in sizes]
+        for mode, n in tqdm(plan, desc="vector envs", unit="run"):
+            rows += _attempt(
+                failures,
+                f"{mode} N={n}",
+                measure_vector,
+                mode,
+                n,
+                args.steps,
+                args.task,
+                env_kwargs,
+            )
+            save()
+        if "policy" not in skip:
+            policy += _attempt(
+                failures, "policy", measure_policy, sizes, args.episodes, args.task, env_kwargs
+            )
+            save()
+        if "runners" not in skip:
+            for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
+                runners += _attempt(
+                    failures,
+                    f"runners {group}",
+                    measure_runners,
+                    group,
+                    args.runner_episodes,
+                    rounds=args.rounds if len(group) > 1 else 1,
+                    task=args.task,
+                    env_kwargs=env_kwargs,
+                )
+                save()
+        if "ray" not in skip:
+            for n in tqdm(sizes, desc="ray actors", unit="run"):
+                rows += _attempt(
+                    failures,
+                    f"ray N={n}",
+                    measure_vector,
+                    "ray",
+                    n,
+                    args.steps,
+                    args.task,
+                    env_kwargs,
+                )
+                save()
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     print(_table(rows))
-    policy = [] if "policy" in skip else measure_policy(sizes, args.episodes, args.task)
+    if runners:
+        print()
+        print(_runner_table(runners))
     if policy:
         print()
         print(_policy_table(policy))
-    out = {"task": args.task, "steps": args.steps, "vector": rows, "policy": policy}
-    if args.json:
-        from benchmarks.report import write_json_atomic
-
-        write_json_atomic(args.json, out)
+    save()
+    for failure in failures:
+        print(f"\nnot measured: {failure['row']}: {failure['error']}")
+    print(
+        "\nload average (1, 5, 15 min) at the start: "
+        + " ".join(f"{x:.2f}" for x in load_start)
+        + ", at the end: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     return out
 
 

@@ -93,6 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             make_agent=functools.partial(build_agent, cfg),
             runner=runner,
             workers=int(cfg.get("workers") or 1),
+            envs_per_worker=int(cfg.get("envs_per_worker") or 1),
             on_result=done,
         )
     finally:

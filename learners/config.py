@@ -217,6 +217,17 @@ class GRPOConfig(LearnerConfig):
         "init_adapter included (0: none, as in current TRL defaults).",
     )
     modalities: list[str] = _f(["elements", "text"], "Observation parts the env computes.")
+    # how rollouts are played (agents.runners, the engine benchmarks.run and agents.run use)
+    runner: str = _f(
+        "local",
+        "local: one env, one episode after another | vector: `workers` contexts of one browser, "
+        "one batched generate per step | ray: `workers` Ray actors (each loads the current "
+        "adapter, or the served one with generation=server, before every batch).",
+    )
+    workers: int = _f(1, "Envs (runner=vector) or Ray actors (runner=ray) playing a batch.")
+    envs_per_worker: int = _f(
+        1, "runner=ray: envs per actor, as contexts of one browser with a batched policy."
+    )
     # where rollouts are generated
     generation: str = _f(
         "local",

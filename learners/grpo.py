@@ -9,7 +9,11 @@ One optimiser step:
 1. draw ``batch_size`` groups, each an (env id, task seed); play
    ``num_generations`` (G) episodes of each with the current policy, sampled
    (``temperature``), through the agent's own prompt builder, parser and
-   guards (:func:`learners.rollout.play`);
+   guards, played by the project's rollout engine (:mod:`agents.runners`,
+   via :class:`learners.rollout.LearnerRollouts`): ``runner=local`` one
+   episode after another, ``runner=vector workers=N`` N contexts of one
+   browser with one batched ``generate`` per step, ``runner=ray workers=N``
+   Ray actors (each loads the current adapter before the batch);
 2. reward of an episode = 1 if it succeeded else 0 (``reward=success``, the
    default; ``reward=return`` uses the env's raw return, which scores a stall
    -- WAIT until truncation, 0 -- above a wrong final answer, negative) +
@@ -81,7 +85,8 @@ def run(
     ``generation=server``).
 
     ``play_fn(env_id, seed, sample_seed) -> Trajectory`` replaces the live env
-    rollout (for tests and for custom environments).
+    rollout (for tests and for custom environments); it is called once per
+    rollout, in group order.
     """
     if not isinstance(cfg, GRPOConfig):
         cfg = from_mapping(GRPOConfig, cfg)
@@ -97,13 +102,18 @@ def run(
         raise ValueError(f"reward must be 'success' or 'return', got {cfg.reward!r}")
     if cfg.beta < 0:
         raise ValueError(f"beta must be >= 0, got {cfg.beta}")
+    if cfg.runner not in ("local", "vector", "ray"):
+        raise ValueError(f"runner must be local, vector or ray, got {cfg.runner!r}")
+    if cfg.workers < 1 or cfg.envs_per_worker < 1:
+        raise ValueError("workers and envs_per_worker must be >= 1")
 
     import torch
 
+    from agents.runners import Job, RolloutSpec
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.losses import entropy, group_advantages, grpo_token_loss, k3_kl
-    from learners.rollout import EnvPool, attach_env_gate, make_agent, play
+    from learners.rollout import LearnerRollouts, attach_env_gate, make_agent
     from learners.trainable import completion_logits, no_dropout
 
     loop = TrainLoop(cfg, "grpo")
@@ -113,7 +123,6 @@ def run(
     reference = _Reference(loop) if cfg.beta > 0 else None
     if reference is not None and reference.state is not None:
         loop.keep_state("reference", lambda: reference.state)  # fixed: never rolled back
-    pool = EnvPool(cfg.max_episode_steps, cfg.modalities)
     server = None
     if cfg.generation == "server":
         from learners.lora_server import LoRAServer
@@ -139,10 +148,22 @@ def run(
         top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens,
     )
+    rollouts = None
     if play_fn is None:
-
-        def play_fn(env_id: str, seed: int, sample_seed: int) -> Any:
-            return play(pool.get(env_id), agent, seed, sample_seed=sample_seed)
+        spec = RolloutSpec(
+            env_kwargs={
+                "max_episode_steps": cfg.max_episode_steps,
+                "modalities": tuple(cfg.modalities),
+            }
+        )
+        try:
+            rollouts = LearnerRollouts.for_learner(
+                agent, loop.cfg, spec, server=server, base_model=loop.trainable.base_model
+            )
+        except BaseException:
+            if server is not None:
+                server.close()
+            raise
 
     def loss_step(step: int) -> dict[str, float]:
         model = backend.model
@@ -154,11 +175,17 @@ def run(
         model.eval()
         if server is not None:
             server.push(model, step)
-        trajectories, keys = [], []
-        for g, (env_id, seed) in enumerate(groups):
-            for k in range(cfg.num_generations):
-                trajectories.append(play_fn(env_id, seed, derive_seed(cfg.seed, step, g, k)))
-                keys.append(g)
+        jobs = [
+            Job(env_id, seed, agent_seed=derive_seed(cfg.seed, step, g, k))
+            for g, (env_id, seed) in enumerate(groups)
+            for k in range(cfg.num_generations)
+        ]
+        keys = [g for g in range(len(groups)) for _ in range(cfg.num_generations)]
+        if rollouts is not None:
+            rollouts.sync(model, server.backend.model_name if server is not None else None)
+            trajectories = rollouts.play(jobs)  # every group's G rollouts in one batch
+        else:
+            trajectories = [play_fn(j.env_id, j.seed, j.agent_seed) for j in jobs]
         if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
             raise RuntimeError(
                 f"the server at {cfg.server_url} returned no token ids: it must support "
@@ -227,7 +254,8 @@ def run(
             result["served_model"] = server.push(loop.trainable.model, loop.cfg.max_steps)
         return result
     finally:
-        pool.close()
+        if rollouts is not None:
+            rollouts.close()
         if server is not None:
             server.close()
 
@@ -285,7 +313,11 @@ def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     checked by :func:`learners.entry.learner_values`)."""
     from learners.entry import learner_values
 
-    return run(learner_values(cfg, "grpo"))
+    values = learner_values(cfg, "grpo")
+    for key in ("runner", "workers"):  # top-level, as on benchmarks.run and agents.run
+        if cfg.get(key) is not None:
+            values[key] = cfg[key]
+    return run(values)
 
 
 def main() -> None:

@@ -1,38 +1,44 @@
-"""Playing the policy in the live env, for GRPO and for the evaluation gate.
+"""What learners take from the rollout engine: trajectories of per-step samples.
 
-Every step keeps its own prompt (the messages the agent built for that
-observation) and its own completion token ids: one step, one training sample.
-Steps are never concatenated into one sequence across turns (the bug of
-huggingface/trl#4543).
+The loop that plays episodes is :mod:`agents.runners` (``runner=local|vector|ray``,
+``workers``, ``envs_per_worker``), the same engine ``benchmarks.run`` and
+``agents.run`` use; this module adds only what learning needs on top:
 
-The loop is :func:`agents.rollout.rollout`; :func:`play` keeps, for each
-step, what learning needs from the agent's info: the prompt messages and the
-images sent with them, the completion token ids and the parse outcome.
+* :class:`Trajectory`: an episode as GRPO sees it, built from an
+  :class:`~agents.rollout.EpisodeResult` played with ``keep_samples``. Every
+  step keeps its own prompt (the messages the agent built for that
+  observation) and its own completion token ids: one step, one training
+  sample. Steps are never concatenated into one sequence across turns (the
+  bug of huggingface/trl#4543).
+* :class:`LearnerRollouts`: an engine held for the whole training run (the
+  browser, envs and Ray actors start once), with the learner's current
+  weights handed to the agents that act: in-process runners share the
+  trainer's model; Ray actors load the latest adapter (``generation=local``)
+  or switch to the latest served model name (``generation=server``) before
+  each batch of episodes.
+* :func:`play` (one episode in a given env) and the evaluation gate
+  (:func:`attach_env_gate`), also through the engine's loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+from agents.rollout import StepSample
+
 __all__ = [
-    "EnvPool",
-    "attach_env_gate",
+    "LearnerRollouts",
     "StepSample",
     "Trajectory",
+    "attach_env_gate",
     "evaluate_success",
     "make_agent",
     "play",
 ]
-
-
-@dataclasses.dataclass
-class StepSample:
-    messages: list[dict[str, Any]]
-    images: list[Any]
-    completion_ids: list[int]
-    parsed: bool
 
 
 @dataclasses.dataclass
@@ -47,35 +53,18 @@ class Trajectory:
     def parse_rate(self) -> float:
         return sum(s.parsed for s in self.steps) / max(len(self.steps), 1)
 
-
-class EnvPool:
-    """One env per id, reused across episodes (a browser launch is the slow part)."""
-
-    def __init__(self, max_steps: int, modalities: Iterable[str] = ("elements", "text")) -> None:
-        self.max_steps = max_steps
-        self.modalities = tuple(modalities)
-        self._envs: dict[str, Any] = {}
-
-    def get(self, env_id: str) -> Any:
-        if env_id not in self._envs:
-            import gymnasium as gym
-
-            import browser_env  # noqa: F401 - registers the ids
-
-            self._envs[env_id] = gym.make(
-                env_id, max_episode_steps=self.max_steps, modalities=self.modalities
-            )
-        return self._envs[env_id]
-
-    def close(self) -> None:
-        for env in self._envs.values():
-            env.close()
-        self._envs.clear()
+    @classmethod
+    def from_result(cls, result: Any) -> Trajectory:
+        """From an ``EpisodeResult`` played with ``keep_samples``."""
+        return cls(
+            result.env_id, result.seed, result.samples, result.episode_return, result.success
+        )
 
 
 def make_agent(
     backend: Any, cfg: Any, *, temperature: float, top_p: float = 1.0, max_new_tokens: int = 48
 ) -> Any:
+    """The learner's agent: ``cfg.prompt`` (the prompt recipe training uses) and this sampling."""
     from agents.agent import LLMAgent
     from agents.backends.base import SamplingParams
 
@@ -89,37 +78,159 @@ def make_agent(
 
 
 def play(env: Any, agent: Any, seed: int, *, sample_seed: int | None = None) -> Trajectory:
-    """One episode; ``sample_seed`` seeds the agent's sampling (distinct per group member)."""
+    """One episode in ``env``; ``sample_seed`` seeds the agent's sampling (distinct per group member)."""
     from agents.rollout import rollout
 
-    steps: list[StepSample] = []
+    result = rollout(env, agent, seed, agent_seed=sample_seed, keep_samples=True)
+    return Trajectory.from_result(result)
 
-    def keep(t: int, action: Any, reward: float, obs: Any, info: Any, step_info: Any) -> None:
-        steps.append(
-            StepSample(
-                messages=info["prompt"]["messages"],
-                images=list(info.get("images") or ()),
-                completion_ids=list(info["generation"]["token_ids"]),
-                parsed=bool(info["parse"]["ok"]),
-            )
+
+# -- agents built inside Ray actors (picklable factories and updates) ---------------------
+
+
+def _transformers_agent(model: str, device: str, prompt: Any, sampling: Any) -> Any:
+    from agents.agent import LLMAgent
+    from agents.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(model, device=device, dtype="float32")
+    return LLMAgent(backend, prompt=prompt, sampling=sampling)
+
+
+def _server_agent(backend_kwargs: dict[str, Any], prompt: Any, sampling: Any) -> Any:
+    from agents.agent import LLMAgent
+    from agents.backends.openai import OpenAIBackend
+
+    return LLMAgent(OpenAIBackend(**backend_kwargs), prompt=prompt, sampling=sampling)
+
+
+def _load_adapter(path: str, agent: Any) -> None:
+    agent.backend.load_adapter(path)
+
+
+def _serve_as(name: str, agent: Any) -> None:
+    agent.backend.model_name = name
+
+
+class LearnerRollouts:
+    """The rollout engine of one training run, playing with the current policy.
+
+    Args:
+        agent: the learner's agent (its backend: the trainer's model, or the
+            LoRA server's client with ``generation=server``).
+        spec: how envs are made (``keep_samples`` is set here).
+        runner, workers, envs_per_worker: as in :class:`agents.runners.RolloutEngine`.
+        actor_agent: for ``runner=ray``, the picklable factory of each actor's
+            agent (see :meth:`for_learner`).
+        adapter_dir: ``runner=ray`` with a local model: where the current
+            adapter is saved for the actors to load before each batch.
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        spec: Any,
+        *,
+        runner: str = "local",
+        workers: int = 1,
+        envs_per_worker: int = 1,
+        actor_agent: Any = None,
+        adapter_dir: str | None = None,
+    ) -> None:
+        from agents.runners import RolloutEngine
+
+        self.agent, self.runner, self.adapter_dir = agent, runner, adapter_dir
+        self.engine = RolloutEngine(
+            dataclasses.replace(spec, keep_samples=True),
+            agent=None if runner == "ray" else agent,
+            make_agent=actor_agent,
+            runner=runner,
+            workers=workers,
+            envs_per_worker=envs_per_worker,
+            keep_envs=True,
         )
 
-    result = rollout(env, agent, seed, agent_seed=sample_seed, on_step=keep)
-    return Trajectory(result.env_id, seed, steps, result.episode_return, result.success)
+    @classmethod
+    def for_learner(
+        cls, agent: Any, cfg: Any, spec: Any, *, server: Any = None, base_model: str | None = None
+    ) -> LearnerRollouts:
+        """The engine ``cfg`` asks for (``runner``, ``workers``, ``envs_per_worker``)
+        around the learner's ``agent``; ``server``: the :class:`LoRAServer` of
+        ``generation=server``; ``base_model``: the trainer's model dir."""
+        runner = getattr(cfg, "runner", "local")
+        actor_agent, adapter_dir = None, None
+        if runner == "ray":
+            sampling = agent.sampling
+            if server is not None:
+                backend = server.backend
+                kwargs = {
+                    "base_url": backend.base_url,
+                    "model": backend.model_name,
+                    "api_key_env": cfg.server_token_env or "",
+                    "multimodal": backend.multimodal,
+                    "timeout": cfg.server_timeout,
+                    "request_logprobs": False,
+                    "return_token_ids": True,
+                    "tokenizer": base_model,
+                }
+                actor_agent = functools.partial(_server_agent, kwargs, cfg.prompt, sampling)
+            else:
+                if not cfg.lora:
+                    raise ValueError(
+                        "runner=ray with generation=local hands each actor the current LoRA "
+                        "adapter: it needs lora=true (or use generation=server)"
+                    )
+                actor_agent = functools.partial(
+                    _transformers_agent, base_model, cfg.device, cfg.prompt, sampling
+                )
+                adapter_dir = str(Path(cfg.output_dir) / "rollout_policy")
+        return cls(
+            agent,
+            spec,
+            runner=runner,
+            workers=int(getattr(cfg, "workers", 1)),
+            envs_per_worker=int(getattr(cfg, "envs_per_worker", 1)),
+            actor_agent=actor_agent,
+            adapter_dir=adapter_dir,
+        )
+
+    def sync(self, model: Any = None, served_name: str | None = None) -> None:
+        """Before a batch: give Ray actors the current policy (``model``'s
+        adapter, or the name the server serves it under). In-process runners
+        act with the trainer's own model and need nothing."""
+        if self.runner != "ray":
+            return
+        if served_name is not None:
+            self.engine.call_agents(functools.partial(_serve_as, served_name), key="policy")
+        elif model is not None and self.adapter_dir is not None:
+            model.save_pretrained(self.adapter_dir)
+            self.engine.call_agents(
+                functools.partial(_load_adapter, self.adapter_dir), key="policy"
+            )
+
+    def play(self, jobs: Sequence[Any]) -> list[Trajectory]:
+        """The jobs' trajectories, in the order of ``jobs`` (whatever order they finished in)."""
+        results = self.engine.run(jobs)
+        index = {(r.env_id, r.seed, r.agent_seed): r for r in results}
+        return [Trajectory.from_result(index[(j.env_id, j.seed, j.agent_seed)]) for j in jobs]
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 def evaluate_success(
-    backend: Any, cfg: Any, pool: EnvPool, env_ids: Iterable[str], seeds: Iterable[int]
+    backend: Any, cfg: Any, rollouts: LearnerRollouts, env_ids: Iterable[str], seeds: Iterable[int]
 ) -> dict[str, float]:
-    """Greedy success rate (and mean return) over ``env_ids`` x ``seeds``."""
+    """Greedy success rate (and mean return, parse rate) over ``env_ids`` x ``seeds``;
+    ``rollouts`` plays with a greedy agent on ``backend``."""
+    from agents.runners import Job
+
     model = backend.model
     was_training = model.training
     model.eval()
-    agent = make_agent(
-        backend, cfg, temperature=0.0, max_new_tokens=getattr(cfg, "max_new_tokens", 48)
-    )
-    results = [play(pool.get(e), agent, s) for e in env_ids for s in seeds]
-    model.train(was_training)
+    try:
+        results = rollouts.play([Job(e, s) for e in env_ids for s in seeds])
+    finally:
+        model.train(was_training)
     n = max(len(results), 1)
     return {
         "success_rate": sum(r.success for r in results) / n,
@@ -128,14 +239,34 @@ def evaluate_success(
     }
 
 
-def attach_env_gate(loop: Any, cfg: Any) -> None:
-    """Give ``loop`` an evaluation gate on held-out env seeds when the config asks for one."""
-    if not (cfg.eval_steps and cfg.eval_env_ids):
-        return
-    pool = EnvPool(cfg.eval_max_steps)
-    loop.closers.append(pool.close)
-    loop.set_gate(
-        lambda: evaluate_success(loop.backend, cfg, pool, cfg.eval_env_ids, cfg.eval_seeds)[
+def success_gate(backend: Any, cfg: Any) -> tuple[Callable[[], float], Callable[[], None]]:
+    """``(evaluate, close)`` for an evaluation gate on held-out env seeds: greedy
+    episodes of ``backend`` (torch or MLX) on ``cfg.eval_env_ids`` x
+    ``cfg.eval_seeds`` through the rollout engine (``runner=local``), envs kept
+    open between evaluations until ``close``."""
+    from agents.runners import RolloutSpec
+
+    agent = make_agent(
+        backend, cfg, temperature=0.0, max_new_tokens=getattr(cfg, "max_new_tokens", 48)
+    )
+    spec = RolloutSpec(
+        env_kwargs={"max_episode_steps": cfg.eval_max_steps, "modalities": ("elements", "text")}
+    )
+    rollouts = LearnerRollouts(agent, spec)
+
+    def evaluate() -> float:
+        return evaluate_success(backend, cfg, rollouts, cfg.eval_env_ids, cfg.eval_seeds)[
             "success_rate"
         ]
-    )
+
+    return evaluate, rollouts.close
+
+
+def attach_env_gate(loop: Any, cfg: Any) -> None:
+    """Give ``loop`` an evaluation gate on held-out env seeds when the config asks
+    for one (:func:`success_gate` on the trainer's model)."""
+    if not (cfg.eval_steps and cfg.eval_env_ids):
+        return
+    evaluate, close = success_gate(loop.backend, cfg)
+    loop.closers.append(close)
+    loop.set_gate(evaluate)

@@ -287,15 +287,10 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
 
     closers: list[Callable[[], None]] = []
     if evaluate_fn is None and cfg.eval_steps and cfg.eval_env_ids:
-        from learners.rollout import EnvPool, evaluate_success
+        from learners.rollout import success_gate
 
-        pool = EnvPool(cfg.eval_max_steps)
-        closers.append(pool.close)
-
-        def evaluate_fn() -> float:
-            return evaluate_success(backend, cfg, pool, cfg.eval_env_ids, cfg.eval_seeds)[
-                "success_rate"
-            ]
+        evaluate_fn, close = success_gate(backend, cfg)
+        closers.append(close)
 
     gate = None
     if evaluate_fn is not None:

@@ -2,26 +2,39 @@
 
 ::
 
-    from agents.runners import Job, RolloutSpec, run_rollouts
+    from agents.runners import Job, RolloutEngine, RolloutSpec, run_rollouts
 
     jobs = [Job("browser_env/miniwob.click-button-v0", seed) for seed in range(8)]
     results = run_rollouts(jobs, RolloutSpec(env_kwargs={"headless": True}),
                            agent=agent, runner="vector", workers=4)
 
+    with RolloutEngine(spec, agent=agent, runner="vector", workers=4) as engine:
+        for step in range(steps):                 # envs and browser launched once
+            results = engine.run(jobs_of(step))
+
+This is *the* rollout loop of the project: ``benchmarks.run``,
+``agents.run`` and the learners (GRPO groups, the evaluation gate, online
+SDFT) all play their episodes through it; :mod:`learners.rollout` only turns
+its results into training samples.
+
 * ``local``: one env per task, one episode after another (:func:`agents.rollout.rollout`).
 * ``vector``: ``workers`` envs as isolated contexts of one shared Chromium
   (:class:`browser_env.vector.SharedBrowserVectorEnv`), and one batched
   policy call for all of them per step (``agent.act_batch``).
-* ``ray``: ``workers`` Ray actors, each owning an env and an agent built by
-  ``make_agent``; episodes stream back as they finish (``on_result``); an
-  actor that dies is recreated and its episode retried once; an episode past
-  ``RolloutSpec.episode_timeout_s`` is recorded with ``status="timeout"``.
-  Embedded local Ray by default, a cluster through ``RAY_ADDRESS``.
+* ``ray``: ``workers`` Ray actors, each owning ``envs_per_worker`` envs (M
+  contexts of one browser when M > 1, with a batched policy) and an agent
+  built by ``make_agent``; episodes stream back as they finish
+  (``on_result``); an actor that dies is recreated and its episodes retried
+  once; an episode past ``RolloutSpec.episode_timeout_s`` is recorded with
+  ``status="timeout"``. Embedded local Ray by default, a cluster through
+  ``RAY_ADDRESS``.
 
-Whatever the runner, the results come back sorted by (env id, seed), so
-tables never depend on the order in which episodes finished; with the same
-seeds the success table is the same across runners (the scripted expert's is,
-by test).
+Whatever the runner, the results come back sorted by (env id, seed, agent
+seed), so tables never depend on the order in which episodes finished; with
+the same seeds the success table is the same across runners (the scripted
+expert's is, by test), and greedy LLM episodes under ``local`` and
+``vector`` are the same episodes (under ``ray`` a prompt's URL names the
+actor's own MiniWoB++ port, so an LLM's output may differ).
 """
 
 from __future__ import annotations
@@ -32,7 +45,15 @@ from typing import Any
 
 from agents.rollout import EpisodeResult
 
-__all__ = ["RUNNERS", "Job", "RolloutSpec", "failed_result", "run_rollouts"]
+__all__ = [
+    "RUNNERS",
+    "Job",
+    "RolloutEngine",
+    "RolloutSpec",
+    "by_env_id",
+    "failed_result",
+    "run_rollouts",
+]
 
 RUNNERS = ("local", "vector", "ray")
 
@@ -41,11 +62,14 @@ ResultCallback = Callable[[EpisodeResult], None]
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One episode to play: the env id, its seed and reset options."""
+    """One episode to play: the env id, its seed and reset options, and the
+    agent's sampling seed (None: the task seed; GRPO gives each rollout of a
+    group the same task seed and its own ``agent_seed``)."""
 
     env_id: str
     seed: int | None
     options: Mapping[str, Any] | None = None
+    agent_seed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +89,8 @@ class RolloutSpec:
             in one step longer than that plus ``kill_grace_s`` is killed and
             recreated, and the episode recorded as a timeout).
         kill_grace_s: see ``episode_timeout_s``.
+        keep_samples: fill ``EpisodeResult.samples`` (each step's prompt and
+            completion token ids, what learners train on).
     """
 
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -74,6 +100,7 @@ class RolloutSpec:
     max_steps: int | None = None
     episode_timeout_s: float | None = None
     kill_grace_s: float = 30.0
+    keep_samples: bool = False
 
     def wrap(self, env: Any) -> Any:
         """``env`` wrapped for recording when ``record_dir`` is set."""
@@ -89,6 +116,21 @@ class RolloutSpec:
         import browser_env  # noqa: F401 - registers the ids
 
         return self.wrap(gym.make(env_id, **dict(self.env_kwargs)))
+
+
+def by_env_id(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` grouped by env id (ids in order of first appearance, jobs in
+    order within an id): a runner opens each task's envs once per run."""
+    order: dict[str, list[Job]] = {}
+    for job in jobs:
+        order.setdefault(job.env_id, []).append(job)
+    return [job for group in order.values() for job in group]
+
+
+def result_key(result: EpisodeResult) -> tuple[str, int, int]:
+    """The order results come back in: (env id, seed, agent seed), None first."""
+    seed = -1 if result.seed is None else result.seed
+    return result.env_id, seed, -1 if result.agent_seed is None else result.agent_seed
 
 
 def failed_result(job: Job, status: str, error: str, retries: int = 0) -> EpisodeResult:
@@ -110,7 +152,108 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
         status=status,
         error=error,
         retries=retries,
+        agent_seed=job.agent_seed,
     )
+
+
+class RolloutEngine:
+    """A runner that keeps its envs, browser, actors and agent between runs.
+
+    ``local`` and ``vector`` use ``agent`` (or ``make_agent()``, closed with
+    the engine); ``ray`` builds one agent per actor with ``make_agent``
+    (picklable). ``envs_per_worker`` (ray only) gives each actor M envs as
+    contexts of one browser. ``keep_envs`` keeps every task's envs open
+    between runs (a learner's few tasks); by default a task's envs close when
+    the next task's open (a suite's many tasks). Use it as a context manager
+    or call :meth:`close` (safe twice).
+    """
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        *,
+        agent: Any = None,
+        make_agent: Callable[[], Any] | None = None,
+        runner: str = "local",
+        workers: int = 1,
+        envs_per_worker: int = 1,
+        keep_envs: bool = False,
+    ) -> None:
+        if runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if envs_per_worker < 1:
+            raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
+        if envs_per_worker > 1 and runner != "ray":
+            raise ValueError(
+                f"envs_per_worker is the number of envs in each Ray actor: runner=ray only "
+                f"(runner={runner} plays workers={workers} envs)"
+            )
+        if agent is None and make_agent is None:
+            raise ValueError("give agent= or make_agent=")
+        self.runner_name = runner
+        self._own_agent: Any = None
+        if runner == "ray":
+            if make_agent is None:
+                raise ValueError("runner=ray builds an agent in every actor: give make_agent=")
+            from agents.runners.ray_runner import RayRunner
+
+            self.agent = None
+            self.runner: Any = RayRunner(
+                spec, make_agent, workers=workers, envs_per_worker=envs_per_worker
+            )
+            return
+        if agent is None:
+            agent = self._own_agent = make_agent()
+        self.agent = agent
+        try:
+            if runner == "vector":
+                from agents.runners.vector import VectorRunner
+
+                self.runner = VectorRunner(spec, agent, workers=workers, keep_envs=keep_envs)
+            else:
+                from agents.runners.local import LocalRunner
+
+                self.runner = LocalRunner(spec, agent, keep_envs=keep_envs)
+        except BaseException:
+            self._close_agent()
+            raise
+
+    def run(
+        self, jobs: Sequence[Job], on_result: ResultCallback | None = None
+    ) -> list[EpisodeResult]:
+        """Play every job; the results sorted by (env id, seed, agent seed).
+        ``on_result`` is called with each result as it arrives."""
+        return sorted(self.runner.run(jobs, on_result), key=result_key)
+
+    def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
+        """``fn(agent)`` on the agent that acts: the local one, or every Ray
+        actor's (``fn`` picklable; actors recreated later get it too, only the
+        latest of the calls with one ``key``)."""
+        if self.runner_name == "ray":
+            self.runner.call_agents(fn, key)
+        else:
+            fn(self.agent)
+
+    def _close_agent(self) -> None:
+        agent, self._own_agent = self._own_agent, None
+        if agent is not None and hasattr(agent, "close"):
+            agent.close()
+
+    def close(self) -> None:
+        runner, self.runner = getattr(self, "runner", None), None
+        try:
+            if runner is not None:
+                runner.close()
+        finally:
+            self._close_agent()
+
+    def __enter__(self) -> RolloutEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_rollouts(
@@ -121,39 +264,17 @@ def run_rollouts(
     make_agent: Callable[[], Any] | None = None,
     runner: str = "local",
     workers: int = 1,
+    envs_per_worker: int = 1,
     on_result: ResultCallback | None = None,
 ) -> list[EpisodeResult]:
-    """Play every job and return the results sorted by (env id, seed).
-
-    ``local`` and ``vector`` use ``agent`` (or ``make_agent()``, closed at the
-    end); ``ray`` builds one agent per actor with ``make_agent`` (picklable).
-    ``on_result`` is called with each result as it arrives.
-    """
-    if runner not in RUNNERS:
-        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if agent is None and make_agent is None:
-        raise ValueError("give agent= or make_agent=")
-    if runner == "ray":
-        if make_agent is None:
-            raise ValueError("runner=ray builds an agent in every actor: give make_agent=")
-        from agents.runners.ray_runner import run_ray
-
-        results = run_ray(jobs, spec, make_agent, workers=workers, on_result=on_result)
-    else:
-        own = agent is None
-        agent = make_agent() if own else agent
-        try:
-            if runner == "vector":
-                from agents.runners.vector import run_vector
-
-                results = run_vector(jobs, spec, agent, workers=workers, on_result=on_result)
-            else:
-                from agents.runners.local import run_local
-
-                results = run_local(jobs, spec, agent, on_result=on_result)
-        finally:
-            if own and hasattr(agent, "close"):
-                agent.close()
-    return sorted(results, key=lambda r: (r.env_id, -1 if r.seed is None else r.seed))
+    """Play every job once with a :class:`RolloutEngine` made for it (and
+    closed after); the results sorted by (env id, seed, agent seed)."""
+    with RolloutEngine(
+        spec,
+        agent=agent,
+        make_agent=make_agent,
+        runner=runner,
+        workers=workers,
+        envs_per_worker=envs_per_worker,
+    ) as engine:
+        return engine.run(jobs, on_result)

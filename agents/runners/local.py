@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult, rollout
-from agents.runners import Job, RolloutSpec
+from agents.runners import Job, RolloutSpec, by_env_id
 
-__all__ = ["play_job", "run_local"]
+__all__ = ["LocalRunner", "play_job"]
 
 
 def play_job(env: Any, agent: Any, job: Job, spec: RolloutSpec) -> EpisodeResult:
@@ -18,25 +17,50 @@ def play_job(env: Any, agent: Any, job: Job, spec: RolloutSpec) -> EpisodeResult
     timeout = spec.episode_timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     return rollout(
-        env, agent, job.seed, options=job.options, max_steps=spec.max_steps, deadline=deadline
+        env,
+        agent,
+        job.seed,
+        options=job.options,
+        max_steps=spec.max_steps,
+        agent_seed=job.agent_seed,
+        deadline=deadline,
+        keep_samples=spec.keep_samples,
     )
 
 
-def run_local(
-    jobs: Sequence[Job],
-    spec: RolloutSpec,
-    agent: Any,
-    *,
-    on_result: Callable[[EpisodeResult], None] | None = None,
-) -> list[EpisodeResult]:
-    results: list[EpisodeResult] = []
-    for env_id, group in itertools.groupby(jobs, key=lambda job: job.env_id):
-        env = spec.make_env(env_id)
-        try:
-            for job in group:
-                results.append(play_job(env, agent, job, spec))
-                if on_result is not None:
-                    on_result(results[-1])
-        finally:
+class LocalRunner:
+    """Plays jobs in order with one agent; an env per env id, made on first use.
+
+    With ``keep_envs`` every env id's env stays open for later jobs and runs
+    (a learner's few tasks, played every step); otherwise an env is closed
+    as soon as a job for another id comes (a suite's many tasks).
+    """
+
+    def __init__(self, spec: RolloutSpec, agent: Any, *, keep_envs: bool = False) -> None:
+        self.spec, self.agent, self.keep_envs = spec, agent, keep_envs
+        self.envs: dict[str, Any] = {}
+
+    def env(self, env_id: str) -> Any:
+        if env_id not in self.envs:
+            if not self.keep_envs:
+                self.close_envs()
+            self.envs[env_id] = self.spec.make_env(env_id)
+        return self.envs[env_id]
+
+    def run(
+        self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
+    ) -> list[EpisodeResult]:
+        results: list[EpisodeResult] = []
+        for job in by_env_id(jobs):
+            results.append(play_job(self.env(job.env_id), self.agent, job, self.spec))
+            if on_result is not None:
+                on_result(results[-1])
+        return results
+
+    def close_envs(self) -> None:
+        envs, self.envs = list(self.envs.values()), {}
+        for env in reversed(envs):
             env.close()
-    return results
+
+    def close(self) -> None:
+        self.close_envs()

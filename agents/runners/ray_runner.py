@@ -1,26 +1,32 @@
-"""``runner=ray``: Ray actors, each owning an env and an agent.
+"""``runner=ray``: Ray actors, each owning its envs and an agent.
 
 Each :class:`RolloutWorker` actor builds its agent once (``make_agent``) and
-keeps one env, remade when the task changes. The driver hands every idle
-actor the next job and collects episodes as they finish (``on_result``).
+keeps its envs between jobs and runs: with ``envs_per_worker=1`` one env
+(a browser of its own), played as ``runner=local`` plays; with
+``envs_per_worker=M`` M contexts of one shared browser, played as
+``runner=vector`` plays (one batched policy call for the actor's running
+episodes). The driver hands every idle actor its next (up to M) jobs and
+collects the episodes as each call finishes (``on_result``).
 
 * An actor that dies (its process killed, out of memory, a node lost) is
-  recreated and its episode played again, once; a second death records the
-  episode with ``status="error"``. ``EpisodeResult.retries`` says which were
-  replayed.
-* ``episode_timeout_s``: the actor stops the episode between steps and
-  returns it with ``status="timeout"``; an actor stuck inside one step longer
+  recreated and the episodes it was playing are played again, once; a second
+  death records an episode with ``status="error"``. ``EpisodeResult.retries``
+  says which were replayed. What :meth:`RayRunner.call_agents` did to the
+  agents (e.g. load the learner's latest adapter) is done again to a
+  recreated actor's agent.
+* ``episode_timeout_s``: the actor stops an episode between steps and
+  returns it with ``status="timeout"``; an actor stuck inside one call longer
   than the timeout plus ``kill_grace_s`` is killed (its Playwright driver
-  takes its browser down with it) and recreated, and the episode recorded as
-  a timeout.
-* At the end every actor closes its env (and browser) and agent, and only then
-  is killed.
+  takes its browser down with it) and recreated, and its episodes recorded
+  as timeouts.
+* At the end every actor closes its envs (and browser) and agent, and only
+  then is killed.
 
-Ray runs embedded by default (:func:`browser_env.ray_vector.init_ray`: ``ray.init(address="local")``
-on 127.0.0.1, no dashboard, usage stats off, a temp dir of its own under
-/tmp); with ``RAY_ADDRESS`` set it joins that cluster, where ``browser-rl``
-must be installed on every node. A Ray already initialised by the caller is
-used as it is and left running.
+Ray runs embedded by default (:func:`browser_env.ray_vector.init_ray`:
+``ray.init(address="local")`` on 127.0.0.1, no dashboard, usage stats off, a
+temp dir of its own under /tmp); with ``RAY_ADDRESS`` set it joins that
+cluster, where ``browser-rl`` must be installed on every node. A Ray already
+initialised by the caller is used as it is and left running.
 """
 
 from __future__ import annotations
@@ -32,119 +38,186 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, failed_result
+from agents.runners import Job, RolloutSpec, by_env_id, failed_result
 from browser_env.ray_vector import init_ray
 
-__all__ = ["RolloutWorker", "init_ray", "run_ray"]
+__all__ = ["RayRunner", "RolloutWorker", "init_ray"]
 
 
 class RolloutWorker:
-    """A Ray actor's state: one agent, one env at a time. Also usable in-process."""
+    """A Ray actor's state: one agent and its envs. Also usable in-process."""
 
-    def __init__(self, make_agent: Callable[[], Any], spec: RolloutSpec) -> None:
+    def __init__(
+        self, make_agent: Callable[[], Any], spec: RolloutSpec, envs_per_worker: int = 1
+    ) -> None:
         import browser_env  # noqa: F401 - registers the ids in the actor's process
 
-        self.spec = spec
         self.agent = make_agent()
-        self.env: Any = None
-        self.env_id: str | None = None
+        if envs_per_worker > 1:
+            from agents.runners.vector import VectorRunner
+
+            self.runner: Any = VectorRunner(spec, self.agent, workers=envs_per_worker)
+        else:
+            from agents.runners.local import LocalRunner
+
+            self.runner = LocalRunner(spec, self.agent)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def play(self, job: Job) -> EpisodeResult:
-        from agents.runners.local import play_job
+    def play(self, jobs: Sequence[Job]) -> list[EpisodeResult]:
+        """Play ``jobs`` (at most ``envs_per_worker`` of them run at once)."""
+        return self.runner.run(jobs)
 
-        if self.env_id != job.env_id:
-            self._close_env()
-            self.env = self.spec.make_env(job.env_id)
-            self.env_id = job.env_id
-        return play_job(self.env, self.agent, job, self.spec)
-
-    def _close_env(self) -> None:
-        env, self.env, self.env_id = self.env, None, None
-        if env is not None:
-            env.close()
+    def call_agent(self, fn: Callable[[Any], Any]) -> None:
+        fn(self.agent)
 
     def close(self) -> None:
-        """Close the env (its browser) and the agent; safe twice."""
-        self._close_env()
+        """Close the envs (the browser) and the agent; safe twice."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.close()
         agent, self.agent = self.agent, None
         if agent is not None and hasattr(agent, "close"):
             agent.close()
 
 
-def run_ray(
-    jobs: Sequence[Job],
-    spec: RolloutSpec,
-    make_agent: Callable[[], Any],
-    *,
-    workers: int,
-    on_result: Callable[[EpisodeResult], None] | None = None,
-) -> list[EpisodeResult]:
-    import ray
+class RayRunner:
+    """``workers`` :class:`RolloutWorker` actors that live until :meth:`close`."""
 
-    started = init_ray(num_cpus=max(os.cpu_count() or 1, workers))
-    actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
-    actors: list[Any] = [actor_cls.remote(make_agent, spec) for _ in range(workers)]
-    queue = collections.deque((job, 0) for job in jobs)
-    # in flight: object ref -> (actor index, job, attempt, start time)
-    running: dict[Any, tuple[int, Job, int, float]] = {}
-    idle = collections.deque(range(workers))
-    results: list[EpisodeResult] = []
-    hard_limit = (
-        None if spec.episode_timeout_s is None else spec.episode_timeout_s + spec.kill_grace_s
-    )
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        make_agent: Callable[[], Any],
+        *,
+        workers: int,
+        envs_per_worker: int = 1,
+    ) -> None:
+        import ray
 
-    def finish(result: EpisodeResult) -> None:
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+        self.spec, self.make_agent = spec, make_agent
+        self.workers, self.envs_per_worker = workers, envs_per_worker
+        self._started = init_ray(num_cpus=max(os.cpu_count() or 1, workers))
+        self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+        # what call_agents did, by key, in order: replayed on recreated actors
+        self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
+        self.actors: list[Any] = [self._new_actor() for _ in range(workers)]
 
-    def replace(index: int) -> None:
-        ray.kill(actors[index], no_restart=True)
-        actors[index] = actor_cls.remote(make_agent, spec)
+    def _new_actor(self) -> Any:
+        actor = self._actor_cls.remote(self.make_agent, self.spec, self.envs_per_worker)
+        for fn in self._agent_calls.values():
+            actor.call_agent.remote(fn)  # in order, before any play (actor calls are FIFO)
+        return actor
 
-    try:
+    def _replace(self, index: int) -> None:
+        import ray
+
+        ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self._new_actor()
+
+    def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
+        """``fn(agent)`` in every actor, and in every actor made later; a later
+        call with the same ``key`` replaces this one there (e.g. the latest
+        adapter replaces the previous)."""
+        import ray
+
+        self._agent_calls.pop(key if key is not None else object(), None)
+        self._agent_calls[key if key is not None else object()] = fn
+        ray.get([actor.call_agent.remote(fn) for actor in self.actors])
+
+    def run(
+        self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
+    ) -> list[EpisodeResult]:
+        import ray
+
+        spec, m = self.spec, self.envs_per_worker
+        queue = collections.deque((job, 0) for job in by_env_id(jobs))
+        # in flight: object ref -> (actor index, [(job, attempt)], start time)
+        running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
+        idle = collections.deque(range(self.workers))
+        results: list[EpisodeResult] = []
+        hard_limit = (
+            None if spec.episode_timeout_s is None else spec.episode_timeout_s + spec.kill_grace_s
+        )
+
+        def finish(result: EpisodeResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+        def take() -> list[tuple[Job, int]]:
+            # up to M jobs of one env id: an actor's envs hold one task at a time
+            batch = [queue.popleft()]
+            while queue and len(batch) < m and queue[0][0].env_id == batch[0][0].env_id:
+                batch.append(queue.popleft())
+            return batch
+
         while queue or running:
             while queue and idle:
                 index = idle.popleft()
-                job, attempt = queue.popleft()
-                running[actors[index].play.remote(job)] = (index, job, attempt, time.monotonic())
+                batch = take()
+                ref = self.actors[index].play.remote([job for job, _ in batch])
+                running[ref] = (index, batch, time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
-                index, job, attempt, _ = running.pop(ref)
+                index, batch, _ = running.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    played = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    replace(index)
-                    if attempt == 0:
-                        queue.appendleft((job, 1))
-                    else:
-                        finish(failed_result(job, "error", f"worker died twice: {exc}", attempt))
+                    self._replace(index)
+                    for job, attempt in reversed(batch):
+                        if attempt == 0:
+                            queue.appendleft((job, 1))
+                        else:
+                            finish(failed_result(job, "error", f"worker died twice: {exc}", 1))
                 except ray.exceptions.RayTaskError as exc:
-                    finish(failed_result(job, "error", str(exc).splitlines()[0], attempt))
+                    for job, attempt in batch:
+                        finish(failed_result(job, "error", str(exc).splitlines()[0], attempt))
                 else:
-                    result.retries = attempt
-                    finish(result)
+                    for result, (_, attempt) in zip(played, _by_result(batch, played), strict=True):
+                        result.retries = attempt
+                        finish(result)
                 idle.append(index)
             if hard_limit is not None:
                 now = time.monotonic()
-                for ref, (index, job, attempt, began) in list(running.items()):
+                for ref, (index, batch, began) in list(running.items()):
                     if now - began > hard_limit:
                         del running[ref]
-                        replace(index)
+                        self._replace(index)
                         error = f"no result within {hard_limit:.0f} s: the worker was killed"
-                        finish(failed_result(job, "timeout", error, attempt))
+                        for job, attempt in batch:
+                            finish(failed_result(job, "timeout", error, attempt))
                         idle.append(index)
-    finally:
-        for closing in [actor.close.remote() for actor in actors]:
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        for closing in [actor.close.remote() for actor in self.actors]:
             try:
                 ray.get(closing, timeout=120)
             except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
                 pass
-        for actor in actors:
+        for actor in self.actors:
             ray.kill(actor, no_restart=True)
-        if started:
+        self.actors = []
+        if self._started:
             ray.shutdown()
-    return results
+
+
+def _by_result(batch: list[tuple[Job, int]], played: list[EpisodeResult]) -> list[tuple[Job, int]]:
+    """``batch`` in the order of ``played`` (an actor returns episodes as they end)."""
+    pending = list(batch)
+    ordered = []
+    for result in played:
+        key = (result.env_id, result.seed, result.agent_seed)
+        i = next(
+            (
+                i
+                for i, (job, _) in enumerate(pending)
+                if (job.env_id, job.seed, job.agent_seed) == key
+            ),
+            0,
+        )
+        ordered.append(pending.pop(i))
+    return ordered

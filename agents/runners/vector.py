@@ -1,13 +1,17 @@
 """``runner=vector``: N envs in one shared Chromium, one batched policy call per step.
 
-Per task, a :class:`~browser_env.vector.SharedBrowserVectorEnv` of
+Per task, a :class:`~browser_env.vector.SharedBrowserVectorEnv` of up to
 ``workers`` sub-envs (all tasks share one :class:`~browser_env.vector.SharedBrowser`)
-plays the task's jobs, refilling a sub-env with the next seed as soon as its
+plays the task's jobs, refilling a sub-env with the next job as soon as its
 episode ends. Each sub-env has its own fork of the agent (its episode state);
 the leader agent's ``act_batch`` decides for every running sub-env in one
 model call. The sub-envs are stepped through the vector env's ``envs``
 rather than ``step``: episodes start and end at different steps, and
 Gymnasium's vector ``step`` steps every sub-env.
+
+The browser and the vector envs outlive one :meth:`VectorRunner.run`, so a
+learner that plays a batch of episodes every optimiser step launches its
+browser once.
 
 ``agent_ms`` of a step is the batch call's time divided by the batch size
 (the model time each decision cost).
@@ -16,58 +20,94 @@ Gymnasium's vector ``step`` steps every sub-env.
 from __future__ import annotations
 
 import collections
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec
+from agents.runners import Job, RolloutSpec, by_env_id
 
-__all__ = ["run_vector"]
+__all__ = ["VectorRunner"]
 
 _BROWSER_KWARGS = ("headless", "executable_path", "slow_mo_ms")
 
 
-def run_vector(
-    jobs: Sequence[Job],
-    spec: RolloutSpec,
-    agent: Any,
-    *,
-    workers: int,
-    on_result: Callable[[EpisodeResult], None] | None = None,
-) -> list[EpisodeResult]:
-    from browser_env.browser import BrowserConfig
-    from browser_env.vector import SharedBrowser, SharedBrowserVectorEnv
+class VectorRunner:
+    """``workers`` shared-browser envs per task and the agent's batched policy.
 
-    if not hasattr(agent, "fork") or not hasattr(agent, "act_batch"):
-        raise ValueError(
-            f"runner=vector needs an agent with fork() and act_batch(); "
-            f"{type(agent).__name__} has not: use runner=local or runner=ray"
-        )
-    env_kwargs = dict(spec.env_kwargs)
-    browser_kwargs = {k: env_kwargs.pop(k) for k in _BROWSER_KWARGS if k in env_kwargs}
-    results: list[EpisodeResult] = []
-    forks = [agent.fork() for _ in range(workers)]
-    with SharedBrowser(BrowserConfig(**browser_kwargs)) as shared:
-        for env_id, group in itertools.groupby(jobs, key=lambda job: job.env_id):
-            pending = collections.deque(group)
-            vec = SharedBrowserVectorEnv(
-                min(workers, len(pending)),
-                env_id=env_id,
-                browser=shared,
-                wrappers=[spec.wrap],
-                autoreset_mode="Disabled",
-                **env_kwargs,
+    ``keep_envs``: every task's vector env stays open for later runs; else a
+    task's is closed when the next task's opens. ``close`` closes the envs,
+    then the browser.
+    """
+
+    def __init__(
+        self, spec: RolloutSpec, agent: Any, *, workers: int, keep_envs: bool = False
+    ) -> None:
+        if not hasattr(agent, "fork") or not hasattr(agent, "act_batch"):
+            raise ValueError(
+                f"runner=vector needs an agent with fork() and act_batch(); "
+                f"{type(agent).__name__} has not: use runner=local or runner=ray"
             )
-            try:
-                for result in _play(vec.envs, forks, agent, pending, spec):
-                    results.append(result)
-                    if on_result is not None:
-                        on_result(result)
-            finally:
-                vec.close()
-    return results
+        self.spec, self.agent, self.workers, self.keep_envs = spec, agent, workers, keep_envs
+        env_kwargs = dict(spec.env_kwargs)
+        self._browser_kwargs = {k: env_kwargs.pop(k) for k in _BROWSER_KWARGS if k in env_kwargs}
+        self._env_kwargs = env_kwargs
+        self.forks = [agent.fork() for _ in range(workers)]
+        self.vecs: dict[str, Any] = {}
+        self._shared: Any = None
+
+    def _vec(self, env_id: str, n: int) -> Any:
+        """The task's vector env with at least ``n`` sub-envs."""
+        from browser_env.browser import BrowserConfig
+        from browser_env.vector import SharedBrowser, SharedBrowserVectorEnv
+
+        vec = self.vecs.get(env_id)
+        if vec is not None and vec.num_envs >= n:
+            return vec
+        if vec is not None:
+            self.vecs.pop(env_id).close()
+        if not self.keep_envs:
+            self.close_envs()
+        if self._shared is None:
+            self._shared = SharedBrowser(BrowserConfig(**self._browser_kwargs))
+        self.vecs[env_id] = SharedBrowserVectorEnv(
+            n,
+            env_id=env_id,
+            browser=self._shared,
+            wrappers=[self.spec.wrap],
+            autoreset_mode="Disabled",
+            **self._env_kwargs,
+        )
+        return self.vecs[env_id]
+
+    def run(
+        self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
+    ) -> list[EpisodeResult]:
+        results: list[EpisodeResult] = []
+        groups: dict[str, collections.deque[Job]] = {}
+        for job in by_env_id(jobs):
+            groups.setdefault(job.env_id, collections.deque()).append(job)
+        for env_id, pending in groups.items():
+            n = min(self.workers, len(pending))
+            vec = self._vec(env_id, n)
+            for result in _play(vec.envs[:n], self.forks[:n], self.agent, pending, self.spec):
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        return results
+
+    def close_envs(self) -> None:
+        vecs, self.vecs = list(self.vecs.values()), {}
+        for vec in reversed(vecs):
+            vec.close()
+
+    def close(self) -> None:
+        try:
+            self.close_envs()
+        finally:
+            shared, self._shared = self._shared, None
+            if shared is not None:
+                shared.close()
 
 
 def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, spec: RolloutSpec):
@@ -80,7 +120,13 @@ def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, 
         if pending:
             job = pending.popleft()
             slots[i] = Episode(
-                envs[i], forks[i], job.seed, options=job.options, max_steps=spec.max_steps
+                envs[i],
+                forks[i],
+                job.seed,
+                options=job.options,
+                max_steps=spec.max_steps,
+                agent_seed=job.agent_seed,
+                keep_samples=spec.keep_samples,
             )
             timeout = spec.episode_timeout_s
             deadlines[i] = float("inf") if timeout is None else time.monotonic() + timeout

@@ -1,4 +1,5 @@
-"""runner=ray and RayVectorEnv on an embedded local Ray (one cluster for the module)."""
+"""runner=ray (actors owning one env, or M contexts of one browser) and
+RayVectorEnv on an embedded local Ray (one cluster for the module)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,14 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
     local = run_rollouts(JOBS, SPEC, agent=_expert(), runner="local")
     seen = []
     remote = run_rollouts(
-        JOBS, SPEC, make_agent=ScriptedExpert, runner="ray", workers=2, on_result=seen.append
-    )  # an importable factory: actors unpickle it by reference
+        JOBS,
+        SPEC,
+        make_agent=ScriptedExpert,  # an importable factory: actors unpickle it by reference
+        runner="ray",
+        workers=2,
+        envs_per_worker=2,  # each actor: 2 contexts of one browser, a batched policy
+        on_result=seen.append,
+    )
     key = [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in local]
     assert [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote] == key
     rates = [(row["env_id"], row["success_rate"]) for row in summarize(local)[0]]

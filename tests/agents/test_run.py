@@ -226,5 +226,7 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
         [s[k] for k in keys] for s in local["episodes"]
     ]
     assert len(list(tmp_path.iterdir())) == 3
-    with pytest.raises(ValueError, match="runner=local"):
-        run_episodes(compose_run(*args, "runner=vector", "online=sdft"), verbose=False)
+    with pytest.raises(ValueError, match="record=true"):  # online SDFT learns from records
+        run_episodes(
+            compose_run(*args, "runner=vector", "online=sdft", "record=false"), verbose=False
+        )

@@ -63,3 +63,5 @@ def test_bad_runner_arguments():
         run_rollouts([], SPEC, agent=RandomAgent(), runner="ray")
     with pytest.raises(ValueError, match="workers"):
         run_rollouts([], SPEC, agent=RandomAgent(), workers=0)
+    with pytest.raises(ValueError, match="runner=ray only"):
+        run_rollouts([], SPEC, agent=RandomAgent(), runner="vector", envs_per_worker=2)

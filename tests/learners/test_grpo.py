@@ -201,6 +201,8 @@ def test_grpo_on_the_live_env(tmp_path):
             "format_reward": 0.1,
             "env_ids": ["browser_env/miniwob.click-test-v0"],
             "train_seeds": [0],
+            "runner": "vector",  # the group's 2 rollouts as contexts of one browser, batched
+            "workers": 2,
         }
     )
     row = result["history"][-1]

@@ -122,13 +122,16 @@ def test_grpo_rollouts_generate_on_the_server_with_the_trained_adapter(
     # initial policy (the init adapter): a group of equal rewards would give no
     # update. Judge the real, server-generated rollouts alternately as won and lost
     # so each group of two has an advantage to follow.
-    real_play, calls = learners.rollout.play, [0]
+    real_play, calls = learners.rollout.LearnerRollouts.play, [0]
 
-    def play(*args, **kwargs):
-        calls[0] += 1
-        return dataclasses.replace(real_play(*args, **kwargs), success=calls[0] % 2 == 0)
+    def play(self, jobs):
+        judged = []
+        for trajectory in real_play(self, jobs):
+            calls[0] += 1
+            judged.append(dataclasses.replace(trajectory, success=calls[0] % 2 == 0))
+        return judged
 
-    monkeypatch.setattr(learners.rollout, "play", play)
+    monkeypatch.setattr(learners.rollout.LearnerRollouts, "play", play)
     init = build_tiny_adapter(tiny_model, tmp_path / "init")
     out = tmp_path / "grpo"
     cfg = _server_cfg(
