@@ -20,12 +20,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
 from browser_env.actions import Action
 from browser_env.wrappers import AnnotatedAction, RecordEpisode
+
+if TYPE_CHECKING:
+    from agents.agent import Agent
 
 __all__ = [
     "Episode",
@@ -161,7 +164,7 @@ class Episode:
     def __init__(
         self,
         env: gym.Env,
-        agent: Any,
+        agent: Agent,
         seed: int | None,
         *,
         options: Mapping[str, Any] | None = None,
@@ -259,7 +262,7 @@ class Episode:
 
 def rollout(
     env: gym.Env,
-    agent: Any,
+    agent: Agent,
     seed: int | None,
     *,
     options: Mapping[str, Any] | None = None,

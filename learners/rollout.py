@@ -26,9 +26,19 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.rollout import StepSample
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from agents.agent import Agent
+    from agents.backends.base import Backend
+    from agents.rollout import EpisodeResult
+    from agents.runners import RolloutSpec
+    from learners.config import GRPOConfig, LearnerConfig
+    from learners.loop import TrainLoop
 
 __all__ = [
     "LearnerRollouts",
@@ -54,7 +64,7 @@ class Trajectory:
         return sum(s.parsed for s in self.steps) / max(len(self.steps), 1)
 
     @classmethod
-    def from_result(cls, result: Any) -> Trajectory:
+    def from_result(cls, result: EpisodeResult) -> Trajectory:
         """From an ``EpisodeResult`` played with ``keep_samples``."""
         return cls(
             result.env_id, result.seed, result.samples, result.episode_return, result.success
@@ -62,7 +72,12 @@ class Trajectory:
 
 
 def make_agent(
-    backend: Any, cfg: Any, *, temperature: float, top_p: float = 1.0, max_new_tokens: int = 48
+    backend: Backend,
+    cfg: LearnerConfig,
+    *,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int = 48,
 ) -> Any:
     """The learner's agent: ``cfg.prompt`` (the prompt recipe training uses) and this sampling."""
     from agents.agent import LLMAgent
@@ -77,7 +92,7 @@ def make_agent(
     )
 
 
-def play(env: Any, agent: Any, seed: int, *, sample_seed: int | None = None) -> Trajectory:
+def play(env: gym.Env, agent: Agent, seed: int, *, sample_seed: int | None = None) -> Trajectory:
     """One episode in ``env``; ``sample_seed`` seeds the agent's sampling (distinct per group member)."""
     from agents.rollout import rollout
 
@@ -103,11 +118,11 @@ def _server_agent(backend_kwargs: dict[str, Any], prompt: Any, sampling: Any) ->
     return LLMAgent(OpenAIBackend(**backend_kwargs), prompt=prompt, sampling=sampling)
 
 
-def _load_adapter(path: str, agent: Any) -> None:
+def _load_adapter(path: str, agent: Agent) -> None:
     agent.backend.load_adapter(path)
 
 
-def _serve_as(name: str, agent: Any) -> None:
+def _serve_as(name: str, agent: Agent) -> None:
     agent.backend.model_name = name
 
 
@@ -127,8 +142,8 @@ class LearnerRollouts:
 
     def __init__(
         self,
-        agent: Any,
-        spec: Any,
+        agent: Agent,
+        spec: RolloutSpec,
         *,
         runner: str = "local",
         workers: int = 1,
@@ -151,7 +166,13 @@ class LearnerRollouts:
 
     @classmethod
     def for_learner(
-        cls, agent: Any, cfg: Any, spec: Any, *, server: Any = None, base_model: str | None = None
+        cls,
+        agent: Agent,
+        cfg: GRPOConfig,
+        spec: RolloutSpec,
+        *,
+        server: Any = None,
+        base_model: str | None = None,
     ) -> LearnerRollouts:
         """The engine ``cfg`` asks for (``runner``, ``workers``, ``envs_per_worker``)
         around the learner's ``agent``; ``server``: the :class:`LoRAServer` of
@@ -218,7 +239,11 @@ class LearnerRollouts:
 
 
 def evaluate_success(
-    backend: Any, cfg: Any, rollouts: LearnerRollouts, env_ids: Iterable[str], seeds: Iterable[int]
+    backend: Backend,
+    cfg: LearnerConfig,
+    rollouts: LearnerRollouts,
+    env_ids: Iterable[str],
+    seeds: Iterable[int],
 ) -> dict[str, float]:
     """Greedy success rate (and mean return, parse rate) over ``env_ids`` x ``seeds``;
     ``rollouts`` plays with a greedy agent on ``backend``."""
@@ -239,7 +264,9 @@ def evaluate_success(
     }
 
 
-def success_gate(backend: Any, cfg: Any) -> tuple[Callable[[], float], Callable[[], None]]:
+def success_gate(
+    backend: Backend, cfg: LearnerConfig
+) -> tuple[Callable[[], float], Callable[[], None]]:
     """``(evaluate, close)`` for an evaluation gate on held-out env seeds: greedy
     episodes of ``backend`` (torch or MLX) on ``cfg.eval_env_ids`` x
     ``cfg.eval_seeds`` through the rollout engine (``runner=local``), envs kept
@@ -262,7 +289,7 @@ def success_gate(backend: Any, cfg: Any) -> tuple[Callable[[], float], Callable[
     return evaluate, rollouts.close
 
 
-def attach_env_gate(loop: Any, cfg: Any) -> None:
+def attach_env_gate(loop: TrainLoop, cfg: LearnerConfig) -> None:
     """Give ``loop`` an evaluation gate on held-out env seeds when the config asks
     for one (:func:`success_gate` on the trainer's model)."""
     if not (cfg.eval_steps and cfg.eval_env_ids):

@@ -41,9 +41,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult
+
+if TYPE_CHECKING:
+    from agents.agent import Agent
+
 
 __all__ = [
     "RUNNERS",
@@ -172,7 +176,7 @@ class RolloutEngine:
         self,
         spec: RolloutSpec,
         *,
-        agent: Any = None,
+        agent: Agent | None = None,
         make_agent: Callable[[], Any] | None = None,
         runner: str = "local",
         workers: int = 1,
@@ -260,7 +264,7 @@ def run_rollouts(
     jobs: Sequence[Job],
     spec: RolloutSpec,
     *,
-    agent: Any = None,
+    agent: Agent | None = None,
     make_agent: Callable[[], Any] | None = None,
     runner: str = "local",
     workers: int = 1,

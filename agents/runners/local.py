@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult, rollout
 from agents.runners import Job, RolloutSpec, by_env_id
 
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from agents.agent import Agent
+
+
 __all__ = ["LocalRunner", "play_job"]
 
 
-def play_job(env: Any, agent: Any, job: Job, spec: RolloutSpec) -> EpisodeResult:
+def play_job(env: gym.Env, agent: Agent, job: Job, spec: RolloutSpec) -> EpisodeResult:
     """Play ``job`` in ``env`` (made for ``job.env_id``) with ``agent``, within the spec's limits."""
     timeout = spec.episode_timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -36,7 +42,7 @@ class LocalRunner:
     as soon as a job for another id comes (a suite's many tasks).
     """
 
-    def __init__(self, spec: RolloutSpec, agent: Any, *, keep_envs: bool = False) -> None:
+    def __init__(self, spec: RolloutSpec, agent: Agent, *, keep_envs: bool = False) -> None:
         self.spec, self.agent, self.keep_envs = spec, agent, keep_envs
         self.envs: dict[str, Any] = {}
 

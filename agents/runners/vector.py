@@ -22,10 +22,14 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
 from agents.runners import Job, RolloutSpec, by_env_id
+
+if TYPE_CHECKING:
+    from agents.agent import Agent
+
 
 __all__ = ["VectorRunner"]
 
@@ -41,7 +45,7 @@ class VectorRunner:
     """
 
     def __init__(
-        self, spec: RolloutSpec, agent: Any, *, workers: int, keep_envs: bool = False
+        self, spec: RolloutSpec, agent: Agent, *, workers: int, keep_envs: bool = False
     ) -> None:
         if not hasattr(agent, "fork") or not hasattr(agent, "act_batch"):
             raise ValueError(
