@@ -122,7 +122,8 @@ def test_refuses_a_non_empty_directory(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
-    ["text", pytest.param("vlm", marks=pytest.mark.exhaustive)],  # ~10 s each
+    # ~10 s each; the builder's functions are tested above without the CLI
+    [pytest.param(k, marks=pytest.mark.exhaustive) for k in ("text", "vlm")],
 )
 def test_command_line(tmp_path, kind):
     out = tmp_path / kind

@@ -72,7 +72,7 @@ def _run(args, cwd):
     return proc
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive  # ~13 s; test_configs_compose_into_learner_configs composes every config
 def test_sft_entry_point_multirun(tmp_path, episodes_dir):
     _run(
         [
@@ -100,7 +100,7 @@ def test_sft_entry_point_multirun(tmp_path, episodes_dir):
     assert lrs == {1e-3, 1e-2}
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive  # ~14 s; the default tier composes +backend=mlx and trains MLX SDFT elsewhere
 def test_sdft_entry_point_with_mlx_backend_override(tmp_path, episodes_dir):
     pytest.importorskip("mlx_lm")
     _run(
