@@ -538,10 +538,11 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     except ModuleNotFoundError:
         return
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+    first_steps = max(int(results["config"]["stage_b_steps"]) // 2, 1)  # sft+sdft's SFT half
     for name, r in results["stage_b"].items():
         losses = [row["loss"] for row in r["history"] if "loss" in row]
         (line,) = loss_ax.plot(range(1, len(losses) + 1), losses, label=name)
-        curve = validation_curve(r, out)
+        curve = validation_curve(r, out, first_steps)
         val_ax.plot(*zip(*curve, strict=True), marker="o", color=line.get_color(), label=name)
     loss_ax.set(title="stage B training loss (each arm's own objective)", xlabel="optimiser step")
     val_ax.set(
@@ -555,37 +556,29 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def validation_curve(record: Mapping[str, Any], out: Path) -> list[tuple[int, float]]:
+def validation_curve(
+    record: Mapping[str, Any], out: Path, first_steps: int
+) -> list[tuple[int, float]]:
     """``(optimiser step, validation accuracy)`` of a stage-B arm's checkpoints,
     by step. A checkpoint dir ``step-N`` is step N of its run; a run's final
     adapter is its last step; the second run of ``sft+sdft`` starts where the
-    first ended."""
+    first (``first_steps`` long, as :func:`run` splits the budget) ended."""
     import re
 
     roots = [os.path.relpath(r, out) for r in record.get("checkpoint_roots") or [record["adapter"]]]
-    # the SFT half's steps: its history rows come first in the arm's history
-    first_steps = len(record["history"]) - _steps_of(record, roots[-1]) if len(roots) > 1 else 0
+    second = roots[-1] if len(roots) > 1 else None
     points = []
     for path, accuracy in record["validation"].items():
         root = max((r for r in roots if path == r or path.startswith(r + os.sep)), key=len)
-        offset = first_steps if len(roots) > 1 and root == roots[-1] else 0
         match = re.search(r"step-0*(\d+)$", path)
         if match:
-            step = offset + int(match.group(1))
-        elif len(roots) > 1 and root == roots[0]:
+            step = (first_steps if root == second else 0) + int(match.group(1))
+        elif second is not None and root == roots[0]:
             step = first_steps
         else:
             step = len(record["history"])
         points.append((step, accuracy))
     return sorted(set(points))
-
-
-def _steps_of(record: Mapping[str, Any], root: str) -> int:
-    """Steps of the arm's last run (``sft+sdft``: the SDFT half), from its history rows."""
-    rows = [row.get("step", 0) for row in record["history"]]
-    # the second run's step counter restarts at 1
-    restarts = [i for i in range(1, len(rows)) if rows[i] <= rows[i - 1]]
-    return len(rows) - restarts[-1] if restarts else len(rows)
 
 
 def hydra_entry(cfg: Any) -> dict[str, Any]:
