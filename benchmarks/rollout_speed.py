@@ -2,25 +2,32 @@
 
 ::
 
-    python -m benchmarks.rollout_speed                          # N = 1, 2, 4, 8; 20 steps per env
-    python -m benchmarks.rollout_speed --sizes 1,4 --steps 40 --json speed.json
-    python -m benchmarks.rollout_speed --skip ray,policy
+    python -m benchmarks.rollout_speed                     # N = 1, 2, 4, 8; 160 env steps a run
+    python -m benchmarks.rollout_speed --sizes 1,4 --steps 320 --json speed.json
+    python -m benchmarks.rollout_speed --skip ray,policy --vector-rounds 5
 
 For each N it steps N envs of one MiniWoB++ task (click-checkboxes, full
 observation: elements, text and screenshot) with seeded random clicks,
-``NextStep`` autoreset, in three ways:
+``NextStep`` autoreset, in these ways:
 
 * ``separate``: ``gymnasium.make_vec(..., vectorization_mode="async")``: one
   process and one Chromium per env (what one gets without this project's
   vector env);
 * ``shared``: ``gymnasium.make_vec(...)``: N contexts of one Chromium
-  (:class:`browser_env.vector.SharedBrowserVectorEnv`);
+  (:class:`browser_env.vector.SharedBrowserVectorEnv`), stepped concurrently;
+* ``shared-seq`` (largest N only): the same, ``concurrent=False`` (stepped
+  one after another, as Gymnasium's ``SyncVectorEnv`` does);
 * ``ray``: :class:`browser_env.ray_vector.RayVectorEnv`, one actor per env.
 
 and reports env steps/s and episodes/s (wall clock), CPU-ms per env step
 (user + system time of every process involved: this one, its children, the
 browsers and, for ``ray``, the actors' process trees) and memory: PSS of the
 same process trees, and PSS per extra env ``(PSS(N) - PSS(1)) / (N - 1)``.
+Each browser row is measured ``--vector-rounds`` times, the rows taking turns
+(round 1 of every row, then round 2, ...), and the table shows the median:
+on a shared or virtual machine one run's CPU figures drift by 10-20%, and
+taking turns lets a drift weigh on every row alike. The summary line under
+the table gives the issue's ratios: shared N=max against one env.
 
 ``runners`` then measures the rollout engine itself (:mod:`agents.runners`)
 on the same task with seeded random clicks (at most 8 steps an episode):
@@ -54,7 +61,7 @@ import numpy as np
 __all__ = ["main", "measure_policy", "measure_runners", "measure_vector"]
 
 TASK = "click-checkboxes"
-MODES = ("separate", "shared", "ray")
+MODES = ("separate", "shared", "shared-seq", "ray")
 PARTS = (*MODES, "runners", "policy")
 
 
@@ -130,8 +137,8 @@ def _make(
             **env_kwargs,
         )
         return vec, lambda: [os.getpid(), *(p.pid for p in vec.processes)]
-    if mode == "shared":
-        vec = gym.make_vec(env_id, num_envs=n, **env_kwargs)
+    if mode in ("shared", "shared-seq"):
+        vec = gym.make_vec(env_id, num_envs=n, concurrent=mode == "shared", **env_kwargs)
         return vec, lambda: [os.getpid()]
     from browser_env.ray_vector import RayVectorEnv
 
@@ -146,6 +153,8 @@ def measure_vector(
     mode: str, n: int, steps: int, task: str = TASK, env_kwargs: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Step ``n`` envs ``steps`` times each with seeded random clicks; one row of figures."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     from agents.random_agent import RandomAgent
 
     env_id = f"browser_env/miniwob.{task}-v0"
@@ -351,6 +360,51 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _vector_steps(env_steps: int, n: int) -> int:
+    return max(1, round(env_steps / n))
+
+
+def _median_row(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One row from several runs of it: the median of each figure, and the runs'
+    CPU-ms per step (their spread says how steady the machine was)."""
+    row = dict(runs[0])
+    for key in ("steps_per_s", "episodes_per_s", "cpu_ms_per_step", "pss_mib"):
+        row[key] = float(np.median([r[key] for r in runs]))
+    row["rounds"] = len(runs)
+    row["cpu_ms_per_step_runs"] = [round(r["cpu_ms_per_step"], 1) for r in runs]
+    return row
+
+
+def _ratios(rows: Sequence[dict[str, Any]]) -> str:
+    """The issue's ratios: shared N=max against one env, and memory per extra env."""
+    by = {(r["mode"], r["n"]): r for r in rows}
+    one = by.get(("shared", 1))
+    n = max((r["n"] for r in rows if r["mode"] == "shared"), default=1)
+    shared = by.get(("shared", n))
+    if one is None or shared is None or n == 1:
+        return ""
+    line = (
+        f"\nshared N={n} vs one env: CPU-ms/step x{shared['cpu_ms_per_step'] / one['cpu_ms_per_step']:.2f} "
+        f"(target <= 0.8), steps/s x{shared['steps_per_s'] / one['steps_per_s']:.2f} (target >= 1.0)"
+    )
+    seq = by.get(("shared-seq", n))
+    if seq is not None:
+        line += (
+            f"; stepped one after another: CPU-ms/step x{seq['cpu_ms_per_step'] / one['cpu_ms_per_step']:.2f}, "
+            f"steps/s x{seq['steps_per_s'] / one['steps_per_s']:.2f}"
+        )
+    separate, separate_one = by.get(("separate", n)), by.get(("separate", 1))
+    if separate is not None and separate_one is not None:
+        per_env = (shared["pss_mib"] - one["pss_mib"]) / (n - 1)
+        per_sep = (separate["pss_mib"] - separate_one["pss_mib"]) / (n - 1)
+        line += (
+            f"\nPSS per extra env: shared {per_env:.0f} MiB, separate {per_sep:.0f} MiB "
+            f"(x{per_env / per_sep:.2f}, target <= 0.33); separate N={n} steps/s "
+            f"x{separate['steps_per_s'] / separate_one['steps_per_s']:.2f} of one env"
+        )
+    return line
+
+
 def _runner_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| engine (random clicks) | workers x envs | ms/episode | episodes/s | steps/s "
@@ -402,7 +456,15 @@ def _attempt(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,2,4,8", help="numbers of envs, comma-separated")
-    parser.add_argument("--steps", type=int, default=20, help="vector steps per measurement")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=160,
+        help="env steps per browser-row run (N envs: steps/N each)",
+    )
+    parser.add_argument(
+        "--vector-rounds", type=int, default=3, help="runs per browser row (median shown)"
+    )
     parser.add_argument("--episodes", type=int, default=2, help="policy episodes per env")
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
     parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
@@ -421,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.vector_rounds < 1 or args.steps < 1:
+        raise ValueError("--vector-rounds and --steps must be >= 1")
     if not sizes or min(sizes) < 1:
         raise ValueError("--sizes must be positive integers")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -469,19 +533,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
     try:
-        # the browser rows first, then the policy, then the rows that need Ray
-        plan = [(m, n) for m in MODES if m not in skip and m != "ray" for n in sizes]
-        for mode, n in tqdm(plan, desc="vector envs", unit="run"):
-            rows += _attempt(
+        # the browser rows first (taking turns, see the module doc), then the
+        # policy, then the rows that need Ray
+        plan = [(m, n) for m in ("separate", "shared") if m not in skip for n in sizes]
+        if {"shared", "shared-seq"}.isdisjoint(skip) and max(sizes) > 1:
+            plan.append(("shared-seq", max(sizes)))
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in plan}
+        turns = [key for _ in range(args.vector_rounds) for key in plan]
+        for mode, n in tqdm(turns, desc="vector envs", unit="run"):
+            runs[(mode, n)] += _attempt(
                 failures,
                 f"{mode} N={n}",
                 measure_vector,
                 mode,
                 n,
-                args.steps,
+                _vector_steps(args.steps, n),
                 args.task,
                 env_kwargs,
             )
+            rows[:] = [_median_row(runs[key]) for key in plan if runs[key]]
             save()
         if "policy" not in skip:
             policy += _attempt(
@@ -509,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     measure_vector,
                     "ray",
                     n,
-                    args.steps,
+                    _vector_steps(args.steps, n),
                     args.task,
                     env_kwargs,
                 )
@@ -520,6 +590,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             ray.shutdown()
     print(_table(rows))
+    summary = _ratios(rows)
+    if summary:
+        print(summary)
     if runners:
         print()
         print(_runner_table(runners))

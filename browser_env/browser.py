@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrowserConfig",
     "acquire_playwright",
+    "current_playwright",
     "driver_alive",
     "find_chromium",
     "kill_browser_processes",
@@ -185,6 +186,11 @@ def acquire_playwright() -> Playwright:
         _LOCAL.count = 0
     _LOCAL.count += 1
     return revive_playwright()
+
+
+def current_playwright() -> Playwright | None:
+    """This thread's Playwright driver if one was acquired here, else ``None``."""
+    return getattr(_LOCAL, "driver", None) if getattr(_LOCAL, "count", 0) else None
 
 
 def driver_alive(playwright: Playwright | None) -> bool:

@@ -32,8 +32,6 @@ process behind. URLs follow a :class:`~browser_env.policy.UrlPolicy`.
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,6 +52,7 @@ from browser_env.browser import (
 from browser_env.executor import INIT_JS, INTENTS_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
 from browser_env.policy import UrlPolicy
+from browser_env.screenshot import Screenshotter
 from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
 from browser_env.timing import Timings
 from browser_env.watchdog import Watchdog
@@ -170,6 +169,7 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         )
         region = self.task.screenshot_region
         self.screenshot_region = tuple(int(v) for v in region) if region else (0, 0, *self.viewport)
+        self._screenshotter = Screenshotter(self.screenshot_region)
         self.observation_space = observation_space(self.modalities, self.screenshot_region[2:])
         self.action_space = ActionSpace()
 
@@ -698,23 +698,9 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         return obs, timings
 
     def _screenshot(self) -> np.ndarray:
-        from PIL import Image
-
         if self._cdp is None:
             self._cdp = self.page.context.new_cdp_session(self.page)
-        x, y, width, height = self.screenshot_region
-        clip = {"x": x, "y": y, "width": width, "height": height, "scale": 1}
-        shot = self._cdp.send(
-            "Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True, "clip": clip}
-        )
-        image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
-        if image.size != (width, height):  # e.g. a popup with another viewport
-            image = (
-                image.crop((0, 0, width, height))
-                if image.width >= width and image.height >= height
-                else image.resize((width, height))
-            )
-        return np.asarray(image, dtype=np.uint8).copy()
+        return self._screenshotter.capture(self._cdp)
 
 
 _UNREAD = object()

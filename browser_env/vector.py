@@ -23,18 +23,22 @@ sub-envs are the same ``gymnasium.make(env_id)`` envs one would make by hand,
 only handed a shared browser. Per sub-env results are therefore those of N
 separate envs on the same seeds and actions.
 
-Why sequential stepping on one thread, not one driver thread running
-Playwright's async API over the N contexts: Playwright's sync API is bound to
-the thread that started its driver, and every sub-env here is the ordinary sync
-:class:`~browser_env.env.BrowserEnv` created on the caller's thread, so there
-is one env implementation, not a second async one that would have to be kept
-identical to it. The async design could overlap one context's rendering with
-another's observation script; measured with ``python -m
-benchmarks.rollout_speed`` on this 2-core machine (see the README table), the
-renderers already keep both cores busy when stepped one after another, so the
-wins that carry over are the CPU time and memory per extra env, which sharing
-the browser gives either way. For wall-clock parallelism use several processes
-(``vectorization_mode="async"``) or Ray actors
+Stepping: a :class:`~gymnasium.vector.SyncVectorEnv` steps its sub-envs one
+after another. This one steps them concurrently on the caller's thread
+(:func:`browser_env.concurrent.run_concurrently`: one greenlet per sub-env on
+Playwright's own event loop, how its sync event handlers already run), so
+while one context renders or runs its observation script, the others' calls
+are in flight. Measured with ``python -m benchmarks.rollout_speed`` (README):
+on 2 cores, N = 8 contexts stepped concurrently use less CPU per env step than
+one env and step faster in aggregate, where stepping them one after another
+used about as much CPU per step as one env and left a core idle.
+``concurrent=False`` steps them one after another (for debugging; the
+results are the same). Why greenlets and not Playwright's async API or
+threads: every sub-env stays the ordinary sync
+:class:`~browser_env.env.BrowserEnv` (one env implementation, not a second
+async one to keep identical), and one Playwright driver serves them all (sync
+Playwright needs a driver per thread). For parallelism beyond one browser use
+several processes (``vectorization_mode="async"``) or Ray actors
 (:class:`browser_env.ray_vector.RayVectorEnv`), each of which can hold a
 shared-browser vector env of its own.
 
@@ -49,7 +53,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import iterate
 
 from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
 
@@ -94,6 +100,11 @@ class SharedBrowser:
                 self._playwright = acquire_playwright()
             self._browser = launch(self._playwright, self.config)
         return self._browser
+
+    @property
+    def playwright(self) -> Any:
+        """The Playwright driver the browser runs on (``None`` before the first launch)."""
+        return self._playwright
 
     @property
     def browser(self) -> Browser | None:
@@ -158,6 +169,8 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             for ``task`` (``make_vec`` passes the spec's kwargs, not its id).
         max_episode_steps: ``TimeLimit`` of each sub-env (default: the id's).
         autoreset_mode, copy: as for :class:`~gymnasium.vector.SyncVectorEnv`.
+        concurrent: step and reset the sub-envs concurrently (module doc);
+            ``False`` does it one after another, with the same results.
         wrappers: applied to each sub-env in order (e.g. a ``RecordEpisode``
             factory); not through ``make_vec``, which forbids them for
             vector entry points.
@@ -177,6 +190,7 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         max_episode_steps: int | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         copy: bool = True,
+        concurrent: bool = True,
         wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
         browser: SharedBrowser | None = None,
         headless: bool = True,
@@ -196,6 +210,7 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             slow_mo_ms=slow_mo_ms,
             extra_args=tuple(extra_args),
         )
+        self.concurrent = bool(concurrent)
         self._own_browser = browser is None
         self.browser = SharedBrowser(config) if browser is None else browser
         self.env_id = env_id
@@ -227,6 +242,79 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
                 self.browser.close()
             raise
 
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Gymnasium's :meth:`SyncVectorEnv.step`, with the sub-envs' calls run
+        concurrently first and handed to it in its order."""
+        if not self._concurrent_now():
+            return super().step(actions)
+        mode = AutoresetMode(self.autoreset_mode)
+        if mode is AutoresetMode.DISABLED and self._autoreset_envs.any():
+            return super().step(actions)  # Gymnasium refuses it; no sub-env is touched
+        per_env = list(iterate(self.action_space, actions))
+
+        def one(i: int) -> list[tuple[str, Any]]:
+            env = self.envs[i]
+            if mode is AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
+                return [("reset", env.reset())]
+            result = env.step(per_env[i])
+            calls = [("step", result)]
+            if mode is AutoresetMode.SAME_STEP and (result[2] or result[3]):
+                calls.append(("reset", env.reset()))
+            return calls
+
+        return self._replaying(one, lambda: super(SharedBrowserVectorEnv, self).step(actions))
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Gymnasium's :meth:`SyncVectorEnv.reset`, the sub-envs reset concurrently."""
+        seeds = (
+            [None] * self.num_envs
+            if seed is None
+            else [seed + i for i in range(self.num_envs)]
+            if isinstance(seed, int)
+            else list(seed)
+        )
+        mask = (options or {}).get("reset_mask", np.ones(self.num_envs, dtype=np.bool_))
+        simple = (
+            len(seeds) == self.num_envs
+            and isinstance(mask, np.ndarray)
+            and mask.shape == (self.num_envs,)
+            and mask.dtype == np.bool_
+            and mask.any()
+        )
+        if not self._concurrent_now() or not simple:
+            return super().reset(seed=seed, options=options)  # its own errors for bad input
+        env_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
+
+        def one(i: int) -> list[tuple[str, Any]]:
+            if not mask[i]:
+                return []
+            return [("reset", self.envs[i].reset(seed=seeds[i], options=env_options))]
+
+        return self._replaying(
+            one, lambda: super(SharedBrowserVectorEnv, self).reset(seed=seed, options=options)
+        )
+
+    def _concurrent_now(self) -> bool:
+        return self.concurrent and self.num_envs > 1 and not self.closed
+
+    def _replaying(self, one: Callable[[int], list[tuple[str, Any]]], gymnasium_call: Any) -> Any:
+        """Run ``one(i)`` for every sub-env concurrently, then ``gymnasium_call``
+        with each sub-env replaced by a replay of the calls it made."""
+        from browser_env.concurrent import run_concurrently
+
+        self.browser()  # launched (or relaunched) here, not by several sub-envs at once
+        recorded = run_concurrently(
+            [lambda i=i: one(i) for i in range(self.num_envs)], self.browser.playwright
+        )
+        envs = self.envs
+        self.envs = [_Replay(env, calls) for env, calls in zip(envs, recorded, strict=True)]
+        try:
+            return gymnasium_call()
+        finally:
+            self.envs = envs
+
     def close_extras(self, **kwargs: Any) -> None:
         """Close every sub-env's context, then the browser when this env owns it."""
         try:
@@ -234,3 +322,25 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         finally:
             if self._own_browser:
                 self.browser.close()
+
+
+class _Replay:
+    """A sub-env as SyncVectorEnv sees it while it assembles a concurrent step:
+    ``step``/``reset`` hand back, in order, the results the real env already gave."""
+
+    def __init__(self, env: gym.Env, calls: list[tuple[str, Any]]) -> None:
+        self.env, self.calls = env, list(calls)
+
+    def _next(self, kind: str) -> Any:
+        if not self.calls or self.calls[0][0] != kind:
+            raise RuntimeError(
+                f"SharedBrowserVectorEnv expected Gymnasium to call {self.calls[:1] or 'nothing'}, "
+                f"not {kind}: its SyncVectorEnv changed; pass concurrent=False"
+            )
+        return self.calls.pop(0)[1]
+
+    def step(self, action: Any) -> Any:
+        return self._next("step")
+
+    def reset(self, **kwargs: Any) -> Any:
+        return self._next("reset")

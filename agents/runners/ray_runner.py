@@ -65,6 +65,12 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (hex id)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def play(self, jobs: Sequence[Job]) -> list[EpisodeResult]:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once)."""
         return self.runner.run(jobs)

@@ -7,7 +7,9 @@ episode ends. Each sub-env has its own fork of the agent (its episode state);
 the leader agent's ``act_batch`` decides for every running sub-env in one
 model call. The sub-envs are stepped through the vector env's ``envs``
 rather than ``step``: episodes start and end at different steps, and
-Gymnasium's vector ``step`` steps every sub-env.
+Gymnasium's vector ``step`` steps every sub-env. The sub-envs' resets and
+steps run concurrently (:func:`browser_env.concurrent.run_concurrently`, as
+the vector env's own ``step`` does).
 
 The browser and the vector envs outlive one :meth:`VectorRunner.run`, so a
 learner that plays a batch of episodes every optimiser step launches its
@@ -20,12 +22,14 @@ browser once.
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
 from agents.runners import Job, RolloutSpec, by_env_id
+from browser_env.concurrent import run_concurrently
 
 if TYPE_CHECKING:
     from agents.agent import Agent
@@ -135,23 +139,31 @@ def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, 
             timeout = spec.episode_timeout_s
             deadlines[i] = float("inf") if timeout is None else time.monotonic() + timeout
 
-    for i in range(len(envs)):
-        start(i)
+    def start_all(indices: Sequence[int]) -> None:
+        run_concurrently([functools.partial(start, i) for i in indices])
+
+    start_all(range(len(envs)))
     while any(slot is not None for slot in slots):
+        ended = []
         for i, slot in enumerate(slots):
             if slot is None:
                 continue
             if not slot.done and time.monotonic() > deadlines[i]:
                 yield slot.stop("timeout")
-                start(i)
+                ended.append(i)
             elif slot.done:  # ended on reset (a zero-step limit) or on its last step
                 yield slot.result()
-                start(i)
+                ended.append(i)
+        start_all(ended)
         active = [i for i, slot in enumerate(slots) if slot is not None and not slot.done]
         if not active:
             continue
         t0 = time.perf_counter()
         decisions = leader.act_batch([slots[i].obs for i in active], [forks[i] for i in active])
         per_env_ms = (time.perf_counter() - t0) * 1e3 / len(active)
-        for i, (action, info) in zip(active, decisions, strict=True):
-            slots[i].step(action, info, per_env_ms)
+        run_concurrently(
+            [
+                functools.partial(slots[i].step, action, info, per_env_ms)
+                for i, (action, info) in zip(active, decisions, strict=True)
+            ]
+        )

@@ -170,6 +170,44 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     assert result["episodes"][-1]["update"] is None  # budget spent
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_online_sdft_through_the_vector_runner_updates_between_rounds(tmp_path):
+    """runner=vector workers=2: episodes play two at a time in one browser; each
+    success of a round gives an update (within max_updates) before the next
+    round, whose forks share the updated backend."""
+    import json
+
+    from agents.run import run_episodes
+
+    out = tmp_path / "online"
+    cfg = compose_run(
+        "agent=tiny",
+        "env=miniwob.click-collapsible",
+        "max_steps=4",
+        "episodes=4",
+        "seed=1000",
+        "runner=vector",
+        "workers=2",
+        f"episodes_dir={tmp_path / 'episodes'}",
+        "online=sdft",
+        f"online.output_dir={out}",
+        "online.max_updates=2",
+        "online.steps_per_update=1",
+        "online.sdft.wandb=false",
+    )
+    result = run_episodes(cfg, verbose=False)
+    episodes = result["episodes"]
+    assert [s["seed"] for s in episodes] == [1000, 1001, 1002, 1003]
+    assert sum(bool(s["success"]) for s in episodes[:2]) == 2  # the tiny policy solves both
+    assert result["updates"] == 2
+    assert [s["update"]["update"] for s in episodes[:2]] == [1, 2]  # both from round one
+    assert all(s["update"] is None for s in episodes[2:])  # budget spent
+    logged = [json.loads(line) for line in (out / "online.jsonl").read_text().splitlines()]
+    assert [r["episode_dir"] for r in logged] == [s["episode_dir"] for s in episodes[:2]]
+    assert (out / "updates" / "update-0002" / "adapter_model.safetensors").is_file()
+
+
 def test_rollout_stops_at_its_own_step_limit_and_records_why(make_obs, scripted_backend, tmp_path):
     from agents.prompt import PROMPT_VERSION
     from agents.rollout import rollout

@@ -1,0 +1,107 @@
+"""Several envs' sync Playwright calls in flight at once, on one thread.
+
+::
+
+    results = run_concurrently([lambda: env.step(a) for env, a in zip(envs, actions)])
+
+Playwright's sync API is bound to the thread that started its driver: every
+call creates a task on that thread's event loop and switches (greenlet) to the
+dispatcher fiber, which runs the loop until the task is done. Event handlers
+already run this way, each in a greenlet of its own, blocking in sync calls
+while the loop goes on. :func:`run_concurrently` does the same for ordinary
+code: each callable runs in its own greenlet on the caller's thread; when one
+blocks in a Playwright call, the next one runs, so the envs' round trips to
+the browser overlap instead of queueing one after another. Each callable's own
+calls still run in its order, so an env's results are those it would have had
+alone (the sub-envs of :class:`~browser_env.vector.SharedBrowserVectorEnv`
+are separate envs that share nothing but the browser).
+
+Why this and not Playwright's async API, or threads: the envs stay the one
+sync :class:`~browser_env.env.BrowserEnv` (no second, async implementation to
+keep identical), and one driver serves all of them (a thread per env would need
+a driver per thread). Measured with ``python -m benchmarks.rollout_speed`` on
+2 cores, eight sub-envs of one browser stepped this way use less CPU per step
+than one env (wake-ups, pipe reads and event-loop turns are shared by the calls
+that are in flight together) and keep both cores busy, where stepping them one
+after another used as much CPU per step as one env and left a core idle.
+
+It reads two attributes that Playwright's sync objects carry (``_loop`` and
+``_dispatcher_fiber``, the ones its own event handlers use); if a Playwright
+release drops them, the calls run one after another, with the same results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+__all__ = ["run_concurrently"]
+
+T = TypeVar("T")
+
+
+def run_concurrently(calls: Sequence[Callable[[], T]], playwright: Any = None) -> list[T]:
+    """Run ``calls`` with their Playwright calls interleaved; their results in order.
+
+    ``playwright`` is the sync Playwright (or any sync API object) whose driver
+    the calls use; default: this thread's driver from
+    :func:`browser_env.browser.acquire_playwright`. Every call runs to the end
+    even when another raises; then the first exception (in the order of
+    ``calls``) is raised. With fewer than two calls, or no driver on this
+    thread, the calls run one after another.
+    """
+    calls = list(calls)
+    hooks = _hooks(playwright)
+    if len(calls) < 2 or hooks is None:
+        return [call() for call in calls]
+    import greenlet
+
+    loop, fiber = hooks
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(calls)
+
+    async def gather() -> None:
+        futures = []
+        for i, call in enumerate(calls):
+            done = loop.create_future()
+
+            def body(i: int = i, call: Callable[[], T] = call, done: Any = done) -> None:
+                try:
+                    outcomes[i] = (True, call())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                    outcomes[i] = (False, exc)
+                done.set_result(None)
+
+            # Runs until its first blocking Playwright call, then comes back here.
+            greenlet.greenlet(body).switch()
+            futures.append(done)
+        await asyncio.gather(*futures)
+
+    from playwright._impl._greenlets import wait_for_future
+
+    task = loop.create_task(gather())
+    wait_for_future(loop, fiber, task)
+    task.result()
+    results = []
+    for ok, value in outcomes:
+        if not ok:
+            raise value
+        results.append(value)
+    return results
+
+
+def _hooks(playwright: Any) -> tuple[asyncio.AbstractEventLoop, Any] | None:
+    """The event loop and dispatcher fiber of the driver, or None (run sequentially)."""
+    if playwright is None:
+        from browser_env.browser import current_playwright
+
+        playwright = current_playwright()
+    loop = getattr(playwright, "_loop", None)
+    fiber = getattr(playwright, "_dispatcher_fiber", None)
+    if loop is None or fiber is None or fiber.dead or loop.is_closed():
+        return None
+    try:
+        from playwright._impl._greenlets import wait_for_future  # noqa: F401
+    except ImportError:
+        return None
+    return loop, fiber

@@ -1,0 +1,61 @@
+"""runner=ray on a two-node Ray cluster (Ray's own test utility, both nodes on
+127.0.0.1), joined through RAY_ADDRESS as a real cluster would be."""
+
+from __future__ import annotations
+
+import pytest
+
+import browser_env  # noqa: F401 - registers the ids
+from agents.experts.expert import ScriptedExpert
+from agents.runners import Job, RolloutSpec, run_rollouts
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.exhaustive]
+
+SPEC = RolloutSpec(env_kwargs={"modalities": ("elements", "text")}, max_steps=5)
+JOBS = [
+    Job(f"browser_env/miniwob.{task}-v0", seed)
+    for task in ("click-button", "click-test")
+    for seed in (0, 1)
+]
+
+
+@pytest.fixture()
+def two_nodes(tmp_path_factory, monkeypatch):
+    import tempfile
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.skip("a Ray is already initialised in this process; the test needs its own")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    temp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: socket paths are capped
+    loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "temp_dir": temp}
+    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
+    try:
+        cluster.add_node(**loopback)
+        cluster.wait_for_nodes()
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_actors_spread_over_the_nodes_and_the_table_equals_local(two_nodes):
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    local = run_rollouts(JOBS, SPEC, agent=ScriptedExpert(), runner="local")
+    runner = RayRunner(SPEC, ScriptedExpert, workers=2)
+    try:
+        assert ray.get_runtime_context().gcs_address == two_nodes.address  # joined, not embedded
+        nodes = ray.get([actor.node_id.remote() for actor in runner.actors])
+        assert len(set(nodes)) == 2  # one CPU a node: each actor on its own node
+        remote = runner.run(JOBS)
+    finally:
+        runner.close()
+    key = sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in local)
+    assert sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote) == key
+    assert all(r.status == "ok" for r in remote)
