@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # Ray starts once for every Ray row (a start costs tens of seconds on a loaded machine)
     ray_started = False
     if {"ray", "runners"} - skip:
-        from browser_env.ray_vector import init_ray
+        from browser_env.ray_local import init_ray
 
         ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
     try:

@@ -2,7 +2,8 @@
 
 ::
 
-    from browser_env.ray_vector import RayVectorEnv, init_ray
+    from browser_env.ray_local import init_ray
+    from browser_env.ray_vector import RayVectorEnv
 
     init_ray()                                   # embedded, 127.0.0.1; RAY_ADDRESS joins a cluster
     envs = RayVectorEnv("browser_env/miniwob.click-button-v0", num_envs=4)
@@ -22,18 +23,13 @@ the same round trip. Results therefore match a ``SyncVectorEnv`` of the same
 envs on the same seeds and actions, autoreset included. ``call``,
 ``get_attr``, ``set_attr`` and ``render`` go to all actors at once.
 
-Ray is imported only here (``pip install "browser-rl[ray]"``).
+Ray is imported where it is used (``pip install "browser-rl[ray]"``); it is
+started by :func:`browser_env.ray_local.init_ray`, re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import tempfile
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -41,121 +37,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
+from browser_env.ray_local import _ray, init_ray
+
 __all__ = ["RayVectorEnv", "init_ray"]
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ModuleNotFoundError as exc:  # pragma: no cover - ray is in the lock
-        raise ModuleNotFoundError('Ray is needed here: pip install "browser-rl[ray]"') from exc
-    return ray
-
-
-def init_ray(*, num_cpus: int | None = None, temp_dir: str | None = None) -> bool:
-    """Start (or join, with ``RAY_ADDRESS``) Ray unless it is running; True when this call did.
-
-    The embedded instance binds 127.0.0.1, has no dashboard and no usage
-    stats, and lives in a temp dir of its own under /tmp. Ray's startup waits
-    assume an idle machine; on a loaded one the raylet can miss them, so the
-    agents' ports are given up front, the waits lengthened, and a start that
-    still times out is cleaned up and tried again (3 times).
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-    os.environ.setdefault("RAY_worker_register_timeout_seconds", "180")
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return True
-    root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
-    for attempt in range(1, 4):
-        session_dir = os.path.join(root, f"t{attempt}")  # short: socket paths are capped
-        try:
-            with _agent_ports(session_dir):
-                ray.init(
-                    address="local",
-                    num_cpus=num_cpus,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    _temp_dir=session_dir,
-                    configure_logging=False,
-                )
-            return True
-        except Exception as exc:
-            ray.shutdown()
-            _kill_processes_under(session_dir)
-            if attempt == 3 or "timed out" not in str(exc):
-                raise
-    return True
-
-
-@contextlib.contextmanager
-def _agent_ports(session_root: str) -> Iterator[None]:
-    """Fill the Ray agents' ports in before the node starts.
-
-    With port 0 the raylet waits a fixed 15 s (Ray 2.60, not configurable) for
-    each agent to report the port it bound, and aborts the node when a loaded
-    machine is slower; so the ports are chosen here. The dashboard agent's
-    listen port is still read from the file the agent writes once it runs, so
-    that file (``dashboard_agent_listen_port_<node id>``: the port number) is
-    written here too as soon as the node id is known (from the GCS's port file
-    of the same node), with the port the agent is told to bind.
-    """
-    from ray._private.parameter import RayParams
-
-    original = RayParams.__init__
-    chosen: dict[str, int] = {}
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        for name in ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"):
-            if not getattr(self, name, None):
-                setattr(self, name, _free_port())
-        self.dashboard_agent_listen_port = _free_port()  # the default collides with other Rays
-        chosen["listen"] = self.dashboard_agent_listen_port
-
-    stop = threading.Event()
-
-    def write_listen_port() -> None:
-        while not stop.wait(0.2):
-            port = chosen.get("listen")
-            for gcs_file in Path(session_root).glob("session_*/gcs_server_port_*"):
-                node_id = gcs_file.name.removeprefix("gcs_server_port_")
-                target = gcs_file.parent / f"dashboard_agent_listen_port_{node_id}"
-                if port and not target.exists():
-                    tmp = target.with_name(f".{target.name}.tmp")
-                    tmp.write_text(str(port))
-                    os.replace(tmp, target)
-
-    watcher = threading.Thread(target=write_listen_port, daemon=True, name="ray-agent-port")
-    RayParams.__init__ = init  # type: ignore[method-assign]
-    watcher.start()
-    try:
-        yield
-    finally:
-        RayParams.__init__ = original  # type: ignore[method-assign]
-        stop.set()
-        watcher.join(timeout=5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _kill_processes_under(path: str) -> None:
-    """End the processes of a failed Ray start: ours, found by its own temp dir."""
-    import psutil
-
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(path in part for part in proc.info["cmdline"] or ()):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
 
 
 class EnvActor:

@@ -22,7 +22,7 @@ collects the episodes as each call finishes (``on_result``).
 * At the end every actor closes its envs (and browser) and agent, and only
   then is killed.
 
-Ray runs embedded by default (:func:`browser_env.ray_vector.init_ray`:
+Ray runs embedded by default (:func:`browser_env.ray_local.init_ray`:
 ``ray.init(address="local")`` on 127.0.0.1, no dashboard, usage stats off, a
 temp dir of its own under /tmp); with ``RAY_ADDRESS`` set it joins that
 cluster, where ``browser-rl`` must be installed on every node. A Ray already
@@ -39,7 +39,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult
 from agents.runners import Job, RolloutSpec, by_env_id, failed_result
-from browser_env.ray_vector import init_ray
+from browser_env.ray_local import init_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
 

@@ -21,6 +21,7 @@ JOBS = [
 
 @pytest.fixture()
 def two_nodes(tmp_path_factory, monkeypatch):
+    import os
     import tempfile
 
     import ray
@@ -30,6 +31,10 @@ def two_nodes(tmp_path_factory, monkeypatch):
         pytest.skip("a Ray is already initialised in this process; the test needs its own")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     temp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: socket paths are capped
+    # Ray's test cluster writes its address to $RAY_TMPDIR/ray/ray_current_cluster
+    # (default /tmp/ray, which need not exist): keep it in this test's dir.
+    os.makedirs(os.path.join(temp, "ray"))
+    monkeypatch.setenv("RAY_TMPDIR", temp)
     loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "temp_dir": temp}
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     try:

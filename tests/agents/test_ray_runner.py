@@ -3,6 +3,7 @@ RayVectorEnv on an embedded local Ray (one cluster for the module)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -26,12 +27,36 @@ JOBS = [
 def ray_cluster():
     import ray
 
-    from browser_env.ray_vector import init_ray
+    from browser_env.ray_local import init_ray
 
     started = init_ray(num_cpus=2)  # its own short temp dir under /tmp (socket paths are capped)
     yield
     if started:
         ray.shutdown()
+
+
+def test_embedded_ray_listens_on_loopback_only(ray_cluster):
+    import psutil
+    import ray
+
+    from browser_env.ray_local import is_loopback_address
+
+    assert not is_loopback_address("0.0.0.0") and not is_loopback_address("192.0.2.2")
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("RAY_ADDRESS is set: the tests joined that cluster, not an embedded Ray")
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    temp_dir = ray._private.worker._global_node.get_temp_dir_path()
+    procs = [psutil.Process()] + [
+        p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or ())
+    ]
+    listening = {
+        (proc.pid, conn.laddr.ip, conn.laddr.port)
+        for proc in procs
+        for conn in proc.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert len(listening) >= 3, listening  # GCS, raylet, this driver's core worker at least
+    assert all(is_loopback_address(ip) for _, ip, _ in listening), listening
 
 
 def _expert():

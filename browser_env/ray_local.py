@@ -1,0 +1,215 @@
+"""Ray on this machine: an embedded instance on loopback, or the cluster in ``RAY_ADDRESS``.
+
+::
+
+    from browser_env.ray_local import init_ray
+
+    init_ray()        # embedded: every Ray process on 127.0.0.1; RAY_ADDRESS joins a cluster
+
+The one place the project starts Ray (rollout actors, :class:`RayVectorEnv
+<browser_env.ray_vector.RayVectorEnv>`, the training service), because
+``ray.init`` needs three things done around it that it does not do itself:
+
+- **Loopback.** Ray replaces a loopback node address (``_node_ip_address=
+  "127.0.0.1"``, or ``RAY_ADDRESS=127.0.0.1:6379``) with the machine's routable
+  IP, guessed from its default route, and its servers then listen on every
+  interface. Only with its single-machine setting (Ray's
+  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on laptops) does it keep
+  127.0.0.1 and bind there. The embedded instance, and joining a cluster whose
+  address is a loopback one (a local multi-node test cluster), turn that
+  setting on; after the start the node's address is checked, and a Ray that
+  still chose another one is shut down with an error. A cluster on a real
+  address is joined as it is.
+- **Start-up on a loaded machine.** Ray's start-up waits assume an idle
+  machine; on a loaded one the raylet can miss them, so the agents' ports are
+  given up front, the waits lengthened, and a start that still times out is
+  cleaned up and tried again.
+- **Its own files.** Session files go to a temp dir of our own under /tmp
+  (short: Ray's socket paths are capped), never a shared ``/tmp/ray``.
+
+Ray is imported only here and where it is used (``pip install "browser-rl[ray]"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["init_ray", "is_loopback_address"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError as exc:  # pragma: no cover - ray is in the lock
+        raise ModuleNotFoundError('Ray is needed here: pip install "browser-rl[ray]"') from exc
+    return ray
+
+
+def init_ray(
+    *,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    attempts: int = 3,
+    dashboard_port: int | None = None,
+    log_to_driver: bool = True,
+) -> bool:
+    """Start (or join, with ``RAY_ADDRESS``) Ray unless it is running; True when this call did.
+
+    Args:
+        num_cpus: CPUs the embedded instance offers (default: all).
+        temp_dir: where its session files go (default: a new dir under /tmp);
+            each try uses a subdir of its own.
+        attempts: starts to try when Ray's start-up times out.
+        dashboard_port: start Ray's dashboard (which hosts the Jobs API) on
+            127.0.0.1 at this port; ``None``: no dashboard.
+        log_to_driver: forward workers' output to this process.
+
+    Raises:
+        RuntimeError: Ray came up on an address other than 127.0.0.1.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "180")
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if is_loopback_address(host):
+            _keep_loopback()
+        ray.init(address=address, log_to_driver=log_to_driver)
+        return True
+    _keep_loopback()
+    root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
+    dashboard = (
+        {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port}
+        if dashboard_port is not None
+        else {"include_dashboard": False}
+    )
+    for attempt in range(1, attempts + 1):
+        session_dir = os.path.join(root, f"t{attempt}")  # short: socket paths are capped
+        try:
+            with _agent_ports(session_dir):
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    _node_ip_address=LOOPBACK,
+                    _temp_dir=session_dir,
+                    configure_logging=False,
+                    log_to_driver=log_to_driver,
+                    **dashboard,
+                )
+            break
+        except Exception as exc:
+            ray.shutdown()
+            _kill_processes_under(session_dir)
+            if attempt == attempts or "timed out" not in str(exc):
+                raise
+            print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        _kill_processes_under(root)
+        raise RuntimeError(
+            f"the embedded Ray came up on {node_ip}, not {LOOPBACK}: this Ray release no "
+            "longer keeps a loopback node address (see browser_env/ray_local.py)"
+        )
+    return True
+
+
+def is_loopback_address(host: str) -> bool:
+    """``127.x.x.x`` (IPv4-mapped too), ``::1`` or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def _keep_loopback() -> None:
+    """Make Ray keep 127.0.0.1 as this node's address (module doc): its
+    single-machine setting, read once when Ray is imported, so it is set both
+    in the environment (processes started later) and in the imported module."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextlib.contextmanager
+def _agent_ports(session_root: str) -> Iterator[None]:
+    """Fill the Ray agents' ports in before the node starts.
+
+    With port 0 the raylet waits a fixed 15 s (Ray 2.60, not configurable) for
+    each agent to report the port it bound, and aborts the node when a loaded
+    machine is slower; so the ports are chosen here. The dashboard agent's
+    listen port is still read from the file the agent writes once it runs, so
+    that file (``dashboard_agent_listen_port_<node id>``: the port number) is
+    written here too as soon as the node id is known (from the GCS's port file
+    of the same node), with the port the agent is told to bind.
+    """
+    from ray._private.parameter import RayParams
+
+    original = RayParams.__init__
+    chosen: dict[str, int] = {}
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        for name in ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"):
+            if not getattr(self, name, None):
+                setattr(self, name, _free_port())
+        self.dashboard_agent_listen_port = _free_port()  # the default collides with other Rays
+        chosen["listen"] = self.dashboard_agent_listen_port
+
+    stop = threading.Event()
+
+    def write_listen_port() -> None:
+        while not stop.wait(0.2):
+            port = chosen.get("listen")
+            for gcs_file in Path(session_root).glob("session_*/gcs_server_port_*"):
+                node_id = gcs_file.name.removeprefix("gcs_server_port_")
+                target = gcs_file.parent / f"dashboard_agent_listen_port_{node_id}"
+                if port and not target.exists():
+                    tmp = target.with_name(f".{target.name}.tmp")
+                    tmp.write_text(str(port))
+                    os.replace(tmp, target)
+
+    watcher = threading.Thread(target=write_listen_port, daemon=True, name="ray-agent-port")
+    RayParams.__init__ = init  # type: ignore[method-assign]
+    watcher.start()
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original  # type: ignore[method-assign]
+        stop.set()
+        watcher.join(timeout=5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_processes_under(path: str) -> None:
+    """End the processes of a failed Ray start: ours, found by its own temp dir."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(path in part for part in proc.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
