@@ -39,10 +39,15 @@ of one env each and 2 actors owning N/2 contexts of one browser each
 first (their start-up time is its own column). CPU-ms per step there counts
 every process under this one, Ray's own included.
 
-``policy`` then plays the tiny LLM policy (``agent=tiny``) on the same task
-with ``runner=vector``: episodes/s at N = 1 and at the largest N, with the
-policy batched (one ``generate_batch`` per step) and unbatched (one
-``generate`` per env).
+``policy`` plays the tiny LLM policy (``agent=tiny``) on the same task with
+``runner=vector``: episodes/s at N = 1 and at the largest N, with the policy
+batched (one ``generate_batch`` per step) and unbatched (one ``generate`` per
+env), on an engine warmed up with one episode per env first (start-up is its
+own column), and the model's time per decision.
+
+Order: the browser rows, the policy rows, then Ray starts (once) for the
+``runners`` and ``ray`` rows, so its idle processes do not compete with the
+rows before.
 
 CPU-ms per step and memory per env carry over to other machines; wall-clock
 figures depend on the cores free while measuring (say so when reporting them).
@@ -303,13 +308,20 @@ def measure_policy(
     task: str = TASK,
     env_kwargs: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched."""
+    """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched.
+
+    Each row's engine is opened and warmed up with one episode per env first
+    (reported as ``startup_s``, not counted), so the rates are those of a
+    running rollout loop, as a learner's is between optimiser steps.
+    ``model_ms_per_step`` is the policy's time per decision (a batch call's
+    time over its batch size).
+    """
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
     from agents.run import build_agent
-    from agents.runners import Job, RolloutSpec, run_rollouts
+    from agents.runners import Job, RolloutEngine, RolloutSpec
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -321,17 +333,26 @@ def measure_policy(
     try:
         for n in sorted({min(sizes), max(sizes)}):
             for batched in (True, False) if n > 1 else (True,):
-                jobs = [Job(env_id, 1000 + i) for i in range(n * episodes_per_env)]
                 policy = agent if batched else _Unbatched(agent)
                 t0 = time.perf_counter()
-                results = run_rollouts(jobs, spec, agent=policy, runner="vector", workers=n)
-                wall = time.perf_counter() - t0
+                with RolloutEngine(
+                    spec, agent=policy, runner="vector", workers=n, keep_envs=True
+                ) as engine:
+                    engine.run([Job(env_id, 500 + i) for i in range(n)])  # warm-up
+                    startup = time.perf_counter() - t0
+                    jobs = [Job(env_id, 1000 + i) for i in range(n * episodes_per_env)]
+                    t0 = time.perf_counter()
+                    results = engine.run(jobs)
+                    wall = time.perf_counter() - t0
+                steps = sum(r.steps for r in results)
                 rows.append(
                     {
                         "n": n,
                         "batched": batched,
                         "episodes_per_s": len(results) / wall,
-                        "steps_per_s": sum(r.steps for r in results) / wall,
+                        "steps_per_s": steps / wall,
+                        "model_ms_per_step": sum(sum(r.agent_ms) for r in results) / max(steps, 1),
+                        "startup_s": startup,
                         "success_rate": sum(r.success for r in results) / len(results),
                     }
                 )
@@ -432,10 +453,16 @@ def _runner_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| tiny policy, runner=vector | N | episodes/s | steps/s |", "|---|---|---|---|"]
+    lines = [
+        "| tiny policy, runner=vector | N | episodes/s | steps/s | model ms/step | start-up s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         label = "batched" if r["batched"] else "unbatched"
-        lines.append(f"| {label} | {r['n']} | {r['episodes_per_s']:.2f} | {r['steps_per_s']:.1f} |")
+        lines.append(
+            f"| {label} | {r['n']} | {r['episodes_per_s']:.2f} | {r['steps_per_s']:.1f} | "
+            f"{r['model_ms_per_step']:.0f} | {r['startup_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -465,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--vector-rounds", type=int, default=3, help="runs per browser row (median shown)"
     )
-    parser.add_argument("--episodes", type=int, default=2, help="policy episodes per env")
+    parser.add_argument("--episodes", type=int, default=4, help="policy episodes per env")
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
     parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
     parser.add_argument(
@@ -526,12 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             write_json_atomic(args.json, out)
 
-    # Ray starts once for every Ray row (a start costs tens of seconds on a loaded machine)
     ray_started = False
-    if {"ray", "runners"} - skip:
-        from browser_env.ray_local import init_ray
-
-        ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
     try:
         # the browser rows first (taking turns, see the module doc), then the
         # policy, then the rows that need Ray
@@ -558,6 +580,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 failures, "policy", measure_policy, sizes, args.episodes, args.task, env_kwargs
             )
             save()
+        # Ray starts once for every Ray row (a start costs tens of seconds on a
+        # loaded machine), after the rows above: its idle processes would
+        # compete with them for the cores
+        if {"ray", "runners"} - skip:
+            from browser_env.ray_local import init_ray
+
+            ray_started = init_ray(num_cpus=max(os.cpu_count() or 1, *sizes))
         if "runners" not in skip:
             for group in tqdm(_runner_plan(sizes), desc="runners", unit="run"):
                 runners += _attempt(
@@ -599,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if policy:
         print()
         print(_policy_table(policy))
+        batched = {r["n"]: r for r in policy if r["batched"]}
+        if len(batched) > 1:
+            low, high = min(batched), max(batched)
+            ratio = batched[high]["episodes_per_s"] / batched[low]["episodes_per_s"]
+            print(
+                f"tiny policy, batched N={high} vs N={low}: episodes/s x{ratio:.2f} (target >= 2.5)"
+            )
     save()
     for failure in failures:
         print(f"\nnot measured: {failure['row']}: {failure['error']}")

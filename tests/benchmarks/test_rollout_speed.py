@@ -1,0 +1,38 @@
+"""``python -m benchmarks.rollout_speed`` on a tiny plan: the script runs end to end
+and its figures are sane (the speed goals themselves live in the script's output)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_vector_rows_and_ratios(tmp_path, capsys):
+    from benchmarks.rollout_speed import main
+
+    out = tmp_path / "speed.json"
+    result = main(
+        ["--sizes", "1,2", "--steps", "4", "--vector-rounds", "1", "--skip", "ray,runners,policy"]
+        + ["--json", str(out)]
+    )
+    rows = {(r["mode"], r["n"]): r for r in result["vector"]}
+    assert set(rows) == {
+        ("separate", 1),
+        ("separate", 2),
+        ("shared", 1),
+        ("shared", 2),
+        ("shared-seq", 2),
+    }
+    for row in rows.values():
+        assert row["steps_per_s"] > 0 and row["cpu_ms_per_step"] > 0 and row["pss_mib"] > 50
+    # a second context costs less memory than a second browser
+    assert rows[("shared", 2)]["pss_mib"] - rows[("shared", 1)]["pss_mib"] < (
+        rows[("separate", 2)]["pss_mib"] - rows[("separate", 1)]["pss_mib"]
+    )
+    assert json.loads(out.read_text())["vector"] == result["vector"]
+    printed = capsys.readouterr().out
+    assert "| shared | 2 |" in printed and "shared N=2 vs one env" in printed
+    assert result["failures"] == []
