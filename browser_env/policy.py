@@ -20,13 +20,28 @@ Downloads larger than ``max_download_bytes`` are cancelled (and reported in
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["LOOPBACK_HOSTS", "UrlPolicy"]
+__all__ = ["LOOPBACK_HOSTS", "UrlPolicy", "is_loopback"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ALWAYS = ("about:blank",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8 (IPv4-mapped too), ``::1`` and ``localhost``; False for
+    ``0.0.0.0`` and other names (what a server's bind host or a socket's address
+    must be to stay on this machine)."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 @dataclasses.dataclass(frozen=True)

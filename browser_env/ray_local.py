@@ -33,7 +33,6 @@ Ray is imported only here and where it is used (``pip install "browser-rl[ray]"`
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import socket
 import tempfile
@@ -42,7 +41,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["init_ray", "is_loopback_address"]
+from browser_env.policy import is_loopback
+
+__all__ = ["init_ray"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -86,7 +87,7 @@ def init_ray(
     address = os.environ.get("RAY_ADDRESS")
     if address:
         host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-        if is_loopback_address(host):
+        if is_loopback(host):
             _keep_loopback()
         ray.init(address=address, log_to_driver=log_to_driver)
         return True
@@ -126,18 +127,6 @@ def init_ray(
             "longer keeps a loopback node address (see browser_env/ray_local.py)"
         )
     return True
-
-
-def is_loopback_address(host: str) -> bool:
-    """``127.x.x.x`` (IPv4-mapped too), ``::1`` or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
 
 
 def _keep_loopback() -> None:

@@ -38,6 +38,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
 from browser_env.ray_local import _ray, init_ray
+from browser_env.vector import per_env_seeds
 
 __all__ = ["RayVectorEnv", "init_ray"]
 
@@ -166,13 +167,7 @@ class RayVectorEnv(SyncVectorEnv):
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        seeds = (
-            [None] * self.num_envs
-            if seed is None
-            else [seed + i for i in range(self.num_envs)]
-            if isinstance(seed, int)
-            else list(seed)
-        )
+        seeds = per_env_seeds(seed, self.num_envs)
         mask = options.get("reset_mask") if options else None
         sub_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
         valid_mask = isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,)

@@ -62,7 +62,13 @@ from browser_env.browser import BrowserConfig, acquire_playwright, launch, relea
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-__all__ = ["VECTOR_ENTRY_POINT", "SharedBrowser", "SharedBrowserVectorEnv", "registered_id"]
+__all__ = [
+    "VECTOR_ENTRY_POINT",
+    "SharedBrowser",
+    "SharedBrowserVectorEnv",
+    "per_env_seeds",
+    "registered_id",
+]
 
 VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
 
@@ -268,13 +274,7 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Gymnasium's :meth:`SyncVectorEnv.reset`, the sub-envs reset concurrently."""
-        seeds = (
-            [None] * self.num_envs
-            if seed is None
-            else [seed + i for i in range(self.num_envs)]
-            if isinstance(seed, int)
-            else list(seed)
-        )
+        seeds = per_env_seeds(seed, self.num_envs)
         mask = (options or {}).get("reset_mask", np.ones(self.num_envs, dtype=np.bool_))
         simple = (
             len(seeds) == self.num_envs
@@ -322,6 +322,16 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         finally:
             if self._own_browser:
                 self.browser.close()
+
+
+def per_env_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
+    """The sub-envs' seeds of a vector ``reset(seed=...)``, as Gymnasium's
+    ``SyncVectorEnv`` derives them: ``None`` for all, ``seed + i``, or the list."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, int):
+        return [seed + i for i in range(num_envs)]
+    return list(seed)
 
 
 class _Replay:

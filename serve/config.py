@@ -11,11 +11,11 @@ applies the security rules of the service: a token of at least
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
 
+from browser_env.policy import is_loopback
 from serve.auth import MIN_TOKEN_LENGTH, load_token
 
 __all__ = ["ServeConfig", "from_mapping", "is_loopback"]
@@ -117,16 +117,6 @@ class ServeConfig:
                 "unauthenticated on loopback"
             )
         return None
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'; False for 0.0.0.0 and names."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def from_mapping(values: Mapping[str, Any]) -> ServeConfig:

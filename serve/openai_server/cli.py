@@ -12,13 +12,13 @@ behind the ``@hydra.main`` wrapper. Tokens are read with
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.backends.common import require
+from browser_env.policy import is_loopback
 from serve.auth import load_token
 
 if TYPE_CHECKING:
@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["main", "run"]
 
 logger = logging.getLogger(__name__)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run(cfg: DictConfig) -> None:
@@ -47,7 +38,7 @@ def run(cfg: DictConfig) -> None:
 
     uvicorn = require("uvicorn", purpose="the OpenAI-compatible server")
     api_key = load_token(cfg.api_key_env, required=True) if cfg.get("api_key_env") else None
-    if not _is_loopback(cfg.host) and api_key is None:
+    if not is_loopback(cfg.host) and api_key is None:
         logger.warning(
             "serving on %s without a bearer token: anyone who can reach it can use it", cfg.host
         )

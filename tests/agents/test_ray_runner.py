@@ -39,9 +39,9 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
     import psutil
     import ray
 
-    from browser_env.ray_local import is_loopback_address
+    from browser_env.policy import is_loopback
 
-    assert not is_loopback_address("0.0.0.0") and not is_loopback_address("192.0.2.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.2")
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("RAY_ADDRESS is set: the tests joined that cluster, not an embedded Ray")
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
@@ -56,7 +56,7 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
         if conn.status == psutil.CONN_LISTEN
     }
     assert len(listening) >= 3, listening  # GCS, raylet, this driver's core worker at least
-    assert all(is_loopback_address(ip) for _, ip, _ in listening), listening
+    assert all(is_loopback(ip) for _, ip, _ in listening), listening
 
 
 def _expert():

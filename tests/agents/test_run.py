@@ -140,6 +140,24 @@ def test_random_agent_on_miniwob(tmp_path):
     assert summary["episode_dir"] is not None and Path(summary["episode_dir"]).is_dir()
 
 
+def _online_sdft(tmp_path, *overrides):
+    """agents.run with the tiny policy on click-collapsible and online SDFT
+    (two updates of one step at most), into ``tmp_path``."""
+    return compose_run(
+        "agent=tiny",
+        "env=miniwob.click-collapsible",
+        "max_steps=4",
+        "seed=1000",
+        f"episodes_dir={tmp_path / 'episodes'}",
+        "online=sdft",
+        f"online.output_dir={tmp_path / 'online'}",
+        "online.max_updates=2",
+        "online.steps_per_update=1",
+        "online.sdft.wandb=false",
+        *overrides,
+    )
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
@@ -148,19 +166,7 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     from agents.run import run_episodes
 
     out = tmp_path / "online"
-    cfg = compose_run(
-        "agent=tiny",
-        "env=miniwob.click-collapsible",
-        "max_steps=4",
-        "episodes=3",
-        "seed=1000",
-        f"episodes_dir={tmp_path / 'episodes'}",
-        "online=sdft",
-        f"online.output_dir={out}",
-        "online.max_updates=2",
-        "online.steps_per_update=1",
-        "online.sdft.wandb=false",
-    )
+    cfg = _online_sdft(tmp_path, "episodes=3")
     result = run_episodes(cfg, verbose=False)
     successes = sum(bool(s["success"]) for s in result["episodes"])
     assert successes >= 2  # the embedded policy solves click-collapsible
@@ -181,21 +187,7 @@ def test_online_sdft_through_the_vector_runner_updates_between_rounds(tmp_path):
     from agents.run import run_episodes
 
     out = tmp_path / "online"
-    cfg = compose_run(
-        "agent=tiny",
-        "env=miniwob.click-collapsible",
-        "max_steps=4",
-        "episodes=4",
-        "seed=1000",
-        "runner=vector",
-        "workers=2",
-        f"episodes_dir={tmp_path / 'episodes'}",
-        "online=sdft",
-        f"online.output_dir={out}",
-        "online.max_updates=2",
-        "online.steps_per_update=1",
-        "online.sdft.wandb=false",
-    )
+    cfg = _online_sdft(tmp_path, "episodes=4", "runner=vector", "workers=2")
     result = run_episodes(cfg, verbose=False)
     episodes = result["episodes"]
     assert [s["seed"] for s in episodes] == [1000, 1001, 1002, 1003]
