@@ -36,3 +36,19 @@ def test_vector_rows_and_ratios(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| shared | 2 |" in printed and "shared N=2 vs one env" in printed
     assert result["failures"] == []
+
+
+def test_reports_are_written_atomically_and_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from benchmarks.report import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "sub" / "figures.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert [p.name for p in path.parent.iterdir()] == ["figures.json"]  # no temp file left
