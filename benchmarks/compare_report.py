@@ -17,11 +17,10 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from benchmarks.compare import Cell, Run
+from benchmarks.compare_stats import Cell, Run
 
 __all__ = ["plot_cost", "plot_tasks", "write_html"]
 
@@ -55,8 +54,6 @@ def _errors(cells: Sequence[Cell]) -> list[list[float]]:
 
 def plot_tasks(runs: Sequence[Run], tasks: Sequence[str], path: Path) -> Path | None:
     """Grouped horizontal bars: success per task, one colour per run."""
-    from benchmarks.compare import Cell
-
     empty = Cell(0, 0, (0.0, 0.0), 0.0, None, 0.0, 0.0, ())
     height = 0.8 / max(1, len(runs))
     fig = _figure(figsize=(8, 0.45 * len(tasks) * max(1, len(runs)) ** 0.5 + 1.6))
