@@ -106,6 +106,12 @@ def run(
         raise ValueError(f"runner must be local, vector or ray, got {cfg.runner!r}")
     if cfg.workers < 1 or cfg.envs_per_worker < 1:
         raise ValueError("workers and envs_per_worker must be >= 1")
+    if cfg.runner == "ray" and cfg.generation == "local" and not cfg.lora and play_fn is None:
+        # checked here too, before the model loads (learners.rollout checks it again)
+        raise ValueError(
+            "runner=ray with generation=local hands each actor the current LoRA "
+            "adapter: it needs lora=true (or use generation=server)"
+        )
 
     import torch
 

@@ -97,6 +97,29 @@ def test_grpo_raises_the_rewarded_completions_log_prob(tmp_path):
     assert meta["hyperparameters"]["lora_r"] == 8 and meta["hyperparameters"]["reward"] == "success"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_generations": 1}, "num_generations"),
+        ({"generation": "server", "lora": False}, "generation=server"),
+        ({"runner": "cluster"}, "runner must be"),
+        ({"runner": "ray", "lora": False}, "runner=ray with generation=local"),
+    ],
+)
+def test_bad_configs_are_refused_before_the_model_loads(tmp_path, monkeypatch, overrides, message):
+    import learners.loop
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the config was checked")
+
+    monkeypatch.setattr(learners.loop.TrainLoop, "__init__", no_model)
+    from learners.grpo import run
+
+    config = {**FAST, "output_dir": str(tmp_path / "grpo"), "env_ids": ["e"], "train_seeds": [0]}
+    with pytest.raises(ValueError, match=message):
+        run({**config, **overrides})
+
+
 def test_a_flipped_advantage_sign_fails_the_learning_check(tmp_path, monkeypatch):
     """The check above is not passed by noise: with the advantages negated the
     rewarded completion's log-prob falls."""
