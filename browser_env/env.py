@@ -51,6 +51,7 @@ from browser_env.browser import (
 )
 from browser_env.executor import INIT_JS, INTENTS_JS, ExecutorConfig, execute
 from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
+from browser_env.page_events import PageEvents
 from browser_env.policy import UrlPolicy
 from browser_env.screenshot import Screenshotter
 from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
@@ -61,11 +62,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import (
         Browser,
         BrowserContext,
-        Dialog,
         Download,
-        Frame,
         Page,
-        Request,
         Route,
     )
 
@@ -91,7 +89,7 @@ def make_task(task: Task | str, **kwargs: Any) -> Task:
     )
 
 
-class BrowserEnv(gym.Env[dict[str, Any], Action]):
+class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
 
     Args:
@@ -534,87 +532,6 @@ class BrowserEnv(gym.Env[dict[str, Any], Action]):
         except Exception:  # noqa: BLE001 - the page went away meanwhile
             pass
 
-    def _set_page(self, page: Page) -> None:
-        if page not in self._bound:  # a page may reach us twice (new_page and the "page" event)
-            self._bound.append(page)
-            page.on("dialog", self._on_dialog)
-            page.on("download", self._on_download)
-            page.on("request", self._on_request)
-            page.on("framenavigated", self._on_navigated)
-            page.on("requestfailed", self._on_request_failed)
-            page.on("close", self._on_close)
-        self._page = page
-        self._cdp = None
-
-    def _on_popup(self, page: Page) -> None:
-        if page is self._page or page.opener is None:
-            return
-        self._popups += 1
-        self._events.setdefault("popups", []).append({"url": page.url})
-        self._set_page(page)
-
-    def _on_close(self, page: Page) -> None:
-        if page is self._page and self._context is not None:
-            alive = [p for p in self._context.pages if not p.is_closed() and p is not page]
-            if alive:
-                self._page = alive[-1]
-                self._cdp = None
-
-    def _on_dialog(self, dialog: Dialog) -> None:
-        self._events.setdefault("dialogs", []).append(
-            {"type": dialog.type, "message": dialog.message}
-        )
-        try:
-            dialog.accept(dialog.default_value) if dialog.type == "prompt" else dialog.accept()
-        except Exception:  # noqa: BLE001 - the page may already have moved on
-            pass
-
-    def _on_download(self, download: Download) -> None:
-        self._downloads.append(download)
-        self._events.setdefault("downloads", []).append(
-            {"url": download.url, "filename": download.suggested_filename}
-        )
-
-    def _cap_downloads(self) -> None:
-        """Cancel downloads past ``max_download_bytes``. Checked when a step or reset
-        ends: a download keeps going between steps, so the overshoot is what
-        arrives in one step plus the time the policy takes to decide."""
-        cap = self.url_policy.max_download_bytes
-        for download in list(self._downloads):
-            size = _download_size(download)
-            if size is None or size <= cap:
-                continue
-            try:
-                download.cancel()
-                download.delete()
-            except Exception:  # noqa: BLE001 - it finished or failed meanwhile
-                pass
-            self._downloads.remove(download)
-            self._events.setdefault("downloads", []).append(
-                {
-                    "url": download.url,
-                    "filename": download.suggested_filename,
-                    "cancelled": f"too large: over {cap} bytes (max_download_bytes)",
-                }
-            )
-
-    def _on_request(self, request: Request) -> None:
-        if request.is_navigation_request():
-            self._navigations += 1
-
-    def _on_navigated(self, frame: Frame) -> None:
-        if frame.parent_frame is None:
-            self._main_navigations += 1
-
-    def _on_request_failed(self, request: Request) -> None:
-        # A navigation that fails (blocked host, refused connection) never commits:
-        # count it as done, so that _follow does not wait for it.
-        try:
-            if request.is_navigation_request() and request.frame.parent_frame is None:
-                self._main_navigations += 1
-        except Exception:  # noqa: BLE001 - the frame is already gone
-            pass
-
     def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
         """A fresh page in place of a crashed or closed one. Never a fresh browser
         mid-episode: if the browser is gone, this raises and the step truncates."""
@@ -737,18 +654,6 @@ def empty_observation(space: gym.spaces.Space) -> Any:
     if isinstance(space, gym.spaces.Tuple):
         return tuple(empty_observation(sub) for sub in space.spaces)
     return ""  # Text, UnicodeText
-
-
-def _download_size(download: Download) -> int | None:
-    """Bytes on disk so far (Playwright's artifact file), or None if unknown."""
-    import os
-
-    artifact = getattr(getattr(download, "_impl_obj", None), "_artifact", None)
-    path = getattr(artifact, "_initializer", {}).get("absolutePath")
-    try:
-        return os.path.getsize(path) if path else None
-    except OSError:
-        return None
 
 
 def _first_line(exc: BaseException) -> str:
