@@ -43,7 +43,7 @@ from typing import Any
 
 from browser_env.policy import is_loopback
 
-__all__ = ["init_ray"]
+__all__ = ["free_port", "init_ray", "kill_processes_using"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -114,14 +114,14 @@ def init_ray(
             break
         except Exception as exc:
             ray.shutdown()
-            _kill_processes_under(session_dir)
+            kill_processes_using(session_dir)
             if attempt == attempts or "timed out" not in str(exc):
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:
         ray.shutdown()
-        _kill_processes_under(root)
+        kill_processes_using(root)
         raise RuntimeError(
             f"the embedded Ray came up on {node_ip}, not {LOOPBACK}: this Ray release no "
             "longer keeps a loopback node address (see browser_env/ray_local.py)"
@@ -160,8 +160,8 @@ def _agent_ports(session_root: str) -> Iterator[None]:
         original(self, *args, **kwargs)
         for name in ("metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"):
             if not getattr(self, name, None):
-                setattr(self, name, _free_port())
-        self.dashboard_agent_listen_port = _free_port()  # the default collides with other Rays
+                setattr(self, name, free_port())
+        self.dashboard_agent_listen_port = free_port()  # the default collides with other Rays
         chosen["listen"] = self.dashboard_agent_listen_port
 
     stop = threading.Event()
@@ -188,17 +188,20 @@ def _agent_ports(session_root: str) -> Iterator[None]:
         watcher.join(timeout=5)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free when asked; bind it soon)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _kill_processes_under(path: str) -> None:
-    """End the processes of a failed Ray start: ours, found by its own temp dir."""
+def kill_processes_using(path: str) -> None:
+    """SIGKILL every process but this one whose command line names ``path``:
+    the processes of a Ray instance started with that temp dir (ours alone)."""
     import psutil
 
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(path in part for part in proc.info["cmdline"] or ()):
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.info["pid"] != me and path in " ".join(proc.info["cmdline"] or ()):
             with contextlib.suppress(psutil.Error):
                 proc.kill()

@@ -48,7 +48,7 @@ def start_ray(cfg: ServeConfig) -> bool:
         num_cpus=cfg.ray_num_cpus,
         temp_dir=cfg.ray_temp_dir,
         attempts=cfg.ray_start_attempts,
-        dashboard_port=free_port(),  # the dashboard hosts the Ray Jobs API
+        dashboard_port=free_port() if embedded else None,  # the dashboard hosts the Jobs API
         log_to_driver=False,
     )
     return embedded

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,28 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from browser_env.ray_local import free_port, kill_processes_using
+
 __all__ = ["LocalService", "free_port", "kill_processes_using"]
-
-
-def kill_processes_using(path: str) -> None:
-    """SIGKILL every process (but this one) whose command line names ``path``:
-    the processes of a Ray instance started with that temp dir."""
-    marker = path.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker in f.read():
-                    os.kill(int(entry), signal.SIGKILL)
-        except OSError:
-            continue
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalService:
