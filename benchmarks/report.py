@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,35 +113,22 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write text to a temp file in the same directory, fsync, then rename.
 
-    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less
-    the umask), not the temp file's 0600: reports are meant to be shared.
+    The temp file is created as ``open(path, "w")`` would create the file (0666
+    less the umask), not ``mkstemp``'s 0600: reports are meant to be shared.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "x", encoding="utf-8") as handle:  # "x": never an existing file
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def _umask() -> int:
-    """This process's umask, read without changing it (Linux), else 0o022."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def write_results(
