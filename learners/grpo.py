@@ -106,11 +106,11 @@ def run(
         raise ValueError(f"runner must be local, vector or ray, got {cfg.runner!r}")
     if cfg.workers < 1 or cfg.envs_per_worker < 1:
         raise ValueError("workers and envs_per_worker must be >= 1")
-    if cfg.runner == "ray" and cfg.generation == "local" and not cfg.lora and play_fn is None:
-        # checked here too, before the model loads (learners.rollout checks it again)
-        raise ValueError(
-            "runner=ray with generation=local hands each actor the current LoRA "
-            "adapter: it needs lora=true (or use generation=server)"
+    if play_fn is None:  # before the model loads
+        from learners.rollout import check_ray_actor_policy
+
+        check_ray_actor_policy(
+            cfg.runner, serves_adapters=cfg.generation == "server", lora=cfg.lora
         )
 
     import torch

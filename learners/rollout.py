@@ -45,6 +45,7 @@ __all__ = [
     "StepSample",
     "Trajectory",
     "attach_env_gate",
+    "check_ray_actor_policy",
     "evaluate_success",
     "make_agent",
     "play",
@@ -126,6 +127,17 @@ def _serve_as(name: str, agent: Agent) -> None:
     agent.backend.model_name = name
 
 
+def check_ray_actor_policy(runner: str, *, serves_adapters: bool, lora: bool) -> None:
+    """Refuse ``runner=ray`` with ``generation=local`` (no adapter server) and
+    ``lora=false``: each actor is handed the trainer's current LoRA adapter.
+    Learners call it before loading the model, and the engine again when built."""
+    if runner == "ray" and not serves_adapters and not lora:
+        raise ValueError(
+            "runner=ray with generation=local hands each actor the current LoRA "
+            "adapter: it needs lora=true (or use generation=server)"
+        )
+
+
 class LearnerRollouts:
     """The rollout engine of one training run, playing with the current policy.
 
@@ -195,11 +207,7 @@ class LearnerRollouts:
                 }
                 actor_agent = functools.partial(_server_agent, kwargs, cfg.prompt, sampling)
             else:
-                if not cfg.lora:
-                    raise ValueError(
-                        "runner=ray with generation=local hands each actor the current LoRA "
-                        "adapter: it needs lora=true (or use generation=server)"
-                    )
+                check_ray_actor_policy(runner, serves_adapters=False, lora=cfg.lora)
                 actor_agent = functools.partial(
                     _transformers_agent, base_model, cfg.device, cfg.prompt, sampling
                 )
