@@ -309,15 +309,22 @@ def measure_policy(
     episodes_per_env: int,
     task: str = TASK,
     env_kwargs: dict[str, Any] | None = None,
+    rounds: int = 3,
 ) -> list[dict]:
     """Episodes/s of the tiny policy through ``runner=vector``, batched and unbatched.
 
-    Each row's engine is opened and warmed up with one episode per env first
-    (reported as ``startup_s``, not counted), so the rates are those of a
-    running rollout loop, as a learner's is between optimiser steps.
+    Every row plays the same episodes (``episodes_per_env`` per env of the
+    largest N, on the same seeds), so the rows differ only in how the policy
+    is called: episodes of a task differ in length, and a prompt grows with
+    an episode's history. The rows' engines are opened together and warmed
+    up with one episode per env first (reported as ``startup_s``, not
+    counted), so the rates are those of a running rollout loop, as a
+    learner's is between optimiser steps; then the rows take turns for
+    ``rounds`` rounds and each figure is the median (as for the browser rows).
     ``model_ms_per_step`` is the policy's time per decision (a batch call's
     time over its batch size).
     """
+    import contextlib
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
@@ -325,42 +332,68 @@ def measure_policy(
     from agents.run import build_agent
     from agents.runners import Job, RolloutEngine, RolloutSpec
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("benchmark", overrides=["agent=tiny"])
     agent = build_agent(cfg)
-    rows = []
     env_id = f"browser_env/miniwob.{task}-v0"
     spec = RolloutSpec(env_kwargs={**(env_kwargs or {}), "modalities": ("elements", "text")})
+    plan = [
+        (n, batched)
+        for n in sorted({min(sizes), max(sizes)})
+        for batched in ((True, False) if n > 1 else (True,))
+    ]
+    jobs = [Job(env_id, 1000 + i) for i in range(max(sizes) * episodes_per_env)]
+    runs: dict[tuple[int, bool], list[dict[str, Any]]] = {key: [] for key in plan}
     try:
-        for n in sorted({min(sizes), max(sizes)}):
-            for batched in (True, False) if n > 1 else (True,):
-                policy = agent if batched else _Unbatched(agent)
+        with contextlib.ExitStack() as stack:
+            engines, startup = {}, {}
+            for n, batched in plan:
                 t0 = time.perf_counter()
-                with RolloutEngine(
-                    spec, agent=policy, runner="vector", workers=n, keep_envs=True
-                ) as engine:
-                    engine.run([Job(env_id, 500 + i) for i in range(n)])  # warm-up
-                    startup = time.perf_counter() - t0
-                    jobs = [Job(env_id, 1000 + i) for i in range(n * episodes_per_env)]
-                    t0 = time.perf_counter()
-                    results = engine.run(jobs)
-                    wall = time.perf_counter() - t0
-                steps = sum(r.steps for r in results)
-                rows.append(
-                    {
-                        "n": n,
-                        "batched": batched,
-                        "episodes_per_s": len(results) / wall,
-                        "steps_per_s": steps / wall,
-                        "model_ms_per_step": sum(sum(r.agent_ms) for r in results) / max(steps, 1),
-                        "startup_s": startup,
-                        "success_rate": sum(r.success for r in results) / len(results),
-                    }
+                engine = stack.enter_context(
+                    RolloutEngine(
+                        spec,
+                        agent=agent if batched else _Unbatched(agent),
+                        runner="vector",
+                        workers=n,
+                        keep_envs=True,
+                    )
                 )
+                engine.run([Job(env_id, 500 + i) for i in range(n)])  # warm-up
+                engines[(n, batched)], startup[(n, batched)] = engine, time.perf_counter() - t0
+            for _ in range(rounds):
+                for key in plan:
+                    t0 = time.perf_counter()
+                    results = engines[key].run(jobs)
+                    wall = time.perf_counter() - t0
+                    steps = sum(r.steps for r in results)
+                    runs[key].append(
+                        {
+                            "episodes_per_s": len(results) / wall,
+                            "steps_per_s": steps / wall,
+                            "model_ms_per_step": sum(sum(r.agent_ms) for r in results)
+                            / max(steps, 1),
+                            "success_rate": sum(r.success for r in results) / len(results),
+                        }
+                    )
     finally:
         agent.close()
-    return rows
+    return [
+        {
+            "n": n,
+            "batched": batched,
+            **{
+                k: float(np.median([r[k] for r in runs[(n, batched)]]))
+                for k in runs[(n, batched)][0]
+            },
+            "startup_s": startup[(n, batched)],
+            "episodes": len(jobs),
+            "rounds": rounds,
+        }
+        for n, batched in plan
+    ]
 
 
 def _vector_steps(env_steps: int, n: int) -> int:
@@ -404,7 +437,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--vector-rounds", type=int, default=3, help="runs per browser row (median shown)"
     )
-    parser.add_argument("--episodes", type=int, default=4, help="policy episodes per env")
+    parser.add_argument(
+        "--episodes", type=int, default=4, help="policy episodes per env of the largest N"
+    )
+    parser.add_argument(
+        "--policy-rounds", type=int, default=3, help="runs per policy row (median shown)"
+    )
     parser.add_argument("--task", default=TASK, help="MiniWoB++ task")
     parser.add_argument("--skip", default="", help="any of " + ",".join(PARTS))
     parser.add_argument(
@@ -489,7 +527,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             save()
         if "policy" not in skip:
             policy += _attempt(
-                failures, "policy", measure_policy, sizes, args.episodes, args.task, env_kwargs
+                failures,
+                "policy",
+                measure_policy,
+                sizes,
+                args.episodes,
+                args.task,
+                env_kwargs,
+                args.policy_rounds,
             )
             save()
         # Ray starts once for every Ray row (a start costs tens of seconds on a

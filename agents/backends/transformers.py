@@ -51,6 +51,8 @@ from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
+from agents.backends.row_prefill import PREFILL_MODES, left_padded, prefill_rows
+from agents.backends.row_prefill import supported as row_prefill_supported
 from agents.models import resolve_model
 
 __all__ = ["TransformersBackend", "load_processor"]
@@ -72,6 +74,12 @@ class TransformersBackend(BackendBase):
             ``"auto"`` (shard over visible GPUs) for ``device="auto"`` and to the
             single named device otherwise.
         attn_implementation: e.g. ``"sdpa"`` or ``"flash_attention_2"``.
+        prefill: how :meth:`generate_batch` prefills prompts of different
+            lengths: ``"padded"`` (one left-padded forward pass, as
+            ``generate`` does), ``"per_row"`` (each prompt alone, then one
+            batched decode: :mod:`agents.backends.row_prefill`; needs a model
+            with full attention in every layer) or ``"auto"`` (``per_row`` on
+            CPU where the model allows it, else ``padded``).
         merge_adapter: merge the LoRA weights into the base model (faster
             inference; ``model`` is then a plain model, not a ``PeftModel``).
         max_image_side: downscale images whose longest side is larger.
@@ -90,6 +98,7 @@ class TransformersBackend(BackendBase):
         *,
         device_map: str | dict[str, Any] | None = None,
         attn_implementation: str | None = None,
+        prefill: str = "auto",
         merge_adapter: bool = False,
         max_image_side: int | None = None,
         trust_remote_code: bool = False,
@@ -101,6 +110,8 @@ class TransformersBackend(BackendBase):
         self.model_name = resolve_model(os.fspath(model))  # presets: agents.models
         self.adapter = os.fspath(adapter) if adapter is not None else None
         self.max_image_side = max_image_side
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
         self.device = _resolve_device(torch, device)
         self.dtype = _resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
@@ -133,6 +144,15 @@ class TransformersBackend(BackendBase):
             self.load_adapter(self.adapter, merge=merge_adapter)
         self.model.eval()
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
+        can_split = not self.multimodal and row_prefill_supported(self.model)
+        if prefill == "per_row" and not can_split:
+            raise ValueError(
+                f"prefill='per_row' needs a text model with full attention in every layer; "
+                f"{self.model_name} is not one (use 'padded' or 'auto')"
+            )
+        self.prefill = "per_row" if prefill == "per_row" or (
+            prefill == "auto" and can_split and self.device == "cpu"
+        ) else "padded"
 
     # -- adapters -----------------------------------------------------------
 
@@ -339,7 +359,8 @@ class TransformersBackend(BackendBase):
     ) -> list[Generation]:
         """One forward pass per new token for all of ``batch`` (chat message lists).
 
-        Prompts are left-padded and masked, so greedy decoding gives each row
+        Prompts are left-padded and masked (and, with ``prefill="per_row"``,
+        prefilled one by one), so greedy decoding gives each row
         what :meth:`generate` gives it alone (the test checks this on the tiny
         policy). With ``temperature > 0`` a seed makes the batch reproducible,
         but a row's draw differs from an unbatched one. Multimodal models and
@@ -366,8 +387,6 @@ class TransformersBackend(BackendBase):
             )
             encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
             width = max(len(ids) for ids in encoded)
-            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded])
-            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
             do_sample = sampling.temperature > 0
             config = transformers.GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
@@ -385,11 +404,11 @@ class TransformersBackend(BackendBase):
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
-                out = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=mask.to(self.model.device),
-                    generation_config=config,
-                )
+                if self.prefill == "per_row":
+                    inputs = prefill_rows(self.model, encoded, pad_id)
+                else:
+                    inputs = left_padded(encoded, pad_id, self.model.device)
+                out = self.model.generate(**inputs, generation_config=config)
         latency = time.perf_counter() - start
         logits = torch.stack([step.float() for step in out.logits], dim=1)  # (B, T, V)
         logprobs_all = torch.log_softmax(logits, dim=-1)
@@ -406,6 +425,7 @@ class TransformersBackend(BackendBase):
                 completion_tokens=len(token_ids),
                 latency_s=latency,
                 batch_size=len(batch),
+                prefill=self.prefill,
             )
             results.append(Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info))
         return results

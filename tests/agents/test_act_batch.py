@@ -41,8 +41,11 @@ def _observations(step: int) -> list[dict]:
     ]
 
 
-def test_generate_batch_equals_generate_greedy(tiny_policy):
+@pytest.mark.parametrize("prefill", ["per_row", "padded"])
+def test_generate_batch_equals_generate_greedy(tiny_policy, prefill, monkeypatch):
     from agents.backends.base import SamplingParams
+
+    monkeypatch.setattr(tiny_policy, "prefill", prefill)
 
     agent = LLMAgent(tiny_policy, prompt={"use_screenshot": False})
     sampling = SamplingParams(max_new_tokens=40)
@@ -52,7 +55,7 @@ def test_generate_batch_equals_generate_greedy(tiny_policy):
         alone = tiny_policy.generate(msgs, sampling=sampling)
         assert got.text == alone.text and got.token_ids == alone.token_ids
         assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
-        assert got.info["batch_size"] == len(messages)
+        assert got.info["batch_size"] == len(messages) and got.info["prefill"] == prefill
     assert len({g.info["prompt_tokens"] for g in batched}) > 1  # padding was really exercised
 
 

@@ -61,6 +61,64 @@ class TestTransformersText(BackendContract):
             TransformersBackend(tiny_path("text"), device="tpu")
         with pytest.raises(ValueError, match="dtype"):
             TransformersBackend(tiny_path("text"), device="cpu", dtype="int3")
+        with pytest.raises(ValueError, match="prefill must be one of"):
+            TransformersBackend(tiny_path("text"), device="cpu", prefill="chunked")
+
+    def test_auto_prefill_is_per_row_on_cpu(self, backend):
+        assert backend.prefill == "per_row"
+        batch = [MESSAGES, [MESSAGES[1]]]
+        gens = backend.generate_batch(batch, sampling=SamplingParams(max_new_tokens=3))
+        assert [g.info["prefill"] for g in gens] == ["per_row", "per_row"]
+
+
+class TestRowPrefill:
+    """``prefill="per_row"``: the cache it builds is the one a lone prompt builds."""
+
+    @pytest.mark.parametrize(
+        "rows",
+        [
+            [[5, 6, 7, 8, 9], [5, 6, 10, 11], [5, 6, 12]],  # a shared prefix, computed once
+            [[5, 6, 7, 8, 9], [10, 11], [12]],  # a row with nothing to prefill
+        ],
+    )
+    def test_cache_equals_each_row_alone(self, rows):
+        import torch
+
+        from agents.backends.row_prefill import left_padded, prefill_rows
+
+        backend = _backend("text")
+        width = max(len(r) for r in rows)
+        with torch.inference_mode():
+            got = prefill_rows(backend.model, rows, pad_id=0)
+            want = left_padded(rows, 0, backend.model.device)
+            for key in ("input_ids", "attention_mask"):
+                assert torch.equal(got[key], want[key])
+            cache = got["past_key_values"]
+            assert cache.get_seq_length() == width - 1
+            for row, ids in enumerate(rows):
+                alone = backend.model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+                n, pad = len(ids) - 1, width - len(ids)
+                for layer, mine in zip(alone.layers, cache.layers, strict=True):
+                    assert torch.allclose(mine.keys[row, :, pad:], layer.keys[0, :, :n], atol=1e-5)
+                    assert torch.allclose(mine.values[row, :, pad:], layer.values[0, :, :n], atol=1e-5)
+                    assert not mine.keys[row, :, :pad].any()  # padding: zeros, masked
+            with pytest.raises(ValueError, match="at least one token"):
+                prefill_rows(backend.model, [[1], []], pad_id=0)
+        backend.close()
+
+    def test_only_full_attention_models_are_split(self):
+        from transformers import AutoModelForCausalLM, MistralConfig
+
+        from agents.backends.row_prefill import supported
+        from agents.backends.transformers import TransformersBackend
+
+        small = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2}
+        small |= {"num_key_value_heads": 1, "num_hidden_layers": 2, "vocab_size": 64}
+        assert supported(AutoModelForCausalLM.from_config(MistralConfig(**small, sliding_window=None)))
+        sliding = AutoModelForCausalLM.from_config(MistralConfig(**small, sliding_window=4))
+        assert not supported(sliding)
+        with pytest.raises(ValueError, match="full attention"):
+            TransformersBackend(tiny_path("vlm"), device="cpu", prefill="per_row")
 
 
 class TestTransformersQwen2(BackendContract):

@@ -52,3 +52,19 @@ def test_reports_are_written_atomically_and_readable_by_others(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
     assert [p.name for p in path.parent.iterdir()] == ["figures.json"]  # no temp file left
+
+
+def test_policy_rows_play_the_same_episodes(capsys):
+    from benchmarks.rollout_speed import main
+
+    skip = "separate,shared,shared-seq,ray,runners"
+    result = main(["--sizes", "1,2", "--episodes", "1", "--policy-rounds", "1", "--skip", skip])
+    assert result["failures"] == []
+    rows = {(r["n"], r["batched"]): r for r in result["policy"]}
+    assert set(rows) == {(1, True), (2, True), (2, False)}
+    for row in rows.values():
+        assert row["episodes"] == 2 and row["rounds"] == 1  # every row: the same 2 episodes
+        assert row["episodes_per_s"] > 0 and row["model_ms_per_step"] > 0
+    # greedy: the same episodes give the same success, however the policy is called
+    assert len({row["success_rate"] for row in rows.values()}) == 1
+    assert "tiny policy, batched N=2 vs N=1" in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""Batched generation without a padded prefill: each prompt is prefilled on its own
+tokens, and the caches are merged, left-padded, for one batched decode.
+
+``generate`` on a left-padded batch prefills ``batch x longest`` tokens, with
+an attention mask over the padding. Rollout prompts in one batch differ in
+length (an episode's history grows: 560 to 850 tokens for the tiny policy on
+click-checkboxes), so on a CPU, where prefill is compute-bound, a padded batch
+spends much of its time on tokens that are thrown away. Here each row's
+prompt but its last token runs through the model alone (no padding, no mask),
+the tokens all rows begin with (the system prompt) are computed once
+and their cache copied to every row, the per-row caches are copied right-aligned into one cache of the longest
+row's length, and ``generate`` continues from it with the left-padded ids and
+mask: it computes only the last prompt token of each row, then decodes the
+batch together as before. Positions come from the mask (``generate`` derives
+``position_ids`` from it), so each row sees exactly the positions it has
+alone; greedy output is the unbatched output (tested), logits agree to float
+rounding. Measured on this 2-core machine (8 rollout prompts of 556-845
+tokens, tiny policy): 163 ms a batch against 204 ms padded and 290 ms one
+prompt at a time.
+
+On a GPU a padded prefill runs the rows in parallel, so ``prefill="auto"``
+picks this only on CPU (not measured on a GPU here). Only models whose cache
+is full attention in every layer (``DynamicLayer``; no sliding window, no
+linear-attention or quantised layers) are merged this way; for any other
+:func:`supported` is False and the caller uses the padded batch.
+
+Written here, not taken from transformers: ``generate`` takes a prefilled
+cache (``past_key_values``) but has no per-row prefill for a batch; this
+module only builds that cache and leaves decoding to ``generate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["PREFILL_MODES", "left_padded", "prefill_rows", "supported"]
+
+PREFILL_MODES = ("auto", "per_row", "padded")
+
+
+def _base(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (itself otherwise)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def supported(model: Any) -> bool:
+    """Whether ``model``'s cache is plain full attention in every layer."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    config = getattr(_base(model), "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    try:
+        cache = DynamicCache(config=config)
+    except Exception:  # noqa: BLE001 - a config DynamicCache cannot lay out
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def prefill_rows(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any]:
+    """``generate`` keyword arguments for ``rows`` (token ids, at least one each):
+    ``input_ids`` and ``attention_mask`` (left-padded to the longest row) and
+    ``past_key_values``, a cache holding every row's prompt but its last token.
+
+    Call inside ``torch.inference_mode()`` (and any adapter context the
+    generation uses); the caller checks :func:`supported` first.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    if not rows or min(len(r) for r in rows) < 1:
+        raise ValueError("every row needs at least one token")
+    base = _base(model)
+    device = base.device
+    width = max(len(r) for r in rows)
+    extra = {"logits_to_keep": 1} if _takes_logits_to_keep(base) else {}
+    # The tokens every row starts with (a system prompt) are computed once.
+    shared = min(_common_prefix(rows), min(len(r) for r in rows) - 1)
+    prefix = None
+    if shared and len(rows) > 1:
+        prefix = DynamicCache(config=base.config)
+        model(
+            input_ids=torch.tensor([list(rows[0][:shared])], device=device),
+            past_key_values=prefix,
+            use_cache=True,
+            **extra,
+        )
+    per_row = []
+    for ids in rows:
+        if len(ids) == 1:
+            per_row.append(None)  # nothing before the last token
+            continue
+        cache = copy.deepcopy(prefix) if prefix is not None else DynamicCache(config=base.config)
+        start = shared if prefix is not None else 0
+        if start < len(ids) - 1:
+            model(
+                input_ids=torch.tensor([list(ids[start:-1])], device=device),
+                past_key_values=cache,
+                use_cache=True,
+                **extra,
+            )
+        per_row.append(cache)
+    merged = DynamicCache(config=base.config)
+    template = next((c for c in per_row if c is not None), None)
+    if template is not None:
+        for layer_idx, layer in enumerate(template.layers):
+            keys = layer.keys.new_zeros(
+                (len(rows), layer.keys.shape[1], width - 1, layer.keys.shape[3])
+            )
+            values = layer.values.new_zeros(
+                (len(rows), layer.values.shape[1], width - 1, layer.values.shape[3])
+            )
+            for row, (ids, cache) in enumerate(zip(rows, per_row, strict=True)):
+                if cache is not None:
+                    start = width - len(ids)
+                    keys[row, :, start:] = cache.layers[layer_idx].keys[0]
+                    values[row, :, start:] = cache.layers[layer_idx].values[0]
+            merged.update(keys, values, layer_idx)
+    kwargs = left_padded(rows, pad_id, device)
+    if template is not None:
+        kwargs["past_key_values"] = merged
+    return kwargs
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` of ``rows``, left-padded to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``rows`` share."""
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return n
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward can skip the LM head on all but the last position."""
+    try:
+        return "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
