@@ -19,6 +19,7 @@ from agents.backends.base import BackendBase, Message, SamplingParams
 __all__ = [
     "EXTRAS",
     "apply_stop",
+    "batch_images",
     "data_url_to_image",
     "image_to_data_url",
     "is_available",
@@ -207,6 +208,16 @@ def begin_generation(
         info["images_ignored"] = len(images)
         images = []
     return sampling or SamplingParams(), images, info
+
+
+def batch_images(
+    batch: Sequence[Any], images: Sequence[Sequence[Any] | None] | None
+) -> list[Sequence[Any] | None]:
+    """``generate_batch``'s image lists, one per prompt (``None`` for none)."""
+    images = list(images) if images is not None else [None] * len(batch)
+    if len(images) != len(batch):
+        raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+    return images
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

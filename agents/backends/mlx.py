@@ -52,7 +52,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
+from agents.backends.common import (
+    apply_stop,
+    batch_images,
+    begin_generation,
+    render_chat,
+    require,
+    to_pil,
+)
 from agents.models import resolve_model
 
 __all__ = ["MLXBackend", "convert_peft_adapter_to_mlx", "is_peft_adapter"]
@@ -471,9 +478,7 @@ class MLXBackend(BackendBase):
         reproducible, not equal to unbatched draws.
         """
         sampling, _, _ = begin_generation(self, None, sampling)
-        images = list(images) if images is not None else [None] * len(batch)
-        if len(images) != len(batch):
-            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        images = batch_images(batch, images)
         if len(batch) <= 1 or self.multimodal or sampling.stop:
             return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
         mx = require("mlx.core")

@@ -36,6 +36,7 @@ from typing import Any
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import (
     apply_stop,
+    batch_images,
     image_to_data_url,
     last_user_index,
     require,
@@ -274,9 +275,7 @@ class OpenAIBackend(BackendBase):
         failed request's error is raised."""
         from concurrent.futures import ThreadPoolExecutor
 
-        images = list(images) if images is not None else [None] * len(batch)
-        if len(images) != len(batch):
-            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        images = batch_images(batch, images)
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if len(batch) <= 1:

@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, begin_generation, require, validate_messages
+from agents.backends.common import (
+    apply_stop,
+    batch_images,
+    begin_generation,
+    require,
+    validate_messages,
+)
 from agents.models import resolve_model
 
 __all__ = ["TensorRTBackend"]
@@ -173,9 +179,7 @@ class TensorRTBackend(BackendBase):
         """All of ``batch`` in one ``LLM.generate`` call: TensorRT-LLM's in-flight
         batching schedules the prompts together (no padding: it packs them).
         Greedy rows equal :meth:`generate`'s. Text only, like :meth:`generate`."""
-        images = list(images) if images is not None else [None] * len(batch)
-        if len(images) != len(batch):
-            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        images = batch_images(batch, images)
         sampling, _, _ = begin_generation(self, None, sampling)
         infos = [begin_generation(self, i, sampling)[2] for i in images]
         prompts = [

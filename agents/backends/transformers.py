@@ -50,7 +50,14 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
-from agents.backends.common import apply_stop, begin_generation, render_chat, require, to_pil
+from agents.backends.common import (
+    apply_stop,
+    batch_images,
+    begin_generation,
+    render_chat,
+    require,
+    to_pil,
+)
 from agents.backends.row_prefill import PREFILL_MODES, left_padded, prefill_rows
 from agents.backends.row_prefill import supported as row_prefill_supported
 from agents.models import resolve_model
@@ -150,9 +157,11 @@ class TransformersBackend(BackendBase):
                 f"prefill='per_row' needs a text model with full attention in every layer; "
                 f"{self.model_name} is not one (use 'padded' or 'auto')"
             )
-        self.prefill = "per_row" if prefill == "per_row" or (
-            prefill == "auto" and can_split and self.device == "cpu"
-        ) else "padded"
+        self.prefill = (
+            "per_row"
+            if prefill == "per_row" or (prefill == "auto" and can_split and self.device == "cpu")
+            else "padded"
+        )
 
     # -- adapters -----------------------------------------------------------
 
@@ -369,9 +378,7 @@ class TransformersBackend(BackendBase):
         a stop string).
         """
         sampling, _, _ = begin_generation(self, None, sampling)
-        images = list(images) if images is not None else [None] * len(batch)
-        if len(images) != len(batch):
-            raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
+        images = batch_images(batch, images)
         if len(batch) <= 1 or self.multimodal or sampling.stop:
             return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
         torch = require("torch")
