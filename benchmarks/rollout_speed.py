@@ -363,21 +363,22 @@ def measure_policy(
                 )
                 engine.run([Job(env_id, 500 + i) for i in range(n)])  # warm-up
                 engines[(n, batched)], startup[(n, batched)] = engine, time.perf_counter() - t0
-            for _ in range(rounds):
-                for key in plan:
-                    t0 = time.perf_counter()
-                    results = engines[key].run(jobs)
-                    wall = time.perf_counter() - t0
-                    steps = sum(r.steps for r in results)
-                    runs[key].append(
-                        {
-                            "episodes_per_s": len(results) / wall,
-                            "steps_per_s": steps / wall,
-                            "model_ms_per_step": sum(sum(r.agent_ms) for r in results)
-                            / max(steps, 1),
-                            "success_rate": sum(r.success for r in results) / len(results),
-                        }
-                    )
+            from tqdm.auto import tqdm
+
+            turns = [key for _ in range(rounds) for key in plan]
+            for key in tqdm(turns, desc="tiny policy", unit="run"):
+                t0 = time.perf_counter()
+                results = engines[key].run(jobs)
+                wall = time.perf_counter() - t0
+                steps = sum(r.steps for r in results)
+                runs[key].append(
+                    {
+                        "episodes_per_s": len(results) / wall,
+                        "steps_per_s": steps / wall,
+                        "model_ms_per_step": sum(sum(r.agent_ms) for r in results) / max(steps, 1),
+                        "success_rate": sum(r.success for r in results) / len(results),
+                    }
+                )
     finally:
         agent.close()
     return [
@@ -388,6 +389,7 @@ def measure_policy(
                 k: float(np.median([r[k] for r in runs[(n, batched)]]))
                 for k in runs[(n, batched)][0]
             },
+            "episodes_per_s_runs": [r["episodes_per_s"] for r in runs[(n, batched)]],
             "startup_s": startup[(n, batched)],
             "episodes": len(jobs),
             "rounds": rounds,

@@ -64,6 +64,7 @@ def test_policy_rows_play_the_same_episodes(capsys):
     assert set(rows) == {(1, True), (2, True), (2, False)}
     for row in rows.values():
         assert row["episodes"] == 2 and row["rounds"] == 1  # every row: the same 2 episodes
+        assert row["episodes_per_s_runs"] == [row["episodes_per_s"]]
         assert row["episodes_per_s"] > 0 and row["model_ms_per_step"] > 0
     # greedy: the same episodes give the same success, however the policy is called
     assert len({row["success_rate"] for row in rows.values()}) == 1
