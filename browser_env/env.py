@@ -42,16 +42,13 @@ import numpy as np
 from browser_env.actions import Action, ActionError, ActionSpace, Verb, coerce_action
 from browser_env.browser import (
     BrowserConfig,
-    acquire_playwright,
-    driver_alive,
     kill_browser_processes,
-    launch_browser,
     release_playwright,
-    revive_playwright,
 )
-from browser_env.executor import INIT_JS, INTENTS_JS, ExecutorConfig, execute
+from browser_env.executor import ExecutorConfig, execute, first_line
 from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
 from browser_env.page_events import PageEvents
+from browser_env.page_lifecycle import PageLifecycle
 from browser_env.policy import UrlPolicy
 from browser_env.screenshot import Screenshotter
 from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
@@ -64,7 +61,6 @@ if TYPE_CHECKING:
         BrowserContext,
         Download,
         Page,
-        Route,
     )
 
 __all__ = ["BrowserEnv", "make_task", "validate_safely"]
@@ -89,7 +85,7 @@ def make_task(task: Task | str, **kwargs: Any) -> Task:
     )
 
 
-class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
+class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
 
     Args:
@@ -281,7 +277,7 @@ class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
         except ActionError as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
-            error = f"browser error during {parsed.action.value if parsed else 'action'}: {_first_line(exc)}"
+            error = f"browser error during {parsed.action.value if parsed else 'action'}: {first_line(exc)}"
             self._recover_page(cause=exc)
         t1 = time.perf_counter()
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
@@ -293,7 +289,7 @@ class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
         try:
             obs, obs_timings = self._observe(error=error)
         except Exception as exc:  # noqa: BLE001 - e.g. the renderer crashed: start a fresh page
-            error = error or f"the page could not be observed: {_first_line(exc)}"
+            error = error or f"the page could not be observed: {first_line(exc)}"
             self._recover_page(force=True, cause=exc)
             obs, obs_timings = self._observe(error=error)
         if self._page is not page:  # a popup arrived while observing: show the new page
@@ -412,99 +408,7 @@ class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
         """Playwright Download objects captured this episode (``save_as`` to keep one)."""
         return list(self._downloads)
 
-    # --- browser lifecycle -------------------------------------------------------
-    def _ensure_page(self, fresh: bool) -> None:
-        if self._shared_browser is not None:  # the owner relaunches a dead browser
-            browser = self._shared_browser()
-            if browser is not self._browser:  # a context of a dead browser is gone with it
-                self._context = self._page = self._cdp = None
-                self._bound = []
-                self._browser = browser
-        else:
-            if self._browser is not None and not self._browser_alive():
-                self._discard_browser()
-            if self._browser is None:
-                self._launch()
-        if self._context is not None and (fresh or self._page is None or self._page.is_closed()):
-            self._context.close()
-            self._context = None
-        if self._context is None:
-            width, height = self.viewport
-            self._context = self._browser.new_context(
-                viewport={"width": width, "height": height},
-                device_scale_factor=1,
-                accept_downloads=True,
-                service_workers="block",
-            )
-            self._context.set_default_timeout(self.executor_config.action_timeout_ms)
-            self._context.set_default_navigation_timeout(self.executor_config.navigation_timeout_ms)
-            if self.url_policy.allowed_hosts is not None:
-                self._context.route(lambda url: not self.url_policy.host_allowed(url), self._block)
-            self._context.add_init_script(INIT_JS)
-            self._context.add_init_script(INTENTS_JS)
-            self._context.on("page", self._on_popup)
-            self._bound = []
-            self._set_page(self._context.new_page())
-
-    def _launch(self) -> None:
-        if self._playwright is None:
-            self._playwright = acquire_playwright()
-        else:  # this env holds a reference already: the driver may have died since
-            self._playwright = revive_playwright()
-        try:
-            self._browser, self._browser_pid = launch_browser(self._playwright, self.browser_config)
-        except Exception:
-            self._playwright = None
-            release_playwright()
-            raise
-
-    def _browser_alive(self) -> bool:
-        if self._shared_browser is not None:  # the owner watches its driver
-            return self._browser.is_connected()
-        return driver_alive(self._playwright) and self._browser.is_connected()
-
-    def _broken(self) -> bool:
-        """Whether the browser, its driver or the current page is gone."""
-        return (
-            self._browser is None
-            or not self._browser_alive()
-            or self._page is None
-            or self._page.is_closed()
-        )
-
-    def _discard_browser(self) -> None:
-        """Drop a dead (or dying) browser and whatever is left of its processes; a
-        shared browser is its owner's: only this env's context is dropped."""
-        for release in (
-            lambda: self._context and self._context.close(),
-            lambda: self._shared_browser is None and self._browser and self._browser.close(),
-        ):
-            try:
-                release()
-            except Exception:  # noqa: BLE001 - it is already gone
-                pass
-        if self._shared_browser is None:
-            kill_browser_processes(self._browser_pid)
-        self._page = self._context = self._browser = self._cdp = None
-        self._browser_pid = None
-        self._bound = []
-
-    def _cause(self, exc: BaseException) -> str:
-        """Why a step failed past recovery, for ``info["truncated_reason"]``."""
-        if self._browser is None or not self._browser_alive():
-            who = "Playwright driver" if not driver_alive(self._playwright) else "browser"
-            return f"the {who} died: {_first_line(exc)}; reset() starts a new one"
-        return f"the page could not be recovered: {_first_line(exc)}"
-
-    def _guard_session(self) -> Any:
-        """The page's CDP session, which the watchdog uses to stop a runaway script."""
-        if self._cdp is None and self._page is not None:
-            self._cdp = self._page.context.new_cdp_session(self._page)
-        return self._cdp
-
-    def _guarded(self) -> tuple[Page | None, Any]:
-        return self._page, self._cdp
-
+    # --- watchdog and URL policy -----------------------------------------------
     def _hung_error(self, error: str) -> str:
         limit = f"{self._watchdog.limit_ms / 1e3:g} s"
         what = (
@@ -524,22 +428,6 @@ class BrowserEnv(PageEvents, gym.Env[dict[str, Any], Action]):
             except Exception:  # noqa: BLE001 - the reset fails either way
                 pass
         raise ValueError(f"refused to load {url!r}: {problem}")
-
-    def _block(self, route: Route) -> None:
-        self._events.setdefault("blocked_requests", []).append(route.request.url)
-        try:
-            route.abort("blockedbyclient")
-        except Exception:  # noqa: BLE001 - the page went away meanwhile
-            pass
-
-    def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
-        """A fresh page in place of a crashed or closed one. Never a fresh browser
-        mid-episode: if the browser is gone, this raises and the step truncates."""
-        if self._browser is None or not self._browser_alive():
-            raise RuntimeError(_first_line(cause) if cause else "the browser is gone")
-        if force or self._page is None or self._page.is_closed():
-            self._page = None
-            self._ensure_page(fresh=False)
 
     # --- acting and observing ----------------------------------------------------
     def _run(self, action: Action) -> dict[str, Any]:
@@ -636,7 +524,7 @@ def validate_safely(
     try:
         return task.validate(page, answer)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - a page can fail to be judged in many ways
-        reason = f"validate failed: {_first_line(exc)}"
+        reason = f"validate failed: {first_line(exc)}"
         return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": reason}
 
 
@@ -654,8 +542,3 @@ def empty_observation(space: gym.spaces.Space) -> Any:
     if isinstance(space, gym.spaces.Tuple):
         return tuple(empty_observation(sub) for sub in space.spaces)
     return ""  # Text, UnicodeText
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

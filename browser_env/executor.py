@@ -34,7 +34,7 @@ from browser_env.policy import UrlPolicy
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-__all__ = ["ExecutorConfig", "execute", "LOCATE_JS", "INIT_JS", "INTENTS_JS"]
+__all__ = ["ExecutorConfig", "execute", "first_line", "LOCATE_JS", "INIT_JS", "INTENTS_JS"]
 
 _JS = Path(__file__).with_name("js")
 INIT_JS = (_JS / "init.js").read_text()
@@ -143,7 +143,7 @@ def execute(
                 action.value, wait_until="domcontentloaded", timeout=config.navigation_timeout_ms
             )
         except Exception as exc:  # noqa: BLE001 - any load failure is the policy's to read
-            raise ActionError(f"NAVIGATE to {action.value} failed: {_first_line(exc)}") from None
+            raise ActionError(f"NAVIGATE to {action.value} failed: {first_line(exc)}") from None
         return {}
     return {}  # FINISH: the env ends the episode
 
@@ -281,5 +281,6 @@ def _scroll(
     return {}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message up to its first line break (its type when it has none)."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
