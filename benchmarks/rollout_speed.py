@@ -319,8 +319,13 @@ def measure_policy(
     an episode's history. The rows' engines are opened together and warmed
     up with one episode per env first (reported as ``startup_s``, not
     counted), so the rates are those of a running rollout loop, as a
-    learner's is between optimiser steps; then the rows take turns for
-    ``rounds`` rounds and each figure is the median (as for the browser rows).
+    learner's is between optimiser steps; each then plays the jobs once
+    uncounted (a batched engine is not at its steady rate before), and the
+    rows take turns for ``rounds`` rounds, each round starting with another
+    row; the figures are those of each row's median round. All engines stay
+    open meanwhile (idle contexts cost ~2 CPU-ms a second each). The prompt
+    holds the page's URL, whose port is each engine's own, so rows can
+    differ by a step or so in all (``steps_runs``).
     ``model_ms_per_step`` is the policy's time per decision (a batch call's
     time over its batch size).
     """
@@ -361,22 +366,31 @@ def measure_policy(
                         keep_envs=True,
                     )
                 )
-                engine.run([Job(env_id, 500 + i) for i in range(n)])  # warm-up
+                engine.run([Job(env_id, 500 + i) for i in range(n)])
                 engines[(n, batched)], startup[(n, batched)] = engine, time.perf_counter() - t0
             from tqdm.auto import tqdm
 
-            turns = [key for _ in range(rounds) for key in plan]
-            for key in tqdm(turns, desc="tiny policy", unit="run"):
+            # a first round of the very jobs, not counted: a batched engine is
+            # not at its steady rate after one episode per env (measured: the
+            # N = 8 rows' rates rose round after round); the rows then take turns,
+            # each round starting with another row
+            turns = list(plan) + [
+                key for r in range(rounds) for key in plan[r % len(plan) :] + plan[: r % len(plan)]
+            ]
+            for turn, key in enumerate(tqdm(turns, desc="tiny policy", unit="run")):
                 t0 = time.perf_counter()
                 results = engines[key].run(jobs)
                 wall = time.perf_counter() - t0
                 steps = sum(r.steps for r in results)
+                if turn < len(plan):
+                    continue  # the warm-up round
                 runs[key].append(
                     {
                         "episodes_per_s": len(results) / wall,
                         "steps_per_s": steps / wall,
                         "model_ms_per_step": sum(sum(r.agent_ms) for r in results) / max(steps, 1),
                         "success_rate": sum(r.success for r in results) / len(results),
+                        "steps": steps,
                     }
                 )
     finally:
@@ -385,17 +399,22 @@ def measure_policy(
         {
             "n": n,
             "batched": batched,
-            **{
-                k: float(np.median([r[k] for r in runs[(n, batched)]]))
-                for k in runs[(n, batched)][0]
-            },
+            **_median_round(runs[(n, batched)], "episodes_per_s"),
             "episodes_per_s_runs": [r["episodes_per_s"] for r in runs[(n, batched)]],
+            "steps_runs": [r["steps"] for r in runs[(n, batched)]],
             "startup_s": startup[(n, batched)],
             "episodes": len(jobs),
             "rounds": rounds,
         }
         for n, batched in plan
     ]
+
+
+def _median_round(rounds: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose ``key`` is the median (the lower one of an even count), all
+    its figures together (a median per figure could mix rounds)."""
+    ordered = sorted(rounds, key=lambda r: r[key])
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 def _vector_steps(env_steps: int, n: int) -> int:

@@ -49,6 +49,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.backends import row_prefill
 from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 from agents.backends.common import (
     apply_stop,
@@ -58,8 +59,6 @@ from agents.backends.common import (
     require,
     to_pil,
 )
-from agents.backends.row_prefill import PREFILL_MODES, left_padded, prefill_rows
-from agents.backends.row_prefill import supported as row_prefill_supported
 from agents.models import resolve_model
 
 __all__ = ["TransformersBackend", "load_processor"]
@@ -117,8 +116,8 @@ class TransformersBackend(BackendBase):
         self.model_name = resolve_model(os.fspath(model))  # presets: agents.models
         self.adapter = os.fspath(adapter) if adapter is not None else None
         self.max_image_side = max_image_side
-        if prefill not in PREFILL_MODES:
-            raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
+        if prefill not in row_prefill.PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {row_prefill.PREFILL_MODES}, got {prefill!r}")
         self.device = _resolve_device(torch, device)
         self.dtype = _resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
@@ -151,10 +150,16 @@ class TransformersBackend(BackendBase):
             self.load_adapter(self.adapter, merge=merge_adapter)
         self.model.eval()
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
-        can_split = not self.multimodal and row_prefill_supported(self.model)
+        # generate refuses a cache of ours when the checkpoint names a cache class
+        can_split = (
+            not self.multimodal
+            and row_prefill.supported(self.model)
+            and getattr(self.model.generation_config, "cache_implementation", None) is None
+        )
         if prefill == "per_row" and not can_split:
             raise ValueError(
-                f"prefill='per_row' needs a text model with full attention in every layer; "
+                f"prefill='per_row' needs a text model with full attention in every layer "
+                f"and no cache_implementation in its generation config; "
                 f"{self.model_name} is not one (use 'padded' or 'auto')"
             )
         self.prefill = (
@@ -412,9 +417,9 @@ class TransformersBackend(BackendBase):
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 if self.prefill == "per_row":
-                    inputs = prefill_rows(self.model, encoded, pad_id)
+                    inputs = row_prefill.prefill_rows(self.model, encoded, pad_id)
                 else:
-                    inputs = left_padded(encoded, pad_id, self.model.device)
+                    inputs = row_prefill.left_padded(encoded, pad_id, self.model.device)
                 out = self.model.generate(**inputs, generation_config=config)
         latency = time.perf_counter() - start
         logits = torch.stack([step.float() for step in out.logits], dim=1)  # (B, T, V)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from backend_contract import MESSAGES, BackendContract, screenshot, tiny_path
 
@@ -100,7 +102,9 @@ class TestRowPrefill:
                 n, pad = len(ids) - 1, width - len(ids)
                 for layer, mine in zip(alone.layers, cache.layers, strict=True):
                     assert torch.allclose(mine.keys[row, :, pad:], layer.keys[0, :, :n], atol=1e-5)
-                    assert torch.allclose(mine.values[row, :, pad:], layer.values[0, :, :n], atol=1e-5)
+                    assert torch.allclose(
+                        mine.values[row, :, pad:], layer.values[0, :, :n], atol=1e-5
+                    )
                     assert not mine.keys[row, :, :pad].any()  # padding: zeros, masked
             with pytest.raises(ValueError, match="at least one token"):
                 prefill_rows(backend.model, [[1], []], pad_id=0)
@@ -114,11 +118,35 @@ class TestRowPrefill:
 
         small = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2}
         small |= {"num_key_value_heads": 1, "num_hidden_layers": 2, "vocab_size": 64}
-        assert supported(AutoModelForCausalLM.from_config(MistralConfig(**small, sliding_window=None)))
+        assert supported(
+            AutoModelForCausalLM.from_config(MistralConfig(**small, sliding_window=None))
+        )
         sliding = AutoModelForCausalLM.from_config(MistralConfig(**small, sliding_window=4))
         assert not supported(sliding)
         with pytest.raises(ValueError, match="full attention"):
             TransformersBackend(tiny_path("vlm"), device="cpu", prefill="per_row")
+
+    def test_a_checkpoint_naming_its_cache_keeps_the_padded_batch(self, tmp_path):
+        """``generate`` refuses a cache passed in when the generation config names a
+        cache class; such a checkpoint falls back to the padded batch."""
+        import shutil
+
+        from agents.backends.transformers import TransformersBackend
+
+        model_dir = tmp_path / "model"
+        shutil.copytree(tiny_path("text"), model_dir)
+        config_path = model_dir / "generation_config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "cache_implementation": "dynamic"}))
+        backend = TransformersBackend(model_dir, device="cpu")
+        assert backend.prefill == "padded"
+        gens = backend.generate_batch(
+            [MESSAGES, [MESSAGES[1]]], sampling=SamplingParams(max_new_tokens=3)
+        )
+        assert [g.info["prefill"] for g in gens] == ["padded", "padded"]
+        with pytest.raises(ValueError, match="cache_implementation"):
+            TransformersBackend(model_dir, device="cpu", prefill="per_row")
+        backend.close()
 
 
 class TestTransformersQwen2(BackendContract):
