@@ -56,9 +56,12 @@ def _ratios(rows: Sequence[dict[str, Any]]) -> str:
     shared = by.get(("shared", n))
     if one is None or shared is None or n == 1:
         return ""
+    rounds = _round_ratios(shared, one, "cpu_ms_per_step")
+    spread = f", rounds x{rounds[0]:.2f}-{rounds[-1]:.2f}" if len(rounds) > 1 else ""
     line = (
         f"\nshared N={n} vs one env: CPU-ms/step x{shared['cpu_ms_per_step'] / one['cpu_ms_per_step']:.2f} "
-        f"(target <= 0.8), steps/s x{shared['steps_per_s'] / one['steps_per_s']:.2f} (target >= 1.0)"
+        f"(target <= 0.8{spread}), steps/s x{shared['steps_per_s'] / one['steps_per_s']:.2f} "
+        "(target >= 1.0)"
     )
     seq = by.get(("shared-seq", n))
     if seq is not None:
@@ -119,15 +122,19 @@ def _policy_table(rows: Sequence[dict[str, Any]]) -> str:
     if len(batched) > 1:
         low, high = min(batched), max(batched)
         # per round (the rows took turns): a drifting machine weighs on both alike
-        pairs = zip(
-            batched[high].get("episodes_per_s_runs", [batched[high]["episodes_per_s"]]),
-            batched[low].get("episodes_per_s_runs", [batched[low]["episodes_per_s"]]),
-            strict=False,
-        )
-        ratios = sorted(h / lo for h, lo in pairs)
+        ratios = _round_ratios(batched[high], batched[low], "episodes_per_s")
         spread = f", rounds {ratios[0]:.2f}-{ratios[-1]:.2f}" if len(ratios) > 1 else ""
         lines.append(
             f"tiny policy, batched N={high} vs N={low}: episodes/s x{statistics.median(ratios):.2f} "
             f"(median of the rounds' ratios{spread}; target >= 2.5)"
         )
     return "\n".join(lines)
+
+
+def _round_ratios(high: dict[str, Any], low: dict[str, Any], key: str) -> list[float]:
+    """``high``'s figure over ``low``'s, round by round (``key + "_runs"``, the
+    rows having taken turns), sorted; the rows' own figures without rounds."""
+    pairs = zip(
+        high.get(f"{key}_runs", [high[key]]), low.get(f"{key}_runs", [low[key]]), strict=False
+    )
+    return sorted(h / lo for h, lo in pairs)
