@@ -72,3 +72,29 @@ def test_policy_rows_play_the_same_episodes(capsys):
     steps = [row["steps"] for row in rows.values()]
     assert max(steps) - min(steps) <= 2
     assert "tiny policy, batched N=2 vs N=1" in capsys.readouterr().out
+
+
+def test_report_ratios_are_per_round_where_rows_took_turns():
+    from benchmarks.rollout_speed_report import report
+
+    def row(mode, n, cpu_runs):
+        cpu = sorted(cpu_runs)[len(cpu_runs) // 2]
+        return {"mode": mode, "n": n, "steps_per_s": 10.0 * n, "episodes_per_s": 1.0} | {
+            "cpu_ms_per_step": cpu,
+            "cpu_ms_per_step_runs": cpu_runs,
+            "pss_mib": 500.0 + n,
+        }
+
+    policy = [
+        {"n": 1, "batched": True, "episodes_per_s": 2.0, "episodes_per_s_runs": [1.0, 2.0, 4.0]},
+        {"n": 8, "batched": True, "episodes_per_s": 5.0, "episodes_per_s_runs": [5.0, 3.0, 6.0]},
+    ]
+    for r in policy:
+        r |= {"steps_per_s": 1.0, "model_ms_per_step": 1.0, "startup_s": 1.0}
+    text = report(
+        [row("shared", 1, [40.0, 30.0, 20.0]), row("shared", 8, [20.0, 30.0, 30.0])], (), policy
+    )
+    # medians 30 vs 30 (x1.00); round by round 0.50, 1.00, 1.50
+    assert "CPU-ms/step x1.00 (target <= 0.8, rounds x0.50-1.50)" in text
+    # rounds 5.0, 1.5, 1.5: median 1.5 (the medians' ratio would be 5/2 = 2.5)
+    assert "episodes/s x1.50 (median of the rounds' ratios, rounds 1.50-5.00" in text
