@@ -6,12 +6,12 @@ an attention mask over the padding. Rollout prompts in one batch differ in
 length (an episode's history grows: 560 to 850 tokens for the tiny policy on
 click-checkboxes), so on a CPU, where prefill is compute-bound, a padded batch
 spends much of its time on tokens that are thrown away. Here each row's
-prompt but its last token runs through the model alone (no padding, no mask),
-the tokens all rows begin with (the system prompt) are computed once
-and their cache copied to every row, the per-row caches are copied right-aligned into one cache of the longest
-row's length, and ``generate`` continues from it with the left-padded ids and
-mask: it computes only the last prompt token of each row, then decodes the
-batch together as before. Positions come from the mask (``generate`` derives
+prompt but its last token runs through the model alone (no padding, no mask;
+the tokens all rows begin with, the system prompt, are computed once and their
+cache copied to every row), the per-row caches are copied right-aligned into
+one cache of the longest row's length, and ``generate`` continues from it with
+the left-padded ids and mask: it computes only the last prompt token of each
+row, then decodes the batch together as before. Positions come from the mask (``generate`` derives
 ``position_ids`` from it), so each row sees exactly the positions it has
 alone; greedy output is the unbatched output (tested), logits agree to float
 rounding. Measured on this 2-core machine (8 rollout prompts of 556-845
@@ -117,9 +117,9 @@ def prefill_rows(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict
             )
             for row, (ids, cache) in enumerate(zip(rows, per_row, strict=True)):
                 if cache is not None:
-                    start = width - len(ids)
-                    keys[row, :, start:] = cache.layers[layer_idx].keys[0]
-                    values[row, :, start:] = cache.layers[layer_idx].values[0]
+                    pad = width - len(ids)
+                    keys[row, :, pad:] = cache.layers[layer_idx].keys[0]
+                    values[row, :, pad:] = cache.layers[layer_idx].values[0]
             merged.update(keys, values, layer_idx)
     kwargs = left_padded(rows, pad_id, device)
     if template is not None:
