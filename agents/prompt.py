@@ -147,7 +147,14 @@ def build_prompt(
     """
     if budget_tokens < 1:
         raise ValueError("budget_tokens must be >= 1")
-    count = count_tokens or approx_tokens
+    measure = count_tokens or approx_tokens
+    counted: dict[str, int] = {}
+
+    def count(text: str) -> int:  # a prompt is measured once, not once per check
+        if text not in counted:
+            counted[text] = measure(text)
+        return counted[text]
+
     goal_text = " ".join(str(goal if goal is not None else obs.get("goal", "")).split())
     error = str(obs.get("last_action_error") or "")
     if not error and history and history[-1].error:

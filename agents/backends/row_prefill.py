@@ -9,11 +9,12 @@ spends much of its time on tokens that are thrown away. Here each row's
 prompt but its last token runs through the model alone (no padding, no mask;
 the tokens all rows begin with, the system prompt, are computed once and their
 cache copied to every row), the per-row caches are copied right-aligned into
-one cache of the longest row's length, and ``generate`` continues from it with
-the left-padded ids and mask: it computes only the last prompt token of each
-row, then decodes the batch together as before. Positions come from the mask (``generate`` derives
-``position_ids`` from it), so each row sees exactly the positions it has
-alone; greedy output is the unbatched output (tested), logits agree to float
+one cache (a ``StaticCache`` with room for the new tokens when the backend
+says how many, see :func:`prefill_rows`), and ``generate`` continues from it
+with the left-padded ids and mask: it computes only the last prompt token of
+each row, then decodes the batch together as before. Positions come from the
+mask (``generate`` derives ``position_ids`` from it), so each row sees exactly
+the positions it has alone; greedy output is the unbatched output (tested), logits agree to float
 rounding. Measured on this 2-core machine (8 rollout prompts of 556-845
 tokens, tiny policy): 163 ms a batch against 204 ms padded and 290 ms one
 prompt at a time.
@@ -62,19 +63,36 @@ def supported(model: Any) -> bool:
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-def prefill_rows(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any]:
+def prefill_rows(
+    model: Any,
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    *,
+    max_new_tokens: int | None = None,
+) -> dict[str, Any]:
     """``generate`` keyword arguments for ``rows`` (token ids, at least one each):
     ``input_ids`` and ``attention_mask`` (left-padded to the longest row) and
     ``past_key_values``, a cache holding every row's prompt but its last token.
+
+    With ``max_new_tokens``, that cache is a ``StaticCache`` with room for the
+    longest row and that many new tokens: each decoding step then writes its
+    keys in place, where a ``DynamicCache`` concatenates (copies) the batch's
+    whole cache every step; measured here, 8 rows of 560-920 tokens and 16 new
+    tokens decode in 61 ms against 76 ms. Pass ``disable_compile=True`` to
+    ``generate`` with it: on an accelerator ``generate`` otherwise compiles the
+    model for a static cache, once per cache length, and the length here
+    changes with every batch.
 
     Call inside ``torch.inference_mode()`` (and any adapter context the
     generation uses); the caller checks :func:`supported` first.
     """
     import torch
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
     if not rows or min(len(r) for r in rows) < 1:
         raise ValueError("every row needs at least one token")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     base = _base(model)
     device = base.device
     width = max(len(r) for r in rows)
@@ -105,7 +123,11 @@ def prefill_rows(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> dict
                 **extra,
             )
         per_row.append(cache)
-    merged = DynamicCache(config=base.config)
+    merged = (
+        DynamicCache(config=base.config)
+        if max_new_tokens is None
+        else StaticCache(config=base.config, max_cache_len=width + max_new_tokens)
+    )
     template = next((c for c in per_row if c is not None), None)
     if template is not None:
         for layer_idx, layer in enumerate(template.layers):

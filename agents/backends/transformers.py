@@ -397,7 +397,7 @@ class TransformersBackend(BackendBase):
                 if self.tokenizer.pad_token_id is not None
                 else self._eos_ids[0]
             )
-            encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
             width = max(len(ids) for ids in encoded)
             do_sample = sampling.temperature > 0
             config = transformers.GenerationConfig(
@@ -410,6 +410,8 @@ class TransformersBackend(BackendBase):
                 pad_token_id=pad_id,
                 return_dict_in_generate=True,
                 output_logits=True,
+                # per_row passes a StaticCache whose length changes every batch
+                disable_compile=self.prefill == "per_row",
             )
             devices = [self.model.device] if self.model.device.type == "cuda" else []
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
@@ -417,7 +419,9 @@ class TransformersBackend(BackendBase):
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 if self.prefill == "per_row":
-                    inputs = row_prefill.prefill_rows(self.model, encoded, pad_id)
+                    inputs = row_prefill.prefill_rows(
+                        self.model, encoded, pad_id, max_new_tokens=sampling.max_new_tokens
+                    )
                 else:
                     inputs = row_prefill.left_padded(encoded, pad_id, self.model.device)
                 out = self.model.generate(**inputs, generation_config=config)

@@ -83,31 +83,42 @@ class TestRowPrefill:
             [[5, 6, 7, 8, 9], [10, 11], [12]],  # a row with nothing to prefill
         ],
     )
-    def test_cache_equals_each_row_alone(self, rows):
+    @pytest.mark.parametrize("max_new_tokens", [None, 3])  # a DynamicCache, a StaticCache
+    def test_cache_equals_each_row_alone(self, rows, max_new_tokens):
         import torch
+        from transformers import DynamicCache, StaticCache
 
         from agents.backends.row_prefill import left_padded, prefill_rows
 
         backend = _backend("text")
         width = max(len(r) for r in rows)
         with torch.inference_mode():
-            got = prefill_rows(backend.model, rows, pad_id=0)
+            got = prefill_rows(backend.model, rows, pad_id=0, max_new_tokens=max_new_tokens)
             want = left_padded(rows, 0, backend.model.device)
             for key in ("input_ids", "attention_mask"):
                 assert torch.equal(got[key], want[key])
             cache = got["past_key_values"]
-            assert cache.get_seq_length() == width - 1
+            assert int(cache.get_seq_length()) == width - 1
+            if max_new_tokens is None:
+                assert type(cache) is DynamicCache
+            else:  # room for the last prompt token and the new ones, all zeros yet
+                assert isinstance(cache, StaticCache)
+                assert cache.layers[0].keys.shape[2] == width + max_new_tokens
+                assert not any(layer.keys[:, :, width - 1 :].any() for layer in cache.layers)
             for row, ids in enumerate(rows):
                 alone = backend.model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
                 n, pad = len(ids) - 1, width - len(ids)
                 for layer, mine in zip(alone.layers, cache.layers, strict=True):
-                    assert torch.allclose(mine.keys[row, :, pad:], layer.keys[0, :, :n], atol=1e-5)
+                    end = pad + n
+                    assert torch.allclose(mine.keys[row, :, pad:end], layer.keys[0, :, :n], atol=1e-5)
                     assert torch.allclose(
-                        mine.values[row, :, pad:], layer.values[0, :, :n], atol=1e-5
+                        mine.values[row, :, pad:end], layer.values[0, :, :n], atol=1e-5
                     )
                     assert not mine.keys[row, :, :pad].any()  # padding: zeros, masked
             with pytest.raises(ValueError, match="at least one token"):
                 prefill_rows(backend.model, [[1], []], pad_id=0)
+            with pytest.raises(ValueError, match="max_new_tokens"):
+                prefill_rows(backend.model, [[1, 2], [3]], pad_id=0, max_new_tokens=0)
         backend.close()
 
     def test_only_full_attention_models_are_split(self):

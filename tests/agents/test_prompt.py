@@ -109,6 +109,22 @@ def test_uses_the_given_token_counter(make_obs):
     assert prompt.truncation["tokens"] == words(prompt.text)
 
 
+def test_each_text_is_counted_once(make_obs):
+    """Counting runs a tokenizer on the whole prompt: a prompt that fits is
+    measured once, and a cut prompt never measures one candidate twice."""
+    calls = []
+
+    def words(text):
+        calls.append(text)
+        return len(text.split())
+
+    build_prompt(make_obs(), count_tokens=words, budget_tokens=100_000)
+    assert len(calls) == 1
+    calls.clear()
+    build_prompt(make_obs(text="alpha beta " * 2000), count_tokens=words, budget_tokens=600)
+    assert len(calls) == len(set(calls)) > 1
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
