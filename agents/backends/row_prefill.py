@@ -37,6 +37,8 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from agents.backends.prefix_cache import PrefixCache, shared_length
+
 __all__ = ["PREFILL_MODES", "left_padded", "prefill_rows", "supported"]
 
 PREFILL_MODES = ("auto", "per_row", "padded")
@@ -69,6 +71,7 @@ def prefill_rows(
     pad_id: int,
     *,
     max_new_tokens: int | None = None,
+    pool: PrefixCache | None = None,
 ) -> dict[str, Any]:
     """``generate`` keyword arguments for ``rows`` (token ids, at least one each):
     ``input_ids`` and ``attention_mask`` (left-padded to the longest row) and
@@ -82,6 +85,10 @@ def prefill_rows(
     ``generate`` with it: on an accelerator ``generate`` otherwise compiles the
     model for a static cache, once per cache length, and the length here
     changes with every batch.
+
+    With ``pool`` (checked against the model's weights by the caller), a row
+    starts from the cached prompt it shares the most with (see
+    :mod:`agents.backends.prefix_cache`) and its cache goes back into the pool.
 
     Call inside ``torch.inference_mode()`` (and any adapter context the
     generation uses); the caller checks :func:`supported` first.
@@ -98,9 +105,15 @@ def prefill_rows(
     width = max(len(r) for r in rows)
     extra = {"logits_to_keep": 1} if _takes_logits_to_keep(base) else {}
     # The tokens every row starts with (a system prompt) are computed once.
-    shared = min(_common_prefix(rows), min(len(r) for r in rows) - 1)
+    shared = min(_common_prefix(rows), min(len(r) for r in rows) - 1) if len(rows) > 1 else 0
+    # A row starts from the pool's entry when it shares more than the batch's
+    # prefix with one, else from the prefix (computed once), else from nothing.
+    taken = [
+        pool.take(ids[:-1], at_least=shared) if pool is not None and len(ids) > 1 else None
+        for ids in rows
+    ]
     prefix = None
-    if shared and len(rows) > 1:
+    if shared and any(hit is None and len(ids) > 1 for hit, ids in zip(taken, rows, strict=True)):
         prefix = DynamicCache(config=base.config)
         model(
             input_ids=torch.tensor([list(rows[0][:shared])], device=device),
@@ -109,12 +122,16 @@ def prefill_rows(
             **extra,
         )
     per_row = []
-    for ids in rows:
+    for ids, hit in zip(rows, taken, strict=True):
         if len(ids) == 1:
             per_row.append(None)  # nothing before the last token
             continue
-        cache = copy.deepcopy(prefix) if prefix is not None else DynamicCache(config=base.config)
-        start = shared if prefix is not None else 0
+        if hit is not None:
+            cache, start = hit
+        elif prefix is not None:
+            cache, start = copy.deepcopy(prefix), shared
+        else:
+            cache, start = DynamicCache(config=base.config), 0
         if start < len(ids) - 1:
             model(
                 input_ids=torch.tensor([list(ids[start:-1])], device=device),
@@ -143,6 +160,10 @@ def prefill_rows(
                     keys[row, :, pad:] = cache.layers[layer_idx].keys[0]
                     values[row, :, pad:] = cache.layers[layer_idx].values[0]
             merged.update(keys, values, layer_idx)
+    if pool is not None:  # the merged cache is a copy: the rows' own stay as they are
+        for ids, cache in zip(rows, per_row, strict=True):
+            if cache is not None:
+                pool.put(ids[:-1], cache)
     kwargs = left_padded(rows, pad_id, device)
     if template is not None:
         kwargs["past_key_values"] = merged
@@ -161,11 +182,7 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``rows`` share."""
-    first, n = rows[0], min(len(r) for r in rows)
-    for i in range(n):
-        if any(r[i] != first[i] for r in rows):
-            return i
-    return n
+    return min(shared_length(rows[0], r) for r in rows)
 
 
 def _takes_logits_to_keep(model: Any) -> bool:

@@ -59,6 +59,7 @@ from agents.backends.common import (
     require,
     to_pil,
 )
+from agents.backends.prefix_cache import PrefixCache, weights_key
 from agents.models import resolve_model
 
 __all__ = ["TransformersBackend", "load_processor"]
@@ -86,6 +87,12 @@ class TransformersBackend(BackendBase):
             batched decode: :mod:`agents.backends.row_prefill`; needs a model
             with full attention in every layer) or ``"auto"`` (``per_row`` on
             CPU where the model allows it, else ``padded``).
+        prefix_cache: how many recent prompts' KV caches to keep so that a
+            prompt beginning like one of them computes only the rest (an
+            episode's consecutive prompts share most of their beginning:
+            :mod:`agents.backends.prefix_cache`); 0 turns it off. Entries are
+            dropped whenever the weights change (a learner's step, another
+            adapter). Needs what ``prefill="per_row"`` needs, and implies it.
         merge_adapter: merge the LoRA weights into the base model (faster
             inference; ``model`` is then a plain model, not a ``PeftModel``).
         max_image_side: downscale images whose longest side is larger.
@@ -105,6 +112,7 @@ class TransformersBackend(BackendBase):
         device_map: str | dict[str, Any] | None = None,
         attn_implementation: str | None = None,
         prefill: str = "auto",
+        prefix_cache: int = 0,
         merge_adapter: bool = False,
         max_image_side: int | None = None,
         trust_remote_code: bool = False,
@@ -118,6 +126,10 @@ class TransformersBackend(BackendBase):
         self.max_image_side = max_image_side
         if prefill not in row_prefill.PREFILL_MODES:
             raise ValueError(f"prefill must be one of {row_prefill.PREFILL_MODES}, got {prefill!r}")
+        if prefix_cache < 0:
+            raise ValueError(f"prefix_cache must be >= 0, got {prefix_cache}")
+        if prefix_cache and prefill == "padded":
+            raise ValueError("prefix_cache needs prefill='per_row' or 'auto', not 'padded'")
         self.device = _resolve_device(torch, device)
         self.dtype = _resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
@@ -156,17 +168,21 @@ class TransformersBackend(BackendBase):
             and row_prefill.supported(self.model)
             and getattr(self.model.generation_config, "cache_implementation", None) is None
         )
-        if prefill == "per_row" and not can_split:
+        if (prefill == "per_row" or prefix_cache) and not can_split:
             raise ValueError(
-                f"prefill='per_row' needs a text model with full attention in every layer "
+                f"prefill='per_row' and prefix_cache need a text model with full attention in every layer "
                 f"and no cache_implementation in its generation config; "
                 f"{self.model_name} is not one (use 'padded' or 'auto')"
             )
         self.prefill = (
             "per_row"
-            if prefill == "per_row" or (prefill == "auto" and can_split and self.device == "cpu")
+            if prefill == "per_row"
+            or prefix_cache
+            or (prefill == "auto" and can_split and self.device == "cpu")
             else "padded"
         )
+        #: the prompts' caches kept for reuse (``None`` when ``prefix_cache=0``)
+        self.prefix_cache = PrefixCache(prefix_cache) if prefix_cache else None
 
     # -- adapters -----------------------------------------------------------
 
@@ -346,6 +362,14 @@ class TransformersBackend(BackendBase):
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
+                if self.prefix_cache is not None and not images:
+                    self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
+                    inputs = row_prefill.prefill_rows(
+                        self.model,
+                        [inputs["input_ids"][0].tolist()],
+                        config.pad_token_id,
+                        pool=self.prefix_cache,
+                    )
                 out = self.model.generate(
                     **inputs, generation_config=config, tokenizer=self.tokenizer
                 )
@@ -418,9 +442,15 @@ class TransformersBackend(BackendBase):
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
+                if self.prefix_cache is not None:
+                    self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
                 if self.prefill == "per_row":
                     inputs = row_prefill.prefill_rows(
-                        self.model, encoded, pad_id, max_new_tokens=sampling.max_new_tokens
+                        self.model,
+                        encoded,
+                        pad_id,
+                        max_new_tokens=sampling.max_new_tokens,
+                        pool=self.prefix_cache,
                     )
                 else:
                     inputs = row_prefill.left_padded(encoded, pad_id, self.model.device)
@@ -449,6 +479,8 @@ class TransformersBackend(BackendBase):
     def _release(self) -> None:
         on_cuda = self.device.startswith("cuda")
         self.model = None
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         gc.collect()
         if on_cuda:
             require("torch").cuda.empty_cache()

@@ -110,7 +110,9 @@ class TestRowPrefill:
                 n, pad = len(ids) - 1, width - len(ids)
                 for layer, mine in zip(alone.layers, cache.layers, strict=True):
                     end = pad + n
-                    assert torch.allclose(mine.keys[row, :, pad:end], layer.keys[0, :, :n], atol=1e-5)
+                    assert torch.allclose(
+                        mine.keys[row, :, pad:end], layer.keys[0, :, :n], atol=1e-5
+                    )
                     assert torch.allclose(
                         mine.values[row, :, pad:end], layer.values[0, :, :n], atol=1e-5
                     )

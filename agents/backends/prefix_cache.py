@@ -1,0 +1,116 @@
+"""Recent prompts' KV caches, kept so that the next prompt that begins the same
+way only computes what is new (``TransformersBackend(prefix_cache=N)``).
+
+An agent's consecutive prompts in an episode share their beginning: the
+format block, the goal, the rules and the history so far (on click-checkboxes,
+~470-570 of a ~700-800-token prompt for the tiny policy); only the newest
+history line, the elements and the page text change. :class:`PrefixCache`
+holds the caches of the last ``capacity`` prompts (each without its last token,
+the form :func:`agents.backends.row_prefill.prefill_rows` builds); a new
+prompt takes the entry it shares the longest beginning with, crops it to that
+beginning and runs only the rest through the model. This is vLLM's automatic
+prefix caching in small: per whole prompt rather than per block, for one
+process's ``DynamicCache`` objects.
+
+Stale entries are the danger: a cache computed under other weights gives
+other outputs. Every lookup passes :func:`weights_key` of the model as it is
+now: every parameter's storage address and in-place version counter (an
+optimiser step, ``load_state_dict``, ``merge_adapter`` and any in-place write
+bump the counter; assigning ``param.data`` changes the address), which
+adapter is active and whether adapters are bypassed. A different key empties
+the pool; so a learner that trains the backend's own model between rollouts
+never sees an entry from before its step.
+
+An entry is handed out at most once (taken from the pool, not copied): two
+rows of a batch never share one, and the caller puts the row's new cache back.
+Written here rather than taken from transformers: its caches are per call, it
+keeps none across ``generate`` calls.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["PrefixCache", "shared_length", "weights_key"]
+
+
+def weights_key(model: Any, *, bypass_adapter: bool = False) -> tuple[Any, ...]:
+    """What a cache computed by ``model`` now depends on: each parameter's
+    ``(data_ptr, _version)``, the active adapter, and ``bypass_adapter`` (the
+    backend runs ``disable_adapter()``)."""
+    adapter = getattr(model, "active_adapter", None) if hasattr(model, "get_base_model") else None
+    params = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    return (id(model), bypass_adapter, str(adapter), params)
+
+
+class PrefixCache:
+    """Up to ``capacity`` ``(token ids, DynamicCache)`` entries, least recently
+    stored dropped first; ``min_tokens`` is the shortest shared beginning worth
+    reusing. Not thread-safe: the backend calls it under its lock."""
+
+    def __init__(self, capacity: int, *, min_tokens: int = 16) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.min_tokens = int(capacity), int(min_tokens)
+        self._entries: collections.OrderedDict[int, tuple[tuple[int, ...], Any]] = (
+            collections.OrderedDict()
+        )
+        self._key: tuple[Any, ...] | None = None
+        self._next = 0
+        self.hits = self.misses = self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def check(self, key: tuple[Any, ...]) -> None:
+        """Empty the pool unless its entries were computed under ``key``."""
+        if key != self._key:
+            self._entries.clear()
+            self._key = key
+
+    def take(self, ids: Sequence[int], *, at_least: int = 0) -> tuple[Any, int] | None:
+        """The entry sharing the longest beginning with ``ids``, cropped to it,
+        and that length; removed from the pool. ``None`` when no entry shares more
+        than ``max(at_least, min_tokens - 1)`` tokens."""
+        ids = tuple(ids)
+        best, best_n = None, max(at_least, self.min_tokens - 1)
+        for slot, (tokens, _) in self._entries.items():
+            n = shared_length(tokens, ids)
+            if n > best_n:
+                best, best_n = slot, n
+        if best is None:
+            self.misses += 1
+            return None
+        tokens, cache = self._entries.pop(best)
+        cache.crop(best_n - len(tokens))  # transformers 5: minus the tokens to drop
+        self.hits += 1
+        self.reused_tokens += best_n
+        return cache, best_n
+
+    def put(self, ids: Sequence[int], cache: Any) -> None:
+        """Keep ``cache`` (holding exactly ``ids``) for later prompts; the caller
+        must not change it afterwards."""
+        self._entries[self._next] = (tuple(ids), cache)
+        self._next += 1
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._key = None
+
+
+def shared_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share (a binary search over
+    slice comparisons, which run in C: prompts are ~1000 tokens)."""
+    a, b = tuple(a), tuple(b)
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,201 @@
+"""Prefix caching across calls (``TransformersBackend(prefix_cache=N)``): the
+same generations as without it, and never an entry from other weights."""
+
+from __future__ import annotations
+
+import pytest
+from backend_contract import tiny_path
+from conftest import element, observation
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents.backends.common import is_available
+from agents.backends.prefix_cache import PrefixCache, shared_length, weights_key
+
+needs_torch = pytest.mark.skipif(
+    not (is_available("torch") and is_available("transformers")),
+    reason='needs the train extra: pip install "browser-rl[train]"',
+)
+
+
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
+def test_shared_length_is_the_common_prefix(a, b):
+    n = shared_length(a, b)
+    assert a[:n] == b[:n]
+    assert n == min(len(a), len(b)) or a[n] != b[n]
+
+
+class _Cache:
+    """What the pool needs of a transformers cache: ``crop`` (minus tokens to drop)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def crop(self, change: int) -> None:
+        assert change <= 0
+        self.n += change
+
+
+class TestPool:
+    def test_takes_the_longest_match_once_cropped_to_it(self):
+        pool = PrefixCache(4, min_tokens=2)
+        pool.check("w")
+        pool.put([1, 2, 3, 4], _Cache(4))
+        pool.put([1, 2, 9, 9, 9], _Cache(5))
+        cache, n = pool.take([1, 2, 3, 7, 7])
+        assert (n, cache.n) == (3, 3)  # the first entry, cut to what is shared
+        assert len(pool) == 1  # taken, not copied: no two rows share an entry
+        assert pool.take([1, 2, 3, 7]) is not None  # the other one, 2 shared
+        assert pool.take([1, 2, 3]) is None
+        assert (pool.hits, pool.misses, pool.reused_tokens) == (2, 1, 5)
+
+    def test_thresholds(self):
+        pool = PrefixCache(4, min_tokens=3)
+        pool.check("w")
+        pool.put([1, 2, 5], _Cache(3))
+        assert pool.take([1, 2, 6]) is None  # 2 shared < min_tokens
+        pool.put([1, 2, 3, 4], _Cache(4))
+        assert pool.take([1, 2, 3, 4, 5], at_least=4) is None  # not more than the batch prefix
+        assert pool.take([1, 2, 3, 4, 5], at_least=3)[1] == 4
+
+    def test_capacity_drops_the_oldest(self):
+        pool = PrefixCache(2, min_tokens=1)
+        pool.check("w")
+        for i in range(3):
+            pool.put([i, i], _Cache(2))
+        assert len(pool) == 2
+        assert pool.take([0, 0]) is None and pool.take([2, 2]) is not None
+
+    def test_other_weights_empty_it(self):
+        pool = PrefixCache(2, min_tokens=1)
+        pool.check("w1")
+        pool.put([1, 1], _Cache(2))
+        pool.check("w1")
+        assert len(pool) == 1
+        pool.check("w2")
+        assert len(pool) == 0
+        with pytest.raises(ValueError, match="capacity"):
+            PrefixCache(0)
+
+
+@needs_torch
+def test_weights_key_follows_every_weight_change():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    key = weights_key(model)
+    assert weights_key(model) == key  # reading changes nothing
+    model(torch.ones(1, 4)).sum().backward()
+    assert weights_key(model) == key  # gradients are not weights
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    stepped = weights_key(model)
+    assert stepped != key
+    model.load_state_dict(model.state_dict())
+    assert weights_key(model) != stepped
+    loaded = weights_key(model)
+    model[0].weight.data = torch.zeros(4, 4)
+    assert weights_key(model) != loaded
+    assert weights_key(model, bypass_adapter=True) != weights_key(model)
+
+
+@pytest.fixture(scope="module")
+def policies():
+    from agents.backends.transformers import TransformersBackend
+    from agents.pretrained import path
+
+    plain = TransformersBackend(path("tiny-miniwob"), device="cpu", dtype="float32")
+    cached = TransformersBackend(
+        path("tiny-miniwob"), device="cpu", dtype="float32", prefix_cache=8
+    )
+    yield plain, cached
+    plain.close()
+    cached.close()
+
+
+def _episode_prompts(steps: int = 3) -> list[list[list[dict]]]:
+    """Prompts of two envs over ``steps`` steps: each env's prompts begin alike."""
+    from agents.agent import LLMAgent
+
+    class _NoModel:
+        def count_tokens(self, text):
+            return len(text) // 3
+
+    agent = LLMAgent(_NoModel(), prompt={"use_screenshot": False})
+    goals = [
+        ("Click the OK button", (element("e1", "button", "OK"), element("e2", "button", "No"))),
+        ("Select Blue and click Submit.", (element("e5", "checkbox", "Blue"),)),
+    ]
+    return [
+        [
+            agent.build_prompt(
+                observation(goal=g, elements=els, text=f"page {i} step {s}")
+            ).messages
+            for i, (g, els) in enumerate(goals)
+        ]
+        for s in range(steps)
+    ]
+
+
+@needs_torch
+class TestBackend:
+    def test_same_generations_as_without(self, policies):
+        from agents.backends.base import SamplingParams
+
+        plain, cached = policies
+        sampling = SamplingParams(max_new_tokens=24)
+        for batch in _episode_prompts():
+            got = cached.generate_batch(batch, sampling=sampling)
+            want = plain.generate_batch(batch, sampling=sampling)
+            alone = [cached.generate(m, sampling=sampling) for m in batch]
+            for g, w, a in zip(got, want, alone, strict=True):
+                assert g.token_ids == w.token_ids == a.token_ids
+                assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+                assert a.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        pool = cached.prefix_cache
+        assert pool.hits > 0 and pool.reused_tokens > 0  # it was really used
+
+    def test_never_serves_a_cache_of_other_weights(self, policies, monkeypatch):
+        """After an in-place weight change (a learner's step) the cached backend
+        gives what the plain one gives; with the weights check switched off
+        it would not (the flipped test)."""
+        import torch
+
+        from agents.backends import transformers as tf_backend
+        from agents.backends.base import SamplingParams
+
+        plain, cached = policies
+        sampling = SamplingParams(max_new_tokens=4)
+        first, second = _episode_prompts(2)
+        cached.prefix_cache.clear()
+
+        def step_both(scale):
+            for backend in (plain, cached):
+                with torch.no_grad():
+                    for p in backend.model.model.layers[0].parameters():
+                        p.mul_(scale)
+
+        try:
+            cached.generate(first[0], sampling=sampling)  # fills the pool
+            step_both(1.5)
+            assert cached.generate(second[0], sampling=sampling).logprobs == pytest.approx(
+                plain.generate(second[0], sampling=sampling).logprobs, abs=1e-4
+            )
+            monkeypatch.setattr(tf_backend, "weights_key", lambda model, **kw: "frozen")
+            cached.prefix_cache.clear()
+            cached.generate(first[0], sampling=sampling)
+            step_both(1.5)
+            stale = cached.generate(second[0], sampling=sampling).logprobs
+            fresh = plain.generate(second[0], sampling=sampling).logprobs
+            assert max(abs(a - b) for a, b in zip(stale, fresh, strict=False)) > 1e-3
+        finally:
+            step_both(1 / 1.5**2)
+
+    def test_bad_settings(self):
+        from agents.backends.transformers import TransformersBackend
+
+        with pytest.raises(ValueError, match="prefix_cache must be"):
+            TransformersBackend(tiny_path("text"), device="cpu", prefix_cache=-1)
+        with pytest.raises(ValueError, match="not 'padded'"):
+            TransformersBackend(tiny_path("text"), device="cpu", prefix_cache=4, prefill="padded")
+        with pytest.raises(ValueError, match="prefix_cache need"):
+            TransformersBackend(tiny_path("vlm"), device="cpu", prefix_cache=4)
