@@ -13,13 +13,19 @@ prefix caching in small: per whole prompt rather than per block, for one
 process's ``DynamicCache`` objects.
 
 Stale entries are the danger: a cache computed under other weights gives
-other outputs. Every lookup passes :func:`weights_key` of the model as it is
-now: every parameter's storage address and in-place version counter (an
-optimiser step, ``load_state_dict``, ``merge_adapter`` and any in-place write
-bump the counter; assigning ``param.data`` changes the address), which
-adapter is active and whether adapters are bypassed. A different key empties
-the pool; so a learner that trains the backend's own model between rollouts
-never sees an entry from before its step.
+other outputs. Every lookup passes a key of the weights as they are now, and
+a different key empties the pool. :func:`weights_key` covers in-place
+training: every parameter's storage address and version counter (an
+optimiser step with the default or ``foreach`` implementation,
+``load_state_dict``, ``copy_``/``add_`` under ``no_grad`` bump the counter;
+assigning ``param.data`` changes the address), which adapter is active and
+whether adapters are bypassed. So a learner that trains the backend's own
+model between rollouts never sees an entry from before its step. The backend
+adds a counter of its own that loading, replacing or dropping an adapter and
+assigning ``backend.model`` increase: a replaced adapter's new tensors can
+land at the old ones' addresses with the same version counts. Writes that
+bypass the counter (``fused=True`` optimisers, writes through
+``param.data``) need ``backend.prefix_cache.clear()``.
 
 An entry is handed out at most once (taken from the pool, not copied): two
 rows of a batch never share one, and the caller puts the row's new cache back.
@@ -41,8 +47,15 @@ def weights_key(model: Any, *, bypass_adapter: bool = False) -> tuple[Any, ...]:
     ``(data_ptr, _version)``, the active adapter, and ``bypass_adapter`` (the
     backend runs ``disable_adapter()``)."""
     adapter = getattr(model, "active_adapter", None) if hasattr(model, "get_base_model") else None
-    params = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    params = tuple((p.data_ptr(), _version(p)) for p in model.parameters())
     return (id(model), bypass_adapter, str(adapter), params)
+
+
+def _version(tensor: Any) -> int:
+    try:
+        return tensor._version
+    except RuntimeError:  # an inference tensor (made under inference_mode) has none
+        return -1
 
 
 class PrefixCache:

@@ -184,6 +184,29 @@ class TransformersBackend(BackendBase):
         #: the prompts' caches kept for reuse (``None`` when ``prefix_cache=0``)
         self.prefix_cache = PrefixCache(prefix_cache) if prefix_cache else None
 
+    @property
+    def model(self) -> Any:
+        """The model ``generate`` runs (a ``PeftModel`` when adapters are loaded)."""
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        # a new model object: what the prefix cache holds was computed by another
+        self._model = value
+        self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        """Note that adapters were loaded, replaced or dropped: a replaced
+        adapter's new tensors can reuse the old ones' addresses and version
+        counts, so :func:`weights_key` alone could not tell."""
+        self._weights_epoch = getattr(self, "_weights_epoch", 0) + 1
+
+    def _check_prefix_cache(self) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.check(
+                (self._weights_epoch, weights_key(self.model, bypass_adapter=self._bare))
+            )
+
     # -- adapters -----------------------------------------------------------
 
     def load_adapter(
@@ -211,6 +234,7 @@ class TransformersBackend(BackendBase):
         self.model.eval()
         self.adapter = path
         self._bare = False
+        self._weights_changed()
 
     def add_adapter(self, path: str | os.PathLike[str], name: str) -> None:
         """Load a PEFT adapter under ``name`` without changing what :meth:`generate` uses.
@@ -245,6 +269,7 @@ class TransformersBackend(BackendBase):
                 self.model = wrapped
                 self._bare = True
             self.model.eval()
+            self._weights_changed()
 
     def delete_adapter(self, name: str) -> None:
         """Drop adapter ``name``; without adapters left the model is the bare model again."""
@@ -253,6 +278,7 @@ class TransformersBackend(BackendBase):
             model = self.model
             if not isinstance(model, peft.PeftModel) or name not in model.peft_config:
                 raise KeyError(name)
+            self._weights_changed()
             if len(model.peft_config) == 1:
                 self.model = model.unload()
                 self._bare = False
@@ -363,7 +389,7 @@ class TransformersBackend(BackendBase):
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
                 if self.prefix_cache is not None and not images:
-                    self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
+                    self._check_prefix_cache()
                     inputs = row_prefill.prefill_rows(
                         self.model,
                         [inputs["input_ids"][0].tolist()],
@@ -442,8 +468,7 @@ class TransformersBackend(BackendBase):
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
-                if self.prefix_cache is not None:
-                    self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
+                self._check_prefix_cache()
                 if self.prefill == "per_row":
                     inputs = row_prefill.prefill_rows(
                         self.model,

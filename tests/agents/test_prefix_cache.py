@@ -190,6 +190,45 @@ class TestBackend:
         finally:
             step_both(1 / 1.5**2)
 
+    def test_a_replaced_adapter_never_sees_the_old_ones_entries(self, tmp_path):
+        """Replacing an adapter under its name can give its tensors the old
+        ones' addresses and version counts; the backend's own counter still
+        empties the pool."""
+        import peft
+        import torch
+        import transformers
+
+        from agents.backends.base import SamplingParams
+        from agents.backends.transformers import TransformersBackend
+
+        model_dir = tiny_path("text")
+        adapters = []
+        for seed in range(2):
+            model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+            lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+            generator = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                for name, param in lora.named_parameters():
+                    if "lora_" in name:
+                        param.copy_(torch.randn(param.shape, generator=generator))
+            lora.save_pretrained(tmp_path / str(seed))
+            adapters.append(tmp_path / str(seed))
+        first, second = _episode_prompts(2)
+        sampling = SamplingParams(max_new_tokens=3)
+        cached = TransformersBackend(model_dir, adapter=adapters[0], device="cpu", prefix_cache=4)
+        epoch = cached._weights_epoch
+        cached.generate(first[0], sampling=sampling)
+        cached.load_adapter(adapters[1])  # the same name, "default"
+        assert cached._weights_epoch > epoch
+        got = cached.generate(second[0], sampling=sampling)
+        assert cached.prefix_cache.hits == 0  # the pool was emptied
+        plain = TransformersBackend(model_dir, adapter=adapters[1], device="cpu")
+        assert got.logprobs == pytest.approx(
+            plain.generate(second[0], sampling=sampling).logprobs, abs=1e-4
+        )
+        cached.close()
+        plain.close()
+
     def test_bad_settings(self):
         from agents.backends.transformers import TransformersBackend
 
