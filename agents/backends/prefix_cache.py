@@ -21,9 +21,9 @@ optimiser step with the default or ``foreach`` implementation,
 assigning ``param.data`` changes the address), which adapter is active and
 whether adapters are bypassed. So a learner that trains the backend's own
 model between rollouts never sees an entry from before its step. The backend
-adds a counter of its own that loading, replacing or dropping an adapter and
-assigning ``backend.model`` increase: a replaced adapter's new tensors can
-land at the old ones' addresses with the same version counts. Writes that
+also empties the pool when it loads, replaces or drops an adapter and when
+``backend.model`` is assigned: a replaced adapter's new tensors can land at
+the old ones' addresses with the same version counts. Writes that
 bypass the counter (``fused=True`` optimisers, writes through
 ``param.data``) need ``backend.prefix_cache.clear()``.
 

@@ -196,16 +196,17 @@ class TransformersBackend(BackendBase):
         self._weights_changed()
 
     def _weights_changed(self) -> None:
-        """Note that adapters were loaded, replaced or dropped: a replaced
-        adapter's new tensors can reuse the old ones' addresses and version
-        counts, so :func:`weights_key` alone could not tell."""
-        self._weights_epoch = getattr(self, "_weights_epoch", 0) + 1
+        """Empty the prefix cache: adapters were loaded, replaced or dropped, or
+        the model replaced; a replaced adapter's new tensors can reuse the old
+        ones' addresses and version counts, so :func:`weights_key` alone could
+        not tell."""
+        pool = getattr(self, "prefix_cache", None)  # None while __init__ runs
+        if pool is not None:
+            pool.clear()
 
     def _check_prefix_cache(self) -> None:
         if self.prefix_cache is not None:
-            self.prefix_cache.check(
-                (self._weights_epoch, weights_key(self.model, bypass_adapter=self._bare))
-            )
+            self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
 
     # -- adapters -----------------------------------------------------------
 
@@ -503,9 +504,7 @@ class TransformersBackend(BackendBase):
 
     def _release(self) -> None:
         on_cuda = self.device.startswith("cuda")
-        self.model = None
-        if self.prefix_cache is not None:
-            self.prefix_cache.clear()
+        self.model = None  # empties the prefix cache too
         gc.collect()
         if on_cuda:
             require("torch").cuda.empty_cache()
