@@ -10,7 +10,7 @@ Text models run on mlx-lm. Models whose config has a ``vision_config`` run on
 mlx-vlm (imported only then; a clear ``ImportError`` names the extra when it
 is missing). Their prompts and pixels come from the same Hugging Face
 processor the transformers backend uses
-(:func:`agents.backends.transformers.load_processor`, which also works for
+(:func:`agents.backends.processors.load_processor`, which also works for
 Qwen2-VL without torchvision), so both backends feed a model identical
 inputs. Two mlx-vlm quirks are contained here: importing an mlx-vlm model
 module replaces ``transformers.AutoProcessor.from_pretrained`` process-wide
@@ -303,7 +303,7 @@ class MLXBackend(BackendBase):
 
     def _load_vlm(self, config: dict[str, Any], trust_remote_code: bool) -> None:
         mlx_vlm_utils = require("mlx_vlm.utils", purpose="vision-language models on MLX")
-        from agents.backends.transformers import load_processor
+        from agents.backends.processors import load_processor
 
         path = Path(self.model_name)
         legacy = _legacy_vlm_config(config)

@@ -129,7 +129,7 @@ def save_qwen2_vl_processor(cfg: TinyConfig, tokenizer: Any, out: Path) -> None:
     processor needs it), so the image processor (Pillow backend) and the
     tokenizer are saved separately and ``processor_config.json`` names the
     processor class. ``AutoProcessor`` loads the directory where torchvision
-    is installed; :func:`agents.backends.transformers.load_processor` loads
+    is installed; :func:`agents.backends.processors.load_processor` loads
     it everywhere.
     """
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (

@@ -250,7 +250,7 @@ class TestTransformersQwen2VL(TestTransformersVLM):
         assert (text[1:] > text[:-1]).all()
 
     def test_saved_processor_reloads(self, backend, tmp_path):
-        from agents.backends.transformers import load_processor
+        from agents.backends.processors import load_processor
 
         backend.processor.save_pretrained(tmp_path)
         reloaded = load_processor(tmp_path)

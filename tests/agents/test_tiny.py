@@ -60,7 +60,7 @@ def test_vlm_loads_with_auto_classes():
 def test_qwen2_vl_loads_with_auto_classes():
     import transformers
 
-    from agents.backends.transformers import load_processor
+    from agents.backends.processors import load_processor
 
     path = tiny_path("vlm", arch="qwen2")
     model = transformers.AutoModelForImageTextToText.from_pretrained(path)
