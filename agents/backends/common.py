@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from agents.backends.base import BackendBase, Message, SamplingParams
+from agents.backends.base import BackendBase, Generation, Message, SamplingParams
 
 __all__ = [
     "EXTRAS",
@@ -24,6 +24,7 @@ __all__ = [
     "image_to_data_url",
     "is_available",
     "last_user_index",
+    "one_by_one",
     "render_chat",
     "require",
     "to_pil",
@@ -218,6 +219,22 @@ def batch_images(
     if len(images) != len(batch):
         raise ValueError(f"{len(batch)} prompts but {len(images)} image lists")
     return images
+
+
+def one_by_one(
+    backend: BackendBase,
+    batch: Sequence[Sequence[Message]],
+    images: Sequence[Sequence[Any] | None],
+    sampling: SamplingParams | None,
+) -> list[Generation]:
+    """A local backend's ``generate_batch`` for what it does not batch (one
+    prompt, multimodal prompts, ``stop`` strings): ``generate`` per prompt,
+    each row's ``info["batch_size"]`` 1 (it ran alone), as a batched row's
+    says how many rows shared its model call."""
+    generations = [backend.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+    for generation in generations:
+        generation.info["batch_size"] = 1
+    return generations
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

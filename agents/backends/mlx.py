@@ -56,6 +56,7 @@ from agents.backends.common import (
     apply_stop,
     batch_images,
     begin_generation,
+    one_by_one,
     render_chat,
     require,
     to_pil,
@@ -480,7 +481,7 @@ class MLXBackend(BackendBase):
         sampling, _, _ = begin_generation(self, None, sampling)
         images = batch_images(batch, images)
         if len(batch) <= 1 or self.multimodal or sampling.stop:
-            return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+            return one_by_one(self, batch, images, sampling)
         mx = require("mlx.core")
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler

@@ -53,6 +53,7 @@ from agents.backends.common import (
     apply_stop,
     batch_images,
     begin_generation,
+    one_by_one,
     render_chat,
     require,
     to_pil,
@@ -435,7 +436,7 @@ class TransformersBackend(BackendBase):
         sampling, _, _ = begin_generation(self, None, sampling)
         images = batch_images(batch, images)
         if len(batch) <= 1 or self.multimodal or sampling.stop:
-            return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+            return one_by_one(self, batch, images, sampling)
         torch = require("torch")
         transformers = require("transformers")
         infos = [begin_generation(self, i, sampling)[2] for i in images]

@@ -71,6 +71,15 @@ class TestTransformersText(BackendContract):
         batch = [MESSAGES, [MESSAGES[1]]]
         gens = backend.generate_batch(batch, sampling=SamplingParams(max_new_tokens=3))
         assert [g.info["prefill"] for g in gens] == ["per_row", "per_row"]
+        assert [g.info["batch_size"] for g in gens] == [2, 2]
+
+    def test_rows_that_go_one_by_one_say_so(self, backend):
+        """Stop strings (and one prompt) are generated row by row: batch size 1."""
+        batch = [MESSAGES, [MESSAGES[1]]]
+        gens = backend.generate_batch(batch, sampling=SamplingParams(max_new_tokens=3, stop=("}",)))
+        assert [g.info["batch_size"] for g in gens] == [1, 1]
+        (one,) = backend.generate_batch([MESSAGES], sampling=SamplingParams(max_new_tokens=3))
+        assert one.info["batch_size"] == 1
 
 
 class TestRowPrefill:
