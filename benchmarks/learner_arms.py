@@ -96,6 +96,7 @@ def write_episodes(root: str | Path, n: int, *, elements: int = 12, text_words: 
     import numpy as np
 
     from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
+    from browser_env.observation import make_element
 
     if elements < 2:
         raise ValueError("elements must be >= 2 (GRPO's group needs other elements to click)")
@@ -109,20 +110,7 @@ def write_episodes(root: str | Path, n: int, *, elements: int = 12, text_words: 
             "goal": goal,
             "url": "http://localhost/click-button.html",
             "elements": tuple(
-                {
-                    "element_id": f"e{j + 1}",
-                    "tag": "button",
-                    "role": "button",
-                    "text": label,
-                    "label": "",
-                    "placeholder": "",
-                    "value": "",
-                    "bbox": np.array([0, 20 * j, 80, 18], dtype=np.float32),
-                    "enabled": 1,
-                    "visible": 1,
-                    "focused": 0,
-                    "checked": 0,
-                }
+                make_element(f"e{j + 1}", "button", "button", label, bbox=(0, 20 * j, 80, 18))
                 for j, label in enumerate(labels)
             ),
             "text": text,

@@ -64,6 +64,7 @@ __all__ = [
     "UnicodeText",
     "element_from_row",
     "element_space",
+    "make_element",
     "observation_space",
     "render_element",
     "render_element_lines",
@@ -198,6 +199,44 @@ def element_from_row(row: Sequence[Any]) -> Element:
     element.update(zip(STATE_FLAGS, row[19:21], strict=True))
     element.update(zip(RANGE_FIELDS, row[21:23], strict=True))
     element["maxlength"] = int(row[23])
+    return element  # type: ignore[return-value]
+
+
+_ELEMENT_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys((*TEXT_FIELDS, *NAME_FIELDS, *RANGE_FIELDS), ""),
+    "enabled": 1,
+    "visible": 1,
+    **dict.fromkeys(("focused", "checked", *STATE_FLAGS), 0),
+    "maxlength": -1,
+}
+
+
+def make_element(
+    element_id: str, tag: str, role: str = "", text: str = "", **fields: Any
+) -> Element:
+    """An element with every field of :data:`ELEMENT_FIELDS`, for observations
+    made without a browser (tests, synthetic episodes, a policy's unit tests).
+
+    Unset fields take the values the observer gives an element that lacks
+    them: empty strings, enabled and visible, no other flag, ``maxlength``
+    -1 (none), ``bbox`` zeros (``x, y, width, height``, float32; any
+    4-sequence is converted). An unknown field name raises ``ValueError``.
+    """
+    unknown = sorted(set(fields) - set(ELEMENT_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown element fields {unknown}; known: {ELEMENT_FIELDS}")
+    element = {
+        **_ELEMENT_DEFAULTS,
+        "element_id": element_id,
+        "tag": tag,
+        "role": role,
+        "text": text,
+    }
+    element.update(fields)
+    bbox = np.asarray(fields.get("bbox", np.zeros(4)), dtype=np.float32)
+    if bbox.shape != (4,):
+        raise ValueError(f"bbox must be 4 numbers (x, y, width, height), got shape {bbox.shape}")
+    element["bbox"] = bbox
     return element  # type: ignore[return-value]
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agents.backends.base import Generation, SamplingParams
+from browser_env import observation as obs_contract
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -28,20 +29,10 @@ def element(
     visible: int = 1,
     enabled: int = 1,
 ) -> dict[str, Any]:
-    return {
-        "element_id": element_id,
-        "tag": tag or ("input" if role == "textbox" else "button"),
-        "role": role,
-        "text": text,
-        "label": label,
-        "placeholder": "",
-        "value": value,
-        "bbox": np.zeros(4, dtype=np.float32),
-        "enabled": enabled,
-        "visible": visible,
-        "focused": 0,
-        "checked": 0,
-    }
+    tag = tag or ("input" if role == "textbox" else "button")
+    return obs_contract.make_element(
+        element_id, tag, role, text, label=label, value=value, visible=visible, enabled=enabled
+    )
 
 
 def observation(

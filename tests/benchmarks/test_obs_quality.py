@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from benchmarks.obs_quality import ambiguous_targets, line_keys
+from browser_env.observation import make_element
 
 
 def _button(element_id: str, text: str, context: str = "", value: str = "") -> dict:
-    return {
-        "element_id": element_id,
-        "tag": "button",
-        "role": "button",
-        "text": text,
-        "label": "",
-        "placeholder": "",
-        "value": value,
-        "bbox": np.zeros(4, dtype=np.float32),
-        "enabled": 1,
-        "visible": 1,
-        "focused": 0,
-        "checked": 0,
-        "name": text,
-        "name_from": "content",
-        "context": context,
-    }
+    return make_element(
+        element_id,
+        "button",
+        "button",
+        text,
+        value=value,
+        name=text,
+        name_from="content",
+        context=context,
+    )
 
 
 def test_twins_are_lines_alike_but_for_id_and_value():

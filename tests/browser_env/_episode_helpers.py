@@ -9,35 +9,23 @@ import gymnasium
 import numpy as np
 
 from browser_env.actions import ActionError, ActionSpace, Verb, coerce_action
-from browser_env.observation import observation_space
+from browser_env.observation import make_element, observation_space
 
 VIEWPORT = (64, 48)
 
 
 def element(eid: str, text: str, x: float, role: str = "button", value: str = "") -> dict[str, Any]:
-    return {
-        "element_id": eid,
-        "tag": "button" if role == "button" else "input",
-        "role": role,
-        "text": text,
-        "label": "",
-        "placeholder": "",
-        "value": value,
-        "bbox": np.array([x, 10.5, 20.0, 12.25], dtype=np.float32),
-        "enabled": 1,
-        "visible": 1,
-        "focused": 0,
-        "checked": 0,
-        "name": text,
-        "name_from": "content" if text else "",
-        "context": "",
-        "input_type": "" if role == "button" else "text",
-        "required": 0,
-        "readonly": 0,
-        "min": "",
-        "max": "",
-        "maxlength": -1,
-    }
+    return make_element(
+        eid,
+        "button" if role == "button" else "input",
+        role,
+        text,
+        value=value,
+        bbox=(x, 10.5, 20.0, 12.25),
+        name=text,
+        name_from="content" if text else "",
+        input_type="" if role == "button" else "text",
+    )
 
 
 class FakeBrowserEnv(gymnasium.Env):

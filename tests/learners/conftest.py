@@ -7,24 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from browser_env.observation import make_element
+
 os.environ["WANDB_MODE"] = os.environ.get("WANDB_MODE", "disabled")
 
 
 def _element(eid: str, tag: str, role: str, text: str) -> dict:
-    return {
-        "element_id": eid,
-        "tag": tag,
-        "role": role,
-        "text": text,
-        "label": "",
-        "placeholder": "",
-        "value": "",
-        "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
-        "enabled": 1,
-        "visible": 1,
-        "focused": 0,
-        "checked": 0,
-    }
+    return make_element(eid, tag, role, text, bbox=(0, 0, 10, 10))
 
 
 def write_click_episode(

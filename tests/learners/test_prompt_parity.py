@@ -23,7 +23,7 @@ from agents.backends.base import Generation
 from agents.rollout import rollout
 from browser_env.actions import ActionError, ActionSpace, Verb, coerce_action
 from browser_env.episodes import load_episode
-from browser_env.observation import observation_space
+from browser_env.observation import make_element, observation_space
 from browser_env.wrappers import RecordEpisode
 from learners.samples import iter_samples
 
@@ -37,20 +37,8 @@ OUTPUTS = [
 
 
 def _element(eid: str, text: str, role: str = "button", value: str = "") -> dict[str, Any]:
-    return {
-        "element_id": eid,
-        "tag": "button" if role == "button" else "input",
-        "role": role,
-        "text": text,
-        "label": "",
-        "placeholder": "",
-        "value": value,
-        "bbox": np.array([4.0, 10.0, 20.0, 12.0], dtype=np.float32),
-        "enabled": 1,
-        "visible": 1,
-        "focused": 0,
-        "checked": 0,
-    }
+    tag = "button" if role == "button" else "input"
+    return make_element(eid, tag, role, text, value=value, bbox=(4.0, 10.0, 20.0, 12.0))
 
 
 class _ClickOkEnv(gymnasium.Env):

@@ -11,6 +11,7 @@ from agents.agent import Step
 from agents.prompt import DEMO_BEGIN, build_prompt
 from browser_env.actions import Action
 from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
+from browser_env.observation import make_element
 from learners.samples import episode_samples, iter_samples, select_episodes, to_hf_dataset
 
 
@@ -19,34 +20,8 @@ def _obs(t: int, value: str = "") -> dict:
         "goal": "Type NYC and submit",
         "url": f"http://site/{t}",
         "elements": (
-            {
-                "element_id": "e1",
-                "tag": "input",
-                "role": "textbox",
-                "text": "",
-                "label": "City",
-                "placeholder": "",
-                "value": value,
-                "bbox": np.array([1, 2, 3, 4], dtype=np.float32),
-                "enabled": 1,
-                "visible": 1,
-                "focused": 0,
-                "checked": 0,
-            },
-            {
-                "element_id": "e2",
-                "tag": "button",
-                "role": "button",
-                "text": "Go",
-                "label": "",
-                "placeholder": "",
-                "value": "",
-                "bbox": np.array([5, 6, 7, 8], dtype=np.float32),
-                "enabled": 1,
-                "visible": 1,
-                "focused": 0,
-                "checked": 0,
-            },
+            make_element("e1", "input", "textbox", label="City", value=value, bbox=(1, 2, 3, 4)),
+            make_element("e2", "button", "button", "Go", bbox=(5, 6, 7, 8)),
         ),
         "text": "City Go",
         "last_action_error": "",

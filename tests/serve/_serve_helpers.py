@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from browser_env.observation import make_element
+
 TOKEN = "t" * 16 + "0123456789abcdef0123"  # 36 characters
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -101,20 +103,7 @@ def click_observation(target: str) -> dict[str, Any]:
         "goal": f'Click on the "{target}" button.',
         "url": "http://localhost/click-button.html",
         "elements": tuple(
-            {
-                "element_id": f"e{i + 1}",
-                "tag": "button",
-                "role": "button",
-                "text": label,
-                "label": "",
-                "placeholder": "",
-                "value": "",
-                "bbox": np.array([0, 0, 10, 10], dtype=np.float32),
-                "enabled": 1,
-                "visible": 1,
-                "focused": 0,
-                "checked": 0,
-            }
+            make_element(f"e{i + 1}", "button", "button", label, bbox=(0, 0, 10, 10))
             for i, label in enumerate(labels)
         ),
         "text": " ".join(labels),

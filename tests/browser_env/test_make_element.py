@@ -1,0 +1,38 @@
+"""``make_element``: complete elements for observations made without a browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from browser_env.observation import ELEMENT_FIELDS, element_space, make_element, render_element
+
+
+def test_every_field_is_there_and_the_element_fits_the_space():
+    element = make_element("e3", "input", "textbox", label="City", value="NYC", bbox=(1, 2, 3, 4))
+    assert set(element) == set(ELEMENT_FIELDS)
+    assert element_space().contains(element)
+    assert element["bbox"].dtype == np.float32 and element["bbox"].tolist() == [1, 2, 3, 4]
+    assert render_element(element) == '[e3] textbox "City" value="NYC"'
+
+
+def test_defaults_are_an_enabled_visible_element_without_flags():
+    element = make_element("e1", "button", "button", "OK")
+    assert (element["enabled"], element["visible"], element["focused"], element["checked"]) == (
+        1,
+        1,
+        0,
+        0,
+    )
+    assert element["maxlength"] == -1 and element["bbox"].tolist() == [0, 0, 0, 0]
+    assert render_element(element) == '[e1] button "OK"'
+    # a partial dict (what hand-written test elements used to be) does not fit the space
+    partial = {k: element[k] for k in ELEMENT_FIELDS[:12]}
+    assert not element_space().contains(partial)
+
+
+def test_unknown_fields_and_bad_boxes_are_refused():
+    with pytest.raises(ValueError, match="unknown element fields"):
+        make_element("e1", "button", "button", "OK", colour="red")
+    with pytest.raises(ValueError, match="bbox must be 4 numbers"):
+        make_element("e1", "button", bbox=(1, 2, 3))
