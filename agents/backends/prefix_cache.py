@@ -104,8 +104,12 @@ class PrefixCache:
 
     def put(self, ids: Sequence[int], cache: Any) -> None:
         """Keep ``cache`` (holding exactly ``ids``) for later prompts; the caller
-        must not change it afterwards."""
-        self._entries[self._next] = (tuple(ids), cache)
+        must not change it afterwards. An entry of the same ``ids`` is replaced
+        (a batch's identical rows keep one entry, not one each)."""
+        ids = tuple(ids)
+        for slot in [s for s, (tokens, _) in self._entries.items() if tokens == ids]:
+            del self._entries[slot]
+        self._entries[self._next] = (ids, cache)
         self._next += 1
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)

@@ -66,6 +66,17 @@ class TestPool:
         assert len(pool) == 2
         assert pool.take([0, 0]) is None and pool.take([2, 2]) is not None
 
+    def test_the_same_prompt_is_kept_once(self):
+        pool = PrefixCache(3, min_tokens=1)
+        pool.check("w")
+        older, newer = _Cache(2), _Cache(2)
+        pool.put([5, 5], older)
+        pool.put([1, 1], _Cache(2))
+        pool.put([5, 5], newer)  # a batch's identical rows: one entry, the newest
+        assert len(pool) == 2
+        assert pool.take([5, 5])[0] is newer and pool.take([5, 5]) is None
+        assert pool.take([1, 1]) is not None
+
     def test_other_weights_empty_it(self):
         pool = PrefixCache(2, min_tokens=1)
         pool.check("w1")
