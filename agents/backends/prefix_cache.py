@@ -18,9 +18,12 @@ a different key empties the pool. :func:`weights_key` covers in-place
 training: every parameter's storage address and version counter (an
 optimiser step with the default or ``foreach`` implementation,
 ``load_state_dict``, ``copy_``/``add_`` under ``no_grad`` bump the counter;
-assigning ``param.data`` changes the address), which adapter is active and
-whether adapters are bypassed. So a learner that trains the backend's own
-model between rollouts never sees an entry from before its step. The backend
+assigning ``param.data`` changes the address). So a learner that trains the
+backend's own model between rollouts never sees an entry from before its
+step. Which loaded adapter runs (or none: adapters bypassed) is an entry's
+tag (:func:`adapter_tag`) rather than part of the key: a lookup only sees
+entries of the adapter that runs now, and switching adapters (the
+OpenAI-compatible server does, per request) keeps every adapter's entries. The backend
 also empties the pool when it loads, replaces or drops an adapter and when
 ``backend.model`` is assigned: a replaced adapter's new tensors can land at
 the old ones' addresses with the same version counts. Writes that
@@ -39,16 +42,25 @@ import collections
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["PrefixCache", "shared_length", "weights_key"]
+__all__ = ["PrefixCache", "adapter_tag", "shared_length", "weights_key"]
 
 
-def weights_key(model: Any, *, bypass_adapter: bool = False) -> tuple[Any, ...]:
-    """What a cache computed by ``model`` now depends on: each parameter's
-    ``(data_ptr, _version)``, the active adapter, and ``bypass_adapter`` (the
-    backend runs ``disable_adapter()``)."""
-    adapter = getattr(model, "active_adapter", None) if hasattr(model, "get_base_model") else None
+def weights_key(model: Any) -> tuple[Any, ...]:
+    """The weights a cache computed by ``model`` now depends on: the model
+    object and each parameter's ``(data_ptr, _version)`` (every loaded
+    adapter's included, active or not)."""
     params = tuple((p.data_ptr(), _version(p)) for p in model.parameters())
-    return (id(model), bypass_adapter, str(adapter), params)
+    return (id(model), params)
+
+
+def adapter_tag(model: Any, *, bypass_adapter: bool = False) -> str:
+    """Which of ``model``'s weights run: ``"bare"`` when adapters are bypassed
+    (``disable_adapter()``), else a PEFT model's active adapter(s), else ``""``."""
+    if bypass_adapter:
+        return "bare"
+    if hasattr(model, "get_base_model"):
+        return f"adapter:{model.active_adapter}"
+    return ""
 
 
 def _version(tensor: Any) -> int:
@@ -59,29 +71,33 @@ def _version(tensor: Any) -> int:
 
 
 class PrefixCache:
-    """Up to ``capacity`` ``(token ids, DynamicCache)`` entries, least recently
-    stored dropped first; ``min_tokens`` is the shortest shared beginning worth
-    reusing. Not thread-safe: the backend calls it under its lock."""
+    """Up to ``capacity`` ``(token ids, DynamicCache, tag)`` entries, least
+    recently stored dropped first; ``min_tokens`` is the shortest shared
+    beginning worth reusing. Lookups and stores use the tag of the last
+    :meth:`check`. Not thread-safe: the backend calls it under its lock."""
 
     def __init__(self, capacity: int, *, min_tokens: int = 16) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity, self.min_tokens = int(capacity), int(min_tokens)
-        self._entries: collections.OrderedDict[int, tuple[tuple[int, ...], Any]] = (
+        self._entries: collections.OrderedDict[int, tuple[tuple[int, ...], Any, Any]] = (
             collections.OrderedDict()
         )
         self._key: tuple[Any, ...] | None = None
+        self._tag: Any = None
         self._next = 0
         self.hits = self.misses = self.reused_tokens = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def check(self, key: tuple[Any, ...]) -> None:
-        """Empty the pool unless its entries were computed under ``key``."""
+    def check(self, key: Any, tag: Any = None) -> None:
+        """Empty the pool unless its entries were computed under ``key``; the
+        next lookups and stores are ``tag``'s (entries of other tags stay)."""
         if key != self._key:
             self._entries.clear()
             self._key = key
+        self._tag = tag
 
     def take(self, ids: Sequence[int], *, at_least: int = 0) -> tuple[Any, int] | None:
         """The entry sharing the longest beginning with ``ids``, cropped to it,
@@ -89,14 +105,16 @@ class PrefixCache:
         than ``max(at_least, min_tokens - 1)`` tokens."""
         ids = tuple(ids)
         best, best_n = None, max(at_least, self.min_tokens - 1)
-        for slot, (tokens, _) in self._entries.items():
+        for slot, (tokens, _, tag) in self._entries.items():
+            if tag != self._tag:
+                continue
             n = shared_length(tokens, ids)
             if n > best_n:
                 best, best_n = slot, n
         if best is None:
             self.misses += 1
             return None
-        tokens, cache = self._entries.pop(best)
+        tokens, cache, _ = self._entries.pop(best)
         cache.crop(best_n - len(tokens))  # transformers 5: minus the tokens to drop
         self.hits += 1
         self.reused_tokens += best_n
@@ -107,16 +125,18 @@ class PrefixCache:
         must not change it afterwards. An entry of the same ``ids`` is replaced
         (a batch's identical rows keep one entry, not one each)."""
         ids = tuple(ids)
-        for slot in [s for s, (tokens, _) in self._entries.items() if tokens == ids]:
+        for slot in [
+            s for s, (tokens, _, tag) in self._entries.items() if (tokens, tag) == (ids, self._tag)
+        ]:
             del self._entries[slot]
-        self._entries[self._next] = (ids, cache)
+        self._entries[self._next] = (ids, cache, self._tag)
         self._next += 1
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
-        self._key = None
+        self._key = self._tag = None
 
 
 def shared_length(a: Sequence[int], b: Sequence[int]) -> int:

@@ -58,7 +58,7 @@ from agents.backends.common import (
     require,
     to_pil,
 )
-from agents.backends.prefix_cache import PrefixCache, weights_key
+from agents.backends.prefix_cache import PrefixCache, adapter_tag, weights_key
 from agents.backends.processors import load_processor
 from agents.models import resolve_model
 
@@ -91,8 +91,10 @@ class TransformersBackend(BackendBase):
             prompt beginning like one of them computes only the rest (an
             episode's consecutive prompts share most of their beginning:
             :mod:`agents.backends.prefix_cache`); 0 turns it off. Entries are
-            dropped whenever the weights change (a learner's step, another
-            adapter). Needs what ``prefill="per_row"`` needs, and implies it.
+            dropped whenever the weights change (a learner's step, an adapter
+            loaded, replaced or dropped) and serve only the adapter they were
+            computed with (switching adapters keeps them). Needs what
+            ``prefill="per_row"`` needs, and implies it.
         merge_adapter: merge the LoRA weights into the base model (faster
             inference; ``model`` is then a plain model, not a ``PeftModel``).
         max_image_side: downscale images whose longest side is larger.
@@ -206,7 +208,9 @@ class TransformersBackend(BackendBase):
 
     def _check_prefix_cache(self) -> None:
         if self.prefix_cache is not None:
-            self.prefix_cache.check(weights_key(self.model, bypass_adapter=self._bare))
+            self.prefix_cache.check(
+                weights_key(self.model), adapter_tag(self.model, bypass_adapter=self._bare)
+            )
 
     # -- adapters -----------------------------------------------------------
 

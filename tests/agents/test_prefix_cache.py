@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.backends.common import is_available
-from agents.backends.prefix_cache import PrefixCache, shared_length, weights_key
+from agents.backends.prefix_cache import PrefixCache, adapter_tag, shared_length, weights_key
 
 needs_torch = pytest.mark.skipif(
     not (is_available("torch") and is_available("transformers")),
@@ -77,6 +77,19 @@ class TestPool:
         assert pool.take([5, 5])[0] is newer and pool.take([5, 5]) is None
         assert pool.take([1, 1]) is not None
 
+    def test_a_lookup_sees_only_its_tags_entries(self):
+        pool = PrefixCache(4, min_tokens=1)
+        pool.check("w", tag="a")
+        pool.put([1, 2, 3], _Cache(3))
+        pool.check("w", tag="b")  # the same weights, another adapter: kept, not served
+        assert len(pool) == 1 and pool.take([1, 2, 3, 4]) is None
+        pool.put([1, 2, 3], _Cache(3))  # b's own entry of the same prompt
+        assert len(pool) == 2
+        pool.check("w", tag="a")
+        assert pool.take([1, 2, 3, 4])[1] == 3 and pool.take([1, 2, 3, 4]) is None
+        pool.check("w2", tag="b")  # other weights: every tag's entries go
+        assert len(pool) == 0
+
     def test_other_weights_empty_it(self):
         pool = PrefixCache(2, min_tokens=1)
         pool.check("w1")
@@ -106,7 +119,7 @@ def test_weights_key_follows_every_weight_change():
     loaded = weights_key(model)
     model[0].weight.data = torch.zeros(4, 4)
     assert weights_key(model) != loaded
-    assert weights_key(model, bypass_adapter=True) != weights_key(model)
+    assert (adapter_tag(model), adapter_tag(model, bypass_adapter=True)) == ("", "bare")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +158,26 @@ def _episode_prompts(steps: int = 3) -> list[list[list[dict]]]:
         ]
         for s in range(steps)
     ]
+
+
+def _random_loras(model_dir, root, n: int) -> list:
+    """``n`` LoRA adapters (q_proj, rank 2) with random weights, saved under ``root``."""
+    import peft
+    import torch
+    import transformers
+
+    adapters = []
+    for seed in range(n):
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in lora.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator))
+        lora.save_pretrained(root / str(seed))
+        adapters.append(root / str(seed))
+    return adapters
 
 
 @needs_torch
@@ -205,25 +238,11 @@ class TestBackend:
         """Replacing an adapter under its name can give its tensors the old
         ones' addresses and version counts; the backend empties the pool
         itself."""
-        import peft
-        import torch
-        import transformers
-
         from agents.backends.base import SamplingParams
         from agents.backends.transformers import TransformersBackend
 
         model_dir = tiny_path("text")
-        adapters = []
-        for seed in range(2):
-            model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
-            lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
-            generator = torch.Generator().manual_seed(seed)
-            with torch.no_grad():
-                for name, param in lora.named_parameters():
-                    if "lora_" in name:
-                        param.copy_(torch.randn(param.shape, generator=generator))
-            lora.save_pretrained(tmp_path / str(seed))
-            adapters.append(tmp_path / str(seed))
+        adapters = _random_loras(model_dir, tmp_path, 2)
         first, second = _episode_prompts(2)
         sampling = SamplingParams(max_new_tokens=3)
         cached = TransformersBackend(model_dir, adapter=adapters[0], device="cpu", prefix_cache=4)
@@ -239,6 +258,50 @@ class TestBackend:
         )
         cached.close()
         plain.close()
+
+    def test_switching_adapters_keeps_each_adapters_entries(self, tmp_path, monkeypatch):
+        """Two adapters served by name (as the OpenAI-compatible server does):
+        each lookup sees only the running adapter's entries, so every
+        generation is what a backend without the pool gives; with one tag for
+        all (the flipped test) adapter b would start from a's cache."""
+        from agents.backends import transformers as tf_backend
+        from agents.backends.base import SamplingParams
+        from agents.backends.transformers import TransformersBackend
+
+        model_dir = tiny_path("text")
+        adapters = _random_loras(model_dir, tmp_path, 2)
+        first, second = _episode_prompts(2)
+        sampling = SamplingParams(max_new_tokens=3)
+        want = {}
+        for i, adapter in enumerate(adapters):
+            plain = TransformersBackend(model_dir, adapter=adapter, device="cpu")
+            want[i] = [plain.generate(m[0], sampling=sampling).logprobs for m in (first, second)]
+            plain.close()
+
+        def play(cached):
+            got = {}
+            for prompts in (first, second):
+                for i in range(2):
+                    with cached.using_adapter(f"a{i}"):
+                        got.setdefault(i, []).append(
+                            cached.generate(prompts[0], sampling=sampling).logprobs
+                        )
+            return got
+
+        cached = TransformersBackend(model_dir, device="cpu", prefix_cache=8)
+        for i, adapter in enumerate(adapters):
+            cached.add_adapter(adapter, f"a{i}")
+        got = play(cached)
+        for i in range(2):
+            for g, w in zip(got[i], want[i], strict=True):
+                assert g == pytest.approx(w, abs=1e-4)
+        pool = cached.prefix_cache
+        assert pool.hits == 2 and len(pool) == 2  # each adapter's second prompt hit its own
+        pool.clear()
+        monkeypatch.setattr(tf_backend, "adapter_tag", lambda model, **kw: "one tag")
+        stale = play(cached)[1][0]  # a1's first prompt, from a0's cache of the same prompt
+        assert max(abs(a - b) for a, b in zip(stale, want[1][0], strict=True)) > 1e-3
+        cached.close()
 
     def test_bad_settings(self):
         from agents.backends.transformers import TransformersBackend
