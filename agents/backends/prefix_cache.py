@@ -17,8 +17,8 @@ other outputs. Every lookup passes a key of the weights as they are now, and
 a different key empties the pool. :func:`weights_key` covers in-place
 training: every parameter's storage address and version counter (an
 optimiser step with the default or ``foreach`` implementation,
-``load_state_dict``, ``copy_``/``add_`` under ``no_grad`` bump the counter;
-assigning ``param.data`` changes the address). So a learner that trains the
+``load_state_dict``, ``param.copy_``/``param.add_`` under ``no_grad`` bump
+the counter; assigning ``param.data`` changes the address). So a learner that trains the
 backend's own model between rollouts never sees an entry from before its
 step. Which loaded adapter runs (or none: adapters bypassed) is an entry's
 tag (:func:`adapter_tag`) rather than part of the key: a lookup only sees
@@ -26,9 +26,12 @@ entries of the adapter that runs now, and switching adapters (the
 OpenAI-compatible server does, per request) keeps every adapter's entries. The backend
 also empties the pool when it loads, replaces or drops an adapter and when
 ``backend.model`` is assigned: a replaced adapter's new tensors can land at
-the old ones' addresses with the same version counts. Writes that
-bypass the counter (``fused=True`` optimisers, writes through
-``param.data``) need ``backend.prefix_cache.clear()``.
+the old ones' addresses with the same version counts. What the key cannot
+see needs ``backend.prefix_cache.clear()``: writes that bypass the counter
+(``fused=True`` optimisers, writes through ``param.data``). PEFT's
+``merge_adapter`` (which adds to ``weight.data``) and ``set_scale`` are
+seen through the LoRA layers' merged-adapter lists and scalings, a
+``set_adapter`` on ``backend.model`` through the tag.
 
 An entry is handed out at most once (taken from the pool, not copied): two
 rows of a batch never share one, and the caller puts the row's new cache back.
@@ -47,10 +50,18 @@ __all__ = ["PrefixCache", "adapter_tag", "shared_length", "weights_key"]
 
 def weights_key(model: Any) -> tuple[Any, ...]:
     """The weights a cache computed by ``model`` now depends on: the model
-    object and each parameter's ``(data_ptr, _version)`` (every loaded
-    adapter's included, active or not)."""
+    object, each parameter's ``(data_ptr, _version)`` (every loaded
+    adapter's included, active or not) and, for PEFT's LoRA layers, each
+    adapter's scaling and which adapters are merged into the base weights
+    (``set_scale`` and ``merge_adapter`` change what runs without a
+    parameter's counter moving)."""
     params = tuple((p.data_ptr(), _version(p)) for p in model.parameters())
-    return (id(model), params)
+    lora = tuple(
+        (tuple(sorted(m.scaling.items())), tuple(getattr(m, "merged_adapters", ())))
+        for m in model.modules()
+        if isinstance(getattr(m, "scaling", None), dict)
+    )
+    return (id(model), params, lora)
 
 
 def adapter_tag(model: Any, *, bypass_adapter: bool = False) -> str:
@@ -59,7 +70,10 @@ def adapter_tag(model: Any, *, bypass_adapter: bool = False) -> str:
     if bypass_adapter:
         return "bare"
     if hasattr(model, "get_base_model"):
-        return f"adapter:{model.active_adapter}"
+        # ``active_adapters`` reads the layers (several may be active at once);
+        # the ``active_adapter`` attribute is only the last ``set_adapter``'s name
+        active = getattr(model, "active_adapters", None) or [model.active_adapter]
+        return "adapter:" + ",".join(sorted(map(str, active)))
     return ""
 
 

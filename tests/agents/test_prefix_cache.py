@@ -122,6 +122,33 @@ def test_weights_key_follows_every_weight_change():
     assert (adapter_tag(model), adapter_tag(model, bypass_adapter=True)) == ("", "bare")
 
 
+@needs_torch
+def test_peft_state_that_moves_no_counter_is_seen(tmp_path):
+    """``set_scale`` and ``merge_adapter`` change what runs without a
+    parameter's version counter moving; several active adapters are their own tag."""
+    import peft
+    import transformers
+
+    model_dir = tiny_path("text")
+    first, second = _random_loras(model_dir, tmp_path, 2)
+    base = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    model = peft.PeftModel.from_pretrained(base, first, adapter_name="a0")
+    model.load_adapter(second, adapter_name="a1")
+    key, tag = weights_key(model), adapter_tag(model)
+    assert tag == "adapter:a0"
+    model.base_model.set_adapter(["a0", "a1"])
+    assert model.active_adapter == "a0"  # the attribute PEFT leaves behind
+    assert adapter_tag(model) == "adapter:a0,a1" and weights_key(model) == key
+    model.base_model.set_adapter("a0")
+    for module in model.modules():
+        if hasattr(module, "set_scale") and "a0" in getattr(module, "scaling", {}):
+            module.set_scale("a0", 3.0)
+    scaled = weights_key(model)
+    assert scaled != key
+    model.base_model.merge_adapter(["a1"])  # adds to weight.data: no counter moves
+    assert weights_key(model) != scaled
+
+
 @pytest.fixture(scope="module")
 def policies():
     from agents.backends.transformers import TransformersBackend
