@@ -314,6 +314,8 @@ class TransformersBackend(BackendBase):
         if name is not None and name not in model.peft_config:
             raise KeyError(name)
         active, bare = model.active_adapter, self._bare
+        # several adapters can be active at once (set on the LoRA model directly)
+        actives = list(getattr(model, "active_adapters", None) or [active])
         if name is not None:
             model.set_adapter(name, inference_mode=True)
         self._bare = name is None
@@ -321,6 +323,8 @@ class TransformersBackend(BackendBase):
             yield
         finally:
             model.set_adapter(active, inference_mode=True)
+            if len(actives) > 1:
+                model.base_model.set_adapter(actives, inference_mode=True)
             self._bare = bare
 
     # -- prompt -------------------------------------------------------------

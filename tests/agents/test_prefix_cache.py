@@ -330,6 +330,19 @@ class TestBackend:
         assert max(abs(a - b) for a, b in zip(stale, want[1][0], strict=True)) > 1e-3
         cached.close()
 
+    def test_using_adapter_restores_several_active_adapters(self, tmp_path):
+        from agents.backends.transformers import TransformersBackend
+
+        model_dir = tiny_path("text")
+        first, second = _random_loras(model_dir, tmp_path, 2)
+        backend = TransformersBackend(model_dir, adapter=first, device="cpu", prefix_cache=2)
+        backend.add_adapter(second, "a1")
+        backend.model.base_model.set_adapter(["default", "a1"])
+        with backend.using_adapter("a1"):
+            assert backend.model.active_adapters == ["a1"]
+        assert sorted(backend.model.active_adapters) == ["a1", "default"]
+        backend.close()
+
     def test_bad_settings(self):
         from agents.backends.transformers import TransformersBackend
 
