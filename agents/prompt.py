@@ -27,6 +27,7 @@ Contracts:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -147,13 +148,8 @@ def build_prompt(
     """
     if budget_tokens < 1:
         raise ValueError("budget_tokens must be >= 1")
-    measure = count_tokens or approx_tokens
-    counted: dict[str, int] = {}
-
-    def count(text: str) -> int:  # a prompt is measured once, not once per check
-        if text not in counted:
-            counted[text] = measure(text)
-        return counted[text]
+    # a prompt is measured once, not once per check
+    count = functools.cache(count_tokens or approx_tokens)
 
     goal_text = " ".join(str(goal if goal is not None else obs.get("goal", "")).split())
     error = str(obs.get("last_action_error") or "")
