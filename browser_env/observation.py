@@ -434,12 +434,20 @@ class Observer:
         return f"((args) => ({OBSERVE_JS})(Object.assign({{}}, args, {limits})))"
 
     def read(
-        self, page: Page, *, reset: bool = False, settle: Callable[[], None] | None = None
+        self,
+        page: Page,
+        *,
+        reset: bool = False,
+        settle: Callable[[], None] | None = None,
+        intents: bool = False,
     ) -> dict[str, Any] | None:
         """The raw result of the script on ``page``: tried up to five times while
         the page navigates (``settle`` runs between tries); ``None`` if it never
-        ran. Other errors (a crashed renderer) propagate."""
-        args = self.args(reset)
+        ran. Other errors (a crashed renderer) propagate. With ``intents``, the
+        same call also takes the page's notes of windows and navigations it asked
+        for (``js/intents.js``) as the result's ``intents`` (``None`` where the
+        page has no notes), sparing the env a call of its own after an action."""
+        args = {**self.args(reset), "intents": intents}
         for _ in range(_TRIES):
             try:
                 raw = json.loads(page.evaluate(self.script, args))
@@ -498,11 +506,13 @@ def describe_caps(capped: dict[str, int] | None) -> str:
 
 def _observer_script(state_js: str | None) -> str:
     """The observation script, optionally reading the task state in the same call
-    (``{...observation, state}``). It returns a JSON string: one string crosses
-    the Playwright protocol far faster than a nested structure (~1 ms a step)."""
+    (``{...observation, state}``), with the page's intents when ``args.intents``
+    (else ``intents: null``). It returns a JSON string: one string crosses the
+    Playwright protocol far faster than a nested structure (~1 ms a step)."""
+    intents = "const intents = args.intents && window.__brlIntents ? window.__brlIntents() : null;"
     if state_js is None:
-        return f"(args) => JSON.stringify(({OBSERVE_JS})(args))"
+        return f"(args) => {{ {intents} return JSON.stringify({{ ...({OBSERVE_JS})(args), intents }}); }}"
     return (
-        f"(args) => {{ const state = ({state_js})(); "
-        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state }}); }}"
+        f"(args) => {{ {intents} const state = ({state_js})(); "
+        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state, intents }}); }}"
     )

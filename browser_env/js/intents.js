@@ -2,8 +2,8 @@
 // Notes, in the page itself and at the moment it happens, that the page asked
 // for a new window (window.open, a link or form with a target) or started a
 // navigation of the top document (Navigation API "navigate" event). The env
-// reads and clears the notes after each action (TAKE_INTENTS_JS in env.py) and
-// waits, within a bound, for what was asked for before it observes: the
+// reads and clears the notes after each action, in the observer's own call
+// (BrowserEnv._follow), and waits, within a bound, for what was asked for: the
 // browser reports new pages and navigations asynchronously, and under load
 // they would otherwise arrive after the observation was taken.
 (() => {

@@ -89,6 +89,33 @@ def test_click_toggles_checkbox_radio_and_label(open_env, site_url):
     assert open_env.page.is_checked("#r1") and not open_env.page.is_checked("#r2")
 
 
+def test_a_click_that_opens_nothing_reads_the_page_once_after_acting(open_env, site_url):
+    """The page's notes of windows and navigations it asked for (js/intents.js)
+    come with the observation's own read: a CLICK costs two page calls, locating
+    the element and observing, and the observation is the page as it is."""
+    obs = open_page(open_env, site_url, "form.html")
+    news = next(e for e in obs["elements"] if e["role"] == "checkbox")["element_id"]
+    page, calls = open_env.page, []
+    evaluate = page.evaluate
+
+    def counting(expression, arg=None):
+        calls.append(expression)
+        return evaluate(expression, arg)
+
+    page.evaluate = counting  # this page object only
+    try:
+        obs, _, _, _, info = open_env.step({"action": "CLICK", "element_id": news})
+    finally:
+        del page.evaluate
+    assert len(calls) == 2, [c[:60] for c in calls]
+    assert info["action_error"] is None and open_env.page.is_checked("#news")
+    fresh = open_env.observe()
+    assert [(e["element_id"], e["checked"]) for e in obs["elements"]] == [
+        (e["element_id"], e["checked"]) for e in fresh["elements"]
+    ]
+    assert obs["text"] == fresh["text"] and info["timings"]["observation"] > 0
+
+
 def test_press_enter_submits_and_waits_for_navigation(open_env, site_url):
     obs = open_page(open_env, site_url, "search.html")
     query = by(obs, label="Search")
