@@ -277,7 +277,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
             error = f"browser error during {parsed.action.value if parsed else 'action'}: {first_line(exc)}"
             self._recover_page(cause=exc)
-        t1 = time.perf_counter() - (taken[1] / 1e3 if taken is not None else 0.0)
+        t1 = time.perf_counter()
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
         fused = self._fused
         if not fused:
@@ -313,7 +313,8 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             "action_error": error or None,
             "timings": Timings(
                 {
-                    "action": (t1 - t0) * 1e3,
+                    # the read _follow took is the observation's time
+                    "action": (t1 - t0) * 1e3 - (taken[1] if taken is not None else 0.0),
                     "validate": (t2 - t1) * 1e3,  # ~0 when fused with the observation
                     **obs_timings,
                     "total": (t3 - t0) * 1e3,
