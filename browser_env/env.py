@@ -278,12 +278,16 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             error = f"browser error during {parsed.action.value if parsed else 'action'}: {first_line(exc)}"
             self._recover_page(cause=exc)
         t1 = time.perf_counter()
+        # A read _follow took is of this page: a popup that arrives while validating
+        # then counts as arriving while observing (the check below shows it).
+        page = self._page
         answer = parsed.value or "" if parsed is not None and parsed.action is Verb.FINISH else None
         fused = self._fused
         if not fused:
             reward, done, judged = self._validate(answer)
         t2 = time.perf_counter()
-        page = self._page
+        if taken is None:
+            page = self._page
         try:
             obs, obs_timings = self._observe(error=error, taken=taken)
         except Exception as exc:  # noqa: BLE001 - e.g. the renderer crashed: start a fresh page
@@ -449,7 +453,13 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         The notes are taken by the observer's own call (one page call instead of
         two: ~3 CPU-ms a step on this machine). When nothing was asked for and
         nothing arrived, that read is the step's observation: returned with its
-        time in ms; otherwise ``None``, and the env reads the page again."""
+        time in ms; otherwise ``None``, and the env reads the page again (the
+        script does not walk a page that asked for something, a document it
+        never observed or one still loading, so ids go to loaded documents only).
+        What the page did not ask for during the action (a window a timer opens
+        later, a link in a frame: js/intents.js notes the top frame) is shown
+        only if the browser reports it before the observation is read, as
+        before; one call less makes that window a little shorter."""
         page = self._page
         t0 = time.perf_counter()
         try:
@@ -474,7 +484,12 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             self._pump(20)
         if want_popups or want_navigation or self._navigations != requests:
             self._settle()
-        elif raw is not None and self._page is page and self._popups == popups:
+        elif (
+            raw is not None
+            and not raw.get("skipped")
+            and self._page is page
+            and self._popups == popups
+        ):
             return raw, read_ms
         return None
 

@@ -446,7 +446,9 @@ class Observer:
         ran. Other errors (a crashed renderer) propagate. With ``intents``, the
         same call also takes the page's notes of windows and navigations it asked
         for (``js/intents.js``) as the result's ``intents`` (``None`` where the
-        page has no notes), sparing the env a call of its own after an action."""
+        page has no notes), sparing the env a call of its own after an action;
+        a page that asked for something, was never observed or is still loading
+        is then not walked, and the result is ``{"skipped": True, "intents": ...}``."""
         args = {**self.args(reset), "intents": intents}
         for _ in range(_TRIES):
             try:
@@ -507,9 +509,18 @@ def describe_caps(capped: dict[str, int] | None) -> str:
 def _observer_script(state_js: str | None) -> str:
     """The observation script, optionally reading the task state in the same call
     (``{...observation, state}``), with the page's intents when ``args.intents``
-    (else ``intents: null``). It returns a JSON string: one string crosses the
+    (else ``intents: null``); then ``{skipped: true, intents}`` instead where the
+    page is not worth walking yet (see below). It returns a JSON string: one string crosses the
     Playwright protocol far faster than a nested structure (~1 ms a step)."""
-    intents = "const intents = args.intents && window.__brlIntents ? window.__brlIntents() : null;"
+    # With args.intents, a page that asked for a window or a navigation, a document
+    # never observed (the action navigated) or one still loading is not walked:
+    # the env waits for it and reads again, and ids go to the loaded document only.
+    intents = (
+        "const intents = args.intents && window.__brlIntents ? window.__brlIntents() : null;"
+        " if (args.intents && ((intents && (intents.popups || intents.navigate))"
+        ' || !window.__brlState || document.readyState === "loading"))'
+        " return JSON.stringify({ skipped: true, intents });"
+    )
     if state_js is None:
         return f"(args) => {{ {intents} return JSON.stringify({{ ...({OBSERVE_JS})(args), intents }}); }}"
     return (

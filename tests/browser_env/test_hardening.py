@@ -263,6 +263,75 @@ def test_popups_and_navigations_are_waited_for_under_load(env, site_url, busy_co
         assert len(info.get("popups", [])) == (control != "Go to result")
 
 
+@pytest.fixture()
+def streamed_page():
+    """http://127.0.0.1:<port>/start links to /next, which arrives in two parts
+    half a second apart: button A, then a script putting button B before it,
+    then button C."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            if self.path.startswith("/start"):
+                self.wfile.write(b"<!DOCTYPE html><body><a href='/next'>Next</a></body>")
+                return
+            self.wfile.write(b"<!DOCTYPE html><body><button>A</button>" + b" " * 4096)
+            self.wfile.flush()
+            time.sleep(0.5)
+            self.wfile.write(
+                b"<script>document.body.prepend(Object.assign("
+                b"document.createElement('button'), {textContent: 'B'}))</script>"
+                b"<button>C</button></body>"
+            )
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_a_document_still_loading_after_a_click_is_not_given_ids_early(env, streamed_page):
+    # The click's navigation commits before the document has loaded; ids go to the
+    # loaded document in its order, never to the part that had arrived (A first).
+    obs = start(env, streamed_page + "start")
+    obs, *_ = env.step({"action": "CLICK", "element_id": by_text(obs, "Next")})
+    assert [(e["element_id"], e["text"]) for e in obs["elements"]] == [
+        ("e2", "B"),
+        ("e3", "A"),
+        ("e4", "C"),
+    ]
+
+
+def test_a_window_arriving_while_the_task_validates_is_what_the_step_shows(env, site_url):
+    # The step's read comes before a validate that talks to the page (as a site
+    # task's does); the window a timer opened after the click arrives meanwhile.
+    # The observation must be of the page the env acts on next.
+    original = env.task.validate
+
+    def talkative(page, answer):
+        page.evaluate("1")
+        page.wait_for_timeout(300)
+        return original(page, answer)
+
+    env.task.validate = talkative
+    try:
+        obs = start(env, site_url + "timer_open.html")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": by_text(obs, "Open later")})
+    finally:
+        del env.task.validate
+    assert "from=timer" in env.page.url
+    assert obs["url"] == env.page.url and "Got: from=timer" in obs["text"]
+    assert len(info["popups"]) == 1
+
+
 def test_a_click_to_a_blocked_host_does_not_wait_for_the_navigation(env, site_url):
     with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1",)), popup_timeout_ms=30_000):
         obs = start(env, site_url + "links.html")
