@@ -510,8 +510,9 @@ def _observer_script(state_js: str | None) -> str:
     """The observation script, optionally reading the task state in the same call
     (``{...observation, state}``), with the page's intents when ``args.intents``
     (else ``intents: null``); then ``{skipped: true, intents}`` instead where the
-    page is not worth walking yet (see below). It returns a JSON string: one string crosses the
-    Playwright protocol far faster than a nested structure (~1 ms a step)."""
+    page is not worth walking yet (see below). It returns a JSON string: one
+    string crosses the Playwright protocol far faster than a nested structure
+    (~1 ms a step)."""
     # With args.intents, a page that asked for a window or a navigation, a document
     # never observed (the action navigated) or one still loading is not walked:
     # the env waits for it and reads again, and ids go to the loaded document only.
