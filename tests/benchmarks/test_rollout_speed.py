@@ -54,6 +54,7 @@ def test_reports_are_written_atomically_and_readable_by_others(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["figures.json"]  # no temp file left
 
 
+@pytest.mark.exhaustive  # ~24 s; batched == unbatched actions: tests/agents/test_act_batch.py
 def test_policy_rows_play_the_same_episodes(capsys):
     from benchmarks.rollout_speed import main
 
