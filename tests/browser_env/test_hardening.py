@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.server
 import os
 import socket
 import threading
@@ -268,7 +269,6 @@ def streamed_page():
     """http://127.0.0.1:<port>/start links to /next, which arrives in two parts
     half a second apart: button A, then a script putting button B before it,
     then button C."""
-    import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
