@@ -522,9 +522,10 @@ def _observer_script(state_js: str | None) -> str:
         ' || !window.__brlState || document.readyState === "loading"))'
         " return JSON.stringify({ skipped: true, intents });"
     )
-    if state_js is None:
-        return f"(args) => {{ {intents} return JSON.stringify({{ ...({OBSERVE_JS})(args), intents }}); }}"
-    return (
-        f"(args) => {{ {intents} const state = ({state_js})(); "
-        f"return JSON.stringify({{ ...({OBSERVE_JS})(args), state, intents }}); }}"
+    # the task state is read before the walk
+    state, keys = (
+        ("", "intents")
+        if state_js is None
+        else (f"const state = ({state_js})(); ", "state, intents")
     )
+    return f"(args) => {{ {intents} {state}return JSON.stringify({{ ...({OBSERVE_JS})(args), {keys} }}); }}"
