@@ -85,6 +85,11 @@ def make_task(task: Task | str, **kwargs: Any) -> Task:
 class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
 
+    ``reset`` keeps the page when the task allows it (MiniWoB++ tasks: one
+    page for all episodes) and moves the mouse off it first, so that a hover
+    the last episode left does not show in the next: the same seed gives the
+    same observation whatever came before.
+
     Args:
         task: a Task or a name (``"miniwob.click-button"``, ``"open"``).
         task_kwargs: passed to the task's constructor when ``task`` is a name.
@@ -193,6 +198,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             else ObserverLimits(**(observer or {})),
         )
         self._state: Any = _UNREAD
+        self._pointer_used = False  # a CLICK, TYPE or SCROLL moved the mouse over the page
 
     # --- Gymnasium API ---------------------------------------------------------
     def reset(
@@ -215,6 +221,9 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
                 self._events = {}
                 self._downloads = []
                 with self._watchdog.armed(self._page, self._guarded, limit):
+                    if self._pointer_used:  # a reused page still shows the hover it left
+                        self.page.mouse.move(-1, -1)
+                        self._pointer_used = False
                     self._goal = self.task.setup(self.page, episode_seed, options)
                     self._check_url(self.page.url, landed=True)
                     t1 = time.perf_counter()
@@ -450,6 +459,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         """The executor's notes, and what :meth:`_follow` read for an action that can
         open a page (``None`` for the others)."""
         before = (self._navigations, self._main_navigations, self._popups, len(self._downloads))
+        self._pointer_used |= action.action in (Verb.CLICK, Verb.TYPE, Verb.SCROLL)
         notes = execute(self.page, action, self.executor_config, self.url_policy)
         if action.action in (Verb.CLICK, Verb.PRESS_ENTER, Verb.TYPE):  # what can open a page
             return notes, self._follow(*before)

@@ -41,7 +41,7 @@ MINIWOB_TASK_AREA = (0, 0, 160, 210)
 HARNESS_SELECTOR = "#reward-display, #click-canvas, #sync-task-cover"
 FLIGHT_VIEWPORT = (375, 667)
 
-_SETUP_JS = """async ({seed, mode, timer, maxTime, readyMs}) => {
+_SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
   if (maxTime !== null) core.EPISODE_MAX_TIME = maxTime;
   Math.seedrandom(seed);
   if (typeof core.setDataMode === "function") core.setDataMode(mode);
@@ -55,6 +55,25 @@ _SETUP_JS = """async ({seed, mode, timer, maxTime, readyMs}) => {
   const t0 = Date.now();
   while (typeof WOB_TASK_READY !== "undefined" && !WOB_TASK_READY && Date.now() - t0 < readyMs) {
     await new Promise((r) => setTimeout(r, 10));
+  }
+  // The instance's images (an <img>, a CSS background such as a jQuery UI icon in
+  // the query) may still be loading: a first episode would be observed without them.
+  // Each image is waited for once per page (window.__brlImages): it stays cached.
+  const seen = (window.__brlImages ??= new Set());
+  const urls = new Set();
+  for (const el of document.body.querySelectorAll("*")) {
+    if (el.tagName === "IMG" && el.currentSrc) urls.add(el.currentSrc);
+    for (const m of getComputedStyle(el).backgroundImage.matchAll(/url\("([^"]+)"\)/g)) urls.add(m[1]);
+  }
+  for (const url of seen) urls.delete(url);
+  if (urls.size) {
+    const loaded = [...urls].map((url) => {
+      const image = new Image();
+      image.src = url;
+      return image.decode().then(() => seen.add(url), () => null);
+    });
+    const waited = Date.now() - t0;
+    await Promise.race([Promise.all(loaded), new Promise((r) => setTimeout(r, Math.max(0, readyMs - waited)))]);
   }
   const u = core.getUtterance();
   return typeof u === "string" ? u : u.utterance;

@@ -55,6 +55,41 @@ def test_same_seed_same_instance_and_elements(click_button):
     assert len(goals) > 1  # different seeds give different instances
 
 
+def test_a_hover_left_by_the_last_episode_does_not_show_after_reset():
+    # click-menu-2's "Menu" button is highlighted while the mouse is over it:
+    # the page is kept across resets, the mouse position with it unless moved off
+    env = gym.make("browser_env/miniwob.click-menu-2-v0")
+    try:
+        first, _ = env.reset(seed=0)
+        menu = next(e for e in first["elements"] if e["text"] == "Menu")
+        hovered, *_ = env.step({"action": "CLICK", "element_id": menu["element_id"]})
+        assert (hovered["screenshot"] != first["screenshot"]).any()
+        again, _ = env.reset(seed=0)
+        np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
+    finally:
+        env.close()
+
+
+def test_reset_waits_for_the_images_of_the_new_instance():
+    # seed 0's query is text only and the menu's icons are hidden, so the jQuery UI
+    # icon sprite is first fetched for seed 123's query, here over a slow network
+    env = gym.make("browser_env/miniwob.click-menu-2-v0")
+    try:
+        text_only, _ = env.reset(seed=0)
+        assert "icon" not in text_only["goal"]
+        cdp = env.unwrapped.page.context.new_cdp_session(env.unwrapped.page)
+        cdp.send("Network.enable")
+        slow = {"offline": False, "latency": 400, "downloadThroughput": -1, "uploadThroughput": -1}
+        cdp.send("Network.emulateNetworkConditions", slow)
+        with_icon, _ = env.reset(seed=123)
+        cdp.send("Network.emulateNetworkConditions", {**slow, "latency": 0})
+        assert "icon" in with_icon["goal"]
+        settled, _ = env.reset(seed=123)
+        np.testing.assert_array_equal(with_icon["screenshot"], settled["screenshot"])
+    finally:
+        env.close()
+
+
 def test_unseeded_resets_follow_the_env_rng(click_button):
     click_button.reset(seed=5)
     a = [click_button.reset()[1]["seed"] for _ in range(3)]
