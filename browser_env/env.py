@@ -215,7 +215,9 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         limit = self.executor_config.navigation_timeout_ms + self.executor_config.step_timeout_ms
         for attempt in range(2):  # a browser that died is relaunched once
             try:
+                kept = self._page
                 self._ensure_page(fresh=self.task.fresh_context or self._dead is not None)
+                self._pointer_used &= self._page is kept  # a new page has no hover
                 self._guard_session()
                 self._dead = None
                 self._events = {}
