@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import gymnasium as gym
@@ -20,6 +21,15 @@ def click_target_button(env, obs):
     target = obs["goal"].split('"')[1]
     button = next(e for e in obs["elements"] if e["tag"] == "button" and e["text"] == target)
     return env.step({"action": "CLICK", "element_id": button["element_id"]})
+
+
+@contextlib.contextmanager
+def opened(task):
+    env = gym.make(f"browser_env/miniwob.{task}-v0")
+    try:
+        yield env
+    finally:
+        env.close()
 
 
 def test_every_task_page_is_registered():
@@ -58,23 +68,19 @@ def test_same_seed_same_instance_and_elements(click_button):
 def test_a_hover_left_by_the_last_episode_does_not_show_after_reset():
     # click-menu-2's "Menu" button is highlighted while the mouse is over it:
     # the page is kept across resets, the mouse position with it unless moved off
-    env = gym.make("browser_env/miniwob.click-menu-2-v0")
-    try:
+    with opened("click-menu-2") as env:
         first, _ = env.reset(seed=0)
         menu = next(e for e in first["elements"] if e["text"] == "Menu")
         hovered, *_ = env.step({"action": "CLICK", "element_id": menu["element_id"]})
         assert (hovered["screenshot"] != first["screenshot"]).any()
         again, _ = env.reset(seed=0)
         np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
-    finally:
-        env.close()
 
 
 def test_reset_waits_for_the_images_of_the_new_instance():
     # seed 0's query is text only and the menu's icons are hidden, so the jQuery UI
     # icon sprite is first fetched for seed 123's query, here over a slow network
-    env = gym.make("browser_env/miniwob.click-menu-2-v0")
-    try:
+    with opened("click-menu-2") as env:
         text_only, _ = env.reset(seed=0)
         assert "icon" not in text_only["goal"]
         cdp = env.unwrapped.page.context.new_cdp_session(env.unwrapped.page)
@@ -86,20 +92,15 @@ def test_reset_waits_for_the_images_of_the_new_instance():
         assert "icon" in with_icon["goal"]
         settled, _ = env.reset(seed=123)
         np.testing.assert_array_equal(with_icon["screenshot"], settled["screenshot"])
-    finally:
-        env.close()
 
 
 def test_a_page_drawn_again_after_other_instances_looks_the_same():
     # jQuery UI tabs: with Chromium's partial raster, each redraw of the widget's
     # rounded corners came out one level off (6, then 11 pixels); BASE_ARGS turns it off
-    env = gym.make("browser_env/miniwob.click-tab-v0")
-    try:
+    with opened("click-tab") as env:
         shots = [env.reset(seed=s)[0]["screenshot"].copy() for s in (123, 5, 123, 7, 123)]
-        np.testing.assert_array_equal(shots[0], shots[2])
-        np.testing.assert_array_equal(shots[0], shots[4])
-    finally:
-        env.close()
+    np.testing.assert_array_equal(shots[0], shots[2])
+    np.testing.assert_array_equal(shots[0], shots[4])
 
 
 def test_unseeded_resets_follow_the_env_rng(click_button):
