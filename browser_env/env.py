@@ -309,7 +309,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             self._settle()
             obs, obs_timings = self._observe(error=error)
         if self._watchdog.fired == "stopped":
-            self._probe()
+            self._watchdog.probe(self.page)
         if self._watchdog.fired == "closed":  # the task's page is gone: end the episode
             raise _PageLost(self._hung_error(error))
         if self._watchdog.fired:
@@ -433,17 +433,6 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             else f"the page did not respond within {limit} and was closed; the episode is truncated"
         )
         return f"{error}; {what}" if error and what not in error else what
-
-    def _probe(self) -> None:
-        """Ask a page whose script the watchdog stopped to run its timers once more
-        (50 ms). A page whose timers start the endless script again (``setInterval``)
-        blocks this call until the watchdog closes it; without the probe, whether
-        such a page was closed would depend on whether the step's last call landed
-        in the gap after the stop. A healthy page answers in ~50 ms."""
-        try:
-            self.page.evaluate("() => new Promise((done) => setTimeout(done, 50))")
-        except Exception:  # noqa: BLE001 - closed by the watchdog: the caller sees ``fired``
-            pass
 
     def _check_url(self, url: str, landed: bool = False) -> None:
         problem = self.url_policy.url_error(url)
