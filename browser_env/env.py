@@ -230,13 +230,18 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
                     self._check_url(self.page.url, landed=True)
                     t1 = time.perf_counter()
                     obs, obs_timings = self._observe(error="", reset=True)
+                    if self._watchdog.fired == "stopped":  # as in step: see Watchdog.probe
+                        self._watchdog.probe(self.page)
                 if self._watchdog.fired == "closed":
                     raise RuntimeError(self._hung_error(""))
                 break
             except ValueError:
                 raise  # the caller's options are wrong: retrying cannot help
-            except Exception:
-                if attempt or not (self._broken() or self._watchdog.fired == "closed"):
+            except Exception as exc:
+                hung = self._watchdog.fired == "closed"
+                if attempt or not (self._broken() or hung):
+                    if hung and not isinstance(exc, RuntimeError):  # e.g. a read of the closed page
+                        raise RuntimeError(self._hung_error("")) from exc
                     raise
                 if self._browser is not None and self._browser_alive():
                     self._page = None  # a fresh context and page
