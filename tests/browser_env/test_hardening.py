@@ -141,9 +141,12 @@ def test_a_page_that_spins_again_and_again_from_the_start_fails_reset(env, site_
     # The watchdog stops the script during reset; the timers spin again, so the
     # page is closed (and, on the retry, the fresh page too). Reset says so, rather
     # than passing on Playwright's error from a read of the closed page.
-    with configured(env, step_timeout_ms=1_000, navigation_timeout_ms=500):
-        with pytest.raises(RuntimeError, match="did not respond within 1.5 s and was closed"):
-            start(env, site_url + "spin.html#respin")
+    closed = "did not respond within 1.5 s and was closed"
+    with (
+        configured(env, step_timeout_ms=1_000, navigation_timeout_ms=500),
+        pytest.raises(RuntimeError, match=closed),
+    ):
+        start(env, site_url + "spin.html#respin")
     obs = start(env, site_url + "links.html")
     assert "Go to result" in obs["text"]
 
