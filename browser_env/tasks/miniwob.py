@@ -43,6 +43,10 @@ FLIGHT_VIEWPORT = (375, 667)
 
 _SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
   if (maxTime !== null) core.EPISODE_MAX_TIME = maxTime;
+  // The page is kept across episodes: start each with nothing focused or selected,
+  // as on a fresh page (a field clicked last episode would still be focused).
+  document.activeElement?.blur();
+  window.getSelection()?.removeAllRanges();
   Math.seedrandom(seed);
   if (typeof core.setDataMode === "function") core.setDataMode(mode);
   core.startEpisodeReal();
@@ -56,14 +60,31 @@ _SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
   while (typeof WOB_TASK_READY !== "undefined" && !WOB_TASK_READY && Date.now() - t0 < readyMs) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  // The instance's images (an <img>, a CSS background such as a jQuery UI icon in
-  // the query) may still be loading: a first episode would be observed without them.
-  // Each image is waited for once per page (window.__brlImages): it stays cached.
+  // The page's images may still be loading: a first episode would be observed
+  // without them, and an element drawn only by its image (social-media's icons,
+  // CSS `content: url(...)`) has no size yet, so it would not be listed. Waited
+  // for: every <img>, every url() of the page's stylesheets (a :hover variant too,
+  // so hovering draws at once) and of the elements' own styles (a jQuery UI icon's
+  // background). Each image once per page (window.__brlImages): it stays cached.
   const seen = (window.__brlImages ??= new Set());
   const urls = new Set();
+  const URL_RE = /url\(\s*(['"]?)([^'")]+)\1\s*\)/g;
+  const collect = (css, base) => {
+    for (const m of css.matchAll(URL_RE)) {
+      if (!m[2].startsWith("data:")) try { urls.add(new URL(m[2], base).href); } catch (e) {}
+    }
+  };
+  for (const sheet of document.styleSheets) {
+    let rules = null;
+    try { rules = sheet.cssRules; } catch (e) {}  // another origin's sheet: not readable
+    for (const rule of rules || []) {
+      if (!(rule instanceof CSSFontFaceRule)) collect(rule.cssText, sheet.href || location.href);
+    }
+  }
   for (const el of document.body.querySelectorAll("*")) {
     if (el.tagName === "IMG" && el.currentSrc) urls.add(el.currentSrc);
-    for (const m of getComputedStyle(el).backgroundImage.matchAll(/url\("([^"]+)"\)/g)) urls.add(m[1]);
+    const cs = getComputedStyle(el);
+    collect(cs.backgroundImage + " " + cs.content, location.href);
   }
   for (const url of seen) urls.delete(url);
   if (urls.size) {
