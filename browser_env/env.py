@@ -87,7 +87,8 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
 
     ``reset`` keeps the page when the task allows it (MiniWoB++ tasks: one
     page for all episodes) and moves the mouse off it first, so that a hover
-    the last episode left does not show in the next: the same seed gives the
+    the last episode left does not show in the next (the task's setup clears
+    the rest: MiniWoB++'s blurs the focused field): the same seed gives the
     same observation whatever came before.
 
     Args:
