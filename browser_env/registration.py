@@ -30,7 +30,8 @@ OPEN_MAX_STEPS = 30
 
 # Pages whose observation is not a function of the seed alone, and why. Gymnasium's
 # check_env skips its same-seed-same-observation assertions for these (spec.nondeterministic).
-# Most reasons come from Farama's miniwob registration; "ours" were found by check_env here.
+# Most reasons come from Farama's miniwob registration; "ours" were found here (check_env,
+# or tests/browser_env/test_miniwob_replay.py).
 # Every entry still fails here, in check_env (5 runs) or in a replay of seeded clicks
 # after another episode and in a fresh env; ids that passed both left the list.
 NONDETERMINISTIC: dict[str, str] = {
@@ -40,6 +41,8 @@ NONDETERMINISTIC: dict[str, str] = {
     "choose-date-easy": "jQuery datepicker state persists across resets; fade animation",
     "choose-date-medium": "jQuery datepicker state persists across resets; fade animation",
     "choose-date-nodelay": "jQuery datepicker state persists across resets",
+    "click-collapsible-2": "a click's observation can catch the section's open animation (ours)",
+    "click-menu-2": "the menu widget keeps its highlighted item across resets (ours)",
     "click-pie": "variable RNG use and animated arcs",
     "click-pie-nodelay": "variable RNG use in arc generation",
     "search-engine": "pagination plugin state leaks across resets (its links' ids differ)",
