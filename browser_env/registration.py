@@ -30,10 +30,9 @@ OPEN_MAX_STEPS = 30
 
 # Pages whose observation is not a function of the seed alone, and why. Gymnasium's
 # check_env skips its same-seed-same-observation assertions for these (spec.nondeterministic).
-# Most reasons come from Farama's miniwob registration; "ours" were found here (check_env,
-# or tests/browser_env/test_miniwob_replay.py).
-# Every entry still fails here, in check_env (5 runs) or in a replay of seeded clicks
-# after another episode and in a fresh env; ids that passed both left the list.
+# Most reasons come from Farama's miniwob registration, "ours" from here. Every entry
+# still fails here, in check_env (5 runs) or in tests/browser_env/test_miniwob_replay.py
+# (seeded clicks after another episode and in a fresh env); ids that passed both left.
 NONDETERMINISTIC: dict[str, str] = {
     "book-flight": "the datepicker's state persists across resets; results appear after a delay",
     "book-flight-nodelay": "the datepicker's state persists across resets",

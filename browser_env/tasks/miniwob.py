@@ -78,7 +78,8 @@ _SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
     let rules = null;
     try { rules = sheet.cssRules; } catch (e) {}  // another origin's sheet: not readable
     for (const rule of rules || []) {
-      if (!(rule instanceof CSSFontFaceRule)) collect(rule.cssText, sheet.href || location.href);
+      if (rule instanceof CSSFontFaceRule || rule instanceof CSSImportRule) continue;  // not images
+      collect(rule.cssText, sheet.href || location.href);
     }
   }
   for (const el of document.body.querySelectorAll("*")) {
@@ -91,7 +92,7 @@ _SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
     const loaded = [...urls].map((url) => {
       const image = new Image();
       image.src = url;
-      return image.decode().then(() => seen.add(url), () => null);
+      return image.decode().then(() => seen.add(url), () => seen.add(url));  // a failed one: not again
     });
     const waited = Date.now() - t0;
     await Promise.race([Promise.all(loaded), new Promise((r) => setTimeout(r, Math.max(0, readyMs - waited)))]);
