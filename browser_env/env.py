@@ -85,11 +85,11 @@ def make_task(task: Task | str, **kwargs: Any) -> Task:
 class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
 
-    ``reset`` keeps the page when the task allows it (MiniWoB++ tasks: one
-    page for all episodes) and moves the mouse off it first, so that a hover
-    the last episode left does not show in the next (the task's setup clears
-    the rest: MiniWoB++'s blurs the focused field): the same seed gives the
-    same observation whatever came before.
+    ``reset`` keeps the page when the task allows it (MiniWoB++: one page for
+    all episodes, but a few tasks' widgets keep state, so those reload) and
+    moves the mouse off it first, so that a hover the last episode left does
+    not show in the next (MiniWoB++'s setup blurs the focused field): the same
+    seed gives the same observation whatever came before.
 
     Args:
         task: a Task or a name (``"miniwob.click-button"``, ``"open"``).

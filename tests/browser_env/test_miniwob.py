@@ -24,12 +24,26 @@ def click_target_button(env, obs):
 
 
 @contextlib.contextmanager
-def opened(task):
-    env = gym.make(f"browser_env/miniwob.{task}-v0")
+def opened(task, **task_kwargs):
+    env = gym.make(f"browser_env/miniwob.{task}-v0", task_kwargs=task_kwargs)
     try:
         yield env
     finally:
         env.close()
+
+
+def test_tasks_that_reload_each_episode_are_registered_deterministic():
+    from browser_env.registration import NONDETERMINISTIC
+    from browser_env.tasks.miniwob import RELOAD_EACH_EPISODE, MiniWoBTask
+
+    assert set(RELOAD_EACH_EPISODE) <= set(miniwob_task_names())
+    for name in RELOAD_EACH_EPISODE:
+        assert name not in NONDETERMINISTIC
+        assert not gym.spec(env_id(name)).nondeterministic
+        assert MiniWoBTask(name).reload_each_episode
+        assert not MiniWoBTask(name, reload_each_episode=False).reload_each_episode
+    assert not MiniWoBTask("click-test").reload_each_episode
+    assert MiniWoBTask("click-test", reload_each_episode=True).reload_each_episode
 
 
 def test_every_task_page_is_registered():
@@ -68,7 +82,8 @@ def test_same_seed_same_instance_and_elements(click_button):
 def test_a_hover_left_by_the_last_episode_does_not_show_after_reset():
     # click-menu-2's "Menu" button is highlighted while the mouse is over it:
     # the page is kept across resets, the mouse position with it unless moved off
-    with opened("click-menu-2") as env:
+    # (kept here: by default this task's page is loaded afresh, RELOAD_EACH_EPISODE)
+    with opened("click-menu-2", reload_each_episode=False) as env:
         first, _ = env.reset(seed=0)
         menu = next(e for e in first["elements"] if e["text"] == "Menu")
         hovered, *_ = env.step({"action": "CLICK", "element_id": menu["element_id"]})
@@ -80,7 +95,8 @@ def test_a_hover_left_by_the_last_episode_does_not_show_after_reset():
 def test_reset_waits_for_the_images_of_the_new_instance():
     # seed 0's query is text only and the menu's icons are hidden, so the jQuery UI
     # icon sprite is first fetched for seed 123's query, here over a slow network
-    with opened("click-menu-2") as env:
+    # (on a kept page: see the test above)
+    with opened("click-menu-2", reload_each_episode=False) as env:
         text_only, _ = env.reset(seed=0)
         assert "icon" not in text_only["goal"]
         cdp = env.unwrapped.page.context.new_cdp_session(env.unwrapped.page)

@@ -79,6 +79,30 @@ def test_seeded_clicks_replay_identically(task):
     assert _difference(first, fresh) is None, f"in a fresh env: {_difference(first, fresh)}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("reload_each_episode", [None, False])
+def test_a_task_whose_widgets_keep_state_reloads_its_page(reload_each_episode):
+    # click-menu-2's menu keeps its highlighted item across episodes on a kept
+    # page (miniwob.RELOAD_EACH_EPISODE): by default its page is loaded afresh
+    # at each reset and the replay is identical; kept, the same clicks differ
+    env = gym.make(
+        env_id("click-menu-2"),
+        disable_env_checker=True,
+        task_kwargs={"reload_each_episode": reload_each_episode},
+    )
+    try:
+        assert env.unwrapped.task.reload_each_episode is (reload_each_episode is None)
+        first = _episode(env, seed=100, clicks_seed=0)
+        _episode(env, seed=150, clicks_seed=50)
+        again = _episode(env, seed=100, clicks_seed=0)
+    finally:
+        env.close()
+    if reload_each_episode is None:
+        assert _difference(first, again) is None
+    else:
+        assert _difference(first, again) is not None
+
+
 def test_a_replay_that_differs_is_caught():
     # the comparison itself: a flipped pixel, a moved box, other text each count
     shot = np.zeros((4, 4, 3), dtype=np.uint8)
