@@ -43,7 +43,6 @@ NONDETERMINISTIC: dict[str, str] = {
     "click-pie": "variable RNG use and animated arcs",
     "click-pie-nodelay": "variable RNG use in arc generation",
     "terminal": "blinking cursor; today's date in the page",
-    "order-food": "menu items' positions differ between resets, in a fresh env too",
     "stock-market": "setInterval animation mutates the page",
     "chase-circle": "the target moves continuously (ours)",
     "simon-says": "the buttons to press flash on a wall-clock timer (ours)",

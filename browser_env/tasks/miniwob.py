@@ -98,17 +98,21 @@ _SETUP_JS = r"""async ({seed, mode, timer, maxTime, readyMs}) => {
     }
   }
   for (const el of document.body.querySelectorAll("*")) {
-    if (el.tagName === "IMG" && el.currentSrc) urls.add(el.currentSrc);
     const cs = getComputedStyle(el);
     collect(cs.backgroundImage + " " + cs.content, location.href);
   }
   for (const url of seen) urls.delete(url);
-  if (urls.size) {
+  // An <img> the instance just made may not have started loading (no currentSrc
+  // yet), and its box takes the image's size only once it has: wait for the
+  // element itself (order-food's rows were shorter in a first episode).
+  const pending = [...document.images].filter((img) => !img.complete);
+  if (urls.size || pending.length) {
     const loaded = [...urls].map((url) => {
       const image = new Image();
       image.src = url;
       return image.decode().then(() => seen.add(url), () => seen.add(url));  // a failed one: not again
     });
+    for (const img of pending) loaded.push(img.decode().catch(() => null));
     const waited = Date.now() - t0;
     await Promise.race([Promise.all(loaded), new Promise((r) => setTimeout(r, Math.max(0, readyMs - waited)))]);
   }

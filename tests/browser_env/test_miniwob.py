@@ -137,6 +137,18 @@ def test_the_first_episode_lists_elements_drawn_only_by_a_css_image():
     np.testing.assert_array_equal(first["screenshot"], again["screenshot"])
 
 
+def test_the_first_episode_waits_for_the_images_the_instance_makes():
+    # order-food's rows hold <img> elements the instance creates (no currentSrc yet
+    # when the setup looked); a row takes its image's height once it has loaded, so
+    # a first episode listed every row below the first 9 px higher than later ones
+    with opened("order-food") as env:
+        first, _ = env.reset(seed=100)
+        again, _ = env.reset(seed=100)
+    boxes = [(e["element_id"], e["bbox"].tolist()) for e in first["elements"]]
+    assert len(boxes) > 20
+    assert boxes == [(e["element_id"], e["bbox"].tolist()) for e in again["elements"]]
+
+
 def test_a_page_drawn_again_after_other_instances_looks_the_same():
     # jQuery UI tabs: with Chromium's partial raster, each redraw of the widget's
     # rounded corners came out one level off (6, then 11 pixels); BASE_ARGS turns it off
