@@ -195,7 +195,7 @@ class MiniWoBTask:
         # the START cover between episodes): jQuery UI dialogs and menus are
         # attached to <body>, outside the task's #wrap, and must stay visible.
         self.observation_root = None
-        self.observation_exclude = None if flight else HARNESS_SELECTOR
+        self.observation_exclude = HARNESS_SELECTOR
         path = f"flight/{name.split('.', 1)[1]}/wrapper.html" if flight else f"miniwob/{name}.html"
         self.url = serve_directory(miniwob_html_dir()) + path
 

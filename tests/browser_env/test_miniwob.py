@@ -268,8 +268,15 @@ def test_flight_task_loads_over_http():
         obs, _ = env.reset(seed=0)
         assert obs["url"].startswith("http://127.0.0.1:") and obs["goal"]
         assert len(obs["elements"]) > 3
+        env.step({"action": "FINISH"})  # an episode ends: the harness shows its reward
+        again, _ = env.reset(seed=0)
     finally:
         env.close()
+    # MiniWoB++'s harness (its reward display: last reward, episodes done) is not
+    # part of the observation, on the flight pages as on the others
+    for seen in (obs, again):
+        assert "Last reward" not in seen["text"] and "Episodes done" not in seen["text"]
+    assert again["text"] == obs["text"]
 
 
 def _check(env_id: str) -> None:
