@@ -28,6 +28,7 @@ import shutil
 import signal
 import threading
 import uuid
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 _LOCAL = threading.local()
+# each driver's process (driver_alive): the driver object -> psutil.Process
+_DRIVER_PROCESSES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 # Flags that keep a headless browser quiet on a closed network and fast to
 # capture: frame-rate limits and vsync otherwise pace screenshots to frames.
@@ -185,9 +188,7 @@ def kill_browser_processes(pid: int | None) -> int:
 def acquire_playwright() -> Playwright:
     """This thread's Playwright driver, started on first use; pair with :func:`release_playwright`."""
     if getattr(_LOCAL, "count", 0) == 0:
-        from playwright.sync_api import sync_playwright
-
-        _LOCAL.driver = sync_playwright().start()
+        _LOCAL.driver = _start_driver()
         _LOCAL.count = 0
     _LOCAL.count += 1
     return revive_playwright()
@@ -198,14 +199,43 @@ def current_playwright() -> Playwright | None:
     return getattr(_LOCAL, "driver", None) if getattr(_LOCAL, "count", 0) else None
 
 
+def _start_driver() -> Playwright:
+    """A new sync Playwright driver, its process noted for :func:`driver_alive`
+    (the one child process its start added; none noted if that is unclear, e.g.
+    another thread started one at the same time)."""
+    import psutil
+    from playwright.sync_api import sync_playwright
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    driver = sync_playwright().start()
+    added = [p for p in me.children() if p.pid not in before]
+    if len(added) == 1:
+        _DRIVER_PROCESSES[driver] = added[0]
+    return driver
+
+
 def driver_alive(playwright: Playwright | None) -> bool:
-    """False once the connection to this Playwright driver has ended (e.g. the
-    driver process was killed); every call through it would fail."""
+    """False once the connection to this Playwright driver has ended or its
+    process has died (e.g. was killed); every call through it would fail.
+
+    The process is checked too: the connection's end is noticed only when the
+    driver's event loop next runs (Chromium holds the pipe open a little longer)."""
     if playwright is None:
         return False
     # The sync API's dispatcher greenlet runs until the driver's pipe closes.
     fiber = getattr(playwright, "_dispatcher_fiber", None)
-    return fiber is None or not fiber.dead
+    if fiber is not None and fiber.dead:
+        return False
+    process = _DRIVER_PROCESSES.get(playwright)
+    if process is None:
+        return True
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def revive_playwright() -> Playwright:
@@ -214,8 +244,6 @@ def revive_playwright() -> Playwright:
     if getattr(_LOCAL, "count", 0) == 0:
         raise RuntimeError("revive_playwright() needs a driver acquired in this thread")
     if not driver_alive(_LOCAL.driver):
-        from playwright.sync_api import sync_playwright
-
         dead, _LOCAL.driver = _LOCAL.driver, None
         loop = getattr(dead, "_loop", None)
         if loop is not None and not loop.is_closed():
@@ -224,7 +252,7 @@ def revive_playwright() -> Playwright:
             dead.stop()
         except Exception:  # noqa: BLE001 - the pipe is already gone
             pass
-        _LOCAL.driver = sync_playwright().start()
+        _LOCAL.driver = _start_driver()
     return _LOCAL.driver
 
 

@@ -57,7 +57,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
-from browser_env.browser import BrowserConfig, acquire_playwright, launch, release_playwright
+from browser_env.browser import (
+    BrowserConfig,
+    acquire_playwright,
+    driver_alive,
+    launch_browser,
+    release_playwright,
+    revive_playwright,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -77,8 +84,10 @@ class SharedBrowser:
     """One Chromium that several :class:`~browser_env.env.BrowserEnv` open contexts in.
 
     Pass it as ``BrowserEnv(browser=shared)``: calling it returns the live
-    browser, launching it on first use and again after it died (``relaunches``
-    counts those). It holds a reference on this thread's Playwright driver
+    browser, launching it on first use and again after it or its Playwright
+    driver died (``relaunches`` counts those; a dead driver is replaced). Call it
+    once before resetting its envs concurrently (:func:`run_concurrently`): a
+    call made while another is launching raises rather than launch a second. It holds a reference on this thread's Playwright driver
     until :meth:`close` (safe twice; closes the browser, so close the envs
     first). Use it on the thread that created it.
     """
@@ -90,6 +99,8 @@ class SharedBrowser:
         self._playwright: Any = None
         self._browser: Browser | None = None
         self._closed = False
+        self._launching = False
+        self._pid: int | None = None
 
     def __call__(self) -> Browser:
         if self._closed:
@@ -98,14 +109,39 @@ class SharedBrowser:
             raise RuntimeError(
                 "a SharedBrowser is bound to the thread that created it (Playwright's sync API)"
             )
-        if self._browser is not None and not self._browser.is_connected():
+        if self._browser is not None and not self._alive():
             self._browser = None
             self.relaunches += 1
         if self._browser is None:
-            if self._playwright is None:
-                self._playwright = acquire_playwright()
-            self._browser = launch(self._playwright, self.config)
+            if self._launching:  # another greenlet of run_concurrently is launching
+                raise RuntimeError(
+                    "the shared browser is being launched by a concurrent call: "
+                    "call the SharedBrowser once before resetting its envs concurrently"
+                )
+            self._launching = True
+            try:
+                self._playwright = (
+                    acquire_playwright() if self._playwright is None else revive_playwright()
+                )
+                self._browser, self._pid = launch_browser(self._playwright, self.config)
+            finally:
+                self._launching = False
         return self._browser
+
+    def _alive(self) -> bool:
+        """Whether the browser still runs: its driver too (a dead driver takes its
+        browsers down), and its main process, which is checked because Playwright
+        notes a disconnection only when its event loop next runs."""
+        if not (driver_alive(self._playwright) and self._browser.is_connected()):
+            return False
+        if self._pid is None:
+            return True
+        import psutil
+
+        try:
+            return psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     @property
     def playwright(self) -> Any:

@@ -98,7 +98,8 @@ class VectorRunner:
         for env_id, pending in groups.items():
             n = min(self.workers, len(pending))
             vec = self._vec(env_id, n)
-            for result in _play(vec.envs[:n], self.forks[:n], self.agent, pending, self.spec):
+            play = _play(vec.envs[:n], self.forks[:n], self.agent, pending, self.spec, self._shared)
+            for result in play:
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
@@ -118,8 +119,20 @@ class VectorRunner:
                 shared.close()
 
 
-def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, spec: RolloutSpec):
-    """Yield each episode's result as it ends, refilling the sub-env with the next job."""
+def _play(
+    envs: Sequence[Any],
+    forks: Sequence[Any],
+    leader: Any,
+    pending: Any,
+    spec: RolloutSpec,
+    browser: Callable[[], Any],
+):
+    """Yield each episode's result as it ends, refilling the sub-env with the next job.
+
+    ``browser`` (the envs' :class:`~browser_env.vector.SharedBrowser`) is called
+    before each concurrent round of resets, so a browser or driver that died is
+    replaced once, not by every sub-env at the same time.
+    """
     slots: list[Episode | None] = [None] * len(envs)
     deadlines: list[float] = [float("inf")] * len(envs)
 
@@ -127,6 +140,8 @@ def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, 
         slots[i] = None
         if pending:
             job = pending.popleft()
+            timeout = spec.episode_timeout_s  # counted from before reset, as runner=local does
+            deadlines[i] = float("inf") if timeout is None else time.monotonic() + timeout
             slots[i] = Episode(
                 envs[i],
                 forks[i],
@@ -136,10 +151,10 @@ def _play(envs: Sequence[Any], forks: Sequence[Any], leader: Any, pending: Any, 
                 agent_seed=job.agent_seed,
                 keep_samples=spec.keep_samples,
             )
-            timeout = spec.episode_timeout_s
-            deadlines[i] = float("inf") if timeout is None else time.monotonic() + timeout
 
     def start_all(indices: Sequence[int]) -> None:
+        if indices and pending:
+            browser()
         run_concurrently([functools.partial(start, i) for i in indices])
 
     start_all(range(len(envs)))

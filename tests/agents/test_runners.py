@@ -65,3 +65,50 @@ def test_bad_runner_arguments():
         run_rollouts([], SPEC, agent=RandomAgent(), workers=0)
     with pytest.raises(ValueError, match="runner=ray only"):
         run_rollouts([], SPEC, agent=RandomAgent(), runner="vector", envs_per_worker=2)
+
+
+def _browsers():
+    """This process's Chromium main processes (tagged at launch; not zombies)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            line = proc.cmdline()
+            alive = proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            continue
+        tagged = any(a.startswith("--browser-env-id=") for a in line)
+        if alive and tagged and not any(a.startswith("--type=") for a in line):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize("victim", ["browser", "driver"])
+def test_vector_runner_relaunches_a_dead_browser_once(victim):
+    # the sub-envs reset concurrently: each used to find the browser gone and
+    # launch one of its own (N browsers, N-1 of them left running)
+    import psutil
+
+    from agents.runners.vector import VectorRunner
+
+    jobs = [Job("browser_env/miniwob.click-test-v0", s) for s in (0, 1, 2)]
+    runner = VectorRunner(SPEC, ScriptedExpert(), workers=3, keep_envs=True)
+    try:
+        assert all(r.success for r in runner.run(jobs))
+        [browser] = _browsers()
+        if victim == "browser":  # what the OOM killer does
+            browser.kill()
+            browser.wait(10)
+        else:
+            [driver] = [p for p in psutil.Process().children() if "node" in p.name().lower()]
+            driver.kill()
+            driver.wait(10)
+        again = runner.run(jobs)
+        assert [r.status for r in again] == ["ok"] * 3 and all(r.success for r in again)
+        assert runner._shared.relaunches == 1
+        [relaunched] = _browsers()
+        assert relaunched.pid != browser.pid
+    finally:
+        runner.close()
+    assert _browsers() == []

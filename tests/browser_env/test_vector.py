@@ -147,3 +147,28 @@ def test_same_step_autoreset_render_and_an_external_browser():
         assert (
             shared.browser is not None and shared.browser.is_connected()
         )  # not the vec's to close
+
+
+@pytest.mark.parametrize("victim", ["browser", "driver"])
+def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(victim):
+    import psutil
+
+    vec = gym.make_vec("browser_env/miniwob.click-test-v0", num_envs=3, modalities=TEXT_ONLY)
+    try:
+        vec.reset(seed=0)
+        old = _page(vec, 0).context.browser
+        if victim == "browser":
+            pid = vec.browser._pid
+            victim_proc = psutil.Process(pid)
+        else:
+            [victim_proc] = [p for p in psutil.Process().children() if "node" in p.name().lower()]
+        victim_proc.kill()
+        victim_proc.wait(10)
+        obs, _ = vec.reset(seed=0)  # the sub-envs reset concurrently on one new browser
+        pages = [_page(vec, i) for i in range(3)]
+        assert len({id(p.context.browser) for p in pages}) == 1
+        assert pages[0].context.browser is not old and vec.browser.relaunches == 1
+        _, reward, terminated, _, _ = vec.step((CLICK, CLICK, CLICK))
+        assert reward.tolist() == [1.0, 1.0, 1.0] and terminated.all()
+    finally:
+        vec.close()
