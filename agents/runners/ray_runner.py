@@ -18,7 +18,11 @@ collects the episodes as each call finishes (``on_result``).
   returns it with ``status="timeout"``; an actor stuck inside one call longer
   than the timeout plus ``kill_grace_s`` is killed (its Playwright driver
   takes its browser down with it) and recreated, and its episodes recorded
-  as timeouts.
+  as timeouts. That clock starts once the actor is up (scheduled, its agent
+  built, the agent calls replayed), not when its jobs were handed over.
+* An exception a job's episode raises (one ``runner=local`` would raise)
+  records the actor's jobs with ``status="error"`` and the exception's own
+  type and message, and the run goes on.
 * At the end every actor closes its envs (and browser) and agent, and only
   then is killed.
 
@@ -107,29 +111,50 @@ class RayRunner:
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
         # what call_agents did, by key, in order: replayed on recreated actors
         self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
-        self.actors: list[Any] = [self._new_actor() for _ in range(workers)]
+        # actor index -> a call that returns once the actor is up (see run's hard limit)
+        self._starting: dict[int, Any] = {}
+        self.actors: list[Any] = []
+        for index in range(workers):
+            self.actors.append(None)
+            self._start(index)
 
-    def _new_actor(self) -> Any:
+    def _start(self, index: int) -> None:
         actor = self._actor_cls.remote(self.make_agent, self.spec, self.envs_per_worker)
         for fn in self._agent_calls.values():
             actor.call_agent.remote(fn)  # in order, before any play (actor calls are FIFO)
-        return actor
+        self.actors[index] = actor
+        self._starting[index] = actor.pid.remote()  # returns after __init__ and the calls
 
     def _replace(self, index: int) -> None:
         import ray
 
         ray.kill(self.actors[index], no_restart=True)
-        self.actors[index] = self._new_actor()
+        self._start(index)
+
+    def _up(self, index: int) -> bool:
+        """Whether actor ``index`` has started (or failed to: its play says so)."""
+        import ray
+
+        starting = self._starting.get(index)
+        if starting is not None and ray.wait([starting], timeout=0)[0]:
+            del self._starting[index]
+        return index not in self._starting
 
     def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
         """``fn(agent)`` in every actor, and in every actor made later; a later
         call with the same ``key`` replaces this one there (e.g. the latest
-        adapter replaces the previous)."""
+        adapter replaces the previous). An actor that died meanwhile is
+        recreated (and gets every call, this one included)."""
         import ray
 
         self._agent_calls.pop(key if key is not None else object(), None)
         self._agent_calls[key if key is not None else object()] = fn
-        ray.get([actor.call_agent.remote(fn) for actor in self.actors])
+        calls = [actor.call_agent.remote(fn) for actor in self.actors]
+        for index, call in enumerate(calls):
+            try:
+                ray.get(call)
+            except ray.exceptions.RayActorError:
+                self._replace(index)
 
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
@@ -177,8 +202,10 @@ class RayRunner:
                         else:
                             finish(failed_result(job, "error", f"worker died twice: {exc}", 1))
                 except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)  # what the actor raised
+                    error = str(exc) if cause is None else f"{type(cause).__name__}: {cause}"
                     for job, attempt in batch:
-                        finish(failed_result(job, "error", str(exc).splitlines()[0], attempt))
+                        finish(failed_result(job, "error", error, attempt))
                 else:
                     for result, (_, attempt) in zip(played, _by_result(batch, played), strict=True):
                         result.retries = attempt
@@ -187,7 +214,9 @@ class RayRunner:
             if hard_limit is not None:
                 now = time.monotonic()
                 for ref, (index, batch, began) in list(running.items()):
-                    if now - began > hard_limit:
+                    if not self._up(index):  # its clock starts once it is up
+                        running[ref] = (index, batch, now)
+                    elif now - began > hard_limit:
                         del running[ref]
                         self._replace(index)
                         error = f"no result within {hard_limit:.0f} s: the worker was killed"
@@ -207,6 +236,7 @@ class RayRunner:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        self._starting.clear()
         if self._started:
             ray.shutdown()
 

@@ -137,6 +137,45 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(ray_cluster):
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    def slow_expert():
+        import time
+
+        from agents.experts.expert import ScriptedExpert
+
+        time.sleep(8)  # a model that takes longer to load than the hard limit below
+        return ScriptedExpert()
+
+    spec = RolloutSpec(
+        env_kwargs=SPEC.env_kwargs, max_steps=5, episode_timeout_s=5.0, kill_grace_s=1.0
+    )
+    runner = RayRunner(spec, slow_expert, workers=1)
+    try:
+        [played] = runner.run([Job("browser_env/miniwob.click-test-v0", 0)])
+        assert (played.status, played.success, played.retries) == ("ok", True, 0)
+        # an exception the episode raises is recorded with its own type and message
+        bad = Job("browser_env/miniwob.click-test-v0", 1, options={"url": "file:///etc/passwd"})
+        [failed] = runner.run([bad])
+        assert failed.status == "error" and failed.error.startswith("ValueError: ")
+        assert "file" in failed.error and "ray::" not in failed.error
+        # an actor that died while idle is recreated by the next call_agents
+        ray.kill(runner.actors[0], no_restart=True)
+        runner.call_agents(lambda agent: setattr(agent, "marked", True), key="mark")
+        [again] = runner.run([Job("browser_env/miniwob.click-test-v0", 0)])
+        assert again.status == "ok" and again.success
+
+        def marked(agent):
+            assert agent.marked
+
+        ray.get(runner.actors[0].call_agent.remote(marked))  # the recreated actor's agent
+    finally:
+        runner.close()
+
+
 def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluster):
     import gymnasium as gym
     import psutil
