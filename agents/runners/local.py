@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult, rollout
-from agents.runners import Job, RolloutSpec, by_env_id
+from agents.runners import Job, RolloutSpec, by_env_id, close_all
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -65,8 +65,7 @@ class LocalRunner:
 
     def close_envs(self) -> None:
         envs, self.envs = list(self.envs.values()), {}
-        for env in reversed(envs):
-            env.close()
+        close_all(envs)
 
     def close(self) -> None:
         self.close_envs()

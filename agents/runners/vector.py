@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id
+from agents.runners import Job, RolloutSpec, by_env_id, close_all
 from browser_env.concurrent import run_concurrently
 
 if TYPE_CHECKING:
@@ -107,8 +107,7 @@ class VectorRunner:
 
     def close_envs(self) -> None:
         vecs, self.vecs = list(self.vecs.values()), {}
-        for vec in reversed(vecs):
-            vec.close()
+        close_all(vecs)
 
     def close(self) -> None:
         try:

@@ -161,6 +161,7 @@ class EpisodeWriter:
             else None
         )
         self._pending: list[Future[None]] = []
+        self._failed: BaseException | None = None  # a background write that failed
         self._write_episode_json()
         self._steps_fh = open(self.path / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
 
@@ -173,21 +174,26 @@ class EpisodeWriter:
         self._pending.append(self._worker.submit(work, *args))
 
     def _raise_failed(self) -> None:
-        """Re-raise the first background failure; forget the writes that are done."""
-        still = []
-        for future in self._pending:
-            if not future.done():
-                still.append(future)
-            elif future.exception() is not None:
-                self._pending = still
-                raise future.exception()  # type: ignore[misc]
-        self._pending = still
+        """Re-raise the first background failure; forget the writes that are done.
+        A failure is raised once, and remembered: the episode is not complete."""
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        failed = next((f.exception() for f in done if f.exception() is not None), None)
+        if failed is not None:
+            self._failed = self._failed or failed
+            raise failed
 
     def flush(self) -> None:
-        """Wait until every queued write is on disk (a no-op when not in the background)."""
-        for future in list(self._pending):
-            future.result()
-        self._pending = []
+        """Wait until every queued write is on disk (a no-op when not in the background);
+        then raise the first that failed, if any."""
+        pending, self._pending = self._pending, []
+        failed = None
+        for future in pending:
+            exc = future.exception()
+            failed = failed or exc
+        if failed is not None:
+            self._failed = self._failed or failed
+            raise failed
 
     # --- writing ----------------------------------------------------------------
     @property
@@ -331,14 +337,25 @@ class EpisodeWriter:
             for key, total in self._timing_sums.items():
                 timings[f"mean_{key}"] = total / self._steps
         self._file.timings = timings
-        self._file.complete = complete
-        self._write_episode_json()
-        self._submit(self._steps_fh.close)
-        if self._worker is not None:
-            try:
+        try:
+            failed = None
+            if self._worker is not None:  # the steps' writes first: did every one land?
+                try:
+                    self.flush()
+                except Exception as exc:  # noqa: BLE001 - raised below, after episode.json
+                    failed = exc
+            self._file.complete = complete and self._failed is None
+            self._write_episode_json()
+            self._submit(self._steps_fh.close)
+            if self._worker is not None:
                 self.flush()
-            finally:
+            if failed is not None:
+                raise failed
+        finally:
+            if self._worker is not None:
                 self._worker.shutdown(wait=True)
+            if not self._steps_fh.closed:
+                self._steps_fh.close()
 
     def _write_episode_json(self) -> None:
         # Serialised now (the meta may change later), written in order after the queued steps.

@@ -112,3 +112,24 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
     finally:
         runner.close()
     assert _browsers() == []
+
+
+def test_close_all_closes_every_env_when_one_raises():
+    # a recorder's failed background write raises from close(): the envs after it
+    # (their browsers) must still be closed
+    from agents.runners import close_all
+
+    closed = []
+
+    class Env:
+        def __init__(self, name, fails=False):
+            self.name, self.fails = name, fails
+
+        def close(self):
+            closed.append(self.name)
+            if self.fails:
+                raise OSError(f"{self.name}: disk full")
+
+    with pytest.raises(OSError, match="b: disk full"):
+        close_all([Env("a", fails=True), Env("b", fails=True), Env("c")])
+    assert closed == ["c", "b", "a"]  # last first, every one, the first failure raised

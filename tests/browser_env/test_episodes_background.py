@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def test_record_episode_writes_in_the_background_and_flushes_on_end(tmp_path):
     env.close()
 
 
+def _complete(path: Path) -> bool:
+    return json.loads((path / "episode.json").read_text())["complete"]
+
+
 def test_a_failed_background_write_is_raised(tmp_path):
     meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
     writer = EpisodeWriter(tmp_path, meta, background=True)
@@ -68,6 +73,27 @@ def test_a_failed_background_write_is_raised(tmp_path):
     writer.write_step(obs, info["action"], r, te, tr, info)
     with pytest.raises(OSError):
         writer.close()
+    # the episode is not complete (a screenshot is missing), and the writer's
+    # thread and steps file are closed
+    assert _complete(tmp_path / "ep") is False
+    assert writer._worker._shutdown and writer._steps_fh.closed
+
+
+def test_an_episode_whose_write_failed_is_never_marked_complete(tmp_path):
+    # the failure is raised by the next write_step; closing afterwards (as a reset
+    # or close of RecordEpisode does) must not write ``complete: true``
+    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
+    writer = EpisodeWriter(tmp_path, meta, background=True)
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=0)
+    nobs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
+    (tmp_path / "ep" / "screenshots").write_text("not a directory")
+    writer.write_step(obs, info["action"], r, te, tr, info)
+    writer._worker.submit(lambda: None).result()  # the failed write is done
+    with pytest.raises(OSError):
+        writer.write_step(nobs, info["action"], r, te, tr, info)
+    writer.close()
+    assert _complete(tmp_path / "ep") is False
 
 
 _CRASHER = textwrap.dedent(
