@@ -63,7 +63,9 @@ def _complete(path: Path) -> bool:
     return json.loads((path / "episode.json").read_text())["complete"]
 
 
-def test_a_failed_background_write_is_raised(tmp_path):
+def _a_step_whose_screenshot_cannot_be_written(tmp_path):
+    """A background writer with one step queued whose screenshot write fails; the
+    next step's arguments."""
     meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
     writer = EpisodeWriter(tmp_path, meta, background=True)
     env = FakeBrowserEnv()
@@ -71,6 +73,11 @@ def test_a_failed_background_write_is_raised(tmp_path):
     nobs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
     (tmp_path / "ep" / "screenshots").write_text("not a directory")
     writer.write_step(obs, info["action"], r, te, tr, info)
+    return writer, (nobs, info["action"], r, te, tr, info)
+
+
+def test_a_failed_background_write_is_raised(tmp_path):
+    writer, _ = _a_step_whose_screenshot_cannot_be_written(tmp_path)
     with pytest.raises(OSError):
         writer.close()
     # the episode is not complete (a screenshot is missing), and the writer's
@@ -82,16 +89,10 @@ def test_a_failed_background_write_is_raised(tmp_path):
 def test_an_episode_whose_write_failed_is_never_marked_complete(tmp_path):
     # the failure is raised by the next write_step; closing afterwards (as a reset
     # or close of RecordEpisode does) must not write ``complete: true``
-    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
-    writer = EpisodeWriter(tmp_path, meta, background=True)
-    env = FakeBrowserEnv()
-    obs, _ = env.reset(seed=0)
-    nobs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
-    (tmp_path / "ep" / "screenshots").write_text("not a directory")
-    writer.write_step(obs, info["action"], r, te, tr, info)
+    writer, next_step = _a_step_whose_screenshot_cannot_be_written(tmp_path)
     writer._worker.submit(lambda: None).result()  # the failed write is done
     with pytest.raises(OSError):
-        writer.write_step(nobs, info["action"], r, te, tr, info)
+        writer.write_step(*next_step)
     writer.close()
     assert _complete(tmp_path / "ep") is False
 
