@@ -201,15 +201,21 @@ def current_playwright() -> Playwright | None:
 
 def _start_driver() -> Playwright:
     """A new sync Playwright driver, its process noted for :func:`driver_alive`
-    (the one child process its start added; none noted if that is unclear, e.g.
-    another thread started one at the same time)."""
+    (the one ``run-driver`` child process its start added; none noted if that
+    is unclear, e.g. another thread started one at the same time)."""
     import psutil
     from playwright.sync_api import sync_playwright
 
     me = psutil.Process()
     before = {p.pid for p in me.children()}
     driver = sync_playwright().start()
-    added = [p for p in me.children() if p.pid not in before]
+    added = []
+    for proc in me.children():
+        try:
+            if proc.pid not in before and "run-driver" in proc.cmdline():
+                added.append(proc)
+        except psutil.Error:
+            continue
     if len(added) == 1:
         _DRIVER_PROCESSES[driver] = added[0]
     return driver
