@@ -61,6 +61,7 @@ from browser_env.browser import (
     BrowserConfig,
     acquire_playwright,
     driver_alive,
+    kill_browser_processes,
     launch_browser,
     release_playwright,
     revive_playwright,
@@ -85,11 +86,13 @@ class SharedBrowser:
 
     Pass it as ``BrowserEnv(browser=shared)``: calling it returns the live
     browser, launching it on first use and again after it or its Playwright
-    driver died (``relaunches`` counts those; a dead driver is replaced). Call it
-    once before resetting its envs concurrently (:func:`run_concurrently`): a
-    call made while another is launching raises rather than launch a second. It holds a reference on this thread's Playwright driver
-    until :meth:`close` (safe twice; closes the browser, so close the envs
-    first). Use it on the thread that created it.
+    driver died (``relaunches`` counts those; a dead driver is replaced, what
+    is left of a dead browser's processes killed). Call it once before
+    resetting its envs concurrently (:func:`run_concurrently`): a call made
+    while another is launching raises rather than launch a second. It holds a
+    reference on this thread's Playwright driver until :meth:`close` (safe
+    twice; closes the browser, so close the envs first). Use it on the thread
+    that created it.
     """
 
     def __init__(self, config: BrowserConfig | None = None) -> None:
@@ -110,6 +113,7 @@ class SharedBrowser:
                 "a SharedBrowser is bound to the thread that created it (Playwright's sync API)"
             )
         if self._browser is not None and not self._alive():
+            kill_browser_processes(self._pid)  # renderers a killed browser left, say
             self._browser = None
             self.relaunches += 1
         if self._browser is None:

@@ -109,9 +109,31 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
         assert runner._shared.relaunches == 1
         [relaunched] = _browsers()
         assert relaunched.pid != browser.pid
+        assert _left_of(browser.pid) == []  # its renderers etc. went with it
     finally:
         runner.close()
     assert _browsers() == []
+
+
+def _left_of(pid, within_s=10.0):
+    """The live processes of the browser whose main process (its group's leader) was ``pid``."""
+    import os
+    import time
+
+    import psutil
+
+    end = time.monotonic() + within_s
+    while True:
+        left = []
+        for proc in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                    left.append(proc.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.2)
 
 
 def test_close_all_closes_every_env_when_one_raises():
