@@ -295,7 +295,9 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             return super().step(actions)
         mode = AutoresetMode(self.autoreset_mode)
         if mode is AutoresetMode.DISABLED and self._autoreset_envs.any():
-            return super().step(actions)  # Gymnasium refuses it; no sub-env is touched
+            # Gymnasium's own: it steps the sub-envs before the first that needs a
+            # reset, then fails its assertion
+            return super().step(actions)
         per_env = list(iterate(self.action_space, actions))
 
         def one(i: int) -> list[tuple[str, Any]]:
