@@ -19,28 +19,15 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.soak import _write_json
+from browser_env.browser import process_group
 
 __all__ = ["kill_rounds", "main"]
-
-
-def _live_group(pgid: int) -> list[int]:
-    import psutil
-
-    out = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return out
 
 
 def _chromium_descendants() -> list[int]:
@@ -104,7 +91,7 @@ def kill_rounds(
         env.close()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        leftover = sorted({pid for g in killed_groups for pid in _live_group(g)})
+        leftover = sorted({pid for g in killed_groups for pid in (p.pid for p in process_group(g))})
         stray = _chromium_descendants()
         if not leftover and not stray:
             break

@@ -44,6 +44,8 @@ __all__ = [
     "kill_browser_processes",
     "launch",
     "launch_browser",
+    "process_group",
+    "process_running",
     "release_playwright",
     "revive_playwright",
 ]
@@ -160,6 +162,35 @@ def _find_tagged_process(tag: str) -> int | None:
     return None
 
 
+def process_group(pgid: int) -> list[Any]:
+    """The live (not zombie) processes of process group ``pgid`` (``psutil.Process``
+    objects, their ``info`` holding ``name`` and ``status``): what is left of the
+    browser whose main process was ``pgid``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def process_running(process: Any) -> bool:
+    """Whether ``process`` (a ``psutil.Process`` or a pid) still runs: it exists,
+    is the same process (not a reused pid) and is not a zombie."""
+    import psutil
+
+    try:
+        if not isinstance(process, psutil.Process):
+            process = psutil.Process(process)
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def kill_browser_processes(pid: int | None) -> int:
     """SIGKILL what is left of the browser whose main process was ``pid``: every
     live Chromium process of its process group. Returns how many were signalled.
@@ -169,18 +200,14 @@ def kill_browser_processes(pid: int | None) -> int:
     """
     if pid is None:
         return 0
-    import psutil
-
     killed = 0
-    for proc in psutil.process_iter(["name", "status"]):
+    for proc in process_group(pid):
+        if "chrom" not in (proc.info["name"] or "").lower():
+            continue
         try:
-            if os.getpgid(proc.pid) != pid or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if "chrom" not in (proc.info["name"] or "").lower():
-                continue
             os.kill(proc.pid, signal.SIGKILL)
             killed += 1
-        except (ProcessLookupError, PermissionError, psutil.Error):
+        except (ProcessLookupError, PermissionError):
             continue
     return killed
 
@@ -234,14 +261,7 @@ def driver_alive(playwright: Playwright | None) -> bool:
     if fiber is not None and fiber.dead:
         return False
     process = _DRIVER_PROCESSES.get(playwright)
-    if process is None:
-        return True
-    import psutil
-
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return process is None or process_running(process)
 
 
 def revive_playwright() -> Playwright:

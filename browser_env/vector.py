@@ -63,6 +63,7 @@ from browser_env.browser import (
     driver_alive,
     kill_browser_processes,
     launch_browser,
+    process_running,
     release_playwright,
     revive_playwright,
 )
@@ -138,14 +139,7 @@ class SharedBrowser:
         notes a disconnection only when its event loop next runs."""
         if not (driver_alive(self._playwright) and self._browser.is_connected()):
             return False
-        if self._pid is None:
-            return True
-        import psutil
-
-        try:
-            return psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return self._pid is None or process_running(self._pid)
 
     @property
     def playwright(self) -> Any:

@@ -117,20 +117,13 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
 
 def _left_of(pid, within_s=10.0):
     """The live processes of the browser whose main process (its group's leader) was ``pid``."""
-    import os
     import time
 
-    import psutil
+    from browser_env.browser import process_group
 
     end = time.monotonic() + within_s
     while True:
-        left = []
-        for proc in psutil.process_iter(["status"]):
-            try:
-                if os.getpgid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                    left.append(proc.pid)
-            except (ProcessLookupError, psutil.Error):
-                continue
+        left = [proc.pid for proc in process_group(pid)]
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.2)

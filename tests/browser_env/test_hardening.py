@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from browser_env.browser import driver_alive
+from browser_env.browser import driver_alive, process_group
 from browser_env.env import BrowserEnv
 from browser_env.policy import UrlPolicy
 
@@ -25,14 +25,7 @@ FAST = {"step_timeout_ms": 3_000, "navigation_timeout_ms": 2_000, "popup_timeout
 
 def chromium_of(pid):
     """The live (non-zombie) processes of the browser whose main process is ``pid``."""
-    out = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return out
+    return [proc.pid for proc in process_group(pid)]
 
 
 @pytest.fixture(scope="module")
