@@ -113,9 +113,8 @@ class RayRunner:
         self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
         # actor index -> a call that returns once the actor is up (see run's hard limit)
         self._starting: dict[int, Any] = {}
-        self.actors: list[Any] = []
+        self.actors: list[Any] = [None] * workers
         for index in range(workers):
-            self.actors.append(None)
             self._start(index)
 
     def _start(self, index: int) -> None:
