@@ -227,7 +227,7 @@ def run(
             loss, s = grpo_token_loss(
                 logps,
                 logps.detach(),
-                torch.tensor([adv]),
+                torch.tensor([adv], device=logps.device),
                 mask,
                 epsilon=cfg.epsilon,
                 ref_logps=ref,

@@ -318,27 +318,3 @@ class TestAdapter:
             assert backend.adapter == str(other)
         finally:
             backend.close()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(
-    not (is_available("torch") and __import__("torch").cuda.is_available()),
-    reason="needs a CUDA device",
-)
-def test_cuda_generation_matches_cpu():
-    import torch
-
-    cpu = _backend()
-    from agents.backends.transformers import TransformersBackend
-
-    gpu = TransformersBackend(tiny_path("text"), device="cuda", dtype="float32")
-    try:
-        assert gpu.model.device.type == "cuda"
-        assert gpu.dtype == torch.float32
-        sampling = SamplingParams(max_new_tokens=8)
-        assert gpu.generate(MESSAGES, sampling=sampling).token_ids == (
-            cpu.generate(MESSAGES, sampling=sampling).token_ids
-        )
-    finally:
-        gpu.close()
-        cpu.close()

@@ -75,9 +75,9 @@ def _train(tmp_path, play_fn, **overrides):
     return out, run(config, play_fn=play_fn)
 
 
-def _rewarded_completion_rises(tmp_path):
+def _rewarded_completion_rises(tmp_path, **overrides):
     seen = []
-    out, result = _train(tmp_path, _group_play(seen))
+    out, result = _train(tmp_path, _group_play(seen), **overrides)
     (win_0, win_1), (lose_0, lose_1) = _completion_logps(out, [WIN, LOSE])
     return seen, result, win_1 - win_0, lose_1 - lose_0
 
@@ -95,6 +95,16 @@ def test_grpo_raises_the_rewarded_completions_log_prob(tmp_path):
     assert row["reward_mean"] == pytest.approx(0.5) and row["num_samples"] == 4
     meta = json.loads((tmp_path / "grpo" / "training.json").read_text())
     assert meta["hyperparameters"]["lora_r"] == 8 and meta["hyperparameters"]["reward"] == "success"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_grpo_learns_on_cuda(tmp_path):
+    """Trained on CUDA (with a KL term, so the reference's path runs there too),
+    scored on CPU: the adapter moves between devices."""
+    _, result, win, lose = _rewarded_completion_rises(tmp_path, device="cuda", beta=0.01)
+    assert win > 0.05 and lose < -0.05, (win, lose)
+    assert all(row["kl"] >= 0 for row in result["history"]) and result["history"][-1]["kl"] > 0
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 FAST = {"wandb": False, "progress": False, "save_steps": 0}
 
 
-def _scores(adapter, samples, ids_of):
+def _scores(adapter, samples, ids_of, device="cpu"):
     """Per sample: (teacher-student KL along the target tokens, log p(target)).
 
     The student is the tiny model with ``adapter`` on the student prompt; the
@@ -30,7 +30,7 @@ def _scores(adapter, samples, ids_of):
     from learners.losses import token_kl
     from learners.trainable import completion_logits
 
-    backend = TransformersBackend("tiny", device="cpu", dtype="float32")
+    backend = TransformersBackend("tiny", device=device, dtype="float32")
     if adapter is not None:
         backend.model = peft.PeftModel.from_pretrained(backend.model, str(adapter))
     backend.model.eval()
@@ -44,7 +44,8 @@ def _scores(adapter, samples, ids_of):
                     teacher = completion_logits(backend, sample.teacher_messages, [], ids)
             else:
                 teacher = completion_logits(backend, sample.teacher_messages, [], ids)
-            logp = torch.log_softmax(student.float(), -1).gather(-1, torch.tensor(ids)[:, None])
+            target = torch.tensor(ids, device=student.device)[:, None]
+            logp = torch.log_softmax(student.float(), -1).gather(-1, target)
             out.append((float(token_kl(student, teacher).mean()), float(logp.sum())))
     backend.close()
     return out
@@ -79,11 +80,12 @@ def _sdft(tmp_path, episodes_dir, **overrides):
     return out
 
 
-def _kl_ratio(tmp_path, episodes_dir):
-    """Mean teacher-student KL along the demonstrated actions, after / before."""
+def _kl_ratio(tmp_path, episodes_dir, device="cpu"):
+    """Mean teacher-student KL along the demonstrated actions, after / before
+    (training and scoring on ``device``)."""
     samples = _samples(episodes_dir)
-    before = _scores(None, samples, _target_ids)
-    after = _scores(_sdft(tmp_path, episodes_dir), samples, _target_ids)
+    before = _scores(None, samples, _target_ids, device)
+    after = _scores(_sdft(tmp_path, episodes_dir, device=device), samples, _target_ids, device)
     return sum(a[0] for a in after) / sum(b[0] for b in before)
 
 
@@ -99,11 +101,12 @@ def test_sdft_with_a_flipped_loss_sign_fails_the_kl_check(tmp_path, episodes_dir
     assert _kl_ratio(tmp_path, episodes_dir) > 1.5
 
 
-def test_sft_raises_the_targets_log_prob(tmp_path, episodes_dir):
+def _sft_log_probs(tmp_path, episodes_dir, device="cpu"):
+    """Each demonstration's log p(target), before and after SFT on ``device``."""
     from learners.sft import run
 
     samples = _samples(episodes_dir)
-    before = _scores(None, samples, _target_ids)
+    before = _scores(None, samples, _target_ids, device)
     out = tmp_path / "sft"
     run(
         {
@@ -113,10 +116,23 @@ def test_sft_raises_the_targets_log_prob(tmp_path, episodes_dir):
             "max_steps": 4,
             "learning_rate": 1e-2,
             "lora_dropout": 0.0,
+            "device": device,
         }
     )
-    after = _scores(out, samples, _target_ids)
+    return before, _scores(out, samples, _target_ids, device)
+
+
+def test_sft_raises_the_targets_log_prob(tmp_path, episodes_dir):
+    before, after = _sft_log_probs(tmp_path, episodes_dir)
     assert all(a[1] > b[1] + 0.1 for a, b in zip(after, before, strict=True)), (before, after)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sft_and_sdft_learn_on_cuda(tmp_path, episodes_dir):
+    before, after = _sft_log_probs(tmp_path, episodes_dir, device="cuda")
+    assert all(a[1] > b[1] + 0.1 for a, b in zip(after, before, strict=True)), (before, after)
+    assert _kl_ratio(tmp_path, episodes_dir, device="cuda") < 0.7
 
 
 @pytest.mark.slow
