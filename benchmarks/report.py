@@ -48,6 +48,12 @@ def _row(task: str, env_id: str, episodes: Sequence[EpisodeResult]) -> dict[str,
         "env_id": env_id,
         "episodes": len(episodes),
         "success_rate": sum(e.success for e in episodes) / len(episodes),
+        # episodes not played to their end (counted as failures in success_rate)
+        "errors": sum(e.status == "error" for e in episodes),
+        "timeouts": sum(e.status == "timeout" for e in episodes),
+        "first_error": next(
+            (f"seed {e.seed}: {e.error}" for e in episodes if e.status == "error"), None
+        ),
         "mean_steps": statistics.fmean(e.steps for e in episodes),
         "mean_reward": statistics.fmean(e.episode_return for e in episodes),
         # prompt + completion tokens per episode, as the backend counted them
@@ -79,19 +85,27 @@ def _task_name(env_id: str) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str:
+    """The rows and the overall row as a text table; with an ``errors`` and a
+    ``timeouts`` column when some episode was not played to its end (its
+    failure is then the runner's, not the agent's), and under the table the
+    first error of each task that had one."""
     header = ("task", "episodes", "success", "mean steps", "mean reward", "step ms (p50/p95)")
+    unfinished = bool(overall.get("errors") or overall.get("timeouts"))
+    if unfinished:
+        header += ("errors", "timeouts")
     lines = []
     for row in [*rows, overall]:
-        lines.append(
-            (
-                row["task"],
-                str(row["episodes"]),
-                f"{row['success_rate']:.0%}",
-                f"{row['mean_steps']:.1f}",
-                f"{row['mean_reward']:+.2f}",
-                f"{row['step_latency_ms']['median']:.1f} / {row['step_latency_ms']['p95']:.1f}",
-            )
+        cells = (
+            row["task"],
+            str(row["episodes"]),
+            f"{row['success_rate']:.0%}",
+            f"{row['mean_steps']:.1f}",
+            f"{row['mean_reward']:+.2f}",
+            f"{row['step_latency_ms']['median']:.1f} / {row['step_latency_ms']['p95']:.1f}",
         )
+        if unfinished:
+            cells += (str(row.get("errors", 0)), str(row.get("timeouts", 0)))
+        lines.append(cells)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
 
     def fmt(cells):
@@ -102,7 +116,8 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str
 
     rule = "  ".join("-" * w for w in widths)
     body = [fmt(line) for line in lines]
-    return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])
+    notes = [f"{row['task']}: {row['first_error']}" for row in rows if row.get("first_error")]
+    return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1], *notes])
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:

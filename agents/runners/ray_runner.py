@@ -21,8 +21,11 @@ collects the episodes as each call finishes (``on_result``).
   as timeouts. That clock starts once the actor is up (scheduled, its agent
   built, the agent calls replayed), not when its jobs were handed over.
 * An exception a job's episode raises (one ``runner=local`` would raise)
-  records the actor's jobs with ``status="error"`` and the exception's own
-  type and message, and the run goes on.
+  records that episode with ``status="error"`` and the exception's own type
+  and message, and the run goes on; an actor with several envs plays its
+  other episodes on (its vector runner records errors per episode). An
+  exception outside any one episode (e.g. the batched policy call's) records
+  every job of that actor's call.
 * At the end every actor closes its envs (and browser) and agent, and only
   then is killed.
 
@@ -60,7 +63,9 @@ class RolloutWorker:
         if envs_per_worker > 1:
             from agents.runners.vector import VectorRunner
 
-            self.runner: Any = VectorRunner(spec, self.agent, workers=envs_per_worker)
+            self.runner: Any = VectorRunner(
+                spec, self.agent, workers=envs_per_worker, record_errors=True
+            )
         else:
             from agents.runners.local import LocalRunner
 

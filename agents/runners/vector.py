@@ -17,6 +17,14 @@ browser once.
 
 ``agent_ms`` of a step is the batch call's time divided by the batch size
 (the model time each decision cost).
+
+An exception an episode's reset or step raises ends :meth:`VectorRunner.run`
+(as under ``runner=local``), unless ``record_errors``: then that episode
+alone is recorded with ``status="error"`` and the exception's type and
+message, its sub-env takes the next job, and the others play on. Ray actors
+with several envs use that, so that one bad job does not take the actor's
+other episodes with it (an exception of the batched policy call itself
+still ends the run: it belongs to no one episode).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id, close_all
+from agents.runners import Job, RolloutSpec, by_env_id, close_all, failed_result
 from browser_env.concurrent import run_concurrently
 
 if TYPE_CHECKING:
@@ -44,12 +52,18 @@ class VectorRunner:
     """``workers`` shared-browser envs per task and the agent's batched policy.
 
     ``keep_envs``: every task's vector env stays open for later runs; else a
-    task's is closed when the next task's opens. ``close`` closes the envs,
-    then the browser.
+    task's is closed when the next task's opens. ``record_errors``: see the
+    module docstring. ``close`` closes the envs, then the browser.
     """
 
     def __init__(
-        self, spec: RolloutSpec, agent: Agent, *, workers: int, keep_envs: bool = False
+        self,
+        spec: RolloutSpec,
+        agent: Agent,
+        *,
+        workers: int,
+        keep_envs: bool = False,
+        record_errors: bool = False,
     ) -> None:
         if not hasattr(agent, "fork") or not hasattr(agent, "act_batch"):
             raise ValueError(
@@ -57,6 +71,7 @@ class VectorRunner:
                 f"{type(agent).__name__} has not: use runner=local or runner=ray"
             )
         self.spec, self.agent, self.workers, self.keep_envs = spec, agent, workers, keep_envs
+        self.record_errors = record_errors
         env_kwargs = dict(spec.env_kwargs)
         self._browser_kwargs = {k: env_kwargs.pop(k) for k in _BROWSER_KWARGS if k in env_kwargs}
         self._env_kwargs = env_kwargs
@@ -98,7 +113,15 @@ class VectorRunner:
         for env_id, pending in groups.items():
             n = min(self.workers, len(pending))
             vec = self._vec(env_id, n)
-            play = _play(vec.envs[:n], self.forks[:n], self.agent, pending, self.spec, self._shared)
+            play = _play(
+                vec.envs[:n],
+                self.forks[:n],
+                self.agent,
+                pending,
+                self.spec,
+                self._shared,
+                record_errors=self.record_errors,
+            )
             for result in play:
                 results.append(result)
                 if on_result is not None:
@@ -125,20 +148,35 @@ def _play(
     pending: Any,
     spec: RolloutSpec,
     browser: Callable[[], Any],
+    *,
+    record_errors: bool = False,
 ):
     """Yield each episode's result as it ends, refilling the sub-env with the next job.
 
     ``browser`` (the envs' :class:`~browser_env.vector.SharedBrowser`) is called
     before each concurrent round of resets, so a browser or driver that died is
-    replaced once, not by every sub-env at the same time.
+    replaced once, not by every sub-env at the same time. With
+    ``record_errors`` an episode whose reset or step raises is yielded as an
+    ``error`` result; else the exception ends the run.
     """
     slots: list[Episode | None] = [None] * len(envs)
+    jobs: list[Job | None] = [None] * len(envs)
     deadlines: list[float] = [float("inf")] * len(envs)
+    errors: dict[int, EpisodeResult] = {}  # sub-env -> its episode's error result
+
+    def guarded(i: int, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception as exc:
+            if not record_errors:
+                raise
+            slots[i] = None
+            errors[i] = failed_result(jobs[i], "error", f"{type(exc).__name__}: {exc}")
 
     def start(i: int) -> None:
-        slots[i] = None
+        slots[i] = jobs[i] = None
         if pending:
-            job = pending.popleft()
+            job = jobs[i] = pending.popleft()
             timeout = spec.episode_timeout_s  # counted from before reset, as runner=local does
             deadlines[i] = float("inf") if timeout is None else time.monotonic() + timeout
             slots[i] = Episode(
@@ -154,11 +192,15 @@ def _play(
     def start_all(indices: Sequence[int]) -> None:
         if indices and pending:
             browser()
-        run_concurrently([functools.partial(start, i) for i in indices])
+        run_concurrently(
+            [functools.partial(guarded, i, functools.partial(start, i)) for i in indices]
+        )
 
     start_all(range(len(envs)))
-    while any(slot is not None for slot in slots):
-        ended = []
+    while any(slot is not None for slot in slots) or errors:
+        ended = list(errors)
+        for i in ended:
+            yield errors.pop(i)
         for i, slot in enumerate(slots):
             if slot is None:
                 continue
@@ -177,7 +219,9 @@ def _play(
         per_env_ms = (time.perf_counter() - t0) * 1e3 / len(active)
         run_concurrently(
             [
-                functools.partial(slots[i].step, action, info, per_env_ms)
+                functools.partial(
+                    guarded, i, functools.partial(slots[i].step, action, info, per_env_ms)
+                )
                 for i, (action, info) in zip(active, decisions, strict=True)
             ]
         )

@@ -91,8 +91,10 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
 
     local = run_rollouts(JOBS, SPEC, agent=_expert(), runner="local")
     seen = []
+    # a job whose reset raises shares an actor's call with a good one: it alone is an error
+    bad = Job("browser_env/miniwob.click-test-v0", 5, options={"url": "file:///etc/passwd"})
     remote = run_rollouts(
-        JOBS,
+        [bad, *JOBS],  # jobs keep their order within an env id: bad and click-test seed 1
         SPEC,
         make_agent=ScriptedExpert,  # an importable factory: actors unpickle it by reference
         runner="ray",
@@ -100,11 +102,15 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
         envs_per_worker=2,  # each actor: 2 contexts of one browser, a batched policy
         on_result=seen.append,
     )
+    [error] = [r for r in remote if r.status == "error"]
+    assert (error.seed, error.error.split(":")[0]) == (5, "ValueError")
+    remote = [r for r in remote if r is not error]
     key = [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in local]
     assert [(r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote] == key
     rates = [(row["env_id"], row["success_rate"]) for row in summarize(local)[0]]
     assert [(row["env_id"], row["success_rate"]) for row in summarize(remote)[0]] == rates
-    assert len(seen) == len(JOBS) and all(r.retries == 0 and r.status == "ok" for r in remote)
+    assert len(seen) == len(JOBS) + 1
+    assert all(r.retries == 0 and r.status == "ok" for r in remote)
 
 
 def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tmp_path):

@@ -56,6 +56,39 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     assert [r.status for r in out] == ["timeout", "timeout"] and out[0].steps == 0
 
 
+def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch):
+    """An episode whose reset or step raises ends a plain vector run; with
+    ``record_errors`` (what Ray actors with several envs use) it alone is an
+    ``error`` and every other episode is the one ``local`` plays."""
+    from agents.rollout import Episode
+    from agents.runners.vector import VectorRunner
+
+    bad_reset = Job("browser_env/miniwob.click-test-v0", 7, options={"url": "file:///etc/passwd"})
+    bad_step = Job("browser_env/miniwob.click-button-v0", 9)
+    jobs = [*_jobs(), bad_reset, bad_step]
+    step = Episode.step
+
+    def flaky_step(self, *args, **kwargs):
+        if self.seed == bad_step.seed:
+            raise RuntimeError("the page went away")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Episode, "step", flaky_step)
+    with pytest.raises(ValueError, match="file"):
+        run_rollouts(jobs, SPEC, agent=ScriptedExpert(), runner="vector", workers=3)
+    runner = VectorRunner(SPEC, ScriptedExpert(), workers=3, record_errors=True)
+    try:
+        results = sorted(runner.run(jobs), key=lambda r: (r.env_id, r.seed))
+    finally:
+        runner.close()
+    errors = {r.seed: r.error for r in results if r.status == "error"}
+    assert set(errors) == {7, 9} and len(results) == len(jobs)
+    assert errors[7].startswith("ValueError: ") and "file" in errors[7]
+    assert errors[9] == "RuntimeError: the page went away"
+    ok = [r for r in results if r.status != "error"]
+    assert _key(ok) == _key(run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local"))
+
+
 def test_bad_runner_arguments():
     with pytest.raises(ValueError, match="runner"):
         run_rollouts([], SPEC, agent=RandomAgent(), runner="threads")

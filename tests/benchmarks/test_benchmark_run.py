@@ -51,6 +51,34 @@ def test_summary_rows_and_table():
     assert "miniwob.a" in table and "67%" in table and "overall" in table
 
 
+def test_episodes_not_played_to_their_end_are_counted_and_shown():
+    import dataclasses
+
+    ok = _result("browser_env/miniwob.a-v0", True, 1)
+    table = format_table(*summarize([ok]))
+    assert "errors" not in table  # no column while every episode ended
+    results = [
+        ok,
+        dataclasses.replace(
+            _result("browser_env/miniwob.a-v0", False, 0),
+            seed=3,
+            status="error",
+            error="ValueError: bad url",
+        ),
+        dataclasses.replace(_result("browser_env/miniwob.b-v0", False, 2), status="timeout"),
+    ]
+    rows, overall = summarize(results)
+    assert [(r["errors"], r["timeouts"]) for r in rows] == [(1, 0), (0, 1)]
+    assert (overall["errors"], overall["timeouts"]) == (1, 1)
+    assert (
+        rows[0]["first_error"] == "seed 3: ValueError: bad url" and rows[1]["first_error"] is None
+    )
+    lines = format_table(rows, overall).splitlines()
+    assert lines[0].split()[-2:] == ["errors", "timeouts"]
+    assert lines[2].split()[-2:] == ["1", "0"] and lines[-2].split()[-2:] == ["1", "1"]
+    assert lines[-1] == "miniwob.a: seed 3: ValueError: bad url"
+
+
 def test_suite_validation():
     assert Suite("s", ["click-test"]).env_ids == ("browser_env/miniwob.click-test-v0",)
     assert len(Suite("s", "all").env_ids) > 100
