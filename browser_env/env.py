@@ -239,15 +239,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             except ValueError:
                 raise  # the caller's options are wrong: retrying cannot help
             except Exception as exc:
-                hung = self._watchdog.fired == "closed"
-                if attempt or not (self._broken() or hung):
-                    if hung and not isinstance(exc, RuntimeError):  # e.g. a read of the closed page
-                        raise RuntimeError(self._hung_error("")) from exc
-                    raise
-                if self._browser is not None and self._browser_alive():
-                    self._page = None  # a fresh context and page
-                else:
-                    self._discard_browser()
+                self._before_retry(exc, attempt, hung=self._watchdog.fired == "closed")
         t2 = time.perf_counter()
         info = {
             "env_id": self.spec.id if self.spec is not None else None,

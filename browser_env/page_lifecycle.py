@@ -14,7 +14,7 @@ The env owns the state used here, set in its ``__init__``: ``_shared_browser``,
 ``_playwright``, ``_browser``, ``_browser_pid``, ``_context``, ``_page``,
 ``_cdp``, ``_bound``, ``_events``, ``viewport``, ``browser_config``,
 ``executor_config`` and ``url_policy``; ``_set_page`` and ``_on_popup`` come
-from :class:`~browser_env.page_events.PageEvents`.
+from :class:`~browser_env.page_events.PageEvents`, ``_hung_error`` from the env.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class PageLifecycle:
     browser_config: BrowserConfig
     executor_config: ExecutorConfig
     url_policy: UrlPolicy
+    _hung_error: Callable[[str], str]
 
     def _ensure_page(self, fresh: bool) -> None:
         if self._shared_browser is not None:  # the owner relaunches a dead browser
@@ -136,6 +137,21 @@ class PageLifecycle:
         self._page = self._context = self._browser = self._cdp = None
         self._browser_pid = None
         self._bound = []
+
+    def _before_retry(self, exc: Exception, attempt: int, *, hung: bool) -> None:
+        """After reset attempt ``attempt`` raised ``exc``: ready the env for one
+        more attempt, or raise. A reset is tried again once, and only when the
+        browser, its driver or the page died, or the watchdog closed a ``hung``
+        page: a live browser then gets a fresh context and page, a dead one is
+        discarded (the next attempt launches another)."""
+        if attempt or not (self._broken() or hung):
+            if hung and not isinstance(exc, RuntimeError):  # e.g. a read of the closed page
+                raise RuntimeError(self._hung_error("")) from exc
+            raise exc
+        if self._browser is not None and self._browser_alive():
+            self._page = None  # a fresh context and page
+        else:
+            self._discard_browser()
 
     def _recover_page(self, force: bool = False, cause: BaseException | None = None) -> None:
         """A fresh page in place of a crashed or closed one. Never a fresh browser
