@@ -30,6 +30,7 @@ still ends the run: it belongs to no one episode).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -170,8 +171,14 @@ def _play(
         except Exception as exc:
             if not record_errors:
                 raise
-            slots[i] = None
-            errors[i] = failed_result(jobs[i], "error", f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            episode, slots[i] = slots[i], None
+            errors[i] = failed_result(jobs[i], "error", error)
+            recorder = episode.recorder if episode is not None else None
+            if recorder is not None:  # its recording ends as an error, not "abandoned"
+                errors[i].episode_dir = str(recorder.last_episode_dir)
+                with contextlib.suppress(Exception):
+                    recorder.end_episode("error")
 
     def start(i: int) -> None:
         slots[i] = jobs[i] = None

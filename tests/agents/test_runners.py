@@ -56,10 +56,13 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     assert [r.status for r in out] == ["timeout", "timeout"] and out[0].steps == 0
 
 
-def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch):
+def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_path):
     """An episode whose reset or step raises ends a plain vector run; with
     ``record_errors`` (what Ray actors with several envs use) it alone is an
-    ``error`` and every other episode is the one ``local`` plays."""
+    ``error`` (its recording too) and every other episode is the one ``local``
+    plays."""
+    import json
+
     from agents.rollout import Episode
     from agents.runners.vector import VectorRunner
 
@@ -76,7 +79,10 @@ def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch):
     monkeypatch.setattr(Episode, "step", flaky_step)
     with pytest.raises(ValueError, match="file"):
         run_rollouts(jobs, SPEC, agent=ScriptedExpert(), runner="vector", workers=3)
-    runner = VectorRunner(SPEC, ScriptedExpert(), workers=3, record_errors=True)
+    spec = RolloutSpec(
+        env_kwargs=SPEC.env_kwargs, max_steps=5, record_dir=str(tmp_path), source="scripted"
+    )
+    runner = VectorRunner(spec, ScriptedExpert(), workers=3, record_errors=True)
     try:
         results = sorted(runner.run(jobs), key=lambda r: (r.env_id, r.seed))
     finally:
@@ -85,6 +91,9 @@ def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch):
     assert set(errors) == {7, 9} and len(results) == len(jobs)
     assert errors[7].startswith("ValueError: ") and "file" in errors[7]
     assert errors[9] == "RuntimeError: the page went away"
+    [stepped] = [r for r in results if r.seed == 9]
+    meta = json.loads((tmp_path / stepped.episode_dir / "episode.json").read_text())
+    assert meta["outcome"]["reason"] == "error" and meta["outcome"]["steps"] == 0
     ok = [r for r in results if r.status != "error"]
     assert _key(ok) == _key(run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local"))
 
