@@ -36,6 +36,7 @@ __all__ = [
     "StepCallback",
     "StepSample",
     "annotate",
+    "describe_error",
     "find_recorder",
     "rollout",
     "token_usage",
@@ -271,6 +272,7 @@ def rollout(
     on_step: StepCallback | None = None,
     deadline: float | None = None,
     keep_samples: bool = False,
+    record_errors: bool = False,
 ) -> EpisodeResult:
     """Play one episode of ``agent`` in ``env`` from ``seed``.
 
@@ -281,7 +283,10 @@ def rollout(
     ``on_step`` is called after every env step (e.g. to print it, or to keep
     the agent's info for learning). Past ``deadline`` (a ``time.monotonic()``
     value) the episode stops between steps with ``status="timeout"``.
-    ``keep_samples`` fills ``EpisodeResult.samples`` (one per step).
+    ``keep_samples`` fills ``EpisodeResult.samples`` (one per step). With
+    ``record_errors`` an exception of a step (the agent's or the env's) ends
+    the episode as ``status="error"`` (its recording too), with the steps
+    played so far; an exception of the reset is raised either way.
     """
     episode = Episode(
         env,
@@ -293,10 +298,20 @@ def rollout(
         on_step=on_step,
         keep_samples=keep_samples,
     )
-    while not episode.done:
-        if deadline is not None and time.monotonic() > deadline:
-            return episode.stop("timeout")
-        t0 = time.perf_counter()
-        action, act_info = agent.act(episode.obs)
-        episode.step(action, act_info, (time.perf_counter() - t0) * 1e3)
+    try:
+        while not episode.done:
+            if deadline is not None and time.monotonic() > deadline:
+                return episode.stop("timeout")
+            t0 = time.perf_counter()
+            action, act_info = agent.act(episode.obs)
+            episode.step(action, act_info, (time.perf_counter() - t0) * 1e3)
+    except Exception as exc:
+        if not record_errors:
+            raise
+        return episode.stop("error", describe_error(exc))
     return episode.result()
+
+
+def describe_error(exc: BaseException) -> str:
+    """How an episode's exception is recorded: ``"Type: message"``."""
+    return f"{type(exc).__name__}: {exc}"

@@ -239,6 +239,16 @@ def agent_settings() -> dict[str, Any]:
     return {k: settings[k] for k in ("prompt", "guards", "sampling", "max_parse_failures")}
 
 
+def tiny_agent() -> Any:
+    """The agent ``agent=tiny`` builds, with its own backend (``conf/agent/tiny.yaml``)."""
+    from hydra import compose, initialize_config_dir
+
+    from agents.run import build_agent
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return build_agent(compose(config_name="benchmark", overrides=["agent=tiny"]))
+
+
 def _agent(backend: Any) -> Any:
     """The agent of ``agent=tiny`` (prompt, guards, sampling) over ``backend``."""
     from agents.agent import LLMAgent

@@ -7,23 +7,27 @@
 
 ``record`` plays the tiny policy (``agent=tiny``) with ``runner=vector`` on one
 MiniWoB++ task and keeps the prompts of every batched policy call (one call a
-step, up to N prompts of N episodes), with the sampling they were decoded with.
+step, 2 to N prompts of N episodes), with the sampling they were decoded with.
+A step with one episode left running calls ``generate`` alone and is not
+kept: these figures are those of the steps batching can serve.
 
 ``replay`` needs no browser, so it runs where the model should: it loads the
 transformers backend on ``--device`` and plays the recorded calls, in order,
 three ways, each from an empty prefix cache after one untimed pass:
 
-* ``batched``: ``generate_batch`` with ``prefill="auto"`` and the prefix cache of
-  ``conf/agent/tiny.yaml`` (``auto`` prefills each row alone on a CPU and
-  left-pads the batch on an accelerator: :mod:`agents.backends.row_prefill`);
-* ``batched-padded``: ``generate_batch`` with ``prefill="padded"`` (no prefix cache;
-  what ``auto`` does on an accelerator, without the cache it cannot use there);
+* ``batched``: ``generate_batch`` with the prefix cache of ``conf/agent/tiny.yaml``,
+  which prefills each row alone on any device
+  (:mod:`agents.backends.row_prefill`);
+* ``batched-padded``: ``generate_batch`` with ``prefill="padded"`` and no prefix
+  cache (one left-padded forward pass: what ``prefill="auto"`` does on an
+  accelerator when the prefix cache is off);
 * ``one-by-one``: ``generate`` per prompt with the prefix cache (``runner=vector``
   with N = 1, or an unbatched policy).
 
-It prints decisions per second and milliseconds per call for each, and how
-many decisions each way agrees on with ``one-by-one`` (greedy decoding: all of
-them in float32; a lower-precision dtype can flip a near tie). The env's own
+It prints decisions per second and milliseconds per call for each, how each
+prefilled (``info["prefill"]`` of its generations; ``alone`` for ``generate``),
+and how many decisions each way agrees on with ``one-by-one`` (greedy decoding:
+all of them in float32; a lower-precision dtype can flip a near tie). The env's own
 time is not in these figures: ``benchmarks.rollout_speed`` (``policy`` rows)
 measures whole rollouts on this machine.
 """
@@ -50,15 +54,10 @@ def record(task: str, n: int, episodes: int, out: str | os.PathLike[str]) -> dic
     ``runner=vector, workers=n`` and write every batched call's prompts to ``out``."""
     import dataclasses
 
-    from hydra import compose, initialize_config_dir
-
-    from agents.run import build_agent
     from agents.runners import Job, RolloutEngine, RolloutSpec
+    from benchmarks.backends import tiny_agent
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("benchmark", overrides=["agent=tiny"])
-    agent = build_agent(cfg)
+    agent = tiny_agent()
     calls: list[list[Any]] = []
     sampling: dict[str, Any] = {}
     backend = agent.backend
@@ -123,7 +122,7 @@ def replay(
             if backend.prefix_cache is not None:
                 backend.prefix_cache.clear()
             start = time.perf_counter()
-            outputs[mode] = _play(backend, calls, sampling, mode)
+            outputs[mode], prefills = _play(backend, calls, sampling, mode)
             wall = time.perf_counter() - start
         finally:
             backend.close()
@@ -131,6 +130,7 @@ def replay(
         rows.append(
             {
                 "mode": mode,
+                "prefill": sorted(prefills),
                 "decisions_per_s": decisions / wall,
                 "ms_per_call": wall * 1e3 / len(calls),
                 "wall_s": wall,
@@ -152,16 +152,21 @@ def replay(
     }
 
 
-def _play(backend: Any, calls: Sequence[Any], sampling: Any, mode: str) -> list[list[int]]:
-    """Every decision's generated token ids, ``calls`` played ``mode``'s way."""
+def _play(
+    backend: Any, calls: Sequence[Any], sampling: Any, mode: str
+) -> tuple[list[list[int]], set[str]]:
+    """Every decision's generated token ids, ``calls`` played ``mode``'s way, and
+    how the generations prefilled."""
     out: list[list[int]] = []
+    prefills: set[str] = set()
     for batch in calls:
         if mode == "one-by-one":
             generations = [backend.generate(messages, sampling=sampling) for messages in batch]
         else:
             generations = backend.generate_batch(batch, sampling=sampling)
         out.extend(g.token_ids for g in generations)
-    return out
+        prefills.update(str(g.info.get("prefill", "alone")) for g in generations)
+    return out, prefills
 
 
 def _device_name(device: str) -> str:
@@ -181,12 +186,13 @@ def report(result: dict[str, Any]) -> str:
         f"{result['largest_batch']} a call), {result['device']} ({result['device_name']}), "
         f"{result['dtype']}",
         "",
-        "| mode | decisions/s | ms per call | same tokens as one-by-one |",
-        "|---|---:|---:|---:|",
+        "| mode | prefill | decisions/s | ms per call | same tokens as one-by-one |",
+        "|---|---|---:|---:|---:|",
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {row['mode']} | {row['decisions_per_s']:.1f} | {row['ms_per_call']:.1f} | "
+            f"| {row['mode']} | {', '.join(row.get('prefill', []))} | "
+            f"{row['decisions_per_s']:.1f} | {row['ms_per_call']:.1f} | "
             f"{row['agrees_with_one_by_one']}/{result['decisions']} |"
         )
     return "\n".join(lines)

@@ -3,11 +3,17 @@
 ``results.json`` (schema 1)::
 
     {"schema": 1, "suite": ..., "agent": ..., "config": {...},
-     "tasks": [{"task", "env_id", "episodes", "success_rate", "mean_steps",
-                "mean_reward", "mean_tokens", "step_latency_ms": {"median", "p95"},
-                "reset_latency_ms": {"median"}, "agent_latency_ms": {"median"}}],
+     "tasks": [{"task", "env_id", "episodes", "success_rate", "errors", "timeouts",
+                "first_error", "mean_steps", "mean_reward", "mean_tokens",
+                "step_latency_ms": {"median", "p95"}, "reset_latency_ms": {"median"},
+                "agent_latency_ms": {"median"}}],
      "overall": {...same keys over all episodes...},
      "episodes": [EpisodeResult.to_dict(), ...]}
+
+``errors`` and ``timeouts`` count the episodes a runner could not play to
+their end (``EpisodeResult.status``; they count as failures in
+``success_rate``); ``first_error`` is ``"seed S: Type: message"`` of the
+first, or null. Files written before these keys existed lack them.
 """
 
 from __future__ import annotations

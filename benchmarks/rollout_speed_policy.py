@@ -51,19 +51,13 @@ def measure_policy(
     time over its batch size).
     """
     import contextlib
-    from pathlib import Path
 
-    from hydra import compose, initialize_config_dir
-
-    from agents.run import build_agent
     from agents.runners import Job, RolloutEngine, RolloutSpec
+    from benchmarks.backends import tiny_agent
 
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("benchmark", overrides=["agent=tiny"])
-    agent = build_agent(cfg)
+    agent = tiny_agent()
     env_id = f"browser_env/miniwob.{task}-v0"
     spec = RolloutSpec(env_kwargs={**(env_kwargs or {}), "modalities": ("elements", "text")})
     plan = [

@@ -57,6 +57,7 @@ __all__ = [
     "by_env_id",
     "close_all",
     "failed_result",
+    "reset_error_result",
     "run_rollouts",
 ]
 
@@ -172,6 +173,21 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
         retries=retries,
         agent_seed=job.agent_seed,
     )
+
+
+def reset_error_result(job: Job, exc: BaseException, env: Any) -> EpisodeResult:
+    """The ``error`` result of ``job``, whose episode raised ``exc`` before it
+    began (its reset, or the agent's); a recording the env had opened for it
+    ends as ``error``."""
+    import contextlib
+
+    from agents.rollout import describe_error, find_recorder
+
+    recorder = find_recorder(env)
+    if recorder is not None:  # between episodes this does nothing
+        with contextlib.suppress(Exception):
+            recorder.end_episode("error")
+    return failed_result(job, "error", describe_error(exc))
 
 
 class RolloutEngine:

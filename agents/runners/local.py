@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult, rollout
-from agents.runners import Job, RolloutSpec, by_env_id, close_all
+from agents.runners import Job, RolloutSpec, by_env_id, close_all, reset_error_result
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -18,20 +18,30 @@ if TYPE_CHECKING:
 __all__ = ["LocalRunner", "play_job"]
 
 
-def play_job(env: gym.Env, agent: Agent, job: Job, spec: RolloutSpec) -> EpisodeResult:
-    """Play ``job`` in ``env`` (made for ``job.env_id``) with ``agent``, within the spec's limits."""
+def play_job(
+    env: gym.Env, agent: Agent, job: Job, spec: RolloutSpec, *, record_errors: bool = False
+) -> EpisodeResult:
+    """Play ``job`` in ``env`` (made for ``job.env_id``) with ``agent``, within the
+    spec's limits. ``record_errors``: an exception of the episode gives an
+    ``error`` result instead of being raised (see :class:`LocalRunner`)."""
     timeout = spec.episode_timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
-    return rollout(
-        env,
-        agent,
-        job.seed,
-        options=job.options,
-        max_steps=spec.max_steps,
-        agent_seed=job.agent_seed,
-        deadline=deadline,
-        keep_samples=spec.keep_samples,
-    )
+    try:
+        return rollout(
+            env,
+            agent,
+            job.seed,
+            options=job.options,
+            max_steps=spec.max_steps,
+            agent_seed=job.agent_seed,
+            deadline=deadline,
+            keep_samples=spec.keep_samples,
+            record_errors=record_errors,
+        )
+    except Exception as exc:  # the reset's: a step's is recorded by rollout
+        if not record_errors:
+            raise
+        return reset_error_result(job, exc, env)
 
 
 class LocalRunner:
@@ -39,11 +49,23 @@ class LocalRunner:
 
     With ``keep_envs`` every env id's env stays open for later jobs and runs
     (a learner's few tasks, played every step); otherwise an env is closed
-    as soon as a job for another id comes (a suite's many tasks).
+    as soon as a job for another id comes (a suite's many tasks). An
+    exception an episode raises ends :meth:`run`, unless ``record_errors``:
+    then that episode is recorded with ``status="error"`` (the steps it
+    played, and its recording, end there) and the next job plays (what Ray
+    actors do).
     """
 
-    def __init__(self, spec: RolloutSpec, agent: Agent, *, keep_envs: bool = False) -> None:
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        agent: Agent,
+        *,
+        keep_envs: bool = False,
+        record_errors: bool = False,
+    ) -> None:
         self.spec, self.agent, self.keep_envs = spec, agent, keep_envs
+        self.record_errors = record_errors
         self.envs: dict[str, Any] = {}
 
     def env(self, env_id: str) -> Any:
@@ -58,7 +80,10 @@ class LocalRunner:
     ) -> list[EpisodeResult]:
         results: list[EpisodeResult] = []
         for job in by_env_id(jobs):
-            results.append(play_job(self.env(job.env_id), self.agent, job, self.spec))
+            env = self.env(job.env_id)
+            results.append(
+                play_job(env, self.agent, job, self.spec, record_errors=self.record_errors)
+            )
             if on_result is not None:
                 on_result(results[-1])
         return results

@@ -22,10 +22,10 @@ collects the episodes as each call finishes (``on_result``).
   built, the agent calls replayed), not when its jobs were handed over.
 * An exception a job's episode raises (one ``runner=local`` would raise)
   records that episode with ``status="error"`` and the exception's own type
-  and message, and the run goes on; an actor with several envs plays its
-  other episodes on (its vector runner records errors per episode). An
-  exception outside any one episode (e.g. the batched policy call's) records
-  every job of that actor's call.
+  and message (the steps it played, its recording ending as ``error``), and
+  the actor plays its other episodes on: its runner records errors per
+  episode (``record_errors``). An exception outside any one episode (e.g. the
+  batched policy call's) records every job of that actor's call.
 * At the end every actor closes its envs (and browser) and agent, and only
   then is killed.
 
@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents.rollout import EpisodeResult
+from agents.rollout import EpisodeResult, describe_error
 from agents.runners import Job, RolloutSpec, by_env_id, failed_result
 from browser_env.ray_local import init_ray
 
@@ -69,7 +69,7 @@ class RolloutWorker:
         else:
             from agents.runners.local import LocalRunner
 
-            self.runner = LocalRunner(spec, self.agent)
+            self.runner = LocalRunner(spec, self.agent, record_errors=True)
 
     def pid(self) -> int:
         return os.getpid()
@@ -207,7 +207,7 @@ class RayRunner:
                             finish(failed_result(job, "error", f"worker died twice: {exc}", 1))
                 except ray.exceptions.RayTaskError as exc:
                     cause = getattr(exc, "cause", None)  # what the actor raised
-                    error = str(exc) if cause is None else f"{type(cause).__name__}: {cause}"
+                    error = str(exc) if cause is None else describe_error(cause)
                     for job, attempt in batch:
                         finish(failed_result(job, "error", error, attempt))
                 else:

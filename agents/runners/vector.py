@@ -30,14 +30,13 @@ still ends the run: it belongs to no one episode).
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id, close_all, failed_result
+from agents.rollout import Episode, EpisodeResult, describe_error
+from agents.runners import Job, RolloutSpec, by_env_id, close_all, reset_error_result
 from browser_env.concurrent import run_concurrently
 
 if TYPE_CHECKING:
@@ -171,14 +170,11 @@ def _play(
         except Exception as exc:
             if not record_errors:
                 raise
-            error = f"{type(exc).__name__}: {exc}"
             episode, slots[i] = slots[i], None
-            errors[i] = failed_result(jobs[i], "error", error)
-            recorder = episode.recorder if episode is not None else None
-            if recorder is not None:  # its recording ends as an error, not "abandoned"
-                errors[i].episode_dir = str(recorder.last_episode_dir)
-                with contextlib.suppress(Exception):
-                    recorder.end_episode("error")
+            if episode is None:  # its reset raised
+                errors[i] = reset_error_result(jobs[i], exc, envs[i])
+            else:  # the steps so far; its recording ends as an error, not "abandoned"
+                errors[i] = episode.stop("error", describe_error(exc))
 
     def start(i: int) -> None:
         slots[i] = jobs[i] = None

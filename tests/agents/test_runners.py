@@ -56,44 +56,51 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     assert [r.status for r in out] == ["timeout", "timeout"] and out[0].steps == 0
 
 
-def test_vector_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_path):
-    """An episode whose reset or step raises ends a plain vector run; with
-    ``record_errors`` (what Ray actors with several envs use) it alone is an
-    ``error`` (its recording too) and every other episode is the one ``local``
-    plays."""
+@pytest.mark.parametrize("kind", ["local", "vector"])
+def test_a_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_path, kind):
+    """An episode whose reset or step raises ends a plain run; with
+    ``record_errors`` (what Ray actors use) it alone is an ``error``, with the
+    steps it played and its recording ending there, and every other episode
+    is the one a plain run plays."""
     import json
 
     from agents.rollout import Episode
+    from agents.runners.local import LocalRunner
     from agents.runners.vector import VectorRunner
 
     bad_reset = Job("browser_env/miniwob.click-test-v0", 7, options={"url": "file:///etc/passwd"})
-    bad_step = Job("browser_env/miniwob.click-button-v0", 9)
+    bad_step = Job("browser_env/miniwob.enter-text-v0", 9)  # the expert's second step raises
     jobs = [*_jobs(), bad_reset, bad_step]
     step = Episode.step
 
     def flaky_step(self, *args, **kwargs):
-        if self.seed == bad_step.seed:
+        if self.seed == bad_step.seed and self.steps == 1:
             raise RuntimeError("the page went away")
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(Episode, "step", flaky_step)
     with pytest.raises(ValueError, match="file"):
-        run_rollouts(jobs, SPEC, agent=ScriptedExpert(), runner="vector", workers=3)
+        run_rollouts(jobs, SPEC, agent=ScriptedExpert(), runner=kind, workers=3)
     spec = RolloutSpec(
         env_kwargs=SPEC.env_kwargs, max_steps=5, record_dir=str(tmp_path), source="scripted"
     )
-    runner = VectorRunner(spec, ScriptedExpert(), workers=3, record_errors=True)
+    if kind == "local":
+        runner = LocalRunner(spec, ScriptedExpert(), record_errors=True)
+    else:
+        runner = VectorRunner(spec, ScriptedExpert(), workers=3, record_errors=True)
     try:
         results = sorted(runner.run(jobs), key=lambda r: (r.env_id, r.seed))
     finally:
         runner.close()
-    errors = {r.seed: r.error for r in results if r.status == "error"}
+    errors = {r.seed: r for r in results if r.status == "error"}
     assert set(errors) == {7, 9} and len(results) == len(jobs)
-    assert errors[7].startswith("ValueError: ") and "file" in errors[7]
-    assert errors[9] == "RuntimeError: the page went away"
-    [stepped] = [r for r in results if r.seed == 9]
+    assert errors[7].error.startswith("ValueError: ") and "file" in errors[7].error
+    assert errors[7].steps == 0 and errors[7].episode_dir is None
+    stepped = errors[9]
+    assert stepped.error == "RuntimeError: the page went away"
+    assert stepped.steps == 1 and stepped.actions[0]["action"] == "TYPE"
     meta = json.loads((tmp_path / stepped.episode_dir / "episode.json").read_text())
-    assert meta["outcome"]["reason"] == "error" and meta["outcome"]["steps"] == 0
+    assert meta["outcome"]["reason"] == "error" and meta["outcome"]["steps"] == 1
     ok = [r for r in results if r.status != "error"]
     assert _key(ok) == _key(run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local"))
 

@@ -40,6 +40,8 @@ def test_replay_times_three_modes_that_agree(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert (result["calls"], result["decisions"], result["largest_batch"]) == (2, 5, 3)
     assert [row["mode"] for row in result["rows"]] == list(MODES)
+    # each mode is what it says: per-row prefill (the prefix cache), padded, alone
+    assert [row["prefill"] for row in result["rows"]] == [["per_row"], ["padded"], ["alone"]]
     for row in result["rows"]:
         assert row["decisions_per_s"] > 0 and row["ms_per_call"] > 0
         assert row["agrees_with_one_by_one"] == 5  # float32 greedy: every decision
