@@ -284,6 +284,8 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             runner=runner,
             workers=workers,
             envs_per_worker=int(cfg.get("envs_per_worker") or 1),
+            cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
+            gpus_per_worker=float(cfg.get("gpus_per_worker") or 0),
             keep_envs=True,
         ) as engine:
             for start in range(0, n, size):

@@ -94,6 +94,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             runner=runner,
             workers=int(cfg.get("workers") or 1),
             envs_per_worker=int(cfg.get("envs_per_worker") or 1),
+            cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
+            gpus_per_worker=float(cfg.get("gpus_per_worker") or 0),
             on_result=done,
         )
     finally:

@@ -228,6 +228,12 @@ class GRPOConfig(LearnerConfig):
     envs_per_worker: int = _f(
         1, "runner=ray: envs per actor, as contexts of one browser with a batched policy."
     )
+    cpus_per_worker: float = _f(1.0, "runner=ray: CPUs each actor asks Ray for.")
+    gpus_per_worker: float = _f(
+        0.0,
+        "runner=ray: GPUs each actor asks Ray for; > 0 when the actors' model runs on a GPU "
+        "(a fraction packs several actors onto one).",
+    )
     # where rollouts are generated
     generation: str = _f(
         "local",

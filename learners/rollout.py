@@ -145,7 +145,8 @@ class LearnerRollouts:
         agent: the learner's agent (its backend: the trainer's model, or the
             LoRA server's client with ``generation=server``).
         spec: how envs are made (``keep_samples`` is set here).
-        runner, workers, envs_per_worker: as in :class:`agents.runners.RolloutEngine`.
+        runner, workers, envs_per_worker, cpus_per_worker, gpus_per_worker: as in
+            :class:`agents.runners.RolloutEngine`.
         actor_agent: for ``runner=ray``, the picklable factory of each actor's
             agent (see :meth:`for_learner`).
         adapter_dir: ``runner=ray`` with a local model: where the current
@@ -160,6 +161,8 @@ class LearnerRollouts:
         runner: str = "local",
         workers: int = 1,
         envs_per_worker: int = 1,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
         actor_agent: Any = None,
         adapter_dir: str | None = None,
     ) -> None:
@@ -173,6 +176,8 @@ class LearnerRollouts:
             runner=runner,
             workers=workers,
             envs_per_worker=envs_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
             keep_envs=True,
         )
 
@@ -218,6 +223,8 @@ class LearnerRollouts:
             runner=runner,
             workers=int(getattr(cfg, "workers", 1)),
             envs_per_worker=int(getattr(cfg, "envs_per_worker", 1)),
+            cpus_per_worker=float(getattr(cfg, "cpus_per_worker", 1.0)),
+            gpus_per_worker=float(getattr(cfg, "gpus_per_worker", 0.0)),
             actor_agent=actor_agent,
             adapter_dir=adapter_dir,
         )

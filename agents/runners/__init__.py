@@ -196,7 +196,12 @@ class RolloutEngine:
     ``local`` and ``vector`` use ``agent`` (or ``make_agent()``, closed with
     the engine); ``ray`` builds one agent per actor with ``make_agent``
     (picklable). ``envs_per_worker`` (ray only) gives each actor M envs as
-    contexts of one browser. ``keep_envs`` keeps every task's envs open
+    contexts of one browser; ``cpus_per_worker`` and ``gpus_per_worker`` (ray
+    only) are the Ray resources each actor asks for (as RLlib's
+    ``num_cpus_per_env_runner`` / ``num_gpus_per_env_runner``): an actor
+    whose agent runs a model on a GPU needs ``gpus_per_worker > 0`` (a
+    fraction packs several actors onto one GPU), since Ray hides the GPUs
+    from an actor that asked for none. ``keep_envs`` keeps every task's envs open
     between runs (a learner's few tasks); by default a task's envs close when
     the next task's open (a suite's many tasks). Use it as a context manager
     or call :meth:`close` (safe twice).
@@ -211,6 +216,8 @@ class RolloutEngine:
         runner: str = "local",
         workers: int = 1,
         envs_per_worker: int = 1,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
         keep_envs: bool = False,
     ) -> None:
         if runner not in RUNNERS:
@@ -224,6 +231,11 @@ class RolloutEngine:
                 f"envs_per_worker is the number of envs in each Ray actor: runner=ray only "
                 f"(runner={runner} plays workers={workers} envs)"
             )
+        if (cpus_per_worker, gpus_per_worker) != (1.0, 0.0) and runner != "ray":
+            raise ValueError(
+                f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
+                f"runner=ray only (runner={runner} runs in this process)"
+            )
         if agent is None and make_agent is None:
             raise ValueError("give agent= or make_agent=")
         self.runner_name = runner
@@ -235,7 +247,12 @@ class RolloutEngine:
 
             self.agent = None
             self.runner: Any = RayRunner(
-                spec, make_agent, workers=workers, envs_per_worker=envs_per_worker
+                spec,
+                make_agent,
+                workers=workers,
+                envs_per_worker=envs_per_worker,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
             )
             return
         if agent is None:
@@ -299,6 +316,8 @@ def run_rollouts(
     runner: str = "local",
     workers: int = 1,
     envs_per_worker: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
     on_result: ResultCallback | None = None,
 ) -> list[EpisodeResult]:
     """Play every job once with a :class:`RolloutEngine` made for it (and
@@ -310,5 +329,7 @@ def run_rollouts(
         runner=runner,
         workers=workers,
         envs_per_worker=envs_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
     ) as engine:
         return engine.run(jobs, on_result)

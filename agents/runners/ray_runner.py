@@ -74,6 +74,12 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def gpu_ids(self) -> list[Any]:
+        """The GPUs Ray gave this actor (empty when it asked for none)."""
+        import ray
+
+        return list(ray.get_gpu_ids())
+
     def node_id(self) -> str:
         """The Ray node this actor runs on (hex id)."""
         import ray
@@ -98,7 +104,13 @@ class RolloutWorker:
 
 
 class RayRunner:
-    """``workers`` :class:`RolloutWorker` actors that live until :meth:`close`."""
+    """``workers`` :class:`RolloutWorker` actors that live until :meth:`close`,
+    each asking Ray for ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs.
+
+    Raises:
+        ValueError: a resource is negative, or the cluster has fewer GPUs
+            than one actor asks for (its actors would wait for ever).
+    """
 
     def __init__(
         self,
@@ -107,13 +119,31 @@ class RayRunner:
         *,
         workers: int,
         envs_per_worker: int = 1,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
     ) -> None:
         import ray
 
+        if cpus_per_worker < 0 or gpus_per_worker < 0:
+            raise ValueError(
+                f"cpus_per_worker and gpus_per_worker must be >= 0, "
+                f"got {cpus_per_worker} and {gpus_per_worker}"
+            )
         self.spec, self.make_agent = spec, make_agent
         self.workers, self.envs_per_worker = workers, envs_per_worker
         self._started = init_ray(num_cpus=max(os.cpu_count() or 1, workers))
-        self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+        if gpus_per_worker > 0:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if gpus < gpus_per_worker:
+                if self._started:
+                    ray.shutdown()
+                raise ValueError(
+                    f"gpus_per_worker={gpus_per_worker} but the Ray cluster has {gpus:g} GPU(s): "
+                    f"an actor could never start (gpus_per_worker=0 plays on CPU)"
+                )
+        self._actor_cls = ray.remote(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
+        )(RolloutWorker)
         # what call_agents did, by key, in order: replayed on recreated actors
         self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
         # actor index -> a call that returns once the actor is up (see run's hard limit)

@@ -19,8 +19,9 @@ JOBS = [
 ]
 
 
-@pytest.fixture()
-def two_nodes(tmp_path_factory, monkeypatch):
+def _two_nodes(monkeypatch, **second):
+    """A head and a second node on 127.0.0.1, one CPU each (``second``: more of
+    the second node's resources), joined through ``RAY_ADDRESS``."""
     import os
     import tempfile
 
@@ -38,13 +39,24 @@ def two_nodes(tmp_path_factory, monkeypatch):
     loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "temp_dir": temp}
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     try:
-        cluster.add_node(**loopback)
+        cluster.add_node(**loopback, **second)
         cluster.wait_for_nodes()
         monkeypatch.setenv("RAY_ADDRESS", cluster.address)
         yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture()
+def two_nodes(monkeypatch):
+    yield from _two_nodes(monkeypatch)
+
+
+@pytest.fixture()
+def a_gpu_node(monkeypatch):
+    """The second node says it has one GPU (Ray takes a node's word for it)."""
+    yield from _two_nodes(monkeypatch, num_gpus=1)
 
 
 def test_actors_spread_over_the_nodes_and_the_table_equals_local(two_nodes):
@@ -64,3 +76,25 @@ def test_actors_spread_over_the_nodes_and_the_table_equals_local(two_nodes):
     key = sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in local)
     assert sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote) == key
     assert all(r.status == "ok" for r in remote)
+
+
+def test_gpus_per_worker_places_actors_on_the_gpu_node_and_gives_them_the_gpu(a_gpu_node):
+    import pytest
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    # half a GPU each: both actors share the (declared) GPU of the second node
+    runner = RayRunner(SPEC, ScriptedExpert, workers=2, cpus_per_worker=0, gpus_per_worker=0.5)
+    try:
+        gpu_node = next(n["NodeID"] for n in ray.nodes() if n["Resources"].get("GPU"))
+        assert ray.get([a.node_id.remote() for a in runner.actors]) == [gpu_node, gpu_node]
+        assert [
+            list(map(str, ids)) for ids in ray.get([a.gpu_ids.remote() for a in runner.actors])
+        ] == [["0"], ["0"]]
+        remote = runner.run(JOBS)
+    finally:
+        runner.close()
+    assert all(r.status == "ok" and r.success for r in remote)
+    with pytest.raises(ValueError, match=r"has 1 GPU\(s\)"):
+        RayRunner(SPEC, ScriptedExpert, workers=1, gpus_per_worker=2)

@@ -182,6 +182,15 @@ def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(
         runner.close()
 
 
+def test_gpus_per_worker_beyond_the_clusters_gpus_is_refused(ray_cluster):
+    from agents.runners.ray_runner import RayRunner
+
+    with pytest.raises(ValueError, match=r"gpus_per_worker=0.5 but the Ray cluster has 0 GPU"):
+        RayRunner(SPEC, ScriptedExpert, workers=1, gpus_per_worker=0.5)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        RayRunner(SPEC, ScriptedExpert, workers=1, cpus_per_worker=-1)
+
+
 def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluster):
     import gymnasium as gym
     import psutil

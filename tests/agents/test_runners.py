@@ -114,6 +114,8 @@ def test_bad_runner_arguments():
         run_rollouts([], SPEC, agent=RandomAgent(), workers=0)
     with pytest.raises(ValueError, match="runner=ray only"):
         run_rollouts([], SPEC, agent=RandomAgent(), runner="vector", envs_per_worker=2)
+    with pytest.raises(ValueError, match="each Ray actor's resources: runner=ray only"):
+        run_rollouts([], SPEC, agent=RandomAgent(), runner="local", gpus_per_worker=1)
 
 
 def _browsers():
