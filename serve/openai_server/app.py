@@ -63,17 +63,20 @@ def create_app(
     max_tokens_limit: int = 4096,
     write_api_key: str | None = None,
     adapter_root: str | os.PathLike[str] | None = None,
+    max_batch_size: int = 8,
 ) -> Any:
     """A FastAPI app serving ``backend`` under the id ``model_name``.
 
     ``api_key``: the bearer token every request needs (None: open).
     ``write_api_key``: the bearer token the adapter endpoints need (None:
     they answer 403); it is accepted for reading too. ``adapter_root``: when
-    set, adapters load only from directories inside it.
+    set, adapters load only from directories inside it. ``max_batch_size``:
+    the most concurrent greedy requests decoded as one batch (1: one request
+    at a time; :mod:`.models`).
     """
     app = fastapi.FastAPI(title="browser-rl OpenAI-compatible server")
     app.state.settings = _Settings(
-        ServedModels(backend, model_name, adapter_root),
+        ServedModels(backend, model_name, adapter_root, max_batch_size=max_batch_size),
         api_key,
         write_api_key,
         max_request_bytes,

@@ -62,6 +62,7 @@ def run(cfg: DictConfig) -> None:
         api_key=api_key,
         max_request_bytes=cfg.max_request_bytes,
         max_tokens_limit=cfg.max_tokens_limit,
+        max_batch_size=cfg.max_batch_size,
         write_api_key=write_api_key,
         adapter_root=cfg.get("adapter_root"),
     )

@@ -2,13 +2,29 @@
 
 :class:`ServedModels` is the adapter registry behind the routes. Every call
 that touches the backend (generation, adding and deleting adapters) holds
-one lock, so requests are served one at a time and an adapter never changes
-under a generation. The routes map its errors to HTTP: ``ValueError`` is a
-400, ``FileNotFoundError`` and ``KeyError`` are 404s.
+one lock, so an adapter never changes under a generation. The routes map its
+errors to HTTP: ``ValueError`` is a 400, ``FileNotFoundError`` and
+``KeyError`` are 404s.
+
+Concurrent greedy requests are decoded together: a request waits in a queue
+for the lock, and whichever request takes the lock serves every queued
+greedy request of the same model and settings (up to ``max_batch_size``) with
+one ``generate_batch``, whose greedy tokens are each prompt's alone (the
+backend contract). A lone request is not delayed (no batching window: the
+requests that arrive while a generation runs form the next batch), so a
+client's concurrent calls (the OpenAI backend's ``generate_batch``, a
+vectorised rollout) batch as they would on vLLM. Sampled requests (whose
+seeded draws must not depend on their neighbours) and requests with images
+are served one at a time, as are all with ``max_batch_size=1``. Written here
+rather than with Ray Serve's ``@serve.batch``: this server runs without Ray,
+in one process, and that decorator is for async Serve replicas.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -29,6 +45,16 @@ LORA_NAME = re.compile(r"[A-Za-z0-9._:/+@-]{1,128}")
 _RUNTIME_ADAPTER_METHODS = ("add_adapter", "delete_adapter", "using_adapter")
 
 
+class _Request:
+    """A queued greedy request and, once served, its generation or exception."""
+
+    def __init__(self, key: tuple[str, SamplingParams], messages: list[dict[str, str]]) -> None:
+        self.key, self.messages = key, messages
+        self.generation: Generation | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 @dataclass(frozen=True)
 class _Adapter:
     peft_name: str  # the name inside the backend: our own, since PEFT allows no dots there
@@ -40,6 +66,8 @@ class ServedModels:
     """The base model ``model_name`` of ``backend`` and the adapters loaded over it.
 
     ``adapter_root``: when set, adapters load only from directories inside it.
+    ``max_batch_size``: the most concurrent greedy requests decoded together
+    (1: one at a time; see the module docstring).
     """
 
     def __init__(
@@ -47,8 +75,15 @@ class ServedModels:
         backend: Backend,
         model_name: str,
         adapter_root: str | os.PathLike[str] | None = None,
+        *,
+        max_batch_size: int = 8,
     ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.backend = backend
+        self.max_batch_size = max_batch_size
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue_lock = threading.Lock()
         self.model_name = model_name
         self.root = os.path.realpath(adapter_root) if adapter_root is not None else None
         self.created = int(time.time())
@@ -94,12 +129,56 @@ class ServedModels:
         sampling: SamplingParams,
     ) -> Generation:
         """Generate with ``model`` (the base model or a loaded adapter's name);
-        blocks while another call holds the backend."""
-        with self._lock:
-            if model == self.model_name:
+        blocks while another call holds the backend, and may be served in a
+        batch with the concurrent greedy requests of the same model."""
+        batchable = (
+            self.max_batch_size > 1
+            and sampling.temperature == 0
+            and not images
+            and hasattr(self.backend, "generate_batch")
+        )
+        if not batchable:
+            with self._lock, self._adapter(model):
                 return self.backend.generate(messages, images=images or None, sampling=sampling)
-            with self.backend.using_adapter(self._adapters[model].peft_name):
-                return self.backend.generate(messages, images=images or None, sampling=sampling)
+        request = _Request((model, dataclasses.replace(sampling, seed=None)), messages)
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:  # whoever holds it serves the queue: maybe this request is done
+            while not request.done:  # oldest first, max_batch_size at a time
+                self._serve(request.key)
+        if request.error is not None:
+            raise request.error
+        assert request.generation is not None
+        return request.generation
+
+    def _serve(self, key: tuple[str, SamplingParams]) -> None:
+        """Under the lock: generate for up to ``max_batch_size`` queued requests of
+        ``key`` (the caller's own among them) in one batch."""
+        with self._queue_lock:
+            batch = [r for r in self._queue if r.key == key][: self.max_batch_size]
+            for request in batch:
+                self._queue.remove(request)
+        model, sampling = key
+        try:
+            with self._adapter(model):
+                if len(batch) == 1:
+                    generations = [self.backend.generate(batch[0].messages, sampling=sampling)]
+                else:
+                    generations = self.backend.generate_batch(
+                        [r.messages for r in batch], sampling=sampling
+                    )
+        except BaseException as exc:  # every request of the batch answers with it
+            for request in batch:
+                request.error, request.done = exc, True
+            return
+        for request, generation in zip(batch, generations, strict=True):
+            request.generation, request.done = generation, True
+
+    def _adapter(self, model: str) -> Any:
+        """The context a generation with ``model`` runs in (its adapter, if any)."""
+        if model == self.model_name:
+            return contextlib.nullcontext()
+        return self.backend.using_adapter(self._adapters[model].peft_name)
 
     def check_load(self, name: str, lora_path: str, inplace: bool) -> str:
         """The adapter directory to load as ``name``, after every check that

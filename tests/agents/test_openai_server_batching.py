@@ -1,0 +1,95 @@
+"""``serve.openai_server`` decodes concurrent greedy requests as one batch, over
+real HTTP on 127.0.0.1, with our OpenAI backend's concurrent ``generate_batch``
+as the client."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from backend_contract import MESSAGES, tiny_path
+
+from agents.backends.base import SamplingParams
+from agents.backends.common import is_available
+
+pytestmark = pytest.mark.skipif(
+    not all(is_available(m) for m in ("httpx", "fastapi", "uvicorn", "torch")),
+    reason='needs the api, serve and train extras: pip install "browser-rl[api,serve,train]"',
+)
+
+GREEDY = SamplingParams(max_new_tokens=6)
+PROMPTS = [
+    MESSAGES,
+    [MESSAGES[0], {"role": "user", "content": 'Goal: type "hi".\n[e1] textbox "Name"'}],
+    [MESSAGES[0], {"role": "user", "content": "Goal: scroll down."}],
+    [MESSAGES[0], {"role": "user", "content": 'Goal: click "OK".\n[e1] button "OK"\n[e2] link'}],
+]
+
+
+@pytest.fixture
+def server():
+    """(client, served models, batch sizes generate_batch was called with)."""
+    from agents.backends.openai import OpenAIBackend
+    from agents.backends.transformers import TransformersBackend
+    from serve.openai_server import ServerThread, create_app
+
+    backend = TransformersBackend(tiny_path("text"), device="cpu", dtype="float32")
+    sizes: list[int] = []
+    inner = backend.generate_batch
+
+    def counted(batch, *args, **kwargs):
+        sizes.append(len(batch))
+        return inner(batch, *args, **kwargs)
+
+    backend.generate_batch = counted
+    app = create_app(backend, "tiny", max_batch_size=3)
+    with ServerThread(app) as thread:
+        client = OpenAIBackend(thread.base_url, "tiny", return_token_ids=True, max_retries=0)
+        yield client, app.state.settings.models, sizes
+        client.close()
+    backend.close()
+
+
+def _queued_behind_the_lock(models, call, n):
+    """Run ``call`` in a thread while the backend's lock is held, until ``n``
+    requests wait in the queue; then let them go. ``call``'s result."""
+    out: list = []
+    with models._lock:
+        worker = threading.Thread(target=lambda: out.append(call()))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while len(models._queue) < n:
+            assert time.monotonic() < deadline, f"{len(models._queue)} of {n} requests queued"
+            time.sleep(0.01)
+    worker.join(timeout=60)
+    return out[0]
+
+
+def test_concurrent_greedy_requests_are_decoded_in_batches(server):
+    client, models, sizes = server
+    alone = [client.generate(m, sampling=GREEDY).token_ids for m in PROMPTS]
+    assert sizes == []  # one request at a time: no batch
+    gens = _queued_behind_the_lock(
+        models, lambda: client.generate_batch(PROMPTS, sampling=GREEDY), len(PROMPTS)
+    )
+    assert [g.token_ids for g in gens] == alone  # each its own prompt's tokens
+    # four queued, at most three a batch: one of three, then the one left alone
+    assert sizes == [3] and not models._queue
+
+
+def test_sampled_requests_are_served_one_at_a_time(server):
+    client, models, sizes = server
+    sampled = SamplingParams(max_new_tokens=6, temperature=1.0, seed=7)
+    alone = client.generate(PROMPTS[0], sampling=sampled).token_ids
+    gens = _queued_behind_the_lock(
+        models, lambda: client.generate_batch(PROMPTS[:1] * 2, sampling=sampled), 0
+    )
+    assert sizes == [] and [g.token_ids for g in gens] == [alone, alone]  # seeded, unbatched
+
+
+def test_max_batch_size_is_checked():
+    from serve.openai_server.models import ServedModels
+
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ServedModels(object(), "m", max_batch_size=0)
