@@ -12,8 +12,9 @@ Bearer <the value of that variable>``. Bodies larger than
 ``max_request_bytes`` get 413; images must be base64 ``data:`` URLs (the
 server never fetches remote URLs) and belong to the last user message, as in
 the ``Backend`` contract. Concurrent greedy requests for one model are
-decoded as one batch (``max_batch_size``, default 8; the same tokens as one
-at a time: :mod:`.models`); others are served one at a time.
+decoded as one batch (``max_batch_size``, default 8, gathered for up to
+``batch_wait_ms``; the same tokens as one at a time: :mod:`.models`); others
+are served one at a time.
 
 Beyond the OpenAI schema, ``"return_token_ids": true`` adds the generated
 ``token_ids`` to the choice, as vLLM does.

@@ -64,6 +64,7 @@ def create_app(
     write_api_key: str | None = None,
     adapter_root: str | os.PathLike[str] | None = None,
     max_batch_size: int = 8,
+    batch_wait_ms: float = 2.0,
 ) -> Any:
     """A FastAPI app serving ``backend`` under the id ``model_name``.
 
@@ -72,11 +73,18 @@ def create_app(
     they answer 403); it is accepted for reading too. ``adapter_root``: when
     set, adapters load only from directories inside it. ``max_batch_size``:
     the most concurrent greedy requests decoded as one batch (1: one request
-    at a time; :mod:`.models`).
+    at a time), ``batch_wait_ms`` how long a request that finds the backend
+    idle waits for others (:mod:`.models`).
     """
     app = fastapi.FastAPI(title="browser-rl OpenAI-compatible server")
     app.state.settings = _Settings(
-        ServedModels(backend, model_name, adapter_root, max_batch_size=max_batch_size),
+        ServedModels(
+            backend,
+            model_name,
+            adapter_root,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+        ),
         api_key,
         write_api_key,
         max_request_bytes,

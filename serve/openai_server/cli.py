@@ -63,6 +63,7 @@ def run(cfg: DictConfig) -> None:
         max_request_bytes=cfg.max_request_bytes,
         max_tokens_limit=cfg.max_tokens_limit,
         max_batch_size=cfg.max_batch_size,
+        batch_wait_ms=cfg.batch_wait_ms,
         write_api_key=write_api_key,
         adapter_root=cfg.get("adapter_root"),
     )

@@ -10,10 +10,12 @@ Concurrent greedy requests are decoded together: a request waits in a queue
 for the lock, and whichever request takes the lock serves every queued
 greedy request of the same model and settings (up to ``max_batch_size``) with
 one ``generate_batch``, whose greedy tokens are each prompt's alone (the
-backend contract). A lone request is not delayed (no batching window: the
-requests that arrive while a generation runs form the next batch), so a
-client's concurrent calls (the OpenAI backend's ``generate_batch``, a
-vectorised rollout) batch as they would on vLLM. Sampled requests (whose
+backend contract). The requests that arrive while a generation runs form the
+next batch; a request that finds the backend idle waits up to
+``batch_wait_ms`` for others to join it (a client's concurrent requests do
+not leave it at the same instant), so a client's concurrent calls (the
+OpenAI backend's ``generate_batch``, a vectorised rollout) batch as they
+would on vLLM. Sampled requests (whose
 seeded draws must not depend on their neighbours) and requests with images
 are served one at a time, as are all with ``max_batch_size=1``. Written here
 rather than with Ray Serve's ``@serve.batch``: this server runs without Ray,
@@ -67,7 +69,8 @@ class ServedModels:
 
     ``adapter_root``: when set, adapters load only from directories inside it.
     ``max_batch_size``: the most concurrent greedy requests decoded together
-    (1: one at a time; see the module docstring).
+    (1: one at a time); ``batch_wait_ms``: how long a request that finds the
+    backend idle waits for others (see the module docstring).
     """
 
     def __init__(
@@ -77,13 +80,16 @@ class ServedModels:
         adapter_root: str | os.PathLike[str] | None = None,
         *,
         max_batch_size: int = 8,
+        batch_wait_ms: float = 2.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
         self.backend = backend
-        self.max_batch_size = max_batch_size
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1e3
         self._queue: collections.deque[_Request] = collections.deque()
-        self._queue_lock = threading.Lock()
+        self._arrived = threading.Condition()  # guards _queue; notified at every arrival
         self.model_name = model_name
         self.root = os.path.realpath(adapter_root) if adapter_root is not None else None
         self.created = int(time.time())
@@ -141,8 +147,9 @@ class ServedModels:
             with self._lock, self._adapter(model):
                 return self.backend.generate(messages, images=images or None, sampling=sampling)
         request = _Request((model, dataclasses.replace(sampling, seed=None)), messages)
-        with self._queue_lock:
+        with self._arrived:
             self._queue.append(request)
+            self._arrived.notify_all()
         with self._lock:  # whoever holds it serves the queue: maybe this request is done
             while not request.done:  # oldest first, max_batch_size at a time
                 self._serve(request.key)
@@ -153,8 +160,13 @@ class ServedModels:
 
     def _serve(self, key: tuple[str, SamplingParams]) -> None:
         """Under the lock: generate for up to ``max_batch_size`` queued requests of
-        ``key`` (the caller's own among them) in one batch."""
-        with self._queue_lock:
+        ``key`` (the caller's own among them) in one batch, after waiting up to
+        ``batch_wait_ms`` for the batch to fill."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: sum(r.key == key for r in self._queue) >= self.max_batch_size,
+                timeout=self.batch_wait_s,
+            )
             batch = [r for r in self._queue if r.key == key][: self.max_batch_size]
             for request in batch:
                 self._queue.remove(request)

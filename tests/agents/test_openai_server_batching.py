@@ -93,3 +93,14 @@ def test_max_batch_size_is_checked():
 
     with pytest.raises(ValueError, match="max_batch_size"):
         ServedModels(object(), "m", max_batch_size=0)
+    with pytest.raises(ValueError, match="batch_wait_ms"):
+        ServedModels(object(), "m", batch_wait_ms=-1)
+
+
+def test_a_request_that_finds_the_backend_idle_waits_for_others(server):
+    """No lock held: the client's concurrent requests still meet in one batch
+    (the first waits ``batch_wait_ms`` for the others)."""
+    client, models, sizes = server
+    models.batch_wait_s = 5.0  # room for a slow machine; the batch fills long before
+    gens = client.generate_batch(PROMPTS[:3], sampling=GREEDY)
+    assert sizes == [3] and all(g.token_ids for g in gens)
