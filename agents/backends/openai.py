@@ -270,8 +270,8 @@ class OpenAIBackend(BackendBase):
         max_concurrency: int = 16,
     ) -> list[Generation]:
         """:meth:`generate` for every prompt of ``batch``, as concurrent requests
-        (at most ``max_concurrency`` in flight): the server (vLLM, NIM, TGI)
-        batches them on its side. Results are in ``batch`` order; the first
+        (at most ``max_concurrency`` in flight): the server (vLLM, NIM, TGI,
+        ``serve.openai_server``) batches them on its side. Results are in ``batch`` order; the first
         failed request's error is raised."""
         from concurrent.futures import ThreadPoolExecutor
 
