@@ -17,7 +17,9 @@ not leave it at the same instant), so a client's concurrent calls (the
 OpenAI backend's ``generate_batch``, a vectorised rollout) batch as they
 would on vLLM. Sampled requests (whose
 seeded draws must not depend on their neighbours) and requests with images
-are served one at a time, as are all with ``max_batch_size=1``. Written here
+are served one at a time, as are all with ``max_batch_size=1``; a batch
+that raises is served again one request at a time, so an error is only the
+request's own. Written here
 rather than with Ray Serve's ``@serve.batch``: this server runs without Ray,
 in one process, and that decorator is for async Serve replicas.
 """
@@ -172,19 +174,32 @@ class ServedModels:
                 self._queue.remove(request)
         model, sampling = key
         try:
-            with self._adapter(model):
-                if len(batch) == 1:
-                    generations = [self.backend.generate(batch[0].messages, sampling=sampling)]
+            if len(batch) > 1:
+                try:
+                    with self._adapter(model):
+                        generations = self.backend.generate_batch(
+                            [r.messages for r in batch], sampling=sampling
+                        )
+                except Exception:  # noqa: BLE001 - maybe one request's fault: each alone below
+                    pass
                 else:
-                    generations = self.backend.generate_batch(
-                        [r.messages for r in batch], sampling=sampling
-                    )
-        except BaseException as exc:  # every request of the batch answers with it
+                    for request, generation in zip(batch, generations, strict=True):
+                        request.generation, request.done = generation, True
+                    return
+            for request in batch:  # one at a time: an error is its own request's
+                try:
+                    with self._adapter(model):
+                        request.generation = self.backend.generate(
+                            request.messages, sampling=sampling
+                        )
+                except Exception as exc:  # noqa: BLE001 - answered to that request
+                    request.error = exc
+                request.done = True
+        finally:  # whatever happened (KeyboardInterrupt too), no request waits for ever
             for request in batch:
-                request.error, request.done = exc, True
-            return
-        for request, generation in zip(batch, generations, strict=True):
-            request.generation, request.done = generation, True
+                if not request.done:
+                    request.error = request.error or RuntimeError("the batch was interrupted")
+                    request.done = True
 
     def _adapter(self, model: str) -> Any:
         """The context a generation with ``model`` runs in (its adapter, if any)."""

@@ -40,9 +40,19 @@ def server():
 
     def counted(batch, *args, **kwargs):
         sizes.append(len(batch))
+        if any("POISON" in messages[-1]["content"] for messages in batch):
+            raise ValueError("this prompt is refused")
         return inner(batch, *args, **kwargs)
 
     backend.generate_batch = counted
+    plain_generate = backend.generate
+
+    def generate(messages, *args, **kwargs):  # a request the backend refuses
+        if "POISON" in messages[-1]["content"]:
+            raise ValueError("this prompt is refused")
+        return plain_generate(messages, *args, **kwargs)
+
+    backend.generate = generate
     app = create_app(backend, "tiny", max_batch_size=3)
     with ServerThread(app) as thread:
         client = OpenAIBackend(thread.base_url, "tiny", return_token_ids=True, max_retries=0)
@@ -104,3 +114,34 @@ def test_a_request_that_finds_the_backend_idle_waits_for_others(server):
     models.batch_wait_s = 5.0  # room for a slow machine; the batch fills long before
     gens = client.generate_batch(PROMPTS[:3], sampling=GREEDY)
     assert sizes == [3] and all(g.token_ids for g in gens)
+
+
+def test_a_request_that_fails_its_batch_fails_alone(server):
+    """The batch is retried one request at a time: only the bad request errs."""
+    client, models, sizes = server
+    bad = [MESSAGES[0], {"role": "user", "content": "POISON"}]
+    alone = [client.generate(m, sampling=GREEDY).token_ids for m in PROMPTS[:2]]
+    out: dict = {}
+
+    def ask(name, messages):
+        try:
+            out[name] = client.generate(messages, sampling=GREEDY).token_ids
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out[name] = exc
+
+    with models._lock:
+        threads = [
+            threading.Thread(target=ask, args=(name, m))
+            for name, m in (("a", PROMPTS[0]), ("bad", bad), ("b", PROMPTS[1]))
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(models._queue) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sizes == [3]  # tried as one batch, then one at a time
+    assert [out["a"], out["b"]] == alone
+    assert getattr(out["bad"], "status_code", None) == 400 and "refused" in str(out["bad"])
