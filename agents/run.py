@@ -250,7 +250,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
 
     from hydra.utils import instantiate
 
-    from agents.runners import Job, RolloutEngine, RolloutSpec
+    from agents.runners import Job, RolloutEngine, RolloutSpec, worker_resources
 
     n = int(cfg.get("episodes") or 1)
     runner = str(cfg.get("runner") or "local")
@@ -284,8 +284,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             runner=runner,
             workers=workers,
             envs_per_worker=int(cfg.get("envs_per_worker") or 1),
-            cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
-            gpus_per_worker=float(cfg.get("gpus_per_worker") or 0),
+            **worker_resources(cfg),
             keep_envs=True,
         ) as engine:
             for start in range(0, n, size):

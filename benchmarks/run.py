@@ -30,7 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, run_rollouts
+from agents.runners import Job, RolloutSpec, run_rollouts, worker_resources
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.suites import Suite
 
@@ -94,8 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             runner=runner,
             workers=int(cfg.get("workers") or 1),
             envs_per_worker=int(cfg.get("envs_per_worker") or 1),
-            cpus_per_worker=float(cfg.get("cpus_per_worker", 1)),
-            gpus_per_worker=float(cfg.get("gpus_per_worker") or 0),
+            **worker_resources(cfg),
             on_result=done,
         )
     finally:

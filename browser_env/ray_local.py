@@ -59,6 +59,7 @@ def _ray() -> Any:
 def init_ray(
     *,
     num_cpus: int | None = None,
+    num_gpus: int | None = None,
     temp_dir: str | None = None,
     attempts: int = 3,
     dashboard_port: int | None = None,
@@ -68,6 +69,7 @@ def init_ray(
 
     Args:
         num_cpus: CPUs the embedded instance offers (default: all).
+        num_gpus: GPUs it offers (default: those Ray finds).
         temp_dir: where its session files go (default: a new dir under /tmp);
             each try uses a subdir of its own.
         attempts: starts to try when Ray's start-up times out.
@@ -105,6 +107,7 @@ def init_ray(
                 ray.init(
                     address="local",
                     num_cpus=num_cpus,
+                    num_gpus=num_gpus,
                     _node_ip_address=LOOPBACK,
                     _temp_dir=session_dir,
                     configure_logging=False,

@@ -106,6 +106,11 @@ def run(
         raise ValueError(f"runner must be local, vector or ray, got {cfg.runner!r}")
     if cfg.workers < 1 or cfg.envs_per_worker < 1:
         raise ValueError("workers and envs_per_worker must be >= 1")
+    if (cfg.cpus_per_worker, cfg.gpus_per_worker) != (1.0, 0.0) and cfg.runner != "ray":
+        raise ValueError(
+            f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
+            f"runner=ray only, got runner={cfg.runner}"
+        )
     if play_fn is None:  # before the model loads
         from learners.rollout import check_ray_actor_policy
 

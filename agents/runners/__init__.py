@@ -59,6 +59,7 @@ __all__ = [
     "failed_result",
     "reset_error_result",
     "run_rollouts",
+    "worker_resources",
 ]
 
 RUNNERS = ("local", "vector", "ray")
@@ -173,6 +174,17 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
         retries=retries,
         agent_seed=job.agent_seed,
     )
+
+
+def worker_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """``cpus_per_worker`` and ``gpus_per_worker`` of an entry point's config
+    (``benchmarks.run``, ``agents.run``) as :class:`RolloutEngine` takes them;
+    missing or null: 1 CPU and no GPU."""
+    cpus, gpus = cfg.get("cpus_per_worker"), cfg.get("gpus_per_worker")
+    return {
+        "cpus_per_worker": 1.0 if cpus is None else float(cpus),
+        "gpus_per_worker": 0.0 if gpus is None else float(gpus),
+    }
 
 
 def reset_error_result(job: Job, exc: BaseException, env: Any) -> EpisodeResult:

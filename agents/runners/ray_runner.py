@@ -39,8 +39,10 @@ initialised by the caller is used as it is and left running.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,8 +110,10 @@ class RayRunner:
     each asking Ray for ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs.
 
     Raises:
-        ValueError: a resource is negative, or the cluster has fewer GPUs
-            than one actor asks for (its actors would wait for ever).
+        ValueError: a resource is negative, or the actors cannot all be placed
+            on a Ray running on this machine (they would wait for ever); on a
+            cluster joined through ``RAY_ADDRESS``, which may grow, that is a
+            warning.
     """
 
     def __init__(
@@ -131,16 +135,17 @@ class RayRunner:
             )
         self.spec, self.make_agent = spec, make_agent
         self.workers, self.envs_per_worker = workers, envs_per_worker
-        self._started = init_ray(num_cpus=max(os.cpu_count() or 1, workers))
-        if gpus_per_worker > 0:
-            gpus = ray.cluster_resources().get("GPU", 0)
-            if gpus < gpus_per_worker:
+        self._started = init_ray(
+            num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker))
+        )
+        problem = _unplaceable(workers, cpus_per_worker, gpus_per_worker)
+        if problem is not None:
+            if os.environ.get("RAY_ADDRESS"):
+                warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=2)
+            else:
                 if self._started:
                     ray.shutdown()
-                raise ValueError(
-                    f"gpus_per_worker={gpus_per_worker} but the Ray cluster has {gpus:g} GPU(s): "
-                    f"an actor could never start (gpus_per_worker=0 plays on CPU)"
-                )
+                raise ValueError(problem)
         self._actor_cls = ray.remote(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
         )(RolloutWorker)
@@ -262,7 +267,9 @@ class RayRunner:
     def close(self) -> None:
         import ray
 
-        for closing in [actor.close.remote() for actor in self.actors]:
+        # an actor that never started (waiting for resources) has nothing to close
+        up = [actor for index, actor in enumerate(self.actors) if self._up(index)]
+        for closing in [actor.close.remote() for actor in up]:
             try:
                 ray.get(closing, timeout=120)
             except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
@@ -273,6 +280,29 @@ class RayRunner:
         self._starting.clear()
         if self._started:
             ray.shutdown()
+
+
+def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:
+    """Why ``workers`` actors of ``cpus`` CPUs and ``gpus`` GPUs each cannot all run
+    on the Ray nodes up now, or None when they can (totals per resource, and
+    one actor's GPUs against the largest node's)."""
+    import ray
+
+    total = ray.cluster_resources()
+    largest_gpus = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    if gpus > largest_gpus:
+        return (
+            f"gpus_per_worker={gpus:g} but the largest Ray node has {largest_gpus:g} GPU(s): "
+            f"no actor could start (gpus_per_worker=0 plays on CPU)"
+        )
+    for name, each in (("GPU", gpus), ("CPU", cpus)):
+        if each and workers * each > total.get(name, 0) + 1e-9:
+            per = "gpus_per_worker" if name == "GPU" else "cpus_per_worker"
+            return (
+                f"workers={workers} x {per}={each:g} needs {workers * each:g} {name}s but the "
+                f"Ray cluster has {total.get(name, 0):g}: some actors could never start"
+            )
+    return None
 
 
 def _by_result(batch: list[tuple[Job, int]], played: list[EpisodeResult]) -> list[tuple[Job, int]]:

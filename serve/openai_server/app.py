@@ -181,6 +181,8 @@ async def chat_completions(request: Request, settings: Reader) -> Any:
         gen = await run_in_threadpool(models.generate, served, messages, images, sampling)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    except KeyError:  # the adapter was unloaded while the request waited
+        raise ApiError(404, f"model {served!r} was unloaded", "not_found_error") from None
     except Exception:
         logger.exception("generation failed")
         raise ApiError(500, "generation failed; see the server log", "server_error") from None

@@ -10,18 +10,21 @@ Concurrent greedy requests are decoded together: a request waits in a queue
 for the lock, and whichever request takes the lock serves every queued
 greedy request of the same model and settings (up to ``max_batch_size``) with
 one ``generate_batch``, whose greedy tokens are each prompt's alone (the
-backend contract). The requests that arrive while a generation runs form the
-next batch; a request that finds the backend idle waits up to
-``batch_wait_ms`` for others to join it (a client's concurrent requests do
-not leave it at the same instant), so a client's concurrent calls (the
-OpenAI backend's ``generate_batch``, a vectorised rollout) batch as they
-would on vLLM. Sampled requests (whose
+backend contract: exactly so with a CPU's per-row prefill; a GPU's padded
+batch agrees up to float rounding, so a near tie can go either way with
+what else is in flight, and logprobs differ in the last digits:
+``max_batch_size=1`` gives bit-for-bit repeatable answers). The requests
+that arrive while a generation runs form the next batch; a request that
+finds the backend idle waits up to ``batch_wait_ms`` for others to join it
+(a client's concurrent requests do not leave it at the same instant), so a
+client's concurrent calls (the OpenAI backend's ``generate_batch``, a
+vectorised rollout) batch as they would on vLLM. Sampled requests (whose
 seeded draws must not depend on their neighbours) and requests with images
-are served one at a time, as are all with ``max_batch_size=1``; a batch
-that raises is served again one request at a time, so an error is only the
-request's own. Written here
-rather than with Ray Serve's ``@serve.batch``: this server runs without Ray,
-in one process, and that decorator is for async Serve replicas.
+or stop strings are served one at a time, as are all with
+``max_batch_size=1``; a batch that raises is served again one request at a
+time, so an error is only the request's own. Written here rather than with
+Ray Serve's ``@serve.batch``: this server runs without Ray, in one process,
+and that decorator is for async Serve replicas.
 """
 
 from __future__ import annotations
@@ -143,32 +146,43 @@ class ServedModels:
             self.max_batch_size > 1
             and sampling.temperature == 0
             and not images
+            and not sampling.stop  # generate_batch would serve these one by one anyway
             and hasattr(self.backend, "generate_batch")
         )
         if not batchable:
             with self._lock, self._adapter(model):
                 return self.backend.generate(messages, images=images or None, sampling=sampling)
-        request = _Request((model, dataclasses.replace(sampling, seed=None)), messages)
+        # greedy: seed and top_p change nothing, so they do not split batches
+        request = _Request((model, dataclasses.replace(sampling, seed=None, top_p=1.0)), messages)
         with self._arrived:
             self._queue.append(request)
             self._arrived.notify_all()
-        with self._lock:  # whoever holds it serves the queue: maybe this request is done
+        # a request that finds the backend idle waits for others to join it; one that
+        # waited for the lock has its batch queued already
+        idle = self._lock.acquire(blocking=False)
+        if not idle:
+            self._lock.acquire()
+        try:  # whoever holds the lock serves the queue: maybe this request is done
             while not request.done:  # oldest first, max_batch_size at a time
-                self._serve(request.key)
+                self._serve(request.key, wait=idle)
+                idle = False
+        finally:
+            self._lock.release()
         if request.error is not None:
             raise request.error
         assert request.generation is not None
         return request.generation
 
-    def _serve(self, key: tuple[str, SamplingParams]) -> None:
+    def _serve(self, key: tuple[str, SamplingParams], wait: bool) -> None:
         """Under the lock: generate for up to ``max_batch_size`` queued requests of
         ``key`` (the caller's own among them) in one batch, after waiting up to
-        ``batch_wait_ms`` for the batch to fill."""
+        ``batch_wait_ms`` for the batch to fill when ``wait``."""
         with self._arrived:
-            self._arrived.wait_for(
-                lambda: sum(r.key == key for r in self._queue) >= self.max_batch_size,
-                timeout=self.batch_wait_s,
-            )
+            if wait:
+                self._arrived.wait_for(
+                    lambda: sum(r.key == key for r in self._queue) >= self.max_batch_size,
+                    timeout=self.batch_wait_s,
+                )
             batch = [r for r in self._queue if r.key == key][: self.max_batch_size]
             for request in batch:
                 self._queue.remove(request)

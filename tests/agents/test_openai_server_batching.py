@@ -88,14 +88,38 @@ def test_concurrent_greedy_requests_are_decoded_in_batches(server):
     assert sizes == [3] and not models._queue
 
 
-def test_sampled_requests_are_served_one_at_a_time(server):
+def test_sampled_and_stop_requests_are_served_one_at_a_time(server):
     client, models, sizes = server
     sampled = SamplingParams(max_new_tokens=6, temperature=1.0, seed=7)
     alone = client.generate(PROMPTS[0], sampling=sampled).token_ids
-    gens = _queued_behind_the_lock(
-        models, lambda: client.generate_batch(PROMPTS[:1] * 2, sampling=sampled), 0
-    )
-    assert sizes == [] and [g.token_ids for g in gens] == [alone, alone]  # seeded, unbatched
+    # concurrent (the 2 ms wait would batch them were they greedy), yet one at a time
+    gens = client.generate_batch(PROMPTS[:1] * 3, sampling=sampled)
+    assert sizes == [] and [g.token_ids for g in gens] == [alone] * 3  # seeded, unbatched
+    client.generate_batch(PROMPTS[:3], sampling=SamplingParams(max_new_tokens=6, stop=("}",)))
+    assert sizes == []
+
+
+def test_requests_of_other_settings_are_never_mixed(server):
+    client, models, sizes = server
+    short, long_ = SamplingParams(max_new_tokens=2), SamplingParams(max_new_tokens=6)
+    want = [
+        client.generate(m, sampling=s).token_ids
+        for m, s in ((PROMPTS[0], short), (PROMPTS[1], long_), (PROMPTS[2], short))
+    ]
+
+    def mixed():
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [
+                pool.submit(client.generate, m, None, s)
+                for m, s in ((PROMPTS[0], short), (PROMPTS[1], long_), (PROMPTS[2], short))
+            ]
+            return [f.result().token_ids for f in futures]
+
+    assert _queued_behind_the_lock(models, mixed, 3) == want
+    assert sorted(sizes) == [2]  # the two short ones together; the long one alone
+    assert len(want[0]) <= 2 and len(want[2]) <= 2
 
 
 def test_max_batch_size_is_checked():

@@ -36,10 +36,10 @@ def _two_nodes(monkeypatch, **second):
     # (default /tmp/ray, which need not exist): keep it in this test's dir.
     os.makedirs(os.path.join(temp, "ray"))
     monkeypatch.setenv("RAY_TMPDIR", temp)
-    loopback = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "temp_dir": temp}
+    loopback = {"num_cpus": 1, "num_gpus": 0, "node_ip_address": "127.0.0.1", "temp_dir": temp}
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     try:
-        cluster.add_node(**loopback, **second)
+        cluster.add_node(**{**loopback, **second})
         cluster.wait_for_nodes()
         monkeypatch.setenv("RAY_ADDRESS", cluster.address)
         yield cluster
@@ -96,5 +96,7 @@ def test_gpus_per_worker_places_actors_on_the_gpu_node_and_gives_them_the_gpu(a_
     finally:
         runner.close()
     assert all(r.status == "ok" and r.success for r in remote)
-    with pytest.raises(ValueError, match=r"has 1 GPU\(s\)"):
-        RayRunner(SPEC, ScriptedExpert, workers=1, gpus_per_worker=2)
+    # a cluster joined through RAY_ADDRESS may grow: a warning, not an error
+    with pytest.warns(UserWarning, match=r"largest Ray node has 1 GPU\(s\).*cluster to grow"):
+        waiting = RayRunner(SPEC, ScriptedExpert, workers=1, gpus_per_worker=2)
+    waiting.close()  # its actor never started: closed at once

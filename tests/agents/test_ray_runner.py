@@ -29,7 +29,9 @@ def ray_cluster():
 
     from browser_env.ray_local import init_ray
 
-    started = init_ray(num_cpus=2)  # its own short temp dir under /tmp (socket paths are capped)
+    started = init_ray(
+        num_cpus=2, num_gpus=0
+    )  # the same cluster on a machine with a GPU  # its own short temp dir under /tmp (socket paths are capped)
     yield
     if started:
         ray.shutdown()
@@ -185,8 +187,10 @@ def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(
 def test_gpus_per_worker_beyond_the_clusters_gpus_is_refused(ray_cluster):
     from agents.runners.ray_runner import RayRunner
 
-    with pytest.raises(ValueError, match=r"gpus_per_worker=0.5 but the Ray cluster has 0 GPU"):
+    with pytest.raises(ValueError, match=r"gpus_per_worker=0.5 but the largest Ray node has 0 GPU"):
         RayRunner(SPEC, ScriptedExpert, workers=1, gpus_per_worker=0.5)
+    with pytest.raises(ValueError, match=r"needs 3 CPUs but the Ray cluster has 2"):
+        RayRunner(SPEC, ScriptedExpert, workers=3)
     with pytest.raises(ValueError, match="must be >= 0"):
         RayRunner(SPEC, ScriptedExpert, workers=1, cpus_per_worker=-1)
 

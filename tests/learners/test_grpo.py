@@ -114,6 +114,7 @@ def test_grpo_learns_on_cuda(tmp_path):
         ({"generation": "server", "lora": False}, "generation=server"),
         ({"runner": "cluster"}, "runner must be"),
         ({"runner": "ray", "lora": False}, "runner=ray with generation=local"),
+        ({"runner": "vector", "gpus_per_worker": 0.5}, "runner=ray only"),
     ],
 )
 def test_bad_configs_are_refused_before_the_model_loads(tmp_path, monkeypatch, overrides, message):
