@@ -123,14 +123,25 @@ def _backend_node(cfg: DictConfig) -> Any:
     return cfg.get("backend")
 
 
-def recording_info(cfg: DictConfig, agent: Agent) -> tuple[AgentInfo, str]:
-    """What an episode recorded from ``agent`` says about it: an
+def agent_name(cfg: DictConfig) -> str:
+    """The name of the agent ``cfg.agent`` builds (its class's ``name``), without
+    building it: a driver whose Ray actors build their own agents needs no
+    model of its own."""
+    from hydra.utils import get_class
+
+    cls = get_class(cfg.agent._target_)
+    return str(getattr(cls, "name", cls.__name__))
+
+
+def recording_info(cfg: DictConfig, agent: Agent | None = None) -> tuple[AgentInfo, str]:
+    """What an episode recorded from ``agent`` (default: the one ``cfg``
+    builds, not built) says about it: an
     :class:`~browser_env.episodes.AgentInfo` (name, backend, model, adapter,
     prompt version, agent config) and the episode source (``scripted`` for
     the experts, else ``agent``)."""
     from browser_env.episodes import AgentInfo
 
-    name = getattr(agent, "name", type(agent).__name__)
+    name = agent_name(cfg) if agent is None else getattr(agent, "name", type(agent).__name__)
     llm = name == "llm"
     backend = _backend_node(cfg) if llm else None
     info = AgentInfo(
@@ -258,7 +269,8 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
-    agent = build_agent(cfg)
+    # Ray actors build their own agents: the driver needs one only to learn online
+    agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
     info, source = recording_info(cfg, agent)
     record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
     spec = RolloutSpec(
@@ -301,7 +313,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
                     if verbose:
                         _print_episode(summary)
     finally:
-        if hasattr(agent, "close"):
+        if agent is not None and hasattr(agent, "close"):
             agent.close()
     result = {
         "episodes": summaries,

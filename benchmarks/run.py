@@ -51,13 +51,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent, recording_info
+    from agents.run import agent_name, build_agent, recording_info
 
     suite: Suite = instantiate(cfg.suite)
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    agent = build_agent(cfg)
-    agent_name = getattr(agent, "name", type(agent).__name__)
+    runner = str(cfg.get("runner") or "local")
+    # Ray actors build their own agents (a model on a GPU would load here too)
+    agent = None if runner == "ray" else build_agent(cfg)
+    name = agent_name(cfg) if agent is None else getattr(agent, "name", type(agent).__name__)
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
     env_kwargs: dict[str, Any] = {
@@ -84,12 +86,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         progress.set_postfix(task=result.env_id.split("/")[-1][:28], success=result.success)
         progress.update()
 
-    runner = str(cfg.get("runner") or "local")
     try:
         results = run_rollouts(
             jobs,
             spec,
-            agent=None if runner == "ray" else agent,
+            agent=agent,
             make_agent=functools.partial(build_agent, cfg),
             runner=runner,
             workers=int(cfg.get("workers") or 1),
@@ -99,13 +100,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     finally:
         progress.close()
-        agent.close()
+        if agent is not None:
+            agent.close()
     config = OmegaConf.to_container(cfg, resolve=True)
-    data = write_results(
-        out / "results.json", results, suite=suite.name, agent=agent_name, config=config
-    )
+    data = write_results(out / "results.json", results, suite=suite.name, agent=name, config=config)
     print(format_table(data["tasks"], data["overall"]))
-    plot = plot_success(data["tasks"], out / "success.png", title=f"{agent_name} on {suite.name}")
+    plot = plot_success(data["tasks"], out / "success.png", title=f"{name} on {suite.name}")
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))
     if cfg.record:
         print(f"episodes: {out / 'episodes'}  (python -m browser_env.view {out / 'episodes'})")

@@ -241,6 +241,22 @@ def test_recording_info_names_backend_and_prompt_version():
     assert info.prompt_version is None and source == "agent"
 
 
+def test_recording_info_without_building_the_agent():
+    """A runner=ray driver describes the agent from its config alone (its actors
+    build the agents): the same description as from a built agent."""
+    from agents.run import agent_name, build_agent, recording_info
+
+    for choice, name in (("expert", "expert"), ("random", "random"), ("tiny", "llm")):
+        cfg = compose_run(f"agent={choice}")
+        assert agent_name(cfg) == name
+        agent = build_agent(cfg)
+        try:
+            assert recording_info(cfg) == recording_info(cfg, agent)
+        finally:
+            if hasattr(agent, "close"):
+                agent.close()
+
+
 @pytest.mark.browser
 def test_episodes_through_the_vector_runner_match_local(tmp_path):
     from agents.run import run_episodes
