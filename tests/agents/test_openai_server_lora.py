@@ -162,3 +162,40 @@ def test_adapter_paths_are_checked(served, adapters, tmp_path):
         assert _post(url, "/load_lora_adapter", body).status_code == 400, name
     assert _post(url, "/load_lora_adapter", {"lora_name": "x"}).status_code == 400
     assert not hasattr(local.model, "peft_config")  # nothing was loaded
+
+
+def test_a_request_whose_adapter_is_unloaded_while_it_waits_is_a_404(adapters):
+    import threading
+    import time
+
+    from agents.backends.openai import OpenAIBackend, OpenAIRequestError
+    from agents.backends.transformers import TransformersBackend
+    from serve.openai_server import ServerThread, create_app
+
+    backend = TransformersBackend(tiny_path("text"), device="cpu")
+    app = create_app(backend, "tiny", write_api_key=WRITE)
+    models = app.state.settings.models
+    with ServerThread(app) as server:
+        body = {"lora_name": "pol-1", "lora_path": str(adapters["a"])}
+        assert _post(server.base_url, "/load_lora_adapter", body).status_code == 200
+        client = OpenAIBackend(server.base_url, "pol-1", api_key_env="", max_retries=0)
+        out: list = []
+
+        def ask():
+            try:
+                out.append(client.generate(MESSAGES, sampling=GREEDY))
+            except OpenAIRequestError as exc:
+                out.append(exc)
+
+        with models._lock:  # the request queues behind a generation ...
+            asker = threading.Thread(target=ask)
+            asker.start()
+            deadline = time.monotonic() + 30
+            while not models._queue:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            del models._adapters["pol-1"]  # ... and its adapter goes, as an unload would
+        asker.join(timeout=60)
+    backend.close()
+    assert isinstance(out[0], OpenAIRequestError) and out[0].status_code == 404
+    assert "was unloaded" in str(out[0])
