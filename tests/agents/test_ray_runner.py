@@ -195,6 +195,34 @@ def test_gpus_per_worker_beyond_the_clusters_gpus_is_refused(ray_cluster):
         RayRunner(SPEC, ScriptedExpert, workers=1, cpus_per_worker=-1)
 
 
+def test_agents_run_under_ray_builds_no_agent_in_the_driver(ray_cluster, monkeypatch, tmp_path):
+    """The actors build their agents; the driver names it from the config."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    import agents.run
+
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(
+            config_name="run",
+            overrides=["agent=expert", "env=miniwob.click-button", "episodes=2", "runner=ray"]
+            + ["workers=2", f"episodes_dir={tmp_path}"],
+        )
+    built, real = [], agents.run.build_agent
+
+    def counted(cfg):  # pickled into the actors too, where it counts in their own copy
+        built.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(agents.run, "build_agent", counted)
+    result = agents.run.run_episodes(cfg, verbose=False)
+    assert built == [] and result["success_rate"] == 1.0
+    recorded = [json.loads(p.read_text()) for p in tmp_path.glob("*/episode.json")]
+    assert len(recorded) == 2 and all(e["agent"]["name"] == "expert" for e in recorded)
+
+
 def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluster):
     import gymnasium as gym
     import psutil
