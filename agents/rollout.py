@@ -235,6 +235,17 @@ class Episode:
                 self.recorder.end_episode(status)
         return dataclasses.replace(self.result(), status=status, error=error)
 
+    def fail(self, exc: BaseException) -> EpisodeResult:
+        """End the episode on ``exc`` (a step's, the agent's or the env's): its
+        result with ``status="error"`` and the steps played so far; its
+        recording ends with reason ``error`` (a recorder that cannot close it
+        leaves it marked incomplete, and the result is returned all the same)."""
+        error = describe_error(exc)
+        try:
+            return self.stop("error", error)
+        except Exception:  # noqa: BLE001 - the recording is the writer's to mark failed
+            return dataclasses.replace(self.result(), status="error", error=error)
+
     def result(self) -> EpisodeResult:
         env = self.env
         last_dir = self.recorder.last_episode_dir if self.recorder is not None else None
@@ -308,7 +319,7 @@ def rollout(
     except Exception as exc:
         if not record_errors:
             raise
-        return episode.stop("error", describe_error(exc))
+        return episode.fail(exc)
     return episode.result()
 
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents.rollout import Episode, EpisodeResult, describe_error
+from agents.rollout import Episode, EpisodeResult
 from agents.runners import Job, RolloutSpec, by_env_id, close_all, reset_error_result
 from browser_env.concurrent import run_concurrently
 
@@ -174,7 +174,7 @@ def _play(
             if episode is None:  # its reset raised
                 errors[i] = reset_error_result(jobs[i], exc, envs[i])
             else:  # the steps so far; its recording ends as an error, not "abandoned"
-                errors[i] = episode.stop("error", describe_error(exc))
+                errors[i] = episode.fail(exc)
 
     def start(i: int) -> None:
         slots[i] = jobs[i] = None

@@ -199,3 +199,35 @@ def test_close_all_closes_every_env_when_one_raises():
     with pytest.raises(OSError, match="b: disk full"):
         close_all([Env("a", fails=True), Env("b", fails=True), Env("c")])
     assert closed == ["c", "b", "a"]  # last first, every one, the first failure raised
+
+
+def test_an_episode_whose_recording_cannot_end_still_reports_its_error(monkeypatch, tmp_path):
+    from agents.rollout import Episode
+    from agents.runners.local import LocalRunner
+    from browser_env.wrappers import RecordEpisode
+
+    step = Episode.step
+
+    def flaky_step(self, *args, **kwargs):
+        if self.steps == 1:
+            raise RuntimeError("the page went away")
+        return step(self, *args, **kwargs)
+
+    def full_disk(self, reason):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Episode, "step", flaky_step)
+    monkeypatch.setattr(RecordEpisode, "end_episode", full_disk)
+    spec = RolloutSpec(
+        env_kwargs=SPEC.env_kwargs, max_steps=5, record_dir=str(tmp_path), source="scripted"
+    )
+    runner = LocalRunner(spec, ScriptedExpert(), record_errors=True)
+    try:
+        [result] = runner.run([Job("browser_env/miniwob.enter-text-v0", 9)])
+    finally:
+        runner.close()
+    assert (result.status, result.error, result.steps) == (
+        "error",
+        "RuntimeError: the page went away",
+        1,
+    )
