@@ -40,7 +40,7 @@ actor's own MiniWoB++ port, so an LLM's output may differ).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult
@@ -56,6 +56,7 @@ __all__ = [
     "RolloutSpec",
     "by_env_id",
     "close_all",
+    "collect",
     "failed_result",
     "reset_error_result",
     "run_rollouts",
@@ -174,6 +175,18 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
         retries=retries,
         agent_seed=job.agent_seed,
     )
+
+
+def collect(
+    results: Iterable[EpisodeResult], on_result: Callable[[EpisodeResult], None] | None = None
+) -> list[EpisodeResult]:
+    """``results`` (a runner's ``iter_run``) as a list, each passed to ``on_result`` as it comes."""
+    out: list[EpisodeResult] = []
+    for result in results:
+        out.append(result)
+        if on_result is not None:
+            on_result(result)
+    return out
 
 
 def worker_resources(cfg: Mapping[str, Any]) -> dict[str, float]:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import EpisodeResult, rollout
-from agents.runners import Job, RolloutSpec, by_env_id, close_all, reset_error_result
+from agents.runners import (
+    Job,
+    RolloutSpec,
+    by_env_id,
+    close_all,
+    collect,
+    reset_error_result,
+)
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -78,15 +85,13 @@ class LocalRunner:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
     ) -> list[EpisodeResult]:
-        results: list[EpisodeResult] = []
+        return collect(self.iter_run(jobs), on_result)
+
+    def iter_run(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
+        """Play ``jobs``, yielding each episode's result as it ends."""
         for job in by_env_id(jobs):
             env = self.env(job.env_id)
-            results.append(
-                play_job(env, self.agent, job, self.spec, record_errors=self.record_errors)
-            )
-            if on_result is not None:
-                on_result(results[-1])
-        return results
+            yield play_job(env, self.agent, job, self.spec, record_errors=self.record_errors)
 
     def close_envs(self) -> None:
         envs, self.envs = list(self.envs.values()), {}

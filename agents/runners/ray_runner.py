@@ -5,11 +5,13 @@ keeps its envs between jobs and runs: with ``envs_per_worker=1`` one env
 (a browser of its own), played as ``runner=local`` plays; with
 ``envs_per_worker=M`` M contexts of one shared browser, played as
 ``runner=vector`` plays (one batched policy call for the actor's running
-episodes). The driver hands every idle actor its next (up to M) jobs and
-collects the episodes as each call finishes (``on_result``).
+episodes). The driver hands every idle actor its next (up to M) jobs; the
+call is a Ray streaming generator (:meth:`RolloutWorker.stream`), so each
+episode comes back as it ends (``on_result``), not when the actor's call does.
 
 * An actor that dies (its process killed, out of memory, a node lost) is
-  recreated and the episodes it was playing are played again, once; a second
+  recreated and the episodes it was playing and had not returned are played
+  again, once; a second
   death records an episode with ``status="error"``. ``EpisodeResult.retries``
   says which were replayed. What :meth:`RayRunner.call_agents` did to the
   agents (e.g. load the learner's latest adapter) is done again to a
@@ -43,7 +45,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
@@ -91,6 +93,11 @@ class RolloutWorker:
     def play(self, jobs: Sequence[Job]) -> list[EpisodeResult]:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once)."""
         return self.runner.run(jobs)
+
+    def stream(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
+        """:meth:`play`, yielding each episode's result as it ends (called as a
+        Ray streaming generator: the driver has each episode as it ends)."""
+        yield from self.runner.iter_run(jobs)
 
     def call_agent(self, fn: Callable[[Any], Any]) -> None:
         fn(self.agent)
@@ -202,7 +209,8 @@ class RayRunner:
 
         spec, m = self.spec, self.envs_per_worker
         queue = collections.deque((job, 0) for job in by_env_id(jobs))
-        # in flight: object ref -> (actor index, [(job, attempt)], start time)
+        # in flight: a streaming generator -> (actor index, its [(job, attempt)] not
+        # yet returned, start time)
         running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
         idle = collections.deque(range(self.workers))
         results: list[EpisodeResult] = []
@@ -222,46 +230,56 @@ class RayRunner:
                 batch.append(queue.popleft())
             return batch
 
+        def end(gen: Any) -> tuple[int, list[tuple[Job, int]]]:
+            index, left, _ = running.pop(gen)
+            idle.append(index)
+            return index, left
+
         while queue or running:
             while queue and idle:
                 index = idle.popleft()
                 batch = take()
-                ref = self.actors[index].play.remote([job for job, _ in batch])
-                running[ref] = (index, batch, time.monotonic())
+                stream = self.actors[index].stream.options(num_returns="streaming")
+                running[stream.remote([job for job, _ in batch])] = (index, batch, time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for ref in ready:
-                index, batch, _ = running.pop(ref)
+            for gen in ready:
                 try:
-                    played = ray.get(ref)
+                    result = ray.get(next(gen))
+                except StopIteration:  # the call ended: every episode came back
+                    _, left = end(gen)
+                    for job, attempt in left:  # (none, unless the worker lost one)
+                        finish(
+                            failed_result(job, "error", "the worker returned no result", attempt)
+                        )
                 except ray.exceptions.RayActorError as exc:
+                    index, left = end(gen)
                     self._replace(index)
-                    for job, attempt in reversed(batch):
+                    for job, attempt in reversed(left):  # the episodes it had not returned
                         if attempt == 0:
                             queue.appendleft((job, 1))
                         else:
                             finish(failed_result(job, "error", f"worker died twice: {exc}", 1))
                 except ray.exceptions.RayTaskError as exc:
+                    _, left = end(gen)
                     cause = getattr(exc, "cause", None)  # what the actor raised
                     error = str(exc) if cause is None else describe_error(cause)
-                    for job, attempt in batch:
+                    for job, attempt in left:
                         finish(failed_result(job, "error", error, attempt))
                 else:
-                    for result, (_, attempt) in zip(played, _by_result(batch, played), strict=True):
-                        result.retries = attempt
-                        finish(result)
-                idle.append(index)
+                    left = running[gen][1]
+                    result.retries = left.pop(_index_of(left, result))[1]
+                    finish(result)
             if hard_limit is not None:
                 now = time.monotonic()
-                for ref, (index, batch, began) in list(running.items()):
+                for gen, (index, left, began) in list(running.items()):
                     if not self._up(index):  # its clock starts once it is up
-                        running[ref] = (index, batch, now)
+                        running[gen] = (index, left, now)
                     elif now - began > hard_limit:
-                        del running[ref]
+                        end(gen)
                         self._replace(index)
                         error = f"no result within {hard_limit:.0f} s: the worker was killed"
-                        for job, attempt in batch:
+                        for job, attempt in left:
                             finish(failed_result(job, "timeout", error, attempt))
-                        idle.append(index)
         return results
 
     def close(self) -> None:
@@ -305,19 +323,10 @@ def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:
     return None
 
 
-def _by_result(batch: list[tuple[Job, int]], played: list[EpisodeResult]) -> list[tuple[Job, int]]:
-    """``batch`` in the order of ``played`` (an actor returns episodes as they end)."""
-    pending = list(batch)
-    ordered = []
-    for result in played:
-        key = (result.env_id, result.seed, result.agent_seed)
-        i = next(
-            (
-                i
-                for i, (job, _) in enumerate(pending)
-                if (job.env_id, job.seed, job.agent_seed) == key
-            ),
-            0,
-        )
-        ordered.append(pending.pop(i))
-    return ordered
+def _index_of(left: list[tuple[Job, int]], result: EpisodeResult) -> int:
+    """Where ``result``'s job is in ``left`` (an actor returns episodes as they end)."""
+    key = (result.env_id, result.seed, result.agent_seed)
+    return next(
+        (i for i, (job, _) in enumerate(left) if (job.env_id, job.seed, job.agent_seed) == key),
+        0,
+    )

@@ -32,11 +32,11 @@ from __future__ import annotations
 import collections
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id, close_all, reset_error_result
+from agents.runners import Job, RolloutSpec, by_env_id, close_all, collect, reset_error_result
 from browser_env.concurrent import run_concurrently
 
 if TYPE_CHECKING:
@@ -106,7 +106,10 @@ class VectorRunner:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
     ) -> list[EpisodeResult]:
-        results: list[EpisodeResult] = []
+        return collect(self.iter_run(jobs), on_result)
+
+    def iter_run(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
+        """Play ``jobs``, yielding each episode's result as it ends."""
         groups: dict[str, collections.deque[Job]] = {}
         for job in by_env_id(jobs):
             groups.setdefault(job.env_id, collections.deque()).append(job)
@@ -122,11 +125,7 @@ class VectorRunner:
                 self._shared,
                 record_errors=self.record_errors,
             )
-            for result in play:
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-        return results
+            yield from play
 
     def close_envs(self) -> None:
         vecs, self.vecs = list(self.vecs.values()), {}

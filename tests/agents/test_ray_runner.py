@@ -223,6 +223,44 @@ def test_agents_run_under_ray_builds_no_agent_in_the_driver(ray_cluster, monkeyp
     assert len(recorded) == 2 and all(e["agent"]["name"] == "expert" for e in recorded)
 
 
+def test_an_actors_episodes_stream_back_as_each_ends(ray_cluster):
+    """Two episodes in one actor's call (envs_per_worker=2): the short one comes
+    back while the long one still plays, not when the call ends."""
+
+    from browser_env.actions import coerce_action
+
+    class _SlowOnSeedOne(ScriptedExpert):  # local: actors unpickle it by value
+        """The expert, but on seed 1 it first WAITs twice, 2 s a decision."""
+
+        def reset(self, goal="", *, seed=None):
+            super().reset(goal, seed=seed)
+            self._slow = 2 if seed == 1 else 0
+
+        def act(self, obs):
+            if self._slow:
+                self._slow -= 1
+                time.sleep(2.0)
+                return coerce_action({"action": "WAIT", "value": "0"}), {}
+            return super().act(obs)
+
+        def fork(self):
+            return _SlowOnSeedOne(self.task)
+
+    seen = {}
+    jobs = [Job("browser_env/miniwob.click-button-v0", seed) for seed in (0, 1)]
+    results = run_rollouts(
+        jobs,
+        SPEC,
+        make_agent=_SlowOnSeedOne,
+        runner="ray",
+        workers=1,
+        envs_per_worker=2,
+        on_result=lambda r: seen.setdefault(r.seed, time.monotonic()),
+    )
+    assert [(r.seed, r.success, r.steps) for r in results] == [(0, True, 1), (1, True, 3)]
+    assert seen[1] - seen[0] > 1.0, seen  # the second WAIT alone takes 2 s
+
+
 def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluster):
     import gymnasium as gym
     import psutil
