@@ -251,30 +251,34 @@ class RayRunner:
                         finish(
                             failed_result(job, "error", "the worker returned no result", attempt)
                         )
-                except ray.exceptions.RayActorError as exc:
-                    index, left = end(gen)
-                    self._replace(index)
-                    for job, attempt in reversed(left):  # the episodes it had not returned
-                        if attempt == 0:
-                            queue.appendleft((job, 1))
-                        else:
-                            finish(failed_result(job, "error", f"worker died twice: {exc}", 1))
                 except ray.exceptions.RayTaskError as exc:
                     _, left = end(gen)
                     cause = getattr(exc, "cause", None)  # what the actor raised
                     error = str(exc) if cause is None else describe_error(cause)
                     for job, attempt in left:
                         finish(failed_result(job, "error", error, attempt))
+                except ray.exceptions.RayError as exc:  # the actor died, ran out of
+                    # memory, lost its node or a returned object: a new actor, once
+                    index, left = end(gen)
+                    self._replace(index)
+                    for job, attempt in reversed(left):  # the episodes it had not returned
+                        if attempt == 0:
+                            queue.appendleft((job, 1))
+                        else:
+                            error = f"worker lost twice: {describe_error(exc)}"
+                            finish(failed_result(job, "error", error, 1))
                 else:
                     left = running[gen][1]
                     result.retries = left.pop(_index_of(left, result))[1]
                     finish(result)
+                    if not left:  # all back: idle now (the call's end is a formality)
+                        end(gen)
             if hard_limit is not None:
                 now = time.monotonic()
                 for gen, (index, left, began) in list(running.items()):
                     if not self._up(index):  # its clock starts once it is up
                         running[gen] = (index, left, now)
-                    elif now - began > hard_limit:
+                    elif now - began > hard_limit and not gen.next_ready():
                         end(gen)
                         self._replace(index)
                         error = f"no result within {hard_limit:.0f} s: the worker was killed"
@@ -324,9 +328,11 @@ def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:
 
 
 def _index_of(left: list[tuple[Job, int]], result: EpisodeResult) -> int:
-    """Where ``result``'s job is in ``left`` (an actor returns episodes as they end)."""
-    key = (result.env_id, result.seed, result.agent_seed)
-    return next(
-        (i for i, (job, _) in enumerate(left) if (job.env_id, job.seed, job.agent_seed) == key),
-        0,
-    )
+    """Where ``result``'s job is in ``left``, the jobs of one actor call not yet
+    returned (an actor returns episodes as they end). One call's jobs share an
+    env id (the result may name it another way, e.g. an alias's full id), so
+    the seeds identify it."""
+    for i, (job, _) in enumerate(left):
+        if (job.seed, job.agent_seed) == (result.seed, result.agent_seed):
+            return i
+    raise RuntimeError(f"a worker returned an episode of no job it was given: {result.env_id}")

@@ -231,3 +231,18 @@ def test_an_episode_whose_recording_cannot_end_still_reports_its_error(monkeypat
         "RuntimeError: the page went away",
         1,
     )
+
+
+def test_a_ray_result_is_matched_to_its_job_by_seeds():
+    """An actor's results come back in the order they end, naming the env as
+    its spec does (an alias's full id): the seeds find the job, and a result
+    of no job given is an error, not a silent guess."""
+    from agents.runners import failed_result
+    from agents.runners.ray_runner import _index_of
+
+    left = [(Job("miniwob.click-test", 3, agent_seed=7), 0), (Job("miniwob.click-test", 3), 1)]
+    full = "browser_env/miniwob.click-test-v0"
+    assert _index_of(left, failed_result(Job(full, 3), "ok", "")) == 1
+    assert _index_of(left, failed_result(Job(full, 3, agent_seed=7), "ok", "")) == 0
+    with pytest.raises(RuntimeError, match="no job"):
+        _index_of(left, failed_result(Job(full, 4), "ok", ""))
