@@ -97,6 +97,29 @@ def log_benchmark(
     return directory
 
 
+def _finished_records(path: Path, timeout_s: float) -> list[bytes]:
+    """The records of ``path`` once its last one is the exit record."""
+    import time
+
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = _records(path)
+        if records:
+            last = wandb_internal_pb2.Record()
+            try:
+                last.ParseFromString(records[-1])
+            except Exception:  # noqa: BLE001 - a fragment of a record being written
+                pass
+            else:
+                if last.WhichOneof("record_type") == "exit":
+                    return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout_s:g} s (run not finished?)")
+        time.sleep(0.1)
+
+
 def _records(path: Path) -> list[bytes]:
     raw = path.read_bytes()
     if raw[:4] != b":W&B":
@@ -108,6 +131,8 @@ def _records(path: Path) -> list[bytes]:
             offset += room
             continue
         _, length, kind = struct.unpack("<IHB", raw[offset : offset + 7])
+        if offset + 7 + length > len(raw):  # a record still being written
+            break
         payload = raw[offset + 7 : offset + 7 + length]
         offset += 7 + length
         if kind == 0 and length == 0:  # zero padding up to the end of a block
@@ -125,16 +150,22 @@ def _records(path: Path) -> list[bytes]:
     return records
 
 
-def read_offline_run(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"config", "history", "summary"}`` of an offline run: ``directory`` is the
-    run's ``offline-run-*`` dir or any dir above exactly one of them. History is
-    a list of ``{key: value}`` rows (with ``_step``); values are decoded JSON."""
+def read_offline_run(directory: str | os.PathLike[str], timeout_s: float = 30.0) -> dict[str, Any]:
+    """``{"config", "history", "summary"}`` of a finished offline run: ``directory``
+    is the run's ``offline-run-*`` dir or any dir above exactly one of them.
+    History is a list of ``{key: value}`` rows (with ``_step``); values are
+    decoded JSON. Waits up to ``timeout_s`` for wandb to finish writing the
+    file (its exit record); ``TimeoutError`` if it does not."""
     from wandb.proto import wandb_internal_pb2
 
     root = Path(directory)
     files = sorted(root.rglob("*.wandb"))
     if len(files) != 1:
         raise ValueError(f"expected one .wandb file under {root}, found {len(files)}")
+    # wandb's own process may still be writing the file after run.finish()
+    # returned (seen once in ~25 offline runs: the run record was missing):
+    # a finished run's file ends with an exit record
+    records = _finished_records(files[0], timeout_s)
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
@@ -142,7 +173,7 @@ def read_offline_run(directory: str | os.PathLike[str]) -> dict[str, Any]:
     def key(item: Any) -> str:
         return item.key or "/".join(item.nested_key)
 
-    for payload in _records(files[0]):
+    for payload in records:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")

@@ -36,3 +36,37 @@ def test_reader_refuses_what_is_not_one_run(tmp_path):
     (tmp_path / "a" / "run-x.wandb").write_bytes(b"not wandb")
     with pytest.raises(ValueError, match="header"):
         read_offline_run(tmp_path)
+
+
+def test_reader_waits_for_the_run_to_be_written_to_its_end(tmp_path, monkeypatch):
+    """wandb's service can still be writing a run after ``finish()`` returned:
+    the reader waits for the exit record (and says so when it never comes)."""
+    import shutil
+    import threading
+    import time
+
+    wandb = pytest.importorskip("wandb", reason="wandb is in the train extra")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="t", dir=str(tmp_path / "w"), mode="offline", config={"n": 3})
+    run.log({"x": 1}, step=0)
+    run.finish()
+    wandb.teardown()
+    [written] = (tmp_path / "w").rglob("*.wandb")
+    whole = written.read_bytes()
+    partial = tmp_path / "p" / "run" / "run-1.wandb"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(whole[:100])  # the header and part of the run record
+    with pytest.raises(TimeoutError, match="no exit record"):
+        read_offline_run(tmp_path / "p", timeout_s=0.3)
+
+    def finish_writing():
+        time.sleep(0.5)
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_bytes(whole)
+        shutil.move(tmp, partial)
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    logged = read_offline_run(tmp_path / "p", timeout_s=30)
+    writer.join()
+    assert logged["config"]["n"] == 3
