@@ -102,15 +102,15 @@ def run(
         raise ValueError(f"reward must be 'success' or 'return', got {cfg.reward!r}")
     if cfg.beta < 0:
         raise ValueError(f"beta must be >= 0, got {cfg.beta}")
-    if cfg.runner not in ("local", "vector", "ray"):
-        raise ValueError(f"runner must be local, vector or ray, got {cfg.runner!r}")
-    if cfg.workers < 1 or cfg.envs_per_worker < 1:
-        raise ValueError("workers and envs_per_worker must be >= 1")
-    if (cfg.cpus_per_worker, cfg.gpus_per_worker) != (1.0, 0.0) and cfg.runner != "ray":
-        raise ValueError(
-            f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
-            f"runner=ray only, got runner={cfg.runner}"
-        )
+    from agents.runners import check_runner_options
+
+    check_runner_options(  # what the rollout engine would refuse, before the model loads
+        cfg.runner,
+        workers=cfg.workers,
+        envs_per_worker=cfg.envs_per_worker,
+        cpus_per_worker=cfg.cpus_per_worker,
+        gpus_per_worker=cfg.gpus_per_worker,
+    )
     if play_fn is None:  # before the model loads
         from learners.rollout import check_ray_actor_policy
 

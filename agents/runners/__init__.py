@@ -55,6 +55,7 @@ __all__ = [
     "RolloutEngine",
     "RolloutSpec",
     "by_env_id",
+    "check_runner_options",
     "close_all",
     "collect",
     "failed_result",
@@ -200,6 +201,35 @@ def worker_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def check_runner_options(
+    runner: str,
+    *,
+    workers: int = 1,
+    envs_per_worker: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+) -> None:
+    """Raise ``ValueError`` for options :class:`RolloutEngine` cannot play (an
+    unknown runner, fewer than one worker or env, Ray's per-actor options with
+    another runner); a learner calls it before its model loads."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if envs_per_worker < 1:
+        raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
+    if envs_per_worker > 1 and runner != "ray":
+        raise ValueError(
+            f"envs_per_worker is the number of envs in each Ray actor: runner=ray only "
+            f"(runner={runner} plays workers={workers} envs)"
+        )
+    if (cpus_per_worker, gpus_per_worker) != (1.0, 0.0) and runner != "ray":
+        raise ValueError(
+            f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
+            f"runner=ray only (runner={runner} runs in this process)"
+        )
+
+
 def reset_error_result(job: Job, exc: BaseException, env: Any) -> EpisodeResult:
     """The ``error`` result of ``job``, whose episode raised ``exc`` before it
     began (its reset, or the agent's); a recording the env had opened for it
@@ -245,22 +275,13 @@ class RolloutEngine:
         gpus_per_worker: float = 0.0,
         keep_envs: bool = False,
     ) -> None:
-        if runner not in RUNNERS:
-            raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        if envs_per_worker < 1:
-            raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
-        if envs_per_worker > 1 and runner != "ray":
-            raise ValueError(
-                f"envs_per_worker is the number of envs in each Ray actor: runner=ray only "
-                f"(runner={runner} plays workers={workers} envs)"
-            )
-        if (cpus_per_worker, gpus_per_worker) != (1.0, 0.0) and runner != "ray":
-            raise ValueError(
-                f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
-                f"runner=ray only (runner={runner} runs in this process)"
-            )
+        check_runner_options(
+            runner,
+            workers=workers,
+            envs_per_worker=envs_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+        )
         if agent is None and make_agent is None:
             raise ValueError("give agent= or make_agent=")
         self.runner_name = runner

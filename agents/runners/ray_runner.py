@@ -90,13 +90,10 @@ class RolloutWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def play(self, jobs: Sequence[Job]) -> list[EpisodeResult]:
-        """Play ``jobs`` (at most ``envs_per_worker`` of them run at once)."""
-        return self.runner.run(jobs)
-
     def stream(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
-        """:meth:`play`, yielding each episode's result as it ends (called as a
-        Ray streaming generator: the driver has each episode as it ends)."""
+        """Play ``jobs`` (at most ``envs_per_worker`` of them run at once), yielding
+        each episode's result as it ends (called as a Ray streaming generator:
+        the driver has each episode as it ends)."""
         yield from self.runner.iter_run(jobs)
 
     def call_agent(self, fn: Callable[[Any], Any]) -> None:
