@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import agent_name, build_agent, recording_info
+    from agents.run import build_agent, recording_info
 
     suite: Suite = instantiate(cfg.suite)
     out = _output_dir(cfg)
@@ -59,7 +59,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     runner = str(cfg.get("runner") or "local")
     # Ray actors build their own agents (a model on a GPU would load here too)
     agent = None if runner == "ray" else build_agent(cfg)
-    name = agent_name(cfg) if agent is None else getattr(agent, "name", type(agent).__name__)
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
     env_kwargs: dict[str, Any] = {
@@ -71,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         env_kwargs["modalities"] = tuple(cfg.modalities)
     if suite.max_episode_steps or cfg.get("max_steps"):
         env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
-    info, source = recording_info(cfg, agent)
+    info, source = recording_info(cfg, agent)  # info.name: the agent's name, built or not
     spec = RolloutSpec(
         env_kwargs=env_kwargs,
         record_dir=str(out / "episodes") if cfg.record else None,
@@ -103,9 +102,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if agent is not None:
             agent.close()
     config = OmegaConf.to_container(cfg, resolve=True)
-    data = write_results(out / "results.json", results, suite=suite.name, agent=name, config=config)
+    data = write_results(
+        out / "results.json", results, suite=suite.name, agent=info.name, config=config
+    )
     print(format_table(data["tasks"], data["overall"]))
-    plot = plot_success(data["tasks"], out / "success.png", title=f"{name} on {suite.name}")
+    plot = plot_success(data["tasks"], out / "success.png", title=f"{info.name} on {suite.name}")
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))
     if cfg.record:
         print(f"episodes: {out / 'episodes'}  (python -m browser_env.view {out / 'episodes'})")
