@@ -44,6 +44,7 @@ __all__ = [
     "kill_browser_processes",
     "launch",
     "launch_browser",
+    "launch_on_driver",
     "process_group",
     "process_running",
     "release_playwright",
@@ -150,6 +151,28 @@ def launch_browser(playwright: Playwright, config: BrowserConfig) -> tuple[Brows
     return browser, _find_tagged_process(tag)
 
 
+def launch_on_driver(
+    playwright: Playwright | None, config: BrowserConfig
+) -> tuple[Playwright, Browser, int | None]:
+    """Launch a browser on this thread's Playwright driver, for an owner of one
+    browser: ``playwright`` is the driver the caller holds a reference on
+    (revived first if it died since, see :func:`revive_playwright`), or
+    ``None`` to take a reference (:func:`acquire_playwright`). Returns the
+    driver, the browser and its main process id (:func:`launch_browser`). If the
+    launch (or the driver's revival) raises, the caller's reference (held or
+    just taken) is released before the error propagates: the caller then holds
+    none."""
+    if playwright is None:
+        acquire_playwright()  # raises holding nothing
+    try:
+        playwright = revive_playwright()
+        browser, pid = launch_browser(playwright, config)
+    except BaseException:
+        release_playwright()
+        raise
+    return playwright, browser, pid
+
+
 def _find_tagged_process(tag: str) -> int | None:
     import psutil
 
@@ -218,7 +241,11 @@ def acquire_playwright() -> Playwright:
         _LOCAL.driver = _start_driver()
         _LOCAL.count = 0
     _LOCAL.count += 1
-    return revive_playwright()
+    try:
+        return revive_playwright()
+    except BaseException:  # a failed acquire holds nothing
+        release_playwright()
+        raise
 
 
 def current_playwright() -> Playwright | None:

@@ -22,12 +22,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from browser_env.browser import (
-    acquire_playwright,
     driver_alive,
     kill_browser_processes,
-    launch_browser,
-    release_playwright,
-    revive_playwright,
+    launch_on_driver,
 )
 from browser_env.executor import INIT_JS, INTENTS_JS, first_line
 
@@ -96,16 +93,10 @@ class PageLifecycle:
             self._set_page(self._context.new_page())  # type: ignore[attr-defined]
 
     def _launch(self) -> None:
-        if self._playwright is None:
-            self._playwright = acquire_playwright()
-        else:  # this env holds a reference already: the driver may have died since
-            self._playwright = revive_playwright()
-        try:
-            self._browser, self._browser_pid = launch_browser(self._playwright, self.browser_config)
-        except Exception:
-            self._playwright = None
-            release_playwright()
-            raise
+        held, self._playwright = self._playwright, None  # a failed launch releases it
+        self._playwright, self._browser, self._browser_pid = launch_on_driver(
+            held, self.browser_config
+        )
 
     def _browser_alive(self) -> bool:
         if self._shared_browser is not None:  # the owner watches its driver

@@ -59,13 +59,11 @@ from gymnasium.vector.utils import iterate
 
 from browser_env.browser import (
     BrowserConfig,
-    acquire_playwright,
     driver_alive,
     kill_browser_processes,
-    launch_browser,
+    launch_on_driver,
     process_running,
     release_playwright,
-    revive_playwright,
 )
 
 if TYPE_CHECKING:
@@ -125,10 +123,8 @@ class SharedBrowser:
                 )
             self._launching = True
             try:
-                self._playwright = (
-                    acquire_playwright() if self._playwright is None else revive_playwright()
-                )
-                self._browser, self._pid = launch_browser(self._playwright, self.config)
+                held, self._playwright = self._playwright, None  # a failed launch releases it
+                self._playwright, self._browser, self._pid = launch_on_driver(held, self.config)
             finally:
                 self._launching = False
         return self._browser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 
-from browser_env.browser import find_chromium
+from browser_env.browser import BrowserConfig, find_chromium
 from browser_env.env import BrowserEnv
 
 pytestmark = pytest.mark.browser
@@ -109,3 +109,38 @@ def test_a_crashed_page_is_replaced_and_the_episode_goes_on(open_env, site_url):
     assert env.page is not crashed and (reward, terminated, truncated) == (0.0, False, False)
     obs, *_ = env.step({"action": "NAVIGATE", "value": site_url + "links.html"})
     assert obs["url"] == site_url + "links.html" and obs["elements"]
+
+
+def test_a_failed_launch_leaves_no_driver_reference(tmp_path, site_url):
+    """Both browser owners (an env, a SharedBrowser) release their thread's driver
+    when Chromium fails to start, and launch once it can (on a thread of its own:
+    this one's driver is held by other tests' fixtures)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from browser_env.browser import current_playwright
+    from browser_env.vector import SharedBrowser
+
+    broken = tmp_path / "not-chrome"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+
+    def body() -> None:
+        assert current_playwright() is None
+        env = BrowserEnv("open", modalities=("text",), executable_path=str(broken))
+        with pytest.raises(Exception, match="not-chrome|exit|closed"):
+            env.reset(options={"url": site_url + "links.html"})
+        assert current_playwright() is None  # the driver it started is stopped again
+        env.close()
+        shared = SharedBrowser(BrowserConfig(executable_path=str(broken)))
+        with pytest.raises(Exception, match="not-chrome|exit|closed"):
+            shared()
+        assert current_playwright() is None and shared.playwright is None
+        shared.config = BrowserConfig()
+        try:
+            assert shared().is_connected() and current_playwright() is shared.playwright
+        finally:
+            shared.close()
+        assert current_playwright() is None
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(body).result()
