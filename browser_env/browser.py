@@ -5,11 +5,14 @@ The binary is, in order: the ``executable_path`` argument, the
 ``playwright install chromium`` has put one on disk, then the system Chromium
 (``chromium``/``chromium-browser``/``google-chrome`` on ``PATH``).
 
-Each env launches its own browser. The Playwright *driver* is shared per
+Each env launches its own browser (or opens a context of a shared one,
+:class:`browser_env.vector.SharedBrowser`). The Playwright *driver* is shared per
 thread and reference-counted (:func:`acquire_playwright`): Playwright's sync
 API runs one event loop per thread, so a second ``sync_playwright().start()``
 in the same thread fails, which would rule out two envs in one process (e.g.
-a ``SyncVectorEnv``). The driver stops when the last env of that thread closes.
+a ``SyncVectorEnv``). The driver stops when the last owner of that thread
+closes. Both owners launch through :func:`launch_on_driver`, which takes (or
+revives) the reference and gives it back if the launch fails.
 
 Death and leftovers. Every browser is launched with a tag on its command line,
 so :func:`launch_browser` knows its process id; Playwright starts Chromium as
