@@ -261,11 +261,11 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
 
     from hydra.utils import instantiate
 
-    from agents.runners import Job, RolloutEngine, RolloutSpec, worker_resources
+    from agents.runners import Job, RolloutEngine, RolloutSpec, runner_options
 
     n = int(cfg.get("episodes") or 1)
-    runner = str(cfg.get("runner") or "local")
-    workers = int(cfg.get("workers") or 1)
+    options = runner_options(cfg)
+    runner, workers = options["runner"], options["workers"]
     trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
@@ -293,10 +293,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             spec,
             agent=None if runner == "ray" else agent,
             make_agent=functools.partial(build_agent, cfg),
-            runner=runner,
-            workers=workers,
-            envs_per_worker=int(cfg.get("envs_per_worker") or 1),
-            **worker_resources(cfg),
+            **options,
             keep_envs=True,
         ) as engine:
             for start in range(0, n, size):
@@ -346,12 +343,15 @@ def _summary(r: Any) -> dict[str, Any]:
         "actions": r.actions,
         "episode_dir": r.episode_dir,
         "status": r.status,
+        "error": r.error,
         "update": None,
     }
 
 
 def _print_episode(s: Mapping[str, Any]) -> None:
     line = f"seed={s['seed']} steps={s['steps']} success={s['success']} {s['status']}"
+    if s.get("error"):
+        line += f": {s['error'].splitlines()[0]}"
     if s["update"] is not None:
         u = s["update"]
         line += f" update {u['update']}: {u['seconds']:.1f}s -> {u['checkpoint']}"
@@ -359,7 +359,12 @@ def _print_episode(s: Mapping[str, Any]) -> None:
 
 
 def _entry(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("online") or int(cfg.get("episodes") or 1) > 1:
+    """One episode step by step (``run``) unless more, online learning or a
+    runner other than ``local`` is asked for: then the rollout engine plays them."""
+    from agents.runners import runner_options
+
+    runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
+    if cfg.get("online") or int(cfg.get("episodes") or 1) > 1 or runner != "local":
         return run_episodes(cfg)
     return run(cfg)
 

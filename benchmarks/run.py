@@ -30,7 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, run_rollouts, worker_resources
+from agents.runners import Job, RolloutSpec, run_rollouts, runner_options
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.suites import Suite
 
@@ -53,10 +53,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import browser_env  # noqa: F401 - registers the ids
     from agents.run import build_agent, recording_info
 
+    options = runner_options(cfg)  # a bad one fails before a model loads
+    runner = options["runner"]
     suite: Suite = instantiate(cfg.suite)
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    runner = str(cfg.get("runner") or "local")
     # Ray actors build their own agents (a model on a GPU would load here too)
     agent = None if runner == "ray" else build_agent(cfg)
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
@@ -91,10 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             spec,
             agent=agent,
             make_agent=functools.partial(build_agent, cfg),
-            runner=runner,
-            workers=int(cfg.get("workers") or 1),
-            envs_per_worker=int(cfg.get("envs_per_worker") or 1),
-            **worker_resources(cfg),
+            **options,
             on_result=done,
         )
     finally:

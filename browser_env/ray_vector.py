@@ -29,6 +29,7 @@ started by :func:`browser_env.ray_local.init_ray`, re-exported here.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -150,12 +151,25 @@ class RayVectorEnv(SyncVectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if num_cpus < 0:
+            raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
+        spec = gym.spec(env_id)  # an unknown id fails here, before Ray starts
         ray = _ray()
-        self._own_ray = start_ray and init_ray(num_cpus=max(os.cpu_count() or 1, num_envs))
+        # the embedded Ray declares room for every actor (logical CPUs: more
+        # actors than cores share them), so none waits for ever to be placed
+        self._own_ray = start_ray and init_ray(
+            num_cpus=max(os.cpu_count() or 1, math.ceil(num_envs * num_cpus))
+        )
         actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(EnvActor)
         actors = [actor_cls.remote(env_id, env_kwargs) for _ in range(num_envs)]
-        descriptions = ray.get([actor.describe.remote() for actor in actors])
-        spec = gym.spec(env_id)
+        try:
+            descriptions = ray.get([actor.describe.remote() for actor in actors])
+        except BaseException:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            if self._own_ray:
+                ray.shutdown()
+            raise
         proxies = [_RemoteEnv(a, d, spec) for a, d in zip(actors, descriptions, strict=True)]
         self.actors = actors
         super().__init__(

@@ -38,7 +38,9 @@ threads: every sub-env stays the ordinary sync
 :class:`~browser_env.env.BrowserEnv` (one env implementation, not a second
 async one to keep identical), and one Playwright driver serves them all (sync
 Playwright needs a driver per thread). For parallelism beyond one browser use
-several processes (``vectorization_mode="async"``) or Ray actors
+several processes (``vectorization_mode="async"`` with
+``vector_kwargs={"shared_memory": False}``: the text spaces have no shared-memory
+layout) or Ray actors
 (:class:`browser_env.ray_vector.RayVectorEnv`), each of which can hold a
 shared-browser vector env of its own.
 

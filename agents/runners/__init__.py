@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "runner_options",
     "RUNNERS",
     "Job",
     "RolloutEngine",
@@ -61,7 +62,6 @@ __all__ = [
     "failed_result",
     "reset_error_result",
     "run_rollouts",
-    "worker_resources",
 ]
 
 RUNNERS = ("local", "vector", "ray")
@@ -110,6 +110,16 @@ class RolloutSpec:
     episode_timeout_s: float | None = None
     kill_grace_s: float = 30.0
     keep_samples: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.episode_timeout_s is not None and not self.episode_timeout_s > 0:
+            raise ValueError(
+                f"episode_timeout_s must be > 0 or None (no limit), got {self.episode_timeout_s}"
+            )
+        if not self.kill_grace_s >= 0:
+            raise ValueError(f"kill_grace_s must be >= 0, got {self.kill_grace_s}")
 
     def wrap(self, env: Any) -> Any:
         """``env`` wrapped for recording when ``record_dir`` is set."""
@@ -190,15 +200,27 @@ def collect(
     return out
 
 
-def worker_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
-    """``cpus_per_worker`` and ``gpus_per_worker`` of an entry point's config
-    (``benchmarks.run``, ``agents.run``) as :class:`RolloutEngine` takes them;
-    missing or null: 1 CPU and no GPU."""
-    cpus, gpus = cfg.get("cpus_per_worker"), cfg.get("gpus_per_worker")
-    return {
-        "cpus_per_worker": 1.0 if cpus is None else float(cpus),
-        "gpus_per_worker": 0.0 if gpus is None else float(gpus),
+def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``runner``, ``workers``, ``envs_per_worker``, ``cpus_per_worker`` and
+    ``gpus_per_worker`` of an entry point's config (``benchmarks.run``,
+    ``agents.run``) as :class:`RolloutEngine` takes them, checked
+    (:func:`check_runner_options`) so a bad one fails before a model loads or a
+    browser starts. Missing or null: ``local``, 1 worker, 1 env per worker,
+    1 CPU and no GPU; a 0 is an error, not the default."""
+
+    def option(name: str, default: Any, kind: Any) -> Any:
+        value = cfg.get(name)
+        return default if value is None else kind(value)
+
+    options = {
+        "runner": option("runner", "local", str),
+        "workers": option("workers", 1, int),
+        "envs_per_worker": option("envs_per_worker", 1, int),
+        "cpus_per_worker": option("cpus_per_worker", 1.0, float),
+        "gpus_per_worker": option("gpus_per_worker", 0.0, float),
     }
+    check_runner_options(**options)
+    return options
 
 
 def check_runner_options(

@@ -294,3 +294,21 @@ def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluste
     assert traces[0] == traces[1]
     assert traces[0][1][3] == [True, False] and traces[0][2][2] == [0.0, 1.0]
     assert tree and _gone(pids + tree)  # actors and their browsers are gone after close
+
+
+def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium, ray\n"
+        "from browser_env.ray_vector import RayVectorEnv\n"
+        "try:\n"
+        "    RayVectorEnv('browser_env/miniwob.no-such-task-v0', 2)\n"
+        "except gymnasium.error.Error as exc:\n"
+        "    print(type(exc).__name__, ray.is_initialized())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["NameNotFound", "False"], out.stderr

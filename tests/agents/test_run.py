@@ -276,3 +276,38 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
         run_episodes(
             compose_run(*args, "runner=vector", "online=sdft", "record=false"), verbose=False
         )
+
+
+def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    for option, match in [
+        ("runner=bogus", "runner must be one of"),
+        ("workers=0", "workers must be >= 1"),
+    ]:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agents.run",
+                "agent=random",
+                "env=miniwob.click-button",
+                option,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode != 0 and match in out.stderr, (option, out.stdout, out.stderr)
+
+
+def test_an_episode_line_says_why_it_failed(capsys):
+    from agents.run import _print_episode
+
+    line = {"seed": 3, "steps": 0, "success": False, "status": "error", "update": None}
+    _print_episode({**line, "error": "gymnasium.error.NameNotFound: no such env\nTraceback"})
+    _print_episode({**line, "status": "ok", "error": None})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("error: gymnasium.error.NameNotFound: no such env")
+    assert out[1].endswith(" ok")

@@ -51,7 +51,7 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     local = run_rollouts(jobs, SPEC, agent=RandomAgent(), runner="local")
     vector = run_rollouts(jobs, SPEC, agent=RandomAgent(), runner="vector", workers=3)
     assert _key(vector) == _key(local)
-    timed = RolloutSpec(env_kwargs=SPEC.env_kwargs, episode_timeout_s=0.0)
+    timed = RolloutSpec(env_kwargs=SPEC.env_kwargs, episode_timeout_s=1e-9)  # over at once
     out = run_rollouts(jobs[:2], timed, agent=RandomAgent(), runner="vector", workers=2)
     assert [r.status for r in out] == ["timeout", "timeout"] and out[0].steps == 0
 
@@ -246,3 +246,43 @@ def test_a_ray_result_is_matched_to_its_job_by_seeds():
     assert _index_of(left, failed_result(Job(full, 3, agent_seed=7), "ok", "")) == 0
     with pytest.raises(RuntimeError, match="no job"):
         _index_of(left, failed_result(Job(full, 4), "ok", ""))
+
+
+def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():
+    from omegaconf import OmegaConf
+
+    from agents.runners import runner_options
+
+    assert runner_options(OmegaConf.create({})) == {
+        "runner": "local",
+        "workers": 1,
+        "envs_per_worker": 1,
+        "cpus_per_worker": 1.0,
+        "gpus_per_worker": 0.0,
+    }
+    nulls = OmegaConf.create({"runner": None, "workers": None, "envs_per_worker": None})
+    assert runner_options(nulls)["workers"] == 1
+    assert runner_options({"runner": "ray", "workers": 3, "envs_per_worker": 2})["workers"] == 3
+    for bad, match in [
+        ({"workers": 0}, "workers must be >= 1"),
+        ({"runner": "ray", "envs_per_worker": 0}, "envs_per_worker must be >= 1"),
+        ({"runner": "bogus"}, "runner must be one of"),
+        ({"runner": "local", "envs_per_worker": 3}, "runner=ray only"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            runner_options(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"episode_timeout_s": -1}, "episode_timeout_s must be > 0"),
+        ({"episode_timeout_s": 0}, "episode_timeout_s must be > 0"),
+        ({"max_steps": 0}, "max_steps must be >= 1"),
+        ({"kill_grace_s": -0.5}, "kill_grace_s must be >= 0"),
+    ],
+)
+def test_a_rollout_spec_refuses_limits_no_episode_could_meet(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RolloutSpec(**kwargs)
+    assert RolloutSpec(episode_timeout_s=None, max_steps=None).episode_timeout_s is None
