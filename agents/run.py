@@ -261,7 +261,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
 
     from hydra.utils import instantiate
 
-    from agents.runners import Job, RolloutEngine, RolloutSpec, runner_options
+    from agents.runners import Job, RolloutEngine, RolloutSpec, check_env_ids, runner_options
 
     n = int(cfg.get("episodes") or 1)
     options = runner_options(cfg)
@@ -286,6 +286,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     )
     first = int(cfg.get("seed") or 0)
     jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
+    check_env_ids(jobs)  # before a browser or Ray starts
     size = n if trainer is None else workers if runner != "local" else 1
     summaries: list[dict[str, Any]] = []
     try:

@@ -56,6 +56,7 @@ __all__ = [
     "RolloutEngine",
     "RolloutSpec",
     "by_env_id",
+    "check_env_ids",
     "check_runner_options",
     "close_all",
     "collect",
@@ -198,6 +199,15 @@ def collect(
         if on_result is not None:
             on_result(result)
     return out
+
+
+def check_env_ids(jobs: Iterable[Job]) -> None:
+    """Raise Gymnasium's ``NameNotFound`` (with its suggestions) for a job whose
+    env id is not registered."""
+    import gymnasium as gym
+
+    for env_id in sorted({job.env_id for job in jobs}):
+        gym.spec(env_id)
 
 
 def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -343,7 +353,11 @@ class RolloutEngine:
         self, jobs: Sequence[Job], on_result: ResultCallback | None = None
     ) -> list[EpisodeResult]:
         """Play every job; the results sorted by (env id, seed, agent seed).
-        ``on_result`` is called with each result as it arrives."""
+        ``on_result`` is called with each result as it arrives. An env id that
+        is not registered raises Gymnasium's error before any episode plays
+        (under every runner: a Ray actor would otherwise record it as an
+        ``error`` episode)."""
+        check_env_ids(jobs)
         return sorted(self.runner.run(jobs, on_result), key=result_key)
 
     def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
@@ -390,6 +404,7 @@ def run_rollouts(
 ) -> list[EpisodeResult]:
     """Play every job once with a :class:`RolloutEngine` made for it (and
     closed after); the results sorted by (env id, seed, agent seed)."""
+    check_env_ids(jobs)  # before a browser or Ray starts
     with RolloutEngine(
         spec,
         agent=agent,

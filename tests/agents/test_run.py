@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -280,26 +281,26 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
 
 def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    for option, match in [
-        ("runner=bogus", "runner must be one of"),
-        ("workers=0", "workers must be >= 1"),
-    ]:
+    cases = [
+        (["runner=bogus"], "runner must be one of"),
+        (["workers=0"], "workers must be >= 1"),
+        # an unknown id is Gymnasium's error, not an `error` episode in a Ray actor
+        (["env=miniwob.no-such-task", "runner=ray", "episodes=2"], "doesn't exist"),
+    ]
+    for overrides, match in cases:
+        start = time.perf_counter()
         out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agents.run",
-                "agent=random",
-                "env=miniwob.click-button",
-                option,
-            ],
+            [sys.executable, "-m", "agents.run", "agent=random", "env=miniwob.click-button"]
+            + overrides,
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert out.returncode != 0 and match in out.stderr, (option, out.stdout, out.stderr)
+        assert out.returncode != 0 and match in out.stderr, (overrides, out.stdout, out.stderr)
+        assert "Started a local Ray instance" not in out.stdout + out.stderr
+        assert time.perf_counter() - start < 60
 
 
 def test_an_episode_line_says_why_it_failed(capsys):

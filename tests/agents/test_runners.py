@@ -286,3 +286,15 @@ def test_a_rollout_spec_refuses_limits_no_episode_could_meet(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RolloutSpec(**kwargs)
     assert RolloutSpec(episode_timeout_s=None, max_steps=None).episode_timeout_s is None
+
+
+def test_an_unknown_env_id_fails_before_any_episode_plays():
+    import gymnasium
+
+    jobs = [
+        Job("browser_env/miniwob.click-button-v0", 0),
+        Job("browser_env/miniwob.clik-test-v0", 0),
+    ]
+    for runner in ("local", "vector"):
+        with pytest.raises(gymnasium.error.NameNotFound, match="clik-test"):
+            run_rollouts(jobs, SPEC, agent=RandomAgent(), runner=runner)
