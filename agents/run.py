@@ -25,8 +25,9 @@ policy, or K Ray actors.
 from ``cfg.online`` (``_target_: learners.online.OnlineSDFT``) gets
 ``update(agent, episode_dir)``, which trains the adapter within its budget,
 checkpoints it and loads it into the agent (with ``runner=vector|ray``, after
-each round of K episodes; Ray actors load the checkpoint too). The learner is instantiated by
-Hydra at run time: ``agents`` never imports ``learners``.
+each round of as many episodes as the engine plays at once; Ray actors load
+the checkpoint too). The learner is instantiated by Hydra at run time:
+``agents`` never imports ``learners``.
 """
 
 from __future__ import annotations
@@ -247,8 +248,9 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     rollout engine (:mod:`agents.runners`; ``runner``, ``workers``), updating
     the agent after each success when ``cfg.online`` is set.
 
-    With ``train``, episodes are played in rounds of ``workers`` (one at a
-    time with ``runner=local``); after a round, each of its successes (by
+    With ``train``, episodes are played in rounds of the engine's ``slots``
+    (one at a time with ``runner=local``, ``workers`` with ``vector``,
+    ``workers * envs_per_worker`` with ``ray``); after a round, each of its successes (by
     seed) gets ``train.update(agent, episode_dir)``, and with ``runner=ray``
     every actor then loads the update's checkpoint, so the next round acts
     with the updated adapter everywhere.
@@ -265,7 +267,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
 
     n = int(cfg.get("episodes") or 1)
     options = runner_options(cfg)
-    runner, workers = options["runner"], options["workers"]
+    runner = options["runner"]
     trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
@@ -287,7 +289,6 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     first = int(cfg.get("seed") or 0)
     jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
     check_env_ids(jobs)  # before a browser or Ray starts
-    size = n if trainer is None else workers if runner != "local" else 1
     summaries: list[dict[str, Any]] = []
     try:
         with RolloutEngine(
@@ -297,6 +298,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
             **options,
             keep_envs=True,
         ) as engine:
+            size = n if trainer is None else engine.slots
             for start in range(0, n, size):
                 for r in engine.run(jobs[start : start + size]):
                     summary = _summary(r)

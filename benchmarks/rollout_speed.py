@@ -469,9 +469,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 save()
     finally:
         if ray_started:
-            import ray
+            from browser_env.ray_local import shutdown_ray
 
-            ray.shutdown()
+            shutdown_ray()
     print(report(rows, runners, policy))
     save()
     for failure in failures:

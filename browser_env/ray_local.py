@@ -5,6 +5,8 @@
     from browser_env.ray_local import init_ray
 
     init_ray()        # embedded: every Ray process on 127.0.0.1; RAY_ADDRESS joins a cluster
+    ...
+    shutdown_ray()    # ray.shutdown(), then the embedded instance's temp dir goes
 
 The one place the project starts Ray (rollout actors, :class:`RayVectorEnv
 <browser_env.ray_vector.RayVectorEnv>`, the training service), because
@@ -25,7 +27,9 @@ The one place the project starts Ray (rollout actors, :class:`RayVectorEnv
   given up front, the waits lengthened, and a start that still times out is
   cleaned up and tried again.
 - **Its own files.** Session files go to a temp dir of our own under /tmp
-  (short: Ray's socket paths are capped), never a shared ``/tmp/ray``.
+  (short: Ray's socket paths are capped), never a shared ``/tmp/ray``;
+  :func:`shutdown_ray` stops the instance and removes that dir (Ray leaves
+  its session dirs behind, and one per run piled up).
 
 Ray is imported only here and where it is used (``pip install "browser-rl[ray]"``).
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -43,9 +48,12 @@ from typing import Any
 
 from browser_env.policy import is_loopback
 
-__all__ = ["free_port", "init_ray", "kill_processes_using"]
+__all__ = ["free_port", "init_ray", "kill_processes_using", "shutdown_ray"]
 
 LOOPBACK = "127.0.0.1"
+
+# the temp dir init_ray made for the embedded instance up now (None: none, or the caller's)
+_own_root: str | None = None
 
 
 def _ray() -> Any:
@@ -70,8 +78,9 @@ def init_ray(
     Args:
         num_cpus: CPUs the embedded instance offers (default: all).
         num_gpus: GPUs it offers (default: those Ray finds).
-        temp_dir: where its session files go (default: a new dir under /tmp);
-            each try uses a subdir of its own.
+        temp_dir: where its session files go (default: a new dir under /tmp,
+            removed by :func:`shutdown_ray`; a dir given here is kept); each
+            try uses a subdir of its own.
         attempts: starts to try when Ray's start-up times out.
         dashboard_port: start Ray's dashboard (which hosts the Jobs API) on
             127.0.0.1 at this port; ``None``: no dashboard.
@@ -94,7 +103,9 @@ def init_ray(
         ray.init(address=address, log_to_driver=log_to_driver)
         return True
     _keep_loopback()
+    global _own_root
     root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
+    _own_root = None if temp_dir else root
     dashboard = (
         {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port}
         if dashboard_port is not None
@@ -119,17 +130,35 @@ def init_ray(
             ray.shutdown()
             kill_processes_using(session_dir)
             if attempt == attempts or "timed out" not in str(exc):
+                _remove_own_root()
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:
         ray.shutdown()
         kill_processes_using(root)
+        _remove_own_root()
         raise RuntimeError(
             f"the embedded Ray came up on {node_ip}, not {LOOPBACK}: this Ray release no "
             "longer keeps a loopback node address (see browser_env/ray_local.py)"
         )
     return True
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then remove the temp dir :func:`init_ray` made for an
+    embedded instance (its session files and logs); a cluster's, or a dir the
+    caller named, is left alone."""
+    _ray().shutdown()
+    _remove_own_root()
+
+
+def _remove_own_root() -> None:
+    global _own_root
+    root, _own_root = _own_root, None
+    if root is not None:
+        kill_processes_using(root)  # a process that outlived the shutdown would write on
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _keep_loopback() -> None:

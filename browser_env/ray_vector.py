@@ -38,7 +38,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
-from browser_env.ray_local import _ray, init_ray
+from browser_env.ray_local import _ray, init_ray, shutdown_ray
 from browser_env.vector import per_env_seeds
 
 __all__ = ["RayVectorEnv", "init_ray"]
@@ -168,7 +168,7 @@ class RayVectorEnv(SyncVectorEnv):
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             if self._own_ray:
-                ray.shutdown()
+                shutdown_ray()
             raise
         proxies = [_RemoteEnv(a, d, spec) for a, d in zip(actors, descriptions, strict=True)]
         self.actors = actors
@@ -228,4 +228,4 @@ class RayVectorEnv(SyncVectorEnv):
             super().close_extras(**kwargs)
         finally:
             if self._own_ray:
-                _ray().shutdown()
+                shutdown_ray()

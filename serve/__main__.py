@@ -66,9 +66,9 @@ def run(
     cfg.validate()
     cfg.token()  # refuse to start before any cluster exists
     embedded = start_ray(cfg)
-    import ray
     from ray import serve
 
+    from browser_env.ray_local import shutdown_ray
     from serve.deployment import APP_NAME, build
 
     try:
@@ -89,7 +89,7 @@ def run(
         # own graceful shutdown can stall for minutes on a loaded machine).
         if not embedded:
             serve.delete(APP_NAME)
-        ray.shutdown()
+        shutdown_ray()
 
 
 def hydra_entry(cfg: Any) -> None:

@@ -292,6 +292,10 @@ class RolloutEngine:
     between runs (a learner's few tasks); by default a task's envs close when
     the next task's open (a suite's many tasks). Use it as a context manager
     or call :meth:`close` (safe twice).
+
+    ``slots`` is how many episodes it plays at once (local: 1, vector:
+    ``workers``, ray: ``workers * envs_per_worker``): a caller that plays in
+    rounds (online learning) gives it that many jobs a round.
     """
 
     def __init__(
@@ -317,6 +321,7 @@ class RolloutEngine:
         if agent is None and make_agent is None:
             raise ValueError("give agent= or make_agent=")
         self.runner_name = runner
+        self.slots = {"local": 1, "vector": workers}.get(runner, workers * envs_per_worker)
         self._own_agent: Any = None
         if runner == "ray":
             if make_agent is None:

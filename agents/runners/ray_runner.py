@@ -50,7 +50,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
 from agents.runners import Job, RolloutSpec, by_env_id, failed_result
-from browser_env.ray_local import init_ray
+from browser_env.ray_local import init_ray, shutdown_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
 
@@ -148,7 +148,7 @@ class RayRunner:
                 warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=2)
             else:
                 if self._started:
-                    ray.shutdown()
+                    shutdown_ray()
                 raise ValueError(problem)
         self._actor_cls = ray.remote(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
@@ -298,7 +298,7 @@ class RayRunner:
         self.actors = []
         self._starting.clear()
         if self._started:
-            ray.shutdown()
+            shutdown_ray()
 
 
 def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:

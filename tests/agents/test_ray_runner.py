@@ -25,16 +25,13 @@ JOBS = [
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    import ray
+    from browser_env.ray_local import init_ray, shutdown_ray
 
-    from browser_env.ray_local import init_ray
-
-    started = init_ray(
-        num_cpus=2, num_gpus=0
-    )  # the same cluster on a machine with a GPU  # its own short temp dir under /tmp (socket paths are capped)
+    # the same cluster on a machine with a GPU; its own short temp dir under /tmp
+    started = init_ray(num_cpus=2, num_gpus=0)
     yield
     if started:
-        ray.shutdown()
+        shutdown_ray()
 
 
 def test_embedded_ray_listens_on_loopback_only(ray_cluster):
@@ -113,6 +110,15 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
     assert [(row["env_id"], row["success_rate"]) for row in summarize(remote)[0]] == rates
     assert len(seen) == len(JOBS) + 1
     assert all(r.retries == 0 and r.status == "ok" for r in remote)
+
+
+def test_a_ray_engine_plays_workers_times_envs_per_worker_at_once(ray_cluster):
+    from agents.runners import RolloutEngine
+
+    with RolloutEngine(
+        SPEC, make_agent=ScriptedExpert, runner="ray", workers=2, envs_per_worker=3
+    ) as engine:
+        assert engine.slots == 6
 
 
 def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tmp_path):
@@ -312,3 +318,25 @@ def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.split() == ["NameNotFound", "False"], out.stderr
+
+
+def test_shutdown_ray_removes_the_embedded_instances_temp_dir():
+    import subprocess
+    import sys
+
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("RAY_ADDRESS is set: init_ray joins that cluster and makes no temp dir")
+    code = (
+        "import os, ray\n"
+        "from browser_env.ray_local import init_ray, shutdown_ray\n"
+        "assert init_ray(num_cpus=1, num_gpus=0)\n"
+        "root = os.path.dirname(ray._private.worker._global_node.get_temp_dir_path())\n"
+        "before = os.path.isdir(root)\n"
+        "shutdown_ray()\n"
+        "print(root, before, os.path.exists(root), ray.is_initialized())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    root, *flags = out.stdout.split()
+    assert root.startswith("/tmp/ray-rollouts-") and flags == ["True", "False", "False"], out

@@ -298,3 +298,12 @@ def test_an_unknown_env_id_fails_before_any_episode_plays():
     for runner in ("local", "vector"):
         with pytest.raises(gymnasium.error.NameNotFound, match="clik-test"):
             run_rollouts(jobs, SPEC, agent=RandomAgent(), runner=runner)
+
+
+def test_an_engine_says_how_many_episodes_it_plays_at_once():
+    """A caller that plays in rounds (agents.run's online learning) sizes them by ``slots``."""
+    from agents.runners import RolloutEngine
+
+    for runner, workers, slots in (("local", 1, 1), ("vector", 3, 3)):
+        with RolloutEngine(SPEC, agent=RandomAgent(), runner=runner, workers=workers) as engine:
+            assert engine.slots == slots
