@@ -26,6 +26,11 @@ The one place the project starts Ray (rollout actors, :class:`RayVectorEnv
   machine; on a loaded one the raylet can miss them, so the agents' ports are
   given up front, the waits lengthened, and a start that still times out is
   cleaned up and tried again.
+- **Its own token.** A new local Ray turns token authentication on by
+  default, prints that it did, and writes the token to ``~/.ray/auth_token``
+  (readable by every user); the embedded instance gets a fresh token in this
+  process's environment instead (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``,
+  inherited by every Ray process it starts), unless ``RAY_AUTH_MODE`` is set.
 - **Its own files.** Session files go to a temp dir of our own under /tmp
   (short: Ray's socket paths are capped), never a shared ``/tmp/ray``;
   :func:`shutdown_ray` stops the instance and removes that dir (Ray leaves
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -103,6 +109,7 @@ def init_ray(
         ray.init(address=address, log_to_driver=log_to_driver)
         return True
     _keep_loopback()
+    _own_token()
     global _own_root
     root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
     _own_root = None if temp_dir else root
@@ -159,6 +166,20 @@ def _remove_own_root() -> None:
     if root is not None:
         kill_processes_using(root)  # a process that outlived the shutdown would write on
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _own_token() -> None:
+    """Token authentication with a token of this process's own (module doc),
+    unless ``RAY_AUTH_MODE`` says otherwise. Ray reads its config once, so it
+    is read again here, as Ray does when it turns the mode on itself."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _keep_loopback() -> None:

@@ -320,7 +320,9 @@ def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():
     assert out.stdout.split() == ["NameNotFound", "False"], out.stderr
 
 
-def test_shutdown_ray_removes_the_embedded_instances_temp_dir():
+def test_the_embedded_ray_keeps_its_token_and_files_to_itself(tmp_path):
+    """A token in the process's environment (no ~/.ray/auth_token, no notice
+    printed into a progress bar), and shutdown_ray removes its temp dir."""
     import subprocess
     import sys
 
@@ -332,11 +334,21 @@ def test_shutdown_ray_removes_the_embedded_instances_temp_dir():
         "assert init_ray(num_cpus=1, num_gpus=0)\n"
         "root = os.path.dirname(ray._private.worker._global_node.get_temp_dir_path())\n"
         "before = os.path.isdir(root)\n"
+        "assert os.environ['RAY_AUTH_MODE'] == 'token' and os.environ['RAY_AUTH_TOKEN']\n"
+        "assert ray.get(ray.remote(lambda: 7).remote()) == 7\n"  # workers have the token
         "shutdown_ray()\n"
         "print(root, before, os.path.exists(root), ray.is_initialized())\n"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**env, "HOME": str(tmp_path)},
     )
     root, *flags = out.stdout.split()
     assert root.startswith("/tmp/ray-rollouts-") and flags == ["True", "False", "False"], out
+    assert not (tmp_path / ".ray").exists()
+    assert "Token authentication" not in out.stderr, out.stderr
