@@ -34,13 +34,15 @@ The one place the project starts Ray (rollout actors, :class:`RayVectorEnv
 - **Its own files.** Session files go to a temp dir of our own under /tmp
   (short: Ray's socket paths are capped), never a shared ``/tmp/ray``;
   :func:`shutdown_ray` stops the instance and removes that dir (Ray leaves
-  its session dirs behind, and one per run piled up).
+  its session dirs behind, and one per run piled up), as does the
+  interpreter's exit when the driver did not call it.
 
 Ray is imported only here and where it is used (``pip install "browser-rl[ray]"``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
@@ -113,6 +115,8 @@ def init_ray(
     global _own_root
     root = temp_dir or tempfile.mkdtemp(prefix="ray-rollouts-", dir="/tmp")
     _own_root = None if temp_dir else root
+    if _own_root is not None:
+        atexit.register(_shutdown_at_exit, _own_root)  # a driver that ends without shutdown_ray
     dashboard = (
         {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port}
         if dashboard_port is not None
@@ -158,6 +162,11 @@ def shutdown_ray() -> None:
     caller named, is left alone."""
     _ray().shutdown()
     _remove_own_root()
+
+
+def _shutdown_at_exit(root: str) -> None:
+    if _own_root == root:  # not yet removed by shutdown_ray
+        shutdown_ray()
 
 
 def _remove_own_root() -> None:

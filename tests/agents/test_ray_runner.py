@@ -352,3 +352,9 @@ def test_the_embedded_ray_keeps_its_token_and_files_to_itself(tmp_path):
     assert root.startswith("/tmp/ray-rollouts-") and flags == ["True", "False", "False"], out
     assert not (tmp_path / ".ray").exists()
     assert "Token authentication" not in out.stderr, out.stderr
+    # a driver that raises before shutdown_ray leaves no dir either (at exit)
+    crash = "from browser_env.ray_local import init_ray\ninit_ray(num_cpus=1)\nimport ray\n"
+    crash += "print(ray._private.worker._global_node.get_temp_dir_path())\nraise SystemExit(3)\n"
+    out = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3 and out.stdout.startswith("/tmp/ray-rollouts-"), out
+    assert not os.path.exists(os.path.dirname(out.stdout.strip()))
