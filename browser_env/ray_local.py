@@ -62,6 +62,8 @@ LOOPBACK = "127.0.0.1"
 
 # the temp dir init_ray made for the embedded instance up now (None: none, or the caller's)
 _own_root: str | None = None
+# the auth variables init_ray put in os.environ for it
+_own_env: list[str] = []
 
 
 def _ray() -> Any:
@@ -142,6 +144,7 @@ def init_ray(
             kill_processes_using(session_dir)
             if attempt == attempts or "timed out" not in str(exc):
                 _remove_own_root()
+                _drop_own_token()
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)
     node_ip = ray.util.get_node_ip_address()
@@ -149,6 +152,7 @@ def init_ray(
         ray.shutdown()
         kill_processes_using(root)
         _remove_own_root()
+        _drop_own_token()
         raise RuntimeError(
             f"the embedded Ray came up on {node_ip}, not {LOOPBACK}: this Ray release no "
             "longer keeps a loopback node address (see browser_env/ray_local.py)"
@@ -158,10 +162,11 @@ def init_ray(
 
 def shutdown_ray() -> None:
     """``ray.shutdown()``, then remove the temp dir :func:`init_ray` made for an
-    embedded instance (its session files and logs); a cluster's, or a dir the
-    caller named, is left alone."""
+    embedded instance (its session files and logs; a cluster's, or a dir the
+    caller named, is left alone) and the auth variables it set."""
     _ray().shutdown()
     _remove_own_root()
+    _drop_own_token()
 
 
 def _shutdown_at_exit(root: str) -> None:
@@ -183,8 +188,24 @@ def _own_token() -> None:
     is read again here, as Ray does when it turns the mode on itself."""
     if "RAY_AUTH_MODE" in os.environ:
         return
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
+    values = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_urlsafe(32)}
+    for name, value in values.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _own_env.append(name)
+    _reload_auth()
+
+
+def _drop_own_token() -> None:
+    """Undo :func:`_own_token` once its Ray is down (a later ``init_ray`` may
+    join a cluster with a token of its own)."""
+    if _own_env:
+        while _own_env:
+            os.environ.pop(_own_env.pop(), None)
+        _reload_auth()
+
+
+def _reload_auth() -> None:
     from ray._raylet import AuthenticationTokenLoader, Config
 
     Config.initialize("")

@@ -337,7 +337,8 @@ def test_the_embedded_ray_keeps_its_token_and_files_to_itself(tmp_path):
         "assert os.environ['RAY_AUTH_MODE'] == 'token' and os.environ['RAY_AUTH_TOKEN']\n"
         "assert ray.get(ray.remote(lambda: 7).remote()) == 7\n"  # workers have the token
         "shutdown_ray()\n"
-        "print(root, before, os.path.exists(root), ray.is_initialized())\n"
+        "print(root, before, os.path.exists(root), ray.is_initialized(),\n"
+        "      'RAY_AUTH_MODE' in os.environ or 'RAY_AUTH_TOKEN' in os.environ)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     out = subprocess.run(
@@ -349,7 +350,9 @@ def test_the_embedded_ray_keeps_its_token_and_files_to_itself(tmp_path):
         env={**env, "HOME": str(tmp_path)},
     )
     root, *flags = out.stdout.split()
-    assert root.startswith("/tmp/ray-rollouts-") and flags == ["True", "False", "False"], out
+    assert root.startswith("/tmp/ray-rollouts-") and flags == ["True", "False", "False", "False"], (
+        out
+    )
     assert not (tmp_path / ".ray").exists()
     assert "Token authentication" not in out.stderr, out.stderr
     # a driver that raises before shutdown_ray leaves no dir either (at exit)
