@@ -143,16 +143,14 @@ def init_ray(
             ray.shutdown()
             kill_processes_using(session_dir)
             if attempt == attempts or "timed out" not in str(exc):
-                _remove_own_root()
-                _drop_own_token()
+                _release_own()
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:
         ray.shutdown()
         kill_processes_using(root)
-        _remove_own_root()
-        _drop_own_token()
+        _release_own()
         raise RuntimeError(
             f"the embedded Ray came up on {node_ip}, not {LOOPBACK}: this Ray release no "
             "longer keeps a loopback node address (see browser_env/ray_local.py)"
@@ -165,13 +163,18 @@ def shutdown_ray() -> None:
     embedded instance (its session files and logs; a cluster's, or a dir the
     caller named, is left alone) and the auth variables it set."""
     _ray().shutdown()
-    _remove_own_root()
-    _drop_own_token()
+    _release_own()
 
 
 def _shutdown_at_exit(root: str) -> None:
     if _own_root == root:  # not yet removed by shutdown_ray
         shutdown_ray()
+
+
+def _release_own() -> None:
+    """What init_ray set up for the instance that is down now: its temp dir and auth variables."""
+    _remove_own_root()
+    _drop_own_token()
 
 
 def _remove_own_root() -> None:
