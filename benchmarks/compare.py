@@ -43,6 +43,7 @@ from omegaconf import DictConfig
 
 from benchmarks.compare_stats import Cell, Run, wilson
 from benchmarks.report import write_json_atomic
+from browser_env.rundir import register_resolvers
 
 __all__ = ["Cell", "Run", "compare", "find_runs", "load_runs", "main", "run", "wilson"]
 
@@ -255,6 +256,9 @@ def plain_dirs_to_overrides(argv: Sequence[str]) -> list[str]:
     if dirs:
         rest.append("runs=[" + ",".join(_quote(d) for d in dirs) + "]")
     return rest
+
+
+register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")

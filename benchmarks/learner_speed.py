@@ -42,6 +42,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from browser_env.rundir import register_resolvers
+
 __all__ = ["format_table", "main", "plot", "run"]
 
 
@@ -254,6 +256,9 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> Path | None:
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")

@@ -33,6 +33,7 @@ from agents.rollout import EpisodeResult
 from agents.runners import Job, RolloutSpec, run_rollouts, runner_options
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.suites import Suite
+from browser_env.rundir import register_resolvers
 
 __all__ = ["main", "run"]
 
@@ -113,6 +114,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         log_benchmark(data, out, project=cfg.wandb_project, name=cfg.get("run_name"))
     return data
+
+
+register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")

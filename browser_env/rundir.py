@@ -6,6 +6,12 @@ Every entry point (``agents.run``, ``browser_env.record``,
 writes under ``outputs/``. This is the one place that decides. It lives at
 the bottom of the import arrows so that every package may use it, and
 imports Hydra only when called.
+
+An entry point whose config has an ``output_dir`` key points Hydra's own
+run dir (``.hydra/``, the log) at it through the ``coalesce`` resolver
+(:func:`register_resolvers`), so ``output_dir=DIR`` leaves nothing under
+``outputs/``:
+``hydra.run.dir: ${coalesce:${output_dir},'outputs/NAME/${now:%H-%M-%S}'}``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["run_dir"]
+__all__ = ["coalesce", "register_resolvers", "run_dir"]
 
 
 def run_dir(default: str | os.PathLike[str] = "outputs") -> Path:
@@ -25,3 +31,18 @@ def run_dir(default: str | os.PathLike[str] = "outputs") -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except (ImportError, ValueError):  # ValueError: not under @hydra.main
         return Path(default)
+
+
+def coalesce(*values: object) -> object:
+    """The first of ``values`` that is not ``None`` (``None`` if all are)."""
+    return next((value for value in values if value is not None), None)
+
+
+def register_resolvers() -> None:
+    """Registers ``${coalesce:A,B,...}`` with OmegaConf (once; later calls do
+    nothing). An entry point calls this at import, before ``@hydra.main``
+    composes its config."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("coalesce"):
+        OmegaConf.register_new_resolver("coalesce", coalesce)

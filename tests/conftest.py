@@ -57,3 +57,29 @@ def virtual_display():
     proc.terminate()
     proc.wait(timeout=10)
     os.environ.pop("DISPLAY", None)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+_RUN_DIRS = ("outputs", "multirun", "wandb")  # where entry points write by default
+
+
+def _run_dirs(depth: int = 3) -> set[Path]:
+    """The directories (not files) under the checkout's default run dirs, to ``depth``."""
+    found: set[Path] = set()
+    level = [ROOT / name for name in _RUN_DIRS if (ROOT / name).is_dir()]
+    for _ in range(depth):
+        found.update(level)
+        level = [p for d in level for p in d.iterdir() if p.is_dir()]
+    found.update(level)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _leaves_the_checkout_alone():
+    """A test writes under its ``tmp_path``, never a run dir into the checkout
+    (``outputs/``, ``multirun/``, ``wandb/``, where an entry point's default
+    Hydra or wandb dir would put it): pass ``hydra.run.dir=`` or ``output_dir=``."""
+    before = _run_dirs()
+    yield
+    new = sorted(str(p.relative_to(ROOT)) for p in _run_dirs() - before)
+    assert not new, f"the test wrote into the checkout: {new}"

@@ -279,7 +279,7 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
         )
 
 
-def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode():
+def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cases = [
         (["runner=bogus"], "runner must be one of"),
@@ -291,7 +291,7 @@ def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode():
         start = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-m", "agents.run", "agent=random", "env=miniwob.click-button"]
-            + overrides,
+            + [f"hydra.run.dir={tmp_path}", *overrides],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -101,6 +101,21 @@ def test_default_suite_starts_at_its_held_out_seeds():
     assert instantiate(other.suite).seed == 0
 
 
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [("benchmark", "benchmarks"), ("compare", "compare"), ("learner_speed", "learner_speed")],
+)
+def test_output_dir_is_hydras_run_dir_too(config, name, tmp_path):
+    import benchmarks.run  # noqa: F401 - registers ${coalesce:...} as the entry points do
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        given = compose(config, [f"output_dir={tmp_path}"], return_hydra_config=True)
+        default = compose(config, return_hydra_config=True)
+    assert given.hydra.run.dir == str(tmp_path)
+    assert default.output_dir is None
+    assert default.hydra.run.dir.startswith(f"outputs/{name}/20")
+
+
 @pytest.mark.browser
 def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     from benchmarks.run import run

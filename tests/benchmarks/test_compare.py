@@ -133,6 +133,8 @@ def test_command_line_takes_plain_dirs(tmp_path):
     assert [r["agent"] for r in data["runs"]] == ["random", "expert"]
     assert data["runs"][1]["tasks"]["miniwob.a"]["successes"] == 2
     assert (out / "tasks.png").stat().st_size > 5000 and (out / "cost.png").stat().st_size > 5000
+    # output_dir= is Hydra's run dir too: its config and log go with the results, not under outputs/
+    assert (out / ".hydra" / "config.yaml").exists() and (out / "compare.log").exists()
 
 
 @pytest.mark.browser
