@@ -23,6 +23,7 @@ behind the ``@hydra.main`` wrapper; tests call it with a composed config.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, run_rollouts, runner_options
+from agents.runners import Job, RolloutSpec, result_key, run_rollouts, runner_options
 from benchmarks.report import format_table, plot_success, write_results
+from benchmarks.result_log import ResultLog, fingerprint
 from benchmarks.suites import Suite
 from browser_env.rundir import register_resolvers
 
@@ -56,9 +58,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
+    if cfg.get("resume") and not cfg.get("output_dir"):
+        raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
     suite: Suite = instantiate(cfg.suite)
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log = ResultLog(out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")))
     # Ray actors build their own agents (a model on a GPU would load here too)
     agent = None if runner == "ray" else build_agent(cfg)
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
@@ -81,26 +87,45 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         episode_timeout_s=cfg.get("episode_timeout_s"),
     )
     jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
-    progress = tqdm(total=len(jobs), desc=suite.name, disable=not cfg.progress, unit="ep")
+    kept = [log.done[j.env_id, j.seed] for j in jobs if (j.env_id, j.seed) in log.done]
+    todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
+    if log.resumed:
+        print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
+    progress = tqdm(
+        total=len(jobs), initial=len(kept), desc=suite.name, disable=not cfg.progress, unit="ep"
+    )
 
     def done(result: EpisodeResult) -> None:
+        log.append(result)  # on disk before the next: a stopped run resumes from here
         progress.set_postfix(task=result.env_id.split("/")[-1][:28], success=result.success)
         progress.update()
 
     try:
-        results = run_rollouts(
-            jobs,
-            spec,
-            agent=agent,
-            make_agent=functools.partial(build_agent, cfg),
-            **options,
-            on_result=done,
+        results = kept + (
+            run_rollouts(
+                todo,
+                spec,
+                agent=agent,
+                make_agent=functools.partial(build_agent, cfg),
+                **options,
+                on_result=done,
+            )
+            if todo
+            else []
         )
+    except BaseException:
+        if log.done:
+            print(
+                f"\nstopped after {len(log.done)} of {len(jobs)} episodes, kept in {log.path}; "
+                f"play the rest with the same command and output_dir={out} resume=true",
+                file=sys.stderr,
+            )
+        raise
     finally:
         progress.close()
         if agent is not None:
             agent.close()
-    config = OmegaConf.to_container(cfg, resolve=True)
+    results.sort(key=result_key)
     data = write_results(
         out / "results.json", results, suite=suite.name, agent=info.name, config=config
     )

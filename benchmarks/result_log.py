@@ -1,0 +1,135 @@
+"""A benchmark run's results so far: ``results.jsonl``, appended as episodes end,
+read back by ``resume=true``.
+
+A long ``benchmarks.run`` that stops (Ctrl-C, a lost machine, a cluster job
+that runs out of time) keeps every finished episode: :class:`ResultLog`
+appends each result as one JSON line the moment the rollout engine hands it
+back (written, flushed and fsynced before the next). ``results.json`` and the
+table still come only from a complete run.
+
+Format: the first line is ``{"run": {...}}``, the settings that decide what an
+episode plays (the config without the keys in :data:`NOT_IN_FINGERPRINT`,
+which change how or where a run plays, not what); every further line is
+``{"episode": EpisodeResult.to_dict()}``. A fresh run replaces the file
+atomically (header only); ``resume`` keeps the episodes of a file whose
+header matches and refuses one that does not, naming the keys that differ.
+A last line cut short by a crash is dropped; a bad line anywhere else is an
+error (the file is not ours, or was edited).
+
+Resuming plays the jobs with no result yet, so ``episodes=`` may grow on
+resume (seeds are a prefix), and results are sorted by (env id, seed)
+whichever run played them: a resumed run's table equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agents.rollout import EpisodeResult
+from benchmarks.report import write_text_atomic
+
+__all__ = ["NOT_IN_FINGERPRINT", "ResultLog", "fingerprint"]
+
+NOT_IN_FINGERPRINT = frozenset(
+    {
+        "episodes",  # more on resume: the seeds are a prefix of the longer run's
+        "headless",
+        "record",
+        "progress",
+        "output_dir",
+        "resume",
+        "wandb",
+        "wandb_project",
+        "run_name",
+        "runner",
+        "workers",
+        "envs_per_worker",
+        "cpus_per_worker",
+        "gpus_per_worker",
+    }
+)
+"""Config keys that change how or where a run plays, not what its episodes are."""
+
+
+def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a resolved, JSON-ready dict) without :data:`NOT_IN_FINGERPRINT`."""
+    return {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT and k != "hydra"}
+
+
+def _key(result: EpisodeResult) -> tuple[str, int | None]:
+    return result.env_id, result.seed
+
+
+class ResultLog:
+    """``path`` (a ``results.jsonl``) for a run of ``run`` settings (:func:`fingerprint`).
+
+    ``resume=False`` starts the file afresh; ``resume=True`` keeps the results
+    already in it (``done``, by (env id, seed)) when its header equals
+    ``run``, and raises ``ValueError`` when it does not. With nothing at
+    ``path`` both start afresh (``resumed`` is then 0).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], run: Mapping[str, Any], *, resume: bool
+    ) -> None:
+        self.path = Path(path)
+        self.run = json.loads(json.dumps(dict(run)))  # as it reads back: tuples are lists
+        self.done: dict[tuple[str, int | None], EpisodeResult] = {}
+        if resume and self.path.exists():
+            header, results = self._read()
+            if header != self.run:
+                raise ValueError(self._mismatch(header))
+            self.done = {_key(r): r for r in results}
+        self.resumed = len(self.done)
+        self._rewrite(self.done.values())
+
+    def append(self, result: EpisodeResult) -> None:
+        """Adds ``result``; on disk when this returns."""
+        line = json.dumps({"episode": result.to_dict()}) + "\n"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[_key(result)] = result
+
+    def _read(self) -> tuple[Any, list[EpisodeResult]]:
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        complete, tail = lines[:-1], lines[-1]  # tail: "" unless the last write was cut
+        records = []
+        for number, line in enumerate(complete, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{self.path}:{number} is not a JSON line ({exc})") from None
+        del tail  # a line cut short by a crash: its episode plays again
+        if not records or not isinstance(records[0], dict) or "run" not in records[0]:
+            raise ValueError(f"{self.path} has no run header: not a benchmarks.run results log")
+        try:
+            results = [EpisodeResult(**record["episode"]) for record in records[1:]]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}: an episode line does not parse ({exc})") from None
+        return records[0]["run"], results
+
+    def _mismatch(self, header: Any) -> str:
+        keys = sorted(
+            k
+            for k in set(header) | set(self.run)
+            if (header.get(k) if isinstance(header, dict) else None) != self.run.get(k)
+        )
+        shown = ", ".join(
+            f"{k}: {json.dumps(header.get(k))} there, {json.dumps(self.run.get(k))} now"
+            for k in keys[:5]
+        )
+        return (
+            f"cannot resume: {self.path} holds episodes of other settings ({shown}"
+            f"{', ...' if len(keys) > 5 else ''}); use another output_dir or the same settings"
+        )
+
+    def _rewrite(self, results: Iterable[EpisodeResult]) -> None:
+        """The header and ``results``, replacing the file atomically."""
+        lines = [{"run": self.run}, *({"episode": r.to_dict()} for r in results)]
+        write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))

@@ -1,0 +1,171 @@
+"""A stopped benchmark run keeps its finished episodes and resumes from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from agents.rollout import EpisodeResult
+from benchmarks.result_log import ResultLog, fingerprint
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+RUN = {"agent": {"_target_": "agents.random_agent.RandomAgent", "seed": 0}, "max_steps": 4}
+
+
+def _result(env_id: str, seed: int, success: bool = True) -> EpisodeResult:
+    return EpisodeResult(
+        env_id, seed, "g", success, 1.0, 2, True, False, None, 0, [5.0, 6.0], [1.0, 1.0], 3.0,
+        actions=[{"action": "CLICK", "element": 1}],
+    )  # fmt: skip
+
+
+def test_results_come_back_as_they_were_written(tmp_path):
+    path = tmp_path / "results.jsonl"
+    log = ResultLog(path, RUN, resume=False)
+    assert log.resumed == 0 and log.done == {}
+    first, second = _result("a", 0), _result("a", 1, success=False)
+    log.append(first)
+    log.append(second)
+    again = ResultLog(path, RUN, resume=True)
+    assert again.resumed == 2
+    assert again.done == {("a", 0): first, ("a", 1): second}
+    # the resumed file holds the same episodes, and appends go after them
+    again.append(_result("b", 0))
+    assert ResultLog(path, RUN, resume=True).resumed == 3
+
+
+def test_a_fresh_run_starts_the_file_again(tmp_path):
+    path = tmp_path / "results.jsonl"
+    ResultLog(path, RUN, resume=False).append(_result("a", 0))
+    assert ResultLog(path, RUN, resume=False).resumed == 0
+    assert ResultLog(path, RUN, resume=True).resumed == 0
+    assert len(path.read_text().splitlines()) == 1  # the header alone
+
+
+def test_resume_with_nothing_there_starts_fresh(tmp_path):
+    log = ResultLog(tmp_path / "new" / "results.jsonl", RUN, resume=True)
+    assert log.resumed == 0 and log.path.exists()
+
+
+def test_a_line_cut_by_a_crash_is_dropped_a_bad_line_elsewhere_is_an_error(tmp_path):
+    path = tmp_path / "results.jsonl"
+    log = ResultLog(path, RUN, resume=False)
+    log.append(_result("a", 0))
+    log.append(_result("a", 1))
+    whole = path.read_text()
+    path.write_text(whole[:-20])  # the last write was cut short
+    assert set(ResultLog(path, RUN, resume=True).done) == {("a", 0)}
+    lines = whole.splitlines()
+    path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:2 is not a JSON line"):
+        ResultLog(path, RUN, resume=True)
+    path.write_text(json.dumps({"episode": {}}) + "\n")
+    with pytest.raises(ValueError, match="no run header"):
+        ResultLog(path, RUN, resume=True)
+
+
+def test_resuming_other_settings_is_refused_naming_what_differs(tmp_path):
+    path = tmp_path / "results.jsonl"
+    ResultLog(path, RUN, resume=False).append(_result("a", 0))
+    with pytest.raises(ValueError, match=r"max_steps: 4 there, 5 now"):
+        ResultLog(path, {**RUN, "max_steps": 5}, resume=True)
+    assert ResultLog(path, RUN, resume=True).resumed == 1  # the refusal changed nothing
+
+
+def test_how_a_run_plays_is_not_part_of_what_it_plays():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("benchmark", ["agent=random"])
+        other = compose(
+            "benchmark",
+            ["agent=random", "runner=ray", "workers=4", "episodes=50", "progress=false"],
+        )
+        different = compose("benchmark", ["agent=random", "max_steps=3"])
+    from omegaconf import OmegaConf
+
+    def fp(c):
+        return fingerprint(OmegaConf.to_container(c, resolve=True))
+
+    assert fp(cfg) == fp(other) != fp(different)
+    assert "agent" in fp(cfg) and "suite" in fp(cfg) and "runner" not in fp(cfg)
+
+
+@pytest.mark.browser
+def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
+    tmp_path, monkeypatch, capsys
+):
+    from benchmarks.run import run
+
+    def config(out: Path, *extra: str):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose(
+                "benchmark",
+                [
+                    "agent=random",
+                    "suite=miniwob_smoke",
+                    "suite.tasks=[click-test,click-button]",
+                    "episodes=2",
+                    "max_steps=3",
+                    "progress=false",
+                    "wandb=false",
+                    f"output_dir={out}",
+                    *extra,
+                ],
+            )
+
+    whole = run(config(tmp_path / "whole"))
+
+    stopped = tmp_path / "stopped"
+    append = ResultLog.append
+    appended: list[tuple[str, int | None]] = []
+
+    def append_then_stop(self, result):
+        append(self, result)
+        appended.append((result.env_id, result.seed))
+        if len(appended) == 3:
+            raise KeyboardInterrupt  # Ctrl-C after the third episode
+
+    monkeypatch.setattr(ResultLog, "append", append_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(stopped))
+    assert not (stopped / "results.json").exists()
+    assert "stopped after 3 of 4 episodes" in capsys.readouterr().err
+    played_now: list[tuple[str, int | None]] = []
+
+    def append_and_count(self, result):
+        append(self, result)
+        played_now.append((result.env_id, result.seed))
+
+    monkeypatch.setattr(ResultLog, "append", append_and_count)
+
+    with pytest.raises(ValueError, match="resume=true needs output_dir"):
+        run(config(tmp_path / "x", "resume=true", "output_dir=null"))
+    with pytest.raises(ValueError, match="max_steps: 3 there, 2 now"):
+        run(config(stopped, "resume=true", "max_steps=2"))
+
+    # resumed under another runner: only the missing episode plays
+    resumed = run(config(stopped, "resume=true", "runner=vector", "workers=2"))
+    assert "resuming" in capsys.readouterr().out
+    played = {(e["env_id"], e["seed"]) for e in resumed["episodes"]}
+    assert len(played) == 4 and played_now == list(played - set(appended))
+    columns = (
+        "task",
+        "episodes",
+        "success_rate",
+        "errors",
+        "timeouts",
+        "mean_steps",
+        "mean_reward",
+    )
+    assert [[t[c] for c in columns] for t in resumed["tasks"]] == [
+        [t[c] for c in columns] for t in whole["tasks"]
+    ]  # latencies aside: they are measured, not played
+    keys = ("env_id", "seed", "success", "steps", "actions")
+    assert [[e[k] for k in keys] for e in resumed["episodes"]] == [
+        [e[k] for k in keys] for e in whole["episodes"]
+    ]
+    # a finished run resumed again plays nothing and writes the same table
+    again = run(config(stopped, "resume=true"))
+    assert again["episodes"] == resumed["episodes"] and len(played_now) == 1
