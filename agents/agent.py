@@ -250,8 +250,11 @@ class LLMAgent:
         ``agents`` hold the episode states (forks of this agent, see
         :meth:`fork`); default ``[self]`` for a single observation. The
         generation runs through ``self.backend.generate_batch`` when the
-        backend has one (else row by row), with this agent's episode sampling:
-        greedy results equal the unbatched ones.
+        backend has one (else row by row), each row with its agent's step
+        sampling (its own seed): greedy results equal the unbatched ones, and
+        so do seeded sampled ones on a backend whose rows draw from their own
+        streams (transformers, TensorRT-LLM, OpenAI-compatible servers; up to
+        the float rounding of a batch's logits).
         """
         agents = [self] if agents is None else list(agents)
         if len(agents) != len(observations):
@@ -263,7 +266,7 @@ class LLMAgent:
             generations = batched(
                 [p.messages for p in prompts],
                 [list(p.images) or None for p in prompts],
-                agents[0].step_sampling(),  # greedy: the same for every row
+                [agent.step_sampling() for agent in agents],  # each episode's own seed
             )
         else:
             generations = [

@@ -54,6 +54,7 @@ def record(task: str, n: int, episodes: int, out: str | os.PathLike[str]) -> dic
     ``runner=vector, workers=n`` and write every batched call's prompts to ``out``."""
     import dataclasses
 
+    from agents.backends.common import row_samplings
     from agents.runners import Job, RolloutEngine, RolloutSpec
     from benchmarks.backends import tiny_agent
 
@@ -65,7 +66,8 @@ def record(task: str, n: int, episodes: int, out: str | os.PathLike[str]) -> dic
 
     def recording(batch, images=None, sampling_params=None):
         calls.append([list(messages) for messages in batch])
-        sampling.update(dataclasses.asdict(sampling_params), seed=None)
+        rows = row_samplings(sampling_params, len(batch))  # one per row: each episode's seed
+        sampling.update(dataclasses.asdict(rows[0]), seed=None)
         return inner(batch, images, sampling_params)
 
     backend.generate_batch = recording

@@ -7,6 +7,7 @@ backend module stays cheap until the backend is built.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import importlib.util
 import io
@@ -27,6 +28,7 @@ __all__ = [
     "one_by_one",
     "render_chat",
     "require",
+    "row_samplings",
     "to_pil",
     "validate_messages",
 ]
@@ -221,17 +223,34 @@ def batch_images(
     return images
 
 
+def row_samplings(
+    sampling: SamplingParams | Sequence[SamplingParams] | None, rows: int
+) -> list[SamplingParams]:
+    """``generate_batch``'s sampling, one per row: ``None`` is the default for
+    every row, one ``SamplingParams`` is every row's, a sequence is each row's
+    own; rows may differ in ``seed`` only (a ``ValueError`` otherwise)."""
+    if sampling is None or isinstance(sampling, SamplingParams):
+        return [sampling or SamplingParams()] * rows
+    given = list(sampling)
+    if len(given) != rows:
+        raise ValueError(f"{rows} prompts but {len(given)} sampling settings")
+    if len({dataclasses.replace(s, seed=None) for s in given}) > 1:
+        raise ValueError("the rows of a batch may differ in their sampling seed only")
+    return given
+
+
 def one_by_one(
     backend: BackendBase,
     batch: Sequence[Sequence[Message]],
     images: Sequence[Sequence[Any] | None],
-    sampling: SamplingParams | None,
+    sampling: SamplingParams | Sequence[SamplingParams] | None,
 ) -> list[Generation]:
     """A local backend's ``generate_batch`` for what it does not batch (one
-    prompt, multimodal prompts, ``stop`` strings): ``generate`` per prompt,
-    each row's ``info["batch_size"]`` 1 (it ran alone), as a batched row's
-    says how many rows shared its model call."""
-    generations = [backend.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+    prompt, multimodal prompts, ``stop`` strings): ``generate`` per prompt
+    with the row's sampling, each row's ``info["batch_size"]`` 1 (it ran
+    alone), as a batched row's says how many rows shared its model call."""
+    rows = row_samplings(sampling, len(batch))
+    generations = [backend.generate(m, i, s) for m, i, s in zip(batch, images, rows, strict=True)]
     for generation in generations:
         generation.info["batch_size"] = 1
     return generations

@@ -59,6 +59,7 @@ from agents.backends.common import (
     one_by_one,
     render_chat,
     require,
+    row_samplings,
     to_pil,
 )
 from agents.models import resolve_model
@@ -475,13 +476,18 @@ class MLXBackend(BackendBase):
 
         Greedy rows equal :meth:`generate`'s (the test checks it); token ids
         include the end-of-sequence token, as there. VLMs and ``stop`` strings
-        go row by row. With ``temperature > 0`` a seed makes the batch
-        reproducible, not equal to unbatched draws.
+        go row by row. ``sampling`` is every row's, or one per row differing
+        only in ``seed``. With ``temperature > 0`` the batch draws from one
+        stream (``BatchGenerator`` has one sampler), so rows with seeds of
+        their own go row by row, each drawing what it draws alone; rows that
+        share a seed (or have none) are batched, reproducible as a batch.
         """
-        sampling, _, _ = begin_generation(self, None, sampling)
+        rows = row_samplings(sampling, len(batch))
+        sampling, _, _ = begin_generation(self, None, rows[0])
         images = batch_images(batch, images)
-        if len(batch) <= 1 or self.multimodal or sampling.stop:
-            return one_by_one(self, batch, images, sampling)
+        own_seeds = sampling.temperature > 0 and len({r.seed for r in rows}) > 1
+        if len(batch) <= 1 or self.multimodal or sampling.stop or own_seeds:
+            return one_by_one(self, batch, images, rows)
         mx = require("mlx.core")
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler

@@ -40,6 +40,7 @@ from agents.backends.common import (
     image_to_data_url,
     last_user_index,
     require,
+    row_samplings,
     validate_messages,
 )
 
@@ -271,21 +272,23 @@ class OpenAIBackend(BackendBase):
     ) -> list[Generation]:
         """:meth:`generate` for every prompt of ``batch``, as concurrent requests
         (at most ``max_concurrency`` in flight): the server (vLLM, NIM, TGI,
-        ``serve.openai_server``) batches them on its side. Results are in ``batch`` order; the first
-        failed request's error is raised."""
+        ``serve.openai_server``) batches them on its side. ``sampling`` is every
+        request's, or one per request differing only in ``seed``. Results are
+        in ``batch`` order; the first failed request's error is raised."""
         from concurrent.futures import ThreadPoolExecutor
 
         images = batch_images(batch, images)
+        rows = row_samplings(sampling, len(batch))
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if len(batch) <= 1:
-            return [self.generate(m, i, sampling) for m, i in zip(batch, images, strict=True)]
+            return [self.generate(m, i, s) for m, i, s in zip(batch, images, rows, strict=True)]
         with ThreadPoolExecutor(
             min(max_concurrency, len(batch))
         ) as pool:  # httpx.Client is thread-safe
             futures = [
-                pool.submit(self.generate, m, i, sampling)
-                for m, i in zip(batch, images, strict=True)
+                pool.submit(self.generate, m, i, s)
+                for m, i, s in zip(batch, images, rows, strict=True)
             ]
             return [future.result() for future in futures]
 

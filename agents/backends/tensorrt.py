@@ -29,6 +29,7 @@ from agents.backends.common import (
     batch_images,
     begin_generation,
     require,
+    row_samplings,
     validate_messages,
 )
 from agents.models import resolve_model
@@ -178,9 +179,12 @@ class TensorRTBackend(BackendBase):
     ) -> list[Generation]:
         """All of ``batch`` in one ``LLM.generate`` call: TensorRT-LLM's in-flight
         batching schedules the prompts together (no padding: it packs them).
-        Greedy rows equal :meth:`generate`'s. Text only, like :meth:`generate`."""
+        Greedy rows equal :meth:`generate`'s. Text only, like :meth:`generate`.
+        ``sampling`` is every row's, or one per row differing only in ``seed``
+        (each request carries its own)."""
         images = batch_images(batch, images)
-        sampling, _, _ = begin_generation(self, None, sampling)
+        rows = row_samplings(sampling, len(batch))
+        sampling, _, _ = begin_generation(self, None, rows[0])
         infos = [begin_generation(self, i, sampling)[2] for i in images]
         prompts = [
             self.tokenizer.encode(self.render_chat(m), add_special_tokens=False) for m in batch
@@ -188,7 +192,7 @@ class TensorRTBackend(BackendBase):
         start = time.perf_counter()
         results = self.llm.generate(
             [{"prompt_token_ids": ids} for ids in prompts],
-            self._sampling_params(sampling),
+            [self._sampling_params(row) for row in rows],
             use_tqdm=False,
             lora_request=None if self._lora_request is None else [self._lora_request] * len(batch),
         )

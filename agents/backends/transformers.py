@@ -56,10 +56,12 @@ from agents.backends.common import (
     one_by_one,
     render_chat,
     require,
+    row_samplings,
     to_pil,
 )
 from agents.backends.prefix_cache import PrefixCache, adapter_tag, weights_key
 from agents.backends.processors import load_processor
+from agents.backends.row_sampler import RowSampler
 from agents.models import resolve_model
 
 __all__ = ["TransformersBackend"]
@@ -377,12 +379,9 @@ class TransformersBackend(BackendBase):
         with self._lock:
             _, inputs = self.encode_chat(messages, images)
             prompt_len = int(inputs["input_ids"].shape[1])
-            do_sample = sampling.temperature > 0
             config = transformers.GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
-                do_sample=do_sample,
-                temperature=sampling.temperature if do_sample else None,
-                top_p=sampling.top_p if do_sample else None,
+                do_sample=False,  # a sampled token is drawn by the RowSampler
                 top_k=None,
                 eos_token_id=self._eos_ids,
                 pad_token_id=self.tokenizer.pad_token_id
@@ -395,8 +394,6 @@ class TransformersBackend(BackendBase):
             devices = [self.model.device] if self.model.device.type == "cuda" else []
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
                 if self.prefix_cache is not None and not images:
                     self._check_prefix_cache()
                     inputs = row_prefill.prefill_rows(
@@ -406,7 +403,10 @@ class TransformersBackend(BackendBase):
                         pool=self.prefix_cache,
                     )
                 out = self.model.generate(
-                    **inputs, generation_config=config, tokenizer=self.tokenizer
+                    **inputs,
+                    generation_config=config,
+                    tokenizer=self.tokenizer,
+                    logits_processor=self._sampler([sampling]),
                 )
         token_ids = out.sequences[0, prompt_len:].tolist()
         logprobs = [
@@ -435,16 +435,19 @@ class TransformersBackend(BackendBase):
         Prompts are left-padded and masked (and, with ``prefill="per_row"``,
         prefilled one by one), so greedy decoding gives each row
         what :meth:`generate` gives it alone (the test checks this on the tiny
-        policy). With ``temperature > 0`` a seed makes the batch reproducible,
-        but a row's draw differs from an unbatched one. Multimodal models and
+        policy). ``sampling`` is every row's, or one per row differing only in
+        ``seed``: with ``temperature > 0`` each row draws from its own seeded
+        stream (:mod:`~agents.backends.row_sampler`), so a seeded row samples
+        what it samples alone. Multimodal models and
         ``stop`` strings go row by row (the processors' batched image
         placement differs per model; HF stops a batch only when every row hit
         a stop string).
         """
-        sampling, _, _ = begin_generation(self, None, sampling)
+        rows = row_samplings(sampling, len(batch))
+        sampling, _, _ = begin_generation(self, None, rows[0])
         images = batch_images(batch, images)
         if len(batch) <= 1 or self.multimodal or sampling.stop:
-            return one_by_one(self, batch, images, sampling)
+            return one_by_one(self, batch, images, rows)
         torch = require("torch")
         transformers = require("transformers")
         infos = [begin_generation(self, i, sampling)[2] for i in images]
@@ -458,12 +461,9 @@ class TransformersBackend(BackendBase):
             )
             encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
             width = max(len(ids) for ids in encoded)
-            do_sample = sampling.temperature > 0
             config = transformers.GenerationConfig(
                 max_new_tokens=sampling.max_new_tokens,
-                do_sample=do_sample,
-                temperature=sampling.temperature if do_sample else None,
-                top_p=sampling.top_p if do_sample else None,
+                do_sample=False,  # a sampled token is drawn by the RowSampler
                 top_k=None,
                 eos_token_id=self._eos_ids,
                 pad_token_id=pad_id,
@@ -475,8 +475,6 @@ class TransformersBackend(BackendBase):
             devices = [self.model.device] if self.model.device.type == "cuda" else []
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
             with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
                 self._check_prefix_cache()
                 if self.prefill == "per_row":
                     inputs = row_prefill.prefill_rows(
@@ -488,7 +486,9 @@ class TransformersBackend(BackendBase):
                     )
                 else:
                     inputs = row_prefill.left_padded(encoded, pad_id, self.model.device)
-                out = self.model.generate(**inputs, generation_config=config)
+                out = self.model.generate(
+                    **inputs, generation_config=config, logits_processor=self._sampler(rows)
+                )
         latency = time.perf_counter() - start
         logits = torch.stack([step.float() for step in out.logits], dim=1)  # (B, T, V)
         logprobs_all = torch.log_softmax(logits, dim=-1)
@@ -509,6 +509,17 @@ class TransformersBackend(BackendBase):
             )
             results.append(Generation(text=text, token_ids=token_ids, logprobs=logprobs, info=info))
         return results
+
+    def _sampler(self, rows: Sequence[SamplingParams]) -> Any:
+        """``generate``'s logits processors: none when greedy, else a
+        :class:`~agents.backends.row_sampler.RowSampler` with each row's seed."""
+        transformers = require("transformers")
+        sampling = rows[0]
+        if sampling.temperature <= 0:
+            return transformers.LogitsProcessorList()
+        seeds = [row.seed for row in rows]
+        sampler = RowSampler(seeds, sampling.temperature, sampling.top_p, self.model.device)
+        return transformers.LogitsProcessorList([sampler])
 
     def _release(self) -> None:
         on_cuda = self.device.startswith("cuda")

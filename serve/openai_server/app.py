@@ -72,7 +72,7 @@ def create_app(
     ``write_api_key``: the bearer token the adapter endpoints need (None:
     they answer 403); it is accepted for reading too. ``adapter_root``: when
     set, adapters load only from directories inside it. ``max_batch_size``:
-    the most concurrent greedy requests decoded as one batch (1: one request
+    the most concurrent requests decoded as one batch (1: one request
     at a time), ``batch_wait_ms`` how long a request that finds the backend
     idle waits for others (:mod:`.models`).
     """

@@ -6,21 +6,21 @@ one lock, so an adapter never changes under a generation. The routes map its
 errors to HTTP: ``ValueError`` is a 400, ``FileNotFoundError`` and
 ``KeyError`` are 404s.
 
-Concurrent greedy requests are decoded together: a request waits in a queue
-for the lock, and whichever request takes the lock serves every queued
-greedy request of the same model and settings (up to ``max_batch_size``) with
-one ``generate_batch``, whose greedy tokens are each prompt's alone (the
-backend contract: exactly so with a CPU's per-row prefill; a GPU's padded
-batch agrees up to float rounding, so a near tie can go either way with
-what else is in flight, and logprobs differ in the last digits:
-``max_batch_size=1`` gives bit-for-bit repeatable answers). The requests
+Concurrent requests are decoded together: a request waits in a queue for
+the lock, and whichever request takes the lock serves every queued request
+of the same model and settings (seeds aside; up to ``max_batch_size``) with
+one ``generate_batch``, whose tokens are each prompt's alone (the backend
+contract: greedy rows decode as they would alone, and sampled rows draw from
+streams of their own, so a seeded request samples what it samples alone;
+with the tiny policy on a CPU the tokens are the same, while a batch's logits
+differ in the last digits, so a near tie can go either way with what else
+is in flight: ``max_batch_size=1`` gives bit-for-bit repeatable answers). The requests
 that arrive while a generation runs form the next batch; a request that
 finds the backend idle waits up to ``batch_wait_ms`` for others to join it
 (a client's concurrent requests do not leave it at the same instant), so a
 client's concurrent calls (the OpenAI backend's ``generate_batch``, a
-vectorised rollout) batch as they would on vLLM. Sampled requests (whose
-seeded draws must not depend on their neighbours) and requests with images
-or stop strings are served one at a time, as are all with
+vectorised rollout) batch as they would on vLLM. Requests with images or
+stop strings are served one at a time, as are all with
 ``max_batch_size=1``; a batch that raises is served again one request at a
 time, so an error is only the request's own. Written here rather than with
 Ray Serve's ``@serve.batch``: this server runs without Ray, in one process,
@@ -53,10 +53,17 @@ _RUNTIME_ADAPTER_METHODS = ("add_adapter", "delete_adapter", "using_adapter")
 
 
 class _Request:
-    """A queued greedy request and, once served, its generation or exception."""
+    """A queued request and, once served, its generation or exception. ``key``:
+    what the requests of one batch share (the model, the sampling but its
+    seed); ``sampling``: the request's own."""
 
-    def __init__(self, key: tuple[str, SamplingParams], messages: list[dict[str, str]]) -> None:
-        self.key, self.messages = key, messages
+    def __init__(
+        self,
+        key: tuple[str, SamplingParams],
+        messages: list[dict[str, str]],
+        sampling: SamplingParams,
+    ) -> None:
+        self.key, self.messages, self.sampling = key, messages, sampling
         self.generation: Generation | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -73,7 +80,7 @@ class ServedModels:
     """The base model ``model_name`` of ``backend`` and the adapters loaded over it.
 
     ``adapter_root``: when set, adapters load only from directories inside it.
-    ``max_batch_size``: the most concurrent greedy requests decoded together
+    ``max_batch_size``: the most concurrent requests decoded together
     (1: one at a time); ``batch_wait_ms``: how long a request that finds the
     backend idle waits for others (see the module docstring).
     """
@@ -141,10 +148,9 @@ class ServedModels:
     ) -> Generation:
         """Generate with ``model`` (the base model or a loaded adapter's name);
         blocks while another call holds the backend, and may be served in a
-        batch with the concurrent greedy requests of the same model."""
+        batch with the concurrent requests of the same model and settings."""
         batchable = (
             self.max_batch_size > 1
-            and sampling.temperature == 0
             and not images
             and not sampling.stop  # generate_batch would serve these one by one anyway
             and hasattr(self.backend, "generate_batch")
@@ -152,8 +158,10 @@ class ServedModels:
         if not batchable:
             with self._lock, self._adapter(model):
                 return self.backend.generate(messages, images=images or None, sampling=sampling)
-        # greedy: seed and top_p change nothing, so they do not split batches
-        request = _Request((model, dataclasses.replace(sampling, seed=None, top_p=1.0)), messages)
+        shared = dataclasses.replace(sampling, seed=None)
+        if sampling.temperature == 0:  # greedy: seed and top_p change nothing
+            sampling = shared = dataclasses.replace(shared, top_p=1.0)
+        request = _Request((model, shared), messages, sampling)
         with self._arrived:
             self._queue.append(request)
             self._arrived.notify_all()
@@ -186,13 +194,13 @@ class ServedModels:
             batch = [r for r in self._queue if r.key == key][: self.max_batch_size]
             for request in batch:
                 self._queue.remove(request)
-        model, sampling = key
+        model, _ = key
         try:
             if len(batch) > 1:
                 try:
                     with self._adapter(model):
                         generations = self.backend.generate_batch(
-                            [r.messages for r in batch], sampling=sampling
+                            [r.messages for r in batch], sampling=[r.sampling for r in batch]
                         )
                 except Exception:  # noqa: BLE001 - maybe one request's fault: each alone below
                     pass
@@ -204,7 +212,7 @@ class ServedModels:
                 try:
                     with self._adapter(model):
                         request.generation = self.backend.generate(
-                            request.messages, sampling=sampling
+                            request.messages, sampling=request.sampling
                         )
                 except Exception as exc:  # noqa: BLE001 - answered to that request
                     request.error = exc

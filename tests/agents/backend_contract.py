@@ -125,6 +125,28 @@ class BackendContract:
         b = self.generate(backend, temperature=1.0, seed=7, max_new_tokens=12)
         assert a.text == b.text and a.token_ids == b.token_ids
 
+    def test_seeded_rows_of_a_batch_sample_what_they_sample_alone(self, backend):
+        """Each row draws from a stream of its own: a seeded request's tokens do
+        not depend on the rows it is batched with (``runner=vector`` samples what
+        ``runner=local`` samples; the server batches seeded requests)."""
+        if not self.supports_seed:
+            pytest.skip(f"{type(self).__name__} declares no seeded sampling")
+        batch = [MESSAGES, [{"role": "user", "content": "a shorter prompt"}], MESSAGES]
+        rows = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=s) for s in (7, 8, 9)]
+        together = backend.generate_batch(batch, sampling=rows)
+        alone = [backend.generate(m, sampling=r) for m, r in zip(batch, rows, strict=True)]
+        assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+        assert [g.text for g in together] == [g.text for g in alone]
+        assert together[0].token_ids != together[2].token_ids  # same prompt, other seed
+        with pytest.raises(ValueError, match="differ in their sampling seed only"):
+            backend.generate_batch(batch[:2], sampling=[rows[0], SamplingParams(temperature=0.5)])
+
+    def test_unseeded_sampling_differs_call_to_call(self, backend):
+        if not self.supports_seed:
+            pytest.skip(f"{type(self).__name__} declares no seeded sampling")
+        draws = {tuple(self.generate(backend, temperature=1.0).token_ids) for _ in range(4)}
+        assert len(draws) > 1  # the tiny random model is near uniform: 4 equal draws never happen
+
     def test_stop_string_cuts_the_text(self, backend):
         full = self.generate(backend, max_new_tokens=12).text
         candidates = [c for c in full[1:] if c.isascii() and c.isprintable()] or [

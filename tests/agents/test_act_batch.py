@@ -76,6 +76,23 @@ def test_act_batch_equals_act_over_an_episode(tiny_policy):
     assert batch[0].backend is tiny_policy and batch[0].history is not batch[1].history
 
 
+def test_sampled_act_batch_equals_act_each_episode_with_its_own_seed(tiny_policy):
+    """Sampled, each fork's episode seed drives its row: vector rollouts sample
+    what local rollouts sample (a flipped seed changes the draws)."""
+    sampling = {"temperature": 1.0, "max_new_tokens": 40}
+    leader = LLMAgent(tiny_policy, prompt={"use_screenshot": False}, sampling=sampling)
+    solo, batch, flipped = ([leader.fork() for _ in GOALS] for _ in range(3))
+    for agents, offset in ((solo, 0), (batch, 0), (flipped, 100)):
+        for i, (agent, (goal, _)) in enumerate(zip(agents, GOALS, strict=True)):
+            agent.reset(goal, seed=i + offset)
+    for step in range(2):
+        observations = _observations(step)
+        expected = [a.act(o)[1]["raw_output"] for a, o in zip(solo, observations, strict=True)]
+        got = [info["raw_output"] for _, info in leader.act_batch(observations, batch)]
+        other = [info["raw_output"] for _, info in leader.act_batch(observations, flipped)]
+        assert got == expected and other != expected
+
+
 def test_baselines_act_batch_and_fork():
     obs = _observations(0)
     for leader in (RandomAgent(seed=3), ScriptedExpert(task="click-button")):

@@ -73,6 +73,32 @@ class TestTransformersText(BackendContract):
         assert [g.info["prefill"] for g in gens] == ["per_row", "per_row"]
         assert [g.info["batch_size"] for g in gens] == [2, 2]
 
+    def test_padded_batches_sample_seeded_rows_as_alone_too(self):
+        from agents.backends.transformers import TransformersBackend
+
+        padded = TransformersBackend(tiny_path("text"), device="cpu", prefill="padded")
+        batch = [MESSAGES, [MESSAGES[1]], [{"role": "user", "content": "hi"}]]
+        rows = [
+            SamplingParams(max_new_tokens=8, temperature=0.8, top_p=0.9, seed=s) for s in (1, 2, 3)
+        ]
+        together = padded.generate_batch(batch, sampling=rows)
+        assert [g.info["prefill"] for g in together] == ["padded"] * 3
+        alone = [padded.generate(m, sampling=r) for m, r in zip(batch, rows, strict=True)]
+        assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+        padded.close()
+
+    def test_sampling_leaves_torchs_global_generator_alone(self, backend):
+        import torch
+
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        backend.generate(MESSAGES, sampling=SamplingParams(max_new_tokens=4, temperature=1.0))
+        backend.generate_batch(
+            [MESSAGES, MESSAGES], sampling=SamplingParams(max_new_tokens=4, temperature=1.0)
+        )
+        assert torch.equal(torch.rand(3), expected)
+
     def test_rows_that_go_one_by_one_say_so(self, backend):
         """Stop strings (and one prompt) are generated row by row: batch size 1."""
         batch = [MESSAGES, [MESSAGES[1]]]

@@ -1,4 +1,4 @@
-"""``serve.openai_server`` decodes concurrent greedy requests as one batch, over
+"""``serve.openai_server`` decodes concurrent requests as one batch, over
 real HTTP on 127.0.0.1, with our OpenAI backend's concurrent ``generate_batch``
 as the client."""
 
@@ -88,13 +88,29 @@ def test_concurrent_greedy_requests_are_decoded_in_batches(server):
     assert sizes == [3] and not models._queue
 
 
-def test_sampled_and_stop_requests_are_served_one_at_a_time(server):
+def test_seeded_sampled_requests_are_batched_each_drawing_what_it_draws_alone(server):
     client, models, sizes = server
-    sampled = SamplingParams(max_new_tokens=6, temperature=1.0, seed=7)
-    alone = client.generate(PROMPTS[0], sampling=sampled).token_ids
-    # concurrent (the 2 ms wait would batch them were they greedy), yet one at a time
-    gens = client.generate_batch(PROMPTS[:1] * 3, sampling=sampled)
-    assert sizes == [] and [g.token_ids for g in gens] == [alone] * 3  # seeded, unbatched
+    rows = [SamplingParams(max_new_tokens=6, temperature=1.0, seed=s) for s in (7, 8, 7)]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    alone = [client.generate(m, sampling=r).token_ids for m, r in zip(prompts, rows, strict=True)]
+    assert sizes == [] and alone[0] != alone[1]
+    gens = _queued_behind_the_lock(
+        models, lambda: client.generate_batch(prompts, sampling=rows), len(prompts)
+    )
+    assert sizes == [3] and [g.token_ids for g in gens] == alone
+    # unseeded sampled requests batch too, and differ from each other
+    gens = _queued_behind_the_lock(
+        models,
+        lambda: client.generate_batch(
+            PROMPTS[:1] * 3, sampling=SamplingParams(max_new_tokens=6, temperature=1.0)
+        ),
+        3,
+    )
+    assert sizes == [3, 3] and len({tuple(g.token_ids) for g in gens}) > 1
+
+
+def test_stop_requests_are_served_one_at_a_time(server):
+    client, models, sizes = server
     client.generate_batch(PROMPTS[:3], sampling=SamplingParams(max_new_tokens=6, stop=("}",)))
     assert sizes == []
 
