@@ -42,10 +42,23 @@ __all__ = ["main", "run"]
 
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
+        if _in_a_sweep():
+            raise ValueError(
+                "output_dir= with --multirun would put every job's results in one dir; "
+                "leave it out: each job writes to hydra.sweep.dir/<job number>"
+            )
         return Path(cfg.output_dir)
     from browser_env.rundir import run_dir
 
     return run_dir(Path("outputs") / "benchmarks")
+
+
+def _in_a_sweep() -> bool:
+    """Whether this is a ``--multirun`` job (whose overrides reach every job alike)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

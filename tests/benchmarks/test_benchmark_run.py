@@ -116,6 +116,22 @@ def test_output_dir_is_hydras_run_dir_too(config, name, tmp_path):
     assert default.hydra.run.dir.startswith(f"outputs/{name}/20")
 
 
+def test_one_output_dir_for_a_sweep_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--multirun", "agent=random,expert",
+         f"output_dir={tmp_path / 'one'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "wandb=false"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "output_dir= with --multirun would put every job's results in one dir" in proc.stderr
+    assert not (tmp_path / "one" / "results.json").exists()
+
+
 @pytest.mark.browser
 def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     from benchmarks.run import run
