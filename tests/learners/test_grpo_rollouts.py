@@ -1,5 +1,6 @@
 """GRPO groups roll out through the rollout engine: runner=vector plays the same
-episodes as runner=local (greedy), and the trajectories come back in job order."""
+episodes as runner=local (greedy, and sampled: each row of a batch draws from
+its own rollout's seed), and the trajectories come back in job order."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _group_jobs():
     ]
 
 
-def _play(backend, runner, workers):
+def _play(backend, runner, workers, temperature=0.0):
     from types import SimpleNamespace
 
     from agents.agent import PromptConfig
@@ -42,7 +43,7 @@ def _play(backend, runner, workers):
     from learners.rollout import LearnerRollouts, make_agent
 
     cfg = SimpleNamespace(prompt=PromptConfig(use_screenshot=False), runner=runner, workers=workers)
-    agent = make_agent(backend, cfg, temperature=0.0, max_new_tokens=24)
+    agent = make_agent(backend, cfg, temperature=temperature, max_new_tokens=24)
     spec = RolloutSpec(env_kwargs={"max_episode_steps": 2, "modalities": ("elements", "text")})
     rollouts = LearnerRollouts.for_learner(agent, cfg, spec)
     try:
@@ -61,12 +62,16 @@ def _episode(t):
     )
 
 
-def test_a_grpo_group_through_runner_vector_equals_runner_local(tiny_policy):
-    local = _play(tiny_policy, "local", 1)
-    vector = _play(tiny_policy, "vector", 4)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_grpo_group_through_runner_vector_equals_runner_local(tiny_policy, temperature):
+    local = _play(tiny_policy, "local", 1, temperature)
+    vector = _play(tiny_policy, "vector", 4, temperature)
     assert [t.seed for t in local] == [1, 1, 0, 0]  # job (group) order, not sorted
     assert all(t.steps and t.steps[0].completion_ids for t in local)  # samples to train on
     assert [_episode(t) for t in vector] == [_episode(t) for t in local]
+    if temperature > 0:  # a group's rollouts share the task seed, not the draws
+        firsts = [t.steps[0].completion_ids for t in local]
+        assert firsts[0] != firsts[1] or firsts[2] != firsts[3]
 
 
 @pytest.mark.slow
