@@ -11,14 +11,18 @@ Format: the first line is ``{"run": {...}}``, the settings that decide what an
 episode plays (the config without the keys in :data:`NOT_IN_FINGERPRINT`,
 which change how or where a run plays, not what); every further line is
 ``{"episode": EpisodeResult.to_dict()}``. A fresh run replaces the file
-atomically (header only); ``resume`` keeps the episodes of a file whose
-header matches and refuses one that does not, naming the keys that differ.
-A last line cut short by a crash is dropped; a bad line anywhere else is an
-error (the file is not ours, or was edited).
+atomically (header only), but never a stopped run's; ``resume`` keeps the
+episodes of a file whose header matches (all but ``error`` ones) and refuses
+one that does not, naming the keys that differ.
+A complete run ends the file with ``{"finished": true}``. A last line cut
+short by a crash is dropped; a bad line anywhere else is an error (the file
+is not ours, or was edited).
 
 Resuming plays the jobs with no result yet, so ``episodes=`` may grow on
 resume (seeds are a prefix), and results are sorted by (env id, seed)
-whichever run played them: a resumed run's table equals an uninterrupted one.
+whichever run played them: for an agent whose episodes replay alike (the
+scripted expert, seeded agents on a CPU; see docs/rollouts.md), a resumed
+run's table equals an unstopped one.
 """
 
 from __future__ import annotations
@@ -67,9 +71,13 @@ def _key(result: EpisodeResult) -> tuple[str, int | None]:
 class ResultLog:
     """``path`` (a ``results.jsonl``) for a run of ``run`` settings (:func:`fingerprint`).
 
-    ``resume=False`` starts the file afresh; ``resume=True`` keeps the results
-    already in it (``done``, by (env id, seed)) when its header equals
-    ``run``, and raises ``ValueError`` when it does not. With nothing at
+    ``resume=True`` keeps the results already in the file (``done``, by (env
+    id, seed)) when its header equals ``run`` (a ``ValueError`` naming what
+    differs when it does not), except episodes that ended in ``error``,
+    which play again: an error may be the stop's own doing (a browser that
+    got the Ctrl-C too). ``resume=False`` starts the file afresh, unless it
+    holds a stopped run's episodes (no :meth:`finish` line): that is refused,
+    so a forgotten ``resume=true`` never wipes them. With nothing at
     ``path`` both start afresh (``resumed`` is then 0).
     """
 
@@ -79,50 +87,59 @@ class ResultLog:
         self.path = Path(path)
         self.run = json.loads(json.dumps(dict(run)))  # as it reads back: tuples are lists
         self.done: dict[tuple[str, int | None], EpisodeResult] = {}
-        if resume and self.path.exists():
-            header, results = self._read()
-            if header != self.run:
+        if self.path.exists():
+            header, results, finished = self._read()
+            if resume and header != self.run:
                 raise ValueError(self._mismatch(header))
-            self.done = {_key(r): r for r in results}
+            if not resume and results and not finished:
+                raise ValueError(
+                    f"{self.path} holds {len(results)} episodes of a stopped run: "
+                    "resume=true plays the rest; to start afresh, delete the file"
+                )
+            if resume:
+                self.done = {_key(r): r for r in results if r.status != "error"}
         self.resumed = len(self.done)
         self._rewrite(self.done.values())
 
     def append(self, result: EpisodeResult) -> None:
         """Adds ``result``; on disk when this returns."""
-        line = json.dumps({"episode": result.to_dict()}) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._append({"episode": result.to_dict()})
         self.done[_key(result)] = result
 
-    def _read(self) -> tuple[Any, list[EpisodeResult]]:
+    def finish(self) -> None:
+        """Marks the run complete: a fresh run may then start the file again."""
+        self._append({"finished": True})
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read(self) -> tuple[Any, list[EpisodeResult], bool]:
+        """The header, the episodes and whether a finish line came last."""
         lines = self.path.read_text(encoding="utf-8").split("\n")
-        complete, tail = lines[:-1], lines[-1]  # tail: "" unless the last write was cut
+        complete = lines[:-1]  # the last piece is "" unless a crash cut the last write
         records = []
         for number, line in enumerate(complete, 1):
             try:
                 records.append(json.loads(line))
             except ValueError as exc:
                 raise ValueError(f"{self.path}:{number} is not a JSON line ({exc})") from None
-        del tail  # a line cut short by a crash: its episode plays again
         if not records or not isinstance(records[0], dict) or "run" not in records[0]:
             raise ValueError(f"{self.path} has no run header: not a benchmarks.run results log")
+        finished = records[-1] == {"finished": True}
         try:
-            results = [EpisodeResult(**record["episode"]) for record in records[1:]]
-        except (KeyError, TypeError) as exc:
+            results = [EpisodeResult(**r["episode"]) for r in records[1:] if "episode" in r]
+        except TypeError as exc:
             raise ValueError(f"{self.path}: an episode line does not parse ({exc})") from None
-        return records[0]["run"], results
+        return records[0]["run"], results, finished
 
     def _mismatch(self, header: Any) -> str:
-        keys = sorted(
-            k
-            for k in set(header) | set(self.run)
-            if (header.get(k) if isinstance(header, dict) else None) != self.run.get(k)
-        )
+        there, now = _leaves(header), _leaves(self.run)
+        keys = sorted(k for k in there.keys() | now.keys() if there.get(k) != now.get(k))
         shown = ", ".join(
-            f"{k}: {json.dumps(header.get(k))} there, {json.dumps(self.run.get(k))} now"
-            for k in keys[:5]
+            f"{k}: {json.dumps(there.get(k))} there, {json.dumps(now.get(k))} now" for k in keys[:5]
         )
         return (
             f"cannot resume: {self.path} holds episodes of other settings ({shown}"
@@ -133,3 +150,13 @@ class ResultLog:
         """The header and ``results``, replacing the file atomically."""
         lines = [{"run": self.run}, *({"episode": r.to_dict()} for r in results)]
         write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"agent.backend.device": "cpu", ...}``."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_leaves(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}

@@ -78,10 +78,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     log = ResultLog(out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")))
-    # Ray actors build their own agents (a model on a GPU would load here too)
-    agent = None if runner == "ray" else build_agent(cfg)
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
+    jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
+    kept = [log.done[j.env_id, j.seed] for j in jobs if (j.env_id, j.seed) in log.done]
+    todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
+    # Ray actors build their own agents (a model on a GPU would load here too)
+    agent = None if runner == "ray" or not todo else build_agent(cfg)
     env_kwargs: dict[str, Any] = {
         "headless": bool(cfg.headless),
         **suite.env_kwargs,
@@ -99,9 +102,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         source=source,
         episode_timeout_s=cfg.get("episode_timeout_s"),
     )
-    jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
-    kept = [log.done[j.env_id, j.seed] for j in jobs if (j.env_id, j.seed) in log.done]
-    todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
     if log.resumed:
         print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
     progress = tqdm(
@@ -127,9 +127,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             else []
         )
     except BaseException:
-        if log.done:
+        played = sum((j.env_id, j.seed) in log.done for j in jobs)  # what the log holds
+        if played:
             print(
-                f"\nstopped after {len(log.done)} of {len(jobs)} episodes, kept in {log.path}; "
+                f"\nstopped after {played} of {len(jobs)} episodes, kept in {log.path}; "
                 f"play the rest with the same command and output_dir={out} resume=true",
                 file=sys.stderr,
             )
@@ -142,6 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = write_results(
         out / "results.json", results, suite=suite.name, agent=info.name, config=config
     )
+    log.finish()
     print(format_table(data["tasks"], data["overall"]))
     plot = plot_success(data["tasks"], out / "success.png", title=f"{info.name} on {suite.name}")
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))

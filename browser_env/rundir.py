@@ -34,8 +34,9 @@ def run_dir(default: str | os.PathLike[str] = "outputs") -> Path:
 
 
 def coalesce(*values: object) -> object:
-    """The first of ``values`` that is not ``None`` (``None`` if all are)."""
-    return next((value for value in values if value is not None), None)
+    """The first of ``values`` that is neither ``None`` nor ``""`` (``None`` if
+    none is): an empty ``output_dir=`` means unset, not the working directory."""
+    return next((value for value in values if value is not None and value != ""), None)
 
 
 def register_resolvers() -> None:

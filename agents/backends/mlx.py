@@ -469,7 +469,7 @@ class MLXBackend(BackendBase):
         self,
         batch: Sequence[Sequence[Message]],
         images: Sequence[Sequence[Any] | None] | None = None,
-        sampling: SamplingParams | None = None,
+        sampling: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[Generation]:
         """All of ``batch`` decoded together by ``mlx_lm``'s ``BatchGenerator``
         (left-padded prompts, one forward pass per token for the batch).
@@ -477,16 +477,15 @@ class MLXBackend(BackendBase):
         Greedy rows equal :meth:`generate`'s (the test checks it); token ids
         include the end-of-sequence token, as there. VLMs and ``stop`` strings
         go row by row. ``sampling`` is every row's, or one per row differing
-        only in ``seed``. With ``temperature > 0`` the batch draws from one
-        stream (``BatchGenerator`` has one sampler), so rows with seeds of
-        their own go row by row, each drawing what it draws alone; rows that
-        share a seed (or have none) are batched, reproducible as a batch.
+        only in ``seed``. With ``temperature > 0`` a batch draws from one
+        stream (``BatchGenerator`` has one sampler), so seeded rows go row by
+        row, each drawing what it draws alone; unseeded rows are batched.
         """
         rows = row_samplings(sampling, len(batch))
         sampling, _, _ = begin_generation(self, None, rows[0])
         images = batch_images(batch, images)
-        own_seeds = sampling.temperature > 0 and len({r.seed for r in rows}) > 1
-        if len(batch) <= 1 or self.multimodal or sampling.stop or own_seeds:
+        seeded = sampling.temperature > 0 and any(r.seed is not None for r in rows)
+        if len(batch) <= 1 or self.multimodal or sampling.stop or seeded:
             return one_by_one(self, batch, images, rows)
         mx = require("mlx.core")
         from mlx_lm.generate import BatchGenerator

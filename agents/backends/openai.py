@@ -266,7 +266,7 @@ class OpenAIBackend(BackendBase):
         self,
         batch: Sequence[Sequence[Message]],
         images: Sequence[Sequence[Any] | None] | None = None,
-        sampling: SamplingParams | None = None,
+        sampling: SamplingParams | Sequence[SamplingParams] | None = None,
         *,
         max_concurrency: int = 16,
     ) -> list[Generation]:

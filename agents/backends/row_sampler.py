@@ -5,7 +5,9 @@ torch's one global generator: a seed can only be set for the whole batch,
 and a row's tokens depend on the rows beside it. :class:`RowSampler` is a
 logits processor that does the drawing itself, each row from its own
 ``torch.Generator`` (seeded with the row's seed), after temperature and
-top-p, and leaves only the drawn token possible; ``generate`` then runs
+top-p (applied to the scores ``generate``'s own processors leave, e.g. a
+repetition penalty set in the model's ``generation_config``; no top-k, as in
+the OpenAI API), and leaves only the drawn token possible; ``generate`` then runs
 greedy (``do_sample=False``) and keeps it. So a seeded row gives, in any
 batch, the tokens it gives alone (up to the float rounding of a batch's
 logits, as for greedy rows), which lets ``runner=vector`` sample what

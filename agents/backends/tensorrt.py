@@ -32,6 +32,7 @@ from agents.backends.common import (
     row_samplings,
     validate_messages,
 )
+from agents.backends.row_sampler import row_seeds
 from agents.models import resolve_model
 
 __all__ = ["TensorRTBackend"]
@@ -129,11 +130,11 @@ class TensorRTBackend(BackendBase):
     def _sampling_params(self, sampling: SamplingParams) -> Any:
         kwargs: dict[str, Any] = {"max_tokens": sampling.max_new_tokens, "logprobs": 1}
         if sampling.temperature > 0:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            # a fresh seed when none is given: TensorRT-LLM falls back on a fixed default
+            (seed,) = row_seeds([sampling.seed])
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed)
         else:
             kwargs.update(top_k=1)  # greedy
-        if sampling.seed is not None:
-            kwargs["seed"] = sampling.seed
         if sampling.stop:
             kwargs["stop"] = list(sampling.stop)
         return self._sampling_cls(**kwargs)
@@ -175,7 +176,7 @@ class TensorRTBackend(BackendBase):
         self,
         batch: Sequence[Sequence[Message]],
         images: Sequence[Sequence[Any] | None] | None = None,
-        sampling: SamplingParams | None = None,
+        sampling: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[Generation]:
         """All of ``batch`` in one ``LLM.generate`` call: TensorRT-LLM's in-flight
         batching schedules the prompts together (no padding: it packs them).

@@ -428,7 +428,7 @@ class TransformersBackend(BackendBase):
         self,
         batch: Sequence[Sequence[Message]],
         images: Sequence[Sequence[Any] | None] | None = None,
-        sampling: SamplingParams | None = None,
+        sampling: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[Generation]:
         """One forward pass per new token for all of ``batch`` (chat message lists).
 

@@ -131,13 +131,16 @@ class BackendContract:
         ``runner=local`` samples; the server batches seeded requests)."""
         if not self.supports_seed:
             pytest.skip(f"{type(self).__name__} declares no seeded sampling")
-        batch = [MESSAGES, [{"role": "user", "content": "a shorter prompt"}], MESSAGES]
-        rows = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=s) for s in (7, 8, 9)]
+        short = [{"role": "user", "content": "a shorter prompt"}]
+        batch = [MESSAGES, short, MESSAGES, short]
+        # rows sharing a seed still draw from streams of their own
+        rows = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=s) for s in (7, 7, 9, 7)]
         together = backend.generate_batch(batch, sampling=rows)
         alone = [backend.generate(m, sampling=r) for m, r in zip(batch, rows, strict=True)]
         assert [g.token_ids for g in together] == [g.token_ids for g in alone]
         assert [g.text for g in together] == [g.text for g in alone]
         assert together[0].token_ids != together[2].token_ids  # same prompt, other seed
+        assert together[1].token_ids == together[3].token_ids  # same prompt, same seed
         with pytest.raises(ValueError, match="differ in their sampling seed only"):
             backend.generate_batch(batch[:2], sampling=[rows[0], SamplingParams(temperature=0.5)])
 

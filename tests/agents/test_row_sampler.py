@@ -42,3 +42,17 @@ def test_unseeded_rows_get_fresh_seeds_and_bad_use_is_refused():
         RowSampler([1], 0.0, 1.0, "cpu")
     with pytest.raises(ValueError, match="2 row seeds for 3 rows"):
         RowSampler([1, 2], 1.0, 1.0, "cpu")(None, torch.zeros(3, 5))
+
+
+def test_top_p_keeps_what_transformers_top_p_warper_keeps():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    gen = torch.Generator().manual_seed(0)
+    for top_p in (0.3, 0.6, 0.9, 0.99):
+        scores = torch.randn(16, 40, generator=gen) * 3
+        ours = RowSampler([0] * 16, 1.0, top_p, "cpu")
+        theirs = TopPLogitsWarper(top_p)(None, scores.clone())
+        for row in range(16):
+            allowed = {int(i) for i in torch.nonzero(torch.isfinite(theirs[row]))}
+            drawn = {d[row] for d in _draws(ours, scores, 30)}
+            assert drawn <= allowed  # never a token the warper removes

@@ -113,6 +113,9 @@ def test_output_dir_is_hydras_run_dir_too(config, name, tmp_path):
         default = compose(config, return_hydra_config=True)
     assert given.hydra.run.dir == str(tmp_path)
     assert default.output_dir is None
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        empty = compose(config, ["output_dir="], return_hydra_config=True)
+    assert empty.hydra.run.dir.startswith(f"outputs/{name}/20")  # empty is unset, not the cwd
     assert default.hydra.run.dir.startswith(f"outputs/{name}/20")
 
 

@@ -37,12 +37,29 @@ def test_results_come_back_as_they_were_written(tmp_path):
     assert ResultLog(path, RUN, resume=True).resumed == 3
 
 
-def test_a_fresh_run_starts_the_file_again(tmp_path):
+def test_a_fresh_run_starts_the_file_again_but_never_over_a_stopped_run(tmp_path):
     path = tmp_path / "results.jsonl"
     ResultLog(path, RUN, resume=False).append(_result("a", 0))
-    assert ResultLog(path, RUN, resume=False).resumed == 0
+    with pytest.raises(ValueError, match="holds 1 episodes of a stopped run: resume=true"):
+        ResultLog(path, RUN, resume=False)  # a forgotten resume=true wipes nothing
+    finished = ResultLog(path, RUN, resume=True)
+    finished.finish()
+    assert ResultLog(path, RUN, resume=False).resumed == 0  # a complete run's log may go
     assert ResultLog(path, RUN, resume=True).resumed == 0
     assert len(path.read_text().splitlines()) == 1  # the header alone
+
+
+def test_errored_episodes_play_again_on_resume(tmp_path):
+    path = tmp_path / "results.jsonl"
+    log = ResultLog(path, RUN, resume=False)
+    log.append(_result("a", 0))
+    crashed = _result("a", 1, success=False)
+    crashed.status, crashed.error = "error", "TargetClosedError: the browser got the Ctrl-C too"
+    log.append(crashed)
+    timed_out = _result("a", 2, success=False)
+    timed_out.status = "timeout"  # an outcome under the run's own limit: kept
+    log.append(timed_out)
+    assert set(ResultLog(path, RUN, resume=True).done) == {("a", 0), ("a", 2)}
 
 
 def test_resume_with_nothing_there_starts_fresh(tmp_path):
@@ -72,6 +89,9 @@ def test_resuming_other_settings_is_refused_naming_what_differs(tmp_path):
     ResultLog(path, RUN, resume=False).append(_result("a", 0))
     with pytest.raises(ValueError, match=r"max_steps: 4 there, 5 now"):
         ResultLog(path, {**RUN, "max_steps": 5}, resume=True)
+    other_agent = {**RUN, "agent": {**RUN["agent"], "seed": 1}}
+    with pytest.raises(ValueError, match=r"\(agent\.seed: 0 there, 1 now\)"):
+        ResultLog(path, other_agent, resume=True)  # the leaf that differs, not the whole agent
     assert ResultLog(path, RUN, resume=True).resumed == 1  # the refusal changed nothing
 
 
@@ -169,3 +189,5 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
     # a finished run resumed again plays nothing and writes the same table
     again = run(config(stopped, "resume=true"))
     assert again["episodes"] == resumed["episodes"] and len(played_now) == 1
+    run(config(stopped))  # a complete run's dir may be played afresh
+    assert len(played_now) == 5
