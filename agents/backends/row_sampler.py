@@ -38,23 +38,22 @@ class RowSampler:
     ``softmax(top_p(scores / temperature))`` with ``torch.Generator`` seeded
     ``seeds[i]``; returns scores that allow only the drawn tokens."""
 
-    def __init__(
-        self, seeds: Sequence[int | None], temperature: float, top_p: float, device: Any
-    ) -> None:
-        import torch
-
+    def __init__(self, seeds: Sequence[int | None], temperature: float, top_p: float) -> None:
         if temperature <= 0:
             raise ValueError("RowSampler is for temperature > 0; greedy needs no sampler")
         self.temperature, self.top_p = float(temperature), float(top_p)
-        self.generators = [
-            torch.Generator(device=device).manual_seed(seed) for seed in row_seeds(seeds)
-        ]
+        self.seeds = row_seeds(seeds)
+        self.generators: list[Any] = []  # made at the first call, on the scores' device
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        if scores.shape[0] != len(self.generators):
-            raise ValueError(f"{len(self.generators)} row seeds for {scores.shape[0]} rows")
+        if scores.shape[0] != len(self.seeds):
+            raise ValueError(f"{len(self.seeds)} row seeds for {scores.shape[0]} rows")
+        if not self.generators:
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds
+            ]
         logits = scores.float() / self.temperature
         if self.top_p < 1:  # keep the most likely tokens whose mass before them is < top_p
             ordered, order = torch.sort(logits, dim=-1, descending=True)

@@ -518,7 +518,7 @@ class TransformersBackend(BackendBase):
         if sampling.temperature <= 0:
             return transformers.LogitsProcessorList()
         seeds = [row.seed for row in rows]
-        sampler = RowSampler(seeds, sampling.temperature, sampling.top_p, self.model.device)
+        sampler = RowSampler(seeds, sampling.temperature, sampling.top_p)
         return transformers.LogitsProcessorList([sampler])
 
     def _release(self) -> None:
