@@ -115,23 +115,24 @@ def run(
         batch = [
             samples[i] for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
         ]
-        # 1. on-policy completions from the student prompt
+        # 1. on-policy completions from the student prompt, one batched call:
+        # each row samples from its own seed, as it would alone
         model.eval()
-        rollouts = []
-        for i, sample in enumerate(batch):
-            images = sample_images(sample, backend)
-            gen = backend.generate(
-                sample.messages,
-                images,
+        images = [sample_images(sample, backend) for sample in batch]
+        gens = backend.generate_batch(
+            [sample.messages for sample in batch],
+            [list(i) or None for i in images],
+            [
                 SamplingParams(
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature,
                     top_p=cfg.top_p,
                     seed=derive_seed(cfg.seed, step, i),
-                ),
-            )
-            if gen.token_ids:
-                rollouts.append((sample, images, gen))
+                )
+                for i in range(len(batch))
+            ],
+        )
+        rollouts = [r for r in zip(batch, images, gens, strict=True) if r[2].token_ids]
         model.train()
         n_tokens = sum(len(g.token_ids) for _, _, g in rollouts)
         totals = dict.fromkeys(("loss", "kl", "agreement", "entropy"), 0.0)

@@ -142,6 +142,34 @@ def test_sdft_trains_and_logs_kl_and_agreement(
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out)
 
 
+def test_sdft_samples_a_steps_completions_in_one_batch_each_from_its_own_seed(
+    tmp_path, episodes_dir, tiny_model, monkeypatch
+):
+    """One ``generate_batch`` per step, whose rows are what ``generate`` gives
+    each sample alone with its seed: batching changes the speed, not the data."""
+    from agents.backends.transformers import TransformersBackend
+    from agents.seeding import derive_seed
+    from learners.sdft import run
+
+    calls = []
+    inner = TransformersBackend.generate_batch
+
+    def spy(self, batch, images=None, sampling=None):
+        gens = inner(self, batch, images, sampling)
+        alone = [self.generate(m, i, s) for m, i, s in zip(batch, images, sampling, strict=True)]
+        calls.append((len(batch), [s.seed for s in sampling], gens, alone))
+        return gens
+
+    monkeypatch.setattr(TransformersBackend, "generate_batch", spy)
+    config = {**FAST, "episodes": [str(episodes_dir)], "output_dir": str(tmp_path), "seed": 3}
+    run({**config, "max_steps": 2, "save_steps": 0, "temperature": 1.0})
+    assert [(n, seeds) for n, seeds, _, _ in calls] == [
+        (2, [derive_seed(3, step, 0), derive_seed(3, step, 1)]) for step in (0, 1)
+    ]
+    for _, _, gens, alone in calls:
+        assert [g.token_ids for g in gens] == [g.token_ids for g in alone]
+
+
 def test_config_rejects_unknown_fields():
     from learners.config import SDFTConfig, from_mapping
 
