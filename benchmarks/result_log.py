@@ -18,6 +18,13 @@ A complete run ends the file with ``{"finished": true}``. A last line cut
 short by a crash is dropped; a bad line anywhere else is an error (the file
 is not ours, or was edited).
 
+Episode directories (``record=true``) follow the log: before a run plays,
+:func:`set_aside_unlogged` moves every directory under ``episodes/`` that no
+kept result names (an episode that ended in ``error`` and plays again, one
+that ended while the run was stopping, before its result was logged, or a
+replaced run's) into ``episodes.stale/``, so ``episodes/`` holds exactly the
+episodes of the table, each once, and nothing is deleted.
+
 Resuming plays the jobs with no result yet, so ``episodes=`` may grow on
 resume (seeds are a prefix), and results are sorted by (env id, seed)
 whichever run played them: for an agent whose episodes replay alike (the
@@ -27,6 +34,7 @@ run's table equals an unstopped one.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -36,7 +44,7 @@ from typing import Any
 from agents.rollout import EpisodeResult
 from benchmarks.report import write_text_atomic
 
-__all__ = ["NOT_IN_FINGERPRINT", "ResultLog", "fingerprint"]
+__all__ = ["NOT_IN_FINGERPRINT", "SPEED_ONLY", "ResultLog", "fingerprint", "set_aside_unlogged"]
 
 NOT_IN_FINGERPRINT = frozenset(
     {
@@ -59,9 +67,40 @@ NOT_IN_FINGERPRINT = frozenset(
 """Config keys that change how or where a run plays, not what its episodes are."""
 
 
+SPEED_ONLY = frozenset(
+    {
+        "agent.backend.prefix_cache",  # the same tokens, sooner (tested)
+        "agent.backend.prefill",  # per-row or padded: the same greedy tokens (tested)
+        "agent.backend.timeout",  # how a request is retried: a failure is an ``error``, replayed
+        "agent.backend.max_retries",
+        "agent.backend.backoff",
+        "agent.backend.max_backoff",
+    }
+)
+"""Dotted keys inside the config that change how fast an agent decides, not what.
+
+Settings that change numerics (``device``, ``dtype``, ``attn_implementation``)
+stay in the fingerprint: a GPU's float rounding can change a greedy token."""
+
+
 def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` (a resolved, JSON-ready dict) without :data:`NOT_IN_FINGERPRINT`."""
-    return {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT and k != "hydra"}
+    """``config`` (a resolved, JSON-ready dict) without :data:`NOT_IN_FINGERPRINT`
+    and :data:`SPEED_ONLY`. Idempotent: a fingerprint's fingerprint is itself."""
+    kept = {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT and k != "hydra"}
+    return _without(kept, SPEED_ONLY)
+
+
+def _without(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``config`` without the ``dotted`` keys that it has."""
+    out = copy.deepcopy(config)
+    for key in dotted:
+        *parents, leaf = key.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
 
 
 def _key(result: EpisodeResult) -> tuple[str, int | None]:
@@ -89,7 +128,7 @@ class ResultLog:
         self.done: dict[tuple[str, int | None], EpisodeResult] = {}
         if self.path.exists():
             header, results, finished = self._read()
-            if resume and header != self.run:
+            if resume and fingerprint(header) != self.run:  # an older header may hold more
                 raise ValueError(self._mismatch(header))
             if not resume and results and not finished:
                 raise ValueError(
@@ -126,7 +165,11 @@ class ResultLog:
                 records.append(json.loads(line))
             except ValueError as exc:
                 raise ValueError(f"{self.path}:{number} is not a JSON line ({exc})") from None
-        if not records or not isinstance(records[0], dict) or "run" not in records[0]:
+        if (
+            not records
+            or not isinstance(records[0], dict)
+            or not isinstance(records[0].get("run"), dict)
+        ):
             raise ValueError(f"{self.path} has no run header: not a benchmarks.run results log")
         finished = records[-1] == {"finished": True}
         try:
@@ -136,7 +179,7 @@ class ResultLog:
         return records[0]["run"], results, finished
 
     def _mismatch(self, header: Any) -> str:
-        there, now = _leaves(header), _leaves(self.run)
+        there, now = _leaves(fingerprint(header)), _leaves(self.run)
         keys = sorted(k for k in there.keys() | now.keys() if there.get(k) != now.get(k))
         shown = ", ".join(
             f"{k}: {json.dumps(there.get(k))} there, {json.dumps(now.get(k))} now" for k in keys[:5]
@@ -150,6 +193,31 @@ class ResultLog:
         """The header and ``results``, replacing the file atomically."""
         lines = [{"run": self.run}, *({"episode": r.to_dict()} for r in results)]
         write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def set_aside_unlogged(
+    episodes: str | os.PathLike[str], kept: Iterable[EpisodeResult]
+) -> list[Path]:
+    """Moves the directories under ``episodes`` that no ``kept`` result names (by
+    ``episode_dir``'s last part) into the sibling ``<episodes>.stale/``; returns
+    where they went. A name taken there gets a ``-N`` suffix; nothing is deleted.
+    """
+    root = Path(episodes)
+    if not root.is_dir():
+        return []
+    named = {Path(r.episode_dir).name for r in kept if r.episode_dir}
+    stale = root.with_name(root.name + ".stale")
+    moved = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.name in named:
+            continue
+        stale.mkdir(exist_ok=True)
+        target, n = stale / entry.name, 1
+        while target.exists():
+            target, n = stale / f"{entry.name}-{n}", n + 1
+        os.replace(entry, target)  # one rename: the episode is in one place or the other
+        moved.append(target)
+    return moved
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -7,6 +7,8 @@
     python -m benchmarks.run agent=llm backend=openai model=meta/llama-3.1-8b-instruct
     python -m benchmarks.run --multirun agent=random,expert
     python -m benchmarks.run suite=miniwob_smoke agent=expert runner=ray workers=2
+    python -m benchmarks.run output_dir=runs/a resume=true       # go on with a stopped run
+    python -m benchmarks.run --multirun agent=random,expert 'output_dir=runs/${hydra:job.num}'
 
 ``runner=local|vector|ray`` and ``workers=N`` pick the rollout engine's runner
 (:mod:`agents.runners`); the table is the same whichever runs it.
@@ -33,19 +35,25 @@ from omegaconf import DictConfig, OmegaConf
 from agents.rollout import EpisodeResult
 from agents.runners import Job, RolloutSpec, result_key, run_rollouts, runner_options
 from benchmarks.report import format_table, plot_success, write_results
-from benchmarks.result_log import ResultLog, fingerprint
+from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 from benchmarks.suites import Suite
 from browser_env.rundir import register_resolvers
 
 __all__ = ["main", "run"]
 
 
+PER_JOB = ("${hydra:job.num}", "${hydra:job.id}", "${hydra:job.override_dirname}")
+"""What makes an ``output_dir=`` template name one dir per ``--multirun`` job."""
+
+
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
-        if _in_a_sweep():
+        raw = str(OmegaConf.to_container(cfg, resolve=False)["output_dir"])
+        if _in_a_sweep() and not any(key in raw for key in PER_JOB):
             raise ValueError(
-                "output_dir= with --multirun would put every job's results in one dir; "
-                "leave it out: each job writes to hydra.sweep.dir/<job number>"
+                f"output_dir={raw} with --multirun would put every job's results in one dir; "
+                "name one per job (output_dir='runs/${hydra:job.num}', which resume=true "
+                "can name again) or leave it out (each job writes to hydra.sweep.dir/<job number>)"
             )
         return Path(cfg.output_dir)
     from browser_env.rundir import run_dir
@@ -104,6 +112,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     if log.resumed:
         print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
+    stale = set_aside_unlogged(out / "episodes", kept)  # episodes/ is the table's, each once
+    if stale:
+        print(f"moved {len(stale)} episode dirs with no logged result to {stale[0].parent}")
     progress = tqdm(
         total=len(jobs), initial=len(kept), desc=suite.name, disable=not cfg.progress, unit="ep"
     )

@@ -131,8 +131,35 @@ def test_one_output_dir_for_a_sweep_is_refused(tmp_path):
         env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)},
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "output_dir= with --multirun would put every job's results in one dir" in proc.stderr
+    assert "with --multirun would put every job's results in one dir" in proc.stderr
     assert not (tmp_path / "one" / "results.json").exists()
+
+
+@pytest.mark.browser
+def test_a_sweep_names_one_output_dir_per_job_and_resumes_into_them(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def sweep(*extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.run", "--multirun", "agent=random,expert",
+             "suite=miniwob_smoke", "suite.tasks=[click-test]", "max_steps=2", "progress=false",
+             "wandb=false", "record=false", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+             f"output_dir={tmp_path / 'runs'}/${{hydra:job.num}}", *extra],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    sweep("episodes=1")
+    out = sweep("episodes=2", "resume=true")  # the same jobs, numbered alike: each finds its log
+    assert out.count("1 of 2 episodes already played") == 2
+    agents = [json.loads((tmp_path / "runs" / n / "results.json").read_text()) for n in "01"]
+    assert [a["agent"] for a in agents] == ["random", "expert"]
+    assert [a["overall"]["episodes"] for a in agents] == [2, 2]
 
 
 @pytest.mark.browser

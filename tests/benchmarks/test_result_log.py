@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from agents.rollout import EpisodeResult
-from benchmarks.result_log import ResultLog, fingerprint
+from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 RUN = {"agent": {"_target_": "agents.random_agent.RandomAgent", "seed": 0}, "max_steps": 4}
@@ -103,6 +105,9 @@ def test_how_a_run_plays_is_not_part_of_what_it_plays():
             ["agent=random", "runner=ray", "workers=4", "episodes=50", "progress=false"],
         )
         different = compose("benchmark", ["agent=random", "max_steps=3"])
+        tiny = compose("benchmark", ["agent=tiny"])
+        faster = compose("benchmark", ["agent=tiny", "agent.backend.prefix_cache=0"])
+        elsewhere = compose("benchmark", ["agent=tiny", "agent.backend.device=cuda"])
     from omegaconf import OmegaConf
 
     def fp(c):
@@ -110,6 +115,38 @@ def test_how_a_run_plays_is_not_part_of_what_it_plays():
 
     assert fp(cfg) == fp(other) != fp(different)
     assert "agent" in fp(cfg) and "suite" in fp(cfg) and "runner" not in fp(cfg)
+    # a setting that changes only speed is not part of it; one that changes numerics is
+    assert fp(tiny) == fp(faster) != fp(elsewhere)
+    assert "prefix_cache" not in fp(tiny)["agent"]["backend"]
+    assert fingerprint(fp(tiny)) == fp(tiny)
+
+
+def test_a_log_whose_header_holds_speed_only_settings_resumes(tmp_path):
+    older = {"agent": {"backend": {"device": "cpu", "prefix_cache": 16}}, "max_steps": 4}
+    path = tmp_path / "results.jsonl"
+    lines = [{"run": older}, {"episode": _result("t", 0).to_dict()}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = ResultLog(path, fingerprint({**older, "runner": "vector"}), resume=True)
+    assert list(log.done) == [("t", 0)]
+    cuda = {"agent": {"backend": {"device": "cuda"}}, "max_steps": 4}
+    with pytest.raises(ValueError, match='agent.backend.device: "cpu" there, "cuda" now'):
+        ResultLog(path, fingerprint(cuda), resume=True)
+
+
+def test_episode_dirs_no_kept_result_names_are_set_aside_not_deleted(tmp_path):
+    episodes = tmp_path / "episodes"
+    for name in ("a", "b", "c"):
+        (episodes / name).mkdir(parents=True)
+        (episodes / name / "episode.json").write_text(name)
+    (episodes / "notes.txt").write_text("mine")  # not an episode dir: left alone
+    (tmp_path / "episodes.stale" / "c").mkdir(parents=True)  # a name taken there already
+    kept = [dataclasses.replace(_result("t", 0), episode_dir=str(tmp_path / "old" / "a"))]
+    moved = set_aside_unlogged(episodes, [*kept, _result("t", 1)])  # no dir: names nothing
+    assert sorted(p.name for p in episodes.iterdir()) == ["a", "notes.txt"]
+    assert moved == [tmp_path / "episodes.stale" / "b", tmp_path / "episodes.stale" / "c-1"]
+    assert [(p / "episode.json").read_text() for p in moved] == ["b", "c"]
+    assert set_aside_unlogged(episodes, kept) == []
+    assert set_aside_unlogged(tmp_path / "none", kept) == []
 
 
 @pytest.mark.browser
@@ -130,6 +167,7 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
                     "max_steps=3",
                     "progress=false",
                     "wandb=false",
+                    "record=true",
                     f"output_dir={out}",
                     *extra,
                 ],
@@ -152,6 +190,9 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
         run(config(stopped))
     assert not (stopped / "results.json").exists()
     assert "stopped after 3 of 4 episodes" in capsys.readouterr().err
+    # an episode that ended while the run stopped, before its result was logged
+    first = sorted((stopped / "episodes").iterdir())[0]
+    shutil.copytree(first, stopped / "episodes" / "ended-while-stopping")
     played_now: list[tuple[str, int | None]] = []
 
     def append_and_count(self, result):
@@ -167,7 +208,16 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
 
     # resumed under another runner: only the missing episode plays
     resumed = run(config(stopped, "resume=true", "runner=vector", "workers=2"))
-    assert "resuming" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming" in out and "moved 1 episode dirs" in out
+
+    def dirs(path: Path) -> list[str]:
+        return sorted(p.name for p in path.iterdir())
+
+    assert dirs(stopped / "episodes") == sorted(
+        Path(e["episode_dir"]).name for e in resumed["episodes"]
+    )  # the table's episodes, each once
+    assert dirs(stopped / "episodes.stale") == ["ended-while-stopping"]
     played = {(e["env_id"], e["seed"]) for e in resumed["episodes"]}
     assert len(played) == 4 and played_now == list(played - set(appended))
     columns = (
@@ -189,5 +239,9 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
     # a finished run resumed again plays nothing and writes the same table
     again = run(config(stopped, "resume=true"))
     assert again["episodes"] == resumed["episodes"] and len(played_now) == 1
-    run(config(stopped))  # a complete run's dir may be played afresh
+    fresh = run(config(stopped))  # a complete run's dir may be played afresh
     assert len(played_now) == 5
+    assert dirs(stopped / "episodes") == sorted(
+        Path(e["episode_dir"]).name for e in fresh["episodes"]
+    )
+    assert len(dirs(stopped / "episodes.stale")) == 5  # the replaced run's, kept
