@@ -391,9 +391,8 @@ class TransformersBackend(BackendBase):
                 return_dict_in_generate=True,
                 output_logits=True,
             )
-            devices = [self.model.device] if self.model.device.type == "cuda" else []
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
-            with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
+            with _eval_mode(self.model), torch.inference_mode(), bare:
                 if self.prefix_cache is not None and not images:
                     self._check_prefix_cache()
                     inputs = row_prefill.prefill_rows(
@@ -472,9 +471,8 @@ class TransformersBackend(BackendBase):
                 # per_row passes a StaticCache whose length changes every batch
                 disable_compile=self.prefill == "per_row",
             )
-            devices = [self.model.device] if self.model.device.type == "cuda" else []
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
-            with torch.random.fork_rng(devices=devices), torch.inference_mode(), bare:
+            with _eval_mode(self.model), torch.inference_mode(), bare:
                 self._check_prefix_cache()
                 if self.prefill == "per_row":
                     inputs = row_prefill.prefill_rows(
@@ -533,6 +531,25 @@ class TransformersBackend(BackendBase):
             f"TransformersBackend(model={self.model_name!r}, adapter={self.adapter!r}, "
             f"device={self.device!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
         )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode for a generation, then back in the caller's mode.
+
+    A learner may hand over a model left in train mode; dropout would then
+    draw from torch's global generator and change the tokens. Sampling draws
+    from the RowSampler's own generators, so with this nothing in a
+    generation touches the global one (no ``fork_rng``: on CUDA it saves and
+    restores the device's generator state every call)."""
+    training = model.training
+    if training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if training:
+            model.train()
 
 
 def _resolve_device(torch: Any, device: str) -> str:

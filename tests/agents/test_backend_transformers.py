@@ -99,6 +99,26 @@ class TestTransformersText(BackendContract):
         )
         assert torch.equal(torch.rand(3), expected)
 
+    def test_generation_runs_in_eval_mode_and_gives_the_callers_mode_back(self, backend):
+        import torch
+
+        modes: list[bool] = []
+        hook = backend.model.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+        try:
+            backend.model.train()  # as a learner may leave it
+            torch.manual_seed(0)
+            expected = torch.rand(3)
+            torch.manual_seed(0)
+            sampled = SamplingParams(max_new_tokens=3, temperature=1.0)
+            backend.generate(MESSAGES, sampling=sampled)
+            backend.generate_batch([MESSAGES, [MESSAGES[1]]], sampling=sampled)
+            assert torch.equal(torch.rand(3), expected)  # dropout drew nothing either
+            assert modes and not any(modes)
+            assert backend.model.training
+        finally:
+            hook.remove()
+            backend.model.eval()
+
     def test_rows_that_go_one_by_one_say_so(self, backend):
         """Stop strings (and one prompt) are generated row by row: batch size 1."""
         batch = [MESSAGES, [MESSAGES[1]]]
