@@ -101,6 +101,11 @@ class RolloutSpec:
         kill_grace_s: see ``episode_timeout_s``.
         keep_samples: fill ``EpisodeResult.samples`` (each step's prompt and
             completion token ids, what learners train on).
+        ship_episodes: ``runner=ray`` with ``record_dir``: whether actors send
+            each recorded episode back to the driver, which writes it into
+            ``record_dir`` (:mod:`agents.runners.shipping`). None: the actors
+            on another node than the driver's do; False: none do (a
+            ``record_dir`` every node mounts); True: all do.
     """
 
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -111,6 +116,7 @@ class RolloutSpec:
     episode_timeout_s: float | None = None
     kill_grace_s: float = 30.0
     keep_samples: bool = False
+    ship_episodes: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:

@@ -30,6 +30,10 @@ episode comes back as it ends (``on_result``), not when the actor's call does.
   batched policy call's) records every job of that actor's call.
 * At the end every actor closes its envs (and browser) and agent, and only
   then is killed.
+* Recorded episodes (``record_dir``) reach the driver's ``record_dir`` from
+  any node: an actor on another node than the driver's records into a temp
+  dir of its own and sends each episode back with its result
+  (:mod:`agents.runners.shipping`; ``RolloutSpec.ship_episodes``).
 
 Ray runs embedded by default (:func:`browser_env.ray_local.init_ray`:
 ``ray.init(address="local")`` on 127.0.0.1, no dashboard, usage stats off, a
@@ -41,15 +45,18 @@ initialised by the caller is used as it is and left running.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
-from agents.runners import Job, RolloutSpec, by_env_id, failed_result
+from agents.runners import Job, RolloutSpec, by_env_id, failed_result, shipping
 from browser_env.ray_local import init_ray, shutdown_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
@@ -59,10 +66,20 @@ class RolloutWorker:
     """A Ray actor's state: one agent and its envs. Also usable in-process."""
 
     def __init__(
-        self, make_agent: Callable[[], Any], spec: RolloutSpec, envs_per_worker: int = 1
+        self,
+        make_agent: Callable[[], Any],
+        spec: RolloutSpec,
+        envs_per_worker: int = 1,
+        driver_node: str | None = None,
     ) -> None:
         import browser_env  # noqa: F401 - registers the ids in the actor's process
 
+        # episodes recorded here, sent back with their results (None: written in place)
+        self.ship_root: str | None = None
+        here = self.node_id() if driver_node is not None else None  # None: not in Ray
+        if spec.record_dir is not None and shipping.ships(spec.ship_episodes, here, driver_node):
+            self.ship_root = tempfile.mkdtemp(prefix="browser-rl-episodes-")
+            spec = dataclasses.replace(spec, record_dir=self.ship_root)
         self.agent = make_agent()
         if envs_per_worker > 1:
             from agents.runners.vector import VectorRunner
@@ -90,11 +107,18 @@ class RolloutWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def stream(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
+    def stream(self, jobs: Sequence[Job]) -> Iterator[tuple[EpisodeResult, bytes | None]]:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once), yielding
         each episode's result as it ends (called as a Ray streaming generator:
-        the driver has each episode as it ends)."""
-        yield from self.runner.iter_run(jobs)
+        the driver has each episode as it ends), with its recorded episode
+        packed (:func:`shipping.pack`) when this actor ships them, else None."""
+        for result in self.runner.iter_run(jobs):
+            if self.ship_root is None or result.episode_dir is None:
+                yield result, None
+                continue
+            packed = shipping.pack(result.episode_dir)
+            shutil.rmtree(result.episode_dir, ignore_errors=True)
+            yield result, packed
 
     def call_agent(self, fn: Callable[[Any], Any]) -> None:
         fn(self.agent)
@@ -107,6 +131,8 @@ class RolloutWorker:
         agent, self.agent = self.agent, None
         if agent is not None and hasattr(agent, "close"):
             agent.close()
+        if self.ship_root is not None:
+            shutil.rmtree(self.ship_root, ignore_errors=True)
 
 
 class RayRunner:
@@ -150,6 +176,7 @@ class RayRunner:
                 if self._started:
                     shutdown_ray()
                 raise ValueError(problem)
+        self._driver_node = ray.get_runtime_context().get_node_id()
         self._actor_cls = ray.remote(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
         )(RolloutWorker)
@@ -162,7 +189,9 @@ class RayRunner:
             self._start(index)
 
     def _start(self, index: int) -> None:
-        actor = self._actor_cls.remote(self.make_agent, self.spec, self.envs_per_worker)
+        actor = self._actor_cls.remote(
+            self.make_agent, self.spec, self.envs_per_worker, self._driver_node
+        )
         for fn in self._agent_calls.values():
             actor.call_agent.remote(fn)  # in order, before any play (actor calls are FIFO)
         self.actors[index] = actor
@@ -241,7 +270,7 @@ class RayRunner:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for gen in ready:
                 try:
-                    result = ray.get(next(gen))
+                    result, packed = ray.get(next(gen))
                 except StopIteration:  # the call ended: every episode came back
                     _, left = end(gen)
                     for job, attempt in left:  # (none, unless the worker lost one)
@@ -265,6 +294,9 @@ class RayRunner:
                             error = f"worker lost twice: {describe_error(exc)}"
                             finish(failed_result(job, "error", error, 1))
                 else:
+                    if packed is not None:  # recorded on another node: into record_dir here
+                        into = str(spec.record_dir)
+                        result.episode_dir = str(shipping.unpack(packed, into))
                     left = running[gen][1]
                     result.retries = left.pop(_index_of(left, result))[1]
                     finish(result)

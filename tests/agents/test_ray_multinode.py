@@ -59,23 +59,37 @@ def a_gpu_node(monkeypatch):
     yield from _two_nodes(monkeypatch, num_gpus=1)
 
 
-def test_actors_spread_over_the_nodes_and_the_table_equals_local(two_nodes):
+def test_actors_spread_over_the_nodes_and_the_table_equals_local(two_nodes, tmp_path):
+    import dataclasses
+    from pathlib import Path
+
     import ray
 
     from agents.runners.ray_runner import RayRunner
+    from browser_env.episodes.loader import load_episode
 
     local = run_rollouts(JOBS, SPEC, agent=ScriptedExpert(), runner="local")
-    runner = RayRunner(SPEC, ScriptedExpert, workers=2)
+    spec = dataclasses.replace(SPEC, record_dir=str(tmp_path / "episodes"))
+    runner = RayRunner(spec, ScriptedExpert, workers=2)
     try:
         assert ray.get_runtime_context().gcs_address == two_nodes.address  # joined, not embedded
         nodes = ray.get([actor.node_id.remote() for actor in runner.actors])
         assert len(set(nodes)) == 2  # one CPU a node: each actor on its own node
+        # the actor on the driver's node records in place, the other sends its episodes back
+        roots = ray.get(
+            [actor.__ray_call__.remote(lambda w: w.ship_root) for actor in runner.actors]
+        )
+        assert sorted(root is None for root in roots) == [False, True]
         remote = runner.run(JOBS)
     finally:
         runner.close()
     key = sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in local)
     assert sorted((r.env_id, r.seed, r.success, r.steps, r.actions) for r in remote) == key
     assert all(r.status == "ok" for r in remote)
+    assert sorted(p.name for p in (tmp_path / "episodes").iterdir()) == sorted(
+        Path(r.episode_dir).name for r in remote
+    )
+    assert all(load_episode(r.episode_dir).complete for r in remote)
 
 
 def test_gpus_per_worker_places_actors_on_the_gpu_node_and_gives_them_the_gpu(a_gpu_node):

@@ -112,6 +112,27 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
     assert all(r.retries == 0 and r.status == "ok" for r in remote)
 
 
+def test_episodes_an_actor_sends_back_land_in_the_record_dir(ray_cluster, tmp_path):
+    import dataclasses
+
+    from browser_env.episodes.loader import load_episode
+
+    jobs = JOBS[2:]  # click-test, 2 seeds
+    here = dataclasses.replace(SPEC, record_dir=str(tmp_path / "here"))
+    local = run_rollouts(jobs, here, agent=_expert(), runner="local")
+    # ship_episodes=True: as an actor on another node than the driver's does
+    sent = dataclasses.replace(SPEC, record_dir=str(tmp_path / "sent"), ship_episodes=True)
+    remote = run_rollouts(
+        jobs, sent, make_agent=ScriptedExpert, runner="ray", workers=1, envs_per_worker=2
+    )
+    names = sorted(p.name for p in (tmp_path / "sent").iterdir())
+    assert names == sorted(Path(r.episode_dir).name for r in remote)
+    for mine, theirs in zip(local, remote, strict=True):
+        assert Path(theirs.episode_dir).parent == tmp_path / "sent"
+        a, b = load_episode(mine.episode_dir), load_episode(theirs.episode_dir)
+        assert b.complete and [s.action for s in b.steps] == [s.action for s in a.steps]
+
+
 def test_a_ray_engine_plays_workers_times_envs_per_worker_at_once(ray_cluster):
     from agents.runners import RolloutEngine
 

@@ -1,0 +1,80 @@
+"""Recorded episodes that cross Ray nodes, for ``runner=ray`` on a cluster.
+
+``record_dir`` is a path on the driver's machine. A :class:`RolloutWorker`
+actor on another node would write it on that node's disk, where the driver
+(and whoever reads the run's ``episodes/`` afterwards) never sees it. So an
+actor on another node records into a temp dir of its own, and each finished
+episode goes back to the driver with its result (:func:`pack`: one
+uncompressed tar, since the screenshots are PNGs already), where
+:func:`unpack` puts it into ``record_dir`` under its own name and the
+result's ``episode_dir`` is set to that path. An actor on the driver's node
+writes ``record_dir`` directly. ``RolloutSpec.ship_episodes`` overrides the
+choice (``True``: always, e.g. in tests; ``False``: never, for a
+``record_dir`` on a filesystem that every node mounts at the same path).
+
+Why not a shared filesystem: one cannot be assumed on a Ray cluster; the
+episode bytes ride back in the result Ray already returns.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+__all__ = ["pack", "ships", "unpack"]
+
+
+def ships(ship_episodes: bool | None, actor_node: str | None, driver_node: str | None) -> bool:
+    """Whether an actor on ``actor_node`` sends its episodes back: ``ship_episodes``
+    when it is set, else whether the actor runs on another node than the driver."""
+    if ship_episodes is not None:
+        return ship_episodes
+    return driver_node is not None and actor_node != driver_node
+
+
+def pack(episode_dir: str | os.PathLike[str]) -> bytes:
+    """``episode_dir`` (its files, under its own name) as the bytes of a tar."""
+    path = Path(episode_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no episode directory to send")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
+    """Puts the episode :func:`pack` made into ``root``; returns its directory.
+
+    All or nothing: the files are extracted into a private dir under ``root``
+    first (tarfile's ``data`` filter: no links out, no absolute or ``..``
+    names, no devices), then the episode directory is renamed into place.
+
+    Raises:
+        ValueError: the archive holds anything but one directory of files.
+        FileExistsError: ``root`` has a directory of that name already.
+    """
+    root = Path(root)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+        tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
+        if len(tops) != 1 or not all(m.isfile() or m.isdir() for m in members):
+            raise ValueError("a shipped episode must be one directory of plain files")
+        name = tops.pop()
+        if name in (".", "..") or "\\" in name:
+            raise ValueError(f"a shipped episode has an unsafe name: {name!r}")
+        target = root / name
+        if target.exists():
+            raise FileExistsError(f"{target} exists: an episode of that id was recorded already")
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+        try:
+            tar.extractall(staging, filter="data")
+            os.replace(staging / name, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

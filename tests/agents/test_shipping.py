@@ -1,0 +1,103 @@
+"""Recorded episodes sent back from an actor on another Ray node
+(agents/runners/shipping.py): packed whole, unpacked all or nothing."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from agents.runners import shipping
+
+
+def _episode(root, name="ep_s0_x"):
+    path = root / name
+    (path / "screenshots").mkdir(parents=True)
+    (path / "episode.json").write_text('{"format": 1}')
+    (path / "steps.jsonl").write_text("{}\n")
+    (path / "screenshots" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    return path
+
+
+def _files(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_an_episode_arrives_whole_under_its_own_name(tmp_path):
+    episode = _episode(tmp_path / "actor")
+    arrived = shipping.unpack(shipping.pack(episode), tmp_path / "driver" / "episodes")
+    assert arrived == tmp_path / "driver" / "episodes" / "ep_s0_x"
+    assert _files(arrived) == _files(episode)
+    assert [p.name for p in arrived.parent.iterdir()] == ["ep_s0_x"]  # no staging left
+    with pytest.raises(FileExistsError, match="recorded already"):
+        shipping.unpack(shipping.pack(episode), arrived.parent)
+    with pytest.raises(FileNotFoundError):
+        shipping.pack(tmp_path / "none")
+
+
+def _tar(*members):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _file(name, data=b"x"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name, target):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [_file("a/episode.json"), _file("b/episode.json")],  # two episodes
+        [_file("a/episode.json"), _link("a/steps.jsonl", "/etc/passwd")],  # a link
+        [_file("../a/episode.json")],  # out of the root
+        [],  # nothing
+    ],
+    ids=["two-dirs", "link", "dotdot", "empty"],
+)
+def test_anything_but_one_directory_of_files_is_refused_and_nothing_lands(tmp_path, members):
+    root = tmp_path / "episodes"
+    with pytest.raises(ValueError):
+        shipping.unpack(_tar(*members), root)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_who_ships():
+    assert shipping.ships(None, "node-b", "node-a")  # another node: sent back
+    assert not shipping.ships(None, "node-a", "node-a")  # the driver's: written in place
+    assert not shipping.ships(None, None, None)  # not in Ray
+    assert shipping.ships(True, "node-a", "node-a") and not shipping.ships(False, "b", "a")
+
+
+@pytest.mark.browser
+def test_a_shipping_worker_keeps_nothing_of_its_own(tmp_path):
+    from agents.experts.expert import ScriptedExpert
+    from agents.runners import Job, RolloutSpec
+    from agents.runners.ray_runner import RolloutWorker
+    from browser_env.episodes.loader import load_episode
+
+    spec = RolloutSpec(record_dir=str(tmp_path / "driver"), max_steps=3, ship_episodes=True)
+    worker = RolloutWorker(ScriptedExpert, spec)  # in-process, as an actor on another node
+    try:
+        assert worker.ship_root is not None
+        [(result, packed)] = list(worker.stream([Job("browser_env/miniwob.click-test-v0", 0)]))
+        assert packed is not None and not (tmp_path / "driver").exists()
+        assert not any(p.is_dir() for p in Path(worker.ship_root).iterdir())
+        episode = load_episode(shipping.unpack(packed, tmp_path / "driver"))
+        assert episode.complete and len(episode.steps) == result.steps
+        assert episode.steps[0].observation.get("screenshot")  # the PNG came along
+    finally:
+        worker.close()
+    assert not Path(worker.ship_root).exists()
