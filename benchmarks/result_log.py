@@ -67,15 +67,18 @@ NOT_IN_FINGERPRINT = frozenset(
 """Config keys that change how or where a run plays, not what its episodes are."""
 
 
+_SPEED_ONLY_BACKEND = (
+    "prefix_cache",  # the same tokens, sooner (tested)
+    "prefill",  # per-row or padded: the same greedy tokens (tested)
+    "timeout",  # how a request is retried: a failure is an ``error``, replayed
+    "max_retries",
+    "backoff",
+    "max_backoff",
+)
 SPEED_ONLY = frozenset(
-    {
-        "agent.backend.prefix_cache",  # the same tokens, sooner (tested)
-        "agent.backend.prefill",  # per-row or padded: the same greedy tokens (tested)
-        "agent.backend.timeout",  # how a request is retried: a failure is an ``error``, replayed
-        "agent.backend.max_retries",
-        "agent.backend.backoff",
-        "agent.backend.max_backoff",
-    }
+    f"{where}.{key}"
+    for where in ("agent.backend", "backend")  # agent=llm reads the top-level backend=
+    for key in _SPEED_ONLY_BACKEND
 )
 """Dotted keys inside the config that change how fast an agent decides, not what.
 

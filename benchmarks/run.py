@@ -42,14 +42,16 @@ from browser_env.rundir import register_resolvers
 __all__ = ["main", "run"]
 
 
-PER_JOB = ("${hydra:job.num}", "${hydra:job.id}", "${hydra:job.override_dirname}")
-"""What makes an ``output_dir=`` template name one dir per ``--multirun`` job."""
+PER_JOB = "${hydra:job.num}"
+"""What makes an ``output_dir=`` template name one dir per ``--multirun`` job, the
+same one when the sweep runs again (``job.override_dirname`` holds the overrides,
+``resume=true`` among them; ``job.id`` is a launcher's, e.g. a SLURM job id)."""
 
 
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.get("output_dir"):
         raw = str(OmegaConf.to_container(cfg, resolve=False)["output_dir"])
-        if _in_a_sweep() and not any(key in raw for key in PER_JOB):
+        if _in_a_sweep() and PER_JOB not in raw:
             raise ValueError(
                 f"output_dir={raw} with --multirun would put every job's results in one dir; "
                 "name one per job (output_dir='runs/${hydra:job.num}', which resume=true "

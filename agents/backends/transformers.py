@@ -542,14 +542,16 @@ def _eval_mode(model: Any) -> Iterator[None]:
     from the RowSampler's own generators, so with this nothing in a
     generation touches the global one (no ``fork_rng``: on CUDA it saves and
     restores the device's generator state every call)."""
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]
+    training = any(mode for _, mode in modes)
     if training:
         model.eval()
     try:
         yield
     finally:
         if training:
-            model.train()
+            for module, mode in modes:  # each its own: e.g. LoRA layers training, base not
+                module.training = mode
 
 
 def _resolve_device(torch: Any, device: str) -> str:

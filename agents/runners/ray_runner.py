@@ -116,7 +116,12 @@ class RolloutWorker:
             if self.ship_root is None or result.episode_dir is None:
                 yield result, None
                 continue
-            packed = shipping.pack(result.episode_dir)
+            try:
+                packed = shipping.pack(result.episode_dir)
+            except OSError as exc:  # the episode's result still counts; its files stay here
+                warnings.warn(f"episode {result.episode_dir} not sent back: {exc}", stacklevel=2)
+                yield dataclasses.replace(result, episode_dir=None), None
+                continue
             shutil.rmtree(result.episode_dir, ignore_errors=True)
             yield result, packed
 
@@ -163,6 +168,8 @@ class RayRunner:
                 f"cpus_per_worker and gpus_per_worker must be >= 0, "
                 f"got {cpus_per_worker} and {gpus_per_worker}"
             )
+        if spec.record_dir is not None:  # actors need not share the driver's cwd
+            spec = dataclasses.replace(spec, record_dir=os.path.abspath(spec.record_dir))
         self.spec, self.make_agent = spec, make_agent
         self.workers, self.envs_per_worker = workers, envs_per_worker
         self._started = init_ray(
@@ -295,8 +302,7 @@ class RayRunner:
                             finish(failed_result(job, "error", error, 1))
                 else:
                     if packed is not None:  # recorded on another node: into record_dir here
-                        into = str(spec.record_dir)
-                        result.episode_dir = str(shipping.unpack(packed, into))
+                        result.episode_dir = _arrived(packed, str(spec.record_dir), result)
                     left = running[gen][1]
                     result.retries = left.pop(_index_of(left, result))[1]
                     finish(result)
@@ -331,6 +337,18 @@ class RayRunner:
         self._starting.clear()
         if self._started:
             shutdown_ray()
+
+
+def _arrived(packed: bytes, record_dir: str, result: EpisodeResult) -> str | None:
+    """Where the episode an actor sent back now is, or None (with a warning)
+    when it could not be put into ``record_dir``: the run goes on without it."""
+    try:
+        return str(shipping.unpack(packed, record_dir))
+    except (OSError, ValueError) as exc:
+        warnings.warn(
+            f"the recording of {result.env_id} seed {result.seed} was lost: {exc}", stacklevel=2
+        )
+        return None
 
 
 def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:

@@ -50,9 +50,11 @@ def pack(episode_dir: str | os.PathLike[str]) -> bytes:
 def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
     """Puts the episode :func:`pack` made into ``root``; returns its directory.
 
-    All or nothing: the files are extracted into a private dir under ``root``
-    first (tarfile's ``data`` filter: no links out, no absolute or ``..``
-    names, no devices), then the episode directory is renamed into place.
+    All or nothing: the files are extracted into a private dir beside
+    ``root`` first (tarfile's ``data`` filter: no links out, no absolute or
+    ``..`` names, no devices; beside, not under, so that no reader of
+    ``root`` finds a half-extracted episode), then the episode directory is
+    renamed into place.
 
     Raises:
         ValueError: the archive holds anything but one directory of files.
@@ -61,19 +63,21 @@ def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
     root = Path(root)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = tar.getmembers()
-        tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
+        tops = {(PurePosixPath(m.name).parts or ("",))[0] for m in members}
         if len(tops) != 1 or not all(m.isfile() or m.isdir() for m in members):
             raise ValueError("a shipped episode must be one directory of plain files")
         name = tops.pop()
-        if name in (".", "..") or "\\" in name:
+        if name in ("", ".", "..") or "\\" in name:
             raise ValueError(f"a shipped episode has an unsafe name: {name!r}")
         target = root / name
         if target.exists():
             raise FileExistsError(f"{target} exists: an episode of that id was recorded already")
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.incoming-", dir=root.parent))
         try:
             tar.extractall(staging, filter="data")
+            if not (staging / name).is_dir():
+                raise ValueError("a shipped episode must be one directory of plain files")
             os.replace(staging / name, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

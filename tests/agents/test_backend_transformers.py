@@ -106,6 +106,8 @@ class TestTransformersText(BackendContract):
         hook = backend.model.register_forward_pre_hook(lambda m, a: modes.append(m.training))
         try:
             backend.model.train()  # as a learner may leave it
+            frozen = next(m for m in backend.model.modules() if m is not backend.model)
+            frozen.eval()  # one part left in eval: it stays so
             torch.manual_seed(0)
             expected = torch.rand(3)
             torch.manual_seed(0)
@@ -114,7 +116,7 @@ class TestTransformersText(BackendContract):
             backend.generate_batch([MESSAGES, [MESSAGES[1]]], sampling=sampled)
             assert torch.equal(torch.rand(3), expected)  # dropout drew nothing either
             assert modes and not any(modes)
-            assert backend.model.training
+            assert backend.model.training and not frozen.training
         finally:
             hook.remove()
             backend.model.eval()

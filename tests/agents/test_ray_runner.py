@@ -115,6 +115,10 @@ def test_ray_runner_table_equals_local_and_streams(ray_cluster):
 def test_episodes_an_actor_sends_back_land_in_the_record_dir(ray_cluster, tmp_path):
     import dataclasses
 
+    import ray
+
+    from agents.runners import result_key
+    from agents.runners.ray_runner import RayRunner
     from browser_env.episodes.loader import load_episode
 
     jobs = JOBS[2:]  # click-test, 2 seeds
@@ -122,9 +126,13 @@ def test_episodes_an_actor_sends_back_land_in_the_record_dir(ray_cluster, tmp_pa
     local = run_rollouts(jobs, here, agent=_expert(), runner="local")
     # ship_episodes=True: as an actor on another node than the driver's does
     sent = dataclasses.replace(SPEC, record_dir=str(tmp_path / "sent"), ship_episodes=True)
-    remote = run_rollouts(
-        jobs, sent, make_agent=ScriptedExpert, runner="ray", workers=1, envs_per_worker=2
-    )
+    runner = RayRunner(sent, ScriptedExpert, workers=1, envs_per_worker=2)
+    try:
+        [actor] = runner.actors
+        assert ray.get(actor.__ray_call__.remote(lambda w: w.ship_root)) is not None
+        remote = sorted(runner.run(jobs), key=result_key)
+    finally:
+        runner.close()
     names = sorted(p.name for p in (tmp_path / "sent").iterdir())
     assert names == sorted(Path(r.episode_dir).name for r in remote)
     for mine, theirs in zip(local, remote, strict=True):

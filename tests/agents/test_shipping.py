@@ -30,7 +30,8 @@ def test_an_episode_arrives_whole_under_its_own_name(tmp_path):
     arrived = shipping.unpack(shipping.pack(episode), tmp_path / "driver" / "episodes")
     assert arrived == tmp_path / "driver" / "episodes" / "ep_s0_x"
     assert _files(arrived) == _files(episode)
-    assert [p.name for p in arrived.parent.iterdir()] == ["ep_s0_x"]  # no staging left
+    assert [p.name for p in arrived.parent.iterdir()] == ["ep_s0_x"]
+    assert sorted(p.name for p in (tmp_path / "driver").iterdir()) == ["episodes"]  # no staging
     with pytest.raises(FileExistsError, match="recorded already"):
         shipping.unpack(shipping.pack(episode), arrived.parent)
     with pytest.raises(FileNotFoundError):
@@ -64,14 +65,17 @@ def _link(name, target):
         [_file("a/episode.json"), _link("a/steps.jsonl", "/etc/passwd")],  # a link
         [_file("../a/episode.json")],  # out of the root
         [],  # nothing
+        [_file("ep")],  # a file, not a directory
+        [_file("./")],  # no name
     ],
-    ids=["two-dirs", "link", "dotdot", "empty"],
+    ids=["two-dirs", "link", "dotdot", "empty", "a-file", "dot"],
 )
 def test_anything_but_one_directory_of_files_is_refused_and_nothing_lands(tmp_path, members):
     root = tmp_path / "episodes"
     with pytest.raises(ValueError):
         shipping.unpack(_tar(*members), root)
     assert not root.exists() or list(root.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["episodes"])  # no staging left
 
 
 def test_who_ships():

@@ -108,6 +108,10 @@ def test_how_a_run_plays_is_not_part_of_what_it_plays():
         tiny = compose("benchmark", ["agent=tiny"])
         faster = compose("benchmark", ["agent=tiny", "agent.backend.prefix_cache=0"])
         elsewhere = compose("benchmark", ["agent=tiny", "agent.backend.device=cuda"])
+        api = ["agent=llm", "backend=openai", "model=m"]
+        llm = compose("benchmark", api)
+        patient = compose("benchmark", [*api, "backend.timeout=5", "backend.max_retries=9"])
+        other_model = compose("benchmark", [*api[:2], "model=n"])
     from omegaconf import OmegaConf
 
     def fp(c):
@@ -117,6 +121,7 @@ def test_how_a_run_plays_is_not_part_of_what_it_plays():
     assert "agent" in fp(cfg) and "suite" in fp(cfg) and "runner" not in fp(cfg)
     # a setting that changes only speed is not part of it; one that changes numerics is
     assert fp(tiny) == fp(faster) != fp(elsewhere)
+    assert fp(llm) == fp(patient) != fp(other_model)  # backend= reaches the agent through ${}
     assert "prefix_cache" not in fp(tiny)["agent"]["backend"]
     assert fingerprint(fp(tiny)) == fp(tiny)
 
