@@ -57,10 +57,16 @@ def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
     renamed into place.
 
     Raises:
-        ValueError: the archive holds anything but one directory of files.
+        ValueError: ``data`` is not a tar of one directory of plain files.
         FileExistsError: ``root`` has a directory of that name already.
     """
-    root = Path(root)
+    try:
+        return _unpack(data, Path(root))
+    except tarfile.TarError as exc:  # not a tar, or a member the data filter refuses
+        raise ValueError(f"not a shipped episode: {exc}") from None
+
+
+def _unpack(data: bytes, root: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = tar.getmembers()
         tops = {(PurePosixPath(m.name).parts or ("",))[0] for m in members}

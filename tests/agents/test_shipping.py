@@ -105,3 +105,33 @@ def test_a_shipping_worker_keeps_nothing_of_its_own(tmp_path):
     finally:
         worker.close()
     assert not Path(worker.ship_root).exists()
+
+
+def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_path):
+    from agents.experts.expert import ScriptedExpert
+    from agents.rollout import EpisodeResult
+    from agents.runners import RolloutSpec
+    from agents.runners.ray_runner import RolloutWorker, _arrived
+
+    result = EpisodeResult(
+        "t", 0, "g", True, 1.0, 1, True, False, None, 0, [1.0], [1.0], 1.0,
+        episode_dir=str(tmp_path / "gone"),
+    )  # fmt: skip
+
+    class Played:  # a runner whose episode's files vanished before they were packed
+        def iter_run(self, jobs):
+            yield result
+
+        def close(self):
+            pass
+
+    spec = RolloutSpec(record_dir=str(tmp_path / "driver"), ship_episodes=True)
+    worker = RolloutWorker(ScriptedExpert, spec)
+    worker.runner = Played()
+    with pytest.warns(UserWarning, match="not sent back"):
+        [(sent, packed)] = list(worker.stream([]))
+    assert packed is None and sent.episode_dir is None and sent.success
+    worker.close()
+    # the driver: bytes that do not unpack lose the recording, with a warning
+    with pytest.warns(UserWarning, match="recording of t seed 0 was lost"):
+        assert _arrived(b"not a tar", str(tmp_path / "driver"), result) is None
