@@ -62,6 +62,7 @@ NOT_IN_FINGERPRINT = frozenset(
         "envs_per_worker",
         "cpus_per_worker",
         "gpus_per_worker",
+        "ship_episodes",
     }
 )
 """Config keys that change how or where a run plays, not what its episodes are."""

@@ -33,7 +33,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from agents.rollout import EpisodeResult
-from agents.runners import Job, RolloutSpec, result_key, run_rollouts, runner_options
+from agents.runners import (
+    Job,
+    RolloutSpec,
+    result_key,
+    run_rollouts,
+    runner_options,
+    ship_episodes_option,
+)
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 from benchmarks.suites import Suite
@@ -81,6 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
+    ship_episodes = ship_episodes_option(cfg, runner)
     if cfg.get("resume") and not cfg.get("output_dir"):
         raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
     suite: Suite = instantiate(cfg.suite)
@@ -111,6 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         agent_info=info,
         source=source,
         episode_timeout_s=cfg.get("episode_timeout_s"),
+        ship_episodes=ship_episodes,
     )
     if log.resumed:
         print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")

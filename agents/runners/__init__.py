@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "runner_options",
     "RUNNERS",
+    "ship_episodes_option",
     "Job",
     "RolloutEngine",
     "RolloutSpec",
@@ -237,6 +238,28 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
     check_runner_options(**options)
     return options
+
+
+def ship_episodes_option(cfg: Mapping[str, Any], runner: str) -> bool | None:
+    """An entry point's ``ship_episodes`` key as :class:`RolloutSpec` takes it:
+    missing or null is None (Ray actors on another node than the driver's
+    send their episodes back), ``true`` or ``false`` forces it.
+
+    Raises:
+        ValueError: not a bool or null, or set with a runner other than ``ray``
+            (the others record in this process).
+    """
+    value = cfg.get("ship_episodes")
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"ship_episodes must be true, false or null, got {value!r}")
+    if runner != "ray":
+        raise ValueError(
+            f"ship_episodes is whether Ray actors send their recorded episodes back: "
+            f"runner=ray only (runner={runner} records in this process)"
+        )
+    return value
 
 
 def check_runner_options(

@@ -49,7 +49,6 @@ import dataclasses
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -78,7 +77,7 @@ class RolloutWorker:
         self.ship_root: str | None = None
         here = self.node_id() if driver_node is not None else None  # None: not in Ray
         if spec.record_dir is not None and shipping.ships(spec.ship_episodes, here, driver_node):
-            self.ship_root = tempfile.mkdtemp(prefix="browser-rl-episodes-")
+            self.ship_root = str(shipping.ship_root())
             spec = dataclasses.replace(spec, record_dir=self.ship_root)
         self.agent = make_agent()
         if envs_per_worker > 1:
@@ -341,13 +340,19 @@ class RayRunner:
 
 def _arrived(packed: bytes, record_dir: str, result: EpisodeResult) -> str | None:
     """Where the episode an actor sent back now is, or None (with a warning)
-    when it could not be put into ``record_dir``: the run goes on without it."""
+    when it could not be put into ``record_dir``: the run goes on without it,
+    and its bytes are kept beside ``record_dir`` when they can be
+    (:func:`shipping.keep_unshipped`)."""
     try:
         return str(shipping.unpack(packed, record_dir))
     except (OSError, ValueError) as exc:
-        warnings.warn(
-            f"the recording of {result.env_id} seed {result.seed} was lost: {exc}", stacklevel=2
-        )
+        what = f"the recording of {result.env_id} seed {result.seed}"
+        try:
+            kept = shipping.keep_unshipped(packed, record_dir, f"{result.env_id}-{result.seed}")
+        except OSError as again:
+            warnings.warn(f"{what} was lost: {exc}; keeping its tar failed: {again}", stacklevel=2)
+        else:
+            warnings.warn(f"{what} was not unpacked ({exc}); its tar is kept: {kept}", stacklevel=2)
         return None
 
 

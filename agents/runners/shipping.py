@@ -14,10 +14,18 @@ choice (``True``: always, e.g. in tests; ``False``: never, for a
 
 Why not a shared filesystem: one cannot be assumed on a Ray cluster; the
 episode bytes ride back in the result Ray already returns.
+
+Nothing is lost quietly: an actor's temp dir (:func:`ship_root`) names its
+process, so the next actor on that node removes the dirs of actors that
+were killed before they could (with their unfinished episodes, which the
+driver retried or recorded as failed); and an episode the driver cannot
+unpack (a full disk, a name taken, a broken tar) is kept as the tar it came
+in (:func:`keep_unshipped`), never extracted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -25,7 +33,10 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-__all__ = ["pack", "ships", "unpack"]
+__all__ = ["keep_unshipped", "pack", "ship_root", "ships", "unpack"]
+
+PREFIX = "browser-rl-episodes-"
+"""An actor's temp dir is ``PREFIX<pid>-<random>`` in the node's temp dir."""
 
 
 def ships(ship_episodes: bool | None, actor_node: str | None, driver_node: str | None) -> bool:
@@ -34,6 +45,72 @@ def ships(ship_episodes: bool | None, actor_node: str | None, driver_node: str |
     if ship_episodes is not None:
         return ship_episodes
     return driver_node is not None and actor_node != driver_node
+
+
+def ship_root(temp_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A new private dir (``PREFIX<pid>-...``) for this process to record into,
+    under ``temp_dir`` (default: the system's temp dir), after removing the
+    dirs there that processes no longer alive left behind (:func:`orphans`)."""
+    parent = Path(temp_dir if temp_dir is not None else tempfile.gettempdir())
+    for orphan in orphans(parent):
+        shutil.rmtree(orphan, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
+
+
+def orphans(parent: str | os.PathLike[str]) -> list[Path]:
+    """The dirs :func:`ship_root` made under ``parent`` whose process has ended
+    (this user's only: the others' are not ours to remove, and a pid that a
+    live process of another user holds counts as alive)."""
+    found = []
+    for path in sorted(Path(parent).glob(f"{PREFIX}*-*")):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        try:
+            mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:  # removed meanwhile
+            continue
+        if mine and pid.isdigit() and not _alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path:
+    """Writes the bytes of an episode that :func:`unpack` could not place to
+    ``<root>.unshipped/<name>.tar`` (atomically; ``-N`` when taken), beside
+    ``root`` so that no reader of ``root`` takes it for an episode; returns
+    the path. The tar is not extracted: ``tar -xf`` it once the cause is fixed.
+
+    Raises:
+        OSError: it could not be written either (e.g. the disk is full).
+    """
+    base = Path(root)
+    folder = base.with_name(f"{base.name}.unshipped")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "episode"
+    target = folder / f"{stem}.tar"
+    n = 0
+    while target.exists():  # the driver is this file's one writer
+        n += 1
+        target = folder / f"{stem}-{n}.tar"
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
 
 
 def pack(episode_dir: str | os.PathLike[str]) -> bytes:

@@ -243,7 +243,7 @@ def test_agents_run_under_ray_builds_no_agent_in_the_driver(ray_cluster, monkeyp
         cfg = compose(
             config_name="run",
             overrides=["agent=expert", "env=miniwob.click-button", "episodes=2", "runner=ray"]
-            + ["workers=2", f"episodes_dir={tmp_path}"],
+            + ["workers=2", f"episodes_dir={tmp_path}", "ship_episodes=true"],
         )
     built, real = [], agents.run.build_agent
 
@@ -251,9 +251,19 @@ def test_agents_run_under_ray_builds_no_agent_in_the_driver(ray_cluster, monkeyp
         built.append(cfg)
         return real(cfg)
 
+    from agents.runners import ray_runner
+
+    arrived, unpack = [], ray_runner._arrived
+
+    def unpacked(packed, record_dir, result):  # the driver's side of ship_episodes=true
+        arrived.append(record_dir)
+        return unpack(packed, record_dir, result)
+
     monkeypatch.setattr(agents.run, "build_agent", counted)
+    monkeypatch.setattr(ray_runner, "_arrived", unpacked)
     result = agents.run.run_episodes(cfg, verbose=False)
     assert built == [] and result["success_rate"] == 1.0
+    assert arrived == [str(tmp_path)] * 2
     recorded = [json.loads(p.read_text()) for p in tmp_path.glob("*/episode.json")]
     assert len(recorded) == 2 and all(e["agent"]["name"] == "expert" for e in recorded)
 

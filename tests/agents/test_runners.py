@@ -273,6 +273,21 @@ def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():
             runner_options(bad)
 
 
+def test_ship_episodes_is_null_true_or_false_and_ray_only():
+    from omegaconf import OmegaConf
+
+    from agents.runners import ship_episodes_option
+
+    assert ship_episodes_option(OmegaConf.create({}), "local") is None
+    assert ship_episodes_option(OmegaConf.create({"ship_episodes": None}), "vector") is None
+    assert ship_episodes_option(OmegaConf.create({"ship_episodes": False}), "ray") is False
+    assert ship_episodes_option({"ship_episodes": True}, "ray") is True
+    with pytest.raises(ValueError, match="runner=ray only"):
+        ship_episodes_option({"ship_episodes": True}, "vector")
+    with pytest.raises(ValueError, match="true, false or null, got 'yes'"):
+        ship_episodes_option({"ship_episodes": "yes"}, "ray")
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

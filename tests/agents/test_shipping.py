@@ -132,6 +132,44 @@ def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_pat
         [(sent, packed)] = list(worker.stream([]))
     assert packed is None and sent.episode_dir is None and sent.success
     worker.close()
-    # the driver: bytes that do not unpack lose the recording, with a warning
-    with pytest.warns(UserWarning, match="recording of t seed 0 was lost"):
-        assert _arrived(b"not a tar", str(tmp_path / "driver"), result) is None
+    # the driver: bytes that do not unpack are kept as they came, beside record_dir
+    kept = tmp_path / "driver.unshipped"
+    for name in ("t-0.tar", "t-0-1.tar"):
+        with pytest.warns(UserWarning, match=f"seed 0 was not unpacked .*kept: .*{name}"):
+            assert _arrived(b"not a tar", str(tmp_path / "driver"), result) is None
+        assert (kept / name).read_bytes() == b"not a tar"
+    assert sorted(p.name for p in kept.iterdir()) == ["t-0-1.tar", "t-0.tar"]  # no temp left
+    assert not (tmp_path / "driver").exists()  # nothing half-unpacked
+    (tmp_path / "full.unshipped").write_text("in the way")  # as when the disk is full
+    with pytest.warns(UserWarning, match="recording of t seed 0 was lost.*keeping its tar failed"):
+        assert _arrived(b"not a tar", str(tmp_path / "full"), result) is None
+
+
+def test_an_unshipped_name_is_one_safe_file_name(tmp_path):
+    kept = shipping.keep_unshipped(b"x", tmp_path / "eps", "browser_env/miniwob.a-v0-3")
+    assert kept == tmp_path / "eps.unshipped" / "browser_env_miniwob.a-v0-3.tar"
+    assert shipping.keep_unshipped(b"y", tmp_path / "eps", "../..").parent == kept.parent
+
+
+def test_a_new_ship_root_removes_the_dirs_of_actors_that_died(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(ended.stdout)
+    prefix = shipping.PREFIX
+    orphan = tmp_path / f"{prefix}{dead}-abc"
+    (orphan / "ep_s0_x").mkdir(parents=True)  # a killed actor's unfinished episode
+    alive = tmp_path / f"{prefix}{os.getpid()}-abc"
+    alive.mkdir()
+    other = [tmp_path / f"{prefix}notapid-x", tmp_path / "someone-else-1"]
+    for path in other:
+        path.mkdir()
+    (tmp_path / f"{prefix}{dead}-file").write_text("not a dir")
+    assert shipping.orphans(tmp_path) == [orphan]
+    root = shipping.ship_root(tmp_path)
+    assert not orphan.exists() and alive.is_dir() and all(p.is_dir() for p in other)
+    assert root.parent == tmp_path and root.name.startswith(f"{prefix}{os.getpid()}-")
+    assert shipping.orphans(tmp_path) == []  # its own and the live one's stay

@@ -102,7 +102,8 @@ def test_how_a_run_plays_is_not_part_of_what_it_plays():
         cfg = compose("benchmark", ["agent=random"])
         other = compose(
             "benchmark",
-            ["agent=random", "runner=ray", "workers=4", "episodes=50", "progress=false"],
+            ["agent=random", "runner=ray", "workers=4", "episodes=50", "progress=false"]
+            + ["ship_episodes=true"],
         )
         different = compose("benchmark", ["agent=random", "max_steps=3"])
         tiny = compose("benchmark", ["agent=tiny"])
@@ -208,6 +209,8 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
 
     with pytest.raises(ValueError, match="resume=true needs output_dir"):
         run(config(tmp_path / "x", "resume=true", "output_dir=null"))
+    with pytest.raises(ValueError, match="ship_episodes .* runner=ray only"):
+        run(config(tmp_path / "x", "ship_episodes=true"))
     with pytest.raises(ValueError, match="max_steps: 3 there, 2 now"):
         run(config(stopped, "resume=true", "max_steps=2"))
 
