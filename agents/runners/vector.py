@@ -207,7 +207,13 @@ def _play(
             if slot is None:
                 continue
             if not slot.done and time.monotonic() > deadlines[i]:
-                yield slot.stop("timeout")
+                try:
+                    stopped = slot.stop("timeout")
+                except Exception as exc:  # its recording could not be ended: this one fails
+                    if not record_errors:
+                        raise
+                    stopped = slot.fail(exc)
+                yield stopped
                 ended.append(i)
             elif slot.done:  # ended on reset (a zero-step limit) or on its last step
                 yield slot.result()

@@ -325,11 +325,6 @@ class EpisodeWriter:
         self, outcome: Outcome, final_observation: Mapping[str, Any] | None, *, complete: bool
     ) -> None:
         self._closed = True
-        if final_observation is not None:
-            shot = None
-            if self.screenshots and final_observation.get("screenshot") is not None:
-                shot = self._write_screenshot("final.png", final_observation["screenshot"])
-            self._file.final_observation = observation_to_json(final_observation, shot)
         self._file.outcome = outcome
         ended = time.time()
         timings = {"started_at": self._started, "ended_at": ended, "wall_s": ended - self._started}
@@ -338,13 +333,23 @@ class EpisodeWriter:
                 timings[f"mean_{key}"] = total / self._steps
         self._file.timings = timings
         try:
-            failed = None
+            # Whatever fails from here is raised at the end, once the files are
+            # finished, the thread stopped and the episode left not complete.
+            failed: BaseException | None = None
+            if final_observation is not None:
+                shot = None
+                if self.screenshots and final_observation.get("screenshot") is not None:
+                    try:
+                        shot = self._write_screenshot("final.png", final_observation["screenshot"])
+                    except Exception as exc:  # noqa: BLE001 - e.g. an earlier step's write
+                        failed = exc
+                self._file.final_observation = observation_to_json(final_observation, shot)
             if self._worker is not None:  # the steps' writes first: did every one land?
                 try:
                     self.flush()
                 except Exception as exc:  # noqa: BLE001 - raised below, after episode.json
-                    failed = exc
-            self._file.complete = complete and self._failed is None
+                    failed = failed or exc
+            self._file.complete = complete and failed is None and self._failed is None
             self._write_episode_json()
             self._submit(self._steps_fh.close)
             if self._worker is not None:

@@ -105,6 +105,38 @@ def test_a_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_pa
     assert _key(ok) == _key(run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local"))
 
 
+@pytest.mark.parametrize("kind", ["local", "vector"])
+def test_a_timeout_whose_recording_cannot_end_is_that_episodes_error(monkeypatch, tmp_path, kind):
+    """Ending a timed-out episode's recording can fail (a full disk): with
+    ``record_errors`` that episode is an ``error`` naming the cause, and the
+    run goes on, under either runner."""
+    from agents.runners.local import LocalRunner
+    from agents.runners.vector import VectorRunner
+    from browser_env.wrappers import RecordEpisode
+
+    def disk_full(self, reason="ended"):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RecordEpisode, "end_episode", disk_full)
+    spec = RolloutSpec(
+        env_kwargs=SPEC.env_kwargs, record_dir=str(tmp_path), episode_timeout_s=1e-9
+    )  # over at once
+    jobs = [Job("browser_env/miniwob.click-button-v0", s) for s in (4, 5)]
+    if kind == "local":
+        runner = LocalRunner(spec, RandomAgent(), record_errors=True)
+    else:
+        runner = VectorRunner(spec, RandomAgent(), workers=2, record_errors=True)
+    try:
+        results = runner.run(jobs)
+    finally:
+        monkeypatch.undo()  # the envs' own close ends their recordings
+        runner.close()
+    assert sorted((r.seed, r.status, r.error) for r in results) == [
+        (4, "error", "OSError: disk full"),
+        (5, "error", "OSError: disk full"),
+    ]
+
+
 def test_bad_runner_arguments():
     with pytest.raises(ValueError, match="runner"):
         run_rollouts([], SPEC, agent=RandomAgent(), runner="threads")

@@ -97,6 +97,19 @@ def test_an_episode_whose_write_failed_is_never_marked_complete(tmp_path):
     assert _complete(tmp_path / "ep") is False
 
 
+def test_a_failure_found_while_closing_still_finishes_the_episode(tmp_path):
+    # the last step's write failed and nobody has seen it yet: close(final_observation=)
+    # queues final.png, finds the failure there, and must still finish the files
+    writer, (nobs, *_rest) = _a_step_whose_screenshot_cannot_be_written(tmp_path)
+    writer._worker.submit(lambda: None).result()  # the failed write is done
+    with pytest.raises(OSError):
+        writer.close(final_observation=nobs)
+    assert _complete(tmp_path / "ep") is False
+    assert json.loads((tmp_path / "ep" / "episode.json").read_text())["outcome"] is not None
+    assert writer._worker._shutdown and writer._steps_fh.closed
+    writer.close()  # safe twice
+
+
 _CRASHER = textwrap.dedent(
     """
     import sys
