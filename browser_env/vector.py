@@ -350,12 +350,19 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             self.envs = envs
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Close every sub-env's context, then the browser when this env owns it."""
-        try:
-            super().close_extras(**kwargs)
-        finally:
-            if self._own_browser:
-                self.browser.close()
+        """Close every sub-env's context (all of them, even when one raises, e.g. a
+        recorder's failed write), then the browser when this env owns it; then
+        raise the first exception."""
+        failed: BaseException | None = None
+        for env in getattr(self, "envs", ()):
+            try:
+                env.close()
+            except Exception as exc:  # noqa: BLE001 - raised once the others are closed
+                failed = failed or exc
+        if self._own_browser:
+            self.browser.close()
+        if failed is not None:
+            raise failed
 
 
 def per_env_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:

@@ -41,6 +41,25 @@ def test_make_vec_gives_isolated_contexts_of_one_browser():
     assert not a.context.browser.is_connected()
 
 
+def test_a_sub_env_whose_close_raises_does_not_keep_the_others_open():
+    vec = gym.make_vec("browser_env/miniwob.click-test-v0", num_envs=3, modalities=TEXT_ONLY)
+    vec.reset(seed=0)
+    closed = []
+    for i, env in enumerate(vec.envs):
+        close = env.close
+
+        def closing(i=i, close=close):
+            close()
+            closed.append(i)
+            if i == 0:
+                raise OSError("a recorder's write failed")
+
+        env.close = closing
+    with pytest.raises(OSError, match="write failed"):
+        vec.close()
+    assert closed == [0, 1, 2] and vec.browser.closed
+
+
 def test_a_crashed_context_does_not_end_the_others():
     vec = gym.make_vec("browser_env/miniwob.click-test-v0", num_envs=2, modalities=TEXT_ONLY)
     try:
