@@ -80,6 +80,7 @@ class RolloutWorker:
             self.ship_root = str(shipping.ship_root())
             spec = dataclasses.replace(spec, record_dir=self.ship_root)
         self.agent = make_agent()
+        self.failed_calls: dict[Any, str] = {}  # token -> why (see call_agent)
         if envs_per_worker > 1:
             from agents.runners.vector import VectorRunner
 
@@ -110,7 +111,16 @@ class RolloutWorker:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once), yielding
         each episode's result as it ends (called as a Ray streaming generator:
         the driver has each episode as it ends), with its recorded episode
-        packed (:func:`shipping.pack`) when this actor ships them, else None."""
+        packed (:func:`shipping.pack`) when this actor ships them, else None.
+
+        Raises:
+            RuntimeError: a call of :meth:`call_agent` failed (see there).
+        """
+        if self.failed_calls:
+            raise RuntimeError(
+                "this worker's agent is not the one the driver set up, so it plays "
+                f"nothing: {'; '.join(self.failed_calls.values())}"
+            )
         for result in self.runner.iter_run(jobs):
             if self.ship_root is None or result.episode_dir is None:
                 yield result, None
@@ -124,8 +134,18 @@ class RolloutWorker:
             shutil.rmtree(result.episode_dir, ignore_errors=True)
             yield result, packed
 
-    def call_agent(self, fn: Callable[[Any], Any]) -> None:
-        fn(self.agent)
+    def call_agent(self, fn: Callable[[Any], Any], token: Any = None) -> None:
+        """``fn(agent)``. A call that raises (``token``: the driver's name for it)
+        is remembered until a call of that token succeeds; meanwhile
+        :meth:`stream` refuses to play, since the agent is not the one the
+        driver set up (e.g. an adapter that failed to load on a recreated actor)."""
+        try:
+            fn(self.agent)
+        except Exception as exc:
+            if token is not None:
+                self.failed_calls[token] = describe_error(exc)
+            raise
+        self.failed_calls.pop(token, None)
 
     def close(self) -> None:
         """Close the envs (the browser) and the agent; safe twice."""
@@ -188,6 +208,7 @@ class RayRunner:
         )(RolloutWorker)
         # what call_agents did, by key, in order: replayed on recreated actors
         self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
+        self._calls_made = 0
         # actor index -> a call that returns once the actor is up (see run's hard limit)
         self._starting: dict[int, Any] = {}
         self.actors: list[Any] = [None] * workers
@@ -198,8 +219,10 @@ class RayRunner:
         actor = self._actor_cls.remote(
             self.make_agent, self.spec, self.envs_per_worker, self._driver_node
         )
-        for fn in self._agent_calls.values():
-            actor.call_agent.remote(fn)  # in order, before any play (actor calls are FIFO)
+        for token, fn in self._agent_calls.items():
+            # in order, before any play (actor calls are FIFO); one that fails
+            # makes the actor refuse to play (its jobs come back as errors)
+            actor.call_agent.remote(fn, token)
         self.actors[index] = actor
         self._starting[index] = actor.pid.remote()  # returns after __init__ and the calls
 
@@ -225,9 +248,11 @@ class RayRunner:
         recreated (and gets every call, this one included)."""
         import ray
 
-        self._agent_calls.pop(key if key is not None else object(), None)
-        self._agent_calls[key if key is not None else object()] = fn
-        calls = [actor.call_agent.remote(fn) for actor in self.actors]
+        self._calls_made += 1
+        token = ("key", key) if key is not None else ("call", self._calls_made)
+        self._agent_calls.pop(token, None)  # a new key goes last, as it was made last
+        self._agent_calls[token] = fn
+        calls = [actor.call_agent.remote(fn, token) for actor in self.actors]
         for index, call in enumerate(calls):
             try:
                 ray.get(call)

@@ -180,6 +180,39 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_cluster, tmp_path):
+    """An actor made after ``call_agents`` replays the calls; when one fails
+    there (an adapter that will not load on the new actor), its jobs are
+    errors naming why, not episodes of an agent the driver did not set up."""
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    adapter = tmp_path / "adapter"
+    adapter.write_text("weights")
+
+    def load(agent, path=str(adapter)):
+        with open(path) as f:  # FileNotFoundError once it is gone
+            agent.loaded = f.read()
+
+    runner = RayRunner(SPEC, ScriptedExpert, workers=1)
+    try:
+        runner.call_agents(load, key="adapter")
+        adapter.unlink()
+        ray.kill(runner.actors[0], no_restart=True)  # recreated by the next run
+        [result] = runner.run(JOBS[2:3])
+        assert (result.status, result.retries) == ("error", 1)
+        assert "plays nothing" in result.error and "FileNotFoundError" in result.error
+        adapter.write_text("weights 2")
+        runner.call_agents(load, key="adapter")  # the same key, now it loads
+        [result] = runner.run(JOBS[2:3])
+        assert result.status == "ok" and result.success
+        [actor] = runner.actors
+        assert ray.get(actor.__ray_call__.remote(lambda w: w.agent.loaded)) == "weights 2"
+    finally:
+        runner.close()
+
+
 def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(ray_cluster):
     import ray
 
