@@ -127,11 +127,13 @@ def pack(episode_dir: str | os.PathLike[str]) -> bytes:
 def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
     """Puts the episode :func:`pack` made into ``root``; returns its directory.
 
-    All or nothing: the files are extracted into a private dir beside
-    ``root`` first (tarfile's ``data`` filter: no links out, no absolute or
-    ``..`` names, no devices; beside, not under, so that no reader of
-    ``root`` finds a half-extracted episode), then the episode directory is
-    renamed into place.
+    All or nothing: the files are extracted into a hidden dir in ``root``
+    first (tarfile's ``data`` filter: no links out, no absolute or ``..``
+    names, no devices; in ``root``, so that the rename stays on one
+    filesystem even when ``root`` is a mount point, and hidden, so that
+    :func:`~browser_env.episodes.loader.find_episode_dirs` never finds a
+    half-extracted episode), then the episode directory is renamed into
+    place.
 
     Raises:
         ValueError: ``data`` is not a tar of one directory of plain files.
@@ -156,7 +158,7 @@ def _unpack(data: bytes, root: Path) -> Path:
         if target.exists():
             raise FileExistsError(f"{target} exists: an episode of that id was recorded already")
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.incoming-", dir=root.parent))
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
         try:
             tar.extractall(staging, filter="data")
             if not (staging / name).is_dir():

@@ -153,7 +153,11 @@ def _check_screenshots(episode: Episode) -> None:
 def find_episode_dirs(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 ) -> list[Path]:
-    """Every episode directory at or below ``paths`` (episode or run dirs), sorted."""
+    """Every episode directory at or below ``paths`` (episode or run dirs), sorted.
+
+    Below a run dir, directories whose names start with ``.`` are not searched:
+    they hold work in progress (e.g. a shipped episode being unpacked,
+    :mod:`agents.runners.shipping`) or a tool's own state."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     found: set[Path] = set()
@@ -163,7 +167,11 @@ def find_episode_dirs(
             continue
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such episode or run directory")
-        found.update(p.parent for p in root.rglob(EPISODE_FILE))
+        found.update(
+            p.parent
+            for p in root.rglob(EPISODE_FILE)
+            if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+        )
     return sorted(found)
 
 

@@ -38,6 +38,31 @@ def test_an_episode_arrives_whole_under_its_own_name(tmp_path):
         shipping.pack(tmp_path / "none")
 
 
+def test_an_episode_is_staged_hidden_inside_the_root_it_lands_in(tmp_path, monkeypatch):
+    """The rename into place stays on ``root``'s filesystem (a mount point works),
+    and the staging dir is one that episode readers skip."""
+    import os
+
+    from browser_env.episodes.loader import find_episode_dirs
+
+    root = tmp_path / "episodes"
+    _episode(root, "ep_s1_y")  # an episode there already
+    renames, replace = [], os.replace
+
+    def seen(src, dst):
+        renames.append((Path(src), Path(dst)))
+        # mid-unpack: a reader of root finds the whole episode only
+        assert find_episode_dirs(root) == [root / "ep_s1_y"]
+        return replace(src, dst)
+
+    monkeypatch.setattr(shipping.os, "replace", seen)
+    arrived = shipping.unpack(shipping.pack(_episode(tmp_path / "actor")), root)
+    [(src, dst)] = renames
+    assert dst == arrived and src.parent.parent == root and src.parent.name.startswith(".")
+    assert find_episode_dirs(root) == [root / "ep_s0_x", root / "ep_s1_y"]
+    assert sorted(p.name for p in root.iterdir()) == ["ep_s0_x", "ep_s1_y"]
+
+
 def _tar(*members):
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
