@@ -75,7 +75,8 @@ class RolloutWorker:
 
         # episodes recorded here, sent back with their results (None: written in place)
         self.ship_root: str | None = None
-        here = self.node_id() if driver_node is not None else None  # None: not in Ray
+        self.in_ray = driver_node is not None
+        here = self.node_id() if self.in_ray else None  # None: not in Ray
         if spec.record_dir is not None and shipping.ships(spec.ship_episodes, here, driver_node):
             self.ship_root = str(shipping.ship_root())
             spec = dataclasses.replace(spec, record_dir=self.ship_root)
@@ -127,7 +128,7 @@ class RolloutWorker:
                 continue
             try:
                 packed = shipping.pack(result.episode_dir)
-            except OSError as exc:  # the episode's result still counts; its files stay here
+            except OSError as exc:  # the result still counts; its files are kept at close
                 warnings.warn(f"episode {result.episode_dir} not sent back: {exc}", stacklevel=2)
                 yield dataclasses.replace(result, episode_dir=None), None
                 continue
@@ -155,8 +156,15 @@ class RolloutWorker:
         agent, self.agent = self.agent, None
         if agent is not None and hasattr(agent, "close"):
             agent.close()
-        if self.ship_root is not None:
-            shutil.rmtree(self.ship_root, ignore_errors=True)
+        if self.ship_root is not None:  # what was not sent back stays on this node
+            kept = shipping.keep_unsent(self.ship_root)
+            if kept:
+                warnings.warn(
+                    f"{len(kept)} recorded episode(s) were not sent back to the driver; "
+                    f"kept on node {self.node_id() if self.in_ray else 'here'}: "
+                    + ", ".join(map(str, kept)),
+                    stacklevel=2,
+                )
 
 
 class RayRunner:
@@ -292,57 +300,72 @@ class RayRunner:
             idle.append(index)
             return index, left
 
-        while queue or running:
-            while queue and idle:
-                index = idle.popleft()
-                batch = take()
-                stream = self.actors[index].stream.options(num_returns="streaming")
-                running[stream.remote([job for job, _ in batch])] = (index, batch, time.monotonic())
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for gen in ready:
-                try:
-                    result, packed = ray.get(next(gen))
-                except StopIteration:  # the call ended: every episode came back
-                    _, left = end(gen)
-                    for job, attempt in left:  # (none, unless the worker lost one)
-                        finish(
-                            failed_result(job, "error", "the worker returned no result", attempt)
-                        )
-                except ray.exceptions.RayTaskError as exc:
-                    _, left = end(gen)
-                    cause = getattr(exc, "cause", None)  # what the actor raised
-                    error = str(exc) if cause is None else describe_error(cause)
-                    for job, attempt in left:
-                        finish(failed_result(job, "error", error, attempt))
-                except ray.exceptions.RayError as exc:  # the actor died, ran out of
-                    # memory, lost its node or a returned object: a new actor, once
-                    index, left = end(gen)
-                    self._replace(index)
-                    for job, attempt in reversed(left):  # the episodes it had not returned
-                        if attempt == 0:
-                            queue.appendleft((job, 1))
-                        else:
-                            error = f"worker lost twice: {describe_error(exc)}"
-                            finish(failed_result(job, "error", error, 1))
-                else:
-                    if packed is not None:  # recorded on another node: into record_dir here
-                        result.episode_dir = _arrived(packed, str(spec.record_dir), result)
-                    left = running[gen][1]
-                    result.retries = left.pop(_index_of(left, result))[1]
-                    finish(result)
-                    if not left:  # all back: idle now (the call's end is a formality)
-                        end(gen)
-            if hard_limit is not None:
-                now = time.monotonic()
-                for gen, (index, left, began) in list(running.items()):
-                    if not self._up(index):  # its clock starts once it is up
-                        running[gen] = (index, left, now)
-                    elif now - began > hard_limit and not gen.next_ready():
-                        end(gen)
-                        self._replace(index)
-                        error = f"no result within {hard_limit:.0f} s: the worker was killed"
+        try:
+            while queue or running:
+                while queue and idle:
+                    index = idle.popleft()
+                    batch = take()
+                    stream = self.actors[index].stream.options(num_returns="streaming")
+                    running[stream.remote([job for job, _ in batch])] = (
+                        index,
+                        batch,
+                        time.monotonic(),
+                    )
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for gen in ready:
+                    try:
+                        result, packed = ray.get(next(gen))
+                    except StopIteration:  # the call ended: every episode came back
+                        _, left = end(gen)
+                        for job, attempt in left:  # (none, unless the worker lost one)
+                            finish(
+                                failed_result(
+                                    job, "error", "the worker returned no result", attempt
+                                )
+                            )
+                    except ray.exceptions.RayTaskError as exc:
+                        _, left = end(gen)
+                        cause = getattr(exc, "cause", None)  # what the actor raised
+                        error = str(exc) if cause is None else describe_error(cause)
                         for job, attempt in left:
-                            finish(failed_result(job, "timeout", error, attempt))
+                            finish(failed_result(job, "error", error, attempt))
+                    except ray.exceptions.RayError as exc:  # the actor died, ran out of
+                        # memory, lost its node or a returned object: a new actor, once
+                        index, left = end(gen)
+                        self._replace(index)
+                        for job, attempt in reversed(left):  # the episodes it had not returned
+                            if attempt == 0:
+                                queue.appendleft((job, 1))
+                            else:
+                                error = f"worker lost twice: {describe_error(exc)}"
+                                finish(failed_result(job, "error", error, 1))
+                    else:
+                        if packed is not None:  # recorded on another node: into record_dir here
+                            result.episode_dir = _arrived(packed, str(spec.record_dir), result)
+                        left = running[gen][1]
+                        result.retries = left.pop(_index_of(left, result))[1]
+                        finish(result)
+                        if not left:  # all back: idle now (the call's end is a formality)
+                            end(gen)
+                if hard_limit is not None:
+                    now = time.monotonic()
+                    for gen, (index, left, began) in list(running.items()):
+                        if not self._up(index):  # its clock starts once it is up
+                            running[gen] = (index, left, now)
+                        elif now - began > hard_limit and not gen.next_ready():
+                            end(gen)
+                            self._replace(index)
+                            error = f"no result within {hard_limit:.0f} s: the worker was killed"
+                            for job, attempt in left:
+                                finish(failed_result(job, "timeout", error, attempt))
+        except BaseException:
+            # Left early (on_result raised, Ctrl-C): the episodes in flight will not
+            # be collected. Their actors are replaced now, so that neither a later
+            # run nor close() waits behind them (nor counts their time as its own).
+            for index, _, _ in running.values():
+                self._replace(index)
+            running.clear()
+            raise
         return results
 
     def close(self) -> None:

@@ -20,7 +20,9 @@ process, so the next actor on that node removes the dirs of actors that
 were killed before they could (with their unfinished episodes, which the
 driver retried or recorded as failed); and an episode the driver cannot
 unpack (a full disk, a name taken, a broken tar) is kept as the tar it came
-in (:func:`keep_unshipped`), never extracted.
+in (:func:`keep_unshipped`), never extracted; and an episode an actor could
+not send (its pack failed, or it was opened by a reset that raised) is
+moved out of its temp dir when the actor closes (:func:`keep_unsent`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-__all__ = ["keep_unshipped", "pack", "ship_root", "ships", "unpack"]
+__all__ = ["keep_unsent", "keep_unshipped", "pack", "ship_root", "ships", "unpack"]
 
 PREFIX = "browser-rl-episodes-"
 """An actor's temp dir is ``PREFIX<pid>-<random>`` in the node's temp dir."""
@@ -96,11 +98,7 @@ def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path
     folder = base.with_name(f"{base.name}.unshipped")
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "episode"
-    target = folder / f"{stem}.tar"
-    n = 0
-    while target.exists():  # the driver is this file's one writer
-        n += 1
-        target = folder / f"{stem}-{n}.tar"
+    target = _free(folder / f"{stem}.tar")  # the driver is this folder's one writer
     fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -110,6 +108,34 @@ def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return target
+
+
+def keep_unsent(
+    root: str | os.PathLike[str], keep: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Moves every directory left in an actor's ``root`` (:func:`ship_root`) into
+    ``keep`` (default: ``browser-rl-unsent`` in the node's temp dir; ``-N`` when
+    a name is taken), removes ``root``, and returns where they went."""
+    keep = Path(keep if keep is not None else Path(tempfile.gettempdir()) / "browser-rl-unsent")
+    moved = []
+    for entry in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            keep.mkdir(parents=True, exist_ok=True)
+            target = _free(keep / entry.name)
+            shutil.move(entry, target)
+            moved.append(target)
+    shutil.rmtree(root, ignore_errors=True)
+    return moved
+
+
+def _free(path: Path) -> Path:
+    """``path``, or ``path`` with ``-1``, ``-2``, ... before its suffix: the first
+    that does not exist."""
+    n, target = 0, path
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return target
 
 

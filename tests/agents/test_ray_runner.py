@@ -213,6 +213,48 @@ def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_clu
         runner.close()
 
 
+def test_a_run_left_early_does_not_leave_its_episodes_running(ray_cluster):
+    """``on_result`` raising (or Ctrl-C) while an episode is still playing: the
+    actor playing it is replaced, so close() (or a later run) does not wait
+    behind an episode nobody will collect."""
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    def slow_on_click_button():
+        import time
+
+        from agents.experts.expert import ScriptedExpert
+
+        class Slow(ScriptedExpert):
+            def act(self, obs):
+                if "click-button" in obs["url"]:
+                    time.sleep(300)
+                return super().act(obs)
+
+        return Slow()
+
+    class Stop(Exception):
+        pass
+
+    def stop(result):
+        raise Stop(result.env_id)
+
+    runner = RayRunner(SPEC, slow_on_click_button, workers=2)
+    try:
+        pids = [ray.get(actor.pid.remote()) for actor in runner.actors]
+        jobs = [Job("browser_env/miniwob.click-button-v0", 0), JOBS[2]]  # slow, then quick
+        with pytest.raises(Stop, match="click-test"):
+            runner.run(jobs, on_result=stop)
+        assert _gone([pids[0]])  # the slow episode's actor, with its 300 s sleep
+        [result] = runner.run(JOBS[2:3])  # the engine plays on
+        assert result.status == "ok" and result.success
+    finally:
+        start = time.monotonic()
+        runner.close()
+    assert time.monotonic() - start < 60  # not 120 s behind the sleeping episode
+
+
 def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(ray_cluster):
     import ray
 

@@ -170,6 +170,29 @@ def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_pat
         assert _arrived(b"not a tar", str(tmp_path / "full"), result) is None
 
 
+def test_what_an_actor_could_not_send_is_kept_when_it_closes(tmp_path, monkeypatch):
+    import tempfile
+
+    from agents.experts.expert import ScriptedExpert
+    from agents.runners import RolloutSpec
+    from agents.runners.ray_runner import RolloutWorker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the node's temp dir
+    spec = RolloutSpec(record_dir=str(tmp_path / "driver"), ship_episodes=True)
+    worker = RolloutWorker(ScriptedExpert, spec)
+    root = Path(worker.ship_root)
+    assert root.parent == tmp_path
+    _episode(root, "ep_s0_x")  # e.g. opened by a reset that raised: never sent
+    (tmp_path / "browser-rl-unsent" / "ep_s0_x").mkdir(parents=True)  # a name taken
+    with pytest.warns(UserWarning, match=r"1 recorded episode\(s\) were not sent back"):
+        worker.close()
+    kept = tmp_path / "browser-rl-unsent" / "ep_s0_x-1"
+    assert _files(kept) == _files(_episode(tmp_path / "again", "ep_s0_x"))
+    assert not root.exists()
+    worker.close()  # safe twice, nothing more to keep
+    assert shipping.keep_unsent(tmp_path / "none") == []
+
+
 def test_an_unshipped_name_is_one_safe_file_name(tmp_path):
     kept = shipping.keep_unshipped(b"x", tmp_path / "eps", "browser_env/miniwob.a-v0-3")
     assert kept == tmp_path / "eps.unshipped" / "browser_env_miniwob.a-v0-3.tar"
