@@ -75,9 +75,10 @@ class RolloutWorker:
 
         # episodes recorded here, sent back with their results (None: written in place)
         self.ship_root: str | None = None
-        self.in_ray = driver_node is not None
-        here = self.node_id() if self.in_ray else None  # None: not in Ray
-        if spec.record_dir is not None and shipping.ships(spec.ship_episodes, here, driver_node):
+        self.node = self.node_id() if driver_node is not None else None  # None: not in Ray
+        if spec.record_dir is not None and shipping.ships(
+            spec.ship_episodes, self.node, driver_node
+        ):
             self.ship_root = str(shipping.ship_root())
             spec = dataclasses.replace(spec, record_dir=self.ship_root)
         self.agent = make_agent()
@@ -161,8 +162,7 @@ class RolloutWorker:
             if kept:
                 warnings.warn(
                     f"{len(kept)} recorded episode(s) were not sent back to the driver; "
-                    f"kept on node {self.node_id() if self.in_ray else 'here'}: "
-                    + ", ".join(map(str, kept)),
+                    f"kept on node {self.node or 'here'}: " + ", ".join(map(str, kept)),
                     stacklevel=2,
                 )
 

@@ -27,13 +27,14 @@ moved out of its temp dir when the actor closes (:func:`keep_unsent`).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
+
+from browser_env.episodes.writer import atomic_write_bytes
 
 __all__ = ["keep_unsent", "keep_unshipped", "pack", "ship_root", "ships", "unpack"]
 
@@ -99,15 +100,7 @@ def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "episode"
     target = _free(folder / f"{stem}.tar")  # the driver is this folder's one writer
-    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(target, data)
     return target
 
 
