@@ -268,14 +268,14 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         RolloutEngine,
         RolloutSpec,
         check_env_ids,
+        ray_spec_options,
         runner_options,
-        ship_episodes_option,
     )
 
     n = int(cfg.get("episodes") or 1)
     options = runner_options(cfg)
     runner = options["runner"]
-    ship_episodes = ship_episodes_option(cfg, runner)
+    ray_options = ray_spec_options(cfg, runner)
     trainer = instantiate(cfg.online) if cfg.get("online") else None
     if trainer is not None and not cfg.get("record", False):
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
@@ -293,7 +293,8 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         agent_info=info,
         source=source,
         max_steps=int(cfg.max_steps),
-        ship_episodes=ship_episodes,
+        episode_timeout_s=cfg.get("episode_timeout_s"),
+        **ray_options,
     )
     first = int(cfg.get("seed") or 0)
     jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]

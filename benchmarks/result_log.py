@@ -63,6 +63,7 @@ NOT_IN_FINGERPRINT = frozenset(
         "cpus_per_worker",
         "gpus_per_worker",
         "ship_episodes",
+        "startup_timeout_s",  # a start-up given up on is an error, replayed on resume
     }
 )
 """Config keys that change how or where a run plays, not what its episodes are."""

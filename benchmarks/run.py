@@ -36,10 +36,10 @@ from agents.rollout import EpisodeResult
 from agents.runners import (
     Job,
     RolloutSpec,
+    ray_spec_options,
     result_key,
     run_rollouts,
     runner_options,
-    ship_episodes_option,
 )
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
-    ship_episodes = ship_episodes_option(cfg, runner)
+    ray_options = ray_spec_options(cfg, runner)
     if cfg.get("resume") and not cfg.get("output_dir"):
         raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
     suite: Suite = instantiate(cfg.suite)
@@ -119,7 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         agent_info=info,
         source=source,
         episode_timeout_s=cfg.get("episode_timeout_s"),
-        ship_episodes=ship_episodes,
+        **ray_options,
     )
     if log.resumed:
         print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = [
     "runner_options",
     "RUNNERS",
-    "ship_episodes_option",
     "Job",
     "RolloutEngine",
     "RolloutSpec",
@@ -63,6 +62,7 @@ __all__ = [
     "collect",
     "failed_result",
     "reset_error_result",
+    "ray_spec_options",
     "run_rollouts",
 ]
 
@@ -100,6 +100,10 @@ class RolloutSpec:
             in one step longer than that plus ``kill_grace_s`` is killed and
             recreated, and the episode recorded as a timeout).
         kill_grace_s: see ``episode_timeout_s``.
+        startup_timeout_s: ``runner=ray``: an actor not up this long after it
+            was created (scheduled, its agent built, the agent calls replayed)
+            is treated as one that died: recreated, its episodes played again
+            once, then recorded as errors. None: wait for as long as it takes.
         keep_samples: fill ``EpisodeResult.samples`` (each step's prompt and
             completion token ids, what learners train on).
         ship_episodes: ``runner=ray`` with ``record_dir``: whether actors send
@@ -116,6 +120,7 @@ class RolloutSpec:
     max_steps: int | None = None
     episode_timeout_s: float | None = None
     kill_grace_s: float = 30.0
+    startup_timeout_s: float | None = None
     keep_samples: bool = False
     ship_episodes: bool | None = None
 
@@ -128,6 +133,10 @@ class RolloutSpec:
             )
         if not self.kill_grace_s >= 0:
             raise ValueError(f"kill_grace_s must be >= 0, got {self.kill_grace_s}")
+        if self.startup_timeout_s is not None and not self.startup_timeout_s > 0:
+            raise ValueError(
+                f"startup_timeout_s must be > 0 or None (no limit), got {self.startup_timeout_s}"
+            )
 
     def wrap(self, env: Any) -> Any:
         """``env`` wrapped for recording when ``record_dir`` is set."""
@@ -240,26 +249,35 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def ship_episodes_option(cfg: Mapping[str, Any], runner: str) -> bool | None:
-    """An entry point's ``ship_episodes`` key as :class:`RolloutSpec` takes it:
-    missing or null is None (Ray actors on another node than the driver's
-    send their episodes back), ``true`` or ``false`` forces it.
+def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
+    """An entry point's Ray-only :class:`RolloutSpec` keys, as it takes them:
+
+    * ``ship_episodes``: missing or null is None (Ray actors on another node
+      than the driver's send their episodes back), ``true`` or ``false``
+      forces it;
+    * ``startup_timeout_s``: missing or null is None (no limit), else seconds.
 
     Raises:
-        ValueError: not a bool or null, or set with a runner other than ``ray``
-            (the others record in this process).
+        ValueError: a value of the wrong kind, or one set with a runner other
+            than ``ray`` (the others play in this process).
     """
-    value = cfg.get("ship_episodes")
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise ValueError(f"ship_episodes must be true, false or null, got {value!r}")
+    ship, startup = cfg.get("ship_episodes"), cfg.get("startup_timeout_s")
+    if ship is not None and not isinstance(ship, bool):
+        raise ValueError(f"ship_episodes must be true, false or null, got {ship!r}")
+    if startup is not None:
+        if isinstance(startup, bool) or not isinstance(startup, (int, float)) or startup <= 0:
+            raise ValueError(f"startup_timeout_s must be seconds > 0 or null, got {startup!r}")
+        startup = float(startup)
     if runner != "ray":
-        raise ValueError(
-            f"ship_episodes is whether Ray actors send their recorded episodes back: "
-            f"runner=ray only (runner={runner} records in this process)"
-        )
-    return value
+        for name, value, what in (
+            ("ship_episodes", ship, "whether Ray actors send their recorded episodes back"),
+            ("startup_timeout_s", startup, "how long a Ray actor may take to start"),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} is {what}: runner=ray only (runner={runner} plays in this process)"
+                )
+    return {"ship_episodes": ship, "startup_timeout_s": startup}
 
 
 def check_runner_options(

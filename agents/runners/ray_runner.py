@@ -22,6 +22,12 @@ episode comes back as it ends (``on_result``), not when the actor's call does.
   takes its browser down with it) and recreated, and its episodes recorded
   as timeouts. That clock starts once the actor is up (scheduled, its agent
   built, the agent calls replayed), not when its jobs were handed over.
+* ``startup_timeout_s``: an actor not up that long after it was created (a
+  ``make_agent`` that hangs on an unreachable model server, a cluster with no
+  room for it) is treated as one that died: killed, recreated, and its
+  episodes played again once, then recorded as errors. Without it (the
+  default) the driver waits for as long as it takes, as Ray does for
+  resources (an autoscaling cluster may take minutes to grow).
 * An exception a job's episode raises (one ``runner=local`` would raise)
   records that episode with ``status="error"`` and the exception's own type
   and message (the steps it played, its recording ending as ``error``), and
@@ -219,6 +225,7 @@ class RayRunner:
         self._calls_made = 0
         # actor index -> a call that returns once the actor is up (see run's hard limit)
         self._starting: dict[int, Any] = {}
+        self._started_at = [0.0] * workers  # when each actor was (re)created
         self.actors: list[Any] = [None] * workers
         for index in range(workers):
             self._start(index)
@@ -233,6 +240,7 @@ class RayRunner:
             actor.call_agent.remote(fn, token)
         self.actors[index] = actor
         self._starting[index] = actor.pid.remote()  # returns after __init__ and the calls
+        self._started_at[index] = time.monotonic()
 
     def _replace(self, index: int) -> None:
         import ray
@@ -249,11 +257,21 @@ class RayRunner:
             del self._starting[index]
         return index not in self._starting
 
+    def _startup_left(self, index: int) -> float | None:
+        """Seconds actor ``index`` has left to start (``startup_timeout_s``), or
+        None when it is up or has no limit."""
+        limit = self.spec.startup_timeout_s
+        if limit is None or self._up(index):
+            return None
+        return max(0.0, limit - (time.monotonic() - self._started_at[index]))
+
     def call_agents(self, fn: Callable[[Any], Any], key: str | None = None) -> None:
         """``fn(agent)`` in every actor, and in every actor made later; a later
         call with the same ``key`` replaces this one there (e.g. the latest
-        adapter replaces the previous). An actor that died meanwhile is
-        recreated (and gets every call, this one included)."""
+        adapter replaces the previous). An actor that died meanwhile, or is
+        past ``startup_timeout_s`` without having started, is recreated (and
+        gets every call, this one included); an actor still starting is waited
+        for up to that limit (without one, for as long as it takes)."""
         import ray
 
         self._calls_made += 1
@@ -263,7 +281,13 @@ class RayRunner:
         calls = [actor.call_agent.remote(fn, token) for actor in self.actors]
         for index, call in enumerate(calls):
             try:
-                ray.get(call)
+                try:
+                    ray.get(call, timeout=self._startup_left(index))
+                except ray.exceptions.GetTimeoutError:
+                    if not self._up(index):  # past its start-up limit: as if it died
+                        self._replace(index)
+                        continue
+                    ray.get(call)  # up just in time: the call itself may take long
             except ray.exceptions.RayActorError:
                 self._replace(index)
 
@@ -272,101 +296,23 @@ class RayRunner:
     ) -> list[EpisodeResult]:
         import ray
 
-        spec, m = self.spec, self.envs_per_worker
-        queue = collections.deque((job, 0) for job in by_env_id(jobs))
-        # in flight: a streaming generator -> (actor index, its [(job, attempt)] not
-        # yet returned, start time)
-        running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
-        idle = collections.deque(range(self.workers))
-        results: list[EpisodeResult] = []
-        hard_limit = (
-            None if spec.episode_timeout_s is None else spec.episode_timeout_s + spec.kill_grace_s
-        )
-
-        def finish(result: EpisodeResult) -> None:
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-
-        def take() -> list[tuple[Job, int]]:
-            # up to M jobs of one env id: an actor's envs hold one task at a time
-            batch = [queue.popleft()]
-            while queue and len(batch) < m and queue[0][0].env_id == batch[0][0].env_id:
-                batch.append(queue.popleft())
-            return batch
-
-        def end(gen: Any) -> tuple[int, list[tuple[Job, int]]]:
-            index, left, _ = running.pop(gen)
-            idle.append(index)
-            return index, left
-
+        play = _Play(self, jobs, on_result)
         try:
-            while queue or running:
-                while queue and idle:
-                    index = idle.popleft()
-                    batch = take()
-                    stream = self.actors[index].stream.options(num_returns="streaming")
-                    running[stream.remote([job for job, _ in batch])] = (
-                        index,
-                        batch,
-                        time.monotonic(),
-                    )
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            while play.queue or play.running:
+                play.hand_out()
+                ready, _ = ray.wait(list(play.running), num_returns=1, timeout=1.0)
                 for gen in ready:
-                    try:
-                        result, packed = ray.get(next(gen))
-                    except StopIteration:  # the call ended: every episode came back
-                        _, left = end(gen)
-                        for job, attempt in left:  # (none, unless the worker lost one)
-                            finish(
-                                failed_result(
-                                    job, "error", "the worker returned no result", attempt
-                                )
-                            )
-                    except ray.exceptions.RayTaskError as exc:
-                        _, left = end(gen)
-                        cause = getattr(exc, "cause", None)  # what the actor raised
-                        error = str(exc) if cause is None else describe_error(cause)
-                        for job, attempt in left:
-                            finish(failed_result(job, "error", error, attempt))
-                    except ray.exceptions.RayError as exc:  # the actor died, ran out of
-                        # memory, lost its node or a returned object: a new actor, once
-                        index, left = end(gen)
-                        self._replace(index)
-                        for job, attempt in reversed(left):  # the episodes it had not returned
-                            if attempt == 0:
-                                queue.appendleft((job, 1))
-                            else:
-                                error = f"worker lost twice: {describe_error(exc)}"
-                                finish(failed_result(job, "error", error, 1))
-                    else:
-                        if packed is not None:  # recorded on another node: into record_dir here
-                            result.episode_dir = _arrived(packed, str(spec.record_dir), result)
-                        left = running[gen][1]
-                        result.retries = left.pop(_index_of(left, result))[1]
-                        finish(result)
-                        if not left:  # all back: idle now (the call's end is a formality)
-                            end(gen)
-                if hard_limit is not None:
-                    now = time.monotonic()
-                    for gen, (index, left, began) in list(running.items()):
-                        if not self._up(index):  # its clock starts once it is up
-                            running[gen] = (index, left, now)
-                        elif now - began > hard_limit and not gen.next_ready():
-                            end(gen)
-                            self._replace(index)
-                            error = f"no result within {hard_limit:.0f} s: the worker was killed"
-                            for job, attempt in left:
-                                finish(failed_result(job, "timeout", error, attempt))
+                    play.collect(gen)
+                play.check_clocks(time.monotonic())
         except BaseException:
             # Left early (on_result raised, Ctrl-C): the episodes in flight will not
             # be collected. Their actors are replaced now, so that neither a later
             # run nor close() waits behind them (nor counts their time as its own).
-            for index, _, _ in running.values():
+            for index, _, _ in play.running.values():
                 self._replace(index)
-            running.clear()
+            play.running.clear()
             raise
-        return results
+        return play.results
 
     def close(self) -> None:
         import ray
@@ -384,6 +330,120 @@ class RayRunner:
         self._starting.clear()
         if self._started:
             shutdown_ray()
+
+
+class _Play:
+    """One :meth:`RayRunner.run`: the jobs not yet handed out (``queue``, each
+    with its attempt), the actor calls in flight (``running``: a streaming
+    generator -> (actor index, its ``[(job, attempt)]`` not yet returned, the
+    time its kill clock started)) and the results so far, in the order they
+    came back."""
+
+    def __init__(
+        self,
+        runner: RayRunner,
+        jobs: Sequence[Job],
+        on_result: Callable[[EpisodeResult], None] | None,
+    ) -> None:
+        self.runner, self.on_result = runner, on_result
+        self.queue = collections.deque((job, 0) for job in by_env_id(jobs))
+        self.running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
+        self.idle = collections.deque(range(runner.workers))
+        self.results: list[EpisodeResult] = []
+        spec = runner.spec
+        self.hard_limit = (
+            None if spec.episode_timeout_s is None else spec.episode_timeout_s + spec.kill_grace_s
+        )
+
+    def finish(self, result: EpisodeResult) -> None:
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def hand_out(self) -> None:
+        """Give every idle actor its next jobs: up to ``envs_per_worker`` of one
+        env id (an actor's envs hold one task at a time)."""
+        while self.queue and self.idle:
+            index = self.idle.popleft()
+            batch = [self.queue.popleft()]
+            while (
+                self.queue
+                and len(batch) < self.runner.envs_per_worker
+                and self.queue[0][0].env_id == batch[0][0].env_id
+            ):
+                batch.append(self.queue.popleft())
+            stream = self.runner.actors[index].stream.options(num_returns="streaming")
+            gen = stream.remote([job for job, _ in batch])
+            self.running[gen] = (index, batch, time.monotonic())
+
+    def end(self, gen: Any) -> tuple[int, list[tuple[Job, int]]]:
+        """``gen``'s call is over: its actor is idle; what it had not returned."""
+        index, left, _ = self.running.pop(gen)
+        self.idle.append(index)
+        return index, left
+
+    def lost(self, gen: Any, why: str) -> None:
+        """``gen``'s actor is gone (or given up on): a new one in its place, and
+        the episodes it had not returned played again, once."""
+        index, left = self.end(gen)
+        self.runner._replace(index)
+        for job, attempt in reversed(left):
+            if attempt == 0:
+                self.queue.appendleft((job, 1))
+            else:
+                self.finish(failed_result(job, "error", f"worker lost twice: {why}", 1))
+
+    def collect(self, gen: Any) -> None:
+        """The next thing ``gen`` (ready) returned: an episode, its end, or why it failed."""
+        import ray
+
+        try:
+            result, packed = ray.get(next(gen))
+        except StopIteration:  # the call ended: every episode came back
+            _, left = self.end(gen)
+            for job, attempt in left:  # (none, unless the worker lost one)
+                self.finish(failed_result(job, "error", "the worker returned no result", attempt))
+        except ray.exceptions.RayTaskError as exc:
+            _, left = self.end(gen)
+            cause = getattr(exc, "cause", None)  # what the actor raised
+            error = str(exc) if cause is None else describe_error(cause)
+            for job, attempt in left:
+                self.finish(failed_result(job, "error", error, attempt))
+        except ray.exceptions.RayError as exc:  # the actor died, ran out of memory, lost
+            self.lost(gen, describe_error(exc))  # its node or a returned object
+        else:
+            if packed is not None:  # recorded on another node: into record_dir here
+                record_dir = str(self.runner.spec.record_dir)
+                result.episode_dir = _arrived(packed, record_dir, result)
+            left = self.running[gen][1]
+            result.retries = left.pop(_index_of(left, result))[1]
+            self.finish(result)
+            if not left:  # all back: idle now (the call's end is a formality)
+                self.end(gen)
+
+    def check_clocks(self, now: float) -> None:
+        """Give up on actors past their start-up limit (as on one that died) and
+        on calls past ``episode_timeout_s + kill_grace_s`` (timeouts); a call's
+        kill clock starts once its actor is up."""
+        runner = self.runner
+        for gen, (index, left, began) in list(self.running.items()):
+            if not runner._up(index):
+                waited = now - runner._started_at[index]
+                limit = runner.spec.startup_timeout_s
+                if limit is not None and waited > limit:
+                    self.lost(gen, f"the worker did not start within {limit:g} s")
+                else:
+                    self.running[gen] = (index, left, now)
+            elif (
+                self.hard_limit is not None
+                and now - began > self.hard_limit
+                and not gen.next_ready()
+            ):
+                self.end(gen)
+                runner._replace(index)
+                error = f"no result within {self.hard_limit:.0f} s: the worker was killed"
+                for job, attempt in left:
+                    self.finish(failed_result(job, "timeout", error, attempt))
 
 
 def _arrived(packed: bytes, record_dir: str, result: EpisodeResult) -> str | None:

@@ -3,6 +3,7 @@ RayVectorEnv on an embedded local Ray (one cluster for the module)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -209,6 +210,47 @@ def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_clu
         assert result.status == "ok" and result.success
         [actor] = runner.actors
         assert ray.get(actor.__ray_call__.remote(lambda w: w.agent.loaded)) == "weights 2"
+    finally:
+        runner.close()
+
+
+def test_an_actor_that_does_not_start_in_time_counts_as_dead(ray_cluster, tmp_path):
+    """``startup_timeout_s``: an actor whose agent hangs while it is built (a
+    model server that never answers) neither hangs ``call_agents`` nor ``run``:
+    it is replaced, and its episode played again once, then recorded as an
+    error naming why. The replacements' calls are replayed."""
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    starts = tmp_path / "starts"
+    starts.write_text("0")
+
+    def hangs_three_times():
+        import time
+
+        from agents.experts.expert import ScriptedExpert
+
+        n = int(starts.read_text()) + 1
+        starts.write_text(str(n))
+        if n <= 3:
+            time.sleep(3600)
+        return ScriptedExpert()
+
+    spec = dataclasses.replace(SPEC, startup_timeout_s=3.0)
+    runner = RayRunner(spec, hangs_three_times, workers=1)
+    try:
+        began = time.monotonic()
+        runner.call_agents(lambda agent: setattr(agent, "marked", True), key="mark")
+        assert 3.0 <= time.monotonic() - began < 15  # start 1 given up on, start 2 begun
+        [failed] = runner.run(JOBS[2:3])  # starts 2 and 3 hang: given up on twice
+        assert (failed.status, failed.retries) == ("error", 1)
+        assert failed.error == "worker lost twice: the worker did not start within 3 s"
+        [played] = runner.run(JOBS[2:3])  # on the fourth actor
+        assert (played.status, played.success, played.retries) == ("ok", True, 0)
+        assert starts.read_text() == "4"
+        [actor] = runner.actors
+        assert ray.get(actor.__ray_call__.remote(lambda w: w.agent.marked))  # replayed
     finally:
         runner.close()
 

@@ -305,19 +305,26 @@ def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():
             runner_options(bad)
 
 
-def test_ship_episodes_is_null_true_or_false_and_ray_only():
+def test_ray_spec_options_are_checked_and_ray_only():
     from omegaconf import OmegaConf
 
-    from agents.runners import ship_episodes_option
+    from agents.runners import ray_spec_options
 
-    assert ship_episodes_option(OmegaConf.create({}), "local") is None
-    assert ship_episodes_option(OmegaConf.create({"ship_episodes": None}), "vector") is None
-    assert ship_episodes_option(OmegaConf.create({"ship_episodes": False}), "ray") is False
-    assert ship_episodes_option({"ship_episodes": True}, "ray") is True
-    with pytest.raises(ValueError, match="runner=ray only"):
-        ship_episodes_option({"ship_episodes": True}, "vector")
+    unset = {"ship_episodes": None, "startup_timeout_s": None}
+    assert ray_spec_options(OmegaConf.create({}), "local") == unset
+    assert ray_spec_options(OmegaConf.create(unset), "vector") == unset
+    cfg = OmegaConf.create({"ship_episodes": False, "startup_timeout_s": 90})
+    assert ray_spec_options(cfg, "ray") == {"ship_episodes": False, "startup_timeout_s": 90.0}
+    assert ray_spec_options({"ship_episodes": True}, "ray")["ship_episodes"] is True
+    with pytest.raises(ValueError, match="ship_episodes is .*: runner=ray only"):
+        ray_spec_options({"ship_episodes": True}, "vector")
+    with pytest.raises(ValueError, match="startup_timeout_s is .*: runner=ray only"):
+        ray_spec_options({"startup_timeout_s": 60}, "local")
     with pytest.raises(ValueError, match="true, false or null, got 'yes'"):
-        ship_episodes_option({"ship_episodes": "yes"}, "ray")
+        ray_spec_options({"ship_episodes": "yes"}, "ray")
+    for bad in (0, -5, "60", True):
+        with pytest.raises(ValueError, match="startup_timeout_s must be seconds > 0 or null"):
+            ray_spec_options({"startup_timeout_s": bad}, "ray")
 
 
 @pytest.mark.parametrize(
@@ -327,6 +334,7 @@ def test_ship_episodes_is_null_true_or_false_and_ray_only():
         ({"episode_timeout_s": 0}, "episode_timeout_s must be > 0"),
         ({"max_steps": 0}, "max_steps must be >= 1"),
         ({"kill_grace_s": -0.5}, "kill_grace_s must be >= 0"),
+        ({"startup_timeout_s": 0}, "startup_timeout_s must be > 0"),
     ],
 )
 def test_a_rollout_spec_refuses_limits_no_episode_could_meet(kwargs, match):
