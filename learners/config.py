@@ -234,6 +234,17 @@ class GRPOConfig(LearnerConfig):
         "runner=ray: GPUs each actor asks Ray for; > 0 when the actors' model runs on a GPU "
         "(a fraction packs several actors onto one).",
     )
+    episode_timeout_s: float | None = _f(
+        None,
+        "Wall-clock limit per rollout (null: none); past it the episode stops as `timeout` "
+        "(runner=ray: an actor stuck past it is killed and recreated). Timed-out and failed "
+        "rollouts are left out of their group's advantages.",
+    )
+    startup_timeout_s: float | None = _f(
+        None,
+        "runner=ray: seconds an actor may take to start (schedule, load its model) before "
+        "it counts as dead (null: as long as it takes).",
+    )
     # where rollouts are generated
     generation: str = _f(
         "local",

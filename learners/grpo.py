@@ -19,7 +19,10 @@ One optimiser step:
    -- WAIT until truncation, 0 -- above a wrong final answer, negative) +
    ``format_reward`` x the fraction of its steps whose output parsed;
    advantage A_i = (r_i - mean_group) / std_group (``scale_rewards``), shared
-   by every step of episode i;
+   by every step of episode i. An episode that did not play out (``status``
+   ``timeout`` past ``episode_timeout_s``, or ``error``: a Ray worker lost
+   twice) is left out of its group, not scored 0: it says nothing about the
+   policy (logged as ``rollouts_failed``; a step where every one failed raises);
 3. every step of every episode is its own sample: its own prompt (the
    observation and history at that step) and its own completion tokens --
    never a concatenation of turns (huggingface/trl#4543). The loss is the
@@ -111,16 +114,27 @@ def run(
         cpus_per_worker=cfg.cpus_per_worker,
         gpus_per_worker=cfg.gpus_per_worker,
     )
+    spec = None
     if play_fn is None:  # before the model loads
+        from agents.runners import RolloutSpec, ray_spec_options
         from learners.rollout import check_ray_actor_policy
 
         check_ray_actor_policy(
             cfg.runner, serves_adapters=cfg.generation == "server", lora=cfg.lora
         )
+        ray_options = ray_spec_options({"startup_timeout_s": cfg.startup_timeout_s}, cfg.runner)
+        spec = RolloutSpec(  # (refuses a timeout <= 0)
+            env_kwargs={
+                "max_episode_steps": cfg.max_episode_steps,
+                "modalities": tuple(cfg.modalities),
+            },
+            episode_timeout_s=cfg.episode_timeout_s,
+            **ray_options,
+        )
 
     import torch
 
-    from agents.runners import Job, RolloutSpec
+    from agents.runners import Job
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.losses import entropy, group_advantages, grpo_token_loss, k3_kl
@@ -160,13 +174,7 @@ def run(
         max_new_tokens=cfg.max_new_tokens,
     )
     rollouts = None
-    if play_fn is None:
-        spec = RolloutSpec(
-            env_kwargs={
-                "max_episode_steps": cfg.max_episode_steps,
-                "modalities": tuple(cfg.modalities),
-            }
-        )
+    if spec is not None:
         try:
             rollouts = LearnerRollouts.for_learner(
                 agent, loop.cfg, spec, server=server, base_model=loop.trainable.base_model
@@ -202,13 +210,24 @@ def run(
                 f"the server at {cfg.server_url} returned no token ids: it must support "
                 "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
             )
-        # 2. episode rewards -> group-relative advantages
+        # 2. episode rewards -> group-relative advantages, over the rollouts that
+        # played out: one that timed out or failed (a lost Ray worker, a page that
+        # would not load) says nothing about the policy, so it is left out of its
+        # group rather than counted as a reward of 0
+        failed = [t for t in trajectories if t.status != "ok"]
+        if len(failed) == len(trajectories):
+            raise RuntimeError(
+                f"every rollout of step {step} failed; the first: {failed[0].status}: "
+                f"{failed[0].error}"
+            )
+        played = [i for i, t in enumerate(trajectories) if t.status == "ok"]
+        trajectories = [trajectories[i] for i in played]
         rewards = [
             (float(t.success) if cfg.reward == "success" else t.episode_return)
             + cfg.format_reward * t.parse_rate
             for t in trajectories
         ]
-        advantages = group_advantages(rewards, keys, scale=cfg.scale_rewards)
+        advantages = group_advantages(rewards, [keys[i] for i in played], scale=cfg.scale_rewards)
         # 3. one sample per step, each with its own prompt
         samples = [
             (s, float(advantages[i]))
@@ -257,6 +276,7 @@ def run(
             "episode_length": sum(len(t.steps) for t in trajectories) / n,
             "completion_length": n_tokens / max(len(samples), 1),
             "num_samples": float(len(samples)),
+            "rollouts_failed": float(len(failed)),
         }
 
     try:

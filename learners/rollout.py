@@ -59,6 +59,8 @@ class Trajectory:
     steps: list[StepSample]
     episode_return: float
     success: bool
+    status: str = "ok"  # as EpisodeResult.status: "ok", "timeout" or "error"
+    error: str | None = None
 
     @property
     def parse_rate(self) -> float:
@@ -68,7 +70,13 @@ class Trajectory:
     def from_result(cls, result: EpisodeResult) -> Trajectory:
         """From an ``EpisodeResult`` played with ``keep_samples``."""
         return cls(
-            result.env_id, result.seed, result.samples, result.episode_return, result.success
+            result.env_id,
+            result.seed,
+            result.samples,
+            result.episode_return,
+            result.success,
+            status=result.status,
+            error=result.error,
         )
 
 

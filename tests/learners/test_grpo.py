@@ -115,6 +115,8 @@ def test_grpo_learns_on_cuda(tmp_path):
         ({"runner": "cluster"}, "runner must be"),
         ({"runner": "ray", "lora": False}, "runner=ray with generation=local"),
         ({"runner": "vector", "gpus_per_worker": 0.5}, "runner=ray only"),
+        ({"episode_timeout_s": 0}, "episode_timeout_s must be > 0"),
+        ({"startup_timeout_s": 5}, "startup_timeout_s .* runner=ray only"),
     ],
 )
 def test_bad_configs_are_refused_before_the_model_loads(tmp_path, monkeypatch, overrides, message):
@@ -218,6 +220,53 @@ def test_grpo_all_equal_rewards_give_no_update(tmp_path):
 
     weights = load_file(str(out / "adapter_model.safetensors"))
     assert all(v.abs().sum() == 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def test_rollouts_that_did_not_play_out_are_left_out_of_their_group(tmp_path):
+    """A rollout the engine recorded as ``error`` or ``timeout`` (a Ray worker
+    lost twice, a page that hung) is neither scored 0 in its group's advantages
+    nor trained on; a step where every rollout failed raises."""
+    statuses = ["ok", "ok", "error", "timeout"]  # each group's G = 4 rollouts
+    count = [0]
+
+    def play_fn(env_id, seed, sample_seed):
+        status = statuses[count[0] % 4]
+        win = count[0] % 4 == 0
+        count[0] += 1
+        steps = [StepSample(PROMPT, [], WIN if win else LOSE, True)]
+        error = None if status == "ok" else "worker lost twice: x"
+        return Trajectory(env_id, seed, steps, float(win), win, status=status, error=error)
+
+    _, result = _train(tmp_path, play_fn, num_generations=4, max_steps=1)
+    row = result["history"][-1]
+    # counted as rewards of 0 they would make the mean 1/4 and train 8 samples
+    assert row["reward_mean"] == pytest.approx(0.5) and row["num_samples"] == 4
+    assert row["rollouts_failed"] == 4
+
+    statuses[:] = ["error"] * 4
+    with pytest.raises(RuntimeError, match="every rollout of step 0 failed.*worker lost twice"):
+        _train(tmp_path / "all", play_fn, num_generations=4, max_steps=1)
+
+
+@pytest.mark.browser
+def test_grpo_episode_timeout_reaches_the_rollout_engine(tmp_path):
+    """learner.episode_timeout_s is the engine's: with a limit no episode can
+    meet, every rollout is a timeout and the step raises rather than train."""
+    from learners.grpo import run
+
+    config = {
+        **FAST,
+        "output_dir": str(tmp_path / "grpo"),
+        "max_steps": 1,
+        "batch_size": 1,
+        "num_generations": 2,
+        "max_episode_steps": 2,
+        "env_ids": ["browser_env/miniwob.click-test-v0"],
+        "train_seeds": [0],
+        "episode_timeout_s": 1e-3,
+    }
+    with pytest.raises(RuntimeError, match="every rollout of step 0 failed; the first: timeout"):
+        run(config)
 
 
 @pytest.mark.browser
