@@ -23,7 +23,9 @@ Episode directories (``record=true``) follow the log: before a run plays,
 kept result names (an episode that ended in ``error`` and plays again, one
 that ended while the run was stopping, before its result was logged, or a
 replaced run's) into ``episodes.stale/``, so ``episodes/`` holds exactly the
-episodes of the table, each once, and nothing is deleted.
+episodes of the table, each once, and nothing is deleted. Episode readers
+(``iter_episodes(run_dir)``, the learners' ``episodes=``) skip
+``episodes.stale/`` unless it is passed itself.
 
 Resuming plays the jobs with no result yet, so ``episodes=`` may grow on
 resume (seeds are a prefix), and results are sorted by (env id, seed)
@@ -43,6 +45,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult
 from benchmarks.report import write_text_atomic
+from browser_env.episodes.loader import SET_ASIDE_SUFFIX
 
 __all__ = ["NOT_IN_FINGERPRINT", "SPEED_ONLY", "ResultLog", "fingerprint", "set_aside_unlogged"]
 
@@ -211,7 +214,7 @@ def set_aside_unlogged(
     if not root.is_dir():
         return []
     named = {Path(r.episode_dir).name for r in kept if r.episode_dir}
-    stale = root.with_name(root.name + ".stale")
+    stale = root.with_name(root.name + SET_ASIDE_SUFFIX)  # which episode readers skip
     moved = []
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name in named:

@@ -150,14 +150,26 @@ def _check_screenshots(episode: Episode) -> None:
             raise EpisodeFormatError(episode.path / shot, f"missing screenshot ({where})")
 
 
+SET_ASIDE_SUFFIX = ".stale"
+"""A directory named ``<name>.stale`` holds episodes set aside, not the run's
+(e.g. ``benchmarks.run``'s ``episodes.stale/`` after a resume)."""
+
+
+def _skipped(part: str) -> bool:
+    return part.startswith(".") or part.endswith(SET_ASIDE_SUFFIX)
+
+
 def find_episode_dirs(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 ) -> list[Path]:
     """Every episode directory at or below ``paths`` (episode or run dirs), sorted.
 
-    Below a run dir, directories whose names start with ``.`` are not searched:
-    they hold work in progress (e.g. a shipped episode being unpacked,
-    :mod:`agents.runners.shipping`) or a tool's own state."""
+    Below a run dir, directories whose names start with ``.`` are not searched
+    (they hold work in progress, e.g. a shipped episode being unpacked,
+    :mod:`agents.runners.shipping`, or a tool's own state), nor those ending in
+    ``.stale`` (episodes set aside, :data:`SET_ASIDE_SUFFIX`: a resumed
+    benchmark's replaced or unlogged ones, which would repeat seeds). Either
+    is read when passed itself."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     found: set[Path] = set()
@@ -170,7 +182,7 @@ def find_episode_dirs(
         found.update(
             p.parent
             for p in root.rglob(EPISODE_FILE)
-            if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+            if not any(_skipped(part) for part in p.relative_to(root).parts[:-1])
         )
     return sorted(found)
 

@@ -269,6 +269,11 @@ def test_iter_episodes_walks_run_dirs(tmp_path):
     assert [e.path for e in iter_episodes(a)] == [a]
     with pytest.raises(FileNotFoundError):
         list(iter_episodes(tmp_path / "nope"))
+    # episodes set aside by a resumed benchmark are not the run's: read only when asked
+    stale = tmp_path / "run1" / "episodes.stale"
+    c = _play(stale, [{"action": "FINISH"}], screenshot=False)
+    assert [e.path for e in iter_episodes(tmp_path / "run1")] == [a]
+    assert [e.path for e in iter_episodes(stale)] == [c]
 
 
 def test_meta_validation():
