@@ -46,6 +46,7 @@ from typing import Any
 from agents.rollout import EpisodeResult
 from benchmarks.report import write_text_atomic
 from browser_env.episodes.loader import SET_ASIDE_SUFFIX
+from browser_env.episodes.writer import free_path
 
 __all__ = ["NOT_IN_FINGERPRINT", "SPEED_ONLY", "ResultLog", "fingerprint", "set_aside_unlogged"]
 
@@ -220,9 +221,7 @@ def set_aside_unlogged(
         if not entry.is_dir() or entry.name in named:
             continue
         stale.mkdir(exist_ok=True)
-        target, n = stale / entry.name, 1
-        while target.exists():
-            target, n = stale / f"{entry.name}-{n}", n + 1
+        target = free_path(stale, entry.name)
         os.replace(entry, target)  # one rename: the episode is in one place or the other
         moved.append(target)
     return moved

@@ -350,19 +350,26 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             self.envs = envs
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Close every sub-env's context (all of them, even when one raises, e.g. a
-        recorder's failed write), then the browser when this env owns it; then
-        raise the first exception."""
-        failed: BaseException | None = None
-        for env in getattr(self, "envs", ()):
-            try:
-                env.close()
-            except Exception as exc:  # noqa: BLE001 - raised once the others are closed
-                failed = failed or exc
-        if self._own_browser:
-            self.browser.close()
-        if failed is not None:
-            raise failed
+        """Close every sub-env's context (:func:`close_all`), then the browser
+        when this env owns it; then raise the first exception."""
+        try:
+            close_all(getattr(self, "envs", ()))
+        finally:
+            if self._own_browser:
+                self.browser.close()
+
+
+def close_all(envs: Sequence[Any]) -> None:
+    """Close every env, last first, even when one raises (e.g. a recorder's failed
+    background write); then raise the first exception."""
+    failed: BaseException | None = None
+    for env in reversed(envs):
+        try:
+            env.close()
+        except Exception as exc:  # noqa: BLE001 - raised after the others are closed
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 def per_env_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:

@@ -58,7 +58,6 @@ __all__ = [
     "by_env_id",
     "check_env_ids",
     "check_runner_options",
-    "close_all",
     "collect",
     "failed_result",
     "reset_error_result",
@@ -167,19 +166,6 @@ def result_key(result: EpisodeResult) -> tuple[str, int, int]:
     """The order results come back in: (env id, seed, agent seed), None first."""
     seed = -1 if result.seed is None else result.seed
     return result.env_id, seed, -1 if result.agent_seed is None else result.agent_seed
-
-
-def close_all(envs: Sequence[Any]) -> None:
-    """Close every env, last first, even when one raises (e.g. a recorder's failed
-    background write); then raise the first exception."""
-    failed: BaseException | None = None
-    for env in reversed(envs):
-        try:
-            env.close()
-        except Exception as exc:  # noqa: BLE001 - raised after the others are closed
-            failed = failed or exc
-    if failed is not None:
-        raise failed
 
 
 def failed_result(job: Job, status: str, error: str, retries: int = 0) -> EpisodeResult:

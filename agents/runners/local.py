@@ -11,10 +11,10 @@ from agents.runners import (
     Job,
     RolloutSpec,
     by_env_id,
-    close_all,
     collect,
     reset_error_result,
 )
+from browser_env.vector import close_all
 
 if TYPE_CHECKING:
     import gymnasium as gym

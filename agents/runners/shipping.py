@@ -34,7 +34,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from browser_env.episodes.writer import atomic_write_bytes
+from browser_env.episodes.writer import atomic_write_bytes, free_path
 
 __all__ = ["keep_unsent", "keep_unshipped", "pack", "ship_root", "ships", "unpack"]
 
@@ -99,7 +99,7 @@ def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path
     folder = base.with_name(f"{base.name}.unshipped")
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "episode"
-    target = _free(folder / f"{stem}.tar")  # the driver is this folder's one writer
+    target = free_path(folder, stem, ".tar")  # the driver is this folder's one writer
     atomic_write_bytes(target, data)
     return target
 
@@ -115,21 +115,11 @@ def keep_unsent(
     for entry in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         if entry.is_dir() and not entry.is_symlink():
             keep.mkdir(parents=True, exist_ok=True)
-            target = _free(keep / entry.name)
+            target = free_path(keep, entry.name)
             shutil.move(entry, target)
             moved.append(target)
     shutil.rmtree(root, ignore_errors=True)
     return moved
-
-
-def _free(path: Path) -> Path:
-    """``path``, or ``path`` with ``-1``, ``-2``, ... before its suffix: the first
-    that does not exist."""
-    n, target = 0, path
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return target
 
 
 def pack(episode_dir: str | os.PathLike[str]) -> bytes:

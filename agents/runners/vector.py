@@ -36,8 +36,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id, close_all, collect, reset_error_result
+from agents.runners import Job, RolloutSpec, by_env_id, collect, reset_error_result
 from browser_env.concurrent import run_concurrently
+from browser_env.vector import close_all
 
 if TYPE_CHECKING:
     from agents.agent import Agent

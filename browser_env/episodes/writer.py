@@ -66,6 +66,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def free_path(folder: Path, name: str, suffix: str = "") -> Path:
+    """``folder/<name><suffix>``, or with ``-1``, ``-2``, ... after ``name``: the
+    first that does not exist (for one writer of ``folder``; not a lock)."""
+    target, n = folder / f"{name}{suffix}", 0
+    while target.exists():
+        n += 1
+        target = folder / f"{name}-{n}{suffix}"
+    return target
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -215,7 +215,7 @@ def _left_of(pid, within_s=10.0):
 def test_close_all_closes_every_env_when_one_raises():
     # a recorder's failed background write raises from close(): the envs after it
     # (their browsers) must still be closed
-    from agents.runners import close_all
+    from browser_env.vector import close_all
 
     closed = []
 

@@ -57,7 +57,7 @@ def test_a_sub_env_whose_close_raises_does_not_keep_the_others_open():
         env.close = closing
     with pytest.raises(OSError, match="write failed"):
         vec.close()
-    assert closed == [0, 1, 2] and vec.browser.closed
+    assert closed == [2, 1, 0] and vec.browser.closed  # every one (last first), then the browser
 
 
 def test_a_crashed_context_does_not_end_the_others():
