@@ -372,12 +372,19 @@ def _print_episode(s: Mapping[str, Any]) -> None:
 
 
 def _entry(cfg: DictConfig) -> dict[str, Any]:
-    """One episode step by step (``run``) unless more, online learning or a
-    runner other than ``local`` is asked for: then the rollout engine plays them."""
-    from agents.runners import runner_options
+    """One episode step by step (``run``) unless more, online learning, a
+    runner other than ``local`` or ``episode_timeout_s`` is asked for: then the
+    rollout engine plays them."""
+    from agents.runners import ray_spec_options, runner_options
 
     runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
-    if cfg.get("online") or int(cfg.get("episodes") or 1) > 1 or runner != "local":
+    ray_spec_options(cfg, runner)
+    if (
+        cfg.get("online")
+        or int(cfg.get("episodes") or 1) > 1
+        or runner != "local"
+        or cfg.get("episode_timeout_s") is not None  # the engine keeps the clock
+    ):
         return run_episodes(cfg)
     return run(cfg)
 

@@ -350,13 +350,11 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             self.envs = envs
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Close every sub-env's context (:func:`close_all`), then the browser
-        when this env owns it; then raise the first exception."""
-        try:
-            close_all(getattr(self, "envs", ()))
-        finally:
-            if self._own_browser:
-                self.browser.close()
+        """Close every sub-env's context, then the browser when this env owns
+        it, all of them even when one raises; then raise the first exception
+        (:func:`close_all`)."""
+        envs = list(getattr(self, "envs", ()))
+        close_all([self.browser, *envs] if self._own_browser else envs)  # last first
 
 
 def close_all(envs: Sequence[Any]) -> None:

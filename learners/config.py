@@ -237,7 +237,8 @@ class GRPOConfig(LearnerConfig):
     episode_timeout_s: float | None = _f(
         None,
         "Wall-clock limit per rollout (null: none); past it the episode stops as `timeout` "
-        "(runner=ray: an actor stuck past it is killed and recreated). Timed-out and failed "
+        "(runner=ray: an actor stuck past it plus kill_grace_s, 30 s, is killed and "
+        "recreated). Timed-out and failed "
         "rollouts are left out of their group's advantages.",
     )
     startup_timeout_s: float | None = _f(

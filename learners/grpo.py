@@ -22,7 +22,10 @@ One optimiser step:
    by every step of episode i. An episode that did not play out (``status``
    ``timeout`` past ``episode_timeout_s``, or ``error``: a Ray worker lost
    twice) is left out of its group, not scored 0: it says nothing about the
-   policy (logged as ``rollouts_failed``; a step where every one failed raises);
+   policy (logged as ``rollouts_failed``; a step where every one failed raises).
+   ``success_rate`` counts every rollout (a failed one is no success); the
+   reward, return, parse-rate and length metrics are those of the rollouts
+   that played out, which the advantages saw;
 3. every step of every episode is its own sample: its own prompt (the
    observation and history at that step) and its own completion tokens --
    never a concatenation of turns (huggingface/trl#4543). The loss is the
@@ -205,11 +208,6 @@ def run(
             trajectories = rollouts.play(jobs)  # every group's G rollouts in one batch
         else:
             trajectories = [play_fn(j.env_id, j.seed, j.agent_seed) for j in jobs]
-        if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
-            raise RuntimeError(
-                f"the server at {cfg.server_url} returned no token ids: it must support "
-                "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
-            )
         # 2. episode rewards -> group-relative advantages, over the rollouts that
         # played out: one that timed out or failed (a lost Ray worker, a page that
         # would not load) says nothing about the policy, so it is left out of its
@@ -220,8 +218,15 @@ def run(
                 f"every rollout of step {step} failed; the first: {failed[0].status}: "
                 f"{failed[0].error}"
             )
+        rolled_out = len(trajectories)
+        successes = sum(t.success for t in trajectories)
         played = [i for i, t in enumerate(trajectories) if t.status == "ok"]
         trajectories = [trajectories[i] for i in played]
+        if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
+            raise RuntimeError(
+                f"the server at {cfg.server_url} returned no token ids: it must support "
+                "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
+            )
         rewards = [
             (float(t.success) if cfg.reward == "success" else t.episode_return)
             + cfg.format_reward * t.parse_rate
@@ -270,7 +275,7 @@ def run(
             **stats,
             "reward_mean": sum(rewards) / n,
             "reward_std": float(torch.tensor(rewards).std(unbiased=False)),
-            "success_rate": sum(t.success for t in trajectories) / n,
+            "success_rate": successes / rolled_out,  # of every rollout: a failed one is no success
             "return_mean": sum(t.episode_return for t in trajectories) / n,
             "parse_rate": sum(t.parse_rate for t in trajectories) / n,
             "episode_length": sum(len(t.steps) for t in trajectories) / n,

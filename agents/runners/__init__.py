@@ -40,6 +40,7 @@ actor's own MiniWoB++ port, so an LLM's output may differ).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -126,16 +127,14 @@ class RolloutSpec:
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.episode_timeout_s is not None and not self.episode_timeout_s > 0:
-            raise ValueError(
-                f"episode_timeout_s must be > 0 or None (no limit), got {self.episode_timeout_s}"
-            )
-        if not self.kill_grace_s >= 0:
-            raise ValueError(f"kill_grace_s must be >= 0, got {self.kill_grace_s}")
-        if self.startup_timeout_s is not None and not self.startup_timeout_s > 0:
-            raise ValueError(
-                f"startup_timeout_s must be > 0 or None (no limit), got {self.startup_timeout_s}"
-            )
+        for name in ("episode_timeout_s", "startup_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not (_is_seconds(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be finite seconds > 0, or None (no limit), got {value!r}"
+                )
+        if not (_is_seconds(self.kill_grace_s) and self.kill_grace_s >= 0):
+            raise ValueError(f"kill_grace_s must be finite seconds >= 0, got {self.kill_grace_s!r}")
 
     def wrap(self, env: Any) -> Any:
         """``env`` wrapped for recording when ``record_dir`` is set."""
@@ -235,6 +234,11 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _is_seconds(value: Any) -> bool:
+    """A finite int or float (not a bool: ``True`` is no duration)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
     """An entry point's Ray-only :class:`RolloutSpec` keys, as it takes them:
 
@@ -251,8 +255,10 @@ def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
     if ship is not None and not isinstance(ship, bool):
         raise ValueError(f"ship_episodes must be true, false or null, got {ship!r}")
     if startup is not None:
-        if isinstance(startup, bool) or not isinstance(startup, (int, float)) or startup <= 0:
-            raise ValueError(f"startup_timeout_s must be seconds > 0 or null, got {startup!r}")
+        if not (_is_seconds(startup) and startup > 0):
+            raise ValueError(
+                f"startup_timeout_s must be finite seconds > 0 or null, got {startup!r}"
+            )
         startup = float(startup)
     if runner != "ray":
         for name, value, what in (

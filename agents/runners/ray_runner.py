@@ -25,7 +25,10 @@ episode comes back as it ends (``on_result``), not when the actor's call does.
 * ``startup_timeout_s``: an actor not up that long after it was created (a
   ``make_agent`` that hangs on an unreachable model server, a cluster with no
   room for it) is treated as one that died: killed, recreated, and its
-  episodes played again once, then recorded as errors. Without it (the
+  episodes played again once, then recorded as errors. The limit covers the
+  whole start (a worker process scheduled and started, ~1-2 s on the
+  2-core development machine, then the agent built and the calls replayed),
+  so set it well above a normal start, model load included. Without it (the
   default) the driver waits for as long as it takes, as Ray does for
   resources (an autoscaling cluster may take minutes to grow).
 * An exception a job's episode raises (one ``runner=local`` would raise)

@@ -242,7 +242,7 @@ def test_an_actor_that_does_not_start_in_time_counts_as_dead(ray_cluster, tmp_pa
     try:
         began = time.monotonic()
         runner.call_agents(lambda agent: setattr(agent, "marked", True), key="mark")
-        assert 3.0 <= time.monotonic() - began < 15  # start 1 given up on, start 2 begun
+        assert 2.9 <= time.monotonic() - began < 15  # start 1 given up on, start 2 begun
         [failed] = runner.run(JOBS[2:3])  # starts 2 and 3 hang: given up on twice
         assert (failed.status, failed.retries) == ("error", 1)
         assert failed.error == "worker lost twice: the worker did not start within 3 s"

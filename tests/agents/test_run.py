@@ -279,6 +279,19 @@ def test_episodes_through_the_vector_runner_match_local(tmp_path):
         )
 
 
+@pytest.mark.browser
+def test_one_episode_with_a_timeout_is_played_under_the_limit():
+    """``episode_timeout_s`` holds for the default single episode too (the
+    step-by-step path has no clock: the engine plays it)."""
+    from agents.run import _entry
+
+    cfg = compose_run(
+        "agent=random", "env=miniwob.click-button", "record=false", "episode_timeout_s=1e-9"
+    )
+    [episode] = _entry(cfg)["episodes"]
+    assert episode["status"] == "timeout" and episode["steps"] == 0
+
+
 def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cases = [
@@ -286,6 +299,8 @@ def test_bad_runner_options_fail_before_anything_runs_even_for_one_episode(tmp_p
         (["workers=0"], "workers must be >= 1"),
         # an unknown id is Gymnasium's error, not an `error` episode in a Ray actor
         (["env=miniwob.no-such-task", "runner=ray", "episodes=2"], "doesn't exist"),
+        # Ray-only keys are refused for the one step-by-step episode too
+        (["startup_timeout_s=5"], "startup_timeout_s is how long a Ray actor"),
     ]
     for overrides, match in cases:
         start = time.perf_counter()

@@ -322,19 +322,22 @@ def test_ray_spec_options_are_checked_and_ray_only():
         ray_spec_options({"startup_timeout_s": 60}, "local")
     with pytest.raises(ValueError, match="true, false or null, got 'yes'"):
         ray_spec_options({"ship_episodes": "yes"}, "ray")
-    for bad in (0, -5, "60", True):
-        with pytest.raises(ValueError, match="startup_timeout_s must be seconds > 0 or null"):
+    for bad in (0, -5, "60", True, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="startup_timeout_s must be finite seconds > 0"):
             ray_spec_options({"startup_timeout_s": bad}, "ray")
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"episode_timeout_s": -1}, "episode_timeout_s must be > 0"),
-        ({"episode_timeout_s": 0}, "episode_timeout_s must be > 0"),
+        ({"episode_timeout_s": -1}, "episode_timeout_s must be finite seconds > 0"),
+        ({"episode_timeout_s": 0}, "episode_timeout_s must be finite seconds > 0"),
+        ({"episode_timeout_s": True}, "episode_timeout_s must be finite seconds > 0"),
         ({"max_steps": 0}, "max_steps must be >= 1"),
-        ({"kill_grace_s": -0.5}, "kill_grace_s must be >= 0"),
-        ({"startup_timeout_s": 0}, "startup_timeout_s must be > 0"),
+        ({"kill_grace_s": -0.5}, "kill_grace_s must be finite seconds >= 0"),
+        ({"startup_timeout_s": 0}, "startup_timeout_s must be finite seconds > 0"),
+        # a Ray get with an infinite timeout overflows: null is "no limit"
+        ({"startup_timeout_s": float("inf")}, "startup_timeout_s must be finite seconds > 0"),
     ],
 )
 def test_a_rollout_spec_refuses_limits_no_episode_could_meet(kwargs, match):

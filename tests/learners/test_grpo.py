@@ -115,7 +115,7 @@ def test_grpo_learns_on_cuda(tmp_path):
         ({"runner": "cluster"}, "runner must be"),
         ({"runner": "ray", "lora": False}, "runner=ray with generation=local"),
         ({"runner": "vector", "gpus_per_worker": 0.5}, "runner=ray only"),
-        ({"episode_timeout_s": 0}, "episode_timeout_s must be > 0"),
+        ({"episode_timeout_s": 0}, "episode_timeout_s must be finite seconds > 0"),
         ({"startup_timeout_s": 5}, "startup_timeout_s .* runner=ray only"),
     ],
 )
@@ -242,6 +242,7 @@ def test_rollouts_that_did_not_play_out_are_left_out_of_their_group(tmp_path):
     # counted as rewards of 0 they would make the mean 1/4 and train 8 samples
     assert row["reward_mean"] == pytest.approx(0.5) and row["num_samples"] == 4
     assert row["rollouts_failed"] == 4
+    assert row["success_rate"] == pytest.approx(0.25)  # of every rollout: a failed one failed
 
     statuses[:] = ["error"] * 4
     with pytest.raises(RuntimeError, match="every rollout of step 0 failed.*worker lost twice"):
