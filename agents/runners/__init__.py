@@ -128,11 +128,7 @@ class RolloutSpec:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         for name in ("episode_timeout_s", "startup_timeout_s"):
-            value = getattr(self, name)
-            if value is not None and not (_is_seconds(value) and value > 0):
-                raise ValueError(
-                    f"{name} must be finite seconds > 0, or None (no limit), got {value!r}"
-                )
+            _check_limit(name, getattr(self, name))
         if not (_is_seconds(self.kill_grace_s) and self.kill_grace_s >= 0):
             raise ValueError(f"kill_grace_s must be finite seconds >= 0, got {self.kill_grace_s!r}")
 
@@ -239,6 +235,12 @@ def _is_seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _check_limit(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is None (no limit) or seconds > 0."""
+    if value is not None and not (_is_seconds(value) and value > 0):
+        raise ValueError(f"{name} must be finite seconds > 0, or None (no limit), got {value!r}")
+
+
 def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
     """An entry point's Ray-only :class:`RolloutSpec` keys, as it takes them:
 
@@ -254,11 +256,8 @@ def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
     ship, startup = cfg.get("ship_episodes"), cfg.get("startup_timeout_s")
     if ship is not None and not isinstance(ship, bool):
         raise ValueError(f"ship_episodes must be true, false or null, got {ship!r}")
+    _check_limit("startup_timeout_s", startup)
     if startup is not None:
-        if not (_is_seconds(startup) and startup > 0):
-            raise ValueError(
-                f"startup_timeout_s must be finite seconds > 0 or null, got {startup!r}"
-            )
         startup = float(startup)
     if runner != "ray":
         for name, value, what in (
