@@ -431,9 +431,8 @@ class _Play:
         runner = self.runner
         for gen, (index, left, began) in list(self.running.items()):
             if not runner._up(index):
-                waited = now - runner._started_at[index]
-                limit = runner.spec.startup_timeout_s
-                if limit is not None and waited > limit:
+                if runner._startup_left(index) == 0:
+                    limit = runner.spec.startup_timeout_s
                     self.lost(gen, f"the worker did not start within {limit:g} s")
                 else:
                     self.running[gen] = (index, left, now)
