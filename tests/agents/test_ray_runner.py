@@ -298,6 +298,9 @@ def test_a_run_left_early_does_not_leave_its_episodes_running(ray_cluster):
 
 
 def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(ray_cluster):
+    """An actor that takes 8 s to build its agent, longer than the episode's
+    hard limit but within ``startup_timeout_s``: neither clock cuts it (the
+    kill clock starts once the actor is up, the start-up clock stops then)."""
     import ray
 
     from agents.runners.ray_runner import RayRunner
@@ -311,7 +314,11 @@ def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(
         return ScriptedExpert()
 
     spec = RolloutSpec(
-        env_kwargs=SPEC.env_kwargs, max_steps=5, episode_timeout_s=5.0, kill_grace_s=1.0
+        env_kwargs=SPEC.env_kwargs,
+        max_steps=5,
+        episode_timeout_s=5.0,
+        kill_grace_s=1.0,
+        startup_timeout_s=20.0,  # slow (8 s + the worker's start) but in time
     )
     runner = RayRunner(spec, slow_expert, workers=1)
     try:
