@@ -237,15 +237,15 @@ def test_an_actor_that_does_not_start_in_time_counts_as_dead(ray_cluster, tmp_pa
             time.sleep(3600)
         return ScriptedExpert()
 
-    spec = dataclasses.replace(SPEC, startup_timeout_s=3.0)
+    spec = dataclasses.replace(SPEC, startup_timeout_s=6.0)  # a normal start: ~1-4 s under load
     runner = RayRunner(spec, hangs_three_times, workers=1)
     try:
         began = time.monotonic()
         runner.call_agents(lambda agent: setattr(agent, "marked", True), key="mark")
-        assert 2.9 <= time.monotonic() - began < 15  # start 1 given up on, start 2 begun
+        assert 5.9 <= time.monotonic() - began < 30  # start 1 given up on, start 2 begun
         [failed] = runner.run(JOBS[2:3])  # starts 2 and 3 hang: given up on twice
         assert (failed.status, failed.retries) == ("error", 1)
-        assert failed.error == "worker lost twice: the worker did not start within 3 s"
+        assert failed.error == "worker lost twice: the worker did not start within 6 s"
         [played] = runner.run(JOBS[2:3])  # on the fourth actor
         assert (played.status, played.success, played.retries) == ("ok", True, 0)
         assert starts.read_text() == "4"
