@@ -10,6 +10,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # `make test` runs two xdist workers on 2 cores: one torch thread each (and in
+    # the servers and notebooks they start), or two workers' OpenMP teams spin
+    # against each other and a torch-heavy test takes twice as long
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -40,18 +45,25 @@ def virtual_display():
     recorder) needs an X display: start Xvfb when there is none."""
     import shutil
     import subprocess
-    import time
 
     if os.environ.get("DISPLAY") or not shutil.which("Xvfb"):
         yield os.environ.get("DISPLAY")
         return
-    display = f":{90 + os.getpid() % 500}"
+    # Xvfb picks a free display and writes its number to the pipe (xdist
+    # workers each start their own)
+    read, write = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(write,),
     )
-    time.sleep(0.5)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        raise RuntimeError(f"Xvfb did not start (exit code {proc.wait(timeout=10)})")
+    display = f":{number}"
     os.environ["DISPLAY"] = display
     yield display
     proc.terminate()
