@@ -16,7 +16,7 @@ demo: setup
 
 # Two pytest-xdist workers, a test file each at a time (a file's module fixtures,
 # e.g. its embedded Ray, stay in one worker): a test waits on Chromium, Ray or a
-# server much of the time, so two keep the 2 cores busier (10.5 against 14 min
+# server much of the time, so two keep the 2 cores busier (~12 against 14-17 min
 # here). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadfile
