@@ -39,20 +39,24 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.browser-rl-$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)"
-# uv installs the lock in ~15 s where pip takes ~3 min. uv reads neither pip's
-# config nor its environment, so pip's find-links (local wheels, e.g. a CPU
-# build of torch) are passed on; without uv (no registry to fetch it from) pip
-# does the same work, slower.
+# install ARGS...: the installer is chosen at the first call, once: uv installs
+# the lock in ~15 s where pip takes ~3 min. uv reads neither pip's config nor
+# its environment, so pip's find-links (local wheels, e.g. a CPU build of
+# torch) are passed on; without uv (no registry to fetch it from) pip does the
+# same work, slower. A set-up with nothing to install runs neither.
 install() {
-  if "$VENV/bin/python" -m uv --version >/dev/null 2>&1; then
-    local links=() d
-    for d in ${PIP_FIND_LINKS:-$("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)}; do
-      [ -d "${d#file://}" ] && links+=(--find-links "${d#file://}")
-    done
-    "$VENV/bin/python" -m uv pip install -q --python "$VENV/bin/python" ${links[@]+"${links[@]}"} "$@"
-  else
-    "$VENV/bin/python" -m pip install -q "$@"
+  if [ -z "${installer+x}" ]; then
+    if "$VENV/bin/python" -m uv --version >/dev/null 2>&1; then
+      installer=("$VENV/bin/python" -m uv pip install -q --python "$VENV/bin/python")
+      local d
+      for d in ${PIP_FIND_LINKS:-$("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)}; do
+        [ -d "${d#file://}" ] && installer+=(--find-links "${d#file://}")
+      done
+    else
+      installer=("$VENV/bin/python" -m pip install -q)
+    fi
   fi
+  "${installer[@]}" "$@"
 }
 if [ ! -f "$stamp" ]; then
   log "installing locked dependencies (first run: a minute or so)"
