@@ -56,7 +56,7 @@ from typing import Any
 
 from browser_env.policy import is_loopback
 
-__all__ = ["free_port", "init_ray", "kill_processes_using", "shutdown_ray"]
+__all__ = ["free_port", "init_ray", "kill_processes_using", "shutdown_ray", "unplaceable"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -272,6 +272,35 @@ def _agent_ports(session_root: str) -> Iterator[None]:
         RayParams.__init__ = original  # type: ignore[method-assign]
         stop.set()
         watcher.join(timeout=5)
+
+
+def unplaceable(
+    count: int,
+    cpus: float,
+    gpus: float = 0.0,
+    names: tuple[str, str, str] = ("workers", "cpus_per_worker", "gpus_per_worker"),
+) -> str | None:
+    """Why ``count`` actors of ``cpus`` CPUs and ``gpus`` GPUs each cannot all run
+    on the Ray nodes up now, or None when they can (totals per resource, and
+    one actor's GPUs against the largest node's): Ray would leave the rest
+    waiting for ever, so callers refuse to start them (or, on a cluster that
+    may grow, warn). ``names``: the caller's names for the three, in the message."""
+    ray = _ray()
+    count_name, cpus_name, gpus_name = names
+    total = ray.cluster_resources()
+    largest_gpus = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    if gpus > largest_gpus:
+        return (
+            f"{gpus_name}={gpus:g} but the largest Ray node has {largest_gpus:g} GPU(s): "
+            f"no actor could start ({gpus_name}=0 plays on CPU)"
+        )
+    for name, each, each_name in (("GPU", gpus, gpus_name), ("CPU", cpus, cpus_name)):
+        if each and count * each > total.get(name, 0) + 1e-9:
+            return (
+                f"{count_name}={count} x {each_name}={each:g} needs {count * each:g} {name}s but "
+                f"the Ray cluster has {total.get(name, 0):g}: some actors could never start"
+            )
+    return None
 
 
 def free_port() -> int:

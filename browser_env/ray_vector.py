@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -38,10 +39,12 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
-from browser_env.ray_local import _ray, init_ray, shutdown_ray
+from browser_env.ray_local import _ray, init_ray, shutdown_ray, unplaceable
 from browser_env.vector import per_env_seeds
 
 __all__ = ["RayVectorEnv", "init_ray"]
+
+CLOSE_TIMEOUT_S = 120.0  # how long the actors have to close their browsers, all together
 
 
 class EnvActor:
@@ -122,12 +125,7 @@ class _RemoteEnv(gym.Env):
         return _ray().get(self.actor.render.remote())
 
     def close(self) -> None:
-        ray = _ray()
-        try:
-            ray.get(self.actor.close.remote(), timeout=120)  # the browser first ...
-        except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
-            pass
-        ray.kill(self.actor, no_restart=True)  # ... then the actor
+        """Nothing: :meth:`RayVectorEnv.close` closes every actor at once."""
 
 
 class RayVectorEnv(SyncVectorEnv):
@@ -160,9 +158,17 @@ class RayVectorEnv(SyncVectorEnv):
         self._own_ray = start_ray and init_ray(
             num_cpus=max(os.cpu_count() or 1, math.ceil(num_envs * num_cpus))
         )
+        problem = unplaceable(num_envs, num_cpus, names=("num_envs", "num_cpus", "num_gpus"))
+        if problem is not None:
+            if not os.environ.get("RAY_ADDRESS"):
+                if self._own_ray:
+                    shutdown_ray()
+                raise ValueError(problem)
+            warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=2)
         actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(EnvActor)
-        actors = [actor_cls.remote(env_id, env_kwargs) for _ in range(num_envs)]
+        actors: list[Any] = []
         try:
+            actors.extend(actor_cls.remote(env_id, env_kwargs) for _ in range(num_envs))
             descriptions = ray.get([actor.describe.remote() for actor in actors])
         except BaseException:
             for actor in actors:
@@ -178,23 +184,41 @@ class RayVectorEnv(SyncVectorEnv):
             autoreset_mode=autoreset_mode,
         )
 
+    def _check_open(self) -> None:
+        if self.closed:  # Ray would start a plain, unconfigured instance of its own
+            raise RuntimeError("this RayVectorEnv is closed")
+
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        self._check_open()
         seeds = per_env_seeds(seed, self.num_envs)
+        has_mask = options is not None and "reset_mask" in options
         mask = options.get("reset_mask") if options else None
         sub_options = {k: v for k, v in options.items() if k != "reset_mask"} if options else None
-        valid_mask = isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,)
-        if len(seeds) == self.num_envs:  # else the inherited reset raises its own error
+        # only a call the inherited reset accepts reaches the actors: it raises
+        # its own error for a bad seed list or mask, and no env was reset
+        valid_mask = (
+            isinstance(mask, np.ndarray)
+            and mask.shape == (self.num_envs,)
+            and mask.dtype == np.bool_
+            and bool(mask.any())
+        )
+        if len(seeds) == self.num_envs and (not has_mask or valid_mask):
             for i, env in enumerate(self.envs):
-                if mask is None or (valid_mask and mask[i]):
+                if not has_mask or mask[i]:
                     env.queued = env.actor.reset.remote(seeds[i], sub_options)
         return super().reset(seed=seed, options=options)
 
     def step(self, actions: Any) -> Any:
+        self._check_open()
         for i, (env, action) in enumerate(
             zip(self.envs, iterate(self.action_space, actions), strict=True)
         ):
+            if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset_envs[i]:
+                # the inherited step steps the envs before this one, then its
+                # assertion refuses: the envs after it must not have stepped
+                break
             if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
                 env.queued = env.actor.reset.remote(None, None)
             elif self.autoreset_mode == AutoresetMode.SAME_STEP:
@@ -205,6 +229,7 @@ class RayVectorEnv(SyncVectorEnv):
         return super().step(actions)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        self._check_open()
         ray = _ray()
         return tuple(ray.get([a.call.remote(name, args, kwargs) for a in self.actors]))
 
@@ -212,6 +237,7 @@ class RayVectorEnv(SyncVectorEnv):
         return self.call(name)
 
     def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        self._check_open()
         ray = _ray()
         if not isinstance(values, list | tuple):
             values = [values] * self.num_envs
@@ -220,12 +246,19 @@ class RayVectorEnv(SyncVectorEnv):
         ray.get([a.set_attr.remote(name, v) for a, v in zip(self.actors, values, strict=True)])
 
     def render(self) -> tuple[Any, ...]:
+        self._check_open()
         return tuple(_ray().get([a.render.remote() for a in self.actors]))
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Every actor closes its env (and browser), then is killed; then Ray stops if ours."""
+        """Every actor closes its env (and browser), all at once and for at most
+        ``CLOSE_TIMEOUT_S`` in all, then is killed; then Ray stops if ours."""
+        ray = _ray()
         try:
-            super().close_extras(**kwargs)
+            closing = [actor.close.remote() for actor in self.actors]
+            # a dead actor's call is ready (with its error) at once
+            ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
         finally:
             if self._own_ray:
                 shutdown_ray()

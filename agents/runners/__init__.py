@@ -187,15 +187,31 @@ def failed_result(job: Job, status: str, error: str, retries: int = 0) -> Episod
 
 
 def collect(
-    results: Iterable[EpisodeResult], on_result: Callable[[EpisodeResult], None] | None = None
+    jobs: Sequence[Job],
+    played: Iterable[tuple[Job, EpisodeResult]],
+    on_result: Callable[[EpisodeResult], None] | None = None,
 ) -> list[EpisodeResult]:
-    """``results`` (a runner's ``iter_run``) as a list, each passed to ``on_result`` as it comes."""
-    out: list[EpisodeResult] = []
-    for result in results:
-        out.append(result)
+    """The results of ``played`` (a runner's ``iter_run`` of ``jobs``), each
+    passed to ``on_result`` as it comes, then in job order (:func:`in_job_order`)."""
+    out: list[tuple[Job, EpisodeResult]] = []
+    for job, result in played:
+        out.append((job, result))
         if on_result is not None:
             on_result(result)
-    return out
+    return in_job_order(jobs, out)
+
+
+def in_job_order(
+    jobs: Sequence[Job], played: Sequence[tuple[Job, EpisodeResult]]
+) -> list[EpisodeResult]:
+    """The results of ``played`` ((job object, its result) pairs, in the order
+    they ended) in the order of ``jobs``: results that sort alike (same env id
+    and seeds, e.g. open-v0 pages that differ in their options) then keep the
+    jobs' order under every runner, not the order they happened to end in."""
+    order: dict[int, int] = {}
+    for i, job in enumerate(jobs):
+        order.setdefault(id(job), i)  # the same object twice: equal jobs, either place
+    return [result for _, result in sorted(played, key=lambda pair: order.get(id(pair[0]), -1))]
 
 
 def check_env_ids(jobs: Iterable[Job]) -> None:

@@ -85,13 +85,13 @@ class LocalRunner:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
     ) -> list[EpisodeResult]:
-        return collect(self.iter_run(jobs), on_result)
+        return collect(jobs, self.iter_run(jobs), on_result)
 
-    def iter_run(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
-        """Play ``jobs``, yielding each episode's result as it ends."""
+    def iter_run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, EpisodeResult]]:
+        """Play ``jobs``, yielding each (job, its episode's result) as it ends."""
         for job in by_env_id(jobs):
             env = self.env(job.env_id)
-            yield play_job(env, self.agent, job, self.spec, record_errors=self.record_errors)
+            yield job, play_job(env, self.agent, job, self.spec, record_errors=self.record_errors)
 
     def close_envs(self) -> None:
         envs, self.envs = list(self.envs.values()), {}

@@ -64,10 +64,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
-from agents.runners import Job, RolloutSpec, by_env_id, failed_result, shipping
-from browser_env.ray_local import init_ray, shutdown_ray
+from agents.runners import Job, RolloutSpec, by_env_id, failed_result, in_job_order, shipping
+from browser_env.ray_local import init_ray, shutdown_ray, unplaceable
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
+
+CLOSE_TIMEOUT_S = 120.0  # RayRunner.close: how long its actors have to close, all together
 
 
 class RolloutWorker:
@@ -118,11 +120,12 @@ class RolloutWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def stream(self, jobs: Sequence[Job]) -> Iterator[tuple[EpisodeResult, bytes | None]]:
+    def stream(self, jobs: Sequence[Job]) -> Iterator[tuple[int, EpisodeResult, bytes | None]]:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once), yielding
-        each episode's result as it ends (called as a Ray streaming generator:
-        the driver has each episode as it ends), with its recorded episode
-        packed (:func:`shipping.pack`) when this actor ships them, else None.
+        each episode as it ends (called as a Ray streaming generator: the driver
+        has each episode as it ends): its job's position in ``jobs``, its result,
+        and its recorded episode packed (:func:`shipping.pack`) when this actor
+        ships them, else None.
 
         Raises:
             RuntimeError: a call of :meth:`call_agent` failed (see there).
@@ -132,18 +135,22 @@ class RolloutWorker:
                 "this worker's agent is not the one the driver set up, so it plays "
                 f"nothing: {'; '.join(self.failed_calls.values())}"
             )
-        for result in self.runner.iter_run(jobs):
+        positions: dict[int, collections.deque[int]] = {}  # id(job) -> its positions
+        for position, job in enumerate(jobs):
+            positions.setdefault(id(job), collections.deque()).append(position)
+        for job, result in self.runner.iter_run(jobs):
+            position = positions[id(job)].popleft()
             if self.ship_root is None or result.episode_dir is None:
-                yield result, None
+                yield position, result, None
                 continue
             try:
                 packed = shipping.pack(result.episode_dir)
             except OSError as exc:  # the result still counts; its files are kept at close
                 warnings.warn(f"episode {result.episode_dir} not sent back: {exc}", stacklevel=2)
-                yield dataclasses.replace(result, episode_dir=None), None
+                yield position, dataclasses.replace(result, episode_dir=None), None
                 continue
             shutil.rmtree(result.episode_dir, ignore_errors=True)
-            yield result, packed
+            yield position, result, packed
 
     def call_agent(self, fn: Callable[[Any], Any], token: Any = None) -> None:
         """``fn(agent)``. A call that raises (``token``: the driver's name for it)
@@ -159,21 +166,31 @@ class RolloutWorker:
         self.failed_calls.pop(token, None)
 
     def close(self) -> None:
-        """Close the envs (the browser) and the agent; safe twice."""
+        """Close the envs (the browser) and the agent, and keep on this node the
+        recorded episodes not sent back, even when a close raises (which is then
+        raised); safe twice."""
         runner, self.runner = self.runner, None
-        if runner is not None:
-            runner.close()
         agent, self.agent = self.agent, None
-        if agent is not None and hasattr(agent, "close"):
-            agent.close()
-        if self.ship_root is not None:  # what was not sent back stays on this node
-            kept = shipping.keep_unsent(self.ship_root)
-            if kept:
-                warnings.warn(
-                    f"{len(kept)} recorded episode(s) were not sent back to the driver; "
-                    f"kept on node {self.node or 'here'}: " + ", ".join(map(str, kept)),
-                    stacklevel=2,
-                )
+        try:
+            if runner is not None:
+                runner.close()
+        finally:
+            try:
+                if agent is not None and hasattr(agent, "close"):
+                    agent.close()
+            finally:
+                self._keep_unsent()
+
+    def _keep_unsent(self) -> None:
+        if self.ship_root is None:  # what was not sent back stays on this node
+            return
+        kept = shipping.keep_unsent(self.ship_root)
+        if kept:
+            warnings.warn(
+                f"{len(kept)} recorded episode(s) were not sent back to the driver; "
+                f"kept on node {self.node or 'here'}: " + ", ".join(map(str, kept)),
+                stacklevel=3,
+            )
 
 
 class RayRunner:
@@ -197,8 +214,6 @@ class RayRunner:
         cpus_per_worker: float = 1.0,
         gpus_per_worker: float = 0.0,
     ) -> None:
-        import ray
-
         if cpus_per_worker < 0 or gpus_per_worker < 0:
             raise ValueError(
                 f"cpus_per_worker and gpus_per_worker must be >= 0, "
@@ -208,21 +223,6 @@ class RayRunner:
             spec = dataclasses.replace(spec, record_dir=os.path.abspath(spec.record_dir))
         self.spec, self.make_agent = spec, make_agent
         self.workers, self.envs_per_worker = workers, envs_per_worker
-        self._started = init_ray(
-            num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker))
-        )
-        problem = _unplaceable(workers, cpus_per_worker, gpus_per_worker)
-        if problem is not None:
-            if os.environ.get("RAY_ADDRESS"):
-                warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=2)
-            else:
-                if self._started:
-                    shutdown_ray()
-                raise ValueError(problem)
-        self._driver_node = ray.get_runtime_context().get_node_id()
-        self._actor_cls = ray.remote(
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
-        )(RolloutWorker)
         # what call_agents did, by key, in order: replayed on recreated actors
         self._agent_calls: dict[Any, Callable[[Any], Any]] = {}
         self._calls_made = 0
@@ -230,7 +230,28 @@ class RayRunner:
         self._starting: dict[int, Any] = {}
         self._started_at = [0.0] * workers  # when each actor was (re)created
         self.actors: list[Any] = [None] * workers
-        for index in range(workers):
+        self._started = init_ray(
+            num_cpus=max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker))
+        )
+        try:  # nothing left behind when a start fails (e.g. make_agent does not pickle)
+            self._start_all(cpus_per_worker, gpus_per_worker)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_all(self, cpus_per_worker: float, gpus_per_worker: float) -> None:
+        import ray
+
+        problem = unplaceable(self.workers, cpus_per_worker, gpus_per_worker)
+        if problem is not None:
+            if not os.environ.get("RAY_ADDRESS"):
+                raise ValueError(problem)
+            warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=3)
+        self._driver_node = ray.get_runtime_context().get_node_id()
+        self._actor_cls = ray.remote(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0
+        )(RolloutWorker)
+        for index in range(self.workers):
             self._start(index)
 
     def _start(self, index: int) -> None:
@@ -315,32 +336,37 @@ class RayRunner:
                 self._replace(index)
             play.running.clear()
             raise
-        return play.results
+        return in_job_order(jobs, play.results)
 
     def close(self) -> None:
+        """Close every actor's envs (browser) and agent, all at once and for at most
+        ``CLOSE_TIMEOUT_S`` in all, then kill the actors; shut down the Ray this
+        runner started. Safe twice."""
         import ray
 
-        # an actor that never started (waiting for resources) has nothing to close
-        up = [actor for index, actor in enumerate(self.actors) if self._up(index)]
-        for closing in [actor.close.remote() for actor in up]:
-            try:
-                ray.get(closing, timeout=120)
-            except Exception:  # noqa: BLE001 - a dead actor has nothing left to close
-                pass
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors = []
-        self._starting.clear()
-        if self._started:
-            shutdown_ray()
+        try:
+            # an actor that never started (waiting for resources) has nothing to close
+            up = [a for i, a in enumerate(self.actors) if a is not None and self._up(i)]
+            closing = [actor.close.remote() for actor in up]
+            if closing:  # a dead actor's call is ready (with its error) at once
+                ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
+            for actor in self.actors:
+                if actor is not None:
+                    ray.kill(actor, no_restart=True)
+        finally:
+            self.actors = []
+            self._starting.clear()
+            started, self._started = self._started, False
+            if started:
+                shutdown_ray()
 
 
 class _Play:
     """One :meth:`RayRunner.run`: the jobs not yet handed out (``queue``, each
     with its attempt), the actor calls in flight (``running``: a streaming
-    generator -> (actor index, its ``[(job, attempt)]`` not yet returned, the
-    time its kill clock started)) and the results so far, in the order they
-    came back."""
+    generator -> (actor index, its ``{position in the call: (job, attempt)}``
+    not yet returned, the time its kill clock started)) and the results so
+    far, in the order they came back."""
 
     def __init__(
         self,
@@ -350,16 +376,16 @@ class _Play:
     ) -> None:
         self.runner, self.on_result = runner, on_result
         self.queue = collections.deque((job, 0) for job in by_env_id(jobs))
-        self.running: dict[Any, tuple[int, list[tuple[Job, int]], float]] = {}
+        self.running: dict[Any, tuple[int, dict[int, tuple[Job, int]], float]] = {}
         self.idle = collections.deque(range(runner.workers))
-        self.results: list[EpisodeResult] = []
+        self.results: list[tuple[Job, EpisodeResult]] = []
         spec = runner.spec
         self.hard_limit = (
             None if spec.episode_timeout_s is None else spec.episode_timeout_s + spec.kill_grace_s
         )
 
-    def finish(self, result: EpisodeResult) -> None:
-        self.results.append(result)
+    def finish(self, job: Job, result: EpisodeResult) -> None:
+        self.results.append((job, result))
         if self.on_result is not None:
             self.on_result(result)
 
@@ -377,13 +403,13 @@ class _Play:
                 batch.append(self.queue.popleft())
             stream = self.runner.actors[index].stream.options(num_returns="streaming")
             gen = stream.remote([job for job, _ in batch])
-            self.running[gen] = (index, batch, time.monotonic())
+            self.running[gen] = (index, dict(enumerate(batch)), time.monotonic())
 
     def end(self, gen: Any) -> tuple[int, list[tuple[Job, int]]]:
         """``gen``'s call is over: its actor is idle; what it had not returned."""
         index, left, _ = self.running.pop(gen)
         self.idle.append(index)
-        return index, left
+        return index, list(left.values())
 
     def lost(self, gen: Any, why: str) -> None:
         """``gen``'s actor is gone (or given up on): a new one in its place, and
@@ -394,24 +420,26 @@ class _Play:
             if attempt == 0:
                 self.queue.appendleft((job, 1))
             else:
-                self.finish(failed_result(job, "error", f"worker lost twice: {why}", 1))
+                self.finish(job, failed_result(job, "error", f"worker lost twice: {why}", 1))
 
     def collect(self, gen: Any) -> None:
         """The next thing ``gen`` (ready) returned: an episode, its end, or why it failed."""
         import ray
 
         try:
-            result, packed = ray.get(next(gen))
+            position, result, packed = ray.get(next(gen))
         except StopIteration:  # the call ended: every episode came back
             _, left = self.end(gen)
             for job, attempt in left:  # (none, unless the worker lost one)
-                self.finish(failed_result(job, "error", "the worker returned no result", attempt))
+                self.finish(
+                    job, failed_result(job, "error", "the worker returned no result", attempt)
+                )
         except ray.exceptions.RayTaskError as exc:
             _, left = self.end(gen)
             cause = getattr(exc, "cause", None)  # what the actor raised
             error = str(exc) if cause is None else describe_error(cause)
             for job, attempt in left:
-                self.finish(failed_result(job, "error", error, attempt))
+                self.finish(job, failed_result(job, "error", error, attempt))
         except ray.exceptions.RayError as exc:  # the actor died, ran out of memory, lost
             self.lost(gen, describe_error(exc))  # its node or a returned object
         else:
@@ -419,8 +447,8 @@ class _Play:
                 record_dir = str(self.runner.spec.record_dir)
                 result.episode_dir = _arrived(packed, record_dir, result)
             left = self.running[gen][1]
-            result.retries = left.pop(_index_of(left, result))[1]
-            self.finish(result)
+            job, result.retries = left.pop(position)
+            self.finish(job, result)
             if not left:  # all back: idle now (the call's end is a formality)
                 self.end(gen)
 
@@ -441,11 +469,11 @@ class _Play:
                 and now - began > self.hard_limit
                 and not gen.next_ready()
             ):
-                self.end(gen)
+                _, unreturned = self.end(gen)
                 runner._replace(index)
                 error = f"no result within {self.hard_limit:.0f} s: the worker was killed"
-                for job, attempt in left:
-                    self.finish(failed_result(job, "timeout", error, attempt))
+                for job, attempt in unreturned:
+                    self.finish(job, failed_result(job, "timeout", error, attempt))
 
 
 def _arrived(packed: bytes, record_dir: str, result: EpisodeResult) -> str | None:
@@ -464,37 +492,3 @@ def _arrived(packed: bytes, record_dir: str, result: EpisodeResult) -> str | Non
         else:
             warnings.warn(f"{what} was not unpacked ({exc}); its tar is kept: {kept}", stacklevel=2)
         return None
-
-
-def _unplaceable(workers: int, cpus: float, gpus: float) -> str | None:
-    """Why ``workers`` actors of ``cpus`` CPUs and ``gpus`` GPUs each cannot all run
-    on the Ray nodes up now, or None when they can (totals per resource, and
-    one actor's GPUs against the largest node's)."""
-    import ray
-
-    total = ray.cluster_resources()
-    largest_gpus = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
-    if gpus > largest_gpus:
-        return (
-            f"gpus_per_worker={gpus:g} but the largest Ray node has {largest_gpus:g} GPU(s): "
-            f"no actor could start (gpus_per_worker=0 plays on CPU)"
-        )
-    for name, each in (("GPU", gpus), ("CPU", cpus)):
-        if each and workers * each > total.get(name, 0) + 1e-9:
-            per = "gpus_per_worker" if name == "GPU" else "cpus_per_worker"
-            return (
-                f"workers={workers} x {per}={each:g} needs {workers * each:g} {name}s but the "
-                f"Ray cluster has {total.get(name, 0):g}: some actors could never start"
-            )
-    return None
-
-
-def _index_of(left: list[tuple[Job, int]], result: EpisodeResult) -> int:
-    """Where ``result``'s job is in ``left``, the jobs of one actor call not yet
-    returned (an actor returns episodes as they end). One call's jobs share an
-    env id (the result may name it another way, e.g. an alias's full id), so
-    the seeds identify it."""
-    for i, (job, _) in enumerate(left):
-        if (job.seed, job.agent_seed) == (result.seed, result.agent_seed):
-            return i
-    raise RuntimeError(f"a worker returned an episode of no job it was given: {result.env_id}")

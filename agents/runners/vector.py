@@ -107,10 +107,11 @@ class VectorRunner:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
     ) -> list[EpisodeResult]:
-        return collect(self.iter_run(jobs), on_result)
+        return collect(jobs, self.iter_run(jobs), on_result)
 
-    def iter_run(self, jobs: Sequence[Job]) -> Iterator[EpisodeResult]:
-        """Play ``jobs``, yielding each episode's result as it ends."""
+    def iter_run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, EpisodeResult]]:
+        """Play ``jobs``, yielding each (job, its episode's result) as it ends (the
+        job object itself: a caller can tell apart jobs that are equal)."""
         groups: dict[str, collections.deque[Job]] = {}
         for job in by_env_id(jobs):
             groups.setdefault(job.env_id, collections.deque()).append(job)
@@ -151,7 +152,8 @@ def _play(
     *,
     record_errors: bool = False,
 ):
-    """Yield each episode's result as it ends, refilling the sub-env with the next job.
+    """Yield each (job, its episode's result) as it ends, refilling the sub-env
+    with the next job.
 
     ``browser`` (the envs' :class:`~browser_env.vector.SharedBrowser`) is called
     before each concurrent round of resets, so a browser or driver that died is
@@ -203,7 +205,7 @@ def _play(
     while any(slot is not None for slot in slots) or errors:
         ended = list(errors)
         for i in ended:
-            yield errors.pop(i)
+            yield jobs[i], errors.pop(i)
         for i, slot in enumerate(slots):
             if slot is None:
                 continue
@@ -214,10 +216,10 @@ def _play(
                     if not record_errors:
                         raise
                     stopped = slot.fail(exc)
-                yield stopped
+                yield jobs[i], stopped
                 ended.append(i)
             elif slot.done:  # ended on reset (a zero-step limit) or on its last step
-                yield slot.result()
+                yield jobs[i], slot.result()
                 ended.append(i)
         start_all(ended)
         active = [i for i, slot in enumerate(slots) if slot is not None and not slot.done]

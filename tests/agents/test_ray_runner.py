@@ -181,6 +181,79 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+def _dies_while_a_plays(flag):
+    """An agent factory: on the page whose goal is "b" it finishes at once; on
+    "a" it waits one step (so "b" has ended and been sent back), then, the
+    first time, kills its actor; once ``flag`` exists it finishes at once."""
+
+    def make():
+        import os
+        import time
+
+        from browser_env.actions import Action
+
+        class DiesWhileAPlays(ScriptedExpert):
+            def fork(self):
+                return DiesWhileAPlays()
+
+            def act(self, obs):
+                self._step += 1
+                if obs["goal"] == "b" or flag.exists():
+                    return Action.finish("done"), {}
+                if self._step == 1:
+                    return Action("WAIT", value="0"), {}
+                flag.write_text("1")
+                time.sleep(2)  # "b"'s result reaches the driver first
+                os._exit(1)
+
+        return DiesWhileAPlays()
+
+    return make
+
+
+def test_a_dead_actors_episodes_are_told_apart_by_job_not_by_seed(ray_cluster, site_url, tmp_path):
+    """Two jobs of one actor call with the same seed (open-v0 pages that
+    differ only in their options): when the actor dies after one came back,
+    the other is the one played again."""
+    page = {"url": f"{site_url}form.html"}
+    jobs = [Job("browser_env/open-v0", 0, {**page, "goal": goal}) for goal in ("a", "b")]
+    results = run_rollouts(
+        jobs,
+        SPEC,
+        make_agent=_dies_while_a_plays(tmp_path / "died"),
+        runner="ray",
+        workers=1,
+        envs_per_worker=2,
+    )
+    assert (tmp_path / "died").exists()
+    # "b" ended first: results that sort alike keep the jobs' order
+    assert [(r.goal, r.status, r.retries) for r in results] == [("a", "ok", 1), ("b", "ok", 0)]
+
+
+def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
+    """An agent factory that cannot be sent to an actor: the error is raised
+    and the embedded Ray the runner started is shut down (its files gone)."""
+    import subprocess
+    import sys
+
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("RAY_ADDRESS is set: the runner joins that cluster and starts no Ray")
+    code = (
+        "import glob, threading, ray\n"
+        "from agents.runners import RolloutSpec\n"
+        "from agents.runners.ray_runner import RayRunner\n"
+        "lock = threading.Lock()\n"
+        "try:\n"
+        "    RayRunner(RolloutSpec(), lambda: lock, workers=1)\n"
+        "except TypeError as exc:\n"
+        "    print('raised', ray.is_initialized())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.split() == ["raised", "False"], out
+
+
 def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_cluster, tmp_path):
     """An actor made after ``call_agents`` replays the calls; when one fails
     there (an adapter that will not load on the new actor), its jobs are
@@ -463,6 +536,63 @@ def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluste
     assert traces[0] == traces[1]
     assert traces[0][1][3] == [True, False] and traces[0][2][2] == [0.0, 1.0]
     assert tree and _gone(pids + tree)  # actors and their browsers are gone after close
+
+
+def test_ray_vector_env_refuses_what_sync_vector_env_refuses_without_touching_an_env(
+    ray_cluster,
+):
+    """A step the ``Disabled`` autoreset mode refuses (an env waiting for its
+    reset) and a reset with a mask of the wrong dtype change no sub-env, as in
+    ``SyncVectorEnv``; a closed RayVectorEnv refuses every call (Ray would
+    otherwise start a plain instance of its own)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from browser_env.ray_vector import RayVectorEnv
+
+    env_id = "browser_env/miniwob.click-test-v0"
+    kwargs, mode = {"modalities": ("elements", "text")}, {"autoreset_mode": "Disabled"}
+    click, wait = {"action": "CLICK", "element_id": "e1"}, {"action": "WAIT", "value": "0"}
+    traces = []
+    for make in (
+        lambda: gym.make_vec(env_id, 2, vectorization_mode="sync", vector_kwargs=mode, **kwargs),
+        lambda: RayVectorEnv(env_id, 2, **mode, **kwargs),
+    ):
+        vec = make()
+        try:
+            vec.reset(seed=[3, 4])
+            _, _, terminated, _, _ = vec.step((click, wait))  # env 0 ends; env 1 steps on
+            steps = [vec.get_attr("_elapsed_steps")]
+            with pytest.raises(AssertionError):
+                vec.step((wait, wait))  # env 0 waits for its reset
+            steps.append(vec.get_attr("_elapsed_steps"))
+            with pytest.raises(TypeError, match="dtype"):
+                vec.reset(options={"reset_mask": np.array([1, 0])})
+            steps.append(vec.get_attr("_elapsed_steps"))
+            vec.reset(options={"reset_mask": np.array([True, False])})
+            steps.append(vec.get_attr("_elapsed_steps"))
+            traces.append((terminated.tolist(), steps))
+        finally:
+            vec.close()
+    assert traces[0] == traces[1]
+    assert traces[0] == ([True, False], [(1, 1), (1, 1), (1, 1), (0, 1)])
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.step((wait, wait))
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.get_attr("goal")
+
+
+def test_ray_vector_env_refuses_more_actors_than_ray_can_place(ray_cluster):
+    """On a Ray already running (here 2 CPUs), actors that could never all be
+    placed are refused at once instead of waiting for ever."""
+    from browser_env.ray_vector import RayVectorEnv
+
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("RAY_ADDRESS is set: a cluster may grow, so that is a warning")
+    began = time.monotonic()
+    with pytest.raises(ValueError, match="num_envs=3 x num_cpus=1 needs 3 CPUs .* has 2"):
+        RayVectorEnv("browser_env/miniwob.click-test-v0", 3, num_cpus=1, start_ray=False)
+    assert time.monotonic() - began < 30
 
 
 def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():

@@ -265,19 +265,58 @@ def test_an_episode_whose_recording_cannot_end_still_reports_its_error(monkeypat
     )
 
 
-def test_a_ray_result_is_matched_to_its_job_by_seeds():
-    """An actor's results come back in the order they end, naming the env as
-    its spec does (an alias's full id): the seeds find the job, and a result
-    of no job given is an error, not a silent guess."""
-    from agents.runners import failed_result
-    from agents.runners.ray_runner import _index_of
+def test_an_actors_results_name_their_jobs_by_position():
+    """``RolloutWorker.stream`` (in-process here) gives each result its job's
+    place in the call, so the driver tells apart jobs that look alike: the
+    same job object twice, equal jobs."""
+    from agents.runners.ray_runner import RolloutWorker
 
-    left = [(Job("miniwob.click-test", 3, agent_seed=7), 0), (Job("miniwob.click-test", 3), 1)]
-    full = "browser_env/miniwob.click-test-v0"
-    assert _index_of(left, failed_result(Job(full, 3), "ok", "")) == 1
-    assert _index_of(left, failed_result(Job(full, 3, agent_seed=7), "ok", "")) == 0
-    with pytest.raises(RuntimeError, match="no job"):
-        _index_of(left, failed_result(Job(full, 4), "ok", ""))
+    job = Job("browser_env/miniwob.click-test-v0", 3)
+    jobs = [job, Job(job.env_id, 3, agent_seed=7), job, Job(job.env_id, 3)]
+    worker = RolloutWorker(ScriptedExpert, SPEC, envs_per_worker=2)
+    try:
+        played = [
+            (position, result.seed, result.agent_seed)
+            for position, result, _ in worker.stream(jobs)
+        ]
+    finally:
+        worker.close()
+    assert sorted(played) == [(0, 3, None), (1, 3, 7), (2, 3, None), (3, 3, None)]
+
+
+class _FinishesBFirst(ScriptedExpert):
+    """Finishes at once on the page whose goal is "b", one step later on others."""
+
+    def fork(self):
+        return _FinishesBFirst()
+
+    def act(self, obs):
+        from browser_env.actions import Action
+
+        self._step += 1
+        if obs["goal"] == "b" or self._step > 1:
+            return Action.finish("done"), {}
+        return Action("WAIT", value="0"), {}
+
+
+def test_results_that_sort_alike_keep_the_jobs_order(site_url):
+    """Two open-v0 jobs with one seed (pages that differ in their options): the
+    second ends first under runner=vector, yet the results are in job order, as
+    under runner=local."""
+    page = {"url": f"{site_url}form.html"}
+    jobs = [Job("browser_env/open-v0", 0, {**page, "goal": goal}) for goal in ("a", "b")]
+    ended = []
+    for runner in ("local", "vector"):
+        results = run_rollouts(
+            jobs,
+            SPEC,
+            agent=_FinishesBFirst(),
+            runner=runner,
+            workers=2,
+            on_result=lambda r, runner=runner: ended.append((runner, r.goal)),
+        )
+        assert [(r.goal, r.steps) for r in results] == [("a", 2), ("b", 1)]
+    assert ended == [("local", "a"), ("local", "b"), ("vector", "b"), ("vector", "a")]
 
 
 def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():

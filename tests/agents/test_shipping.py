@@ -121,8 +121,10 @@ def test_a_shipping_worker_keeps_nothing_of_its_own(tmp_path):
     worker = RolloutWorker(ScriptedExpert, spec)  # in-process, as an actor on another node
     try:
         assert worker.ship_root is not None
-        [(result, packed)] = list(worker.stream([Job("browser_env/miniwob.click-test-v0", 0)]))
-        assert packed is not None and not (tmp_path / "driver").exists()
+        [(position, result, packed)] = list(
+            worker.stream([Job("browser_env/miniwob.click-test-v0", 0)])
+        )
+        assert position == 0 and packed is not None and not (tmp_path / "driver").exists()
         assert not any(p.is_dir() for p in Path(worker.ship_root).iterdir())
         episode = load_episode(shipping.unpack(packed, tmp_path / "driver"))
         assert episode.complete and len(episode.steps) == result.steps
@@ -135,7 +137,7 @@ def test_a_shipping_worker_keeps_nothing_of_its_own(tmp_path):
 def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_path):
     from agents.experts.expert import ScriptedExpert
     from agents.rollout import EpisodeResult
-    from agents.runners import RolloutSpec
+    from agents.runners import Job, RolloutSpec
     from agents.runners.ray_runner import RolloutWorker, _arrived
 
     result = EpisodeResult(
@@ -145,7 +147,7 @@ def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_pat
 
     class Played:  # a runner whose episode's files vanished before they were packed
         def iter_run(self, jobs):
-            yield result
+            yield jobs[0], result
 
         def close(self):
             pass
@@ -154,8 +156,8 @@ def test_a_recording_that_cannot_travel_costs_that_recording_not_the_run(tmp_pat
     worker = RolloutWorker(ScriptedExpert, spec)
     worker.runner = Played()
     with pytest.warns(UserWarning, match="not sent back"):
-        [(sent, packed)] = list(worker.stream([]))
-    assert packed is None and sent.episode_dir is None and sent.success
+        [(position, sent, packed)] = list(worker.stream([Job("t", 0)]))
+    assert position == 0 and packed is None and sent.episode_dir is None and sent.success
     worker.close()
     # the driver: bytes that do not unpack are kept as they came, beside record_dir
     kept = tmp_path / "driver.unshipped"
@@ -221,3 +223,40 @@ def test_a_new_ship_root_removes_the_dirs_of_actors_that_died(tmp_path):
     assert not orphan.exists() and alive.is_dir() and all(p.is_dir() for p in other)
     assert root.parent == tmp_path and root.name.startswith(f"{prefix}{os.getpid()}-")
     assert shipping.orphans(tmp_path) == []  # its own and the live one's stay
+
+
+def test_a_worker_whose_envs_fail_to_close_still_keeps_what_it_did_not_send(tmp_path, monkeypatch):
+    """``RolloutWorker.close`` when closing its envs raises (a recording's
+    background write failed): the error is raised, and still the agent is
+    closed and the episodes not sent back are moved out of the actor's ship
+    root, which a later sweep would otherwise delete with them."""
+    import tempfile
+
+    from agents.runners import RolloutSpec
+    from agents.runners.ray_runner import RolloutWorker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where keep_unsent keeps them
+    closed = []
+
+    class Agent:
+        def close(self):
+            closed.append(True)
+
+    spec = RolloutSpec(record_dir=str(tmp_path / "driver"), ship_episodes=True)
+    worker = RolloutWorker(Agent, spec)
+    root = Path(worker.ship_root)
+    (root / "unsent").mkdir()
+    (root / "unsent" / "episode.json").write_text("{}")
+
+    def close_fails():
+        raise OSError("No space left on device")
+
+    worker.runner.close = close_fails
+    with (
+        pytest.warns(UserWarning, match="1 recorded episode"),
+        pytest.raises(OSError, match="space"),
+    ):
+        worker.close()
+    assert closed == [True] and not root.exists()
+    assert (tmp_path / "browser-rl-unsent" / "unsent" / "episode.json").read_text() == "{}"
+    worker.close()  # safe twice
