@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -423,17 +425,53 @@ def _event_notes(event: Mapping[str, Any]) -> dict[str, Any]:
 # --- command line ---------------------------------------------------------------------------
 
 
-def _stdin_stopper() -> threading.Event:
-    stop = threading.Event()
+class _TerminalLines:
+    """The one reader of stdin: a daemon thread reads a line only when one is
+    asked for, so nothing is read ahead of the code that wants it.
 
-    def wait() -> None:
-        try:
-            sys.stdin.readline()
-        finally:
-            stop.set()
+    :meth:`next_line` is the next line not yet read (``""`` at the end of
+    stdin): while a read is under way every call returns the same future, so
+    the line the person types after the window closed goes to whoever asks
+    next (the answer), not to a reader still waiting for the stop line.
+    """
 
-    threading.Thread(target=wait, name="record-stop", daemon=True).start()
-    return stop
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: Future[str] | None = None
+        self._requests: queue.SimpleQueue[Future[str]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def next_line(self) -> Future[str]:
+        with self._lock:
+            if self._pending is None or self._pending.done():
+                self._pending = Future()
+                self._requests.put(self._pending)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._read, name="stdin", daemon=True)
+                self._thread.start()
+            return self._pending
+
+    def _read(self) -> None:
+        while True:
+            future = self._requests.get()
+            try:
+                line = sys.stdin.readline()
+            except BaseException as exc:  # noqa: BLE001 - e.g. no stdin: handed to the asker
+                future.set_exception(exc)
+            else:
+                future.set_result(line)
+
+    def ask(self, prompt: str) -> str:
+        """``input(prompt)`` through this reader (``EOFError`` at the end of stdin)."""
+        print(prompt, end="", flush=True)
+        line = self.next_line().result()
+        if not line:
+            raise EOFError("EOF when reading a line")
+        return line.rstrip("\r\n")
+
+
+# Per process, as stdin is: a second reader would take lines meant for this one.
+_TERMINAL = _TerminalLines()
 
 
 def _env_and_options(cfg: RecordConfig) -> tuple[str, dict[str, Any] | None]:
@@ -450,10 +488,24 @@ def _env_and_options(cfg: RecordConfig) -> tuple[str, dict[str, Any] | None]:
 
 
 def record(
-    cfg: RecordConfig | Mapping[str, Any], root: str | Path, *, ask: Callable[[str], str] = input
+    cfg: RecordConfig | Mapping[str, Any],
+    root: str | Path,
+    *,
+    ask: Callable[[str], str] | None = None,
 ) -> Path:
-    """Open a browser, record until Enter in the terminal or the window closes,
-    ask for the answer, write the episode; returns its directory."""
+    """Open a browser, record until Enter in the terminal, the window closes or
+    the task ends, ask for the answer, write the episode; returns its directory.
+
+    The terminal is read by one reader only (:class:`_TerminalLines`): the first
+    line stops the recording whatever it says; when the window closed first,
+    the read that waited for that line is the answer's, so the person types the
+    answer once, on a TTY as through a pipe. When the task ended by itself no
+    answer is asked, and the read still waiting is the next recording's stop
+    line. The answer is asked for with ``ask`` (default: that reader; pass e.g.
+    a GUI prompt, never ``input``, which would compete with the reader for the
+    line). The end of stdin stops the recording and, where an answer is needed,
+    aborts the episode.
+    """
     import gymnasium
 
     import browser_env  # noqa: F401 - registers the env ids
@@ -477,12 +529,12 @@ def record(
         print(
             f"recording to {path}\ngoal: {recorder.base.goal}\nact in the browser; press Enter here (or close the window) to stop"
         )
-        stop = _stdin_stopper()
-        while not stop.is_set() and not recorder.window_closed and not recorder.done:
+        stop = _TERMINAL.next_line()
+        while not stop.done() and not recorder.window_closed and not recorder.done:
             recorder.poll(100)
         answer = None
         if not recorder.done:
-            answer = ask("final answer (empty for none): ").strip()
+            answer = (ask or _TERMINAL.ask)("final answer (empty for none): ").strip()
         recorder.finish(answer)
     except BaseException:
         if recorder.writer is not None:

@@ -12,6 +12,22 @@ by step, what the recording saw with what the replay sees:
   ``element_ids`` and the element ``values`` (live value and checked state of
   every element), i.e. the end state.
 
+URLs are compared with the task server's base URL normalised. The bundled
+task servers (MiniWoB++ pages, the local sites) listen on 127.0.0.1 at a port
+chosen afresh in each process, so the recording and the replay see the same
+page under two URLs. The rule: when the replayed env's task (rebuilt from
+``env_id`` and ``env_kwargs``) is served by one of them, the replay's base URL
+is that server's; the recording's base is the one under which the recording's
+first page (the page the task's setup opened: the first step's observation, or
+the final one of an episode without steps) is the replay's first page, and it
+must differ from the replay's base in the port only. A recorded URL under the
+recording's base is then compared as the same URL under the replay's, and a
+recorded ``NAVIGATE`` to it is replayed on the replay's server. Every other
+difference (another page, another host, another port than the task server's)
+is a divergence, as is any URL difference for a task without a bundled server
+(e.g. ``open-v0`` on a URL of yours). ``episode.json`` does not record the
+base URL itself; the first page is what ties the two runs' servers together.
+
 Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode.
 Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
 ``time_decayed`` rewards) can diverge legitimately; ``--reward-tol`` loosens
@@ -31,6 +47,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gymnasium
 
@@ -104,11 +121,14 @@ def compare_observations(
     step: int,
     when: str,
     values: bool = False,
+    task_bases: tuple[str, str] | None = None,
 ) -> list[Divergence]:
     """Differences in ``url`` and element ids (and, with ``values``, element values)
-    between two observations in JSON or env form."""
+    between two observations in JSON or env form. ``task_bases``: the task
+    server's (recorded, replayed) base URLs, for a recorded URL under the first
+    to equal the same URL under the second (module doc)."""
     out = []
-    if recorded.get("url") != replayed.get("url"):
+    if _rebase(recorded.get("url"), task_bases) != replayed.get("url"):
         out.append(Divergence(step, when, "url", recorded.get("url"), replayed.get("url")))
     if "elements" in recorded and "elements" in replayed:
         a, b = _element_ids(recorded), _element_ids(replayed)
@@ -128,6 +148,62 @@ def compare_observations(
                     )
                 )
     return out
+
+
+def _rebase(url: Any, task_bases: tuple[str, str] | None) -> Any:
+    """``url`` under the recorded task server's base, moved under the replay's."""
+    if task_bases is None or not isinstance(url, str) or not url.startswith(task_bases[0]):
+        return url
+    return task_bases[1] + url[len(task_bases[0]) :]
+
+
+def _task_server(env: gymnasium.Env) -> str | None:
+    """The base URL of the bundled server that ``env``'s task is served from
+    in this process, or ``None`` for a task without one."""
+    from browser_env.tasks.miniwob import MiniWoBTask, miniwob_html_dir
+    from browser_env.tasks.server import serve_directory
+    from browser_env.tasks.sites.server import serve_sites
+    from browser_env.tasks.sites.task import SiteTask
+
+    task = getattr(env.unwrapped, "task", None)
+    if isinstance(task, MiniWoBTask):
+        return serve_directory(miniwob_html_dir())
+    if isinstance(task, SiteTask):
+        return serve_sites()
+    return None
+
+
+def _task_bases(
+    episode: Episode, first: Mapping[str, Any], env: gymnasium.Env
+) -> tuple[str, str] | None:
+    """The task server's (recorded, replayed) base URLs when they differ, from
+    the recording's and the replay's first pages (module doc); else ``None``."""
+    server = _task_server(env)
+    recorded_first = episode.steps[0].observation if episode.steps else episode.final_observation
+    page, replayed_page = (recorded_first or {}).get("url"), first.get("url")
+    if not (server and isinstance(page, str) and isinstance(replayed_page, str)):
+        return None
+    if not replayed_page.startswith(server):
+        return None
+    rest = replayed_page[len(server) :]
+    if not page.endswith(rest):
+        return None
+    base = page[: len(page) - len(rest)]
+    if _all_but_port(base) != _all_but_port(server):
+        return None  # another host or another page: a divergence, not a port
+    return None if base == server else (base, server)
+
+
+def _all_but_port(url: str) -> tuple[str | None, ...]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.path, parts.query, parts.fragment
+
+
+def _rebase_action(action: Any, task_bases: tuple[str, str] | None) -> Any:
+    """A recorded ``NAVIGATE`` to the recorded task server goes to the replay's."""
+    if task_bases is None or not isinstance(action, Mapping) or action.get("action") != "NAVIGATE":
+        return action
+    return {**action, "value": _rebase(action.get("value"), task_bases)}
 
 
 def _make_env(episode: Episode, env_overrides: Mapping[str, Any]) -> gymnasium.Env:
@@ -171,13 +247,15 @@ def replay_episode(
     obs: Mapping[str, Any] | None = None
     try:
         obs, _info = env.reset(seed=episode.meta.seed, options=episode.meta.reset_options)
+        bases = _task_bases(episode, obs, env)
         for step in episode.steps:
             divergences += compare_observations(
-                step.observation, obs, step=step.index, when="before"
+                step.observation, obs, step=step.index, when="before", task_bases=bases
             )
             if stop_at_first and divergences:
                 break
             action = step.action if step.action is not None else step.action_input
+            action = _rebase_action(action, bases)
             obs, reward, terminated, _truncated, info = env.step(action)
             replayed += 1
             error = str(info.get("action_error") or "")
@@ -214,6 +292,7 @@ def replay_episode(
                     step=len(episode.steps),
                     when="final",
                     values=True,
+                    task_bases=bases,
                 )
     finally:
         if owned:

@@ -235,18 +235,25 @@ class EpisodeWriter:
 
         ``action`` is what the env executed (``info["action"]`` of
         :class:`~browser_env.env.BrowserEnv`: a dict, an ``Action`` or ``None``
-        when the policy's output was invalid). ``info`` supplies ``success``,
-        ``reason``, ``raw_reward``, ``answer``, ``action_error`` and ``timings``;
+        when the policy's output was invalid). ``info`` supplies ``success``
+        (missing or ``None``: unknown, stored as ``None``), ``reason``,
+        ``raw_reward``, ``answer``, ``action_error`` and ``timings``;
         ``timings`` here is merged over ``info["timings"]``.
+
+        The whole record (line and pixels) is checked before anything is written
+        or queued: a step that raises here leaves no file behind and does not
+        count, so the next call writes the same index.
         """
         if self._closed:
             raise RuntimeError(f"episode {self.path} is already closed")
         index = self._steps
-        shot = None
-        pixels = observation.get("screenshot")
-        if self.screenshots and pixels is not None:
-            shot = self._write_screenshot(f"step_{index:05d}.png", pixels)
+        name = f"step_{index:05d}.png"
+        pixels = observation.get("screenshot") if self.screenshots else None
+        if pixels is not None:
+            pixels = _check_pixels(pixels)
+        shot = None if pixels is None else f"{SCREENSHOT_DIR}/{name}"
         step_timings = {**dict(info.get("timings") or {}), **dict(timings or {})}
+        success = info.get("success")
         record = StepRecord(
             index=index,
             observation=observation_to_json(observation, shot),
@@ -254,7 +261,7 @@ class EpisodeWriter:
             reward=float(reward),
             terminated=bool(terminated),
             truncated=bool(truncated),
-            success=None if info.get("success", False) is None else bool(info["success"]),
+            success=None if success is None else bool(success),
             error=str(info.get("action_error") or ""),
             reason=str(info.get("reason") or ""),
             raw_reward=None if info.get("raw_reward") is None else float(info["raw_reward"]),
@@ -268,7 +275,8 @@ class EpisodeWriter:
             extras=to_jsonable(dict(extras or {})),
         )
         line = json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False)
-        self._submit(self._append_line, line)
+        # One unit of work: the PNG, then its line (a later failure cannot split them).
+        self._submit(self._store_step, line, name, pixels)
         self._steps += 1
         self._return += record.reward
         self._last = record
@@ -276,6 +284,11 @@ class EpisodeWriter:
             if isinstance(value, int | float):
                 self._timing_sums[key] = self._timing_sums.get(key, 0.0) + float(value)
         return record
+
+    def _store_step(self, line: str, name: str, pixels: np.ndarray | None) -> None:
+        if pixels is not None:
+            self._store_png(name, pixels)
+        self._append_line(line)
 
     def _append_line(self, line: str) -> None:
         # One write of one whole line, then flush + fsync: the line is either all there or not.

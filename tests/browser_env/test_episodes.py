@@ -176,6 +176,41 @@ def test_no_temp_files_left_behind(tmp_path):
     ]
 
 
+def _screenshot_names(path: Path) -> list[str]:
+    folder = path / "screenshots"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_info_without_success_is_unknown(tmp_path, background):
+    # The Task contract does not oblige a task to say "success": then it is unknown.
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=3)
+    writer = EpisodeWriter(tmp_path, _meta(), background=background)
+    _, reward, term, trunc, info = env.step({"action": "WAIT", "value": "0"})
+    del info["success"]
+    assert writer.write_step(obs, info["action"], reward, term, trunc, info).success is None
+    episode = load_episode(writer.close())
+    assert episode.steps[0].success is None and episode.outcome.success is None
+    assert _screenshot_names(episode.path) == ["step_00000.png"]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_step_that_cannot_be_written_leaves_no_file(tmp_path, background):
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=3)
+    writer = EpisodeWriter(tmp_path, _meta(), background=background)
+    _, reward, term, trunc, info = env.step({"action": "WAIT", "value": "0"})
+    with pytest.raises(ValueError, match="could not convert"):
+        writer.write_step(obs, info["action"], reward, term, trunc, {**info, "raw_reward": "n/a"})
+    writer.flush()
+    assert writer.num_steps == 0 and _screenshot_names(writer.path) == []
+    writer.write_step(obs, info["action"], reward, term, trunc, info)  # the same step, valid now
+    episode = load_episode(writer.close())
+    assert len(episode.steps) == 1 and _screenshot_names(episode.path) == ["step_00000.png"]
+    assert episode.steps[0].observation["screenshot"] == "screenshots/step_00000.png"
+
+
 @pytest.mark.parametrize(
     ("mutate", "where", "message"),
     [

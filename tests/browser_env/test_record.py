@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import gymnasium
+import psutil
 import pytest
 
 import browser_env  # noqa: F401 - registers the env ids
@@ -16,6 +21,7 @@ from browser_env.replay import replay_episode
 from browser_env.tasks.server import serve_directory
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser
 
 
@@ -205,25 +211,87 @@ def test_miniwob_demo_ends_by_itself_and_replays(tmp_path):
     assert report.ok, report.summary()
 
 
-def test_entry_point_stops_on_terminal_enter(tmp_path, base_url, monkeypatch):
-    import threading
+class Terminal:
+    """``python -m browser_env.record`` as a person runs it, with stdin a real pipe."""
 
-    def stopped():
-        event = threading.Event()
-        event.set()
-        return event
+    def __init__(self, tmp_path, url):
+        command = [
+            sys.executable,
+            "-m",
+            "browser_env.record",
+            f"url='{url}'",
+            "goal=What is the heading?",
+            "answer=Start",
+            "headless=true",
+            f"episodes_dir={tmp_path / 'episodes'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.out = b""
 
-    monkeypatch.setattr(record_mod, "_stdin_stopper", stopped)
-    cfg = RecordConfig(
-        url=base_url + "rec_start.html", goal="What is the heading?", answer="Start", headless=True
-    )
-    path = record_mod.record(cfg, tmp_path, ask=lambda prompt: " Start ")
+    def wait_for(self, text, timeout_s=60.0):
+        """Read the output until ``text`` (a prompt ends without a newline)."""
+        deadline = time.monotonic() + timeout_s
+        while text.encode() not in self.out:
+            assert time.monotonic() < deadline, f"no {text!r} in {self.out.decode()}"
+            if select.select([self.proc.stdout], [], [], 1.0)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                assert chunk, f"the recorder ended before {text!r}: {self.out.decode()}"
+                self.out += chunk
+
+    def type(self, line):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close_browser(self):
+        """What closing Chromium's last window does: the browser process ends."""
+        tree = psutil.Process(self.proc.pid).children(recursive=True)
+        pids = {p.pid for p in tree if "chrom" in p.name().lower()}
+        (browser,) = (p for p in tree if p.pid in pids and p.ppid() not in pids)
+        browser.terminate()
+
+    def end(self, timeout_s=60.0):
+        """Close stdin (nothing more is typed) and wait; the exit status."""
+        self.proc.stdin.close()
+        try:
+            self.out += self.proc.stdout.read()
+            return self.proc.wait(timeout=timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.mark.parametrize("stop", ["enter", "window"])
+def test_entry_point_takes_the_answer_typed_once(tmp_path, base_url, stop):
+    """Stopped by Enter or by the window closing, the one line typed after the
+    prompt is the answer: no second reader of stdin takes it (then ``input``
+    met the end of the pipe and the episode was aborted)."""
+    terminal = Terminal(tmp_path, base_url + "rec_start.html")
+    try:
+        terminal.wait_for("press Enter here")
+        if stop == "enter":
+            terminal.type("")
+        else:
+            terminal.close_browser()
+        terminal.wait_for("final answer (empty for none): ")
+        terminal.type(" Start ")
+    finally:
+        status = terminal.end()
+    assert status == 0, terminal.out.decode()
+    (path,) = (tmp_path / "episodes").iterdir()
     ep = load_episode(path)
-    assert (
-        ep.outcome.success
-        and ep.outcome.answer == "Start"
-        and ep.meta.goal == "What is the heading?"
-    )
+    assert ep.complete and [st.action["action"] for st in ep.steps] == ["FINISH"]
+    assert ep.outcome.success and ep.outcome.answer == "Start"
+    assert ep.meta.goal == "What is the heading?"
     assert ep.meta.env_kwargs == {"task": "open"}  # no window settings leak into replay
 
 

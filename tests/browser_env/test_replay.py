@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium
 import pytest
@@ -12,6 +15,8 @@ from _episode_helpers import FakeBrowserEnv
 from browser_env.episodes import load_episode
 from browser_env.replay import main, replay_episode
 from browser_env.wrappers import RecordEpisode
+
+REPO = Path(__file__).resolve().parents[2]
 
 ACTIONS = [
     {"action": "TYPE", "element_id": "e3", "value": "abc"},
@@ -116,3 +121,82 @@ def test_real_env_roundtrip(tmp_path, capsys):
     assert main([str(ep.path)]) == 1
     out = capsys.readouterr().out
     assert "step 2 (after) reward" in out and "step 2 (after) success" in out
+
+
+RECORD_CLICK_TEST = """
+import sys
+
+import gymnasium
+
+import browser_env  # noqa: F401
+from browser_env.wrappers import RecordEpisode
+
+env = RecordEpisode(gymnasium.make("browser_env/miniwob.click-test-v0"), sys.argv[1])
+obs, _ = env.reset(seed=0)
+if sys.argv[2:] == ["navigate"]:  # to the task page again, on this run's server
+    *_, info = env.step({"action": "NAVIGATE", "value": obs["url"]})
+    assert not info["action_error"], info
+else:
+    button = next(e for e in obs["elements"] if e["tag"] == "button")
+    *_, info = env.step({"action": "CLICK", "element_id": button["element_id"]})
+    assert info["success"], info
+env.close()
+"""
+
+
+def _record_in_another_run(root, *args):
+    """The episode that another process recorded (its task server had another port)."""
+    from browser_env.tasks.miniwob import miniwob_html_dir
+    from browser_env.tasks.server import serve_directory
+
+    server = serve_directory(miniwob_html_dir())  # listening here: the recording run gets another
+    subprocess.run(
+        [sys.executable, "-c", RECORD_CLICK_TEST, str(root), *args],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
+    (path,) = root.iterdir()
+    return path, server
+
+
+def _edit_final_url(path, url):
+    data = json.loads((path / "episode.json").read_text())
+    data["final_observation"]["url"] = url
+    (path / "episode.json").write_text(json.dumps(data))
+
+
+@pytest.mark.browser
+def test_task_server_port_of_another_run_is_no_divergence(tmp_path, capsys):
+    """An episode recorded by another process saw the bundled MiniWoB++ server on
+    another port: the same pages are no divergence; another page or host is."""
+    path, server = _record_in_another_run(tmp_path)
+    page = load_episode(path).steps[0].observation["url"]
+    recorded = page.removesuffix("miniwob/click-test.html")
+    assert page.endswith("/miniwob/click-test.html") and recorded != server
+    assert main([str(path)]) == 0, capsys.readouterr().out
+    assert "no divergence" in capsys.readouterr().out
+
+    _edit_final_url(path, recorded + "miniwob/click-button.html")  # another page, same server
+    report = replay_episode(path)
+    assert [(d.when, d.field, d.replayed) for d in report.divergences] == [
+        ("final", "url", server + "miniwob/click-test.html")
+    ]
+    elsewhere = page.replace("127.0.0.1", "localhost")  # another host, same port
+    _edit_final_url(path, elsewhere)
+    assert [(d.when, d.field, d.recorded) for d in replay_episode(path).divergences] == [
+        ("final", "url", elsewhere)
+    ]
+    _edit_step(path, 0, lambda r: r["observation"].update(url=elsewhere))  # from the start
+    _edit_final_url(path, page)
+    assert [(d.step, d.field) for d in replay_episode(path).divergences] == [(0, "url"), (1, "url")]
+
+
+@pytest.mark.browser
+def test_navigate_to_the_task_server_goes_to_this_runs_server(tmp_path):
+    path, server = _record_in_another_run(tmp_path, "navigate")
+    recorded = load_episode(path).steps[0].action["value"]
+    assert not recorded.startswith(server)  # that run's server is gone with it
+    report = replay_episode(path)
+    assert report.ok, report.summary()
+    assert report.final_observation["url"] == server + "miniwob/click-test.html"
