@@ -323,7 +323,10 @@ def _attempt(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--sizes", default="1,2,4,8", help="numbers of envs, comma-separated")
     parser.add_argument(
         "--steps",
@@ -354,7 +357,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=1.0,
         help="multiply the envs' page-load, action and step time limits (a loaded machine)",
     )
-    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="also write the figures here (docs/rollout_speed.json holds the committed ones)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.vector_rounds < 1 or args.steps < 1:
