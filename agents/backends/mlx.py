@@ -481,6 +481,8 @@ class MLXBackend(BackendBase):
         stream (``BatchGenerator`` has one sampler), so seeded rows go row by
         row, each drawing what it draws alone; unseeded rows are batched.
         """
+        if not batch:
+            return []
         rows = row_samplings(sampling, len(batch))
         sampling, _, _ = begin_generation(self, None, rows[0])
         images = batch_images(batch, images)

@@ -144,8 +144,10 @@ class OpenAIBackend(BackendBase):
             retry_after: float | None = None
             try:
                 response = self._client.request(method, path, json=body)
-            except httpx.TransportError as exc:
+            except httpx.TransportError as exc:  # connect, read, timeouts: retried
                 last = f"{type(exc).__name__}: {exc}"
+            except httpx.RequestError as exc:  # e.g. a body that does not decode: not retried
+                raise OpenAIError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
             else:
                 if response.status_code < 400:
                     try:

@@ -184,6 +184,8 @@ class TensorRTBackend(BackendBase):
         ``sampling`` is every row's, or one per row differing only in ``seed``
         (each request carries its own)."""
         images = batch_images(batch, images)
+        if not batch:
+            return []
         rows = row_samplings(sampling, len(batch))
         sampling, _, _ = begin_generation(self, None, rows[0])
         infos = [begin_generation(self, i, sampling)[2] for i in images]

@@ -158,10 +158,10 @@ class TransformersBackend(BackendBase):
             auto_model = transformers.AutoModelForCausalLM
             self.processor = None
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name, **common)
-        model_obj = auto_model.from_pretrained(self.model_name, **load_kwargs)
-        if "device_map" not in load_kwargs:
-            model_obj = model_obj.to(self.device)
-        self.model = model_obj
+        self._base = (auto_model, load_kwargs)  # how to load the base weights again
+        # True once an adapter was merged into the weights (see load_adapter)
+        self._merged = False
+        self.model = self._load_base()
         if self.adapter is not None:
             self.load_adapter(self.adapter, merge=merge_adapter)
         self.model.eval()
@@ -214,6 +214,11 @@ class TransformersBackend(BackendBase):
                 weights_key(self.model), adapter_tag(self.model, bypass_adapter=self._bare)
             )
 
+    def _load_base(self) -> Any:
+        auto_model, load_kwargs = self._base
+        model = auto_model.from_pretrained(self.model_name, **load_kwargs)
+        return model if "device_map" in load_kwargs else model.to(self.device)
+
     # -- adapters -----------------------------------------------------------
 
     def load_adapter(
@@ -223,10 +228,15 @@ class TransformersBackend(BackendBase):
 
         A second call with a new ``name`` adds another adapter and switches to
         it; the same ``name`` replaces it. ``merge=True`` folds it into the
-        base weights (it can then not be switched off).
+        base weights (it can then not be switched off). After a merge the base
+        weights are loaded again first, so the new adapter replaces the merged
+        one instead of adding to it (e.g. an online learner's update of it).
         """
         peft = require("peft", purpose="LoRA adapters")
         path = os.fspath(path)
+        if self._merged:
+            self.model = self._load_base()
+            self._merged = False
         if isinstance(self.model, peft.PeftModel):
             if name in self.model.peft_config:
                 self.model.delete_adapter(name)
@@ -238,6 +248,7 @@ class TransformersBackend(BackendBase):
             )
         if merge:
             self.model = self.model.merge_and_unload()
+            self._merged = True
         self.model.eval()
         self.adapter = path
         self._bare = False
@@ -247,11 +258,17 @@ class TransformersBackend(BackendBase):
         """Load a PEFT adapter under ``name`` without changing what :meth:`generate` uses.
 
         ``name`` must be new (a PEFT adapter name: no dots). Raises
-        ``ValueError`` when the adapter does not fit the model.
+        ``ValueError`` when the adapter does not fit the model, or when an
+        adapter was merged into the weights (``merge_adapter=True``).
         """
         peft = require("peft", purpose="LoRA adapters")
         if "." in name:
             raise ValueError(f"adapter name {name!r} must not contain '.'")
+        if self._merged:  # the "bare" model would be base + the merged adapter
+            raise ValueError(
+                f"adapter {self.adapter} was merged into the weights (merge_adapter=True), so "
+                "other adapters cannot be served beside it; load the backend without merging"
+            )
         path = os.fspath(path)
         with self._lock:
             model = self.model
@@ -442,6 +459,8 @@ class TransformersBackend(BackendBase):
         placement differs per model; HF stops a batch only when every row hit
         a stop string).
         """
+        if not batch:
+            return []
         rows = row_samplings(sampling, len(batch))
         sampling, _, _ = begin_generation(self, None, rows[0])
         images = batch_images(batch, images)

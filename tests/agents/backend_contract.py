@@ -105,6 +105,9 @@ class BackendContract:
             alone = backend.generate(messages, sampling=sampling)
             assert got.text == alone.text and got.token_ids == alone.token_ids
 
+    def test_an_empty_batch_is_an_empty_list(self, backend):
+        assert backend.generate_batch([], sampling=SamplingParams(max_new_tokens=4)) == []
+
     def test_logprobs_match_tokens(self, backend):
         gen = self.generate(backend)
         if gen.logprobs is None:

@@ -250,6 +250,36 @@ def test_gives_up_after_max_retries(flaky):
     backend.close()
 
 
+class _BadGzip(_Flaky):
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        data = b"this is not gzip"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_a_body_that_does_not_decode_is_an_openai_error_not_retried():
+    from agents.backends.openai import OpenAIBackend, OpenAIError
+
+    handler = type("BadGzip", (_BadGzip,), {"calls": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    backend = OpenAIBackend(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "m", max_retries=2)
+    try:
+        with pytest.raises(OpenAIError, match="DecodingError"):
+            backend.generate(MESSAGES)
+        assert handler.calls == 1
+    finally:
+        backend.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_connection_refused_is_retried_then_reported():
     from agents.backends.openai import OpenAIBackend, OpenAIUnavailableError
 

@@ -351,6 +351,39 @@ class TestAdapter:
                 if backend is not None:
                     backend.close()
 
+    def test_an_adapter_loaded_after_a_merge_replaces_the_merged_one(self, adapter_dir, tmp_path):
+        """A merged backend's ``load_adapter`` (an online learner's update of
+        the adapter) gives base + the new adapter, not base + old + new; and it
+        refuses to serve other adapters beside a merged one."""
+        import torch
+
+        from agents.tiny import build_tiny_adapter
+
+        other = build_tiny_adapter(tiny_path("text"), tmp_path / "other", seed=1)
+        merged, expected = (
+            _backend(adapter=adapter_dir, merge_adapter=True),
+            _backend(adapter=other),
+        )
+        try:
+            with pytest.raises(ValueError, match="merged into the weights"):
+                merged.add_adapter(other, "beside")
+            merged.load_adapter(adapter_dir)  # the same adapter again: nothing changes
+            _, inputs = expected.encode_chat(MESSAGES)
+            once = _backend(adapter=adapter_dir)
+            with torch.no_grad():
+                torch.testing.assert_close(
+                    merged.model(**inputs).logits, once.model(**inputs).logits, atol=1e-4, rtol=1e-4
+                )
+            once.close()
+            merged.load_adapter(other)
+            with torch.no_grad():
+                got, want = merged.model(**inputs).logits, expected.model(**inputs).logits
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+            assert merged.adapter == str(other)
+        finally:
+            merged.close()
+            expected.close()
+
     def test_load_adapter_switches(self, adapter_dir, tmp_path):
         from agents.tiny import build_tiny_adapter
 
