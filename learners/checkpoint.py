@@ -22,8 +22,14 @@ pick, and only the newest ``keep`` step checkpoints stay.
 
 A run that dies leaves ``training.json`` with ``"status": "running"`` (or
 none at all) and its checkpoints; running the same command again resumes from
-the latest one. A finished run writes ``"status": "complete"``; training again
-into the same directory starts from that adapter and appends to ``runs``.
+the latest one. A finished run writes ``"status": "complete"`` next to its
+adapter (or, with ``lora=false``, its full model: ``model.safetensors``);
+training again into the same directory continues from that output, appends
+to ``runs`` and first clears the finished run's ``checkpoints/``: they are not
+this run's, and resuming or pruning by step number would mix the two. A
+continuing run that dies resumes as any other, and from the same start
+(``init_from`` is the directory itself). :func:`run_start` decides, for the
+torch learners and MLX SDFT alike.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ __all__ = [
     "Checkpoints",
     "EvalGate",
     "GateCheckpoints",
+    "RunStart",
+    "load_model_weights",
+    "run_start",
+    "saved_kind",
     "write_training_json",
 ]
 
@@ -109,6 +119,76 @@ class Checkpoints:
     def read_step(path: Path) -> dict[str, Any]:
         """``step.json`` of checkpoint ``path``."""
         return json.loads((path / STEP_FILE).read_text())
+
+    def clear(self) -> None:
+        """Remove every checkpoint (``best`` too): they belong to a finished run."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SAVED = {
+    "adapter": ("adapter_config.json",),
+    "model": ("model.safetensors", "model.safetensors.index.json"),
+}
+
+
+def saved_kind(output_dir: str | os.PathLike[str]) -> str | None:
+    """What the final save wrote into ``output_dir``: ``"adapter"`` (a PEFT adapter),
+    ``"model"`` (a full model, ``lora=false``), or ``None`` (nothing yet)."""
+    out = Path(output_dir)
+    for kind, names in _SAVED.items():
+        if any((out / name).is_file() for name in names):
+            return kind
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStart:
+    """Where a training run into an output directory starts (see the module doc)."""
+
+    continues: str | None = None
+    """The output directory, when the run trains on from the finished output there."""
+    kind: str | None = None
+    """What ``continues`` holds: ``"adapter"`` or ``"model"`` (:func:`saved_kind`)."""
+    resume: Path | None = None
+    """The newest checkpoint of this run's own interrupted attempt."""
+    stale: bool = False
+    """``checkpoints/`` is a finished run's: clear it (:meth:`Checkpoints.clear`) once
+    the model is loaded, before the first step."""
+
+
+def run_start(output_dir: str | os.PathLike[str] | None) -> RunStart:
+    """How a run into ``output_dir`` starts: continue a finished output (its
+    checkpoints are stale), or resume an interrupted run's newest checkpoint --
+    continuing the output again if that run was continuing it -- or start afresh."""
+    if output_dir is None:
+        return RunStart()
+    out = Path(output_dir)
+    meta_path = out / "training.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    kind = saved_kind(out)
+    if meta.get("status") == "complete" and kind is not None:
+        return RunStart(continues=os.fspath(out), kind=kind, stale=True)
+    init = meta.get("init_from")
+    continuing = kind is not None and init is not None and _same_path(init, out)
+    return RunStart(
+        continues=os.fspath(out) if continuing else None,
+        kind=kind if continuing else None,
+        resume=Checkpoints(out).latest(),
+    )
+
+
+def _same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def load_model_weights(model: Any, path: str | os.PathLike[str]) -> None:
+    """Put the full model saved at ``path`` (``save_pretrained``) into ``model``, in place."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    loaded = type(model).from_pretrained(os.fspath(path), dtype=dtype)
+    with torch.no_grad():
+        model.load_state_dict(loaded.state_dict())
 
 
 class GateCheckpoints(Protocol):
@@ -172,8 +252,6 @@ class CheckpointManager(Checkpoints):
 
     def load_weights(self, path: Path) -> None:
         """Put the weights stored in checkpoint ``path`` into the live model."""
-        import torch
-
         model = self.trainable.model
         if hasattr(model, "peft_config"):
             from peft import set_peft_model_state_dict
@@ -184,10 +262,7 @@ class CheckpointManager(Checkpoints):
             if getattr(result, "unexpected_keys", None):
                 raise RuntimeError(f"{path}: unexpected adapter keys {result.unexpected_keys[:3]}")
         else:
-            from transformers import AutoModelForCausalLM
-
-            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            model.load_state_dict(loaded.state_dict())
+            load_model_weights(model, path)
 
     def load_learner_state(self, path: Path) -> dict[str, Any]:
         """The learner state (``extra``) saved with checkpoint ``path``."""

@@ -302,13 +302,13 @@ class _Reference:
     With LoRA it is the initial adapter weights (a fresh LoRA's B = 0 makes it
     the base model; ``init_adapter`` makes it that adapter), swapped into the
     live model for the reference forward pass, and carried in checkpoints so a
-    resumed run keeps the same reference. Without LoRA it is a frozen copy of
-    the initial model.
+    resumed run keeps the same reference. Without LoRA it is a frozen model
+    loaded from where the weights started (the base model, or the finished
+    model in ``output_dir`` a run continues), never a copy of the live model,
+    which a resumed run has already moved.
     """
 
     def __init__(self, loop: TrainLoop) -> None:
-        import copy
-
         from learners.trainable import trainable_state
 
         self.backend = loop.backend
@@ -319,7 +319,10 @@ class _Reference:
         if self.lora:
             self.state = loop.resume_state.get("reference") or trainable_state(loop.trainable)
         else:
-            self.model = copy.deepcopy(loop.trainable.model).eval().requires_grad_(False)
+            live = loop.trainable.model
+            start = loop.trainable.init_from or loop.trainable.base_model
+            model = type(live).from_pretrained(start, dtype=next(live.parameters()).dtype)
+            self.model = model.to(live.device).eval().requires_grad_(False)
 
     def logps(self, sample: Any, ids: Any) -> Any:
         import torch

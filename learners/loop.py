@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from learners.checkpoint import CheckpointManager, EvalGate, write_training_json
+from learners.checkpoint import CheckpointManager, EvalGate, run_start, write_training_json
 from learners.tracking import Tracker
-from learners.trainable import TrainableModel, finished_adapter, load_trainable
+from learners.trainable import TrainableModel, load_trainable
 
 if TYPE_CHECKING:
     from agents.backends.transformers import TransformersBackend
@@ -43,19 +43,20 @@ class TrainLoop:
         self.cfg = cfg
         self.learner = learner
         self.out = Path(cfg.output_dir)
-        resuming_finished = finished_adapter(self.out)
-        self.trainable: TrainableModel = load_trainable(cfg)
+        origin = run_start(self.out)
+        self.trainable: TrainableModel = load_trainable(cfg, origin)
         params = [p for _, p in self.trainable.trainable_parameters()]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.checkpoints = CheckpointManager(self.out, self.trainable, keep=cfg.save_total_limit)
+        if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours
+            self.checkpoints.clear()
         self.gate: EvalGate | None = None
         self.start_step = 0
         self.resume_state: dict[str, Any] = {}
-        latest = None if resuming_finished else self.checkpoints.latest()
-        if latest is not None:
-            state = self.checkpoints.restore(latest, self.optimizer)
+        if origin.resume is not None:
+            state = self.checkpoints.restore(origin.resume, self.optimizer)
             self.start_step = int(state["step"])
             self.resume_state = dict(state.get("extra") or {})
         self.data_info: dict[str, Any] = {}

@@ -24,7 +24,8 @@ Checkpoints, resume and the evaluation gate are the torch learners'
 ``eval_env_ids``, or a test's ``evaluate_fn``), which rolls the student and
 its EMA teacher back to the best checkpoint. A checkpoint holds what resuming
 needs to go on as if never stopped; a finished adapter dir is continued
-from, like the torch learner (fresh optimiser and teacher).
+from, like the torch learner (fresh optimiser and teacher, the finished run's
+checkpoints cleared: :func:`learners.checkpoint.run_start`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
-from learners.checkpoint import Checkpoints
+from learners.checkpoint import Checkpoints, run_start
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -246,16 +247,20 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     from learners.loop import default_output_dir
     from learners.samples import action_matches, data_info, load_samples
     from learners.tracking import Tracker
-    from learners.trainable import finished_adapter, resolve_model
+    from learners.trainable import resolve_model
 
     if not cfg.lora:
         raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
     out = Path(cfg.output_dir or default_output_dir("sdft"))
+    origin = run_start(out)
+    if origin.kind == "model":
+        raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
     base = resolve_model(cfg.model)
     backend = MLXBackend(base)
     model = backend.model
-    latest = None if finished_adapter(out) else Checkpoints(out).latest()
-    init = str(out) if finished_adapter(out) else (str(latest) if latest else cfg.init_adapter)
+    latest = origin.resume
+    init_from = origin.continues or cfg.init_adapter  # where this run started
+    init = str(latest) if latest else init_from  # the weights to load now
     mx.random.seed(cfg.seed)
     if init:
         rank, scale = load_peft_into_mlx(backend, init)
@@ -273,6 +278,8 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     checkpoints = MLXCheckpoints(
         out, model, rank=rank, scale=scale, base=base, keep=cfg.save_total_limit
     )
+    if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours
+        checkpoints.clear()
     teacher = {k: mx.array(v) for k, v in trainable.items()}
     optimizer = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     start, resume_state = 0, {}
@@ -333,7 +340,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
         base_model=base,
         config=cfg,
         data={**info, "backend": "mlx", "trained_with": "mlx-lm (learners.sdft_mlx)"},
-        init_from=init,
+        init_from=init_from,
     )
     write_training_json(out, metrics={}, status="running", steps=start, **write)
     from tqdm.auto import tqdm

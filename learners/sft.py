@@ -48,18 +48,36 @@ if TYPE_CHECKING:
 __all__ = ["counterfactual", "jitter_port", "main", "run"]
 
 _ELEMENT_ID = re.compile(r"^\[(e\d+)\]", re.MULTILINE)
-_LOCAL_PORT = re.compile(r"(https?://(?:127\.0\.0\.1|localhost)):\d+")
+_LOCAL_PORT = re.compile(r"(https?://(?:127\.0\.0\.1|localhost)):(\d+)")
 
 
-def jitter_port(messages: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
-    """``messages`` with every local URL's port replaced by one random port."""
-    port = f"\\1:{rng.randrange(1024, 65536)}"
-    return [
-        {**m, "content": _LOCAL_PORT.sub(port, m["content"])}
-        if isinstance(m.get("content"), str)
-        else m
+def jitter_port(
+    messages: list[dict[str, Any]], target: str, rng: random.Random
+) -> tuple[list[dict[str, Any]], str]:
+    """``(messages, target)`` with the port of every local URL moved to a random one.
+
+    One substitution for the item: each local port is replaced by the same random
+    port in the prompt and in the target (a ``NAVIGATE`` to the task server), so
+    the model learns to copy the port it is shown, not to recall one from
+    training. Distinct ports stay distinct.
+    """
+    texts = [m["content"] for m in messages if isinstance(m.get("content"), str)] + [target]
+    ports = dict.fromkeys(m[2] for text in texts for m in _LOCAL_PORT.finditer(text))
+    drawn: dict[str, str] = {}
+    for port in ports:
+        new = str(rng.randrange(1024, 65536))
+        while new in drawn.values():
+            new = str(rng.randrange(1024, 65536))
+        drawn[port] = new
+
+    def sub(text: str) -> str:
+        return _LOCAL_PORT.sub(lambda m: f"{m[1]}:{drawn[m[2]]}", text)
+
+    jittered = [
+        {**m, "content": sub(m["content"])} if isinstance(m.get("content"), str) else m
         for m in messages
     ]
+    return jittered, sub(target)
 
 
 def counterfactual(sample: Sample, rng: random.Random) -> tuple[list[dict[str, Any]], str] | None:
@@ -136,6 +154,8 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     def loss_step(step: int) -> dict[str, float]:
         pick = random.Random(derive_seed(cfg.seed, step))
         batch = [items[i] for i in pick.sample(range(len(items)), min(cfg.batch_size, len(items)))]
+        if cfg.port_jitter:  # one port per item, in its prompt and its target alike
+            batch = [(s, *jitter_port(messages, target, pick)) for s, messages, target in batch]
         targets = [
             backend.tokenizer.encode(target, add_special_tokens=False) + [eos]
             for _, _, target in batch
@@ -143,8 +163,6 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         n_tokens = sum(len(t) for t in targets)
         loss_sum = correct = 0.0
         for (sample, messages, _), target in zip(batch, targets, strict=True):
-            if cfg.port_jitter:
-                messages = jitter_port(messages, pick)
             logits = completion_logits(backend, messages, sample_images(sample, backend), target)
             labels = torch.as_tensor(target, device=logits.device)
             nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")

@@ -4,14 +4,17 @@ Learners train ``backend.model`` of a :class:`TransformersBackend`, so
 completions are sampled with ``backend.generate`` and prompts are tokenised
 with ``backend.encode_chat`` -- the exact path the agent takes at inference.
 
-Where the weights start, in this order:
+Where the weights start (:func:`learners.checkpoint.run_start` decides):
 
-1. ``output_dir`` holds checkpoints of an unfinished run -> that run resumes
-   (see :mod:`learners.checkpoint`);
-2. ``output_dir`` holds a finished adapter (``training.json`` with
-   ``"status": "complete"``) -> training continues from that adapter;
-3. ``init_adapter`` is set -> training starts from it;
-4. otherwise a fresh LoRA (B = 0, so the first policy is the base model).
+1. ``output_dir`` holds a finished output (``training.json`` with
+   ``"status": "complete"`` beside an adapter, or beside a full model with
+   ``lora=false``) -> training continues from it;
+2. ``init_adapter`` is set -> training starts from it;
+3. otherwise a fresh LoRA (B = 0, so the first policy is the base model), or
+   the base model itself with ``lora=false``.
+
+An interrupted run is rebuilt from the same start and then resumes its
+newest checkpoint (:class:`learners.loop.TrainLoop`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from agents.backends.transformers import TransformersBackend
+    from learners.checkpoint import RunStart
     from learners.config import LearnerConfig
 
 __all__ = [
@@ -62,7 +65,7 @@ class TrainableModel:
 
     backend: TransformersBackend
     base_model: str
-    init_from: str | None  # adapter the weights started from, if any
+    init_from: str | None  # adapter (or, lora=false, full model) the weights started from
 
     @property
     def model(self) -> Any:
@@ -72,36 +75,49 @@ class TrainableModel:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
 
-def finished_adapter(output_dir: str | os.PathLike[str]) -> bool:
-    meta = Path(output_dir) / "training.json"
-    if not meta.is_file() or not (Path(output_dir) / "adapter_config.json").is_file():
-        return False
-    return json.loads(meta.read_text()).get("status") == "complete"
+def load_trainable(cfg: LearnerConfig, start: RunStart | None = None) -> TrainableModel:
+    """Build the backend for ``cfg.model`` and put the trainable LoRA on it (see module doc).
 
-
-def load_trainable(cfg: LearnerConfig) -> TrainableModel:
-    """Build the backend for ``cfg.model`` and put the trainable LoRA on it (see module doc)."""
+    ``start`` is :func:`~learners.checkpoint.run_start` of ``cfg.output_dir``
+    (computed when not given); the weights of a checkpoint to resume are not
+    loaded here.
+    """
     peft = require("peft", purpose="LoRA training")
     from agents.backends.transformers import TransformersBackend
+    from learners.checkpoint import load_model_weights, run_start
 
+    if start is None:
+        start = run_start(cfg.output_dir)
     base = resolve_model(cfg.model)
-    backend = TransformersBackend(base, device=cfg.device, dtype="float32")
     init = None
-    if finished_adapter(cfg.output_dir):
-        previous = json.loads((Path(cfg.output_dir) / "training.json").read_text())
+    if start.continues is not None:
+        previous = json.loads((Path(start.continues) / "training.json").read_text())
         if previous.get("base_model") not in (None, base, cfg.model):
             raise ValueError(
                 f"{cfg.output_dir} was trained on {previous.get('base_model')!r}, not {base!r}: "
                 "pick another output_dir"
             )
-        init = str(cfg.output_dir)
+        if start.kind == "adapter" and not cfg.lora:
+            raise ValueError(
+                f"{cfg.output_dir} holds a LoRA adapter: continue it with lora=true, "
+                "or pick another output_dir"
+            )
+        if start.kind == "model" and cfg.lora:
+            raise ValueError(
+                f"{cfg.output_dir} holds a full model (trained with lora=false): continue it "
+                "with lora=false, or pick another output_dir"
+            )
+        init = start.continues
     elif cfg.init_adapter:
+        if not cfg.lora:
+            raise ValueError("init_adapter is a LoRA adapter: it needs lora=true")
         init = str(cfg.init_adapter)
+    backend = TransformersBackend(base, device=cfg.device, dtype="float32")
     if not cfg.lora:
-        if init is not None:
-            raise ValueError("init_adapter / resuming needs lora=true")
+        if init is not None:  # the finished full model in output_dir
+            load_model_weights(backend.model, init)
         backend.model.requires_grad_(True)
-        return TrainableModel(backend=backend, base_model=base, init_from=None)
+        return TrainableModel(backend=backend, base_model=base, init_from=init)
     if init is not None:
         # A saved adapter carries its own lora_dropout (an SFT adapter's 0.05);
         # this run's setting wins, so SDFT/GRPO after SFT train without dropout.
@@ -177,9 +193,7 @@ def completion_logits(
         completion_ids, dtype=torch.long, device=inputs["input_ids"].device
     )
     prompt_len = inputs["input_ids"].shape[1]
-    inputs = dict(inputs)
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion[None]], dim=1)
-    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs = _extend_per_token(dict(inputs), completion[None], prompt_len)
     if _takes_logits_to_keep(backend.model):
         # Only the last C + 1 positions go through the LM head (the first C of them
         # predict the completion): the prompt's (prompt_len x vocab) logits were a
@@ -188,6 +202,31 @@ def completion_logits(
         return backend.model(**inputs, logits_to_keep=keep).logits[0][: completion.numel()]
     logits = backend.model(**inputs).logits[0]
     return logits[prompt_len - 1 : prompt_len - 1 + completion.numel()]
+
+
+def _extend_per_token(
+    inputs: dict[str, Any], completion: torch.Tensor, prompt_len: int
+) -> dict[str, Any]:
+    """``inputs`` of a prompt, extended by the ``(1, C)`` ``completion`` tokens.
+
+    Every per-token tensor -- ``(1, prompt_len)``, like ``input_ids`` -- grows by C
+    columns as ``generate`` grows it: the tokens themselves, an all-ones
+    ``attention_mask``, ``token_type_ids`` repeating its last value, and the rest
+    (Qwen2-VL's ``mm_token_type_ids``: 0 is a text token) with zeros. Image tensors
+    are not per token and stay as they are.
+    """
+    torch = require("torch")
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    n = completion.shape[1]
+    for key, value in list(inputs.items()):
+        if key in ("input_ids", "attention_mask") or key.startswith(("pixel_", "image_", "video_")):
+            continue
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (1, prompt_len):
+            continue
+        tail = value[:, -1:].expand(1, n) if key == "token_type_ids" else value.new_zeros((1, n))
+        inputs[key] = torch.cat([value, tail], dim=1)
+    return inputs
 
 
 def _takes_logits_to_keep(model: Any) -> bool:

@@ -292,3 +292,70 @@ def test_grpo_on_the_live_env(tmp_path):
     row = result["history"][-1]
     assert row["episode_length"] >= 1 and 0.0 <= row["success_rate"] <= 1.0
     assert row["num_samples"] >= 2
+
+
+class _Killed(Exception):
+    """The process dying mid-run."""
+
+
+def test_grpo_full_model_reference_after_a_resume_is_the_initial_model(tmp_path, monkeypatch):
+    """lora=false, beta > 0: a run resumed from a checkpoint takes its KL reference
+    from where training started (the base model), not a copy of the resumed
+    weights: its KL and its final model are those of a run never interrupted."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from learners import grpo
+    from learners.loop import TrainLoop
+    from learners.trainable import resolve_model
+
+    config = {
+        **FAST,
+        "lora": False,
+        "max_steps": 3,
+        "save_steps": 1,
+        "learning_rate": 1e-3,
+        "num_generations": 2,
+        "beta": 0.1,
+    }
+    straight = grpo.run(
+        {**config, "output_dir": str(tmp_path / "straight")}, play_fn=_group_play([])
+    )
+    references = []
+    init = grpo._Reference.__init__
+
+    def keep(self, loop):
+        init(self, loop)
+        references.append(self)
+
+    monkeypatch.setattr(grpo._Reference, "__init__", keep)
+    fit = TrainLoop.fit
+
+    def dying_fit(self, loss_step, **kwargs):
+        def step_or_die(i):
+            if i == 2:
+                raise _Killed("killed at step 2")
+            return loss_step(i)
+
+        return fit(self, step_or_die, **kwargs)
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch, pytest.raises(_Killed):
+        patch.setattr(TrainLoop, "fit", dying_fit)
+        grpo.run({**config, "output_dir": str(out)}, play_fn=_group_play([]))
+    resumed = grpo.run({**config, "output_dir": str(out)}, play_fn=_group_play([]))
+    assert [row["step"] for row in resumed["history"]] == [3]
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny")).state_dict()
+    reference = references[-1].model.state_dict()
+    for name, value in base.items():
+        assert torch.equal(reference[name], value), name
+    want = straight["history"][-1]["kl"]
+    assert want > 1e-6
+    assert resumed["history"][-1]["kl"] == pytest.approx(want, rel=1e-4)
+    want, got = (
+        load_file(str(tmp_path / "straight" / "model.safetensors")),
+        load_file(str(out / "model.safetensors")),
+    )
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)

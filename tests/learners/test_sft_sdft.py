@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -98,6 +99,147 @@ def test_retraining_into_an_adapter_dir_continues_and_a_crash_resumes(tmp_path, 
     assert (crashed / "checkpoints" / "step-000001" / "state.pt").is_file()
     result = run({**base, "output_dir": str(crashed), "max_steps": 3, "save_steps": 1})
     assert [r["step"] for r in result["history"]] == [2, 3]
+
+
+class _Killed(Exception):
+    """The process dying mid-run."""
+
+
+@pytest.fixture
+def killer(monkeypatch):
+    """``killer.at = i``: the next ``TrainLoop.fit`` dies as its step ``i`` (0-based)
+    starts; ``killer.resumed``: the checkpoints ``CheckpointManager.restore`` loaded."""
+    import types
+
+    from learners.checkpoint import CheckpointManager
+    from learners.loop import TrainLoop
+
+    state = types.SimpleNamespace(at=None, resumed=[])
+    fit, restore = TrainLoop.fit, CheckpointManager.restore
+
+    def dying_fit(self, loss_step, **kwargs):
+        at, state.at = state.at, None
+
+        def step_or_die(i):
+            if i == at:
+                raise _Killed(f"killed at step {i}")
+            return loss_step(i)
+
+        return fit(self, step_or_die, **kwargs)
+
+    def spy(self, path, optimizer):
+        state.resumed.append(path)
+        return restore(self, path, optimizer)
+
+    monkeypatch.setattr(TrainLoop, "fit", dying_fit)
+    monkeypatch.setattr(CheckpointManager, "restore", spy)
+    return state
+
+
+def test_continuing_a_finished_adapter_never_resumes_or_keeps_its_old_checkpoints(
+    tmp_path, episodes_dir, killer
+):
+    """A run into a finished adapter dir clears that run's checkpoints first: a
+    crash of the continuing run, before or after its first checkpoint, is resumed
+    from the continuing run's own start or checkpoint (never the old run's newest,
+    nor a fresh LoRA), its checkpoints are not pruned against the old run's higher
+    step numbers, and the result is the uninterrupted continuation's adapter."""
+    import shutil
+
+    from learners.sft import run
+
+    base = {
+        **{k: v for k, v in FAST.items() if k != "max_new_tokens"},
+        "episodes": [str(episodes_dir)],
+        "learning_rate": 1e-2,
+        "lora_dropout": 0.0,  # a step is then a function of the weights and the step alone
+        "save_steps": 2,
+    }
+    out = tmp_path / "sft"
+    run({**base, "output_dir": str(out), "max_steps": 6})
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002", "step-000004"]
+    first = _lora_weights(out)
+    straight = tmp_path / "straight"  # the same adapter, continued without a crash
+    shutil.copytree(out, straight)
+    run({**base, "output_dir": str(straight), "max_steps": 4})
+    want = _lora_weights(straight)
+
+    killer.at = 1  # the continuation dies before its first checkpoint
+    with pytest.raises(_Killed):
+        run({**base, "output_dir": str(out), "max_steps": 4})
+    assert not list(ckpts.glob("step-*"))  # the finished run's are gone
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "running" and meta["init_from"] == str(out)
+
+    killer.at = 3  # the rerun starts the continuation over, and dies at step 4
+    with pytest.raises(_Killed):
+        run({**base, "output_dir": str(out), "max_steps": 4})
+    assert killer.resumed == []
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002"]  # its own, kept
+    for name, value in _lora_weights(out).items():  # the adapter it started from is in place
+        assert torch.equal(value, first[name]), name
+
+    result = run({**base, "output_dir": str(out), "max_steps": 4})
+    assert killer.resumed == [ckpts / "step-000002"]
+    assert [row["step"] for row in result["history"]] == [3, 4]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "complete" and meta["steps"] == 4
+    assert meta["init_from"] == str(out) and len(meta["runs"]) == 1
+    got = _lora_weights(out)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+def test_a_finished_full_model_run_is_continued_not_resumed(
+    tmp_path, episodes_dir, killer, monkeypatch
+):
+    """lora=false: a finished run (``model.safetensors``, no adapter_config.json)
+    is finished. The same command again continues from its final model -- it does
+    not resume its mid-run checkpoint and overwrite the final model with that --
+    and LoRA training into the directory is refused."""
+    from safetensors.torch import load_file
+
+    from learners.loop import TrainLoop
+    from learners.sft import run
+
+    base = {
+        **{k: v for k, v in FAST.items() if k != "max_new_tokens"},
+        "episodes": [str(episodes_dir)],
+        "output_dir": str(tmp_path / "full"),
+        "learning_rate": 1e-3,
+        "lora": False,
+        "max_steps": 4,
+        "save_steps": 2,
+    }
+    out = tmp_path / "full"
+    run(base)
+    final = load_file(str(out / "model.safetensors"))
+    assert not (out / "adapter_config.json").exists()
+    started = {}
+    fit = TrainLoop.fit
+
+    def spy(self, loss_step, **kwargs):
+        started.update(
+            {k: v.detach().clone() for k, v in self.trainable.model.state_dict().items()}
+        )
+        return fit(self, loss_step, **kwargs)
+
+    monkeypatch.setattr(TrainLoop, "fit", spy)
+    result = run(base)
+    assert killer.resumed == []
+    assert [row["step"] for row in result["history"]] == [1, 2, 3, 4]
+    for name, value in final.items():  # it started from the finished model
+        assert torch.equal(started[name], value), name
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "complete" and meta["init_from"] == str(out)
+    assert len(meta["runs"]) == 1
+    assert any(
+        not torch.equal(v, final[k]) for k, v in load_file(str(out / "model.safetensors")).items()
+    )
+    with pytest.raises(ValueError, match="holds a full model"):
+        run({**base, "lora": True})
 
 
 @pytest.mark.parametrize(
@@ -252,16 +394,119 @@ def test_counterfactual_demonstration_is_the_target(episodes_dir):
     assert messages[:-1] == sample.teacher_messages[:-1]
 
 
-def test_port_jitter_rewrites_local_ports_only():
+def test_port_jitter_rewrites_local_ports_only_the_same_in_prompt_and_target():
     import random
 
     from learners.sft import jitter_port
 
     messages = [
         {"role": "system", "content": "no url"},
-        {"role": "user", "content": "URL: http://127.0.0.1:34927/a.html https://example.com:8443/"},
+        {
+            "role": "user",
+            "content": "URL: http://127.0.0.1:34927/a.html https://example.com:8443/ "
+            "http://localhost:5000/b",
+        },
     ]
-    out = jitter_port(messages, random.Random(1))
+    target = '{"action": "NAVIGATE", "value": "http://127.0.0.1:34927/b.html"}'
+    out, moved = jitter_port(messages, target, random.Random(1))
     assert out[0] == messages[0]
-    assert "34927" not in out[1]["content"] and "https://example.com:8443/" in out[1]["content"]
-    assert out[1]["content"].startswith("URL: http://127.0.0.1:")
+    content = out[1]["content"]
+    assert "34927" not in content and "https://example.com:8443/" in content
+    ports = re.findall(r"http://(?:127\.0\.0\.1|localhost):(\d+)/", content)
+    assert len(ports) == 2 and ports[0] != ports[1] and "5000" not in ports
+    assert moved == target.replace("34927", ports[0])
+
+
+def test_sft_port_jitter_moves_a_navigate_targets_port_with_its_prompts(
+    tmp_path, tiny_model, monkeypatch
+):
+    """What SFT trains on under ``port_jitter``: the NAVIGATE target carries the port
+    of the prompt it is trained with, never the recorded one (a target that kept
+    the recorded port taught the model to emit a port from memory)."""
+    import numpy as np
+
+    from browser_env.episodes import AgentInfo, EpisodeMeta, EpisodeWriter
+    from browser_env.observation import make_element
+    from learners import trainable
+    from learners.sft import run
+
+    goal = "Open the shop page"
+    obs = {
+        "goal": goal,
+        "url": "http://127.0.0.1:8123/index.html",
+        "elements": (make_element("e1", "a", "link", "Shop", bbox=(0, 0, 10, 10)),),
+        "text": "Welcome",
+        "last_action_error": "",
+        "screenshot": np.zeros((8, 8, 3), dtype=np.uint8),
+    }
+    episodes = tmp_path / "episodes"
+    writer = EpisodeWriter(
+        episodes,
+        EpisodeMeta(
+            env_id="browser_env/site.shop-v0",
+            task="shop",
+            seed=0,
+            source="scripted",
+            goal=goal,
+            agent=AgentInfo(name="expert"),
+        ),
+    )
+    navigate = {"action": "NAVIGATE", "value": "http://127.0.0.1:8123/shop.html"}
+    writer.write_step(obs, navigate, 1.0, True, False, {"success": True})
+    writer.close()
+
+    seen = []
+    real = trainable.completion_logits
+
+    def spy(backend, messages, images, completion_ids):
+        text = backend.tokenizer.decode(list(completion_ids), skip_special_tokens=True)
+        seen.append((messages[-1]["content"], text))
+        return real(backend, messages, images, completion_ids)
+
+    monkeypatch.setattr(trainable, "completion_logits", spy)
+    run(
+        {
+            "wandb": False,
+            "progress": False,
+            "episodes": [str(episodes)],
+            "output_dir": str(tmp_path / "out"),
+            "batch_size": 1,
+            "max_steps": 3,
+            "save_steps": 0,
+            "port_jitter": True,
+        }
+    )
+    assert len(seen) == 3
+    for prompt, target in seen:
+        ports = set(re.findall(r"127\.0\.0\.1:(\d+)", prompt))
+        assert len(ports) == 1 and "8123" not in ports, prompt
+        assert json.loads(target)["value"] == f"http://127.0.0.1:{ports.pop()}/shop.html"
+    assert len({prompt for prompt, _ in seen}) > 1  # a new port for each draw
+
+
+def test_run_start_continues_finished_outputs_and_resumes_interrupted_runs(tmp_path):
+    """The decision the torch learners and MLX SDFT share (no model needed)."""
+    from learners.checkpoint import Checkpoints, RunStart, run_start
+
+    out = tmp_path / "out"
+    assert run_start(out) == RunStart()
+
+    def record(status, init_from=None, saved="adapter_config.json"):
+        out.mkdir(exist_ok=True)
+        meta = {"status": status, "init_from": init_from, "base_model": "tiny"}
+        (out / "training.json").write_text(json.dumps(meta))
+        if saved:
+            (out / saved).write_text("{}")
+
+    step = Checkpoints(out).write(4, lambda path: None)
+    record("running")  # an interrupted fresh run: its newest checkpoint
+    assert run_start(out) == RunStart(resume=step)
+    record("complete")  # finished: continued from, its checkpoints stale
+    assert run_start(out) == RunStart(continues=str(out), kind="adapter", stale=True)
+    record("running", init_from=str(out))  # an interrupted continuation: the same start
+    assert run_start(out) == RunStart(continues=str(out), kind="adapter", resume=step)
+    Checkpoints(out).clear()
+    assert run_start(out) == RunStart(continues=str(out), kind="adapter")
+    (out / "adapter_config.json").unlink()
+    record("complete", saved="model.safetensors")  # lora=false writes no adapter_config.json
+    assert run_start(out) == RunStart(continues=str(out), kind="model", stale=True)
