@@ -3,7 +3,8 @@
 :func:`create_app` takes a :class:`~serve.service.TrainingService` (with any
 job backend) and the bearer token; :mod:`serve.deployment` wraps the same
 app as a Ray Serve ingress, and tests drive it with ``TestClient``. Routes
-are thin: they check ids and the request size, then call the service. Every
+are thin: they check ids and the request size (``max_upload_bytes`` for an
+upload, ``max_job_request_bytes`` for a job), then call the service. Every
 route but ``GET /healthz`` depends on :func:`auth`; handlers that touch the
 disk are plain ``def`` (FastAPI runs them in a thread pool) so a slow one
 never blocks the replica's event loop.
@@ -16,8 +17,9 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -89,13 +91,22 @@ def create_app(service: TrainingService, token: str | None, *, max_upload_bytes:
     def list_datasets() -> list[dict[str, Any]]:
         return service.datasets()
 
-    @api.post("/jobs", status_code=201)
-    def create_job(
-        request: JobRequest,
+    @api.post("/jobs", status_code=201, openapi_extra=_json_body(JobRequest))
+    async def create_job(
+        request: Request,
         response: Response,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        job, created = service.create_job(request.model_dump(), idempotency_key)
+        # Read here, not as a JobRequest parameter: FastAPI would read any size.
+        body = await _read_capped(request, service.cfg.max_job_request_bytes)
+        try:
+            job_request = JobRequest.model_validate_json(body)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            raise RequestValidationError(errors) from None
+        job, created = await run_in_threadpool(
+            service.create_job, job_request.model_dump(), idempotency_key
+        )
         response.status_code = 201 if created else 200
         return job
 
@@ -127,6 +138,26 @@ def create_app(service: TrainingService, token: str | None, *, max_upload_bytes:
 
     app.include_router(api)
     return app
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body; 413 past ``limit`` bytes, by Content-Length or, for a
+    chunked body, as it is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ServiceError(413, f"request body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ServiceError(413, f"request body larger than {limit} bytes")
+    return bytes(body)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that reads its JSON body itself."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
 
 
 def _checked(job_id: str) -> str:

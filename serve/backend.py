@@ -3,19 +3,27 @@
 The service (:mod:`serve.service`) owns the queue and the records; a backend
 only starts, observes and stops processes. :class:`RayJobBackend` submits
 each job as a Ray Job whose submission id is the service's job id, so Ray
-itself refuses a second submission under the same id. Tests use a fake
+itself refuses a second submission under the same id. Every call has a
+deadline: a Jobs API that accepts a connection and never answers raises
+:class:`BackendTimeout` instead of holding the caller. Tests use a fake
 backend with the same four methods; nothing here imports Ray at module level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["TERMINAL", "JobBackend", "RayJobBackend"]
+__all__ = ["TERMINAL", "BackendTimeout", "JobBackend", "RayJobBackend"]
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 """Backend states after which a job's process is gone."""
+
+T = TypeVar("T")
+
+
+class BackendTimeout(TimeoutError):
+    """The backend did not answer in time; whether the call took effect is unknown."""
 
 
 class JobBackend(Protocol):
@@ -31,7 +39,8 @@ class JobBackend(Protocol):
         resources: Mapping[str, float],
         env_vars: Mapping[str, str],
     ) -> None:
-        """Start ``entrypoint`` (a shell command) as job ``job_id``; raise on refusal."""
+        """Start ``entrypoint`` (a shell command) as job ``job_id``; raise on refusal
+        (:class:`BackendTimeout` when the answer did not come: maybe started)."""
         ...
 
     def status(self, job_id: str) -> str | None:
@@ -54,16 +63,29 @@ class RayJobBackend:
     process is connected to (a Serve replica's own), named by its GCS
     address -- Ray's own "auto" would pick whichever cluster it finds on the
     machine first. Ray's token auth is taken from the environment
-    (``RAY_AUTH_TOKEN``) by the client itself.
+    (``RAY_AUTH_TOKEN``) by the client itself. Each HTTP request (the
+    client's version check at construction included) waits at most
+    ``timeout`` seconds to connect and as long again for each read, then
+    raises :class:`BackendTimeout`.
     """
 
-    def __init__(self, address: str = "auto") -> None:
+    def __init__(self, address: str = "auto", *, timeout: float = 30.0) -> None:
         import ray
-        from ray.job_submission import JobSubmissionClient
 
         if address == "auto" and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
-        self.client = JobSubmissionClient(address)
+        self.timeout = timeout
+        self.client = self._call(_client_class(), address, timeout=timeout)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import requests
+
+        try:
+            return fn(*args, **kwargs)
+        except requests.exceptions.Timeout as exc:
+            raise BackendTimeout(
+                f"the Ray Jobs API did not answer within {self.timeout:g} s"
+            ) from exc
 
     def submit(
         self,
@@ -75,7 +97,8 @@ class RayJobBackend:
         resources: Mapping[str, float],
         env_vars: Mapping[str, str],
     ) -> None:
-        self.client.submit_job(
+        self._call(
+            self.client.submit_job,
             entrypoint=entrypoint,
             submission_id=job_id,
             entrypoint_num_cpus=num_cpus,
@@ -87,7 +110,7 @@ class RayJobBackend:
 
     def status(self, job_id: str) -> str | None:
         try:
-            return str(self.client.get_job_status(job_id).value)
+            return str(self._call(self.client.get_job_status, job_id).value)
         except RuntimeError as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return None
@@ -95,7 +118,7 @@ class RayJobBackend:
 
     def stop(self, job_id: str) -> None:
         try:
-            self.client.stop_job(job_id)
+            self._call(self.client.stop_job, job_id)
         except RuntimeError as exc:
             if "does not exist" not in str(exc):
                 raise
@@ -104,3 +127,24 @@ class RayJobBackend:
         import ray
 
         return {f"node:{ray.util.get_node_ip_address()}": 0.001}
+
+
+def _client_class() -> type:
+    """``JobSubmissionClient`` with a ``timeout`` for every request it sends.
+
+    Its public methods take no timeout and ``requests`` waits forever by
+    default; every request goes through ``_do_request``, which hands extra
+    keyword arguments to ``requests.request`` (Ray 2.x).
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        def __init__(self, address: str, *, timeout: float) -> None:
+            self._timeout = timeout  # before super(): its version check is a request
+            super().__init__(address)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedJobSubmissionClient

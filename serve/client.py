@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tarfile
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -181,9 +183,15 @@ class TrainingClient:
             bar.close()
 
     def download(self, job_id: str, dest: str | os.PathLike[str]) -> Path:
-        """Unpack the job's adapter into ``dest`` (created); returns it."""
+        """Unpack the job's adapter into ``dest``; returns it.
+
+        The whole archive is downloaded and unpacked into a temporary dir next
+        to its place (inside ``dest`` if that exists) before ``dest`` changes:
+        a new ``dest`` then appears by one rename, an existing one has each of
+        its files replaced by one rename (files the adapter lacks stay). A
+        transfer cut short, a corrupt archive or a failed write raises
+        ClientError (502) and leaves ``dest`` as it was."""
         target = Path(dest)
-        target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile() as archive:
             with self.http.stream("GET", f"/v1/jobs/{job_id}/adapter") as response:
                 if response.status_code >= 400:
@@ -192,17 +200,47 @@ class TrainingClient:
                 for block in response.iter_bytes():
                     archive.write(block)
             archive.seek(0)
-            with tarfile.open(fileobj=archive, mode="r:gz") as tar:
-                for member in tar:
-                    name = member.name
-                    if not member.isreg() or "/" in name or "\\" in name or name in ("", ".", ".."):
-                        raise ClientError(502, f"adapter archive holds an unsafe member {name!r}")
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    with source, (target / name).open("wb") as sink:
-                        while block := source.read(1 << 20):
-                            sink.write(block)
+            staging: Path | None = None
+            try:
+                home = target if target.is_dir() else target.parent
+                home.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".adapter-", suffix=".part", dir=home))
+                names = _unpack_adapter(archive, staging)
+                if not target.is_dir():
+                    staging.rename(target)
+                    staging = None
+                else:
+                    for name in names:
+                        if (target / name).is_dir() and not (target / name).is_symlink():
+                            raise ClientError(502, f"{target / name} is a directory")
+                    for name in names:
+                        os.replace(staging / name, target / name)
+            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                raise ClientError(
+                    502, f"could not unpack the adapter of {job_id} into {target}: {exc}"
+                ) from None
+            finally:
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _unpack_adapter(archive: IO[bytes], into: Path) -> list[str]:
+    """Unpack the adapter tar.gz ``archive`` into the empty dir ``into``: regular
+    files with plain names only, whatever the server sent; returns the names."""
+    names = []
+    with tarfile.open(fileobj=archive, mode="r:gz") as tar:
+        for member in tar:
+            name = member.name
+            if not member.isreg() or any(c in name for c in "/\\\0") or name in ("", ".", ".."):
+                raise ClientError(502, f"adapter archive holds an unsafe member {name!r}")
+            source = tar.extractfile(member)
+            assert source is not None
+            with source, (into / name).open("xb") as sink:  # "x": a name twice is no adapter
+                while block := source.read(1 << 20):
+                    sink.write(block)
+            names.append(name)
+    return names
 
 
 def _pack(paths: Sequence[str | os.PathLike[str]], archive: IO[bytes]) -> None:

@@ -66,6 +66,9 @@ class ServeConfig:
     max_depth: int = _f(8, "Deepest path (components) in an upload.")
     max_image_side: int = _f(4096, "Largest PNG width or height (read from its header).")
     max_log_chunk: int = _f(1 << 20, "Most log bytes one logs request returns.")
+    max_job_request_bytes: int = _f(
+        256 << 10, "Largest request body of a job submission (413 beyond)."
+    )
     # Ray
     replica_num_cpus: float = _f(
         0.1, "CPUs reserved by the Serve replica (Ray's default of 1 is half a small machine)."
@@ -83,6 +86,11 @@ class ServeConfig:
         "auto",
         "Ray Jobs API address for the replica ('auto': the cluster it runs in, by its GCS address).",
     )
+    ray_jobs_timeout_s: float = _f(
+        30.0,
+        "Seconds each Ray Jobs API request may take to connect, and again to answer, before "
+        "it fails; a hung API then delays scheduling but never holds the service.",
+    )
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work."""
@@ -90,9 +98,19 @@ class ServeConfig:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_concurrent_jobs < 1:
             raise ValueError("max_concurrent_jobs must be >= 1")
-        for name in ("max_upload_bytes", "max_uncompressed_bytes", "max_members", "max_depth"):
+        for name in (
+            "max_upload_bytes",
+            "max_uncompressed_bytes",
+            "max_members",
+            "max_depth",
+            "max_job_request_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.max_log_chunk < 4:  # a chunk always holds one whole UTF-8 character
+            raise ValueError("max_log_chunk must be >= 4")
+        if self.ray_jobs_timeout_s <= 0:
+            raise ValueError("ray_jobs_timeout_s must be > 0")
 
     def token(self) -> str | None:
         """The bearer token, or None where serving without one is allowed.

@@ -38,7 +38,9 @@ def _ingress_class() -> Any:
 
             cfg = from_mapping(settings)
             token = cfg.token()  # refuses to run unauthenticated where not allowed
-            self.service = TrainingService(cfg, RayJobBackend(cfg.ray_jobs_address))
+            self.service = TrainingService(
+                cfg, RayJobBackend(cfg.ray_jobs_address, timeout=cfg.ray_jobs_timeout_s)
+            )
             self.service.start()
             # Not `self.app`: Serve's ASGI wrapper owns that name.
             self._asgi = create_app(self.service, token, max_upload_bytes=cfg.max_upload_bytes)

@@ -2,19 +2,21 @@
 reconciliation with the backend, logs and adapters.
 
 A :class:`TrainingService` owns a :class:`~serve.store.Store` and a
-:class:`~serve.backend.JobBackend`. Records change only under one lock;
-long work (unpacking an upload, building an archive) runs outside it. The
+:class:`~serve.backend.JobBackend`. Records change only under one lock, and
+only by re-reading the record under it; long work (unpacking an upload,
+building an archive) and every backend call run outside it, so a slow or
+hung backend never holds a request that only reads or writes records. The
 queue is the service's own: :meth:`tick` (run every ``poll_interval_s`` by
 a background thread, and after every submission) folds the backend's states
 into the records and submits queued jobs while fewer than
 ``max_concurrent_jobs`` run. A job is submitted under its own id, written as
-"running" before the submission, so a crash in between is reconciled like
-any job the backend forgot.
+"running" before the submission, so a crash in between (or a submission
+whose answer never came) is reconciled like any job the backend forgot.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import codecs
 import hashlib
 import json
 import logging
@@ -31,24 +33,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serve.backend import TERMINAL, JobBackend
+from serve.backend import TERMINAL, BackendTimeout, JobBackend
 from serve.config import ServeConfig
+from serve.overrides import LEARNERS, SERVER_OWNED, override_problem
 from serve.store import Store, read_json, write_json
 from serve.uploads import Limits, check_episodes, unpack
 
 __all__ = ["LEARNERS", "SERVER_OWNED", "ServiceError", "TrainingService", "now"]
 
 log = logging.getLogger(__name__)
-
-LEARNERS = ("sft", "sdft", "grpo")
-"""The learners a job may name: the keys of :data:`learners.config.LEARNER_CONFIGS`
-(a test checks they agree; importing it here would load the learners' config
-module into every process that only serves HTTP)."""
-
-SERVER_OWNED = frozenset(
-    {"output_dir", "episodes", "init_adapter", "server_adapter_dir", "enrich", "progress"}
-)
-"""Config fields the service sets itself (paths on the server, network, the log format)."""
 
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 _PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
@@ -81,6 +74,9 @@ class TrainingService:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pass_guard = threading.Lock()  # guards the two flags below (see tick)
+        self._pass_running = False
+        self._pass_wanted = False
         with self.lock:
             self.store.drop_orphan_keys()
         try:
@@ -145,9 +141,17 @@ class TrainingService:
 
     # --- jobs ------------------------------------------------------------
     def create_job(self, request: dict[str, Any], idempotency_key: str | None = None):
-        """Validate and queue a job; ``(view, created)``. A repeated idempotency
-        key returns the job it first created (409 if the request differs)."""
+        """Validate and queue a job; ``(view, created)``, then run a scheduler pass.
+
+        A repeated idempotency key returns the job it first created (409 if the
+        request differs). A key whose job was refused (429 when
+        ``max_queued_jobs`` wait) is released, so a retry with it makes the
+        job. Once the record is written the job exists: a failing scheduler
+        pass (the backend down) is logged, not raised; the scheduler retries.
+        """
         learner, dataset_ids, overrides, resources = self._validate(request)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ServiceError(422, "Idempotency-Key must be 1..255 characters")
         request_sha = hashlib.sha256(
             json.dumps(
                 [learner, dataset_ids, overrides, resources], sort_keys=True, default=str
@@ -156,8 +160,6 @@ class TrainingService:
         with self.lock:
             job_id = self.store.new_job_id()
             if idempotency_key is not None:
-                if not 1 <= len(idempotency_key) <= 255:
-                    raise ServiceError(422, "Idempotency-Key must be 1..255 characters")
                 held = self.store.reserve_key(idempotency_key, job_id, request_sha)
                 if held["job_id"] != job_id:
                     if held.get("request_sha256") != request_sha:
@@ -167,25 +169,33 @@ class TrainingService:
                     record = self.store.job(held["job_id"])
                     if record is not None:
                         return self.view(record), False
-            queued = sum(1 for r in self.store.jobs() if r["status"] == "queued")
-            if queued >= self.cfg.max_queued_jobs:
-                raise ServiceError(429, f"{queued} jobs are queued; try again later")
-            record = {
-                "job_id": job_id,
-                "learner": learner,
-                "dataset_ids": dataset_ids,
-                "overrides": overrides,
-                "resources": resources,
-                "status": "queued",
-                "created_at": now(),
-                "started_at": None,
-                "finished_at": None,
-                "error": None,
-                "attempts": 0,
-                "cancel_requested": False,
-            }
-            self.store.save_job(record)
-        self.tick()
+            try:
+                queued = sum(1 for r in self.store.jobs() if r["status"] == "queued")
+                if queued >= self.cfg.max_queued_jobs:
+                    raise ServiceError(429, f"{queued} jobs are queued; try again later")
+                record = {
+                    "job_id": job_id,
+                    "learner": learner,
+                    "dataset_ids": dataset_ids,
+                    "overrides": overrides,
+                    "resources": resources,
+                    "status": "queued",
+                    "created_at": now(),
+                    "started_at": None,
+                    "finished_at": None,
+                    "error": None,
+                    "attempts": 0,
+                    "cancel_requested": False,
+                }
+                self.store.save_job(record)
+            except BaseException:
+                if idempotency_key is not None:
+                    self.store.release_key(idempotency_key, job_id)
+                raise
+        try:
+            self.tick()
+        except Exception:
+            log.exception("scheduling after creating %s failed; the scheduler retries", job_id)
         return self.view(self.store.job(job_id) or record), True
 
     def _validate(self, request: dict[str, Any]) -> tuple[str, list[str], dict, dict]:
@@ -201,14 +211,9 @@ class TrainingService:
         if not dataset_ids and learner != "grpo":
             raise ServiceError(422, f"{learner} needs at least one dataset id")
         overrides = dict(request.get("overrides") or {})
-        fields = {f.name: f for f in dataclasses.fields(lc.LEARNER_CONFIGS[learner])}
-        for key, value in overrides.items():
-            if key in SERVER_OWNED or key.startswith(("hydra", "_")):
-                raise ServiceError(422, f"override {key!r} is set by the server")
-            if key not in fields:
-                raise ServiceError(422, f"unknown {learner} setting {key!r}")
-            if not _type_ok(value, str(fields[key].type)):
-                raise ServiceError(422, f"{key}={value!r} is not a {fields[key].type}")
+        problem = override_problem(lc.LEARNER_CONFIGS[learner], learner, overrides)
+        if problem is not None:
+            raise ServiceError(422, problem)
         allowed = self.cfg.allowed_models
         if "model" in overrides and allowed is not None and overrides["model"] not in allowed:
             raise ServiceError(422, f"model {overrides['model']!r} is not one of {allowed}")
@@ -247,22 +252,37 @@ class TrainingService:
         return view
 
     def logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
-        """Log bytes from ``offset`` (at most ``max_log_chunk``); read from the
-        job's own file, so they outlive Ray's job history."""
+        """The job's log text from byte ``offset``: at most ``max_log_chunk``
+        bytes, read from the job's own file (so logs outlive Ray's job history).
+
+        The text ends on a whole UTF-8 character: an incomplete one at the end
+        of the chunk is left for the next read, which starts at
+        ``next_offset``. 422 unless ``0 <= offset <=`` the log's size.
+        """
         self.job(job_id)
-        if offset < 0:
-            raise ServiceError(422, "offset must be >= 0")
         path = self.store.job_dir(job_id) / "job.log"
         try:
             with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                _check_offset(offset, size)
                 f.seek(offset)
                 chunk = f.read(self.cfg.max_log_chunk)
         except FileNotFoundError:
+            _check_offset(offset, 0)
             chunk = b""
-        return {"text": chunk.decode("utf-8", errors="replace"), "next_offset": offset + len(chunk)}
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = decoder.decode(chunk)
+        held = len(decoder.getstate()[0])  # the bytes of a character cut at the chunk's end
+        return {"text": text, "next_offset": offset + len(chunk) - held}
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """queued -> cancelled at once; running -> one stop request; finished -> 409."""
+        """Cancel a job; its view.
+
+        queued -> cancelled at once; running -> ``cancel_requested`` saved,
+        then one stop request to the backend (503 when the backend does not
+        take it: the request stands, and the scheduler sends the stop again
+        while the job runs); finished -> 409.
+        """
         with self.lock:
             record = self.store.job(job_id)
             if record is None:
@@ -271,63 +291,118 @@ class TrainingService:
                 raise ServiceError(409, f"job {job_id} already {record['status']}")
             if record["status"] == "queued":
                 record.update(status="cancelled", finished_at=now(), cancel_requested=True)
-            elif not record["cancel_requested"]:
-                record["cancel_requested"] = True
-                self.backend.stop(job_id)
+                self.store.save_job(record)
+                return self.view(record)
+            asked_before = record["cancel_requested"]
+            record["cancel_requested"] = True
             self.store.save_job(record)
-            return self.view(record)
+        if not asked_before:  # one stop request, however often a cancel comes
+            try:
+                self.backend.stop(job_id)
+            except Exception as exc:
+                log.warning("stopping %s failed: %s", job_id, exc)
+                raise ServiceError(
+                    503,
+                    f"cancel of {job_id} recorded, but the job backend did not take the stop "
+                    f"request ({exc}); the service sends it again while the job runs",
+                ) from exc
+        return self.view(record)
 
     def adapter_archive(self, job_id: str) -> Path:
         """A tar.gz of the job's adapter (top-level regular files only) in a temp
-        dir the caller removes."""
+        dir the caller removes. 404 when the job or its adapter dir is missing,
+        409 unless the job succeeded; nothing is left behind on any error."""
         record = self.store.job(job_id)
         if record is None:
             raise ServiceError(404, f"no job {job_id!r}")
         if record["status"] != "succeeded":
             raise ServiceError(409, f"job {job_id} is {record['status']}, not succeeded")
         adapter = self.store.inside(self.store.job_dir(job_id) / "adapter")
-        out = self.store.temp_dir() / "adapter.tar.gz"
-        with tarfile.open(out, "w:gz") as tar:
-            for entry in sorted(os.scandir(adapter), key=lambda e: e.name):
-                if entry.is_file(follow_symlinks=False):
-                    info = tar.gettarinfo(entry.path, arcname=entry.name)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    with open(entry.path, "rb") as f:
-                        tar.addfile(info, f)
+        if not adapter.is_dir():
+            raise ServiceError(404, f"job {job_id} succeeded but left no adapter directory")
+        workdir = self.store.temp_dir()
+        try:
+            out = workdir / "adapter.tar.gz"
+            with tarfile.open(out, "w:gz") as tar:
+                for entry in sorted(os.scandir(adapter), key=lambda e: e.name):
+                    if entry.is_file(follow_symlinks=False):
+                        info = tar.gettarinfo(entry.path, arcname=entry.name)
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        with open(entry.path, "rb") as f:
+                            tar.addfile(info, f)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return out
 
     # --- scheduling ------------------------------------------------------
     def tick(self) -> None:
-        """Fold backend states into running jobs, then start queued ones."""
+        """One scheduler pass: fold backend states into running jobs, then start queued ones.
+
+        Passes never overlap: a call while one runs asks it to go round once
+        more and returns at once. A backend error ends the pass and is raised
+        (the scheduler thread logs it and tries again).
+        """
+        with self._pass_guard:
+            self._pass_wanted = True
+            if self._pass_running:
+                return
+            self._pass_running = True
+        try:
+            while True:
+                with self._pass_guard:
+                    if not self._pass_wanted:
+                        self._pass_running = False
+                        return
+                    self._pass_wanted = False
+                self._pass()
+        except BaseException:
+            with self._pass_guard:
+                self._pass_running = False
+            raise
+
+    def _pass(self) -> None:
+        with self.lock:
+            running = [r for r in self.store.jobs() if r["status"] == "running"]
+        for record in running:
+            self._reconcile(record, self.backend.status(record["job_id"]))
         with self.lock:
             records = list(self.store.jobs())
-            for record in records:
-                if record["status"] == "running":
-                    self._reconcile(record)
-            running = sum(1 for r in records if r["status"] == "running")
+            free = self.cfg.max_concurrent_jobs - sum(r["status"] == "running" for r in records)
             queued = sorted(
                 (r for r in records if r["status"] == "queued"), key=lambda r: r["created_at"]
             )
-            for record in queued[: max(0, self.cfg.max_concurrent_jobs - running)]:
-                self._submit(record)
+            starting = [self._mark_started(r) for r in queued[: max(0, free)]]
+        for record in starting:
+            self._submit(record)
 
-    def _reconcile(self, record: dict[str, Any]) -> None:
-        job_id = record["job_id"]
+    def _reconcile(self, seen: dict[str, Any], state: str | None) -> None:
+        """Fold the backend's ``state`` into the running job ``seen`` (a snapshot)."""
+        job_id = seen["job_id"]
         job_dir = self.store.job_dir(job_id)
-        state = self.backend.status(job_id)
         if state is not None and state not in TERMINAL:
+            if seen["cancel_requested"]:  # a stop that failed, or came before the submission
+                self.backend.stop(job_id)
             return
         result = _read_quiet(job_dir / "result.json")
-        if result is not None and result.get("status") in FINISHED:
-            record.update(status=result["status"], error=result.get("error"))
-        elif state == "STOPPED":
-            record.update(status="cancelled")
-        elif state is not None:
-            record.update(status="failed", error=f"job process ended ({state}) without a result")
-        else:
-            _kill_stale(job_dir, job_id)
-            if record["cancel_requested"]:
+        if result is not None and result.get("status") not in FINISHED:
+            result = None
+        if result is None and state is None:
+            _kill_stale(job_dir, job_id)  # outside the lock: it waits for the process to go
+        with self.lock:
+            record = self.store.job(job_id)
+            if record is None or record["status"] != "running":
+                return
+            if result is not None:
+                record.update(status=result["status"], error=result.get("error"))
+            elif state == "STOPPED":
+                record.update(status="cancelled")
+            elif state is not None:
+                record.update(
+                    status="failed", error=f"job process ended ({state}) without a result"
+                )
+            elif record["cancel_requested"]:
                 record.update(status="cancelled")
             elif self.cfg.resume_lost:
                 log.warning("job %s was lost by the backend; queued again to resume", job_id)
@@ -339,10 +414,12 @@ class TrainingService:
                     status="failed",
                     error="lost: the backend no longer knows the job and it left no result",
                 )
-        record["finished_at"] = (result or {}).get("finished_at") or now()
-        self.store.save_job(record)
+            record["finished_at"] = (result or {}).get("finished_at") or now()
+            self.store.save_job(record)
 
-    def _submit(self, record: dict[str, Any]) -> None:
+    def _mark_started(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write the job's spec and record it as running (under the lock, before
+        the submission: a crash in between is reconciled as a lost job)."""
         job_id = record["job_id"]
         job_dir = self.store.job_dir(job_id)
         config = {
@@ -360,26 +437,51 @@ class TrainingService:
             status="running", started_at=now(), attempts=record["attempts"] + 1, error=None
         )
         self.store.save_job(record)
-        resources = {} if self.cfg.shared_storage else self.backend.node_resource()
-        entrypoint = " ".join(
-            shlex.quote(p) for p in (sys.executable, "-m", "serve.job_entry", str(job_dir))
-        )
+        return record
+
+    def _submit(self, record: dict[str, Any]) -> None:
+        """Hand a job marked running to the backend (outside the lock). A refusal
+        fails the job; a timeout leaves it running for the next pass to ask about."""
+        job_id = record["job_id"]
         env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         try:
+            resources = {} if self.cfg.shared_storage else self.backend.node_resource()
             self.backend.submit(
                 job_id,
-                entrypoint,
+                self._entrypoint(self.store.job_dir(job_id)),
                 num_cpus=record["resources"]["num_cpus"],
                 num_gpus=record["resources"]["num_gpus"],
                 resources=resources,
                 env_vars=env,
             )
+        except BackendTimeout:
+            log.warning("submitting %s got no answer; the next pass asks the backend", job_id)
         except Exception as exc:
             log.exception("submitting %s failed", job_id)
-            record.update(status="failed", finished_at=now(), error=f"submission failed: {exc}")
-            self.store.save_job(record)
+            with self.lock:
+                current = self.store.job(job_id)
+                if current is not None and current["status"] == "running":
+                    current.update(
+                        status="failed", finished_at=now(), error=f"submission failed: {exc}"
+                    )
+                    self.store.save_job(current)
+
+    def _entrypoint(self, job_dir: Path) -> str:
+        """The job's shell command: ``python -m serve.job_entry JOB_DIR`` without
+        the service's token variable (``token_env``) in its environment.
+
+        A job process inherits the environment its Ray node was started with
+        (``python -m serve`` starts the embedded one, token and all). Ray's own
+        ``RAY_AUTH_TOKEN`` stays: a job is a Ray client (``runner=ray`` joins
+        the cluster) and, with no network settings open to clients
+        (:data:`SERVER_OWNED`), sends it nowhere else.
+        """
+        command = [sys.executable, "-m", "serve.job_entry", str(job_dir)]
+        if self.cfg.token_env:
+            command = ["env", "-u", self.cfg.token_env, *command]
+        return shlex.join(command)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -428,26 +530,6 @@ def _kill_stale(job_dir: Path, job_id: str) -> None:
             time.sleep(0.1)
 
 
-def _type_ok(value: Any, annotation: str) -> bool:
-    """Whether a JSON value fits a config field's annotation (as written in
-    learners.config: int, float, bool, str, list[X], dict[...], joined by |)."""
-    for option in (o.strip() for o in annotation.split("|")):
-        if option == "None" and value is None:
-            return True
-        if option == "bool" and isinstance(value, bool):
-            return True
-        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if option == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-            return True
-        if option == "str" and isinstance(value, str):
-            return True
-        if option.startswith("list[") and isinstance(value, list):
-            inner = option[5:-1]
-            if all(_type_ok(v, inner) for v in value):
-                return True
-        if option.startswith("dict[") and isinstance(value, dict):
-            return True
-        if option == "Any":
-            return True
-    return False
+def _check_offset(offset: int, size: int) -> None:
+    if not 0 <= offset <= size:
+        raise ServiceError(422, f"offset must be in 0..{size} (the log's size), got {offset}")

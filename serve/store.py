@@ -167,7 +167,7 @@ class Store:
         """Reserve ``key`` for ``job_id``; returns the reservation that holds it
         (ours, or an earlier one). The name is taken with link(2), so of two
         concurrent reservations exactly one wins, across processes too."""
-        path = self.root / "idempotency" / hashlib.sha256(key.encode("utf-8")).hexdigest()
+        path = self._key_path(key)
         entry = {"version": STATE_VERSION, "job_id": job_id, "request_sha256": request_sha}
         # Written whole to a temp file, then hard-linked into place: link() fails
         # when the name exists, so readers never see a half-written reservation.
@@ -187,6 +187,18 @@ class Store:
         finally:
             os.unlink(tmp)
         return entry
+
+    def release_key(self, key: str, job_id: str) -> None:
+        """Give up ``key``'s reservation when ``job_id`` holds it (its job was
+        refused before it was written), so a retry with the key starts afresh."""
+        path = self._key_path(key)
+        with contextlib.suppress(ValueError):
+            entry = read_json(path)
+            if entry is not None and entry.get("job_id") == job_id:
+                path.unlink(missing_ok=True)
+
+    def _key_path(self, key: str) -> Path:
+        return self.root / "idempotency" / hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def drop_orphan_keys(self) -> None:
         """Remove reservations whose job was never written (a crash in between)."""

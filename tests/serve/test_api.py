@@ -176,3 +176,39 @@ def test_python_m_serve_refuses_a_public_bind_without_a_token(tmp_path):
     assert done.returncode != 0
     assert "refusing to serve on '0.0.0.0' without a token" in done.stderr
     assert not (tmp_path / "state").exists()  # refused before anything was created
+
+
+def test_a_succeeded_job_without_an_adapter_is_404_and_leaves_nothing(api):
+    client, service, backend = api
+    job_id = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH).json()["job_id"]
+    (service.store.job_dir(job_id) / "result.json").write_text(
+        json.dumps({"version": 1, "status": "succeeded"})
+    )
+    backend.states[job_id] = "SUCCEEDED"
+    service.tick()
+    response = client.get(f"/v1/jobs/{job_id}/adapter", headers=AUTH)
+    assert response.status_code == 404 and "no adapter" in response.json()["detail"]
+    assert list((service.store.root / "tmp").iterdir()) == []
+
+
+def test_a_job_request_body_is_capped(make_service):
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(max_job_request_bytes=4096)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    big = {"learner": "grpo", "overrides": {"tasks": ["x" * 100] * 100}}
+    response = client.post("/v1/jobs", json=big, headers=AUTH)
+    assert response.status_code == 413, response.text[:200]
+    body = json.dumps(big).encode()
+    chunked = client.post(
+        "/v1/jobs",
+        content=(body[i : i + 1000] for i in range(0, len(body), 1000)),  # no Content-Length
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413, chunked.text[:200]
+    assert service.jobs() == [] and backend.submissions == []
+    small = {"learner": "grpo", "overrides": {"tasks": ["click-test"]}}
+    assert client.post("/v1/jobs", json=small, headers=AUTH).status_code == 201
+    assert client.post("/v1/jobs", content=b"{", headers=AUTH).status_code == 422

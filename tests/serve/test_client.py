@@ -75,3 +75,76 @@ def test_job_entry_writes_pid_log_and_a_failed_result(tmp_path):
     assert int((tmp_path / "pid").read_text()) > 0
     assert "demo_fraction" in (tmp_path / "job.log").read_text()
     assert "logging to" in done.stdout  # Ray's own log says where the real one is
+
+
+def _adapter_archive(weights: bytes) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in (("adapter_config.json", b'{"r": 8}'), ("adapter.safetensors", weights)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _serving(body: bytes):
+    import httpx
+
+    from serve.client import TrainingClient
+
+    def handler(request):
+        return httpx.Response(200, content=body, headers={"content-type": "application/gzip"})
+
+    http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+    return TrainingClient(http=http, token="x")
+
+
+def test_a_cut_download_leaves_dest_as_it_was(tmp_path):
+    import os
+
+    import pytest
+
+    from serve.client import ClientError
+
+    whole = _adapter_archive(os.urandom(1 << 20))
+    cut = whole[: len(whole) * 2 // 3]  # the connection dropped two thirds in
+    dest = tmp_path / "adapter"
+    dest.mkdir()
+    old = {"adapter_config.json": b'{"r": 4}', "adapter.safetensors": b"OLD" * 1000}
+    for name, data in old.items():
+        (dest / name).write_bytes(data)
+    with pytest.raises(ClientError) as caught:
+        _serving(cut).download("job-1", dest)
+    assert caught.value.status == 502 and "job-1" in caught.value.detail
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+    with pytest.raises(ClientError):
+        _serving(cut).download("job-1", tmp_path / "new" / "adapter")
+    assert not (tmp_path / "new" / "adapter").exists()
+    assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_a_download_replaces_an_existing_adapter_only_when_complete(tmp_path):
+    import os
+
+    weights = os.urandom(1 << 16)
+    dest = tmp_path / "adapter"
+    dest.mkdir()
+    (dest / "adapter.safetensors").write_bytes(b"OLD")
+    (dest / "notes.txt").write_text("mine")
+    assert _serving(_adapter_archive(weights)).download("job-1", dest) == dest
+    assert (dest / "adapter.safetensors").read_bytes() == weights
+    assert (dest / "adapter_config.json").read_bytes() == b'{"r": 8}'
+    assert (dest / "notes.txt").read_text() == "mine"  # a file the adapter lacks stays
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "adapter.safetensors",
+        "adapter_config.json",
+        "notes.txt",
+    ]
+    fresh = tmp_path / "fresh" / "adapter"
+    _serving(_adapter_archive(weights)).download("job-1", fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+    assert sorted(p.name for p in fresh.parent.iterdir()) == ["adapter"]

@@ -192,3 +192,162 @@ def test_a_restart_lists_every_job_and_reconciles_the_running_ones(make_service,
     assert jobs[waiting]["status"] == "running" and jobs[waiting]["attempts"] == 2
     assert [s[0] for s in backend3.submissions] == [waiting]
     assert jobs[lost]["status"] == "failed"  # finished records stay as they were
+
+
+NETWORK_SETTINGS = [
+    ("generation", "server"),
+    ("server_url", "http://203.0.113.7:80/v1"),
+    ("server_token_env", "BROWSER_RL_SERVE_TOKEN"),
+    ("server_lora_name", "../../../../tmp/anything"),
+    ("server_adapter_dir", "/tmp/served"),
+    ("server_timeout", 1.0),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), NETWORK_SETTINGS, ids=[k for k, _ in NETWORK_SETTINGS])
+def test_grpos_generation_server_settings_are_the_servers(api, key, value):
+    # A client's server_url would get "Bearer $<server_token_env>" from the
+    # job's environment: the service's own secrets.
+    client, service, backend = api
+    body = {"learner": "grpo", "overrides": {key: value}}
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert f"override {key!r} is set by the server" in response.json()["detail"]
+    assert backend.submissions == [] and service.jobs() == []
+
+
+def test_every_generation_server_setting_is_server_owned():
+    import dataclasses
+
+    from learners.config import GRPOConfig
+    from serve.service import SERVER_OWNED
+
+    network = {f.name for f in dataclasses.fields(GRPOConfig) if f.name.startswith("server_")}
+    assert network | {"generation"} <= SERVER_OWNED
+
+
+def test_a_job_process_runs_without_the_services_token(api, dataset_id, monkeypatch):
+    import shlex
+    import subprocess
+    import sys
+
+    client, service, backend = api
+    job_id = _job(client, dataset_id).json()["job_id"]
+    [(_, entrypoint, _)] = backend.submissions
+    command = shlex.split(entrypoint)
+    job_command = [sys.executable, "-m", "serve.job_entry", str(service.store.job_dir(job_id))]
+    assert command[-4:] == job_command
+    # The same command line with a probe in the job entry's place, run by a
+    # shell in an environment like the Ray node's.
+    probe = "import json, os; print(json.dumps(sorted(os.environ)))"
+    command[-4:] = [sys.executable, "-c", probe]
+    monkeypatch.setenv("BROWSER_RL_SERVE_TOKEN", "x" * 40)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "y" * 40)
+    seen = json.loads(subprocess.run(shlex.join(command), shell=True, capture_output=True).stdout)
+    assert "BROWSER_RL_SERVE_TOKEN" not in seen
+    assert "RAY_AUTH_TOKEN" in seen  # a job is a Ray client (runner=ray)
+
+
+def test_the_prompt_override_takes_prompt_settings(api, dataset_id):
+    from learners.config import SFTConfig, from_mapping
+
+    client, service, backend = api
+    prompt = {"max_history": 2, "rules": ["Be brief."], "use_screenshot": False}
+    response = _job(client, dataset_id, overrides={"prompt": prompt})
+    assert response.status_code == 201, response.text
+    spec = json.loads((service.store.job_dir(response.json()["job_id"]) / "spec.json").read_text())
+    built = from_mapping(SFTConfig, spec["config"]).prompt
+    assert (built.max_history, built.rules, built.use_screenshot) == (2, ("Be brief.",), False)
+    for bad in ({"max_hist": 2}, {"max_history": "two"}, {"rules": [1]}, "short"):
+        response = _job(client, dataset_id, overrides={"prompt": bad})
+        assert response.status_code == 422 and "is not a PromptConfig" in response.text, bad
+    assert len(backend.submissions) == 1
+
+
+def test_a_key_refused_with_429_makes_the_job_on_retry(make_service, episodes):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(max_concurrent_jobs=1, max_queued_jobs=1)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    ds = client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH).json()["dataset_id"]
+    _job(client, ds, key="runs")
+    waiting = _job(client, ds, key="waits").json()["job_id"]
+    assert _job(client, ds, key="K").status_code == 429
+    assert _job(client, ds, key="K").status_code == 429  # still full: refused again, no job
+    client.post(f"/v1/jobs/{waiting}/cancel", headers=AUTH)  # the queue has room again
+    made = _job(client, ds, key="K")
+    assert made.status_code == 201, made.text
+    again = _job(client, ds, key="K")
+    assert again.status_code == 200 and again.json()["job_id"] == made.json()["job_id"]
+    assert len(service.jobs()) == 3
+
+
+def test_logs_refuse_offsets_past_the_end_and_never_split_a_character(make_service):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(max_log_chunk=1000)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    job_id = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH).json()["job_id"]
+    logs = f"/v1/jobs/{job_id}/logs"
+    assert client.get(logs, params={"offset": 1}, headers=AUTH).status_code == 422  # no log yet
+    text = "step 1/10 [" + "\u2588" * 600 + "]\n"  # tqdm's bar: 3 bytes a character
+    (service.store.job_dir(job_id) / "job.log").write_text(text, encoding="utf-8")
+    size = len(text.encode())
+    for offset in (size + 1, 10**20):
+        response = client.get(logs, params={"offset": offset}, headers=AUTH)
+        assert response.status_code == 422 and "offset" in response.text, offset
+    chunks, offset = [], 0
+    while True:
+        chunk = client.get(logs, params={"offset": offset}, headers=AUTH).json()
+        if not chunk["text"]:
+            break
+        chunks.append(chunk["text"])
+        assert chunk["next_offset"] - offset == len(chunk["text"].encode())
+        offset = chunk["next_offset"]
+    assert len(chunks) == 2 and "".join(chunks) == text and offset == size
+
+
+class FlakyBackend(FakeBackend):
+    """A FakeBackend whose status and stop fail while ``down`` (Ray's API unreachable)."""
+
+    down = False
+
+    def status(self, job_id):
+        if self.down:
+            raise RuntimeError("Failed to connect to Ray dashboard")
+        return super().status(job_id)
+
+    def stop(self, job_id):
+        if self.down:
+            raise RuntimeError("Failed to connect to Ray dashboard")
+        super().stop(job_id)
+
+
+def test_a_backend_outage_neither_hides_a_new_job_nor_loses_a_cancel(make_service):
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, backend = make_service(FlakyBackend())
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    running = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH).json()["job_id"]
+    backend.down = True
+    response = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH)
+    assert response.status_code == 201 and response.json()["status"] == "queued"
+    assert len(service.jobs()) == 2
+    response = client.post(f"/v1/jobs/{running}/cancel", headers=AUTH)
+    assert response.status_code == 503 and "cancel of" in response.json()["detail"]
+    assert service.job(running)["cancel_requested"] and backend.stops == []
+    backend.down = False
+    service.tick()  # the scheduler sends the stop the outage swallowed
+    assert backend.stops == [running]
+    backend.states[running] = "STOPPED"
+    service.tick()
+    assert service.job(running)["status"] == "cancelled"

@@ -132,6 +132,10 @@ def test_cancel_stops_a_running_job_within_15_s(client, service, dataset_id):
     )
     pid = int(pid_file.read_text())
     assert _alive(pid)
+    # The job inherits the environment Ray was started with, but not the
+    # service's bearer token.
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"BROWSER_RL_SERVE_TOKEN" not in {e.partition(b"=")[0] for e in environ}
     start = time.monotonic()
     client.cancel(job_id)
     _wait_for(lambda: client.job(job_id)["status"] == "cancelled", 15, "cancelled")

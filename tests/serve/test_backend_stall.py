@@ -1,0 +1,99 @@
+"""The service over a Ray Jobs API that accepts requests and never answers.
+
+The real :class:`~serve.backend.RayJobBackend` talks to a stand-in dashboard
+on loopback that answers only the client's version check: every job call
+stalls until its deadline. Requests that only read or write records must
+answer meanwhile; the backend's own calls must give up.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+from _serve_helpers import AUTH, TOKEN
+
+pytest.importorskip("ray.job_submission")
+
+TIMEOUT_S = 8.0  # each Jobs API request's deadline; the other requests need far less
+
+
+@pytest.fixture
+def stalled_dashboard():
+    """``(url, seen)``: a Jobs API that stalls; ``seen`` is set once a job call came in."""
+    seen = threading.Event()
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/api/version":
+                body = json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+            else:
+                self.stall()
+
+        def do_POST(self):
+            self.stall()
+
+        def stall(self):
+            seen.set()
+            release.wait(60)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hung_jobs_api_holds_neither_requests_nor_the_scheduler(make_service, stalled_dashboard):
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from serve.backend import BackendTimeout, RayJobBackend
+
+    url, seen = stalled_dashboard
+    service, _ = make_service(RayJobBackend(url, timeout=TIMEOUT_S), max_concurrent_jobs=1)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    first: dict = {}
+
+    def submit_first():
+        first["response"] = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH)
+
+    submitting = threading.Thread(target=submit_first, daemon=True)
+    submitting.start()
+    assert seen.wait(30), "the submission never reached the Jobs API"
+    # While the first job's submission stalls, everything else answers.
+    assert client.get("/healthz").status_code == 200
+    [listed] = client.get("/v1/jobs", headers=AUTH).json()
+    assert listed["status"] == "running"  # recorded before the submission
+    second = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH)
+    assert second.status_code == 201 and second.json()["status"] == "queued"
+    cancelled = client.post(f"/v1/jobs/{second.json()['job_id']}/cancel", headers=AUTH)
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert submitting.is_alive(), "the other requests waited for the stalled submission"
+
+    # The submission gives up at its deadline; its job stays running for the
+    # next pass to ask about (Ray may have taken it).
+    submitting.join(TIMEOUT_S + 30)
+    assert not submitting.is_alive()
+    response = first["response"]
+    assert response.status_code == 201 and response.json()["status"] == "running"
+    start = time.monotonic()
+    with pytest.raises(BackendTimeout):
+        service.tick()  # the status request stalls too
+    assert time.monotonic() - start < TIMEOUT_S + 30
