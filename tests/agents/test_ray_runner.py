@@ -181,6 +181,16 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+def _python(code: str):
+    """``code`` run by a new interpreter (a Ray of its own), its output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+
+
 def _dies_while_a_plays(flag):
     """An agent factory: on the page whose goal is "b" it finishes at once; on
     "a" it waits one step (so "b" has ended and been sent back), then, the
@@ -232,14 +242,11 @@ def test_a_dead_actors_episodes_are_told_apart_by_job_not_by_seed(ray_cluster, s
 
 def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
     """An agent factory that cannot be sent to an actor: the error is raised
-    and the embedded Ray the runner started is shut down (its files gone)."""
-    import subprocess
-    import sys
-
+    and the embedded Ray the runner started is shut down."""
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("RAY_ADDRESS is set: the runner joins that cluster and starts no Ray")
     code = (
-        "import glob, threading, ray\n"
+        "import threading, ray\n"
         "from agents.runners import RolloutSpec\n"
         "from agents.runners.ray_runner import RayRunner\n"
         "lock = threading.Lock()\n"
@@ -248,9 +255,7 @@ def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
         "except TypeError as exc:\n"
         "    print('raised', ray.is_initialized())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    )
+    out = _python(code)
     assert out.stdout.split() == ["raised", "False"], out
 
 
@@ -596,9 +601,6 @@ def test_ray_vector_env_refuses_more_actors_than_ray_can_place(ray_cluster):
 
 
 def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():
-    import subprocess
-    import sys
-
     code = (
         "import gymnasium, ray\n"
         "from browser_env.ray_vector import RayVectorEnv\n"
@@ -607,9 +609,7 @@ def test_ray_vector_env_refuses_an_unknown_id_before_ray_starts():
         "except gymnasium.error.Error as exc:\n"
         "    print(type(exc).__name__, ray.is_initialized())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
+    out = _python(code)
     assert out.stdout.split() == ["NameNotFound", "False"], out.stderr
 
 
