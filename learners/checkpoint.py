@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     import torch
 
     from learners.config import LearnerConfig
-    from learners.trainable import TrainableModel
 
 __all__ = [
     "STEP_FILE",
@@ -191,6 +190,14 @@ def load_model_weights(model: Any, path: str | os.PathLike[str]) -> None:
         model.load_state_dict(loaded.state_dict())
 
 
+class Trainable(Protocol):
+    """What :class:`CheckpointManager` needs of a
+    :class:`~learners.trainable.TrainableModel` (which imports this module)."""
+
+    model: Any
+    backend: Any
+
+
 class GateCheckpoints(Protocol):
     """What :class:`EvalGate` needs of a framework's checkpoints
     (:class:`CheckpointManager` for torch, ``learners.sdft_mlx.MLXCheckpoints``).
@@ -216,7 +223,7 @@ class CheckpointManager(Checkpoints):
     extra state)`` of a :class:`~learners.trainable.TrainableModel`."""
 
     def __init__(
-        self, output_dir: str | os.PathLike[str], trainable: TrainableModel, keep: int = 2
+        self, output_dir: str | os.PathLike[str], trainable: Trainable, keep: int = 2
     ) -> None:
         super().__init__(output_dir, keep)
         self.trainable = trainable
