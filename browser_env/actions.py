@@ -166,7 +166,10 @@ def _validate(action: Action) -> None:
     if verb is Verb.NAVIGATE:
         # Which schemes and hosts may load is the env's URL policy (browser_env.policy);
         # here the value only has to be an absolute URL.
-        parsed = urlparse(value or "")
+        try:
+            parsed = urlparse(value or "")
+        except ValueError:  # e.g. "http://[::1": an unclosed IPv6 host
+            raise ActionError(f"NAVIGATE needs a valid URL, got {value!r}") from None
         web = parsed.scheme in ("http", "https")
         if (
             not _SCHEME.match(value or "")

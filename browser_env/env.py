@@ -286,6 +286,9 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         except Exception as exc:  # noqa: BLE001 - a policy must not be able to crash the env
             error = f"browser error during {parsed.action.value if parsed else 'action'}: {first_line(exc)}"
             self._recover_page(cause=exc)
+        refused = self._leave_refused_page()  # e.g. redirected to a refused host
+        if refused:
+            error, taken = (f"{error}; {refused}" if error else refused), None
         t1 = time.perf_counter()
         # A read _follow took is of this page: a popup that arrives while validating
         # then counts as arriving while observing (the check below shows it).

@@ -58,6 +58,11 @@ _SELECT_JS = """([id, wanted]) => {
 
 _FOCUS_JS = """(id) => { const el = window.__brlState.byId.get(id).deref(); el.focus(); }"""
 
+_SIZE_JS = """(id) => {
+  const r = window.__brlState.byId.get(id).deref().getBoundingClientRect();
+  return [r.width, r.height];
+}"""
+
 _SELECT_ALL_JS = """(id) => {
   const el = window.__brlState.byId.get(id).deref();
   if (typeof el.select === "function") { el.select(); return true; }
@@ -271,6 +276,17 @@ def _scroll(
     if element_id is not None:
         target = _locate(page, element_id, scroll=False)
         x, y = target["x"], target["y"]
+        w, h = page.evaluate(_SIZE_JS, element_id)
+        # The wheel goes to what is under the pointer: over the part of the element
+        # on screen, or, when none is, after scrolling it into view (a wheel off
+        # screen would scroll the page, not the element).
+        left, top = max(x - w / 2, 0), max(y - h / 2, 0)
+        right, bottom = min(x + w / 2, size["width"]), min(y + h / 2, size["height"])
+        if left < right and top < bottom:
+            x, y = (left + right) / 2, (top + bottom) / 2
+        else:
+            target = _locate(page, element_id, scroll=True)
+            x, y = target["x"], target["y"]
     else:
         x, y = size["width"] / 2, size["height"] / 2
     dy = size["height"] * config.scroll_fraction * (1 if direction == "down" else -1)

@@ -126,6 +126,10 @@ class Observation(TypedDict):
     last_action_error: str
 
 
+#: The longest string field an observation holds (``text`` aside: ``max_text_chars``).
+MAX_FIELD_CHARS = 1 << 20
+
+
 class UnicodeText(spaces.Space[str]):
     """Any Python ``str`` of at most ``max_length`` characters.
 
@@ -133,7 +137,7 @@ class UnicodeText(spaces.Space[str]):
     promise; this space only bounds the length.
     """
 
-    def __init__(self, max_length: int = 1 << 20, seed: int | None = None) -> None:
+    def __init__(self, max_length: int = MAX_FIELD_CHARS, seed: int | None = None) -> None:
         if max_length < 0:
             raise ValueError("max_length must be >= 0")
         self.max_length = max_length
@@ -190,14 +194,23 @@ def observation_space(
     return spaces.Dict(fields)
 
 
+def fit_text(text: Any, limit: int = MAX_FIELD_CHARS) -> Any:
+    """``text`` cut to ``limit`` characters (ending in an ellipsis when cut): what
+    the observation space allows a string field (a textarea's live value, say,
+    may be any length)."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "\u2026"
+
+
 def element_from_row(row: Sequence[Any]) -> Element:
     """An element from the observer script's compact row (see ``js/observe.js``)."""
-    element: dict[str, Any] = dict(zip(TEXT_FIELDS, row[:7], strict=True))
+    element: dict[str, Any] = dict(zip(TEXT_FIELDS, map(fit_text, row[:7]), strict=True))
     element["bbox"] = np.array(row[7:11], dtype=np.float32)
     element.update(zip(FLAG_FIELDS, row[11:15], strict=True))
-    element.update(zip(NAME_FIELDS, row[15:19], strict=True))
+    element.update(zip(NAME_FIELDS, map(fit_text, row[15:19]), strict=True))
     element.update(zip(STATE_FLAGS, row[19:21], strict=True))
-    element.update(zip(RANGE_FIELDS, row[21:23], strict=True))
+    element.update(zip(RANGE_FIELDS, map(fit_text, row[21:23]), strict=True))
     element["maxlength"] = int(row[23])
     return element  # type: ignore[return-value]
 
@@ -479,8 +492,8 @@ class Observer:
         self.next_id = max(self.next_id, int(raw.get("next", self.next_id)))
         obs: dict[str, Any] = {
             "goal": goal,
-            "url": raw.get("url", url),
-            "last_action_error": error,
+            "url": fit_text(raw.get("url", url)),
+            "last_action_error": fit_text(error),
             "capped": describe_caps(raw.get("capped")),
         }
         if "elements" in self.modalities:

@@ -20,6 +20,7 @@ from :class:`~browser_env.page_events.PageEvents`, ``_hung_error`` from the env.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from browser_env.browser import (
     driver_alive,
@@ -168,6 +169,31 @@ class PageLifecycle:
 
     def _guarded(self) -> tuple[Page | None, Any]:
         return self._page, self._cdp
+
+    def _leave_refused_page(self) -> str:
+        """After an action: if the page landed on a host the URL policy refuses, go
+        back (or to ``about:blank``) and return the action's error, else ``""``.
+
+        Request interception sees only the first request of a redirect chain
+        (Playwright's ``route``), so an allowed URL that redirects to a refused
+        host would otherwise load it; this keeps its content out of the
+        observation."""
+        if self.url_policy.allowed_hosts is None or self._page is None:
+            return ""
+        url = self._page.url
+        if urlsplit(url).scheme not in ("http", "https") or self.url_policy.host_allowed(url):
+            return ""
+        try:
+            timeout = self.executor_config.navigation_timeout_ms
+            try:
+                self._page.go_back(wait_until="domcontentloaded", timeout=timeout)
+            except Exception:  # noqa: BLE001 - no history to go back to: blank it below
+                pass
+            if not self.url_policy.host_allowed(self._page.url):
+                self._page.goto("about:blank", timeout=timeout)
+        except Exception:  # noqa: BLE001 - a crashed page is observed (and recovered) next
+            pass
+        return f"the page went to {url}, which was refused: {self.url_policy.url_error(url)}"
 
     def _block(self, route: Route) -> None:
         """A request to a host the URL policy refuses: aborted, and noted in ``info``."""

@@ -6,7 +6,10 @@
 * ``NAVIGATE``: the URL the policy asked for;
 * every request the browser makes, when ``allowed_hosts`` is set: a request
   interception route aborts requests to any other host (the page sees a
-  network error, the step reports it in ``info["blocked_requests"]``).
+  network error, the step reports it in ``info["blocked_requests"]``). The
+  interception sees only the first request of a redirect chain: a page that a
+  redirect took to another host is left after the step (``last_action_error``
+  says so; see ``PageLifecycle._leave_refused_page``).
 
 ``file:``, ``chrome:``, ``javascript:`` and ``data:`` URLs are refused unless
 their scheme is listed in ``allowed_url_schemes``; ``about:blank`` is always

@@ -65,3 +65,12 @@ def test_space_contains_accepts_dicts_and_json_and_rejects_junk():
     assert space.contains('{"action": "FINISH", "value": "42"}')
     assert not space.contains({"action": "CLICK"})
     assert not space.contains(None)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[not-an-ip]/"])
+def test_an_unparsable_navigate_url_is_an_action_error_not_a_crash(url):
+    # urlparse raises a bare ValueError for these; the space must answer False
+    # and the env must report a bad action, not a browser error.
+    with pytest.raises(ActionError, match="valid URL"):
+        coerce_action({"action": "NAVIGATE", "value": url})
+    assert not ActionSpace().contains({"action": "NAVIGATE", "value": url})

@@ -167,6 +167,20 @@ def test_scroll_moves_the_page_and_offscreen_elements_are_flagged(open_env, site
     assert 0 < y_after_up < open_env.page.evaluate("document.body.scrollHeight")
 
 
+def test_scroll_over_an_offscreen_box_scrolls_the_box_not_the_page(open_env):
+    open_env.reset(options={"url": "about:blank", "goal": "test"})
+    open_env.page.set_content(
+        '<div style="height:1500px">top</div>'
+        '<div id="box" tabindex="0" style="height:200px;width:300px;overflow:auto">'
+        '<div style="height:2000px">inner</div></div><div style="height:1500px"></div>'
+    )
+    box = by(open_env.observe(), tag="div")
+    obs, *_ = open_env.step({"action": "SCROLL", "element_id": box, "value": "down"})
+    assert obs["last_action_error"] == ""
+    # A wheel at the box's off-screen centre scrolled the page and left the box as it was.
+    assert open_env.page.evaluate("document.getElementById('box').scrollTop") > 0
+
+
 def test_click_offscreen_element_scrolls_it_into_view(open_env, site_url):
     obs = open_page(open_env, site_url, "long.html")
     bottom = by(obs, text="Bottom button")
@@ -338,3 +352,19 @@ def test_covered_element_is_not_flagged_visible(open_env, site_url):
     clipped = next(e for e in obs["elements"] if e["text"] == "Clipped away")
     free = next(e for e in obs["elements"] if e["text"] == "In the open")
     assert (under["visible"], clipped["visible"], free["visible"]) == (0, 0, 1)
+
+
+def test_a_huge_live_value_still_fits_the_observation_space(open_env):
+    # A textarea's value (or a placeholder) can be any length; the observation
+    # must stay inside observation_space (Gymnasium's contract).
+    open_env.reset(options={"url": "about:blank", "goal": "test"})
+    open_env.page.set_content("<textarea></textarea><input>")
+    open_env.page.evaluate(
+        "() => { const n = (1 << 20) + 5;"
+        " document.querySelector('textarea').value = 'x'.repeat(n);"
+        " document.querySelector('input').placeholder = 'p'.repeat(n); }"
+    )
+    obs = open_env.observe()
+    assert open_env.observation_space.contains(obs)
+    value = next(e["value"] for e in obs["elements"] if e["tag"] == "textarea")
+    assert value.startswith("xxx") and value.endswith("\u2026")

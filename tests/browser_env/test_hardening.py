@@ -351,3 +351,51 @@ def test_a_click_to_a_blocked_host_does_not_wait_for_the_navigation(env, site_ur
         )
         assert info["blocked_requests"] == ["http://localhost:9/elsewhere"]
         assert info["timings"]["action"] < 30_000  # the failed request ended the wait
+
+
+@pytest.fixture(scope="module")
+def redirecting_server():
+    """http://127.0.0.1:<port>/: ``/redirect`` answers 302 to ``localhost`` on the same
+    port, whose ``/secret`` page must not load under a 127.0.0.1-only policy."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/secret")
+                self.end_headers()
+                return
+            body = b"<p>secret</p>" if self.path == "/secret" else b"<a href='/redirect'>go</a>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("how", ["NAVIGATE", "CLICK"])
+def test_a_redirect_to_a_refused_host_is_not_loaded(env, redirecting_server, how):
+    # Request interception never sees a redirect's target; the step must still
+    # refuse the page it lands on.
+    with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1",))):
+        obs = start(env, redirecting_server)
+        if how == "NAVIGATE":
+            action = {"action": "NAVIGATE", "value": redirecting_server + "redirect"}
+        else:
+            action = {"action": "CLICK", "element_id": by_text(obs, "go")}
+        obs, *_ = env.step(action)
+        assert "secret" not in obs["text"]
+        assert obs["url"] == redirecting_server
+        assert "localhost" in obs["last_action_error"]
+        assert "not in allowed_hosts" in obs["last_action_error"]
