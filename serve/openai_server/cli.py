@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from agents.backends.common import require
 from browser_env.policy import is_loopback
-from serve.auth import load_token
+from serve.auth import MIN_TOKEN_LENGTH, load_token
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -44,7 +44,10 @@ def run(cfg: DictConfig) -> None:
         )
     write_api_key = None
     if cfg.get("write_api_key_env"):
-        write_api_key = load_token(cfg.write_api_key_env, required=True)
+        # it loads adapters from disk: held to the training service's token length
+        write_api_key = load_token(
+            cfg.write_api_key_env, required=True, min_length=MIN_TOKEN_LENGTH
+        )
         logger.warning(
             "runtime LoRA loading is on: holders of the write token can load adapters from %s",
             cfg.get("adapter_root") or "any directory this process can read",

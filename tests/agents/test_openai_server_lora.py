@@ -199,3 +199,19 @@ def test_a_request_whose_adapter_is_unloaded_while_it_waits_is_a_404(adapters):
     backend.close()
     assert isinstance(out[0], OpenAIRequestError) and out[0].status_code == 404
     assert "was unloaded" in str(out[0])
+
+
+def test_the_command_line_refuses_a_short_write_token(monkeypatch):
+    """The write token loads adapters from disk: shorter than the training
+    service's minimum, the server does not start (before any model loads)."""
+    from omegaconf import OmegaConf
+
+    from serve.auth import MIN_TOKEN_LENGTH
+    from serve.openai_server.cli import run
+
+    monkeypatch.setenv("BRL_TEST_WRITE_TOKEN", "x" * (MIN_TOKEN_LENGTH - 1))
+    cfg = OmegaConf.create(
+        {"host": "127.0.0.1", "write_api_key_env": "BRL_TEST_WRITE_TOKEN", "backend": {}}
+    )
+    with pytest.raises(ValueError, match=f"{MIN_TOKEN_LENGTH}"):
+        run(cfg)
