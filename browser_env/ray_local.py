@@ -50,13 +50,21 @@ import shutil
 import socket
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from browser_env.policy import is_loopback
 
-__all__ = ["free_port", "init_ray", "kill_processes_using", "shutdown_ray", "unplaceable"]
+__all__ = [
+    "check_placeable",
+    "free_port",
+    "init_ray",
+    "kill_processes_using",
+    "shutdown_ray",
+    "unplaceable",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -301,6 +309,26 @@ def unplaceable(
                 f"the Ray cluster has {total.get(name, 0):g}: some actors could never start"
             )
     return None
+
+
+def check_placeable(
+    count: int,
+    cpus: float,
+    gpus: float = 0.0,
+    names: tuple[str, str, str] = ("workers", "cpus_per_worker", "gpus_per_worker"),
+    *,
+    stacklevel: int = 2,
+) -> None:
+    """Raise ``ValueError`` when :func:`unplaceable` says why ``count`` actors could
+    never all start on the Ray up now; joined through ``RAY_ADDRESS`` (a cluster
+    that may grow), warn instead (``stacklevel`` as in ``warnings.warn``, from the
+    caller of this function)."""
+    problem = unplaceable(count, cpus, gpus, names)
+    if problem is None:
+        return
+    if not os.environ.get("RAY_ADDRESS"):
+        raise ValueError(problem)
+    warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=stacklevel + 1)
 
 
 def free_port() -> int:

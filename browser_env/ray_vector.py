@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -39,7 +38,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
-from browser_env.ray_local import _ray, init_ray, shutdown_ray, unplaceable
+from browser_env.ray_local import _ray, check_placeable, init_ray, shutdown_ray
 from browser_env.vector import per_env_seeds
 
 __all__ = ["RayVectorEnv", "init_ray"]
@@ -158,16 +157,11 @@ class RayVectorEnv(SyncVectorEnv):
         self._own_ray = start_ray and init_ray(
             num_cpus=max(os.cpu_count() or 1, math.ceil(num_envs * num_cpus))
         )
-        problem = unplaceable(num_envs, num_cpus, names=("num_envs", "num_cpus", "num_gpus"))
-        if problem is not None:
-            if not os.environ.get("RAY_ADDRESS"):
-                if self._own_ray:
-                    shutdown_ray()
-                raise ValueError(problem)
-            warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=2)
         actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(EnvActor)
         actors: list[Any] = []
         try:
+            names = ("num_envs", "num_cpus", "num_gpus")
+            check_placeable(num_envs, num_cpus, names=names, stacklevel=2)
             actors.extend(actor_cls.remote(env_id, env_kwargs) for _ in range(num_envs))
             descriptions = ray.get([actor.describe.remote() for actor in actors])
         except BaseException:

@@ -181,8 +181,16 @@ class _Outside(ValueError):
 
 def _check_episode(directory: Path, max_record_bytes: int) -> None:
     """The checks of ``browser_env.episodes.loader.load_episode(check_files=True)``,
-    one record at a time; errors name files relative to the episode."""
-    from browser_env.episodes.format import EPISODE_FILE, STEPS_FILE, EpisodeFile, StepRecord
+    one record at a time (the steps through the loader's own
+    :func:`~browser_env.episodes.loader.iter_steps`); errors name files
+    relative to the episode."""
+    from browser_env.episodes.format import (
+        EPISODE_FILE,
+        STEPS_FILE,
+        EpisodeFile,
+        EpisodeFormatError,
+    )
+    from browser_env.episodes.loader import LineTooLongError, iter_steps
 
     header_path = directory / EPISODE_FILE
     if header_path.stat().st_size > max_record_bytes:
@@ -196,27 +204,18 @@ def _check_episode(directory: Path, max_record_bytes: int) -> None:
     elif not steps_path.is_file():
         raise ValueError(f"{STEPS_FILE} is not a file")
     else:
-        with steps_path.open("rb") as lines:
-            number = 0
-            while line := lines.readline(max_record_bytes + 1):
-                number += 1
-                where = f"{STEPS_FILE} line {number}"
-                if len(line) > max_record_bytes:
-                    raise ValueError(f"{where} is longer than {max_record_bytes} bytes")
-                if not line.strip():
-                    continue
-                try:
-                    record = _record(StepRecord, line, where)
-                except ValueError:
-                    # A last line without its newline in an incomplete episode is
-                    # a write cut off by a crash: the loader drops it.
-                    if not line.endswith(b"\n") and not header.complete:
-                        break
-                    raise
-                if record.index != steps:
-                    raise ValueError(f"{where}: step index {record.index}, expected {steps}")
-                _check_screenshot(directory, record.observation, where)
+        try:
+            for number, record in iter_steps(
+                steps_path, complete=header.complete, max_line_bytes=max_record_bytes
+            ):
+                _check_screenshot(directory, record.observation, f"{STEPS_FILE} line {number}")
                 steps += 1
+        except LineTooLongError as exc:
+            raise ValueError(
+                f"{STEPS_FILE} line {exc.line} is longer than {max_record_bytes} bytes"
+            ) from None
+        except EpisodeFormatError as exc:  # its message holds the server's path
+            raise ValueError(f"{STEPS_FILE} line {exc.line}: {exc.reason}") from None
     if header.complete and header.outcome is not None and header.outcome.steps != steps:
         raise ValueError(
             f"{EPISODE_FILE}: outcome.steps is {header.outcome.steps}"

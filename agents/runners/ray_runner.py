@@ -65,7 +65,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
 from agents.runners import Job, RolloutSpec, by_env_id, failed_result, in_job_order, shipping
-from browser_env.ray_local import init_ray, shutdown_ray, unplaceable
+from browser_env.ray_local import check_placeable, init_ray, shutdown_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
 
@@ -242,11 +242,8 @@ class RayRunner:
     def _start_all(self, cpus_per_worker: float, gpus_per_worker: float) -> None:
         import ray
 
-        problem = unplaceable(self.workers, cpus_per_worker, gpus_per_worker)
-        if problem is not None:
-            if not os.environ.get("RAY_ADDRESS"):
-                raise ValueError(problem)
-            warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=3)
+        # the warning points at RayRunner's caller
+        check_placeable(self.workers, cpus_per_worker, gpus_per_worker, stacklevel=3)
         self._driver_node = ray.get_runtime_context().get_node_id()
         self._actor_cls = ray.remote(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0

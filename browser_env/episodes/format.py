@@ -57,6 +57,7 @@ class EpisodeFormatError(ValueError):
     def __init__(self, path: Any, message: str, line: int | None = None) -> None:
         self.path = str(path)
         self.line = line
+        self.reason = message  # the message without the path
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {message}")
 

@@ -28,7 +28,14 @@ from browser_env.episodes.format import (
     observation_from_json,
 )
 
-__all__ = ["Episode", "find_episode_dirs", "iter_episodes", "load_episode"]
+__all__ = [
+    "Episode",
+    "LineTooLongError",
+    "find_episode_dirs",
+    "iter_episodes",
+    "iter_steps",
+    "load_episode",
+]
 
 
 @dataclasses.dataclass
@@ -114,30 +121,52 @@ def load_episode(path: str | os.PathLike[str], *, check_files: bool = True) -> E
     return episode
 
 
+class LineTooLongError(EpisodeFormatError):
+    """A ``steps.jsonl`` line longer than :func:`iter_steps`' ``max_line_bytes``."""
+
+
 def _load_steps(path: Path, *, complete: bool) -> list[StepRecord]:
     if not path.exists():
         if complete:
             raise EpisodeFormatError(path, "missing")
         return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    torn_tail = not raw.endswith(b"\n") and bool(raw)
-    steps: list[StepRecord] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = StepRecord.from_json(json.loads(line.decode("utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            if torn_tail and number == len(lines) and not complete:
-                break
-            raise EpisodeFormatError(path, str(exc), line=number) from None
-        if record.index != len(steps):
-            raise EpisodeFormatError(
-                path, f"step index {record.index} out of order (expected {len(steps)})", line=number
-            )
-        steps.append(record)
-    return steps
+    return [record for _, record in iter_steps(path, complete=complete)]
+
+
+def iter_steps(
+    path: Path, *, complete: bool, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, StepRecord]]:
+    """``(line number, step)`` for each step of the ``steps.jsonl`` at ``path``,
+    read one line at a time, with :func:`load_episode`'s rules: blank lines are
+    skipped, steps must come in index order, and a last line without its newline
+    in an incomplete episode (``complete`` False) is a write cut off by a crash
+    and is dropped. Raises :class:`EpisodeFormatError` (with the line) for a bad
+    line, or one longer than ``max_line_bytes`` (read no further than that)."""
+    expected = 0
+    with path.open("rb") as lines:
+        number = 0
+        while line := lines.readline(-1 if max_line_bytes is None else max_line_bytes + 1):
+            number += 1
+            if max_line_bytes is not None and len(line) > max_line_bytes:
+                raise LineTooLongError(path, f"longer than {max_line_bytes} bytes", line=number)
+            if not line.strip():
+                continue
+            try:
+                record = StepRecord.from_json(json.loads(line.decode("utf-8")))
+            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+                if not line.endswith(b"\n") and not complete:
+                    break
+                # RecursionError: json's answer to a deeply nested document
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise EpisodeFormatError(path, reason, line=number) from None
+            if record.index != expected:
+                raise EpisodeFormatError(
+                    path,
+                    f"step index {record.index} out of order (expected {expected})",
+                    line=number,
+                )
+            yield number, record
+            expected += 1
 
 
 def _check_screenshots(episode: Episode) -> None:
