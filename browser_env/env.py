@@ -174,6 +174,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         self._playwright: Any = None
         self._browser: Any = None
         self._browser_pid: int | None = None
+        self._context_hosts: tuple[str, ...] | None = None  # allowed_hosts its context has
         self._context: BrowserContext | None = None
         self._page: Page | None = None
         self._cdp: Any = None
@@ -182,6 +183,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         self._navigations = 0
         self._main_navigations = 0
         self._popups = 0
+        self._refused_navigation = ""
         self._watchdog = Watchdog()
         self._dead: str | None = None  # why the episode was cut short (reset clears it)
         self._events: dict[str, list[dict[str, Any]]] = {}
@@ -217,11 +219,14 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         for attempt in range(2):  # a browser that died is relaunched once
             try:
                 kept = self._page
-                self._ensure_page(fresh=self.task.fresh_context or self._dead is not None)
+                self._ensure_page(
+                    fresh=self.task.fresh_context or self._dead is not None, at_reset=True
+                )
                 self._pointer_used &= self._page is kept  # a new page has no hover
                 self._guard_session()
                 self._dead = None
                 self._events = {}
+                self._refused_navigation = ""
                 self._downloads = []
                 with self._watchdog.armed(self._page, self._guarded, limit):
                     if self._pointer_used:  # a reused page still shows the hover it left

@@ -11,7 +11,9 @@ a closed page hands over to the last one still open.
 The env owns the state these handlers use, set in its ``__init__`` and reset
 with each episode: ``_page``, ``_cdp``, ``_context``, ``_bound`` (the pages
 whose events are wired), ``_events``, ``_downloads``, ``_navigations``,
-``_main_navigations``, ``_popups`` and ``url_policy``.
+``_main_navigations``, ``_popups``, ``_refused_navigation`` (the URL on a
+refused host where a redirect of the tab was stopped; the step then goes back)
+and ``url_policy``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class PageEvents:
     _navigations: int
     _main_navigations: int
     _popups: int
+    _refused_navigation: str
     url_policy: UrlPolicy
 
     def _set_page(self, page: Page) -> None:
@@ -117,10 +120,17 @@ class PageEvents:
         # A navigation that fails (blocked host, refused connection) never commits:
         # count it as done, so that _follow does not wait for it.
         try:
-            if request.is_navigation_request() and request.frame.parent_frame is None:
-                self._main_navigations += 1
+            main = request.is_navigation_request() and request.frame.parent_frame is None
         except Exception:  # noqa: BLE001 - the frame is already gone
-            pass
+            main = False
+        if main:
+            self._main_navigations += 1
+        if request.redirected_from is not None and not self.url_policy.host_allowed(request.url):
+            # a redirect's hop, which interception never sees: the context's refusing
+            # proxy stopped it (policy.py)
+            self._events.setdefault("blocked_requests", []).append(request.url)
+            if main:
+                self._refused_navigation = request.url
 
 
 def _download_size(download: Download) -> int | None:

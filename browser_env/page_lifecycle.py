@@ -8,12 +8,15 @@ on each ``reset``. A browser that died is discarded with whatever is left of
 its processes, and the next ``reset`` launches a new one; mid-episode only the
 page is replaced (``_recover_page``), never the browser. A shared browser is
 its owner's: an env never launches, relaunches or closes it, only its own
-context.
+context. The URL policy's ``allowed_hosts`` are a setting of the context
+(its interception route and its refusing proxy, :mod:`browser_env.policy`):
+a ``reset`` after they changed opens a fresh context.
 
 The env owns the state used here, set in its ``__init__``: ``_shared_browser``,
-``_playwright``, ``_browser``, ``_browser_pid``, ``_context``, ``_page``,
-``_cdp``, ``_bound``, ``_events``, ``viewport``, ``browser_config``,
-``executor_config`` and ``url_policy``; ``_set_page`` and ``_on_popup`` come
+``_playwright``, ``_browser``, ``_browser_pid``, ``_context``,
+``_context_hosts``, ``_page``, ``_cdp``, ``_bound``, ``_events``,
+``_refused_navigation``, ``viewport``, ``browser_config``, ``executor_config``
+and ``url_policy``; ``_set_page`` and ``_on_popup`` come
 from :class:`~browser_env.page_events.PageEvents`, ``_hung_error`` from the env.
 """
 
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PageLifecycle"]
 
+_ERROR_PAGE = "chrome-error://chromewebdata/"  # what a tab shows for a failed navigation
+
 
 class PageLifecycle:
     """The browser/context/page lifecycle of :class:`~browser_env.env.BrowserEnv`
@@ -50,17 +55,22 @@ class PageLifecycle:
     _browser: Any
     _browser_pid: int | None
     _context: BrowserContext | None
+    _context_hosts: tuple[str, ...] | None
     _page: Page | None
     _cdp: Any
     _bound: list[Page]
     _events: dict[str, list[Any]]
+    _refused_navigation: str
     viewport: tuple[int, int]
     browser_config: BrowserConfig
     executor_config: ExecutorConfig
     url_policy: UrlPolicy
     _hung_error: Callable[[str], str]
 
-    def _ensure_page(self, fresh: bool) -> None:
+    def _ensure_page(self, fresh: bool, at_reset: bool = False) -> None:
+        """A live page; a fresh context if ``fresh``, or ``at_reset`` if the URL
+        policy's hosts changed since the context was opened."""
+        fresh = fresh or (at_reset and self._context_hosts != self.url_policy.allowed_hosts)
         if self._shared_browser is not None:  # the owner relaunches a dead browser
             browser = self._shared_browser()
             if browser is not self._browser:  # a context of a dead browser is gone with it
@@ -77,12 +87,15 @@ class PageLifecycle:
             self._context = None
         if self._context is None:
             width, height = self.viewport
+            proxy = self.url_policy.context_proxy()
             self._context = self._browser.new_context(
                 viewport={"width": width, "height": height},
                 device_scale_factor=1,
                 accept_downloads=True,
                 service_workers="block",
+                **({"proxy": proxy} if proxy else {}),
             )
+            self._context_hosts = self.url_policy.allowed_hosts
             self._context.set_default_timeout(self.executor_config.action_timeout_ms)
             self._context.set_default_navigation_timeout(self.executor_config.navigation_timeout_ms)
             if self.url_policy.allowed_hosts is not None:
@@ -157,7 +170,12 @@ class PageLifecycle:
     def _cause(self, exc: BaseException) -> str:
         """Why a step failed past recovery, for ``info["truncated_reason"]``."""
         if self._browser is None or not self._browser_alive():
-            who = "Playwright driver" if not driver_alive(self._playwright) else "browser"
+            if self._shared_browser is not None:  # its owner relaunches it at a reset
+                who = "shared browser"
+            elif not driver_alive(self._playwright):
+                who = "Playwright driver"
+            else:
+                who = "browser"
             return f"the {who} died: {first_line(exc)}; reset() starts a new one"
         return f"the page could not be recovered: {first_line(exc)}"
 
@@ -175,16 +193,25 @@ class PageLifecycle:
         back (or to ``about:blank``) and return the action's error, else ``""``.
 
         Request interception sees only the first request of a redirect chain
-        (Playwright's ``route``), so an allowed URL that redirects to a refused
-        host would otherwise load it; this keeps its content out of the
-        observation."""
+        (Playwright's ``route``); the context's refusing proxy stops a refused
+        hop (the tab shows an error page, ``_refused_navigation`` names the
+        hop) and the tab goes back. A page on a refused host by any other way
+        is left too."""
+        redirected, self._refused_navigation = self._refused_navigation, ""
         if self.url_policy.allowed_hosts is None or self._page is None:
             return ""
         url = self._page.url
-        if urlsplit(url).scheme not in ("http", "https") or self.url_policy.host_allowed(url):
+        if redirected:  # stopped by the refusing proxy: the tab shows an error page
+            url = redirected
+        elif urlsplit(url).scheme not in ("http", "https") or self.url_policy.host_allowed(url):
             return ""
         try:
             timeout = self.executor_config.navigation_timeout_ms
+            if redirected:  # go back from the error page, not before it commits
+                try:
+                    self._page.wait_for_url(_ERROR_PAGE, timeout=timeout)
+                except Exception:  # noqa: BLE001 - no error page: leave what is there
+                    pass
             try:
                 self._page.go_back(wait_until="domcontentloaded", timeout=timeout)
             except Exception:  # noqa: BLE001 - no history to go back to: blank it below
@@ -193,7 +220,8 @@ class PageLifecycle:
                 self._page.goto("about:blank", timeout=timeout)
         except Exception:  # noqa: BLE001 - a crashed page is observed (and recovered) next
             pass
-        return f"the page went to {url}, which was refused: {self.url_policy.url_error(url)}"
+        how = "a redirect to" if redirected else "the page went to"
+        return f"{how} {url} was refused: {self.url_policy.url_error(url)}"
 
     def _block(self, route: Route) -> None:
         """A request to a host the URL policy refuses: aborted, and noted in ``info``."""

@@ -4,12 +4,21 @@
 
 * ``reset``: the task's start URL (``options["url"]`` and the page it ends on);
 * ``NAVIGATE``: the URL the policy asked for;
-* every request the browser makes, when ``allowed_hosts`` is set: a request
-  interception route aborts requests to any other host (the page sees a
-  network error, the step reports it in ``info["blocked_requests"]``). The
-  interception sees only the first request of a redirect chain: a page that a
-  redirect took to another host is left after the step (``last_action_error``
-  says so; see ``PageLifecycle._leave_refused_page``).
+* every request the browser makes, when ``allowed_hosts`` is set, twice:
+
+  - a request interception route aborts requests to any other host (the page
+    sees a network error, the step reports it in ``info["blocked_requests"]``);
+  - the env's browser context sends every request to any other host through a
+    proxy that refuses all connections (:meth:`UrlPolicy.context_proxy`: the
+    allowed hosts bypass it, loopback included only when listed). This stops
+    what interception never sees: a redirect's later hops (Playwright routes
+    only the first request of a redirect chain), so an allowed page cannot
+    ``fetch()`` its way through an open redirect to a refused host, nor a
+    worker's request or a WebSocket. Such a hop is reported in
+    ``info["blocked_requests"]`` too, and a tab that a refused redirect took
+    to an error page goes back after the step (``last_action_error`` says so;
+    see ``PageLifecycle._leave_refused_page``). Both are settings of the
+    context, so the envs sharing one browser keep their own policies.
 
 ``file:``, ``chrome:``, ``javascript:`` and ``data:`` URLs are refused unless
 their scheme is listed in ``allowed_url_schemes``; ``about:blank`` is always
@@ -24,13 +33,21 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Sequence
+import re
+import socket
+import threading
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["LOOPBACK_HOSTS", "UrlPolicy", "is_loopback"]
+__all__ = ["LOOPBACK_HOSTS", "UrlPolicy", "is_loopback", "proxy_bypass"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ALWAYS = ("about:blank",)
+# a host name or IPv4 address (``.`` first: its subdomains); nothing that could
+# end or extend a proxy bypass rule (commas, spaces, wildcards)
+_HOST = re.compile(r"\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_REFUSING: socket.socket | None = None  # see _refusing_port
+_REFUSING_LOCK = threading.Lock()
 
 
 def is_loopback(host: str) -> bool:
@@ -53,8 +70,10 @@ class UrlPolicy:
 
     Attributes:
         allowed_url_schemes: schemes that ``reset`` and ``NAVIGATE`` accept.
-        allowed_hosts: hosts every request may go to (``None``: any host). A
-            leading ``.`` allows subdomains: ``.example.com``.
+        allowed_hosts: hosts every request may go to (``None``: any host):
+            names or IP addresses (IPv6 with or without brackets); a leading
+            ``.`` allows subdomains: ``.example.com``. Anything else (a
+            wildcard, a port, a URL) is a ``ValueError``.
         max_download_bytes: downloads beyond this are cancelled.
     """
 
@@ -67,7 +86,7 @@ class UrlPolicy:
         object.__setattr__(self, "allowed_url_schemes", tuple(s.lower() for s in schemes))
         if self.allowed_hosts is not None:
             hosts = _as_tuple(self.allowed_hosts, "allowed_hosts")
-            object.__setattr__(self, "allowed_hosts", tuple(h.lower() for h in hosts))
+            object.__setattr__(self, "allowed_hosts", tuple(_host(h) for h in hosts))
         if int(self.max_download_bytes) < 0:
             raise ValueError(f"max_download_bytes must be >= 0, got {self.max_download_bytes}")
 
@@ -87,6 +106,17 @@ class UrlPolicy:
             return f"host {urlsplit(url).hostname!r} is not in allowed_hosts {list(self.allowed_hosts or ())}"
         return None
 
+    def context_proxy(self) -> dict[str, str] | None:
+        """Playwright's ``proxy`` setting for a browser context under this policy
+        (module doc): the allowed hosts bypass a proxy that refuses every
+        connection; ``None`` when any host is allowed."""
+        if self.allowed_hosts is None:
+            return None
+        return {
+            "server": f"http://127.0.0.1:{_refusing_port()}",
+            "bypass": proxy_bypass(self.allowed_hosts),
+        }
+
     def host_allowed(self, url: str) -> bool:
         """Whether a request to ``url`` may leave the browser (non-network URLs always may)."""
         if self.allowed_hosts is None:
@@ -99,6 +129,51 @@ class UrlPolicy:
             host == allowed or (allowed.startswith(".") and host.endswith(allowed))
             for allowed in self.allowed_hosts
         )
+
+
+def proxy_bypass(hosts: Iterable[str]) -> str:
+    """Chromium's proxy bypass list for ``hosts`` (``.example.com``: its
+    subdomains): ``<-loopback>`` first, so loopback addresses bypass the proxy
+    only when listed (Chromium bypasses them all by default)."""
+    patterns = sorted({_bypass_pattern(h) for h in map(_host, hosts)})
+    return ", ".join(["<-loopback>", *patterns])
+
+
+def _bypass_pattern(host: str) -> str:
+    if host.startswith("."):
+        return "*" + host
+    return f"[{host}]" if ":" in host else host
+
+
+def _refusing_port() -> int:
+    """A port on 127.0.0.1 that refuses every connection: bound by this process
+    and never listened on, so no other program can take it while we run."""
+    global _REFUSING
+    with _REFUSING_LOCK:
+        if _REFUSING is None:
+            _REFUSING = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            _REFUSING.bind(("127.0.0.1", 0))
+        return _REFUSING.getsockname()[1]
+
+
+def _host(entry: str) -> str:
+    """``entry`` of ``allowed_hosts`` as ``host_allowed`` compares it: lower case,
+    an IPv6 address without brackets; a ``ValueError`` for anything else."""
+    host = str(entry).strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:  # only an IPv6 address has one
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            pass
+    elif _HOST.fullmatch(host):
+        return host
+    hint = " (allowed_hosts=None allows any host)" if "*" in host else ""
+    raise ValueError(
+        f"allowed_hosts entry {entry!r} is not a host name or IP address{hint}; "
+        "a leading '.' allows subdomains: '.example.com'"
+    )
 
 
 def _as_tuple(value: Sequence[str] | str, name: str) -> tuple[str, ...]:

@@ -353,6 +353,14 @@ def test_a_click_to_a_blocked_host_does_not_wait_for_the_navigation(env, site_ur
         assert info["timings"]["action"] < 30_000  # the failed request ended the wait
 
 
+PAGES = {
+    "/secret": b"<p>secret</p>",
+    "/fetch": b"""<button onclick="fetch('/redirect').then(r => r.text()).then(
+        t => { out.textContent = 'read: ' + t; }, e => { out.textContent = 'failed: ' + e; })"
+        >fetch</button><p id="out"></p>""",
+}
+
+
 @pytest.fixture(scope="module")
 def redirecting_server():
     """http://127.0.0.1:<port>/: ``/redirect`` answers 302 to ``localhost`` on the same
@@ -368,9 +376,12 @@ def redirecting_server():
                 self.send_header("Location", f"http://localhost:{port}/secret")
                 self.end_headers()
                 return
-            body = b"<p>secret</p>" if self.path == "/secret" else b"<a href='/redirect'>go</a>"
+            body = PAGES.get(self.path, b"<a href='/redirect'>go</a>")
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
+            self.send_header(
+                "Access-Control-Allow-Origin", "*"
+            )  # a page may read it if it can reach it
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -399,3 +410,65 @@ def test_a_redirect_to_a_refused_host_is_not_loaded(env, redirecting_server, how
         assert obs["url"] == redirecting_server
         assert "localhost" in obs["last_action_error"]
         assert "not in allowed_hosts" in obs["last_action_error"]
+
+
+def fetch_through_redirect(env, server):
+    """Click the page's button that fetches ``/redirect`` (-> localhost); the step's
+    ``info["blocked_requests"]`` and what the page read."""
+    obs = start(env, server + "fetch")
+    _, _, _, _, clicked = env.step({"action": "CLICK", "element_id": by_text(obs, "fetch")})
+    _, _, _, _, waited = env.step({"action": "WAIT", "value": 300})  # the fetch is done in it
+    blocked = clicked.get("blocked_requests", []) + waited.get("blocked_requests", [])
+    return blocked, env.page.text_content("#out")
+
+
+def test_a_page_cannot_fetch_through_a_redirect_to_a_refused_host(env, redirecting_server):
+    # The interception route never sees a redirect's later hops: the context's
+    # refusing proxy must stop them (the hole: a page at 127.0.0.1 read localhost).
+    secret = redirecting_server.replace("127.0.0.1", "localhost") + "secret"
+    with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1",))):
+        blocked, read = fetch_through_redirect(env, redirecting_server)
+        assert read.startswith("failed")
+        assert blocked == [secret]
+    with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1", "localhost"))):
+        # the policy changed: the next reset opened a context with it
+        assert fetch_through_redirect(env, redirecting_server) == ([], "read: <p>secret</p>")
+
+
+def test_envs_sharing_a_browser_keep_their_own_hosts(redirecting_server):
+    from browser_env.vector import SharedBrowser
+
+    with SharedBrowser() as shared:
+        strict, loose = (
+            BrowserEnv("open", allowed_hosts=hosts, browser=shared)
+            for hosts in (["127.0.0.1"], ["127.0.0.1", "localhost"])
+        )
+        try:
+            assert fetch_through_redirect(loose, redirecting_server)[1] == "read: <p>secret</p>"
+            assert fetch_through_redirect(strict, redirecting_server)[1].startswith("failed")
+            assert fetch_through_redirect(loose, redirecting_server)[1] == "read: <p>secret</p>"
+        finally:
+            strict.close()
+            loose.close()
+
+
+def test_a_websocket_to_a_refused_host_opens_no_connection(env, redirecting_server):
+    # WebSockets pass no interception route: the refusing proxy must stop them.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    connect = (
+        "port => new Promise(done => { const ws = new WebSocket(`ws://localhost:${port}/`);"
+        " ws.onerror = () => done('error'); ws.onopen = () => done('open'); })"
+    )
+    with listener:
+        for hosts, reached in ((("127.0.0.1",), False), (("127.0.0.1", "localhost"), True)):
+            with configured(env, UrlPolicy(allowed_hosts=hosts)):
+                start(env, redirecting_server)
+                env.page.evaluate(f"() => {{ ({connect})({port}); }}")
+                try:
+                    listener.accept()[0].close()
+                    connected = True
+                except TimeoutError:
+                    connected = False
+                assert connected is reached, hosts
