@@ -25,6 +25,11 @@ than one env (wake-ups, pipe reads and event-loop turns are shared by the calls
 that are in flight together) and keep both cores busy, where stepping them one
 after another used as much CPU per step as one env and left a core idle.
 
+One call's work that the others need too (e.g. launching the browser they
+share) is done once: the call that starts it opens a :class:`Latch` when it
+is done, and a call that needs it meanwhile waits on the latch, its greenlet
+parked on the event loop while the others go on.
+
 It reads two attributes that Playwright's sync objects carry (``_loop`` and
 ``_dispatcher_fiber``, the ones its own event handlers use); if a Playwright
 release drops them, the calls run one after another, with the same results.
@@ -36,7 +41,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["run_concurrently"]
+__all__ = ["Latch", "run_concurrently"]
 
 T = TypeVar("T")
 
@@ -88,6 +93,44 @@ def run_concurrently(calls: Sequence[Callable[[], T]], playwright: Any = None) -
             raise value
         results.append(value)
     return results
+
+
+class Latch:
+    """A one-shot gate for the calls of :func:`run_concurrently`: :meth:`wait`
+    parks the calling greenlet on the event loop of ``playwright``'s driver
+    (default: this thread's), so the other calls run on, until :meth:`open`;
+    once open, :meth:`wait` returns at once. Use it on that driver's thread."""
+
+    def __init__(self, playwright: Any = None) -> None:
+        self._hooks = _hooks(playwright)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.is_open = False
+
+    def open(self) -> None:
+        """Let every waiting call go on; safe twice."""
+        self.is_open = True
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():  # (one whose wait was interrupted is cancelled)
+                future.set_result(None)
+
+    def wait(self) -> None:
+        """Return once the latch is open.
+
+        Raises:
+            RuntimeError: it is closed and there is no driver's event loop to
+                wait on (then no concurrent call can be the one to open it).
+        """
+        if self.is_open:
+            return
+        if self._hooks is None:
+            raise RuntimeError("a Latch waits on a Playwright driver's event loop: it has none")
+        from playwright._impl._greenlets import wait_for_future
+
+        loop, fiber = self._hooks
+        future = loop.create_future()  # one per wait: an interrupted wait cancels only its own
+        self._waiters.append(future)
+        wait_for_future(loop, fiber, future)
 
 
 def _hooks(playwright: Any) -> tuple[asyncio.AbstractEventLoop, Any] | None:

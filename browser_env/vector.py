@@ -88,9 +88,9 @@ class SharedBrowser:
     Pass it as ``BrowserEnv(browser=shared)``: calling it returns the live
     browser, launching it on first use and again after it or its Playwright
     driver died (``relaunches`` counts those; a dead driver is replaced, what
-    is left of a dead browser's processes killed). Call it once before
-    resetting its envs concurrently (:func:`run_concurrently`): a call made
-    while another is launching raises rather than launch a second. It holds a
+    is left of a dead browser's processes killed). A call made while another
+    is launching it (a greenlet of :func:`run_concurrently`) waits for that
+    launch rather than launch a second. It holds a
     reference on this thread's Playwright driver until :meth:`close` (safe
     twice; closes the browser, so close the envs first). Use it on the thread
     that created it.
@@ -118,17 +118,22 @@ class SharedBrowser:
             self._browser = None
             self.relaunches += 1
         if self._browser is None:
-            if self._launching:  # another greenlet of run_concurrently is launching
-                raise RuntimeError(
-                    "the shared browser is being launched by a concurrent call: "
-                    "call the SharedBrowser once before resetting its envs concurrently"
-                )
-            self._launching = True
+            if self._launching:  # another greenlet of run_concurrently is launching it
+                self._launching.wait()
+                if self._browser is None:
+                    raise RuntimeError("the shared browser's launch by a concurrent call failed")
+                return self._browser
+            from browser_env.concurrent import Latch
+
+            # what calls made meanwhile wait on (e.g. the browser died during a round
+            # of run_concurrently, and each sub-env's reset asks for a new one)
+            self._launching = launched = Latch(self._playwright)
             try:
                 held, self._playwright = self._playwright, None  # a failed launch releases it
                 self._playwright, self._browser, self._pid = launch_on_driver(held, self.config)
             finally:
                 self._launching = False
+                launched.open()
         return self._browser
 
     def _alive(self) -> bool:
@@ -208,7 +213,8 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         max_episode_steps: ``TimeLimit`` of each sub-env (default: the id's).
         autoreset_mode, copy: as for :class:`~gymnasium.vector.SyncVectorEnv`.
         concurrent: step and reset the sub-envs concurrently (module doc);
-            ``False`` does it one after another, with the same results.
+            ``False`` does it one after another, with the same results. They
+            differ only in what a call that raises leaves behind (``step``).
         wrappers: applied to each sub-env in order (e.g. a ``RecordEpisode``
             factory); not through ``make_vec``, which forbids them for
             vector entry points.
@@ -282,7 +288,17 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Gymnasium's :meth:`SyncVectorEnv.step`, with the sub-envs' calls run
-        concurrently first and handed to it in its order."""
+        concurrently first and handed to it in its order.
+
+        When a sub-env's call raises (a wrapper's write that failed, say), the
+        first such exception in sub-env order is raised and the step returns
+        nothing. Concurrently, every other sub-env's call has still run to its
+        end (they were in flight together): all the others have stepped (or
+        reset, as the autoreset mode has them), not only those before it as in
+        :class:`~gymnasium.vector.SyncVectorEnv` (what ``concurrent=False``
+        does). Either way the results of the calls that ran are lost and the
+        vector env's own state (which sub-envs to autoreset) is not updated:
+        ``reset`` it before stepping on. The same holds for :meth:`reset`."""
         if not self._concurrent_now():
             return super().step(actions)
         mode = AutoresetMode(self.autoreset_mode)

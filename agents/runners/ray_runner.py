@@ -13,9 +13,14 @@ episode comes back as it ends (``on_result``), not when the actor's call does.
   recreated and the episodes it was playing and had not returned are played
   again, once; a second
   death records an episode with ``status="error"``. ``EpisodeResult.retries``
-  says which were replayed. What :meth:`RayRunner.call_agents` did to the
-  agents (e.g. load the learner's latest adapter) is done again to a
-  recreated actor's agent.
+  says which were replayed. An actor that had started and then died while
+  idle (between calls) is found dead only when it is handed its next jobs;
+  it had not begun them (each call first tells the driver that it has), so
+  they go to its replacement with their retry unspent. A death before the
+  call began on an actor still starting counts (an agent that cannot be
+  built fails its jobs rather than being rebuilt for ever). What
+  :meth:`RayRunner.call_agents` did to the agents (e.g. load the learner's
+  latest adapter) is done again to a recreated actor's agent.
 * ``episode_timeout_s``: the actor stops an episode between steps and
   returns it with ``status="timeout"``; an actor stuck inside one call longer
   than the timeout plus ``kill_grace_s`` is killed (its Playwright driver
@@ -120,16 +125,22 @@ class RolloutWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def stream(self, jobs: Sequence[Job]) -> Iterator[tuple[int, EpisodeResult, bytes | None]]:
+    def stream(
+        self, jobs: Sequence[Job], announce: bool = False
+    ) -> Iterator[tuple[int, EpisodeResult, bytes | None] | None]:
         """Play ``jobs`` (at most ``envs_per_worker`` of them run at once), yielding
         each episode as it ends (called as a Ray streaming generator: the driver
         has each episode as it ends): its job's position in ``jobs``, its result,
         and its recorded episode packed (:func:`shipping.pack`) when this actor
-        ships them, else None.
+        ships them, else None. ``announce``: first yield None, once this actor
+        has begun the call (the driver's sign that the jobs' attempt has begun:
+        an actor that dies before it says so never played them).
 
         Raises:
             RuntimeError: a call of :meth:`call_agent` failed (see there).
         """
+        if announce:
+            yield None
         if self.failed_calls:
             raise RuntimeError(
                 "this worker's agent is not the one the driver set up, so it plays "
@@ -329,8 +340,8 @@ class RayRunner:
             # Left early (on_result raised, Ctrl-C): the episodes in flight will not
             # be collected. Their actors are replaced now, so that neither a later
             # run nor close() waits behind them (nor counts their time as its own).
-            for index, _, _ in play.running.values():
-                self._replace(index)
+            for call in play.running.values():
+                self._replace(call.index)
             play.running.clear()
             raise
         return in_job_order(jobs, play.results)
@@ -358,12 +369,25 @@ class RayRunner:
                 shutdown_ray()
 
 
+@dataclasses.dataclass
+class _Call:
+    """An actor call in flight: its actor, its ``{position in the call: (job,
+    attempt)}`` not yet returned, when its kill clock started, whether its actor
+    had started (or failed to) when it was handed the jobs, and whether the
+    actor has begun the call (:meth:`RolloutWorker.stream`'s ``announce``)."""
+
+    index: int
+    left: dict[int, tuple[Job, int]]
+    began: float
+    actor_was_up: bool
+    begun: bool = False
+
+
 class _Play:
     """One :meth:`RayRunner.run`: the jobs not yet handed out (``queue``, each
     with its attempt), the actor calls in flight (``running``: a streaming
-    generator -> (actor index, its ``{position in the call: (job, attempt)}``
-    not yet returned, the time its kill clock started)) and the results so
-    far, in the order they came back."""
+    generator -> its :class:`_Call`) and the results so far, in the order they
+    came back."""
 
     def __init__(
         self,
@@ -373,7 +397,7 @@ class _Play:
     ) -> None:
         self.runner, self.on_result = runner, on_result
         self.queue = collections.deque((job, 0) for job in by_env_id(jobs))
-        self.running: dict[Any, tuple[int, dict[int, tuple[Job, int]], float]] = {}
+        self.running: dict[Any, _Call] = {}
         self.idle = collections.deque(range(runner.workers))
         self.results: list[tuple[Job, EpisodeResult]] = []
         spec = runner.spec
@@ -398,23 +422,30 @@ class _Play:
                 and self.queue[0][0].env_id == batch[0][0].env_id
             ):
                 batch.append(self.queue.popleft())
+            up = self.runner._up(index)  # then a death before it begins them is an idle one
             stream = self.runner.actors[index].stream.options(num_returns="streaming")
-            gen = stream.remote([job for job, _ in batch])
-            self.running[gen] = (index, dict(enumerate(batch)), time.monotonic())
+            gen = stream.remote([job for job, _ in batch], announce=True)
+            self.running[gen] = _Call(index, dict(enumerate(batch)), time.monotonic(), up)
 
     def end(self, gen: Any) -> tuple[int, list[tuple[Job, int]]]:
         """``gen``'s call is over: its actor is idle; what it had not returned."""
-        index, left, _ = self.running.pop(gen)
-        self.idle.append(index)
-        return index, list(left.values())
+        call = self.running.pop(gen)
+        self.idle.append(call.index)
+        return call.index, list(call.left.values())
 
     def lost(self, gen: Any, why: str) -> None:
         """``gen``'s actor is gone (or given up on): a new one in its place, and
-        the episodes it had not returned played again, once."""
+        the episodes it had not returned played again, once. Jobs its actor never
+        began, though it had started (it died while idle), are handed out again
+        as they were: that was not their attempt."""
+        call = self.running[gen]
+        counts = call.begun or not call.actor_was_up
         index, left = self.end(gen)
         self.runner._replace(index)
         for job, attempt in reversed(left):
-            if attempt == 0:
+            if not counts:
+                self.queue.appendleft((job, attempt))
+            elif attempt == 0:
                 self.queue.appendleft((job, 1))
             else:
                 self.finish(job, failed_result(job, "error", f"worker lost twice: {why}", 1))
@@ -424,7 +455,7 @@ class _Play:
         import ray
 
         try:
-            position, result, packed = ray.get(next(gen))
+            item = ray.get(next(gen))
         except StopIteration:  # the call ended: every episode came back
             _, left = self.end(gen)
             for job, attempt in left:  # (none, unless the worker lost one)
@@ -440,10 +471,14 @@ class _Play:
         except ray.exceptions.RayError as exc:  # the actor died, ran out of memory, lost
             self.lost(gen, describe_error(exc))  # its node or a returned object
         else:
+            if item is None:  # the actor has begun the call: its jobs' attempt counts
+                self.running[gen].begun = True
+                return
+            position, result, packed = item
             if packed is not None:  # recorded on another node: into record_dir here
                 record_dir = str(self.runner.spec.record_dir)
                 result.episode_dir = _arrived(packed, record_dir, result)
-            left = self.running[gen][1]
+            left = self.running[gen].left
             job, result.retries = left.pop(position)
             self.finish(job, result)
             if not left:  # all back: idle now (the call's end is a formality)
@@ -454,16 +489,17 @@ class _Play:
         on calls past ``episode_timeout_s + kill_grace_s`` (timeouts); a call's
         kill clock starts once its actor is up."""
         runner = self.runner
-        for gen, (index, left, began) in list(self.running.items()):
+        for gen, call in list(self.running.items()):
+            index = call.index
             if not runner._up(index):
                 if runner._startup_left(index) == 0:
                     limit = runner.spec.startup_timeout_s
                     self.lost(gen, f"the worker did not start within {limit:g} s")
                 else:
-                    self.running[gen] = (index, left, now)
+                    call.began = now
             elif (
                 self.hard_limit is not None
-                and now - began > self.hard_limit
+                and now - call.began > self.hard_limit
                 and not gen.next_ready()
             ):
                 _, unreturned = self.end(gen)

@@ -21,7 +21,12 @@ browser once.
 An exception an episode's reset or step raises ends :meth:`VectorRunner.run`
 (as under ``runner=local``), unless ``record_errors``: then that episode
 alone is recorded with ``status="error"`` and the exception's type and
-message, its sub-env takes the next job, and the others play on. Ray actors
+message, its sub-env takes the next job, and the others play on. When the
+run ends on a reset's exception, the other episodes reset in that round
+(concurrently: their resets had run) never played a step; like the jobs
+after a failing one under ``runner=local`` they leave no recording, not a
+zero-step ``abandoned`` one. Episodes that had played steps keep theirs
+(ended ``abandoned`` when the envs close or reset). Ray actors
 with several envs use that, so that one bad job does not take the actor's
 other episodes with it (an exception of the batched policy call itself
 still ends the run: it belongs to no one episode).
@@ -30,7 +35,9 @@ still ends the run: it belongs to no one episode).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -197,9 +204,15 @@ def _play(
     def start_all(indices: Sequence[int]) -> None:
         if indices and pending:
             browser()
-        run_concurrently(
-            [functools.partial(guarded, i, functools.partial(start, i)) for i in indices]
-        )
+        try:
+            run_concurrently(
+                [functools.partial(guarded, i, functools.partial(start, i)) for i in indices]
+            )
+        except BaseException:  # the run ends here: what this round began never played
+            for i in indices:
+                if slots[i] is not None:
+                    _discard_unplayed(slots[i])
+            raise
 
     start_all(range(len(envs)))
     while any(slot is not None for slot in slots) or errors:
@@ -236,3 +249,17 @@ def _play(
                 for i, (action, info) in zip(active, decisions, strict=True)
             ]
         )
+
+
+def _discard_unplayed(episode: Episode) -> None:
+    """Remove the recording of ``episode`` if it has not played a step (its
+    run ended before it could): an episode that never was, not an abandoned one."""
+    recorder = episode.recorder
+    path = None if recorder is None else recorder.last_episode_dir
+    if path is None or episode.steps:
+        return
+    with contextlib.suppress(Exception):  # a write that failed: the files go anyway
+        recorder.end_episode("abandoned")
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(ValueError):
+        recorder.episode_dirs.remove(path)  # it lists the episodes written

@@ -181,6 +181,52 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+def test_an_actor_that_died_while_idle_does_not_spend_its_next_jobs_retry(ray_cluster, tmp_path):
+    """An actor killed between runs is found dead only when it is handed its next
+    job, which it never began: that job is played on the recreated actor as a
+    first attempt, so a death during that play is still retried once."""
+    import signal
+
+    import ray
+
+    from agents.runners.ray_runner import RayRunner
+
+    armed = tmp_path / "armed"  # while it exists, the next act kills its actor
+
+    def dies_when_armed():
+        import os
+
+        from agents.experts.expert import ScriptedExpert
+
+        class DiesWhenArmed(ScriptedExpert):
+            def act(self, obs):
+                if armed.exists():
+                    armed.unlink()
+                    os._exit(1)  # the actor dies in the episode's own play
+                return super().act(obs)
+
+        return DiesWhenArmed()
+
+    def kill_idle_actor():
+        pid = ray.get(runner.actors[0].pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        assert _gone([pid])
+
+    job = Job("browser_env/miniwob.click-test-v0", 0)
+    runner = RayRunner(SPEC, dies_when_armed, workers=1)
+    try:
+        kill_idle_actor()
+        [played] = runner.run([job])
+        assert (played.status, played.success, played.retries) == ("ok", True, 0)
+        kill_idle_actor()
+        armed.write_text("1")
+        [retried] = runner.run([job])  # its own attempt dies: retried once, not "lost twice"
+        assert (retried.status, retried.success, retried.retries) == ("ok", True, 1)
+        assert not armed.exists()
+    finally:
+        runner.close()
+
+
 def _python(code: str):
     """``code`` run by a new interpreter (a Ray of its own), its output captured."""
     import subprocess
@@ -280,7 +326,8 @@ def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_clu
         adapter.unlink()
         ray.kill(runner.actors[0], no_restart=True)  # recreated by the next run
         [result] = runner.run(JOBS[2:3])
-        assert (result.status, result.retries) == ("error", 1)
+        # the killed actor died idle: the job's one play is on the recreated actor
+        assert (result.status, result.retries) == ("error", 0)
         assert "plays nothing" in result.error and "FileNotFoundError" in result.error
         adapter.write_text("weights 2")
         runner.call_agents(load, key="adapter")  # the same key, now it loads

@@ -137,6 +137,32 @@ def test_a_timeout_whose_recording_cannot_end_is_that_episodes_error(monkeypatch
     ]
 
 
+def test_a_vector_run_ended_by_a_reset_leaves_no_recording_of_episodes_never_played(tmp_path):
+    """Without ``record_errors`` a reset that raises ends the run; the episodes
+    reset beside it in that round (their resets ran concurrently) never played a
+    step, so they leave no recording, as the jobs after it under runner=local."""
+    import json
+
+    from agents.runners.vector import VectorRunner
+
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=5, record_dir=str(tmp_path))
+    env_id = "browser_env/miniwob.click-test-v0"
+    bad = Job(env_id, 5, options={"url": "file:///etc/passwd"})
+    runner = VectorRunner(spec, ScriptedExpert(), workers=3)
+    try:
+        with pytest.raises(ValueError, match="file"):
+            runner.run([Job(env_id, 0), bad, Job(env_id, 1)])
+        assert list(tmp_path.iterdir()) == []
+        assert all(not env.episode_dirs for env in runner.vecs[env_id].envs)
+        [played] = runner.run([Job(env_id, 2)])  # the envs play on, recording as before
+        assert played.status == "ok" and played.success
+    finally:
+        runner.close()
+    [kept] = tmp_path.iterdir()
+    outcome = json.loads((kept / "episode.json").read_text())["outcome"]
+    assert outcome["steps"] == played.steps and outcome["reason"] != "abandoned"
+
+
 def test_bad_runner_arguments():
     with pytest.raises(ValueError, match="runner"):
         run_rollouts([], SPEC, agent=RandomAgent(), runner="threads")

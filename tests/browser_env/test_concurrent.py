@@ -104,3 +104,29 @@ def test_concurrent_and_sequential_vector_steps_agree(mode):
         traces.append(trace)
     assert traces[0] == traces[1]
     assert traces[0][1][3][0] is True  # env 0 ended on FINISH: the trace has an episode end
+
+
+def test_a_latch_parks_a_call_until_another_opens_it(site_url):
+    from browser_env.concurrent import Latch
+
+    with pytest.raises(RuntimeError, match="event loop"):
+        Latch(object()).wait()  # no driver's loop: nothing could open it meanwhile
+    env = BrowserEnv("open", modalities=TEXT_ONLY)
+    try:
+        env.reset(seed=0, options={"url": site_url + "form.html"})
+        latch, log = Latch(), []
+
+        def opens():
+            env.page.wait_for_timeout(200)  # the waiting call is parked meanwhile
+            log.append("opened")
+            latch.open()
+
+        def waits(name):
+            latch.wait()
+            log.append(name)
+
+        run_concurrently([lambda: waits("a"), opens, lambda: waits("b")])
+        assert log == ["opened", "a", "b"]
+        latch.wait()  # open: returns at once
+    finally:
+        env.close()

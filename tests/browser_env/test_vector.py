@@ -183,6 +183,10 @@ def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(vict
             [victim_proc] = [p for p in psutil.Process().children() if "node" in p.name().lower()]
         victim_proc.kill()
         victim_proc.wait(10)
+        if victim == "browser":  # a step cannot go on without it: the episode is cut short
+            _, _, _, truncated, infos = vec.step((WAIT, WAIT, WAIT))
+            assert truncated.all()
+            assert "the shared browser died" in infos["truncated_reason"][0]
         obs, _ = vec.reset(seed=0)  # the sub-envs reset concurrently on one new browser
         pages = [_page(vec, i) for i in range(3)]
         assert len({id(p.context.browser) for p in pages}) == 1
@@ -190,4 +194,90 @@ def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(vict
         _, reward, terminated, _, _ = vec.step((CLICK, CLICK, CLICK))
         assert reward.tolist() == [1.0, 1.0, 1.0] and terminated.all()
     finally:
+        vec.close()
+
+
+class _Steps(gym.Wrapper):
+    """Counts the steps its sub-env took."""
+
+    steps = 0
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.steps += 1
+        return out
+
+
+class _FailsWhenChosen(gym.Wrapper):
+    """Raises in step when its sub-env is ``chosen`` (a recorder whose write failed)."""
+
+    chosen = None
+
+    def step(self, action):
+        if self.env.unwrapped is _FailsWhenChosen.chosen:
+            raise OSError("a recorder's write failed")
+        return self.env.step(action)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_a_step_that_raises_in_one_sub_env_leaves_the_documented_sub_envs_stepped(concurrent):
+    """The error propagates; concurrently every other sub-env has stepped (its
+    call was in flight), one after another only those before it (SyncVectorEnv)."""
+    vec = SharedBrowserVectorEnv(
+        3,
+        task="miniwob.click-test",
+        modalities=TEXT_ONLY,
+        wrappers=[_Steps, _FailsWhenChosen],
+        concurrent=concurrent,
+    )
+    try:
+        vec.reset(seed=0)
+        _FailsWhenChosen.chosen = vec.envs[1].unwrapped
+        with pytest.raises(OSError, match="write failed"):
+            vec.step((WAIT, WAIT, WAIT))
+        assert [env.env.steps for env in vec.envs] == ([1, 0, 1] if concurrent else [1, 0, 0])
+        _FailsWhenChosen.chosen = None
+        vec.reset(seed=0)
+        _, reward, terminated, _, _ = vec.step((CLICK, CLICK, CLICK))
+        assert reward.tolist() == [1.0, 1.0, 1.0] and terminated.all()
+    finally:
+        _FailsWhenChosen.chosen = None
+        vec.close()
+
+
+class _KillsTheBrowserOnReset(gym.Wrapper):
+    """When ``armed``, kills the shared browser's main process as its reset begins."""
+
+    armed = False
+
+    def reset(self, **kwargs):
+        if _KillsTheBrowserOnReset.armed:
+            import psutil
+
+            _KillsTheBrowserOnReset.armed = False
+            victim = psutil.Process(self.env.unwrapped._shared_browser._pid)
+            victim.kill()
+            victim.wait(10)
+        return self.env.reset(**kwargs)
+
+
+def test_a_browser_that_dies_during_a_concurrent_reset_is_relaunched_once_for_all():
+    """The first sub-env to find it dead relaunches it; the others, asking for it
+    while that launch is in flight, wait for it (not an error, not a second one)."""
+    vec = SharedBrowserVectorEnv(
+        3, task="miniwob.click-test", modalities=TEXT_ONLY, wrappers=[_KillsTheBrowserOnReset]
+    )
+    try:
+        vec.reset(seed=0)
+        old = _page(vec, 0).context.browser
+        _KillsTheBrowserOnReset.armed = True  # sub-env 0's reset kills it, mid-round
+        obs, _ = vec.reset(seed=0)
+        pages = [_page(vec, i) for i in range(3)]
+        assert len({id(p.context.browser) for p in pages}) == 1
+        assert pages[0].context.browser is not old and vec.browser.relaunches == 1
+        assert list(obs["last_action_error"]) == ["", "", ""]
+        _, reward, terminated, _, _ = vec.step((CLICK, CLICK, CLICK))
+        assert reward.tolist() == [1.0, 1.0, 1.0] and terminated.all()
+    finally:
+        _KillsTheBrowserOnReset.armed = False
         vec.close()
