@@ -192,12 +192,12 @@ def prepare(s: Setup) -> dict[str, Any]:
     from agents.backends.transformers import TransformersBackend
     from learners.config import SFTConfig
     from learners.samples import load_samples
-    from learners.trainable import resolve_model
+    from learners.trainable import end_of_turn_id, resolve_model
 
     backend = TransformersBackend(resolve_model(s.model), device="cpu", dtype="float32")
     samples = load_samples(SFTConfig(episodes=[s.episodes], prompt=s.prompt), backend)
     tok = backend.tokenizer
-    eos = list(getattr(backend, "_eos_ids", None) or [tok.eos_token_id])[0]
+    eos = end_of_turn_id(backend)  # the token SFT's targets end with
 
     def completion(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False) + [eos]

@@ -10,6 +10,8 @@ Layout of an output directory, the same for the torch learners and MLX SDFT::
       checkpoints/
         step-000050/              adapter (PEFT layout) + step.json + the learner's state
         best/                     the best checkpoint by held-out success (evaluation gate)
+        best.prev/                the best the newest step checkpoint records, while best/
+                                  holds a newer one (see :meth:`Checkpoints.restore_best`)
 
 ``step.json`` holds the step and the learner state that is plain data (the
 gate's record); the rest of the state is in the framework's own files:
@@ -40,6 +42,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from learners.config import LearnerConfig
 
 __all__ = [
+    "BEST",
     "STEP_FILE",
     "CheckpointManager",
     "Checkpoints",
@@ -68,6 +72,10 @@ __all__ = [
 
 STEP_FILE = "step.json"
 """In every checkpoint: ``{"step", "time", "state"}`` (``state``: plain-data learner state)."""
+
+BEST = "best"
+"""The evaluation gate's checkpoint (:class:`EvalGate`)."""
+_BEST_PREV = "best.prev"
 
 
 class Checkpoints:
@@ -87,7 +95,12 @@ class Checkpoints:
     ) -> Path:
         """Checkpoint ``step-<step>`` (or ``name``): ``fill(dir)`` writes the weights and
         framework state into a fresh directory, then ``step.json`` is added and the
-        directory renamed into place. Step checkpoints past ``keep`` are pruned."""
+        directory renamed into place. Step checkpoints past ``keep`` are pruned.
+
+        A new ``best`` sets the one it replaces aside as ``best.prev`` when that may
+        be the best the newest step checkpoint's gate record names (the first best
+        replaced since that checkpoint); a step checkpoint, whose record names the
+        ``best`` in place, removes ``best.prev``."""
         path = self.root / (name or f"step-{step:06d}")
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -95,11 +108,36 @@ class Checkpoints:
         fill(tmp)
         record = {"step": step, "time": time.time(), "state": state or {}}
         (tmp / STEP_FILE).write_text(json.dumps(record) + "\n")
-        shutil.rmtree(path, ignore_errors=True)
+        prev = self.root / _BEST_PREV
+        if name == BEST and path.exists() and not prev.exists():
+            os.replace(path, prev)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
         if name is None:
+            shutil.rmtree(prev, ignore_errors=True)
             self._prune()
         return path
+
+    def restore_best(self, step: int | None) -> bool:
+        """Make ``best`` the best checkpoint of ``step``: the best that the gate record
+        of the checkpoint being resumed names. A crashed run may have saved a newer
+        best after that checkpoint; its weights come from steps the resumed run has
+        not taken, so it is removed, and the record's best (kept as ``best.prev``) put
+        back. Returns whether ``best`` now holds ``step``'s (never when ``step`` is
+        ``None``: then no ``best`` is left)."""
+        best, prev = self.root / BEST, self.root / _BEST_PREV
+        if step is not None and self._step_of(best) != step and self._step_of(prev) == step:
+            shutil.rmtree(best, ignore_errors=True)
+            os.replace(prev, best)
+        shutil.rmtree(prev, ignore_errors=True)
+        if step is not None and self._step_of(best) == step:
+            return True
+        shutil.rmtree(best, ignore_errors=True)
+        return False
+
+    def _step_of(self, path: Path) -> int | None:
+        return int(self.read_step(path)["step"]) if (path / STEP_FILE).is_file() else None
 
     def _steps(self) -> list[Path]:
         # a renamed directory is complete by construction; .tmp ones are not
@@ -217,6 +255,8 @@ class GateCheckpoints(Protocol):
 
     def load_learner_state(self, path: Path) -> dict[str, Any]: ...
 
+    def restore_best(self, step: int | None) -> bool: ...
+
 
 class CheckpointManager(Checkpoints):
     """Torch checkpoints: save and restore ``(trainable weights, optimiser, step, RNG,
@@ -329,9 +369,9 @@ class EvalGate:
         if self.best is None or success > self.best:
             self.best, self.best_step = success, step
             extra = self.learner_state() if self.learner_state else None
-            self.checkpoints.save(step, None, extra, name="best")
+            self.checkpoints.save(step, None, extra, name=BEST)
         elif success < self.best - self.tolerance:
-            best = self.checkpoints.root / "best"
+            best = self.checkpoints.root / BEST
             self.checkpoints.load_weights(best)
             if self.restore_learner_state is not None:
                 self.restore_learner_state(self.checkpoints.load_learner_state(best))
@@ -344,9 +384,18 @@ class EvalGate:
         return {"best": self.best, "best_step": self.best_step, "rollbacks": self.rollbacks}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Take the record saved in the checkpoint a run resumes, and make the best
+        checkpoint on disk the one it names (:meth:`Checkpoints.restore_best`)."""
         self.best = state.get("best")
         self.best_step = state.get("best_step")
         self.rollbacks = int(state.get("rollbacks", 0))
+        if not self.checkpoints.restore_best(self.best_step) and self.best_step is not None:
+            warnings.warn(
+                f"the best checkpoint of step {self.best_step} that the resumed gate record "
+                f"names is not in {self.checkpoints.root}: the gate starts a new record",
+                stacklevel=2,
+            )
+            self.best = self.best_step = None
 
 
 def write_training_json(

@@ -39,7 +39,11 @@ One optimiser step:
 Rollouts are on-policy (one optimiser step per batch), so rho = 1 in value
 and the gradient is the policy gradient -A grad log pi. Log-probs are
 computed with dropout off (:func:`learners.trainable.no_dropout`): they must be
-those of the policy that sampled.
+those of the policy that sampled. For the same reason pi is
+softmax(logits / ``temperature``), the distribution the rollouts were drawn
+from, for the loss, the reference of the KL term and the logged entropy alike
+(TRL's ``GRPOTrainer`` divides its logits by the temperature too; like it,
+the loss does not apply ``top_p``'s truncation).
 
 Where rollouts are generated (``generation``): ``local`` samples with the
 trainer's own transformers model (``backend.generate``; CPU or GPU, no vLLM
@@ -108,6 +112,11 @@ def run(
         raise ValueError(f"reward must be 'success' or 'return', got {cfg.reward!r}")
     if cfg.beta < 0:
         raise ValueError(f"beta must be >= 0, got {cfg.beta}")
+    if not cfg.temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {cfg.temperature}: rollouts are sampled, and the "
+            "loss scores them under softmax(logits / temperature)"
+        )
     from agents.runners import check_runner_options
 
     check_runner_options(  # what the rollout engine would refuse, before the model loads
@@ -249,9 +258,11 @@ def run(
                 logits = completion_logits(
                     backend, sample.messages, sample.images, sample.completion_ids
                 )
+            # the distribution the rollout sampled from (as TRL's GRPOTrainer scores it)
+            logits = logits.float() / cfg.temperature
             ids = torch.as_tensor(sample.completion_ids, device=logits.device)
-            logps = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
-            ref = None if reference is None else reference.logps(sample, ids)
+            logps = torch.log_softmax(logits, -1).gather(-1, ids[:, None])[:, 0][None]
+            ref = None if reference is None else reference.logps(sample, ids, cfg.temperature)
             mask = torch.ones_like(logps, dtype=torch.bool)
             loss, s = grpo_token_loss(
                 logps,
@@ -324,7 +335,8 @@ class _Reference:
             model = type(live).from_pretrained(start, dtype=next(live.parameters()).dtype)
             self.model = model.to(live.device).eval().requires_grad_(False)
 
-    def logps(self, sample: Any, ids: Any) -> Any:
+    def logps(self, sample: Any, ids: Any, temperature: float) -> Any:
+        """The sampled tokens' log-probs under softmax(reference logits / temperature)."""
         import torch
 
         from learners.trainable import completion_logits, no_dropout, swapped_weights
@@ -344,7 +356,8 @@ class _Reference:
                     )
                 finally:
                     self.backend.model = live
-        return torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None])[:, 0][None]
+        logps = torch.log_softmax(logits.float() / temperature, -1)
+        return logps.gather(-1, ids[:, None])[:, 0][None]
 
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:

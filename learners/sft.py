@@ -120,7 +120,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     from learners.loop import TrainLoop
     from learners.rollout import attach_env_gate
     from learners.samples import data_info, load_samples, sample_images
-    from learners.trainable import completion_logits
+    from learners.trainable import completion_logits, end_of_turn_id
 
     loop = TrainLoop(cfg, "sft")
     backend = loop.backend
@@ -148,7 +148,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         "num_demo_items": n_plain - len(samples),
         "num_counterfactual_items": len(items) - n_plain,
     }
-    eos = list(getattr(backend, "_eos_ids", None) or [backend.tokenizer.eos_token_id])[0]
+    end_of_turn = end_of_turn_id(backend)  # the chat template's, e.g. <|eot_id|> (Llama-3)
     attach_env_gate(loop, cfg)
 
     def loss_step(step: int) -> dict[str, float]:
@@ -157,7 +157,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
         if cfg.port_jitter:  # one port per item, in its prompt and its target alike
             batch = [(s, *jitter_port(messages, target, pick)) for s, messages, target in batch]
         targets = [
-            backend.tokenizer.encode(target, add_special_tokens=False) + [eos]
+            backend.tokenizer.encode(target, add_special_tokens=False) + [end_of_turn]
             for _, _, target in batch
         ]
         n_tokens = sum(len(t) for t in targets)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainableModel",
     "completion_logits",
+    "end_of_turn_id",
     "load_trainable",
     "no_dropout",
     "resolve_model",
@@ -174,6 +175,43 @@ def swapped_weights(params: list[tuple[str, Any]], weights: Mapping[str, Any]) -
     finally:
         for (_, p), value in zip(params, saved, strict=True):
             p.data.copy_(value)
+
+
+_TURN_PROBE = "<<browser-rl end-of-turn probe>>"
+
+
+def end_of_turn_id(backend: TransformersBackend) -> int:
+    """The token that ends an assistant turn, for training targets.
+
+    That is the token the chat template writes right after an assistant
+    message's content, when generation stops on it (it is one of
+    ``backend._eos_ids``); otherwise -- no chat template, a template that puts
+    text or nothing there -- the first stop id. The first of
+    ``generation_config.eos_token_id`` alone is wrong for Llama-3 and Gemma:
+    their lists start with the end-of-text token (``<|end_of_text|>``,
+    ``<eos>``), while their templates close a turn with ``<|eot_id|>`` or
+    ``<end_of_turn>``. The stop-id condition keeps a trained turn one that
+    ``generate`` ends.
+    """
+    from jinja2 import TemplateError
+
+    stops = list(getattr(backend, "_eos_ids", None) or [backend.tokenizer.eos_token_id])
+    multimodal = bool(getattr(backend, "multimodal", False))
+    owner = backend.processor if multimodal else backend.tokenizer
+    if getattr(owner, "chat_template", None) is None:
+        return stops[0]
+    turns = [("user", "Hi."), ("assistant", _TURN_PROBE)]
+    conversation = [
+        {"role": role, "content": [{"type": "text", "text": text}] if multimodal else text}
+        for role, text in turns
+    ]
+    try:
+        rendered = owner.apply_chat_template(conversation, tokenize=False)
+    except (TemplateError, ValueError, TypeError):  # a template that refuses the probe
+        return stops[0]
+    _, found, tail = rendered.rpartition(_TURN_PROBE)
+    ids = backend.tokenizer.encode(tail, add_special_tokens=False) if found else []
+    return ids[0] if ids and ids[0] in stops else stops[0]
 
 
 def completion_logits(

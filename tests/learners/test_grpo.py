@@ -111,6 +111,7 @@ def test_grpo_learns_on_cuda(tmp_path):
     ("overrides", "message"),
     [
         ({"num_generations": 1}, "num_generations"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
         ({"generation": "server", "lora": False}, "generation=server"),
         ({"runner": "cluster"}, "runner must be"),
         ({"runner": "ray", "lora": False}, "runner=ray with generation=local"),
@@ -205,6 +206,52 @@ def test_grpo_kl_without_lora_is_not_skipped(tmp_path):
     )
     kls = [row["kl"] for row in result["history"]]
     assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 1e-6, kls
+
+
+def test_grpo_log_probs_are_those_of_the_sampling_temperature(tmp_path):
+    """Rollouts are drawn from softmax(logits / temperature); the loss scores
+    them under that distribution, as TRL's GRPOTrainer does: at temperature 2
+    the logged KL (k3 of the sampled tokens' log-probs, the loss's own) and
+    entropy are those of log_softmax(logits / 2), computed here by hand from
+    the step-1 checkpoint and the base model (the reference)."""
+    import peft
+
+    from agents.backends.transformers import TransformersBackend
+    from learners.trainable import completion_logits
+
+    out, result = _train(
+        tmp_path, _group_play([]), temperature=2.0, beta=0.1, max_steps=2, save_steps=1
+    )
+    backend = TransformersBackend("tiny", device="cpu", dtype="float32")
+    rollouts = [WIN, LOSE]  # each group is one of each; two groups a step
+    with torch.no_grad():
+        base = [completion_logits(backend, PROMPT, [], ids) for ids in rollouts]
+        step_1 = out / "checkpoints" / "step-000001"
+        backend.model = peft.PeftModel.from_pretrained(backend.model, str(step_1)).eval()
+        policy = [completion_logits(backend, PROMPT, [], ids) for ids in rollouts]
+    backend.close()
+    n_tokens = sum(len(ids) for ids in rollouts)
+
+    def token_logps(logits, ids, temperature):
+        logps = torch.log_softmax(logits.float() / temperature, -1)
+        return logps.gather(-1, torch.tensor(ids)[:, None])[:, 0]
+
+    def kl(temperature):  # the k3 estimate, averaged over the step's completion tokens
+        total = 0.0
+        for ids, ref, pol in zip(rollouts, base, policy, strict=True):
+            d = token_logps(ref, ids, temperature) - token_logps(pol, ids, temperature)
+            total += float((torch.exp(d) - d - 1).sum())
+        return total / n_tokens
+
+    def entropy(logits, temperature):
+        logps = torch.log_softmax(logits.float() / temperature, -1)
+        return float(-(logps.exp() * logps).sum(-1).sum())
+
+    first, last = result["history"]
+    assert last["kl"] == pytest.approx(kl(2.0), rel=1e-4)
+    assert kl(2.0) != pytest.approx(kl(1.0), rel=1e-2)  # the check tells the two apart
+    want = sum(entropy(logits, 2.0) for logits in base) / n_tokens  # step 1: B = 0, the base
+    assert first["entropy"] == pytest.approx(want, rel=1e-4)
 
 
 def test_grpo_all_equal_rewards_give_no_update(tmp_path):

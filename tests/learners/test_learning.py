@@ -225,3 +225,68 @@ def test_sdft_defaults_to_an_ema_teacher_that_rolls_back_with_the_student(tmp_pa
     teacher_best, teacher_2 = best["extra"]["teacher"], after_rollback["extra"]["teacher"]
     assert all(torch.equal(teacher_best[k], teacher_2[k]) for k in teacher_best)
     assert all(torch.equal(step1["extra"]["teacher"][k], teacher_2[k]) for k in teacher_best)
+
+
+LLAMA3_CHAT = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{{ message['content'] | trim }}{{ '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
+
+def _llama3_style_model(path, tiny_model):
+    """The tiny model with Llama-3's turn tokens: its chat template ends an assistant
+    turn with ``<|eot_id|>``, and ``generation_config.eos_token_id`` lists
+    ``<|end_of_text|>`` first, as Meta's Llama-3 instruct checkpoints do."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    turn_tokens = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": turn_tokens})
+    tokenizer.eos_token = "<|end_of_text|>"
+    tokenizer.chat_template = LLAMA3_CHAT
+    eot, end = tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.eos_token_id = model.generation_config.eos_token_id = [end, eot]
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, eot, end
+
+
+def test_sft_ends_the_action_with_the_chat_templates_end_of_turn_token(
+    tmp_path, episodes_dir, tiny_model
+):
+    """SFT's target is the action and the token the chat template closes an
+    assistant turn with -- ``<|eot_id|>`` for Llama-3 -- not the first of
+    ``generation_config.eos_token_id`` (``<|end_of_text|>``): after training,
+    the model ends the action as its chat format does."""
+    from agents.backends.transformers import TransformersBackend
+    from learners.sft import run
+    from learners.trainable import completion_logits
+
+    model, eot, end = _llama3_style_model(tmp_path / "llama3", tiny_model)
+    out = tmp_path / "sft"
+    run(
+        {
+            **FAST,
+            "model": str(model),
+            "output_dir": str(out),
+            "episodes": [str(episodes_dir)],
+            "max_steps": 4,
+            "learning_rate": 1e-2,
+            "lora_dropout": 0.0,
+        }
+    )
+    backend = TransformersBackend(str(model), adapter=str(out), device="cpu", dtype="float32")
+    gaps = []
+    with torch.no_grad():
+        for sample in _samples(episodes_dir):
+            ids = _target_ids(backend, sample)
+            logits = completion_logits(backend, sample.messages, [], [*ids, eot])
+            after_action = torch.log_softmax(logits[-1].float(), -1)
+            gaps.append(float(after_action[eot] - after_action[end]))
+    backend.close()
+    assert all(gap > 1.0 for gap in gaps), gaps

@@ -242,6 +242,43 @@ def test_a_finished_full_model_run_is_continued_not_resumed(
         run({**base, "lora": True})
 
 
+def test_a_resumed_gate_rolls_back_to_its_own_best_not_one_saved_after_its_checkpoint(
+    tmp_path, episodes_dir, killer
+):
+    """The gate of a crashed run saved a new ``best/`` after its newest step
+    checkpoint; the resumed run's gate record (from that checkpoint) names the
+    earlier best. A rollback restores the earlier best -- as the run never
+    interrupted does -- not the crashed run's later weights."""
+    from learners.sdft import run
+
+    base = {
+        **FAST,
+        "episodes": [str(episodes_dir)],
+        "learning_rate": 1e-2,
+        "max_steps": 4,
+        "save_steps": 2,
+        "eval_steps": 1,
+        "rollback_tolerance": 0.0,
+    }
+    straight, out = tmp_path / "straight", tmp_path / "sdft"
+    # step 1 is the best; steps 3 and 4 fall below it and roll back to it
+    run({**base, "output_dir": str(straight)}, evaluate_fn=iter([0.5, 0.5, 0.0, 0.0]).__next__)
+    # the crashed run: step 1 best, checkpoint step-2, step 3 a new best, death at step 4
+    killer.at = 3
+    with pytest.raises(_Killed):
+        run({**base, "output_dir": str(out)}, evaluate_fn=iter([0.5, 0.5, 0.9]).__next__)
+    assert json.loads((out / "checkpoints" / "best" / "step.json").read_text())["step"] == 3
+    # resumed from step-2 (best: step 1), steps 3 and 4 fall below the best
+    result = run({**base, "output_dir": str(out)}, evaluate_fn=iter([0.0, 0.0]).__next__)
+    assert killer.resumed == [out / "checkpoints" / "step-000002"]
+    assert [row.get("eval/rolled_back") for row in result["history"]] == [1.0, 1.0]
+    assert result["metrics"]["gate/best_step"] == 1
+    assert json.loads((out / "checkpoints" / "best" / "step.json").read_text())["step"] == 1
+    want, got = _lora_weights(straight), _lora_weights(out)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], msg=name)
+
+
 @pytest.mark.parametrize(
     ("direction", "top_k", "ema_rate"), [("reverse", None, 0.0), ("forward", 5, 0.5)]
 )
