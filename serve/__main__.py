@@ -31,9 +31,11 @@ from serve.launch import free_port
 __all__ = ["main", "run", "start_ray"]
 
 
-def start_ray(cfg: ServeConfig) -> bool:
+def start_ray(cfg: ServeConfig, *, keep_signals: bool = False) -> bool:
     """Connect to ``RAY_ADDRESS`` or start an embedded local instance; True
-    when it is embedded (and so ours to shut down)."""
+    when it is embedded (and so ours to shut down). ``keep_signals``: keep
+    ``ray.init`` from replacing this process's SIGTERM handler with its own
+    ``sys.exit`` (:func:`run` handles the signal during the start itself)."""
     embedded = not os.environ.get("RAY_ADDRESS")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if embedded:
@@ -42,16 +44,28 @@ def start_ray(cfg: ServeConfig) -> bool:
         # of our own keeps Ray from generating one under ~/.ray.
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_urlsafe(32))
+    import ray._private.utils as ray_utils
+
     from browser_env.ray_local import init_ray
 
-    init_ray(
-        num_cpus=cfg.ray_num_cpus,
-        temp_dir=cfg.ray_temp_dir,
-        attempts=cfg.ray_start_attempts,
-        dashboard_port=free_port() if embedded else None,  # the dashboard hosts the Jobs API
-        log_to_driver=False,
-    )
+    replace_handler = ray_utils.set_sigterm_handler
+    if keep_signals:  # ray.init installs its handler through this function (Ray 2.x)
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        init_ray(
+            num_cpus=cfg.ray_num_cpus,
+            temp_dir=cfg.ray_temp_dir,
+            attempts=cfg.ray_start_attempts,
+            dashboard_port=free_port() if embedded else None,  # the dashboard hosts the Jobs API
+            log_to_driver=False,
+        )
+    finally:
+        ray_utils.set_sigterm_handler = replace_handler
     return embedded
+
+
+class _Stopped(BaseException):
+    """A SIGINT/SIGTERM during start-up: unwinds it to :func:`run`'s clean-up."""
 
 
 def run(
@@ -60,35 +74,81 @@ def run(
     until: threading.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until ``until`` is set (default: SIGINT or SIGTERM), then stop."""
+    """Serve until ``until`` is set (default: SIGINT or SIGTERM), then stop.
+
+    Without ``until`` a SIGINT or SIGTERM at any moment, start-up included,
+    ends in the same clean-up: Serve's app removed (on a cluster) and Ray shut
+    down (the embedded instance whole, its temp dir removed). While Ray starts
+    the signal is noted and acted on once ``ray.init`` returns (an exception
+    raised inside it can end in Ray's native code, which aborts); while Serve
+    starts it interrupts the start; each step of the start checks for it as
+    well, in case library code swallowed the interruption. ``ray.init`` would
+    put a SIGTERM handler of its own in place (``sys.exit``), which is kept
+    out; its core worker installs a native one, so ours go back as soon as
+    ``ray.init`` returns.
+    """
     if not isinstance(cfg, ServeConfig):
         cfg = from_mapping(cfg)
     cfg.validate()
     cfg.token()  # refuse to start before any cluster exists
-    embedded = start_ray(cfg)
-    from ray import serve
+    stop = until or threading.Event()
+    starting = True
+    interrupt = True  # False while Ray starts: the signal is only noted
 
-    from browser_env.ray_local import shutdown_ray
-    from serve.deployment import APP_NAME, build
+    def on_signal(*_: object) -> None:
+        first = not stop.is_set()
+        stop.set()
+        if starting and interrupt and first:  # once: not to cut the clean-up short
+            raise _Stopped()
 
-    try:
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
-        serve.run(build(cfg), name=APP_NAME, route_prefix="/")
-        stop = until or threading.Event()
-        if until is None:  # from here on, SIGINT/SIGTERM stop Serve and Ray in order
+    def take_signals() -> None:
+        if until is None:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+                signal.signal(sig, on_signal)
+        if starting and stop.is_set():  # a signal whose interruption was swallowed
+            raise _Stopped()
+
+    take_signals()
+    deployed = False
+    try:
+        interrupt = False
+        embedded = start_ray(cfg, keep_signals=until is None)
+        interrupt = True
+        take_signals()  # the native handler of Ray's core worker replaced them
+        from ray import serve
+
+        from serve.deployment import APP_NAME, build
+
+        deployed = True  # from here on there may be an app to remove
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        take_signals()
+        serve.run(build(cfg), name=APP_NAME, route_prefix="/")
+        take_signals()  # whatever Serve did to them
         url = f"http://{cfg.host}:{cfg.port}"
         print(f"training service on {url} (state in {os.path.abspath(cfg.state_dir)})", flush=True)
         if on_ready is not None:
             on_ready(url)
+        starting = False  # from here on a signal only sets `stop`
         while not stop.wait(1.0):  # short waits: signal handlers run in between
             pass
+    except (_Stopped, Exception) as exc:
+        # The interruption may surface as a library's own error (Ray's Cython
+        # code turns it into a SystemError): with a stop asked for, it is one.
+        if not (starting and stop.is_set()):
+            raise
+        print(f"stopped by a signal during start-up ({type(exc).__name__})", flush=True)
     finally:
+        starting = False
         # An embedded instance goes down whole with ray.shutdown() (Serve's
         # own graceful shutdown can stall for minutes on a loaded machine).
-        if not embedded:
+        if deployed and not embedded:
+            from ray import serve
+
+            from serve.deployment import APP_NAME
+
             serve.delete(APP_NAME)
+        from browser_env.ray_local import shutdown_ray
+
         shutdown_ray()
 
 

@@ -12,6 +12,11 @@ into the records and submits queued jobs while fewer than
 ``max_concurrent_jobs`` run. A job is submitted under its own id, written as
 "running" before the submission, so a crash in between (or a submission
 whose answer never came) is reconciled like any job the backend forgot.
+
+The lock is the state dir's (:class:`~serve.store.StateLock`) and holds
+across processes: a queued job is claimed (re-read and written as "running")
+under it, so of two services on one state dir (a redeploy's old and new
+replica) exactly one submits it.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class TrainingService:
         self.cfg = cfg
         self.backend = backend
         self.store = Store(cfg.state_dir)
-        self.lock = threading.RLock()
+        # Across processes too: during a redeploy the old and the new replica
+        # share the state dir, and a queued job must be claimed by one of them.
+        self.lock = self.store.lock()
         self.limits = Limits(
             max_uncompressed_bytes=cfg.max_uncompressed_bytes,
             max_members=cfg.max_members,
@@ -117,7 +124,7 @@ class TrainingService:
             data = staging / "data"
             data.mkdir()
             unpacked = unpack(archive, data, self.limits)
-            episodes = check_episodes(data)
+            episodes = check_episodes(data, max_image_side=self.limits.max_image_side)
             manifest = {
                 "dataset_id": dataset_id,
                 "sha256": sha256_hex,
@@ -127,9 +134,7 @@ class TrainingService:
                 "episode_dirs": episodes,
                 "created_at": now(),
             }
-            (staging / "manifest.json").write_text(
-                json.dumps({"version": 1, **manifest}, indent=1), encoding="utf-8"
-            )
+            write_json(staging / "manifest.json", manifest)
             created = self.store.commit_dataset(staging, dataset_id)
         finally:
             if staging.exists():

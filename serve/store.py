@@ -8,17 +8,28 @@ Layout::
       datasets/<dataset_id>/       manifest.json + data/ (the episode dirs)
       jobs/<job_id>/               job.json, spec.json, job.log, pid, result.json, adapter/
       idempotency/<sha256(key)>    {"job_id": ...}, taken with link(2) (atomic, exclusive)
+      lock                         flock(2)ed by :class:`StateLock` (empty)
 
 Every JSON document carries ``"version"``; readers refuse a newer one. Writes
 go to a temp file in the same directory, are fsynced and ``os.replace``d,
-so a crash leaves the old or the new file, never half of one. Ids are checked
+so a crash leaves the old or the new file, never half of one. Whatever is put
+in place by a rename or a link (a JSON document, a committed dataset, an
+idempotency key) is durable when the call returns: the data is fsynced before
+the rename and the directory after it (:func:`sync_tree`, :func:`fsync_dir`;
+without the second, a power loss can leave the new name pointing at nothing,
+or an empty file). Ids are checked
 against :data:`JOB_ID` / :data:`DATASET_ID` and resolved paths must stay
 under ``state_dir`` before anything is read.
+
+Records change under :class:`StateLock`, which holds across processes: two
+services on one state dir (the old and the new replica of a redeploy) never
+both claim one queued job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +37,9 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +47,12 @@ __all__ = [
     "DATASET_ID",
     "JOB_ID",
     "STATE_VERSION",
+    "StateLock",
     "Store",
+    "fsync_dir",
+    "make_dirs",
     "read_json",
+    "sync_tree",
     "write_json",
 ]
 
@@ -44,9 +61,56 @@ JOB_ID = re.compile(r"^job-[0-9a-f]{20}$")
 DATASET_ID = re.compile(r"^ds-[0-9a-f]{32}$")
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync the directory ``path``: its entries (a rename, link or new file in
+    it) survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p path``, each directory it creates made durable in its parent."""
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    fsync_dir(path.parent)
+
+
+def sync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (``root`` too), so that a
+    rename of ``root`` publishes what is on disk. Symlinks are skipped. The fsyncs run in a few threads: a file system's journal commits
+    concurrent ones together (one at a time costs a commit each)."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        dirs.append(dirpath)
+        files.extend(os.path.join(dirpath, n) for n in filenames)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
+        list(pool.map(_fsync_file, files))
+    for directory in reversed(dirs):  # children before parents
+        fsync_dir(directory)
+
+
+def _fsync_file(path: str) -> None:
+    if os.path.islink(path):  # not ours to sync (the store holds none)
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` (with ``"version"``) to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` (with ``"version"``) to ``path`` atomically and durably."""
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -58,6 +122,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -73,19 +138,65 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+class StateLock:
+    """A re-entrant lock over one state dir, for the threads of this process and
+    for every other process (or :class:`Store` object) on the same dir: an
+    ``RLock``, and while its outermost holder holds it, ``flock(LOCK_EX)`` on
+    ``path`` through a descriptor of its own (flock locks belong to the open
+    file, so two objects in one process exclude each other too; on NFS Linux
+    maps them to byte-range locks). Closing the descriptor, or the holder's
+    death, releases it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> StateLock:
+        self._local.acquire()
+        try:
+            if self._depth == 0:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._depth += 1
+        except BaseException:
+            self._local.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # releases the flock
+        self._local.release()
+
+
 class Store:
-    """Paths and records under one state dir. Not thread-safe: the service locks."""
+    """Paths and records under one state dir. Not thread-safe: callers hold
+    :meth:`lock` around every read-modify-write of a record."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         for sub in ("tmp", "datasets", "jobs", "idempotency"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root / sub)
         marker = read_json(self.root / "VERSION")
         if marker is None:
             write_json(self.root / "VERSION", {})
         # Leftovers of uploads cut off by a crash: never part of the store.
         for leftover in (self.root / "tmp").iterdir():
             _remove(leftover)
+        self._lock = StateLock(self.root / "lock")
+
+    def lock(self) -> StateLock:
+        """The state dir's lock (:class:`StateLock`: across threads and processes)."""
+        return self._lock
 
     # --- paths -----------------------------------------------------------
     def inside(self, path: Path) -> Path:
@@ -151,8 +262,11 @@ class Store:
         return found
 
     def commit_dataset(self, staging: Path, dataset_id: str) -> bool:
-        """Move a checked staging dir into place; False when the id already exists."""
+        """Move a checked staging dir into place, durably (its files and dirs
+        fsynced before the rename, ``datasets/`` after it); False when the id
+        already exists."""
         target = self.dataset_dir(dataset_id)
+        sync_tree(staging)
         try:
             os.rename(staging, target)
         except OSError:
@@ -160,6 +274,7 @@ class Store:
                 _remove(staging)
                 return False
             raise
+        fsync_dir(target.parent)
         return True
 
     # --- idempotency keys ------------------------------------------------
@@ -186,6 +301,7 @@ class Store:
                 return existing
         finally:
             os.unlink(tmp)
+        fsync_dir(path.parent)
         return entry
 
     def release_key(self, key: str, job_id: str) -> None:

@@ -32,6 +32,14 @@ bytes (413), PNGs larger than ``max_image_side`` or with a bad header,
 corrupt data or unsupported compression, screenshot references that leave
 their episode, and episodes that do not validate (422). Messages name paths
 relative to the upload, never the server's.
+
+Images are checked by content, not by name. What the loader and the learners
+read as an image is a file an observation's ``screenshot`` names, whatever its
+name (``Episode.screenshot`` hands it to Pillow, which goes by the bytes):
+:func:`check_episodes` requires each such file to be a PNG (the format's
+screenshots are) no larger than ``max_image_side``, from its header. While
+unpacking, a member whose name ends in ``.png`` or whose bytes start with
+the PNG signature has its header checked before it is written.
 """
 
 from __future__ import annotations
@@ -144,12 +152,16 @@ def unpack(archive: Path, dest: Path, limits: Limits) -> int:
     return written
 
 
-def check_episodes(root: Path, *, max_record_bytes: int = MAX_RECORD_BYTES) -> list[str]:
+def check_episodes(
+    root: Path, *, max_record_bytes: int = MAX_RECORD_BYTES, max_image_side: int | None = None
+) -> list[str]:
     """Relative paths of the episode dirs under ``root``, each validated as the
     episode loader would (``episode.json``, every ``steps.jsonl`` line, the
     step order and count, the screenshots), streaming, one record in memory at
     a time. UploadRejected (422) for the first bad one; a screenshot reference
-    is checked to stay inside its episode before anything looks for it."""
+    is checked to stay inside its episode before anything looks for it, and
+    the file it names, whatever its name, must be a PNG (by its header) with
+    sides of at most ``max_image_side`` (None: any)."""
     from browser_env.episodes.format import EPISODE_FILE
 
     found = sorted(p.parent for p in root.rglob(EPISODE_FILE) if p.is_file())
@@ -158,7 +170,7 @@ def check_episodes(root: Path, *, max_record_bytes: int = MAX_RECORD_BYTES) -> l
     for directory in found:
         relative = directory.relative_to(root).as_posix()
         try:
-            _check_episode(directory, max_record_bytes)
+            _check_episode(directory, max_record_bytes, max_image_side)
         except _Outside as exc:
             raise UploadRejected(
                 422, f"episode {relative!r} refers to {_shown(exc.shot)} outside it ({exc.where})"
@@ -179,7 +191,7 @@ class _Outside(ValueError):
         self.shot, self.where = shot, where
 
 
-def _check_episode(directory: Path, max_record_bytes: int) -> None:
+def _check_episode(directory: Path, max_record_bytes: int, max_side: int | None) -> None:
     """The checks of ``browser_env.episodes.loader.load_episode(check_files=True)``,
     one record at a time (the steps through the loader's own
     :func:`~browser_env.episodes.loader.iter_steps`); errors name files
@@ -208,7 +220,9 @@ def _check_episode(directory: Path, max_record_bytes: int) -> None:
             for number, record in iter_steps(
                 steps_path, complete=header.complete, max_line_bytes=max_record_bytes
             ):
-                _check_screenshot(directory, record.observation, f"{STEPS_FILE} line {number}")
+                _check_screenshot(
+                    directory, record.observation, f"{STEPS_FILE} line {number}", max_side
+                )
                 steps += 1
         except LineTooLongError as exc:
             raise ValueError(
@@ -222,7 +236,7 @@ def _check_episode(directory: Path, max_record_bytes: int) -> None:
             f" but {STEPS_FILE} holds {steps} steps"
         )
     if header.final_observation is not None:
-        _check_screenshot(directory, header.final_observation, "final_observation")
+        _check_screenshot(directory, header.final_observation, "final_observation", max_side)
 
 
 def _record(cls: Any, data: bytes, where: str) -> Any:
@@ -236,7 +250,9 @@ def _record(cls: Any, data: bytes, where: str) -> Any:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _check_screenshot(directory: Path, observation: dict[str, Any], where: str) -> None:
+def _check_screenshot(
+    directory: Path, observation: dict[str, Any], where: str, max_side: int | None
+) -> None:
     shot = observation.get("screenshot")
     if not shot:
         return
@@ -249,6 +265,13 @@ def _check_screenshot(directory: Path, observation: dict[str, Any], where: str) 
         raise _Outside(shot, where)
     if not target.is_file():
         raise ValueError(f"{where}: missing screenshot {_shown(shot)}")
+    # Pillow reads it by its bytes, whatever the name: check the bytes.
+    with target.open("rb") as f:
+        head = f.read(24)
+    try:
+        _check_png_header(head, shot, max_side)
+    except UploadRejected as exc:
+        raise ValueError(f"{where}: screenshot {exc.message}") from None
 
 
 # --- archive readers -------------------------------------------------------
@@ -478,7 +501,7 @@ def _copy(source: IO[bytes], target: Path, budget: int, name: str, max_side: int
                 raise UploadRejected(422, f"{name!r} is corrupt: {exc}") from None
             if not chunk:
                 break
-            if first and name.lower().endswith(".png"):
+            if first and (name.lower().endswith(".png") or chunk.startswith(_PNG_SIGNATURE)):
                 _check_png_header(chunk, name, max_side)
             first = False
             total += len(chunk)
@@ -490,13 +513,18 @@ def _copy(source: IO[bytes], target: Path, budget: int, name: str, max_side: int
     return total
 
 
-def _check_png_header(chunk: bytes, name: str, max_side: int) -> None:
+def _check_png_header(chunk: bytes, name: str, max_side: int | None) -> None:
+    """``chunk`` (a file's first bytes) starts a PNG whose sides are at most
+    ``max_side`` (None: any); UploadRejected (422) naming ``name`` otherwise."""
+    shown = _shown(name)
     if len(chunk) < 24:
-        raise UploadRejected(422, f"{name!r} is too short for a PNG header")
+        raise UploadRejected(422, f"{shown} is too short for a PNG header")
     if not chunk.startswith(_PNG_SIGNATURE) or chunk[12:16] != b"IHDR":
-        raise UploadRejected(422, f"{name!r} is not a PNG")
+        raise UploadRejected(422, f"{shown} is not a PNG")
     width, height = struct.unpack(">II", chunk[16:24])
-    if not (0 < width <= max_side and 0 < height <= max_side):
+    if width == 0 or height == 0:
+        raise UploadRejected(422, f"{shown} is {width}x{height} pixels")
+    if max_side is not None and (width > max_side or height > max_side):
         raise UploadRejected(
-            422, f"{name!r} is {width}x{height} pixels; at most {max_side} per side"
+            422, f"{shown} is {width}x{height} pixels; at most {max_side} per side"
         )

@@ -351,3 +351,43 @@ def test_a_backend_outage_neither_hides_a_new_job_nor_loses_a_cancel(make_servic
     backend.states[running] = "STOPPED"
     service.tick()
     assert service.job(running)["status"] == "cancelled"
+
+
+def test_two_services_on_one_state_dir_submit_a_queued_job_once(make_service, episodes, tmp_path):
+    """A redeploy runs the old and the new replica side by side on one state dir
+    (and one Ray cluster). The other service's scheduler pass is started right
+    when this one claims a queued job, between its read of the queue and its
+    write of "running": it must wait for the claim, then see the job running,
+    not submit it a second time (which Ray refuses, and which failed the job
+    while it ran)."""
+    backend = FakeBackend()
+    a, _ = make_service(backend, max_concurrent_jobs=1)
+    b, _ = make_service(backend, max_concurrent_jobs=1)
+    archive = tmp_path / "episodes.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    manifest, _ = a.add_dataset(archive, "ab" * 32, archive.stat().st_size)
+    request = {"learner": "sft", "dataset_ids": [manifest["dataset_id"]]}
+    first, _ = a.create_job(request)
+    second, _ = a.create_job(request)  # waits: one job runs at a time
+    assert [first["status"], second["status"]] == ["running", "queued"]
+    (a.store.job_dir(first["job_id"]) / "result.json").write_text(
+        json.dumps({"version": 1, "status": "succeeded", "error": None})
+    )
+    backend.states[first["job_id"]] = "SUCCEEDED"
+
+    claim = a._mark_started
+    other = threading.Thread(target=b.tick)
+
+    def claim_while_the_other_passes(record):
+        other.start()
+        other.join(timeout=2)  # it runs now if nothing holds it back
+        return claim(record)
+
+    a._mark_started = claim_while_the_other_passes
+    a.tick()
+    other.join(timeout=30)
+    assert not other.is_alive()
+    assert [s[0] for s in backend.submissions] == [first["job_id"], second["job_id"]]
+    record = a.store.job(second["job_id"])
+    assert (record["status"], record["attempts"], record["error"]) == ("running", 1, None)
+    assert b.job(second["job_id"])["status"] == "running"

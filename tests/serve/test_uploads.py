@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import struct
 import tarfile
 import zipfile
 import zlib
+from pathlib import Path
 
 import pytest
 from _serve_helpers import AUTH, files_under, tar_dir, zip_dir
@@ -208,3 +210,129 @@ def test_a_bomb_stops_before_the_cap_is_written(tmp_path):
     with pytest.raises(UploadRejected):
         _safe_parts("a\x00b", 8)
     shutil.rmtree(dest)
+
+
+def _screenshot_swapped(episodes, tmp_path, name: str, data: bytes):
+    """``episodes`` copied, with the first episode's first screenshot replaced by
+    ``data`` under ``name`` (and the step pointing at it): as tar bytes."""
+    root = tmp_path / "swapped"
+    shutil.copytree(episodes, root)
+    episode = sorted(p.parent for p in root.rglob("episode.json"))[0]
+    lines = (episode / "steps.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    (episode / record["observation"]["screenshot"]).unlink()
+    (episode / "screenshots" / name).write_bytes(data)
+    record["observation"]["screenshot"] = f"screenshots/{name}"
+    (episode / "steps.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    return tar_dir(root)
+
+
+def _image(fmt: str, width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "side"),
+    [
+        ("step_00000.bin", "PNG", 5000),  # a PNG by its bytes, another extension
+        ("step_00000", "PNG", 5000),  # no extension
+        ("step_00000.jpg", "JPEG", 5000),  # not a PNG at all; Pillow reads it all the same
+        ("step_00000.gif", "GIF", 64),  # small, but the format's screenshots are PNGs
+    ],
+)
+def test_screenshots_are_checked_by_content_not_by_name(
+    make_service, episodes, tmp_path, name, fmt, side
+):
+    """What the loader reads as an image is the file a step names, by its bytes
+    (``Image.open``): that file must be a PNG within ``max_image_side``."""
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from browser_env.episodes import load_episode
+    from serve.app import create_app
+
+    body = _screenshot_swapped(episodes, tmp_path, name, _image(fmt, side, 8))
+    # what would be accepted is what the learners read: the loader opens it
+    unpacked = tmp_path / "check"
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        tar.extractall(unpacked, filter="data")
+    episode = load_episode(sorted(p.parent for p in unpacked.rglob("episode.json"))[0])
+    assert episode.observation(0, screenshot=True)["screenshot"].shape == (8, side, 3)
+
+    service, _ = make_service(max_image_side=4096)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    response = client.put("/v1/datasets", content=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "step_00000" in detail and ("pixels" in detail or "not a PNG" in detail), detail
+    _assert_nothing_written(service)
+    # the same episodes with a PNG screenshot of an allowed size, under any name, land
+    body = _screenshot_swapped(episodes, tmp_path / "ok", name, _image("PNG", 64, 8))
+    assert client.put("/v1/datasets", content=body, headers=AUTH).status_code == 201
+
+
+def test_a_committed_dataset_and_every_record_are_durable(make_service, episodes, monkeypatch):
+    """A power loss cannot leave an empty file under a committed name: what a
+    rename (or link) puts in place was fsynced before it, and its directory
+    after it. (A power loss cannot be simulated; os.fsync calls are watched.)"""
+    from _serve_helpers import TOKEN
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+
+    service, _ = make_service()
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    events: list[tuple[str, str, str]] = []
+    real_fsync, real_rename, real_replace, real_link = os.fsync, os.rename, os.replace, os.link
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), ""))
+        return real_fsync(fd)
+
+    def moved(kind, real):
+        def move(src, dst, *args, **kwargs):
+            result = real(src, dst, *args, **kwargs)
+            events.append((kind, os.path.abspath(src), os.path.abspath(dst)))
+            return result
+
+        return move
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", moved("rename", real_rename))
+    monkeypatch.setattr(os, "replace", moved("replace", real_replace))
+    monkeypatch.setattr(os, "link", moved("link", real_link))
+
+    response = client.put("/v1/datasets", content=tar_dir(episodes), headers=AUTH)
+    assert response.status_code == 201, response.text
+    job = client.post(
+        "/v1/jobs",
+        json={"learner": "sft", "dataset_ids": [response.json()["dataset_id"]]},
+        headers={**AUTH, "Idempotency-Key": "k1"},
+    )
+    assert job.status_code == 201, job.text
+
+    def synced_before(path: str, index: int) -> bool:
+        return any(e[:2] == ("fsync", path) for e in events[:index])
+
+    def synced_after(path: str, index: int) -> bool:
+        return any(e[:2] == ("fsync", path) for e in events[index + 1 :])
+
+    moves = [(i, e) for i, e in enumerate(events) if e[0] != "fsync"]
+    dataset = [(i, e) for i, e in moves if e[0] == "rename" and "/datasets/" in e[2]]
+    assert len(dataset) == 1
+    index, (_, staging, target) = dataset[0]
+    committed = [p for p in Path(target).rglob("*")]
+    assert any(p.name.endswith(".png") for p in committed)
+    for path in [Path(target), *committed]:  # every file and dir, as it was staged
+        staged = os.path.normpath(os.path.join(staging, path.relative_to(target)))
+        assert synced_before(staged, index), path
+    assert synced_after(os.path.dirname(target), index)
+    replaced = [(i, e) for i, e in moves if e[0] == "replace"]
+    assert {Path(e[2]).name for _, e in replaced} >= {"job.json", "spec.json"}
+    for index, (_, src, dst) in replaced + [(i, e) for i, e in moves if e[0] == "link"]:
+        assert synced_before(src, index), dst
+        assert synced_after(os.path.dirname(dst), index), dst
