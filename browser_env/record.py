@@ -58,6 +58,7 @@ from browser_env.env import validate_safely
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
 from browser_env.registration import env_id, resolve_env_id
+from browser_env.replay import task_server_url
 from browser_env.rundir import run_dir
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ class DemoRecorder:
             agent=AgentInfo(name="human"),
             env_kwargs={k: v for k, v in kwargs.items() if k not in _SESSION_KWARGS},
             reset_options=self.options,
+            task_server=task_server_url(self.env),
         )
         self.writer = EpisodeWriter(self.root, meta)
         return self.writer.path

@@ -17,16 +17,23 @@ task servers (MiniWoB++ pages, the local sites) listen on 127.0.0.1 at a port
 chosen afresh in each process, so the recording and the replay see the same
 page under two URLs. The rule: when the replayed env's task (rebuilt from
 ``env_id`` and ``env_kwargs``) is served by one of them, the replay's base URL
-is that server's; the recording's base is the one under which the recording's
-first page (the page the task's setup opened: the first step's observation, or
-the final one of an episode without steps) is the replay's first page, and it
-must differ from the replay's base in the port only. A recorded URL under the
-recording's base is then compared as the same URL under the replay's, and a
-recorded ``NAVIGATE`` to it is replayed on the replay's server. Every other
-difference (another page, another host, another port than the task server's)
-is a divergence, as is any URL difference for a task without a bundled server
-(e.g. ``open-v0`` on a URL of yours). ``episode.json`` does not record the
-base URL itself; the first page is what ties the two runs' servers together.
+is that server's (:func:`task_server_url`); the recording's base is the one
+``episode.json`` records (``task_server``, written by
+:class:`~browser_env.wrappers.RecordEpisode`), and it must differ from the
+replay's base in the port only. A recorded URL under the recording's base is
+then compared as the same URL under the replay's, and a recorded ``NAVIGATE``
+to it is replayed on the replay's server. Every other difference (another
+page, another host, another port than the task server's) is a divergence, as
+is any URL difference for a task without a bundled server (e.g. ``open-v0`` on
+a URL of yours).
+
+An episode without ``task_server`` (written before the key existed, or by a
+recorder that does not set it) falls back to the first page: the recording's
+base is the one under which its first page (the page the task's setup opened:
+the first step's observation, or the final one of an episode without steps)
+is the replay's first page, again differing in the port only. That rule
+cannot tie the servers together when the first pages differ, and then every
+later URL diverges too; the recorded base has no such blind spot.
 
 Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode.
 Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
@@ -54,7 +61,14 @@ import gymnasium
 from browser_env.episodes.format import EpisodeFormatError, observation_to_json
 from browser_env.episodes.loader import Episode, load_episode
 
-__all__ = ["Divergence", "ReplayReport", "compare_observations", "main", "replay_episode"]
+__all__ = [
+    "Divergence",
+    "ReplayReport",
+    "compare_observations",
+    "main",
+    "replay_episode",
+    "task_server_url",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,15 +171,18 @@ def _rebase(url: Any, task_bases: tuple[str, str] | None) -> Any:
     return task_bases[1] + url[len(task_bases[0]) :]
 
 
-def _task_server(env: gymnasium.Env) -> str | None:
+def task_server_url(env: gymnasium.Env) -> str | None:
     """The base URL of the bundled server that ``env``'s task is served from
-    in this process, or ``None`` for a task without one."""
+    in this process (set up by the env's reset), or ``None`` for a task
+    without one (or an env without a task)."""
+    task = getattr(env.unwrapped, "task", None)
+    if task is None:
+        return None
     from browser_env.tasks.miniwob import MiniWoBTask, miniwob_html_dir
     from browser_env.tasks.server import serve_directory
     from browser_env.tasks.sites.server import serve_sites
     from browser_env.tasks.sites.task import SiteTask
 
-    task = getattr(env.unwrapped, "task", None)
     if isinstance(task, MiniWoBTask):
         return serve_directory(miniwob_html_dir())
     if isinstance(task, SiteTask):
@@ -176,9 +193,15 @@ def _task_server(env: gymnasium.Env) -> str | None:
 def _task_bases(
     episode: Episode, first: Mapping[str, Any], env: gymnasium.Env
 ) -> tuple[str, str] | None:
-    """The task server's (recorded, replayed) base URLs when they differ, from
-    the recording's and the replay's first pages (module doc); else ``None``."""
-    server = _task_server(env)
+    """The task server's (recorded, replayed) base URLs when they differ: the
+    recorded one from ``episode.json``, or for an episode without it from the
+    recording's and the replay's first pages (module doc); else ``None``."""
+    server = task_server_url(env)
+    recorded = episode.meta.task_server
+    if recorded is not None:
+        if not server or _all_but_port(recorded) != _all_but_port(server):
+            return None  # another kind of server, or none: URLs compare as they are
+        return None if recorded == server else (recorded, server)
     recorded_first = episode.steps[0].observation if episode.steps else episode.final_observation
     page, replayed_page = (recorded_first or {}).get("url"), first.get("url")
     if not (server and isinstance(page, str) and isinstance(replayed_page, str)):

@@ -35,6 +35,7 @@ import gymnasium
 
 from browser_env.episodes.format import AgentInfo, EpisodeMeta, to_jsonable
 from browser_env.episodes.writer import EpisodeWriter
+from browser_env.replay import task_server_url
 
 __all__ = ["AnnotatedAction", "RecordEpisode"]
 
@@ -150,6 +151,7 @@ class RecordEpisode(gymnasium.Wrapper):
             agent=dataclasses.replace(self.agent, config=dict(self.agent.config)),
             env_kwargs=to_jsonable(self.env_kwargs),
             reset_options=None if options is None else to_jsonable(dict(options)),
+            task_server=task_server_url(self.env),
             extra=dict(self.extra),
         )
         if "browser_version" in info:

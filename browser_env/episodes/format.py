@@ -217,7 +217,10 @@ class EpisodeMeta:
 
     ``env_kwargs`` and ``reset_options`` are what :mod:`browser_env.replay` needs to
     rebuild the env (``gymnasium.make(env_id, **env_kwargs)``) and reset it
-    (``reset(seed=seed, options=reset_options)``).
+    (``reset(seed=seed, options=reset_options)``). ``task_server`` is the base
+    URL of the bundled server the task's pages came from in the recording
+    process (``None``: no bundled server, or not recorded: episodes written
+    before the key existed); replay maps URLs under it to its own server's.
     """
 
     env_id: str
@@ -228,6 +231,7 @@ class EpisodeMeta:
     agent: AgentInfo = dataclasses.field(default_factory=AgentInfo)
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     reset_options: dict[str, Any] | None = None
+    task_server: str | None = None
     episode_id: str = ""
     created_at: str = ""
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -262,6 +266,7 @@ class EpisodeMeta:
             agent=AgentInfo.from_json(f.get("agent", dict, {})),
             env_kwargs=f.get("env_kwargs", dict, {}),
             reset_options=f.get("reset_options", dict, None, none=True),
+            task_server=f.get("task_server", str, None, none=True),
             episode_id=f.get("episode_id", str, ""),
             created_at=f.get("created_at", str, ""),
             versions=f.get("versions", dict, {}),

@@ -114,6 +114,7 @@ def test_episode_json_is_documented_v1(tmp_path):
         "agent",
         "env_kwargs",
         "reset_options",
+        "task_server",
         "created_at",
         "versions",
         "complete",

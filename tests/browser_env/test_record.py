@@ -206,6 +206,7 @@ def test_miniwob_demo_ends_by_itself_and_replays(tmp_path):
         env.close()
     ep = load_episode(path)
     assert ep.meta.env_id == "browser_env/miniwob.click-button-v0" and ep.meta.seed == 2
+    assert ep.meta.task_server and ep.meta.task_server.startswith("http://127.0.0.1:")
     assert len(ep.steps) == 1 and ep.steps[0].action["action"] == "CLICK" and ep.outcome.success
     report = replay_episode(path)
     assert report.ok, report.summary()

@@ -189,7 +189,38 @@ def test_task_server_port_of_another_run_is_no_divergence(tmp_path, capsys):
     ]
     _edit_step(path, 0, lambda r: r["observation"].update(url=elsewhere))  # from the start
     _edit_final_url(path, page)
+    # the recorded base still ties the servers: only the first page diverges
+    assert [(d.step, d.field) for d in replay_episode(path).divergences] == [(0, "url")]
+
+
+def _drop_task_server(path):
+    """``path`` as an episode written before ``task_server`` was recorded."""
+    data = json.loads((path / "episode.json").read_text())
+    del data["task_server"]
+    (path / "episode.json").write_text(json.dumps(data))
+
+
+@pytest.mark.browser
+def test_the_recorded_task_server_ties_the_runs_when_first_pages_differ(tmp_path):
+    """``episode.json`` records the recording run's task server; replay maps
+    URLs under it even when the first pages differ. An episode without it
+    falls back to the first-page rule, which cannot."""
+    path, server = _record_in_another_run(tmp_path)
+    page = load_episode(path).steps[0].observation["url"]
+    recorded = page.removesuffix("miniwob/click-test.html")
+    assert load_episode(path).meta.task_server == recorded != server
+    other_page = recorded + "miniwob/click-button.html"  # the same server, another first page
+    _edit_step(path, 0, lambda r: r["observation"].update(url=other_page))
+    report = replay_episode(path)
+    assert [(d.step, d.when, d.field, d.recorded) for d in report.divergences] == [
+        (0, "before", "url", other_page)
+    ], report.summary()
+
+    _drop_task_server(path)  # an old episode: today's rule, from the first pages
+    assert load_episode(path).meta.task_server is None
     assert [(d.step, d.field) for d in replay_episode(path).divergences] == [(0, "url"), (1, "url")]
+    _edit_step(path, 0, lambda r: r["observation"].update(url=page))
+    assert replay_episode(path).ok
 
 
 @pytest.mark.browser
