@@ -431,22 +431,24 @@ class _TerminalLines:
     """The one reader of stdin: a daemon thread reads a line only when one is
     asked for, so nothing is read ahead of the code that wants it.
 
-    :meth:`next_line` is the next line not yet read (``""`` at the end of
-    stdin): while a read is under way every call returns the same future, so
-    the line the person types after the window closed goes to whoever asks
-    next (the answer), not to a reader still waiting for the stop line.
+    :meth:`next_line` is the next line no one has taken (:meth:`take`; ``""``
+    at the end of stdin): until its line is taken every call returns the same
+    future, read or still being read, so the line the person types after the
+    window closed goes to whoever asks next (the answer), not to a reader
+    that was waiting for the stop line and gave up.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: Future[str] | None = None
+        self._taken = False
         self._requests: queue.SimpleQueue[Future[str]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def next_line(self) -> Future[str]:
         with self._lock:
-            if self._pending is None or self._pending.done():
-                self._pending = Future()
+            if self._pending is None or self._taken:
+                self._pending, self._taken = Future(), False
                 self._requests.put(self._pending)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._read, name="stdin", daemon=True)
@@ -463,10 +465,19 @@ class _TerminalLines:
             else:
                 future.set_result(line)
 
+    def take(self, line: Future[str]) -> str:
+        """``line``'s text, which is then no one else's: the next
+        :meth:`next_line` is a new read."""
+        text = line.result()
+        with self._lock:
+            if line is self._pending:
+                self._taken = True
+        return text
+
     def ask(self, prompt: str) -> str:
         """``input(prompt)`` through this reader (``EOFError`` at the end of stdin)."""
         print(prompt, end="", flush=True)
-        line = self.next_line().result()
+        line = self.take(self.next_line())
         if not line:
             raise EOFError("EOF when reading a line")
         return line.rstrip("\r\n")
@@ -534,6 +545,8 @@ def record(
         stop = _TERMINAL.next_line()
         while not stop.done() and not recorder.window_closed and not recorder.done:
             recorder.poll(100)
+        if stop.done():  # the person pressed Enter: that line was the stop
+            _TERMINAL.take(stop)
         answer = None
         if not recorder.done:
             answer = (ask or _TERMINAL.ask)("final answer (empty for none): ").strip()

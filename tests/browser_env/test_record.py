@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import subprocess
@@ -294,6 +295,20 @@ def test_entry_point_takes_the_answer_typed_once(tmp_path, base_url, stop):
     assert ep.outcome.success and ep.outcome.answer == "Start"
     assert ep.meta.goal == "What is the heading?"
     assert ep.meta.env_kwargs == {"task": "open"}  # no window settings leak into replay
+
+
+def test_a_line_read_for_a_stop_wait_that_gave_up_is_the_next_answer(monkeypatch):
+    """The window closed while the stop wait's read was under way; the answer
+    typed after the prompt lands in that read, maybe before ``ask`` asks:
+    it is still the answer (it had made ``ask`` meet the end of stdin)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(" Start \nmore\n"))
+    lines = record_mod._TerminalLines()
+    assert lines.next_line().result(timeout=10) == " Start \n"  # read, not taken
+    assert lines.ask("final answer: ") == " Start "
+    stop = lines.next_line()  # Enter as the stop: taken, so the next ask reads on
+    assert lines.take(stop) == "more\n"
+    with pytest.raises(EOFError):
+        lines.ask("final answer: ")
 
 
 def test_entry_point_takes_every_env_spelling():
