@@ -246,6 +246,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             except Exception as exc:
                 self._before_retry(exc, attempt, hung=self._watchdog.fired == "closed")
         t2 = time.perf_counter()
+        self._events = {}  # what the start page did is no action's
         info = {
             "env_id": self.spec.id if self.spec is not None else None,
             "task": self.task.name,
@@ -278,7 +279,6 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
     def _step(
         self, action: Action | dict[str, Any] | str, t0: float
     ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        self._events = {}
         notes: dict[str, Any] = {}
         error = ""
         parsed: Action | None = None
@@ -329,6 +329,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             reward = 0.0
         t3 = time.perf_counter()
         terminated = bool(done) or answer is not None
+        events, self._events = self._events, {}  # since the last observation, this one's
         info: dict[str, Any] = {
             **judged,
             "answer": answer,
@@ -344,7 +345,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
                 }
             ),
             **notes,
-            **self._events,
+            **events,
         }
         return obs, float(reward), terminated, False, info
 

@@ -5,7 +5,9 @@ Playwright delivers page events (a dialog, a download, a popup, a navigation
 request, a page closing) while one of the env's calls runs; the handlers here
 answer the page (accept the dialog), keep the counts that ``step`` waits on
 (navigations, main-frame navigations, popups) and note what happened in the
-step's ``info`` (``self._events``). A popup becomes the page the env acts on;
+next step's ``info`` (``self._events``, taken when that info is built, so an
+event heard between steps, e.g. while the caller read ``env.page``, is the
+next step's too; what the start page did is cleared at ``reset``). A popup becomes the page the env acts on;
 a closed page hands over to the last one still open.
 
 The env owns the state these handlers use, set in its ``__init__`` and reset
