@@ -63,7 +63,11 @@ _DRIVER_PROCESSES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictiona
 # Without partial raster a changed tile is drawn whole: re-drawing only the
 # changed part of a tile left anti-aliased corners one level off, so the same
 # page looked different after a different history (check_env caught it on
-# jQuery UI tabs, accordions, spinners); measured no slower.
+# jQuery UI tabs, accordions, spinners); measured no slower. WebRTC may send
+# UDP only through a proxy, which no context has (the URL policy's refusing
+# proxy takes no UDP): its STUN and ICE datagrams go to any host, where neither
+# request interception nor that proxy sees them, so a page could trade data
+# with a host that allowed_hosts refuses; WebRTC over TCP goes through the proxy.
 BASE_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -82,6 +86,7 @@ BASE_ARGS = (
     "--disable-renderer-backgrounding",
     "--disable-background-timer-throttling",
     "--disable-backgrounding-occluded-windows",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
 
 SYSTEM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -246,13 +246,14 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             except Exception as exc:
                 self._before_retry(exc, attempt, hung=self._watchdog.fired == "closed")
         t2 = time.perf_counter()
-        self._events = {}  # what the start page did is no action's
+        events, self._events = self._events, {}  # what the start page did: reset's
         info = {
             "env_id": self.spec.id if self.spec is not None else None,
             "task": self.task.name,
             "seed": episode_seed,
             "browser_version": self._browser.version,
             "timings": Timings({"setup": (t1 - t0) * 1e3, **obs_timings, "total": (t2 - t0) * 1e3}),
+            **events,
         }
         return obs, info
 

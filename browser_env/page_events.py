@@ -7,7 +7,7 @@ answer the page (accept the dialog), keep the counts that ``step`` waits on
 (navigations, main-frame navigations, popups) and note what happened in the
 next step's ``info`` (``self._events``, taken when that info is built, so an
 event heard between steps, e.g. while the caller read ``env.page``, is the
-next step's too; what the start page did is cleared at ``reset``). A popup becomes the page the env acts on;
+next step's too; what the start page did is in ``reset``'s ``info``). A popup becomes the page the env acts on;
 a closed page hands over to the last one still open.
 
 The env owns the state these handlers use, set in its ``__init__`` and reset
@@ -127,12 +127,26 @@ class PageEvents:
             main = False
         if main:
             self._main_navigations += 1
-        if request.redirected_from is not None and not self.url_policy.host_allowed(request.url):
+        if _refused_by_proxy(request, self.url_policy):
             # a redirect's hop, which interception never sees: the context's refusing
             # proxy stopped it (policy.py)
             self._events.setdefault("blocked_requests", []).append(request.url)
             if main:
                 self._refused_navigation = request.url
+
+
+def _refused_by_proxy(request: Request, policy: UrlPolicy) -> bool:
+    """Whether the context's refusing proxy stopped ``request``: a redirect's hop
+    to a refused host, or a request that failed to connect to that proxy. The
+    second is the same stop when Chromium ends the chain before reporting the hop
+    (seen for ``fetch()`` through a redirect): then the request reported is the
+    chain's last one on an allowed host, and only the failure tells (the allowed
+    hosts bypass the proxy, so only a refused one meets it)."""
+    if policy.allowed_hosts is None:
+        return False
+    if request.redirected_from is not None and not policy.host_allowed(request.url):
+        return True
+    return "ERR_PROXY_CONNECTION_FAILED" in (request.failure or "")
 
 
 def _download_size(download: Download) -> int | None:

@@ -195,6 +195,7 @@ class PageLifecycle:
         Request interception sees only the first request of a redirect chain
         (Playwright's ``route``); the context's refusing proxy stops a refused
         hop (the tab shows an error page, ``_refused_navigation`` names the
+        hop, or the chain's last allowed URL when Chromium did not report the
         hop) and the tab goes back. A page on a refused host by any other way
         is left too."""
         redirected, self._refused_navigation = self._refused_navigation, ""
@@ -220,6 +221,8 @@ class PageLifecycle:
                 self._page.goto("about:blank", timeout=timeout)
         except Exception:  # noqa: BLE001 - a crashed page is observed (and recovered) next
             pass
+        if redirected and self.url_policy.host_allowed(url):  # the hop went unreported
+            return f"{url} redirected to a host that allowed_hosts refuses; it was not loaded"
         how = "a redirect to" if redirected else "the page went to"
         return f"{how} {url} was refused: {self.url_policy.url_error(url)}"
 

@@ -7,7 +7,8 @@
 * every request the browser makes, when ``allowed_hosts`` is set, twice:
 
   - a request interception route aborts requests to any other host (the page
-    sees a network error, the step reports it in ``info["blocked_requests"]``);
+    sees a network error; the step, or for the start page ``reset``, reports it
+    in ``info["blocked_requests"]``);
   - the env's browser context sends every request to any other host through a
     proxy that refuses all connections (:meth:`UrlPolicy.context_proxy`: the
     allowed hosts bypass it, loopback included only when listed). This stops
@@ -19,6 +20,11 @@
     to an error page goes back after the step (``last_action_error`` says so;
     see ``PageLifecycle._leave_refused_page``). Both are settings of the
     context, so the envs sharing one browser keep their own policies.
+  - WebRTC's UDP (STUN, ICE) is seen by neither: the browser is launched to
+    send it only through a proxy (``BASE_ARGS`` in :mod:`browser_env.browser`),
+    which no context has, so WebRTC reaches peers over TCP, through the proxy.
+
+Hosts are read from a URL as the browser reads it (a backslash is a slash).
 
 ``file:``, ``chrome:``, ``javascript:`` and ``data:`` URLs are refused unless
 their scheme is listed in ``allowed_url_schemes``; ``about:blank`` is always
@@ -37,12 +43,13 @@ import re
 import socket
 import threading
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 __all__ = ["LOOPBACK_HOSTS", "UrlPolicy", "is_loopback", "proxy_bypass"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ALWAYS = ("about:blank",)
+_NETWORK = ("http", "https", "ws", "wss")
 # a host name or IPv4 address (``.`` first: its subdomains); nothing that could
 # end or extend a proxy bypass rule (commas, spaces, wildcards)
 _HOST = re.compile(r"\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
@@ -102,8 +109,8 @@ class UrlPolicy:
                 f"{scheme}: URLs are not allowed (allowed_url_schemes="
                 f"{list(self.allowed_url_schemes)})"
             )
-        if scheme in ("http", "https", "ws", "wss") and not self.host_allowed(url):
-            return f"host {urlsplit(url).hostname!r} is not in allowed_hosts {list(self.allowed_hosts or ())}"
+        if scheme in _NETWORK and not self.host_allowed(url):
+            return f"host {_split(url).hostname!r} is not in allowed_hosts {list(self.allowed_hosts or ())}"
         return None
 
     def context_proxy(self) -> dict[str, str] | None:
@@ -121,8 +128,8 @@ class UrlPolicy:
         """Whether a request to ``url`` may leave the browser (non-network URLs always may)."""
         if self.allowed_hosts is None:
             return True
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https", "ws", "wss"):
+        parts = _split(url)
+        if parts.scheme not in _NETWORK:
             return True
         host = (parts.hostname or "").lower()
         return any(
@@ -137,6 +144,16 @@ def proxy_bypass(hosts: Iterable[str]) -> str:
     only when listed (Chromium bypasses them all by default)."""
     patterns = sorted({_bypass_pattern(h) for h in map(_host, hosts)})
     return ", ".join(["<-loopback>", *patterns])
+
+
+def _split(url: str) -> SplitResult:
+    """``url``'s parts as the browser reads them: in a URL of a network scheme a
+    backslash is a slash (WHATWG URL; ``urlsplit`` would take the host of
+    ``http://localhost\\@127.0.0.1/`` to be 127.0.0.1, Chromium takes localhost)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() in _NETWORK and "\\" in url:
+        parts = urlsplit(url.replace("\\", "/"))
+    return parts
 
 
 def _bypass_pattern(host: str) -> str:
@@ -164,9 +181,12 @@ def _host(entry: str) -> str:
         host = host[1:-1]
     if ":" in host:  # only an IPv6 address has one
         try:
-            return str(ipaddress.IPv6Address(host))
+            ip = ipaddress.IPv6Address(host)
         except ValueError:
             pass
+        else:  # a zone id (``%eth0``) may hold any character, a bypass rule's commas too
+            if ip.scope_id is None:
+                return str(ip)
     elif _HOST.fullmatch(host):
         return host
     hint = " (allowed_hosts=None allows any host)" if "*" in host else ""

@@ -17,7 +17,20 @@ def test_allowed_hosts_are_normalised_as_urls_name_them():
 
 
 @pytest.mark.parametrize(
-    "entry", ["*", "*.example.com", "a,b", "a b", "http://x", "x:80", "ab:80", "[::1]:80", "", "."]
+    "entry",
+    [
+        "*",
+        "*.example.com",
+        "a,b",
+        "a b",
+        "http://x",
+        "x:80",
+        "ab:80",
+        "[::1]:80",
+        "",
+        ".",
+        "::1%x,*",
+    ],
 )
 def test_an_entry_that_is_not_a_host_is_refused(entry):
     # a comma or a space would otherwise end the proxy bypass rule and start another
@@ -39,3 +52,13 @@ def test_the_allowed_hosts_and_only_they_bypass_the_refusing_proxy():
         probe.connect((host, int(port)))  # nothing listens: every connection is refused
     assert UrlPolicy().context_proxy() is None  # any host: no proxy
     assert proxy_bypass([]) == "<-loopback>"  # nothing bypasses it
+
+
+def test_a_backslash_is_a_slash_as_in_the_browser():
+    # urlsplit alone takes the host of the first to be 127.0.0.1; Chromium, localhost
+    policy = UrlPolicy(allowed_hosts=("127.0.0.1",))
+    assert "'localhost' is not in allowed_hosts" in policy.url_error(
+        "http://localhost\\@127.0.0.1:8000/secret"
+    )
+    assert not policy.host_allowed("ws://localhost\\@127.0.0.1/")
+    assert policy.url_error("http://127.0.0.1:8000/a\\b") is None
