@@ -127,12 +127,25 @@ class PageEvents:
             main = False
         if main:
             self._main_navigations += 1
-        if _refused_by_proxy(request, self.url_policy):
-            # a redirect's hop, which interception never sees: the context's refusing
-            # proxy stopped it (policy.py)
-            self._events.setdefault("blocked_requests", []).append(request.url)
-            if main:
-                self._refused_navigation = request.url
+
+    def _on_context_request_failed(self, request: Request) -> None:
+        """Any page's failed request (the context's event: a popup's first
+        requests come before its page is ours): one the refusing proxy stopped."""
+        if not _refused_by_proxy(request, self.url_policy):
+            return
+        # a redirect's hop, which interception never sees (policy.py)
+        self._events.setdefault("blocked_requests", []).append(request.url)
+        if not request.is_navigation_request():
+            return
+        try:
+            frame = request.frame
+        except Exception:  # noqa: BLE001 - sent before its frame was made: a popup's first
+            self._refused_navigation = request.url
+            return
+        if frame.parent_frame is None and (
+            frame.page is self._page or frame.page not in self._bound
+        ):
+            self._refused_navigation = request.url  # the tab's, or a new popup's
 
 
 def _refused_by_proxy(request: Request, policy: UrlPolicy) -> bool:

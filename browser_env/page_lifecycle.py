@@ -103,6 +103,7 @@ class PageLifecycle:
             self._context.add_init_script(INIT_JS)
             self._context.add_init_script(INTENTS_JS)
             self._context.on("page", self._on_popup)  # type: ignore[attr-defined]
+            self._context.on("requestfailed", self._on_context_request_failed)  # type: ignore[attr-defined]
             self._bound = []
             self._set_page(self._context.new_page())  # type: ignore[attr-defined]
 

@@ -359,6 +359,7 @@ def test_a_click_to_a_blocked_host_does_not_wait_for_the_navigation(env, site_ur
 
 PAGES = {
     "/secret": b"<p>secret</p>",
+    "/popup": b"<button onclick=\"window.open('/redirect')\">open</button>",
     "/image": b"<p>an image through the redirect</p><img src='/redirect'>",
     "/fetch": b"""<button onclick="fetch('/redirect').then(r => r.text()).then(
         t => { out.textContent = 'read: ' + t; }, e => { out.textContent = 'failed: ' + e; })"
@@ -445,6 +446,16 @@ def test_a_page_cannot_fetch_through_a_redirect_to_a_refused_host(env, redirecti
     with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1", "localhost"))):
         # the policy changed: the next reset opened a context with it
         assert fetch_through_redirect(env, redirecting_server) == ([], "read: <p>secret</p>")
+
+
+def test_a_popup_that_a_redirect_took_to_a_refused_host_is_reported(env, redirecting_server):
+    secret = redirecting_server.replace("127.0.0.1", "localhost") + "secret"
+    with configured(env, UrlPolicy(allowed_hosts=("127.0.0.1",))):
+        obs = start(env, redirecting_server + "popup")
+        obs, _, _, _, info = env.step({"action": "CLICK", "element_id": by_text(obs, "open")})
+        assert len(info["popups"]) == 1 and "secret" not in obs["text"]
+        assert info["blocked_requests"] in ([secret], [redirecting_server + "redirect"])
+        assert "refuses" in obs["last_action_error"] or "refused" in obs["last_action_error"]
 
 
 def test_what_the_start_page_had_refused_is_in_resets_info(env, redirecting_server):
