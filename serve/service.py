@@ -386,6 +386,8 @@ class TrainingService:
         """Fold the backend's ``state`` into the running job ``seen`` (a snapshot)."""
         job_id = seen["job_id"]
         job_dir = self.store.job_dir(job_id)
+        if state is None and _being_submitted(seen):
+            return  # claimed by a replica whose submission is under way: not lost
         if state is not None and state not in TERMINAL:
             if seen["cancel_requested"]:  # a stop that failed, or came before the submission
                 self.backend.stop(job_id)
@@ -399,6 +401,8 @@ class TrainingService:
             record = self.store.job(job_id)
             if record is None or record["status"] != "running":
                 return
+            if state is None and result is None and _being_submitted(record):
+                return  # claimed again meanwhile (resume_lost): its submission runs
             if result is not None:
                 record.update(status=result["status"], error=result.get("error"))
             elif state == "STOPPED":
@@ -439,10 +443,20 @@ class TrainingService:
         )
         (job_dir / "result.json").unlink(missing_ok=True)
         record.update(
-            status="running", started_at=now(), attempts=record["attempts"] + 1, error=None
+            status="running",
+            started_at=now(),
+            attempts=record["attempts"] + 1,
+            error=None,
+            # until the submission returns (or this time passes), another replica's
+            # pass must not take the job that its backend does not know yet for lost
+            submitting_until=time.time() + self._submit_deadline_s(),
         )
         self.store.save_job(record)
         return record
+
+    def _submit_deadline_s(self) -> float:
+        """The longest a submission can take: its two backend calls' deadlines."""
+        return 2 * self.cfg.ray_jobs_timeout_s + 5.0
 
     def _submit(self, record: dict[str, Any]) -> None:
         """Hand a job marked running to the backend (outside the lock). A refusal
@@ -471,7 +485,13 @@ class TrainingService:
                     current.update(
                         status="failed", finished_at=now(), error=f"submission failed: {exc}"
                     )
+                    current.pop("submitting_until", None)
                     self.store.save_job(current)
+            return
+        with self.lock:  # submitted (or unanswered): from now on the backend's word counts
+            current = self.store.job(job_id)
+            if current is not None and current.pop("submitting_until", None) is not None:
+                self.store.save_job(current)
 
     def _entrypoint(self, job_dir: Path) -> str:
         """The job's shell command: ``python -m serve.job_entry JOB_DIR`` without
@@ -490,7 +510,7 @@ class TrainingService:
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "version"}
+    return {k: v for k, v in record.items() if k not in ("version", "submitting_until")}
 
 
 def _read_quiet(path: Path) -> dict[str, Any] | None:
@@ -538,3 +558,10 @@ def _kill_stale(job_dir: Path, job_id: str) -> None:
 def _check_offset(offset: int, size: int) -> None:
     if not 0 <= offset <= size:
         raise ServiceError(422, f"offset must be in 0..{size} (the log's size), got {offset}")
+
+
+def _being_submitted(record: dict[str, Any]) -> bool:
+    """Whether a replica claimed ``record``'s job and its submission may still be
+    under way (``_mark_started``): a crash in it is lost only after the deadline."""
+    until = record.get("submitting_until")
+    return isinstance(until, (int, float)) and time.time() < until

@@ -36,8 +36,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +57,11 @@ __all__ = [
     "sync_tree",
     "write_json",
 ]
+
+# the owner of a temp dir (Store.temp_dir): this host, as a file name may spell it
+_OWNER = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+_TEMP_NAME = re.compile(r"upload-(?P<host>[A-Za-z0-9._]+)-(?P<pid>[0-9]+)-[^/]*")
+_FOREIGN_TEMP_S = 24 * 3600.0  # after this even another host's temp dir is a leftover
 
 STATE_VERSION = 1
 JOB_ID = re.compile(r"^job-[0-9a-f]{20}$")
@@ -189,9 +196,12 @@ class Store:
         marker = read_json(self.root / "VERSION")
         if marker is None:
             write_json(self.root / "VERSION", {})
-        # Leftovers of uploads cut off by a crash: never part of the store.
+        # Leftovers of uploads cut off by a crash: never part of the store. Not
+        # those of another live process: during a redeploy the old replica and
+        # this one share the state dir, and the old one may be mid-upload.
         for leftover in (self.root / "tmp").iterdir():
-            _remove(leftover)
+            if _abandoned(leftover):
+                _remove(leftover)
         self._lock = StateLock(self.root / "lock")
 
     def lock(self) -> StateLock:
@@ -217,8 +227,12 @@ class Store:
         return self.inside(self.root / "datasets" / dataset_id)
 
     def temp_dir(self) -> Path:
-        """A fresh private directory under ``tmp/``."""
-        return Path(tempfile.mkdtemp(prefix="upload-", dir=self.root / "tmp"))
+        """A fresh private directory under ``tmp/``, named for its owner (this
+        host and process), so that a new :class:`Store` on the same state dir
+        leaves it alone while this process lives."""
+        return Path(
+            tempfile.mkdtemp(prefix=f"upload-{_OWNER}-{os.getpid()}-", dir=self.root / "tmp")
+        )
 
     # --- jobs ------------------------------------------------------------
     @staticmethod
@@ -325,6 +339,31 @@ class Store:
                 continue
             if entry is None or self.job(str(entry.get("job_id", ""))) is None:
                 path.unlink(missing_ok=True)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether ``path`` under ``tmp/`` is no live process's: one of this host
+    whose process is gone, anything a day old, or a name of no owner's."""
+    match = _TEMP_NAME.fullmatch(path.name)
+    if match is None:
+        return True
+    try:
+        if time.time() - path.lstat().st_mtime > _FOREIGN_TEMP_S:
+            return True
+    except OSError:
+        return False  # already gone
+    if match["host"] != _OWNER:
+        return False  # another host's process: cannot tell, so a day's grace
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _remove(path: Path) -> None:

@@ -391,3 +391,68 @@ def test_two_services_on_one_state_dir_submit_a_queued_job_once(make_service, ep
     record = a.store.job(second["job_id"])
     assert (record["status"], record["attempts"], record["error"]) == ("running", 1, None)
     assert b.job(second["job_id"])["status"] == "running"
+
+
+class _SlowSubmit(FakeBackend):
+    """A submission that takes a while (an HTTP call to Ray's Jobs API)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_submit, self.go = threading.Event(), threading.Event()
+
+    def submit(self, job_id, entrypoint, **options):
+        self.in_submit.set()
+        assert self.go.wait(30)
+        super().submit(job_id, entrypoint, **options)
+
+
+@pytest.mark.parametrize("resume_lost", [False, True])
+def test_the_other_replica_does_not_take_a_job_being_submitted_for_lost(
+    make_service, episodes, tmp_path, resume_lost
+):
+    """Claimed (running) but not yet known to the backend while its submission
+    runs: the other replica's pass must leave it alone (it had failed it as lost,
+    or queued it again and failed it as "already exists" while it ran)."""
+    backend = _SlowSubmit()
+    a, _ = make_service(backend, resume_lost=resume_lost)
+    b, _ = make_service(backend, resume_lost=resume_lost)
+    archive = tmp_path / "episodes.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    manifest, _ = a.add_dataset(archive, "ab" * 32, archive.stat().st_size)
+    submitting = threading.Thread(
+        target=a.create_job, args=({"learner": "sft", "dataset_ids": [manifest["dataset_id"]]},)
+    )
+    submitting.start()
+    try:
+        assert backend.in_submit.wait(30)
+        [job] = b.jobs()
+        b.tick()  # the other replica's pass, while the submission is in flight
+        assert (b.job(job["job_id"])["status"], b.job(job["job_id"])["error"]) == ("running", None)
+        assert "submitting_until" not in b.job(job["job_id"])  # not part of the API
+    finally:
+        backend.go.set()
+        submitting.join(30)
+    b.tick()
+    record = a.store.job(job["job_id"])
+    assert (record["status"], record["attempts"], record["error"]) == ("running", 1, None)
+    assert "submitting_until" not in record  # the backend's word counts from now on
+    assert [s[0] for s in backend.submissions] == [job["job_id"]]
+
+
+def test_a_claim_whose_replica_died_before_submitting_is_lost_after_its_deadline(
+    make_service, episodes, tmp_path, monkeypatch
+):
+    service, backend = make_service(FakeBackend(), max_concurrent_jobs=1)
+    archive = tmp_path / "episodes.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    manifest, _ = service.add_dataset(archive, "ab" * 32, archive.stat().st_size)
+    monkeypatch.setattr(service, "_submit", lambda record: None)  # died before submitting
+    job, _ = service.create_job({"learner": "sft", "dataset_ids": [manifest["dataset_id"]]})
+    service.tick()
+    assert service.job(job["job_id"])["status"] == "running"  # its deadline has not passed
+    claimed = service.store.job(job["job_id"])
+    claimed["submitting_until"] -= service._submit_deadline_s() + 1  # its deadline passed
+    service.store.save_job(claimed)
+    service.tick()
+    record = service.job(job["job_id"])
+    assert record["status"] == "failed" and record["error"].startswith("lost")

@@ -336,3 +336,32 @@ def test_a_committed_dataset_and_every_record_are_durable(make_service, episodes
     for index, (_, src, dst) in replaced + [(i, e) for i, e in moves if e[0] == "link"]:
         assert synced_before(src, index), dst
         assert synced_after(os.path.dirname(dst), index), dst
+
+
+def test_a_new_store_removes_only_abandoned_temp_dirs(tmp_path):
+    """During a redeploy the new replica's Store opens the state dir while the old
+    one may be mid-upload: its temp dir stays; a crashed process's goes."""
+    import os
+    import subprocess
+    import time
+
+    from serve.store import Store
+
+    old = Store(tmp_path)
+    busy = old.temp_dir()  # this (live) process's upload
+    (busy / "body").write_bytes(b"x")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    crashed = tmp_path / "tmp" / busy.name.replace(f"-{os.getpid()}-", f"-{gone.pid}-")
+    crashed.mkdir()
+    unnamed = tmp_path / "tmp" / "upload-abc"  # an older release's name: no owner to ask
+    unnamed.mkdir()
+    foreign = tmp_path / "tmp" / "upload-otherhost-1-x"  # another host's: cannot be asked
+    foreign.mkdir()
+    stale = tmp_path / "tmp" / "upload-otherhost-2-x"
+    stale.mkdir()
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    Store(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted([busy.name, foreign.name])
+    assert (busy / "body").read_bytes() == b"x"
