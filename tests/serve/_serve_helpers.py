@@ -109,3 +109,17 @@ def click_observation(target: str) -> dict[str, Any]:
         "text": " ".join(labels),
         "last_action_error": "",
     }
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """``predicate()``'s first true value, polled every 0.3 s; AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

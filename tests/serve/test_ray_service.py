@@ -7,16 +7,11 @@ the last test (exhaustive tier) kills it mid-job and starts it again on the same
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from _serve_helpers import TOKEN, write_click_episode
+from _serve_helpers import TOKEN, wait_for, write_click_episode
 
 # Generous: starting Ray can take minutes on an overloaded shared machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -82,16 +77,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sft_job_trains_an_adapter_that_drives_an_agent(client, dataset_id, tmp_path):
     job = client.train("sft", [dataset_id], FAST_SFT, {"num_cpus": 0.5})
     done = client.follow(job["job_id"], progress=False, poll=0.5)
@@ -130,7 +115,7 @@ def test_sft_job_trains_an_adapter_that_drives_an_agent(client, dataset_id, tmp_
 def test_cancel_stops_a_running_job_within_15_s(client, service, dataset_id):
     job_id = client.train("sft", [dataset_id], {**FAST_SFT, "max_steps": 100_000})["job_id"]
     pid_file = service.state / "jobs" / job_id / "pid"
-    _wait_for(
+    wait_for(
         lambda: client.job(job_id)["status"] == "running" and pid_file.exists(),
         120,
         "the job's process",
@@ -143,9 +128,9 @@ def test_cancel_stops_a_running_job_within_15_s(client, service, dataset_id):
     assert b"BROWSER_RL_SERVE_TOKEN" not in {e.partition(b"=")[0] for e in environ}
     start = time.monotonic()
     client.cancel(job_id)
-    _wait_for(lambda: client.job(job_id)["status"] == "cancelled", 15, "cancelled")
+    wait_for(lambda: client.job(job_id)["status"] == "cancelled", 15, "cancelled")
     assert time.monotonic() - start < 15
-    _wait_for(lambda: not _alive(pid), 5, "the job's process to exit")
+    wait_for(lambda: not _alive(pid), 5, "the job's process to exit")
 
 
 def test_listens_on_loopback_only_and_writes_nothing_under_home(service):
@@ -164,7 +149,7 @@ def test_listens_on_loopback_only_and_writes_nothing_under_home(service):
 def test_a_killed_service_reconciles_its_job_after_restart(client, service, dataset_id):
     job_id = client.train("sft", [dataset_id], {**FAST_SFT, "max_steps": 100_000})["job_id"]
     pid_file = service.state / "jobs" / job_id / "pid"
-    _wait_for(lambda: pid_file.exists(), 120, "the job's process")
+    wait_for(lambda: pid_file.exists(), 120, "the job's process")
     pid = int(pid_file.read_text())
     service.kill()  # no cleanup of any kind
     # Its embedded Ray goes with it (whatever fate sharing missed); the job's
@@ -180,92 +165,9 @@ def test_a_killed_service_reconciles_its_job_after_restart(client, service, data
             return True
         return False
 
-    _wait_for(port_closed, 120, "the old proxy to go")
+    wait_for(port_closed, 120, "the old proxy to go")
     service.start(timeout=1200)
     job = client.job(job_id)
     assert job["status"] == "failed" and job["error"].startswith("lost"), job
     assert job_id in [j["job_id"] for j in client.jobs()]
-    _wait_for(lambda: not _alive(pid), 10, "the orphaned job process to be stopped")
-
-
-def _ray_dir_of(pid: int) -> str | None:
-    """The temp dir of the embedded Ray that process ``pid`` started, from its
-    children's command lines (each names its session dir)."""
-    import psutil
-
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            found = re.search(r"/tmp/ray-rollouts-[A-Za-z0-9_]+", " ".join(child.cmdline()))
-        except psutil.Error:
-            continue
-        if found:
-            return found.group(0)
-    return None
-
-
-def _processes_using(path: str) -> list[int]:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if path in " ".join(proc.info["cmdline"] or ()):
-            found.append(proc.info["pid"])
-    return found
-
-
-@pytest.mark.parametrize("moment", ["ray-init", "serve-run"])
-def test_a_sigterm_during_start_up_leaves_no_ray_behind(tmp_path, moment):
-    """``python -m serve`` told to stop while it starts -- while Ray starts, or
-    while Serve deploys the app (where Ray's native SIGTERM handler used to
-    abort it before any clean-up) -- exits 0 and leaves no Ray process and no
-    Ray temp dir. ~30 s: one Ray start."""
-    env = {
-        **os.environ,
-        "BROWSER_RL_SERVE_TOKEN": TOKEN,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "WANDB_MODE": "disabled",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    log = tmp_path / "service.log"
-    from serve.launch import free_port
-
-    command = [
-        sys.executable,
-        "-m",
-        "serve",
-        f"state_dir={tmp_path / 'state'}",
-        f"port={free_port()}",
-        "ray_num_cpus=1",
-        "ray_start_attempts=6",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    ray_dir = None
-    try:
-        ray_dir = _wait_for(lambda: _ray_dir_of(proc.pid), 600, "the service's Ray to start")
-        if moment == "serve-run":  # serve.start is done; serve.run deploys the app
-            _wait_for(lambda: b"Started Serve" in log.read_bytes(), 600, "Serve to start")
-        assert b"training service on" not in log.read_bytes(), "started before the signal"
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=180)
-        assert code == 0, log.read_text(errors="replace")[-3000:]
-        _wait_for(lambda: not _processes_using(ray_dir), 30, "the service's Ray processes to go")
-        assert not os.path.exists(ray_dir)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if ray_dir is not None:
-            from serve.launch import kill_processes_using
-
-            kill_processes_using(ray_dir)
-            shutil.rmtree(ray_dir, ignore_errors=True)
+    wait_for(lambda: not _alive(pid), 10, "the orphaned job process to be stopped")
