@@ -13,9 +13,10 @@ a closed page hands over to the last one still open.
 The env owns the state these handlers use, set in its ``__init__`` and reset
 with each episode: ``_page``, ``_cdp``, ``_context``, ``_bound`` (the pages
 whose events are wired), ``_events``, ``_downloads``, ``_navigations``,
-``_main_navigations``, ``_popups``, ``_refused_navigation`` (the URL on a
-refused host where a redirect of the tab was stopped; the step then goes back)
-and ``url_policy``.
+``_main_navigations``, ``_popups``, ``_refused_navigation`` (where a
+navigation of the tab, or of a new popup, met the refusing proxy: the refused
+hop's URL, or the chain's last allowed one when Chromium did not report the
+hop; the step then goes back) and ``url_policy``.
 """
 
 from __future__ import annotations
@@ -122,11 +123,10 @@ class PageEvents:
         # A navigation that fails (blocked host, refused connection) never commits:
         # count it as done, so that _follow does not wait for it.
         try:
-            main = request.is_navigation_request() and request.frame.parent_frame is None
+            if request.is_navigation_request() and request.frame.parent_frame is None:
+                self._main_navigations += 1
         except Exception:  # noqa: BLE001 - the frame is already gone
-            main = False
-        if main:
-            self._main_navigations += 1
+            pass
 
     def _on_context_request_failed(self, request: Request) -> None:
         """Any page's failed request (the context's event: a popup's first

@@ -71,6 +71,8 @@ from browser_env.browser import (
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+    from browser_env.concurrent import Latch
+
 __all__ = [
     "VECTOR_ENTRY_POINT",
     "SharedBrowser",
@@ -103,7 +105,7 @@ class SharedBrowser:
         self._playwright: Any = None
         self._browser: Browser | None = None
         self._closed = False
-        self._launching = False
+        self._launching: Latch | None = None  # a launch under way, which others wait for
         self._pid: int | None = None
 
     def __call__(self) -> Browser:
@@ -118,7 +120,7 @@ class SharedBrowser:
             self._browser = None
             self.relaunches += 1
         if self._browser is None:
-            if self._launching:  # another greenlet of run_concurrently is launching it
+            if self._launching is not None:  # a greenlet of run_concurrently launches it
                 self._launching.wait()
                 if self._browser is None:
                     raise RuntimeError("the shared browser's launch by a concurrent call failed")
@@ -132,7 +134,7 @@ class SharedBrowser:
                 held, self._playwright = self._playwright, None  # a failed launch releases it
                 self._playwright, self._browser, self._pid = launch_on_driver(held, self.config)
             finally:
-                self._launching = False
+                self._launching = None
                 launched.open()
         return self._browser
 

@@ -200,13 +200,9 @@ def end_of_turn_id(backend: TransformersBackend) -> int:
     owner = backend.processor if multimodal else backend.tokenizer
     if getattr(owner, "chat_template", None) is None:
         return stops[0]
-    turns = [("user", "Hi."), ("assistant", _TURN_PROBE)]
-    conversation = [
-        {"role": role, "content": [{"type": "text", "text": text}] if multimodal else text}
-        for role, text in turns
-    ]
-    try:
-        rendered = owner.apply_chat_template(conversation, tokenize=False)
+    probe = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": _TURN_PROBE}]
+    try:  # as prompts are rendered (it appends a generation prompt, after the tail read here)
+        rendered = backend.render_chat(probe)
     except (TemplateError, ValueError, TypeError):  # a template that refuses the probe
         return stops[0]
     _, found, tail = rendered.rpartition(_TURN_PROBE)

@@ -71,7 +71,11 @@ DATASET_ID = re.compile(r"^ds-[0-9a-f]{32}$")
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync the directory ``path``: its entries (a rename, link or new file in
     it) survive a power loss."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str | os.PathLike[str], flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -108,11 +112,7 @@ def sync_tree(root: Path) -> None:
 def _fsync_file(path: str) -> None:
     if os.path.islink(path):  # not ours to sync (the store holds none)
         return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -150,9 +150,9 @@ class StateLock:
     for every other process (or :class:`Store` object) on the same dir: an
     ``RLock``, and while its outermost holder holds it, ``flock(LOCK_EX)`` on
     ``path`` through a descriptor of its own (flock locks belong to the open
-    file, so two objects in one process exclude each other too; on NFS Linux
-    maps them to byte-range locks). Closing the descriptor, or the holder's
-    death, releases it."""
+    file, so two objects in one process exclude each other too; not on NFS,
+    where Linux maps them to byte-range locks, which are per process). Closing
+    the descriptor, or the holder's death, releases it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -354,15 +354,12 @@ def _abandoned(path: Path) -> bool:
         return False  # already gone
     if match["host"] != _OWNER:
         return False  # another host's process: cannot tell, so a day's grace
-    pid = int(match["pid"])
-    if pid == os.getpid():
-        return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(match["pid"]), 0)  # (signal 0: only whether it exists)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
