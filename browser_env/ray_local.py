@@ -62,6 +62,7 @@ __all__ = [
     "free_port",
     "init_ray",
     "kill_processes_using",
+    "processes_using",
     "shutdown_ray",
     "unplaceable",
 ]
@@ -338,13 +339,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kill_processes_using(path: str) -> None:
-    """SIGKILL every process but this one whose command line names ``path``:
-    the processes of a Ray instance started with that temp dir (ours alone)."""
+def processes_using(path: str) -> list[Any]:
+    """Every process but this one whose command line names ``path`` (psutil
+    processes): those of a Ray instance started with that temp dir."""
     import psutil
 
     me = os.getpid()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.info["pid"] != me and path in " ".join(proc.info["cmdline"] or ()):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+    return [
+        proc
+        for proc in psutil.process_iter(["pid", "cmdline"])
+        if proc.info["pid"] != me and path in " ".join(proc.info["cmdline"] or ())
+    ]
+
+
+def kill_processes_using(path: str) -> None:
+    """SIGKILL :func:`processes_using` ``path``: the processes of a Ray instance
+    started with that temp dir (ours alone)."""
+    import psutil
+
+    for proc in processes_using(path):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()

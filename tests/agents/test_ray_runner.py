@@ -40,15 +40,14 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
     import ray
 
     from browser_env.policy import is_loopback
+    from browser_env.ray_local import processes_using
 
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.2")
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("RAY_ADDRESS is set: the tests joined that cluster, not an embedded Ray")
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     temp_dir = ray._private.worker._global_node.get_temp_dir_path()
-    procs = [psutil.Process()] + [
-        p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or ())
-    ]
+    procs = [psutil.Process(), *processes_using(temp_dir)]
     listening = {
         (proc.pid, conn.laddr.ip, conn.laddr.port)
         for proc in procs

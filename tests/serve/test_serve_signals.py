@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from _serve_helpers import TOKEN, wait_for
 
+from browser_env.ray_local import processes_using
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 pytest.importorskip("ray.serve")
 
@@ -34,16 +36,6 @@ def _ray_dir_of(pid: int) -> str | None:
         if found:
             return found.group(0)
     return None
-
-
-def _processes_using(path: str) -> list[int]:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if path in " ".join(proc.info["cmdline"] or ()):
-            found.append(proc.info["pid"])
-    return found
 
 
 @pytest.mark.parametrize("moment", ["ray-init", "serve-run"])
@@ -91,7 +83,7 @@ def test_a_sigterm_during_start_up_leaves_no_ray_behind(tmp_path, moment):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=180)
         assert code == 0, log.read_text(errors="replace")[-3000:]
-        wait_for(lambda: not _processes_using(ray_dir), 30, "the service's Ray processes to go")
+        wait_for(lambda: not processes_using(ray_dir), 30, "the service's Ray processes to go")
         assert not os.path.exists(ray_dir)
     finally:
         if proc.poll() is None:
