@@ -15,7 +15,9 @@ Before each batch of rollouts :meth:`LoRAServer.push` saves the adapter to
 ``<adapter_dir>/<lora_name>-<version>`` (written to ``.tmp`` and renamed, so
 the server never reads half a directory), loads it with vLLM's ``POST
 /v1/load_lora_adapter {"lora_name", "lora_path"}``, unloads the previous
-one (``POST /v1/unload_lora_adapter``) and deletes its directory; requests
+one (``POST /v1/unload_lora_adapter``) and deletes its directory (the first
+push of a run, e.g. one resumed after a crash, does so for every
+``<lora_name>-<version>`` the server holds); requests
 then name ``model=<lora_name>-<version>``. A fresh name per version matters:
 vLLM caches an adapter's weights by its id, so reloading changed weights
 under the same name would need ``load_inplace`` (newer vLLM only).
@@ -147,12 +149,21 @@ class LoRAServer:
             self._call("POST", "/load_lora_adapter", body)
         previous, self.current = self.current, name
         self.backend.model_name = name
-        if previous is not None and previous != name:
+        if previous is None:  # the first push: versions an earlier run left served go
+            stale = [m for m in self.check() if m != name and self._ours(m)]
+        else:
+            stale = [previous] if previous != name else []
+        for old in stale:
             try:
-                self._call("POST", "/unload_lora_adapter", {"lora_name": previous})
+                self._call("POST", "/unload_lora_adapter", {"lora_name": old})
             finally:
-                shutil.rmtree(self.adapter_dir / previous, ignore_errors=True)
+                shutil.rmtree(self.adapter_dir / old, ignore_errors=True)
         return name
+
+    def _ours(self, served: str) -> bool:
+        """Whether ``served`` is one of this run's names: ``<lora_name>-<version>``."""
+        prefix = self.lora_name + "-"
+        return served.startswith(prefix) and served[len(prefix) :].isdigit()
 
     def close(self) -> None:
         """Close the connections; the last adapter stays served (and its directory kept)."""
