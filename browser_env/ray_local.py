@@ -51,7 +51,7 @@ import socket
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ def init_ray(
     attempts: int = 3,
     dashboard_port: int | None = None,
     log_to_driver: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> bool:
     """Start (or join, with ``RAY_ADDRESS``) Ray unless it is running; True when this call did.
 
@@ -101,12 +102,19 @@ def init_ray(
             removed by :func:`shutdown_ray`; a dir given here is kept); each
             try uses a subdir of its own.
         attempts: starts to try when Ray's start-up times out.
+        stop: asked after a start that failed; when it returns True no
+            further start is tried (a stop asked for while Ray started, such
+            as the caller's SIGTERM, does not wait for the remaining tries:
+            minutes each on a loaded machine).
         dashboard_port: start Ray's dashboard (which hosts the Jobs API) on
             127.0.0.1 at this port; ``None``: no dashboard.
         log_to_driver: forward workers' output to this process.
 
     Raises:
         RuntimeError: Ray came up on an address other than 127.0.0.1.
+        Exception: the last start's error (Ray down, the temp dir made here
+            removed): one that did not time out, the last of ``attempts``, or
+            the one after which ``stop`` returned True.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
@@ -151,7 +159,7 @@ def init_ray(
         except Exception as exc:
             ray.shutdown()
             kill_processes_using(session_dir)
-            if attempt == attempts or "timed out" not in str(exc):
+            if attempt == attempts or "timed out" not in str(exc).lower() or (stop and stop()):
                 _release_own()
                 raise
             print(f"Ray did not start ({exc}); retrying ({attempt}/{attempts})", flush=True)

@@ -31,11 +31,15 @@ from serve.launch import free_port
 __all__ = ["main", "run", "start_ray"]
 
 
-def start_ray(cfg: ServeConfig, *, keep_signals: bool = False) -> bool:
+def start_ray(
+    cfg: ServeConfig, *, keep_signals: bool = False, stop: Callable[[], bool] | None = None
+) -> bool:
     """Connect to ``RAY_ADDRESS`` or start an embedded local instance; True
     when it is embedded (and so ours to shut down). ``keep_signals``: keep
     ``ray.init`` from replacing this process's SIGTERM handler with its own
-    ``sys.exit`` (:func:`run` handles the signal during the start itself)."""
+    ``sys.exit`` (:func:`run` handles the signal during the start itself).
+    ``stop``: True once a stop was asked for; a start that failed is then not
+    tried again (:func:`browser_env.ray_local.init_ray`) and its error raised."""
     embedded = not os.environ.get("RAY_ADDRESS")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if embedded:
@@ -58,6 +62,7 @@ def start_ray(cfg: ServeConfig, *, keep_signals: bool = False) -> bool:
             attempts=cfg.ray_start_attempts,
             dashboard_port=free_port() if embedded else None,  # the dashboard hosts the Jobs API
             log_to_driver=False,
+            stop=stop,
         )
     finally:
         ray_utils.set_sigterm_handler = replace_handler
@@ -80,12 +85,12 @@ def run(
     ends in the same clean-up: Serve's app removed (on a cluster) and Ray shut
     down (the embedded instance whole, its temp dir removed). While Ray starts
     the signal is noted and acted on once ``ray.init`` returns (an exception
-    raised inside it can end in Ray's native code, which aborts); while Serve
-    starts it interrupts the start; each step of the start checks for it as
-    well, in case library code swallowed the interruption. ``ray.init`` would
-    put a SIGTERM handler of its own in place (``sys.exit``), which is kept
-    out; its core worker installs a native one, so ours go back as soon as
-    ``ray.init`` returns.
+    raised inside it can end in Ray's native code, which aborts), and a start
+    that failed is not tried again; while Serve starts it interrupts the
+    start; each step of the start checks for it as well, in case library code
+    swallowed the interruption. ``ray.init`` would put a SIGTERM handler of
+    its own in place (``sys.exit``), which is kept out; its core worker
+    installs a native one, so ours go back as soon as ``ray.init`` returns.
     """
     if not isinstance(cfg, ServeConfig):
         cfg = from_mapping(cfg)
@@ -112,7 +117,7 @@ def run(
     deployed = False
     try:
         interrupt = False
-        embedded = start_ray(cfg, keep_signals=until is None)
+        embedded = start_ray(cfg, keep_signals=until is None, stop=stop.is_set)
         interrupt = True
         take_signals()  # the native handler of Ray's core worker replaced them
         from ray import serve

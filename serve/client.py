@@ -12,15 +12,19 @@
 
 ``train`` sends an ``Idempotency-Key`` (a fresh UUID unless given), so a
 retried request never starts a second job. ``download`` unpacks only
-regular files with plain names, whatever the server sent.
+regular files with plain names, whatever the server sent, and records them in
+``DEST/.browser-rl-adapter.json``, so that a later download into the same dir
+removes the earlier adapter's files the new one lacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -31,9 +35,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ClientError", "TrainingClient", "main"]
+__all__ = ["MANIFEST", "ClientError", "TrainingClient", "main"]
 
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+# in a download's dest: the names of the files that downloads put there
+MANIFEST = ".browser-rl-adapter.json"
 
 
 class ClientError(Exception):
@@ -188,9 +194,16 @@ class TrainingClient:
         The whole archive is downloaded and unpacked into a temporary dir next
         to its place (inside ``dest`` if that exists) before ``dest`` changes:
         a new ``dest`` then appears by one rename, an existing one has each of
-        its files replaced by one rename (files the adapter lacks stay). A
-        transfer cut short, a corrupt archive or a failed write raises
-        ClientError (502) and leaves ``dest`` as it was."""
+        its files replaced by one rename. ``dest/.browser-rl-adapter.json``
+        (:data:`MANIFEST`, replaced atomically) lists the files downloads put
+        there; a download into an existing ``dest`` then removes those the
+        new adapter lacks, so no file of an earlier adapter (a stale
+        ``tokenizer.json``) sits beside the new one. Other files stay (a
+        ``dest`` without a manifest keeps all of them): only regular files
+        with plain names that the manifest lists are removed, never a
+        directory or a symlink. A transfer cut short, a corrupt archive or a
+        failed write before the first rename raises ClientError (502) and
+        leaves ``dest`` as it was."""
         target = Path(dest)
         with tempfile.TemporaryFile() as archive:
             with self.http.stream("GET", f"/v1/jobs/{job_id}/adapter") as response:
@@ -207,14 +220,11 @@ class TrainingClient:
                 staging = Path(tempfile.mkdtemp(prefix=".adapter-", suffix=".part", dir=home))
                 names = _unpack_adapter(archive, staging)
                 if not target.is_dir():
+                    _write_manifest(staging, names)
                     staging.rename(target)
                     staging = None
                 else:
-                    for name in names:
-                        if (target / name).is_dir() and not (target / name).is_symlink():
-                            raise ClientError(502, f"{target / name} is a directory")
-                    for name in names:
-                        os.replace(staging / name, target / name)
+                    _move_into(staging, target, names)
             except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
                 raise ClientError(
                     502, f"could not unpack the adapter of {job_id} into {target}: {exc}"
@@ -225,6 +235,66 @@ class TrainingClient:
         return target
 
 
+def _move_into(staging: Path, target: Path, names: list[str]) -> None:
+    """Move the files ``names`` unpacked in ``staging`` into the existing dir
+    ``target``, one rename each, then remove the files that the previous
+    download's manifest lists and ``names`` lacks (regular files only)."""
+    for name in names:
+        if (target / name).is_dir() and not (target / name).is_symlink():
+            raise ClientError(502, f"{target / name} is a directory")
+    earlier = _read_manifest(target)
+    # Listed before any of them moves in, so that a download cut off halfway
+    # leaves none of its files unlisted (the next download removes them).
+    _write_manifest(target, sorted(set(earlier) | set(names)))
+    for name in names:
+        os.replace(staging / name, target / name)
+    for name in sorted(set(earlier) - set(names)):
+        path = target / name
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(path.lstat().st_mode):  # lstat: a symlink is never followed
+                path.unlink()
+    _write_manifest(target, names)
+
+
+def _read_manifest(directory: Path) -> list[str]:
+    """The plain names that ``directory``'s manifest lists; none without one
+    (or with one that is not a regular file of ours)."""
+    try:
+        fd = os.open(directory / MANIFEST, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # missing, or a symlink
+        return []
+    try:
+        with os.fdopen(fd, "rb") as f:
+            files = json.loads(f.read(1 << 20)).get("files")
+    except (ValueError, AttributeError, OSError):
+        return []
+    if not isinstance(files, list):
+        return []
+    return [name for name in files if isinstance(name, str) and _plain(name)]
+
+
+def _write_manifest(directory: Path, names: list[str]) -> None:
+    """``directory``'s manifest listing ``names``, written atomically (temp
+    file, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "files": sorted(names)}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / MANIFEST)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _plain(name: str) -> bool:
+    """Whether ``name`` names a file directly inside a dir (no separator, not
+    ``.`` or ``..``) other than the manifest."""
+    return not any(c in name for c in "/\\\0") and name not in ("", ".", "..", MANIFEST)
+
+
 def _unpack_adapter(archive: IO[bytes], into: Path) -> list[str]:
     """Unpack the adapter tar.gz ``archive`` into the empty dir ``into``: regular
     files with plain names only, whatever the server sent; returns the names."""
@@ -232,7 +302,7 @@ def _unpack_adapter(archive: IO[bytes], into: Path) -> list[str]:
     with tarfile.open(fileobj=archive, mode="r:gz") as tar:
         for member in tar:
             name = member.name
-            if not member.isreg() or any(c in name for c in "/\\\0") or name in ("", ".", ".."):
+            if not member.isreg() or not _plain(name):
                 raise ClientError(502, f"adapter archive holds an unsafe member {name!r}")
             source = tar.extractfile(member)
             assert source is not None

@@ -147,30 +147,31 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 class StateLock:
     """A re-entrant lock over one state dir, for the threads of this process and
-    for every other process (or :class:`Store` object) on the same dir: an
-    ``RLock``, and while its outermost holder holds it, ``flock(LOCK_EX)`` on
-    ``path`` through a descriptor of its own (flock locks belong to the open
-    file, so two objects in one process exclude each other too; not on NFS,
-    where Linux maps them to byte-range locks, which are per process). Closing
-    the descriptor, or the holder's death, releases it."""
+    for every other process (or :class:`Store` object) on the same dir.
+
+    Three locks, the last two held by the outermost holder: an ``RLock`` of
+    this object (re-entrant: a holder may enter again), a lock of this
+    process for the lock file (one per file, by device and inode, so two
+    objects on one dir in one process exclude each other), and
+    ``flock(LOCK_EX)`` on ``path`` through a descriptor of its own (other
+    processes). The process's lock does not rely on the file system: on NFS
+    Linux maps flock to POSIX byte-range locks, which belong to the process,
+    so flock alone would let two objects of one process in together. As with
+    flock, an object entered while another object on the same dir is held by
+    the same thread waits for ever. Closing the descriptor, or the holder's
+    death, releases the flock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.RLock()
         self._depth = 0
-        self._fd: int | None = None
+        self._held: tuple[int, threading.Lock] | None = None  # the flocked fd, the file's lock
 
     def __enter__(self) -> StateLock:
         self._local.acquire()
         try:
             if self._depth == 0:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._fd = fd
+                self._held = _lock_file(self.path)
             self._depth += 1
         except BaseException:
             self._local.release()
@@ -179,10 +180,38 @@ class StateLock:
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # releases the flock
+        if self._depth == 0 and self._held is not None:
+            (fd, shared), self._held = self._held, None
+            try:
+                os.close(fd)  # releases the flock
+            finally:
+                shared.release()
         self._local.release()
+
+
+# the process's lock of each lock file, by (st_dev, st_ino): see StateLock
+_file_locks: dict[tuple[int, int], threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _lock_file(path: Path) -> tuple[int, threading.Lock]:
+    """Open ``path`` (created if missing), take this process's lock of that
+    file, then ``flock(LOCK_EX)`` on the new descriptor; returns both, held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        with _file_locks_guard:
+            shared = _file_locks.setdefault((st.st_dev, st.st_ino), threading.Lock())
+        shared.acquire()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            shared.release()
+            raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, shared
 
 
 class Store:

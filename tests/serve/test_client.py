@@ -47,7 +47,11 @@ def test_client_uploads_trains_follows_and_downloads(api, episodes, tmp_path, mo
         assert done["status"] == "succeeded" and done["metrics"] == {"loss": 0.5}
         assert done["progress"] == {"step": 2, "total": 2}
         target = client.download(job["job_id"], tmp_path / "adapter")
-        assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "training.json"]
+        assert sorted(p.name for p in target.iterdir()) == [
+            serve.client.MANIFEST,
+            "adapter_config.json",
+            "training.json",
+        ]
 
     monkeypatch.setenv("BROWSER_RL_SERVE_TOKEN", TOKEN)
     assert main(["--url", "http://testserver", "status", job["job_id"]]) == 0
@@ -130,6 +134,8 @@ def test_a_cut_download_leaves_dest_as_it_was(tmp_path):
 def test_a_download_replaces_an_existing_adapter_only_when_complete(tmp_path):
     import os
 
+    from serve.client import MANIFEST
+
     weights = os.urandom(1 << 16)
     dest = tmp_path / "adapter"
     dest.mkdir()
@@ -140,11 +146,139 @@ def test_a_download_replaces_an_existing_adapter_only_when_complete(tmp_path):
     assert (dest / "adapter_config.json").read_bytes() == b'{"r": 8}'
     assert (dest / "notes.txt").read_text() == "mine"  # a file the adapter lacks stays
     assert sorted(p.name for p in dest.iterdir()) == [
+        MANIFEST,
         "adapter.safetensors",
         "adapter_config.json",
         "notes.txt",
     ]
     fresh = tmp_path / "fresh" / "adapter"
     _serving(_adapter_archive(weights)).download("job-1", fresh)
-    assert sorted(p.name for p in fresh.iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+    assert sorted(p.name for p in fresh.iterdir()) == [
+        MANIFEST,
+        "adapter.safetensors",
+        "adapter_config.json",
+    ]
     assert sorted(p.name for p in fresh.parent.iterdir()) == ["adapter"]
+
+
+def _succeed_with(client, service, backend, dataset_id, files):
+    """A job of the real service that succeeded with an adapter of ``files``."""
+    job_id = client.train("sft", [dataset_id], {"max_steps": 2})["job_id"]
+    service.tick()  # submits it (the one before has finished)
+    adapter = service.store.job_dir(job_id) / "adapter"
+    adapter.mkdir()
+    for name, data in files.items():
+        (adapter / name).write_bytes(data)
+    (service.store.job_dir(job_id) / "result.json").write_text('{"status": "succeeded"}')
+    backend.states[job_id] = "SUCCEEDED"
+    service.tick()
+    assert client.job(job_id)["status"] == "succeeded"
+    return job_id
+
+
+def test_a_download_removes_the_files_of_the_adapter_it_replaces(api, episodes, tmp_path):
+    """Two adapters of the real service downloaded into one dir: the second
+    leaves no file of the first that it lacks (the old tokenizer.json), while
+    files no download wrote (the user's notes, a dir, a symlink) stay."""
+    from serve.client import MANIFEST, TrainingClient
+
+    client_app, service, backend = api
+    client = TrainingClient(http=client_app, token=TOKEN)
+    dataset_id = client.upload(episodes)["dataset_id"]
+    first = _succeed_with(
+        client,
+        service,
+        backend,
+        dataset_id,
+        {
+            "adapter_config.json": b'{"r": 4}',
+            "adapter_model.safetensors": b"OLD",
+            "tokenizer.json": b"{}",
+        },
+    )
+    second = _succeed_with(
+        client,
+        service,
+        backend,
+        dataset_id,
+        {"adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": b"NEW"},
+    )
+    dest = tmp_path / "adapter"
+    client.download(first, dest)
+    (dest / "notes.txt").write_text("mine")
+    assert sorted(p.name for p in dest.iterdir()) == [
+        MANIFEST,
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "notes.txt",
+        "tokenizer.json",
+    ]
+    assert json.loads((dest / MANIFEST).read_text())["files"] == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+    ]
+    client.download(second, dest)
+    assert {p.name: p.read_bytes() for p in dest.iterdir() if p.name != MANIFEST} == {
+        "adapter_config.json": b'{"r": 8}',
+        "adapter_model.safetensors": b"NEW",
+        "notes.txt": b"mine",
+    }
+    assert json.loads((dest / MANIFEST).read_text())["files"] == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    # and back: the first adapter's files come back, nothing else changes
+    client.download(first, dest)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        MANIFEST,
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "notes.txt",
+        "tokenizer.json",
+    ]
+
+
+def test_a_download_removes_only_plain_regular_files_the_manifest_lists(api, episodes, tmp_path):
+    """A manifest listing a path outside dest, a symlink, a dir or the manifest
+    itself removes none of them; a dir without a manifest keeps every file."""
+    from serve.client import MANIFEST, TrainingClient
+
+    client_app, service, backend = api
+    client = TrainingClient(http=client_app, token=TOKEN)
+    dataset_id = client.upload(episodes)["dataset_id"]
+    job_id = _succeed_with(
+        client, service, backend, dataset_id, {"adapter_config.json": b'{"r": 8}'}
+    )
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    dest = tmp_path / "adapter"
+    dest.mkdir()
+    (dest / "old.bin").write_text("no manifest lists me")
+    client.download(job_id, dest)
+    assert (dest / "old.bin").exists()  # no manifest before: unknown files stay
+    (dest / "link").symlink_to(outside)
+    (dest / "sub").mkdir()
+    (dest / "sub" / "x").write_text("keep")
+    (dest / "stale.bin").write_text("listed")
+    listed = ["../outside.txt", str(outside), "link", "sub", "sub/x", MANIFEST, "stale.bin"]
+    (dest / MANIFEST).write_text(json.dumps({"version": 1, "files": listed}))
+    client.download(job_id, dest)
+    assert outside.read_text() == "keep" and (dest / "link").is_symlink()
+    assert (dest / "sub" / "x").read_text() == "keep"
+    assert sorted(p.name for p in dest.iterdir()) == [
+        MANIFEST,
+        "adapter_config.json",
+        "link",
+        "old.bin",
+        "sub",
+    ]
+    # a manifest that is a symlink is not read (nor is what it points at removed)
+    (dest / "stale.bin").write_text("x")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"version": 1, "files": ["stale.bin"]}))
+    (dest / MANIFEST).unlink()
+    (dest / MANIFEST).symlink_to(elsewhere)
+    client.download(job_id, dest)
+    assert (dest / "stale.bin").exists() and elsewhere.exists()
+    assert not (dest / MANIFEST).is_symlink()
