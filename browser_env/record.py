@@ -58,8 +58,8 @@ from browser_env.env import validate_safely
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
 from browser_env.registration import env_id, resolve_env_id
-from browser_env.replay import task_server_url
 from browser_env.rundir import run_dir
+from browser_env.tasks.base import task_server_url
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

@@ -17,7 +17,7 @@ task servers (MiniWoB++ pages, the local sites) listen on 127.0.0.1 at a port
 chosen afresh in each process, so the recording and the replay see the same
 page under two URLs. The rule: when the replayed env's task (rebuilt from
 ``env_id`` and ``env_kwargs``) is served by one of them, the replay's base URL
-is that server's (:func:`task_server_url`); the recording's base is the one
+is that server's (:func:`browser_env.tasks.base.task_server_url`); the recording's base is the one
 ``episode.json`` records (``task_server``, written by
 :class:`~browser_env.wrappers.RecordEpisode`), and it must differ from the
 replay's base in the port only. A recorded URL under the recording's base is
@@ -60,6 +60,7 @@ import gymnasium
 
 from browser_env.episodes.format import EpisodeFormatError, observation_to_json
 from browser_env.episodes.loader import Episode, load_episode
+from browser_env.tasks.base import task_server_url
 
 __all__ = [
     "Divergence",
@@ -67,7 +68,6 @@ __all__ = [
     "compare_observations",
     "main",
     "replay_episode",
-    "task_server_url",
 ]
 
 
@@ -169,25 +169,6 @@ def _rebase(url: Any, task_bases: tuple[str, str] | None) -> Any:
     if task_bases is None or not isinstance(url, str) or not url.startswith(task_bases[0]):
         return url
     return task_bases[1] + url[len(task_bases[0]) :]
-
-
-def task_server_url(env: gymnasium.Env) -> str | None:
-    """The base URL of the bundled server that ``env``'s task is served from
-    in this process (set up by the env's reset), or ``None`` for a task
-    without one (or an env without a task)."""
-    task = getattr(env.unwrapped, "task", None)
-    if task is None:
-        return None
-    from browser_env.tasks.miniwob import MiniWoBTask, miniwob_html_dir
-    from browser_env.tasks.server import serve_directory
-    from browser_env.tasks.sites.server import serve_sites
-    from browser_env.tasks.sites.task import SiteTask
-
-    if isinstance(task, MiniWoBTask):
-        return serve_directory(miniwob_html_dir())
-    if isinstance(task, SiteTask):
-        return serve_sites()
-    return None
 
 
 def _task_bases(

@@ -35,7 +35,7 @@ import gymnasium
 
 from browser_env.episodes.format import AgentInfo, EpisodeMeta, to_jsonable
 from browser_env.episodes.writer import EpisodeWriter
-from browser_env.replay import task_server_url
+from browser_env.tasks.base import task_server_url
 
 __all__ = ["AnnotatedAction", "RecordEpisode"]
 

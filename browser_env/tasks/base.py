@@ -19,8 +19,13 @@ and ``judge`` must agree with ``validate``. With ``state_js = None`` the env
 always calls ``validate``; ``judge`` must still exist (it may judge from state
 the task holds itself, as the bundled sites do from their server).
 
-Every attribute and method here is required: the env reads them directly.
-Test a new task family with ``tests/browser_env/task_contract.py``.
+Every attribute and method of :class:`Task` is required: the env reads them
+directly. One more is optional: ``server_url``, the base URL of the bundled
+server in this process that the task's pages come from (MiniWoB++'s, the
+sites'), which recordings store so that a replay in another process, on
+another port, can move the recorded URLs under its own server
+(:func:`task_server_url`). Test a new task family with
+``tests/browser_env/task_contract.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-__all__ = ["Task"]
+__all__ = ["Task", "task_server_url"]
 
 
 @runtime_checkable
@@ -56,3 +61,11 @@ class Task(Protocol):
     def judge(self, state: Any, answer: str | None) -> tuple[float, bool, dict[str, Any]]: ...
 
     def teardown(self) -> None: ...
+
+
+def task_server_url(env: Any) -> str | None:
+    """The base URL of the bundled server that ``env``'s task is served from in
+    this process (its optional ``server_url``), or ``None`` for a task without
+    one, or an env without a task."""
+    task = getattr(getattr(env, "unwrapped", env), "task", None)
+    return getattr(task, "server_url", None)

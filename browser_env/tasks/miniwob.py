@@ -197,7 +197,9 @@ class MiniWoBTask:
         self.observation_root = None
         self.observation_exclude = HARNESS_SELECTOR
         path = f"flight/{name.split('.', 1)[1]}/wrapper.html" if flight else f"miniwob/{name}.html"
-        self.url = serve_directory(miniwob_html_dir()) + path
+        #: the base URL of the server the pages come from (see browser_env.tasks.base)
+        self.server_url = serve_directory(miniwob_html_dir())
+        self.url = self.server_url + path
 
     def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str:
         if (

@@ -55,6 +55,11 @@ class SiteTask:
         self.timeout_ms = timeout_ms
         self.session: Session | None = None
 
+    @property
+    def server_url(self) -> str:
+        """The base URL of the sites' server (see browser_env.tasks.base)."""
+        return serve_sites()
+
     def setup(self, page: Page, seed: int, options: dict[str, Any]) -> str:
         if options:
             raise ValueError(f"site tasks take no reset options, got {sorted(options)}")
