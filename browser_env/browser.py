@@ -32,6 +32,7 @@ import signal
 import threading
 import uuid
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "process_running",
     "release_playwright",
     "revive_playwright",
+    "switches",
 ]
 
 _LOCAL = threading.local()
@@ -107,6 +109,19 @@ class BrowserConfig:
     executable_path: str | None = None
     slow_mo_ms: float = 0.0
     extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_args", switches(self.extra_args))
+
+
+def switches(args: Sequence[str]) -> tuple[str, ...]:
+    """``args`` as a tuple of Chromium switches; a lone string (which would
+    split into characters) or a non-string is refused with a TypeError."""
+    if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+        raise TypeError(
+            f"extra_args is a sequence of Chromium switches, e.g. ('--lang=de',), got {args!r}"
+        )
+    return tuple(args)
 
 
 def find_chromium(

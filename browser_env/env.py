@@ -44,6 +44,7 @@ from browser_env.browser import (
     BrowserConfig,
     kill_browser_processes,
     release_playwright,
+    switches,
 )
 from browser_env.executor import ExecutorConfig, execute, first_line
 from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
@@ -101,7 +102,11 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         viewport: (width, height) when the task does not set one. The screenshot
             is the task's ``screenshot_region`` (x, y, width, height) of it,
             or all of it.
-        headless, executable_path, slow_mo_ms: see :class:`BrowserConfig`.
+        headless, executable_path, slow_mo_ms, extra_args: see
+            :class:`BrowserConfig` (``extra_args``: Chromium switches after the
+            env's own; the last value of a switch wins, e.g.
+            ``("--webrtc-ip-handling-policy=default",)`` lets WebRTC send UDP
+            again, which the env's own flags turn off for ``allowed_hosts``).
         executor: limits for actions (:class:`ExecutorConfig` or a dict).
         allowed_url_schemes: URL schemes ``reset`` and ``NAVIGATE`` accept;
             ``file``, ``chrome``, ``javascript`` and ``data`` only when listed.
@@ -117,7 +122,8 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             env then opens only its own context in it (isolated cookies and
             storage), never launches, relaunches or closes a browser or the
             driver, and ``close()`` closes only its context. ``headless``,
-            ``executable_path`` and ``slow_mo_ms`` are then the owner's.
+            ``executable_path``, ``slow_mo_ms`` and ``extra_args`` are then the
+            owner's.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
@@ -132,6 +138,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         headless: bool = True,
         executable_path: str | None = None,
         slow_mo_ms: float = 0.0,
+        extra_args: Sequence[str] = (),
         executor: ExecutorConfig | dict[str, Any] | None = None,
         allowed_url_schemes: Sequence[str] = ("http", "https"),
         allowed_hosts: Sequence[str] | None = None,
@@ -150,6 +157,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             headless=headless and render_mode != "human",
             executable_path=executable_path,
             slow_mo_ms=slow_mo_ms,
+            extra_args=switches(extra_args),
         )
         self.executor_config = (
             executor if isinstance(executor, ExecutorConfig) else ExecutorConfig(**(executor or {}))

@@ -23,6 +23,10 @@
   - WebRTC's UDP (STUN, ICE) is seen by neither: the browser is launched to
     send it only through a proxy (``BASE_ARGS`` in :mod:`browser_env.browser`),
     which no context has, so WebRTC reaches peers over TCP, through the proxy.
+    The switch is the browser's, so it holds for every context, with or
+    without ``allowed_hosts``; an env that needs WebRTC over UDP (and no
+    ``allowed_hosts``) passes
+    ``extra_args=("--webrtc-ip-handling-policy=default",)``.
 
 Hosts are read from a URL as the browser reads it (a backslash is a slash).
 

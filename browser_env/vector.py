@@ -66,6 +66,7 @@ from browser_env.browser import (
     launch_on_driver,
     process_running,
     release_playwright,
+    switches,
 )
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             headless=headless and not human,
             executable_path=executable_path,
             slow_mo_ms=slow_mo_ms,
-            extra_args=tuple(extra_args),
+            extra_args=switches(extra_args),
         )
         self.concurrent = bool(concurrent)
         self._own_browser = browser is None

@@ -496,6 +496,34 @@ def test_webrtc_sends_no_udp_to_a_refused_host(env, site_url):
     assert state["found"] == [] or all(" udp " not in c.lower() for c in state["found"])
 
 
+def test_extra_args_can_give_webrtc_its_udp_back(site_url):
+    """The last value of a switch wins: ``extra_args`` after BASE_ARGS turns
+    WebRTC's UDP back on (with no ``allowed_hosts``), and a STUN binding
+    request arrives; a lone string is refused before anything launches."""
+    import socket
+
+    with pytest.raises(TypeError, match="sequence of Chromium switches"):
+        BrowserEnv("open", extra_args="--webrtc-ip-handling-policy=default")
+    loose = BrowserEnv("open", extra_args=("--webrtc-ip-handling-policy=default",))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stun:
+            stun.bind(("127.0.0.2", 0))
+            stun.settimeout(10)
+            start(loose, site_url + "links.html")
+            loose.page.evaluate(
+                """(port) => {
+                    window.pc = new RTCPeerConnection({iceServers: [{urls: `stun:127.0.0.2:${port}`}]});
+                    window.pc.createDataChannel("x");
+                    window.pc.createOffer().then((o) => window.pc.setLocalDescription(o));
+                }""",
+                stun.getsockname()[1],
+            )
+            request, _ = stun.recvfrom(2048)
+        assert request[:2] == b"\x00\x01"  # a STUN Binding Request
+    finally:
+        loose.close()
+
+
 def test_envs_sharing_a_browser_keep_their_own_hosts(redirecting_server):
     from browser_env.vector import SharedBrowser
 
