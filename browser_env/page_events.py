@@ -60,7 +60,7 @@ class PageEvents:
         self._cdp = None
 
     def _on_popup(self, page: Page) -> None:
-        if page is self._page or page.opener is None:
+        if page is self._page or page.opener() is None:  # a page the env made itself
             return
         self._popups += 1
         self._events.setdefault("popups", []).append({"url": page.url})

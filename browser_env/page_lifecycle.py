@@ -197,8 +197,9 @@ class PageLifecycle:
         (Playwright's ``route``); the context's refusing proxy stops a refused
         hop (the tab shows an error page, ``_refused_navigation`` names the
         hop, or the chain's last allowed URL when Chromium did not report the
-        hop) and the tab goes back. A page on a refused host by any other way
-        is left too."""
+        hop) and the tab goes back; a popup with no page to go back to is
+        closed, and the env is on its opener again. A page on a refused host
+        by any other way is left too."""
         redirected, self._refused_navigation = self._refused_navigation, ""
         if self.url_policy.allowed_hosts is None or self._page is None:
             return ""
@@ -214,12 +215,17 @@ class PageLifecycle:
                     self._page.wait_for_url(_ERROR_PAGE, timeout=timeout)
                 except Exception:  # noqa: BLE001 - no error page: leave what is there
                     pass
+            page = self._page
             try:
-                self._page.go_back(wait_until="domcontentloaded", timeout=timeout)
+                back = page.go_back(wait_until="domcontentloaded", timeout=timeout) is not None
             except Exception:  # noqa: BLE001 - no history to go back to: blank it below
-                pass
-            if not self.url_policy.host_allowed(self._page.url):
-                self._page.goto("about:blank", timeout=timeout)
+                back = False
+            opener = page.opener()
+            if not back and opener is not None:  # a popup with nowhere to go back to
+                page.close()  # the env is on its opener again (PageEvents._on_close)
+                self._set_page(opener)
+            elif not self.url_policy.host_allowed(page.url):
+                page.goto("about:blank", timeout=timeout)
         except Exception:  # noqa: BLE001 - a crashed page is observed (and recovered) next
             pass
         if redirected and self.url_policy.host_allowed(url):  # the hop went unreported

@@ -17,8 +17,9 @@
     ``fetch()`` its way through an open redirect to a refused host, nor a
     worker's request or a WebSocket. Such a hop is reported in
     ``info["blocked_requests"]`` too, and a tab that a refused redirect took
-    to an error page goes back after the step (``last_action_error`` says so;
-    see ``PageLifecycle._leave_refused_page``). Both are settings of the
+    to an error page goes back after the step (a popup with nowhere to go
+    back to is closed; ``last_action_error`` says so; see
+    ``PageLifecycle._leave_refused_page``). Both are settings of the
     context, so the envs sharing one browser keep their own policies.
   - WebRTC's UDP (STUN, ICE) is seen by neither: the browser is launched to
     send it only through a proxy (``BASE_ARGS`` in :mod:`browser_env.browser`),

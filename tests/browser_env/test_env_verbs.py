@@ -226,6 +226,19 @@ def test_popups_are_followed(open_env, site_url, control):
     assert "result.html?from=" in obs["url"] and "Got: from=" in obs["text"]
 
 
+def test_a_page_the_caller_opens_is_not_a_popup(open_env, site_url):
+    """Only pages with an opener are followed: a tab the caller opens in the
+    env's context is neither reported nor taken as the env's page."""
+    obs = open_page(open_env, site_url, "links.html")
+    extra = open_env.page.context.new_page()
+    try:
+        obs, _, _, _, info = open_env.step({"action": "WAIT", "value": 0})
+        assert "popups" not in info
+        assert obs["url"].endswith("links.html") and open_env.page is not extra
+    finally:
+        extra.close()
+
+
 def test_downloads_are_captured_without_hanging(open_env, site_url, tmp_path):
     obs = open_page(open_env, site_url, "links.html")
     obs, _, _, _, info = open_env.step(

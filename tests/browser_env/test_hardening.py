@@ -456,6 +456,9 @@ def test_a_popup_that_a_redirect_took_to_a_refused_host_is_reported(env, redirec
         assert len(info["popups"]) == 1 and "secret" not in obs["text"]
         assert info["blocked_requests"] in ([secret], [redirecting_server + "redirect"])
         assert "refuses" in obs["last_action_error"] or "refused" in obs["last_action_error"]
+        # the popup, with no page to go back to, is closed: the env is on its opener again
+        assert obs["url"] == redirecting_server + "popup"
+        assert len(env.page.context.pages) == 1
 
 
 def test_what_the_start_page_had_refused_is_in_resets_info(env, redirecting_server):
