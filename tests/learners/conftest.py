@@ -83,3 +83,40 @@ def tiny_model():
     from agents.tiny import tiny_model_path
 
     return str(tiny_model_path("text"))
+
+
+class Killed(Exception):
+    """The trainer's process dying mid-run (the :func:`killer` fixture)."""
+
+
+@pytest.fixture
+def killer(monkeypatch):
+    """``killer.at = i``: the next ``TrainLoop.fit`` dies (raises :class:`Killed`)
+    as its step ``i`` (0-based) starts; ``killer.resumed``: the checkpoints
+    ``CheckpointManager.restore`` loaded; ``killer.error``: :class:`Killed`
+    (a bare ``from conftest import`` would pick another conftest.py)."""
+    import types
+
+    from learners.checkpoint import CheckpointManager
+    from learners.loop import TrainLoop
+
+    state = types.SimpleNamespace(at=None, resumed=[], error=Killed)
+    fit, restore = TrainLoop.fit, CheckpointManager.restore
+
+    def dying_fit(self, loss_step, **kwargs):
+        at, state.at = state.at, None
+
+        def step_or_die(i):
+            if i == at:
+                raise Killed(f"killed at step {i}")
+            return loss_step(i)
+
+        return fit(self, step_or_die, **kwargs)
+
+    def spy(self, path, optimizer):
+        state.resumed.append(path)
+        return restore(self, path, optimizer)
+
+    monkeypatch.setattr(TrainLoop, "fit", dying_fit)
+    monkeypatch.setattr(CheckpointManager, "restore", spy)
+    return state

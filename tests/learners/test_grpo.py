@@ -341,11 +341,9 @@ def test_grpo_on_the_live_env(tmp_path):
     assert row["num_samples"] >= 2
 
 
-class _Killed(Exception):
-    """The process dying mid-run."""
-
-
-def test_grpo_full_model_reference_after_a_resume_is_the_initial_model(tmp_path, monkeypatch):
+def test_grpo_full_model_reference_after_a_resume_is_the_initial_model(
+    tmp_path, monkeypatch, killer
+):
     """lora=false, beta > 0: a run resumed from a checkpoint takes its KL reference
     from where training started (the base model), not a copy of the resumed
     weights: its KL and its final model are those of a run never interrupted."""
@@ -353,7 +351,6 @@ def test_grpo_full_model_reference_after_a_resume_is_the_initial_model(tmp_path,
     from transformers import AutoModelForCausalLM
 
     from learners import grpo
-    from learners.loop import TrainLoop
     from learners.trainable import resolve_model
 
     config = {
@@ -376,19 +373,9 @@ def test_grpo_full_model_reference_after_a_resume_is_the_initial_model(tmp_path,
         references.append(self)
 
     monkeypatch.setattr(grpo._Reference, "__init__", keep)
-    fit = TrainLoop.fit
-
-    def dying_fit(self, loss_step, **kwargs):
-        def step_or_die(i):
-            if i == 2:
-                raise _Killed("killed at step 2")
-            return loss_step(i)
-
-        return fit(self, step_or_die, **kwargs)
-
     out = tmp_path / "resumed"
-    with monkeypatch.context() as patch, pytest.raises(_Killed):
-        patch.setattr(TrainLoop, "fit", dying_fit)
+    killer.at = 2
+    with pytest.raises(killer.error):
         grpo.run({**config, "output_dir": str(out)}, play_fn=_group_play([]))
     resumed = grpo.run({**config, "output_dir": str(out)}, play_fn=_group_play([]))
     assert [row["step"] for row in resumed["history"]] == [3]

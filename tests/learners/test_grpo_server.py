@@ -102,33 +102,18 @@ def test_grpo_pushes_every_adapter_version_to_the_server(tmp_path, server):
         assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-class _Killed(BaseException):
-    """The trainer's process dying mid-run."""
-
-
 def test_grpo_resumed_after_a_crash_unloads_the_versions_the_crash_left_served(
-    tmp_path, server, monkeypatch
+    tmp_path, server, killer
 ):
     """The crashed run's last version stays loaded on the server (nothing
     unloads it); the resumed run's first push takes it off, and its dir."""
     from learners.grpo import run
-    from learners.loop import TrainLoop
 
     url, _, _ = server
     out = tmp_path / "grpo"
     cfg = _server_cfg(url, out, max_steps=3, save_steps=1, num_generations=2)
-    fit = TrainLoop.fit
-
-    def dying_fit(self, loss_step, **kwargs):
-        def step_or_die(i):
-            if i == 2:
-                raise _Killed("killed at step 2")
-            return loss_step(i)
-
-        return fit(self, step_or_die, **kwargs)
-
-    with monkeypatch.context() as patch, pytest.raises(_Killed):
-        patch.setattr(TrainLoop, "fit", dying_fit)
+    killer.at = 2
+    with pytest.raises(killer.error):
         run(cfg, play_fn=_alternating)
     left = [m for m in _models(url) if m != "tiny"]
     assert len(left) == 1 and left[0] != "grpo-policy-3"

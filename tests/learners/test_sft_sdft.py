@@ -101,41 +101,6 @@ def test_retraining_into_an_adapter_dir_continues_and_a_crash_resumes(tmp_path, 
     assert [r["step"] for r in result["history"]] == [2, 3]
 
 
-class _Killed(Exception):
-    """The process dying mid-run."""
-
-
-@pytest.fixture
-def killer(monkeypatch):
-    """``killer.at = i``: the next ``TrainLoop.fit`` dies as its step ``i`` (0-based)
-    starts; ``killer.resumed``: the checkpoints ``CheckpointManager.restore`` loaded."""
-    import types
-
-    from learners.checkpoint import CheckpointManager
-    from learners.loop import TrainLoop
-
-    state = types.SimpleNamespace(at=None, resumed=[])
-    fit, restore = TrainLoop.fit, CheckpointManager.restore
-
-    def dying_fit(self, loss_step, **kwargs):
-        at, state.at = state.at, None
-
-        def step_or_die(i):
-            if i == at:
-                raise _Killed(f"killed at step {i}")
-            return loss_step(i)
-
-        return fit(self, step_or_die, **kwargs)
-
-    def spy(self, path, optimizer):
-        state.resumed.append(path)
-        return restore(self, path, optimizer)
-
-    monkeypatch.setattr(TrainLoop, "fit", dying_fit)
-    monkeypatch.setattr(CheckpointManager, "restore", spy)
-    return state
-
-
 def test_continuing_a_finished_adapter_never_resumes_or_keeps_its_old_checkpoints(
     tmp_path, episodes_dir, killer
 ):
@@ -166,14 +131,14 @@ def test_continuing_a_finished_adapter_never_resumes_or_keeps_its_old_checkpoint
     want = _lora_weights(straight)
 
     killer.at = 1  # the continuation dies before its first checkpoint
-    with pytest.raises(_Killed):
+    with pytest.raises(killer.error):
         run({**base, "output_dir": str(out), "max_steps": 4})
     assert not list(ckpts.glob("step-*"))  # the finished run's are gone
     meta = json.loads((out / "training.json").read_text())
     assert meta["status"] == "running" and meta["init_from"] == str(out)
 
     killer.at = 3  # the rerun starts the continuation over, and dies at step 4
-    with pytest.raises(_Killed):
+    with pytest.raises(killer.error):
         run({**base, "output_dir": str(out), "max_steps": 4})
     assert killer.resumed == []
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002"]  # its own, kept
@@ -265,7 +230,7 @@ def test_a_resumed_gate_rolls_back_to_its_own_best_not_one_saved_after_its_check
     run({**base, "output_dir": str(straight)}, evaluate_fn=iter([0.5, 0.5, 0.0, 0.0]).__next__)
     # the crashed run: step 1 best, checkpoint step-2, step 3 a new best, death at step 4
     killer.at = 3
-    with pytest.raises(_Killed):
+    with pytest.raises(killer.error):
         run({**base, "output_dir": str(out)}, evaluate_fn=iter([0.5, 0.5, 0.9]).__next__)
     assert json.loads((out / "checkpoints" / "best" / "step.json").read_text())["step"] == 3
     # resumed from step-2 (best: step 1), steps 3 and 4 fall below the best
