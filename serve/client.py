@@ -204,14 +204,21 @@ class TrainingClient:
         directory or a symlink. A transfer cut short, a corrupt archive or a
         failed write before the first rename raises ClientError (502) and
         leaves ``dest`` as it was."""
+        import httpx
+
         target = Path(dest)
         with tempfile.TemporaryFile() as archive:
             with self.http.stream("GET", f"/v1/jobs/{job_id}/adapter") as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ClientError(response.status_code, response.text)
-                for block in response.iter_bytes():
-                    archive.write(block)
+                try:
+                    for block in response.iter_bytes():
+                        archive.write(block)
+                except httpx.TransportError as exc:  # the connection dropped mid-body
+                    raise ClientError(
+                        502, f"the download of the adapter of {job_id} was cut short: {exc}"
+                    ) from None
             archive.seek(0)
             staging: Path | None = None
             try:

@@ -131,6 +131,43 @@ def test_a_cut_download_leaves_dest_as_it_was(tmp_path):
     assert list((tmp_path / "new").iterdir()) == []
 
 
+def test_a_connection_dropped_mid_download_is_a_client_error(tmp_path):
+    """A real cut: the server promised more bytes than it sent and closed the
+    connection (httpx raises its own error there, not a short body)."""
+    import os
+    import socket
+    import threading
+
+    import httpx
+    import pytest
+
+    from serve.client import ClientError, TrainingClient
+
+    whole = _adapter_archive(os.urandom(1 << 16))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(whole)}\r\n\r\n".encode()
+            conn.sendall(head + whole[: len(whole) // 2])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{server.getsockname()[1]}", trust_env=False)
+    dest = tmp_path / "adapter"
+    try:
+        with pytest.raises(ClientError) as caught:
+            TrainingClient(http=http, token="x").download("job-1", dest)
+    finally:
+        http.close()
+        thread.join(timeout=10)
+        server.close()
+    assert caught.value.status == 502 and "job-1" in caught.value.detail
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_a_download_replaces_an_existing_adapter_only_when_complete(tmp_path):
     import os
 
