@@ -90,9 +90,10 @@ class TrainingClient:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
+                body = response.json()
             except ValueError:
-                detail = response.text
+                body = response.text
+            detail = body.get("detail", response.text) if isinstance(body, dict) else body
             raise ClientError(response.status_code, str(detail))
         return response.json()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 __all__ = ["serve_directory"]
 
 _LOCK = threading.Lock()
-_SERVERS: dict[tuple[int, Path], ThreadingHTTPServer] = {}
+_SERVERS: dict[tuple[int, Path, str], ThreadingHTTPServer] = {}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -46,7 +46,7 @@ def serve_directory(directory: str | Path, host: str = "127.0.0.1") -> str:
     if not root.is_dir():
         raise FileNotFoundError(f"cannot serve {root}: not a directory")
     with _LOCK:
-        key = (os.getpid(), root)  # a forked child starts its own server
+        key = (os.getpid(), root, host)  # a forked child starts its own server
         server = _SERVERS.get(key)
         if server is None:
             handler = functools.partial(_QuietHandler, directory=str(root))

@@ -168,6 +168,44 @@ def test_a_connection_dropped_mid_download_is_a_client_error(tmp_path):
     assert not dest.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_an_error_whose_json_body_is_not_an_object_is_a_client_error():
+    """A proxy in front of the service may answer an error with any JSON: the
+    client reports it as it came, with the status (it used to fail on
+    ``.get``)."""
+    import http.server
+    import threading
+
+    import httpx
+    import pytest
+
+    from serve.client import ClientError, TrainingClient
+
+    class ListError(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = b'["overloaded"]'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ListError)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    http_client = httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", trust_env=False)
+    try:
+        with pytest.raises(ClientError) as caught:
+            TrainingClient(http=http_client, token="x").health()
+    finally:
+        http_client.close()
+        server.shutdown()
+        server.server_close()
+    assert caught.value.status == 503 and caught.value.detail == "['overloaded']"
+
+
 def test_a_download_replaces_an_existing_adapter_only_when_complete(tmp_path):
     import os
 
