@@ -82,7 +82,13 @@ class RayJobBackend:
 
         try:
             return fn(*args, **kwargs)
-        except requests.exceptions.Timeout as exc:
+        except (requests.exceptions.Timeout, ConnectionError) as exc:
+            # the client's version check turns requests' ConnectTimeout (a
+            # ConnectionError there too) into the built-in ConnectionError
+            if not isinstance(exc, requests.exceptions.Timeout) and not isinstance(
+                exc.__context__, requests.exceptions.Timeout
+            ):
+                raise
             raise BackendTimeout(
                 f"the Ray Jobs API did not answer within {self.timeout:g} s"
             ) from exc

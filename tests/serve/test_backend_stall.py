@@ -97,3 +97,31 @@ def test_a_hung_jobs_api_holds_neither_requests_nor_the_scheduler(make_service, 
     with pytest.raises(BackendTimeout):
         service.tick()  # the status request stalls too
     assert time.monotonic() - start < TIMEOUT_S + 30
+
+
+def test_a_jobs_api_that_never_accepts_the_connection_is_a_backend_timeout():
+    """A dashboard whose accept queue is full never completes the handshake:
+    the client's version check times out connecting, which Ray reports as a
+    plain ConnectionError; the backend says BackendTimeout, as for any call."""
+    import socket
+
+    from serve.backend import BackendTimeout, RayJobBackend
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    try:
+        for _ in range(3):  # fill the accept queue: later SYNs are dropped
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            queued.append(client)
+        time.sleep(0.2)
+        with pytest.raises(BackendTimeout, match="did not answer within 1 s"):
+            RayJobBackend(f"http://127.0.0.1:{port}", timeout=1.0)
+    finally:
+        for client in queued:
+            client.close()
+        server.close()
