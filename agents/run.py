@@ -195,9 +195,17 @@ def run(
 
     own_env, own_agent = env is None, agent is None
     agent = build_agent(cfg) if agent is None else agent
-    env = make_env(cfg) if env is None else env
-    writer = episode_writer or _default_writer(cfg, agent)
-    recorder = writer(env) if writer is not None else None
+    recorder = None
+    try:  # what was built here is closed if what follows it fails
+        env = make_env(cfg) if env is None else env
+        writer = episode_writer or _default_writer(cfg, agent)
+        recorder = writer(env) if writer is not None else None
+    except BaseException:
+        if own_env and env is not None:
+            env.close()
+        if own_agent:
+            agent.close()
+        raise
     seed = cfg.get("seed")
 
     def show(
@@ -259,18 +267,9 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     summaries sorted by seed; each is :func:`run`'s, plus ``status`` and
     ``update`` (what the trainer logged, or None).
     """
-    import functools
-
     from hydra.utils import instantiate
 
-    from agents.runners import (
-        Job,
-        RolloutEngine,
-        RolloutSpec,
-        check_env_ids,
-        ray_spec_options,
-        runner_options,
-    )
+    from agents.runners import ray_spec_options, runner_options
 
     n = int(cfg.get("episodes") or 1)
     options = runner_options(cfg)
@@ -281,6 +280,28 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         raise ValueError("online=... learns from the recorded episodes: keep record=true")
     # Ray actors build their own agents: the driver needs one only to learn online
     agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
+    try:
+        return _play_episodes(cfg, n, options, ray_options, trainer, agent, verbose)
+    finally:
+        if agent is not None and hasattr(agent, "close"):
+            agent.close()
+
+
+def _play_episodes(
+    cfg: DictConfig,
+    n: int,
+    options: dict[str, Any],
+    ray_options: dict[str, Any],
+    trainer: Any,
+    agent: Agent | None,
+    verbose: bool,
+) -> dict[str, Any]:
+    """The body of :func:`run_episodes` once its agent is built (which that closes)."""
+    import functools
+
+    from agents.runners import Job, RolloutEngine, RolloutSpec, check_env_ids
+
+    runner = options["runner"]
     info, source = recording_info(cfg, agent)
     record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
     spec = RolloutSpec(
@@ -300,31 +321,27 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
     check_env_ids(jobs)  # before a browser or Ray starts
     summaries: list[dict[str, Any]] = []
-    try:
-        with RolloutEngine(
-            spec,
-            agent=None if runner == "ray" else agent,
-            make_agent=functools.partial(build_agent, cfg),
-            **options,
-            keep_envs=True,
-        ) as engine:
-            size = n if trainer is None else engine.slots
-            for start in range(0, n, size):
-                for r in engine.run(jobs[start : start + size]):
-                    summary = _summary(r)
-                    if trainer is not None and r.success:
-                        summary["update"] = trainer.update(agent, r.episode_dir)
-                        if summary["update"] is not None and runner == "ray":
-                            checkpoint = summary["update"]["checkpoint"]
-                            engine.call_agents(
-                                functools.partial(_load_adapter, checkpoint), key="adapter"
-                            )
-                    summaries.append(summary)
-                    if verbose:
-                        _print_episode(summary)
-    finally:
-        if agent is not None and hasattr(agent, "close"):
-            agent.close()
+    with RolloutEngine(
+        spec,
+        agent=None if runner == "ray" else agent,
+        make_agent=functools.partial(build_agent, cfg),
+        **options,
+        keep_envs=True,
+    ) as engine:
+        size = n if trainer is None else engine.slots
+        for start in range(0, n, size):
+            for r in engine.run(jobs[start : start + size]):
+                summary = _summary(r)
+                if trainer is not None and r.success:
+                    summary["update"] = trainer.update(agent, r.episode_dir)
+                    if summary["update"] is not None and runner == "ray":
+                        checkpoint = summary["update"]["checkpoint"]
+                        engine.call_agents(
+                            functools.partial(_load_adapter, checkpoint), key="adapter"
+                        )
+                summaries.append(summary)
+                if verbose:
+                    _print_episode(summary)
     result = {
         "episodes": summaries,
         "success_rate": sum(bool(s["success"]) for s in summaries) / len(summaries),

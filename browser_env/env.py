@@ -47,7 +47,13 @@ from browser_env.browser import (
     switches,
 )
 from browser_env.executor import ExecutorConfig, execute, first_line
-from browser_env.observation import MODALITIES, Observer, ObserverLimits, observation_space
+from browser_env.observation import (
+    MODALITIES,
+    Observer,
+    ObserverLimits,
+    fit_text,
+    observation_space,
+)
 from browser_env.page_events import PageEvents
 from browser_env.page_lifecycle import PageLifecycle
 from browser_env.policy import UrlPolicy
@@ -369,7 +375,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
         except Exception:  # noqa: BLE001 - any junk may arrive here
             parsed = None
         obs = empty_observation(self.observation_space)
-        obs["goal"] = self._goal
+        obs["goal"] = fit_text(self._goal)
         obs["last_action_error"] = reason
         info = {
             "raw_reward": 0.0,

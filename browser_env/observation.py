@@ -491,7 +491,7 @@ class Observer:
         raw = raw or {}
         self.next_id = max(self.next_id, int(raw.get("next", self.next_id)))
         obs: dict[str, Any] = {
-            "goal": goal,
+            "goal": fit_text(goal),
             "url": fit_text(raw.get("url", url)),
             "last_action_error": fit_text(error),
             "capped": describe_caps(raw.get("capped")),

@@ -98,8 +98,11 @@ def load_episode(path: str | os.PathLike[str], *, check_files: bool = True) -> E
     try:
         data = json.loads(episode_path.read_text(encoding="utf-8"))
         header = EpisodeFile.from_json(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise EpisodeFormatError(episode_path, str(exc)) from None
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        # as in iter_steps: RecursionError is json's answer to a deeply nested
+        # document, OverflowError a number too large for a float
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise EpisodeFormatError(episode_path, reason) from None
 
     steps = _load_steps(directory / STEPS_FILE, complete=header.complete)
     episode = Episode(

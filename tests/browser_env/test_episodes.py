@@ -273,6 +273,23 @@ def test_corrupt_episode_json(tmp_path):
         load_episode(tmp_path)
 
 
+def test_episode_json_too_deep_or_too_large_is_a_format_error(tmp_path):
+    """``load_episode`` raises only ``EpisodeFormatError`` for a bad episode.json,
+    as for a bad steps.jsonl line: json's RecursionError on a deeply nested
+    document and the OverflowError of a number too large for a float included."""
+    path = _play(tmp_path, [{"action": "CLICK", "element_id": "e2"}], screenshot=False)
+    ep_file = path / "episode.json"
+    text = ep_file.read_text()
+    ep_file.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EpisodeFormatError, match=r"episode\.json: nested too deeply"):
+        load_episode(path)
+    data = json.loads(text)
+    huge = json.dumps({**data, "outcome": {**data["outcome"], "return": 0.5}})
+    ep_file.write_text(huge.replace('"return": 0.5', '"return": 1' + "0" * 400))
+    with pytest.raises(EpisodeFormatError, match=r"episode\.json"):
+        load_episode(path)
+
+
 def test_missing_screenshot_is_an_error(tmp_path):
     path = _play(tmp_path, [{"action": "CLICK", "element_id": "e2"}])
     (path / "screenshots/step_00000.png").unlink()

@@ -105,6 +105,20 @@ def test_close_after_a_crash_is_safe_and_leaves_no_chromium(site_url):
     assert chromium_of(pid) == []
 
 
+def test_a_goal_longer_than_the_space_allows_is_cut_to_fit(env, site_url):
+    """The observation space bounds ``goal`` as every string field (1 MiB); a
+    longer goal is cut as a long ``url`` or field value is, and every
+    observation stays in the space."""
+    from browser_env.observation import MAX_FIELD_CHARS
+
+    goal = "g" * (MAX_FIELD_CHARS + 5)
+    obs, _ = env.reset(options={"url": site_url + "links.html", "goal": goal})
+    assert env.observation_space.contains(obs)
+    assert len(obs["goal"]) == MAX_FIELD_CHARS and obs["goal"].startswith("ggg")
+    obs = env.step({"action": "WAIT", "value": "0"})[0]
+    assert env.observation_space.contains(obs)
+
+
 @pytest.mark.parametrize(
     ("control", "fate"),
     [("Spin forever", "script was stopped"), ("Spin again and again", "episode is truncated")],
