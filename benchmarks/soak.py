@@ -45,14 +45,18 @@ def soak(
     max_growth: float = 0.10,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run ``resets`` reset+step rounds; return the figures (see module doc)."""
+    """Run ``resets`` reset+step rounds; return the figures (see module doc).
+    ValueError, before a browser starts, unless ``resets`` is more than the
+    warm-up (at least 10): growth is measured from the warm-up's end."""
     import gymnasium as gym
     from tqdm import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
 
-    env = gym.make(f"browser_env/{task}-v0", modalities=("elements", "text"))
     warmup = max(10, resets // 20)
+    if resets <= warmup:
+        raise ValueError(f"resets must be more than the warm-up of {warmup}, got {resets}")
+    env = gym.make(f"browser_env/{task}-v0", modalities=("elements", "text"))
     samples: list[tuple[int, int]] = []
     errors = 0
     t0 = time.perf_counter()
@@ -94,8 +98,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-growth", type=float, default=0.10)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    if args.resets < 1:
-        raise ValueError("--resets must be >= 1")
     result = soak(args.resets, args.task, args.max_growth)
     print(
         f"soak {result['task']}: {result['resets']} resets in {result['seconds']:.0f} s "

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from serve.auth import bearer_matches
 from serve.service import ServiceError, TrainingService
@@ -129,15 +130,25 @@ def create_app(service: TrainingService, token: str | None, *, max_upload_bytes:
     @api.get("/jobs/{job_id}/adapter")
     def get_adapter(job_id: str) -> FileResponse:
         archive = service.adapter_archive(_checked(job_id))
-        return FileResponse(
-            archive,
-            media_type="application/gzip",
-            filename=f"{job_id}-adapter.tar.gz",
-            background=BackgroundTask(shutil.rmtree, archive.parent, ignore_errors=True),
+        return _TempFileResponse(
+            archive, media_type="application/gzip", filename=f"{job_id}-adapter.tar.gz"
         )
 
     app.include_router(api)
     return app
+
+
+class _TempFileResponse(FileResponse):
+    """A FileResponse of a file alone in a temp dir, which goes once the response
+    ends, however it ends: Starlette runs a ``background`` task only after a
+    whole answer, not after its answer to a bad ``Range`` header (400, 416) or
+    a transfer that raised."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            shutil.rmtree(Path(self.path).parent, ignore_errors=True)
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

@@ -55,7 +55,9 @@ class LocalService:
 
     def start(self, timeout: float = 600.0) -> None:
         """Start the service and wait for ``/healthz``; RuntimeError with the
-        log's tail when it exits or does not answer within ``timeout``."""
+        log's tail when it exits or does not answer within ``timeout``. Any
+        error or interruption (Ctrl-C) before it answers stops it: in a
+        session of its own, it would not get the terminal's SIGINT."""
         from serve.client import TrainingClient
 
         env = {**os.environ, **self.extra_env, "BROWSER_RL_SERVE_TOKEN": self.token}
@@ -84,18 +86,20 @@ class LocalService:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        with TrainingClient(self.url, self.token, timeout=10) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    self.stop()  # whatever Ray processes it left
-                    raise RuntimeError(f"the service exited:\n{self.tail()}")
-                try:
-                    client.health()
-                    return
-                except Exception:
-                    time.sleep(1.0)
-        self.stop()
-        raise RuntimeError(f"the service did not answer within {timeout} s:\n{self.tail()}")
+        try:
+            with TrainingClient(self.url, self.token, timeout=10) as client:
+                while time.monotonic() < deadline:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(f"the service exited:\n{self.tail()}")
+                    try:
+                        client.health()
+                        return
+                    except Exception:
+                        time.sleep(1.0)
+            raise RuntimeError(f"the service did not answer within {timeout} s:\n{self.tail()}")
+        except BaseException:
+            self.stop()  # and whatever Ray processes it left
+            raise
 
     def tail(self, chars: int = 4000) -> str:
         try:
@@ -127,7 +131,11 @@ class LocalService:
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def __enter__(self) -> LocalService:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # __exit__ will not run: remove the Ray temp dir here
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

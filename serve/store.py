@@ -4,7 +4,7 @@ Layout::
 
     state_dir/
       VERSION                      {"version": 1}
-      tmp/                         uploads being checked (emptied at start)
+      tmp/                         uploads and keys being written (a dead process's go at start)
       datasets/<dataset_id>/       manifest.json + data/ (the episode dirs)
       jobs/<job_id>/               job.json, spec.json, job.log, pid, result.json, adapter/
       idempotency/<sha256(key)>    {"job_id": ...}, taken with link(2) (atomic, exclusive)
@@ -259,9 +259,7 @@ class Store:
         """A fresh private directory under ``tmp/``, named for its owner (this
         host and process), so that a new :class:`Store` on the same state dir
         leaves it alone while this process lives."""
-        return Path(
-            tempfile.mkdtemp(prefix=f"upload-{_OWNER}-{os.getpid()}-", dir=self.root / "tmp")
-        )
+        return Path(tempfile.mkdtemp(prefix=_owned_prefix(), dir=self.root / "tmp"))
 
     # --- jobs ------------------------------------------------------------
     @staticmethod
@@ -329,7 +327,8 @@ class Store:
         entry = {"version": STATE_VERSION, "job_id": job_id, "request_sha256": request_sha}
         # Written whole to a temp file, then hard-linked into place: link() fails
         # when the name exists, so readers never see a half-written reservation.
-        fd, tmp = tempfile.mkstemp(prefix=".key-", dir=self.root / "tmp")
+        # Named for its owner, as temp dirs are: a new Store's sweep leaves it be.
+        fd, tmp = tempfile.mkstemp(prefix=_owned_prefix() + "key-", dir=self.root / "tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entry, f)
@@ -368,6 +367,12 @@ class Store:
                 continue
             if entry is None or self.job(str(entry.get("job_id", ""))) is None:
                 path.unlink(missing_ok=True)
+
+
+def _owned_prefix() -> str:
+    """The start of the name of a temp file or dir under ``tmp/`` that this
+    process owns (:data:`_TEMP_NAME`)."""
+    return f"upload-{_OWNER}-{os.getpid()}-"
 
 
 def _abandoned(path: Path) -> bool:

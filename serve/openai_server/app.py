@@ -146,6 +146,8 @@ async def read_body(request: Request, schema: type[Any], max_bytes: int) -> Any:
             raise too_large
     try:
         return schema.model_validate(json.loads(body))
+    except RecursionError:  # json's answer to a deeply nested document
+        raise ApiError(400, "invalid request: JSON nested too deeply") from None
     except (ValueError, pydantic.ValidationError) as exc:
         raise ApiError(400, f"invalid request: {exc}"[:2000]) from None
 

@@ -22,3 +22,10 @@ def test_soak_script_reports_the_process_tree_memory():
     assert result["resets"] == 12 and result["truncated_steps"] == 0
     assert result["rss_start_mib"] > 10 and [s["resets"] for s in result["samples"]][-1] == 12
     assert process_tree_rss() > 0
+
+
+@pytest.mark.parametrize("resets", [1, 5, 10])
+def test_a_soak_no_longer_than_its_warm_up_is_refused_before_a_browser_starts(resets):
+    # the growth is measured from the warm-up's end (at least 10 resets)
+    with pytest.raises(ValueError, match="warm-up of 10"):
+        soak(resets=resets, progress=False)

@@ -191,6 +191,24 @@ def test_a_succeeded_job_without_an_adapter_is_404_and_leaves_nothing(api):
     assert list((service.store.root / "tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("byte_range", "status"), [("bytes=999999-", 416), ("bytes=oops", 400), ("bytes=0-9", 206)]
+)
+def test_a_ranged_adapter_download_leaves_no_temp_dir(api, byte_range, status):
+    # Starlette answers a bad Range itself, without running the response's background task
+    client, service, backend = api
+    job_id = client.post("/v1/jobs", json={"learner": "grpo"}, headers=AUTH).json()["job_id"]
+    job_dir = service.store.job_dir(job_id)
+    (job_dir / "adapter").mkdir()
+    (job_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"w" * 1000)
+    (job_dir / "result.json").write_text(json.dumps({"version": 1, "status": "succeeded"}))
+    backend.states[job_id] = "SUCCEEDED"
+    service.tick()
+    response = client.get(f"/v1/jobs/{job_id}/adapter", headers={**AUTH, "Range": byte_range})
+    assert response.status_code == status
+    assert list((service.store.root / "tmp").iterdir()) == []
+
+
 def test_a_job_request_body_is_capped(make_service):
     from fastapi.testclient import TestClient
 

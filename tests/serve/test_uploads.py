@@ -365,3 +365,22 @@ def test_a_new_store_removes_only_abandoned_temp_dirs(tmp_path):
     Store(tmp_path)
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted([busy.name, foreign.name])
     assert (busy / "body").read_bytes() == b"x"
+
+
+def test_a_new_store_leaves_a_live_key_reservation_alone(tmp_path, monkeypatch):
+    """A reservation is written to a temp file under ``tmp/`` and then linked into
+    place: a replica starting in between must not sweep that file away."""
+    from serve.store import Store
+
+    old = Store(tmp_path)
+    link = os.link
+
+    def new_replica_starts_then_link(src, dst, *args, **kwargs):
+        Store(tmp_path)
+        return link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", new_replica_starts_then_link)
+    with old.lock():
+        held = old.reserve_key("key-1", "job-00000000000000000001", "sha")
+    assert held["job_id"] == "job-00000000000000000001"
+    assert list((tmp_path / "tmp").iterdir()) == []  # its temp file removed once linked
