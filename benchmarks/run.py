@@ -103,32 +103,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
     # Ray actors build their own agents (a model on a GPU would load here too)
     agent = None if runner == "ray" or not todo else build_agent(cfg)
-    env_kwargs: dict[str, Any] = {
-        "headless": bool(cfg.headless),
-        **suite.env_kwargs,
-        **OmegaConf.to_container(cfg.env_kwargs, resolve=True),
-    }
-    if cfg.get("modalities"):
-        env_kwargs["modalities"] = tuple(cfg.modalities)
-    if suite.max_episode_steps or cfg.get("max_steps"):
-        env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
-    info, source = recording_info(cfg, agent)  # info.name: the agent's name, built or not
-    spec = RolloutSpec(
-        env_kwargs=env_kwargs,
-        record_dir=str(out / "episodes") if cfg.record else None,
-        agent_info=info,
-        source=source,
-        episode_timeout_s=cfg.get("episode_timeout_s"),
-        **ray_options,
-    )
-    if log.resumed:
-        print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
-    stale = set_aside_unlogged(out / "episodes", kept)  # episodes/ is the table's, each once
-    if stale:
-        print(f"moved {len(stale)} episode dirs with no logged result to {stale[0].parent}")
-    progress = tqdm(
-        total=len(jobs), initial=len(kept), desc=suite.name, disable=not cfg.progress, unit="ep"
-    )
+    try:  # the agent built here is closed if what follows fails before the episodes
+        env_kwargs: dict[str, Any] = {
+            "headless": bool(cfg.headless),
+            **suite.env_kwargs,
+            **OmegaConf.to_container(cfg.env_kwargs, resolve=True),
+        }
+        if cfg.get("modalities"):
+            env_kwargs["modalities"] = tuple(cfg.modalities)
+        if suite.max_episode_steps or cfg.get("max_steps"):
+            env_kwargs["max_episode_steps"] = int(cfg.get("max_steps") or suite.max_episode_steps)
+        info, source = recording_info(cfg, agent)  # info.name: the agent's name, built or not
+        spec = RolloutSpec(
+            env_kwargs=env_kwargs,
+            record_dir=str(out / "episodes") if cfg.record else None,
+            agent_info=info,
+            source=source,
+            episode_timeout_s=cfg.get("episode_timeout_s"),
+            **ray_options,
+        )
+        if log.resumed:
+            print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
+        stale = set_aside_unlogged(out / "episodes", kept)  # episodes/ is the table's, each once
+        if stale:
+            print(f"moved {len(stale)} episode dirs with no logged result to {stale[0].parent}")
+        progress = tqdm(
+            total=len(jobs), initial=len(kept), desc=suite.name, disable=not cfg.progress, unit="ep"
+        )
+    except BaseException:
+        if agent is not None:
+            agent.close()
+        raise
 
     def done(result: EpisodeResult) -> None:
         log.append(result)  # on disk before the next: a stopped run resumes from here

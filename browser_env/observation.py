@@ -126,6 +126,8 @@ class Observation(TypedDict):
     last_action_error: str
 
 
+#: The longest page text an observation holds (``ObserverLimits.max_text_chars`` at most).
+MAX_TEXT_CHARS = 1 << 24
 #: The longest string field an observation holds (``text`` aside: ``max_text_chars``).
 MAX_FIELD_CHARS = 1 << 20
 
@@ -187,7 +189,7 @@ def observation_space(
     if "elements" in modalities:
         fields["elements"] = spaces.Sequence(element_space(), stack=False)
     if "text" in modalities:
-        fields["text"] = UnicodeText(1 << 24)
+        fields["text"] = UnicodeText(MAX_TEXT_CHARS)
     if "screenshot" in modalities:
         width, height = viewport
         fields["screenshot"] = spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
@@ -383,6 +385,11 @@ class ObserverLimits:
         for field in dataclasses.fields(self):
             if int(getattr(self, field.name)) < 1:
                 raise ValueError(f"ObserverLimits.{field.name} must be >= 1")
+        if self.max_text_chars > MAX_TEXT_CHARS:  # the observation space's bound
+            raise ValueError(
+                f"ObserverLimits.max_text_chars must be <= {MAX_TEXT_CHARS}, "
+                f"got {self.max_text_chars}"
+            )
 
 
 class Observer:

@@ -220,6 +220,10 @@ class TrainingClient:
                     raise ClientError(
                         502, f"the download of the adapter of {job_id} was cut short: {exc}"
                     ) from None
+                except OSError as exc:  # the temp file's disk is full
+                    raise ClientError(
+                        502, f"could not write the adapter of {job_id} to a temp file: {exc}"
+                    ) from None
             archive.seek(0)
             staging: Path | None = None
             try:

@@ -189,3 +189,37 @@ def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     assert len(episode_dirs) == 4
     out = capsys.readouterr().out
     assert "success" in out and "miniwob.click-test" in out
+
+
+def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path):
+    """``benchmarks.run`` closes the agent it built (here its backend's HTTP
+    client) when what comes before the episodes fails."""
+    import gc
+
+    import httpx
+
+    from benchmarks.run import run
+
+    def open_clients():
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, httpx.Client) and not o.is_closed}
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            config_name="benchmark",
+            overrides=[
+                "agent=llm",
+                "backend=openai",
+                "model=m",
+                "backend.base_url=http://127.0.0.1:9/v1",  # never contacted
+                "episode_timeout_s=-1",
+                "progress=false",
+                f"output_dir={tmp_path}",
+            ],
+        )
+    before = open_clients()
+    with pytest.raises(ValueError, match="episode_timeout_s must be") as raised:
+        run(cfg)
+    # the traceback's frames keep the agent alive: its client must be closed, not collected
+    assert raised.traceback
+    assert open_clients() - before == set()

@@ -36,3 +36,16 @@ def test_unknown_fields_and_bad_boxes_are_refused():
         make_element("e1", "button", "button", "OK", colour="red")
     with pytest.raises(ValueError, match="bbox must be 4 numbers"):
         make_element("e1", "button", bbox=(1, 2, 3))
+
+
+def test_observer_limits_keep_the_text_within_its_space():
+    """``max_text_chars`` past the observation space's bound would let ``text``
+    outgrow it: refused, as a limit below 1 is."""
+    from browser_env.observation import MAX_TEXT_CHARS, ObserverLimits, observation_space
+
+    assert observation_space(("text",), (10, 10))["text"].max_length == MAX_TEXT_CHARS
+    assert ObserverLimits(max_text_chars=MAX_TEXT_CHARS).max_text_chars == MAX_TEXT_CHARS
+    with pytest.raises(ValueError, match="max_text_chars must be <= "):
+        ObserverLimits(max_text_chars=MAX_TEXT_CHARS + 1)
+    with pytest.raises(ValueError, match="max_nodes must be >= 1"):
+        ObserverLimits(max_nodes=0)

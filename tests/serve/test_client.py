@@ -168,6 +168,52 @@ def test_a_connection_dropped_mid_download_is_a_client_error(tmp_path):
     assert not dest.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_a_download_that_cannot_be_written_is_a_client_error(tmp_path):
+    """A full disk under the temp archive (here: a file-size limit, with
+    SIGXFSZ ignored so that the write fails with EFBIG) is ClientError(502),
+    and ``dest`` is not made."""
+    import os
+    import resource
+    import signal
+    import socket
+    import threading
+
+    import httpx
+    import pytest
+
+    from serve.client import ClientError, TrainingClient
+
+    whole = _adapter_archive(os.urandom(1 << 21))  # a limit of 1 MiB: far above what else this
+    # process writes meanwhile (pytest's captured output)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(whole)}\r\n\r\n".encode())
+            conn.sendall(whole)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{server.getsockname()[1]}", trust_env=False)
+    dest = tmp_path / "adapter"
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(whole) // 2, limits[1]))
+        with pytest.raises(ClientError) as caught:
+            TrainingClient(http=http, token="x").download("job-1", dest)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+        http.close()
+        thread.join(timeout=10)
+        server.close()
+    assert caught.value.status == 502 and "could not write" in caught.value.detail
+    assert not dest.exists()
+
+
 def test_an_error_whose_json_body_is_not_an_object_is_a_client_error():
     """A proxy in front of the service may answer an error with any JSON: the
     client reports it as it came, with the status (it used to fail on
