@@ -29,13 +29,14 @@ comes with it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from browser_env.atomic import write_json_atomic
 
 __all__ = ["AXTREE_BYTES", "ambiguous_targets", "line_keys", "main", "measure"]
 
@@ -305,10 +306,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = measure(tasks, args.seeds, args.max_steps, args.first_seed)
     print(format_report(result))
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        write_json_atomic(args.json, result)
     return result
 
 

@@ -18,15 +18,14 @@ first, or null. Files written before these keys existed lack them.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agents.rollout import EpisodeResult
+from browser_env.atomic import write_json_atomic, write_text_atomic
 
 __all__ = [
     "format_table",
@@ -124,32 +123,6 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str
     body = [fmt(line) for line in lines]
     notes = [f"{row['task']}: {row['first_error']}" for row in rows if row.get("first_error")]
     return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1], *notes])
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON to a temp file in the same directory, fsync, then rename."""
-    return write_text_atomic(path, json.dumps(data, indent=2, default=str))
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write text to a temp file in the same directory, fsync, then rename.
-
-    The temp file is created as ``open(path, "w")`` would create the file (0666
-    less the umask), not ``mkstemp``'s 0600: reports are meant to be shared.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:  # "x": never an existing file
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_results(

@@ -16,11 +16,12 @@ the absolute figure is an overestimate; the growth is what matters.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from browser_env.atomic import write_json_atomic
 
 __all__ = ["main", "process_tree_rss", "soak"]
 
@@ -112,10 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 if __name__ == "__main__":

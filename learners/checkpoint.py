@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.prompt import PROMPT_VERSION
+from browser_env.atomic import write_json_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -437,7 +438,4 @@ def write_training_json(
         "runs": runs,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S") if status == "complete" else None,
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, record)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.prompt import DEMO_BEGIN
+from browser_env.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from agents.backends.base import Backend
@@ -129,9 +130,7 @@ class Enricher:
             return None
         self.stats["generated"] += 1
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"model": self.model, "rationale": text}))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"model": self.model, "rationale": text}))
         return text
 
     def close(self) -> None:

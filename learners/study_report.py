@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from browser_env.atomic import write_json_atomic
 
 __all__ = ["save_results", "validation_curve", "write_report"]
 
@@ -46,9 +47,7 @@ def _table(results: dict[str, Any]) -> str:
 def save_results(out: Path, results: dict[str, Any]) -> None:
     """``results.json``, atomically: written after every phase, so a crash
     loses at most the phase it happened in."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "results.json")
+    write_json_atomic(out / "results.json", results)
 
 
 def write_report(out: Path, results: dict[str, Any]) -> None:

@@ -34,7 +34,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from browser_env.episodes.writer import atomic_write_bytes, free_path
+from browser_env.atomic import write_bytes_atomic
+from browser_env.episodes.writer import free_path
 
 __all__ = ["keep_unsent", "keep_unshipped", "pack", "ship_root", "ships", "unpack"]
 
@@ -100,7 +101,7 @@ def keep_unshipped(data: bytes, root: str | os.PathLike[str], name: str) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "episode"
     target = free_path(folder, stem, ".tar")  # the driver is this folder's one writer
-    atomic_write_bytes(target, data)
+    write_bytes_atomic(target, data)
     return target
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from browser_env.atomic import write_bytes_atomic
 from browser_env.episodes.format import (
     EPISODE_FILE,
     SCREENSHOT_DIR,
@@ -50,7 +51,7 @@ from browser_env.episodes.format import (
     to_jsonable,
 )
 
-__all__ = ["EpisodeWriter", "atomic_write_bytes", "package_versions"]
+__all__ = ["EpisodeWriter", "package_versions"]
 
 _VERSIONED_PACKAGES = ("browser-rl", "gymnasium", "playwright", "numpy", "pillow", "miniwob")
 
@@ -74,35 +75,6 @@ def free_path(folder: Path, name: str, suffix: str = "") -> Path:
         n += 1
         target = folder / f"{name}-{n}{suffix}"
     return target
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not all platforms allow opening a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _check_pixels(pixels: Any) -> np.ndarray:
@@ -305,7 +277,7 @@ class EpisodeWriter:
     def _store_png(self, name: str, pixels: np.ndarray) -> None:
         directory = self.path / SCREENSHOT_DIR
         directory.mkdir(exist_ok=True)
-        atomic_write_bytes(directory / name, _encode_png(pixels))
+        write_bytes_atomic(directory / name, _encode_png(pixels))
 
     def outcome_so_far(self, reason: str | None = None) -> Outcome:
         """The outcome implied by the steps written so far."""
@@ -388,7 +360,7 @@ class EpisodeWriter:
     def _write_episode_json(self) -> None:
         # Serialised now (the meta may change later), written in order after the queued steps.
         data = json.dumps(self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False)
-        self._submit(atomic_write_bytes, self.path / EPISODE_FILE, data.encode("utf-8"))
+        self._submit(write_bytes_atomic, self.path / EPISODE_FILE, data.encode("utf-8"))
 
     def __enter__(self) -> EpisodeWriter:
         return self
