@@ -120,7 +120,6 @@ class TrainLoop:
 
         cfg = self.cfg
         tracker = Tracker(cfg, self.learner, self.out)
-        self._write_meta("running", {}, self.start_step)
         model = self.trainable.model
         params = [p for _, p in self.trainable.trainable_parameters()]
 
@@ -139,6 +138,7 @@ class TrainLoop:
             total=cfg.max_steps,
         )
         try:
+            self._write_meta("running", {}, self.start_step)
             for step in bar:
                 model.train()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -180,6 +180,8 @@ class TrainLoop:
             }
         finally:
             bar.close()
-            tracker.finish()
-            for close in self.closers:
-                close()
+            try:
+                tracker.finish()
+            finally:
+                for close in self.closers:
+                    close()

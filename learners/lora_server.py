@@ -124,8 +124,16 @@ class LoRAServer:
         return response
 
     def check(self) -> list[str]:
-        """The served model ids; a clear :class:`LoRAServerError` when the server is not there."""
-        return [m["id"] for m in self._call("GET", "/models").json().get("data", [])]
+        """The served model ids; a clear :class:`LoRAServerError` when the server is
+        not there, or is not an OpenAI-compatible one."""
+        response = self._call("GET", "/models")
+        try:
+            return [str(m["id"]) for m in response.json().get("data", [])]
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
+            raise LoRAServerError(
+                f"{self.base_url}/models did not answer with an OpenAI model list "
+                f"({type(exc).__name__}: {exc}); " + START_HINT
+            ) from None
 
     def push(self, model: PeftModel, version: int) -> str:
         """Serve ``model``'s adapter as ``<lora_name>-<version>``; returns that name."""

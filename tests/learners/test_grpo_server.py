@@ -208,6 +208,37 @@ def test_grpo_server_mode_says_when_no_server_answers(tmp_path):
         run(_server_cfg(url, tmp_path / "grpo", server_token_env=None), play_fn=_alternating)
 
 
+def test_grpo_server_mode_says_when_the_server_is_not_an_openai_one(tmp_path):
+    """Something else answers on the port (here a plain static file server):
+    a LoRAServerError that says so, not a JSON or attribute error."""
+    import http.server
+    import threading
+
+    from learners.grpo import run
+    from learners.lora_server import LoRAServerError
+
+    class NotOpenAI(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        with pytest.raises(LoRAServerError, match=r"did not answer with an OpenAI model list"):
+            run(_server_cfg(url, tmp_path / "grpo", server_token_env=None), play_fn=_alternating)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_grpo_server_mode_needs_the_write_token(tmp_path, server, monkeypatch):
     from learners.grpo import run
     from learners.lora_server import LoRAServerError
