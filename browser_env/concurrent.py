@@ -64,6 +64,7 @@ def run_concurrently(calls: Sequence[Callable[[], T]], playwright: Any = None) -
 
     loop, fiber = hooks
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(calls)
+    started: list[Any] = []  # the calls' greenlets
 
     async def gather() -> None:
         futures = []
@@ -75,17 +76,23 @@ def run_concurrently(calls: Sequence[Callable[[], T]], playwright: Any = None) -
                     outcomes[i] = (True, call())
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                     outcomes[i] = (False, exc)
-                done.set_result(None)
+                if not done.done():  # (cancelled when the wait below was interrupted)
+                    done.set_result(None)
 
             # Runs until its first blocking Playwright call, then comes back here.
-            greenlet.greenlet(body).switch()
+            started.append(greenlet.greenlet(body))
+            started[-1].switch()
             futures.append(done)
         await asyncio.gather(*futures)
 
     from playwright._impl._greenlets import wait_for_future
 
     task = loop.create_task(gather())
-    wait_for_future(loop, fiber, task)
+    try:
+        wait_for_future(loop, fiber, task)
+    except BaseException as exc:
+        _interrupt(started, exc)
+        raise
     task.result()
     results = []
     for ok, value in outcomes:
@@ -93,6 +100,31 @@ def run_concurrently(calls: Sequence[Callable[[], T]], playwright: Any = None) -
             raise value
         results.append(value)
     return results
+
+
+def _interrupt(started: Sequence[Any], exc: BaseException) -> None:
+    """Raise ``exc`` (a copy) in every call still parked in a Playwright call, and
+    let each unwind to its end here, as the one call in flight would unwind
+    when run alone. Left parked, a call would resume whenever the driver
+    next answers it, in the middle of whatever the caller does next (say,
+    closing the env that call was resetting, which it would then go on using)."""
+    import copy
+
+    import greenlet
+
+    here = greenlet.getcurrent()
+    for parked in started:
+        if parked.dead:
+            continue
+        try:
+            thrown = copy.copy(exc)
+        except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt
+            thrown = greenlet.GreenletExit()
+        parked.parent = here  # its end comes back here, not to the dispatcher fiber
+        try:
+            parked.throw(thrown)
+        except BaseException:  # noqa: BLE001 - e.g. a second Ctrl+C: the first one is raised
+            return
 
 
 class Latch:

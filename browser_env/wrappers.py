@@ -222,6 +222,15 @@ class RecordEpisode(gymnasium.Wrapper):
         ``reset`` starts a new episode; between episodes this does nothing."""
         self._end_episode(reason=reason)
 
+    def abort(self, reason: str = "interrupted") -> None:
+        """Stop recording the episode under way, leaving it ``complete: false``
+        with the steps written so far and ``reason`` (what a runner does when
+        Ctrl+C ends it, rather than close it as ``abandoned``). The next
+        ``reset`` starts a new episode; between episodes this does nothing."""
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.closed:
+            writer.abort(reason)
+
     def _end_episode(self, *, final_observation: Any = None, reason: str | None = None) -> None:
         writer, self._writer = self._writer, None
         if writer is None or writer.closed:

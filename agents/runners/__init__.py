@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "runner_options",
+    "abort_recording",
     "RUNNERS",
     "Job",
     "RolloutEngine",
@@ -314,6 +315,23 @@ def check_runner_options(
             f"cpus_per_worker and gpus_per_worker are each Ray actor's resources: "
             f"runner=ray only (runner={runner} runs in this process)"
         )
+
+
+def abort_recording(env: Any, exc: BaseException) -> None:
+    """Leave the episode ``env`` is recording ``complete: false``, with reason
+    ``interrupted: <type>``, when ``exc`` interrupts it (Ctrl+C, ``SystemExit``:
+    not an ``Exception``, which ends the run with the recording ``abandoned``
+    when the envs close). A recording that cannot be ended is let be."""
+    import contextlib
+
+    from agents.rollout import find_recorder
+
+    if isinstance(exc, Exception | GeneratorExit):
+        return
+    recorder = find_recorder(env)
+    if recorder is not None:
+        with contextlib.suppress(Exception):
+            recorder.abort(f"interrupted: {type(exc).__name__}")
 
 
 def reset_error_result(job: Job, exc: BaseException, env: Any) -> EpisodeResult:

@@ -10,6 +10,7 @@ from agents.rollout import EpisodeResult, rollout
 from agents.runners import (
     Job,
     RolloutSpec,
+    abort_recording,
     by_env_id,
     collect,
     reset_error_result,
@@ -49,6 +50,9 @@ def play_job(
         if not record_errors:
             raise
         return reset_error_result(job, exc, env)
+    except BaseException as exc:  # Ctrl+C: the episode stays incomplete
+        abort_recording(env, exc)
+        raise
 
 
 class LocalRunner:
@@ -60,7 +64,8 @@ class LocalRunner:
     exception an episode raises ends :meth:`run`, unless ``record_errors``:
     then that episode is recorded with ``status="error"`` (the steps it
     played, and its recording, end there) and the next job plays (what Ray
-    actors do).
+    actors do). Ctrl+C leaves the recording of the episode under way
+    ``complete: false`` (reason ``interrupted: KeyboardInterrupt``).
     """
 
     def __init__(

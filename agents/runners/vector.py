@@ -26,7 +26,8 @@ run ends on a reset's exception, the other episodes reset in that round
 (concurrently: their resets had run) never played a step; like the jobs
 after a failing one under ``runner=local`` they leave no recording, not a
 zero-step ``abandoned`` one. Episodes that had played steps keep theirs
-(ended ``abandoned`` when the envs close or reset). Ray actors
+(ended ``abandoned`` when the envs close or reset; after Ctrl+C, ``complete:
+false`` with reason ``interrupted: KeyboardInterrupt``). Ray actors
 with several envs use that, so that one bad job does not take the actor's
 other episodes with it (an exception of the batched policy call itself
 still ends the run: it belongs to no one episode).
@@ -43,7 +44,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.rollout import Episode, EpisodeResult
-from agents.runners import Job, RolloutSpec, by_env_id, collect, reset_error_result
+from agents.runners import (
+    Job,
+    RolloutSpec,
+    abort_recording,
+    by_env_id,
+    collect,
+    reset_error_result,
+)
 from browser_env.concurrent import run_concurrently
 from browser_env.vector import close_all
 
@@ -214,41 +222,46 @@ def _play(
                     _discard_unplayed(slots[i])
             raise
 
-    start_all(range(len(envs)))
-    while any(slot is not None for slot in slots) or errors:
-        ended = list(errors)
-        for i in ended:
-            yield jobs[i], errors.pop(i)
-        for i, slot in enumerate(slots):
-            if slot is None:
+    try:
+        start_all(range(len(envs)))
+        while any(slot is not None for slot in slots) or errors:
+            ended = list(errors)
+            for i in ended:
+                yield jobs[i], errors.pop(i)
+            for i, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                if not slot.done and time.monotonic() > deadlines[i]:
+                    try:
+                        stopped = slot.stop("timeout")
+                    except Exception as exc:  # its recording could not be ended: this one fails
+                        if not record_errors:
+                            raise
+                        stopped = slot.fail(exc)
+                    yield jobs[i], stopped
+                    ended.append(i)
+                elif slot.done:  # ended on reset (a zero-step limit) or on its last step
+                    yield jobs[i], slot.result()
+                    ended.append(i)
+            start_all(ended)
+            active = [i for i, slot in enumerate(slots) if slot is not None and not slot.done]
+            if not active:
                 continue
-            if not slot.done and time.monotonic() > deadlines[i]:
-                try:
-                    stopped = slot.stop("timeout")
-                except Exception as exc:  # its recording could not be ended: this one fails
-                    if not record_errors:
-                        raise
-                    stopped = slot.fail(exc)
-                yield jobs[i], stopped
-                ended.append(i)
-            elif slot.done:  # ended on reset (a zero-step limit) or on its last step
-                yield jobs[i], slot.result()
-                ended.append(i)
-        start_all(ended)
-        active = [i for i, slot in enumerate(slots) if slot is not None and not slot.done]
-        if not active:
-            continue
-        t0 = time.perf_counter()
-        decisions = leader.act_batch([slots[i].obs for i in active], [forks[i] for i in active])
-        per_env_ms = (time.perf_counter() - t0) * 1e3 / len(active)
-        run_concurrently(
-            [
-                functools.partial(
-                    guarded, i, functools.partial(slots[i].step, action, info, per_env_ms)
-                )
-                for i, (action, info) in zip(active, decisions, strict=True)
-            ]
-        )
+            t0 = time.perf_counter()
+            decisions = leader.act_batch([slots[i].obs for i in active], [forks[i] for i in active])
+            per_env_ms = (time.perf_counter() - t0) * 1e3 / len(active)
+            run_concurrently(
+                [
+                    functools.partial(
+                        guarded, i, functools.partial(slots[i].step, action, info, per_env_ms)
+                    )
+                    for i, (action, info) in zip(active, decisions, strict=True)
+                ]
+            )
+    except BaseException as exc:  # Ctrl+C: the episodes under way stay incomplete
+        for env in envs:
+            abort_recording(env, exc)
+        raise
 
 
 def _discard_unplayed(episode: Episode) -> None:

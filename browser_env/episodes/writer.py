@@ -22,12 +22,14 @@ background is raised by the next ``write_step`` or by ``close``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import io
 import json
 import os
 import platform
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -129,6 +131,17 @@ class EpisodeWriter:
             meta.versions = package_versions()
         self.path = Path(root) / meta.episode_id
         self.path.mkdir(parents=True, exist_ok=False)
+        try:
+            self._start(meta, background)
+        except BaseException:  # e.g. Ctrl+C: no directory that is no episode stays behind
+            worker = getattr(self, "_worker", None)
+            if worker is not None:
+                worker.shutdown(wait=True)
+            if not (self.path / EPISODE_FILE).exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def _start(self, meta: EpisodeMeta, background: bool) -> None:
         self._file = EpisodeFile(meta=meta)
         self._steps = 0
         self._return = 0.0
@@ -327,6 +340,8 @@ class EpisodeWriter:
             for key, total in self._timing_sums.items():
                 timings[f"mean_{key}"] = total / self._steps
         self._file.timings = timings
+        interrupted: str | None = None  # an interrupt's type, before episode.json was queued
+        written = False
         try:
             # Whatever fails from here is raised at the end, once the files are
             # finished, the thread stopped and the episode left not complete.
@@ -346,16 +361,33 @@ class EpisodeWriter:
                     failed = failed or exc
             self._file.complete = complete and failed is None and self._failed is None
             self._write_episode_json()
+            written = True  # (queued: the shutdown below waits for it)
             self._submit(self._steps_fh.close)
             if self._worker is not None:
                 self.flush()
             if failed is not None:
                 raise failed
+        except BaseException as exc:
+            if isinstance(exc, Exception) or written:
+                raise
+            # Ctrl+C while the steps' writes were awaited: they finish below,
+            # then the episode is left not complete with its outcome so far
+            interrupted = type(exc).__name__
+            raise
         finally:
             if self._worker is not None:
                 self._worker.shutdown(wait=True)
             if not self._steps_fh.closed:
                 self._steps_fh.close()
+            if interrupted is not None:
+                self._file.complete = False
+                self._file.outcome = dataclasses.replace(
+                    outcome, reason=f"interrupted: {interrupted}"
+                )
+                data = json.dumps(
+                    self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False
+                )
+                write_bytes_atomic(self.path / EPISODE_FILE, data.encode("utf-8"))
 
     def _write_episode_json(self) -> None:
         # Serialised now (the meta may change later), written in order after the queued steps.

@@ -430,3 +430,48 @@ def test_an_engine_says_how_many_episodes_it_plays_at_once():
     for runner, workers, slots in (("local", 1, 1), ("vector", 3, 3)):
         with RolloutEngine(SPEC, agent=RandomAgent(), runner=runner, workers=workers) as engine:
             assert engine.slots == slots
+
+
+class _WaitsThenCtrlC:
+    """WAITs; its ``interrupt_at``-th decision (over all its forks) is Ctrl+C."""
+
+    def __init__(self, interrupt_at, calls=None):
+        self.interrupt_at, self.calls = interrupt_at, calls if calls is not None else [0]
+
+    def reset(self, goal="", *, seed=None):
+        pass
+
+    def act(self, obs):
+        from browser_env.actions import Action, Verb
+
+        self.calls[0] += 1
+        if self.calls[0] == self.interrupt_at:
+            raise KeyboardInterrupt
+        return Action(Verb.WAIT, None, "0"), {}
+
+    def fork(self):
+        return _WaitsThenCtrlC(self.interrupt_at, self.calls)
+
+    def act_batch(self, observations, agents):
+        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
+
+
+@pytest.mark.parametrize("kind", ["local", "vector"])
+def test_ctrl_c_mid_episode_leaves_its_recording_incomplete_and_no_browser(tmp_path, kind):
+    # Closing the envs after Ctrl+C used to mark the episodes under way complete
+    # ("abandoned"), as if they had been played to an end the run chose.
+    from browser_env.episodes.loader import find_episode_dirs, load_episode
+
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=10, record_dir=str(tmp_path))
+    jobs = [Job("browser_env/miniwob.click-checkboxes-v0", s) for s in (0, 1)]
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        run_rollouts(
+            jobs, spec, agent=_WaitsThenCtrlC(4), runner=kind, workers=2, on_result=seen.append
+        )
+    assert seen == [] and _browsers() == []
+    episodes = [load_episode(d) for d in find_episode_dirs(tmp_path)]
+    assert len(episodes) == (1 if kind == "local" else 2)
+    for episode in episodes:
+        assert not episode.complete and episode.outcome.steps == len(episode.steps) > 0
+        assert episode.outcome.reason == "interrupted: KeyboardInterrupt"

@@ -130,3 +130,116 @@ def test_a_latch_parks_a_call_until_another_opens_it(site_url):
         latch.wait()  # open: returns at once
     finally:
         env.close()
+
+
+def _interrupt_main_after(seconds):
+    """A real SIGINT to the main thread after ``seconds`` (it lands in the event
+    loop that waits for the driver, as Ctrl+C does)."""
+    import signal
+    import threading
+
+    main = threading.main_thread().ident
+    timer = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(site_url):
+    # The calls parked in the driver used to be left there: each resumed
+    # whenever the driver next answered it, in the middle of the caller's
+    # next Playwright calls (closing the envs it was resetting), and failed
+    # on a cancelled future.
+    import time
+
+    envs = [BrowserEnv("open", modalities=TEXT_ONLY) for _ in range(2)]
+    try:
+        for env in envs:
+            env.reset(seed=0, options={"url": site_url + "form.html"})
+        log = []
+
+        def work(name, env):
+            try:
+                env.page.wait_for_timeout(1500)
+            except KeyboardInterrupt:
+                log.append(f"{name} interrupted")
+                raise
+            log.append(f"{name} resumed")
+
+        timer = _interrupt_main_after(0.3)
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_concurrently([lambda: work("a", envs[0]), lambda: work("b", envs[1])])
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 1.2  # at once, not once the calls' waits end
+        assert sorted(log) == ["a interrupted", "b interrupted"]
+        envs[0].page.wait_for_timeout(2000)  # past the calls' waits: the driver has answered
+        assert sorted(log) == ["a interrupted", "b interrupted"]
+        assert envs[1].page.evaluate("1 + 1") == 2  # the driver is still usable
+    finally:
+        for env in envs:
+            env.close()
+
+
+class _SlowReset(gym.Wrapper):
+    """A sub-env whose reset waits in the driver once ``slow`` is set, and logs."""
+
+    slow = False
+
+    def __init__(self, env, log):
+        super().__init__(env)
+        self.log = log
+
+    def reset(self, **kwargs):
+        out = self.env.reset(**kwargs)
+        if _SlowReset.slow:
+            try:
+                self.env.unwrapped.page.wait_for_timeout(1500)
+            except KeyboardInterrupt:
+                self.log.append("interrupted")
+                raise
+            self.log.append("resumed")
+        return out
+
+
+def test_an_interrupted_concurrent_reset_closes_cleanly_and_records_nothing_torn(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    import psutil
+
+    from browser_env.episodes.loader import find_episode_dirs, load_episode
+    from browser_env.vector import SharedBrowserVectorEnv
+    from browser_env.wrappers import RecordEpisode
+
+    log = []
+    vec = SharedBrowserVectorEnv(
+        3,
+        env_id="browser_env/miniwob.click-button-v0",
+        modalities=TEXT_ONLY,
+        wrappers=[lambda env: _SlowReset(env, log), lambda env: RecordEpisode(env, tmp_path)],
+    )
+    try:
+        vec.reset(seed=0)
+        monkeypatch.setattr(_SlowReset, "slow", True)
+        timer = _interrupt_main_after(0.3)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                vec.reset(seed=10)
+        finally:
+            timer.cancel()
+        assert log == ["interrupted"] * 3  # every sub-env's reset stopped there
+    finally:
+        vec.close()
+    chromium = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE and "chrom" in p.name().lower()
+    ]
+    assert chromium == []
+    assert log == ["interrupted"] * 3
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("episode-")]
+    episodes = [load_episode(d) for d in find_episode_dirs(tmp_path)]
+    assert len(episodes) == 3 and all(e.complete for e in episodes)

@@ -142,3 +142,50 @@ def test_queued_steps_are_flushed_when_the_process_crashes(tmp_path):
     episode = load_episode(tmp_path / "ep")
     assert not episode.complete and len(episode.steps) == 40
     assert episode.observation(39, screenshot=True)["screenshot"].shape == (48, 64, 3)
+
+
+def test_an_interrupt_while_close_awaits_the_writes_leaves_the_outcome_incomplete(tmp_path):
+    # Ctrl+C while close() waited for the queued steps used to leave the first
+    # episode.json (no outcome): the steps landed, what they added up to did not.
+    import signal
+    import threading
+
+    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
+    writer = EpisodeWriter(tmp_path, meta, background=True)
+    env = FakeBrowserEnv(max_steps=50)
+    obs, _ = env.reset(seed=0)
+    release = threading.Event()
+    writer._submit(release.wait)  # the writes queue behind this until it is released
+    for _ in range(3):
+        obs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
+        writer.write_step(obs, info["action"], r, te, tr, info)
+    main = threading.main_thread().ident
+    interrupt = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
+    unblock = threading.Timer(1.0, release.set)
+    interrupt.start()
+    unblock.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.close(final_observation=obs)
+    finally:
+        interrupt.cancel()
+        release.set()
+    episode = load_episode(tmp_path / "ep")
+    assert not episode.complete and len(episode.steps) == 3
+    assert episode.outcome is not None and episode.outcome.steps == 3
+    assert episode.outcome.reason == "interrupted: KeyboardInterrupt"
+    assert writer.closed and writer._worker._shutdown
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_interrupt_while_the_writer_opens_leaves_no_directory(tmp_path, monkeypatch, background):
+    # Ctrl+C landing between the episode dir's mkdir and its first episode.json
+    # (in a vector env's concurrent reset, say) used to leave an empty dir behind.
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpisodeWriter, "_write_episode_json", interrupted)
+    meta = EpisodeMeta(env_id="x", task="t", seed=0, episode_id="ep")
+    with pytest.raises(KeyboardInterrupt):
+        EpisodeWriter(tmp_path, meta, background=background)
+    assert list(tmp_path.iterdir()) == []
