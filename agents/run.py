@@ -33,7 +33,8 @@ the checkpoint too). The learner is instantiated by Hydra at run time:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_agent",
+    "check_options",
     "main",
     "make_env",
     "env_id_of",
@@ -62,6 +64,70 @@ __all__ = [
 ]
 
 EpisodeWriterFactory = Callable[[Any], Any]
+
+
+_INTS = {"episodes": 1, "max_steps": 1, "seed": 0, "workers": None, "envs_per_worker": None}
+"""Integer options -> their least value (None: checked by the rollout engine's own check)."""
+_NUMBERS = ("cpus_per_worker", "gpus_per_worker")
+_BOOLS = ("record", "headless", "progress", "wandb", "resume")
+
+
+def check_options(cfg: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first option of ``cfg`` (an entry point's
+    top level: ``agents.run``, ``benchmarks.run``) whose value is of the wrong
+    kind, before a model loads or a browser starts: ``episodes=abc``,
+    ``seed=-1``, ``record=maybe``, ``env_kwargs=abc``, ``modalities=[nope]``.
+    Options missing from ``cfg``, or null, are not checked."""
+
+    def given(name: str) -> Any:
+        return cfg.get(name) if name in cfg else None
+
+    for name, least in _INTS.items():
+        value = given(name)
+        if value is None:
+            continue
+        if not _is_int(value) or (least is not None and value < least):
+            kind = "an integer" if least is None else f"an integer >= {least}"
+            raise ValueError(f"{name} must be {kind}, got {name}={value!r}")
+    for name in _NUMBERS:
+        value = given(name)
+        if value is not None and not _is_number(value):
+            raise ValueError(f"{name} must be a number, got {name}={value!r}")
+    for name in _BOOLS:
+        value = given(name)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {name}={value!r}")
+    timeout = given("episode_timeout_s")
+    if timeout is not None and not (_is_number(timeout) and timeout > 0):
+        raise ValueError(
+            f"episode_timeout_s must be finite seconds > 0, or null (no limit), got {timeout!r}"
+        )
+    kwargs = given("env_kwargs")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ValueError(
+            f"env_kwargs must be a mapping of BrowserEnv arguments, e.g. "
+            f"'env_kwargs={{modalities: [elements, text]}}', got env_kwargs={kwargs!r}"
+        )
+    modalities = given("modalities")
+    if modalities is not None:
+        from browser_env.observation import MODALITIES
+
+        if not (isinstance(modalities, Sequence) and not isinstance(modalities, str)) or not all(
+            m in MODALITIES for m in modalities
+        ):
+            raise ValueError(
+                f"modalities must be a list of {', '.join(MODALITIES)} "
+                f"(e.g. modalities=[elements,text]), got modalities={modalities!r}"
+            )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def env_id_of(cfg: Mapping[str, Any]) -> str:
@@ -392,10 +458,15 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     """One episode step by step (``run``) unless more, online learning, a
     runner other than ``local`` or ``episode_timeout_s`` is asked for: then the
     rollout engine plays them."""
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
     from agents.runners import ray_spec_options, runner_options
 
+    check_options(cfg)
     runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
     ray_spec_options(cfg, runner)
+    gym.spec(env_id_of(cfg))  # an unknown env= too, before a model loads
     if (
         cfg.get("online")
         or int(cfg.get("episodes") or 1) > 1

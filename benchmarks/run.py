@@ -84,8 +84,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent, recording_info
+    from agents.run import build_agent, check_options, recording_info
 
+    check_options(cfg)
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
     ray_options = ray_spec_options(cfg, runner)

@@ -37,12 +37,13 @@ def learner_values(
     """
     from omegaconf import OmegaConf
 
+    _check_top_level(cfg)
     values = OmegaConf.to_container(cfg.learner, resolve=True)
     if cfg.get("model") is not None:
         values["model"] = str(cfg.model)
     backend = cfg.get("backend")
     if backend is None:
-        return values
+        return _checked(values, learner)
     target = str(backend.get("_target_", ""))
     name = next(
         (n for n in ("transformers", "mlx", "openai", "tensorrt") if f".{n}." in target), target
@@ -72,4 +73,39 @@ def learner_values(
         )
     if len(trainable) > 1:
         values["backend"] = name
+    return _checked(values, learner)
+
+
+#: top-level keys that set the learner field of the same name (conf/{sft,sdft,grpo}.yaml)
+_TOP_LEVEL = ("model", "runner", "workers")
+
+
+def _check_top_level(cfg: DictConfig) -> None:
+    """A top-level ``workers=abc`` is held to ``learner.workers``'s type, as
+    ``learner.workers=abc`` is by the structured config, before any model loads."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    for key in _TOP_LEVEL:
+        if cfg.get(key) is None or key not in cfg.learner:
+            continue
+        try:
+            OmegaConf.merge(cfg.learner, {key: cfg[key]})
+        except ValidationError as exc:
+            raise ValueError(
+                f"{key}={cfg[key]!r} (it sets learner.{key}): {str(exc).splitlines()[0]}"
+            ) from None
+
+
+def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:
+    """``values``, once the episode or run directories SFT and SDFT read are
+    known to exist (the check would otherwise come after the model loads)."""
+    if learner not in ("sft", "sdft"):
+        return values
+    episodes = values.get("episodes") or []
+    if not episodes:
+        raise ValueError("no episodes given: set learner.episodes=[DIR, ...]")
+    missing = [str(e) for e in episodes if not Path(e).expanduser().exists()]
+    if missing:
+        raise ValueError(f"learner.episodes: no such episode or run directory: {missing}")
     return values

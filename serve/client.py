@@ -395,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel = commands.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id")
     args = parser.parse_args(argv)
+    if args.command == "upload":
+        missing = [p for p in args.paths if not Path(p).exists()]
+        if missing:
+            parser.error(f"upload: no such episode or run directory: {', '.join(missing)}")
+    import httpx
 
     def show(value: Any) -> None:
         print(json.dumps(value, indent=2))
@@ -436,6 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show(client.cancel(args.job_id))
         except ClientError as exc:
             print(f"error {exc.status}: {exc.detail}", file=sys.stderr)
+            return 1
+        except httpx.TransportError as exc:
+            print(
+                f"error: cannot reach the training service at {args.url} ({exc}); "
+                "start it with python -m serve, or pass --url (or $BROWSER_RL_SERVE_URL)",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

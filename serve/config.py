@@ -111,6 +111,16 @@ class ServeConfig:
             raise ValueError("max_log_chunk must be >= 4")
         if self.ray_jobs_timeout_s <= 0:
             raise ValueError("ray_jobs_timeout_s must be > 0")
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        for name in ("max_queued_jobs", "max_image_side", "ray_start_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
+            raise ValueError(f"ray_num_cpus must be >= 1 or null (all), got {self.ray_num_cpus}")
+        for name in ("default_num_cpus", "default_num_gpus", "replica_num_cpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def token(self) -> str | None:
         """The bearer token, or None where serving without one is allowed.

@@ -24,7 +24,7 @@ from serve.auth import MIN_TOKEN_LENGTH, load_token
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["main", "run"]
+__all__ = ["check_options", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> None:
         for key in ("model", "adapter"):
             if cfg.get(key) is not None:
                 cfg.backend[key] = cfg[key]
+    check_options(cfg)
     backend = instantiate(cfg.backend)
     model = str(cfg.backend.model)
     name = cfg.get("served_model_name") or os.path.basename(os.path.normpath(model))
@@ -75,6 +76,40 @@ def run(cfg: DictConfig) -> None:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
     finally:
         backend.close()
+
+
+#: integer settings -> their least value
+_LEAST = {
+    "port": 1,
+    "max_request_bytes": 1,
+    "max_tokens_limit": 1,
+    "max_batch_size": 1,
+    "batch_wait_ms": 0,
+}
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming a setting the server cannot run with, before
+    the model loads: no ``model=``, a local model or adapter path that does
+    not exist, a port or limit that is not a whole number in range."""
+    from omegaconf import OmegaConf
+
+    backend = cfg.get("backend")
+    if backend is None or "model" not in backend or OmegaConf.is_missing(backend, "model"):
+        raise ValueError("give model=PATH (a model directory, hub id or preset) to serve")
+    for key in ("model", "adapter"):
+        value = backend.get(key)
+        local = isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
+        if local and not Path(value).expanduser().exists():
+            raise ValueError(f"{key}={value}: no such file or directory")
+    for name, least in _LEAST.items():
+        if name not in cfg:
+            continue
+        value = cfg[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
+    if cfg.get("port") is not None and cfg.port > 65535:
+        raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
 
 
 def main() -> None:

@@ -215,3 +215,26 @@ def test_the_command_line_refuses_a_short_write_token(monkeypatch):
     )
     with pytest.raises(ValueError, match=f"{MIN_TOKEN_LENGTH}"):
         run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "give model=PATH"),
+        ({"model": "/no/such/model"}, "model=/no/such/model: no such file or directory"),
+        ({"model": "m", "max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
+        ({"model": "m", "port": "abc"}, "port must be an integer >= 1, got port='abc'"),
+        ({"model": "m", "port": 70000}, "port must be in 1..65535"),
+    ],
+)
+def test_the_command_line_refuses_bad_settings_before_the_model_loads(settings, message):
+    from omegaconf import OmegaConf
+
+    from serve.openai_server.cli import run
+
+    cfg = OmegaConf.create(
+        {"host": "127.0.0.1", "backend": {"_target_": "no.such.Backend", "model": "???"}}
+    )
+    cfg.merge_with(settings)
+    with pytest.raises(ValueError, match=message):
+        run(cfg)

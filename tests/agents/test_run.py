@@ -366,3 +366,38 @@ def test_an_agent_built_here_is_closed_when_what_follows_fails(entry, overrides,
     # the traceback's frames keep the agent alive: its client must be closed, not collected
     assert raised.traceback
     assert [c for c in _open_http_clients() if id(c) not in before] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["episodes=abc"], "episodes must be an integer >= 1, got episodes='abc'"),
+        (["episodes=0"], "episodes must be an integer >= 1, got episodes=0"),
+        (["seed=-1"], "seed must be an integer >= 0"),
+        (["max_steps=abc"], "max_steps must be an integer >= 1"),
+        (["workers=abc"], "workers must be an integer, got workers='abc'"),
+        (["runner=ray", "gpus_per_worker=x"], "gpus_per_worker must be a number"),
+        (["record=maybe"], "record must be true or false"),
+        (["env_kwargs=abc"], "env_kwargs must be a mapping"),
+        (["episodes=2", "episode_timeout_s=-1"], "episode_timeout_s must be"),
+        (["env=miniwob.no-such-task", "agent=llm"], "doesn't exist"),
+    ],
+)
+def test_bad_options_name_themselves_before_anything_starts(monkeypatch, overrides, match):
+    """A wrong kind of value is a one-line error that names the option, raised
+    by the entry point before an agent is built or a browser starts."""
+    import agents.run
+
+    def no_agent(cfg):
+        raise AssertionError("an agent was built")
+
+    monkeypatch.setattr(agents.run, "build_agent", no_agent)
+    with pytest.raises(Exception, match=match):
+        agents.run._entry(compose_run(*overrides))
+
+
+def test_an_unknown_backend_is_a_config_error():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="backend/nope"):
+        compose_run("agent=llm", "backend=nope")

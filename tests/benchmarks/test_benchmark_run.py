@@ -191,14 +191,20 @@ def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     assert "success" in out and "miniwob.click-test" in out
 
 
-def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path):
+def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path, monkeypatch):
     """``benchmarks.run`` closes the agent it built (here its backend's HTTP
     client) when what comes before the episodes fails."""
     import gc
 
     import httpx
 
+    import benchmarks.run
     from benchmarks.run import run
+
+    def refused(**kwargs):  # the options are checked before the agent: refuse after it
+        raise ValueError("episode_timeout_s must be refused here")
+
+    monkeypatch.setattr(benchmarks.run, "RolloutSpec", refused)
 
     def open_clients():
         gc.collect()
@@ -212,7 +218,6 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path
                 "backend=openai",
                 "model=m",
                 "backend.base_url=http://127.0.0.1:9/v1",  # never contacted
-                "episode_timeout_s=-1",
                 "progress=false",
                 f"output_dir={tmp_path}",
             ],
@@ -223,3 +228,41 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path
     # the traceback's frames keep the agent alive: its client must be closed, not collected
     assert raised.traceback
     assert open_clients() - before == set()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["episodes=abc"], "episodes must be an integer >= 1, got episodes='abc'"),
+        (["seed=abc"], "seed must be an integer >= 0"),
+        (["max_steps=abc"], "max_steps must be an integer >= 1"),
+        (["workers=abc"], "workers must be an integer"),
+        (["progress=maybe"], "progress must be true or false"),
+        (["modalities=abc"], "modalities must be a list of elements, text, screenshot"),
+        (["modalities=[nope]"], "modalities must be a list of"),
+        (["env_kwargs=abc"], "env_kwargs must be a mapping"),
+        (["episode_timeout_s=-1"], "episode_timeout_s must be"),
+    ],
+)
+def test_bad_options_name_themselves_before_a_model_loads(tmp_path, monkeypatch, overrides, match):
+    import agents.run
+    from benchmarks.run import run
+
+    def no_agent(cfg):
+        raise AssertionError("an agent was built")
+
+    monkeypatch.setattr(agents.run, "build_agent", no_agent)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="benchmark", overrides=[f"output_dir={tmp_path}", *overrides])
+    with pytest.raises(ValueError, match=match):
+        run(cfg)
+
+
+def test_an_unknown_backend_is_a_config_error():
+    from hydra.errors import MissingConfigException
+
+    with (
+        initialize_config_dir(config_dir=CONF, version_base="1.3"),
+        pytest.raises(MissingConfigException, match="backend/nope"),
+    ):
+        compose(config_name="benchmark", overrides=["agent=llm", "backend=nope"])

@@ -177,6 +177,8 @@ def _values(name, overrides):
     from learners.entry import learner_values
 
     register_configs()
+    if name != "grpo" and not any(o.startswith("learner.episodes=") for o in overrides):
+        overrides = [*overrides, f"learner.episodes=[{ROOT}]"]  # any dir that exists
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides)
     trainable = ("transformers", "mlx") if name == "sdft" else ("transformers",)
@@ -204,3 +206,16 @@ def test_model_preset_and_training_backend_reach_the_learner():
     assert _values("sdft", ["+backend=mlx", "model=smollm2-135m"])["backend"] == "mlx"
     with pytest.raises(ValueError, match=r"learners\.sft cannot train with \+backend=mlx"):
         _values("sft", ["+backend=mlx"])
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("grpo", ["workers=abc"], r"workers='abc' \(it sets learner\.workers\).*Integer"),
+        ("sft", ["learner.episodes=[]"], r"no episodes given: set learner\.episodes"),
+        ("sdft", ["learner.episodes=[/no/such/dir]"], r"no such episode or run directory"),
+    ],
+)
+def test_bad_values_fail_before_the_model_loads(name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _values(name, overrides)

@@ -230,3 +230,20 @@ def test_a_job_request_body_is_capped(make_service):
     small = {"learner": "grpo", "overrides": {"tasks": ["click-test"]}}
     assert client.post("/v1/jobs", json=small, headers=AUTH).status_code == 201
     assert client.post("/v1/jobs", content=b"{", headers=AUTH).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"poll_interval_s": 0}, "poll_interval_s must be > 0"),
+        ({"max_queued_jobs": 0}, "max_queued_jobs must be >= 1"),
+        ({"ray_start_attempts": 0}, "ray_start_attempts must be >= 1"),
+        ({"ray_num_cpus": 0}, "ray_num_cpus must be >= 1 or null"),
+        ({"default_num_gpus": -1}, "default_num_gpus must be >= 0"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_before_ray_starts(setting, message):
+    from serve.config import from_mapping
+
+    with pytest.raises(ValueError, match=message):
+        from_mapping(setting)

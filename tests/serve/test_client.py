@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
+import pytest
 from _serve_helpers import TOKEN
 
 
@@ -398,3 +400,24 @@ def test_a_download_removes_only_plain_regular_files_the_manifest_lists(api, epi
     client.download(job_id, dest)
     assert (dest / "stale.bin").exists() and elsewhere.exists()
     assert not (dest / MANIFEST).is_symlink()
+
+
+def test_the_command_line_says_when_the_service_cannot_be_reached(capsys):
+    from serve.client import main
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert main(["--url", f"http://127.0.0.1:{port}", "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the training service at http://127.0.0.1:{port}")
+    assert "Traceback" not in err
+
+
+def test_the_command_line_refuses_an_upload_of_a_missing_dir(tmp_path, capsys):
+    from serve.client import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["upload", str(tmp_path / "nope")])
+    assert exited.value.code == 2
+    assert "no such episode or run directory" in capsys.readouterr().err
