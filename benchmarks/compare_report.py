@@ -13,6 +13,7 @@ escapes every string and forbids scripts.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from collections.abc import Sequence
@@ -141,7 +142,8 @@ def _write_viewer(runs: Sequence[Run]) -> None:
 
     for r in runs:
         if (r.path / "episodes").is_dir():
-            write_reports(r.path / "episodes")
+            with contextlib.suppress(FileNotFoundError):  # an episodes dir holding none
+                write_reports(r.path / "episodes")
 
 
 def _cell_html(run: Run, cell: Cell, base: Path) -> str:

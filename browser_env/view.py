@@ -260,7 +260,8 @@ def render_index(
 
 def write_reports(path: str | os.PathLike[str]) -> Path:
     """Write the report(s) for an episode or run directory; returns the page to open
-    (the episode's ``report.html`` or the run's ``index.html``)."""
+    (the episode's ``report.html`` or the run's ``index.html``). FileNotFoundError
+    for a path that is neither (a directory with no episode under it included)."""
     root = Path(path)
     if (root / EPISODE_FILE).is_file():
         episode = load_episode(root, check_files=False)
@@ -276,6 +277,11 @@ def write_reports(path: str | os.PathLike[str]) -> Path:
             continue
         (directory / REPORT_FILE).write_text(render_episode(episode), encoding="utf-8")
         episodes.append(episode)
+    if not episodes and not errors:  # not a run dir: no index.html of nothing in, say, /tmp
+        raise FileNotFoundError(
+            f"no episodes in {root}: give an episode directory (with {EPISODE_FILE}) "
+            "or a run directory holding episodes"
+        )
     target = root / INDEX_FILE
     target.write_text(render_index(root, episodes, errors), encoding="utf-8")
     return target

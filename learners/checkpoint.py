@@ -269,7 +269,9 @@ class CheckpointManager(Checkpoints):
         super().__init__(output_dir, keep)
         self.trainable = trainable
 
-    def _save_weights(self, path: Path) -> None:
+    def save_weights(self, path: Path) -> None:
+        """The model's weights (a LoRA's adapter, or the full model and its
+        tokenizer) into the new directory ``path``."""
         model = self.trainable.model
         model.save_pretrained(path)
         if not hasattr(model, "peft_config"):
@@ -285,7 +287,7 @@ class CheckpointManager(Checkpoints):
         import torch
 
         def fill(path: Path) -> None:
-            self._save_weights(path)
+            self.save_weights(path)
             state = {
                 "step": step,
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,

@@ -121,6 +121,18 @@ class LearnerConfig:
         self.prompt = PromptConfig.from_value(self.prompt)
         # one spelling everywhere: miniwob.click-test works where the full id does
         self.eval_env_ids = [resolve_env_id(e) for e in self.eval_env_ids]
+        # what would otherwise fail only after the model loaded, inside PEFT or torch
+        for name in ("lora_r", "lora_alpha", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        device = self.device
+        if not (
+            device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit())
+        ):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 @dataclasses.dataclass

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from browser_env.atomic import fsync_dir
 from learners.checkpoint import CheckpointManager, EvalGate, run_start, write_training_json
 from learners.tracking import Tracker
 from learners.trainable import TrainableModel, load_trainable
@@ -95,6 +97,19 @@ class TrainLoop:
         if "gate" in self.resume_state:
             self.gate.load_state(self.resume_state["gate"])
 
+    def _save_final(self) -> None:
+        """The trained weights into the output dir, each file whole: written to
+        a staging dir first, then each renamed into place. A crash while the
+        weights are written leaves the files there as they were (an adapter
+        continued from, say), and ``training.json`` still says ``running``."""
+        staging = self.out / ".final.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.checkpoints.save_weights(staging)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, self.out / item.name)
+        staging.rmdir()
+        fsync_dir(self.out)
+
     def _write_meta(self, status: str, metrics: dict[str, Any], step: int) -> None:
         write_training_json(
             self.out,
@@ -166,9 +181,7 @@ class TrainLoop:
                     self.checkpoints.save(done, self.optimizer, extra())
                     self._write_meta("running", tracker.summary(), done)
             step = max(cfg.max_steps, self.start_step)
-            model.save_pretrained(self.out)
-            if not hasattr(model, "peft_config"):
-                self.backend.tokenizer.save_pretrained(self.out)
+            self._save_final()
             summary = tracker.summary()
             if self.gate is not None:
                 summary.update({f"gate/{k}": v for k, v in self.gate.state().items()})

@@ -234,7 +234,18 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     def option(name: str, default: Any, kind: Any) -> Any:
         value = cfg.get(name)
-        return default if value is None else kind(value)
+        if value is None:
+            return default
+        if kind is not str and isinstance(value, bool):  # int(True) would be 1
+            raise ValueError(f"{name} must be a number, got {name}={value!r}")
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{name} must be {what}, got {name}={value!r}") from None
+        if kind is int and converted != value and not isinstance(value, str):
+            raise ValueError(f"{name} must be an integer, got {name}={value!r}")  # 1.5 -> 1
+        return converted
 
     options = {
         "runner": option("runner", "local", str),

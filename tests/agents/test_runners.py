@@ -365,9 +365,15 @@ def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():
         ({"runner": "ray", "envs_per_worker": 0}, "envs_per_worker must be >= 1"),
         ({"runner": "bogus"}, "runner must be one of"),
         ({"runner": "local", "envs_per_worker": 3}, "runner=ray only"),
+        # each names its option (learners call this without agents.run's checks)
+        ({"workers": "abc"}, r"workers must be an integer, got workers='abc'"),
+        ({"workers": 1.5}, r"workers must be an integer, got workers=1.5"),
+        ({"workers": True}, r"workers must be a number, got workers=True"),
+        ({"runner": "ray", "cpus_per_worker": "lots"}, r"cpus_per_worker must be a number"),
     ]:
         with pytest.raises(ValueError, match=match):
             runner_options(bad)
+    assert runner_options({"workers": "3"})["workers"] == 3  # a string from a command line
 
 
 def test_ray_spec_options_are_checked_and_ray_only():

@@ -219,3 +219,26 @@ def test_model_preset_and_training_backend_reach_the_learner():
 def test_bad_values_fail_before_the_model_loads(name, overrides, message):
     with pytest.raises(ValueError, match=message):
         _values(name, overrides)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lora_r", 0, r"lora_r must be >= 1, got 0"),
+        ("batch_size", 0, r"batch_size must be >= 1, got 0"),
+        ("learning_rate", 0.0, r"learning_rate must be > 0"),
+        ("device", "gpu", r"device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("device", "cuda:x", r"device must be auto"),
+    ],
+)
+def test_learner_settings_that_would_fail_inside_peft_or_torch_are_refused_first(
+    field, value, message
+):
+    """Checked when the config is made, before a model loads (PEFT's own
+    message for r=0, or torch's for a bad device, came after it)."""
+    from learners.config import GRPOConfig, SFTConfig
+
+    for cls in (SFTConfig, GRPOConfig):
+        with pytest.raises(ValueError, match=message):
+            cls(**{field: value})
+    assert SFTConfig(device="cuda:1", max_steps=0).device == "cuda:1"  # max_steps <= 0: epochs
