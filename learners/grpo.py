@@ -128,7 +128,8 @@ def run(
     )
     spec = None
     if play_fn is None:  # before the model loads
-        from agents.runners import RolloutSpec, ray_spec_options
+        import browser_env  # noqa: F401 - registers the browser_env/* ids
+        from agents.runners import Job, RolloutSpec, check_env_ids, ray_spec_options
         from learners.rollout import check_ray_actor_policy
 
         check_ray_actor_policy(
@@ -143,6 +144,7 @@ def run(
             episode_timeout_s=cfg.episode_timeout_s,
             **ray_options,
         )
+        check_env_ids(Job(e, 0) for e in [*cfg.env_ids, *cfg.eval_env_ids])
 
     import torch
 

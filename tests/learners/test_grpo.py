@@ -107,6 +107,23 @@ def test_grpo_learns_on_cuda(tmp_path):
     assert all(row["kl"] >= 0 for row in result["history"]) and result["history"][-1]["kl"] > 0
 
 
+def test_an_unknown_env_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import gymnasium as gym
+
+    import learners.loop
+    from learners.grpo import run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the env ids were checked")
+
+    monkeypatch.setattr(learners.loop.TrainLoop, "__init__", no_model)
+    config = {**FAST, "output_dir": str(tmp_path / "grpo"), "train_seeds": [0]}
+    with pytest.raises(gym.error.NameNotFound, match="miniwob.click-tset"):
+        run({**config, "env_ids": ["miniwob.click-tset"]})
+    with pytest.raises(gym.error.NameNotFound, match="miniwob.nope"):
+        run({**config, "env_ids": ["miniwob.click-test"], "eval_env_ids": ["miniwob.nope"]})
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
