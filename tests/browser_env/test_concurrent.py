@@ -144,7 +144,7 @@ def _interrupt_main_after(seconds):
     return timer
 
 
-def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(site_url):
+def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(site_url, sigint_raises):
     # The calls parked in the driver used to be left there: each resumed
     # whenever the driver next answered it, in the middle of the caller's
     # next Playwright calls (closing the envs it was resetting), and failed
@@ -204,7 +204,7 @@ class _SlowReset(gym.Wrapper):
 
 
 def test_an_interrupted_concurrent_reset_closes_cleanly_and_records_nothing_torn(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, sigint_raises
 ):
     import threading
 

@@ -144,7 +144,9 @@ def test_queued_steps_are_flushed_when_the_process_crashes(tmp_path):
     assert episode.observation(39, screenshot=True)["screenshot"].shape == (48, 64, 3)
 
 
-def test_an_interrupt_while_close_awaits_the_writes_leaves_the_outcome_incomplete(tmp_path):
+def test_an_interrupt_while_close_awaits_the_writes_leaves_the_outcome_incomplete(
+    tmp_path, sigint_raises
+):
     # Ctrl+C while close() waited for the queued steps used to leave the first
     # episode.json (no outcome): the steps landed, what they added up to did not.
     import signal
