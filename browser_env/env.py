@@ -51,6 +51,7 @@ from browser_env.observation import (
     MODALITIES,
     Observer,
     ObserverLimits,
+    empty_observation,
     fit_text,
     observation_space,
 )
@@ -604,19 +605,3 @@ def validate_safely(
     except Exception as exc:  # noqa: BLE001 - a page can fail to be judged in many ways
         reason = f"validate failed: {first_line(exc)}"
         return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": reason}
-
-
-def empty_observation(space: gym.spaces.Space) -> Any:
-    """The emptiest value of ``space``: "" for text, () for sequences, zeros for
-    arrays (a blank screenshot); what a step shows when there is no page."""
-    if isinstance(space, gym.spaces.Dict):
-        return {key: empty_observation(sub) for key, sub in space.spaces.items()}
-    if isinstance(space, gym.spaces.Box):
-        return np.zeros(space.shape, dtype=space.dtype)
-    if isinstance(space, gym.spaces.Sequence):
-        return ()
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.start)
-    if isinstance(space, gym.spaces.Tuple):
-        return tuple(empty_observation(sub) for sub in space.spaces)
-    return ""  # Text, UnicodeText

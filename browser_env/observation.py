@@ -64,6 +64,7 @@ __all__ = [
     "UnicodeText",
     "element_from_row",
     "element_space",
+    "empty_observation",
     "make_element",
     "observation_space",
     "render_element",
@@ -549,3 +550,19 @@ def _observer_script(state_js: str | None) -> str:
         else (f"const state = ({state_js})(); ", "state, intents")
     )
     return f"(args) => {{ {intents} {state}return JSON.stringify({{ ...({OBSERVE_JS})(args), {keys} }}); }}"
+
+
+def empty_observation(space: spaces.Space[Any]) -> Any:
+    """The emptiest value of ``space``: "" for text, () for sequences, zeros for
+    arrays (a blank screenshot); what a step shows when there is no page."""
+    if isinstance(space, spaces.Dict):
+        return {key: empty_observation(sub) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Box):
+        return np.zeros(space.shape, dtype=space.dtype)
+    if isinstance(space, spaces.Sequence):
+        return ()
+    if isinstance(space, spaces.Discrete):
+        return int(space.start)
+    if isinstance(space, spaces.Tuple):
+        return tuple(empty_observation(sub) for sub in space.spaces)
+    return ""  # Text, UnicodeText

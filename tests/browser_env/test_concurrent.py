@@ -21,29 +21,36 @@ def test_without_a_driver_the_calls_run_in_order():
     assert log == [0, 1, 2]
 
 
-def test_calls_overlap_while_each_keeps_its_own_order(site_url):
+@pytest.fixture
+def two_envs(site_url):
+    """Two envs with their own browsers, each on the form page."""
     envs = [BrowserEnv("open", modalities=TEXT_ONLY) for _ in range(2)]
     try:
         for env in envs:
             env.reset(seed=0, options={"url": site_url + "form.html"})
-        log = []
-
-        def work(name, env):
-            for k in range(2):
-                log.append(f"{name}{k}")
-                env.page.wait_for_timeout(200)  # blocks in Playwright: the other one runs
-            return name
-
-        assert run_concurrently([lambda: work("a", envs[0]), lambda: work("b", envs[1])]) == [
-            "a",
-            "b",
-        ]
-        # Interleaved: b started while a waited; sequentially it would be a0 a1 b0 b1.
-        assert log.index("b0") < log.index("a1")
-        assert log.index("a0") < log.index("a1") and log.index("b0") < log.index("b1")
+        yield envs
     finally:
         for env in envs:
             env.close()
+
+
+def test_calls_overlap_while_each_keeps_its_own_order(two_envs):
+    envs = two_envs
+    log = []
+
+    def work(name, env):
+        for k in range(2):
+            log.append(f"{name}{k}")
+            env.page.wait_for_timeout(200)  # blocks in Playwright: the other one runs
+        return name
+
+    assert run_concurrently([lambda: work("a", envs[0]), lambda: work("b", envs[1])]) == [
+        "a",
+        "b",
+    ]
+    # Interleaved: b started while a waited; sequentially it would be a0 a1 b0 b1.
+    assert log.index("b0") < log.index("a1")
+    assert log.index("a0") < log.index("a1") and log.index("b0") < log.index("b1")
 
 
 def test_one_failing_call_lets_the_others_finish_then_raises(site_url):
@@ -144,42 +151,36 @@ def _interrupt_main_after(seconds):
     return timer
 
 
-def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(site_url, sigint_raises):
+def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(two_envs, sigint_raises):
     # The calls parked in the driver used to be left there: each resumed
     # whenever the driver next answered it, in the middle of the caller's
     # next Playwright calls (closing the envs it was resetting), and failed
     # on a cancelled future.
     import time
 
-    envs = [BrowserEnv("open", modalities=TEXT_ONLY) for _ in range(2)]
-    try:
-        for env in envs:
-            env.reset(seed=0, options={"url": site_url + "form.html"})
-        log = []
+    envs = two_envs
+    log = []
 
-        def work(name, env):
-            try:
-                env.page.wait_for_timeout(1500)
-            except KeyboardInterrupt:
-                log.append(f"{name} interrupted")
-                raise
-            log.append(f"{name} resumed")
-
-        timer = _interrupt_main_after(0.3)
-        started = time.monotonic()
+    def work(name, env):
         try:
-            with pytest.raises(KeyboardInterrupt):
-                run_concurrently([lambda: work("a", envs[0]), lambda: work("b", envs[1])])
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 1.2  # at once, not once the calls' waits end
-        assert sorted(log) == ["a interrupted", "b interrupted"]
-        envs[0].page.wait_for_timeout(2000)  # past the calls' waits: the driver has answered
-        assert sorted(log) == ["a interrupted", "b interrupted"]
-        assert envs[1].page.evaluate("1 + 1") == 2  # the driver is still usable
+            env.page.wait_for_timeout(1500)
+        except KeyboardInterrupt:
+            log.append(f"{name} interrupted")
+            raise
+        log.append(f"{name} resumed")
+
+    timer = _interrupt_main_after(0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_concurrently([lambda: work("a", envs[0]), lambda: work("b", envs[1])])
     finally:
-        for env in envs:
-            env.close()
+        timer.cancel()
+    assert time.monotonic() - started < 1.2  # at once, not once the calls' waits end
+    assert sorted(log) == ["a interrupted", "b interrupted"]
+    envs[0].page.wait_for_timeout(2000)  # past the calls' waits: the driver has answered
+    assert sorted(log) == ["a interrupted", "b interrupted"]
+    assert envs[1].page.evaluate("1 + 1") == 2  # the driver is still usable
 
 
 class _SlowReset(gym.Wrapper):
