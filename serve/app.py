@@ -63,8 +63,7 @@ def create_app(service: TrainingService, token: str | None, *, max_upload_bytes:
 
     @api.put("/datasets", status_code=201)
     async def put_dataset(request: Request, response: Response) -> dict[str, Any]:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_upload_bytes):
+        if _declared_over(request, max_upload_bytes):
             raise ServiceError(413, f"upload larger than {max_upload_bytes} bytes")
         workdir = service.store.temp_dir()
         try:
@@ -154,8 +153,7 @@ class _TempFileResponse(FileResponse):
 async def _read_capped(request: Request, limit: int) -> bytes:
     """The request body; 413 past ``limit`` bytes, by Content-Length or, for a
     chunked body, as it is read."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if _declared_over(request, limit):
         raise ServiceError(413, f"request body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -163,6 +161,18 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise ServiceError(413, f"request body larger than {limit} bytes")
     return bytes(body)
+
+
+def _declared_over(request: Request, limit: int) -> bool:
+    """Whether the request's Content-Length is not a plain decimal of at most
+    ``limit`` (compared by length first: ``int()`` refuses past 4300 digits)."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return False
+    if not (declared.isascii() and declared.isdigit()):
+        return True
+    digits = declared.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:

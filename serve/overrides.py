@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any
@@ -77,6 +78,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint in (int, float, str):
         wanted = int | float if hint is float else hint
+        if hint is float and isinstance(value, float) and not math.isfinite(value):
+            return False  # NaN or Infinity: the parser takes them, JSON has neither
         return isinstance(value, wanted) and not isinstance(value, bool)
     if origin is list or (origin is tuple and args[1:] == (Ellipsis,)):
         return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)

@@ -25,6 +25,7 @@ import codecs
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -231,8 +232,13 @@ class TrainingService:
             ("num_gpus", self.cfg.default_num_gpus),
         ):
             value = resources.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ServiceError(422, f"{key} must be a number >= 0")
+            # `not 0 <= value < inf`: the JSON parser takes NaN and Infinity too
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value < math.inf
+            ):
+                raise ServiceError(422, f"{key} must be a finite number >= 0")
             resources[key] = float(value)
         return learner, dataset_ids, overrides, resources
 

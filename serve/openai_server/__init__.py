@@ -11,7 +11,8 @@ told otherwise; with ``api_key_env`` set, clients must send ``Authorization:
 Bearer <the value of that variable>``. Bodies larger than
 ``max_request_bytes`` get 413; images must be base64 ``data:`` URLs (the
 server never fetches remote URLs) and belong to the last user message, as in
-the ``Backend`` contract. Concurrent requests for one model (greedy or sampled) are
+the ``Backend`` contract, and hold at most 64M pixels together; ``stop`` takes
+at most 4 strings of at most 256 characters (:mod:`.wire`). Concurrent requests for one model (greedy or sampled) are
 decoded as one batch (``max_batch_size``, default 8, gathered for up to
 ``batch_wait_ms``; the same tokens as one at a time: :mod:`.models`); others
 are served one at a time.

@@ -136,9 +136,11 @@ async def read_body(request: Request, schema: type[Any], max_bytes: int) -> Any:
     (counted as it streams in, whatever Content-Length claims), 400 when not
     JSON or not valid."""
     too_large = ApiError(413, f"request body larger than {max_bytes} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
+    declared = request.headers.get("content-length") or ""
+    if declared.isascii() and declared.isdigit():
+        digits = declared.lstrip("0")  # int() refuses past 4300 digits: lengths first
+        if len(digits) > len(str(max_bytes)) or int(digits or "0") > max_bytes:
+            raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

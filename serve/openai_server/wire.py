@@ -20,9 +20,26 @@ from agents.backends.common import data_url_to_image
 if TYPE_CHECKING:
     from serve.openai_server.schemas import ChatRequest
 
-__all__ = ["DEFAULT_MAX_TOKENS", "backend_call", "completion", "sse"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_STOP",
+    "MAX_STOP_CHARS",
+    "backend_call",
+    "completion",
+    "sse",
+]
 
 DEFAULT_MAX_TOKENS = 256
+MAX_IMAGE_PIXELS = 64_000_000
+"""The pixels all images of one request may hold together: each is decoded to
+RGB (3 bytes a pixel) before generation, and a tiny PNG can claim 64M pixels."""
+MAX_STOP = 4
+"""Stop strings one request may give (OpenAI's limit). The transformers
+backend's stop criterion is built per request over the whole vocabulary, in
+time and memory that grow with the strings' count and length."""
+MAX_STOP_CHARS = 256
+"""The longest stop string a request may give."""
 
 
 def backend_call(
@@ -31,8 +48,10 @@ def backend_call(
     """The messages, images and sampling for ``Backend.generate``.
 
     Raises ``ValueError`` (a 400 for the client) when the request asks for
-    more than one choice or more tokens than ``max_tokens_limit``, or puts an
-    image anywhere but in the last user message.
+    more than one choice or more tokens than ``max_tokens_limit``, gives more
+    than :data:`MAX_STOP` stop strings or one longer than :data:`MAX_STOP_CHARS`,
+    puts an image anywhere but in the last user message, or its images hold
+    more than :data:`MAX_IMAGE_PIXELS` pixels together.
     """
     if req.n != 1:
         raise ValueError("only n=1 is supported")
@@ -40,6 +59,11 @@ def backend_call(
     if max_tokens > max_tokens_limit:
         raise ValueError(f"max_tokens {max_tokens} exceeds this server's limit {max_tokens_limit}")
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    if len(stop) > MAX_STOP or any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise ValueError(
+            f"stop takes at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters"
+        )
+    pixels_left = MAX_IMAGE_PIXELS
     messages: list[dict[str, str]] = []
     images: list[Any] = []
     user_turns = [i for i, m in enumerate(req.messages) if m.role == "user"]
@@ -60,7 +84,10 @@ def backend_call(
                 )
                 if not isinstance(url, str):
                     raise ValueError("image_url needs a url")
-                images.append(data_url_to_image(url))
+                # each image is checked against what the request's earlier ones left
+                image = data_url_to_image(url, max_pixels=pixels_left)
+                pixels_left -= image.width * image.height
+                images.append(image)
             content = "".join(texts)
         else:
             content = message.content or ""

@@ -247,3 +247,44 @@ def test_settings_that_cannot_work_are_refused_before_ray_starts(setting, messag
 
     with pytest.raises(ValueError, match=message):
         from_mapping(setting)
+
+
+@pytest.mark.parametrize(
+    ("route", "declared"),
+    [
+        ("/v1/jobs", "9" * 5000),
+        ("/v1/jobs", "0" * 5000 + "1"),
+        ("/v1/datasets", "9" * 5000),
+    ],
+    ids=["job-huge", "job-zeros", "upload-huge"],
+)
+def test_a_content_length_of_thousands_of_digits_is_413_not_500(api, route, declared):
+    client, service, backend = api
+    client = type(client)(client.app, raise_server_exceptions=False)
+    method = client.put if route == "/v1/datasets" else client.post
+    response = method(route, content=b"{}", headers={**AUTH, "Content-Length": declared})
+    if declared.lstrip("0") == "1":  # a lie about a small body: read and judged by its bytes
+        assert response.status_code == 422, response.text[:200]
+    else:
+        assert response.status_code == 413, response.text[:200]
+    assert service.jobs() == [] and backend.submissions == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"learner": "grpo", "resources": {"num_cpus": NaN}}',
+        b'{"learner": "grpo", "resources": {"num_gpus": Infinity}}',
+        b'{"learner": "grpo", "resources": {"num_cpus": 1e999}}',
+        b'{"learner": "grpo", "overrides": {"learning_rate": NaN}}',
+        b'{"learner": "grpo", "overrides": {"epsilon": -Infinity}}',
+    ],
+    ids=["cpus-nan", "gpus-inf", "cpus-overflow", "override-nan", "override-inf"],
+)
+def test_non_finite_numbers_in_a_job_request_are_422(api, body):
+    client, service, backend = api
+    response = client.post(
+        "/v1/jobs", content=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text[:200]
+    assert service.jobs() == [] and backend.submissions == []

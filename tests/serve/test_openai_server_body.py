@@ -1,5 +1,6 @@
 """The OpenAI-compatible server's request bodies: every malformed one is a 400
-in OpenAI's error shape, never a 500."""
+in OpenAI's error shape, never a 500, and what one request may ask of the
+model (images, stop strings) is bounded."""
 
 from __future__ import annotations
 
@@ -32,3 +33,95 @@ def test_a_malformed_chat_body_is_a_400(body):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == 400 and error["message"].startswith("invalid request")
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    """The tiny text model behind the server (real generation, a few ms a call)."""
+    from agents.backends.transformers import TransformersBackend
+    from agents.tiny import tiny_model_path
+
+    backend = TransformersBackend(str(tiny_model_path("text")), device="cpu")
+    yield backend
+    backend.close()
+
+
+class _Counting:
+    """``backend`` as the server sees it, counting the generation calls that reach it."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.calls = 0
+
+    def __getattr__(self, name):
+        value = getattr(self._backend, name)
+        if name in ("generate", "generate_batch"):
+
+            def counted(*args, **kwargs):
+                self.calls += 1
+                return value(*args, **kwargs)
+
+            return counted
+        return value
+
+
+def _client(backend):
+    from fastapi.testclient import TestClient
+
+    from serve.openai_server.app import create_app
+
+    app = create_app(backend, "m", max_batch_size=1)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def _png_url(side: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, "PNG", optimize=True)  # a few KiB, side**2 pixels
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_images_of_one_request_are_capped_together(tiny_backend):
+    backend = _Counting(tiny_backend)
+    client = _client(backend)
+    side = 5000  # 25M pixels: each alone is allowed, three (75M) are more than 64M
+    part = {"type": "image_url", "image_url": {"url": _png_url(side)}}
+
+    def ask(n: int):
+        content = [{"type": "text", "text": "look"}] + [part] * n
+        body = {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
+        return client.post("/v1/chat/completions", json=body)
+
+    assert ask(2).status_code == 200 and backend.calls == 1
+    refused = ask(3)
+    assert refused.status_code == 400, refused.text[:200]
+    assert "too large" in refused.json()["error"]["message"] and backend.calls == 1
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [[f"s{i}" for i in range(5)], "x" * 257, ["ok", "y" * 1000]],
+    ids=["too-many", "too-long", "one-too-long"],
+)
+def test_stop_strings_are_capped_in_count_and_length(stop, tiny_backend):
+    backend = _Counting(tiny_backend)
+    client = _client(backend)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "stop": stop}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text[:200]
+    assert "stop takes at most" in response.json()["error"]["message"] and backend.calls == 0
+    fine = {**body, "stop": ["a" * 256, "b", "c", "d"]}
+    assert client.post("/v1/chat/completions", json=fine).status_code == 200
+
+
+def test_a_content_length_of_thousands_of_digits_is_not_a_500(tiny_backend):
+    client = _client(_Counting(tiny_backend))
+    response = client.post(
+        "/v1/chat/completions", content=b"{}", headers={"Content-Length": "9" * 5000}
+    )
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["code"] == 413
