@@ -49,7 +49,14 @@ def create_app(service: TrainingService, token: str | None, *, max_upload_bytes:
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    app = FastAPI(title="browser-rl training service", version="1")
+    # no /docs, /redoc or /openapi.json: they would answer without the token
+    app = FastAPI(
+        title="browser-rl training service",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     api = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
 
     @app.exception_handler(ServiceError)

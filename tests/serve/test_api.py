@@ -46,6 +46,9 @@ def test_every_route_but_healthz_needs_the_token(api, headers):
         assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert backend.submissions == [] and service.store.datasets() == []
+    # FastAPI's own pages would answer without it: there are none
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_empty_store_lists_nothing_and_unknown_ids_are_404(api):
