@@ -81,6 +81,8 @@ class Action:
             object.__setattr__(self, "element_id", element_id)
         if self.value is not None and not isinstance(self.value, str):
             object.__setattr__(self, "value", str(self.value))
+        for field in ("value", "reasoning"):
+            _check_unicode(field, getattr(self, field))
         _validate(self)
 
     # --- constructors -------------------------------------------------------
@@ -148,6 +150,19 @@ def _bad_verb(verb: Any) -> str:
     raise ActionError(f"action must be a verb string, got {verb!r}")
 
 
+def _check_unicode(field: str, text: Any) -> None:
+    """A lone surrogate (``"\\ud800"``, which a JSON ``\\u`` escape can carry) is not
+    text: no page can type it and no UTF-8 file (an episode) can hold it."""
+    if not isinstance(text, str) or text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ActionError(
+            f"{field} is not valid Unicode: a lone surrogate {text[exc.start]!r} at index {exc.start}"
+        ) from None
+
+
 def _validate(action: Action) -> None:
     verb, element_id, value = action.action, action.element_id, action.value
     if verb is Verb.CLICK and element_id is None:
@@ -185,10 +200,17 @@ def coerce_action(raw: Action | dict[str, Any] | str) -> Action:
     """Return ``raw`` as an :class:`Action` or raise :class:`ActionError`."""
     if isinstance(raw, Action):
         return raw
-    if isinstance(raw, dict):
-        return Action.from_dict(raw)
-    if isinstance(raw, str | bytes):
-        return Action.from_json(raw.decode() if isinstance(raw, bytes) else raw)
+    try:
+        if isinstance(raw, dict):
+            return Action.from_dict(raw)
+        if isinstance(raw, str | bytes):
+            return Action.from_json(raw.decode() if isinstance(raw, bytes) else raw)
+    except ActionError:
+        raise
+    # bytes that are not UTF-8, JSON nested past the recursion limit, an int too
+    # long for str(): junk like any other, not a crash of whoever asked
+    except (ValueError, RecursionError) as exc:
+        raise ActionError(f"action could not be read: {exc}") from None
     raise ActionError(
         f"an action must be an Action, a dict or a JSON string, got {type(raw).__name__}"
     )

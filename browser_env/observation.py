@@ -473,13 +473,16 @@ class Observer:
         args = {**self.args(reset), "intents": intents}
         for _ in range(_TRIES):
             try:
-                raw = json.loads(page.evaluate(self.script, args))
+                text = page.evaluate(self.script, args)
+                raw = json.loads(text)
             except Exception as exc:  # noqa: BLE001 - Playwright raises plain Errors
                 if not any(marker in str(exc) for marker in RETRYABLE):
                     raise
                 if settle is not None:
                     settle()
                 continue
+            if "\\ud" in text:  # JSON.stringify writes a lone surrogate so (see well_formed)
+                raw = well_formed(raw)
             self.next_id = max(self.next_id, int(raw.get("next", self.next_id)))
             return raw
         return None
@@ -511,6 +514,21 @@ class Observer:
         if "screenshot" in self.modalities and screenshot is not None:
             obs["screenshot"] = screenshot
         return obs
+
+
+def well_formed(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD.
+
+    A JS string may hold one (``"\\ud800"``, a page's half of an emoji); as a
+    Python ``str`` it fits the observation space, but no UTF-8 file can hold
+    it, so an episode that recorded it could not be written."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {key: well_formed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [well_formed(item) for item in value]
+    return value
 
 
 def describe_caps(capped: dict[str, int] | None) -> str:

@@ -74,3 +74,38 @@ def test_an_unparsable_navigate_url_is_an_action_error_not_a_crash(url):
     with pytest.raises(ActionError, match="valid URL"):
         coerce_action({"action": "NAVIGATE", "value": url})
     assert not ActionSpace().contains({"action": "NAVIGATE", "value": url})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe",  # not UTF-8
+        "[" * 100_000,  # nested past the recursion limit
+        '{"action": "WAIT", "value": ' + "9" * 5_000 + "}",  # an int too long for str()
+        {"action": "TYPE", "element_id": "e1", "value": 10**5_000},
+    ],
+)
+def test_unreadable_junk_is_an_action_error_and_not_in_the_space(raw):
+    # found by fuzzing the env: these raised UnicodeDecodeError, RecursionError or
+    # ValueError out of coerce_action and ActionSpace.contains
+    with pytest.raises(ActionError, match="could not be read"):
+        coerce_action(raw)
+    assert ActionSpace().contains(raw) is False
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"action": "TYPE", "element_id": "e1", "value": "ab\ud800cd"},
+        {"action": "FINISH", "value": "\ud83d"},
+        '{"action": "FINISH", "value": "\\udc00"}',  # a JSON escape carries one too
+        {"action": "CLICK", "element_id": "e1", "reasoning": "half an emoji \ud83d"},
+    ],
+)
+def test_a_lone_surrogate_is_not_text(raw):
+    # accepted before, then echoed in info["action"] / info["answer"], which the
+    # episode writer could not encode as UTF-8
+    with pytest.raises(ActionError, match="lone surrogate"):
+        coerce_action(raw)
+    assert ActionSpace().contains(raw) is False
+    assert coerce_action({"action": "FINISH", "value": "\U0001f600 ok"}).value == "\U0001f600 ok"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.server
+import json
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from browser_env.browser import driver_alive, process_group
 from browser_env.env import BrowserEnv
+from browser_env.episodes.format import observation_to_json
 from browser_env.policy import UrlPolicy
 
 pytestmark = pytest.mark.browser
@@ -578,3 +580,17 @@ def test_a_websocket_to_a_refused_host_opens_no_connection(env, redirecting_serv
                 except TimeoutError:
                     connected = False
                 assert connected is reached, hosts
+
+
+def test_lone_surrogates_on_a_page_are_observed_as_replacement_characters(env, site_url):
+    # found by fuzzing: JSON.stringify hands a JS string's lone surrogate over as
+    # one, which fits the space but no UTF-8 file: the episode writer failed on it
+    obs = start(env, site_url + "surrogates.html")
+    obs, *_ = env.step({"action": "WAIT", "value": "0"})
+    for observed in (obs, env.observe()):
+        record = observation_to_json(observed)
+        json.dumps(record, ensure_ascii=False).encode("utf-8")  # what the writer writes
+        assert "lone \ufffd here" in observed["text"]
+        button = next(e for e in observed["elements"] if e["tag"] == "button")
+        assert (button["text"], button["name"]) == ("half \ufffd", "cut \ufffd label")
+        assert next(e for e in observed["elements"] if e["tag"] == "input")["value"] == "v\ufffd"
