@@ -57,6 +57,7 @@ from browser_env.actions import Action, ActionError, Verb
 from browser_env.env import validate_safely
 from browser_env.episodes.format import AgentInfo, EpisodeMeta
 from browser_env.episodes.writer import EpisodeWriter
+from browser_env.observation import well_formed
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 from browser_env.tasks.base import task_server_url
@@ -361,8 +362,8 @@ class DemoRecorder:
         return self.base.observer.modalities
 
     def _to_observation(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        return self.base.observer.to_observation(
-            dict(raw), goal=self.base.goal, url=self._url, screenshot=self._shot
+        return self.base.observer.to_observation(  # (the binding's strings, as read() makes them)
+            well_formed(dict(raw)), goal=self.base.goal, url=self._url, screenshot=self._shot
         )
 
     def _observe(self) -> dict[str, Any]:
