@@ -184,9 +184,11 @@ def test_an_interrupt_reaches_every_call_in_flight_and_none_resumes_later(two_en
 
 
 class _SlowReset(gym.Wrapper):
-    """A sub-env whose reset waits in the driver once ``slow`` is set, and logs."""
+    """A sub-env whose reset waits in the driver once ``slow`` is set, and logs;
+    ``waiting`` is called as the wait starts."""
 
     slow = False
+    waiting = staticmethod(lambda: None)
 
     def __init__(self, env, log):
         super().__init__(env)
@@ -195,8 +197,9 @@ class _SlowReset(gym.Wrapper):
     def reset(self, **kwargs):
         out = self.env.reset(**kwargs)
         if _SlowReset.slow:
+            _SlowReset.waiting()
             try:
-                self.env.unwrapped.page.wait_for_timeout(1500)
+                self.env.unwrapped.page.wait_for_timeout(10_000)
             except KeyboardInterrupt:
                 self.log.append("interrupted")
                 raise
@@ -207,6 +210,7 @@ class _SlowReset(gym.Wrapper):
 def test_an_interrupted_concurrent_reset_closes_cleanly_and_records_nothing_torn(
     tmp_path, monkeypatch, sigint_raises
 ):
+    import signal
     import threading
 
     import psutil
@@ -224,13 +228,25 @@ def test_an_interrupted_concurrent_reset_closes_cleanly_and_records_nothing_torn
     )
     try:
         vec.reset(seed=0)
+        # Ctrl+C once all three resets wait in the driver (a fixed delay could
+        # come while a loaded machine is still resetting the pages)
+        arrived, all_waiting = [], threading.Event()
+
+        def waiting():
+            arrived.append(1)
+            if len(arrived) == 3:
+                all_waiting.set()
+
+        main = threading.main_thread().ident
+        sender = threading.Thread(
+            target=lambda: all_waiting.wait(60) and signal.pthread_kill(main, signal.SIGINT),
+            daemon=True,
+        )
         monkeypatch.setattr(_SlowReset, "slow", True)
-        timer = _interrupt_main_after(0.3)
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                vec.reset(seed=10)
-        finally:
-            timer.cancel()
+        monkeypatch.setattr(_SlowReset, "waiting", staticmethod(waiting))
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            vec.reset(seed=10)
         assert log == ["interrupted"] * 3  # every sub-env's reset stopped there
     finally:
         vec.close()
