@@ -33,7 +33,6 @@ the checkpoint too). The learner is instantiated by Hydra at run time:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,19 +88,17 @@ def check_options(cfg: Mapping[str, Any]) -> None:
         if not _is_int(value) or (least is not None and value < least):
             kind = "an integer" if least is None else f"an integer >= {least}"
             raise ValueError(f"{name} must be {kind}, got {name}={value!r}")
+    from agents.runners import check_limit, is_finite_number
+
     for name in _NUMBERS:
         value = given(name)
-        if value is not None and not _is_number(value):
+        if value is not None and not is_finite_number(value):
             raise ValueError(f"{name} must be a number, got {name}={value!r}")
     for name in _BOOLS:
         value = given(name)
         if value is not None and not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {name}={value!r}")
-    timeout = given("episode_timeout_s")
-    if timeout is not None and not (_is_number(timeout) and timeout > 0):
-        raise ValueError(
-            f"episode_timeout_s must be finite seconds > 0, or null (no limit), got {timeout!r}"
-        )
+    check_limit("episode_timeout_s", given("episode_timeout_s"))
     kwargs = given("env_kwargs")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ValueError(
@@ -123,11 +120,6 @@ def check_options(cfg: Mapping[str, Any]) -> None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def env_id_of(cfg: Mapping[str, Any]) -> str:

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "check_limit",
+    "is_finite_number",
     "runner_options",
     "abort_recording",
     "RUNNERS",
@@ -129,8 +131,8 @@ class RolloutSpec:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         for name in ("episode_timeout_s", "startup_timeout_s"):
-            _check_limit(name, getattr(self, name))
-        if not (_is_seconds(self.kill_grace_s) and self.kill_grace_s >= 0):
+            check_limit(name, getattr(self, name))
+        if not (is_finite_number(self.kill_grace_s) and self.kill_grace_s >= 0):
             raise ValueError(f"kill_grace_s must be finite seconds >= 0, got {self.kill_grace_s!r}")
 
     def wrap(self, env: Any) -> Any:
@@ -258,14 +260,14 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _is_seconds(value: Any) -> bool:
-    """A finite int or float (not a bool: ``True`` is no duration)."""
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool: ``True`` is no duration or count)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_limit(name: str, value: Any) -> None:
+def check_limit(name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is None (no limit) or seconds > 0."""
-    if value is not None and not (_is_seconds(value) and value > 0):
+    if value is not None and not (is_finite_number(value) and value > 0):
         raise ValueError(f"{name} must be finite seconds > 0, or None (no limit), got {value!r}")
 
 
@@ -284,7 +286,7 @@ def ray_spec_options(cfg: Mapping[str, Any], runner: str) -> dict[str, Any]:
     ship, startup = cfg.get("ship_episodes"), cfg.get("startup_timeout_s")
     if ship is not None and not isinstance(ship, bool):
         raise ValueError(f"ship_episodes must be true, false or null, got {ship!r}")
-    _check_limit("startup_timeout_s", startup)
+    check_limit("startup_timeout_s", startup)
     if startup is not None:
         startup = float(startup)
     if runner != "ray":
