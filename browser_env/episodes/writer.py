@@ -384,15 +384,15 @@ class EpisodeWriter:
                 self._file.outcome = dataclasses.replace(
                     outcome, reason=f"interrupted: {interrupted}"
                 )
-                data = json.dumps(
-                    self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False
-                )
-                write_bytes_atomic(self.path / EPISODE_FILE, data.encode("utf-8"))
+                write_bytes_atomic(self.path / EPISODE_FILE, self._episode_json())
 
     def _write_episode_json(self) -> None:
         # Serialised now (the meta may change later), written in order after the queued steps.
+        self._submit(write_bytes_atomic, self.path / EPISODE_FILE, self._episode_json())
+
+    def _episode_json(self) -> bytes:
         data = json.dumps(self._file.to_json(), ensure_ascii=False, indent=1, allow_nan=False)
-        self._submit(write_bytes_atomic, self.path / EPISODE_FILE, data.encode("utf-8"))
+        return data.encode("utf-8")
 
     def __enter__(self) -> EpisodeWriter:
         return self
