@@ -112,3 +112,19 @@ def sigint_raises():
     yield
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def open_http_clients():
+    """A call returning the ids of the ``httpx.Client`` objects alive and not
+    closed (after a collection): compare before and after to catch one that a
+    failed call left open."""
+    import gc
+
+    import httpx
+
+    def ids() -> set[int]:
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if isinstance(o, httpx.Client) and not o.is_closed}
+
+    return ids

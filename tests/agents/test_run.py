@@ -329,15 +329,6 @@ def test_an_episode_line_says_why_it_failed(capsys):
     assert out[1].endswith(" ok")
 
 
-def _open_http_clients() -> list[Any]:
-    import gc
-
-    import httpx
-
-    gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, httpx.Client) and not o.is_closed]
-
-
 @pytest.mark.parametrize(
     ("entry", "overrides", "match"),
     [
@@ -347,7 +338,9 @@ def _open_http_clients() -> list[Any]:
         ("run_episodes", ["episodes=2", "episode_timeout_s=-1"], "episode_timeout_s must be"),
     ],
 )
-def test_an_agent_built_here_is_closed_when_what_follows_fails(entry, overrides, match):
+def test_an_agent_built_here_is_closed_when_what_follows_fails(
+    entry, overrides, match, open_http_clients
+):
     """``run``/``run_episodes`` close the agent they built (its backend's HTTP
     client, or a loaded model) also when making the env or the spec fails."""
     import agents.run
@@ -360,12 +353,12 @@ def test_an_agent_built_here_is_closed_when_what_follows_fails(entry, overrides,
         "record=false",
         *overrides,
     )
-    before = {id(client) for client in _open_http_clients()}
+    before = open_http_clients()
     with pytest.raises(ValueError, match=match) as raised:
         getattr(agents.run, entry)(cfg, verbose=False)
     # the traceback's frames keep the agent alive: its client must be closed, not collected
     assert raised.traceback
-    assert [c for c in _open_http_clients() if id(c) not in before] == []
+    assert open_http_clients() - before == set()
 
 
 @pytest.mark.parametrize(

@@ -191,13 +191,11 @@ def test_benchmark_run_writes_results_table_plot_and_episodes(tmp_path, capsys):
     assert "success" in out and "miniwob.click-test" in out
 
 
-def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path, monkeypatch):
+def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(
+    tmp_path, monkeypatch, open_http_clients
+):
     """``benchmarks.run`` closes the agent it built (here its backend's HTTP
     client) when what comes before the episodes fails."""
-    import gc
-
-    import httpx
-
     import benchmarks.run
     from benchmarks.run import run
 
@@ -205,10 +203,6 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path
         raise ValueError("episode_timeout_s must be refused here")
 
     monkeypatch.setattr(benchmarks.run, "RolloutSpec", refused)
-
-    def open_clients():
-        gc.collect()
-        return {id(o) for o in gc.get_objects() if isinstance(o, httpx.Client) and not o.is_closed}
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(
@@ -222,12 +216,12 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(tmp_path
                 f"output_dir={tmp_path}",
             ],
         )
-    before = open_clients()
+    before = open_http_clients()
     with pytest.raises(ValueError, match="episode_timeout_s must be") as raised:
         run(cfg)
     # the traceback's frames keep the agent alive: its client must be closed, not collected
     assert raised.traceback
-    assert open_clients() - before == set()
+    assert open_http_clients() - before == set()
 
 
 @pytest.mark.parametrize(
