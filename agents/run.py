@@ -65,9 +65,9 @@ __all__ = [
 EpisodeWriterFactory = Callable[[Any], Any]
 
 
-_INTS = {"episodes": 1, "max_steps": 1, "seed": 0, "workers": None, "envs_per_worker": None}
-"""Integer options -> their least value (None: checked by the rollout engine's own check)."""
-_NUMBERS = ("cpus_per_worker", "gpus_per_worker")
+_INTS = {"episodes": 1, "max_steps": 1, "seed": 0}
+"""Integer options -> their least value. The rollout engine's options (``runner``,
+``workers``, ...) are :func:`agents.runners.runner_options`' to check."""
 _BOOLS = ("record", "headless", "progress", "wandb", "resume")
 
 
@@ -76,7 +76,9 @@ def check_options(cfg: Mapping[str, Any]) -> None:
     top level: ``agents.run``, ``benchmarks.run``) whose value is of the wrong
     kind, before a model loads or a browser starts: ``episodes=abc``,
     ``seed=-1``, ``record=maybe``, ``env_kwargs=abc``, ``modalities=[nope]``.
-    Options missing from ``cfg``, or null, are not checked."""
+    Options missing from ``cfg``, or null, are not checked; the rollout
+    engine's (``runner``, ``workers``, ``cpus_per_worker``, ...) are
+    :func:`agents.runners.runner_options`', which the entry points call next."""
 
     def given(name: str) -> Any:
         return cfg.get(name) if name in cfg else None
@@ -85,15 +87,10 @@ def check_options(cfg: Mapping[str, Any]) -> None:
         value = given(name)
         if value is None:
             continue
-        if not _is_int(value) or (least is not None and value < least):
-            kind = "an integer" if least is None else f"an integer >= {least}"
-            raise ValueError(f"{name} must be {kind}, got {name}={value!r}")
-    from agents.runners import check_limit, is_finite_number
+        if not _is_int(value) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
+    from agents.runners import check_limit
 
-    for name in _NUMBERS:
-        value = given(name)
-        if value is not None and not is_finite_number(value):
-            raise ValueError(f"{name} must be a number, got {name}={value!r}")
     for name in _BOOLS:
         value = given(name)
         if value is not None and not isinstance(value, bool):

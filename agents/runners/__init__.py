@@ -247,6 +247,8 @@ def runner_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{name} must be {what}, got {name}={value!r}") from None
         if kind is int and converted != value and not isinstance(value, str):
             raise ValueError(f"{name} must be an integer, got {name}={value!r}")  # 1.5 -> 1
+        if kind is float and not math.isfinite(converted):  # float("nan") converts
+            raise ValueError(f"{name} must be a finite number, got {name}={value!r}")
         return converted
 
     options = {
@@ -318,6 +320,12 @@ def check_runner_options(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if envs_per_worker < 1:
         raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
+    for name, amount in (
+        ("cpus_per_worker", cpus_per_worker),
+        ("gpus_per_worker", gpus_per_worker),
+    ):
+        if not (is_finite_number(amount) and amount >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {amount!r}")
     if envs_per_worker > 1 and runner != "ray":
         raise ValueError(
             f"envs_per_worker is the number of envs in each Ray actor: runner=ray only "

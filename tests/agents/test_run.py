@@ -370,6 +370,7 @@ def test_an_agent_built_here_is_closed_when_what_follows_fails(
         (["max_steps=abc"], "max_steps must be an integer >= 1"),
         (["workers=abc"], "workers must be an integer, got workers='abc'"),
         (["runner=ray", "gpus_per_worker=x"], "gpus_per_worker must be a number"),
+        (["runner=ray", "cpus_per_worker=nan"], "cpus_per_worker must be a finite number"),
         (["record=maybe"], "record must be true or false"),
         (["env_kwargs=abc"], "env_kwargs must be a mapping"),
         (["episodes=2", "episode_timeout_s=-1"], "episode_timeout_s must be"),

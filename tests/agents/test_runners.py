@@ -370,6 +370,9 @@ def test_entry_point_runner_options_are_checked_and_zero_is_not_a_default():
         ({"workers": 1.5}, r"workers must be an integer, got workers=1.5"),
         ({"workers": True}, r"workers must be a number, got workers=True"),
         ({"runner": "ray", "cpus_per_worker": "lots"}, r"cpus_per_worker must be a number"),
+        ({"runner": "ray", "cpus_per_worker": "nan"}, r"cpus_per_worker must be a finite number"),
+        ({"runner": "ray", "gpus_per_worker": float("inf")}, r"gpus_per_worker must be a finite"),
+        ({"runner": "ray", "gpus_per_worker": -1}, r"gpus_per_worker must be a finite number >= 0"),
     ]:
         with pytest.raises(ValueError, match=match):
             runner_options(bad)
