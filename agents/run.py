@@ -7,7 +7,8 @@
     python -m agents.run agent=llm backend=transformers model=/path/to/model adapter=/path/to/lora
     python -m agents.run agent=tiny env=miniwob.click-button online=sdft episodes=10
 
-The config is ``conf/run.yaml``. :func:`run` is the plain function behind the
+The config is ``conf/run.yaml`` over :class:`agents.run_config.RunConfig`
+(every key's default and help). :func:`run` is the plain function behind the
 ``@hydra.main`` wrapper; tests call it with a composed config. Top-level
 ``model`` and ``adapter``, when set, override ``backend.model`` /
 ``backend.adapter`` of whichever backend is selected.
@@ -33,7 +34,7 @@ the checkpoint too). The learner is instantiated by Hydra at run time:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
+from agents.run_config import check_options, register_config
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 
@@ -63,60 +65,6 @@ __all__ = [
 ]
 
 EpisodeWriterFactory = Callable[[Any], Any]
-
-
-_INTS = {"episodes": 1, "max_steps": 1, "seed": 0}
-"""Integer options -> their least value. The rollout engine's options (``runner``,
-``workers``, ...) are :func:`agents.runners.runner_options`' to check."""
-_BOOLS = ("record", "headless", "progress", "wandb", "resume")
-
-
-def check_options(cfg: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first option of ``cfg`` (an entry point's
-    top level: ``agents.run``, ``benchmarks.run``) whose value is of the wrong
-    kind, before a model loads or a browser starts: ``episodes=abc``,
-    ``seed=-1``, ``record=maybe``, ``env_kwargs=abc``, ``modalities=[nope]``.
-    Options missing from ``cfg``, or null, are not checked; the rollout
-    engine's (``runner``, ``workers``, ``cpus_per_worker``, ...) are
-    :func:`agents.runners.runner_options`', which the entry points call next."""
-
-    def given(name: str) -> Any:
-        return cfg.get(name) if name in cfg else None
-
-    for name, least in _INTS.items():
-        value = given(name)
-        if value is None:
-            continue
-        if not _is_int(value) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
-    from agents.runners import check_limit
-
-    for name in _BOOLS:
-        value = given(name)
-        if value is not None and not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {name}={value!r}")
-    check_limit("episode_timeout_s", given("episode_timeout_s"))
-    kwargs = given("env_kwargs")
-    if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise ValueError(
-            f"env_kwargs must be a mapping of BrowserEnv arguments, e.g. "
-            f"'env_kwargs={{modalities: [elements, text]}}', got env_kwargs={kwargs!r}"
-        )
-    modalities = given("modalities")
-    if modalities is not None:
-        from browser_env.observation import MODALITIES
-
-        if not (isinstance(modalities, Sequence) and not isinstance(modalities, str)) or not all(
-            m in MODALITIES for m in modalities
-        ):
-            raise ValueError(
-                f"modalities must be a list of {', '.join(MODALITIES)} "
-                f"(e.g. modalities=[elements,text]), got modalities={modalities!r}"
-            )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def env_id_of(cfg: Mapping[str, Any]) -> str:
@@ -501,6 +449,7 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
 def main() -> None:
     import hydra
 
+    register_config()
     hydra.main(version_base="1.3", config_path="../conf", config_name="run")(_entry)()
 
 

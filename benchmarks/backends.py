@@ -233,6 +233,9 @@ def agent_settings() -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from benchmarks.config import register_config
+
+    register_config()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="benchmark", overrides=["agent=tiny"])
     settings = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -244,7 +247,9 @@ def tiny_agent() -> Any:
     from hydra import compose, initialize_config_dir
 
     from agents.run import build_agent
+    from benchmarks.config import register_config
 
+    register_config()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return build_agent(compose(config_name="benchmark", overrides=["agent=tiny"]))
 

@@ -41,6 +41,7 @@ from agents.runners import (
     run_rollouts,
     runner_options,
 )
+from benchmarks.config import BenchmarkConfig, register_config
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 from benchmarks.suites import Suite
@@ -84,9 +85,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent, check_options, recording_info
+    from agents.run import build_agent, recording_info
+    from agents.run_config import check_options
 
-    check_options(cfg)
+    check_options(cfg, BenchmarkConfig)
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
     ray_options = ray_spec_options(cfg, runner)
@@ -185,6 +187,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
+register_config()  # conf/benchmark.yaml builds on benchmark_schema
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")

@@ -40,6 +40,18 @@ def open_env():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def entry_point_schemas() -> None:
+    """``conf/run.yaml`` and ``conf/benchmark.yaml`` build on structured configs
+    that their entry points register before Hydra composes them; tests compose
+    them directly, so they are registered here."""
+    from agents.run_config import register_config as register_run
+    from benchmarks.config import register_config as register_benchmark
+
+    register_run()
+    register_benchmark()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def virtual_display():
     """A headed browser (render_mode="human", check_env's render check, the demo
     recorder) needs an X display: start Xvfb when there is none."""

@@ -227,14 +227,11 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["episodes=abc"], "episodes must be an integer >= 1, got episodes='abc'"),
-        (["seed=abc"], "seed must be an integer >= 0"),
-        (["max_steps=abc"], "max_steps must be an integer >= 1"),
-        (["workers=abc"], "workers must be an integer"),
-        (["progress=maybe"], "progress must be true or false"),
-        (["modalities=abc"], "modalities must be a list of elements, text, screenshot"),
+        (["episodes=0"], "episodes must be an integer >= 1, got episodes=0"),
+        (["seed=-3"], "seed must be an integer >= 0"),
+        (["max_steps=0"], "max_steps must be an integer >= 1"),
+        (["workers=0"], "workers must be >= 1"),
         (["modalities=[nope]"], "modalities must be a list of"),
-        (["env_kwargs=abc"], "env_kwargs must be a mapping"),
         (["episode_timeout_s=-1"], "episode_timeout_s must be"),
     ],
 )
@@ -250,6 +247,30 @@ def test_bad_options_name_themselves_before_a_model_loads(tmp_path, monkeypatch,
         cfg = compose(config_name="benchmark", overrides=[f"output_dir={tmp_path}", *overrides])
     with pytest.raises(ValueError, match=match):
         run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("episodes=abc", "episodes"),
+        ("seed=abc", "seed"),
+        ("progress=maybe", "progress"),
+        ("modalities=abc", "modalities"),
+        ("env_kwargs=abc", "env_kwargs"),
+        ("cpus_per_worker=lots", "cpus_per_worker"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_hydras_error_naming_the_key(override, key):
+    """``conf/benchmark.yaml`` builds on :class:`BenchmarkConfig`: Hydra refuses a
+    value of the wrong kind while it composes the config, before anything runs."""
+    from hydra.errors import ConfigCompositionException
+
+    with (
+        initialize_config_dir(config_dir=CONF, version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as raised,
+    ):
+        compose(config_name="benchmark", overrides=[override])
+    assert f"full_key: {key}" in str(raised.value.__cause__)
 
 
 def test_an_unknown_backend_is_a_config_error():
