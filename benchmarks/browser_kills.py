@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.soak import _write_json
+from benchmarks.suites import unknown_tasks
 from browser_env.browser import process_group
 
 __all__ = ["kill_rounds", "main"]
@@ -119,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     if args.kills < 1:
-        raise ValueError("--kills must be >= 1")
+        parser.error(f"--kills must be >= 1, got {args.kills}")
+    if args.driver_every < 0:
+        parser.error(f"--driver-every must be >= 0 (0: never), got {args.driver_every}")
+    if not args.hang_s > 0:
+        parser.error(f"--hang-s must be > 0, got {args.hang_s}")
+    if unknown_tasks([args.task], prefix="browser_env/"):
+        parser.error(f"--task: no such env: {args.task} (e.g. miniwob.click-test)")
     result = kill_rounds(args.kills, args.task, args.driver_every, args.hang_s)
     print(
         f"browser kills on {result['task']}: {result['recovered']}/{result['kills']} recovered "

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.suites import unknown_tasks
+
 __all__ = ["main", "measure"]
 
 DEFAULT_TASKS = ("click-test", "click-button", "enter-text", "login-user", "click-checkboxes")
@@ -216,7 +218,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.resets < 1:
         parser.error("--steps and --resets must be >= 1")
-    rows = measure([t for t in args.tasks.split(",") if t], args.steps, args.resets, args.seed)
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks:
+        parser.error("--tasks names no task")
+    unknown = unknown_tasks(tasks)
+    if unknown:
+        parser.error(f"--tasks: no such MiniWoB++ task: {', '.join(unknown)}")
+    rows = measure(tasks, args.steps, args.resets, args.seed)
     print(format_rows(rows))
     if args.json:
         from benchmarks.report import write_json_atomic

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from browser_env.rundir import register_resolvers
 
-__all__ = ["format_table", "main", "plot", "run"]
+__all__ = ["check", "format_table", "main", "plot", "run"]
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -70,10 +71,11 @@ def _call(isolate: bool) -> Callable[..., Any]:
     return call
 
 
-def _setup(cfg: DictConfig, out: Path) -> Any:
-    """The :class:`benchmarks.learner_arms.Setup` of ``cfg``, checked; writes the
-    synthetic episodes when ``cfg.episodes`` is not set."""
-    from benchmarks.learner_arms import ARMS, Setup, write_episodes
+def check(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` for a setting no arm could run with, naming it, before
+    anything is written or a model loads."""
+    from benchmarks.learner_arms import ARMS
+    from learners.entry import check_model
 
     unknown = sorted(set(cfg.algorithms) - {a for a, _ in ARMS})
     if unknown:
@@ -90,6 +92,16 @@ def _setup(cfg: DictConfig, out: Path) -> Any:
             f"batch_size ({cfg.batch_size}) must be a multiple of num_generations "
             f"({cfg.num_generations}): GRPO's batch is whole groups"
         )
+    check_model(str(cfg.model))
+    if cfg.get("episodes") and not Path(cfg.episodes).expanduser().exists():
+        raise ValueError(f"episodes={cfg.episodes}: no such episode or run directory")
+
+
+def _setup(cfg: DictConfig, out: Path) -> Any:
+    """The :class:`benchmarks.learner_arms.Setup` of ``cfg`` (:func:`check` first);
+    writes the synthetic episodes when ``cfg.episodes`` is not set."""
+    from benchmarks.learner_arms import Setup, write_episodes
+
     targets = cfg.lora.target_modules
     if cfg.get("episodes"):
         episodes = Path(cfg.episodes)
@@ -131,6 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from benchmarks.learner_clock import measure
     from benchmarks.report import write_json_atomic
 
+    check(cfg)
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     setup = _setup(cfg, out)
@@ -263,6 +276,11 @@ register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")
 def main(cfg: DictConfig) -> None:
+    try:
+        check(cfg)
+    except ValueError as exc:  # a setting, not a bug: its message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     run(cfg)
 
 

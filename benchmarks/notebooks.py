@@ -94,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output and len(args.notebooks) > 1:
         parser.error("--output takes one notebook")
+    missing = [str(path) for path in args.notebooks if not path.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    if args.output and not args.output.parent.is_dir():
+        parser.error(f"--output: no such directory: {args.output.parent}")
     parameters = {name: _value(value) for name, value in args.parameter}
     for notebook in args.notebooks:
         execute(notebook, parameters, output=args.output)

@@ -38,7 +38,7 @@ from typing import Any
 
 from browser_env.atomic import write_json_atomic
 
-__all__ = ["AXTREE_BYTES", "ambiguous_targets", "line_keys", "main", "measure"]
+__all__ = ["AXTREE_BYTES", "ambiguous_targets", "line_keys", "main", "measure", "unknown_tasks"]
 
 #: BrowserGym's accessibility-tree text at turn 1, in UTF-8 bytes, as measured on
 #: this machine for issue 13 (BrowserGym's ``flatten_axtree_to_str`` of the
@@ -134,6 +134,13 @@ def smollm2_tokenizer() -> Callable[[str], int] | None:
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
+def unknown_tasks(tasks: Sequence[str]) -> list[str]:
+    """Those of ``tasks`` that no scripted expert plays and :data:`AXTREE_BYTES` lacks."""
+    from agents.experts.expert import SUPPORTED_TASKS
+
+    return sorted(set(tasks) - set(SUPPORTED_TASKS) - set(AXTREE_BYTES))
+
+
 def measure(
     tasks: Sequence[str] | None = None,
     seeds: int = 3,
@@ -153,7 +160,7 @@ def measure(
 
     requested = list(tasks or ())
     tasks = [t for t in requested if t in SUPPORTED_TASKS] if requested else list(SUPPORTED_TASKS)
-    unknown = sorted(set(requested) - set(SUPPORTED_TASKS) - set(AXTREE_BYTES))
+    unknown = unknown_tasks(requested)
     if unknown:
         raise ValueError(f"no scripted expert for {unknown}; supported: {list(SUPPORTED_TASKS)}")
     counters = {"tiny": tiny_tokenizer(), "smollm2": smollm2_tokenizer()}
@@ -303,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t] or None
+    for name in ("seeds", "max_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed must be >= 0, got {args.first_seed}")
+    unknown = unknown_tasks(tasks or ())
+    if unknown:
+        parser.error(f"--tasks: no scripted expert for {', '.join(unknown)} (agents.experts)")
     result = measure(tasks, args.seeds, args.max_steps, args.first_seed)
     print(format_report(result))
     if args.json:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_json_atomic
+from benchmarks.suites import unknown_tasks
 
 __all__ = ["MODES", "main", "record", "replay"]
 
@@ -218,9 +219,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.command == "record":
         if args.n < 2 or args.episodes < 1:
             parser.error("--n must be >= 2 and --episodes >= 1")
+        if unknown_tasks([args.task]):
+            parser.error(f"--task: no such MiniWoB++ task: {args.task}")
         data = record(args.task, args.n, args.episodes, args.out)
         print(f"{len(data['calls'])} calls, {data['steps']} steps -> {args.out}")
         return data
+    if not Path(args.prompts).is_file():
+        parser.error(f"no such prompts file: {args.prompts}")
     result = replay(args.prompts, model=args.model, device=args.device, dtype=args.dtype)
     print(report(result))
     if args.out:

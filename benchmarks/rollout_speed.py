@@ -66,6 +66,7 @@ import numpy as np
 
 from benchmarks.rollout_speed_policy import measure_policy
 from benchmarks.rollout_speed_report import report
+from benchmarks.suites import unknown_tasks
 
 __all__ = ["main", "measure_policy", "measure_runners", "measure_vector"]
 
@@ -363,15 +364,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="also write the figures here (docs/rollout_speed.json holds the committed ones)",
     )
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if args.vector_rounds < 1 or args.steps < 1:
-        raise ValueError("--vector-rounds and --steps must be >= 1")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        sizes = []
     if not sizes or min(sizes) < 1:
-        raise ValueError("--sizes must be positive integers")
+        parser.error(f"--sizes must be positive integers, got {args.sizes!r}")
+    counts = ("steps", "vector_rounds", "episodes", "policy_rounds", "runner_episodes", "rounds")
+    for name in counts:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.timeout_scale > 0:
+        parser.error(f"--timeout-scale must be > 0, got {args.timeout_scale}")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(PARTS)
     if unknown:
-        raise ValueError(f"--skip takes {PARTS}, got {sorted(unknown)}")
+        parser.error(f"--skip takes {', '.join(PARTS)}, got {', '.join(sorted(unknown))}")
+    if unknown_tasks([args.task]):
+        parser.error(f"--task: no such MiniWoB++ task: {args.task}")
     from tqdm.auto import tqdm
 
     env_kwargs: dict[str, Any] = {}

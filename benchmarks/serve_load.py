@@ -229,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="SFT steps of the job under load")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    for name in ("reads", "uploads", "submissions"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     result = run(args.reads, args.uploads, args.submissions, args.steps)
     print(f"{'what':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for row in result["rows"]:

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.suites import unknown_tasks
 from browser_env.atomic import write_json_atomic
 
-__all__ = ["main", "process_tree_rss", "soak"]
+__all__ = ["main", "process_tree_rss", "soak", "warmup_resets"]
 
 
 def process_tree_rss() -> int:
@@ -40,6 +41,11 @@ def process_tree_rss() -> int:
     return total
 
 
+def warmup_resets(resets: int) -> int:
+    """The resets before the first memory sample: 5% of ``resets``, at least 10."""
+    return max(10, resets // 20)
+
+
 def soak(
     resets: int = 1_000,
     task: str = "miniwob.click-test",
@@ -54,7 +60,7 @@ def soak(
 
     import browser_env  # noqa: F401 - registers the ids
 
-    warmup = max(10, resets // 20)
+    warmup = warmup_resets(resets)
     if resets <= warmup:
         raise ValueError(f"resets must be more than the warm-up of {warmup}, got {resets}")
     env = gym.make(f"browser_env/{task}-v0", modalities=("elements", "text"))
@@ -99,6 +105,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-growth", type=float, default=0.10)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
+    if args.resets <= warmup_resets(args.resets):
+        parser.error(
+            f"--resets must be more than the warm-up of {warmup_resets(args.resets)}, "
+            f"got {args.resets}"
+        )
+    if unknown_tasks([args.task], prefix="browser_env/"):
+        parser.error(f"--task: no such env: {args.task} (e.g. miniwob.click-test)")
     result = soak(args.resets, args.task, args.max_growth)
     print(
         f"soak {result['task']}: {result['resets']} resets in {result['seconds']:.0f} s "

@@ -2,7 +2,9 @@
 -> the learner's values, with every setting that would be ignored rejected.
 
 * a top-level ``model=NAME`` (as on ``agents.run`` and ``benchmarks.run``)
-  sets ``learner.model``; ``model=smollm2-135m`` works on every command;
+  sets ``learner.model``; ``model=smollm2-135m`` works on every command; a
+  model that is no preset, no local path and no hub id that could load is an
+  error here, not the hub's ``OSError`` after the setup (:func:`check_model`);
 * ``+backend=NAME`` picks the training backend where the learner has one:
   ``transformers`` always, ``mlx`` for SDFT. ``openai`` and ``tensorrt`` are
   inference-only (no gradients through a server or an engine): an error;
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["learner_values"]
+__all__ = ["check_model", "learner_values"]
 
 _CONF = Path(__file__).resolve().parents[1] / "conf" / "backend"
 #: backend group option -> the learner field that takes the setting instead
@@ -39,8 +41,10 @@ def learner_values(
 
     _check_top_level(cfg)
     values = OmegaConf.to_container(cfg.learner, resolve=True)
-    if cfg.get("model") is not None:
+    top_level = cfg.get("model") is not None
+    if top_level:
         values["model"] = str(cfg.model)
+    check_model(str(values["model"]), "model" if top_level else "learner.model")
     backend = cfg.get("backend")
     if backend is None:
         return _checked(values, learner)
@@ -95,6 +99,38 @@ def _check_top_level(cfg: DictConfig) -> None:
             raise ValueError(
                 f"{key}={cfg[key]!r} (it sets learner.{key}): {str(exc).splitlines()[0]}"
             ) from None
+
+
+def check_model(model: str, option: str = "model") -> None:
+    """Refuse ``model`` unless it is a preset (:data:`agents.models.PRESETS`),
+    an existing local path, or a hub id (``owner/name``) that can load: one in
+    the local Hugging Face cache, or any while the hub may be reached
+    (``HF_HUB_OFFLINE`` unset; transformers then says whether it exists).
+
+    Raises:
+        ValueError: naming ``option``, the presets and the missing path.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from agents.models import PRESETS
+
+    if model in PRESETS or Path(model).expanduser().exists():
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        hub = ""  # /a/dir, ./dir, a/b/c: only ever a path
+    else:
+        if not constants.HF_HUB_OFFLINE or isinstance(
+            try_to_load_from_cache(model, "config.json"), str
+        ):
+            return
+        hub = ", nor a hub id in the local cache (HF_HUB_OFFLINE is set)"
+    raise ValueError(
+        f"{option}={model!r} is no preset ({', '.join(PRESETS)}) and no local path{hub}: "
+        "a local model directory must exist"
+    )
 
 
 def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:

@@ -26,8 +26,9 @@ run ends on a reset's exception, the other episodes reset in that round
 (concurrently: their resets had run) never played a step; like the jobs
 after a failing one under ``runner=local`` they leave no recording, not a
 zero-step ``abandoned`` one. Episodes that had played steps keep theirs
-(ended ``abandoned`` when the envs close or reset; after Ctrl+C, ``complete:
-false`` with reason ``interrupted: KeyboardInterrupt``). Ray actors
+(ended ``abandoned`` when the envs close or reset; after Ctrl+C, in the loop
+or in the caller's ``on_result``, ``complete: false`` with reason
+``interrupted: KeyboardInterrupt``). Ray actors
 with several envs use that, so that one bad job does not take the actor's
 other episodes with it (an exception of the batched policy call itself
 still ends the run: it belongs to no one episode).
@@ -122,7 +123,16 @@ class VectorRunner:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[EpisodeResult], None] | None = None
     ) -> list[EpisodeResult]:
-        return collect(jobs, self.iter_run(jobs), on_result)
+        played = self.iter_run(jobs)
+        try:
+            return collect(jobs, played, on_result)
+        except BaseException as exc:
+            # on_result raised (Ctrl+C too) while other sub-envs' episodes are
+            # under way: raise it where _play waits, so they are recorded as
+            # after an interrupt in its loop, not "abandoned" when the envs close
+            with contextlib.suppress(BaseException):
+                played.throw(exc)
+            raise
 
     def iter_run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, EpisodeResult]]:
         """Play ``jobs``, yielding each (job, its episode's result) as it ends (the

@@ -484,3 +484,61 @@ def test_ctrl_c_mid_episode_leaves_its_recording_incomplete_and_no_browser(tmp_p
     for episode in episodes:
         assert not episode.complete and episode.outcome.steps == len(episode.steps) > 0
         assert episode.outcome.reason == "interrupted: KeyboardInterrupt"
+
+
+class _FirstForkSolves:
+    """The first fork is the scripted expert (one click solves click-test); the
+    others WAIT, so their episodes are under way when the first one ends."""
+
+    def __init__(self):
+        self.forks = 0
+
+    def fork(self):
+        self.forks += 1
+        return ScriptedExpert() if self.forks == 1 else _WaitsThenCtrlC(interrupt_at=0)
+
+    def act_batch(self, observations, agents):
+        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
+
+
+def test_ctrl_c_in_on_result_leaves_the_episodes_under_way_interrupted(tmp_path):
+    # They were recorded "abandoned" (complete) when the envs closed: only an
+    # interrupt inside the runner's loop reached abort_recording.
+    from browser_env.episodes.loader import find_episode_dirs, load_episode
+
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=10, record_dir=str(tmp_path))
+    jobs = [Job("browser_env/miniwob.click-test-v0", s) for s in (0, 1, 2)]
+    seen = []
+
+    def on_result(result):
+        seen.append(result)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_rollouts(
+            jobs, spec, agent=_FirstForkSolves(), runner="vector", workers=2, on_result=on_result
+        )
+    assert [(r.success, r.steps) for r in seen] == [(True, 1)] and _browsers() == []
+    episodes = {e.meta.seed: e for e in map(load_episode, find_episode_dirs(tmp_path))}
+    assert sorted(episodes) == [0, 1]  # the third job never started
+    assert episodes[0].complete and episodes[0].outcome.success
+    waiting = episodes[1]
+    assert not waiting.complete and waiting.outcome.steps == len(waiting.steps) == 1
+    assert waiting.outcome.reason == "interrupted: KeyboardInterrupt"
+
+
+def test_ctrl_c_in_on_result_under_runner_local_interrupts_no_episode(tmp_path):
+    # runner=local calls on_result between episodes: none is under way then
+    from browser_env.episodes.loader import find_episode_dirs, load_episode
+
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=10, record_dir=str(tmp_path))
+    jobs = [Job("browser_env/miniwob.click-test-v0", s) for s in (0, 1)]
+
+    def on_result(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_rollouts(jobs, spec, agent=ScriptedExpert(), runner="local", on_result=on_result)
+    episodes = [load_episode(d) for d in find_episode_dirs(tmp_path)]
+    assert [(e.meta.seed, e.complete, e.outcome.success) for e in episodes] == [(0, True, True)]
+    assert _browsers() == []

@@ -221,6 +221,55 @@ def test_bad_values_fail_before_the_model_loads(name, overrides, message):
         _values(name, overrides)
 
 
+_PRESETS = r"no preset \(tiny-random, tiny, tiny-text, smollm2-135m\)"
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("sft", ["model=nope"], rf"model='nope' is {_PRESETS} and no local path, nor a hub id"),
+        ("sdft", ["model=./no/such"], rf"model='./no/such' is {_PRESETS} and no local path:"),
+        ("grpo", ["learner.model=/no/such/dir"], rf"learner\.model='/no/such/dir' is {_PRESETS}"),
+        ("grpo", ["model=someone/not-cached"], r"local cache \(HF_HUB_OFFLINE is set\)"),
+    ],
+)
+def test_a_model_that_cannot_load_is_refused_naming_the_option_and_presets(
+    monkeypatch, name, overrides, message
+):
+    """Not transformers' OSError about the hub after the setup (HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=f"{message}.*a local model directory must exist"):
+        _values(name, overrides)
+    # what does load: presets, local dirs, hub ids while the hub can be reached
+    assert _values(name, ["model=smollm2-135m"])["model"] == "smollm2-135m"
+    assert _values(name, [f"model={ROOT}"])["model"] == str(ROOT)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert _values(name, ["model=Qwen/Qwen2.5-0.5B-Instruct"])["model"].startswith("Qwen/")
+
+
+def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "learners.sft",
+            "model=nope",
+            f"learner.episodes=[{tmp_path}]",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "model='nope' is no preset" in proc.stderr, proc.stderr[-3000:]
+    assert "huggingface.co" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
