@@ -113,6 +113,11 @@ class LoRAServer:
                 f"no generation server answers at {self.base_url} ({type(exc).__name__}: {exc}); "
                 + START_HINT
             ) from exc
+        except httpx.RequestError as exc:  # an answer httpx cannot read (e.g. its encoding)
+            raise LoRAServerError(
+                f"{method} {self.base_url}{path}: the answer could not be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         if response.status_code >= 400:
             hint = ""
             if response.status_code in (401, 403):

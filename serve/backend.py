@@ -6,7 +6,7 @@ each job as a Ray Job whose submission id is the service's job id, so Ray
 itself refuses a second submission under the same id. Every call has a
 deadline: a Jobs API that accepts a connection and never answers raises
 :class:`BackendTimeout` instead of holding the caller. Tests use a fake
-backend with the same four methods; nothing here imports Ray at module level.
+backend with the same five methods; nothing here imports Ray at module level.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ class JobBackend(Protocol):
 
     def node_resource(self) -> dict[str, float]:
         """A resource request that pins a job to the calling process's node."""
+        ...
+
+    def capacity(self, *, pinned: bool) -> dict[str, float]:
+        """The most ``num_cpus`` and ``num_gpus`` one job could be given: the totals
+        of the calling process's node when ``pinned`` (:meth:`node_resource`),
+        else the largest of the alive nodes' (each key on its own)."""
         ...
 
 
@@ -133,6 +139,20 @@ class RayJobBackend:
         import ray
 
         return {f"node:{ray.util.get_node_ip_address()}": 0.001}
+
+    def capacity(self, *, pinned: bool) -> dict[str, float]:
+        import ray
+
+        pin = next(iter(self.node_resource())) if pinned else None
+        nodes = [
+            node["Resources"]
+            for node in ray.nodes()
+            if node.get("Alive") and (pin is None or pin in node["Resources"])
+        ]
+        return {
+            key: max((float(node.get(name, 0.0)) for node in nodes), default=0.0)
+            for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
+        }
 
 
 def _client_class() -> type:

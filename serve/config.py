@@ -11,6 +11,7 @@ applies the security rules of the service: a token of at least
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
@@ -56,6 +57,15 @@ class ServeConfig:
     poll_interval_s: float = _f(1.0, "Seconds between scheduler passes (status, queue).")
     default_num_cpus: float = _f(1.0, "CPUs a job asks Ray for when the request names none.")
     default_num_gpus: float = _f(0.0, "GPUs a job asks Ray for when the request names none.")
+    max_num_cpus: float | None = _f(
+        None,
+        "Most CPUs one job may ask for (422 beyond). null: the most one node offers, as Ray "
+        "reports it at submission (the service's node unless shared_storage); set it on an "
+        "autoscaling cluster, whose nodes to come Ray cannot report.",
+    )
+    max_num_gpus: float | None = _f(
+        None, "Most GPUs one job may ask for (422 beyond); null: as for max_num_cpus."
+    )
     allowed_models: list[str] | None = _f(
         ["tiny"], "Values the 'model' override may take (null: any, including server paths)."
     )
@@ -121,6 +131,10 @@ class ServeConfig:
         for name in ("default_num_cpus", "default_num_gpus", "replica_num_cpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_num_cpus", "max_num_gpus"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0 or null, got {value}")
 
     def token(self) -> str | None:
         """The bearer token, or None where serving without one is allowed.

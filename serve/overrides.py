@@ -52,6 +52,8 @@ def override_problem(config_class: type, learner: str, overrides: dict[str, Any]
             return f"override {key!r} is set by the server"
         if key not in fields:
             return f"unknown {learner} setting {key!r}"
+        if not _finite(value):
+            return f"{key} holds NaN or Infinity (the parser takes them, JSON has neither)"
         if not _type_ok(value, hints[key]):
             return f"{key}={value!r} is not a {fields[key].type}"
     return None
@@ -61,6 +63,21 @@ def override_problem(config_class: type, learner: str, overrides: dict[str, Any]
 def _type_hints(cls: type) -> dict[str, Any]:
     """A dataclass's field types as objects (its annotations are strings)."""
     return typing.get_type_hints(cls)
+
+
+def _finite(value: Any) -> bool:
+    """Whether no number anywhere in a JSON value (nested lists and objects
+    included) is NaN or Infinity; iterative, so any depth the parser took is fine."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return True
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -78,8 +95,6 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint in (int, float, str):
         wanted = int | float if hint is float else hint
-        if hint is float and isinstance(value, float) and not math.isfinite(value):
-            return False  # NaN or Infinity: the parser takes them, JSON has neither
         return isinstance(value, wanted) and not isinstance(value, bool)
     if origin is list or (origin is tuple and args[1:] == (Ellipsis,)):
         return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)

@@ -240,7 +240,38 @@ class TrainingService:
             ):
                 raise ServiceError(422, f"{key} must be a finite number >= 0")
             resources[key] = float(value)
+        for key, limit in self._capacity().items():
+            if limit is not None and resources[key] > limit:
+                raise ServiceError(
+                    422,
+                    f"{key}={resources[key]:g} is more than one job can be given here "
+                    f"({limit:g}); it would wait for ever",
+                )
         return learner, dataset_ids, overrides, resources
+
+    def _capacity(self) -> dict[str, float | None]:
+        """The most ``num_cpus``/``num_gpus`` a job may ask for (None: unchecked).
+
+        ``max_num_cpus``/``max_num_gpus`` where configured, else what the
+        backend reports at this submission: Ray leaves a request no node can
+        hold pending for ever (it only warns of an "infeasible" task), and such
+        a job would hold a ``max_concurrent_jobs`` slot until cancelled. The
+        largest node counts, not the cluster's sum (a job runs on one node),
+        and only the service's node when jobs are pinned to it (no
+        ``shared_storage``). Ray cannot report the nodes an autoscaler may
+        add, hence the configured maximums. A backend that cannot answer
+        leaves the request unchecked, as a submission while it is down is
+        queued rather than refused.
+        """
+        limits = {"num_cpus": self.cfg.max_num_cpus, "num_gpus": self.cfg.max_num_gpus}
+        if None in limits.values():
+            try:
+                reported = self.backend.capacity(pinned=not self.cfg.shared_storage)
+            except Exception as exc:
+                log.warning("the job backend did not report its capacity (%s)", exc)
+                reported = {}
+            limits = {k: reported.get(k) if v is None else v for k, v in limits.items()}
+        return limits
 
     def jobs(self) -> list[dict[str, Any]]:
         # No lock: records are replaced atomically, so a reader never sees half

@@ -51,6 +51,7 @@ import gzip
 import json
 import lzma
 import os
+import re
 import stat
 import struct
 import tarfile
@@ -72,6 +73,7 @@ _CHUNK = 1 << 16
 _MAX_NAME_BYTES = 1024  # a member's whole name, UTF-8
 _MAX_PART_BYTES = 255  # one component of it: NAME_MAX of common file systems
 _MAX_HEADER_BYTES = 64 << 10  # the tar headers of one member, all together
+_DECIMAL = re.compile(r"[0-9]{1,20}")  # a pax size as POSIX writes it, at most 20 digits
 _TAR_BYTES_PER_MEMBER = 4 << 10  # header block, padding and a long-name record
 _ZIP_BYTES_PER_ENTRY = 46 + _MAX_NAME_BYTES + 1024  # fixed part, name, extra and comment
 # What a codec or archive reader raises for bytes it cannot decode.
@@ -332,6 +334,11 @@ def _checked_tarinfo(stream: _Decoded) -> type[tarfile.TarInfo]:
                 member = super()._proc_member(tar)
             finally:
                 stream.header_end = None
+            # tarfile turns a pax size it cannot read into 0 and takes a negative
+            # one as it is: either would unpack as an empty (or cut) file.
+            size = member.pax_headers.get("size")
+            if size is not None and not _DECIMAL.fullmatch(size):
+                raise UploadRejected(422, f"{member.name!r} has an invalid pax size {size[:40]!r}")
             if sum(len(k) + len(v) for k, v in tar.pax_headers.items()) > _MAX_HEADER_BYTES:
                 raise UploadRejected(422, "the archive's global pax headers are too long")
             return member

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from agents.backends.base import Backend
 from agents.backends.common import require
 from serve.auth import bearer_matches
-from serve.openai_server.models import ServedModels
+from serve.openai_server.models import AdapterExists, ServedModels
 from serve.openai_server.schemas import ChatRequest, LoadLoRARequest, UnloadLoRARequest
 from serve.openai_server.wire import backend_call, completion, sse
 
@@ -181,7 +181,10 @@ async def chat_completions(request: Request, settings: Reader) -> Any:
             "not_found_error",
         )
     try:
-        messages, images, sampling = backend_call(req, settings.max_tokens_limit)
+        # off the event loop: decoding a request's images takes up to a second
+        messages, images, sampling = await run_in_threadpool(
+            backend_call, req, settings.max_tokens_limit
+        )
         gen = await run_in_threadpool(models.generate, served, messages, images, sampling)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
@@ -206,7 +209,9 @@ async def load_lora_adapter(request: Request, settings: Writer) -> PlainTextResp
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     try:
-        await run_in_threadpool(settings.models.load, req.lora_name, path)
+        await run_in_threadpool(settings.models.load, req.lora_name, path, inplace=req.load_inplace)
+    except AdapterExists as exc:  # loaded by a concurrent request since check_load
+        raise ApiError(400, str(exc)) from None
     except ValueError as exc:
         raise ApiError(400, f"could not load the adapter: {exc}"[:2000]) from None
     logger.info("loaded LoRA adapter %r from %s", req.lora_name, path)

@@ -44,12 +44,19 @@ from typing import Any
 
 from agents.backends.base import Backend, Generation, SamplingParams
 
-__all__ = ["LORA_NAME", "ServedModels", "adapter_dir"]
+__all__ = ["LORA_NAME", "AdapterExists", "ServedModels", "adapter_dir"]
 
 LORA_NAME = re.compile(r"[A-Za-z0-9._:/+@-]{1,128}")
 """What a runtime adapter may be called (vLLM's names, no whitespace or control bytes)."""
 
 _RUNTIME_ADAPTER_METHODS = ("add_adapter", "delete_adapter", "using_adapter")
+
+
+class AdapterExists(ValueError):
+    """A load of a name already loaded, without ``load_inplace`` (vLLM's 400 and message)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The lora adapter '{name}' has already been loaded.")
 
 
 class _Request:
@@ -238,14 +245,19 @@ class ServedModels:
                 f"got {name!r}"
             )
         if name in self._adapters and not inplace:
-            raise ValueError(f"The lora adapter '{name}' has already been loaded.")
+            raise AdapterExists(name)
         return adapter_dir(lora_path, self.root)
 
-    def load(self, name: str, path: str) -> None:
-        """Load the adapter at ``path`` as ``name``; an adapter of that name is
-        replaced once the new weights are in. The backend's ``ValueError`` passes through."""
+    def load(self, name: str, path: str, *, inplace: bool = False) -> None:
+        """Load the adapter at ``path`` as ``name``; with ``inplace`` an adapter of
+        that name is replaced once the new weights are in, without it one is an
+        :class:`AdapterExists` (checked again under the lock: of two concurrent
+        loads of a name, which both passed :meth:`check_load`, one loads). The
+        backend's ``ValueError`` passes through."""
         peft_name = f"served_{next(self._ids)}"
         with self._lock:
+            if name in self._adapters and not inplace:
+                raise AdapterExists(name)
             self.backend.add_adapter(path, peft_name)
             previous = self._adapters.get(name)
             self._adapters[name] = _Adapter(peft_name, path, int(time.time()))

@@ -238,3 +238,43 @@ def test_the_command_line_refuses_bad_settings_before_the_model_loads(settings, 
     cfg.merge_with(settings)
     with pytest.raises(ValueError, match=message):
         run(cfg)
+
+
+def test_of_two_concurrent_loads_of_one_name_one_loads_and_one_is_a_400(adapters):
+    """Both pass the check before either loads (they wait behind a generation):
+    the second must find the name taken, not replace the first's weights."""
+    import threading
+    import time
+
+    from agents.backends.transformers import TransformersBackend
+    from serve.openai_server import ServerThread, create_app
+
+    backend = TransformersBackend(tiny_path("text"), device="cpu")
+    app = create_app(backend, "tiny", write_api_key=WRITE)
+    models = app.state.settings.models
+    answers: dict[str, object] = {}
+    with ServerThread(app) as server:
+
+        def load(which):
+            body = {"lora_name": "pol-1", "lora_path": str(adapters[which])}
+            answers[which] = _post(server.base_url, "/load_lora_adapter", body)
+
+        loaders = [threading.Thread(target=load, args=(w,)) for w in ("a", "b")]
+        with models._lock:  # the backend is busy: both loads queue behind it
+            for loader in loaders:
+                loader.start()
+            time.sleep(1.0)  # both pass check_load (no lock, no backend call) meanwhile
+            assert answers == {}  # and wait for the backend
+        for loader in loaders:
+            loader.join(timeout=60)
+        cards = app.state.settings.models.cards()
+    peft_names = list(backend.model.peft_config)
+    backend.close()
+    codes = sorted(answers[w].status_code for w in ("a", "b"))
+    assert codes == [200, 400], {w: answers[w].text for w in answers}
+    [refused] = [r for r in answers.values() if r.status_code == 400]
+    assert "already been loaded" in refused.json()["error"]["message"]
+    [winner] = [w for w, r in answers.items() if r.status_code == 200]
+    assert [c["id"] for c in cards] == ["tiny", "pol-1"]
+    assert cards[1]["root"] == os.path.realpath(adapters[winner])
+    assert len(peft_names) == 1  # the refused load added nothing to the backend

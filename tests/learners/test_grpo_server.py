@@ -255,3 +255,41 @@ def test_grpo_rejects_an_unknown_generation_mode():
 
     with pytest.raises(ValueError, match="generation"):
         run({**FAST, "generation": "vllm"})
+
+
+def test_an_answer_httpx_cannot_decode_is_a_lora_server_error(tmp_path):
+    """A server whose gzip body is not gzip: httpx raises DecodingError (a
+    RequestError, not a TransportError); the learner gets a LoRAServerError."""
+    import http.server
+    import threading
+
+    from learners.lora_server import LoRAServer, LoRAServerError
+
+    class BrokenGzip(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"this is not gzip"
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815 - the stdlib's names
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BrokenGzip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1"
+    lora = LoRAServer(url, tmp_path)
+    try:
+        with pytest.raises(LoRAServerError, match=r"GET .*/v1/models: the answer could not"):
+            lora.check()
+        with pytest.raises(LoRAServerError, match=r"DecodingError"):
+            lora._call("POST", "/unload_lora_adapter", {"lora_name": "x"})
+    finally:
+        lora.close()
+        server.shutdown()
+        server.server_close()

@@ -23,6 +23,7 @@ class FakeBackend:
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
+        self.nodes = {"num_cpus": 4.0, "num_gpus": 1.0}  # the largest node's (capacity)
         self.submissions: list[tuple[str, str, dict[str, Any]]] = []
         self.stops: list[str] = []
 
@@ -40,6 +41,9 @@ class FakeBackend:
 
     def node_resource(self) -> dict[str, float]:
         return {"node:127.0.0.1": 0.001}
+
+    def capacity(self, *, pinned: bool) -> dict[str, float]:
+        return dict(self.nodes)
 
     def forget(self) -> None:
         self.states.clear()

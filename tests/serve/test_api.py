@@ -243,6 +243,8 @@ def test_a_job_request_body_is_capped(make_service):
         ({"ray_start_attempts": 0}, "ray_start_attempts must be >= 1"),
         ({"ray_num_cpus": 0}, "ray_num_cpus must be >= 1 or null"),
         ({"default_num_gpus": -1}, "default_num_gpus must be >= 0"),
+        ({"max_num_cpus": -1}, "max_num_cpus must be a finite number >= 0 or null"),
+        ({"max_num_gpus": float("inf")}, "max_num_gpus must be a finite number >= 0 or null"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_before_ray_starts(setting, message):

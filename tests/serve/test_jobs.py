@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+from typing import Any
 
 import pytest
 from _serve_helpers import AUTH, FakeBackend, tar_dir
@@ -46,6 +48,92 @@ BAD_REQUESTS = [
     ({"resources": {"num_cpus": -1}}, "num_cpus"),
     ({"resources": {"memory": 10}}, "unknown resource"),
 ]
+
+
+@pytest.mark.parametrize(
+    "resources, words",
+    [
+        ({"num_cpus": 1e9}, "num_cpus=1e+09 is more than one job can be given here (4)"),
+        ({"num_cpus": 4.5}, "num_cpus=4.5 is more than"),
+        ({"num_gpus": 2}, "num_gpus=2 is more than one job can be given here (1)"),
+    ],
+)
+def test_resources_no_node_could_give_are_422(api, dataset_id, resources, words):
+    """The fake's largest node has 4 CPUs and 1 GPU: Ray would leave such a job
+    pending for ever, holding the only max_concurrent_jobs slot."""
+    client, service, backend = api
+    response = _job(client, dataset_id, resources=resources)
+    assert response.status_code == 422 and words in response.text, response.text
+    assert backend.submissions == [] and service.jobs() == []
+    fits = _job(client, dataset_id, resources={"num_cpus": 4, "num_gpus": 1})
+    assert fits.status_code == 201, fits.text
+    assert backend.submissions[0][2]["num_cpus"] == 4.0
+
+
+def test_configured_resource_maximums_replace_what_the_backend_reports(
+    make_service, episodes, tmp_path
+):
+    class Unreported(FakeBackend):
+        def capacity(self, *, pinned):
+            raise AssertionError("asked although both maximums are configured")
+
+    service, backend = make_service(Unreported(), max_num_cpus=16, max_num_gpus=0)
+    archive = tmp_path / "episodes.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    manifest, _ = service.add_dataset(archive, "ab" * 32, archive.stat().st_size)
+    request = {"learner": "sft", "dataset_ids": [manifest["dataset_id"]]}
+    job, created = service.create_job({**request, "resources": {"num_cpus": 16}})
+    assert created and job["resources"]["num_cpus"] == 16.0  # more than the fake's 4
+    from serve.service import ServiceError
+
+    with pytest.raises(ServiceError, match="num_gpus=1 is more than") as refused:
+        service.create_job({**request, "resources": {"num_gpus": 1}})
+    assert refused.value.status == 422
+
+
+def test_a_backend_that_cannot_report_its_capacity_leaves_resources_unchecked(
+    make_service, episodes, tmp_path
+):
+    class Down(FakeBackend):
+        def capacity(self, *, pinned):
+            raise ConnectionError("the cluster is restarting")
+
+    service, backend = make_service(Down())
+    archive = tmp_path / "episodes.tar.gz"
+    archive.write_bytes(tar_dir(episodes))
+    manifest, _ = service.add_dataset(archive, "ab" * 32, archive.stat().st_size)
+    job, created = service.create_job(
+        {"learner": "sft", "dataset_ids": [manifest["dataset_id"]], "resources": {"num_cpus": 64}}
+    )
+    assert created and job["resources"]["num_cpus"] == 64.0  # queued as while the backend is down
+
+
+@dataclasses.dataclass
+class _OpenConfig:
+    """A config with the open field types no learner exposes to requests today."""
+
+    anything: Any = None
+    table: dict[str, Any] | None = None
+    rates: list[float] | None = None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"anything": float("nan")},
+        {"anything": [1, [2, {"x": float("inf")}]]},
+        {"table": {"a": {"b": [float("-inf")]}}},
+        {"rates": [0.1, float("nan")]},
+    ],
+    ids=["any-nan", "any-nested-inf", "dict-nested-inf", "list-nan"],
+)
+def test_non_finite_numbers_anywhere_in_an_override_are_refused(overrides):
+    from serve.overrides import override_problem
+
+    problem = override_problem(_OpenConfig, "open", overrides)
+    assert problem is not None and "NaN or Infinity" in problem, problem
+    finite = {"anything": [1, {"x": 2.5}], "table": {"a": [1e300]}, "rates": [0.1]}
+    assert override_problem(_OpenConfig, "open", finite) is None
 
 
 def test_bad_job_requests_are_422(api, dataset_id):

@@ -112,6 +112,19 @@ def test_sft_job_trains_an_adapter_that_drives_an_agent(client, dataset_id, tmp_
     agent.close() if hasattr(agent, "close") else agent.backend.close()
 
 
+def test_resources_beyond_the_node_are_refused_not_left_pending(client, dataset_id):
+    """The embedded Ray offers 2 CPUs and no GPU on the service's one node."""
+    from serve.client import ClientError
+
+    for resources, words in (({"num_cpus": 3}, "num_cpus=3"), ({"num_gpus": 1}, "num_gpus=1")):
+        with pytest.raises(ClientError, match=words) as refused:
+            client.train("sft", [dataset_id], FAST_SFT, resources)
+        assert refused.value.status == 422 and "more than one job can be given here" in str(
+            refused.value
+        )
+    assert all(j["resources"]["num_cpus"] <= 2 for j in client.jobs())
+
+
 def test_cancel_stops_a_running_job_within_15_s(client, service, dataset_id):
     job_id = client.train("sft", [dataset_id], {**FAST_SFT, "max_steps": 100_000})["job_id"]
     pid_file = service.state / "jobs" / job_id / "pid"

@@ -160,6 +160,36 @@ def test_every_tar_compression_still_unpacks(tmp_path, episodes, mode):
     assert len(check_episodes(dest)) == 3
 
 
+@pytest.mark.parametrize("size", ["-5", "abc", "1e3", "+3", " 5", "-0"])
+def test_a_pax_size_that_is_not_a_decimal_count_is_422(tmp_path, size):
+    """tarfile reads a pax size of -5 as -5 and one it cannot parse as 0: the
+    member became an empty file and its data the next header."""
+    record = _pax_record("size", size)
+    body = (
+        _header("././@PaxHeader", tarfile.XHDTYPE, len(record))
+        + _padded(record)
+        + _file("ep/f", b"hello")
+        + b"\0" * 1024
+    )
+    refused, _ = _refused_with_peak(_unpack(tmp_path, body))
+    assert refused.status == 422
+    assert "invalid pax size" in refused.message and repr(size) in refused.message
+    assert files_under(tmp_path / "out") == []
+
+
+def test_a_decimal_pax_size_still_unpacks(tmp_path):
+    record = _pax_record("size", "5")
+    body = (
+        _header("././@PaxHeader", tarfile.XHDTYPE, len(record))
+        + _padded(record)
+        + _header("ep/f", tarfile.REGTYPE, 999)  # the pax size overrides this one
+        + _padded(b"hello")
+        + b"\0" * 1024
+    )
+    assert _unpack(tmp_path, body)() == 5
+    assert (tmp_path / "out" / "ep" / "f").read_bytes() == b"hello"
+
+
 # --- zip central directory ----------------------------------------------------
 
 
