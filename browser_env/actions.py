@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 from urllib.parse import urlparse
@@ -115,13 +116,19 @@ class Action:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Action:
+        """The action ``data`` (a decoded JSON object) describes; whatever ``data``
+        holds, the only error raised is :class:`ActionError`."""
+        return _readable(cls._from_dict, data)
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> Action:
         if not isinstance(data, dict):
             raise ActionError(f"an action must be a JSON object, got {type(data).__name__}")
         if "action" not in data:
             raise ActionError('an action needs an "action" key, e.g. {"action": "CLICK", ...}')
         unknown = set(data) - {"action", "element_id", "value", "reasoning"}
         if unknown:
-            raise ActionError(f"unknown key(s) {sorted(unknown)} in action")
+            raise ActionError(f"unknown key(s) {sorted(unknown, key=str)} in action")
         value = data.get("value")
         if isinstance(value, bool) or (
             value is not None and not isinstance(value, str | int | float)
@@ -136,14 +143,32 @@ class Action:
 
     @classmethod
     def from_json(cls, text: str) -> Action:
+        """The action the JSON ``text`` describes; whatever ``text`` is, the only
+        error raised is :class:`ActionError`."""
+        return _readable(cls._from_json, text)
+
+    @classmethod
+    def _from_json(cls, text: str) -> Action:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError) as exc:
             raise ActionError(f"action is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls._from_dict(data)
 
     def __str__(self) -> str:
         return self.to_json()
+
+
+def _readable(read: Callable[[Any], Action], raw: Any) -> Action:
+    """``read(raw)``, with any other error junk input can raise turned into an
+    :class:`ActionError`: bytes that are not UTF-8, JSON nested past the
+    recursion limit, an int too long for ``str()``."""
+    try:
+        return read(raw)
+    except ActionError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ActionError(f"action could not be read: {type(exc).__name__}: {exc}") from None
 
 
 def _bad_verb(verb: Any) -> str:
@@ -200,17 +225,15 @@ def coerce_action(raw: Action | dict[str, Any] | str) -> Action:
     """Return ``raw`` as an :class:`Action` or raise :class:`ActionError`."""
     if isinstance(raw, Action):
         return raw
-    try:
-        if isinstance(raw, dict):
-            return Action.from_dict(raw)
-        if isinstance(raw, str | bytes):
-            return Action.from_json(raw.decode() if isinstance(raw, bytes) else raw)
-    except ActionError:
-        raise
-    # bytes that are not UTF-8, JSON nested past the recursion limit, an int too
-    # long for str(): junk like any other, not a crash of whoever asked
-    except (ValueError, RecursionError) as exc:
-        raise ActionError(f"action could not be read: {exc}") from None
+    if isinstance(raw, dict):
+        return Action.from_dict(raw)
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ActionError(f"action could not be read: {exc}") from None
+    if isinstance(raw, str):
+        return Action.from_json(raw)
     raise ActionError(
         f"an action must be an Action, a dict or a JSON string, got {type(raw).__name__}"
     )

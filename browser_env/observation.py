@@ -125,6 +125,7 @@ class Observation(TypedDict):
     text: NotRequired[str]
     screenshot: NotRequired[np.ndarray]
     last_action_error: str
+    capped: str
 
 
 #: The longest page text an observation holds (``ObserverLimits.max_text_chars`` at most).

@@ -56,8 +56,22 @@ class PageEvents:
             page.on("framenavigated", self._on_navigated)
             page.on("requestfailed", self._on_request_failed)
             page.on("close", self._on_close)
-        self._page = page
-        self._cdp = None
+        previous, self._page = self._page, page
+        if page is not previous:
+            self._detach_cdp()
+
+    def _detach_cdp(self) -> None:
+        """Detach the CDP session of the page the env left, if any: that page may
+        stay open (the opener of a popup), and a session dropped undetached
+        would stay with it, one more each time the env came back to it. The
+        state is updated first: in an event handler the detach lets the env's
+        own call go on meanwhile."""
+        cdp, self._cdp = self._cdp, None
+        if cdp is not None:
+            try:
+                cdp.detach()
+            except Exception:  # noqa: BLE001 - its page is already closed
+                pass
 
     def _on_popup(self, page: Page) -> None:
         if page is self._page or page.opener() is None:  # a page the env made itself

@@ -172,11 +172,15 @@ class RayVectorEnv(SyncVectorEnv):
             raise
         proxies = [_RemoteEnv(a, d, spec) for a, d in zip(actors, descriptions, strict=True)]
         self.actors = actors
-        super().__init__(
-            [lambda proxy=proxy: proxy for proxy in proxies],
-            copy=copy,
-            autoreset_mode=autoreset_mode,
-        )
+        try:
+            super().__init__(
+                [lambda proxy=proxy: proxy for proxy in proxies],
+                copy=copy,
+                autoreset_mode=autoreset_mode,
+            )
+        except BaseException:  # e.g. an unknown autoreset_mode: nobody gets an env to close
+            self.close()
+            raise
 
     def _check_open(self) -> None:
         if self.closed:  # Ray would start a plain, unconfigured instance of its own

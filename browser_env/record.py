@@ -61,6 +61,7 @@ from browser_env.observation import well_formed
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 from browser_env.tasks.base import task_server_url
+from browser_env.tasks.open import check_start_url
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -495,6 +496,7 @@ def _env_and_options(cfg: RecordConfig) -> tuple[str, dict[str, Any] | None]:
         return resolve_env_id(cfg.env), None
     if not cfg.url:
         raise ValueError("give url=... goal=... (or env=miniwob.<task>)")
+    check_start_url(cfg.url)  # before the browser starts, not ~2 s into its first page
     options: dict[str, Any] = {"url": cfg.url, "goal": cfg.goal}
     if cfg.answer is not None:
         options["answer"] = cfg.answer

@@ -158,7 +158,7 @@ class EpisodeWriter:
         self._pending: list[Future[None]] = []
         self._failed: BaseException | None = None  # a background write that failed
         self._write_episode_json()
-        self._steps_fh = open(self.path / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._steps_fh = open(self.path / STEPS_FILE, "ab")  # noqa: SIM115 - UTF-8 lines
 
     def _submit(self, work: Callable[..., None], *args: Any) -> None:
         """Run ``work`` now, or queued in order on the writer's thread."""
@@ -225,9 +225,11 @@ class EpisodeWriter:
         ``raw_reward``, ``answer``, ``action_error`` and ``timings``;
         ``timings`` here is merged over ``info["timings"]``.
 
-        The whole record (line and pixels) is checked before anything is written
-        or queued: a step that raises here leaves no file behind and does not
-        count, so the next call writes the same index.
+        The whole record (line and pixels) is checked, and the line encoded as
+        UTF-8, before anything is written or queued: a step that raises here
+        (e.g. a ``ValueError`` for a lone surrogate in ``prompt``,
+        ``raw_output`` or ``extras``, which no UTF-8 file can hold) leaves no
+        file behind and does not count, so the next call writes the same index.
         """
         if self._closed:
             raise RuntimeError(f"episode {self.path} is already closed")
@@ -259,7 +261,7 @@ class EpisodeWriter:
             time=time.time() if started_at is None else started_at,
             extras=to_jsonable(dict(extras or {})),
         )
-        line = json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False)
+        line = _utf8_line(record.to_json(), index)
         # One unit of work: the PNG, then its line (a later failure cannot split them).
         self._submit(self._store_step, line, name, pixels)
         self._steps += 1
@@ -270,14 +272,14 @@ class EpisodeWriter:
                 self._timing_sums[key] = self._timing_sums.get(key, 0.0) + float(value)
         return record
 
-    def _store_step(self, line: str, name: str, pixels: np.ndarray | None) -> None:
+    def _store_step(self, line: bytes, name: str, pixels: np.ndarray | None) -> None:
         if pixels is not None:
             self._store_png(name, pixels)
         self._append_line(line)
 
-    def _append_line(self, line: str) -> None:
+    def _append_line(self, line: bytes) -> None:
         # One write of one whole line, then flush + fsync: the line is either all there or not.
-        self._steps_fh.write(line + "\n")
+        self._steps_fh.write(line + b"\n")
         self._steps_fh.flush()
         os.fsync(self._steps_fh.fileno())
 
@@ -398,15 +400,44 @@ class EpisodeWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """A clean exit closes; an exception aborts, and it is that exception
+        that propagates: a failure of the abort itself (an earlier background
+        write's) is added to it as a note, not raised in its place."""
         if exc_type is None:
             self.close()
-        else:
+            return
+        try:
             self.abort(f"interrupted: {exc_type.__name__}")
+        except Exception as secondary:  # noqa: BLE001 - the exception that ended the block wins
+            if exc is not None:
+                exc.add_note(f"and aborting episode {self.path} failed: {secondary!r}")
 
     def __del__(self) -> None:
         fh = getattr(self, "_steps_fh", None)
         if fh is not None and not fh.closed:
             fh.close()
+
+
+def _utf8_line(data: dict[str, Any], index: int) -> bytes:
+    """Step ``index``'s JSON line as UTF-8; a ``ValueError`` naming the field
+    that cannot be encoded (a lone surrogate) instead."""
+    line = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        surrogate = line[exc.start]
+        field = next(
+            (
+                key
+                for key, value in data.items()
+                if surrogate in json.dumps(value, ensure_ascii=False)
+            ),
+            "?",
+        )
+        raise ValueError(
+            f"step {index} cannot be written: its {field!r} holds a lone surrogate "
+            f"{surrogate!r}, which UTF-8 cannot encode"
+        ) from None
 
 
 def _action_dict(action: Any) -> dict[str, Any]:

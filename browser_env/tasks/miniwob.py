@@ -23,6 +23,7 @@ episode before a language model finishes thinking, so it is off unless
 from __future__ import annotations
 
 import importlib.util
+import math
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,11 +228,14 @@ class MiniWoBTask:
     def judge(
         self, state: list[Any] | None, answer: str | None
     ) -> tuple[float, bool, dict[str, Any]]:
-        """Reward from the page globals read by :attr:`state_js` (None: not a task page)."""
+        """Reward from the page globals read by :attr:`state_js` (None: not a task page).
+
+        A reward the page left unset (``null``) or not a finite number counts as
+        0: an episode the page ended without a positive raw reward is a failure."""
         if state is None:  # the agent navigated away: the task cannot be judged there
             return 0.0, False, {"raw_reward": 0.0, "success": False, "reason": "left the task page"}
         done, reward, raw, reason = state
-        raw = float(raw)
+        raw, reward = _finite(raw), _finite(reward)
         success = bool(done) and raw > 0
         if not done:
             value = 0.0
@@ -240,7 +244,7 @@ class MiniWoBTask:
         elif self.reward_type == "binary":
             value = 1.0 if success else 0.0
         else:
-            value = float(reward)
+            value = reward
         return (
             value,
             bool(done),
@@ -249,3 +253,12 @@ class MiniWoBTask:
 
     def teardown(self) -> None:
         pass
+
+
+def _finite(value: Any) -> float:
+    """A page global read as a reward: ``value`` when a finite number, else 0.0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0

@@ -14,13 +14,26 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-__all__ = ["OpenTask"]
+__all__ = ["OpenTask", "check_start_url"]
 
 MATCH_MODES = ("exact", "contains")
 
 
 def _normalise(text: str) -> str:
     return " ".join(text.casefold().split())
+
+
+def check_start_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is one open-v0 can start on: http(s),
+    file or ``about:blank``. Cheap: callers check before launching a browser."""
+    try:
+        scheme = urlparse(url).scheme if isinstance(url, str) else None
+    except ValueError:  # e.g. "http://[::1": an unclosed IPv6 host
+        scheme = None
+    if url != "about:blank" and scheme not in ("http", "https", "file"):
+        raise ValueError(
+            f"open-v0 needs an http(s) or file URL, e.g. https://example.com, got {url!r}"
+        )
 
 
 class OpenTask:
@@ -53,8 +66,7 @@ class OpenTask:
             )
         current = {**self.default, **options}
         url = current["url"]
-        if url != "about:blank" and urlparse(url).scheme not in ("http", "https", "file"):
-            raise ValueError(f"open-v0 needs an http(s) or file URL, got {url!r}")
+        check_start_url(url)
         if current["match"] not in MATCH_MODES:
             raise ValueError(f"match must be one of {MATCH_MODES}, got {current['match']!r}")
         self.current = current

@@ -93,6 +93,38 @@ def test_unreadable_junk_is_an_action_error_and_not_in_the_space(raw):
     assert ActionSpace().contains(raw) is False
 
 
+def _deeply_nested(depth: int) -> list:
+    outer = inner = []
+    for _ in range(depth):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("read", "raw"),
+    [
+        (Action.from_json, "[" * 100_000),  # RecursionError from json.loads
+        (Action.from_json, '{"action": "WAIT", "value": ' + "9" * 5_000 + "}"),  # ValueError
+        (Action.from_json, b"\xff\xfe\x00"),  # json.loads takes bytes: UnicodeDecodeError
+        (Action.from_json, None),
+        (Action.from_json, 7),
+        (Action.from_dict, {"action": "WAIT", "value": 10**5_000}),  # str() refuses the int
+        (Action.from_dict, {"action": "CLICK", "element_id": 10**5_000}),
+        (Action.from_dict, {"action": "FINISH", "reasoning": 10**5_000}),
+        (Action.from_dict, {"action": "FINISH", "reasoning": _deeply_nested(100_000)}),
+        (Action.from_dict, {"action": "CLICK", 1: 2, "x": 3}),  # keys that do not sort
+        (Action.from_dict, None),
+        (Action.from_dict, ["CLICK"]),
+    ],
+)
+def test_the_classmethod_readers_raise_only_action_error(read, raw):
+    # from_json/from_dict are documented entry points of their own, not only
+    # coerce_action's helpers: junk must not escape them as another error
+    with pytest.raises(ActionError):
+        read(raw)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -226,6 +226,27 @@ def test_popups_are_followed(open_env, site_url, control):
     assert "result.html?from=" in obs["url"] and "Got: from=" in obs["text"]
 
 
+def test_the_page_left_for_a_popup_keeps_no_cdp_session(open_env, site_url):
+    """The env's CDP session (the watchdog's) belongs to the page it acts on:
+    following a popup detaches the opener's, which would otherwise stay attached
+    to the still-open opener, one more each time the env came back to it."""
+    obs = open_page(open_env, site_url, "links.html")
+    opener, session = open_env.page, open_env._cdp
+    assert session is not None and session.send("Runtime.evaluate", {"expression": "1"})
+    _, _, _, _, info = open_env.step(
+        {"action": "CLICK", "element_id": by(obs, text="Open in new tab")}
+    )
+    assert len(info["popups"]) == 1 and open_env.page is not opener and not opener.is_closed()
+    with pytest.raises(Exception, match="detached|closed"):
+        session.send("Runtime.evaluate", {"expression": "1"})
+    # a session whose page is already closed is let go quietly
+    gone = opener.context.new_page()
+    open_env._cdp = opener.context.new_cdp_session(gone)
+    gone.close()
+    open_env._set_page(opener)
+    assert open_env.page is opener and open_env._cdp is None
+
+
 def test_a_page_the_caller_opens_is_not_a_popup(open_env, site_url):
     """Only pages with an opener are followed: a tab the caller opens in the
     env's context is neither reported nor taken as the env's page."""

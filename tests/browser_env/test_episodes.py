@@ -212,6 +212,34 @@ def test_step_that_cannot_be_written_leaves_no_file(tmp_path, background):
     assert episode.steps[0].observation["screenshot"] == "screenshots/step_00000.png"
 
 
+@pytest.mark.parametrize("background", [False, True])
+@pytest.mark.parametrize(
+    ("field", "annotations"),
+    [
+        ("prompt", {"prompt": [{"role": "user", "content": "half an emoji \ud83d"}]}),
+        ("raw_output", {"raw_output": '{"action": "FINISH", "value": "\udc00"}'}),
+        ("extras", {"extras": {"note": "\ud800"}}),
+    ],
+)
+def test_a_step_with_a_lone_surrogate_is_written_whole_or_not_at_all(
+    tmp_path, background, field, annotations
+):
+    # The line used to be encoded when written, after the PNG: a lone surrogate
+    # then left a screenshot with no step (or, in the background, failed later).
+    env = FakeBrowserEnv()
+    obs, _ = env.reset(seed=3)
+    writer = EpisodeWriter(tmp_path, _meta(), background=background)
+    _, reward, term, trunc, info = env.step({"action": "WAIT", "value": "0"})
+    with pytest.raises(ValueError, match=f"its '{field}' holds a lone surrogate"):
+        writer.write_step(obs, info["action"], reward, term, trunc, info, **annotations)
+    writer.flush()
+    assert writer.num_steps == 0 and _screenshot_names(writer.path) == []
+    writer.write_step(obs, info["action"], reward, term, trunc, info, prompt="ok")
+    episode = load_episode(writer.close())
+    assert episode.complete and len(episode.steps) == 1
+    assert _screenshot_names(episode.path) == ["step_00000.png"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "where", "message"),
     [

@@ -110,6 +110,18 @@ def test_a_failure_found_while_closing_still_finishes_the_episode(tmp_path):
     writer.close()  # safe twice
 
 
+def test_the_exception_that_ends_a_with_block_is_not_replaced_by_the_aborts(tmp_path):
+    # the block fails while an earlier step's write has failed in the background:
+    # the abort meets that failure, and the block's own exception must propagate
+    writer, _ = _a_step_whose_screenshot_cannot_be_written(tmp_path)
+    with pytest.raises(RuntimeError, match="the policy crashed") as raised, writer:
+        raise RuntimeError("the policy crashed")
+    [note] = raised.value.__notes__
+    assert note.startswith(f"and aborting episode {writer.path} failed:")
+    assert _complete(tmp_path / "ep") is False
+    assert writer._worker._shutdown and writer._steps_fh.closed
+
+
 _CRASHER = textwrap.dedent(
     """
     import sys

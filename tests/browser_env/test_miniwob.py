@@ -186,6 +186,20 @@ def test_success_and_failure_rewards(click_button):
         assert (reward, terminated, info["success"]) == (-1.0, True, False)
 
 
+@pytest.mark.parametrize("raw", ["null", "NaN"])
+def test_an_episode_the_page_ended_without_a_reward_is_a_failure(click_button, raw):
+    # a page script that ends the episode but leaves its rewards unset (null, or
+    # NaN from a bad computation): judge used to raise (float(None)) out of step
+    click_button.reset(seed=3)
+    click_button.unwrapped.page.evaluate(
+        f"() => {{ WOB_DONE_GLOBAL = true; WOB_REWARD_GLOBAL = {raw};"
+        f" WOB_RAW_REWARD_GLOBAL = {raw}; }}"
+    )
+    _, reward, terminated, truncated, info = click_button.step({"action": "WAIT", "value": "0"})
+    assert (reward, terminated, truncated) == (0.0, True, False)
+    assert (info["success"], info["raw_reward"]) == (False, 0.0)
+
+
 def test_observation_is_scoped_to_the_task_area(click_button):
     obs, _ = click_button.reset(seed=0)
     assert obs["screenshot"].shape == (210, 160, 3)

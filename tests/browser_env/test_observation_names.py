@@ -131,6 +131,28 @@ def test_the_observation_fits_its_space(names):
     assert obs["capped"] == ""
 
 
+@pytest.mark.parametrize("modalities", [("elements", "text", "screenshot"), ("text",)])
+def test_a_real_observation_has_the_keys_of_the_observation_typeddict(site_url, modalities):
+    # Observation's annotations, required or NotRequired, against what reset
+    # and step return: every required key always, an optional one with its
+    # modality. (get_type_hints: with postponed annotations Python 3.11's
+    # __optional_keys__ does not see NotRequired.)
+    from typing import NotRequired, get_origin, get_type_hints
+
+    from browser_env.env import BrowserEnv
+    from browser_env.observation import Observation
+
+    hints = get_type_hints(Observation, include_extras=True)
+    optional = {key for key, hint in hints.items() if get_origin(hint) is NotRequired}
+    required = set(hints) - optional
+    assert optional == {"elements", "text", "screenshot"}
+    with BrowserEnv("open", modalities=modalities, viewport=(400, 300)) as env:
+        obs, _ = env.reset(seed=0, options={"url": site_url + "form.html", "goal": "t"})
+        after, *_ = env.step({"action": "WAIT", "value": "0"})
+    for observation in (obs, after):
+        assert set(observation) == required | set(modalities)
+
+
 @pytest.mark.browser
 def _observe_capped(env, site_url, n: int, limits: ObserverLimits):
     """Reset on huge.html with ``n`` generated elements under ``limits``, CLICK

@@ -192,6 +192,27 @@ def test_unmapped_click_is_kept_and_window_close_stops(tmp_path, base_url):
     assert ep.final_observation["url"].endswith("rec_start.html")
 
 
+def test_a_lone_surrogate_on_the_page_is_recorded_as_a_replacement_character(tmp_path, base_url):
+    # the in-page snapshot reaches the recorder through its binding, not the
+    # observer's read(): the recorder's own well_formed() must mend it, or the
+    # episode writer cannot write the step (no UTF-8 file holds a lone surrogate)
+    env, rec = _recorder(tmp_path, {"url": base_url + "site/surrogates.html", "goal": "g"})
+    try:
+        path = rec.start()
+        person = Person(rec)
+        person.settle()
+        person.click("#b")
+        rec.finish("")
+    finally:
+        env.close()
+    click = load_episode(path).steps[0]
+    assert click.action["action"] == "CLICK" and "late" not in click.extras["event"]
+    assert "lone \ufffd here" in click.observation["text"]
+    button = next(e for e in click.observation["elements"] if e["tag"] == "button")
+    assert button["element_id"] == click.action["element_id"]
+    assert (button["text"], button["name"]) == ("half \ufffd", "cut \ufffd label")
+
+
 def test_miniwob_demo_ends_by_itself_and_replays(tmp_path):
     env, rec = _recorder(tmp_path, env_id="browser_env/miniwob.click-button-v0", seed=2)
     try:
@@ -322,6 +343,19 @@ def test_entry_point_takes_every_env_spelling():
     }
     with pytest.raises(ValueError):
         record_mod._env_and_options(RecordConfig())
+
+
+@pytest.mark.parametrize("url", ["notaurl", "example.com/page", "ftp://example.com/", 42])
+def test_a_start_url_of_the_wrong_form_is_refused_before_the_browser_starts(
+    tmp_path, monkeypatch, url
+):
+    def launch(*args, **kwargs):
+        raise AssertionError("the env (and its browser) was made for a URL open-v0 refuses")
+
+    monkeypatch.setattr(gymnasium, "make", launch)
+    with pytest.raises(ValueError, match="needs an http\\(s\\) or file URL, e.g. https://"):
+        record_mod.record(RecordConfig(url=url, goal="g"), tmp_path)
+    assert not any(tmp_path.iterdir())  # no episode either
 
 
 def test_hydra_config_matches_record_config():
