@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from agents.runners.options import RolloutOptions, check_limit, help_field
+from agents.runners.options import RolloutOptions, check_limit
+from agents.schema import check_kinds, help_field
 
 __all__ = ["RunConfig", "check_options", "register_config"]
 
@@ -93,15 +94,7 @@ def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> None:
     seconds > 0. Null options are not checked. The rollout engine's options
     (``runner``, ``workers``, ...) are :func:`agents.runners.runner_options`',
     which the entry points call next."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        OmegaConf.merge(OmegaConf.structured(schema), cfg)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        message = str(exc).splitlines()[0]
-        raise ValueError(f"{key}: {message}" if key else message) from None
+    check_kinds(cfg, schema)
     for name, least in _LEAST.items():
         value = cfg.get(name)
         if value is not None and value < least:

@@ -22,7 +22,10 @@ app (one override syntax, ``--cfg job``, config in the output dir), but a
 list of directories reads best as plain arguments, as in ``browser_env.view
 DIR``. :func:`main` therefore turns the plain arguments into the override
 ``runs=[...]`` before Hydra parses the command line; both spellings work.
-:func:`compare` is the plain function that tests call.
+:func:`compare` is the plain function that tests call. The config is
+``conf/compare.yaml`` over :class:`CompareConfig` (every key's default and
+help), so ``view=maybe`` or a misspelt key is Hydra's error naming the key;
+``python -m benchmarks.compare --cfg job`` prints the whole config.
 
 Runs are labelled by the Hydra overrides that differ between them (e.g.
 ``agent=random``), read from each run's ``.hydra/overrides.yaml``; without
@@ -31,6 +34,7 @@ those, by agent and suite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -41,13 +45,50 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from agents.schema import help_field
 from benchmarks.compare_stats import Cell, Run, wilson
 from benchmarks.report import write_json_atomic
 from browser_env.rundir import register_resolvers
 
-__all__ = ["Cell", "Run", "compare", "find_runs", "load_runs", "main", "run", "wilson"]
+__all__ = [
+    "Cell",
+    "CompareConfig",
+    "Run",
+    "compare",
+    "find_runs",
+    "load_runs",
+    "main",
+    "register_config",
+    "run",
+    "wilson",
+]
 
 RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """``python -m benchmarks.compare``: several benchmark runs in one report."""
+
+    runs: list[str] = help_field(
+        [],
+        "Run dirs (each holds results.json) or sweep dirs above several; plain arguments "
+        "(python -m benchmarks.compare DIR...) are added here.",
+    )
+    view: bool = help_field(True, "Write the viewer's episode pages so the report can link them.")
+    output_dir: str | None = help_field(
+        None,
+        "null: Hydra's run dir (outputs/compare/<date>/<time>); set: Hydra's run dir too "
+        "(.hydra/, the log).",
+    )
+
+
+def register_config() -> None:
+    """Store :class:`CompareConfig` in Hydra's ConfigStore as ``compare_schema``
+    (``conf/compare.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
 
 
 def _sort_key(path: Path) -> tuple:
@@ -244,18 +285,22 @@ def _quote(text: str) -> str:
 
 
 def plain_dirs_to_overrides(argv: Sequence[str]) -> list[str]:
-    """``["a", "b", "view=false"]`` -> ``["view=false", "runs=['a','b']"]``: every
-    argument that is neither a flag, a flag's value nor an override is a run dir."""
-    dirs, rest = [], []
+    """``["a", "b", "view=false", "--cfg", "job"]`` -> ``["--cfg", "job",
+    "view=false", "runs=['a','b']"]``: every argument that is neither a flag, a
+    flag's value nor an override is a run dir. The flags come first and the
+    overrides after them, together: Hydra's command line takes its overrides as
+    one run of positional arguments, which a flag between them would split."""
+    flags, overrides, dirs = [], [], []
     for i, arg in enumerate(argv):
-        takes_value = i > 0 and argv[i - 1] in _VALUE_FLAGS
-        if arg.startswith("-") or "=" in arg or takes_value:
-            rest.append(arg)
+        if arg.startswith("-") or (i > 0 and argv[i - 1] in _VALUE_FLAGS):
+            flags.append(arg)
+        elif "=" in arg:
+            overrides.append(arg)
         else:
             dirs.append(arg)
     if dirs:
-        rest.append("runs=[" + ",".join(_quote(d) for d in dirs) + "]")
-    return rest
+        overrides.append("runs=[" + ",".join(_quote(d) for d in dirs) + "]")
+    return flags + overrides
 
 
 register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
@@ -271,6 +316,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    register_config()  # conf/compare.yaml builds on compare_schema
     sys.argv = [sys.argv[0], *plain_dirs_to_overrides(sys.argv[1:])]
     _hydra_main()
 

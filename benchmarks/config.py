@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from agents.runners.options import RolloutOptions, help_field
+from agents.runners.options import RolloutOptions
+from agents.schema import help_field
 
 __all__ = ["BenchmarkConfig", "register_config"]
 

@@ -29,6 +29,11 @@ one-step click episodes written with the real episode writer
 (``data.samples`` pages of ``data.elements`` buttons and ``data.text_words``
 words of text: the prompt length). Wall-clock figures depend on what else the
 machine runs; the ratios, measured interleaved, are what carries over.
+
+The config is ``conf/learner_speed.yaml`` over :class:`LearnerSpeedConfig`
+(every key's default and help), so ``steps=abc`` or a misspelt key is
+Hydra's error naming the key; ``python -m benchmarks.learner_speed --cfg
+job`` prints the whole config. :func:`check` says what a type cannot.
 """
 
 from __future__ import annotations
@@ -43,9 +48,100 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from agents.schema import help_field
 from browser_env.rundir import register_resolvers
 
-__all__ = ["check", "format_table", "main", "plot", "run"]
+__all__ = [
+    "LearnerSpeedConfig",
+    "LoraSettings",
+    "SyntheticData",
+    "check",
+    "format_table",
+    "main",
+    "plot",
+    "register_config",
+    "run",
+]
+
+
+@dataclasses.dataclass
+class LoraSettings:
+    """The fresh LoRA every arm trains, ours and TRL's alike."""
+
+    r: int = help_field(8, "LoRA rank r.")
+    alpha: int = help_field(16, "LoRA alpha (scale = alpha / r).")
+    dropout: float = help_field(0.0, "LoRA dropout.")
+    # Any: OmegaConf 2.3 holds no union of a list and a string
+    target_modules: Any = help_field(
+        "all-linear", "Modules to adapt: 'all-linear' or a list such as [q_proj, v_proj]."
+    )
+
+
+@dataclasses.dataclass
+class SyntheticData:
+    """The synthetic one-step click pages trained on when ``episodes`` is null."""
+
+    samples: int = help_field(16, "Pages (one-step episodes) written.")
+    elements: int = help_field(12, "Buttons per page.")
+    text_words: int = help_field(200, "Words of page text (the prompt length).")
+
+
+@dataclasses.dataclass
+class LearnerSpeedConfig:
+    """``python -m benchmarks.learner_speed``: our learners against TRL's trainers."""
+
+    model: str = help_field("tiny-random", "Preset (agents.models), local dir or hub id.")
+    algorithms: list[str] = help_field(["sft", "sdft", "grpo"], "What to train: sft | sdft | grpo.")
+    implementations: list[str] = help_field(
+        ["ours", "trl"],
+        "Whose trainer: ours | trl; pairs without an arm (sdft/trl) are listed, not run.",
+    )
+    batch_size: int = help_field(
+        4,
+        "Sequences per step: prompts (SFT, SDFT), completions (GRPO: batch_size / "
+        "num_generations groups).",
+    )
+    num_generations: int = help_field(2, "GRPO: completions per group (G), >= 2.")
+    warmup_steps: int = help_field(2, "Untimed steps first (>= 1).")
+    steps: int = help_field(5, "Timed steps (>= 1).")
+    learning_rate: float = help_field(
+        1.0e-4, "Constant, AdamW, no weight decay, grad-norm clip 1.0."
+    )
+    lora: LoraSettings = dataclasses.field(
+        default_factory=LoraSettings,
+        metadata={"help": "The fresh LoRA every arm trains (float32, the same targets)."},
+    )
+    max_new_tokens: int = help_field(24, "SDFT's on-policy completions: length limit.")
+    seed: int = help_field(0, "Seed of the LoRA initialisation, data order and sampling.")
+    device: str = help_field("cpu", "cpu | cuda.")
+    threads: int | None = help_field(None, "Torch threads in each arm; null: torch's default.")
+    isolate: bool = help_field(
+        True, "Each arm in a fresh process (its own peak memory); false: all in this one."
+    )
+    episodes: str | None = help_field(
+        None, "Recorded episodes (an episode or run dir) to train on; null: synthetic click pages."
+    )
+    data: SyntheticData = dataclasses.field(
+        default_factory=SyntheticData,
+        metadata={"help": "The synthetic pages (episodes=null)."},
+    )
+    prompt: dict[str, Any] = help_field(
+        {}, "agents.agent.PromptConfig fields, as the learners take them."
+    )
+    plot: bool = help_field(True, "Write learner_speed.png.")
+    progress: bool = help_field(True, "Show a progress bar.")
+    output_dir: str | None = help_field(
+        None, "null: Hydra's run dir (outputs/learner_speed/...); set: Hydra's run dir too."
+    )
+
+
+def register_config() -> None:
+    """Store :class:`LearnerSpeedConfig` in Hydra's ConfigStore as
+    ``learner_speed_schema`` (``conf/learner_speed.yaml``'s base); call before
+    Hydra composes it. Safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="learner_speed_schema", node=LearnerSpeedConfig)
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -275,13 +371,18 @@ register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     try:
         check(cfg)
     except ValueError as exc:  # a setting, not a bug: its message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     run(cfg)
+
+
+def main() -> None:
+    register_config()  # conf/learner_speed.yaml builds on learner_speed_schema
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from playwright.sync_api import Page
 
-__all__ = ["DemoRecorder", "RecordConfig", "main", "record", "run"]
+__all__ = ["DemoRecorder", "RecordConfig", "main", "record", "register_config", "run"]
 
 RECORD_JS = (Path(__file__).with_name("js") / "record.js").read_text()
 _BINDING = "__brlRecord"
@@ -80,7 +80,10 @@ _SESSION_KWARGS = ("headless", "render_mode", "slow_mo_ms", "executable_path")
 
 @dataclasses.dataclass
 class RecordConfig:
-    """What ``python -m browser_env.record`` takes (``key=value`` overrides)."""
+    """What ``python -m browser_env.record`` takes (``key=value`` overrides): the
+    one place of its defaults, registered as the structured config
+    ``record_schema`` that ``conf/record.yaml`` builds on (:func:`register_config`),
+    so a misspelt key or a value of the wrong kind is Hydra's error naming it."""
 
     url: str | None = None  # the page to start on (open-v0)
     goal: str = ""  # the instruction the demo fulfils
@@ -90,8 +93,9 @@ class RecordConfig:
     )
     seed: int = 0
     episodes_dir: str | None = None  # default: <hydra run dir>/episodes
-    headless: bool = False  # tests only: a person needs a window
+    headless: bool = False  # a person needs a window; tests set true
     executable_path: str | None = None
+    # extra BrowserEnv kwargs, e.g. {viewport: [1024, 768]}
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -578,9 +582,18 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> Path:
     )
 
 
+def register_config() -> None:
+    """Store :class:`RecordConfig` in Hydra's ConfigStore as ``record_schema``
+    (``conf/record.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="record_schema", node=RecordConfig)
+
+
 def main() -> None:
     import hydra
 
+    register_config()
     hydra.main(version_base="1.3", config_path="../conf", config_name="record")(run)()
 
 

@@ -23,6 +23,7 @@ from dataclasses import field
 from typing import Any, TypeVar
 
 from agents.agent import PromptConfig
+from agents.schema import help_field
 
 __all__ = [
     "LEARNER_CONFIGS",
@@ -35,10 +36,7 @@ __all__ = [
 ]
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+_f = help_field  # a field with its help text
 
 
 @dataclasses.dataclass

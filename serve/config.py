@@ -13,19 +13,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import field
 from typing import Any
 
+from agents.schema import help_field
 from browser_env.policy import is_loopback
 from serve.auth import MIN_TOKEN_LENGTH, load_token
 
 __all__ = ["ServeConfig", "from_mapping", "is_loopback"]
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+_f = help_field  # a field with its help text
 
 
 @dataclasses.dataclass

@@ -41,14 +41,23 @@ def open_env():
 
 @pytest.fixture(scope="session", autouse=True)
 def entry_point_schemas() -> None:
-    """``conf/run.yaml`` and ``conf/benchmark.yaml`` build on structured configs
-    that their entry points register before Hydra composes them; tests compose
-    them directly, so they are registered here."""
+    """The Hydra apps whose entry points register their structured config before
+    Hydra composes it (``conf/run.yaml``, ``benchmark``, ``compare``,
+    ``learner_speed``, ``openai_server``, ``record``: each builds on its
+    ``<name>_schema``); tests compose them directly, so they are registered here."""
     from agents.run_config import register_config as register_run
+    from benchmarks.compare import register_config as register_compare
     from benchmarks.config import register_config as register_benchmark
+    from benchmarks.learner_speed import register_config as register_learner_speed
+    from browser_env.record import register_config as register_record
+    from serve.openai_server.cli import register_config as register_openai_server
 
+    register_openai_server()
+    register_record()
     register_run()
     register_benchmark()
+    register_compare()
+    register_learner_speed()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,28 +16,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from agents.schema import help_field
+
 __all__ = [
     "RUNNERS",
     "RolloutOptions",
     "check_limit",
     "check_runner_options",
-    "help_field",
     "is_finite_number",
     "ray_spec_options",
     "runner_options",
 ]
 
 RUNNERS = ("local", "vector", "ray")
-
-
-def help_field(default: Any, help: str) -> Any:
-    """A dataclass field with ``default`` (a list or dict is copied per instance)
-    and its help text in ``metadata["help"]``."""
-    if isinstance(default, list | dict):
-        return dataclasses.field(
-            default_factory=lambda d=default: type(d)(d), metadata={"help": help}
-        )
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass

@@ -5,28 +5,77 @@
     python -m serve.openai_server model=path/to/model port=8000 [api_key_env=MY_TOKEN]
     python -m serve.openai_server backend=mlx model=... write_api_key_env=WRITE_TOKEN
 
-The config is ``conf/openai_server.yaml``; :func:`run` is the plain function
-behind the ``@hydra.main`` wrapper. Tokens are read with
+The config is ``conf/openai_server.yaml`` over :class:`OpenAIServerConfig`
+(registered as the structured config ``openai_server_schema``: every key's
+default and help live there); :func:`run` is the plain function behind the
+``@hydra.main`` wrapper. Tokens are read with
 :func:`serve.auth.load_token`: a variable that is named but unset is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+from agents.schema import check_kinds, help_field
 from browser_env.policy import is_loopback
 from serve.auth import MIN_TOKEN_LENGTH, load_token
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["check_options", "main", "run"]
+__all__ = ["OpenAIServerConfig", "check_options", "main", "register_config", "run"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class OpenAIServerConfig:
+    """``python -m serve.openai_server``: one backend behind OpenAI's chat API."""
+
+    backend: Any = help_field(
+        None, "The backend served, from the backend group: transformers | mlx | tensorrt."
+    )
+    model: str | None = help_field(None, "Sets backend.model (a directory, hub id or preset).")
+    adapter: str | None = help_field(None, "Sets backend.adapter (a PEFT LoRA dir).")
+    served_model_name: str | None = help_field(
+        None, "The model id clients ask for; null: the model directory's name."
+    )
+    host: str = help_field("127.0.0.1", "Loopback only unless you change it.")
+    port: int = help_field(8000, "The port to listen on.")
+    api_key_env: str | None = help_field(
+        None,
+        "Name of an environment variable; clients must send 'Authorization: Bearer <its value>'.",
+    )
+    write_api_key_env: str | None = help_field(
+        None,
+        "Name of an environment variable: its token turns on /v1/load_lora_adapter and "
+        "/v1/unload_lora_adapter.",
+    )
+    adapter_root: str | None = help_field(
+        None, "With write_api_key_env: adapters load only from directories under this one."
+    )
+    max_request_bytes: int = help_field(20 * 1024 * 1024, "The largest request body.")
+    max_tokens_limit: int = help_field(4096, "The most tokens a request may ask for.")
+    max_batch_size: int = help_field(
+        8, "Concurrent requests decoded as one batch (1: one at a time)."
+    )
+    batch_wait_ms: int = help_field(
+        2, "How long a request that finds the backend idle waits for others to join it."
+    )
+    log_level: str = help_field("info", "uvicorn's log level.")
+
+
+def register_config() -> None:
+    """Store :class:`OpenAIServerConfig` in Hydra's ConfigStore as
+    ``openai_server_schema`` (``conf/openai_server.yaml``'s base). Safe to repeat."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="openai_server_schema", node=OpenAIServerConfig)
 
 
 def run(cfg: DictConfig) -> None:
@@ -90,9 +139,13 @@ _LEAST = {
 
 def check_options(cfg: DictConfig) -> None:
     """Raise ``ValueError`` naming a setting the server cannot run with, before
-    the model loads: no ``model=``, a local model or adapter path that does
-    not exist, a port or limit that is not a whole number in range."""
+    the model loads: a value of the wrong kind or an unknown key (when ``cfg``
+    did not come through Hydra with :class:`OpenAIServerConfig`), no
+    ``model=``, a local model or adapter path that does not exist, a port or
+    limit out of range."""
     from omegaconf import OmegaConf
+
+    check_kinds(cfg, OpenAIServerConfig)
 
     backend = cfg.get("backend")
     if backend is None or "model" not in backend or OmegaConf.is_missing(backend, "model"):
@@ -106,7 +159,7 @@ def check_options(cfg: DictConfig) -> None:
         if name not in cfg:
             continue
         value = cfg[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        if value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
     if cfg.get("port") is not None and cfg.port > 65535:
         raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
@@ -118,6 +171,7 @@ def main() -> None:
     # function lives in this module, and Hydra would read a relative path as a
     # package path (``pkg://``), which ``conf/`` is not.
     conf = Path(__file__).resolve().parents[2] / "conf"
+    register_config()
     hydra.main(version_base=None, config_path=str(conf), config_name="openai_server")(run)()
 
 

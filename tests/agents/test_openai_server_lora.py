@@ -223,7 +223,8 @@ def test_the_command_line_refuses_a_short_write_token(monkeypatch):
         ({}, "give model=PATH"),
         ({"model": "/no/such/model"}, "model=/no/such/model: no such file or directory"),
         ({"model": "m", "max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
-        ({"model": "m", "port": "abc"}, "port must be an integer >= 1, got port='abc'"),
+        ({"model": "m", "port": "abc"}, "^port: Value 'abc' of type 'str' could not be converted"),
+        ({"model": "m", "prot": 8001}, "Key 'prot' not in 'OpenAIServerConfig'"),
         ({"model": "m", "port": 70000}, "port must be in 1..65535"),
     ],
 )

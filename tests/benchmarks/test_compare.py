@@ -112,11 +112,58 @@ def test_plain_arguments_become_the_runs_override():
     argv = ["a/b", "--multirun", "view=false", "-cn", "compare", "dir with 'quote'"]
     assert plain_dirs_to_overrides(argv) == [
         "--multirun",
-        "view=false",
         "-cn",
         "compare",
+        "view=false",
         "runs=['a/b','dir with \\'quote\\'']",
     ]
+
+
+def test_plain_dirs_and_overrides_around_a_flag_reach_hydra_together(tmp_path):
+    """``compare DIR view=false --cfg job``: a flag between the overrides would
+    split Hydra's positional overrides (argparse: unrecognized arguments)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", str(tmp_path), "view=false", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "view: false" in out.stdout and str(tmp_path) in out.stdout
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="compare", overrides=list(overrides))
+
+
+def test_the_config_keeps_its_defaults_and_takes_plain_dirs():
+    """``conf/compare.yaml`` over :class:`CompareConfig` composes to what the YAML
+    held before (``--cfg job``), every key with its help; plain dirs land in ``runs``."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from benchmarks.compare import CompareConfig
+
+    assert OmegaConf.to_container(_compose()) == {"runs": [], "view": True, "output_dir": None}
+    assert all(f.metadata.get("help") for f in dataclasses.fields(CompareConfig))
+    cfg = _compose(*plain_dirs_to_overrides(["a", "dir b", "view=false"]))
+    assert list(cfg.runs) == ["a", "dir b"] and cfg.view is False
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("view=maybe", "view"), ("runs=abc", "runs"), ("veiw=false", "veiw")],
+)
+def test_a_value_of_the_wrong_kind_or_a_misspelt_key_is_hydras_error_naming_it(override, key):
+    """Hydra refuses it while it composes the config, before any run is read."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as raised:
+        _compose(override)
+    assert f"full_key: {key}" in str(raised.value.__cause__)
 
 
 def test_command_line_takes_plain_dirs(tmp_path):

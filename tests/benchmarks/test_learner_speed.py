@@ -101,6 +101,74 @@ def test_step_clock_times_steps_after_the_warm_up():
     assert clock.count == 5
 
 
+DEFAULTS = {
+    "model": "tiny-random",
+    "algorithms": ["sft", "sdft", "grpo"],
+    "implementations": ["ours", "trl"],
+    "batch_size": 4,
+    "num_generations": 2,
+    "warmup_steps": 2,
+    "steps": 5,
+    "learning_rate": 1.0e-4,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+    "max_new_tokens": 24,
+    "seed": 0,
+    "device": "cpu",
+    "threads": None,
+    "isolate": True,
+    "episodes": None,
+    "data": {"samples": 16, "elements": 12, "text_words": 200},
+    "prompt": {},
+    "plot": True,
+    "progress": True,
+    "output_dir": None,
+}
+"""What ``conf/learner_speed.yaml`` held before :class:`LearnerSpeedConfig` took its defaults."""
+
+
+def test_the_config_keeps_its_defaults():
+    """``conf/learner_speed.yaml`` over :class:`LearnerSpeedConfig` composes to the
+    values the YAML held (``--cfg job``), every key with its help."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from benchmarks.learner_speed import LearnerSpeedConfig, LoraSettings, SyntheticData
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="learner_speed")
+        lists = compose(config_name="learner_speed", overrides=["lora.target_modules=[q,v]"])
+    assert OmegaConf.to_container(cfg) == DEFAULTS
+    assert list(lists.lora.target_modules) == ["q", "v"]  # a list or 'all-linear'
+    for schema in (LearnerSpeedConfig, LoraSettings, SyntheticData):
+        assert all(f.metadata.get("help") for f in dataclasses.fields(schema)), schema
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("steps=abc", "steps"),
+        ("learning_rate=fast", "learning_rate"),
+        ("isolate=maybe", "isolate"),
+        ("algorithms=sft", "algorithms"),
+        ("lora.r=x", "lora.r"),
+        ("data.samples=1.5", "data.samples"),
+        ("stpes=3", "stpes"),
+        ("lora.rank=4", "lora.rank"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_or_a_misspelt_key_is_hydras_error_naming_it(override, key):
+    """Hydra refuses it while it composes the config, before a model loads."""
+    from hydra.errors import ConfigCompositionException
+
+    with (
+        initialize_config_dir(config_dir=CONF, version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as raised,
+    ):
+        compose(config_name="learner_speed", overrides=[override])
+    assert f"full_key: {key}" in str(raised.value.__cause__)
+
+
 def test_bad_settings_are_refused(tmp_path):
     from benchmarks.learner_clock import StepClock
     from benchmarks.learner_speed import run

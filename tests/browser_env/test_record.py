@@ -367,3 +367,21 @@ def test_hydra_config_matches_record_config():
         cfg = compose(config_name="record", overrides=["url=http://127.0.0.1:1/", "goal=g"])
     assert set(cfg) == set(RecordConfig.__dataclass_fields__)
     assert RecordConfig(**cfg).url == "http://127.0.0.1:1/"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"), [("seed=abc", "seed"), ("headless=maybe", "headless")]
+)
+def test_a_value_of_the_wrong_kind_is_hydras_error_naming_the_key(override, key):
+    """``conf/record.yaml`` builds on :class:`RecordConfig` (``record_schema``):
+    Hydra refuses a wrong kind or a misspelt key while it composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    conf = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as raised:
+            compose(config_name="record", overrides=[override])
+        assert f"full_key: {key}" in str(raised.value.__cause__)
+        with pytest.raises(ConfigCompositionException, match="Could not override 'sead'"):
+            compose(config_name="record", overrides=["sead=3"])
