@@ -158,6 +158,12 @@ def unpack(data: bytes, root: str | os.PathLike[str]) -> Path:
 def _unpack(data: bytes, root: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = tar.getmembers()
+        # tarfile reads a tar cut between two members as a whole, shorter one:
+        # only the end-of-archive marker (two zero blocks) after the last says not
+        if data[tar.offset : tar.offset + 2 * tarfile.BLOCKSIZE] != bytes(2 * tarfile.BLOCKSIZE):
+            raise ValueError(
+                "a shipped episode was cut short: its tar has no end-of-archive marker"
+            )
         tops = {(PurePosixPath(m.name).parts or ("",))[0] for m in members}
         if len(tops) != 1 or not all(m.isfile() or m.isdir() for m in members):
             raise ValueError("a shipped episode must be one directory of plain files")

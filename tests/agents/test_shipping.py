@@ -77,6 +77,20 @@ def _file(name, data=b"x"):
     return info, data
 
 
+def test_a_tar_cut_between_two_members_is_refused_not_landed_short(tmp_path):
+    """tarfile reads a tar cut at a member boundary as a shorter whole one: the
+    missing end-of-archive marker is what tells them apart."""
+    data = shipping.pack(_episode(tmp_path / "actor"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        cuts = [m.offset for m in tar.getmembers()][1:]  # each member's header starts one
+    root = tmp_path / "episodes"
+    for cut in cuts:
+        with pytest.raises(ValueError, match="cut short"):
+            shipping.unpack(data[:cut], root)
+    assert not root.exists() or list(root.iterdir()) == []
+    assert shipping.unpack(data, root).name == "ep_s0_x"  # whole, it lands
+
+
 def _link(name, target):
     info = tarfile.TarInfo(name)
     info.type, info.linkname = tarfile.SYMTYPE, target
