@@ -400,7 +400,7 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     import browser_env  # noqa: F401 - registers the browser_env/* ids
     from agents.runners import ray_spec_options, runner_options
 
-    check_options(cfg)
+    cfg = check_options(cfg)
     runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
     ray_spec_options(cfg, runner)
     gym.spec(env_id_of(cfg))  # an unknown env= too, before a model loads

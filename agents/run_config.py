@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 from agents.runners.options import RolloutOptions, check_limit
 from agents.schema import check_kinds, help_field
@@ -85,16 +88,22 @@ _LEAST = {"episodes": 1, "max_steps": 1, "seed": 0}
 """Integer options -> their least value."""
 
 
-def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> None:
-    """Raise ``ValueError`` naming the first option of ``cfg`` (an entry point's
-    top level, ``schema`` its dataclass) that cannot be played, before a model
-    loads or a browser starts: a value of the wrong kind (``episodes=abc``) or
-    an unknown key, when ``cfg`` did not come through Hydra with the schema;
-    ``episodes=0``, ``seed=-1``, ``modalities=[nope]``, a timeout that is not
-    seconds > 0. Null options are not checked. The rollout engine's options
-    (``runner``, ``workers``, ...) are :func:`agents.runners.runner_options`',
-    which the entry points call next."""
-    check_kinds(cfg, schema)
+def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> DictConfig:
+    """``cfg`` (an entry point's top level, ``schema`` its dataclass) as it will
+    run (:func:`agents.schema.check_kinds`: of its fields' kinds, defaults
+    filled in), once nothing in it stops it, before a model loads or a
+    browser starts.
+
+    Raises:
+        ValueError: naming the first option that cannot be played: a value of
+            the wrong kind (``episodes=abc``) or an unknown key, when ``cfg``
+            did not come through Hydra with the schema; ``episodes=0``,
+            ``seed=-1``, ``modalities=[nope]``, a timeout that is not seconds
+            > 0. The rollout engine's options (``runner``, ``workers``, ...)
+            are :func:`agents.runners.runner_options`', which the entry points
+            call next.
+    """
+    cfg = check_kinds(cfg, schema)
     for name, least in _LEAST.items():
         value = cfg.get(name)
         if value is not None and value < least:
@@ -111,3 +120,4 @@ def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> None:
                 f"modalities must be a list of {', '.join(MODALITIES)} "
                 f"(e.g. modalities=[elements,text]), got modalities={modalities!r}"
             )
+    return cfg

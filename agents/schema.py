@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 __all__ = ["check_kinds", "help_field"]
 
@@ -27,16 +30,22 @@ def help_field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def check_kinds(cfg: Mapping[str, Any], schema: type) -> None:
-    """Raise ``ValueError`` naming the first key of ``cfg`` that ``schema`` (a
-    dataclass) does not have, or whose value is not of its field's kind
-    (``episodes: abc: Value 'abc' of type 'str' could not be converted to
-    Integer``). Keys ``cfg`` leaves out take the schema's defaults."""
+def check_kinds(cfg: Mapping[str, Any], schema: type) -> DictConfig:
+    """``cfg`` over ``schema`` (a dataclass): each value converted to its field's
+    kind (``"3"`` to 3, ``"false"`` to False), the keys ``cfg`` leaves out at the
+    schema's defaults, so what is checked next is what runs. A config Hydra
+    composed over the schema comes back with the same values.
+
+    Raises:
+        ValueError: naming the first key that ``schema`` does not have, or whose
+            value is not of its field's kind (``episodes: Value 'abc' of type
+            'str' could not be converted to Integer``).
+    """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         message = str(exc).splitlines()[0]

@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from agents.run import build_agent, recording_info
     from agents.run_config import check_options
 
-    check_options(cfg, BenchmarkConfig)
+    cfg = check_options(cfg, BenchmarkConfig)
     options = runner_options(cfg)  # a bad one fails before a model loads
     runner = options["runner"]
     ray_options = ray_spec_options(cfg, runner)

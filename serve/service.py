@@ -258,18 +258,24 @@ class TrainingService:
         a job would hold a ``max_concurrent_jobs`` slot until cancelled. The
         largest node counts, not the cluster's sum (a job runs on one node),
         and only the service's node when jobs are pinned to it (no
-        ``shared_storage``). Ray cannot report the nodes an autoscaler may
-        add, hence the configured maximums. A backend that cannot answer
-        leaves the request unchecked, as a submission while it is down is
-        queued rather than refused.
+        ``shared_storage``), less the ``replica_num_cpus`` that this service's
+        replica holds there for good (a job asking for the node's whole count
+        would never be placed, and Ray would not call it infeasible either).
+        Ray cannot report the nodes an autoscaler may add, hence the
+        configured maximums. A backend that cannot answer leaves the request
+        unchecked, as a submission while it is down is queued rather than
+        refused.
         """
         limits = {"num_cpus": self.cfg.max_num_cpus, "num_gpus": self.cfg.max_num_gpus}
         if None in limits.values():
+            pinned = not self.cfg.shared_storage
             try:
-                reported = self.backend.capacity(pinned=not self.cfg.shared_storage)
+                reported = dict(self.backend.capacity(pinned=pinned))
             except Exception as exc:
                 log.warning("the job backend did not report its capacity (%s)", exc)
                 reported = {}
+            if pinned and reported.get("num_cpus") is not None:
+                reported["num_cpus"] = max(0.0, reported["num_cpus"] - self.cfg.replica_num_cpus)
             limits = {k: reported.get(k) if v is None else v for k, v in limits.items()}
         return limits
 

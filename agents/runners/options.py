@@ -33,19 +33,21 @@ RUNNERS = ("local", "vector", "ray")
 
 @dataclasses.dataclass
 class RolloutOptions:
-    """How an entry point's episodes are played (:class:`agents.runners.RolloutEngine`)."""
+    """How an entry point's episodes are played (:class:`agents.runners.RolloutEngine`).
+    A null option is its default (:func:`runner_options`), e.g. in a sweep
+    ``workers=null,4``."""
 
-    runner: str = help_field(
+    runner: str | None = help_field(
         "local",
         "local: one episode after another | vector: `workers` envs as contexts of one shared "
         "browser, one batched policy call per step | ray: `workers` Ray actors.",
     )
-    workers: int = help_field(1, "Envs (runner=vector) or Ray actors (runner=ray).")
-    envs_per_worker: int = help_field(
+    workers: int | None = help_field(1, "Envs (runner=vector) or Ray actors (runner=ray).")
+    envs_per_worker: int | None = help_field(
         1, "runner=ray: envs per actor, as contexts of one browser (a batched policy inside)."
     )
-    cpus_per_worker: float = help_field(1.0, "runner=ray: CPUs each actor asks Ray for.")
-    gpus_per_worker: float = help_field(
+    cpus_per_worker: float | None = help_field(1.0, "runner=ray: CPUs each actor asks Ray for.")
+    gpus_per_worker: float | None = help_field(
         0.0,
         "runner=ray: GPUs each actor asks Ray for (> 0 for a model on a GPU; 0.25 packs four "
         "actors on a GPU).",

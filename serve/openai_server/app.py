@@ -146,6 +146,11 @@ async def read_body(request: Request, schema: type[Any], max_bytes: int) -> Any:
         body += chunk
         if len(body) > max_bytes:
             raise too_large
+    # off the event loop: parsing and validating up to max_bytes takes a while
+    return await run_in_threadpool(_parse, bytes(body), schema)
+
+
+def _parse(body: bytes, schema: type[Any]) -> Any:
     try:
         return schema.model_validate(json.loads(body))
     except RecursionError:  # json's answer to a deeply nested document

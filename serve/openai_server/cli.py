@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> None:
         for key in ("model", "adapter"):
             if cfg.get(key) is not None:
                 cfg.backend[key] = cfg[key]
-    check_options(cfg)
+    cfg = check_options(cfg)
     backend = instantiate(cfg.backend)
     model = str(cfg.backend.model)
     name = cfg.get("served_model_name") or os.path.basename(os.path.normpath(model))
@@ -137,16 +137,19 @@ _LEAST = {
 }
 
 
-def check_options(cfg: DictConfig) -> None:
-    """Raise ``ValueError`` naming a setting the server cannot run with, before
-    the model loads: a value of the wrong kind or an unknown key (when ``cfg``
-    did not come through Hydra with :class:`OpenAIServerConfig`), no
-    ``model=``, a local model or adapter path that does not exist, a port or
-    limit out of range."""
+def check_options(cfg: DictConfig) -> DictConfig:
+    """``cfg`` as the server will run it (:func:`agents.schema.check_kinds` over
+    :class:`OpenAIServerConfig`), once nothing in it stops the server.
+
+    Raises:
+        ValueError: naming a setting the server cannot run with, before the
+            model loads: a value of the wrong kind or an unknown key (when
+            ``cfg`` did not come through Hydra), no ``model=``, a local model or
+            adapter path that does not exist, a port or limit out of range.
+    """
     from omegaconf import OmegaConf
 
-    check_kinds(cfg, OpenAIServerConfig)
-
+    cfg = check_kinds(cfg, OpenAIServerConfig)
     backend = cfg.get("backend")
     if backend is None or "model" not in backend or OmegaConf.is_missing(backend, "model"):
         raise ValueError("give model=PATH (a model directory, hub id or preset) to serve")
@@ -163,6 +166,7 @@ def check_options(cfg: DictConfig) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
     if cfg.get("port") is not None and cfg.port > 65535:
         raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
+    return cfg
 
 
 def main() -> None:
@@ -172,7 +176,9 @@ def main() -> None:
     # package path (``pkg://``), which ``conf/`` is not.
     conf = Path(__file__).resolve().parents[2] / "conf"
     register_config()
-    hydra.main(version_base=None, config_path=str(conf), config_name="openai_server")(run)()
+    # version_base 1.3: the job keeps the caller's working directory (None, Hydra
+    # 1.1's behaviour, moves into the run dir, where model=./dir is not)
+    hydra.main(version_base="1.3", config_path=str(conf), config_name="openai_server")(run)()
 
 
 if __name__ == "__main__":

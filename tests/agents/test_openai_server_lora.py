@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from backend_contract import MESSAGES, tiny_path
@@ -239,6 +240,38 @@ def test_the_command_line_refuses_bad_settings_before_the_model_loads(settings, 
     cfg.merge_with(settings)
     with pytest.raises(ValueError, match=message):
         run(cfg)
+
+
+def test_settings_are_checked_as_they_will_run():
+    """A config made without Hydra (``OmegaConf.create``) is checked over the
+    schema: ``port: "8001"`` is the port 8001, the settings left out are the defaults."""
+    from omegaconf import OmegaConf
+
+    from serve.openai_server.cli import check_options
+
+    cfg = OmegaConf.create({"backend": {"model": "m"}, "port": "8001"})
+    checked = check_options(cfg)
+    assert checked.port == 8001 and checked.max_batch_size == 8 and checked.host == "127.0.0.1"
+
+
+def test_a_relative_model_path_is_the_callers(tmp_path):
+    """The command keeps the caller's working directory (Hydra's 1.1 behaviour
+    would move into the run dir, where ``model=./m`` is not): the path passes
+    its check, and the next setting (a port out of range) is what stops it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "m").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "serve.openai_server", "model=./m", "port=70000"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "port must be in 1..65535" in out.stderr, out.stderr[-2000:]
 
 
 def test_of_two_concurrent_loads_of_one_name_one_loads_and_one_is_a_400(adapters):

@@ -410,12 +410,26 @@ def test_a_value_of_the_wrong_kind_is_hydras_error_naming_the_key(override, key)
         compose_run("episdoes=3")
 
 
+def test_a_null_rollout_option_is_its_default():
+    """``workers=null`` (e.g. in a sweep ``workers=null,4``) is the default, as
+    :func:`agents.runners.runner_options` documents."""
+    from agents.runners import runner_options
+
+    cfg = compose_run("runner=null", "workers=null", "cpus_per_worker=null")
+    options = runner_options(cfg)
+    assert (options["runner"], options["workers"], options["cpus_per_worker"]) == ("local", 1, 1.0)
+
+
 def test_check_options_checks_a_config_that_did_not_come_through_hydra():
     """A plain mapping (a notebook's, a test's) is checked against the schema too."""
     from agents.run_config import check_options
     from benchmarks.config import BenchmarkConfig
 
     check_options({"episodes": 3, "env_kwargs": {"modalities": ["text"]}})
+    # what is checked is what runs: values of their fields' kinds, the rest defaults
+    checked = check_options({"episodes": "3", "record": "false", "headless": "no"})
+    assert (checked.episodes, checked.record, checked.headless) == (3, False, False)
+    assert checked.max_steps == 15 and checked.workers == 1
     for bad, match in [
         ({"episodes": "abc"}, r"^episodes: Value 'abc' of type 'str' could not be converted"),
         ({"episdoes": 3}, r"Key 'episdoes' not in 'RunConfig'"),

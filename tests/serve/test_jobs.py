@@ -53,21 +53,24 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize(
     "resources, words",
     [
-        ({"num_cpus": 1e9}, "num_cpus=1e+09 is more than one job can be given here (4)"),
+        ({"num_cpus": 1e9}, "num_cpus=1e+09 is more than one job can be given here (3.9)"),
         ({"num_cpus": 4.5}, "num_cpus=4.5 is more than"),
+        ({"num_cpus": 4}, "num_cpus=4 is more than"),  # the replica holds 0.1 of the 4 for good
         ({"num_gpus": 2}, "num_gpus=2 is more than one job can be given here (1)"),
     ],
 )
 def test_resources_no_node_could_give_are_422(api, dataset_id, resources, words):
-    """The fake's largest node has 4 CPUs and 1 GPU: Ray would leave such a job
-    pending for ever, holding the only max_concurrent_jobs slot."""
+    """The fake's node has 4 CPUs and 1 GPU, of which this service's replica
+    (replica_num_cpus, 0.1) holds a part on the node its jobs are pinned to: Ray
+    would leave such a job pending for ever, holding the only max_concurrent_jobs
+    slot."""
     client, service, backend = api
     response = _job(client, dataset_id, resources=resources)
     assert response.status_code == 422 and words in response.text, response.text
     assert backend.submissions == [] and service.jobs() == []
-    fits = _job(client, dataset_id, resources={"num_cpus": 4, "num_gpus": 1})
+    fits = _job(client, dataset_id, resources={"num_cpus": 3.9, "num_gpus": 1})
     assert fits.status_code == 201, fits.text
-    assert backend.submissions[0][2]["num_cpus"] == 4.0
+    assert backend.submissions[0][2]["num_cpus"] == 3.9
 
 
 def test_configured_resource_maximums_replace_what_the_backend_reports(

@@ -127,27 +127,31 @@ def test_a_content_length_of_thousands_of_digits_is_not_a_500(tiny_backend):
     assert response.json()["error"]["code"] == 413
 
 
-def test_a_request_is_answered_while_another_ones_images_are_decoded(tiny_backend, monkeypatch):
-    """A request's images (up to ~1 s of decoding) are decoded off the event loop:
-    while one request's ``backend_call`` (the real one, held until then) has not
-    finished, another request (``GET /v1/models``) is answered. On the loop the
-    listing could not be answered until the held call gave up waiting."""
+@pytest.mark.parametrize("held", ["backend_call", "model_validate"])
+def test_a_request_is_answered_while_another_one_is_read(tiny_backend, monkeypatch, held):
+    """A request's body is parsed and validated (up to 20 MB of JSON) and its
+    images decoded (up to ~1 s) off the event loop: while one request's real
+    ``ChatRequest.model_validate`` or ``backend_call`` is held, another request
+    (``GET /v1/models``) is answered. On the loop the listing could not be
+    answered until the held call gave up waiting."""
     import threading
 
     import httpx
 
     import serve.openai_server.app as app_module
     from serve.openai_server import ServerThread
+    from serve.openai_server.schemas import ChatRequest
 
     listed, entered, waits = threading.Event(), threading.Event(), []
-    real = app_module.backend_call
+    owner = app_module if held == "backend_call" else ChatRequest
+    real = getattr(owner, held)
 
-    def held_backend_call(*args, **kwargs):
+    def held_call(*args, **kwargs):
         entered.set()
         waits.append(listed.wait(timeout=10))  # False: nothing was answered meanwhile
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(app_module, "backend_call", held_backend_call)
+    monkeypatch.setattr(owner, held, held_call)
     part = {"type": "image_url", "image_url": {"url": _png_url(64)}}
     content = [{"type": "text", "text": "look"}, part]
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 1}
@@ -160,9 +164,9 @@ def test_a_request_is_answered_while_another_ones_images_are_decoded(tiny_backen
             )
         )
         asker.start()
-        assert entered.wait(timeout=30), "the image request never reached backend_call"
+        assert entered.wait(timeout=30), f"the request never reached {held}"
         response = httpx.get(url + "/models", timeout=30)
         listed.set()
         asker.join(timeout=60)
     assert response.status_code == 200 and answers == [200]
-    assert waits == [True], "/v1/models was not answered while the images were decoded"
+    assert waits == [True], f"/v1/models was not answered while {held} ran"

@@ -113,10 +113,12 @@ def test_sft_job_trains_an_adapter_that_drives_an_agent(client, dataset_id, tmp_
 
 
 def test_resources_beyond_the_node_are_refused_not_left_pending(client, dataset_id):
-    """The embedded Ray offers 2 CPUs and no GPU on the service's one node."""
+    """The embedded Ray offers 2 CPUs and no GPU on the service's one node, where
+    the replica holds 0.1 CPU for good: a job asking for all 2 would never start."""
     from serve.client import ClientError
 
-    for resources, words in (({"num_cpus": 3}, "num_cpus=3"), ({"num_gpus": 1}, "num_gpus=1")):
+    cases = (({"num_cpus": 3}, "num_cpus=3"), ({"num_cpus": 2}, "num_cpus=2 "))
+    for resources, words in (*cases, ({"num_gpus": 1}, "num_gpus=1")):
         with pytest.raises(ClientError, match=words) as refused:
             client.train("sft", [dataset_id], FAST_SFT, resources)
         assert refused.value.status == 422 and "more than one job can be given here" in str(
