@@ -633,6 +633,30 @@ def test_ray_vector_env_refuses_what_sync_vector_env_refuses_without_touching_an
         vec.get_attr("goal")
 
 
+def test_a_ray_vector_env_whose_init_fails_after_its_actors_were_made_leaves_none_alive(
+    ray_cluster,
+):
+    """An unknown ``autoreset_mode`` is refused by ``SyncVectorEnv.__init__``,
+    after the actors (and their browsers) were made: they must be closed and
+    killed, or each would hold its CPU, and its browser, for good."""
+    import ray
+
+    from browser_env.ray_vector import RayVectorEnv
+
+    with pytest.raises(ValueError, match="AutoresetMode") as raised:
+        RayVectorEnv(
+            "browser_env/open-v0", num_envs=2, num_cpus=1, autoreset_mode="bogus", start_ray=False
+        )
+    # (``raised`` keeps the half-made env, and so its actor handles, referenced,
+    # as a caller that keeps the exception does)
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0.0) == total, "an actor still holds its CPU"
+    assert raised.value is not None
+
+
 def test_ray_vector_env_refuses_more_actors_than_ray_can_place(ray_cluster):
     """On a Ray already running (here 2 CPUs), actors that could never all be
     placed are refused at once instead of waiting for ever."""
