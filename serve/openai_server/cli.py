@@ -176,8 +176,8 @@ def main() -> None:
     # package path (``pkg://``), which ``conf/`` is not.
     conf = Path(__file__).resolve().parents[2] / "conf"
     register_config()
-    # version_base 1.3: the job keeps the caller's working directory (None, Hydra
-    # 1.1's behaviour, moves into the run dir, where model=./dir is not)
+    # version_base 1.3, as the other entry points: the job keeps the caller's
+    # working directory, where a relative model=./dir is (tested)
     hydra.main(version_base="1.3", config_path=str(conf), config_name="openai_server")(run)()
 
 

@@ -255,9 +255,9 @@ def test_settings_are_checked_as_they_will_run():
 
 
 def test_a_relative_model_path_is_the_callers(tmp_path):
-    """The command keeps the caller's working directory (Hydra's 1.1 behaviour
-    would move into the run dir, where ``model=./m`` is not): the path passes
-    its check, and the next setting (a port out of range) is what stops it."""
+    """The command keeps the caller's working directory (Hydra can move a job
+    into its run dir, where ``model=./m`` is not): the path passes its check,
+    and the next setting (a port out of range) is what stops it."""
     import subprocess
     import sys
 
