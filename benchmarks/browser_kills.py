@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import refuse_below, unknown_tasks
 from benchmarks.soak import _write_json
-from benchmarks.suites import unknown_tasks
 from browser_env.browser import process_group
 
 __all__ = ["kill_rounds", "main"]
@@ -119,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hang-s", type=float, default=120.0, help="a round this long is a hang")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    if args.kills < 1:
-        parser.error(f"--kills must be >= 1, got {args.kills}")
+    refuse_below(parser, args, 1, "kills")
     if args.driver_every < 0:
         parser.error(f"--driver-every must be >= 0 (0: never), got {args.driver_every}")
     if not args.hang_s > 0:

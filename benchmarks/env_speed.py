@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.suites import unknown_tasks
+from benchmarks.arguments import unknown_tasks
 
 __all__ = ["main", "measure"]
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import refuse_below
 from browser_env.atomic import write_json_atomic
 
 __all__ = ["AXTREE_BYTES", "ambiguous_targets", "line_keys", "main", "measure", "unknown_tasks"]
@@ -310,11 +311,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t] or None
-    for name in ("seeds", "max_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.first_seed < 0:
-        parser.error(f"--first-seed must be >= 0, got {args.first_seed}")
+    refuse_below(parser, args, 1, "seeds", "max_steps")
+    refuse_below(parser, args, 0, "first_seed")
     unknown = unknown_tasks(tasks or ())
     if unknown:
         parser.error(f"--tasks: no scripted expert for {', '.join(unknown)} (agents.experts)")

@@ -42,8 +42,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import unknown_tasks
 from benchmarks.report import write_json_atomic
-from benchmarks.suites import unknown_tasks
 
 __all__ = ["MODES", "main", "record", "replay"]
 

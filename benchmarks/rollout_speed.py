@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.arguments import refuse_below, unknown_tasks
 from benchmarks.rollout_speed_policy import measure_policy
 from benchmarks.rollout_speed_report import report
-from benchmarks.suites import unknown_tasks
 
 __all__ = ["main", "measure_policy", "measure_runners", "measure_vector"]
 
@@ -371,9 +371,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not sizes or min(sizes) < 1:
         parser.error(f"--sizes must be positive integers, got {args.sizes!r}")
     counts = ("steps", "vector_rounds", "episodes", "policy_rounds", "runner_episodes", "rounds")
-    for name in counts:
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    refuse_below(parser, args, 1, *counts)
     if not args.timeout_scale > 0:
         parser.error(f"--timeout-scale must be > 0, got {args.timeout_scale}")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.arguments import refuse_below
+
 __all__ = ["main", "run"]
 
 
@@ -229,9 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="SFT steps of the job under load")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    for name in ("reads", "uploads", "submissions"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    refuse_below(parser, args, 0, "reads", "uploads", "submissions")
     result = run(args.reads, args.uploads, args.submissions, args.steps)
     print(f"{'what':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for row in result["rows"]:

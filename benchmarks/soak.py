@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suites import unknown_tasks
+from benchmarks.arguments import unknown_tasks
 from browser_env.atomic import write_json_atomic
 
 __all__ = ["main", "process_tree_rss", "soak", "warmup_resets"]

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Suite", "unknown_tasks"]
+__all__ = ["Suite"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +70,3 @@ class Suite:
         if episodes < 1:
             raise ValueError("episodes must be >= 1")
         return range(start, start + episodes)
-
-
-def unknown_tasks(tasks: Sequence[str], prefix: str = "browser_env/miniwob.") -> list[str]:
-    """Those of ``tasks`` that, joined to ``prefix``, name no registered env: what
-    a benchmark script's command line refuses before a browser starts."""
-    import gymnasium as gym
-
-    import browser_env  # noqa: F401 - registers the ids
-    from browser_env.registration import resolve_env_id
-
-    def known(task: str) -> bool:
-        try:
-            return resolve_env_id(prefix + task) in gym.registry
-        except ValueError:  # another namespace
-            return False
-
-    return [task for task in tasks if not known(task)]
