@@ -16,7 +16,7 @@ against the schema.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
@@ -109,13 +109,11 @@ def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> DictConfi
         if value is not None and value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {name}={value!r}")
     check_limit("episode_timeout_s", cfg.get("episode_timeout_s"))
-    modalities = cfg.get("modalities")
+    modalities = cfg.get("modalities")  # a list of strings by now (the schema's kind)
     if modalities is not None:
         from browser_env.observation import MODALITIES
 
-        if not (isinstance(modalities, Sequence) and not isinstance(modalities, str)) or not all(
-            m in MODALITIES for m in modalities
-        ):
+        if not all(m in MODALITIES for m in modalities):
             raise ValueError(
                 f"modalities must be a list of {', '.join(MODALITIES)} "
                 f"(e.g. modalities=[elements,text]), got modalities={modalities!r}"
