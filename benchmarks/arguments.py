@@ -4,9 +4,11 @@ or a model loads, each as argparse's one-line error (exit code 2)."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["refuse_below", "unknown_tasks"]
+__all__ = ["refuse_below", "refuse_unwritable", "unknown_tasks"]
 
 
 def refuse_below(
@@ -20,18 +22,29 @@ def refuse_below(
             parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
 
 
+def refuse_unwritable(
+    parser: argparse.ArgumentParser, path: str | os.PathLike[str] | None, option: str
+) -> None:
+    """``parser.error`` unless ``path`` (an output file's option, e.g. ``--json``;
+    ``None`` or ``""``: not asked for) could be written: its directory exists and
+    it is no directory itself. Checked before the work, so a long measurement's
+    figures are not lost at its end."""
+    if not path:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        parser.error(f"{option}: is a directory: {target}")
+    if not target.parent.is_dir():
+        parser.error(f"{option}: no such directory: {target.parent}")
+
+
 def unknown_tasks(tasks: Sequence[str], prefix: str = "browser_env/miniwob.") -> list[str]:
-    """Those of ``tasks`` that, joined to ``prefix``, name no registered env: what
-    a benchmark script's command line refuses before a browser starts."""
+    """Those of ``tasks`` for which ``f"{prefix}{task}-v0"``, the id the scripts
+    make, is no registered env: what a benchmark script's command line refuses
+    before a browser starts. A task is named without its version
+    (``click-test``; ``click-test-v0`` would make ``click-test-v0-v0``)."""
     import gymnasium as gym
 
     import browser_env  # noqa: F401 - registers the ids
-    from browser_env.registration import resolve_env_id
 
-    def known(task: str) -> bool:
-        try:
-            return resolve_env_id(prefix + task) in gym.registry
-        except ValueError:  # another namespace
-            return False
-
-    return [task for task in tasks if not known(task)]
+    return [task for task in tasks if f"{prefix}{task}-v0" not in gym.registry]

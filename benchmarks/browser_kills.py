@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arguments import refuse_below, unknown_tasks
+from benchmarks.arguments import refuse_below, refuse_unwritable, unknown_tasks
 from benchmarks.soak import _write_json
 from browser_env.browser import process_group
 
@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--hang-s must be > 0, got {args.hang_s}")
     if unknown_tasks([args.task], prefix="browser_env/"):
         parser.error(f"--task: no such env: {args.task} (e.g. miniwob.click-test)")
+    refuse_unwritable(parser, args.json, "--json")
     result = kill_rounds(args.kills, args.task, args.driver_every, args.hang_s)
     print(
         f"browser kills on {result['task']}: {result['recovered']}/{result['kills']} recovered "

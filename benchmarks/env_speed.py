@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.arguments import unknown_tasks
+from benchmarks.arguments import refuse_unwritable, unknown_tasks
 
 __all__ = ["main", "measure"]
 
@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     unknown = unknown_tasks(tasks)
     if unknown:
         parser.error(f"--tasks: no such MiniWoB++ task: {', '.join(unknown)}")
+    refuse_unwritable(parser, args.json, "--json")
     rows = measure(tasks, args.steps, args.resets, args.seed)
     print(format_rows(rows))
     if args.json:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import refuse_unwritable
+
 __all__ = ["execute", "inject_parameters", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [str(path) for path in args.notebooks if not path.is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
-    if args.output and not args.output.parent.is_dir():
-        parser.error(f"--output: no such directory: {args.output.parent}")
+    refuse_unwritable(parser, args.output, "--output")
     parameters = {name: _value(value) for name, value in args.parameter}
     for notebook in args.notebooks:
         execute(notebook, parameters, output=args.output)

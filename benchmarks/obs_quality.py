@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arguments import refuse_below
+from benchmarks.arguments import refuse_below, refuse_unwritable
 from browser_env.atomic import write_json_atomic
 
 __all__ = ["AXTREE_BYTES", "ambiguous_targets", "line_keys", "main", "measure", "unknown_tasks"]
@@ -316,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = unknown_tasks(tasks or ())
     if unknown:
         parser.error(f"--tasks: no scripted expert for {', '.join(unknown)} (agents.experts)")
+    refuse_unwritable(parser, args.json, "--json")
     result = measure(tasks, args.seeds, args.max_steps, args.first_seed)
     print(format_report(result))
     if args.json:

@@ -37,12 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arguments import unknown_tasks
+from benchmarks.arguments import refuse_unwritable, unknown_tasks
 from benchmarks.report import write_json_atomic
 
 __all__ = ["MODES", "main", "record", "replay"]
@@ -212,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rep = commands.add_parser("replay", help="time the recorded calls three ways")
     rep.add_argument("prompts", help="a file written by record")
     rep.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    rep.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
+    rep.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto")
+    )
     rep.add_argument("--model", default=None, help="model directory (default: the tiny policy)")
     rep.add_argument("--out", default=None, help="also write the result here as JSON")
     args = parser.parse_args(argv)
@@ -221,11 +224,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error("--n must be >= 2 and --episodes >= 1")
         if unknown_tasks([args.task]):
             parser.error(f"--task: no such MiniWoB++ task: {args.task}")
+        refuse_unwritable(parser, args.out, "--out")
         data = record(args.task, args.n, args.episodes, args.out)
         print(f"{len(data['calls'])} calls, {data['steps']} steps -> {args.out}")
         return data
     if not Path(args.prompts).is_file():
         parser.error(f"no such prompts file: {args.prompts}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        parser.error(f"--device takes cpu, cuda or cuda:N, got {args.device!r}")
+    if args.model is not None:
+        from learners.entry import check_model
+
+        try:
+            check_model(args.model, "--model")
+        except ValueError as error:
+            parser.error(str(error))
+    refuse_unwritable(parser, args.out, "--out")
     result = replay(args.prompts, model=args.model, device=args.device, dtype=args.dtype)
     print(report(result))
     if args.out:

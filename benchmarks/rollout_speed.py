@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.arguments import refuse_below, unknown_tasks
+from benchmarks.arguments import refuse_below, refuse_unwritable, unknown_tasks
 from benchmarks.rollout_speed_policy import measure_policy
 from benchmarks.rollout_speed_report import report
 
@@ -380,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--skip takes {', '.join(PARTS)}, got {', '.join(sorted(unknown))}")
     if unknown_tasks([args.task]):
         parser.error(f"--task: no such MiniWoB++ task: {args.task}")
+    refuse_unwritable(parser, args.json, "--json")
     from tqdm.auto import tqdm
 
     env_kwargs: dict[str, Any] = {}

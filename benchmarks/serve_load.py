@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import sys
@@ -35,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.arguments import refuse_below
+from benchmarks.arguments import refuse_below, refuse_unwritable
+from benchmarks.report import write_json_atomic
 
 __all__ = ["main", "run"]
 
@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     refuse_below(parser, args, 0, "reads", "uploads", "submissions")
+    refuse_unwritable(parser, args.json, "--json")
     result = run(args.reads, args.uploads, args.submissions, args.steps)
     print(f"{'what':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for row in result["rows"]:
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for error in result["errors"][:5]:
         print("error:", error)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json_atomic(args.json, result)
     return 0 if all(result["checks"].values()) else 1
 
 

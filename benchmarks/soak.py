@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arguments import unknown_tasks
+from benchmarks.arguments import refuse_unwritable, unknown_tasks
 from browser_env.atomic import write_json_atomic
 
 __all__ = ["main", "process_tree_rss", "soak", "warmup_resets"]
@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     if unknown_tasks([args.task], prefix="browser_env/"):
         parser.error(f"--task: no such env: {args.task} (e.g. miniwob.click-test)")
+    refuse_unwritable(parser, args.json, "--json")
     result = soak(args.resets, args.task, args.max_growth)
     print(
         f"soak {result['task']}: {result['resets']} resets in {result['seconds']:.0f} s "
