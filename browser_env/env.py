@@ -28,6 +28,14 @@ empty observation with ``truncated=True`` and the cause in
 ``info["truncated_reason"]``; the next ``reset`` launches a fresh browser.
 ``close()`` is safe at any point, also after a crash, and leaves no Chromium
 process behind. URLs follow a :class:`~browser_env.policy.UrlPolicy`.
+
+This module holds the Gymnasium API (``reset``, ``step``, ``render``,
+``close``) and the public helpers; the rest of the env is a mixin each:
+where the page comes from (:mod:`browser_env.page_lifecycle`), what the env
+hears from its pages (:mod:`browser_env.page_events`) and how a step acts on,
+observes and judges the page (:mod:`browser_env.page_io`). ``make_task``
+(from :mod:`browser_env.tasks`) and ``validate_safely`` (from
+:mod:`browser_env.page_io`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from browser_env.browser import (
     release_playwright,
     switches,
 )
-from browser_env.executor import ExecutorConfig, execute, first_line
+from browser_env.executor import ExecutorConfig, first_line
 from browser_env.observation import (
     MODALITIES,
     Observer,
@@ -56,10 +64,11 @@ from browser_env.observation import (
     observation_space,
 )
 from browser_env.page_events import PageEvents
+from browser_env.page_io import UNREAD, PageIO, validate_safely
 from browser_env.page_lifecycle import PageLifecycle
 from browser_env.policy import UrlPolicy
 from browser_env.screenshot import Screenshotter
-from browser_env.tasks import MiniWoBTask, OpenTask, SiteTask, Task
+from browser_env.tasks import Task, make_task
 from browser_env.timing import Timings
 from browser_env.watchdog import Watchdog
 
@@ -71,26 +80,10 @@ if TYPE_CHECKING:
         Page,
     )
 
-__all__ = ["BrowserEnv", "make_task", "validate_safely"]
+__all__ = ["BrowserEnv", "make_task", "validate_safely"]  # the last two: re-exported
 
 
-def make_task(task: Task | str, **kwargs: Any) -> Task:
-    """A task from a name: ``"miniwob.click-test"``, ``"sites.shop.buy-named"``, ``"open"``;
-    a Task passes through."""
-    if not isinstance(task, str):
-        return task
-    if task.startswith("miniwob."):
-        return MiniWoBTask(task.removeprefix("miniwob."), **kwargs)
-    if task == "open":
-        return OpenTask(**kwargs)
-    if task.startswith("sites."):
-        return SiteTask(task.removeprefix("sites."), **kwargs)
-    raise ValueError(
-        f"unknown task {task!r}; use 'miniwob.<name>', 'sites.<site>.<template>', 'open' or a Task"
-    )
-
-
-class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
+class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
 
     ``reset`` keeps the page when the task allows it (MiniWoB++: one page for
@@ -215,7 +208,7 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
             if isinstance(observer, ObserverLimits)
             else ObserverLimits(**(observer or {})),
         )
-        self._state: Any = _UNREAD
+        self._state: Any = UNREAD
         self._pointer_used = False  # a CLICK, TYPE or SCROLL moved the mouse over the page
 
     # --- Gymnasium API ---------------------------------------------------------
@@ -468,140 +461,6 @@ class BrowserEnv(PageLifecycle, PageEvents, gym.Env[dict[str, Any], Action]):
                 pass
         raise ValueError(f"refused to load {url!r}: {problem}")
 
-    # --- acting and observing ----------------------------------------------------
-    def _run(self, action: Action) -> tuple[dict[str, Any], tuple[dict[str, Any], float] | None]:
-        """The executor's notes, and what :meth:`_follow` read for an action that can
-        open a page (``None`` for the others)."""
-        before = (self._navigations, self._main_navigations, self._popups, len(self._downloads))
-        self._pointer_used |= action.action in (Verb.CLICK, Verb.TYPE, Verb.SCROLL)
-        notes = execute(self.page, action, self.executor_config, self.url_policy)
-        if action.action in (Verb.CLICK, Verb.PRESS_ENTER, Verb.TYPE):  # what can open a page
-            return notes, self._follow(*before)
-        return notes, None
-
-    def _follow(
-        self, requests: int, navigations: int, popups: int, downloads: int
-    ) -> tuple[dict[str, Any], float] | None:
-        """Wait, at most ``popup_timeout_ms``, for the window or the navigation that
-        the last action asked for (the page notes it, js/intents.js), then for the
-        new document to load. Browsers report both asynchronously: under load they
-        would otherwise arrive after the observation was taken.
-
-        The notes are taken by the observer's own call (one page call instead of
-        two: ~3 CPU-ms a step on this machine). When nothing was asked for and
-        nothing arrived, that read is the step's observation: returned with its
-        time in ms; otherwise ``None``, and the env reads the page again (the
-        script does not walk a page that asked for something, a document it
-        never observed or one still loading, so ids go to loaded documents only).
-        What the page did not ask for during the action (a window a timer opens
-        later, a link in a frame: js/intents.js notes the top frame) is shown
-        only if the browser reports it before the observation is read, as
-        before; one call less makes that window a little shorter."""
-        page = self._page
-        t0 = time.perf_counter()
-        try:
-            raw = self.observer.read(self.page, settle=self._settle, intents=True)
-        except Exception:  # noqa: BLE001 - e.g. a crashed page: observed (and recovered) next
-            raw = None
-        read_ms = (time.perf_counter() - t0) * 1e3
-        # a page that never ran the script is navigating away
-        intents = (raw.get("intents") or {}) if raw is not None else {"navigate": "?"}
-        want_popups = int(intents.get("popups") or 0)
-        want_navigation = bool(intents.get("navigate"))
-        deadline = time.monotonic() + self.executor_config.popup_timeout_ms / 1e3
-        while time.monotonic() < deadline:
-            popups_ok = self._popups - popups >= want_popups
-            navigation_ok = (
-                not want_navigation
-                or self._main_navigations > navigations
-                or len(self._downloads) > downloads
-            )
-            if popups_ok and navigation_ok:
-                break
-            self._pump(20)
-        if want_popups or want_navigation or self._navigations != requests:
-            self._settle()
-        elif (
-            raw is not None
-            and not raw.get("skipped")
-            and self._page is page
-            and self._popups == popups
-        ):
-            return raw, read_ms
-        return None
-
-    def _pump(self, ms: float) -> None:
-        """Let Playwright deliver events for ``ms`` (its loop runs only inside calls)."""
-        try:
-            self.page.wait_for_timeout(ms)
-        except Exception:  # noqa: BLE001 - the page closed: its opener takes over
-            time.sleep(ms / 1e3)
-
-    def _settle(self) -> None:
-        try:
-            self.page.wait_for_load_state(
-                "domcontentloaded", timeout=self.executor_config.navigation_timeout_ms
-            )
-        except Exception:  # noqa: BLE001 - a slow page is observed as it is
-            pass
-
-    def _validate(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
-        return validate_safely(self.task, self.page, answer)
-
-    def _judge(self, answer: str | None) -> tuple[float, bool, dict[str, Any]]:
-        if self._state is _UNREAD:  # the observation could not run its script
-            return self._validate(answer)
-        return self.task.judge(self._state, answer)
-
-    def _observe(
-        self,
-        error: str,
-        reset: bool = False,
-        taken: tuple[dict[str, Any], float] | None = None,
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        """The observation, from a fresh read or from ``taken`` (a read of this page
-        and its time in ms, see :meth:`_follow`), and its timings in ms."""
-        t0 = time.perf_counter()
-        if taken is None:
-            raw = self.observer.read(self.page, reset=reset, settle=self._settle)
-            read_ms = 0.0
-        else:
-            raw, read_ms = taken
-        self._state = raw.get("state", _UNREAD) if raw is not None else _UNREAD
-        t1 = time.perf_counter()
-        timings = {"observation": (t1 - t0) * 1e3 + read_ms}
-        shot = None
-        if "screenshot" in self.modalities:
-            shot = self._screenshot()
-            t2 = time.perf_counter()
-            timings["screenshot"] = (t2 - t1) * 1e3
-            timings["observation"] = (t2 - t0) * 1e3 + read_ms
-        obs = self.observer.to_observation(
-            raw, goal=self._goal, url=self.page.url, error=error, screenshot=shot
-        )
-        return obs, timings
-
-    def _screenshot(self) -> np.ndarray:
-        if self._cdp is None:
-            self._cdp = self.page.context.new_cdp_session(self.page)
-        return self._screenshotter.capture(self._cdp)
-
-
-_UNREAD = object()
-
 
 class _PageLost(Exception):
     """The watchdog had to close the episode's page: the episode cannot go on."""
-
-
-def validate_safely(
-    task: Task, page: Page | None, answer: str | None
-) -> tuple[float, bool, dict[str, Any]]:
-    """``task.validate(page, answer)``, for the env and the demo recorder alike; a
-    check that raises (the page navigated mid-check, or is closed) judges
-    nothing: reward 0, not done, ``success`` None and the reason in ``reason``."""
-    try:
-        return task.validate(page, answer)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - a page can fail to be judged in many ways
-        reason = f"validate failed: {first_line(exc)}"
-        return 0.0, False, {"raw_reward": 0.0, "success": None, "reason": reason}

@@ -1,4 +1,4 @@
-// Human demo recorder (browser_env/record.py). Installed in every frame with
+// Human demo recorder (browser_env/demo_recorder.py). Installed in every frame with
 // context.add_init_script as `(RECORD_JS)(OBSERVE_JS, root, exclude)`.
 //
 // Capture-phase listeners on window see the person's input before the page
