@@ -4,14 +4,17 @@ The service (:mod:`serve.service`) owns the queue and the records; a backend
 only starts, observes and stops processes. :class:`RayJobBackend` submits
 each job as a Ray Job whose submission id is the service's job id, so Ray
 itself refuses a second submission under the same id. Every call has a
-deadline: a Jobs API that accepts a connection and never answers raises
-:class:`BackendTimeout` instead of holding the caller. Tests use a fake
+deadline: a Jobs API that accepts a connection and never answers, or a GCS
+that does not report its nodes, raises :class:`BackendTimeout` instead of
+holding the caller. Tests use a fake
 backend with the same five methods; nothing here imports Ray at module level.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["TERMINAL", "BackendTimeout", "JobBackend", "RayJobBackend"]
@@ -58,7 +61,8 @@ class JobBackend(Protocol):
     def capacity(self, *, pinned: bool) -> dict[str, float]:
         """The most ``num_cpus`` and ``num_gpus`` one job could be given: the totals
         of the calling process's node when ``pinned`` (:meth:`node_resource`),
-        else the largest of the alive nodes' (each key on its own)."""
+        else the largest of the alive nodes' (each key on its own). Raises
+        :class:`BackendTimeout` when the cluster did not answer in time."""
         ...
 
 
@@ -72,7 +76,8 @@ class RayJobBackend:
     (``RAY_AUTH_TOKEN``) by the client itself. Each HTTP request (the
     client's version check at construction included) waits at most
     ``timeout`` seconds to connect and as long again for each read, then
-    raises :class:`BackendTimeout`.
+    raises :class:`BackendTimeout`; so does :meth:`capacity` when the GCS
+    has not listed the nodes within ``timeout`` seconds.
     """
 
     def __init__(self, address: str = "auto", *, timeout: float = 30.0) -> None:
@@ -81,6 +86,8 @@ class RayJobBackend:
         if address == "auto" and ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         self.timeout = timeout
+        self._nodes_guard = threading.Lock()
+        self._nodes_query: Future[list[dict[str, Any]]] | None = None  # see _nodes
         self.client = self._call(_client_class(), address, timeout=timeout)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -141,18 +148,49 @@ class RayJobBackend:
         return {f"node:{ray.util.get_node_ip_address()}": 0.001}
 
     def capacity(self, *, pinned: bool) -> dict[str, float]:
-        import ray
-
         pin = next(iter(self.node_resource())) if pinned else None
         nodes = [
             node["Resources"]
-            for node in ray.nodes()
+            for node in self._nodes()
             if node.get("Alive") and (pin is None or pin in node["Resources"])
         ]
         return {
             key: max((float(node.get(name, 0.0)) for node in nodes), default=0.0)
             for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
         }
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        """``ray.nodes()``, or :class:`BackendTimeout` after ``timeout`` seconds.
+
+        ``ray.nodes()`` asks the GCS and takes no deadline, so it runs in a
+        daemon thread that a hung GCS holds instead of the caller (a job
+        request's capacity check). While one query is unanswered, later
+        calls wait on it rather than start another: a hung GCS costs one
+        thread, not one per request.
+        """
+        import ray
+
+        with self._nodes_guard:
+            query = self._nodes_query
+            if query is None or query.done():
+                query = self._nodes_query = Future()
+                threading.Thread(
+                    target=_answer, args=(query, ray.nodes), name="ray-nodes", daemon=True
+                ).start()
+        try:
+            return query.result(timeout=self.timeout)
+        except TimeoutError as exc:
+            raise BackendTimeout(
+                f"the Ray GCS did not list its nodes within {self.timeout:g} s"
+            ) from exc
+
+
+def _answer(future: Future[T], fn: Callable[[], T]) -> None:
+    """Set ``future`` to what ``fn()`` returns or raises."""
+    try:
+        future.set_result(fn())
+    except BaseException as exc:  # whatever it is, the caller waiting on it gets it
+        future.set_exception(exc)
 
 
 def _client_class() -> type:

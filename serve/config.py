@@ -96,7 +96,8 @@ class ServeConfig:
     ray_jobs_timeout_s: float = _f(
         30.0,
         "Seconds each Ray Jobs API request may take to connect, and again to answer, before "
-        "it fails; a hung API then delays scheduling but never holds the service.",
+        "it fails; a hung API then delays scheduling but never holds the service. A job "
+        "request's capacity check waits as long for Ray's node list (then goes unchecked).",
     )
 
     def validate(self) -> None:

@@ -28,7 +28,8 @@ inputs that ``generate`` uses.
 Several adapters can be held at once for serving (``serve.openai_server``
 loads them at run time): :meth:`add_adapter` loads one under a name without
 changing what :meth:`generate` uses, :meth:`using_adapter` picks one for the
-calls inside its block, :meth:`delete_adapter` drops one.
+calls inside its block, :meth:`delete_adapter` drops one. These and
+:meth:`load_adapter` live in :mod:`agents.backends.transformers_adapters`.
 
 ``Generation.logprobs`` are log-probabilities of the generated tokens under the
 model's raw distribution (log-softmax of the logits, before temperature and
@@ -43,8 +44,7 @@ import gc
 import os
 import threading
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agents.backends import row_prefill
@@ -62,14 +62,14 @@ from agents.backends.common import (
 from agents.backends.prefix_cache import PrefixCache, adapter_tag, weights_key
 from agents.backends.processors import load_processor
 from agents.backends.row_sampler import RowSampler
+from agents.backends.transformers_adapters import AdapterMixin
+from agents.backends.transformers_utils import eos_ids, eval_mode, resolve_device, resolve_dtype
 from agents.models import resolve_model
 
 __all__ = ["TransformersBackend"]
 
-_DTYPES = ("float32", "float16", "bfloat16")
 
-
-class TransformersBackend(BackendBase):
+class TransformersBackend(AdapterMixin, BackendBase):
     """A local transformers model behind the ``Backend`` protocol.
 
     Args:
@@ -134,8 +134,8 @@ class TransformersBackend(BackendBase):
             raise ValueError(f"prefix_cache must be >= 0, got {prefix_cache}")
         if prefix_cache and prefill == "padded":
             raise ValueError("prefix_cache needs prefill='per_row' or 'auto', not 'padded'")
-        self.device = _resolve_device(torch, device)
-        self.dtype = _resolve_dtype(torch, dtype, self.device)
+        self.device = resolve_device(torch, device)
+        self.dtype = resolve_dtype(torch, dtype, self.device)
         self._lock = threading.Lock()
         # True once add_adapter wrapped a plain model: generate keeps using the bare model
         self._bare = False
@@ -165,7 +165,7 @@ class TransformersBackend(BackendBase):
         if self.adapter is not None:
             self.load_adapter(self.adapter, merge=merge_adapter)
         self.model.eval()
-        self._eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._eos_ids = eos_ids(self.model, self.tokenizer)
         # generate refuses a cache of ours when the checkpoint names a cache class
         can_split = (
             not self.multimodal
@@ -218,133 +218,6 @@ class TransformersBackend(BackendBase):
         auto_model, load_kwargs = self._base
         model = auto_model.from_pretrained(self.model_name, **load_kwargs)
         return model if "device_map" in load_kwargs else model.to(self.device)
-
-    # -- adapters -----------------------------------------------------------
-
-    def load_adapter(
-        self, path: str | os.PathLike[str], name: str = "default", *, merge: bool = False
-    ) -> None:
-        """Apply a PEFT adapter directory and make it the active one.
-
-        A second call with a new ``name`` adds another adapter and switches to
-        it; the same ``name`` replaces it. ``merge=True`` folds it into the
-        base weights (it can then not be switched off). After a merge the base
-        weights are loaded again first, so the new adapter replaces the merged
-        one instead of adding to it (e.g. an online learner's update of it).
-        """
-        peft = require("peft", purpose="LoRA adapters")
-        path = os.fspath(path)
-        if self._merged:
-            self.model = self._load_base()
-            self._merged = False
-        if isinstance(self.model, peft.PeftModel):
-            if name in self.model.peft_config:
-                self.model.delete_adapter(name)
-            self.model.load_adapter(path, adapter_name=name, is_trainable=False)
-            self.model.set_adapter(name)
-        else:
-            self.model = peft.PeftModel.from_pretrained(
-                self.model, path, adapter_name=name, is_trainable=False
-            )
-        if merge:
-            self.model = self.model.merge_and_unload()
-            self._merged = True
-        self.model.eval()
-        self.adapter = path
-        self._bare = False
-        self._weights_changed()
-
-    def add_adapter(self, path: str | os.PathLike[str], name: str) -> None:
-        """Load a PEFT adapter under ``name`` without changing what :meth:`generate` uses.
-
-        ``name`` must be new (a PEFT adapter name: no dots). Raises
-        ``ValueError`` when the adapter does not fit the model, or when an
-        adapter was merged into the weights (``merge_adapter=True``).
-        """
-        peft = require("peft", purpose="LoRA adapters")
-        if "." in name:
-            raise ValueError(f"adapter name {name!r} must not contain '.'")
-        if self._merged:  # the "bare" model would be base + the merged adapter
-            raise ValueError(
-                f"adapter {self.adapter} was merged into the weights (merge_adapter=True), so "
-                "other adapters cannot be served beside it; load the backend without merging"
-            )
-        path = os.fspath(path)
-        with self._lock:
-            model = self.model
-            if isinstance(model, peft.PeftModel):
-                if name in model.peft_config:
-                    raise ValueError(f"an adapter named {name!r} is already loaded")
-                active = model.active_adapter
-                try:
-                    model.load_adapter(path, adapter_name=name, is_trainable=False)
-                except (RuntimeError, ValueError, KeyError) as exc:
-                    if name in model.peft_config:
-                        model.delete_adapter(name)
-                    raise ValueError(f"adapter {path} does not fit this model: {exc}") from exc
-                model.set_adapter(active, inference_mode=True)
-            else:
-                try:
-                    wrapped = peft.PeftModel.from_pretrained(
-                        model, path, adapter_name=name, is_trainable=False
-                    )
-                except (RuntimeError, ValueError, KeyError) as exc:
-                    raise ValueError(f"adapter {path} does not fit this model: {exc}") from exc
-                self.model = wrapped
-                self._bare = True
-            self.model.eval()
-            self._weights_changed()
-
-    def delete_adapter(self, name: str) -> None:
-        """Drop adapter ``name``; without adapters left the model is the bare model again."""
-        peft = require("peft", purpose="LoRA adapters")
-        with self._lock:
-            model = self.model
-            if not isinstance(model, peft.PeftModel) or name not in model.peft_config:
-                raise KeyError(name)
-            self._weights_changed()
-            if len(model.peft_config) == 1:
-                self.model = model.unload()
-                self._bare = False
-                self.adapter = None
-                return
-            was_active = model.active_adapter == name
-            with warnings.catch_warnings():  # PEFT says which adapter it made active instead
-                warnings.simplefilter("ignore", UserWarning)
-                model.delete_adapter(name)
-            if was_active:  # the adapter generate used is gone: generate uses the bare model
-                self._bare = True
-                self.adapter = None
-
-    @contextlib.contextmanager
-    def using_adapter(self, name: str | None) -> Iterator[None]:
-        """Within the block, :meth:`generate` applies adapter ``name`` (None: no adapter).
-
-        Not for concurrent use from several threads with different names
-        (the server holds one lock around the block).
-        """
-        peft = require("peft", purpose="LoRA adapters")
-        model = self.model
-        if not isinstance(model, peft.PeftModel):
-            if name is not None:
-                raise KeyError(name)
-            yield
-            return
-        if name is not None and name not in model.peft_config:
-            raise KeyError(name)
-        active, bare = model.active_adapter, self._bare
-        # several adapters can be active at once (set on the LoRA model directly)
-        actives = list(getattr(model, "active_adapters", None) or [active])
-        if name is not None:
-            model.set_adapter(name, inference_mode=True)
-        self._bare = name is None
-        try:
-            yield
-        finally:
-            model.set_adapter(active, inference_mode=True)
-            if len(actives) > 1:
-                model.base_model.set_adapter(actives, inference_mode=True)
-            self._bare = bare
 
     # -- prompt -------------------------------------------------------------
 
@@ -409,7 +282,7 @@ class TransformersBackend(BackendBase):
                 output_logits=True,
             )
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
-            with _eval_mode(self.model), torch.inference_mode(), bare:
+            with eval_mode(self.model), torch.inference_mode(), bare:
                 if self.prefix_cache is not None and not images:
                     self._check_prefix_cache()
                     inputs = row_prefill.prefill_rows(
@@ -491,7 +364,7 @@ class TransformersBackend(BackendBase):
                 disable_compile=self.prefill == "per_row",
             )
             bare = self.model.disable_adapter() if self._bare else contextlib.nullcontext()
-            with _eval_mode(self.model), torch.inference_mode(), bare:
+            with eval_mode(self.model), torch.inference_mode(), bare:
                 self._check_prefix_cache()
                 if self.prefill == "per_row":
                     inputs = row_prefill.prefill_rows(
@@ -550,58 +423,3 @@ class TransformersBackend(BackendBase):
             f"TransformersBackend(model={self.model_name!r}, adapter={self.adapter!r}, "
             f"device={self.device!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
         )
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """``model`` in eval mode for a generation, then back in the caller's mode.
-
-    A learner may hand over a model left in train mode; dropout would then
-    draw from torch's global generator and change the tokens. Sampling draws
-    from the RowSampler's own generators, so with this nothing in a
-    generation touches the global one (no ``fork_rng``: on CUDA it saves and
-    restores the device's generator state every call)."""
-    modes = [(m, m.training) for m in model.modules()]
-    training = any(mode for _, mode in modes)
-    if training:
-        model.eval()
-    try:
-        yield
-    finally:
-        if training:
-            for module, mode in modes:  # each its own: e.g. LoRA layers training, base not
-                module.training = mode
-
-
-def _resolve_device(torch: Any, device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" or device.startswith("cuda"):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available")
-        return device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def _resolve_dtype(torch: Any, dtype: Any, device: str) -> Any:
-    if not isinstance(dtype, str):
-        return dtype
-    if dtype == "auto":
-        if not device.startswith("cuda"):
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {_DTYPES}, got {dtype!r}")
-    return getattr(torch, dtype)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """End-of-turn ids: the generation config's, plus the tokenizer's EOS."""
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    ids = [i for i in ids if i is not None]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("the model has no end-of-sequence token; set generation_config")
-    return ids

@@ -1,9 +1,11 @@
-"""The service over a Ray Jobs API that accepts requests and never answers.
+"""The service over a Ray Jobs API that accepts requests and never answers,
+and over a GCS that never lists its nodes.
 
 The real :class:`~serve.backend.RayJobBackend` talks to a stand-in dashboard
 on loopback that answers only the client's version check: every job call
 stalls until its deadline. Requests that only read or write records must
-answer meanwhile; the backend's own calls must give up.
+answer meanwhile; the backend's own calls must give up. ``ray.nodes()`` (the
+capacity check) is replaced by one that blocks until the test releases it.
 """
 
 from __future__ import annotations
@@ -125,3 +127,59 @@ def test_a_jobs_api_that_never_accepts_the_connection_is_a_backend_timeout():
         for client in queued:
             client.close()
         server.close()
+
+
+def test_a_hung_gcs_leaves_a_job_request_unchecked_not_held(
+    make_service, stalled_dashboard, monkeypatch
+):
+    """``ray.nodes()`` (the capacity check of a job request) takes no deadline
+    of its own: with the GCS hung, the request is answered once the backend's
+    deadline passed, its resources unchecked as while the cluster is down,
+    and a second request waits on the same unanswered query instead of
+    starting another."""
+    import ray
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from serve.backend import BackendTimeout, RayJobBackend
+
+    timeout_s = 2.0
+    url, _ = stalled_dashboard
+    gcs = threading.Event()  # the hung GCS answers once set
+    queries = []
+
+    def hung_nodes():
+        queries.append(time.monotonic())
+        gcs.wait(120)
+        return []
+
+    monkeypatch.setattr(ray, "nodes", hung_nodes)
+    backend = RayJobBackend(url, timeout=timeout_s)
+    service, _ = make_service(backend, max_concurrent_jobs=1)
+    client = TestClient(create_app(service, TOKEN, max_upload_bytes=1 << 30))
+    answers: list = []
+
+    def create():  # 64 CPUs: more than any node here, were the capacity known
+        answers.append(
+            client.post(
+                "/v1/jobs", json={"learner": "grpo", "resources": {"num_cpus": 64}}, headers=AUTH
+            )
+        )
+
+    try:
+        creating = threading.Thread(target=create, daemon=True)
+        creating.start()
+        # the capacity check's deadline, then the submission's (the stand-in
+        # Jobs API stalls it too), with room for a loaded machine
+        creating.join(2 * timeout_s + 20)
+        assert not creating.is_alive(), "the job request waited for the hung GCS"
+        [response] = answers
+        assert response.status_code == 201, response.text
+        assert response.json()["resources"]["num_cpus"] == 64.0  # unchecked, not refused
+        start = time.monotonic()
+        with pytest.raises(BackendTimeout, match="did not list its nodes within 2 s"):
+            backend.capacity(pinned=True)
+        assert time.monotonic() - start < timeout_s + 20
+        assert len(queries) == 1  # the GCS still owes the first answer: no second query
+    finally:
+        gcs.set()
