@@ -245,3 +245,46 @@ def use_autocomplete(ctx: Context) -> Decision:
         name_of(item),
         f"The suggestion {describe(item)} {rule} but lies off screen; type it into {describe(box)}.",
     )
+
+
+#: multi-layouts / multi-orderings: which field a label names (the page's label
+#: words: "Genre", "Movie Genre", "Director Name", "Year", "Released Date").
+_MOVIE_FIELDS = (("genre", "genre"), ("director", "director"), ("year", "year"), ("date", "year"))
+
+
+@expert("multi-layouts", "multi-orderings")
+def movie_search(ctx: Context) -> Decision:
+    """Three text fields in a random order and layout, each named by its label:
+    type the goal's genre, director and year into the field its label names,
+    then press the form's one other control (Submit, Search or Go!)."""
+    match = re.search(
+        r"Search for (.+?) movies directed by (.+?) from year (\d{4})", ctx.goal, re.IGNORECASE
+    )
+    if not match:
+        raise ExpertError(f"no genre, director and year in {ctx.goal!r}")
+    wanted = dict(zip(("genre", "director", "year"), match.groups(), strict=True))
+    fields = []
+    for box in textboxes(ctx):
+        label = str(box.get("name") or name_of(box))  # the observation's accessible name
+        field = next((f for word, f in _MOVIE_FIELDS if word in label.lower()), None)
+        if field is None or field not in wanted:
+            raise ExpertError(f"no field of its own named by the label of {describe(box)}")
+        why = f'The field named "{label}", {describe(box)}, takes the {field} "{wanted[field]}".'
+        fields.append((box, wanted.pop(field), why))
+    if wanted:
+        raise ExpertError(f"no field for the {', '.join(wanted)}")
+    for box, text, why in fields:
+        if str(box.get("value") or "") != text:
+            return type_into(box, text, why)
+    controls = [
+        e
+        for e in ctx.elements
+        if e.get("role") not in ("textbox", "searchbox", "spinbutton")
+        and re.fullmatch(r"submit|search|go!?", str(e.get("name") or name_of(e)), re.IGNORECASE)
+    ]
+    if len(controls) != 1:
+        raise ExpertError(f"expected one submit control, found {len(controls)}")
+    return click(
+        controls[0],
+        f"Every field holds what the goal asks for, so submit with {describe(controls[0])}.",
+    )
