@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from learners.tracking import wandb_mode
+from learners.tracking import finish_run, init_run, wandb_mode
 
 __all__ = ["log_benchmark", "read_offline_run", "wandb_mode"]
 
@@ -41,12 +41,10 @@ def log_benchmark(
     (``None`` when ``WANDB_MODE=disabled``)."""
     if wandb_mode() == "disabled":
         return None
-    try:
-        import wandb
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError('wandb logging needs: pip install "browser-rl[train]"') from exc
+    import wandb
+
     out = Path(out)
-    run = wandb.init(
+    run = init_run(
         project=project,
         name=name or f"{data['agent']}-{data['suite']}-{out.name}",
         dir=str(out),
@@ -56,8 +54,6 @@ def log_benchmark(
             "suite_name": data["suite"],
         },
         job_type="benchmark",
-        mode=wandb_mode(),
-        reinit="finish_previous",
     )
     try:
         for index, episode in enumerate(data["episodes"]):
@@ -91,9 +87,8 @@ def log_benchmark(
                 **{f"task/{t['task']}/success_rate": t["success_rate"] for t in data["tasks"]},
             }
         )
-        directory = Path(run.dir).parent
     finally:
-        run.finish()
+        directory = finish_run(run)
     return directory
 
 

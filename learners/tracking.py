@@ -1,18 +1,26 @@
 """Metric logging for learners: wandb (offline unless a key is set), a
-``metrics.jsonl`` file and an in-memory history for ``training.json``."""
+``metrics.jsonl`` file and an in-memory history for ``training.json``.
+
+:func:`init_run` and :func:`finish_run` are how every wandb run here starts
+and ends (the learners' and ``benchmarks.run``'s): an offline run is silent
+(wandb's banner, its integration notices and its sync hints would bury a
+run's own table) and ends with one line saying where it is and how to upload
+it; an online run keeps wandb's output, which names the run's URL.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from learners.config import LearnerConfig
 
-__all__ = ["Tracker", "wandb_mode"]
+__all__ = ["Tracker", "finish_run", "init_run", "wandb_mode"]
 
 
 def wandb_mode() -> str:
@@ -20,6 +28,34 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or (
         "online" if os.environ.get("WANDB_API_KEY") else "offline"
     )
+
+
+def init_run(**kwargs: Any) -> Any:
+    """``wandb.init(**kwargs)`` in :func:`wandb_mode`, a run replacing any
+    unfinished one, silent when offline."""
+    try:
+        import wandb
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError('wandb logging needs: pip install "browser-rl[train]"') from exc
+    if "weave" not in sys.modules:
+        # wandb takes our package `agents` for OpenAI's Agents SDK and suggests
+        # installing Weave; with weave not imported, this only turns that off
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
+    mode = wandb_mode()
+    settings = wandb.Settings(silent=True) if mode == "offline" else None
+    return wandb.init(mode=mode, reinit="finish_previous", settings=settings, **kwargs)
+
+
+def finish_run(run: Any) -> Path:
+    """Finish ``run``; return its local directory (``.../wandb/offline-run-...``).
+    An offline run says, on stderr, where it is and how to upload it."""
+    directory = Path(run.dir).parent
+    run.finish()
+    if wandb_mode() == "offline":
+        print(
+            f"wandb: offline run in {directory} (upload: wandb sync {directory})", file=sys.stderr
+        )
+    return directory
 
 
 class Tracker:
@@ -32,19 +68,11 @@ class Tracker:
         self._file = (self.out / "metrics.jsonl").open("a")
         self.run = None
         if cfg.wandb and wandb_mode() != "disabled":
-            try:
-                import wandb
-            except ModuleNotFoundError as exc:
-                raise ModuleNotFoundError(
-                    'wandb logging needs: pip install "browser-rl[train]"'
-                ) from exc
-            self.run = wandb.init(
+            self.run = init_run(
                 project=cfg.wandb_project,
                 name=cfg.run_name or f"{learner}-{self.out.name}",
                 dir=str(self.out),
                 config={"learner": learner, **dataclasses.asdict(cfg)},
-                mode=wandb_mode(),
-                reinit="finish_previous",
             )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -65,5 +93,5 @@ class Tracker:
     def finish(self) -> None:
         self._file.close()
         if self.run is not None:
-            self.run.finish()
+            finish_run(self.run)
             self.run = None

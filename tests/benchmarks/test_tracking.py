@@ -70,3 +70,32 @@ def test_reader_waits_for_the_run_to_be_written_to_its_end(tmp_path, monkeypatch
     logged = read_offline_run(tmp_path / "p", timeout_s=30)
     writer.join()
     assert logged["config"]["n"] == 3
+
+
+def test_an_offline_benchmark_run_says_one_line_of_where_it_is(tmp_path, monkeypatch, capfd):
+    """Offline, wandb's banner, its sync hints and its Weave suggestion (it takes
+    our package ``agents`` for OpenAI's Agents SDK) would follow the results
+    table; one line says where the run is and how to upload it."""
+    pytest.importorskip("wandb", reason="wandb is in the train extra")
+    import agents  # noqa: F401 - what made wandb suggest Weave
+    from benchmarks.tracking import log_benchmark
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    monkeypatch.delenv("WANDB_DISABLE_WEAVE", raising=False)
+    episode = {"success": True, "steps": 2, "episode_return": 1.0, "agent_ms": [1.0, 2.0]}
+    data = {
+        "agent": "random",
+        "suite": "s",
+        "config": {"episodes": 1},
+        "episodes": [episode],
+        "tasks": [
+            {"task": "t", "episodes": 1, "success_rate": 1.0, "mean_steps": 2, "mean_reward": 1.0}
+        ],
+        "overall": {"success_rate": 1.0, "mean_steps": 2.0, "episodes": 1},
+    }
+    directory = log_benchmark(data, tmp_path, project="t")
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if "wandb" in line.lower()]
+    assert lines == [f"wandb: offline run in {directory} (upload: wandb sync {directory})"], lines
+    assert read_offline_run(directory)["summary"]["success_rate"] == 1.0
