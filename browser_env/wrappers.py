@@ -24,6 +24,7 @@ Both may be used together; the annotated action's fields win.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
@@ -70,8 +71,9 @@ class RecordEpisode(gymnasium.Wrapper):
     saved as PNGs unless ``screenshots=False``. ``env_kwargs`` (default: the
     registered spec's kwargs) is stored so that replay can rebuild the env.
 
-    ``episode_dirs`` lists the directories written so far; ``last_episode_dir``
-    the most recent. With ``background=True`` (the default) the files are
+    ``episode_dirs`` lists the directories written so far, the last
+    ``keep_dirs`` of them (a ``deque``: a training run's millions of episodes do
+    not grow the process; ``None``: all); ``last_episode_dir`` is the most recent. With ``background=True`` (the default) the files are
     written on a thread of each episode's writer, off the step loop, with the
     same atomicity; an episode's files are all on disk once it has ended
     (terminated, truncated, ``end_episode``, the next ``reset`` or ``close``),
@@ -89,8 +91,11 @@ class RecordEpisode(gymnasium.Wrapper):
         env_kwargs: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         background: bool = True,
+        keep_dirs: int | None = 10_000,
     ) -> None:
         super().__init__(env)
+        if keep_dirs is not None and keep_dirs < 1:
+            raise ValueError(f"keep_dirs must be >= 1 or None, got {keep_dirs}")
         self.background = background
         self.root = Path(root)
         self.agent = _agent_info(agent)
@@ -98,7 +103,7 @@ class RecordEpisode(gymnasium.Wrapper):
         self.screenshots = screenshots
         self.env_kwargs = dict(env_kwargs) if env_kwargs is not None else _spec_kwargs(env)
         self.extra = dict(extra or {})
-        self.episode_dirs: list[Path] = []
+        self.episode_dirs: collections.deque[Path] = collections.deque(maxlen=keep_dirs)
         self._writer: EpisodeWriter | None = None
         self._obs: Any = None
         self._pending: dict[str, Any] = {}

@@ -145,3 +145,19 @@ def test_inside_vector_envs(tmp_path, vector_cls):
     assert env0[1].outcome.reason == "abandoned"
     assert env1[0].outcome.truncated and env1[0].outcome.steps == 3 and env1[0].meta.seed == 20
     assert env1[0].steps[0].observation["screenshot"] is None
+
+
+def test_episode_dirs_keeps_the_last_keep_dirs(tmp_path):
+    """A long run's recorder lists its last ``keep_dirs`` episodes, not every one
+    (a training run's millions would grow the process); every episode is on disk."""
+    env = RecordEpisode(FakeBrowserEnv(), tmp_path, keep_dirs=2)
+    written = []
+    for seed in range(4):
+        env.reset(seed=seed)
+        env.step(CLICK_OK)
+        written.append(env.last_episode_dir)
+    env.close()
+    assert list(env.episode_dirs) == written[-2:] and env.last_episode_dir == written[-1]
+    assert [e.meta.seed for e in iter_episodes(tmp_path)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="keep_dirs must be >= 1 or None, got 0"):
+        RecordEpisode(FakeBrowserEnv(), tmp_path, keep_dirs=0)
