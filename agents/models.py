@@ -22,6 +22,11 @@ loaded from GGUF refuses ``save_pretrained`` while it carries its
 quantisation config, so that config is dropped first: the weights are already
 dequantised. The directory is written to a temporary name and renamed into
 place under a file lock, so concurrent first uses convert once.
+
+:func:`check_model` says, before anything loads, whether a ``model`` setting
+can load at all (a preset, a local path, or a hub id that can be reached), so
+an entry point refuses ``model=/no/such/dir`` in one line rather than with the
+hub's ``OSError`` about repo ids once the setup has run.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "PRESETS",
     "SMOLLM2_DIST",
     "SMOLLM2_GGUF",
+    "check_model",
     "models_cache_dir",
     "resolve_model",
     "smollm2_gguf_path",
@@ -70,6 +76,36 @@ def resolve_model(model: str) -> str:
     if model == "smollm2-135m":
         return str(smollm2_path())
     return model
+
+
+def check_model(model: str, option: str = "model") -> None:
+    """Refuse ``model`` unless it is a preset (:data:`PRESETS`), an existing
+    local path, or a hub id (``owner/name``) that can load: one in the local
+    Hugging Face cache, or any while the hub may be reached (``HF_HUB_OFFLINE``
+    unset; transformers then says whether it exists).
+
+    Raises:
+        ValueError: naming ``option``, the presets and the missing path.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if model in PRESETS or Path(model).expanduser().exists():
+        return
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        hub = ""  # /a/dir, ./dir, a/b/c: only ever a path
+    else:
+        if not constants.HF_HUB_OFFLINE or isinstance(
+            try_to_load_from_cache(model, "config.json"), str
+        ):
+            return
+        hub = ", nor a hub id in the local cache (HF_HUB_OFFLINE is set)"
+    raise ValueError(
+        f"{option}={model!r} is no preset ({', '.join(PRESETS)}) and no local path{hub}: "
+        "a local model directory must exist"
+    )
 
 
 def smollm2_gguf_path() -> Path:

@@ -29,12 +29,19 @@ checkpoints it and loads it into the agent (with ``runner=vector|ray``, after
 each round of as many episodes as the engine plays at once; Ray actors load
 the checkpoint too). The learner is instantiated by Hydra at run time:
 ``agents`` never imports ``learners``.
+
+A config that cannot run (``episodes=0``, an unknown ``env=``, ``agent=llm``
+with no ``model=``, a model path that does not exist, ``agent=expert`` on a
+task it has no policy for) is refused before a model loads or a browser
+starts (:func:`check_agent`, :mod:`agents.refusal`): the command line prints
+``error: <why>`` and exits with status 2; ``run(cfg)`` raises it as a
+``ValueError``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +49,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
+from agents.refusal import exit_on_refusal, refusing
 from agents.run_config import check_options, register_config
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_agent",
+    "check_agent",
     "check_options",
     "main",
     "make_env",
@@ -114,6 +123,54 @@ def build_agent(cfg: DictConfig) -> Agent:
             with open_dict(backend):
                 backend[key] = cfg[key]
     return instantiate(cfg.agent)
+
+
+def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
+    """Refuse, without building it, what would stop ``cfg.agent`` only once it
+    loads or plays: a backend ``model`` left unset (``???``), a model that
+    cannot load (:func:`agents.models.check_model`; an OpenAI-compatible
+    server's ``model`` is a name only the server knows, not checked) and, for
+    the scripted expert, tasks among ``env_ids`` it has no policy for.
+
+    Raises:
+        ValueError: naming the setting or the tasks.
+        omegaconf.errors.MissingMandatoryValue: ``backend.model`` is unset
+            (:func:`agents.refusal.refusing` says how to set it).
+    """
+    from agents.models import check_model
+
+    agent = cfg.get("agent")
+    if agent is None:
+        return
+    backend = _backend_node(cfg) if "backend" in agent else None  # the group's is llm's only
+    if backend is not None and ("model" in backend or OmegaConf.is_missing(backend, "model")):
+        top_level = cfg.get("model") is not None
+        model = cfg.model if top_level else backend.model  # ??? raises
+        if isinstance(model, str) and ".openai." not in str(backend.get("_target_", "")):
+            check_model(model, "model" if top_level else backend._get_full_key("model"))
+    target = str(agent.get("_target_", ""))
+    if target in _SCRIPTED_EXPERT and agent.get("task") is None:  # a pinned task is __init__'s
+        _check_expert_tasks(list(env_ids))
+
+
+_SCRIPTED_EXPERT = ("agents.experts.ScriptedExpert", "agents.experts.expert.ScriptedExpert")
+
+
+def _check_expert_tasks(env_ids: list[str]) -> None:
+    from agents.experts import expert_task, unsupported_env_ids
+
+    unsupported = [expert_task(e) for e in unsupported_env_ids(env_ids)]
+    if not unsupported:
+        return
+    shown = ", ".join(unsupported[:5])
+    if len(unsupported) > 5:
+        shown += f" and {len(unsupported) - 5} more"
+    total = len(set(env_ids))
+    of = f" {len(unsupported)} of the {total} tasks:" if total > 1 else ""
+    raise ValueError(
+        f"agent=expert has no scripted policy for{of} {shown}; "
+        "suite=miniwob_expert lists the MiniWoB++ tasks it solves (agents.experts.SUPPORTED_TASKS)"
+    )
 
 
 def _backend_node(cfg: DictConfig) -> Any:
@@ -197,10 +254,15 @@ def run(
     from agents.rollout import rollout
 
     own_env, own_agent = env is None, agent is None
-    agent = build_agent(cfg) if agent is None else agent
+    if agent is None:
+        with refusing():
+            check_agent(cfg, [env_id_of(cfg)] if env is None else [])
+            agent = build_agent(cfg)
     recorder = None
     try:  # what was built here is closed if what follows it fails
-        env = make_env(cfg) if env is None else env
+        if env is None:
+            with refusing():  # gym.make refuses the env's kwargs
+                env = make_env(cfg)
         writer = episode_writer or _default_writer(cfg, agent)
         recorder = writer(env) if writer is not None else None
     except BaseException:
@@ -274,15 +336,17 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
 
     from agents.runners import ray_spec_options, runner_options
 
-    n = int(cfg.get("episodes") or 1)
-    options = runner_options(cfg)
-    runner = options["runner"]
-    ray_options = ray_spec_options(cfg, runner)
-    trainer = instantiate(cfg.online) if cfg.get("online") else None
-    if trainer is not None and not cfg.get("record", False):
-        raise ValueError("online=... learns from the recorded episodes: keep record=true")
-    # Ray actors build their own agents: the driver needs one only to learn online
-    agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
+    with refusing():
+        n = int(cfg.get("episodes") or 1)
+        options = runner_options(cfg)
+        runner = options["runner"]
+        ray_options = ray_spec_options(cfg, runner)
+        trainer = instantiate(cfg.online) if cfg.get("online") else None
+        if trainer is not None and not cfg.get("record", False):
+            raise ValueError("online=... learns from the recorded episodes: keep record=true")
+        check_agent(cfg, [env_id_of(cfg)])  # also for Ray actors, which build their own
+        # Ray actors build their own agents: the driver needs one only to learn online
+        agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
     try:
         return _play_episodes(cfg, n, options, ray_options, trainer, agent, verbose)
     finally:
@@ -307,22 +371,23 @@ def _play_episodes(
     runner = options["runner"]
     info, source = recording_info(cfg, agent)
     record_dir = _episodes_root(cfg) if cfg.get("record", False) else None
-    spec = RolloutSpec(
-        env_kwargs={
-            "headless": bool(cfg.get("headless", True)),
-            "max_episode_steps": int(cfg["max_steps"]),
-            **dict(cfg.get("env_kwargs") or {}),
-        },
-        record_dir=None if record_dir is None else str(record_dir),
-        agent_info=info,
-        source=source,
-        max_steps=int(cfg.max_steps),
-        episode_timeout_s=cfg.get("episode_timeout_s"),
-        **ray_options,
-    )
-    first = int(cfg.get("seed") or 0)
-    jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
-    check_env_ids(jobs)  # before a browser or Ray starts
+    with refusing():
+        spec = RolloutSpec(
+            env_kwargs={
+                "headless": bool(cfg.get("headless", True)),
+                "max_episode_steps": int(cfg["max_steps"]),
+                **dict(cfg.get("env_kwargs") or {}),
+            },
+            record_dir=None if record_dir is None else str(record_dir),
+            agent_info=info,
+            source=source,
+            max_steps=int(cfg.max_steps),
+            episode_timeout_s=cfg.get("episode_timeout_s"),
+            **ray_options,
+        )
+        first = int(cfg.get("seed") or 0)
+        jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
+        check_env_ids(jobs)  # before a browser or Ray starts
     summaries: list[dict[str, Any]] = []
     with RolloutEngine(
         spec,
@@ -400,10 +465,11 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     import browser_env  # noqa: F401 - registers the browser_env/* ids
     from agents.runners import ray_spec_options, runner_options
 
-    cfg = check_options(cfg)
-    runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
-    ray_spec_options(cfg, runner)
-    gym.spec(env_id_of(cfg))  # an unknown env= too, before a model loads
+    with refusing():
+        cfg = check_options(cfg)
+        runner = runner_options(cfg)["runner"]  # bad runner options fail here, early
+        ray_spec_options(cfg, runner)
+        gym.spec(env_id_of(cfg))  # an unknown env= too, before a model loads
     if (
         cfg.get("online")
         or int(cfg.get("episodes") or 1) > 1
@@ -446,11 +512,17 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
         return type(env).__name__
 
 
+def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    """The ``@hydra.main`` task function: :func:`_entry`, a refusal in one line."""
+    with exit_on_refusal():
+        return _entry(cfg)
+
+
 def main() -> None:
     import hydra
 
     register_config()
-    hydra.main(version_base="1.3", config_path="../conf", config_name="run")(_entry)()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="run")(_hydra_main)()
 
 
 if __name__ == "__main__":

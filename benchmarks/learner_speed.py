@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,8 +169,8 @@ def _call(isolate: bool) -> Callable[..., Any]:
 def check(cfg: DictConfig) -> None:
     """Raise ``ValueError`` for a setting no arm could run with, naming it, before
     anything is written or a model loads."""
+    from agents.models import check_model
     from benchmarks.learner_arms import ARMS
-    from learners.entry import check_model
 
     unknown = sorted(set(cfg.algorithms) - {a for a, _ in ARMS})
     if unknown:
@@ -372,12 +371,12 @@ register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        check(cfg)
-    except ValueError as exc:  # a setting, not a bug: its message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(cfg)
+    from agents.refusal import exit_on_refusal, refusing
+
+    with exit_on_refusal():
+        with refusing():  # a setting, not a bug: its message, no traceback
+            check(cfg)
+        run(cfg)
 
 
 def main() -> None:

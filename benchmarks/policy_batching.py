@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         parser.error(f"--device takes cpu, cuda or cuda:N, got {args.device!r}")
     if args.model is not None:
-        from learners.entry import check_model
+        from agents.models import check_model
 
         try:
             check_model(args.model, "--model")

@@ -20,22 +20,37 @@ is set; ``wandb=false`` turns it off; :mod:`benchmarks.tracking`) and, with ``re
 episode directory per episode under ``episodes/`` (open them with
 ``python -m browser_env.view <dir>``). :func:`run` is the plain function
 behind the ``@hydra.main`` wrapper; tests call it with a composed config.
+
+A config that cannot run (``episodes=0``, ``runner=vectr``, an unknown task,
+``agent=llm`` with no ``model=``, a model path that does not exist,
+``agent=expert`` on a suite with tasks it has no policy for) is refused before
+anything is written, a model loads or a browser starts: the command prints
+``error: <why>`` and exits with status 2 (:mod:`agents.refusal`). A run
+stopped by Ctrl-C or SIGTERM (a scheduler's) says how many episodes
+``results.jsonl`` kept and how to play the rest with ``resume=true``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from agents.refusal import exit_on_refusal, refusing
 from agents.rollout import EpisodeResult
 from agents.runners import (
     Job,
     RolloutSpec,
+    check_env_ids,
     ray_spec_options,
     result_key,
     run_rollouts,
@@ -85,27 +100,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent, recording_info
+    from agents.run import build_agent, check_agent, recording_info
     from agents.run_config import check_options
 
-    cfg = check_options(cfg, BenchmarkConfig)
-    options = runner_options(cfg)  # a bad one fails before a model loads
-    runner = options["runner"]
-    ray_options = ray_spec_options(cfg, runner)
-    if cfg.get("resume") and not cfg.get("output_dir"):
-        raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
-    suite: Suite = instantiate(cfg.suite)
-    out = _output_dir(cfg)
+    with refusing():  # before anything is written, a model loads or a browser starts
+        cfg = check_options(cfg, BenchmarkConfig)
+        options = runner_options(cfg)
+        runner = options["runner"]
+        ray_options = ray_spec_options(cfg, runner)
+        if cfg.get("resume") and not cfg.get("output_dir"):
+            raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
+        suite: Suite = instantiate(cfg.suite)
+        env_ids = suite.env_ids
+        check_env_ids(Job(env_id, 0) for env_id in env_ids)
+        check_agent(cfg, env_ids)
+        out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    log = ResultLog(out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")))
+    with refusing():  # a stopped run's log, without resume=true; another run's, with it
+        log = ResultLog(out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")))
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
-    jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
+    jobs = [Job(env_id, seed) for env_id in env_ids for seed in seeds]
     kept = [log.done[j.env_id, j.seed] for j in jobs if (j.env_id, j.seed) in log.done]
     todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
     # Ray actors build their own agents (a model on a GPU would load here too)
-    agent = None if runner == "ray" or not todo else build_agent(cfg)
+    with refusing():
+        agent = None if runner == "ray" or not todo else build_agent(cfg)
     try:  # the agent built here is closed if what follows fails before the episodes
         env_kwargs: dict[str, Any] = {
             "headless": bool(cfg.headless),
@@ -140,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def done(result: EpisodeResult) -> None:
         log.append(result)  # on disk before the next: a stopped run resumes from here
-        progress.set_postfix(task=result.env_id.split("/")[-1][:28], success=result.success)
+        progress.set_postfix(task=_task_label(result.env_id), success=result.success)
         progress.update()
 
     try:
@@ -186,13 +207,49 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def _task_label(env_id: str) -> str:
+    """``browser_env/miniwob.click-button-sequence-v0`` -> ``click-button-sequence``
+    (at most 32 characters: the progress bar's)."""
+    name = re.sub(r"-v\d+$", "", env_id.rpartition("/")[2]).removeprefix("miniwob.")
+    return name[:32]
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a scheduler's time limit)
+    raises ``SystemExit(143)`` in the main thread, as Ctrl-C raises
+    ``KeyboardInterrupt``: the run then stops as it does on Ctrl-C, saying
+    what ``results.jsonl`` kept and how to resume (the default handler ends
+    the process without a word). A second SIGTERM meets the handler there was
+    before, as does any after the block. Only the main thread sets handlers:
+    elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        raise SystemExit(128 + signum)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # set outside Python: it cannot be put back, so leave it be
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 register_config()  # conf/benchmark.yaml builds on benchmark_schema
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with exit_on_refusal(), _sigterm_stops():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 * a top-level ``model=NAME`` (as on ``agents.run`` and ``benchmarks.run``)
   sets ``learner.model``; ``model=smollm2-135m`` works on every command; a
   model that is no preset, no local path and no hub id that could load is an
-  error here, not the hub's ``OSError`` after the setup (:func:`check_model`);
+  error here, not the hub's ``OSError`` after the setup
+  (:func:`agents.models.check_model`, also importable from here);
 * ``+backend=NAME`` picks the training backend where the learner has one:
   ``transformers`` always, ``mlx`` for SDFT. ``openai`` and ``tensorrt`` are
   inference-only (no gradients through a server or an engine): an error;
@@ -12,12 +13,19 @@
   (``backend.model``, ``backend.device``, ``backend.adapter``, ...) are an
   error that names the learner field to set instead, rather than silently
   training something else than was asked.
+
+Each learner's ``hydra_entry`` checks these and its ``run`` its own settings,
+the model and the data inside :func:`agents.refusal.refusing`, so on the
+command line a refused config is one line, ``error: <why>``, and exit status
+2; what fails once training has started keeps its traceback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agents.models import check_model
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -99,38 +107,6 @@ def _check_top_level(cfg: DictConfig) -> None:
             raise ValueError(
                 f"{key}={cfg[key]!r} (it sets learner.{key}): {str(exc).splitlines()[0]}"
             ) from None
-
-
-def check_model(model: str, option: str = "model") -> None:
-    """Refuse ``model`` unless it is a preset (:data:`agents.models.PRESETS`),
-    an existing local path, or a hub id (``owner/name``) that can load: one in
-    the local Hugging Face cache, or any while the hub may be reached
-    (``HF_HUB_OFFLINE`` unset; transformers then says whether it exists).
-
-    Raises:
-        ValueError: naming ``option``, the presets and the missing path.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    from agents.models import PRESETS
-
-    if model in PRESETS or Path(model).expanduser().exists():
-        return
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        hub = ""  # /a/dir, ./dir, a/b/c: only ever a path
-    else:
-        if not constants.HF_HUB_OFFLINE or isinstance(
-            try_to_load_from_cache(model, "config.json"), str
-        ):
-            return
-        hub = ", nor a hub id in the local cache (HF_HUB_OFFLINE is set)"
-    raise ValueError(
-        f"{option}={model!r} is no preset ({', '.join(PRESETS)}) and no local path{hub}: "
-        "a local model directory must exist"
-    )
 
 
 def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:

@@ -80,26 +80,16 @@ from learners.config import GRPOConfig, from_mapping, register_configs
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from agents.runners import RolloutSpec
     from learners.loop import TrainLoop
 
 __all__ = ["main", "run"]
 
 
-def run(
-    cfg: GRPOConfig | Mapping[str, Any],
-    *,
-    play_fn: Callable[..., Any] | None = None,
-) -> dict[str, Any]:
-    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``
-    (and ``"served_model"``, the name the final adapter is served under, with
-    ``generation=server``).
-
-    ``play_fn(env_id, seed, sample_seed) -> Trajectory`` replaces the live env
-    rollout (for tests and for custom environments); it is called once per
-    rollout, in group order.
-    """
-    if not isinstance(cfg, GRPOConfig):
-        cfg = from_mapping(GRPOConfig, cfg)
+def _checked_spec(cfg: GRPOConfig, *, live: bool) -> RolloutSpec | None:
+    """Raise ``ValueError`` for a setting GRPO cannot train with, before the
+    model loads; with ``live`` (the rollouts play real envs), return the
+    :class:`agents.runners.RolloutSpec` they play with, its env ids checked."""
     if cfg.num_generations < 2:
         raise ValueError("num_generations (G) must be >= 2: advantages are relative to the group")
     if not cfg.env_ids or not cfg.train_seeds:
@@ -126,25 +116,48 @@ def run(
         cpus_per_worker=cfg.cpus_per_worker,
         gpus_per_worker=cfg.gpus_per_worker,
     )
-    spec = None
-    if play_fn is None:  # before the model loads
-        import browser_env  # noqa: F401 - registers the browser_env/* ids
-        from agents.runners import Job, RolloutSpec, check_env_ids, ray_spec_options
-        from learners.rollout import check_ray_actor_policy
+    if not live:
+        return None
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
+    from agents.runners import Job, RolloutSpec, check_env_ids, ray_spec_options
+    from learners.rollout import check_ray_actor_policy
 
-        check_ray_actor_policy(
-            cfg.runner, serves_adapters=cfg.generation == "server", lora=cfg.lora
-        )
-        ray_options = ray_spec_options({"startup_timeout_s": cfg.startup_timeout_s}, cfg.runner)
-        spec = RolloutSpec(  # (refuses a timeout <= 0)
-            env_kwargs={
-                "max_episode_steps": cfg.max_episode_steps,
-                "modalities": tuple(cfg.modalities),
-            },
-            episode_timeout_s=cfg.episode_timeout_s,
-            **ray_options,
-        )
-        check_env_ids(Job(e, 0) for e in [*cfg.env_ids, *cfg.eval_env_ids])
+    check_ray_actor_policy(cfg.runner, serves_adapters=cfg.generation == "server", lora=cfg.lora)
+    ray_options = ray_spec_options({"startup_timeout_s": cfg.startup_timeout_s}, cfg.runner)
+    spec = RolloutSpec(  # (refuses a timeout <= 0)
+        env_kwargs={
+            "max_episode_steps": cfg.max_episode_steps,
+            "modalities": tuple(cfg.modalities),
+        },
+        episode_timeout_s=cfg.episode_timeout_s,
+        **ray_options,
+    )
+    check_env_ids(Job(e, 0) for e in [*cfg.env_ids, *cfg.eval_env_ids])
+    return spec
+
+
+def run(
+    cfg: GRPOConfig | Mapping[str, Any],
+    *,
+    play_fn: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``
+    (and ``"served_model"``, the name the final adapter is served under, with
+    ``generation=server``).
+
+    ``play_fn(env_id, seed, sample_seed) -> Trajectory`` replaces the live env
+    rollout (for tests and for custom environments); it is called once per
+    rollout, in group order.
+
+    A setting or model it cannot train with is :class:`agents.refusal.Refused`
+    (a ``ValueError``), before the first step.
+    """
+    from agents.refusal import refusing
+
+    with refusing():
+        if not isinstance(cfg, GRPOConfig):
+            cfg = from_mapping(GRPOConfig, cfg)
+        spec = _checked_spec(cfg, live=play_fn is None)
 
     import torch
 
@@ -155,7 +168,8 @@ def run(
     from learners.rollout import LearnerRollouts, attach_env_gate, make_agent
     from learners.trainable import completion_logits, no_dropout
 
-    loop = TrainLoop(cfg, "grpo")
+    with refusing():  # the model loads
+        loop = TrainLoop(cfg, "grpo")
     backend = loop.backend
     loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
     attach_env_gate(loop, cfg)
@@ -364,14 +378,17 @@ class _Reference:
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
-    checked by :func:`learners.entry.learner_values`)."""
+    checked by :func:`learners.entry.learner_values`); a refusal in one line."""
+    from agents.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values
 
-    values = learner_values(cfg, "grpo")
-    for key in ("runner", "workers"):  # top-level, as on benchmarks.run and agents.run
-        if cfg.get(key) is not None:
-            values[key] = cfg[key]
-    return run(values)
+    with exit_on_refusal():
+        with refusing():
+            values = learner_values(cfg, "grpo")
+        for key in ("runner", "workers"):  # top-level, as on benchmarks.run and agents.run
+            if cfg.get(key) is not None:
+                values[key] = cfg[key]
+        return run(values)
 
 
 def main() -> None:

@@ -66,18 +66,25 @@ def run(
 
     ``evaluate_fn() -> success rate`` replaces the evaluation gate's live env
     episodes (with ``eval_steps > 0``; for tests and custom evaluations).
+
+    A setting, model or data it cannot train with is
+    :class:`agents.refusal.Refused` (a ``ValueError``), before the first step
+    (with ``backend=mlx``, the settings only).
     """
-    if not isinstance(cfg, SDFTConfig):
-        cfg = from_mapping(SDFTConfig, cfg)
-    _check(cfg)
-    if cfg.backend == "mlx" and cfg.enrich:
-        raise ValueError("learner.enrich is supported by the torch backend only")
+    from agents.refusal import refusing
+
+    with refusing():
+        if not isinstance(cfg, SDFTConfig):
+            cfg = from_mapping(SDFTConfig, cfg)
+        _check(cfg)
+        if cfg.backend == "mlx" and cfg.enrich:
+            raise ValueError("learner.enrich is supported by the torch backend only")
+        if cfg.backend not in ("transformers", "mlx"):
+            raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
     if cfg.backend == "mlx":
         from learners.sdft_mlx import run as run_mlx
 
         return run_mlx(cfg, evaluate_fn=evaluate_fn)
-    if cfg.backend != "transformers":
-        raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
 
     import torch
 
@@ -89,9 +96,10 @@ def run(
     from learners.samples import action_matches, data_info, load_samples, sample_images
     from learners.trainable import completion_logits, no_dropout, swapped_weights, trainable_state
 
-    loop = TrainLoop(cfg, "sdft")
-    backend = loop.backend
-    samples = load_samples(cfg, backend)
+    with refusing():  # the model loads, the episodes are read
+        loop = TrainLoop(cfg, "sdft")
+        backend = loop.backend
+        samples = load_samples(cfg, backend)
     loop.data_info = data_info(cfg, samples)
     if cfg.enrich:
         loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
@@ -190,10 +198,15 @@ def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]
 
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
-    """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...`` group."""
+    """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...``
+    group; a refusal in one line."""
+    from agents.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values
 
-    return run(learner_values(cfg, "sdft", trainable=("transformers", "mlx")))
+    with exit_on_refusal():
+        with refusing():
+            values = learner_values(cfg, "sdft", trainable=("transformers", "mlx"))
+        return run(values)
 
 
 def main() -> None:

@@ -104,13 +104,20 @@ def counterfactual(sample: Sample, rng: random.Random) -> tuple[list[dict[str, A
 
 
 def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``."""
-    if not isinstance(cfg, SFTConfig):
-        cfg = from_mapping(SFTConfig, cfg)
-    if not 0.0 <= cfg.demo_fraction <= 1.0:
-        raise ValueError("demo_fraction must be in [0, 1]")
-    if cfg.counterfactual_fraction < 0.0:
-        raise ValueError("counterfactual_fraction must be >= 0")
+    """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``.
+
+    A setting, model or data it cannot train with is
+    :class:`agents.refusal.Refused` (a ``ValueError``), before the first step.
+    """
+    from agents.refusal import refusing
+
+    with refusing():
+        if not isinstance(cfg, SFTConfig):
+            cfg = from_mapping(SFTConfig, cfg)
+        if not 0.0 <= cfg.demo_fraction <= 1.0:
+            raise ValueError("demo_fraction must be in [0, 1]")
+        if cfg.counterfactual_fraction < 0.0:
+            raise ValueError("counterfactual_fraction must be >= 0")
 
     import dataclasses
 
@@ -122,9 +129,10 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     from learners.samples import data_info, load_samples, sample_images
     from learners.trainable import completion_logits, end_of_turn_id
 
-    loop = TrainLoop(cfg, "sft")
-    backend = loop.backend
-    samples = load_samples(cfg, backend)
+    with refusing():  # the model loads, the episodes are read
+        loop = TrainLoop(cfg, "sft")
+        backend = loop.backend
+        samples = load_samples(cfg, backend)
     rng = random.Random(cfg.seed)
     # (sample, prompt messages, target): student copies, demonstration copies,
     # counterfactual copies (see the module doc).
@@ -180,10 +188,14 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
-    checked by :func:`learners.entry.learner_values`)."""
+    checked by :func:`learners.entry.learner_values`); a refusal in one line."""
+    from agents.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values
 
-    return run(learner_values(cfg, "sft"))
+    with exit_on_refusal():
+        with refusing():
+            values = learner_values(cfg, "sft")
+        return run(values)
 
 
 def main() -> None:

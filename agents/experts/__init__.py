@@ -6,6 +6,18 @@
 
 from __future__ import annotations
 
-from agents.experts.expert import SUPPORTED_TASKS, ScriptedExpert, UnsupportedTaskError
+from agents.experts.expert import (
+    SUPPORTED_TASKS,
+    ScriptedExpert,
+    UnsupportedTaskError,
+    expert_task,
+    unsupported_env_ids,
+)
 
-__all__ = ["SUPPORTED_TASKS", "ScriptedExpert", "UnsupportedTaskError"]
+__all__ = [
+    "SUPPORTED_TASKS",
+    "ScriptedExpert",
+    "UnsupportedTaskError",
+    "expert_task",
+    "unsupported_env_ids",
+]

@@ -8,7 +8,8 @@ for the benchmark tables. Every ``info`` says so (``"scripted": True``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agents.experts import choose, click, forms  # noqa: F401 - registers the policies
@@ -16,7 +17,13 @@ from agents.experts.base import POLICIES, Context, ExpertError, task_from_url
 from agents.experts.sites import SITE_POLICIES, site_task
 from browser_env.actions import Action, Verb
 
-__all__ = ["SUPPORTED_TASKS", "ScriptedExpert", "UnsupportedTaskError"]
+__all__ = [
+    "SUPPORTED_TASKS",
+    "ScriptedExpert",
+    "UnsupportedTaskError",
+    "expert_task",
+    "unsupported_env_ids",
+]
 
 SUPPORTED_TASKS: tuple[str, ...] = tuple(sorted(POLICIES))
 
@@ -93,6 +100,30 @@ class ScriptedExpert:
         if len(agents) != len(observations):
             raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
         return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
+
+
+def expert_task(env_id: str) -> str:
+    """The task name the expert dispatches on for a registered env id:
+    ``browser_env/miniwob.click-test-v0`` -> ``click-test``,
+    ``browser_env/sites.shop.buy-named-v0`` -> ``sites.shop.buy-named``; ""
+    for any other (``browser_env/open-v0``: its task is the page's, known
+    only once it is open)."""
+    name = re.sub(r"-v\d+$", "", env_id.rpartition("/")[2])
+    if name.startswith("miniwob."):
+        return name.removeprefix("miniwob.")
+    return name if name.startswith("sites.") else ""
+
+
+def unsupported_env_ids(env_ids: Iterable[str]) -> list[str]:
+    """The ids among ``env_ids`` (in their order, each once) of a MiniWoB++
+    task or bundled-site template with no scripted policy, which
+    :meth:`ScriptedExpert.act` would refuse in the first step of its episode."""
+    unsupported = []
+    for env_id in dict.fromkeys(env_ids):
+        task = expert_task(env_id)
+        if task and task not in POLICIES and task not in SITE_POLICIES:
+            unsupported.append(env_id)
+    return unsupported
 
 
 def _unsupported(task: str) -> str:

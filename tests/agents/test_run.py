@@ -451,3 +451,84 @@ def test_an_unknown_backend_is_a_config_error():
 
     with pytest.raises(MissingConfigException, match="backend/nope"):
         compose_run("agent=llm", "backend=nope")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["agent=llm"], "backend.model has no value: set it on the command line, e.g. model="),
+        (["runner=vectr"], "runner must be one of ('local', 'vector', 'ray'), got 'vectr'"),
+        (["env=nope"], "Environment `nope` doesn't exist in namespace browser_env"),
+    ],
+)
+def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
+    """An ordinary mistake on the command line is ``error: <why>``, not a
+    Hydra-wrapped traceback (:mod:`agents.refusal`)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.run", *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        # the hub's OSError about repo ids came from inside the backend, after the setup
+        (["agent=llm", "model=/no/such/model"], r"model='/no/such/model' is no preset"),
+        (["agent=llm", "model=./no/such", "episodes=2"], r"model='./no/such' is no preset"),
+        (["agent=tiny", "agent.backend.model=/no/such"], r"agent\.backend\.model='/no/such'"),
+        (["agent=llm", "backend=mlx", "model=/no/such"], r"model='/no/such' is no preset"),
+        # with Ray the driver builds no agent: its actors would have failed
+        (["agent=llm", "model=/no/such", "runner=ray"], r"model='/no/such' is no preset"),
+        (["agent=llm", "backend=openai"], r"backend\.model has no value.*model="),
+        (["agent=expert", "env=miniwob.click-pie"], r"no scripted policy for click-pie; suite="),
+        (["agent=expert", "env=miniwob.click-pie", "episodes=3"], r"no scripted policy for"),
+    ],
+)
+def test_an_agent_that_could_not_play_is_refused_before_it_is_built(monkeypatch, overrides, match):
+    """A model path that does not exist, an unset model, or the scripted expert
+    on a task it has no policy for: refused before the agent is built or a
+    browser starts."""
+    import agents.run
+    from agents.refusal import Refused
+
+    def no_agent(cfg):
+        raise AssertionError("an agent was built")
+
+    monkeypatch.setattr(agents.run, "build_agent", no_agent)
+    monkeypatch.setattr(agents.run, "make_env", no_agent)
+    with pytest.raises(Refused, match=match):
+        agents.run._entry(compose_run(*overrides))
+
+
+def test_what_the_agent_check_lets_through():
+    """An OpenAI-compatible server's model is a name only it knows; presets and
+    local dirs load; the expert plays the tasks it has policies for, bundled
+    sites' among them, and any page of ``url=`` (its task is the page's)."""
+    from agents.run import check_agent
+
+    check_agent(compose_run("agent=llm", "backend=openai", "model=meta/llama-3.1-8b-instruct"))
+    check_agent(compose_run("agent=llm", "backend=openai", "model=/not/a/path"))
+    check_agent(compose_run("agent=llm", "model=tiny-random"))
+    check_agent(compose_run("agent=llm", f"model={ROOT}"))
+    check_agent(compose_run("agent=tiny"))  # its model is agents.pretrained's
+    check_agent(compose_run("agent=random"))  # no backend: the group's ??? model is not read
+    expert = compose_run("agent=expert")
+    check_agent(
+        expert,
+        [
+            "browser_env/miniwob.click-test-v0",
+            "browser_env/sites.shop.buy-named-v0",
+            "browser_env/open-v0",
+        ],
+    )
+    check_agent(compose_run("agent=expert", "agent.task=click-test"), ["browser_env/miniwob.x-v0"])

@@ -281,3 +281,76 @@ def test_an_unknown_backend_is_a_config_error():
         pytest.raises(MissingConfigException, match="backend/nope"),
     ):
         compose(config_name="benchmark", overrides=["agent=llm", "backend=nope"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["agent=llm"], "backend.model has no value: set it on the command line, e.g. model="),
+        (["agent=llm", "model=./nonexistent"], "model='./nonexistent' is no preset"),
+        (["agent=expert", "suite=miniwob_all"], "suite=miniwob_expert lists the MiniWoB++ tasks"),
+    ],
+)
+def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
+    """``error: <why>`` and status 2, before anything is written or a browser
+    starts, not a Hydra-wrapped traceback (:mod:`agents.refusal`)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *overrides, f"output_dir={tmp_path / 'out'}",
+         "wandb=false", "progress=false"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_the_expert_on_tasks_it_has_no_policy_for_is_refused_naming_them(tmp_path, monkeypatch):
+    """Not ``UnsupportedTaskError`` from inside the first rollout of such a
+    task, after the browser started: the first few tasks, how many, and the
+    suite the expert plays (which exists, every task of it supported)."""
+    from hydra.utils import instantiate
+
+    import agents.run
+    from agents.refusal import Refused
+    from benchmarks.run import run
+
+    def no_agent(cfg):
+        raise AssertionError("an agent was built")
+
+    monkeypatch.setattr(agents.run, "build_agent", no_agent)
+
+    def config(*overrides: str):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose(
+                "benchmark", ["agent=expert", f"output_dir={tmp_path}", "wandb=false", *overrides]
+            )
+
+    with pytest.raises(Refused) as raised:
+        run(config("suite=miniwob_all"))
+    message = str(raised.value)
+    assert message.startswith("agent=expert has no scripted policy for ")
+    assert "ascending-numbers, " in message and " more" in message
+    assert "suite=miniwob_expert" in message and not (tmp_path / "results.jsonl").exists()
+    with pytest.raises(Refused, match=r"for 1 of the 3 tasks: click-pie;"):
+        run(config("suite=miniwob_smoke", "suite.tasks=[click-test,click-pie,click-button]"))
+
+    from agents.run import check_agent
+
+    for suite in ("miniwob_expert", "sites_all"):  # what the message suggests plays
+        cfg = config(f"suite={suite}")
+        check_agent(cfg, instantiate(cfg.suite).env_ids)
+
+
+def test_the_progress_bar_names_the_task_not_its_id():
+    from benchmarks.run import _task_label
+
+    assert _task_label("browser_env/miniwob.click-button-sequence-v0") == "click-button-sequence"
+    assert _task_label("browser_env/sites.shop.add-to-cart-v1") == "sites.shop.add-to-cart"
+    assert len(_task_label("browser_env/miniwob." + "x" * 50 + "-v0")) == 32

@@ -253,3 +253,73 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
         Path(e["episode_dir"]).name for e in fresh["episodes"]
     )
     assert len(dirs(stopped / "episodes.stale")) == 5  # the replaced run's, kept
+
+
+@pytest.mark.browser
+def test_sigterm_stops_a_benchmark_saying_what_it_kept_and_how_to_resume(tmp_path):
+    """A scheduler's SIGTERM stops ``python -m benchmarks.run`` as Ctrl-C does:
+    promptly, with the hint to resume on stderr (the default handler ended the
+    process without a word)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.run", "agent=random", "suite=miniwob_smoke",
+         "suite.tasks=[click-test]", "episodes=500", "max_steps=3", "progress=false",
+         "wandb=false", "record=false", f"output_dir={out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        log = out / "results.jsonl"
+        while not (log.exists() and '{"episode"' in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped after " in err and " of 500 episodes" in err, err
+    assert f"output_dir={out} resume=true" in err
+    assert "Traceback" not in err
+    played = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert 1 <= sum("episode" in line for line in played) < 500
+
+
+def test_the_sigterm_handler_is_the_runs_only_and_the_main_threads():
+    import os
+    import signal
+    import threading
+
+    from benchmarks.run import _sigterm_stops
+
+    def before(signum, frame):
+        raise AssertionError("the previous handler ran")
+
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with pytest.raises(SystemExit) as raised, _sigterm_stops():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert raised.value.code == 143
+        assert signal.getsignal(signal.SIGTERM) is before  # put back after the run
+        seen = []
+
+        def elsewhere():
+            with _sigterm_stops():  # signal.signal would raise outside the main thread
+                seen.append(signal.getsignal(signal.SIGTERM))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert seen == [before]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -268,6 +268,67 @@ def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
     )
     assert "model='nope' is no preset" in proc.stderr, proc.stderr[-3000:]
     assert "huggingface.co" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["learners.sft"], "error: no episodes given: set learner.episodes=[DIR, ...]"),
+        (["learners.sdft", "learner.episodes=[/nope]"], "no such episode or run directory"),
+        (["learners.grpo", "learner.num_generations=1"], "error: num_generations (G) must be"),
+    ],
+)
+def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, args, message):
+    """``error: <why>`` and status 2 (:mod:`agents.refusal`), not a
+    Hydra-wrapped traceback; ``learners.grpo`` checks its own settings in
+    ``run``, before the model loads."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+
+
+def test_check_model_lives_with_the_presets_and_is_still_importable_from_entry():
+    import agents.models
+    import learners.entry
+
+    assert learners.entry.check_model is agents.models.check_model
+
+
+@pytest.mark.parametrize(
+    ("learner", "values", "match"),
+    [
+        ("sft", {"demo_fraction": 2.0}, r"demo_fraction must be in \[0, 1\]"),
+        ("sdft", {"kl_direction": "sideways"}, "kl_direction must be"),
+        ("grpo", {"num_generations": 1}, "num_generations"),
+        ("grpo", {"env_ids": ["miniwob.no-such-task"]}, "doesn't exist"),
+    ],
+)
+def test_a_learner_run_refuses_its_settings_before_the_model_loads(
+    monkeypatch, learner, values, match
+):
+    import importlib
+
+    import learners.loop
+    from agents.refusal import Refused
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr(learners.loop, "TrainLoop", no_model)
+    run = importlib.import_module(f"learners.{learner}").run
+    with pytest.raises(Refused, match=match):
+        run({"episodes": [str(ROOT)], **values})
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,7 @@ def test_an_unknown_env_is_refused_before_the_model_loads(tmp_path, monkeypatch)
     import gymnasium as gym
 
     import learners.loop
+    from agents.refusal import Refused
     from learners.grpo import run
 
     def no_model(*args, **kwargs):
@@ -118,9 +119,11 @@ def test_an_unknown_env_is_refused_before_the_model_loads(tmp_path, monkeypatch)
 
     monkeypatch.setattr(learners.loop.TrainLoop, "__init__", no_model)
     config = {**FAST, "output_dir": str(tmp_path / "grpo"), "train_seeds": [0]}
-    with pytest.raises(gym.error.NameNotFound, match="miniwob.click-tset"):
+    # Gymnasium's NameNotFound (with its suggestions), as a refusal (agents.refusal)
+    with pytest.raises(Refused, match="miniwob.click-tset") as raised:
         run({**config, "env_ids": ["miniwob.click-tset"]})
-    with pytest.raises(gym.error.NameNotFound, match="miniwob.nope"):
+    assert isinstance(raised.value.__cause__, gym.error.NameNotFound)
+    with pytest.raises(Refused, match="miniwob.nope"):
         run({**config, "env_ids": ["miniwob.click-test"], "eval_env_ids": ["miniwob.nope"]})
 
 

@@ -1,0 +1,100 @@
+"""Refusals: a config or command line an entry point will not run, said in one line.
+
+An entry point's ``run(cfg)`` checks and builds what it needs (the config's
+values, the runner's options, the suite, the env ids, the agent or the model)
+inside :func:`refusing`, which turns what those checks raise (``ValueError``,
+Gymnasium's errors such as ``NameNotFound``, omegaconf's
+``MissingMandatoryValue``) into :class:`Refused`. Its ``@hydra.main`` task
+function runs inside :func:`exit_on_refusal`, which prints a refusal as
+``error: <message>`` on stderr and exits with status 2 (as ``argparse``
+does), without a traceback::
+
+    def run(cfg):
+        with refusing():
+            cfg = check_options(cfg)
+            agent = build_agent(cfg)
+        ...  # the episodes: what fails here keeps its traceback
+
+    @hydra.main(...)
+    def main(cfg):
+        with exit_on_refusal():
+            run(cfg)
+
+What fails once the episodes or the training have started is no refusal (a
+bug, a crash, a lost browser): it keeps its traceback. ``Refused`` is a
+``ValueError``, so ``run(cfg)`` called from a test or a notebook raises the
+kind of error it raised before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+__all__ = ["Refused", "exit_on_refusal", "refusing"]
+
+#: a key whose value is ``???`` (its suffix) -> what sets it on the command line
+_HOW_TO_SET = {
+    "backend.model": (
+        "model=tiny-random or model=/path/to/model (with backend=openai: the model id "
+        "the server knows)"
+    ),
+}
+
+
+class Refused(ValueError):
+    """A config or command line the run refuses before anything starts."""
+
+
+@contextlib.contextmanager
+def refusing() -> Iterator[None]:
+    """Raise what the block raises as :class:`Refused` (chained ``from`` it)
+    when it is a ``ValueError``, a Gymnasium error or a mandatory value left
+    unset (``???``), whose message then names the key and how to set it.
+    Hydra's ``InstantiationException`` counts as what caused it. Anything
+    else passes through unchanged."""
+    import gymnasium
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
+
+    refusable = (ValueError, MissingMandatoryValue, gymnasium.error.Error)
+    try:
+        yield
+    except Refused:
+        raise
+    except InstantiationException as exc:  # building an agent: what its __init__ refused
+        if not isinstance(exc.__cause__, refusable):
+            raise
+        raise _refused(exc.__cause__) from exc.__cause__
+    except refusable as exc:
+        raise _refused(exc) from exc
+
+
+@contextlib.contextmanager
+def exit_on_refusal() -> Iterator[None]:
+    """For an ``@hydra.main`` task function: a :class:`Refused` from the block
+    is printed as ``error: <line>`` per line of its message on stderr, and
+    the process exits with status 2. Nothing else is caught."""
+    try:
+        yield
+    except Refused as exc:
+        for line in (str(exc) or "refused").splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+
+
+def _refused(exc: BaseException) -> Refused:
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
+        return Refused(_unset(str(exc.full_key)))
+    return Refused(str(exc) or type(exc).__name__)
+
+
+def _unset(key: str) -> str:
+    for suffix, how in _HOW_TO_SET.items():
+        if key == suffix or key.endswith(f".{suffix}"):
+            return f"{key} has no value: set it on the command line, e.g. {how}"
+    return f"{key} has no value: set it on the command line ({key}=...)"

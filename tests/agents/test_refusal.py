@@ -1,0 +1,64 @@
+"""``agents.refusal``: what a run refuses before it starts becomes ``Refused``
+(still a ``ValueError``), and the command line prints it as ``error:`` lines."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+from omegaconf import OmegaConf
+
+from agents.refusal import Refused, exit_on_refusal, refusing
+
+
+def test_refusals_are_value_errors_chained_to_their_cause():
+    with pytest.raises(Refused, match="^episodes must be >= 1$") as raised, refusing():
+        raise ValueError("episodes must be >= 1")
+    assert isinstance(raised.value, ValueError)
+    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(Refused, match="doesn't exist") as raised, refusing():
+        gym.spec("browser_env/miniwob.no-such-task-v0")
+    assert isinstance(raised.value.__cause__, gym.error.NameNotFound)
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "how"),
+    [
+        ({"agent": {"backend": {"model": "???"}}}, "agent.backend.model", "e.g. model=tiny-random"),
+        ({"backend": {"model": "???"}}, "backend.model", "model=/path/to/model"),
+        ({"suite": {"name": "???"}}, "suite.name", "(suite.name=...)"),
+    ],
+)
+def test_a_value_left_unset_names_its_key_and_how_to_set_it(config, key, how):
+    cfg = OmegaConf.create(config)
+    with pytest.raises(Refused) as raised, refusing():
+        OmegaConf.select(cfg, key, throw_on_missing=True)
+    message = str(raised.value)
+    assert message.startswith(f"{key} has no value: set it on the command line")
+    assert how in message and "\n" not in message
+
+
+def test_what_an_agent_refused_while_hydra_built_it_is_a_refusal():
+    from hydra.utils import instantiate
+
+    with pytest.raises(Refused, match="no scripted expert for task 'nope'"), refusing():
+        instantiate({"_target_": "agents.experts.ScriptedExpert", "task": "nope"})
+    with pytest.raises(Exception, match="division by zero") as raised, refusing():
+        instantiate({"_target_": "operator.truediv", "_args_": [1, 0]})  # a bug stays a bug
+    assert not isinstance(raised.value, Refused)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("browser crashed"), OSError("no disk"), KeyError()])
+def test_other_errors_pass_through_unchanged(error):
+    with pytest.raises(type(error)) as raised, refusing():
+        raise error
+    assert not isinstance(raised.value, Refused)
+
+
+def test_exit_on_refusal_prints_each_line_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as raised, exit_on_refusal():
+        raise Refused("first line\nsecond line")
+    assert raised.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: first line\nerror: second line\n" and captured.out == ""
+    with pytest.raises(ValueError, match="not a refusal"), exit_on_refusal():
+        raise ValueError("not a refusal")  # only Refused is caught
