@@ -39,9 +39,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "ALIASES",
     "PRESETS",
     "SMOLLM2_DIST",
     "SMOLLM2_GGUF",
+    "canonical_model",
     "check_model",
     "models_cache_dir",
     "resolve_model",
@@ -64,6 +66,16 @@ def models_cache_dir() -> Path:
     """``$BROWSER_RL_CACHE/models``, else ``~/.cache/browser-rl/models``."""
     root = os.environ.get("BROWSER_RL_CACHE") or Path.home() / ".cache" / "browser-rl"
     return Path(root) / "models"
+
+
+#: old preset names -> the name they stand for
+ALIASES = {"tiny": "tiny-random", "tiny-text": "tiny-random"}
+
+
+def canonical_model(model: str) -> str:
+    """The preset ``model`` stands for (``tiny`` -> ``tiny-random``); any other
+    string unchanged. What an allow-list of model names compares."""
+    return ALIASES.get(model, model)
 
 
 def resolve_model(model: str) -> str:

@@ -64,7 +64,9 @@ class ServeConfig:
         None, "Most GPUs one job may ask for (422 beyond); null: as for max_num_cpus."
     )
     allowed_models: list[str] | None = _f(
-        ["tiny"], "Values the 'model' override may take (null: any, including server paths)."
+        ["tiny-random"],
+        "Values the 'model' override may take; a preset's old name counts as the preset "
+        "(tiny is tiny-random). null: any, including server paths.",
     )
     # upload limits
     max_upload_bytes: int = _f(256 << 20, "Largest request body of an upload (413 beyond).")

@@ -50,8 +50,12 @@ def check_job_request(
     if problem is not None:
         raise ServiceError(422, problem)
     allowed = cfg.allowed_models
-    if "model" in overrides and allowed is not None and overrides["model"] not in allowed:
-        raise ServiceError(422, f"model {overrides['model']!r} is not one of {allowed}")
+    if "model" in overrides and allowed is not None:
+        from agents.models import canonical_model
+
+        # an old preset name is the preset it stands for (tiny is tiny-random)
+        if canonical_model(str(overrides["model"])) not in {canonical_model(m) for m in allowed}:
+            raise ServiceError(422, f"model {overrides['model']!r} is not one of {allowed}")
     resources = dict(request.get("resources") or {})
     for key in resources:
         if key not in ("num_cpus", "num_gpus"):

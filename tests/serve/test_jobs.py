@@ -547,3 +547,13 @@ def test_a_claim_whose_replica_died_before_submitting_is_lost_after_its_deadline
     service.tick()
     record = service.job(job["job_id"])
     assert record["status"] == "failed" and record["error"].startswith("lost")
+
+
+@pytest.mark.parametrize("model", ["tiny-random", "tiny", "tiny-text"])
+def test_a_preset_and_its_old_names_pass_the_default_model_allow_list(api, dataset_id, model):
+    """``allowed_models`` defaults to the learners' own default, tiny-random;
+    ``tiny`` and ``tiny-text``, its old names, are that preset too."""
+    client, service, backend = api
+    response = _job(client, dataset_id, overrides={"model": model})
+    assert response.status_code == 201, response.text
+    assert backend.submissions and service.jobs()[0]["overrides"]["model"] == model
