@@ -367,28 +367,50 @@ def _parse_value(text: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serve.client", description=__doc__.split("\n")[0]
+        prog="python -m serve.client",
+        description="Talk to the training service (python -m serve): upload episodes, "
+        "start and follow training jobs, download their adapters.",
     )
     parser.add_argument(
-        "--url", default=os.environ.get("BROWSER_RL_SERVE_URL", "http://127.0.0.1:8765")
+        "--url",
+        default=os.environ.get("BROWSER_RL_SERVE_URL", "http://127.0.0.1:8765"),
+        help="the service's address (default: $BROWSER_RL_SERVE_URL, else %(default)s)",
     )
-    parser.add_argument("--token-env", default="BROWSER_RL_SERVE_TOKEN")
+    parser.add_argument(
+        "--token-env",
+        default="BROWSER_RL_SERVE_TOKEN",
+        help="the environment variable holding the service's token (default: %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     upload = commands.add_parser("upload", help="upload episode or run dirs as one dataset")
-    upload.add_argument("paths", nargs="+")
+    upload.add_argument("paths", nargs="+", help="episode dirs, or run dirs holding episodes")
     train = commands.add_parser("train", help="start a training job")
     train.add_argument("--learner", default="sft", choices=["sft", "sdft", "grpo"])
-    train.add_argument("--dataset", action="append", default=[], dest="datasets")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    train.add_argument("--num-cpus", type=float)
-    train.add_argument("--num-gpus", type=float)
-    train.add_argument("--idempotency-key")
-    train.add_argument("--follow", action="store_true")
+    train.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        dest="datasets",
+        help="a dataset id from upload (repeat for several)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a learner setting, e.g. max_steps=300 (repeat; values are YAML)",
+    )
+    train.add_argument("--num-cpus", type=float, help="CPUs the job asks for")
+    train.add_argument("--num-gpus", type=float, help="GPUs the job asks for")
+    train.add_argument(
+        "--idempotency-key", help="the same key again returns the job it made (safe retries)"
+    )
+    train.add_argument("--follow", action="store_true", help="print the log until the job ends")
     status = commands.add_parser("status", help="one job, or all jobs")
     status.add_argument("job_id", nargs="?")
     logs = commands.add_parser("logs", help="a job's log")
     logs.add_argument("job_id")
-    logs.add_argument("--follow", action="store_true")
+    logs.add_argument("--follow", action="store_true", help="print the log until the job ends")
     download = commands.add_parser("download", help="unpack a job's adapter into DEST")
     download.add_argument("job_id")
     download.add_argument("dest")
