@@ -84,3 +84,25 @@ def test_tiny_is_an_llm_agent_with_only_its_overrides():
     }
     assert tiny.prompt.use_screenshot is False and tiny.sampling.max_new_tokens == 40
     assert tiny.backend._target_ == "agents.backends.transformers.TransformersBackend"
+
+
+def test_every_app_names_its_own_command_in_its_help():
+    """``--help``'s first line is Hydra's ``<app_name> is powered by Hydra``;
+    without ``hydra.help.app_name`` it named the calling file (``__main__``,
+    ``cli``, ``run`` for two apps). Each top-level config names the module
+    whose ``@hydra.main`` loads it."""
+    import importlib.util
+    import re
+
+    import yaml
+
+    apps = sorted(CONF.glob("*.yaml"))
+    assert len(apps) >= 12
+    for path in apps:
+        app_name = yaml.safe_load(path.read_text())["hydra"]["help"]["app_name"]
+        module = re.fullmatch(r"python -m ([\w.]+)", app_name).group(1)
+        spec = importlib.util.find_spec(module)
+        origin = Path(spec.origin)  # a package (python -m serve): its own modules
+        files = sorted(origin.parent.glob("*.py")) if spec.submodule_search_locations else [origin]
+        loads = [f.name for f in files if f'config_name="{path.stem}"' in f.read_text()]
+        assert loads, (path.name, module)
