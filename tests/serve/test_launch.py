@@ -13,9 +13,11 @@ from _serve_helpers import TOKEN
 pytestmark = pytest.mark.slow  # the child may be starting Ray when stopped
 
 
-def test_an_interrupted_start_stops_the_service_and_removes_its_ray_dir(tmp_path):
+def test_an_interrupted_start_stops_the_service_and_removes_its_ray_dir(tmp_path, sigint_raises):
     # The child runs in a session of its own: the terminal's Ctrl-C never
-    # reaches it, so only start() itself can stop it.
+    # reaches it, so only start() itself can stop it. sigint_raises: where the
+    # test command started with SIGINT ignored (a background job) or a library
+    # put in a handler of its own, interrupt_main raised nothing.
     from serve.launch import LocalService, kill_processes_using
 
     service = LocalService(tmp_path, TOKEN, env={"WANDB_MODE": "disabled"})
