@@ -26,16 +26,22 @@ def refuse_unwritable(
     parser: argparse.ArgumentParser, path: str | os.PathLike[str] | None, option: str
 ) -> None:
     """``parser.error`` unless ``path`` (an output file's option, e.g. ``--json``;
-    ``None`` or ``""``: not asked for) could be written: its directory exists and
-    it is no directory itself. Checked before the work, so a long measurement's
-    figures are not lost at its end."""
+    ``None`` or ``""``: not asked for) could be written: it is no directory, and
+    the nearest of its ancestors that exists is a directory this process may
+    write in (the scripts' atomic writes make the missing ones). Checked before
+    the work, so a long measurement's figures are not lost at its end."""
     if not path:
         return
     target = Path(path).expanduser()
     if target.is_dir():
         parser.error(f"{option}: is a directory: {target}")
-    if not target.parent.is_dir():
-        parser.error(f"{option}: no such directory: {target.parent}")
+    ancestor = target.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        parser.error(f"{option}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        parser.error(f"{option}: cannot write in {ancestor}")
 
 
 def unknown_tasks(tasks: Sequence[str], prefix: str = "browser_env/miniwob.") -> list[str]:

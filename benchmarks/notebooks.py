@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.arguments import refuse_unwritable
+from browser_env.atomic import write_text_atomic
 
 __all__ = ["execute", "inject_parameters", "main"]
 
@@ -71,7 +72,8 @@ def execute(
         resources={"metadata": {"path": str(cwd)}},
     )
     client.execute()
-    nbformat.write(notebook, os.fspath(output or path))
+    # atomic, its directory made: a crash mid-write leaves the notebook as it was
+    write_text_atomic(output or path, nbformat.writes(notebook))
     return notebook
 
 

@@ -24,7 +24,7 @@ class _Started(BaseException):
 #: (script, argv, what stderr says, the functions that would start the work)
 CASES = [
     ("notebooks", ["/nonexistent.ipynb"], "no such notebook: /nonexistent.ipynb", ["execute"]),
-    ("notebooks", [NOTEBOOK, "-o", "/no/such/dir/out.ipynb"], "--output: no such", ["execute"]),
+    ("notebooks", [NOTEBOOK, "-o", f"{NOTEBOOK}/d/out.ipynb"], "is not a directory", ["execute"]),
     (
         "policy_batching",
         ["replay", "/nonexistent"],
@@ -45,8 +45,8 @@ CASES = [
     ),
     (
         "policy_batching",
-        ["record", "--out", "/no/such/dir/p.json"],
-        "--out: no such directory: /no/such/dir",
+        ["record", "--out", f"{NOTEBOOK}/d/p.json"],
+        f"--out: {NOTEBOOK} is not a directory",
         ["record"],
     ),
     (
@@ -63,11 +63,11 @@ CASES = [
     ),
     (
         "policy_batching",
-        ["replay", NOTEBOOK, "--out", "/no/such/dir/r.json"],
-        "--out: no such directory",
+        ["replay", NOTEBOOK, "--out", f"{NOTEBOOK}/d/r.json"],
+        "is not a directory",
         ["replay"],
     ),
-    ("obs_quality", ["--json", "/no/such/dir/q.json"], "--json: no such directory", ["measure"]),
+    ("obs_quality", ["--json", f"{NOTEBOOK}/d/q.json"], "is not a directory", ["measure"]),
     ("obs_quality", ["--seeds", "-1"], "--seeds must be >= 1, got -1", ["measure"]),
     ("obs_quality", ["--max-steps", "0"], "--max-steps must be >= 1, got 0", ["measure"]),
     ("obs_quality", ["--first-seed", "-1"], "--first-seed must be >= 0", ["measure"]),
@@ -75,14 +75,14 @@ CASES = [
     ("env_speed", ["--tasks", "nope"], "--tasks: no such MiniWoB++ task: nope", ["measure"]),
     ("env_speed", ["--tasks", ","], "--tasks names no task", ["measure"]),
     ("env_speed", ["--json", "."], "--json: is a directory: .", ["measure"]),
-    ("soak", ["--json", "/no/such/dir/s.json"], "--json: no such directory", ["soak"]),
+    ("soak", ["--json", f"{NOTEBOOK}/d/s.json"], "is not a directory", ["soak"]),
     (
         "browser_kills",
-        ["--json", "/no/such/dir/k.json"],
-        "--json: no such directory",
+        ["--json", f"{NOTEBOOK}/d/k.json"],
+        "is not a directory",
         ["kill_rounds"],
     ),
-    ("serve_load", ["--json", "/no/such/dir/l.json"], "--json: no such directory", ["run"]),
+    ("serve_load", ["--json", f"{NOTEBOOK}/d/l.json"], "is not a directory", ["run"]),
     ("soak", ["--resets", "-5"], "--resets must be more than the warm-up of 10, got -5", ["soak"]),
     ("soak", ["--task", "miniwob.nope"], "--task: no such env: miniwob.nope", ["soak"]),
     ("browser_kills", ["--kills", "0"], "--kills must be >= 1, got 0", ["kill_rounds"]),
@@ -103,7 +103,7 @@ CASES = [
             (["--skip", "nope"], "--skip takes separate, shared"),
             (["--task", "nope"], "--task: no such MiniWoB++ task: nope"),
             (["--task", "click-test-v0"], "--task: no such MiniWoB++ task: click-test-v0"),
-            (["--json", "/no/such/dir/r.json"], "--json: no such directory: /no/such/dir"),
+            (["--json", f"{NOTEBOOK}/d/r.json"], f"--json: {NOTEBOOK} is not a directory"),
             (["--timeout-scale", "0"], "--timeout-scale must be > 0"),
         ]
     ),
@@ -188,3 +188,17 @@ def test_learner_speed_refuses_a_bad_setting_with_its_message(tmp_path, override
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and message in proc.stderr
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_output_path_in_directories_yet_to_be_made_is_accepted(tmp_path):
+    """The scripts' atomic writes make missing directories, so ``--json
+    results/speed.json`` in a fresh directory is no error; a file in the way is."""
+    import argparse
+
+    from benchmarks.arguments import refuse_unwritable
+
+    parser = argparse.ArgumentParser()
+    refuse_unwritable(parser, tmp_path / "results" / "deeper" / "speed.json", "--json")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):
+        refuse_unwritable(parser, tmp_path / "file" / "speed.json", "--json")
