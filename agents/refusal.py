@@ -22,13 +22,20 @@ does), without a traceback::
 
 What fails once the episodes or the training have started is no refusal (a
 bug, a crash, a lost browser): it keeps its traceback. ``Refused`` is a
-``ValueError``, so ``run(cfg)`` called from a test or a notebook raises the
-kind of error it raised before.
+``ValueError`` chained from the original error, so ``run(cfg)`` called from a
+test or a notebook raises a ``ValueError`` where it raised one before (and
+where it raised Gymnasium's or omegaconf's error, one chained from it).
+
+The check-and-build phase includes loading a model, where a library's own
+``ValueError`` may be a bug rather than a refusal: with ``HYDRA_FULL_ERROR=1``
+(Hydra's switch for whole tracebacks) :func:`exit_on_refusal` lets the
+refusal through, with its cause's traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -75,10 +82,13 @@ def refusing() -> Iterator[None]:
 def exit_on_refusal() -> Iterator[None]:
     """For an ``@hydra.main`` task function: a :class:`Refused` from the block
     is printed as ``error: <line>`` per line of its message on stderr, and
-    the process exits with status 2. Nothing else is caught."""
+    the process exits with status 2. Nothing else is caught; with
+    ``HYDRA_FULL_ERROR=1`` nothing at all (the whole traceback is shown)."""
     try:
         yield
     except Refused as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         for line in (str(exc) or "refused").splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.stderr.flush()

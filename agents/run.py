@@ -41,6 +41,7 @@ starts (:func:`check_agent`, :mod:`agents.refusal`): the command line prints
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,8 +129,9 @@ def build_agent(cfg: DictConfig) -> Agent:
 def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     """Refuse, without building it, what would stop ``cfg.agent`` only once it
     loads or plays: a backend ``model`` left unset (``???``), a model that
-    cannot load (:func:`agents.models.check_model`; an OpenAI-compatible
-    server's ``model`` is a name only the server knows, not checked) and, for
+    cannot load (:func:`agents.models.check_model`; not checked: an
+    OpenAI-compatible server's ``model``, a name only the server knows, nor a
+    model that ``runner=ray`` actors on the cluster at ``RAY_ADDRESS`` load) and, for
     the scripted expert, tasks among ``env_ids`` it has no policy for.
 
     Raises:
@@ -146,7 +148,10 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     if backend is not None and ("model" in backend or OmegaConf.is_missing(backend, "model")):
         top_level = cfg.get("model") is not None
         model = cfg.model if top_level else backend.model  # ??? raises
-        if isinstance(model, str) and ".openai." not in str(backend.get("_target_", "")):
+        # a Ray cluster's actors load the model: a path there need not exist here
+        remote = cfg.get("runner") == "ray" and bool(os.environ.get("RAY_ADDRESS"))
+        served = ".openai." in str(backend.get("_target_", ""))  # a name the server knows
+        if isinstance(model, str) and not served and not remote:
             check_model(model, "model" if top_level else backend._get_full_key("model"))
     target = str(agent.get("_target_", ""))
     if target in _SCRIPTED_EXPERT and agent.get("task") is None:  # a pinned task is __init__'s

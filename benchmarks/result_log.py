@@ -127,10 +127,20 @@ class ResultLog:
     holds a stopped run's episodes (no :meth:`finish` line): that is refused,
     so a forgotten ``resume=true`` never wipes them. With nothing at
     ``path`` both start afresh (``resumed`` is then 0).
+
+    The file is rewritten (its header and the kept episodes) by :meth:`start`,
+    which the constructor calls unless ``start=False``: a caller that may still
+    refuse to run (its agent fails to build) reads and checks the log first and
+    starts it only once it will play, so a refused run leaves the file as it was.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], run: Mapping[str, Any], *, resume: bool
+        self,
+        path: str | os.PathLike[str],
+        run: Mapping[str, Any],
+        *,
+        resume: bool,
+        start: bool = True,
     ) -> None:
         self.path = Path(path)
         self.run = json.loads(json.dumps(dict(run)))  # as it reads back: tuples are lists
@@ -147,6 +157,12 @@ class ResultLog:
             if resume:
                 self.done = {_key(r): r for r in results if r.status != "error"}
         self.resumed = len(self.done)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Write the header and the kept episodes, replacing the file atomically
+        (its directory made): the log the run appends to from here."""
         self._rewrite(self.done.values())
 
     def append(self, result: EpisodeResult) -> None:

@@ -115,10 +115,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_env_ids(Job(env_id, 0) for env_id in env_ids)
         check_agent(cfg, env_ids)
         out = _output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     with refusing():  # a stopped run's log, without resume=true; another run's, with it
-        log = ResultLog(out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")))
+        log = ResultLog(
+            out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")), start=False
+        )
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
     jobs = [Job(env_id, seed) for env_id in env_ids for seed in seeds]
@@ -128,6 +129,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with refusing():
         agent = None if runner == "ray" or not todo else build_agent(cfg)
     try:  # the agent built here is closed if what follows fails before the episodes
+        out.mkdir(parents=True, exist_ok=True)
+        log.start()  # only now: a refused agent leaves a stopped or finished log as it was
         env_kwargs: dict[str, Any] = {
             "headless": bool(cfg.headless),
             **suite.env_kwargs,
@@ -222,7 +225,10 @@ def _sigterm_stops() -> Iterator[None]:
     what ``results.jsonl`` kept and how to resume (the default handler ends
     the process without a word). A second SIGTERM meets the handler there was
     before, as does any after the block. Only the main thread sets handlers:
-    elsewhere the block runs as it is."""
+    elsewhere the block runs as it is; a SIGTERM the process ignores
+    (``SIG_IGN``, as ``nohup`` leaves SIGHUP) stays ignored. ``runner=ray``:
+    ``ray.init`` puts in its own handler, which stops the run (with Ray's
+    exit status); the one from before the block is put back after it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -232,7 +238,7 @@ def _sigterm_stops() -> Iterator[None]:
         raise SystemExit(128 + signum)
 
     previous = signal.getsignal(signal.SIGTERM)
-    if previous is None:  # set outside Python: it cannot be put back, so leave it be
+    if previous is None or previous == signal.SIG_IGN:  # not Python's to put back, or ignored
         yield
         return
     signal.signal(signal.SIGTERM, stop)

@@ -13,6 +13,7 @@ backend with the same five methods; nothing here imports Ray at module level.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
@@ -88,6 +89,7 @@ class RayJobBackend:
         self.timeout = timeout
         self._nodes_guard = threading.Lock()
         self._nodes_query: Future[list[dict[str, Any]]] | None = None  # see _nodes
+        self._nodes_asked = 0.0  # when _nodes_query was sent (time.monotonic)
         self.client = self._call(_client_class(), address, timeout=timeout)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -165,8 +167,10 @@ class RayJobBackend:
         ``ray.nodes()`` asks the GCS and takes no deadline, so it runs in a
         daemon thread that a hung GCS holds instead of the caller (a job
         request's capacity check). While one query is unanswered, later
-        calls wait on it rather than start another: a hung GCS costs one
-        thread, not one per request.
+        calls wait on it, for what is left of its ``timeout``, rather than
+        start another: a hung GCS costs one thread, not one per request, and
+        each request at most ``timeout`` seconds, not ``timeout`` each after
+        the first's.
         """
         import ray
 
@@ -174,11 +178,13 @@ class RayJobBackend:
             query = self._nodes_query
             if query is None or query.done():
                 query = self._nodes_query = Future()
+                self._nodes_asked = time.monotonic()
                 threading.Thread(
                     target=_answer, args=(query, ray.nodes), name="ray-nodes", daemon=True
                 ).start()
+            left = max(0.0, self._nodes_asked + self.timeout - time.monotonic())
         try:
-            return query.result(timeout=self.timeout)
+            return query.result(timeout=left)
         except TimeoutError as exc:
             raise BackendTimeout(
                 f"the Ray GCS did not list its nodes within {self.timeout:g} s"

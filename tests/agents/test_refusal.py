@@ -54,7 +54,8 @@ def test_other_errors_pass_through_unchanged(error):
     assert not isinstance(raised.value, Refused)
 
 
-def test_exit_on_refusal_prints_each_line_and_exits_2(capsys):
+def test_exit_on_refusal_prints_each_line_and_exits_2(capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as raised, exit_on_refusal():
         raise Refused("first line\nsecond line")
     assert raised.value.code == 2
@@ -62,3 +63,7 @@ def test_exit_on_refusal_prints_each_line_and_exits_2(capsys):
     assert captured.err == "error: first line\nerror: second line\n" and captured.out == ""
     with pytest.raises(ValueError, match="not a refusal"), exit_on_refusal():
         raise ValueError("not a refusal")  # only Refused is caught
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # a library's ValueError as a model loads
+    with pytest.raises(Refused, match="whole traceback") as raised, exit_on_refusal(), refusing():
+        raise ValueError("whole traceback")
+    assert isinstance(raised.value.__cause__, ValueError)

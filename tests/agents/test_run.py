@@ -510,7 +510,7 @@ def test_an_agent_that_could_not_play_is_refused_before_it_is_built(monkeypatch,
         agents.run._entry(compose_run(*overrides))
 
 
-def test_what_the_agent_check_lets_through():
+def test_what_the_agent_check_lets_through(monkeypatch):
     """An OpenAI-compatible server's model is a name only it knows; presets and
     local dirs load; the expert plays the tasks it has policies for, bundled
     sites' among them, and any page of ``url=`` (its task is the page's)."""
@@ -532,3 +532,9 @@ def test_what_the_agent_check_lets_through():
         ],
     )
     check_agent(compose_run("agent=expert", "agent.task=click-test"), ["browser_env/miniwob.x-v0"])
+    # runner=ray on a cluster: the actors load the model, from their own disks
+    remote = compose_run("agent=llm", "model=/shared/models/x", "runner=ray")
+    with pytest.raises(ValueError, match="no local path"):
+        check_agent(remote)  # embedded Ray: the actors share this machine's disk
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    check_agent(remote)

@@ -224,6 +224,51 @@ def test_an_agent_built_here_is_closed_when_the_rollout_spec_is_refused(
     assert open_http_clients() - before == set()
 
 
+def test_an_agent_refused_as_it_builds_leaves_the_previous_runs_log_as_it_was(
+    tmp_path, monkeypatch
+):
+    """What only the agent's own constructor refuses (here a backend setting)
+    comes before ``results.jsonl`` is rewritten: a finished run's log in that
+    ``output_dir`` keeps its episodes."""
+    import agents.run
+    from agents.rollout import EpisodeResult
+    from benchmarks.result_log import ResultLog
+    from benchmarks.run import run
+
+    def refused(cfg):
+        raise ValueError("device='cuda' but CUDA is not available")
+
+    monkeypatch.setattr(agents.run, "build_agent", refused)
+    log = ResultLog(tmp_path / "results.jsonl", {"x": 1}, resume=False)
+    log.append(
+        EpisodeResult(
+            "browser_env/miniwob.click-test-v0",
+            1000,
+            "g",
+            True,
+            1.0,
+            1,
+            True,
+            False,
+            None,
+            0,
+            [5.0],
+            [1.0],
+            3.0,
+        )  # fmt: skip
+    )
+    log.finish()
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            config_name="benchmark",
+            overrides=["agent=random", "progress=false", f"output_dir={tmp_path}"],
+        )
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run(cfg)
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

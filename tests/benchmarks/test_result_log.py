@@ -321,5 +321,9 @@ def test_the_sigterm_handler_is_the_runs_only_and_the_main_threads():
         thread.start()
         thread.join()
         assert seen == [before]
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # e.g. a launcher that ignores it
+        with _sigterm_stops():
+            os.kill(os.getpid(), signal.SIGTERM)  # stays ignored: no SystemExit
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -135,8 +135,8 @@ def test_a_hung_gcs_leaves_a_job_request_unchecked_not_held(
     """``ray.nodes()`` (the capacity check of a job request) takes no deadline
     of its own: with the GCS hung, the request is answered once the backend's
     deadline passed, its resources unchecked as while the cluster is down,
-    and a second request waits on the same unanswered query instead of
-    starting another."""
+    and a later one waits on the same unanswered query, for what is left of
+    its deadline, instead of starting another."""
     import ray
     from fastapi.testclient import TestClient
 
@@ -179,7 +179,8 @@ def test_a_hung_gcs_leaves_a_job_request_unchecked_not_held(
         start = time.monotonic()
         with pytest.raises(BackendTimeout, match="did not list its nodes within 2 s"):
             backend.capacity(pinned=True)
-        assert time.monotonic() - start < timeout_s + 20
+        # the unanswered query's deadline has passed: a later call does not wait again
+        assert time.monotonic() - start < timeout_s / 2
         assert len(queries) == 1  # the GCS still owes the first answer: no second query
     finally:
         gcs.set()
