@@ -199,7 +199,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     log.finish()
     print(format_table(data["tasks"], data["overall"]))
-    plot = plot_success(data["tasks"], out / "success.png", title=f"{info.name} on {suite.name}")
+    title = f"{_agent_label(info.name)} on {suite.name}"
+    plot = plot_success(data["tasks"], out / "success.png", title=title)
     print(f"\nresults: {out / 'results.json'}" + (f"\nplot:    {plot}" if plot else ""))
     if cfg.record:
         print(f"episodes: {out / 'episodes'}  (python -m browser_env.view {out / 'episodes'})")
@@ -215,6 +216,15 @@ def _task_label(env_id: str) -> str:
     (at most 32 characters: the progress bar's)."""
     name = re.sub(r"-v\d+$", "", env_id.rpartition("/")[2]).removeprefix("miniwob.")
     return name[:32]
+
+
+def _agent_label(name: str) -> str:
+    """``name`` (the agent's kind: ``llm``, ``expert``, ...), or the agent config
+    chosen on the command line when it says more (``agent=tiny`` is an ``llm``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get("agent") if HydraConfig.initialized() else None
+    return f"{choice} ({name})" if choice and choice != name else name
 
 
 @contextlib.contextmanager

@@ -399,3 +399,20 @@ def test_the_progress_bar_names_the_task_not_its_id():
     assert _task_label("browser_env/miniwob.click-button-sequence-v0") == "click-button-sequence"
     assert _task_label("browser_env/sites.shop.add-to-cart-v1") == "sites.shop.add-to-cart"
     assert len(_task_label("browser_env/miniwob." + "x" * 50 + "-v0")) == 32
+
+
+def test_the_plot_names_the_agent_config_chosen_not_only_its_kind():
+    """``agent=tiny`` is an ``llm`` agent; the plot's title says both."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from benchmarks.run import _agent_label
+
+    assert _agent_label("llm") == "llm"  # no Hydra run: the kind alone
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="benchmark", overrides=["agent=tiny"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert _agent_label("llm") == "tiny (llm)"
+        assert _agent_label("tiny") == "tiny"
+    finally:
+        HydraConfig.instance().cfg = None
