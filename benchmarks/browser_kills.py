@@ -112,7 +112,9 @@ def kill_rounds(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.browser_kills", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--task", default="miniwob.click-test")
     parser.add_argument("--driver-every", type=int, default=10, help="0: never kill the driver")

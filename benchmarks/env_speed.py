@@ -207,7 +207,9 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.env_speed", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated MiniWoB++ task names"
     )

@@ -299,7 +299,9 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.obs_quality", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--tasks",
         default="",

@@ -224,7 +224,9 @@ def run(reads: int = 200, uploads: int = 20, submissions: int = 50, steps: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serve_load", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--reads", type=int, default=200)
     parser.add_argument("--uploads", type=int, default=20)
     parser.add_argument("--submissions", type=int, default=50)

@@ -99,7 +99,9 @@ def soak(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--resets", type=int, default=1_000)
     parser.add_argument("--task", default="miniwob.click-test")
     parser.add_argument("--max-growth", type=float, default=0.10)
