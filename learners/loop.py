@@ -52,8 +52,9 @@ class TrainLoop:
             params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.checkpoints = CheckpointManager(self.out, self.trainable, keep=cfg.save_total_limit)
-        if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours
-            self.checkpoints.clear()
+        # a finished run's checkpoints: never to be resumed, nor pruned against ours;
+        # cleared by fit, so a run refused before it (no samples) leaves them
+        self._stale_checkpoints = origin.stale
         self.gate: EvalGate | None = None
         self.start_step = 0
         self.resume_state: dict[str, Any] = {}
@@ -152,6 +153,9 @@ class TrainLoop:
             initial=self.start_step,
             total=cfg.max_steps,
         )
+        if self._stale_checkpoints:  # before training.json says running: see run_start
+            self.checkpoints.clear()
+            self._stale_checkpoints = False
         try:
             self._write_meta("running", {}, self.start_step)
             for step in bar:

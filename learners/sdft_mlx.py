@@ -278,8 +278,6 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     checkpoints = MLXCheckpoints(
         out, model, rank=rank, scale=scale, base=base, keep=cfg.save_total_limit
     )
-    if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours
-        checkpoints.clear()
     teacher = {k: mx.array(v) for k, v in trainable.items()}
     optimizer = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
     start, resume_state = 0, {}
@@ -342,6 +340,8 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
         data={**info, "backend": "mlx", "trained_with": "mlx-lm (learners.sdft_mlx)"},
         init_from=init_from,
     )
+    if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours;
+        checkpoints.clear()  # cleared once training starts (a refused run leaves them)
     write_training_json(out, metrics={}, status="running", steps=start, **write)
     from tqdm.auto import tqdm
 

@@ -157,6 +157,30 @@ def test_continuing_a_finished_adapter_never_resumes_or_keeps_its_old_checkpoint
         torch.testing.assert_close(got[name], want[name], msg=name)
 
 
+def test_a_continuation_refused_for_its_data_leaves_the_finished_runs_checkpoints(
+    tmp_path, episodes_dir
+):
+    """The finished run's checkpoints are cleared once the continuation starts
+    training, not as its model loads: one refused before (its filters leave no
+    samples) leaves the output dir as it was."""
+    from learners.sft import run
+
+    base = {
+        **{k: v for k, v in FAST.items() if k != "max_new_tokens"},
+        "episodes": [str(episodes_dir)],
+        "save_steps": 2,
+        "max_steps": 3,  # a checkpoint at step 2; the last step is the final save
+    }
+    out = tmp_path / "sft"
+    run({**base, "output_dir": str(out)})
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept == ["step-000002"]
+    with pytest.raises(ValueError, match="no samples .* with the given filters"):
+        run({**base, "output_dir": str(out), "tasks": ["no-such-task"]})
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == kept
+    assert json.loads((out / "training.json").read_text())["status"] == "complete"
+
+
 def test_a_finished_full_model_run_is_continued_not_resumed(
     tmp_path, episodes_dir, killer, monkeypatch
 ):
