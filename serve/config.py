@@ -1,7 +1,7 @@
 """The training service's settings: one dataclass, the single source of defaults.
 
 ``conf/serve.yaml`` (``python -m serve``) and the ``args`` of
-``conf/serve/deploy.yaml`` (``serve deploy``) hold only overrides of these
+``serve/deploy.yaml`` (``serve deploy``) hold only overrides of these
 fields; :func:`from_mapping` rejects unknown keys. :meth:`ServeConfig.token`
 applies the security rules of the service: a token of at least
 :data:`~serve.auth.MIN_TOKEN_LENGTH` characters, or an explicit

@@ -147,7 +147,7 @@ def test_the_committed_deploy_config_is_generated_loopback_and_tokenless():
 
     from serve.deployment import DEPLOY_ARGS, deploy_config
 
-    path = REPO / "conf" / "serve" / "deploy.yaml"
+    path = REPO / "serve" / "deploy.yaml"
     committed = yaml.safe_load(path.read_text())
     assert committed == deploy_config(DEPLOY_ARGS)  # regenerate: python -m serve.deployment PATH
     assert committed["http_options"]["host"] == "127.0.0.1"
