@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from browser_env.demo_recorder import DemoRecorder
 from browser_env.registration import env_id, resolve_env_id
@@ -123,6 +124,13 @@ def _env_and_options(cfg: RecordConfig) -> tuple[str, dict[str, Any] | None]:
     if not cfg.url:
         raise ValueError("give url=... goal=... (or env=miniwob.<task>)")
     check_start_url(cfg.url)  # before the browser starts, not ~2 s into its first page
+    schemes = [str(s).lower() for s in cfg.env_kwargs.get("allowed_url_schemes", ("http", "https"))]
+    scheme = urlparse(cfg.url).scheme.lower()
+    if cfg.url != "about:blank" and scheme not in schemes:
+        raise ValueError(
+            f"{scheme}: URLs are not allowed (allowed_url_schemes={schemes}); to record one, "
+            f"add it: '+env_kwargs.allowed_url_schemes=[http,https,{scheme}]'"
+        )
     options: dict[str, Any] = {"url": cfg.url, "goal": cfg.goal}
     if cfg.answer is not None:
         options["answer"] = cfg.answer
@@ -161,7 +169,11 @@ def record(
     }
     if cfg.executable_path:
         kwargs["executable_path"] = cfg.executable_path
-    gym_id, options = _env_and_options(cfg)
+    try:  # what a command line gets wrong, refused before a browser starts
+        gym_id, options = _env_and_options(cfg)
+        gymnasium.spec(gym_id)  # an unknown id: NameNotFound, with "Did you mean"
+    except (ValueError, gymnasium.error.Error) as exc:
+        raise RecordRefused(str(exc)) from exc
     env = gymnasium.make(gym_id, **kwargs)
     recorder = DemoRecorder(
         env, root, seed=cfg.seed, options=options, env_kwargs=cfg.env_kwargs, log=print
@@ -212,11 +224,31 @@ def register_config() -> None:
     ConfigStore.instance().store(name="record_schema", node=RecordConfig)
 
 
+class RecordRefused(ValueError):
+    """A recording the command line asked for that cannot start (no URL or env,
+    a URL it may not open, an unknown env id): said in one line by :func:`main`."""
+
+
+def _run_or_refuse(cfg: DictConfig) -> None:
+    """:func:`run`; a :class:`RecordRefused` is ``error: <why>`` on stderr and
+    exit status 2, as the other entry points' refusals (``agents.refusal``,
+    which browser_env does not import); ``HYDRA_FULL_ERROR=1`` shows the traceback."""
+    import os
+
+    try:
+        run(cfg)
+    except RecordRefused as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     import hydra
 
     register_config()
-    hydra.main(version_base="1.3", config_path="../conf", config_name="record")(run)()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="record")(_run_or_refuse)()
 
 
 if __name__ == "__main__":

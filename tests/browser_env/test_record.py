@@ -358,6 +358,46 @@ def test_a_start_url_of_the_wrong_form_is_refused_before_the_browser_starts(
     assert not any(tmp_path.iterdir())  # no episode either
 
 
+def test_a_file_url_is_refused_unless_its_scheme_is_allowed(tmp_path, monkeypatch):
+    """open-v0 starts on file: URLs where the env allows them; by default it
+    does not (http and https), so that is refused before a browser starts,
+    saying how to allow it."""
+    made = []
+    monkeypatch.setattr(gymnasium, "make", lambda *a, **k: made.append(k) or 1 / 0)
+    page = f"file://{tmp_path}/page.html"
+    with pytest.raises(ValueError, match=r"file: URLs are not allowed .*allowed_url_schemes"):
+        record_mod.record(RecordConfig(url=page, goal="g"), tmp_path)
+    assert made == []
+    allowed = RecordConfig(url=page, goal="g", env_kwargs={"allowed_url_schemes": ["file"]})
+    with pytest.raises(ZeroDivisionError):  # past the checks: the env is made
+        record_mod.record(allowed, tmp_path)
+    assert made and made[0]["allowed_url_schemes"] == ["file"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "error: give url=... goal=... (or env=miniwob.<task>)"),
+        (["url=example.com"], "error: open-v0 needs an http(s) or file URL"),
+        (["env=miniwob.click-buton"], "Did you mean: `miniwob.click-button`?"),
+    ],
+)
+def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "browser_env.record", *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_hydra_config_matches_record_config():
     from hydra import compose, initialize_config_dir
 
