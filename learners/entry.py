@@ -22,6 +22,7 @@ command line a refused config is one line, ``error: <why>``, and exit status
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from agents.models import check_model
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["check_model", "learner_values"]
+__all__ = ["check_model", "learner_values", "say_where"]
 
 _CONF = Path(__file__).resolve().parents[1] / "conf" / "backend"
 #: backend group option -> the learner field that takes the setting instead
@@ -109,10 +110,40 @@ def _check_top_level(cfg: DictConfig) -> None:
             ) from None
 
 
+def say_where(result: dict[str, Any]) -> dict[str, Any]:
+    """Print where a finished learner run put what it trained (``adapter: DIR``
+    or ``model: DIR``), the command line's last line; return ``result``."""
+    from learners.checkpoint import saved_kind
+
+    out = result.get("output_dir")
+    if out:
+        print(f"{saved_kind(out) or 'output'}: {out}")
+    return result
+
+
+#: the data settings only SFT and SDFT read (GRPO plays its own episodes)
+_DATA_KEYS = ("episodes", "success_only", "tasks", "sources")
+
+
 def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:
     """``values``, once the episode or run directories SFT and SDFT read are
-    known to exist (the check would otherwise come after the model loads)."""
+    known to exist (the check would otherwise come after the model loads), and
+    GRPO is known not to be given data settings it would not read."""
     if learner not in ("sft", "sdft"):
+        from learners.config import GRPOConfig
+
+        defaults = {f.name: f for f in dataclasses.fields(GRPOConfig) if f.name in _DATA_KEYS}
+        ignored = [
+            key
+            for key, field in defaults.items()
+            if key in values and values[key] != _default(field)
+        ]
+        if ignored:
+            raise ValueError(
+                f"{learner} plays its own episodes and does not read "
+                f"{', '.join(f'learner.{k}' for k in ignored)} (SFT and SDFT do): "
+                "remove it, or set learner.env_ids=[...]"
+            )
         return values
     episodes = values.get("episodes") or []
     if not episodes:
@@ -120,4 +151,15 @@ def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:
     missing = [str(e) for e in episodes if not Path(e).expanduser().exists()]
     if missing:
         raise ValueError(f"learner.episodes: no such episode or run directory: {missing}")
+    files = [str(e) for e in episodes if not Path(e).expanduser().is_dir()]
+    if files:
+        raise ValueError(
+            f"learner.episodes takes directories (an episode's, or a run's), not files: {files}"
+        )
     return values
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return field.default

@@ -380,7 +380,7 @@ def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`); a refusal in one line."""
     from agents.refusal import exit_on_refusal, refusing
-    from learners.entry import learner_values
+    from learners.entry import learner_values, say_where
 
     with exit_on_refusal():
         with refusing():
@@ -388,7 +388,7 @@ def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
         for key in ("runner", "workers"):  # top-level, as on benchmarks.run and agents.run
             if cfg.get(key) is not None:
                 values[key] = cfg[key]
-        return run(values)
+        return say_where(run(values))
 
 
 def main() -> None:

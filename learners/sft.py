@@ -190,12 +190,12 @@ def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`); a refusal in one line."""
     from agents.refusal import exit_on_refusal, refusing
-    from learners.entry import learner_values
+    from learners.entry import learner_values, say_where
 
     with exit_on_refusal():
         with refusing():
             values = learner_values(cfg, "sft")
-        return run(values)
+        return say_where(run(values))
 
 
 def main() -> None:

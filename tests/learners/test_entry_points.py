@@ -214,6 +214,10 @@ def test_model_preset_and_training_backend_reach_the_learner():
         ("grpo", ["workers=abc"], r"workers='abc' \(it sets learner\.workers\).*Integer"),
         ("sft", ["learner.episodes=[]"], r"no episodes given: set learner\.episodes"),
         ("sdft", ["learner.episodes=[/no/such/dir]"], r"no such episode or run directory"),
+        ("sft", [f"learner.episodes=[{__file__}]"], r"takes directories .* not files"),
+        ("grpo", ["learner.episodes=[/tmp]"], r"grpo plays its own episodes .* learner\.episodes"),
+        ("grpo", ["learner.tasks=[click-tab]"], r"does not read learner\.tasks"),
+        ("grpo", ["learner.success_only=false"], r"does not read learner\.success_only"),
     ],
 )
 def test_bad_values_fail_before_the_model_loads(name, overrides, message):
@@ -352,3 +356,18 @@ def test_learner_settings_that_would_fail_inside_peft_or_torch_are_refused_first
         with pytest.raises(ValueError, match=message):
             cls(**{field: value})
     assert SFTConfig(device="cuda:1", max_steps=0).device == "cuda:1"  # max_steps <= 0: epochs
+
+
+def test_a_finished_command_line_run_says_where_its_adapter_is(tmp_path, capsys):
+    """The learners' last line (``hydra_entry``): where the trained weights went,
+    by what was saved there; with progress bars and wandb off it is the only one."""
+    from learners.entry import say_where
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    result = {"output_dir": str(tmp_path), "metrics": {}}
+    assert say_where(result) is result
+    assert capsys.readouterr().out == f"adapter: {tmp_path}\n"
+    (tmp_path / "adapter_config.json").unlink()
+    (tmp_path / "model.safetensors").write_text("")
+    say_where(result)
+    assert capsys.readouterr().out == f"model: {tmp_path}\n"
