@@ -23,12 +23,14 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from agents.refusal import exit_on_refusal, refusing
 from serve.config import ServeConfig, from_mapping
 from serve.launch import free_port
 
-__all__ = ["main", "run", "start_ray"]
+__all__ = ["check_state_dir", "main", "run", "start_ray"]
 
 
 def start_ray(
@@ -69,6 +71,26 @@ def start_ray(
     return embedded
 
 
+def check_state_dir(state_dir: str | os.PathLike[str]) -> None:
+    """Raise ``ValueError`` unless ``state_dir`` is a writable directory or one
+    that can be made (its nearest existing ancestor a writable directory):
+    checked before Ray starts, where the app's deployment would fail on it."""
+    path = Path(state_dir).expanduser().absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"state_dir={state_dir} exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"state_dir={state_dir} is not writable")
+        return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"state_dir={state_dir} cannot be made: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"state_dir={state_dir} cannot be made: {ancestor} is not writable")
+
+
 class _Stopped(BaseException):
     """A SIGINT/SIGTERM during start-up: unwinds it to :func:`run`'s clean-up."""
 
@@ -92,10 +114,13 @@ def run(
     its own in place (``sys.exit``), which is kept out; its core worker
     installs a native one, so ours go back as soon as ``ray.init`` returns.
     """
-    if not isinstance(cfg, ServeConfig):
-        cfg = from_mapping(cfg)
-    cfg.validate()
-    cfg.token()  # refuse to start before any cluster exists
+    with refusing():  # refuse to start before any cluster exists
+        if not isinstance(cfg, ServeConfig):
+            cfg = from_mapping(cfg)
+        cfg.validate()
+        cfg.token()
+        if not os.environ.get("RAY_ADDRESS"):  # on a cluster the replica's node holds it
+            check_state_dir(cfg.state_dir)
     stop = until or threading.Event()
     starting = True
     interrupt = True  # False while Ray starts: the signal is only noted
@@ -160,7 +185,8 @@ def run(
 def hydra_entry(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
-    run(OmegaConf.to_container(cfg, resolve=True))
+    with exit_on_refusal():  # a refused config: one line on stderr, exit 2
+        run(OmegaConf.to_container(cfg, resolve=True))
 
 
 def main() -> None:

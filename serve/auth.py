@@ -46,9 +46,8 @@ def load_token(
         source = f"${env_var}"
         if not token:
             if required:
-                raise ValueError(
-                    f"{source} is not set: export a token of at least {min_length} characters"
-                )
+                least = f" of at least {min_length} characters" if min_length > 1 else ""
+                raise ValueError(f"{source} is not set: export a token{least}")
             return None
     else:
         if required:

@@ -15,12 +15,15 @@ default and help live there); :func:`run` is the plain function behind the
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+from agents.refusal import exit_on_refusal, refusing
 from agents.schema import check_kinds, help_field
 from browser_env.policy import is_loopback
 from serve.auth import MIN_TOKEN_LENGTH, load_token
@@ -28,7 +31,14 @@ from serve.auth import MIN_TOKEN_LENGTH, load_token
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["OpenAIServerConfig", "check_options", "main", "register_config", "run"]
+__all__ = [
+    "OpenAIServerConfig",
+    "check_options",
+    "check_port_free",
+    "main",
+    "register_config",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,28 +95,30 @@ def run(cfg: DictConfig) -> None:
 
     from serve.openai_server.app import create_app
 
-    uvicorn = require("uvicorn", purpose="the OpenAI-compatible server")
-    api_key = load_token(cfg.api_key_env, required=True) if cfg.get("api_key_env") else None
-    if not is_loopback(cfg.host) and api_key is None:
-        logger.warning(
-            "serving on %s without a bearer token: anyone who can reach it can use it", cfg.host
-        )
-    write_api_key = None
-    if cfg.get("write_api_key_env"):
-        # it loads adapters from disk: held to the training service's token length
-        write_api_key = load_token(
-            cfg.write_api_key_env, required=True, min_length=MIN_TOKEN_LENGTH
-        )
-        logger.warning(
-            "runtime LoRA loading is on: holders of the write token can load adapters from %s",
-            cfg.get("adapter_root") or "any directory this process can read",
-        )
-    with open_dict(cfg.backend):
-        for key in ("model", "adapter"):
-            if cfg.get(key) is not None:
-                cfg.backend[key] = cfg[key]
-    cfg = check_options(cfg)
-    backend = instantiate(cfg.backend)
+    with refusing():  # before the model loads
+        uvicorn = require("uvicorn", purpose="the OpenAI-compatible server")
+        api_key = load_token(cfg.api_key_env, required=True) if cfg.get("api_key_env") else None
+        if not is_loopback(cfg.host) and api_key is None:
+            logger.warning(
+                "serving on %s without a bearer token: anyone who can reach it can use it", cfg.host
+            )
+        write_api_key = None
+        if cfg.get("write_api_key_env"):
+            # it loads adapters from disk: held to the training service's token length
+            write_api_key = load_token(
+                cfg.write_api_key_env, required=True, min_length=MIN_TOKEN_LENGTH
+            )
+            logger.warning(
+                "runtime LoRA loading is on: holders of the write token can load adapters from %s",
+                cfg.get("adapter_root") or "any directory this process can read",
+            )
+        with open_dict(cfg.backend):
+            for key in ("model", "adapter"):
+                if cfg.get(key) is not None:
+                    cfg.backend[key] = cfg[key]
+        cfg = check_options(cfg)
+        check_port_free(cfg.host, cfg.port)
+        backend = instantiate(cfg.backend)
     model = str(cfg.backend.model)
     name = cfg.get("served_model_name") or os.path.basename(os.path.normpath(model))
     app = create_app(
@@ -169,6 +181,21 @@ def check_options(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``ValueError`` when ``host:port`` cannot be bound (as uvicorn binds
+    it: ``SO_REUSEADDR``), so that a port in use is refused before the model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is in use: pass another port=") from None
+        reason = exc.strerror or str(exc)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def main() -> None:
     hydra = require("hydra", purpose="the server's command line")
     # An absolute path: run from ``python -m serve.openai_server``, the task
@@ -178,7 +205,13 @@ def main() -> None:
     register_config()
     # version_base 1.3, as the other entry points: the job keeps the caller's
     # working directory, where a relative model=./dir is (tested)
-    hydra.main(version_base="1.3", config_path=str(conf), config_name="openai_server")(run)()
+    hydra.main(version_base="1.3", config_path=str(conf), config_name="openai_server")(_task)()
+
+
+def _task(cfg: DictConfig) -> None:
+    """The ``@hydra.main`` task function: a refused config is one line on stderr, exit 2."""
+    with exit_on_refusal():
+        run(cfg)
 
 
 if __name__ == "__main__":

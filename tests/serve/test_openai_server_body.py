@@ -170,3 +170,50 @@ def test_a_request_is_answered_while_another_one_is_read(tiny_backend, monkeypat
         asker.join(timeout=60)
     assert response.status_code == 200 and answers == [200]
     assert waits == [True], f"/v1/models was not answered while {held} ran"
+
+
+def _run_openai_server(tmp_path, *args: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "serve.openai_server", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("mistake", ["no-such-model", "port-in-use"])
+def test_python_m_serve_openai_server_refuses_a_bad_config_in_one_line(tmp_path, mistake):
+    """A model path that does not exist, or a port another socket listens on
+    (found before the model loads): ``error: ...`` on stderr, exit 2, no
+    traceback."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        if mistake == "no-such-model":
+            done = _run_openai_server(tmp_path, f"model={tmp_path / 'nonexistent'}")
+            expected = "no such file or directory"
+        else:
+            # a path that exists: the model would load (and fail) if the port went unchecked
+            done = _run_openai_server(tmp_path, f"model={tmp_path}", f"port={port}")
+            expected = f"port {port} on 127.0.0.1 is in use"
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, done.stderr

@@ -122,3 +122,52 @@ def test_init_ray_retries_rays_other_start_timeout_too(failing_start):
     with pytest.raises(Exception, match="Timed out after"):
         init_ray(num_cpus=1, attempts=2)
     assert len(failing_start.tries) == 2
+
+
+def _run_serve(tmp_path, *args: str, token: str | None = TOKEN):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("BROWSER_RL_SERVE_TOKEN", None)
+    if token is not None:
+        env["BROWSER_RL_SERVE_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("mistake", ["state-dir-is-a-file", "short-token"])
+def test_python_m_serve_refuses_a_bad_config_in_one_line_before_ray_starts(tmp_path, mistake):
+    """``python -m serve`` with a state_dir that is a file, or a token too
+    short: ``error: ...`` on stderr, exit 2, no traceback, and no Ray start
+    (which alone takes ~30 s)."""
+    import time
+
+    state = tmp_path / "state"
+    token = TOKEN
+    if mistake == "state-dir-is-a-file":
+        state.write_text("not a directory")
+    else:
+        token = "short"
+    began = time.monotonic()
+    done = _run_serve(tmp_path, f"state_dir={state}", "port=1", token=token)
+    assert time.monotonic() - began < 20, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), done.stderr
+    assert ("not a directory" if mistake == "state-dir-is-a-file" else "5 characters") in last
