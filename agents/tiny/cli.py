@@ -27,6 +27,20 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--hidden-size", type=int, default=TinyConfig.hidden_size)
     parser.add_argument("--layers", type=int, default=TinyConfig.num_hidden_layers)
     args = parser.parse_args(argv)
+    if "=" in Path(args.out_dir).parts[0]:  # out=DIR, as the Hydra commands take it
+        parser.error(f"OUT_DIR is a plain path (e.g. /tmp/tiny), got {args.out_dir!r}")
+    target = Path(args.out_dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        parser.error(f"OUT_DIR must be empty or absent: {target}")
+    if args.hidden_size < 1 or args.layers < 1:
+        parser.error(
+            f"--hidden-size and --layers must be >= 1, got {args.hidden_size}, {args.layers}"
+        )
+    if args.hidden_size % TinyConfig.num_attention_heads:
+        parser.error(
+            f"--hidden-size must be a multiple of the {TinyConfig.num_attention_heads} "
+            f"attention heads, got {args.hidden_size}"
+        )
     out = build_tiny_model(
         args.out_dir,
         kind=args.kind,

@@ -137,3 +137,30 @@ def test_command_line(tmp_path, kind):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"built tiny {kind} model" in result.stdout
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["out=/tmp/tiny"], "OUT_DIR is a plain path (e.g. /tmp/tiny), got 'out=/tmp/tiny'"),
+        (["NONEMPTY"], "OUT_DIR must be empty or absent"),
+        (["FILE"], "OUT_DIR must be empty or absent"),
+        (["fresh", "--hidden-size", "7"], "--hidden-size must be a multiple of the 4 attention"),
+        (["fresh", "--layers", "0"], "--hidden-size and --layers must be >= 1"),
+    ],
+)
+def test_command_line_mistakes_are_one_error_line_before_anything_is_built(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    import agents.tiny.cli as cli
+
+    monkeypatch.setattr(cli, "build_tiny_model", lambda *a, **k: pytest.fail("built"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "NONEMPTY").mkdir()
+    (tmp_path / "NONEMPTY" / "x").write_text("")
+    (tmp_path / "FILE").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err.strip().splitlines()[-1], err
+    assert not (tmp_path / "out=").exists() and not (tmp_path / "fresh").exists()
