@@ -166,6 +166,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.append(result)  # on disk before the next: a stopped run resumes from here
         progress.set_postfix(task=_task_label(result.env_id), success=result.success)
         progress.update()
+        if _TERMINATED.is_set():  # the handler's SystemExit was swallowed (see _sigterm_stops)
+            raise SystemExit(143)
 
     try:
         results = kept + (
@@ -227,6 +229,13 @@ def _agent_label(name: str) -> str:
     return f"{choice} ({name})" if choice and choice != name else name
 
 
+#: set by :func:`_sigterm_stops`' handler. Python runs a signal handler between
+#: any two bytecodes, also inside a weakref callback or ``__del__``, where the
+#: ``SystemExit`` it raises is printed and ignored ("Exception ignored in ...");
+#: the run then stops at its next episode's end instead (seen in a test run).
+_TERMINATED = threading.Event()
+
+
 @contextlib.contextmanager
 def _sigterm_stops() -> Iterator[None]:
     """While the block runs, SIGTERM (``kill``, a scheduler's time limit)
@@ -245,8 +254,10 @@ def _sigterm_stops() -> Iterator[None]:
 
     def stop(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, previous)
+        _TERMINATED.set()
         raise SystemExit(128 + signum)
 
+    _TERMINATED.clear()
     previous = signal.getsignal(signal.SIGTERM)
     if previous is None or previous == signal.SIG_IGN:  # not Python's to put back, or ignored
         yield
