@@ -81,7 +81,7 @@ def canonical_model(model: str) -> str:
 def resolve_model(model: str) -> str:
     """A preset name -> its local directory (built or converted on first use);
     any other string is returned unchanged."""
-    if model in ("tiny-random", "tiny", "tiny-text"):
+    if canonical_model(model) == "tiny-random":
         from agents.tiny import tiny_model_path
 
         return str(tiny_model_path("text"))

@@ -22,7 +22,6 @@ command line a refused config is one line, ``error: <why>``, and exit status
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,12 +131,8 @@ def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:
     if learner not in ("sft", "sdft"):
         from learners.config import GRPOConfig
 
-        defaults = {f.name: f for f in dataclasses.fields(GRPOConfig) if f.name in _DATA_KEYS}
-        ignored = [
-            key
-            for key, field in defaults.items()
-            if key in values and values[key] != _default(field)
-        ]
+        defaults = GRPOConfig()
+        ignored = [k for k in _DATA_KEYS if k in values and values[k] != getattr(defaults, k)]
         if ignored:
             raise ValueError(
                 f"{learner} plays its own episodes and does not read "
@@ -157,9 +152,3 @@ def _checked(values: dict[str, Any], learner: str) -> dict[str, Any]:
             f"learner.episodes takes directories (an episode's, or a run's), not files: {files}"
         )
     return values
-
-
-def _default(field: dataclasses.Field) -> Any:
-    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return field.default_factory()  # type: ignore[misc]
-    return field.default
