@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from browser_env.atomic import unwritable_reason
+
 __all__ = ["refuse_below", "refuse_unwritable", "unknown_tasks"]
 
 
@@ -35,13 +37,9 @@ def refuse_unwritable(
     target = Path(path).expanduser()
     if target.is_dir():
         parser.error(f"{option}: is a directory: {target}")
-    ancestor = target.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        parser.error(f"{option}: {ancestor} is not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        parser.error(f"{option}: cannot write in {ancestor}")
+    problem = unwritable_reason(target.parent)
+    if problem:
+        parser.error(f"{option}: {problem}")
 
 
 def unknown_tasks(tasks: Sequence[str], prefix: str = "browser_env/miniwob.") -> list[str]:

@@ -19,7 +19,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_dir", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "fsync_dir",
+    "unwritable_reason",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -65,3 +71,18 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def unwritable_reason(directory: str | os.PathLike[str]) -> str | None:
+    """Why this process could not write files into ``directory``, making it (and
+    its missing parents, as :func:`write_bytes_atomic` does) where needed: the
+    nearest of it and its ancestors that exists is no directory, or one it may
+    not write in. ``None`` when it could. For checks before long work."""
+    existing = Path(directory).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None

@@ -23,10 +23,10 @@ import secrets
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from agents.refusal import exit_on_refusal, refusing
+from browser_env.atomic import unwritable_reason
 from serve.config import ServeConfig, from_mapping
 from serve.launch import free_port
 
@@ -75,20 +75,9 @@ def check_state_dir(state_dir: str | os.PathLike[str]) -> None:
     """Raise ``ValueError`` unless ``state_dir`` is a writable directory or one
     that can be made (its nearest existing ancestor a writable directory):
     checked before Ray starts, where the app's deployment would fail on it."""
-    path = Path(state_dir).expanduser().absolute()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"state_dir={state_dir} exists and is not a directory")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"state_dir={state_dir} is not writable")
-        return
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(f"state_dir={state_dir} cannot be made: {ancestor} is not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"state_dir={state_dir} cannot be made: {ancestor} is not writable")
+    problem = unwritable_reason(state_dir)
+    if problem:
+        raise ValueError(f"state_dir={state_dir}: {problem}")
 
 
 class _Stopped(BaseException):
