@@ -33,7 +33,7 @@ the checkpoint too). The learner is instantiated by Hydra at run time:
 A config that cannot run (``episodes=0``, an unknown ``env=``, ``agent=llm``
 with no ``model=``, a model path that does not exist, ``agent=expert`` on a
 task it has no policy for) is refused before a model loads or a browser
-starts (:func:`check_agent`, :mod:`agents.refusal`): the command line prints
+starts (:func:`check_agent`, :mod:`browser_env.refusal`): the command line prints
 ``error: <why>`` and exits with status 2; ``run(cfg)`` raises it as a
 ``ValueError``.
 """
@@ -50,8 +50,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
-from agents.refusal import exit_on_refusal, refusing
 from agents.run_config import check_options, register_config
+from browser_env.refusal import exit_on_refusal, refusing
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 
@@ -137,7 +137,7 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     Raises:
         ValueError: naming the setting or the tasks.
         omegaconf.errors.MissingMandatoryValue: ``backend.model`` is unset
-            (:func:`agents.refusal.refusing` says how to set it).
+            (:func:`browser_env.refusal.refusing` says how to set it).
     """
     from agents.models import check_model
 

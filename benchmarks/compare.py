@@ -308,7 +308,7 @@ register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
 def _hydra_main(cfg: DictConfig) -> None:
-    from agents.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_refusal, refusing
 
     with exit_on_refusal(), refusing():  # a bad run dir or option: its message, no traceback
         run(cfg)

@@ -371,7 +371,7 @@ register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="learner_speed")
 def _hydra_main(cfg: DictConfig) -> None:
-    from agents.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_refusal, refusing
 
     with exit_on_refusal():
         with refusing():  # a setting, not a bug: its message, no traceback

@@ -25,7 +25,7 @@ A config that cannot run (``episodes=0``, ``runner=vectr``, an unknown task,
 ``agent=llm`` with no ``model=``, a model path that does not exist,
 ``agent=expert`` on a suite with tasks it has no policy for) is refused before
 anything is written, a model loads or a browser starts: the command prints
-``error: <why>`` and exits with status 2 (:mod:`agents.refusal`). A run
+``error: <why>`` and exits with status 2 (:mod:`browser_env.refusal`). A run
 stopped by Ctrl-C or SIGTERM (a scheduler's) says how many episodes
 ``results.jsonl`` kept and how to play the rest with ``resume=true``.
 """
@@ -45,7 +45,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from agents.refusal import exit_on_refusal, refusing
 from agents.rollout import EpisodeResult
 from agents.runners import (
     Job,
@@ -60,6 +59,7 @@ from benchmarks.config import BenchmarkConfig, register_config
 from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 from benchmarks.suites import Suite
+from browser_env.refusal import exit_on_refusal, refusing
 from browser_env.rundir import register_resolvers
 
 __all__ = ["main", "run"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from browser_env.demo_recorder import DemoRecorder
+from browser_env.refusal import exit_on_refusal, refusing
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 from browser_env.tasks.open import check_start_url
@@ -169,11 +170,9 @@ def record(
     }
     if cfg.executable_path:
         kwargs["executable_path"] = cfg.executable_path
-    try:  # what a command line gets wrong, refused before a browser starts
+    with refusing():  # what a command line gets wrong, refused before a browser starts
         gym_id, options = _env_and_options(cfg)
         gymnasium.spec(gym_id)  # an unknown id: NameNotFound, with "Did you mean"
-    except (ValueError, gymnasium.error.Error) as exc:
-        raise RecordRefused(str(exc)) from exc
     env = gymnasium.make(gym_id, **kwargs)
     recorder = DemoRecorder(
         env, root, seed=cfg.seed, options=options, env_kwargs=cfg.env_kwargs, log=print
@@ -224,31 +223,17 @@ def register_config() -> None:
     ConfigStore.instance().store(name="record_schema", node=RecordConfig)
 
 
-class RecordRefused(ValueError):
-    """A recording the command line asked for that cannot start (no URL or env,
-    a URL it may not open, an unknown env id): said in one line by :func:`main`."""
-
-
-def _run_or_refuse(cfg: DictConfig) -> None:
-    """:func:`run`; a :class:`RecordRefused` is ``error: <why>`` on stderr and
-    exit status 2, as the other entry points' refusals (``agents.refusal``,
-    which browser_env does not import); ``HYDRA_FULL_ERROR=1`` shows the traceback."""
-    import os
-
-    try:
+def _task(cfg: DictConfig) -> None:
+    """The ``@hydra.main`` task: :func:`run`, a refusal in one line."""
+    with exit_on_refusal():
         run(cfg)
-    except RecordRefused as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def main() -> None:
     import hydra
 
     register_config()
-    hydra.main(version_base="1.3", config_path="../conf", config_name="record")(_run_or_refuse)()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="record")(_task)()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@
   training something else than was asked.
 
 Each learner's ``hydra_entry`` checks these and its ``run`` its own settings,
-the model and the data inside :func:`agents.refusal.refusing`, so on the
+the model and the data inside :func:`browser_env.refusal.refusing`, so on the
 command line a refused config is one line, ``error: <why>``, and exit status
 2; what fails once training has started keeps its traceback.
 """

@@ -149,10 +149,10 @@ def run(
     rollout (for tests and for custom environments); it is called once per
     rollout, in group order.
 
-    A setting or model it cannot train with is :class:`agents.refusal.Refused`
+    A setting or model it cannot train with is :class:`browser_env.refusal.Refused`
     (a ``ValueError``), before the first step.
     """
-    from agents.refusal import refusing
+    from browser_env.refusal import refusing
 
     with refusing():
         if not isinstance(cfg, GRPOConfig):
@@ -379,7 +379,7 @@ class _Reference:
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`); a refusal in one line."""
-    from agents.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values, say_where
 
     with exit_on_refusal():

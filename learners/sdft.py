@@ -68,10 +68,10 @@ def run(
     episodes (with ``eval_steps > 0``; for tests and custom evaluations).
 
     A setting, model or data it cannot train with is
-    :class:`agents.refusal.Refused` (a ``ValueError``), before the first step
+    :class:`browser_env.refusal.Refused` (a ``ValueError``), before the first step
     (with ``backend=mlx``, the settings only).
     """
-    from agents.refusal import refusing
+    from browser_env.refusal import refusing
 
     with refusing():
         if not isinstance(cfg, SDFTConfig):
@@ -200,7 +200,7 @@ def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...``
     group; a refusal in one line."""
-    from agents.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values, say_where
 
     with exit_on_refusal():

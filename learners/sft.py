@@ -107,9 +107,9 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Train and save the adapter; returns ``{"output_dir", "metrics", "history"}``.
 
     A setting, model or data it cannot train with is
-    :class:`agents.refusal.Refused` (a ``ValueError``), before the first step.
+    :class:`browser_env.refusal.Refused` (a ``ValueError``), before the first step.
     """
-    from agents.refusal import refusing
+    from browser_env.refusal import refusing
 
     with refusing():
         if not isinstance(cfg, SFTConfig):
@@ -189,7 +189,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`); a refusal in one line."""
-    from agents.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_refusal, refusing
     from learners.entry import learner_values, say_where
 
     with exit_on_refusal():

@@ -25,8 +25,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agents.refusal import exit_on_refusal, refusing
 from browser_env.atomic import unwritable_reason
+from browser_env.refusal import exit_on_refusal, refusing
 from serve.config import ServeConfig, from_mapping
 from serve.launch import free_port
 

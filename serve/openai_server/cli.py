@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
-from agents.refusal import exit_on_refusal, refusing
 from agents.schema import check_kinds, help_field
 from browser_env.policy import is_loopback
+from browser_env.refusal import exit_on_refusal, refusing
 from serve.auth import MIN_TOKEN_LENGTH, load_token
 
 if TYPE_CHECKING:

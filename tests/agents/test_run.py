@@ -463,7 +463,7 @@ def test_an_unknown_backend_is_a_config_error():
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
     """An ordinary mistake on the command line is ``error: <why>``, not a
-    Hydra-wrapped traceback (:mod:`agents.refusal`)."""
+    Hydra-wrapped traceback (:mod:`browser_env.refusal`)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     out = subprocess.run(
         [sys.executable, "-m", "agents.run", *overrides, f"hydra.run.dir={tmp_path}"],
@@ -499,7 +499,7 @@ def test_an_agent_that_could_not_play_is_refused_before_it_is_built(monkeypatch,
     on a task it has no policy for: refused before the agent is built or a
     browser starts."""
     import agents.run
-    from agents.refusal import Refused
+    from browser_env.refusal import Refused
 
     def no_agent(cfg):
         raise AssertionError("an agent was built")

@@ -338,7 +338,7 @@ def test_an_unknown_backend_is_a_config_error():
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
     """``error: <why>`` and status 2, before anything is written or a browser
-    starts, not a Hydra-wrapped traceback (:mod:`agents.refusal`)."""
+    starts, not a Hydra-wrapped traceback (:mod:`browser_env.refusal`)."""
     import os
     import subprocess
     import sys
@@ -363,8 +363,8 @@ def test_the_expert_on_tasks_it_has_no_policy_for_is_refused_naming_them(tmp_pat
     from hydra.utils import instantiate
 
     import agents.run
-    from agents.refusal import Refused
     from benchmarks.run import run
+    from browser_env.refusal import Refused
 
     def no_agent(cfg):
         raise AssertionError("an agent was built")

@@ -284,7 +284,7 @@ def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
     ],
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, args, message):
-    """``error: <why>`` and status 2 (:mod:`agents.refusal`), not a
+    """``error: <why>`` and status 2 (:mod:`browser_env.refusal`), not a
     Hydra-wrapped traceback; ``learners.grpo`` checks its own settings in
     ``run``, before the model loads."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -324,7 +324,7 @@ def test_a_learner_run_refuses_its_settings_before_the_model_loads(
     import importlib
 
     import learners.loop
-    from agents.refusal import Refused
+    from browser_env.refusal import Refused
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model loaded")

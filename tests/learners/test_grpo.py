@@ -111,7 +111,7 @@ def test_an_unknown_env_is_refused_before_the_model_loads(tmp_path, monkeypatch)
     import gymnasium as gym
 
     import learners.loop
-    from agents.refusal import Refused
+    from browser_env.refusal import Refused
     from learners.grpo import run
 
     def no_model(*args, **kwargs):
@@ -119,7 +119,7 @@ def test_an_unknown_env_is_refused_before_the_model_loads(tmp_path, monkeypatch)
 
     monkeypatch.setattr(learners.loop.TrainLoop, "__init__", no_model)
     config = {**FAST, "output_dir": str(tmp_path / "grpo"), "train_seeds": [0]}
-    # Gymnasium's NameNotFound (with its suggestions), as a refusal (agents.refusal)
+    # Gymnasium's NameNotFound (with its suggestions), as a refusal (browser_env.refusal)
     with pytest.raises(Refused, match="miniwob.click-tset") as raised:
         run({**config, "env_ids": ["miniwob.click-tset"]})
     assert isinstance(raised.value.__cause__, gym.error.NameNotFound)

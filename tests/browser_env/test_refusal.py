@@ -1,4 +1,4 @@
-"""``agents.refusal``: what a run refuses before it starts becomes ``Refused``
+"""``browser_env.refusal``: what a run refuses before it starts becomes ``Refused``
 (still a ``ValueError``), and the command line prints it as ``error:`` lines."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import gymnasium as gym
 import pytest
 from omegaconf import OmegaConf
 
-from agents.refusal import Refused, exit_on_refusal, refusing
+from browser_env.refusal import Refused, exit_on_refusal, refusing
 
 
 def test_refusals_are_value_errors_chained_to_their_cause():
