@@ -34,11 +34,16 @@ __all__ = ["kill_rounds", "main"]
 def _chromium_descendants() -> list[int]:
     import psutil
 
-    return [
-        p.pid
-        for p in psutil.Process().children(recursive=True)
-        if "chrom" in p.name().lower() and p.status() != psutil.STATUS_ZOMBIE
-    ]
+    from browser_env.browser import process_running
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:  # a process may exit between the listing and these reads
+            if "chrom" in proc.name().lower() and process_running(proc):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def kill_rounds(

@@ -70,15 +70,13 @@ def _paths(obs):
 
 
 def _gone(pids, within_s=20.0):
-    import psutil
+    """Whether every pid has exited (or is a zombie) within ``within_s``; a process
+    may exit between any two looks at it, which counts as gone."""
+    from browser_env.browser import process_running
 
     end = time.monotonic() + within_s
     while time.monotonic() < end:
-        alive = [
-            p
-            for p in pids
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [p for p in pids if process_running(p)]
         if not alive:
             return True
         time.sleep(0.5)

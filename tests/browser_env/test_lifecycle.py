@@ -144,3 +144,32 @@ def test_a_failed_launch_leaves_no_driver_reference(tmp_path, site_url):
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(body).result()
+
+
+def test_process_running_is_false_for_exited_zombie_and_unknown_processes():
+    """``process_running`` answers instead of raising when a process goes away
+    while it is looked at: the process-gone checks of the tests and of
+    ``kill_browser_processes`` rely on that."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from browser_env.browser import process_running
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    handle = psutil.Process(child.pid)
+    try:
+        assert process_running(child.pid) and process_running(handle)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while handle.status() != psutil.STATUS_ZOMBIE:  # exited, not yet reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not process_running(child.pid) and not process_running(handle)
+    finally:
+        child.kill()
+        child.wait()
+    # reaped: the pid is gone (psutil raises NoSuchProcess for it)
+    assert not process_running(handle) and not process_running(child.pid)
