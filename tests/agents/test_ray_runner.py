@@ -51,7 +51,7 @@ def test_embedded_ray_listens_on_loopback_only(ray_cluster):
     listening = {
         (proc.pid, conn.laddr.ip, conn.laddr.port)
         for proc in procs
-        for conn in proc.net_connections(kind="inet")
+        for conn in _connections(proc)
         if conn.status == psutil.CONN_LISTEN
     }
     assert len(listening) >= 3, listening  # GCS, raylet, this driver's core worker at least
@@ -67,6 +67,17 @@ def _paths(obs):
     from urllib.parse import urlparse
 
     return tuple(urlparse(url).path for url in obs["url"])
+
+
+def _connections(proc):
+    """``proc``'s inet connections; none once it has exited (an idle Ray worker may
+    exit between the listing and this read)."""
+    import psutil
+
+    try:
+        return proc.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _gone(pids, within_s=20.0):

@@ -277,7 +277,7 @@ class Terminal:
     def close_browser(self):
         """What closing Chromium's last window does: the browser process ends."""
         tree = psutil.Process(self.proc.pid).children(recursive=True)
-        pids = {p.pid for p in tree if "chrom" in p.name().lower()}
+        pids = {p.pid for p in tree if _named_chrom(p)}  # a renderer may come and go
         (browser,) = (p for p in tree if p.pid in pids and p.ppid() not in pids)
         browser.terminate()
 
@@ -425,3 +425,11 @@ def test_a_value_of_the_wrong_kind_is_hydras_error_naming_the_key(override, key)
         assert f"full_key: {key}" in str(raised.value.__cause__)
         with pytest.raises(ConfigCompositionException, match="Could not override 'sead'"):
             compose(config_name="record", overrides=["sead=3"])
+
+
+def _named_chrom(proc) -> bool:
+    """Whether ``proc`` is a Chromium process; one that has exited is not."""
+    try:
+        return "chrom" in proc.name().lower()
+    except psutil.Error:
+        return False
