@@ -92,7 +92,50 @@ def exit_on_refusal() -> Iterator[None]:
         for line in (str(exc) or "refused").splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.stderr.flush()
+        _drop_run_dir()
         raise SystemExit(2) from None
+
+
+#: what Hydra itself puts in a run dir before the task function runs
+_HYDRA_OWN = (".hydra",)
+
+
+def _drop_run_dir() -> None:
+    """Remove the run dir Hydra made for a refused run, and the parents it made
+    that are left empty (never the first component, e.g. ``outputs``, nor the
+    working dir): a refused run did nothing worth keeping, and a mistyped
+    command should not leave an ``outputs/<date>/<time>`` behind. Only in
+    Hydra's single-run mode (a sweep's dir is shared), and only when the dir
+    holds nothing but Hydra's ``.hydra/`` and log files: a dir that holds
+    anything else (``hydra.run.dir`` pointed at an earlier run) is kept."""
+    import shutil
+    from pathlib import Path
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+            return
+        run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    except Exception:  # noqa: BLE001 - no Hydra run: nothing to drop
+        return
+    cwd = Path.cwd().resolve()
+    if run_dir == cwd or cwd not in run_dir.parents or not run_dir.is_dir():
+        return  # a dir outside the working dir was named on purpose
+    entries = list(run_dir.iterdir())
+    if any(e.name not in _HYDRA_OWN and not (e.suffix == ".log" and e.is_file()) for e in entries):
+        return
+    _close_logs_under(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    top = cwd / run_dir.relative_to(cwd).parts[0]
+    for parent in run_dir.parents:
+        if top not in parent.parents:  # stop at the first component
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _refused(exc: BaseException) -> Refused:
@@ -108,3 +151,18 @@ def _unset(key: str) -> str:
         if key == suffix or key.endswith(f".{suffix}"):
             return f"{key} has no value: set it on the command line, e.g. {how}"
     return f"{key} has no value: set it on the command line ({key}=...)"
+
+
+def _close_logs_under(directory: object) -> None:
+    """Detach and close the logging file handlers writing under ``directory``
+    (Hydra's job log), so nothing writes into (or re-creates) a removed dir."""
+    import logging
+    from pathlib import Path
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", ())):
+            path = getattr(handler, "baseFilename", None)
+            if path and Path(directory) in Path(path).resolve().parents:
+                logger.removeHandler(handler)
+                handler.close()

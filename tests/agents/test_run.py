@@ -463,20 +463,44 @@ def test_an_unknown_backend_is_a_config_error():
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
     """An ordinary mistake on the command line is ``error: <why>``, not a
-    Hydra-wrapped traceback (:mod:`browser_env.refusal`)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    out = subprocess.run(
-        [sys.executable, "-m", "agents.run", *overrides, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
+    Hydra-wrapped traceback (:mod:`browser_env.refusal`), and leaves no
+    ``outputs/<date>/<time>`` run dir behind."""
+    out = _agents_run(tmp_path, *overrides)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
+    assert list((tmp_path / "outputs").rglob("*")) == []
+
+
+def test_a_refused_run_keeps_a_run_dir_that_holds_more_than_hydras_own_files(tmp_path):
+    """``hydra.run.dir`` pointed at an earlier run's dir: a refusal removes
+    nothing of it (only a dir holding just ``.hydra/`` and logs goes)."""
+    earlier = tmp_path / "outputs" / "earlier"
+    earlier.mkdir(parents=True)
+    (earlier / "results.jsonl").write_text("{}\n")
+    out = _agents_run(tmp_path, "runner=vectr", "hydra.run.dir=outputs/earlier")
+    assert out.returncode == 2 and "error: runner must be one of" in out.stderr, out.stderr
+    assert (earlier / "results.jsonl").read_text() == "{}\n" and (earlier / ".hydra").is_dir()
+
+
+def _agents_run(cwd, *overrides):
+    """``python -m agents.run OVERRIDES`` in ``cwd``: its default run dir under
+    ``cwd/outputs``."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "agents.run", *overrides],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2, out.stderr
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, out.stderr
-    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
 
 
 @pytest.mark.parametrize(
