@@ -35,7 +35,9 @@ is the replay's first page, again differing in the port only. That rule
 cannot tie the servers together when the first pages differ, and then every
 later URL diverges too; the recorded base has no such blind spot.
 
-Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode.
+Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode
+(or a directory that is none: a run directory is refused with a few of the
+episode directories under it, to pick one from).
 Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
 ``time_decayed`` rewards) can diverge legitimately; ``--reward-tol`` loosens
 the reward check.
@@ -58,8 +60,8 @@ from urllib.parse import urlsplit
 
 import gymnasium
 
-from browser_env.episodes.format import EpisodeFormatError, observation_to_json
-from browser_env.episodes.loader import Episode, load_episode
+from browser_env.episodes.format import EPISODE_FILE, EpisodeFormatError, observation_to_json
+from browser_env.episodes.loader import Episode, find_episode_dirs, load_episode
 from browser_env.tasks.base import task_server_url
 
 __all__ = [
@@ -317,6 +319,38 @@ def _same_success(recorded: bool | None, replayed: Any) -> bool:
     )
 
 
+#: episode directories a refused run directory's message names
+_SHOWN = 3
+
+
+def _episode_dir(path: Path) -> Path:
+    """``path`` when it is an episode directory; else a ``ValueError`` saying
+    that replay takes one, naming a few of the episodes under ``path`` (a run
+    directory) and how many there are, or that there are none."""
+    if (path / EPISODE_FILE).is_file():
+        return path
+    try:
+        found = find_episode_dirs(path)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    if not found:
+        raise ValueError(
+            f"{path}: no {EPISODE_FILE} in it nor in any directory below it: "
+            "give an episode directory"
+        )
+    if len(found) == 1:
+        raise ValueError(
+            f"{path} is a run directory holding 1 episode; replay takes one episode directory: "
+            f"{found[0]}"
+        )
+    shown = ", ".join(map(str, found[:_SHOWN]))
+    more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+    raise ValueError(
+        f"{path} is a run directory holding {len(found)} episodes; replay takes one "
+        f"episode directory, e.g. {shown}{more}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m browser_env.replay", description=__doc__.split("\n\n")[0]
@@ -327,8 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first divergence")
     args = parser.parse_args(argv)
     try:
+        episode = _episode_dir(Path(args.episode))
         report = replay_episode(
-            Path(args.episode),
+            episode,
             env_overrides={"headless": False} if args.headed else {},
             reward_tol=args.reward_tol,
             stop_at_first=args.stop_at_first,

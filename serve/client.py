@@ -40,6 +40,8 @@ __all__ = ["MANIFEST", "ClientError", "TrainingClient", "main"]
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # in a download's dest: the names of the files that downloads put there
 MANIFEST = ".browser-rl-adapter.json"
+DEFAULT_URL = "http://127.0.0.1:8765"
+URL_ENV = "BROWSER_RL_SERVE_URL"  # the command line's default --url
 
 
 class ClientError(Exception):
@@ -56,7 +58,7 @@ class TrainingClient:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8765",
+        url: str = DEFAULT_URL,
         token: str | None = None,
         *,
         token_env: str = "BROWSER_RL_SERVE_TOKEN",
@@ -365,6 +367,22 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _url_problem(url: str) -> str | None:
+    """What stops ``url`` from naming a service, with the form that would (httpx
+    would say it only once a request is made, and we would blame the service)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in url:
+        return f"needs a scheme: http://{url.lstrip('/')}"
+    parts = urlsplit(url)
+    rest = url.split("://", 1)[1]
+    if parts.scheme not in ("http", "https"):
+        return f"takes http:// or https://, not {parts.scheme}://: http://{rest}"
+    if not parts.hostname:
+        return f"needs a host: {parts.scheme}://127.0.0.1{rest}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m serve.client",
@@ -373,8 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get("BROWSER_RL_SERVE_URL", "http://127.0.0.1:8765"),
-        help="the service's address (default: $BROWSER_RL_SERVE_URL, else %(default)s)",
+        help=f"the service's address, http:// or https:// (default: ${URL_ENV}, else {DEFAULT_URL})",
     )
     parser.add_argument(
         "--token-env",
@@ -417,6 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel = commands.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id")
     args = parser.parse_args(argv)
+    option = "--url" if args.url is not None else f"${URL_ENV}"
+    if args.url is None:
+        args.url = os.environ.get(URL_ENV) or DEFAULT_URL
+    problem = _url_problem(args.url)
+    if problem:
+        parser.error(f"{option} {problem}")
     if args.command == "upload":
         missing = [p for p in args.paths if not Path(p).exists()]
         if missing:
@@ -467,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except httpx.TransportError as exc:
             print(
                 f"error: cannot reach the training service at {args.url} ({exc}); "
-                "start it with python -m serve, or pass --url (or $BROWSER_RL_SERVE_URL)",
+                f"start it with python -m serve, or pass --url (or ${URL_ENV})",
                 file=sys.stderr,
             )
             return 1

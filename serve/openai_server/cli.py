@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import socket
@@ -82,10 +83,14 @@ class OpenAIServerConfig:
 
 def register_config() -> None:
     """Store :class:`OpenAIServerConfig` in Hydra's ConfigStore as
-    ``openai_server_schema`` (``conf/openai_server.yaml``'s base). Safe to repeat."""
+    ``openai_server_schema`` (``conf/openai_server.yaml``'s base), and the
+    ``--help`` resolver (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="openai_server_schema", node=OpenAIServerConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def run(cfg: DictConfig) -> None:
@@ -157,7 +162,8 @@ def check_options(cfg: DictConfig) -> DictConfig:
         ValueError: naming a setting the server cannot run with, before the
             model loads: a value of the wrong kind or an unknown key (when
             ``cfg`` did not come through Hydra), no ``model=``, a local model or
-            adapter path that does not exist, a port or limit out of range.
+            adapter path that does not exist, a LoRA adapter directory given
+            as the model, a port or limit out of range.
     """
     from omegaconf import OmegaConf
 
@@ -170,6 +176,7 @@ def check_options(cfg: DictConfig) -> DictConfig:
         local = isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
         if local and not Path(value).expanduser().exists():
             raise ValueError(f"{key}={value}: no such file or directory")
+    _check_not_an_adapter(backend.get("model"))
     for name, least in _LEAST.items():
         if name not in cfg:
             continue
@@ -179,6 +186,30 @@ def check_options(cfg: DictConfig) -> DictConfig:
     if cfg.get("port") is not None and cfg.port > 65535:
         raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
     return cfg
+
+
+def _check_not_an_adapter(model: Any) -> None:
+    """Refuse ``model=`` naming a LoRA adapter directory (``adapter_config.json``,
+    no ``config.json``), which no backend loads as a model, with the command
+    that serves it: its base model (``base_model_name_or_path``) as ``model=``
+    and the adapter as ``adapter=``."""
+    if not isinstance(model, str):
+        return
+    directory = Path(model).expanduser()
+    config = directory / "adapter_config.json"
+    if not config.is_file() or (directory / "config.json").exists():
+        return
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    what = f"model={model} is a LoRA adapter directory (adapter_config.json, no config.json)"
+    if isinstance(base, str) and base:
+        raise ValueError(f"{what}: serve it over its base model with model={base} adapter={model}")
+    raise ValueError(
+        f"{what} that names no base_model_name_or_path: serve it over the model it was "
+        f"trained from with model=BASE adapter={model}"
+    )
 
 
 def check_port_free(host: str, port: int) -> None:

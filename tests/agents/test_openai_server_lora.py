@@ -242,6 +242,60 @@ def test_the_command_line_refuses_bad_settings_before_the_model_loads(settings, 
         run(cfg)
 
 
+@pytest.mark.parametrize(
+    ("adapter_config", "suggestion"),
+    [
+        ({"peft_type": "LORA", "base_model_name_or_path": "org/base"}, "model=org/base adapter="),
+        ({"peft_type": "LORA"}, "names no base_model_name_or_path: serve it over the model"),
+    ],
+)
+def test_an_adapter_dir_as_the_model_is_refused_with_the_form_that_serves_it(
+    tmp_path, adapter_config, suggestion
+):
+    """``model=<adapter dir>`` (adapter_config.json, no config.json) is refused
+    before anything loads, suggesting ``model=<its base> adapter=<the dir>``."""
+    from omegaconf import OmegaConf
+
+    from serve.openai_server.cli import run
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(adapter_config))
+    cfg = OmegaConf.create({"host": "127.0.0.1", "backend": {"_target_": "no.such.Backend"}})
+    cfg.merge_with({"model": str(adapter)})
+    with pytest.raises(ValueError, match="is a LoRA adapter directory") as refused:
+        run(cfg)
+    message = str(refused.value)
+    assert suggestion in message and message.endswith(f"adapter={adapter}"), message
+    (adapter / "config.json").write_text("{}")  # a model dir that also holds an adapter: served
+    cfg.port = 70000
+    with pytest.raises(ValueError, match="port must be in 1..65535"):
+        run(cfg)
+
+
+def test_the_command_line_refuses_an_adapter_dir_as_the_model_in_one_line(adapters, tmp_path):
+    """A real PEFT adapter given as ``model=``: ``error: <why>`` naming its base
+    model and ``adapter=``, exit status 2, before transformers' "Unrecognized model"."""
+    import subprocess
+    import sys
+
+    adapter = adapters["a"]
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    out = subprocess.run(
+        [sys.executable, "-m", "serve.openai_server", f"model={adapter}", "port=70000"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        f"error: model={adapter} is a LoRA adapter directory (adapter_config.json, no "
+        f"config.json): serve it over its base model with model={base} adapter={adapter}"
+    ], out.stderr[-2000:]
+
+
 def test_settings_are_checked_as_they_will_run():
     """A config made without Hydra (``OmegaConf.create``) is checked over the
     schema: ``port: "8001"`` is the port 8001, the settings left out are the defaults."""

@@ -90,6 +90,26 @@ def test_cli_rejects_unknown_env(tmp_path, capsys):
     assert "browser_env/fake-v0" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_run_dir_naming_some_of_its_episodes(tmp_path, capsys):
+    """A run dir (what ``benchmarks.run`` writes, ``browser_env.view`` takes) is
+    no episode: the refusal says replay takes one, how many there are, and names
+    a few to pick from."""
+    run = tmp_path / "run"
+    episodes = sorted(_record(run / "episodes") for _ in range(4))
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert "holding 4 episodes; replay takes one episode directory, e.g. " in err, err
+    assert all(str(e) in err for e in episodes[:3]) and str(episodes[3]) not in err
+    assert err.rstrip().endswith("and 1 more"), err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "empty: no episode.json in it nor in any directory below it" in err, err
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "nope: no such episode or run directory" in capsys.readouterr().err
+
+
 def _solve_enter_text(env):
     obs, _ = env.reset(seed=3)
     word = re.search(r'"(.+?)"', obs["goal"]).group(1)

@@ -421,3 +421,26 @@ def test_the_command_line_refuses_an_upload_of_a_missing_dir(tmp_path, capsys):
         main(["upload", str(tmp_path / "nope")])
     assert exited.value.code == 2
     assert "no such episode or run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--url", "127.0.0.1:8765"], "--url needs a scheme: http://127.0.0.1:8765"),
+        (["--url", "ftp://127.0.0.1:8765"], "--url takes http:// or https://, not ftp://: "),
+        (["--url", "http://:8765"], "--url needs a host: http://127.0.0.1:8765"),
+        ([], "$BROWSER_RL_SERVE_URL needs a scheme: http://localhost:8765"),
+    ],
+)
+def test_the_command_line_refuses_a_url_without_a_scheme_or_a_host(argv, line, monkeypatch, capsys):
+    """Such a URL is refused up front with the form that works, not taken to a
+    service that does not answer ("start it with python -m serve")."""
+    from serve.client import main
+
+    monkeypatch.setenv("BROWSER_RL_SERVE_URL", "localhost:8765")
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "status"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {line}" in err.strip().splitlines()[-1], err
+    assert "cannot reach" not in err
