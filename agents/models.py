@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "canonical_model",
     "check_model",
     "models_cache_dir",
+    "refuse_adapter_dir",
     "resolve_model",
     "smollm2_gguf_path",
     "smollm2_path",
@@ -90,11 +92,13 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def check_model(model: str, option: str = "model") -> None:
+def check_model(model: str, option: str = "model", adapter_option: str = "adapter") -> None:
     """Refuse ``model`` unless it is a preset (:data:`PRESETS`), an existing
-    local path, or a hub id (``owner/name``) that can load: one in the local
-    Hugging Face cache, or any while the hub may be reached (``HF_HUB_OFFLINE``
-    unset; transformers then says whether it exists).
+    local path that is no LoRA adapter directory (:func:`refuse_adapter_dir`,
+    whose message suggests ``adapter_option``), or a hub id (``owner/name``)
+    that can load: one in the local Hugging Face cache, or any while the hub
+    may be reached (``HF_HUB_OFFLINE`` unset; transformers then says whether it
+    exists).
 
     Raises:
         ValueError: naming ``option``, the presets and the missing path.
@@ -102,7 +106,10 @@ def check_model(model: str, option: str = "model") -> None:
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if model in PRESETS or Path(model).expanduser().exists():
+    if model in PRESETS:
+        return
+    if Path(model).expanduser().exists():
+        refuse_adapter_dir(model, option, adapter_option)
         return
     try:
         validate_repo_id(model)
@@ -117,6 +124,39 @@ def check_model(model: str, option: str = "model") -> None:
     raise ValueError(
         f"{option}={model!r} is no preset ({', '.join(PRESETS)}) and no local path{hub}: "
         "a local model directory must exist"
+    )
+
+
+def refuse_adapter_dir(
+    model: str, option: str = "model", adapter_option: str = "adapter", verb: str = "load"
+) -> None:
+    """Refuse ``model`` when it is a LoRA adapter directory
+    (``adapter_config.json``, no ``config.json``), which no backend loads as a
+    model (transformers says "Unrecognized model" once the setup is done): the
+    message gives the command that works, its base model
+    (``base_model_name_or_path``) as ``option`` and the directory as
+    ``adapter_option``.
+
+    Raises:
+        ValueError: ``<option>=DIR is a LoRA adapter directory ...: <verb> it
+            over its base model with <option>=BASE <adapter_option>=DIR``.
+    """
+    directory = Path(model).expanduser()
+    config = directory / "adapter_config.json"
+    if not config.is_file() or (directory / "config.json").exists():
+        return
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    what = f"{option}={model} is a LoRA adapter directory (adapter_config.json, no config.json)"
+    if isinstance(base, str) and base:
+        raise ValueError(
+            f"{what}: {verb} it over its base model with {option}={base} {adapter_option}={model}"
+        )
+    raise ValueError(
+        f"{what} that names no base_model_name_or_path: {verb} it over the model it was "
+        f"trained from with {option}=BASE {adapter_option}={model}"
     )
 
 

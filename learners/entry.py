@@ -52,7 +52,9 @@ def learner_values(
     top_level = cfg.get("model") is not None
     if top_level:
         values["model"] = str(cfg.model)
-    check_model(str(values["model"]), "model" if top_level else "learner.model")
+    check_model(
+        str(values["model"]), "model" if top_level else "learner.model", "learner.init_adapter"
+    )
     backend = cfg.get("backend")
     if backend is None:
         return _checked(values, learner)

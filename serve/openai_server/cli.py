@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
+from agents.models import refuse_adapter_dir
 from agents.schema import check_kinds, help_field
 from browser_env.policy import is_loopback
 from browser_env.refusal import exit_on_refusal, refusing
@@ -176,7 +176,8 @@ def check_options(cfg: DictConfig) -> DictConfig:
         local = isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
         if local and not Path(value).expanduser().exists():
             raise ValueError(f"{key}={value}: no such file or directory")
-    _check_not_an_adapter(backend.get("model"))
+    if isinstance(backend.get("model"), str):  # a LoRA adapter dir: say how to serve it
+        refuse_adapter_dir(backend.model, "model", "adapter", verb="serve")
     for name, least in _LEAST.items():
         if name not in cfg:
             continue
@@ -186,30 +187,6 @@ def check_options(cfg: DictConfig) -> DictConfig:
     if cfg.get("port") is not None and cfg.port > 65535:
         raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
     return cfg
-
-
-def _check_not_an_adapter(model: Any) -> None:
-    """Refuse ``model=`` naming a LoRA adapter directory (``adapter_config.json``,
-    no ``config.json``), which no backend loads as a model, with the command
-    that serves it: its base model (``base_model_name_or_path``) as ``model=``
-    and the adapter as ``adapter=``."""
-    if not isinstance(model, str):
-        return
-    directory = Path(model).expanduser()
-    config = directory / "adapter_config.json"
-    if not config.is_file() or (directory / "config.json").exists():
-        return
-    try:
-        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        base = None
-    what = f"model={model} is a LoRA adapter directory (adapter_config.json, no config.json)"
-    if isinstance(base, str) and base:
-        raise ValueError(f"{what}: serve it over its base model with model={base} adapter={model}")
-    raise ValueError(
-        f"{what} that names no base_model_name_or_path: serve it over the model it was "
-        f"trained from with model=BASE adapter={model}"
-    )
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -59,3 +59,28 @@ def test_smollm2_in_mlx_from_the_converted_dir(smollm2_path):
     )
     assert gen.token_ids and gen.text
     backend.close()
+
+
+def test_check_model_refuses_an_adapter_dir_naming_its_base_and_the_adapter_option(tmp_path):
+    """A LoRA adapter directory given as the model (transformers would say
+    "Unrecognized model" after the setup) is refused with the form that loads
+    it; a model directory that also holds an adapter passes."""
+    from agents.models import check_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "o/b"}))
+    with pytest.raises(ValueError) as refused:
+        check_model(str(adapter), "learner.model", "learner.init_adapter")
+    assert str(refused.value) == (
+        f"learner.model={adapter} is a LoRA adapter directory (adapter_config.json, no "
+        f"config.json): load it over its base model with learner.model=o/b "
+        f"learner.init_adapter={adapter}"
+    )
+    with pytest.raises(ValueError, match=r"model=\S+ is a LoRA adapter.* adapter="):
+        check_model(str(adapter))  # agents.run's: model= and adapter=
+    (adapter / "adapter_config.json").write_text("[1]")  # unreadable as a dict: no base
+    with pytest.raises(ValueError, match=f"trained from with model=BASE adapter={adapter}$"):
+        check_model(str(adapter))
+    (adapter / "config.json").write_text("{}")
+    check_model(str(adapter))  # a model dir (with an adapter beside it) loads as a model
