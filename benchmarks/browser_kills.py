@@ -46,6 +46,19 @@ def _chromium_descendants() -> list[int]:
     return found
 
 
+def _driver() -> Any:
+    """This process's Playwright driver (a ``node`` child process)."""
+    import psutil
+
+    for proc in psutil.Process().children():
+        try:  # a process may exit between the listing and this read
+            if "node" in proc.name():
+                return proc
+        except psutil.Error:
+            continue
+    raise RuntimeError("no Playwright driver among this process's children")
+
+
 def kill_rounds(
     kills: int = 100,
     task: str = "miniwob.click-test",
@@ -71,7 +84,7 @@ def kill_rounds(
             t0 = time.perf_counter()
             env.step({"action": "WAIT", "value": "0"})
             if driver_every and (i + 1) % driver_every == 0:
-                victim = next(p for p in psutil.Process().children() if "node" in p.name())
+                victim = _driver()
                 driver_kills += 1
             else:
                 victim = psutil.Process(inner._browser_pid)

@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from browser_env.atomic import write_text_atomic
 from serve.store import read_json, write_json
 
 __all__ = ["Stopped", "main", "run_job"]
@@ -45,7 +46,8 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
     spec = read_json(directory / "spec.json")
     if spec is None or spec.get("learner") not in LEARNERS:
         raise ValueError(f"{directory}/spec.json is missing or names no known learner")
-    (directory / "pid").write_text(f"{os.getpid()}\n")
+    # atomic: the service (and its tests) may read it the moment it exists
+    write_text_atomic(directory / "pid", f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, _on_sigterm)
     result: dict[str, Any]
     code = 0

@@ -197,8 +197,6 @@ def _browsers():
 def test_vector_runner_relaunches_a_dead_browser_once(victim):
     # the sub-envs reset concurrently: each used to find the browser gone and
     # launch one of its own (N browsers, N-1 of them left running)
-    import psutil
-
     from agents.runners.vector import VectorRunner
 
     jobs = [Job("browser_env/miniwob.click-test-v0", s) for s in (0, 1, 2)]
@@ -210,7 +208,7 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
             browser.kill()
             browser.wait(10)
         else:
-            [driver] = [p for p in psutil.Process().children() if "node" in p.name().lower()]
+            driver = _driver()
             driver.kill()
             driver.wait(10)
         again = runner.run(jobs)
@@ -222,6 +220,23 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
     finally:
         runner.close()
     assert _browsers() == []
+
+
+def _driver():
+    """This process's Playwright driver (its one ``node`` child); a child that
+    exits while the children are read (a process may, between any two reads)
+    is passed over."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            if "node" in proc.name().lower():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    [driver] = found
+    return driver
 
 
 def _left_of(pid, within_s=10.0):

@@ -173,9 +173,18 @@ def test_an_interrupt_while_close_awaits_the_writes_leaves_the_outcome_incomplet
     for _ in range(3):
         obs, r, te, tr, info = env.step({"action": "WAIT", "value": "0"})
         writer.write_step(obs, info["action"], r, te, tr, info)
+    landed = threading.Event()
+
+    def on_sigint(signum, frame):  # Python's own, noting that it ran (sigint_raises puts it back)
+        landed.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
     main = threading.main_thread().ident
     interrupt = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
-    unblock = threading.Timer(1.0, release.set)
+    # the writes go on only once the interrupt has landed, however late its timer
+    # runs (and after 30 s regardless: a lost interrupt fails the test, not hangs it)
+    unblock = threading.Thread(target=lambda: (landed.wait(30), release.set()), daemon=True)
     interrupt.start()
     unblock.start()
     try:
@@ -183,7 +192,10 @@ def test_an_interrupt_while_close_awaits_the_writes_leaves_the_outcome_incomplet
             writer.close(final_observation=obs)
     finally:
         interrupt.cancel()
+        interrupt.join()  # a SIGINT it sent lands in this test, not a later one
         release.set()
+        landed.set()
+        unblock.join()
     episode = load_episode(tmp_path / "ep")
     assert not episode.complete and len(episode.steps) == 3
     assert episode.outcome is not None and episode.outcome.steps == 3

@@ -95,8 +95,9 @@ def test_a_hover_left_by_the_last_episode_does_not_show_after_reset():
 def test_reset_waits_for_the_images_of_the_new_instance():
     # seed 0's query is text only and the menu's icons are hidden, so the jQuery UI
     # icon sprite is first fetched for seed 123's query, here over a slow network
-    # (on a kept page: see the test above)
-    with opened("click-menu-2", reload_each_episode=False) as env:
+    # (on a kept page: see the test above); a generous limit for the images, as
+    # the emulated latency on a loaded machine can take longer than the 2 s default
+    with opened("click-menu-2", reload_each_episode=False, ready_timeout_ms=10_000) as env:
         text_only, _ = env.reset(seed=0)
         assert "icon" not in text_only["goal"]
         cdp = env.unwrapped.page.context.new_cdp_session(env.unwrapped.page)

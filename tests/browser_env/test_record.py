@@ -32,8 +32,11 @@ def base_url():
 
 
 def _recorder(tmp_path, options=None, env_id="browser_env/open-v0", seed=0):
+    """A recorder that takes every navigation for the effect of the input
+    before it, however slowly the browser reports it; a test that navigates
+    itself (the address bar) sets ``caused_navigation_s`` to 0 around that."""
     env = gymnasium.make(env_id, render_mode="rgb_array", headless=True)
-    rec = DemoRecorder(env, tmp_path, seed=seed, options=options, caused_navigation_s=0.5)
+    rec = DemoRecorder(env, tmp_path, seed=seed, options=options, caused_navigation_s=10.0)
     return env, rec
 
 
@@ -79,9 +82,10 @@ def test_demo_on_a_form_records_and_replays(tmp_path, base_url):
         path = rec.start()
         person = Person(rec)
         person.settle()
-        time.sleep(0.6)
+        rec.caused_navigation_s = 0.0  # no input caused this one
         rec.page.goto(base_url + "rec_other.html")  # the address bar
-        person.settle()
+        person.settle()  # (goto returned after the navigation was reported)
+        rec.caused_navigation_s = 10.0
         person.click("#to-form")  # a link: its navigation is the click's effect, not a NAVIGATE
         rec.page.wait_for_load_state("load")
         person.settle()
@@ -276,10 +280,15 @@ class Terminal:
 
     def close_browser(self):
         """What closing Chromium's last window does: the browser process ends."""
-        tree = psutil.Process(self.proc.pid).children(recursive=True)
-        pids = {p.pid for p in tree if _named_chrom(p)}  # a renderer may come and go
-        (browser,) = (p for p in tree if p.pid in pids and p.ppid() not in pids)
-        browser.terminate()
+        parents = {}  # Chromium pid -> its parent's pid; a renderer may come and go
+        for proc in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if "chrom" in proc.name().lower():
+                    parents[proc.pid] = proc.ppid()
+            except psutil.Error:
+                continue
+        (browser,) = (pid for pid, parent in parents.items() if parent not in parents)
+        psutil.Process(browser).terminate()
 
     def end(self, timeout_s=60.0):
         """Close stdin (nothing more is typed) and wait; the exit status."""
@@ -425,11 +434,3 @@ def test_a_value_of_the_wrong_kind_is_hydras_error_naming_the_key(override, key)
         assert f"full_key: {key}" in str(raised.value.__cause__)
         with pytest.raises(ConfigCompositionException, match="Could not override 'sead'"):
             compose(config_name="record", overrides=["sead=3"])
-
-
-def _named_chrom(proc) -> bool:
-    """Whether ``proc`` is a Chromium process; one that has exited is not."""
-    try:
-        return "chrom" in proc.name().lower()
-    except psutil.Error:
-        return False

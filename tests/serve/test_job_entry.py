@@ -82,19 +82,23 @@ def test_job_entry_stops_cleanly_on_sigterm(tmp_path, click_episodes):
         env=env,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until training steps run
-        log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
-        if "/100000 [" in log:
-            break
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("training did not start")
-    start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)  # what `ray job stop` sends first
-    assert proc.wait(timeout=15) == 143
-    assert time.monotonic() - start < 15
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait until training steps run
+            log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
+            if "/100000 [" in log:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training did not start")
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)  # what `ray job stop` sends first
+        assert proc.wait(timeout=15) == 143
+        assert time.monotonic() - start < 15
+    finally:  # a job left training (a SIGTERM that did not stop it) would burn a core on
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "cancelled"
     assert int((tmp_path / "pid").read_text()) == proc.pid
