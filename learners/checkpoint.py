@@ -32,6 +32,12 @@ this run's, and resuming or pruning by step number would mix the two. A
 continuing run that dies resumes as any other, and from the same start
 (``init_from`` is the directory itself). :func:`run_start` decides, for the
 torch learners and MLX SDFT alike.
+
+Any other directory is refused before the model loads
+(:func:`check_output_dir`): a path that is a file, or a directory that holds
+files but no learner's output (no ``training.json``, no ``checkpoints/``, no
+saved adapter or model; a benchmark's run directory, say), whose files a run
+would mix its own into.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ __all__ = [
     "EvalGate",
     "GateCheckpoints",
     "RunStart",
+    "check_output_dir",
     "load_model_weights",
     "run_start",
     "saved_kind",
@@ -194,12 +201,50 @@ class RunStart:
     the model is loaded, before the first step."""
 
 
+_PICK = "a new or empty directory, or a learner's earlier output to continue training it"
+
+
+def check_output_dir(output_dir: str | os.PathLike[str], key: str = "learner.output_dir") -> None:
+    """Raise ``ValueError`` (naming ``key``, the setting it came from) unless a
+    learner may write into ``output_dir``: a path not there yet (below
+    directories, not files), an empty directory (hidden entries such as
+    ``.DS_Store`` aside), or a learner's output (``training.json``,
+    ``checkpoints/`` or a saved adapter or model), which :func:`run_start`
+    continues or resumes."""
+    out = Path(output_dir)
+    first = next((p for p in (out, *out.parents) if p.exists()), None)
+    if first is not None and not first.is_dir():
+        what = "is a file" if first == out else f"is below {first}, a file"
+        raise ValueError(f"{key}={output_dir} {what}, not a directory: set {key} to {_PICK}")
+    if not out.is_dir() or _learner_output(out):
+        return
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    names = [n for n in names if not n.startswith(".")]
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ValueError(
+            f"{key}={output_dir} holds files no learner wrote ({shown}; no training.json, "
+            f"checkpoints/ or saved adapter or model): training into it would mix them with "
+            f"its own; set {key} to {_PICK}"
+        )
+
+
+def _learner_output(out: Path) -> bool:
+    return (
+        (out / "training.json").is_file()
+        or (out / "checkpoints").is_dir()
+        or saved_kind(out) is not None
+    )
+
+
 def run_start(output_dir: str | os.PathLike[str] | None) -> RunStart:
     """How a run into ``output_dir`` starts: continue a finished output (its
     checkpoints are stale), or resume an interrupted run's newest checkpoint --
-    continuing the output again if that run was continuing it -- or start afresh."""
+    continuing the output again if that run was continuing it -- or start afresh.
+    A directory no run may write into is refused (:func:`check_output_dir`)."""
     if output_dir is None:
         return RunStart()
+    check_output_dir(output_dir)
     out = Path(output_dir)
     meta_path = out / "training.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

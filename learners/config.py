@@ -53,7 +53,7 @@ class LearnerConfig:
         "Adapter directory written (adapter + training.json; default: <hydra run dir>/adapter "
         "or outputs/<learner>/adapter). If it already holds a finished "
         "adapter, training continues from it; if it holds checkpoints of an unfinished run, "
-        "that run resumes.",
+        "that run resumes. A file, or a non-empty dir no learner wrote, is refused.",
     )
     init_adapter: str | None = _f(
         None, "Start from this PEFT adapter (e.g. SDFT after SFT) instead of a fresh LoRA."
@@ -308,9 +308,12 @@ def register_configs() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     store = ConfigStore.instance()
     for name, cls in LEARNER_CONFIGS.items():
         store.store(group="learner", name=f"{name}_schema", node=_schema(cls))
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def _schema(cls: type) -> type:

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from browser_env.cli_help import help_field as _f
 from browser_env.registration import env_id
 
 if TYPE_CHECKING:
@@ -171,38 +172,49 @@ class DemoConfig:
     the structured config ``demo_schema`` that the YAML builds on.
     """
 
-    out: str = "outputs/learn_demo"  # the run's directory (episodes, models, results)
-    tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS))
-    train_seeds: int = 150  # expert episodes per task, seeds 0..N-1
-    eval_seeds: int = 20  # held-out seeds 1000..1000+N-1
-    max_steps: int = 6
-    sft_steps: int = 1200
-    sdft_steps: int = 30
-    demo_fraction: float = 1.0
-    counterfactual_fraction: float = (
-        1.0  # expected counterfactual demonstration copies per sample (learners.sft)
+    out: str = _f("outputs/learn_demo", "The run's directory: episodes, models, results.")
+    tasks: list[str] = _f(list(TASKS), "MiniWoB++ tasks (names without miniwob. or -v0).")
+    train_seeds: int = _f(150, "Expert episodes recorded per task, on seeds 0..N-1.")
+    eval_seeds: int = _f(20, "Held-out evaluation episodes per task, seeds 1000..1000+N-1.")
+    max_steps: int = _f(6, "Steps per episode at most (recording and evaluation).")
+    sft_steps: int = _f(1200, "Optimiser steps of SFT (all weights of the tiny model).")
+    sdft_steps: int = _f(30, "Optimiser steps of SDFT (a LoRA over the SFT model).")
+    demo_fraction: float = _f(
+        1.0, "SFT samples trained with the demonstration in context (SFTConfig.demo_fraction)."
     )
-    port_jitter: bool = (
-        True  # false keeps the local server's port in SFT prompts (SFTConfig.port_jitter)
+    counterfactual_fraction: float = _f(
+        1.0,
+        "Expected counterfactual demonstration copies per SFT sample "
+        "(SFTConfig.counterfactual_fraction).",
     )
-    seed: int = 0  # seed of SFT and SDFT
-    export: str | None = None  # copy the best student model here (see step 5)
-    lora_r: int = 16
-    sft_lr: float = 2e-3
-    sdft_lr: float = 1e-4
-    threads: int = 2  # torch CPU threads (lower it on a busy machine)
-    batch_size: int = 8  # SFT batch size
-    hidden_size: int = 128  # tiny model width
-    intermediate_size: int = 256  # tiny model MLP width
-    layers: int = 2  # tiny model depth
-    heads: int = 4  # attention heads (2 key-value heads)
+    port_jitter: bool = _f(
+        True,
+        "Random ports in SFT prompts' local URLs; false keeps the server's port "
+        "(SFTConfig.port_jitter).",
+    )
+    seed: int = _f(0, "Seed of SFT and SDFT.")
+    export: str | None = _f(
+        None, "Copy the best student model here as a plain model dir (step 5); null: no copy."
+    )
+    lora_r: int = _f(16, "LoRA rank of the SDFT adapter.")
+    sft_lr: float = _f(2e-3, "SFT learning rate.")
+    sdft_lr: float = _f(1e-4, "SDFT learning rate.")
+    threads: int = _f(2, "Torch CPU threads (lower it on a busy machine).")
+    batch_size: int = _f(8, "SFT batch size.")
+    hidden_size: int = _f(128, "The tiny model's width.")
+    intermediate_size: int = _f(256, "The tiny model's MLP width.")
+    layers: int = _f(2, "The tiny model's depth.")
+    heads: int = _f(4, "The tiny model's attention heads (2 key-value heads).")
 
 
 def register_config() -> None:
     """Register :class:`DemoConfig` as Hydra's ``demo_schema`` (``conf/demo.yaml``'s base); safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="demo_schema", node=DemoConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def command_line(cfg: DemoConfig) -> str:
@@ -238,12 +250,16 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agents.tiny import tiny_model_path
+    from learners.checkpoint import check_output_dir
     from learners.sdft import run as sdft
     from learners.sft import run as sft
 
     tasks = list(cfg.tasks)
     out = Path(cfg.out)
     episodes = out / "episodes"
+    sft_dir, sdft_dir = out / "sft", out / "sdft"
+    for stage in (sft_dir, sdft_dir):  # what the learners would refuse, before the recording
+        check_output_dir(stage)
     # The random starting point, built offline and cached (agents.tiny).
     model = str(
         tiny_model_path(
@@ -284,7 +300,6 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
         "progress": True,
         "seed": cfg.seed,
     }
-    sft_dir = out / "sft"
     sft_result = sft(
         {
             **common,
@@ -302,7 +317,6 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it
     report["sft"] = both(None)
     print(f"[demo] after SFT: {_fmt(report['sft'])}", flush=True)
-    sdft_dir = out / "sdft"
     sdft_result = sdft(
         {
             **common,

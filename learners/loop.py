@@ -135,7 +135,6 @@ class TrainLoop:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        tracker = Tracker(cfg, self.learner, self.out)
         model = self.trainable.model
         params = [p for _, p in self.trainable.trainable_parameters()]
 
@@ -156,8 +155,12 @@ class TrainLoop:
         if self._stale_checkpoints:  # before training.json says running: see run_start
             self.checkpoints.clear()
             self._stale_checkpoints = False
+        tracker: Tracker | None = None
         try:
+            # training.json first: a dir with anything of ours in it (metrics.jsonl,
+            # wandb/) is then a learner's output that the same command resumes
             self._write_meta("running", {}, self.start_step)
+            tracker = Tracker(cfg, self.learner, self.out)
             for step in bar:
                 model.train()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -198,7 +201,8 @@ class TrainLoop:
         finally:
             bar.close()
             try:
-                tracker.finish()
+                if tracker is not None:
+                    tracker.finish()
             finally:
                 for close in self.closers:
                     close()

@@ -44,7 +44,8 @@ _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "training.
 @dataclasses.dataclass
 class OnlineSDFT:
     """Attributes:
-    output_dir: the adapter; ``null`` -> ``<hydra run dir>/online_adapter``.
+    output_dir: the adapter: a new or empty dir, or an earlier online run's to go on
+        from; ``null`` -> ``<hydra run dir>/online_adapter``.
     max_updates: updates at most (one per successful episode).
     budget_s: wall-clock seconds of training in all (``None``: no limit).
     steps_per_update: SDFT optimiser steps per update.
@@ -67,6 +68,9 @@ class OnlineSDFT:
             from learners.loop import default_output_dir
 
             self.output_dir = str(Path(default_output_dir("online")).with_name("online_adapter"))
+        from learners.checkpoint import check_output_dir
+
+        check_output_dir(self.output_dir, "online.output_dir")  # before any episode is played
 
     @property
     def exhausted(self) -> bool:

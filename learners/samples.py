@@ -33,6 +33,7 @@ sent, whether an output is the target action, and the data record for
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -116,23 +117,37 @@ def select_episodes(
     ``tasks`` match ``meta.task`` (``"click-button"``); ``sources`` are
     ``human``, ``scripted`` and/or ``agent``; ``where`` is any predicate.
     """
+    keeps = _filter(success_only, tasks, sources, env_ids, where)
+    for episode in iter_episodes(paths):
+        if keeps(episode):
+            yield episode
+
+
+def _filter(
+    success_only: bool,
+    tasks: Iterable[str] | None,
+    sources: Iterable[str] | None,
+    env_ids: Iterable[str] | None,
+    where: Callable[[Episode], bool] | None,
+) -> Callable[[Episode], bool]:
+    """:func:`select_episodes`' filters as one predicate."""
     task_set = None if tasks is None else set(tasks)
     source_set = None if sources is None else set(sources)
     env_set = None if env_ids is None else set(env_ids)
     if source_set is not None and not source_set <= {"human", "scripted", "agent"}:
         raise ValueError(f"sources must be among human, scripted, agent; got {sorted(source_set)}")
-    for episode in iter_episodes(paths):
-        if success_only and not episode.success:
-            continue
-        if task_set is not None and episode.meta.task not in task_set:
-            continue
-        if source_set is not None and episode.meta.source not in source_set:
-            continue
-        if env_set is not None and episode.meta.env_id not in env_set:
-            continue
-        if where is not None and not where(episode):
-            continue
-        yield episode
+
+    def keeps(episode: Episode) -> bool:
+        meta = episode.meta
+        return (
+            (not success_only or episode.success)
+            and (task_set is None or meta.task in task_set)
+            and (source_set is None or meta.source in source_set)
+            and (env_set is None or meta.env_id in env_set)
+            and (where is None or where(episode))
+        )
+
+    return keeps
 
 
 def _target(action: Mapping[str, Any], keep_reasoning: bool) -> str:
@@ -267,8 +282,53 @@ def load_samples(cfg: LearnerConfig, backend: Backend) -> list[Sample]:
         )
     )
     if not samples:
-        raise ValueError(f"no samples in {cfg.episodes} with the given filters")
+        raise ValueError(_no_samples(cfg))
     return samples
+
+
+def _no_samples(cfg: LearnerConfig) -> str:
+    """Why ``cfg``'s episodes gave no sample, from the episode files alone: none
+    there, none complete, none the filters keep (and what the filters saw), or
+    none with a step to imitate."""
+    where = f"under learner.episodes={list(map(str, cfg.episodes))}"
+    found = list(iter_episodes(cfg.episodes, include_incomplete=True, check_files=False))
+    if not found:
+        return f"no samples: no episodes {where} (an episode is a directory with episode.json)"
+    complete = [e for e in found if e.complete]
+    if not complete:
+        return (
+            f"no samples: {_n(len(found), 'episode')} {where}, none complete (crashed or cut off)"
+        )
+    filters = [
+        f"learner.{key}={value}"
+        for key, value in (("tasks", cfg.tasks), ("sources", cfg.sources))
+        if value is not None
+    ] + (["learner.success_only=true"] if cfg.success_only else [])
+    keeps = _filter(cfg.success_only, cfg.tasks, cfg.sources, None, None)
+    kept = sum(keeps(e) for e in complete)
+    if kept:
+        return (
+            f"no samples: the filters ({', '.join(filters) or 'none'}) keep "
+            f"{_n(kept, 'episode')} {where}, but none has a step to imitate (each action "
+            "was invalid or its output did not parse)"
+        )
+    return (
+        f"no samples: {_n(len(complete), 'complete episode')} {where}, none kept by "
+        f"{', '.join(filters)}; tasks seen: {_counts(e.meta.task for e in complete)}; "
+        f"sources seen: {_counts(e.meta.source for e in complete)}; "
+        f"successful: {sum(e.success for e in complete)}"
+    )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _counts(values: Iterable[str], most: int = 20) -> str:
+    """``"a (2), b (1)"``: each value and how often it came, at most ``most`` of them."""
+    counts = sorted(collections.Counter(values).items())
+    shown = ", ".join(f"{value} ({n})" for value, n in counts[:most])
+    return shown + (f", ... ({len(counts) - most} more)" if len(counts) > most else "")
 
 
 def sample_images(sample: Sample, backend: Backend) -> list[Image]:

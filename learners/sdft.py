@@ -69,7 +69,7 @@ def run(
 
     A setting, model or data it cannot train with is
     :class:`browser_env.refusal.Refused` (a ``ValueError``), before the first step
-    (with ``backend=mlx``, the settings only).
+    (with ``backend=mlx``, the settings and the output dir only).
     """
     from browser_env.refusal import refusing
 

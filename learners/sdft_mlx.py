@@ -243,18 +243,20 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     from agents.backends.base import SamplingParams
     from agents.backends.mlx import MLXBackend
     from agents.seeding import derive_seed
+    from browser_env.refusal import refusing
     from learners.checkpoint import EvalGate, write_training_json
     from learners.loop import default_output_dir
     from learners.samples import action_matches, data_info, load_samples
     from learners.tracking import Tracker
     from learners.trainable import resolve_model
 
-    if not cfg.lora:
-        raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
-    out = Path(cfg.output_dir or default_output_dir("sdft"))
-    origin = run_start(out)
-    if origin.kind == "model":
-        raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
+    with refusing():  # before the model loads, as the torch learner's
+        if not cfg.lora:
+            raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
+        out = Path(cfg.output_dir or default_output_dir("sdft"))
+        origin = run_start(out)
+        if origin.kind == "model":
+            raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
     base = resolve_model(cfg.model)
     backend = MLXBackend(base)
     model = backend.model
@@ -332,7 +334,6 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
         return total / n_tokens
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
-    tracker = Tracker(cfg, "sdft-mlx", out)
     write = dict(
         learner="sdft",
         base_model=base,
@@ -343,6 +344,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours;
         checkpoints.clear()  # cleared once training starts (a refused run leaves them)
     write_training_json(out, metrics={}, status="running", steps=start, **write)
+    tracker = Tracker(cfg, "sdft-mlx", out)  # after training.json, as learners.loop does
     from tqdm.auto import tqdm
 
     try:

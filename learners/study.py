@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from browser_env.cli_help import help_field as _f
 from learners.study_report import save_results, write_report
 
 __all__ = ["StudyConfig", "first_action_accuracy", "main", "perplexity", "run", "wilson"]
@@ -66,35 +67,44 @@ class StudyConfig:
     """Every knob of the study; the defaults are the budget measured on a 2-core
     CPU (``docs/learners.md``, *The learning study*: about an hour)."""
 
-    model: str = "smollm2-135m"
-    demos: list[str] = dataclasses.field(default_factory=list)
-    base_tasks: list[str] = dataclasses.field(
-        default_factory=lambda: ["click-button", "click-link", "focus-text"]
+    model: str = _f("smollm2-135m", "Base model: preset (agents.models), local dir or hub id.")
+    demos: list[str] = _f(
+        [], "Dirs of recorded expert episodes (e.g. python -m benchmarks.run agent=expert)."
     )
-    new_tasks: list[str] = dataclasses.field(
-        default_factory=lambda: ["click-dialog-2", "click-tab", "focus-text-2"]
+    base_tasks: list[str] = _f(
+        ["click-button", "click-link", "focus-text"], "Stage A's tasks: the base skills."
+    )
+    new_tasks: list[str] = _f(
+        ["click-dialog-2", "click-tab", "focus-text-2"], "Stage B's tasks: the new skills."
     )
     # Seed splits, each a half-open range [start, stop) of the demos' episode seeds.
-    train_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1000])
-    val_seeds: list[int] = dataclasses.field(default_factory=lambda: [1000, 1005])
-    test_seeds: list[int] = dataclasses.field(default_factory=lambda: [2000, 2012])
-    algorithms: list[str] = dataclasses.field(default_factory=lambda: list(ALGORITHMS))
-    stage_a_steps: int = 30
-    stage_b_steps: int = 12
-    save_steps: int = 4  # stage-B checkpoints scored on the validation seeds
-    batch_size: int = 4
-    lora_r: int = 8
-    sft_learning_rate: float = 3e-4
-    sdft_learning_rate: float = 1e-4
-    grpo_learning_rate: float = 1e-5
-    max_new_tokens: int = 40
-    prompt: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"budget_tokens": 700, "max_history": 2, "max_text_chars": 400}
+    train_seeds: list[int] = _f([0, 1000], "Training seeds: [start, stop) of the demos' seeds.")
+    val_seeds: list[int] = _f(
+        [1000, 1005], "Validation seeds [start, stop): they pick each run's best checkpoint."
     )
-    device: str = "cpu"
-    seed: int = 0
-    output_dir: str | None = None
-    progress: bool = True
+    test_seeds: list[int] = _f(
+        [2000, 2012], "Test seeds [start, stop): scored once, on the selected checkpoints."
+    )
+    algorithms: list[str] = _f(list(ALGORITHMS), "Stage B's arms: sft | sdft | sft+sdft | grpo.")
+    stage_a_steps: int = _f(30, "Optimiser steps of stage A (SFT on the base tasks).")
+    stage_b_steps: int = _f(12, "Optimiser steps of each stage-B arm (sft+sdft: half each).")
+    save_steps: int = _f(4, "Stage-B checkpoint interval; each is scored on the validation seeds.")
+    batch_size: int = _f(4, "Batch size of every learner.")
+    lora_r: int = _f(8, "LoRA rank.")
+    sft_learning_rate: float = _f(3e-4, "SFT learning rate (stage A and the sft arms).")
+    sdft_learning_rate: float = _f(1e-4, "SDFT learning rate.")
+    grpo_learning_rate: float = _f(1e-5, "GRPO learning rate.")
+    max_new_tokens: int = _f(40, "Tokens generated per scored decision at most.")
+    prompt: dict[str, Any] = _f(
+        {"budget_tokens": 700, "max_history": 2, "max_text_chars": 400},
+        "Prompt settings of training and scoring (agents.agent.PromptConfig's keys).",
+    )
+    device: str = _f("cpu", "auto | cpu | cuda | cuda:N.")
+    seed: int = _f(0, "Seed of every learner.")
+    output_dir: str | None = _f(
+        None, "Where results.json, results.md, curves.png and the runs go; null: outputs/study."
+    )
+    progress: bool = _f(True, "Progress bars.")
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.algorithms) - set(ALGORITHMS))
@@ -233,6 +243,19 @@ def _first_steps(samples: list[Any]) -> list[Any]:
     ]
 
 
+def _stage_b_dir(out: Path, algorithm: str) -> Path:
+    return out / "stage_b" / algorithm.replace("+", "_then_")
+
+
+def _learner_dirs(cfg: StudyConfig, out: Path) -> list[Path]:
+    """The output dir of every learner run of the study, in ``out``."""
+    dirs = [out / "stage_a"]
+    for algorithm in cfg.algorithms:
+        folder = _stage_b_dir(out, algorithm)
+        dirs += [folder / "sft", folder / "sdft"] if algorithm == "sft+sdft" else [folder]
+    return dirs
+
+
 def _learner_config(cfg: StudyConfig, out: Path, **values: Any) -> dict[str, Any]:
     return {
         "model": cfg.model,
@@ -257,8 +280,11 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
         cfg = StudyConfig(**{k: v for k, v in cfg.items() if not str(k).startswith("_")})
     from agents.backends.transformers import TransformersBackend
     from learners import grpo, sdft, sft
+    from learners.checkpoint import check_output_dir
 
     out = Path(cfg.output_dir or "outputs/study")
+    for learner_dir in _learner_dirs(cfg, out):  # what a learner would refuse, before any model
+        check_output_dir(learner_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "stages": {}}
 
@@ -369,7 +395,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
     new_only = {"tasks": cfg.new_tasks, "init_adapter": stage_a["adapter"]}
     runs: dict[str, Any] = {}
     for algorithm in cfg.algorithms:
-        folder = out / "stage_b" / algorithm.replace("+", "_then_")
+        folder = _stage_b_dir(out, algorithm)
         common = dict(save_steps=cfg.save_steps, lora_dropout=0.0, **new_only)
         if algorithm == "sft":
             runs[algorithm] = train(
@@ -414,7 +440,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
                 sdft.run,
                 _learner_config(
                     cfg,
-                    folder,
+                    folder / "sdft",  # beside sft/: a learner's dir holds no other's
                     max_steps=cfg.stage_b_steps - half,
                     learning_rate=cfg.sdft_learning_rate,
                     max_new_tokens=cfg.max_new_tokens,
@@ -508,7 +534,10 @@ def register_config() -> None:
     (``conf/study.yaml`` holds only overrides); safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="study_schema", node=StudyConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def main() -> None:

@@ -78,3 +78,23 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     meta = json.loads((policy / "training.json").read_text())
     assert meta["produced_by"].startswith("python -m learners.demo out=")
     assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 1.0
+
+
+def test_the_demo_refuses_a_learner_dir_in_its_out_before_it_records(tmp_path, monkeypatch):
+    """``out/sft`` holding someone else's files is refused before the expert
+    episodes are recorded (minutes), not when SFT starts after them."""
+    import torch
+
+    import learners.demo
+
+    def no_recording(*args, **kwargs):
+        raise AssertionError("the episodes were recorded")
+
+    monkeypatch.setattr(learners.demo, "record_expert_episodes", no_recording)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "notes.txt").write_text("mine\n")
+    with pytest.raises(ValueError, match=r"output_dir=.*sft holds files no learner wrote"):
+        learners.demo.run({"out": str(tmp_path), "threads": torch.get_num_threads()})
+    assert (tmp_path / "sft" / "notes.txt").read_text() == "mine\n"

@@ -302,6 +302,37 @@ def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, ar
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
 
 
+def test_the_command_line_refuses_another_tools_output_dir_in_one_line(tmp_path, episodes_dir):
+    """``learner.output_dir`` at a benchmark's run dir: ``error: <why>`` naming
+    the key, the path and what to pick, status 2, before the model loads, and
+    the benchmark's files left as they were."""
+    bench = tmp_path / "bench"
+    (bench / "episodes").mkdir(parents=True)
+    (bench / "results.jsonl").write_text("{}\n")
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "learners.sft",
+            f"learner.episodes=[{episodes_dir}]",
+            f"learner.output_dir={bench}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: learner.output_dir={bench} holds files no learner wrote"), last
+    assert "set learner.output_dir to a new or empty directory" in last
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in bench.iterdir()) == ["episodes", "results.jsonl"]
+
+
 def test_check_model_lives_with_the_presets_and_is_still_importable_from_entry():
     import agents.models
     import learners.entry

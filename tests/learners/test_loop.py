@@ -67,3 +67,100 @@ def test_a_crash_while_the_final_weights_are_written_leaves_the_adapter_there_wh
         run(cfg)
     assert (out / "adapter_model.safetensors").read_bytes() == before
     assert json.loads((out / "training.json").read_text())["status"] == "running"
+
+
+def _benchmark_run_dir(root):
+    """What ``benchmarks.run`` leaves: results.jsonl and episode dirs, no learner's files."""
+    root.mkdir(parents=True)
+    (root / "results.jsonl").write_text('{"seed": 0, "success": true}\n')
+    (root / "episodes" / "ep-0").mkdir(parents=True)
+    (root / "episodes" / "ep-0" / "episode.json").write_text("{}")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("learner", ["sft", "sdft", "grpo"])
+def test_an_output_dir_that_is_a_file_or_another_tools_dir_is_refused_before_the_model_loads(
+    tmp_path, episodes_dir, monkeypatch, learner
+):
+    """Not a FileExistsError once the model has loaded, nor training into a
+    benchmark's run dir and mixing files: one line naming the key, the path and
+    what to pick instead, and the dir left as it was."""
+    import importlib
+
+    import learners.loop
+    from browser_env.refusal import Refused
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr(learners.loop, "load_trainable", no_model)
+    run = importlib.import_module(f"learners.{learner}").run
+    data = {} if learner == "grpo" else {"episodes": [str(episodes_dir)]}
+    play = {"play_fn": lambda *args: None} if learner == "grpo" else {}  # no live env check
+    a_file = tmp_path / "results.jsonl"
+    a_file.write_text("{}\n")
+    bench = tmp_path / "bench"
+    before = _benchmark_run_dir(bench)
+    pick = "a new or empty directory, or a learner's earlier output to continue training it"
+    for out, what in (
+        (a_file, "is a file, not a directory"),
+        (a_file / "adapter", f"is below {a_file}, a file, not a directory"),
+        (bench, "holds files no learner wrote (episodes/, results.jsonl; no training.json"),
+    ):
+        with pytest.raises(Refused) as refused:
+            run({**data, "output_dir": str(out), "wandb": False}, **play)
+        message = str(refused.value)
+        assert message.startswith(f"learner.output_dir={out} {what}"), message
+        assert message.endswith(f"set learner.output_dir to {pick}") and "\n" not in message
+    assert sorted(str(p.relative_to(bench)) for p in bench.rglob("*")) == before
+    assert a_file.read_text() == "{}\n"
+
+
+def test_new_empty_finished_and_interrupted_output_dirs_are_still_trained_into(tmp_path):
+    """What :func:`check_output_dir` lets through, which :func:`run_start` starts,
+    continues or resumes (no model needed)."""
+    from learners.checkpoint import Checkpoints, RunStart, check_output_dir, run_start
+
+    new = tmp_path / "new" / "adapter"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_text("")  # hidden entries do not count
+    interrupted = tmp_path / "interrupted"
+    step = Checkpoints(interrupted).write(2, lambda path: None)  # died before training.json
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "training.json").write_text(json.dumps({"status": "complete"}))
+    (finished / "adapter_config.json").write_text("{}")
+    assert run_start(new) == run_start(empty) == RunStart()
+    assert run_start(interrupted) == RunStart(resume=step)
+    assert run_start(finished) == RunStart(continues=str(finished), kind="adapter", stale=True)
+    check_output_dir(tmp_path / "online", "online.output_dir")
+    with pytest.raises(ValueError, match=r"^online\.output_dir=.* holds files"):
+        check_output_dir(tmp_path, "online.output_dir")
+
+
+def test_a_run_that_dies_as_its_tracker_starts_is_a_learner_output_the_rerun_takes(
+    tmp_path, monkeypatch
+):
+    """``training.json`` is written before the tracker's ``metrics.jsonl`` and
+    ``wandb/``: a run that dies as wandb starts leaves a dir the same command
+    trains into again, not one refused as no learner's."""
+    import learners.loop
+    from learners.checkpoint import check_output_dir
+    from learners.config import LearnerConfig
+    from learners.loop import TrainLoop
+
+    out = tmp_path / "adapter"
+
+    def wandb_fails(cfg, learner, output_dir):  # as Tracker starts: its files, then wandb
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+        (out / "wandb").mkdir()
+        raise RuntimeError("wandb could not start")
+
+    monkeypatch.setattr(learners.loop, "Tracker", wandb_fails)
+    cfg = LearnerConfig(output_dir=str(out), wandb=False, progress=False, max_steps=1)
+    with pytest.raises(RuntimeError, match="wandb"):
+        TrainLoop(cfg, "sft").fit(lambda step: {"loss": 0.0})
+    check_output_dir(out)
+    assert json.loads((out / "training.json").read_text())["status"] == "running"

@@ -60,3 +60,19 @@ def test_update_trains_checkpoints_and_loads_the_adapter(tmp_path, episodes_dir)
     meta = json.loads((out / "training.json").read_text())
     assert meta["status"] == "complete" and meta.get("runs")  # the second continued the first
     backend.close()
+
+
+def test_an_online_output_dir_no_learner_wrote_is_refused_before_any_episode(tmp_path):
+    """``agents.run ... online.output_dir=X`` checks X as it builds the trainer
+    (a refusal there is one line), not after the first success's training."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    with pytest.raises(ValueError, match=rf"^online\.output_dir={a_file} is a file"):
+        OnlineSDFT(output_dir=str(a_file))
+    with pytest.raises(ValueError, match=r"^online\.output_dir=.* holds files no learner wrote"):
+        OnlineSDFT(output_dir=str(tmp_path))
+    earlier = tmp_path / "online"  # an earlier online run's: its updates go on from it
+    (earlier / "updates" / "update-0001").mkdir(parents=True)
+    (earlier / "training.json").write_text(json.dumps({"status": "complete"}))
+    (earlier / "online.jsonl").write_text("{}\n")
+    assert OnlineSDFT(output_dir=str(earlier)).output_dir == str(earlier)

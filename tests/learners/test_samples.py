@@ -153,3 +153,39 @@ def test_hf_dataset_export(tmp_path):
     assert len(ds.filter(lambda r: r["source"] == "human")) == 3
     with pytest.raises(ValueError, match="no samples"):
         to_hf_dataset(iter_samples(tmp_path, tasks=["none"]))
+
+
+def test_no_samples_says_whether_there_were_no_episodes_or_the_filters_kept_none(tmp_path):
+    """An empty dir and a misspelt ``learner.tasks`` used to get the same "no
+    samples ... with the given filters"; the message now tells them apart, and
+    what the filters were shown is enough to see the misspelling."""
+    from learners.config import SFTConfig
+    from learners.samples import load_samples
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        ValueError, match=rf"no samples: no episodes under learner\.episodes=\['{empty}'\]"
+    ):
+        load_samples(SFTConfig(episodes=[str(empty)]), None)
+
+    runs = tmp_path / "runs"
+    _episode(runs, task="form", seed=1)
+    _episode(runs, task="form", success=False, seed=2)
+    _episode(runs, task="other", source="human", seed=3)
+    with pytest.raises(ValueError) as refused:
+        load_samples(SFTConfig(episodes=[str(runs)], tasks=["from"]), None)
+    message = str(refused.value)
+    assert f"3 complete episodes under learner.episodes=['{runs}']" in message
+    assert "none kept by learner.tasks=['from'], learner.success_only=true" in message
+    assert "tasks seen: form (2), other (1)" in message
+    assert "sources seen: agent (2), human (1)" in message and "successful: 2" in message
+    with pytest.raises(ValueError, match=r"learner\.sources=\['scripted'\], learner\.success_only"):
+        load_samples(SFTConfig(episodes=[str(runs)], tasks=["form"], sources=["scripted"]), None)
+
+    invalid = tmp_path / "invalid"  # kept, but its one action was invalid JSON
+    writer = EpisodeWriter(invalid, EpisodeMeta(env_id="browser_env/form-v0", task="form", seed=0))
+    writer.write_step(_obs(0), None, 1.0, True, False, {"success": True}, action_input="garbage")
+    writer.close()
+    with pytest.raises(ValueError, match=r"keep 1 episode under .*none has a step to imitate"):
+        load_samples(SFTConfig(episodes=[str(invalid)]), None)

@@ -108,3 +108,20 @@ def test_overlapping_seed_splits_are_rejected():
 
     with pytest.raises(ValueError, match="overlap"):
         StudyConfig(demos=["x"], train_seeds=[0, 100], val_seeds=[50, 60])
+
+
+def test_the_study_refuses_a_learner_dir_before_any_model_loads(tmp_path, monkeypatch):
+    """A stage's dir holding someone else's files is refused as the study starts,
+    not when that stage's learner starts after the earlier stages trained."""
+    import agents.backends.transformers
+    from learners.study import run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model loaded")
+
+    monkeypatch.setattr(agents.backends.transformers, "TransformersBackend", no_model)
+    theirs = tmp_path / "study" / "stage_b" / "sft_then_sdft" / "sdft"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine\n")
+    with pytest.raises(ValueError, match=rf"^learner\.output_dir={theirs} holds files"):
+        run({"model": "tiny", "demos": [str(tmp_path)], "output_dir": str(tmp_path / "study")})
