@@ -30,6 +30,7 @@ from agents.guards import GuardConfig, Guards
 from agents.history import History, Step, describe_element
 from agents.parser import ParseFailure, explain_parse
 from agents.prompt import Prompt, build_prompt
+from agents.schema import help_field
 from agents.seeding import derive_seed
 from browser_env.actions import Action, Verb
 from browser_env.observation import Observation
@@ -72,12 +73,22 @@ class PromptConfig:
     prompt byte for byte.
     """
 
-    budget_tokens: int = 3072
-    max_history: int = 8
-    max_text_chars: int = 8000
-    rules: tuple[str, ...] | None = None
-    system_role: bool = True
-    use_screenshot: bool = True
+    budget_tokens: int = help_field(
+        3072,
+        "Prompt tokens at most (the backend's tokenizer); over it, page text, then elements, "
+        "then history are cut, each cut said in the prompt.",
+    )
+    max_history: int = help_field(8, "Earlier steps of the episode shown in the prompt.")
+    max_text_chars: int = help_field(8000, "Characters of the page's visible text at most.")
+    rules: tuple[str, ...] | None = help_field(
+        None, "The RULES section's lines, instead of agents.prompt.DEFAULT_RULES; null: those."
+    )
+    system_role: bool = help_field(
+        True, "Send the instructions as a system message (false: in the user message)."
+    )
+    use_screenshot: bool = help_field(
+        True, "Send the screenshot to multimodal backends (text-only backends never get it)."
+    )
 
     def __post_init__(self) -> None:
         if self.rules is not None:

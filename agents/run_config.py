@@ -78,10 +78,14 @@ class RunConfig(RolloutOptions):
 
 def register_config() -> None:
     """Store :class:`RunConfig` in Hydra's ConfigStore as ``run_schema``
-    (``conf/run.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    (``conf/run.yaml``'s base); call before Hydra composes it. Registers the ``--help``
+    resolver too (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 _LEAST = {"episodes": 1, "max_steps": 1, "seed": 0}

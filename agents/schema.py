@@ -1,4 +1,5 @@
-"""What the entry points' structured configs share: fields with help text, and a
+"""What the entry points' structured configs share: fields with help text
+(:func:`browser_env.cli_help.help_field`, re-exported), and a
 check of a config that did not come through Hydra against its dataclass.
 
 An entry point's config dataclass (``agents.run_config.RunConfig``,
@@ -10,24 +11,15 @@ notebook's, a test's ``OmegaConf.create``) the same check.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from browser_env.cli_help import help_field  # the fields --help reads
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 __all__ = ["check_kinds", "help_field"]
-
-
-def help_field(default: Any, help: str) -> Any:
-    """A dataclass field with ``default`` (a list or dict is copied per instance)
-    and its help text in ``metadata["help"]``."""
-    if isinstance(default, list | dict):
-        return dataclasses.field(
-            default_factory=lambda d=default: type(d)(d), metadata={"help": help}
-        )
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def check_kinds(cfg: Mapping[str, Any], schema: type) -> DictConfig:

@@ -85,10 +85,14 @@ class CompareConfig:
 
 def register_config() -> None:
     """Store :class:`CompareConfig` in Hydra's ConfigStore as ``compare_schema``
-    (``conf/compare.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    (``conf/compare.yaml``'s base); call before Hydra composes it. Registers the ``--help``
+    resolver too (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="compare_schema", node=CompareConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def _sort_key(path: Path) -> tuple:

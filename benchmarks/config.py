@@ -74,7 +74,11 @@ class BenchmarkConfig(RolloutOptions):
 
 def register_config() -> None:
     """Store :class:`BenchmarkConfig` in Hydra's ConfigStore as ``benchmark_schema``
-    (``conf/benchmark.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    (``conf/benchmark.yaml``'s base); call before Hydra composes it. Registers the ``--help``
+    resolver too (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="benchmark_schema", node=BenchmarkConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)

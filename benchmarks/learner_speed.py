@@ -137,10 +137,14 @@ class LearnerSpeedConfig:
 def register_config() -> None:
     """Store :class:`LearnerSpeedConfig` in Hydra's ConfigStore as
     ``learner_speed_schema`` (``conf/learner_speed.yaml``'s base); call before
-    Hydra composes it. Safe to repeat."""
+    Hydra composes it. Registers the ``--help``
+    resolver too (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="learner_speed_schema", node=LearnerSpeedConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def _output_dir(cfg: DictConfig) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from browser_env.cli_help import help_field
 from browser_env.demo_recorder import DemoRecorder
 from browser_env.refusal import exit_on_refusal, refusing
 from browser_env.registration import env_id, resolve_env_id
@@ -43,18 +44,26 @@ class RecordConfig:
     ``record_schema`` that ``conf/record.yaml`` builds on (:func:`register_config`),
     so a misspelt key or a value of the wrong kind is Hydra's error naming it."""
 
-    url: str | None = None  # the page to start on (open-v0)
-    goal: str = ""  # the instruction the demo fulfils
-    answer: str | None = None  # optional expected FINISH answer (open-v0 checks it)
-    env: str | None = (
-        None  # instead of url: an env, e.g. miniwob.click-button (any resolve_env_id spelling)
+    url: str | None = help_field(None, "The page to start on (the open-ended task open-v0).")
+    goal: str = help_field("", "The instruction the demonstration fulfils.")
+    answer: str | None = help_field(None, "The expected FINISH answer, if any (open-v0 checks it).")
+    env: str | None = help_field(
+        None,
+        "Instead of url: an env, e.g. miniwob.click-button (any spelling resolve_env_id takes).",
     )
-    seed: int = 0
-    episodes_dir: str | None = None  # default: <hydra run dir>/episodes
-    headless: bool = False  # a person needs a window; tests set true
-    executable_path: str | None = None
-    # extra BrowserEnv kwargs, e.g. {viewport: [1024, 768]}
-    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int = help_field(0, "The env's seed for the recorded episode.")
+    episodes_dir: str | None = help_field(
+        None, "Where the episode is written; null: <hydra run dir>/episodes."
+    )
+    headless: bool = help_field(False, "Run Chromium without a window (a person needs one).")
+    executable_path: str | None = help_field(
+        None, "The Chromium binary; null: the one browser_env finds."
+    )
+    env_kwargs: dict[str, Any] = help_field(
+        {},
+        "Extra BrowserEnv arguments, e.g. {viewport: [1024, 768]} or "
+        "{allowed_url_schemes: [http, https, file]}.",
+    )
 
 
 class _TerminalLines:
@@ -217,10 +226,14 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> Path:
 
 def register_config() -> None:
     """Store :class:`RecordConfig` in Hydra's ConfigStore as ``record_schema``
-    (``conf/record.yaml``'s base); call before Hydra composes it. Safe to repeat."""
+    (``conf/record.yaml``'s base); call before Hydra composes it. Registers the ``--help``
+    resolver too (:mod:`browser_env.cli_help`). Safe to repeat."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="record_schema", node=RecordConfig)
+    cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
 def _task(cfg: DictConfig) -> None:

@@ -178,11 +178,21 @@ def hydra_entry(cfg: Any) -> None:
         run(OmegaConf.to_container(cfg, resolve=True))
 
 
-def main() -> None:
-    import hydra
+def register_config() -> None:
+    """Store :class:`ServeConfig` in Hydra's ConfigStore as ``serve_schema``
+    (``conf/serve.yaml`` builds on it) and the ``--help`` resolver."""
     from hydra.core.config_store import ConfigStore
 
+    from browser_env import cli_help
+
     ConfigStore.instance().store(name="serve_schema", node=ServeConfig)
+    cli_help.register()
+
+
+def main() -> None:
+    import hydra
+
+    register_config()
     hydra.main(version_base="1.3", config_path="../conf", config_name="serve")(hydra_entry)()
 
 
