@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.arguments import refuse_below, refuse_unwritable, unknown_tasks
 from benchmarks.soak import _write_json
-from browser_env.browser import process_group
+from browser_env.browser import driver_processes, process_group
 
 __all__ = ["kill_rounds", "main"]
 
@@ -44,19 +44,6 @@ def _chromium_descendants() -> list[int]:
         except psutil.Error:
             continue
     return found
-
-
-def _driver() -> Any:
-    """This process's Playwright driver (a ``node`` child process)."""
-    import psutil
-
-    for proc in psutil.Process().children():
-        try:  # a process may exit between the listing and this read
-            if "node" in proc.name():
-                return proc
-        except psutil.Error:
-            continue
-    raise RuntimeError("no Playwright driver among this process's children")
 
 
 def kill_rounds(
@@ -84,7 +71,7 @@ def kill_rounds(
             t0 = time.perf_counter()
             env.step({"action": "WAIT", "value": "0"})
             if driver_every and (i + 1) % driver_every == 0:
-                victim = _driver()
+                [victim, *_] = driver_processes()
                 driver_kills += 1
             else:
                 victim = psutil.Process(inner._browser_pid)

@@ -44,6 +44,7 @@ __all__ = [
     "acquire_playwright",
     "current_playwright",
     "driver_alive",
+    "driver_processes",
     "find_chromium",
     "kill_browser_processes",
     "launch",
@@ -296,6 +297,22 @@ def _start_driver() -> Playwright:
     if len(added) == 1:
         _DRIVER_PROCESSES[driver] = added[0]
     return driver
+
+
+def driver_processes() -> list[Any]:
+    """This process's Playwright driver processes (``psutil.Process``: its
+    ``node`` children), one per thread that started a driver; a child that
+    exits while they are read is passed over."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            if "node" in proc.name().lower():
+                found.append(proc)
+        except psutil.Error:  # it exited between the listing and this read
+            continue
+    return found
 
 
 def driver_alive(playwright: Playwright | None) -> bool:

@@ -208,7 +208,9 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
             browser.kill()
             browser.wait(10)
         else:
-            driver = _driver()
+            from browser_env.browser import driver_processes
+
+            [driver] = driver_processes()
             driver.kill()
             driver.wait(10)
         again = runner.run(jobs)
@@ -220,23 +222,6 @@ def test_vector_runner_relaunches_a_dead_browser_once(victim):
     finally:
         runner.close()
     assert _browsers() == []
-
-
-def _driver():
-    """This process's Playwright driver (its one ``node`` child); a child that
-    exits while the children are read (a process may, between any two reads)
-    is passed over."""
-    import psutil
-
-    found = []
-    for proc in psutil.Process().children():
-        try:
-            if "node" in proc.name().lower():
-                found.append(proc)
-        except psutil.Error:
-            continue
-    [driver] = found
-    return driver
 
 
 def _left_of(pid, within_s=10.0):

@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from browser_env.browser import driver_alive, process_group
+from browser_env.browser import driver_alive, driver_processes, process_group
 from browser_env.env import BrowserEnv
 from browser_env.episodes.format import observation_to_json
 from browser_env.policy import UrlPolicy
@@ -35,19 +35,6 @@ def env():
     env = BrowserEnv("open", modalities=("elements", "text"), executor=FAST)
     yield env
     env.close()
-
-
-def _driver():
-    """This process's Playwright driver (a ``node`` child); a child that exits
-    while the children are read (a process may, between any two reads) is
-    passed over."""
-    for proc in psutil.Process().children():
-        try:
-            if "node" in proc.name().lower():
-                return proc
-        except psutil.Error:
-            continue
-    raise AssertionError("no Playwright driver among this process's children")
 
 
 @contextlib.contextmanager
@@ -85,7 +72,7 @@ def test_a_killed_browser_or_driver_truncates_the_episode_and_reset_recovers(env
         browser.kill()
         browser.wait(10)
     else:
-        driver = _driver()
+        [driver, *_] = driver_processes()
         driver.kill()
         driver.wait(10)
     obs, reward, terminated, truncated, info = env.step({"action": "WAIT", "value": "0"})

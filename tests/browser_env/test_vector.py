@@ -168,23 +168,6 @@ def test_same_step_autoreset_render_and_an_external_browser():
         )  # not the vec's to close
 
 
-def _driver():
-    """This process's Playwright driver (its one ``node`` child); a child that
-    exits while the children are read (a process may, between any two reads)
-    is passed over."""
-    import psutil
-
-    found = []
-    for proc in psutil.Process().children():
-        try:
-            if "node" in proc.name().lower():
-                found.append(proc)
-        except psutil.Error:
-            continue
-    [driver] = found
-    return driver
-
-
 @pytest.mark.parametrize("victim", ["browser", "driver"])
 def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(victim):
     import psutil
@@ -197,7 +180,9 @@ def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(vict
             pid = vec.browser._pid
             victim_proc = psutil.Process(pid)
         else:
-            victim_proc = _driver()
+            from browser_env.browser import driver_processes
+
+            [victim_proc] = driver_processes()
         victim_proc.kill()
         victim_proc.wait(10)
         if victim == "browser":  # a step cannot go on without it: the episode is cut short
