@@ -33,10 +33,22 @@
     if (link && !link.hasAttribute("download") && opensWindow(link.getAttribute("target"))
         && /^https?:|^\/|^\.|^[^:]*$/i.test(link.getAttribute("href"))) notes.popups += 1;
   });
+  // A form's submission plans its navigation: the "navigate" event below fires
+  // in a later task (~10-15 ms here), after the env's read that follows the
+  // action, so the submission notes the navigation itself. Not for a dialog
+  // form, a javascript: action or a target frame, which navigate no top document.
   window.addEventListener("submit", (e) => {
     const form = e.target;
+    if (e.defaultPrevented || !(form instanceof HTMLFormElement)) return;
     const target = e.submitter?.getAttribute("formtarget") ?? form.getAttribute("target");
-    if (!e.defaultPrevented && opensWindow(target)) notes.popups += 1;
+    if (opensWindow(target)) { notes.popups += 1; return; }
+    const t = (target || document.querySelector("base[target]")?.target || "").toLowerCase();
+    const method = (e.submitter?.getAttribute("formmethod") ?? form.getAttribute("method") ?? "");
+    const action = (e.submitter?.formAction || form.action || location.href);
+    if ((t === "" || t === "_self" || t === "_top" || t === "_parent")
+        && method.toLowerCase() !== "dialog" && !/^javascript:/i.test(action)) {
+      notes.navigate = action;
+    }
   });
   if (window.navigation) {
     window.navigation.addEventListener("navigate", (e) => {

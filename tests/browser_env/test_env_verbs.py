@@ -130,6 +130,35 @@ def test_press_enter_submits_and_waits_for_navigation(open_env, site_url):
     assert "Got: q=blue whales" in obs["text"]
 
 
+@pytest.mark.parametrize(
+    ("form", "navigates"),
+    [
+        ("plain", True),
+        ("dialog", False),
+        ("framed", False),
+        ("script", False),
+        ("prevented", False),
+    ],
+)
+def test_a_submission_notes_its_navigation_before_the_navigation_starts(
+    open_env, site_url, form, navigates
+):
+    """A form's navigation is planned: its ``navigate`` event comes ~10-15 ms after
+    the submit (after the env's read that follows PRESS_ENTER, which then did not
+    wait for the page; seen once under load). The submit itself notes it
+    (js/intents.js), read here in the submit's own task; a dialog form, a frame
+    target, a javascript: action and a prevented submit navigate no top document."""
+    open_page(open_env, site_url, "submits.html")
+    intents = open_env.page.evaluate(
+        f"() => {{ document.getElementById('{form}').requestSubmit(); "
+        "return window.__brlIntents(); }"
+    )
+    if navigates:
+        assert intents["navigate"] == site_url + "result.html"
+    else:
+        assert intents["navigate"] is None and intents["popups"] == 0
+
+
 def test_click_link_navigates_and_ids_never_repeat(open_env, site_url):
     obs = open_page(open_env, site_url, "links.html")
     before = {e["element_id"] for e in obs["elements"]}
