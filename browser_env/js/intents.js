@@ -35,20 +35,35 @@
   });
   // A form's submission plans its navigation: the "navigate" event below fires
   // in a later task (~10-15 ms here), after the env's read that follows the
-  // action, so the submission notes the navigation itself. Not for a dialog
-  // form, a javascript: action or a target frame, which navigate no top document.
-  window.addEventListener("submit", (e) => {
-    const form = e.target;
-    if (e.defaultPrevented || !(form instanceof HTMLFormElement)) return;
-    const target = e.submitter?.getAttribute("formtarget") ?? form.getAttribute("target");
+  // action, so the submission notes the navigation itself: the submit event,
+  // and form.submit() (which fires none). Not for a dialog form, a javascript:
+  // action or a target frame, which navigate no top document.
+  const noteSubmission = (form, submitter) => {
+    const target = submitter?.getAttribute("formtarget") ?? form.getAttribute("target");
     if (opensWindow(target)) { notes.popups += 1; return; }
     const t = (target || document.querySelector("base[target]")?.target || "").toLowerCase();
-    const method = (e.submitter?.getAttribute("formmethod") ?? form.getAttribute("method") ?? "");
-    const action = (e.submitter?.formAction || form.action || location.href);
+    const method = (submitter?.getAttribute("formmethod") ?? form.getAttribute("method") ?? "");
+    const action = (submitter?.formAction || form.action || location.href);
     if ((t === "" || t === "_self" || t === "_top" || t === "_parent")
         && method.toLowerCase() !== "dialog" && !/^javascript:/i.test(action)) {
       notes.navigate = action;
     }
+  };
+  window.addEventListener("submit", (e) => {
+    if (!e.defaultPrevented && e.target instanceof HTMLFormElement) {
+      noteSubmission(e.target, e.submitter);
+    }
+  });
+  const submit = HTMLFormElement.prototype.submit;
+  const submitWrapped = function (...args) {
+    if (this instanceof HTMLFormElement && this.isConnected) noteSubmission(this, null);
+    return submit.apply(this, args);
+  };
+  Object.defineProperty(submitWrapped, "toString", {
+    value: () => submit.toString(), enumerable: false,
+  });
+  Object.defineProperty(HTMLFormElement.prototype, "submit", {
+    value: submitWrapped, writable: true, configurable: true, enumerable: false,
   });
   if (window.navigation) {
     window.navigation.addEventListener("navigate", (e) => {
