@@ -201,11 +201,12 @@ def find_episode_dirs(
     :mod:`agents.runners.shipping`, or a tool's own state), nor those ending in
     ``.stale`` (episodes set aside, :data:`SET_ASIDE_SUFFIX`: a resumed
     benchmark's replaced or unlogged ones, which would repeat seeds). Either
-    is read when passed itself."""
+    is read when passed itself. A leading ``~`` is the home directory, as where
+    a shell does not expand it (``learner.episodes=[~/runs]``)."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     found: set[Path] = set()
-    for root in map(Path, paths):
+    for root in (Path(p).expanduser() for p in paths):
         if (root / EPISODE_FILE).is_file():
             found.add(root)
             continue

@@ -405,3 +405,18 @@ def test_crash_mid_episode_leaves_earlier_steps(tmp_path, sig):
     assert not ep.complete
     assert [s.action for s in ep.steps] == [{"action": "WAIT", "value": "0"}] * 3
     assert ep.observation(2, screenshot=True)["screenshot"].shape == (48, 64, 3)
+
+
+def test_find_episode_dirs_expands_home_and_skips_set_aside_and_hidden_dirs(tmp_path, monkeypatch):
+    """``learner.episodes=[~/runs]`` (a Hydra list: no shell expands the ``~``)
+    finds the episodes under the home directory; below a run dir, ``.``-dirs
+    (work in progress) and ``*.stale`` dirs (set aside) are not searched."""
+    from browser_env.episodes.format import EPISODE_FILE
+    from browser_env.episodes.loader import find_episode_dirs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("a", "b", ".partial", "c.stale"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / EPISODE_FILE).write_text("{}")
+    assert find_episode_dirs("~/runs") == [tmp_path / "runs" / "a", tmp_path / "runs" / "b"]
+    assert find_episode_dirs(["~/runs/c.stale"]) == [tmp_path / "runs" / "c.stale"]
