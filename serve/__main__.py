@@ -29,6 +29,7 @@ from browser_env.atomic import unwritable_reason
 from browser_env.refusal import exit_on_refusal, refusing
 from serve.config import ServeConfig, from_mapping
 from serve.launch import free_port
+from serve.ports import check_port_free
 
 __all__ = ["check_state_dir", "main", "run", "start_ray"]
 
@@ -108,8 +109,9 @@ def run(
             cfg = from_mapping(cfg)
         cfg.validate()
         cfg.token()
-        if not os.environ.get("RAY_ADDRESS"):  # on a cluster the replica's node holds it
+        if not os.environ.get("RAY_ADDRESS"):  # on a cluster its nodes hold these
             check_state_dir(cfg.state_dir)
+            check_port_free(cfg.host, cfg.port)  # else found once Ray has started (~30 s)
     stop = until or threading.Event()
     starting = True
     interrupt = True  # False while Ray starts: the signal is only noted

@@ -15,10 +15,8 @@ default and help live there); :func:`run` is the plain function behind the
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +26,7 @@ from agents.schema import check_kinds, help_field
 from browser_env.policy import is_loopback
 from browser_env.refusal import exit_on_refusal, refusing
 from serve.auth import MIN_TOKEN_LENGTH, load_token
+from serve.ports import check_port_free  # re-exported: serve.openai_server.cli's before
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -187,21 +186,6 @@ def check_options(cfg: DictConfig) -> DictConfig:
     if cfg.get("port") is not None and cfg.port > 65535:
         raise ValueError(f"port must be in 1..65535, got port={cfg.port}")
     return cfg
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise ``ValueError`` when ``host:port`` cannot be bound (as uvicorn binds
-    it: ``SO_REUSEADDR``), so that a port in use is refused before the model loads."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {host} is in use: pass another port=") from None
-        reason = exc.strerror or str(exc)
-        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def main() -> None:

@@ -150,24 +150,34 @@ def _run_serve(tmp_path, *args: str, token: str | None = TOKEN):
     )
 
 
-@pytest.mark.parametrize("mistake", ["state-dir-is-a-file", "short-token"])
+@pytest.mark.parametrize("mistake", ["state-dir-is-a-file", "short-token", "port-in-use"])
 def test_python_m_serve_refuses_a_bad_config_in_one_line_before_ray_starts(tmp_path, mistake):
-    """``python -m serve`` with a state_dir that is a file, or a token too
-    short: ``error: ...`` on stderr, exit 2, no traceback, and no Ray start
-    (which alone takes ~30 s)."""
+    """``python -m serve`` with a state_dir that is a file, a token too short,
+    or a port something else listens on: ``error: ...`` on stderr, exit 2, no
+    traceback, and no Ray start (which alone takes ~30 s)."""
+    import socket
     import time
 
     state = tmp_path / "state"
     token = TOKEN
-    if mistake == "state-dir-is-a-file":
-        state.write_text("not a directory")
-    else:
-        token = "short"
-    began = time.monotonic()
-    done = _run_serve(tmp_path, f"state_dir={state}", "port=1", token=token)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] if mistake == "port-in-use" else 1
+        if mistake == "state-dir-is-a-file":
+            state.write_text("not a directory")
+        elif mistake == "short-token":
+            token = "short"
+        began = time.monotonic()
+        done = _run_serve(tmp_path, f"state_dir={state}", f"port={port}", token=token)
     assert time.monotonic() - began < 20, done.stderr
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), done.stderr
-    assert ("not a directory" if mistake == "state-dir-is-a-file" else "5 characters") in last
+    expected = {
+        "state-dir-is-a-file": "not a directory",
+        "short-token": "5 characters",
+        "port-in-use": f"port {port} on 127.0.0.1 is in use: pass another port=",
+    }
+    assert expected[mistake] in last
