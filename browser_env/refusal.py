@@ -7,7 +7,9 @@ Gymnasium's errors such as ``NameNotFound``, omegaconf's
 ``MissingMandatoryValue``) into :class:`Refused`. Its ``@hydra.main`` task
 function runs inside :func:`exit_on_refusal`, which prints a refusal as
 ``error: <message>`` on stderr and exits with status 2 (as ``argparse``
-does), without a traceback::
+does), without a traceback, removing the files Hydra wrote for the refused
+run (its ``.hydra/`` and an empty job log) and the run dir they leave
+empty::
 
     def run(cfg):
         with refusing():
@@ -38,6 +40,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["Refused", "exit_on_refusal", "refusing"]
 
@@ -82,8 +85,11 @@ def refusing() -> Iterator[None]:
 def exit_on_refusal() -> Iterator[None]:
     """For an ``@hydra.main`` task function: a :class:`Refused` from the block
     is printed as ``error: <line>`` per line of its message on stderr, and
-    the process exits with status 2. Nothing else is caught; with
-    ``HYDRA_FULL_ERROR=1`` nothing at all (the whole traceback is shown)."""
+    the process exits with status 2, leaving no run dir behind where Hydra
+    made one for this run alone (:func:`_drop_run_dir`). Nothing else is
+    caught; with ``HYDRA_FULL_ERROR=1`` nothing at all (the whole traceback
+    is shown, the run dir kept)."""
+    fresh_log = _fresh_job_log()  # before the block logs anything
     try:
         yield
     except Refused as exc:
@@ -92,23 +98,17 @@ def exit_on_refusal() -> Iterator[None]:
         for line in (str(exc) or "refused").splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.stderr.flush()
-        _drop_run_dir()
+        _drop_run_dir(fresh_log)
         raise SystemExit(2) from None
 
 
-#: what Hydra itself puts in a run dir before the task function runs
-_HYDRA_OWN = (".hydra",)
+#: the files Hydra writes into a run dir before the task function runs
+_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
-def _drop_run_dir() -> None:
-    """Remove the run dir Hydra made for a refused run, and the parents it made
-    that are left empty (never the first component, e.g. ``outputs``, nor the
-    working dir): a refused run did nothing worth keeping, and a mistyped
-    command should not leave an ``outputs/<date>/<time>`` behind. Only in
-    Hydra's single-run mode (a sweep's dir is shared), and only when the dir
-    holds nothing but Hydra's ``.hydra/`` and log files: a dir that holds
-    anything else (``hydra.run.dir`` pointed at an earlier run) is kept."""
-    import shutil
+def _run_dir_and_log() -> tuple[Any, Any] | None:
+    """This Hydra single run's dir and job log file (resolved), or ``None``
+    (no Hydra run, or a multirun, whose sweep dir is shared)."""
     from pathlib import Path
 
     try:
@@ -116,24 +116,60 @@ def _drop_run_dir() -> None:
         from hydra.types import RunMode
 
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
-            return
-        run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+            return None
+        hydra = HydraConfig.get()
+        run_dir = Path(hydra.runtime.output_dir).resolve()
+        return run_dir, run_dir / f"{hydra.job.name}.log"
     except Exception:  # noqa: BLE001 - no Hydra run: nothing to drop
+        return None
+
+
+def _fresh_job_log() -> bool:
+    """Whether this run's job log is empty (or absent) as its task begins: a log
+    with lines in it is an earlier run's (Hydra appends to it), to be kept."""
+    found = _run_dir_and_log()
+    if found is None:
+        return False
+    try:
+        return found[1].stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _drop_run_dir(fresh_log: bool) -> None:
+    """Remove what Hydra wrote for this refused run (``.hydra/{config,hydra,
+    overrides}.yaml`` and the job log, when it was empty as the task began),
+    then the run dir and its parents while they are empty, but not the first
+    directory below the working dir (``outputs``): a mistyped command leaves
+    no ``outputs/<date>/<time>`` behind.
+
+    Only files Hydra writes are removed, one by one, and directories only when
+    empty (``rmdir``), so a ``hydra.run.dir`` that names an earlier run's dir
+    or a dir of one's own keeps everything else in it, and the dir itself.
+    Nothing happens unless the run dir is below the working dir, or in a
+    multirun (its sweep dir is shared)."""
+    from pathlib import Path
+
+    found = _run_dir_and_log()
+    if found is None or not fresh_log:
         return
+    run_dir, log = found
     cwd = Path.cwd().resolve()
-    if run_dir == cwd or cwd not in run_dir.parents or not run_dir.is_dir():
+    if cwd not in run_dir.parents or not run_dir.is_dir():
         return  # a dir outside the working dir was named on purpose
-    entries = list(run_dir.iterdir())
-    if any(e.name not in _HYDRA_OWN and not (e.suffix == ".log" and e.is_file()) for e in entries):
-        return
+    ours = {run_dir / name for name in _HYDRA_FILES} | {log}
+    present = {p for p in run_dir.rglob("*") if not p.is_dir()}
+    if not present <= ours:
+        return  # anything else in it: the dir is not this run's alone
     _close_logs_under(run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    top = cwd / run_dir.relative_to(cwd).parts[0]
-    for parent in run_dir.parents:
-        if top not in parent.parents:  # stop at the first component
-            break
+    for path in present:
+        path.unlink(missing_ok=True)
+    parents = [p for p in run_dir.parents if p.parent != cwd and cwd in p.parents]
+    for directory in (run_dir / ".hydra", run_dir, *parents):  # outputs/ itself stays
         try:
-            parent.rmdir()  # only when empty
+            directory.rmdir()  # only when empty
         except OSError:
             break
 

@@ -473,15 +473,33 @@ def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, ov
     assert list((tmp_path / "outputs").rglob("*")) == []
 
 
-def test_a_refused_run_keeps_a_run_dir_that_holds_more_than_hydras_own_files(tmp_path):
-    """``hydra.run.dir`` pointed at an earlier run's dir: a refusal removes
-    nothing of it (only a dir holding just ``.hydra/`` and logs goes)."""
-    earlier = tmp_path / "outputs" / "earlier"
-    earlier.mkdir(parents=True)
-    (earlier / "results.jsonl").write_text("{}\n")
-    out = _agents_run(tmp_path, "runner=vectr", "hydra.run.dir=outputs/earlier")
+@pytest.mark.parametrize(
+    ("run_dir", "before"),
+    [
+        ("outputs/earlier", {"results.jsonl": "{}\n"}),  # an earlier run's dir
+        ("logs", {"nginx.log": "precious\n", "other.log": "keep\n"}),  # a dir of one's own
+        # an earlier run that crashed: Hydra's files and a job log with its traceback
+        ("outputs/crashed", {".hydra/config.yaml": "a: 1\n", "run.log": "Traceback ...\n"}),
+        ("mine", {}),  # made by this run: removed, as outputs/<date>/<time> is
+    ],
+)
+def test_a_refused_run_removes_only_what_hydra_wrote_for_it(tmp_path, run_dir, before):
+    """``hydra.run.dir`` pointed at a dir that holds anything but what Hydra
+    wrote for the refused run (an earlier run's results or log, a dir of
+    one's own): every file in it is kept, and the dir; a dir this run made is
+    removed."""
+    for name, text in before.items():
+        (tmp_path / run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / run_dir / name).write_text(text)
+    out = _agents_run(tmp_path, "runner=vectr", f"hydra.run.dir={run_dir}")
     assert out.returncode == 2 and "error: runner must be one of" in out.stderr, out.stderr
-    assert (earlier / "results.jsonl").read_text() == "{}\n" and (earlier / ".hydra").is_dir()
+    if not before:
+        assert not (tmp_path / run_dir).exists()
+        return
+    for name, text in before.items():
+        if not name.startswith(".hydra/"):  # Hydra rewrites its own config files
+            assert (tmp_path / run_dir / name).read_text() == text, name
+    assert (tmp_path / run_dir / ".hydra" / "overrides.yaml").is_file()
 
 
 def _agents_run(cwd, *overrides):
