@@ -204,18 +204,30 @@ class RunStart:
 _PICK = "a new or empty directory, or a learner's earlier output to continue training it"
 
 
-def check_output_dir(output_dir: str | os.PathLike[str], key: str = "learner.output_dir") -> None:
+def check_output_dir(
+    output_dir: str | os.PathLike[str],
+    key: str = "learner.output_dir",
+    *,
+    under: str | os.PathLike[str] | None = None,
+) -> None:
     """Raise ``ValueError`` (naming ``key``, the setting it came from) unless a
     learner may write into ``output_dir``: a path not there yet (below
     directories, not files), an empty directory (hidden entries such as
     ``.DS_Store`` aside), or a learner's output (``training.json``,
     ``checkpoints/`` or a saved adapter or model), which :func:`run_start`
-    continues or resumes."""
+    continues or resumes. ``under``: the value of ``key`` when ``output_dir``
+    is a dir the command makes below it (the demo's ``out``, the study's
+    ``output_dir``), which the message then names."""
     out = Path(output_dir)
+    if under is None:
+        subject, fix = f"{key}={output_dir}", f"set {key} to {_PICK}"
+    else:
+        subject = f"{output_dir} (where this command trains, below {key}={under})"
+        fix = f"set {key} to a new or empty directory"
     first = next((p for p in (out, *out.parents) if p.exists()), None)
     if first is not None and not first.is_dir():
         what = "is a file" if first == out else f"is below {first}, a file"
-        raise ValueError(f"{key}={output_dir} {what}, not a directory: set {key} to {_PICK}")
+        raise ValueError(f"{subject} {what}, not a directory: {fix}")
     if not out.is_dir() or _learner_output(out):
         return
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
@@ -223,9 +235,9 @@ def check_output_dir(output_dir: str | os.PathLike[str], key: str = "learner.out
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise ValueError(
-            f"{key}={output_dir} holds files no learner wrote ({shown}; no training.json, "
+            f"{subject} holds files no learner wrote ({shown}; no training.json, "
             f"checkpoints/ or saved adapter or model): training into it would mix them with "
-            f"its own; set {key} to {_PICK}"
+            f"its own; {fix}"
         )
 
 

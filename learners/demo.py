@@ -250,6 +250,7 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agents.tiny import tiny_model_path
+    from browser_env.refusal import refusing
     from learners.checkpoint import check_output_dir
     from learners.sdft import run as sdft
     from learners.sft import run as sft
@@ -258,8 +259,9 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     out = Path(cfg.out)
     episodes = out / "episodes"
     sft_dir, sdft_dir = out / "sft", out / "sdft"
-    for stage in (sft_dir, sdft_dir):  # what the learners would refuse, before the recording
-        check_output_dir(stage)
+    with refusing():  # what the learners would refuse, before the recording
+        for stage in (sft_dir, sdft_dir):
+            check_output_dir(stage, "out", under=cfg.out)
     # The random starting point, built offline and cached (agents.tiny).
     model = str(
         tiny_model_path(
@@ -435,10 +437,14 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
-    """The ``@hydra.main`` body: ``cfg`` composed from ``conf/demo.yaml``."""
+    """The ``@hydra.main`` body: ``cfg`` composed from ``conf/demo.yaml``; a
+    refusal is one line on stderr, exit status 2."""
     from omegaconf import OmegaConf
 
-    return run(OmegaConf.to_container(cfg, resolve=True))
+    from browser_env.refusal import exit_on_refusal
+
+    with exit_on_refusal():
+        return run(OmegaConf.to_container(cfg, resolve=True))
 
 
 def main() -> None:

@@ -279,12 +279,14 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, StudyConfig):
         cfg = StudyConfig(**{k: v for k, v in cfg.items() if not str(k).startswith("_")})
     from agents.backends.transformers import TransformersBackend
+    from browser_env.refusal import refusing
     from learners import grpo, sdft, sft
     from learners.checkpoint import check_output_dir
 
     out = Path(cfg.output_dir or "outputs/study")
-    for learner_dir in _learner_dirs(cfg, out):  # what a learner would refuse, before any model
-        check_output_dir(learner_dir)
+    with refusing():  # what a learner would refuse, before any model loads
+        for learner_dir in _learner_dirs(cfg, out):
+            check_output_dir(learner_dir, "output_dir", under=out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "stages": {}}
 
@@ -524,7 +526,10 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
         from learners.loop import default_output_dir
 
         values["output_dir"] = str(Path(default_output_dir("study")).parent)
-    results = run(values)
+    from browser_env.refusal import exit_on_refusal
+
+    with exit_on_refusal():  # a refusal: one line on stderr, exit status 2
+        results = run(values)
     print((Path(values["output_dir"]) / "results.md").read_text())
     return results
 

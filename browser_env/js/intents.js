@@ -8,9 +8,17 @@
 // they would otherwise arrive after the observation was taken.
 (() => {
   if (window.__brlIntents || window.top !== window) return;
-  const notes = { popups: 0, navigate: null };
+  // planned: a form submission's navigation, { url, event } (event: null for
+  // form.submit()); it counts at the read unless a later listener prevented it.
+  const notes = { popups: 0, navigate: null, planned: null };
   Object.defineProperty(window, "__brlIntents", {
-    value: () => { const out = { ...notes }; notes.popups = 0; notes.navigate = null; return out; },
+    value: () => {
+      const planned = notes.planned && !notes.planned.event?.defaultPrevented
+        ? notes.planned.url : null;
+      const out = { popups: notes.popups, navigate: notes.navigate ?? planned };
+      notes.popups = 0; notes.navigate = null; notes.planned = null;
+      return out;
+    },
     enumerable: false,
   });
   const open = window.open;
@@ -37,26 +45,31 @@
   // in a later task (~10-15 ms here), after the env's read that follows the
   // action, so the submission notes the navigation itself: the submit event,
   // and form.submit() (which fires none). Not for a dialog form, a javascript:
-  // action or a target frame, which navigate no top document.
-  const noteSubmission = (form, submitter) => {
-    const target = submitter?.getAttribute("formtarget") ?? form.getAttribute("target");
+  // action or a target frame, which navigate no top document. Attributes are
+  // read through Element's own getAttribute: a field named "action" or
+  // "getAttribute" shadows the form's properties of those names.
+  const attr = (el, name) => (el ? Element.prototype.getAttribute.call(el, name) : null);
+  const noteSubmission = (form, submitter, event) => {
+    const target = attr(submitter, "formtarget") ?? attr(form, "target");
     if (opensWindow(target)) { notes.popups += 1; return; }
     const t = (target || document.querySelector("base[target]")?.target || "").toLowerCase();
-    const method = (submitter?.getAttribute("formmethod") ?? form.getAttribute("method") ?? "");
-    const action = (submitter?.formAction || form.action || location.href);
+    const method = attr(submitter, "formmethod") ?? attr(form, "method") ?? "";
+    const raw = attr(submitter, "formaction") || attr(form, "action");
+    let url = location.href;
+    try { if (raw) url = new URL(raw, document.baseURI).href; } catch { return; }
     if ((t === "" || t === "_self" || t === "_top" || t === "_parent")
-        && method.toLowerCase() !== "dialog" && !/^javascript:/i.test(action)) {
-      notes.navigate = action;
+        && method.toLowerCase() !== "dialog" && !/^javascript:/i.test(url)) {
+      notes.planned = { url, event };
     }
   };
   window.addEventListener("submit", (e) => {
     if (!e.defaultPrevented && e.target instanceof HTMLFormElement) {
-      noteSubmission(e.target, e.submitter);
+      noteSubmission(e.target, e.submitter, e);
     }
   });
   const submit = HTMLFormElement.prototype.submit;
   const submitWrapped = function (...args) {
-    if (this instanceof HTMLFormElement && this.isConnected) noteSubmission(this, null);
+    if (this instanceof HTMLFormElement && this.isConnected) noteSubmission(this, null, null);
     return submit.apply(this, args);
   };
   Object.defineProperty(submitWrapped, "toString", {

@@ -95,6 +95,40 @@ def test_the_demo_refuses_a_learner_dir_in_its_out_before_it_records(tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "notes.txt").write_text("mine\n")
-    with pytest.raises(ValueError, match=r"output_dir=.*sft holds files no learner wrote"):
+    with pytest.raises(ValueError) as refused:
         learners.demo.run({"out": str(tmp_path), "threads": torch.get_num_threads()})
+    assert str(refused.value).startswith(
+        f"{tmp_path / 'sft'} (where this command trains, below out={tmp_path}) holds files "
+        "no learner wrote"
+    ) and str(refused.value).endswith("set out to a new or empty directory")
     assert (tmp_path / "sft" / "notes.txt").read_text() == "mine\n"
+
+
+def test_the_demo_command_line_refuses_a_stray_dir_in_one_line(tmp_path):
+    """``python -m learners.demo out=O`` with someone else's files in ``O/sft``:
+    ``error: <why>`` naming ``out``, exit status 2, no traceback (it was a
+    Hydra-wrapped ``ValueError`` naming a ``learner.output_dir`` the demo has not)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "o" / "sft").mkdir(parents=True)
+    (tmp_path / "o" / "sft" / "notes.txt").write_text("mine\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "learners.demo", f"out={tmp_path / 'o'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'o' / 'sft'} (where this command trains, below out="
+        f"{tmp_path / 'o'}) holds files no learner wrote (notes.txt; no training.json, "
+        "checkpoints/ or saved adapter or model): training into it would mix them with its "
+        "own; set out to a new or empty directory"
+    ], done.stderr[-2000:]
+    assert (tmp_path / "o" / "sft" / "notes.txt").read_text() == "mine\n"

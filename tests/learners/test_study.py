@@ -123,5 +123,6 @@ def test_the_study_refuses_a_learner_dir_before_any_model_loads(tmp_path, monkey
     theirs = tmp_path / "study" / "stage_b" / "sft_then_sdft" / "sdft"
     theirs.mkdir(parents=True)
     (theirs / "notes.txt").write_text("mine\n")
-    with pytest.raises(ValueError, match=rf"^learner\.output_dir={theirs} holds files"):
+    below = rf"\(where this command trains, below output_dir={tmp_path / 'study'}\)"
+    with pytest.raises(ValueError, match=rf"^{theirs} {below} holds files.*set output_dir to"):
         run({"model": "tiny", "demos": [str(tmp_path)], "output_dir": str(tmp_path / "study")})
