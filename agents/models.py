@@ -92,7 +92,7 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def check_model(model: str, option: str = "model", adapter_option: str = "adapter") -> None:
+def check_model(model: str, option: str = "model", adapter_option: str | None = "adapter") -> None:
     """Refuse ``model`` unless it is a preset (:data:`PRESETS`), an existing
     local path that is no LoRA adapter directory (:func:`refuse_adapter_dir`,
     whose message suggests ``adapter_option``), or a hub id (``owner/name``)
@@ -128,14 +128,14 @@ def check_model(model: str, option: str = "model", adapter_option: str = "adapte
 
 
 def refuse_adapter_dir(
-    model: str, option: str = "model", adapter_option: str = "adapter", verb: str = "load"
+    model: str, option: str = "model", adapter_option: str | None = "adapter", verb: str = "load"
 ) -> None:
     """Refuse ``model`` when it is a LoRA adapter directory
     (``adapter_config.json``, no ``config.json``), which no backend loads as a
     model (transformers says "Unrecognized model" once the setup is done): the
     message gives the command that works, its base model
     (``base_model_name_or_path``) as ``option`` and the directory as
-    ``adapter_option``.
+    ``adapter_option`` (``None``: the command takes no adapter; its base model).
 
     Raises:
         ValueError: ``<option>=DIR is a LoRA adapter directory ...: <verb> it
@@ -150,6 +150,9 @@ def refuse_adapter_dir(
     except (OSError, ValueError, AttributeError):
         base = None
     what = f"{option}={model} is a LoRA adapter directory (adapter_config.json, no config.json)"
+    if adapter_option is None:  # the command loads no adapter: its base is what it can take
+        found = f"its base model, {option}={base}" if isinstance(base, str) and base else ""
+        raise ValueError(f"{what}, and this command takes no adapter: give {found or 'a model'}")
     if isinstance(base, str) and base:
         raise ValueError(
             f"{what}: {verb} it over its base model with {option}={base} {adapter_option}={model}"

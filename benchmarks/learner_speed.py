@@ -191,7 +191,7 @@ def check(cfg: DictConfig) -> None:
             f"batch_size ({cfg.batch_size}) must be a multiple of num_generations "
             f"({cfg.num_generations}): GRPO's batch is whole groups"
         )
-    check_model(str(cfg.model))
+    check_model(str(cfg.model), adapter_option=None)  # it trains a fresh adapter
     if cfg.get("episodes") and not Path(cfg.episodes).expanduser().exists():
         raise ValueError(f"episodes={cfg.episodes}: no such episode or run directory")
 

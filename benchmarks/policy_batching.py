@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from agents.models import check_model
 
         try:
-            check_model(args.model, "--model")
+            check_model(args.model, "--model", adapter_option=None)
         except ValueError as error:
             parser.error(str(error))
     refuse_unwritable(parser, args.out, "--out")

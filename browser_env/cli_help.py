@@ -4,8 +4,7 @@ with its help text, instead of Hydra's list of every group under ``conf/``.
 Hydra's default ``--help`` lists all the config groups of the search path
 (``agent``, ``learner``, ``suite``, ... for every app, whether it reads them
 or not) and the composed YAML, without the help text that the entry points'
-config dataclasses carry (``metadata["help"]``, see
-:func:`agents.schema.help_field`). Hydra's help template is an OmegaConf
+config dataclasses carry (``metadata["help"]``, set by :func:`help_field`). Hydra's help template is an OmegaConf
 string, resolved when ``--help`` prints it, so one resolver renders the
 rest from the composed config: the groups this command composes (Hydra's
 ``hydra.runtime.choices``), each with its options and this command's
@@ -204,7 +203,9 @@ def _value(node: Any, name: str) -> str:
     if isinstance(child, DictConfig | ListConfig):
         if _is_object(child):
             return f"<{child._get_node('_target_')._value()}>"
-        return json.dumps(OmegaConf.to_container(child, resolve=False)).replace('"', "")
+        return json.dumps(OmegaConf.to_container(child, resolve=False), ensure_ascii=False).replace(
+            '"', ""
+        )
     value = child._value()
     if value is None:
         return "null"

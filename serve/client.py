@@ -374,7 +374,11 @@ def _url_problem(url: str) -> str | None:
 
     if "://" not in url:
         return f"needs a scheme: http://{url.lstrip('/')}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        return f"is no URL ({exc}): e.g. {DEFAULT_URL}"
     rest = url.split("://", 1)[1]
     if parts.scheme not in ("http", "https"):
         return f"takes http:// or https://, not {parts.scheme}://: http://{rest}"

@@ -79,6 +79,11 @@ def test_check_model_refuses_an_adapter_dir_naming_its_base_and_the_adapter_opti
     )
     with pytest.raises(ValueError, match=r"model=\S+ is a LoRA adapter.* adapter="):
         check_model(str(adapter))  # agents.run's: model= and adapter=
+    with pytest.raises(ValueError) as refused:  # a command that takes no adapter
+        check_model(str(adapter), "--model", adapter_option=None)
+    assert str(refused.value).endswith(
+        "config.json), and this command takes no adapter: give its base model, --model=o/b"
+    )
     (adapter / "adapter_config.json").write_text("[1]")  # unreadable as a dict: no base
     with pytest.raises(ValueError, match=f"trained from with model=BASE adapter={adapter}$"):
         check_model(str(adapter))

@@ -32,7 +32,7 @@ class _Base:
 class _App(_Base):
     episodes: int = help_field(3, "Episodes per task, costing $5 each.")
     name: str = help_field("", "A name.")
-    tags: list[str] = help_field(["a", "b"], "Tags.")
+    tags: list[str] = help_field(["a", "é"], "Tags.")
     inner: _Inner = dataclasses.field(default_factory=_Inner)
     agent: Any = help_field(None, "The policy (a group).")
     unset: str = help_field("???", "Must be set.")
@@ -54,7 +54,7 @@ def test_keys_show_this_commands_values_and_their_help_own_fields_first():
     assert keys == [
         "episodes=3",
         'name=""',
-        "tags=[a, b]",
+        "tags=[a, é]",  # as typed, not escaped
         "inner.depth=2",  # a nested structured config, flattened
         "agent=<my.Agent>",
         "  agent.temperature=0.5",  # a group's object: its keys, nested dicts flattened

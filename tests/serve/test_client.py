@@ -429,6 +429,8 @@ def test_the_command_line_refuses_an_upload_of_a_missing_dir(tmp_path, capsys):
         (["--url", "127.0.0.1:8765"], "--url needs a scheme: http://127.0.0.1:8765"),
         (["--url", "ftp://127.0.0.1:8765"], "--url takes http:// or https://, not ftp://: "),
         (["--url", "http://:8765"], "--url needs a host: http://127.0.0.1:8765"),
+        (["--url", "http://[::1"], "--url is no URL (Invalid IPv6 URL): e.g. http://127.0.0.1"),
+        (["--url", "http://127.0.0.1:99999"], "--url is no URL (Port out of range 0-65535)"),
         ([], "$BROWSER_RL_SERVE_URL needs a scheme: http://localhost:8765"),
     ],
 )
