@@ -72,7 +72,9 @@ class RunConfig(RolloutOptions):
         None, "Where episodes are written; null: <hydra run dir>/episodes."
     )
     env_kwargs: dict[str, Any] = help_field(
-        {}, "Extra BrowserEnv arguments, e.g. {modalities: [elements, text]}."
+        {},
+        "Extra BrowserEnv arguments, one key each on the command line: "
+        "+env_kwargs.modalities=[elements,text].",
     )
 
 

@@ -51,7 +51,9 @@ class BenchmarkConfig(RolloutOptions):
         "What observations hold, e.g. [elements, text] for a text-only agent (no screenshots "
         "taken); null: the env's default.",
     )
-    env_kwargs: dict[str, Any] = help_field({}, "Extra BrowserEnv arguments for every task.")
+    env_kwargs: dict[str, Any] = help_field(
+        {}, "Extra BrowserEnv arguments for every task: +env_kwargs.modalities=[elements,text]."
+    )
     model: str | None = help_field(None, "Overrides backend.model (agent=llm).")
     adapter: str | None = help_field(None, "Overrides backend.adapter (agent=llm).")
     resume: bool = help_field(

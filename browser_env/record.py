@@ -61,8 +61,8 @@ class RecordConfig:
     )
     env_kwargs: dict[str, Any] = help_field(
         {},
-        "Extra BrowserEnv arguments, e.g. {viewport: [1024, 768]} or "
-        "{allowed_url_schemes: [http, https, file]}.",
+        "Extra BrowserEnv arguments, one key each on the command line: "
+        "+env_kwargs.viewport=[1024,768], +env_kwargs.allowed_url_schemes=[http,https,file].",
     )
 
 
