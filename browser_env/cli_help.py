@@ -102,12 +102,8 @@ def _options(group: str) -> list[str]:
 def _keys(node: Any, prefix: str) -> list[str]:
     """``key=value`` and the help of each field of the dataclass behind
     ``node`` (recursing into fields that are structured configs themselves)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
-        return []
-    schema = OmegaConf.get_type(node)
-    if schema is None or not dataclasses.is_dataclass(schema):
+    schema = _schema(node)
+    if schema is None:
         return []
     own = vars(schema).get("__annotations__", {})
     fields = sorted(dataclasses.fields(schema), key=lambda f: f.name not in own)
@@ -117,7 +113,7 @@ def _keys(node: Any, prefix: str) -> list[str]:
             continue
         child = node._get_node(field.name)
         key = f"{prefix}{field.name}"
-        nested = _keys(child, f"{key}.") if isinstance(child, DictConfig) else []
+        nested = _keys(child, f"{key}.")
         if nested:
             lines.extend(nested)
             continue
@@ -138,17 +134,13 @@ def _root_keys(cfg: Any) -> list[str]:
     nodes' keys, and each plain key, whose help says which structured key of the
     same name it sets (``model`` -> ``learner.model``, as ``learners.entry``
     applies it)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if not isinstance(cfg, DictConfig):
+    if not _live_dict(cfg):
         return []
     structured = {}
     for name in cfg:
-        child = cfg._get_node(name)
-        if name != "hydra" and isinstance(child, DictConfig):
-            schema = OmegaConf.get_type(child)
-            if schema is not None and dataclasses.is_dataclass(schema):
-                structured[name] = {f.name for f in dataclasses.fields(schema)}
+        schema = None if name == "hydra" else _schema(cfg._get_node(name))
+        if schema is not None:
+            structured[name] = {f.name for f in dataclasses.fields(schema)}
     lines = []
     for name in cfg:
         if name == "hydra" or name in structured:
@@ -165,21 +157,12 @@ def _root_keys(cfg: Any) -> list[str]:
 def _plain_keys(node: Any, prefix: str) -> list[str]:
     """``  key=value`` for each key of a config with no dataclass behind it
     (a group's ``_target_`` object), nested dicts flattened."""
-    from omegaconf import DictConfig, OmegaConf
-
     lines = []
     for name in node:
         if name == "_target_":
             continue
         child = node._get_node(name)
-        plain_dict = (
-            isinstance(child, DictConfig)
-            and not OmegaConf.is_interpolation(node, name)
-            and not child._is_missing()
-            and not child._is_none()
-            and "_target_" not in child
-        )
-        if plain_dict and len(child):
+        if _live_dict(child) and "_target_" not in child and len(child):  # a plain dict
             lines.extend(_plain_keys(child, f"{prefix}{name}."))
         else:
             lines.append(f"  {prefix}{name}={_value(node, name)}")
@@ -207,8 +190,6 @@ def _value(node: Any, name: str) -> str:
             '"', ""
         )
     value = child._value()
-    if value is None:
-        return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if value == "":
@@ -216,8 +197,9 @@ def _value(node: Any, name: str) -> str:
     return str(value)
 
 
-def _is_object(node: Any) -> bool:
-    """Whether ``node`` is a config with a ``_target_`` (a group's object)."""
+def _live_dict(node: Any) -> bool:
+    """Whether ``node`` is a dict config with keys to read: not ``None``, not
+    ``???``, not an interpolation."""
     from omegaconf import DictConfig, OmegaConf
 
     return (
@@ -225,5 +207,17 @@ def _is_object(node: Any) -> bool:
         and not node._is_none()
         and not node._is_missing()
         and not OmegaConf.is_interpolation(node)
-        and "_target_" in node
     )
+
+
+def _schema(node: Any) -> type | None:
+    """The dataclass behind ``node`` (a structured config), or ``None``."""
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.get_type(node) if _live_dict(node) else None
+    return schema if schema is not None and dataclasses.is_dataclass(schema) else None
+
+
+def _is_object(node: Any) -> bool:
+    """Whether ``node`` is a config with a ``_target_`` (a group's object)."""
+    return _live_dict(node) and "_target_" in node
