@@ -40,7 +40,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 __all__ = ["Refused", "exit_on_refusal", "refusing"]
 
@@ -89,7 +89,7 @@ def exit_on_refusal() -> Iterator[None]:
     made one for this run alone (:func:`_drop_run_dir`). Nothing else is
     caught; with ``HYDRA_FULL_ERROR=1`` nothing at all (the whole traceback
     is shown, the run dir kept)."""
-    fresh_log = _fresh_job_log()  # before the block logs anything
+    fresh = _fresh_run()  # before the block logs anything
     try:
         yield
     except Refused as exc:
@@ -98,7 +98,7 @@ def exit_on_refusal() -> Iterator[None]:
         for line in (str(exc) or "refused").splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.stderr.flush()
-        _drop_run_dir(fresh_log)
+        _drop_run_dir(fresh)
         raise SystemExit(2) from None
 
 
@@ -106,11 +106,11 @@ def exit_on_refusal() -> Iterator[None]:
 _HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
-def _run_dir_and_log() -> tuple[Any, Any] | None:
-    """This Hydra single run's dir and job log file (resolved), or ``None``
-    (no Hydra run, or a multirun, whose sweep dir is shared)."""
-    from pathlib import Path
-
+def _fresh_run() -> tuple[Path, Path] | None:
+    """This Hydra single run's dir and job log file (resolved) when the log is
+    empty (or absent) as the task begins; ``None`` for a log with lines in it,
+    an earlier run's (Hydra appends to it), to be kept, and when there is no
+    Hydra run or it is a multirun (its sweep dir is shared)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -119,26 +119,14 @@ def _run_dir_and_log() -> tuple[Any, Any] | None:
             return None
         hydra = HydraConfig.get()
         run_dir = Path(hydra.runtime.output_dir).resolve()
-        return run_dir, run_dir / f"{hydra.job.name}.log"
-    except Exception:  # noqa: BLE001 - no Hydra run: nothing to drop
+        log = run_dir / f"{hydra.job.name}.log"
+        fresh = not log.exists() or log.stat().st_size == 0
+    except Exception:  # noqa: BLE001 - no Hydra run, or no reading its log: nothing to drop
         return None
+    return (run_dir, log) if fresh else None
 
 
-def _fresh_job_log() -> bool:
-    """Whether this run's job log is empty (or absent) as its task begins: a log
-    with lines in it is an earlier run's (Hydra appends to it), to be kept."""
-    found = _run_dir_and_log()
-    if found is None:
-        return False
-    try:
-        return found[1].stat().st_size == 0
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _drop_run_dir(fresh_log: bool) -> None:
+def _drop_run_dir(run: tuple[Path, Path] | None) -> None:
     """Remove what Hydra wrote for this refused run (``.hydra/{config,hydra,
     overrides}.yaml`` and the job log, when it was empty as the task began),
     then the run dir and its parents while they are empty, but not the first
@@ -149,13 +137,10 @@ def _drop_run_dir(fresh_log: bool) -> None:
     empty (``rmdir``), so a ``hydra.run.dir`` that names an earlier run's dir
     or a dir of one's own keeps everything else in it, and the dir itself.
     Nothing happens unless the run dir is below the working dir, or in a
-    multirun (its sweep dir is shared)."""
-    from pathlib import Path
-
-    found = _run_dir_and_log()
-    if found is None or not fresh_log:
+    multirun (its sweep dir is shared); ``run``: :func:`_fresh_run`'s."""
+    if run is None:
         return
-    run_dir, log = found
+    run_dir, log = run
     cwd = Path.cwd().resolve()
     if cwd not in run_dir.parents or not run_dir.is_dir():
         return  # a dir outside the working dir was named on purpose
@@ -189,16 +174,15 @@ def _unset(key: str) -> str:
     return f"{key} has no value: set it on the command line ({key}=...)"
 
 
-def _close_logs_under(directory: object) -> None:
+def _close_logs_under(directory: Path) -> None:
     """Detach and close the logging file handlers writing under ``directory``
     (Hydra's job log), so nothing writes into (or re-creates) a removed dir."""
     import logging
-    from pathlib import Path
 
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in list(getattr(logger, "handlers", ())):
             path = getattr(handler, "baseFilename", None)
-            if path and Path(directory) in Path(path).resolve().parents:
+            if path and directory in Path(path).resolve().parents:
                 logger.removeHandler(handler)
                 handler.close()
