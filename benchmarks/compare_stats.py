@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from browser_env.registration import task_name
+
 __all__ = ["Cell", "Run", "wilson"]
 
 
@@ -99,9 +101,5 @@ class Run:
         """Per-task statistics, in the run's task order."""
         by_task: dict[str, list[dict[str, Any]]] = {}
         for episode in self.results["episodes"]:
-            by_task.setdefault(_task_name(episode["env_id"]), []).append(episode)
+            by_task.setdefault(task_name(episode["env_id"]), []).append(episode)
         return {task: Cell.of(eps) for task, eps in by_task.items()}
-
-
-def _task_name(env_id: str) -> str:
-    return env_id.split("/", 1)[-1].removesuffix("-v0")

@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult
 from browser_env.atomic import write_json_atomic, write_text_atomic
+from browser_env.registration import task_name
 
 __all__ = [
     "format_table",
@@ -79,14 +80,9 @@ def summarize(results: Sequence[EpisodeResult]) -> tuple[list[dict[str, Any]], d
     by_task: dict[str, list[EpisodeResult]] = {}
     for result in results:
         by_task.setdefault(result.env_id, []).append(result)
-    rows = [_row(_task_name(env_id), env_id, eps) for env_id, eps in by_task.items()]
+    rows = [_row(task_name(env_id), env_id, eps) for env_id, eps in by_task.items()]
     overall = _row("overall", "", results)
     return rows, overall
-
-
-def _task_name(env_id: str) -> str:
-    name = env_id.split("/", 1)[-1]
-    return name.removesuffix("-v0")
 
 
 def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any]) -> str:

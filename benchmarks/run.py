@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import signal
 import sys
 import threading
@@ -60,6 +59,7 @@ from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
 from benchmarks.suites import Suite
 from browser_env.refusal import exit_on_refusal, refusing
+from browser_env.registration import task_name
 from browser_env.rundir import register_resolvers
 
 __all__ = ["main", "run"]
@@ -216,8 +216,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _task_label(env_id: str) -> str:
     """``browser_env/miniwob.click-button-sequence-v0`` -> ``click-button-sequence``
     (at most 32 characters: the progress bar's)."""
-    name = re.sub(r"-v\d+$", "", env_id.rpartition("/")[2]).removeprefix("miniwob.")
-    return name[:32]
+    return task_name(env_id).removeprefix("miniwob.")[:32]
 
 
 def _agent_label(name: str) -> str:

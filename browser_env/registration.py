@@ -19,6 +19,7 @@ __all__ = [
     "register_envs",
     "register_site_envs",
     "resolve_env_id",
+    "task_name",
 ]
 
 NAMESPACE = "browser_env"
@@ -61,6 +62,15 @@ def env_id(task: str, family: str | None = "miniwob", version: int = 0) -> str:
     """
     name = task if family is None else f"{family}.{task}"
     return f"{NAMESPACE}/{name}-v{version}"
+
+
+def task_name(env_id: str) -> str:
+    """The id without its namespace and version, :func:`env_id`'s inverse:
+    ``browser_env/miniwob.click-test-v0`` -> ``miniwob.click-test``,
+    ``browser_env/open-v0`` -> ``open``; a name with neither comes back as it is."""
+    name = env_id.rpartition("/")[2]
+    stem, dash, version = name.rpartition("-v")
+    return stem if dash and version.isdigit() else name
 
 
 def resolve_env_id(name: str) -> str:

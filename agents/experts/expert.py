@@ -8,7 +8,6 @@ for the benchmark tables. Every ``info`` says so (``"scripted": True``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from agents.experts import choose, click, forms  # noqa: F401 - registers the po
 from agents.experts.base import POLICIES, Context, ExpertError, task_from_url
 from agents.experts.sites import SITE_POLICIES, site_task
 from browser_env.actions import Action, Verb
+from browser_env.registration import task_name
 
 __all__ = [
     "SUPPORTED_TASKS",
@@ -108,7 +108,7 @@ def expert_task(env_id: str) -> str:
     ``browser_env/sites.shop.buy-named-v0`` -> ``sites.shop.buy-named``; ""
     for any other (``browser_env/open-v0``: its task is the page's, known
     only once it is open)."""
-    name = re.sub(r"-v\d+$", "", env_id.rpartition("/")[2])
+    name = task_name(env_id)
     if name.startswith("miniwob."):
         return name.removeprefix("miniwob.")
     return name if name.startswith("sites.") else ""

@@ -49,3 +49,22 @@ def test_every_registered_id_is_a_fixed_point():
 def test_bad_spellings_raise_value_error(bad):
     with pytest.raises(ValueError):
         resolve_env_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "name"),
+    [
+        ("browser_env/miniwob.click-test-v0", "miniwob.click-test"),
+        ("browser_env/sites.shop.buy-named-v0", "sites.shop.buy-named"),
+        ("browser_env/open-v0", "open"),
+        ("browser_env/miniwob.click-test-v12", "miniwob.click-test"),
+        ("miniwob.click-test", "miniwob.click-test"),  # no namespace, no version
+        ("browser_env/miniwob.use-vtest", "miniwob.use-vtest"),  # "-v" then no number
+    ],
+)
+def test_task_name_is_env_ids_inverse(env_id, name):
+    from browser_env.registration import env_id as make_id
+    from browser_env.registration import task_name
+
+    assert task_name(env_id) == name
+    assert task_name(make_id(name, family=None)) == name
