@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from backend_contract import MESSAGES, tiny_path
@@ -276,19 +275,11 @@ def test_an_adapter_dir_as_the_model_is_refused_with_the_form_that_serves_it(
 def test_the_command_line_refuses_an_adapter_dir_as_the_model_in_one_line(adapters, tmp_path):
     """A real PEFT adapter given as ``model=``: ``error: <why>`` naming its base
     model and ``adapter=``, exit status 2, before transformers' "Unrecognized model"."""
-    import subprocess
-    import sys
+    from _commands import python_m
 
     adapter = adapters["a"]
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    out = subprocess.run(
-        [sys.executable, "-m", "serve.openai_server", f"model={adapter}", "port=70000"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        timeout=120,
-    )
+    out = python_m("serve.openai_server", f"model={adapter}", "port=70000", cwd=tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines() == [
         f"error: model={adapter} is a LoRA adapter directory (adapter_config.json, no "
@@ -312,18 +303,10 @@ def test_a_relative_model_path_is_the_callers(tmp_path):
     """The command keeps the caller's working directory (Hydra can move a job
     into its run dir, where ``model=./m`` is not): the path passes its check,
     and the next setting (a port out of range) is what stops it."""
-    import subprocess
-    import sys
+    from _commands import python_m
 
     (tmp_path / "m").mkdir()
-    out = subprocess.run(
-        [sys.executable, "-m", "serve.openai_server", "model=./m", "port=70000"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        timeout=120,
-    )
+    out = python_m("serve.openai_server", "model=./m", "port=70000", cwd=tmp_path)
     assert out.returncode != 0
     assert "port must be in 1..65535" in out.stderr, out.stderr[-2000:]
 

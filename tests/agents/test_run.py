@@ -505,20 +505,9 @@ def test_a_refused_run_removes_only_what_hydra_wrote_for_it(tmp_path, run_dir, b
 def _agents_run(cwd, *overrides):
     """``python -m agents.run OVERRIDES`` in ``cwd``: its default run dir under
     ``cwd/outputs``."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "agents.run", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from _commands import python_m
+
+    return python_m("agents.run", *overrides, cwd=cwd)
 
 
 @pytest.mark.parametrize(

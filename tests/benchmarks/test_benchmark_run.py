@@ -339,16 +339,16 @@ def test_an_unknown_backend_is_a_config_error():
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
     """``error: <why>`` and status 2, before anything is written or a browser
     starts, not a Hydra-wrapped traceback (:mod:`browser_env.refusal`)."""
-    import os
-    import subprocess
-    import sys
+    from _commands import python_m
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", *overrides, f"output_dir={tmp_path / 'out'}",
-         "wandb=false", "progress=false"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent), "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    proc = python_m(
+        "benchmarks.run",
+        *overrides,
+        f"output_dir={tmp_path / 'out'}",
+        "wandb=false",
+        "progress=false",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr

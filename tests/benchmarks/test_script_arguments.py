@@ -144,14 +144,9 @@ def test_bad_arguments_are_a_one_line_error_before_any_work(
     ],
 )
 def test_the_command_line_exits_2_with_the_message_alone(argv):
-    proc = subprocess.run(
-        [sys.executable, "-m", *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from _commands import python_m
+
+    proc = python_m(*argv)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and argv[-1] in proc.stderr.splitlines()[-1]
 

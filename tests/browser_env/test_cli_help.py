@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import string
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +88,9 @@ def test_the_resolver_escapes_dollars_for_hydras_template():
 
 
 def test_help_of_a_real_command_line_lists_its_groups_and_keys_only():
-    out = subprocess.run(
-        [sys.executable, "-m", "agents.run", "agent=tiny", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from _commands import python_m
+
+    out = python_m("agents.run", "agent=tiny", "--help")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("python -m agents.run: its config groups and keys.")
     assert "agent: expert, llm, random, *tiny*" in out.stdout

@@ -392,15 +392,9 @@ def test_a_file_url_is_refused_unless_its_scheme_is_allowed(tmp_path, monkeypatc
     ],
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
-    out = subprocess.run(
-        [sys.executable, "-m", "browser_env.record", *overrides, f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    from _commands import python_m
+
+    out = python_m("browser_env.record", *overrides, f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2, out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, out.stderr

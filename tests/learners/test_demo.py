@@ -108,22 +108,11 @@ def test_the_demo_command_line_refuses_a_stray_dir_in_one_line(tmp_path):
     """``python -m learners.demo out=O`` with someone else's files in ``O/sft``:
     ``error: <why>`` naming ``out``, exit status 2, no traceback (it was a
     Hydra-wrapped ``ValueError`` naming a ``learner.output_dir`` the demo has not)."""
-    import os
-    import subprocess
-    import sys
+    from _commands import python_m
 
-    root = Path(__file__).resolve().parents[2]
     (tmp_path / "o" / "sft").mkdir(parents=True)
     (tmp_path / "o" / "sft" / "notes.txt").write_text("mine\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-m", "learners.demo", f"out={tmp_path / 'o'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = python_m("learners.demo", f"out={tmp_path / 'o'}", cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'o' / 'sft'} (where this command trains, below out="

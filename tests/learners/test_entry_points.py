@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _commands import python_m
 
 torch = pytest.importorskip("torch")
 
@@ -254,20 +255,12 @@ def test_a_model_that_cannot_load_is_refused_naming_the_option_and_presets(
 
 
 def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learners.sft",
-            "model=nope",
-            f"learner.episodes=[{tmp_path}]",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    proc = python_m(
+        "learners.sft",
+        "model=nope",
+        f"learner.episodes=[{tmp_path}]",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert "model='nope' is no preset" in proc.stderr, proc.stderr[-3000:]
@@ -287,15 +280,7 @@ def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, ar
     """``error: <why>`` and status 2 (:mod:`browser_env.refusal`), not a
     Hydra-wrapped traceback; ``learners.grpo`` checks its own settings in
     ``run``, before the model loads."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = python_m(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr[-3000:]
@@ -309,20 +294,12 @@ def test_the_command_line_refuses_another_tools_output_dir_in_one_line(tmp_path,
     bench = tmp_path / "bench"
     (bench / "episodes").mkdir(parents=True)
     (bench / "results.jsonl").write_text("{}\n")
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learners.sft",
-            f"learner.episodes=[{episodes_dir}]",
-            f"learner.output_dir={bench}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    proc = python_m(
+        "learners.sft",
+        f"learner.episodes=[{episodes_dir}]",
+        f"learner.output_dir={bench}",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]

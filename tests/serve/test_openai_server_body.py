@@ -173,26 +173,9 @@ def test_a_request_is_answered_while_another_one_is_read(tiny_backend, monkeypat
 
 
 def _run_openai_server(tmp_path, *args: str):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from _commands import python_m
 
-    repo = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
-    }
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "serve.openai_server", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return python_m("serve.openai_server", *args, cwd=tmp_path, timeout=60)
 
 
 @pytest.mark.parametrize("mistake", ["no-such-model", "port-in-use"])

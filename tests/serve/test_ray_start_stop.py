@@ -125,29 +125,11 @@ def test_init_ray_retries_rays_other_start_timeout_too(failing_start):
 
 
 def _run_serve(tmp_path, *args: str, token: str | None = TOKEN):
-    import subprocess
-    import sys
-    from pathlib import Path
+    from _commands import python_m
 
-    repo = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "WANDB_MODE": "disabled",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
-    }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("BROWSER_RL_SERVE_TOKEN", None)
-    if token is not None:
-        env["BROWSER_RL_SERVE_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {} if token is None else {"BROWSER_RL_SERVE_TOKEN": token}
+    unset = ["RAY_ADDRESS", *(["BROWSER_RL_SERVE_TOKEN"] if token is None else [])]
+    return python_m("serve", *args, cwd=tmp_path, env=env, unset=unset, timeout=60)
 
 
 @pytest.mark.parametrize("mistake", ["state-dir-is-a-file", "short-token", "port-in-use"])
