@@ -9,23 +9,35 @@ plain ``run(config)`` and writes ``JOB_DIR/result.json``:
 
 SIGTERM (what ``ray job stop`` sends first) raises :class:`Stopped` in the
 main thread, so the learner's ``finally`` blocks run (progress bar, tracker,
-eval envs closed) and the result says "cancelled"; exit status 143.
+eval envs closed) and the result says "cancelled"; exit status 143. A second
+SIGTERM, once the first has been raised, kills outright.
+
+Python drops an exception raised inside a weakref callback or a ``__del__``
+(it reports it to ``sys.unraisablehook`` and goes on), so a SIGTERM whose
+handler ran there would be lost and the job would train on. The job has no
+loop of its own that could poll a flag instead (the learner's ``run`` is the
+loop), so :func:`stop_on_sigterm` watches the unraisable hook for a dropped
+:class:`Stopped` and raises it again in the main thread.
 """
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import os
 import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from browser_env.atomic import write_text_atomic
 from serve.store import read_json, write_json
 
-__all__ = ["Stopped", "main", "run_job"]
+__all__ = ["Stopped", "main", "run_job", "stop_on_sigterm"]
 
 
 class Stopped(BaseException):
@@ -33,9 +45,48 @@ class Stopped(BaseException):
     library code does not swallow it."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills outright
-    raise Stopped()
+@contextmanager
+def stop_on_sigterm(then: Any = None) -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Stopped` in the main thread, once:
+    a SIGTERM after a raised :class:`Stopped` kills the process (the default
+    action). A :class:`Stopped` that Python dropped (raised in a weakref callback
+    or a ``__del__``, see the module docstring) does not count as raised: it is
+    raised again at the main thread's next check for signals. Main thread only.
+    On exit the unraisable hook comes back, and the SIGTERM handler becomes
+    ``then`` (e.g. ``signal.SIG_IGN``), by default the one before the block."""
+    raised = False  # a Stopped is on its way up
+
+    def again() -> None:  # from a timer thread: the main thread's handler runs next
+        _thread.interrupt_main(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        nonlocal raised
+        if raised:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raised = True
+        raise Stopped()
+
+    previous_hook = sys.unraisablehook
+
+    def on_unraisable(unraisable: Any) -> None:
+        nonlocal raised
+        if not (isinstance(unraisable.exc_value, Stopped) and raised):
+            previous_hook(unraisable)
+            return
+        # Raised again once the main thread has left the callback (a signal
+        # handler runs at the main thread's next check, which here would still
+        # be inside the hook, whose exceptions Python drops too).
+        raised = False
+        threading.Timer(0.01, again).start()
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    sys.unraisablehook = on_unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler if then is None else then)
+        sys.unraisablehook = previous_hook
 
 
 def run_job(job_dir: str | os.PathLike[str]) -> int:
@@ -48,13 +99,14 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
         raise ValueError(f"{directory}/spec.json is missing or names no known learner")
     # atomic: the service (and its tests) may read it the moment it exists
     write_text_atomic(directory / "pid", f"{os.getpid()}\n")
-    signal.signal(signal.SIGTERM, _on_sigterm)
     result: dict[str, Any]
     code = 0
     try:
-        module = importlib.import_module(f"learners.{spec['learner']}")
-        print(f"[serve] job {spec.get('job_id')}: learners.{spec['learner']}.run", flush=True)
-        out = module.run(spec["config"])
+        # then: SIGTERM is ignored from the learner's end, so the result reaches the disk
+        with stop_on_sigterm(then=signal.SIG_IGN):
+            module = importlib.import_module(f"learners.{spec['learner']}")
+            print(f"[serve] job {spec.get('job_id')}: learners.{spec['learner']}.run", flush=True)
+            out = module.run(spec["config"])
         result = {"status": "succeeded", "error": None, "metrics": out.get("metrics", {})}
     except Stopped:
         print("[serve] stopped by SIGTERM", flush=True)
@@ -63,8 +115,6 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
         traceback.print_exc()
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         code = 1
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the result reach the disk
     write_json(directory / "result.json", {**result, "finished_at": now()})
     print(f"[serve] {result['status']}", flush=True)
     return code

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -165,6 +168,63 @@ def test_a_submission_notes_its_navigation_before_the_navigation_starts(
         assert intents["navigate"] == site_url + "result.html"
     else:
         assert intents["navigate"] is None and intents["popups"] == 0
+
+
+@pytest.fixture(scope="module")
+def no_content_url():
+    """A page whose form (GET and POST) and link are answered 204 No Content."""
+    import http.server
+    import threading
+
+    page = (
+        b"<form id=get action=/none><input name=q aria-label=Get><button>get</button></form>"
+        b"<form id=post method=post action=/none><input name=p aria-label=Post>"
+        b"<button>post</button></form><a href=/none>none</a>"
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"" if self.path.startswith("/none") else page
+            self.send_response(204 if not body else 200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("how", ["enter-get", "enter-post", "link"])
+def test_a_navigation_answered_204_does_not_wait_for_a_page(open_env, no_content_url, how):
+    """A 204 answer cancels the navigation the step noted (js/intents.js): the
+    browser reports the request as aborted, and the step goes on at once instead
+    of waiting ``popup_timeout_ms`` (here a minute) for a page that never comes."""
+    saved = open_env.executor_config
+    open_env.executor_config = dataclasses.replace(saved, popup_timeout_ms=60_000)
+    try:
+        obs, _ = open_env.reset(seed=0, options={"url": no_content_url, "goal": "test"})
+        if how == "link":
+            action = {"action": "CLICK", "element_id": by(obs, tag="a")}
+        else:
+            field = by(obs, label="Get" if how == "enter-get" else "Post")
+            open_env.step({"action": "TYPE", "element_id": field, "value": "x"})
+            action = {"action": "PRESS_ENTER"}
+        start = time.monotonic()
+        obs, *_, info = open_env.step(action)
+        assert time.monotonic() - start < 30
+    finally:
+        open_env.executor_config = saved
+    assert info["action_error"] is None
+    assert obs["url"] == no_content_url
 
 
 def test_click_link_navigates_and_ids_never_repeat(open_env, site_url):
@@ -337,8 +397,6 @@ def test_ids_follow_document_order_whatever_has_rendered(open_env, site_url):
 
 
 def test_wait_is_bounded(open_env, site_url):
-    import dataclasses
-
     saved = open_env.executor_config
     open_env.executor_config = dataclasses.replace(saved, max_wait_ms=50)
     try:
