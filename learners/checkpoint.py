@@ -35,9 +35,11 @@ torch learners and MLX SDFT alike.
 
 Any other directory is refused before the model loads
 (:func:`check_output_dir`): a path that is a file, or a directory that holds
-files but no learner's output (no ``training.json``, no ``checkpoints/``, no
-saved adapter or model; a benchmark's run directory, say), whose files a run
-would mix its own into.
+files but no learner's output (no ``training.json``, no ``checkpoints/``; a
+benchmark's run directory, say), whose files a run would mix its own into. An
+adapter or model saved by anything else (no ``training.json``: a download, a
+copy) is refused too: training into it would overwrite it, so the message
+names the option that trains on from it instead.
 """
 
 from __future__ import annotations
@@ -230,23 +232,30 @@ def check_output_dir(
         raise ValueError(f"{subject} {what}, not a directory: {fix}")
     if not out.is_dir() or _learner_output(out):
         return
+    kind = saved_kind(out)
+    if kind is not None:
+        instead = fix
+        if under is None and key.startswith("learner."):
+            start = "learner.init_adapter" if kind == "adapter" else "learner.model"
+            instead = f"to train on from it, set {start}={output_dir} and {key} to a new directory"
+        raise ValueError(
+            f"{subject} holds a saved {kind} that no learner run wrote there (no "
+            f"training.json): training into it would overwrite it; {instead}"
+        )
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     names = [n for n in names if not n.startswith(".")]
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise ValueError(
-            f"{subject} holds files no learner wrote ({shown}; no training.json, "
-            f"checkpoints/ or saved adapter or model): training into it would mix them with "
-            f"its own; {fix}"
+            f"{subject} holds files no learner wrote ({shown}; no training.json or "
+            f"checkpoints/): training into it would mix them with its own; {fix}"
         )
 
 
 def _learner_output(out: Path) -> bool:
-    return (
-        (out / "training.json").is_file()
-        or (out / "checkpoints").is_dir()
-        or saved_kind(out) is not None
-    )
+    """A learner's run wrote here: it writes ``training.json`` before its first
+    step, and a run older than that left ``checkpoints/``."""
+    return (out / "training.json").is_file() or (out / "checkpoints").is_dir()
 
 
 def run_start(output_dir: str | os.PathLike[str] | None) -> RunStart:

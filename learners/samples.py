@@ -24,11 +24,12 @@ enter the history, since the agent never executed them. Steps whose model
 output did not parse (the agent ran ``WAIT 0`` instead) enter the history but
 give no sample: the executed action is not a decision to imitate.
 
-:func:`load_samples`, :func:`sample_images`, :func:`action_matches` and
-:func:`data_info` are what the learners call: a learner config's data
-settings -> samples for its backend, the screenshot a multimodal backend is
-sent, whether an output is the target action, and the data record for
-``training.json``.
+:func:`check_episodes`, :func:`load_samples`, :func:`sample_images`,
+:func:`action_matches` and :func:`data_info` are what the learners call:
+whether a learner config's data settings keep any episode (before the model
+loads), those settings -> samples for its backend, the screenshot a
+multimodal backend is sent, whether an output is the target action, and the
+data record for ``training.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "data_info",
     "episode_samples",
     "iter_samples",
+    "check_episodes",
     "load_samples",
     "sample_images",
     "select_episodes",
@@ -265,6 +267,18 @@ def action_matches(text: str, target: str) -> bool:
         return False
     got = {k: v for k, v in action.to_dict().items() if k != "reasoning"}
     return got == json.loads(target)
+
+
+def check_episodes(cfg: LearnerConfig) -> None:
+    """Raise ``ValueError`` (:func:`load_samples`' message) when ``cfg``'s filters
+    keep no complete episode: from the episode files alone, so a learner refuses
+    before its model loads. Whether a kept episode has a step to imitate needs
+    the model's tokenizer; :func:`load_samples` finds that."""
+    if not cfg.episodes:
+        raise ValueError("no episodes given: set learner.episodes=[DIR, ...]")
+    keeps = _filter(cfg.success_only, cfg.tasks, cfg.sources, None, None)
+    if not any(keeps(e) for e in iter_episodes(cfg.episodes, check_files=False)):
+        raise ValueError(_no_samples(cfg))
 
 
 def load_samples(cfg: LearnerConfig, backend: Backend) -> list[Sample]:

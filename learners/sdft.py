@@ -93,10 +93,17 @@ def run(
     from learners.loop import TrainLoop
     from learners.losses import agreement, ema_update, entropy, token_kl
     from learners.rollout import attach_env_gate
-    from learners.samples import action_matches, data_info, load_samples, sample_images
+    from learners.samples import (
+        action_matches,
+        check_episodes,
+        data_info,
+        load_samples,
+        sample_images,
+    )
     from learners.trainable import completion_logits, no_dropout, swapped_weights, trainable_state
 
-    with refusing():  # the model loads, the episodes are read
+    with refusing():  # the episodes are looked at, the model loads, the episodes are read
+        check_episodes(cfg)
         loop = TrainLoop(cfg, "sdft")
         backend = loop.backend
         samples = load_samples(cfg, backend)

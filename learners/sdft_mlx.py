@@ -246,7 +246,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     from browser_env.refusal import refusing
     from learners.checkpoint import EvalGate, write_training_json
     from learners.loop import default_output_dir
-    from learners.samples import action_matches, data_info, load_samples
+    from learners.samples import action_matches, check_episodes, data_info, load_samples
     from learners.tracking import Tracker
     from learners.trainable import resolve_model
 
@@ -255,6 +255,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
             raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
         out = Path(cfg.output_dir or default_output_dir("sdft"))
         origin = run_start(out)
+        check_episodes(cfg)
         if origin.kind == "model":
             raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
     base = resolve_model(cfg.model)

@@ -126,10 +126,11 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     from agents.seeding import derive_seed
     from learners.loop import TrainLoop
     from learners.rollout import attach_env_gate
-    from learners.samples import data_info, load_samples, sample_images
+    from learners.samples import check_episodes, data_info, load_samples, sample_images
     from learners.trainable import completion_logits, end_of_turn_id
 
-    with refusing():  # the model loads, the episodes are read
+    with refusing():  # the episodes are looked at, the model loads, the episodes are read
+        check_episodes(cfg)
         loop = TrainLoop(cfg, "sft")
         backend = loop.backend
         samples = load_samples(cfg, backend)

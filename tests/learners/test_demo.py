@@ -116,8 +116,8 @@ def test_the_demo_command_line_refuses_a_stray_dir_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'o' / 'sft'} (where this command trains, below out="
-        f"{tmp_path / 'o'}) holds files no learner wrote (notes.txt; no training.json, "
-        "checkpoints/ or saved adapter or model): training into it would mix them with its "
-        "own; set out to a new or empty directory"
+        f"{tmp_path / 'o'}) holds files no learner wrote (notes.txt; no training.json or "
+        "checkpoints/): training into it would mix them with its own; set out to a new or "
+        "empty directory"
     ], done.stderr[-2000:]
     assert (tmp_path / "o" / "sft" / "notes.txt").read_text() == "mine\n"

@@ -116,6 +116,39 @@ def test_an_output_dir_that_is_a_file_or_another_tools_dir_is_refused_before_the
     assert a_file.read_text() == "{}\n"
 
 
+@pytest.mark.parametrize("learner", ["sft", "sdft"])
+def test_episodes_the_filters_keep_none_of_are_refused_before_the_model_loads(
+    tmp_path, episodes_dir, monkeypatch, learner
+):
+    """A misspelt ``learner.tasks`` (or an empty episodes dir) is told in one line
+    before the model loads, not after it, and nothing is written."""
+    import importlib
+
+    import learners.loop
+    from browser_env.refusal import Refused
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr(learners.loop, "load_trainable", no_model)
+    run = importlib.import_module(f"learners.{learner}").run
+    out = tmp_path / "adapter"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data, message in (
+        (
+            {"episodes": [str(episodes_dir)], "tasks": ["no-such-task"]},
+            "none kept by learner.tasks",
+        ),
+        ({"episodes": [str(empty)]}, "no samples: no episodes under learner.episodes"),
+        ({"episodes": []}, "no episodes given: set learner.episodes=[DIR, ...]"),
+    ):
+        with pytest.raises(Refused) as refused:
+            run({**data, "output_dir": str(out), "wandb": False})
+        assert message in str(refused.value)
+    assert not out.exists()
+
+
 def test_new_empty_finished_and_interrupted_output_dirs_are_still_trained_into(tmp_path):
     """What :func:`check_output_dir` lets through, which :func:`run_start` starts,
     continues or resumes (no model needed)."""
@@ -137,6 +170,31 @@ def test_new_empty_finished_and_interrupted_output_dirs_are_still_trained_into(t
     check_output_dir(tmp_path / "online", "online.output_dir")
     with pytest.raises(ValueError, match=r"^online\.output_dir=.* holds files"):
         check_output_dir(tmp_path, "online.output_dir")
+
+
+def test_an_adapter_or_model_no_learner_run_wrote_is_not_overwritten(tmp_path):
+    """A saved adapter or model without ``training.json`` (downloaded, copied) is
+    not this project's output to continue: training into it would overwrite it,
+    so it is refused, naming the option that trains on from it."""
+    from learners.checkpoint import check_output_dir
+
+    adapter, model = tmp_path / "adapter", tmp_path / "model"
+    for out, name in ((adapter, "adapter_config.json"), (model, "model.safetensors")):
+        out.mkdir()
+        (out / name).write_text("{}")
+    with pytest.raises(ValueError) as refused:
+        check_output_dir(adapter)
+    assert str(refused.value) == (
+        f"learner.output_dir={adapter} holds a saved adapter that no learner run wrote there "
+        "(no training.json): training into it would overwrite it; to train on from it, set "
+        f"learner.init_adapter={adapter} and learner.output_dir to a new directory"
+    )
+    with pytest.raises(ValueError, match=rf"set learner\.model={model} and learner\.output_dir"):
+        check_output_dir(model)
+    with pytest.raises(ValueError, match=r"saved adapter .*; set out to a new or empty directory$"):
+        check_output_dir(adapter, "out", under=tmp_path)
+    (adapter / "training.json").write_text(json.dumps({"status": "complete"}))
+    check_output_dir(adapter)  # a learner's finished output: continued
 
 
 def test_a_run_that_dies_as_its_tracker_starts_is_a_learner_output_the_rerun_takes(

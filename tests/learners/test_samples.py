@@ -160,7 +160,16 @@ def test_no_samples_says_whether_there_were_no_episodes_or_the_filters_kept_none
     samples ... with the given filters"; the message now tells them apart, and
     what the filters were shown is enough to see the misspelling."""
     from learners.config import SFTConfig
-    from learners.samples import load_samples
+    from learners.samples import check_episodes
+    from learners.samples import load_samples as loaded
+
+    def load_samples(cfg, backend):  # check_episodes, before a model, says the same
+        with pytest.raises(ValueError) as checked:
+            check_episodes(cfg)
+        with pytest.raises(ValueError) as refused:
+            loaded(cfg, backend)
+        assert str(checked.value) == str(refused.value)
+        raise refused.value
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -187,5 +196,6 @@ def test_no_samples_says_whether_there_were_no_episodes_or_the_filters_kept_none
     writer = EpisodeWriter(invalid, EpisodeMeta(env_id="browser_env/form-v0", task="form", seed=0))
     writer.write_step(_obs(0), None, 1.0, True, False, {"success": True}, action_input="garbage")
     writer.close()
+    check_episodes(SFTConfig(episodes=[str(invalid)]))  # needs the tokenizer to tell
     with pytest.raises(ValueError, match=r"keep 1 episode under .*none has a step to imitate"):
-        load_samples(SFTConfig(episodes=[str(invalid)]), None)
+        loaded(SFTConfig(episodes=[str(invalid)]), None)
