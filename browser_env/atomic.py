@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "fsync_dir",
+    "fsync_tree",
     "unwritable_reason",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -71,6 +72,25 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike[str]) -> None:
+    """fsync every file and directory under ``path`` (and ``path``), before a
+    directory written by other code (a checkpoint ``save_pretrained`` filled) is
+    renamed into place: the rename is durable once its parent is fsynced, the
+    files' data only once they are. Links are not followed."""
+    root = Path(path)
+    for directory, _, files in os.walk(root):
+        for name in files:
+            file = Path(directory, name)
+            if file.is_symlink():
+                continue
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(directory)
 
 
 def unwritable_reason(directory: str | os.PathLike[str]) -> str | None:

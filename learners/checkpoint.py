@@ -18,9 +18,10 @@ gate's record); the rest of the state is in the framework's own files:
 ``state.pt`` for torch (optimiser, RNG, tensors such as SDFT's EMA teacher),
 ``optimizer.safetensors`` and ``teacher.safetensors`` for MLX
 (:class:`learners.sdft_mlx.MLXCheckpoints`). :class:`Checkpoints` owns the
-directory: every checkpoint is written whole under ``<name>.tmp`` and renamed
-into place, so a crash never leaves a half checkpoint that resuming would
-pick, and only the newest ``keep`` step checkpoints stay.
+directory: every checkpoint is written whole under ``<name>.tmp``, fsynced and
+renamed into place, so a crash (a power cut too) never leaves a half
+checkpoint that resuming would pick, and only the newest ``keep`` step
+checkpoints stay.
 
 A run that dies leaves ``training.json`` with ``"status": "running"`` (or
 none at all) and its checkpoints; running the same command again resumes from
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.prompt import PROMPT_VERSION
-from browser_env.atomic import write_json_atomic
+from browser_env.atomic import fsync_dir, fsync_tree, write_json_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -118,12 +119,14 @@ class Checkpoints:
         fill(tmp)
         record = {"step": step, "time": time.time(), "state": state or {}}
         (tmp / STEP_FILE).write_text(json.dumps(record) + "\n")
+        fsync_tree(tmp)  # whole on disk before the rename makes it a checkpoint
         prev = self.root / _BEST_PREV
         if name == BEST and path.exists() and not prev.exists():
             os.replace(path, prev)
         else:
             shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
+        fsync_dir(self.root)
         if name is None:
             shutil.rmtree(prev, ignore_errors=True)
             self._prune()

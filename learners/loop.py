@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from browser_env.atomic import fsync_dir
+from browser_env.atomic import fsync_dir, fsync_tree
 from learners.checkpoint import CheckpointManager, EvalGate, run_start, write_training_json
 from learners.tracking import Tracker
 from learners.trainable import TrainableModel, load_trainable
@@ -106,6 +106,7 @@ class TrainLoop:
         staging = self.out / ".final.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         self.checkpoints.save_weights(staging)
+        fsync_tree(staging)  # the data on disk before the renames are
         for item in sorted(staging.iterdir()):
             os.replace(item, self.out / item.name)
         staging.rmdir()

@@ -36,3 +36,51 @@ def test_the_file_is_made_as_open_would_make_it_not_private(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def _synced_paths(monkeypatch):
+    """The paths this process fsyncs from now on."""
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_fsync_tree_syncs_every_file_and_directory_but_follows_no_link(tmp_path, monkeypatch):
+    from browser_env.atomic import fsync_tree
+
+    (tmp_path / "ckpt" / "sub").mkdir(parents=True)
+    (tmp_path / "ckpt" / "a.bin").write_bytes(b"a")
+    (tmp_path / "ckpt" / "sub" / "b.bin").write_bytes(b"b")
+    (tmp_path / "outside.bin").write_bytes(b"o")
+    (tmp_path / "ckpt" / "link").symlink_to(tmp_path / "outside.bin")
+    synced = _synced_paths(monkeypatch)
+    fsync_tree(tmp_path / "ckpt")
+    root = tmp_path / "ckpt"
+    assert sorted(synced) == sorted(
+        str(p) for p in (root, root / "a.bin", root / "sub", root / "sub" / "b.bin")
+    )
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
+def test_a_checkpoint_is_on_disk_before_its_rename(tmp_path, monkeypatch):
+    """A learner checkpoint's files (written by save_pretrained, torch.save) are
+    fsynced in ``<name>.tmp`` before the rename makes it a checkpoint, and the
+    rename is made durable; a power cut cannot leave a complete-looking
+    checkpoint of empty files."""
+    from learners.checkpoint import Checkpoints
+
+    def fill(directory):
+        (directory / "adapter_model.safetensors").write_bytes(b"weights")
+
+    synced = _synced_paths(monkeypatch)
+    path = Checkpoints(tmp_path).write(3, fill)
+    tmp = f"{path}.tmp"
+    assert f"{tmp}/adapter_model.safetensors" in synced and f"{tmp}/step.json" in synced
+    assert synced[-1] == str(tmp_path / "checkpoints")  # the rename, made durable
