@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from agents.backends.base import Backend, SamplingParams
+from agents.batch import check_rows, each_row, raise_row_errors
 from agents.guards import GuardConfig, Guards
 from agents.history import History, Step, describe_element
 from agents.parser import ParseFailure, explain_parse
@@ -268,29 +269,39 @@ class LLMAgent:
         the float rounding of a batch's logits).
         """
         agents = [self] if agents is None else list(agents)
-        if len(agents) != len(observations):
-            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
-        prompts = [agent._begin_step(obs) for agent, obs in zip(agents, observations, strict=True)]
+        check_rows(observations, agents)
+        # a row whose prompt cannot be built, or whose output cannot be recorded,
+        # fails alone (RowErrors); a failed model call fails the batch
+        results = each_row(
+            [lambda a=a, o=o: a._begin_step(o) for a, o in zip(agents, observations, strict=True)]
+        )
+        rows = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        prompts = [results[i] for i in rows]
         start = time.perf_counter()
         batched = getattr(self.backend, "generate_batch", None)
         if batched is not None and len(prompts) > 1:
             generations = batched(
                 [p.messages for p in prompts],
                 [list(p.images) or None for p in prompts],
-                [agent.step_sampling() for agent in agents],  # each episode's own seed
+                [agents[i].step_sampling() for i in rows],  # each episode's own seed
             )
         else:
             generations = [
-                agent.backend.generate(p.messages, list(p.images) or None, agent.step_sampling())
-                for agent, p in zip(agents, prompts, strict=True)
+                agents[i].backend.generate(
+                    p.messages, list(p.images) or None, agents[i].step_sampling()
+                )
+                for i, p in zip(rows, prompts, strict=True)
             ]
         latency = time.perf_counter() - start
-        return [
-            agent._end_step(obs, prompt, generation, latency)
-            for agent, obs, prompt, generation in zip(
-                agents, observations, prompts, generations, strict=True
-            )
-        ]
+        ended = each_row(
+            [
+                lambda i=i, p=p, g=g: agents[i]._end_step(observations[i], p, g, latency)
+                for i, p, g in zip(rows, prompts, generations, strict=True)
+            ]
+        )
+        for i, decision in zip(rows, ended, strict=True):
+            results[i] = decision
+        return raise_row_errors(results)
 
     def _begin_step(self, obs: Mapping[str, Any]) -> Prompt:
         """Note the last step's outcome and build this step's prompt."""

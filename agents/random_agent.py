@@ -122,8 +122,8 @@ class RandomAgent:
         observations: Sequence[Mapping[str, Any]],
         agents: Sequence[RandomAgent] | None = None,
     ) -> list[tuple[Action, dict[str, Any]]]:
-        """``agents[i].act(observations[i])`` for each i (no model to batch)."""
-        agents = [self] if agents is None else list(agents)
-        if len(agents) != len(observations):
-            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
-        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
+        """``agents[i].act(observations[i])`` for each i (no model to batch); rows
+        that raise: :class:`agents.batch.RowErrors`."""
+        from agents.batch import act_each
+
+        return act_each(observations, [self] if agents is None else list(agents))

@@ -75,14 +75,32 @@ if TYPE_CHECKING:
     from browser_env.concurrent import Latch
 
 __all__ = [
+    "LAUNCH_KWARGS",
     "VECTOR_ENTRY_POINT",
     "SharedBrowser",
     "SharedBrowserVectorEnv",
+    "launch_config",
     "per_env_seeds",
     "registered_id",
 ]
 
 VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
+
+#: A BrowserEnv's keyword arguments that say how to launch its browser: with a
+#: shared browser they are its owner's (:class:`SharedBrowser`), not the env's.
+LAUNCH_KWARGS = ("headless", "executable_path", "slow_mo_ms", "extra_args")
+
+
+def launch_config(env_kwargs: dict[str, Any]) -> tuple[BrowserConfig, dict[str, Any]]:
+    """The browser that envs of ``env_kwargs`` would each launch, for a
+    :class:`SharedBrowser` to launch once, and the kwargs left for the envs.
+    As :class:`~browser_env.env.BrowserEnv` does, ``render_mode="human"``
+    shows the window whatever ``headless`` says."""
+    rest = dict(env_kwargs)
+    launch = {key: rest.pop(key) for key in LAUNCH_KWARGS if key in rest}
+    if rest.get("render_mode") == "human":
+        launch["headless"] = False
+    return BrowserConfig(**launch), rest
 
 
 class SharedBrowser:
@@ -250,13 +268,21 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if env_id is None and "task" in env_kwargs:
             env_id = registered_id(str(env_kwargs["task"]))
-        human = env_kwargs.get("render_mode") == "human"
-        config = BrowserConfig(
-            headless=headless and not human,
-            executable_path=executable_path,
-            slow_mo_ms=slow_mo_ms,
-            extra_args=switches(extra_args),
-        )
+        launch = {
+            "headless": headless,
+            "executable_path": executable_path,
+            "slow_mo_ms": slow_mo_ms,
+            "extra_args": switches(extra_args),
+        }
+        if browser is not None:
+            default = BrowserConfig()
+            given = [k for k, v in launch.items() if v != getattr(default, k)]
+            if given:  # else silently not the browser the caller asked for
+                raise ValueError(
+                    f"{', '.join(given)}: how to launch a browser, but browser= is given: "
+                    "its owner launches it (SharedBrowser(BrowserConfig(...)))"
+                )
+        config, env_kwargs = launch_config({**env_kwargs, **launch})
         self.concurrent = bool(concurrent)
         self._own_browser = browser is None
         self.browser = SharedBrowser(config) if browser is None else browser

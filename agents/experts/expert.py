@@ -95,11 +95,11 @@ class ScriptedExpert:
         observations: Sequence[Mapping[str, Any]],
         agents: Sequence[ScriptedExpert] | None = None,
     ) -> list[tuple[Action, dict[str, Any]]]:
-        """``agents[i].act(observations[i])`` for each i (no model to batch)."""
-        agents = [self] if agents is None else list(agents)
-        if len(agents) != len(observations):
-            raise ValueError(f"{len(observations)} observations for {len(agents)} agents")
-        return [agent.act(obs) for agent, obs in zip(agents, observations, strict=True)]
+        """``agents[i].act(observations[i])`` for each i (no model to batch); rows
+        that raise: :class:`agents.batch.RowErrors`."""
+        from agents.batch import act_each
+
+        return act_each(observations, [self] if agents is None else list(agents))
 
 
 def expert_task(env_id: str) -> str:

@@ -18,9 +18,10 @@ browser once.
 ``agent_ms`` of a step is the batch call's time divided by the batch size
 (the model time each decision cost).
 
-An exception an episode's reset or step raises ends :meth:`VectorRunner.run`
-(as under ``runner=local``), unless ``record_errors``: then that episode
-alone is recorded with ``status="error"`` and the exception's type and
+An exception an episode's reset or step raises, or its fork's decision (a
+row of the batched call that raised alone: :class:`agents.batch.RowErrors`),
+ends :meth:`VectorRunner.run` (as under ``runner=local``), unless
+``record_errors``: then that episode alone is recorded with ``status="error"`` and the exception's type and
 message, its sub-env takes the next job, and the others play on. When the
 run ends on a reset's exception, the other episodes reset in that round
 (concurrently: their resets had run) never played a step; like the jobs
@@ -44,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agents.batch import RowErrors
 from agents.rollout import Episode, EpisodeResult
 from agents.runners import (
     Job,
@@ -54,15 +56,13 @@ from agents.runners import (
     reset_error_result,
 )
 from browser_env.concurrent import run_concurrently
-from browser_env.vector import close_all
+from browser_env.vector import close_all, launch_config
 
 if TYPE_CHECKING:
     from agents.agent import Agent
 
 
 __all__ = ["VectorRunner"]
-
-_BROWSER_KWARGS = ("headless", "executable_path", "slow_mo_ms")
 
 
 class VectorRunner:
@@ -89,16 +89,15 @@ class VectorRunner:
             )
         self.spec, self.agent, self.workers, self.keep_envs = spec, agent, workers, keep_envs
         self.record_errors = record_errors
-        env_kwargs = dict(spec.env_kwargs)
-        self._browser_kwargs = {k: env_kwargs.pop(k) for k in _BROWSER_KWARGS if k in env_kwargs}
-        self._env_kwargs = env_kwargs
+        # the envs' launch settings (extra_args, render_mode="human") are the
+        # shared browser's: the sub-envs are handed it
+        self._launch, self._env_kwargs = launch_config(dict(spec.env_kwargs))
         self.forks = [agent.fork() for _ in range(workers)]
         self.vecs: dict[str, Any] = {}
         self._shared: Any = None
 
     def _vec(self, env_id: str, n: int) -> Any:
         """The task's vector env with at least ``n`` sub-envs."""
-        from browser_env.browser import BrowserConfig
         from browser_env.vector import SharedBrowser, SharedBrowserVectorEnv
 
         vec = self.vecs.get(env_id)
@@ -109,7 +108,7 @@ class VectorRunner:
         if not self.keep_envs:
             self.close_envs()
         if self._shared is None:
-            self._shared = SharedBrowser(BrowserConfig(**self._browser_kwargs))
+            self._shared = SharedBrowser(self._launch)
         self.vecs[env_id] = SharedBrowserVectorEnv(
             n,
             env_id=env_id,
@@ -253,13 +252,30 @@ def _play(
                 elif slot.done:  # ended on reset (a zero-step limit) or on its last step
                     yield jobs[i], slot.result()
                     ended.append(i)
-            start_all(ended)
+            if ended:
+                start_all(ended)
+                continue  # the new episodes' deadlines count before their first step
             active = [i for i, slot in enumerate(slots) if slot is not None and not slot.done]
             if not active:
                 continue
             t0 = time.perf_counter()
-            decisions = leader.act_batch([slots[i].obs for i in active], [forks[i] for i in active])
-            per_env_ms = (time.perf_counter() - t0) * 1e3 / len(active)
+            try:
+                decisions = leader.act_batch(
+                    [slots[i].obs for i in active], [forks[i] for i in active]
+                )
+            except RowErrors as exc:  # some rows' own failures: theirs alone (agents.batch)
+                if not record_errors:  # as runner=local would raise it: the row's own
+                    raise next(iter(exc.errors.values())) from None
+                for i, result in zip(active, exc.results, strict=True):
+                    if isinstance(result, Exception):
+                        guarded(i, functools.partial(_reraise, result))
+                decisions = [r for r in exc.results if not isinstance(r, Exception)]
+                active = [
+                    i
+                    for i, r in zip(active, exc.results, strict=True)
+                    if not isinstance(r, Exception)
+                ]
+            per_env_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(active))
             run_concurrently(
                 [
                     functools.partial(
@@ -272,6 +288,10 @@ def _play(
         for env in envs:
             abort_recording(env, exc)
         raise
+
+
+def _reraise(exc: Exception) -> None:
+    raise exc
 
 
 def _discard_unplayed(episode: Episode) -> None:

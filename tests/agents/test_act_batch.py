@@ -103,3 +103,43 @@ def test_baselines_act_batch_and_fork():
         assert [a for a, _ in leader.act_batch(obs, batch)] == want
     with pytest.raises(ValueError, match="observations"):
         RandomAgent().act_batch(obs, [RandomAgent()])
+
+
+def test_a_row_that_raises_fails_alone_and_the_others_have_acted(scripted_backend):
+    """agents.batch: one row's own failure (here its prompt cannot be built) does
+    not take the batch with it: RowErrors carries the other rows' decisions,
+    whose agents moved on exactly once; the model decided for them alone."""
+    from agents.batch import RowErrors
+
+    backend = scripted_backend(['{"action": "CLICK", "element_id": "e2"}'])
+    leader = LLMAgent(backend, prompt={"use_screenshot": False})
+    forks = [leader.fork() for _ in range(3)]
+    for fork, (goal, _) in zip(forks, GOALS[:3], strict=True):
+        fork.reset(goal)
+
+    def broken(obs):
+        raise KeyError("no prompt for this page")
+
+    forks[1].build_prompt = broken
+    with pytest.raises(RowErrors) as raised:
+        leader.act_batch(_observations(0)[:3], forks)
+    results = raised.value.results
+    assert list(raised.value.errors) == [1] and isinstance(results[1], KeyError)
+    assert [action.element_id for action, _ in (results[0], results[2])] == ["e2", "e2"]
+    assert [len(f.history) for f in forks] == [1, 0, 1] and len(backend.calls) == 2
+    assert "1 of 3 rows raised: row 1: KeyError" in str(raised.value)
+    assert isinstance(raised.value.__cause__, KeyError)
+
+    class Flaky(RandomAgent):
+        def act(self, obs):
+            if self.bad:
+                raise KeyError("policy bug")
+            return super().act(obs)
+
+    baselines = [Flaky(seed=i) for i in range(3)]
+    for i, agent in enumerate(baselines):
+        agent.reset(GOALS[i][0], seed=i)
+        agent.bad = i == 2
+    with pytest.raises(RowErrors) as raised:
+        baselines[0].act_batch(_observations(0)[:3], baselines)
+    assert list(raised.value.errors) == [2]

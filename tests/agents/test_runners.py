@@ -52,8 +52,10 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     vector = run_rollouts(jobs, SPEC, agent=RandomAgent(), runner="vector", workers=3)
     assert _key(vector) == _key(local)
     timed = RolloutSpec(env_kwargs=SPEC.env_kwargs, episode_timeout_s=1e-9)  # over at once
-    out = run_rollouts(jobs[:2], timed, agent=RandomAgent(), runner="vector", workers=2)
-    assert [r.status for r in out] == ["timeout", "timeout"] and out[0].steps == 0
+    # three jobs on two sub-envs: the third starts mid-run, and its deadline too is
+    # checked before its first step (it used to play one)
+    out = run_rollouts(jobs, timed, agent=RandomAgent(), runner="vector", workers=2)
+    assert [(r.status, r.steps) for r in out] == [("timeout", 0)] * 3
 
 
 @pytest.mark.parametrize("kind", ["local", "vector"])
@@ -542,3 +544,62 @@ def test_ctrl_c_in_on_result_under_runner_local_interrupts_no_episode(tmp_path):
     episodes = [load_episode(d) for d in find_episode_dirs(tmp_path)]
     assert [(e.meta.seed, e.complete, e.outcome.success) for e in episodes] == [(0, True, True)]
     assert _browsers() == []
+
+
+class _FailsOnSeed5(RandomAgent):
+    """A policy with a bug on one page: its ``act`` raises in the episode of seed 5."""
+
+    def reset(self, goal="", *, seed=None):
+        super().reset(goal, seed=seed)
+        self.bad = seed == 5
+
+    def act(self, obs):
+        if self.bad:
+            raise KeyError("policy bug on this page")
+        return super().act(obs)
+
+    def fork(self):
+        return _FailsOnSeed5(seed=self._seed)
+
+
+def test_an_agent_that_raises_in_one_episode_fails_that_episode_alone_under_vector():
+    """Under runner=vector (and ray actors with several envs) the batched decision
+    of the other episodes stands: the same statuses as runner=local (before, the
+    whole batch failed). Without record_errors the agent's own exception ends the run."""
+    from agents.runners.local import LocalRunner
+    from agents.runners.vector import VectorRunner
+
+    jobs = [Job("browser_env/miniwob.click-button-v0", s) for s in (4, 5, 6)]
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=3)
+    results = {}
+    for kind, runner in (
+        ("local", LocalRunner(spec, _FailsOnSeed5(), record_errors=True)),
+        ("vector", VectorRunner(spec, _FailsOnSeed5(), workers=3, record_errors=True)),
+    ):
+        try:
+            results[kind] = sorted(runner.run(jobs), key=lambda r: r.seed)
+        finally:
+            runner.close()
+    assert [(r.seed, r.status) for r in results["vector"]] == [(4, "ok"), (5, "error"), (6, "ok")]
+    assert _key(results["vector"]) == _key(results["local"])
+    assert "KeyError" in results["vector"][1].error
+    with pytest.raises(KeyError, match="policy bug"):
+        run_rollouts(jobs, spec, agent=_FailsOnSeed5(), runner="vector", workers=3)
+
+
+def test_the_shared_browser_launches_as_the_envs_would(site_url):
+    """runner=vector's one browser takes the envs' launch settings (extra_args were
+    dropped: a proxy or user-agent switch silently not applied)."""
+    spec = RolloutSpec(
+        env_kwargs={**SPEC.env_kwargs, "extra_args": ("--user-agent=BROWSER-RL-TEST",)},
+        max_steps=1,
+    )
+    from agents.runners.vector import VectorRunner
+
+    runner = VectorRunner(spec, RandomAgent(), workers=1)
+    try:
+        runner.run([Job("browser_env/open-v0", 0, options={"url": site_url + "form.html"})])
+        env = runner.vecs["browser_env/open-v0"].envs[0].unwrapped
+        assert env.page.evaluate("navigator.userAgent") == "BROWSER-RL-TEST"
+    finally:
+        runner.close()

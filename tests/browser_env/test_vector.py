@@ -283,3 +283,21 @@ def test_a_browser_that_dies_during_a_concurrent_reset_is_relaunched_once_for_al
     finally:
         _KillsTheBrowserOnReset.armed = False
         vec.close()
+
+
+def test_launch_settings_with_a_given_browser_are_refused_not_dropped():
+    """browser= is launched by its owner: launch settings beside it would be
+    silently ignored (a user-agent or proxy switch not applied), so they are
+    refused; without browser= they are the env's own browser's."""
+    from browser_env.browser import BrowserConfig
+    from browser_env.vector import launch_config
+
+    shared = SharedBrowser()  # launches on first use only: never here
+    with pytest.raises(ValueError, match=r"^extra_args: how to launch a browser, but browser="):
+        SharedBrowserVectorEnv(2, task="click-test", browser=shared, extra_args=("--lang=de",))
+    shared.close()
+    config, rest = launch_config(
+        {"extra_args": ["--lang=de"], "render_mode": "human", "modalities": ("text",)}
+    )
+    assert config == BrowserConfig(headless=False, extra_args=("--lang=de",))
+    assert rest == {"render_mode": "human", "modalities": ("text",)}
