@@ -51,7 +51,7 @@ import socket
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from browser_env.policy import is_loopback
 
 __all__ = [
     "check_placeable",
+    "close_actors",
     "free_port",
     "init_ray",
     "kill_processes_using",
@@ -338,6 +339,32 @@ def check_placeable(
     if not os.environ.get("RAY_ADDRESS"):
         raise ValueError(problem)
     warnings.warn(f"{problem}; waiting for the cluster to grow", stacklevel=stacklevel + 1)
+
+
+def close_actors(actors: Sequence[Any], timeout_s: float) -> None:
+    """Ask every actor to ``close`` (its envs, browser, agent), all at once and for
+    at most ``timeout_s`` in all, then kill them all; then raise what a ``close``
+    itself raised (the first), as closing local envs would: a recorder's failed
+    final write is not dropped. An actor that had died has nothing to close (its
+    error is not raised), and one still closing at the deadline is killed."""
+    ray = _ray()
+    closing = [actor.close.remote() for actor in actors]
+    failed: BaseException | None = None
+    try:
+        # a dead actor's call is ready (with its error) at once
+        ready, _ = ray.wait(closing, num_returns=len(closing), timeout=timeout_s)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                pass
+            except ray.exceptions.RayTaskError as exc:
+                failed = failed or exc.as_instanceof_cause()
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    if failed is not None:
+        raise failed
 
 
 def free_port() -> int:

@@ -38,7 +38,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import iterate
 
-from browser_env.ray_local import _ray, check_placeable, init_ray, shutdown_ray
+from browser_env.ray_local import _ray, check_placeable, close_actors, init_ray, shutdown_ray
 from browser_env.vector import per_env_seeds
 
 __all__ = ["RayVectorEnv", "init_ray"]
@@ -250,13 +250,8 @@ class RayVectorEnv(SyncVectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Every actor closes its env (and browser), all at once and for at most
         ``CLOSE_TIMEOUT_S`` in all, then is killed; then Ray stops if ours."""
-        ray = _ray()
         try:
-            closing = [actor.close.remote() for actor in self.actors]
-            # a dead actor's call is ready (with its error) at once
-            ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
+            close_actors(self.actors, CLOSE_TIMEOUT_S)
         finally:
             if self._own_ray:
                 shutdown_ray()

@@ -70,7 +70,7 @@ from typing import Any
 
 from agents.rollout import EpisodeResult, describe_error
 from agents.runners import Job, RolloutSpec, by_env_id, failed_result, in_job_order, shipping
-from browser_env.ray_local import check_placeable, init_ray, shutdown_ray
+from browser_env.ray_local import check_placeable, close_actors, init_ray, shutdown_ray
 
 __all__ = ["RayRunner", "RolloutWorker", "init_ray"]
 
@@ -355,12 +355,12 @@ class RayRunner:
         try:
             # an actor that never started (waiting for resources) has nothing to close
             up = [a for i, a in enumerate(self.actors) if a is not None and self._up(i)]
-            closing = [actor.close.remote() for actor in up]
-            if closing:  # a dead actor's call is ready (with its error) at once
-                ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
-            for actor in self.actors:
-                if actor is not None:
-                    ray.kill(actor, no_restart=True)
+            try:
+                close_actors(up, CLOSE_TIMEOUT_S)
+            finally:
+                for actor in self.actors:  # the ones still starting
+                    if actor is not None:
+                        ray.kill(actor, no_restart=True)
         finally:
             self.actors = []
             self._starting.clear()

@@ -744,3 +744,32 @@ def test_the_embedded_ray_keeps_its_token_and_files_to_itself(tmp_path):
     out = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=300)
     assert out.returncode == 3 and out.stdout.startswith("/tmp/ray-rollouts-"), out
     assert not os.path.exists(os.path.dirname(out.stdout.strip()))
+
+
+def test_closing_actors_raises_what_a_close_raised_and_kills_them_all(ray_cluster):
+    """browser_env.ray_local.close_actors (RayRunner.close, RayVectorEnv.close): an
+    actor whose close raised (a recorder's failed final write) is not silent, as
+    closing local envs is not; a dead actor is not an error; every actor is killed."""
+    import ray
+
+    from browser_env.ray_local import close_actors
+
+    @ray.remote(num_cpus=0)
+    class Closer:
+        def __init__(self, fails):
+            self.fails = fails
+
+        def close(self):
+            if self.fails:
+                raise OSError("the final episode write failed")
+
+        def pid(self):
+            return os.getpid()
+
+    actors = [Closer.remote(False), Closer.remote(True), Closer.remote(False)]
+    pids = ray.get([a.pid.remote() for a in actors])
+    ray.kill(actors[2], no_restart=True)  # died before close: nothing to close
+    with pytest.raises(OSError, match="final episode write failed"):
+        close_actors(actors, 60)
+    assert _gone(pids, within_s=60)
+    close_actors([Closer.remote(False)], 60)  # all well: nothing raised
