@@ -254,16 +254,21 @@ def abort_recording(env: Any, exc: BaseException) -> None:
 def reset_error_result(job: Job, exc: BaseException, env: Any) -> EpisodeResult:
     """The ``error`` result of ``job``, whose episode raised ``exc`` before it
     began (its reset, or the agent's); a recording the env had opened for it
-    ends as ``error``."""
+    (the env's reset went well, the agent's raised) ends as ``error`` and the
+    result names it, as any other result names its recording."""
     import contextlib
+    import dataclasses
 
     from agents.rollout import describe_error, find_recorder
 
+    result = failed_result(job, "error", describe_error(exc))
     recorder = find_recorder(env)
-    if recorder is not None:  # between episodes this does nothing
+    if recorder is not None and recorder.recording:
         with contextlib.suppress(Exception):
             recorder.end_episode("error")
-    return failed_result(job, "error", describe_error(exc))
+        if recorder.last_episode_dir is not None:
+            result = dataclasses.replace(result, episode_dir=str(recorder.last_episode_dir))
+    return result
 
 
 class RolloutEngine:

@@ -603,3 +603,41 @@ def test_the_shared_browser_launches_as_the_envs_would(site_url):
         assert env.page.evaluate("navigator.userAgent") == "BROWSER-RL-TEST"
     finally:
         runner.close()
+
+
+class _ResetFailsOnSeed5(RandomAgent):
+    def reset(self, goal="", *, seed=None):
+        if seed == 5:
+            raise KeyError("cannot start on this page")
+        super().reset(goal, seed=seed)
+
+    def fork(self):
+        return _ResetFailsOnSeed5(seed=self._seed)
+
+
+@pytest.mark.parametrize("kind", ["local", "vector"])
+def test_an_agent_whose_reset_raises_names_the_recording_its_error_left(tmp_path, kind):
+    """The env's reset went well, so a recording was open: it ends as ``error``
+    and the result names it (it was left in episodes/ with no result naming it)."""
+    import json
+
+    from agents.runners.local import LocalRunner
+    from agents.runners.vector import VectorRunner
+
+    spec = RolloutSpec(env_kwargs=SPEC.env_kwargs, max_steps=2, record_dir=str(tmp_path))
+    jobs = [Job("browser_env/miniwob.click-button-v0", s) for s in (4, 5)]
+    if kind == "local":
+        runner = LocalRunner(spec, _ResetFailsOnSeed5(), record_errors=True)
+    else:
+        runner = VectorRunner(spec, _ResetFailsOnSeed5(), workers=2, record_errors=True)
+    try:
+        results = sorted(runner.run(jobs), key=lambda r: r.seed)
+    finally:
+        runner.close()
+    failed = results[1]
+    assert (failed.status, failed.steps) == ("error", 0) and "KeyError" in failed.error
+    meta = json.loads((tmp_path / failed.episode_dir / "episode.json").read_text())
+    assert meta["seed"] == 5 and meta["outcome"]["reason"] == "error"
+    named = {str(tmp_path / r.episode_dir) for r in results}
+    on_disk = {str(p.parent) for p in tmp_path.rglob("episode.json")}
+    assert on_disk == named
