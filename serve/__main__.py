@@ -7,10 +7,15 @@
 
 Without ``RAY_ADDRESS`` the Ray instance is embedded
 (:func:`browser_env.ray_local.init_ray`: never attaching to a cluster that
-happens to run here, every component on 127.0.0.1, usage stats off, its
-session files under a temp dir of its own, nothing under ``~/.ray``), with
+happens to run here, every component on 127.0.0.1 but the Serve replica's
+gRPC server, which Ray binds to all interfaces (``docs/serve.md``), usage
+stats off, its session files under a temp dir of its own, nothing under
+``~/.ray``), with
 Ray's token authentication on and a fresh secret, so its dashboard and job API
-accept no anonymous job.
+accept no anonymous job. The service's bearer token is read once, before
+Ray starts, and handed to the replica as an argument
+(:func:`serve.deployment.build`), not through the environment that every Ray
+process, job, actor and browser would inherit.
 With ``RAY_ADDRESS`` it connects there, starts no cluster, and removes its
 app on exit. :func:`run` is the plain function; :func:`main` the Hydra
 wrapper (``conf/serve.yaml``).
@@ -108,7 +113,7 @@ def run(
         if not isinstance(cfg, ServeConfig):
             cfg = from_mapping(cfg)
         cfg.validate()
-        cfg.token()
+        token = cfg.token()
         if not os.environ.get("RAY_ADDRESS"):  # on a cluster its nodes hold these
             check_state_dir(cfg.state_dir)
             check_port_free(cfg.host, cfg.port)  # else found once Ray has started (~30 s)
@@ -131,6 +136,11 @@ def run(
 
     take_signals()
     deployed = False
+    # Every Ray process this one starts (raylet, workers, the replica, each
+    # job and its actors and browsers) would inherit the token from here: it
+    # goes to the replica as an argument instead (build), and back into this
+    # process's environment once Ray is down.
+    hidden = os.environ.pop(cfg.token_env, None) if cfg.token_env else None
     try:
         interrupt = False
         embedded = start_ray(cfg, keep_signals=until is None, stop=stop.is_set)
@@ -143,7 +153,7 @@ def run(
         deployed = True  # from here on there may be an app to remove
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         take_signals()
-        serve.run(build(cfg), name=APP_NAME, route_prefix="/")
+        serve.run(build(cfg, token), name=APP_NAME, route_prefix="/")
         take_signals()  # whatever Serve did to them
         url = f"http://{cfg.host}:{cfg.port}"
         print(f"training service on {url} (state in {os.path.abspath(cfg.state_dir)})", flush=True)
@@ -171,6 +181,8 @@ def run(
         from browser_env.ray_local import shutdown_ray
 
         shutdown_ray()
+        if hidden is not None:
+            os.environ[cfg.token_env] = hidden
 
 
 def hydra_entry(cfg: Any) -> None:

@@ -12,18 +12,23 @@ backend with the same five methods; nothing here imports Ray at module level.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["TERMINAL", "BackendTimeout", "JobBackend", "RayJobBackend"]
+__all__ = ["TERMINAL", "BackendTimeout", "JobBackend", "RayJobBackend", "unknown_job"]
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 """Backend states after which a job's process is gone."""
 
 T = TypeVar("T")
+
+_NO_SUCH_JOB = re.compile(
+    r"Request failed with status code 404: Job (?P<job_id>\S+) does not exist\.?"
+)
 
 
 class BackendTimeout(TimeoutError):
@@ -48,7 +53,9 @@ class JobBackend(Protocol):
         ...
 
     def status(self, job_id: str) -> str | None:
-        """The job's state, or None when the backend does not know the id (any more)."""
+        """The job's state, or None when the backend says it does not know the id
+        (any more). Raise when it gives no clear answer (:class:`BackendTimeout`,
+        an error): a job reported unknown is taken for lost and its process killed."""
         ...
 
     def stop(self, job_id: str) -> None:
@@ -130,10 +137,14 @@ class RayJobBackend:
         )
 
     def status(self, job_id: str) -> str | None:
+        """The job's state; None only for Ray's own "no such job" answer
+        (:func:`unknown_job`). Any other error is raised: the caller takes it
+        for a failed call, not for a job Ray forgot (that would kill a
+        running job's process and mark it lost)."""
         try:
             return str(self._call(self.client.get_job_status, job_id).value)
         except RuntimeError as exc:
-            if "does not exist" in str(exc) or "404" in str(exc):
+            if unknown_job(exc, job_id):
                 return None
             raise
 
@@ -141,7 +152,7 @@ class RayJobBackend:
         try:
             self._call(self.client.stop_job, job_id)
         except RuntimeError as exc:
-            if "does not exist" not in str(exc):
+            if not unknown_job(exc, job_id):
                 raise
 
     def node_resource(self) -> dict[str, float]:
@@ -189,6 +200,20 @@ class RayJobBackend:
             raise BackendTimeout(
                 f"the Ray GCS did not list its nodes within {self.timeout:g} s"
             ) from exc
+
+
+def unknown_job(exc: BaseException, job_id: str) -> bool:
+    """Whether ``exc`` is the Ray Jobs API's answer that ``job_id`` does not exist.
+
+    ``JobSubmissionClient`` raises ``RuntimeError("Request failed with status
+    code {code}: {body}.")`` for every answer but 200, and the dashboard's job
+    routes answer an unknown id with 404 and the body ``Job {id} does not
+    exist`` (Ray 2.x, ``dashboard/modules/job/job_head.py``). Only that whole
+    message counts: a 500 whose traceback mentions "line 404" or "does not
+    exist" is a failed call, whatever it says.
+    """
+    found = _NO_SUCH_JOB.fullmatch(str(exc))
+    return found is not None and found["job_id"] == job_id
 
 
 def _answer(future: Future[T], fn: Callable[[], T]) -> None:

@@ -56,12 +56,18 @@ class ServeConfig:
     default_num_gpus: float = _f(0.0, "GPUs a job asks Ray for when the request names none.")
     max_num_cpus: float | None = _f(
         None,
-        "Most CPUs one job may ask for (422 beyond). null: the most one node offers, as Ray "
+        "Most CPUs one job may ask for, its rollout actors' (GRPO runner=ray: workers x "
+        "cpus_per_worker) included (422 beyond). null: the most one node offers, as Ray "
         "reports it at submission (the service's node unless shared_storage); set it on an "
         "autoscaling cluster, whose nodes to come Ray cannot report.",
     )
     max_num_gpus: float | None = _f(
         None, "Most GPUs one job may ask for (422 beyond); null: as for max_num_cpus."
+    )
+    max_rollout_envs: int = _f(
+        32,
+        "Most envs (browser contexts) one job's rollouts may play at once (422 beyond): GRPO "
+        "runner=vector's workers, runner=ray's workers x envs_per_worker.",
     )
     allowed_models: list[str] | None = _f(
         ["tiny-random"],
@@ -123,7 +129,7 @@ class ServeConfig:
             raise ValueError("ray_jobs_timeout_s must be > 0")
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
-        for name in ("max_queued_jobs", "max_image_side", "ray_start_attempts"):
+        for name in ("max_queued_jobs", "max_image_side", "ray_start_attempts", "max_rollout_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:

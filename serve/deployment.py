@@ -4,10 +4,11 @@
 app starts three ways: ``python -m serve`` (:mod:`serve.__main__`),
 ``serve run serve.deployment:build state_dir=...`` and ``serve deploy
 serve/deploy.yaml``. ``args`` are :class:`~serve.config.ServeConfig`
-fields. There is one replica, the single writer of the state dir; it asks
-Ray for ``replica_num_cpus`` (Ray's default of one CPU would pin half of a
-small machine), and request handlers hand long work to threads, because a
-busy event loop still passes Serve's health check while requests stall.
+fields; the token is never one of them (:func:`build`). There is one
+replica, the single writer of the state dir; it asks Ray for
+``replica_num_cpus`` (Ray's default of one CPU would pin half of a small
+machine), and request handlers hand long work to threads, because a busy
+event loop still passes Serve's health check while requests stall.
 """
 
 from __future__ import annotations
@@ -17,11 +18,33 @@ from typing import Any
 
 from serve.config import ServeConfig, from_mapping
 
-__all__ = ["APP_NAME", "build", "deploy_config", "main"]
+__all__ = ["APP_NAME", "build", "deploy_config", "main", "replica_app"]
 
 APP_NAME = "browser-rl"
 DEPLOYMENT = "TrainingService"
 MAX_ONGOING_REQUESTS = 256
+
+
+def replica_app(settings: dict[str, Any], token: str | None = None) -> tuple[Any, Any]:
+    """``(service, app)``: what the replica builds from its constructor's arguments.
+
+    A started :class:`~serve.service.TrainingService` over the Ray Jobs API
+    and its FastAPI app, authenticated by ``token``; without one (not handed
+    over by :func:`build`), the token ``token_env``/``token_file`` names on
+    this node (refused where serving without one is not allowed).
+    """
+    from serve.app import create_app
+    from serve.backend import RayJobBackend
+    from serve.service import TrainingService
+
+    cfg = from_mapping(settings)
+    if token is None:
+        token = cfg.token()
+    service = TrainingService(
+        cfg, RayJobBackend(cfg.ray_jobs_address, timeout=cfg.ray_jobs_timeout_s)
+    )
+    service.start()
+    return service, create_app(service, token, max_upload_bytes=cfg.max_upload_bytes)
 
 
 def _ingress_class() -> Any:
@@ -29,21 +52,11 @@ def _ingress_class() -> Any:
 
     @serve.ingress()
     class TrainingIngress:
-        """Builds the service and its FastAPI app inside the replica."""
+        """Builds the service and its FastAPI app inside the replica (:func:`replica_app`)."""
 
-        def __init__(self, settings: dict[str, Any]) -> None:
-            from serve.app import create_app
-            from serve.backend import RayJobBackend
-            from serve.service import TrainingService
-
-            cfg = from_mapping(settings)
-            token = cfg.token()  # refuses to run unauthenticated where not allowed
-            self.service = TrainingService(
-                cfg, RayJobBackend(cfg.ray_jobs_address, timeout=cfg.ray_jobs_timeout_s)
-            )
-            self.service.start()
+        def __init__(self, settings: dict[str, Any], token: str | None = None) -> None:
             # Not `self.app`: Serve's ASGI wrapper owns that name.
-            self._asgi = create_app(self.service, token, max_upload_bytes=cfg.max_upload_bytes)
+            self.service, self._asgi = replica_app(settings, token)
 
         def __serve_build_asgi_app__(self) -> Any:
             return self._asgi
@@ -56,12 +69,21 @@ def _ingress_class() -> Any:
     return TrainingIngress
 
 
-def build(args: dict[str, Any] | ServeConfig) -> Any:
-    """The Ray Serve application for ``args`` (ServeConfig fields)."""
+def build(args: dict[str, Any] | ServeConfig, token: str | None = None) -> Any:
+    """The Ray Serve application for ``args`` (ServeConfig fields).
+
+    ``token``: the bearer token, handed to the replica as an argument of its
+    constructor (Serve keeps it with the deployment, behind Ray's own auth),
+    so that it need not be in the environment of any Ray process: ``python -m
+    serve`` reads it once and keeps it out of the environment Ray starts
+    with, which every job and actor would inherit. Without it (``serve run``,
+    ``serve deploy``) the replica reads ``token_env``/``token_file`` on its node.
+    """
     from ray import serve
 
     cfg = args if isinstance(args, ServeConfig) else from_mapping(dict(args))
-    cfg.token()  # fail here, in the caller, rather than in a replica that retries
+    if token is None:
+        cfg.token()  # fail here, in the caller, rather than in a replica that retries
     deployment = serve.deployment(
         _ingress_class(),
         name=DEPLOYMENT,
@@ -69,7 +91,8 @@ def build(args: dict[str, Any] | ServeConfig) -> Any:
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         ray_actor_options={"num_cpus": cfg.replica_num_cpus},
     )
-    return deployment.bind(dataclasses.asdict(cfg))
+    settings = dataclasses.asdict(cfg)
+    return deployment.bind(settings) if token is None else deployment.bind(settings, token)
 
 
 def deploy_config(args: dict[str, Any]) -> dict[str, Any]:

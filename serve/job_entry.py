@@ -6,6 +6,9 @@ Ray Jobs runs this as the job's entrypoint. It reads ``JOB_DIR/spec.json``
 Ray's job history), records its pid in ``JOB_DIR/pid``, calls the learner's
 plain ``run(config)`` and writes ``JOB_DIR/result.json``:
 ``{"status": "succeeded"|"failed"|"cancelled", "error", "metrics", "finished_at"}``.
+The ``error`` (what ``GET /v1/jobs/{id}`` shows) names paths under the state
+dir relative to it (``datasets/<id>/data``); the traceback in ``job.log`` is
+whole.
 
 SIGTERM (what ``ray job stop`` sends first) raises :class:`Stopped` in the
 main thread, so the learner's ``finally`` blocks run (progress bar, tracker,
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from browser_env.atomic import write_text_atomic
+from serve.records import relative_to_state
 from serve.store import read_json, write_json
 
 __all__ = ["Stopped", "main", "run_job", "stop_on_sigterm"]
@@ -112,8 +116,11 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
         print("[serve] stopped by SIGTERM", flush=True)
         result, code = {"status": "cancelled", "error": "stopped on request"}, 143
     except BaseException as exc:  # the result must say why, whatever it was
-        traceback.print_exc()
-        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        traceback.print_exc()  # the whole story, server paths and all, in job.log
+        error = f"{type(exc).__name__}: {exc}"
+        if directory.resolve().parent.name == "jobs":  # state_dir/jobs/<job-id>
+            error = relative_to_state(error, directory.resolve().parent.parent)
+        result = {"status": "failed", "error": error}
         code = 1
     write_json(directory / "result.json", {**result, "finished_at": now()})
     print(f"[serve] {result['status']}", flush=True)

@@ -5,14 +5,18 @@
 resources)`` a job record holds, or raises :class:`~serve.errors.ServiceError`
 422 naming the first problem: an unknown learner or dataset, an override the
 learner's config does not take or the server owns (:mod:`serve.overrides`), a
-``model`` outside ``allowed_models``, or resources that are not finite
-numbers >= 0 or more than one job can be given (:func:`capacity`). It reads
+``model`` outside ``allowed_models``, rollout options the learner would
+refuse or that play more than ``max_rollout_envs`` envs at once
+(:func:`rollout_actors`), or resources that are not finite numbers >= 0 or,
+with those of the job's rollout actors (GRPO ``runner=ray``), more than one
+job can be given (:func:`capacity`). It reads
 the store (do the datasets exist) and may ask the backend for its capacity,
 so it runs outside the service's lock; it writes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -23,7 +27,7 @@ from serve.errors import ServiceError
 from serve.overrides import LEARNERS, override_problem
 from serve.store import Store
 
-__all__ = ["capacity", "check_job_request"]
+__all__ = ["capacity", "check_job_request", "rollout_actors"]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +77,74 @@ def check_job_request(
         ):
             raise ServiceError(422, f"{key} must be a finite number >= 0")
         resources[key] = float(value)
+    actors = rollout_actors(lc.LEARNER_CONFIGS[learner], overrides, cfg.max_rollout_envs)
     for key, limit in capacity(cfg, backend).items():
-        if limit is not None and resources[key] > limit:
+        asked = resources[key] + actors[key]
+        if limit is None or asked <= limit:
+            continue
+        if not actors[key]:
             raise ServiceError(
                 422,
                 f"{key}={resources[key]:g} is more than one job can be given here "
                 f"({limit:g}); it would wait for ever",
             )
+        raise ServiceError(
+            422,
+            f"{key}={resources[key]:g} for the job plus {actors[key]:g} for its rollout actors "
+            f"(runner=ray: workers={actors['workers']} x {_PER_WORKER[key]}="
+            f"{actors[key] / actors['workers']:g}) is {asked:g}, more than one job can be given "
+            f"here ({limit:g}); it would wait for ever",
+        )
     return learner, dataset_ids, overrides, resources
+
+
+_PER_WORKER = {"num_cpus": "cpus_per_worker", "num_gpus": "gpus_per_worker"}
+
+
+def rollout_actors(config_class: type, overrides: dict[str, Any], max_envs: int) -> dict[str, Any]:
+    """What a job's rollouts ask Ray for besides the job itself: ``{"workers",
+    "num_cpus", "num_gpus"}``, all 0 unless ``runner=ray`` (whose ``workers``
+    actors each ask for ``cpus_per_worker`` and ``gpus_per_worker``).
+
+    The rollout options (GRPO's ``runner``, ``workers``, ``envs_per_worker``,
+    ``cpus_per_worker``, ``gpus_per_worker``; the config's defaults where not
+    overridden) are checked as the learner would check them
+    (:func:`agents.runners.options.check_runner_options`), and the envs played
+    at once (``vector``: ``workers``; ``ray``: ``workers * envs_per_worker``;
+    each a browser context) are capped at ``max_envs``, whatever the actors
+    ask for (``cpus_per_worker=0`` asks for nothing). ServiceError 422
+    otherwise. A learner without rollouts asks for nothing.
+    """
+    none = {"workers": 0, "num_cpus": 0.0, "num_gpus": 0.0}
+    names = {f.name: f for f in dataclasses.fields(config_class)}
+    if "runner" not in names:
+        return none
+    keys = ("runner", "workers", "envs_per_worker", "cpus_per_worker", "gpus_per_worker")
+    options = {k: overrides.get(k, names[k].default) for k in keys}
+    from agents.runners.options import check_runner_options
+
+    try:
+        check_runner_options(options["runner"], **{k: options[k] for k in keys[1:]})
+    except ValueError as exc:
+        raise ServiceError(422, str(exc)) from None
+    runner, workers = options["runner"], options["workers"]
+    envs = {"local": 1, "vector": workers}.get(runner, workers * options["envs_per_worker"])
+    if envs > max_envs:
+        played = f"workers={workers}" + (
+            f" x envs_per_worker={options['envs_per_worker']}" if runner == "ray" else ""
+        )
+        raise ServiceError(
+            422,
+            f"runner={runner} with {played} plays {envs} envs at once; at most {max_envs} "
+            "per job here (max_rollout_envs)",
+        )
+    if runner != "ray":
+        return none
+    return {
+        "workers": workers,
+        "num_cpus": workers * float(options["cpus_per_worker"]),
+        "num_gpus": workers * float(options["gpus_per_worker"]),
+    }
 
 
 def capacity(cfg: ServeConfig, backend: JobBackend) -> dict[str, float | None]:

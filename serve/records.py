@@ -6,17 +6,16 @@ timestamp format (:func:`now`), the record without its internal fields
 (:func:`public`), whether a replica's submission of the job may still be under
 way (:func:`being_submitted`), a JSON file that may be missing or half-written
 (:func:`read_quiet`), the training progress in the job's log
-(:func:`progress`), a log offset's check (:func:`check_offset`), and stopping a
-job process the backend forgot (:func:`kill_stale`). None takes the service's
-lock; none raises for a missing or unreadable file.
+(:func:`progress`), a log offset's check (:func:`check_offset`), server paths
+in a message made relative to the state dir (:func:`relative_to_state`), and
+stopping a job process the backend forgot (:func:`kill_stale`). None takes
+the service's lock; none raises for a missing or unreadable file.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,8 @@ from serve.store import read_json
 
 __all__ = [
     "FINISHED",
+    "STALE_GRACE_S",
+    "STALE_KILL_WAIT_S",
     "being_submitted",
     "check_offset",
     "kill_stale",
@@ -34,6 +35,7 @@ __all__ = [
     "progress",
     "public",
     "read_quiet",
+    "relative_to_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,24 +79,91 @@ def progress(log_path: Path) -> dict[str, int] | None:
     return {"step": int(step), "total": int(total)}
 
 
-def kill_stale(job_dir: Path, job_id: str) -> None:
-    """SIGTERM a job process the backend forgot but that still runs (e.g. the
-    service and its cluster died while the process lived on)."""
+STALE_GRACE_S = 10.0
+"""Seconds a lost job's process has between SIGTERM and SIGKILL (:func:`kill_stale`)."""
+
+STALE_KILL_WAIT_S = 5.0
+"""Seconds :func:`kill_stale` waits for a SIGKILLed process to be gone."""
+
+
+def kill_stale(job_dir: Path, job_id: str) -> int | None:
+    """Stop a job process the backend forgot but that still runs (e.g. the
+    service and its cluster died while the process lived on); None once none
+    runs, else the pid of the process that would not die.
+
+    The process is the one named by ``job_dir/pid`` if its command line is
+    ``serve.job_entry`` of this job (a reused pid is left alone). It gets
+    SIGTERM (its learner's ``finally`` blocks run and it writes a "cancelled"
+    ``result.json``), then, still there after :data:`STALE_GRACE_S`, SIGKILL,
+    it and its descendants (browsers, rollout workers), as ``ray job stop``
+    does; a SIGKILLed one writes no result. A process that outlives the
+    SIGKILL by :data:`STALE_KILL_WAIT_S` (uninterruptible sleep) is reported:
+    the job must not run again while it may still write its adapter dir.
+    Blocks for up to the sum of the two; call it outside the service's lock.
+    """
+    import psutil
+
     try:
         pid = int((job_dir / "pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"serve.job_entry" in cmdline and job_id.encode() in cmdline:
-        log.warning("stopping orphaned process %d of job %s", pid, job_id)
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if "serve.job_entry" not in cmdline or not any(job_id in arg for arg in cmdline):
+        return None
+    log.warning("stopping orphaned process %d of job %s", pid, job_id)
+    descendants: list[Any] = []
+    try:
+        descendants = process.children(recursive=True)
+        process.terminate()
+    except psutil.Error:
+        pass
+    if _gone(process, STALE_GRACE_S):
+        return None
+    log.warning(
+        "process %d of job %s outlived SIGTERM by %g s: SIGKILL", pid, job_id, STALE_GRACE_S
+    )
+    try:
+        descendants += process.children(recursive=True)
+    except psutil.Error:
+        pass
+    for each in (process, *descendants):
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        for _ in range(50):
-            if not Path(f"/proc/{pid}").exists():
-                return
-            time.sleep(0.1)
+            each.kill()
+        except psutil.Error:
+            pass
+    if _gone(process, STALE_KILL_WAIT_S):
+        return None
+    log.error("process %d of job %s still runs after SIGKILL", pid, job_id)
+    return pid
+
+
+def _gone(process: Any, timeout: float) -> bool:
+    """Whether ``process`` (a ``psutil.Process``) ended within ``timeout`` seconds;
+    a zombie has ended (its parent, not this service, reaps it)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def relative_to_state(text: str, state_dir: Path) -> str:
+    """``text`` with each path under ``state_dir`` (resolved, as the store's
+    root is) written relative to it, and ``state_dir`` itself as ``.``: what
+    the API shows of a server-side message (a job's error), as upload
+    messages name paths relative to the upload."""
+    root = re.escape(str(state_dir))
+    return re.sub(root + r"(/|(?![\w.-]))", lambda m: "" if m[1] else ".", text)
 
 
 def check_offset(offset: int, size: int) -> None:

@@ -32,7 +32,14 @@ from typing import Any
 
 from serve.backend import TERMINAL, BackendTimeout, JobBackend
 from serve.config import ServeConfig
-from serve.records import FINISHED, being_submitted, kill_stale, now, read_quiet
+from serve.records import (
+    FINISHED,
+    being_submitted,
+    kill_stale,
+    now,
+    read_quiet,
+    relative_to_state,
+)
 from serve.store import StateLock, Store, write_json
 
 __all__ = ["SchedulerMixin"]
@@ -127,8 +134,14 @@ class SchedulerMixin:
         result = read_quiet(job_dir / "result.json")
         if result is not None and result.get("status") not in FINISHED:
             result = None
+        survivor = None  # a lost job's process that would not die
         if result is None and state is None:
-            kill_stale(job_dir, job_id)  # outside the lock: it waits for the process to go
+            survivor = kill_stale(job_dir, job_id)  # outside the lock: it waits for the process
+            # A result the stop made it write ("cancelled") is not the job's
+            # outcome: it was lost. One it wrote having finished its work is.
+            late = read_quiet(job_dir / "result.json")
+            if late is not None and late.get("status") == "succeeded":
+                result = late
         with self.lock:
             record = self.store.job(job_id)
             if record is None or record["status"] != "running":
@@ -145,6 +158,16 @@ class SchedulerMixin:
                 )
             elif record["cancel_requested"]:
                 record.update(status="cancelled")
+            elif survivor is not None:
+                # never two runs of one job: both would write its adapter dir
+                log.error("job %s was lost but its process %d still runs", job_id, survivor)
+                error = (
+                    f"lost: the backend no longer knows the job, and its process (pid {survivor}) "
+                    "still runs after SIGTERM and SIGKILL; stop it by hand"
+                )
+                if self.cfg.resume_lost:
+                    error += " (not resumed: two runs would write one adapter dir)"
+                record.update(status="failed", error=error)
             elif self.cfg.resume_lost:
                 log.warning("job %s was lost by the backend; queued again to resume", job_id)
                 record.update(status="queued", error=None)
@@ -214,9 +237,8 @@ class SchedulerMixin:
             with self.lock:
                 current = self.store.job(job_id)
                 if current is not None and current["status"] == "running":
-                    current.update(
-                        status="failed", finished_at=now(), error=f"submission failed: {exc}"
-                    )
+                    error = relative_to_state(f"submission failed: {exc}", self.store.root)
+                    current.update(status="failed", finished_at=now(), error=error)
                     current.pop("submitting_until", None)
                     self.store.save_job(current)
             return
@@ -229,8 +251,9 @@ class SchedulerMixin:
         """The job's shell command: ``python -m serve.job_entry JOB_DIR`` without
         the service's token variable (``token_env``) in its environment.
 
-        A job process inherits the environment its Ray node was started with
-        (``python -m serve`` starts the embedded one, token and all). Ray's own
+        A job process inherits the environment its Ray node was started with:
+        ``python -m serve`` keeps the token out of it (:mod:`serve.__main__`),
+        a cluster started by hand (``serve deploy``) may have it. Ray's own
         ``RAY_AUTH_TOKEN`` stays: a job is a Ray client (``runner=ray`` joins
         the cluster) and, with no network settings open to clients
         (:data:`SERVER_OWNED`), sends it nowhere else.

@@ -398,7 +398,24 @@ def _zip_members(archive: Path, limits: Limits) -> Iterator[_Member]:
             if info.flag_bits & 0x1:
                 raise UploadRejected(422, f"{name!r} is encrypted")
             is_dir = name.endswith("/") or kind == stat.S_IFDIR
-            yield _Member(name, is_dir, info.file_size, lambda info=info: zf.open(info))
+            yield _Member(name, is_dir, info.file_size, lambda info=info: _open_zip(zf, info))
+
+
+def _open_zip(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
+    """``zf.open(info)``, whose errors are the archive's (422): it seeks to the
+    member's local header (an offset the archive made up: EINVAL), and reads
+    and decodes the header's name (not UTF-8 though flagged so)."""
+    try:
+        return zf.open(info)
+    except OSError as exc:  # reading the upload: no path of ours in it
+        problem = exc.strerror or type(exc).__name__
+    except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, ValueError) as exc:
+        problem = str(exc)
+    raise UploadRejected(
+        422,
+        f"corrupt zip archive: the local header of member {_shown(info.orig_filename)} "
+        f"cannot be read: {problem}",
+    )
 
 
 def _check_zip_directory(archive: Path, max_members: int) -> None:

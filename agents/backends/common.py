@@ -19,6 +19,7 @@ from agents.backends.base import BackendBase, Generation, Message, SamplingParam
 
 __all__ = [
     "EXTRAS",
+    "IMAGE_FORMATS",
     "apply_stop",
     "batch_images",
     "data_url_to_image",
@@ -174,19 +175,31 @@ def image_to_data_url(image: Any, fmt: str = "PNG") -> str:
     return f"data:image/{fmt.lower()};base64,{encoded}"
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+"""The formats :func:`data_url_to_image` decodes (OpenAI's image input formats)."""
+
+
 def data_url_to_image(url: str, max_pixels: int = 64_000_000) -> Any:
     """Decode a base64 ``data:image/...`` URL into a PIL RGB image.
 
     Only data URLs are accepted: fetching remote URLs on behalf of a client is
-    a server-side request forgery risk. Raises ``ValueError`` otherwise.
+    a server-side request forgery risk. Only :data:`IMAGE_FORMATS`, told by
+    the bytes (the URL's media type is the client's word): Pillow would
+    otherwise hand whatever it recognises to its decoder, EPS included, which
+    runs Ghostscript. Raises ``ValueError`` otherwise.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not url.startswith("data:image/") or ";base64," not in url:
         raise ValueError("only base64 data:image/... URLs are accepted")
     try:
         raw = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
-        image = Image.open(io.BytesIO(raw))
+        try:
+            image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+        except UnidentifiedImageError:
+            raise ValueError(
+                f"the image is not one of {', '.join(IMAGE_FORMATS)} (told by its bytes)"
+            ) from None
         width, height = image.size
         if width * height > max_pixels:
             raise ValueError(f"image of {width}x{height} pixels is too large")

@@ -76,7 +76,13 @@ def create_app(
     at a time), ``batch_wait_ms`` how long a request that finds the backend
     idle waits for others (:mod:`.models`).
     """
-    app = fastapi.FastAPI(title="browser-rl OpenAI-compatible server")
+    # no /docs, /redoc or /openapi.json: they would answer without the token
+    app = fastapi.FastAPI(
+        title="browser-rl OpenAI-compatible server",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = _Settings(
         ServedModels(
             backend,

@@ -71,6 +71,35 @@ def test_images_round_trip_through_data_urls():
             data_url_to_image(bad)
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+
+
+def test_data_urls_decode_png_jpeg_webp_gif_and_nothing_else(monkeypatch):
+    """Pillow picks a decoder by the bytes, whatever the URL's media type says:
+    an EPS sent as image/png must not reach Pillow's EPS plugin (Ghostscript)."""
+    import base64
+    import io
+
+    from PIL import EpsImagePlugin, Image
+
+    array = np.full((6, 5, 3), 128, dtype=np.uint8)
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format=fmt)
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        assert data_url_to_image(url).size == (5, 6), fmt
+
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(1))
+    bmp = io.BytesIO()
+    Image.fromarray(array).save(bmp, format="BMP")
+    for raw in (EPS, bmp.getvalue()):
+        url = "data:image/png;base64," + base64.b64encode(raw).decode()
+        with pytest.raises(ValueError, match="not one of PNG, JPEG, WEBP, GIF"):
+            data_url_to_image(url)
+    assert opened == []
+
+
 def test_apply_stop():
     assert apply_stop("abc}def", ("}",)) == ("abc", True)
     assert apply_stop("abcdef", ("x", "cd", "b")) == ("a", True)

@@ -73,6 +73,72 @@ def test_resources_no_node_could_give_are_422(api, dataset_id, resources, words)
     assert backend.submissions[0][2]["num_cpus"] == 3.9
 
 
+ROLLOUTS_REFUSED = [
+    (  # no CPU asked, so none to run out of: the env cap bounds the actors
+        {"runner": "ray", "workers": 10_000, "cpus_per_worker": 0.0, "envs_per_worker": 64},
+        {},
+        "runner=ray with workers=10000 x envs_per_worker=64 plays 640000 envs at once; "
+        "at most 32 per job here (max_rollout_envs)",
+    ),
+    ({"runner": "vector", "workers": 33}, {}, "runner=vector with workers=33 plays 33 envs"),
+    (
+        {"runner": "ray", "workers": 4, "cpus_per_worker": 64.0, "gpus_per_worker": 8.0},
+        {"num_cpus": 1},
+        "num_cpus=1 for the job plus 256 for its rollout actors (runner=ray: workers=4 x "
+        "cpus_per_worker=64) is 257, more than one job can be given here (3.9)",
+    ),
+    (  # each actor fits, all three with the job do not
+        {"runner": "ray", "workers": 3, "cpus_per_worker": 1.0},
+        {"num_cpus": 1},
+        "num_cpus=1 for the job plus 3 for its rollout actors",
+    ),
+    (
+        {"runner": "ray", "workers": 3, "cpus_per_worker": 0.5, "gpus_per_worker": 0.5},
+        {},
+        "num_gpus=0 for the job plus 1.5 for its rollout actors (runner=ray: workers=3 x "
+        "gpus_per_worker=0.5) is 1.5, more than one job can be given here (1)",
+    ),
+    ({"runner": "ray", "workers": 0}, {}, "workers must be >= 1, got 0"),
+    ({"runner": "vector", "envs_per_worker": 2}, {}, "runner=ray only"),
+    ({"runner": "ray", "cpus_per_worker": -1.0}, {}, "cpus_per_worker must be a finite number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "resources", "words"),
+    ROLLOUTS_REFUSED,
+    ids=["no-cpu", "vector", "beyond-node", "sum", "gpus", "no-worker", "envs", "negative"],
+)
+def test_rollout_workers_beyond_the_node_or_the_env_cap_are_422(api, overrides, resources, words):
+    """A GRPO job's Ray actors are resources it asks for too: Ray would leave
+    them pending for ever (the job holding its max_concurrent_jobs slot), and
+    with no CPU asked each would still start a browser."""
+    client, service, backend = api
+    body = {"learner": "grpo", "overrides": overrides, "resources": resources}
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"]
+    assert backend.submissions == [] and service.jobs() == []
+
+
+def test_rollout_workers_that_fit_are_accepted(make_service):
+    service, _ = make_service()
+    ray_fits = {"runner": "ray", "workers": 2, "cpus_per_worker": 1.0, "envs_per_worker": 16}
+    for overrides in (ray_fits, {"runner": "vector", "workers": 32}, {"runner": "local"}):
+        job, created = service.create_job(
+            {"learner": "grpo", "overrides": overrides, "resources": {"num_cpus": 1.9}}
+        )
+        assert created, overrides
+    from serve.service import ServiceError
+
+    # a configured maximum holds the job and its actors together
+    capped, _ = make_service(max_num_cpus=2)
+    with pytest.raises(ServiceError, match="is 3.9, more than one job can be given here"):
+        capped.create_job(
+            {"learner": "grpo", "overrides": ray_fits, "resources": {"num_cpus": 1.9}}
+        )
+
+
 def test_configured_resource_maximums_replace_what_the_backend_reports(
     make_service, episodes, tmp_path
 ):

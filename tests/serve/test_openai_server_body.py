@@ -35,6 +35,38 @@ def test_a_malformed_chat_body_is_a_400(body):
     assert error["code"] == 400 and error["message"].startswith("invalid request")
 
 
+def test_fastapis_pages_are_off_like_every_route_they_would_describe():
+    """/docs, /redoc and /openapi.json would answer without the token while
+    /v1/models needs it: the server has none (as the training service)."""
+    from fastapi.testclient import TestClient
+
+    from serve.openai_server.app import create_app
+
+    key = "k" * 40
+    client = TestClient(create_app(_Backend(), "m", api_key=key), raise_server_exceptions=False)
+    assert client.get("/v1/models").status_code == 401
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        for headers in ({}, {"Authorization": f"Bearer {key}"}):
+            assert client.get(path, headers=headers).status_code == 404, path
+
+
+def test_an_image_in_a_format_the_api_does_not_take_is_a_400():
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from serve.openai_server.app import create_app
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    url = "data:image/png;base64," + base64.b64encode(eps).decode()
+    part = {"type": "image_url", "image_url": {"url": url}}
+    body = {"messages": [{"role": "user", "content": [part]}]}
+    client = TestClient(create_app(_Backend(), "m"), raise_server_exceptions=False)
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text[:300]
+    assert "not one of PNG, JPEG, WEBP, GIF" in response.json()["error"]["message"]
+
+
 @pytest.fixture(scope="module")
 def tiny_backend():
     """The tiny text model behind the server (real generation, a few ms a call)."""

@@ -160,6 +160,66 @@ def test_listens_on_loopback_only_and_writes_nothing_under_home(service):
     assert not (service.home / ".ray").exists()
 
 
+def _service_processes(service) -> list:
+    """The service's processes: its session's, and Ray's (named for its temp dir)."""
+    import psutil
+
+    session = os.getsid(service.proc.pid)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(proc.pid) == session or str(service.ray_tmp) in " ".join(
+                proc.info["cmdline"] or ()
+            ):
+                found.append(proc)
+        except (OSError, psutil.Error):
+            pass
+    return found
+
+
+def test_no_ray_process_has_the_services_token_in_its_environment(service):
+    """``python -m serve`` hands the token to its replica as an argument: the
+    raylet, the workers (the replica, the proxy, every job's actors and their
+    browsers) and the jobs inherit an environment without it."""
+    ray_processes = [p for p in _service_processes(service) if p.pid != service.proc.pid]
+    assert len(ray_processes) > 3  # gcs_server, raylet, the Serve actors, ...
+    holding = []
+    for proc in ray_processes:
+        try:
+            if TOKEN.encode() in Path(f"/proc/{proc.pid}/environ").read_bytes():
+                holding.append(" ".join(proc.cmdline())[:80])
+        except OSError:  # gone meanwhile
+            pass
+    assert holding == []
+
+
+def test_only_the_replicas_grpc_server_listens_beyond_loopback_and_it_wants_rays_token(
+    service,
+):
+    """Every Ray component binds 127.0.0.1 but the Serve replica's
+    inter-deployment gRPC server, which Ray 2.60 binds to [::]:0 with no
+    setting to change it: Ray's token auth refuses an anonymous call."""
+    import grpc
+    import psutil
+
+    loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+    beyond = []
+    for proc in _service_processes(service):
+        try:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.ip not in loopback:
+                    beyond.append((" ".join(proc.cmdline())[:40], conn.laddr.port))
+        except psutil.Error:
+            pass
+    [(name, port)] = beyond
+    assert name.startswith("ray::ServeReplica"), beyond
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"", timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 @pytest.mark.exhaustive  # ~40 s (a second Ray start); test_jobs.py reconciles without Ray
 def test_a_killed_service_reconciles_its_job_after_restart(client, service, dataset_id):
     job_id = client.train("sft", [dataset_id], {**FAST_SFT, "max_steps": 100_000})["job_id"]

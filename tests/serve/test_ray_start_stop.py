@@ -95,6 +95,26 @@ def test_a_signal_during_the_first_ray_start_tries_no_other(failing_start, tmp_p
     assert not ray.is_initialized()
 
 
+def test_ray_starts_without_the_services_token_in_its_environment(failing_start, tmp_path):
+    """Every Ray process (raylet, workers, the replica, each job, its actors
+    and their browsers) inherits the environment ``ray.init`` runs in: the
+    token is out of it then (the replica gets it as an argument), and back in
+    the caller's environment afterwards."""
+    from serve.__main__ import run
+    from serve.launch import free_port
+
+    seen = []
+    failing_start.on_try = lambda n: seen.append(dict(os.environ))
+    os.environ["BROWSER_RL_SERVE_TOKEN"] = TOKEN
+    settings = {"state_dir": str(tmp_path / "state"), "port": free_port(), "ray_start_attempts": 1}
+    with pytest.raises(Exception, match="timed out during startup"):
+        run(settings, until=threading.Event())
+    [environ] = seen
+    assert "BROWSER_RL_SERVE_TOKEN" not in environ
+    assert TOKEN not in environ.values()
+    assert os.environ["BROWSER_RL_SERVE_TOKEN"] == TOKEN
+
+
 @pytest.mark.parametrize("stopped_after", [None, 1, 2])
 def test_init_ray_retries_a_start_that_timed_out_until_stopped(failing_start, stopped_after):
     """Without ``stop`` every one of ``attempts`` starts is tried; with a stop

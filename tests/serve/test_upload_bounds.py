@@ -311,6 +311,34 @@ def _corrupt_bz2() -> bytes:
     return raw[:cut] + bytes(b ^ 0xFF for b in raw[cut : cut + 400]) + raw[cut + 400 :]
 
 
+def _zip_local_name_not_utf8() -> bytes:
+    """A zip whose central directory is sound but whose first local header says
+    its name is UTF-8 (flag 0x800) and holds byte 0xFF: zipfile reads it only
+    when the member is opened."""
+    data = bytearray(_zip_of({"ep/a.json": b"{}"}))
+    struct.pack_into("<H", data, 6, struct.unpack_from("<H", data, 6)[0] | 0x800)
+    data[30] = 0xFF  # the name's first byte
+    return bytes(data)
+
+
+def _zip_directory_offset_one_too_far() -> bytes:
+    """A zip whose end record puts the central directory one byte past where it
+    is: zipfile takes the difference for a prefix of -1 bytes and seeks every
+    member's local header to one byte before where it is (EINVAL for the first)."""
+    data = bytearray(_zip_of({"ep/a.json": b"{}"}))
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<L", data, end + 16, struct.unpack_from("<L", data, end + 16)[0] + 1)
+    return bytes(data)
+
+
+def _zip_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+    return buffer.getvalue()
+
+
 def test_malformed_uploads_are_422_not_500(make_service):
     client, service = _client(make_service)
     huge_length = ("9" * 5000 + " path=x\n").encode()  # pax record length past int()'s limit
@@ -323,10 +351,15 @@ def test_malformed_uploads_are_422_not_500(make_service):
         ("zip-utf8-flag-not-utf8", _zip_patched("ep/a\xff.json", flags=0x800)),
         ("zip-unknown-method", _zip_patched("ep/a.json", method=99)),
         ("zip-version-too-new", _zip_patched("ep/a.json", version=99)),
+        ("zip-local-name-not-utf8", _zip_local_name_not_utf8()),
+        ("zip-directory-offset-one-too-far", _zip_directory_offset_one_too_far()),
     ]
     for case, body in cases:
         response = client.put("/v1/datasets", content=body, headers=AUTH)
         assert response.status_code == 422, (case, response.status_code, response.text)
+        if case.startswith("zip-local") or case.startswith("zip-directory"):
+            detail = response.json()["detail"]
+            assert "corrupt zip archive: the local header of member 'ep/a.json'" in detail
         assert str(service.store.root) not in response.text
         _assert_nothing_written(service)
 

@@ -1,0 +1,124 @@
+"""The real :class:`~serve.backend.RayJobBackend` over a stand-in Jobs API that
+answers with errors: only Ray's own "no such job" (404) makes a job unknown.
+
+A job the backend reports unknown is lost: its process is killed and the job
+failed or queued again. A 500 whose text happens to hold "404" or "does not
+exist" (a traceback's line number, a message about something else) must not
+do that to a running job.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("ray.job_submission")
+
+JOB_ID = "job-" + "cd" * 10
+TRACEBACK_500 = (
+    "Traceback (most recent call last):\n"
+    '  File "job_head.py", line 404, in get_job_info\n'
+    "TimeoutError: the GCS does not exist yet"
+)
+
+
+@pytest.fixture
+def dashboard():
+    """``(url, answers)``: a Jobs API answering ``/api/jobs/...`` with
+    ``answers["status"], answers["body"]``."""
+    answers = {"status": 404, "body": f"Job {JOB_ID} does not exist"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/api/version":
+                self.answer(
+                    200, json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
+                )
+            else:
+                self.answer(answers["status"], answers["body"])
+
+        def do_POST(self):
+            self.answer(answers["status"], answers["body"])
+
+        def answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", answers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_only_rays_404_for_the_job_means_unknown(dashboard):
+    from serve.backend import RayJobBackend
+
+    url, answers = dashboard
+    backend = RayJobBackend(url, timeout=10)
+    assert backend.status(JOB_ID) is None
+    backend.stop(JOB_ID)  # stopping a job Ray does not know: nothing to do
+
+    answers.update(status=500, body=TRACEBACK_500)
+    with pytest.raises(RuntimeError, match="status code 500"):
+        backend.status(JOB_ID)
+    with pytest.raises(RuntimeError, match="status code 500"):
+        backend.stop(JOB_ID)
+    # a 404 about another job, or from a route the dashboard has not loaded yet
+    for body in (f"Job {'ef' * 10} does not exist", "404: Not Found"):
+        answers.update(status=404, body=body)
+        with pytest.raises(RuntimeError, match="status code 404"):
+            backend.status(JOB_ID)
+
+
+def test_a_jobs_api_error_mentioning_404_leaves_a_running_job_alone(make_service, dashboard):
+    from serve.backend import RayJobBackend
+
+    url, answers = dashboard
+    answers.update(status=500, body=TRACEBACK_500)
+    service, _ = make_service(RayJobBackend(url, timeout=10))
+    record = {
+        "job_id": JOB_ID,
+        "learner": "sft",
+        "dataset_ids": [],
+        "overrides": {},
+        "resources": {"num_cpus": 1.0, "num_gpus": 0.0},
+        "status": "running",
+        "created_at": "2020-01-01T00:00:00.000Z",
+        "started_at": "2020-01-01T00:00:00.000Z",
+        "finished_at": None,
+        "error": None,
+        "attempts": 1,
+        "cancel_requested": False,
+    }
+    service.store.save_job(record)
+    job_dir = service.store.job_dir(JOB_ID)
+    # the job's process, as kill_stale recognises one
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "serve.job_entry", str(job_dir)]
+    )
+    try:
+        (job_dir / "pid").write_text(f"{process.pid}\n")
+        with pytest.raises(RuntimeError, match="status code 500"):
+            service.tick()  # the pass ends on the error, as on a timeout
+        time.sleep(0.3)
+        assert process.poll() is None, "a running job's process was killed"
+        job = service.job(JOB_ID)
+        assert job["status"] == "running" and job["error"] is None
+    finally:
+        process.kill()
+        process.wait()
