@@ -127,3 +127,21 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_job_record(job_id: str) -> dict[str, Any]:
+    """A job record as the store holds one that was submitted and is running."""
+    return {
+        "job_id": job_id,
+        "learner": "sft",
+        "dataset_ids": [],
+        "overrides": {},
+        "resources": {"num_cpus": 1.0, "num_gpus": 0.0},
+        "status": "running",
+        "created_at": "2020-01-01T00:00:00.000Z",
+        "started_at": "2020-01-01T00:00:00.000Z",
+        "finished_at": None,
+        "error": None,
+        "attempts": 1,
+        "cancel_requested": False,
+    }

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from _serve_helpers import running_job_record
 
 pytest.importorskip("ray.job_submission")
 
@@ -91,20 +92,7 @@ def test_a_jobs_api_error_mentioning_404_leaves_a_running_job_alone(make_service
     url, answers = dashboard
     answers.update(status=500, body=TRACEBACK_500)
     service, _ = make_service(RayJobBackend(url, timeout=10))
-    record = {
-        "job_id": JOB_ID,
-        "learner": "sft",
-        "dataset_ids": [],
-        "overrides": {},
-        "resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-        "status": "running",
-        "created_at": "2020-01-01T00:00:00.000Z",
-        "started_at": "2020-01-01T00:00:00.000Z",
-        "finished_at": None,
-        "error": None,
-        "attempts": 1,
-        "cancel_requested": False,
-    }
+    record = running_job_record(JOB_ID)
     service.store.save_job(record)
     job_dir = service.store.job_dir(JOB_ID)
     # the job's process, as kill_stale recognises one

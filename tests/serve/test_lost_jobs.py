@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from _serve_helpers import running_job_record
 
 JOB_ID = "job-" + "ab" * 10
 
@@ -43,22 +44,7 @@ def orphan(make_service, tmp_path):
     started = []
 
     def start(code: str) -> subprocess.Popen:
-        store.save_job(
-            {
-                "job_id": JOB_ID,
-                "learner": "sft",
-                "dataset_ids": [],
-                "overrides": {},
-                "resources": {"num_cpus": 1.0, "num_gpus": 0.0},
-                "status": "running",
-                "created_at": "2020-01-01T00:00:00.000Z",
-                "started_at": "2020-01-01T00:00:00.000Z",
-                "finished_at": None,
-                "error": None,
-                "attempts": 1,
-                "cancel_requested": False,
-            }
-        )
+        store.save_job(running_job_record(JOB_ID))
         job_dir = store.job_dir(JOB_ID)
         process = subprocess.Popen([sys.executable, "-c", code, "serve.job_entry", str(job_dir)])
         started.append(process)
