@@ -97,7 +97,9 @@ class EpisodeResult:
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     prompt_tokens: int = 0  # summed over the episode's model calls (0: no model, e.g. random)
     completion_tokens: int = 0
-    status: str = "ok"  # "ok", "timeout" (past the runner's per-episode limit) or "error"
+    # "ok", "timeout" (past the runner's per-episode limit) or "error" (an exception,
+    # or the env truncated an episode that could not go on: its browser died)
+    status: str = "ok"
     error: str | None = None  # why, when status is not "ok"
     retries: int = 0  # times a runner replayed this episode after its worker died
     agent_seed: int | None = None  # the agent's sampling seed (None: ``seed``)
@@ -247,8 +249,14 @@ class Episode:
             return dataclasses.replace(self.result(), status="error", error=error)
 
     def result(self) -> EpisodeResult:
+        """The episode so far. An episode the env truncated because it could not
+        go on (``info["truncated_reason"]``: its browser or page died past
+        recovery) did not play out: ``status="error"`` with that reason, as an
+        exception's would be (a benchmark lists it under errors, GRPO leaves it
+        out of its advantages), not an ``ok`` failure of the agent's."""
         env = self.env
         last_dir = self.recorder.last_episode_dir if self.recorder is not None else None
+        died = self.step_info.get("truncated_reason") if self.truncated else None
         return EpisodeResult(
             env_id=env.spec.id if env.spec is not None else type(env.unwrapped).__name__,
             seed=self.seed,
@@ -269,6 +277,8 @@ class Episode:
             completion_tokens=self.completion_tokens,
             agent_seed=self.agent_seed,
             samples=self.samples,
+            status="error" if died else "ok",
+            error=f"the episode could not go on: {died}" if died else None,
         )
 
 

@@ -641,3 +641,27 @@ def test_an_agent_whose_reset_raises_names_the_recording_its_error_left(tmp_path
     named = {str(tmp_path / r.episode_dir) for r in results}
     on_disk = {str(p.parent) for p in tmp_path.rglob("episode.json")}
     assert on_disk == named
+
+
+class _KillsTheBrowserFirst(RandomAgent):
+    """Kills this process's browser before its first decision (what the OOM killer does)."""
+
+    def act(self, obs):
+        if not getattr(self, "killed", False):
+            self.killed = True
+            for browser in _browsers():
+                browser.kill()
+                browser.wait(10)
+        return super().act(obs)
+
+
+def test_an_episode_whose_browser_died_is_an_error_not_an_agents_failure():
+    """The env truncates an episode it cannot go on with (info["truncated_reason"]);
+    the result says so (status "error"), so a benchmark lists it under errors and
+    GRPO leaves it out, instead of scoring the agent's 0 reward; the next episode
+    plays in a relaunched browser."""
+    jobs = [Job("browser_env/miniwob.click-button-v0", s) for s in (4, 5)]
+    died, then = run_rollouts(jobs, SPEC, agent=_KillsTheBrowserFirst(), runner="local")
+    assert (died.status, died.steps, died.truncated) == ("error", 1, True)
+    assert died.error.startswith("the episode could not go on: ") and not died.success
+    assert then.status == "ok" and then.steps >= 1
