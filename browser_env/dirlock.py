@@ -1,0 +1,62 @@
+"""One writer per output directory: :func:`hold_dir`.
+
+Two runs started into the same output directory (a benchmark's run dir, a
+learner's adapter dir) would interleave their logs and overwrite each
+other's files, and each would take the other's half-written work for a
+stopped run. A run holds an exclusive ``flock`` on the directory itself
+while it writes there; a second run is refused at once, naming the setting
+it came from. The kernel drops the lock when the process ends, however it
+ends (a crash, SIGKILL), so a stopped run never leaves a stale lock behind,
+and no lock file is written into the directory (its contents are the run's
+own: an adapter dir is uploaded and copied whole).
+
+``flock`` locks an open file description: a second :func:`hold_dir` of the
+same directory in the same process is refused too, as another process's
+would be. On a file system without ``flock`` (some network mounts) the lock
+is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["DirInUse", "hold_dir"]
+
+
+class DirInUse(ValueError):
+    """Another run holds the directory (a ``ValueError``: a refusal of the setting)."""
+
+
+@contextlib.contextmanager
+def hold_dir(path: str | os.PathLike[str], key: str = "output_dir") -> Iterator[Path]:
+    """Make ``path`` (and its parents) and hold it for the block: raise
+    :class:`DirInUse` at once, naming ``key`` (the setting ``path`` came from),
+    when another run holds it."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirInUse(
+                f"{key}={path} is in use by another run, writing there now: wait for it to "
+                f"end, or set {key} to another directory"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            warnings.warn(
+                f"{path}: this file system cannot lock it ({exc.strerror}): two runs into it "
+                "at once would not be refused",
+                stacklevel=3,
+            )
+        yield directory
+    finally:
+        os.close(fd)  # drops the lock
