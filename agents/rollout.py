@@ -38,6 +38,7 @@ __all__ = [
     "annotate",
     "describe_error",
     "find_recorder",
+    "play",
     "rollout",
     "token_usage",
 ]
@@ -319,6 +320,19 @@ def rollout(
         on_step=on_step,
         keep_samples=keep_samples,
     )
+    return play(episode, agent, deadline=deadline, record_errors=record_errors)
+
+
+def play(
+    episode: Episode,
+    agent: Agent,
+    *,
+    deadline: float | None = None,
+    record_errors: bool = False,
+) -> EpisodeResult:
+    """Play ``episode`` (reset, as :class:`Episode` is made) to its end with
+    ``agent``: :func:`rollout` after its reset, for a caller that treats the
+    reset's exceptions apart (``agents.run`` refuses a URL that does not open)."""
     try:
         while not episode.done:
             if deadline is not None and time.monotonic() > deadline:

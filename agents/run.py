@@ -256,7 +256,7 @@ def run(
     are not closed here. ``episode_writer`` wraps the env to record it
     (default: :class:`RecordEpisode` when ``cfg.record``).
     """
-    from agents.rollout import rollout
+    from agents.rollout import Episode, play
 
     own_env, own_agent = env is None, agent is None
     if agent is None:
@@ -286,14 +286,16 @@ def run(
         print(_step_line(t, action, reward, obs, info))
 
     try:
-        result = rollout(
-            recorder if recorder is not None else env,
-            agent,
-            seed,
-            options=_reset_options(cfg),
-            max_steps=int(cfg.max_steps),
-            on_step=show if verbose else None,
-        )
+        with refusing():  # a URL that does not open (open-v0 says why) or is refused
+            episode = Episode(
+                recorder if recorder is not None else env,
+                agent,
+                seed,
+                options=_reset_options(cfg),
+                max_steps=int(cfg.max_steps),
+                on_step=show if verbose else None,
+            )
+        result = play(episode, agent)
     finally:
         if recorder is not None:
             recorder.close() if own_env else recorder.end_episode("abandoned")

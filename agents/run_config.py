@@ -90,6 +90,32 @@ def register_config() -> None:
     cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
+def _check_url_task(cfg: Mapping[str, Any]) -> None:
+    """``url``, ``goal`` and ``answer`` make an open-v0 task, together: a goal
+    without its page was ignored (the task's own goal played), and so was a
+    page without a goal, or ``env=open`` with no page at all (about:blank)."""
+    from browser_env.registration import resolve_env_id, task_name
+    from browser_env.tasks.open import check_start_url
+
+    url = cfg.get("url")
+    if url is None:
+        extra = [key for key in ("goal", "answer") if cfg.get(key) is not None]
+        if extra:
+            given = " and ".join(f"{key}=" for key in extra)
+            verb = "belongs" if len(extra) == 1 else "belong"
+            raise ValueError(
+                f"{given} {verb} to a url=... task; env={cfg.get('env')} has its own goal: "
+                f"add url=... (the page to start on) or drop {given}"
+            )
+        env = cfg.get("env")
+        if env and task_name(resolve_env_id(str(env))) == "open":
+            raise ValueError(f"env={env} needs url=... and goal=...: the page and what to do there")
+        return
+    check_start_url(str(url))
+    if cfg.get("goal") is None:
+        raise ValueError(f"url={url} needs goal=...: what the agent is to do there")
+
+
 _LEAST = {"episodes": 1, "max_steps": 1, "seed": 0}
 """Integer options -> their least value."""
 
@@ -110,6 +136,8 @@ def check_options(cfg: Mapping[str, Any], schema: type = RunConfig) -> DictConfi
             call next.
     """
     cfg = check_kinds(cfg, schema)
+    if "url" in cfg:
+        _check_url_task(cfg)
     for name, least in _LEAST.items():
         value = cfg.get(name)
         if value is not None and value < least:

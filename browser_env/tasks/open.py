@@ -8,6 +8,7 @@ the reward is 0.0 and ``success`` is ``None`` (nothing to judge against).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -70,7 +71,15 @@ class OpenTask:
         if current["match"] not in MATCH_MODES:
             raise ValueError(f"match must be one of {MATCH_MODES}, got {current['match']!r}")
         self.current = current
-        page.goto(url, wait_until="load", timeout=self.timeout_ms)
+        try:
+            page.goto(url, wait_until="load", timeout=self.timeout_ms)
+        except Exception as exc:
+            # a network error (refused, no such host, ...): the URL does not open,
+            # which a new browser would not change (the env retries other errors)
+            failure = re.search(r"net::ERR_[A-Z_]+", str(exc))
+            if failure is None:
+                raise
+            raise ValueError(f"{url} could not be opened: {failure[0]}") from exc
         return str(current["goal"])
 
     def validate(self, page: Page, answer: str | None) -> tuple[float, bool, dict[str, Any]]:

@@ -459,6 +459,16 @@ def test_an_unknown_backend_is_a_config_error():
         (["agent=llm"], "backend.model has no value: set it on the command line, e.g. model="),
         (["runner=vectr"], "runner must be one of ('local', 'vector', 'ray'), got 'vectr'"),
         (["env=nope"], "Environment `nope` doesn't exist in namespace browser_env"),
+        # a goal without its page used to be ignored (the task's own goal played)
+        (["goal=x"], "goal= belongs to a url=... task; env=miniwob.click-test has its own"),
+        (["env=open"], "env=open needs url=... and goal=..."),  # it played about:blank
+        (["url=http://127.0.0.1:9/"], "url=http://127.0.0.1:9/ needs goal=..."),
+        # the page does not open, or the URL policy refuses it: was a traceback, exit 1
+        (
+            ["agent=random", "url=http://127.0.0.1:65531/", "goal=x"],
+            "http://127.0.0.1:65531/ could not be opened: net::ERR_CONNECTION_REFUSED",
+        ),
+        (["agent=random", "url=file:///etc/passwd", "goal=x"], "refused to load 'file:///etc"),
     ],
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, overrides, message):
