@@ -15,6 +15,7 @@ a function, :func:`run` the Hydra entry point's body over
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import sys
 import threading
@@ -182,6 +183,7 @@ def record(
     with refusing():  # what a command line gets wrong, refused before a browser starts
         gym_id, options = _env_and_options(cfg)
         gymnasium.spec(gym_id)  # an unknown id: NameNotFound, with "Did you mean"
+        check_display(cfg.headless)
     env = gymnasium.make(gym_id, **kwargs)
     recorder = DemoRecorder(
         env, root, seed=cfg.seed, options=options, env_kwargs=cfg.env_kwargs, log=print
@@ -208,6 +210,20 @@ def record(
         env.close()
     print(f"episode written to {path}")
     return path
+
+
+def check_display(headless: bool) -> None:
+    """Raise ``ValueError`` when a browser window is wanted but, on Linux, there
+    is no display to show it on (``$DISPLAY`` and ``$WAYLAND_DISPLAY`` unset):
+    Chromium would fail to start with a long traceback."""
+    if headless or not sys.platform.startswith("linux"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError(
+            "recording shows a browser window to act in, and there is no display here "
+            "($DISPLAY and $WAYLAND_DISPLAY are unset): run it on a desktop, or under "
+            "xvfb-run to try it"
+        )
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> Path:

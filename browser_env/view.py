@@ -295,9 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = write_reports(args.path)
-    except (FileNotFoundError, EpisodeFormatError) as exc:
+    except (FileNotFoundError, EpisodeFormatError) as exc:  # a refusal: status 2, as replay's
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(target)
     return 0
 

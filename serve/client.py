@@ -501,5 +501,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _cli() -> int:
+    """:func:`main`, quiet when the reader of its output goes away (``| head``):
+    the rest of the output is dropped, as a shell command's would be, and the
+    exit status is 1, without Python's BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()  # a broken pipe shows here, not at exit
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flush at exit
+        return 1
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli())

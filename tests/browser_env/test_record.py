@@ -373,6 +373,7 @@ def test_a_file_url_is_refused_unless_its_scheme_is_allowed(tmp_path, monkeypatc
     saying how to allow it."""
     made = []
     monkeypatch.setattr(gymnasium, "make", lambda *a, **k: made.append(k) or 1 / 0)
+    monkeypatch.setenv("DISPLAY", ":99")  # a window could be shown (none is: make fails)
     page = f"file://{tmp_path}/page.html"
     with pytest.raises(ValueError, match=r"file: URLs are not allowed .*allowed_url_schemes"):
         record_mod.record(RecordConfig(url=page, goal="g"), tmp_path)
@@ -399,6 +400,27 @@ def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, ov
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_recording_with_no_display_is_refused_before_the_browser_starts(tmp_path):
+    """A person records in a browser window: with no display (a server, CI)
+    Chromium failed to start with a long traceback."""
+    from _commands import python_m
+
+    out = python_m(
+        "browser_env.record",
+        "url=http://127.0.0.1:1/",
+        "goal=g",
+        cwd=tmp_path,
+        unset=("DISPLAY", "WAYLAND_DISPLAY"),
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: recording shows a browser window to act in, and there is no display here "
+        "($DISPLAY and $WAYLAND_DISPLAY are unset): run it on a desktop, or under xvfb-run "
+        "to try it"
+    ]
+    assert list((tmp_path / "outputs").rglob("*")) == []  # no run dir left
 
 
 def test_hydra_config_matches_record_config():

@@ -133,12 +133,12 @@ def test_run_index_in_chromium(tmp_path, browser, capsys):
 
 
 def test_main_reports_bad_path(tmp_path, capsys):
-    assert main([str(tmp_path / "missing")]) == 1
+    assert main([str(tmp_path / "missing")]) == 2  # a refusal, as browser_env.replay's
     assert "missing" in capsys.readouterr().err
 
 
 def test_main_refuses_a_directory_without_episodes(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not an episode")
-    assert main([str(tmp_path)]) == 1
+    assert main([str(tmp_path)]) == 2
     assert "no episodes in" in capsys.readouterr().err
     assert not (tmp_path / "index.html").exists()

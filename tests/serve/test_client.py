@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -446,3 +447,42 @@ def test_the_command_line_refuses_a_url_without_a_scheme_or_a_host(argv, line, m
     err = capsys.readouterr().err
     assert f"error: {line}" in err.strip().splitlines()[-1], err
     assert "cannot reach" not in err
+
+
+def test_status_piped_into_head_ends_quietly():
+    """``python -m serve.client status | head``: the reader leaves early; the
+    command stops with status 1 and no BrokenPipeError traceback."""
+    import http.server
+    import threading
+
+    jobs = json.dumps([{"job_id": f"job-{i:05d}", "status": "succeeded"} for i in range(5000)])
+
+    class Jobs(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = jobs.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jobs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serve.client", "--url", url, "status"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "BROWSER_RL_SERVE_TOKEN": "x"},
+        )
+        assert proc.stdout.read(10) == b"[\n  {\n    "  # as head reads, then leaves
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1 and b"Traceback" not in err, err.decode()
