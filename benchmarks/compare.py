@@ -27,9 +27,13 @@ DIR``. :func:`main` therefore turns the plain arguments into the override
 help), so ``view=maybe`` or a misspelt key is Hydra's error naming the key;
 ``python -m benchmarks.compare --cfg job`` prints the whole config.
 
-Runs are labelled by the Hydra overrides that differ between them (e.g.
-``agent=random``), read from each run's ``.hydra/overrides.yaml``; without
-those, by agent and suite.
+Runs are labelled by the command-line overrides that differ between them
+(e.g. ``agent=random``), leaving out those that do not change what was
+measured (:data:`UNMEASURED`: ``resume=true``, ``output_dir=``, ...). A run
+records its overrides in its ``results.json`` (a ``--multirun`` job with
+``output_dir=`` has no ``.hydra/`` of its own); for runs written before it
+did, they are read from ``.hydra/overrides.yaml``; without either, runs are
+labelled by agent and suite.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = [
     "Cell",
     "CompareConfig",
     "Run",
+    "UNMEASURED",
     "compare",
     "find_runs",
     "load_runs",
@@ -64,6 +69,12 @@ __all__ = [
 ]
 
 RESULTS_FILE = "results.json"
+
+UNMEASURED = frozenset(
+    {"output_dir", "resume", "progress", "wandb", "wandb_project", "run_name", "hydra"}
+)
+"""Override keys (``hydra`` for ``hydra.*``) that change where or how visibly a
+run played, not what it measured: never part of a run's label."""
 
 
 @dataclasses.dataclass
@@ -117,13 +128,25 @@ def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return found
 
 
-def _overrides(run_dir: Path) -> tuple[str, ...]:
+def _overrides(run_dir: Path, results: dict[str, Any]) -> tuple[str, ...]:
+    """The run's overrides: those ``results.json`` records, else those of its
+    ``.hydra/overrides.yaml`` (runs from before they were recorded), else none."""
+    recorded = results.get("overrides")
+    if recorded is not None:
+        return tuple(str(o) for o in recorded)
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return ()
     from omegaconf import OmegaConf
 
     return tuple(str(o) for o in OmegaConf.load(path))
+
+
+def _measured(override: str) -> bool:
+    """Whether ``override`` (``key=value``, ``+key=value``, ...) may change what a
+    run measured (its key is none of :data:`UNMEASURED`)."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key.split(".", 1)[0] not in UNMEASURED
 
 
 def load_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Run]:
@@ -133,10 +156,10 @@ def load_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Run]:
         results = json.loads((run_dir / RESULTS_FILE).read_text())
         if not results.get("episodes"):
             raise ValueError(f"{run_dir / RESULTS_FILE} holds no episodes")
-        runs.append(Run(run_dir, "", results, _overrides(run_dir)))
+        runs.append(Run(run_dir, "", results, _overrides(run_dir, results)))
     shared = set.intersection(*(set(r.overrides) for r in runs)) if runs else set()
     for r in runs:
-        differing = [o for o in r.overrides if o not in shared and not o.startswith("output_dir=")]
+        differing = [o for o in r.overrides if o not in shared and _measured(o)]
         r.label = " ".join(differing) or f"{r.results['agent']} / {r.results['suite']}"
     labels = [r.label for r in runs]
     for r in runs:

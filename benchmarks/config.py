@@ -58,12 +58,15 @@ class BenchmarkConfig(RolloutOptions):
     adapter: str | None = help_field(None, "Overrides backend.adapter (agent=llm).")
     resume: bool = help_field(
         False,
-        "With output_dir=: play only the episodes missing from output_dir's results.jsonl.",
+        "With output_dir=: play only the episodes missing from output_dir's results.jsonl "
+        "(refused where there is none); episodes= may grow on resume, not shrink.",
     )
     output_dir: str | None = help_field(
         None,
-        "null: Hydra's run dir (outputs/...); set: Hydra's run dir too (.hydra/, the log); "
-        "--multirun: one per job, 'runs/${hydra:job.num}'.",
+        "Where results.jsonl, results.json, episodes/ go. null: Hydra's run dir "
+        "(outputs/benchmarks/<date>/<time>). Set: a single run's Hydra run dir too (.hydra/, "
+        "run.log); --multirun: one per job, 'runs/${hydra:job.num}', whose .hydra/ and log "
+        "stay in the sweep dir (results.json records the overrides).",
     )
     wandb: bool = help_field(
         True, "Log to wandb under <output dir>/wandb: offline unless WANDB_API_KEY is set."

@@ -2,7 +2,7 @@
 
 ``results.json`` (schema 1)::
 
-    {"schema": 1, "suite": ..., "agent": ..., "config": {...},
+    {"schema": 1, "suite": ..., "agent": ..., "config": {...}, "overrides": [...] | null,
      "tasks": [{"task", "env_id", "episodes", "success_rate", "errors", "timeouts",
                 "first_error", "mean_steps", "mean_reward", "mean_tokens",
                 "step_latency_ms": {"median", "p95"}, "reset_latency_ms": {"median"},
@@ -13,7 +13,9 @@
 ``errors`` and ``timeouts`` count the episodes a runner could not play to
 their end (``EpisodeResult.status``; they count as failures in
 ``success_rate``); ``first_error`` is ``"seed S: Type: message"`` of the
-first, or null. Files written before these keys existed lack them.
+first, or null. ``overrides`` are the run's command-line overrides as typed
+(``["agent=random", "episodes=30"]``), null for a run not started by Hydra.
+Files written before these keys existed lack them.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def write_results(
     suite: str,
     agent: str,
     config: dict[str, Any] | None = None,
+    overrides: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     rows, overall = summarize(results)
     data = {
@@ -135,6 +138,7 @@ def write_results(
         "suite": suite,
         "agent": agent,
         "config": config or {},
+        "overrides": None if overrides is None else list(overrides),
         "tasks": rows,
         "overall": overall,
         "episodes": [r.to_dict() for r in results],

@@ -22,8 +22,9 @@ Episode directories (``record=true``) follow the log: before a run plays,
 :func:`set_aside_unlogged` moves every directory under ``episodes/`` that no
 kept result names (an episode that ended in ``error`` and plays again, one
 that ended while the run was stopping, before its result was logged, or a
-replaced run's) into ``episodes.stale/``, so ``episodes/`` holds exactly the
-episodes of the table, each once, and nothing is deleted. Episode readers
+replaced run's) into ``episodes.stale/``, and :func:`restore_logged` moves
+back any there that a kept result names, so ``episodes/`` holds exactly the
+episodes of the log, each once, and nothing is deleted. Episode readers
 (``iter_episodes(run_dir)``, the learners' ``episodes=``) skip
 ``episodes.stale/`` unless it is passed itself.
 
@@ -31,7 +32,9 @@ Resuming plays the jobs with no result yet, so ``episodes=`` may grow on
 resume (seeds are a prefix), and results are sorted by (env id, seed)
 whichever run played them: for an agent whose episodes replay alike (the
 scripted expert, seeded agents on a CPU; see docs/rollouts.md), a resumed
-run's table equals an unstopped one.
+run's table equals an unstopped one. ``episodes=`` may not shrink:
+``benchmarks.run`` refuses to resume a log holding episodes past the ones
+asked for, so the table, the log and ``episodes/`` hold the same episodes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ from benchmarks.report import write_text_atomic
 from browser_env.episodes.loader import SET_ASIDE_SUFFIX
 from browser_env.episodes.writer import free_path
 
-__all__ = ["NOT_IN_FINGERPRINT", "SPEED_ONLY", "ResultLog", "fingerprint", "set_aside_unlogged"]
+__all__ = [
+    "NOT_IN_FINGERPRINT",
+    "SPEED_ONLY",
+    "ResultLog",
+    "fingerprint",
+    "restore_logged",
+    "set_aside_unlogged",
+]
 
 NOT_IN_FINGERPRINT = frozenset(
     {
@@ -230,8 +240,8 @@ def set_aside_unlogged(
     root = Path(episodes)
     if not root.is_dir():
         return []
-    named = {Path(r.episode_dir).name for r in kept if r.episode_dir}
-    stale = root.with_name(root.name + SET_ASIDE_SUFFIX)  # which episode readers skip
+    named = _named(kept)
+    stale = _set_aside_dir(root)
     moved = []
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name in named:
@@ -241,6 +251,33 @@ def set_aside_unlogged(
         os.replace(entry, target)  # one rename: the episode is in one place or the other
         moved.append(target)
     return moved
+
+
+def restore_logged(episodes: str | os.PathLike[str], kept: Iterable[EpisodeResult]) -> list[Path]:
+    """Moves back into ``episodes`` the directories of ``<episodes>.stale/`` that a
+    ``kept`` result names (by ``episode_dir``'s last part) and ``episodes`` lacks
+    (set aside by an earlier run that did not count them); returns where they went.
+    Episode dir names are unique (a time and a random part): the name is the episode."""
+    root = Path(episodes)
+    stale = _set_aside_dir(root)
+    if not stale.is_dir():
+        return []
+    moved = []
+    for name in sorted(_named(kept)):
+        source, target = stale / name, root / name
+        if source.is_dir() and not target.exists():
+            root.mkdir(exist_ok=True)
+            os.replace(source, target)
+            moved.append(target)
+    return moved
+
+
+def _named(results: Iterable[EpisodeResult]) -> set[str]:
+    return {Path(r.episode_dir).name for r in results if r.episode_dir}
+
+
+def _set_aside_dir(episodes: Path) -> Path:
+    return episodes.with_name(episodes.name + SET_ASIDE_SUFFIX)  # which episode readers skip
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -25,15 +25,25 @@ A config that cannot run (``episodes=0``, ``runner=vectr``, an unknown task,
 ``agent=llm`` with no ``model=``, a model path that does not exist,
 ``agent=expert`` on a suite with tasks it has no policy for) is refused before
 anything is written, a model loads or a browser starts: the command prints
-``error: <why>`` and exits with status 2 (:mod:`browser_env.refusal`). A run
-stopped by Ctrl-C or SIGTERM (a scheduler's) says how many episodes
-``results.jsonl`` kept and how to play the rest with ``resume=true``.
+``error: <why>`` and exits with status 2 (:mod:`browser_env.refusal`). So is
+a second run into an output dir that a running one holds (it is held for the
+whole run: :func:`browser_env.dirlock.hold_dir`), ``resume=true`` where there
+is no ``results.jsonl`` (outside a ``--multirun`` sweep, whose jobs that never
+started have none), and a resume with fewer ``episodes=`` than the log holds.
+A run stopped by Ctrl-C or SIGTERM (a scheduler's) says in one line how many
+episodes ``results.jsonl`` kept and how to play the rest with ``resume=true``,
+and exits with status 130 or 143, without a traceback. ``results.json``
+records the config as the agent was built from it (the top-level ``model=``
+in its backend) and the command-line overrides, by which
+:mod:`benchmarks.compare` labels runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import os
 import signal
 import sys
 import threading
@@ -42,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.rollout import EpisodeResult
 from agents.runners import (
@@ -56,9 +66,10 @@ from agents.runners import (
 )
 from benchmarks.config import BenchmarkConfig, register_config
 from benchmarks.report import format_table, plot_success, write_results
-from benchmarks.result_log import ResultLog, fingerprint, set_aside_unlogged
+from benchmarks.result_log import ResultLog, fingerprint, restore_logged, set_aside_unlogged
 from benchmarks.suites import Suite
-from browser_env.refusal import exit_on_refusal, refusing
+from browser_env.dirlock import hold_dir
+from browser_env.refusal import Refused, exit_on_refusal, refusing
 from browser_env.registration import task_name
 from browser_env.rundir import register_resolvers
 
@@ -95,19 +106,21 @@ def _in_a_sweep() -> bool:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Roll ``cfg.agent`` over ``cfg.suite``; return the ``results.json`` content."""
+    """Roll ``cfg.agent`` over ``cfg.suite``; return the ``results.json`` content.
+
+    The output dir is held from before its ``results.jsonl`` is read until the
+    run ends (:func:`browser_env.dirlock.hold_dir`): a second run into it is
+    refused at once, naming ``output_dir``."""
     from hydra.utils import instantiate
-    from tqdm.auto import tqdm
 
     import browser_env  # noqa: F401 - registers the ids
-    from agents.run import build_agent, check_agent, recording_info
+    from agents.run import check_agent
     from agents.run_config import check_options
 
     with refusing():  # before anything is written, a model loads or a browser starts
         cfg = check_options(cfg, BenchmarkConfig)
         options = runner_options(cfg)
-        runner = options["runner"]
-        ray_options = ray_spec_options(cfg, runner)
+        ray_options = ray_spec_options(cfg, options["runner"])
         if cfg.get("resume") and not cfg.get("output_dir"):
             raise ValueError("resume=true needs output_dir=DIR: the stopped run's output dir")
         suite: Suite = instantiate(cfg.suite)
@@ -115,21 +128,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_env_ids(Job(env_id, 0) for env_id in env_ids)
         check_agent(cfg, env_ids)
         out = _output_dir(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    with refusing():  # a stopped run's log, without resume=true; another run's, with it
-        log = ResultLog(
-            out / "results.jsonl", fingerprint(config), resume=bool(cfg.get("resume")), start=False
-        )
+    with _holding(out):
+        return _play(cfg, out, suite, options, ray_options)
+
+
+def _play(
+    cfg: DictConfig,
+    out: Path,
+    suite: Suite,
+    options: dict[str, Any],
+    ray_options: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`run` once its options are checked and ``out`` is held."""
+    from tqdm.auto import tqdm
+
+    from agents.run import build_agent, recording_info
+
+    runner = options["runner"]
     start = suite.seed if cfg.get("seed") is None else int(cfg.seed)
     seeds = Suite.seeds(start, int(cfg.episodes))
-    jobs = [Job(env_id, seed) for env_id in env_ids for seed in seeds]
+    jobs = [Job(env_id, seed) for env_id in suite.env_ids for seed in seeds]
+    with refusing():  # a stopped run's log without resume=true; another run's, or none, with it
+        log = _open_log(cfg, out, jobs, start)
     kept = [log.done[j.env_id, j.seed] for j in jobs if (j.env_id, j.seed) in log.done]
     todo = [j for j in jobs if (j.env_id, j.seed) not in log.done]
     # Ray actors build their own agents (a model on a GPU would load here too)
     with refusing():
         agent = None if runner == "ray" or not todo else build_agent(cfg)
     try:  # the agent built here is closed if what follows fails before the episodes
-        out.mkdir(parents=True, exist_ok=True)
         log.start()  # only now: a refused agent leaves a stopped or finished log as it was
         env_kwargs: dict[str, Any] = {
             "headless": bool(cfg.headless),
@@ -151,9 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         if log.resumed:
             print(f"resuming {out}: {len(kept)} of {len(jobs)} episodes already played")
-        stale = set_aside_unlogged(out / "episodes", kept)  # episodes/ is the table's, each once
-        if stale:
-            print(f"moved {len(stale)} episode dirs with no logged result to {stale[0].parent}")
+        _match_episode_dirs(out / "episodes", log)
         progress = tqdm(
             total=len(jobs), initial=len(kept), desc=suite.name, disable=not cfg.progress, unit="ep"
         )
@@ -197,7 +221,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             agent.close()
     results.sort(key=result_key)
     data = write_results(
-        out / "results.json", results, suite=suite.name, agent=info.name, config=config
+        out / "results.json",
+        results,
+        suite=suite.name,
+        agent=info.name,
+        config=_as_built(cfg),
+        overrides=_overrides(),
     )
     log.finish()
     print(format_table(data["tasks"], data["overall"]))
@@ -211,6 +240,103 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         log_benchmark(data, out, project=cfg.wandb_project, name=cfg.get("run_name"))
     return data
+
+
+@contextlib.contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """Hold ``out`` for the block (:func:`hold_dir`; another run's hold is a
+    refusal naming ``output_dir``). A dir made here for a run that is then
+    refused, and left empty, is removed: a refusal writes nothing."""
+    made = not out.exists()
+    with contextlib.ExitStack() as held:
+        with refusing():
+            held.enter_context(hold_dir(out, "output_dir"))
+        try:
+            yield
+        except Refused:
+            if made:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only when empty
+            raise
+
+
+def _open_log(cfg: DictConfig, out: Path, jobs: list[Job], start: int) -> ResultLog:
+    """``out``'s ``results.jsonl``, read (not yet started: :meth:`ResultLog.start`).
+
+    ``resume=true`` with no log there is refused (a misspelt ``output_dir``
+    has nothing to resume), except in a ``--multirun`` sweep, whose jobs that
+    never started have none: such a job starts, saying so. A log holding
+    episodes that ``jobs`` leave out (``episodes=`` smaller than the logged
+    run's) is refused too: the table, ``results.jsonl`` and ``episodes/``
+    stay one run's episodes."""
+    resume = bool(cfg.get("resume"))
+    path = out / "results.jsonl"
+    if resume and not path.exists():
+        if not _in_a_sweep():
+            raise ValueError(
+                f"resume=true but {path} does not exist: nothing to resume (is output_dir the "
+                "stopped run's?); without resume=true a run starts there afresh"
+            )
+        print(
+            f"resume=true: {path} does not exist yet (a job the sweep never started): starting it"
+        )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log = ResultLog(path, fingerprint(config), resume=resume, start=False)
+    asked = {(j.env_id, j.seed) for j in jobs}
+    beyond = [key for key in log.done if key not in asked]
+    if beyond:
+        env_ids = {j.env_id for j in jobs}
+        counts = [s - start + 1 for e, s in beyond if e in env_ids and isinstance(s, int)]
+        hint = f"episodes={max(counts)}" if len(counts) == len(beyond) else "its episodes="
+        raise ValueError(
+            f"cannot resume with episodes={cfg.episodes}: {path} holds {len(beyond)} more "
+            "episodes of the run there, which the table and episodes/ would leave out; resume "
+            f"with {hint} (or more), or write a run of fewer episodes to another output_dir"
+        )
+    return log
+
+
+def _match_episode_dirs(episodes: Path, log: ResultLog) -> None:
+    """``episodes/`` holds exactly the logged episodes' dirs (:data:`ResultLog.done`,
+    which are the table's): any of them set aside into ``episodes.stale/`` earlier
+    comes back, every other one goes there."""
+    kept = list(log.done.values())
+    back = restore_logged(episodes, kept)
+    if back:
+        print(f"moved {len(back)} episode dirs with a logged result back into {episodes}")
+    stale = set_aside_unlogged(episodes, kept)
+    if stale:
+        print(f"moved {len(stale)} episode dirs with no logged result to {stale[0].parent}")
+
+
+def _as_built(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` resolved, with the top-level ``model`` and ``adapter`` (when set) in
+    the agent's backend, where :func:`agents.run.build_agent` puts them as it
+    builds the agent (in this process only: not when Ray actors build theirs, nor
+    when a resumed run has nothing left to play): what ``results.json`` records
+    is the config that ran. ``agent=llm``'s backend is the ``backend`` group's
+    (``${backend}``): the same node, which both places then show."""
+    built = copy.deepcopy(cfg)
+    agent = built.get("agent")
+    backend = agent.get("backend") if isinstance(agent, DictConfig) else None
+    if isinstance(backend, DictConfig):
+        for key in ("model", "adapter"):
+            if built.get(key) is not None and (key == "model" or key in backend):
+                with open_dict(backend):
+                    backend[key] = built[key]
+    return OmegaConf.to_container(built, resolve=True)
+
+
+def _overrides() -> list[str] | None:
+    """This run's command-line overrides (Hydra's task overrides, as typed), or
+    ``None`` outside ``@hydra.main``. ``results.json`` records them: a
+    ``--multirun`` job with ``output_dir=`` has no ``.hydra/`` of its own (it
+    stays in the sweep dir), and ``benchmarks.compare`` labels runs by them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [str(override) for override in HydraConfig.get().overrides.task]
 
 
 def _task_label(env_id: str) -> str:
@@ -268,13 +394,28 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _interrupt_exits() -> Iterator[None]:
+    """Ctrl-C (``KeyboardInterrupt`` out of the block) ends the command with
+    status 130, as a shell reports a process that SIGINT ended, without the
+    interrupt's traceback: the run has said what it kept and how to resume
+    (as SIGTERM's ``SystemExit(143)`` does). With ``HYDRA_FULL_ERROR=1`` the
+    traceback is shown (where a run that seemed stuck was)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise SystemExit(130) from None
+
+
 register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 register_config()  # conf/benchmark.yaml builds on benchmark_schema
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    with exit_on_refusal(), _sigterm_stops():
+    with exit_on_refusal(), _sigterm_stops(), _interrupt_exits():
         run(cfg)
 
 

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from benchmarks.backends import agent_settings, agreement, off_loop, unavailable_reason
-from benchmarks.notebooks import _value, inject_parameters
+from benchmarks.notebooks import _value, declared_parameters, inject_parameters
 
 
 def test_agreement_against_the_reference():
@@ -53,7 +53,7 @@ def test_off_loop_leaves_the_loop_thread_only_when_a_loop_runs():
 
 def test_parameters_are_injected_after_the_tagged_cell():
     book = nbformat.v4.new_notebook()
-    tagged = nbformat.v4.new_code_cell("N = 1")
+    tagged = nbformat.v4.new_code_cell("N = 1\nTASKS = []")
     tagged.metadata["tags"] = ["parameters"]
     book.cells = [
         nbformat.v4.new_markdown_cell("# t"),
@@ -62,8 +62,24 @@ def test_parameters_are_injected_after_the_tagged_cell():
     ]
     inject_parameters(book, {"N": 3, "TASKS": ["a"]})
     inject_parameters(book, {"N": 4})  # a second injection replaces the first
-    assert [c.source for c in book.cells][1:3] == ["N = 1", "# Parameters\nN = 4\n"]
+    assert [c.source for c in book.cells][1:3] == ["N = 1\nTASKS = []", "# Parameters\nN = 4\n"]
     assert book.cells[2].metadata["tags"] == ["injected-parameters"] and len(book.cells) == 4
     with pytest.raises(ValueError, match="parameters"):
         inject_parameters(nbformat.v4.new_notebook(), {"N": 1})
     assert _value("[1, 2]") == [1, 2] and _value("click-tab") == "click-tab"
+
+
+def test_a_parameter_the_notebook_does_not_set_is_refused():
+    """``-p EPISODS 2`` would inject a variable nothing reads and run with the
+    defaults: only the names the ``parameters`` cell assigns are taken."""
+    book = nbformat.v4.new_notebook()
+    tagged = nbformat.v4.new_code_cell("N = 1  # episodes\nTASKS: list = ['a']\nif N:\n    M = 2")
+    tagged.metadata["tags"] = ["parameters"]
+    book.cells = [tagged, nbformat.v4.new_code_cell("print(N)")]
+    assert declared_parameters(book) == ["N", "TASKS"]  # M is set only on the way
+    with pytest.raises(ValueError, match=r"^no parameter NN, M: the notebook's parameters cell "
+                       r"sets N, TASKS$"):  # fmt: skip
+        inject_parameters(book, {"N": 2, "NN": 2, "M": 3})
+    assert len(book.cells) == 2  # nothing injected
+    tagged.source = "%matplotlib inline\nN = 1\nTASKS: list = ['a']"
+    assert declared_parameters(book) == ["N", "TASKS"]

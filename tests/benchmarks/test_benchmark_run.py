@@ -119,6 +119,19 @@ def test_output_dir_is_hydras_run_dir_too(config, name, tmp_path):
     assert default.hydra.run.dir.startswith(f"outputs/{name}/20")
 
 
+def test_the_output_dir_help_says_where_a_sweep_jobs_hydra_files_stay():
+    """Under ``--multirun`` a job's ``output_dir`` is not its Hydra run dir
+    (``.hydra/`` and the log stay in the sweep dir): ``--help`` says so."""
+    import dataclasses
+
+    from benchmarks.config import BenchmarkConfig
+
+    (field,) = (f for f in dataclasses.fields(BenchmarkConfig) if f.name == "output_dir")
+    text = field.metadata["help"]
+    assert "a single run's Hydra run dir too" in text
+    assert "whose .hydra/ and log stay in the sweep dir" in text
+
+
 def test_one_output_dir_for_a_sweep_is_refused(tmp_path):
     import os
     import subprocess
@@ -142,9 +155,9 @@ def test_a_sweep_names_one_output_dir_per_job_and_resumes_into_them(tmp_path):
     import subprocess
     import sys
 
-    def sweep(*extra: str) -> str:
+    def sweep(agents: str, *extra: str) -> str:
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.run", "--multirun", "agent=random,expert",
+            [sys.executable, "-m", "benchmarks.run", "--multirun", f"agent={agents}",
              "suite=miniwob_smoke", "suite.tasks=[click-test]", "max_steps=2", "progress=false",
              "wandb=false", "record=false", f"hydra.sweep.dir={tmp_path / 'sweep'}",
              f"output_dir={tmp_path / 'runs'}/${{hydra:job.num}}", *extra],
@@ -154,12 +167,23 @@ def test_a_sweep_names_one_output_dir_per_job_and_resumes_into_them(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
-    sweep("episodes=1")
-    out = sweep("episodes=2", "resume=true")  # the same jobs, numbered alike: each finds its log
+    sweep("random,expert", "episodes=1")
+    # the same jobs, numbered alike: each finds its log; a job the first sweep never
+    # reached (here: one more) has none, and starts
+    out = sweep("random,expert,tiny", "episodes=2", "resume=true")
     assert out.count("1 of 2 episodes already played") == 2
-    agents = [json.loads((tmp_path / "runs" / n / "results.json").read_text()) for n in "01"]
-    assert [a["agent"] for a in agents] == ["random", "expert"]
-    assert [a["overall"]["episodes"] for a in agents] == [2, 2]
+    assert out.count("does not exist yet (a job the sweep never started): starting it") == 1
+    agents = [json.loads((tmp_path / "runs" / n / "results.json").read_text()) for n in "012"]
+    assert [a["agent"] for a in agents] == ["random", "expert", "llm"]
+    assert [a["overall"]["episodes"] for a in agents] == [2, 2, 2]
+
+    from benchmarks.compare import load_runs
+
+    # runs/N holds no .hydra/ (it stays in the sweep dir): results.json records the overrides
+    assert not (tmp_path / "runs" / "0" / ".hydra").exists()
+    assert "agent=random" in agents[0]["overrides"]
+    labels = [r.label for r in load_runs([tmp_path / "runs"])]
+    assert labels == ["agent=random", "agent=expert", "agent=tiny"]
 
 
 @pytest.mark.browser

@@ -99,6 +99,23 @@ def test_runs_of_a_sweep_are_found_in_order_and_labelled_by_differing_overrides(
     ]
 
 
+def test_runs_are_labelled_by_the_overrides_their_results_record(tmp_path):
+    """A ``--multirun`` job with ``output_dir=runs/${hydra:job.num}`` has no
+    ``.hydra/`` in its run dir: its ``results.json`` records its overrides, which
+    label it (also over a ``.hydra/`` left by another command), and options that
+    do not change what was measured are left out of labels."""
+    common = ["suite=miniwob_tiny", "output_dir=runs/${hydra:job.num}", "progress=false"]
+    for n, extra in enumerate(
+        (["agent=random", "episodes=30"], ["agent=random", "episodes=30", "resume=true"],
+         ["agent=expert", "episodes=30", "wandb=false", "+hydra.job.chdir=false"])
+    ):  # fmt: skip
+        run = _fake_run(tmp_path / "runs" / str(n), "x", [True], ["agent=stale"])
+        data = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**data, "overrides": [*extra, *common]}))
+    labels = [r.label for r in load_runs([tmp_path / "runs"])]
+    assert labels == ["agent=random (0)", "agent=random (1)", "agent=expert"]
+
+
 def test_bad_inputs_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         find_runs([tmp_path / "missing"])

@@ -300,6 +300,55 @@ def test_sigterm_stops_a_benchmark_saying_what_it_kept_and_how_to_resume(tmp_pat
 
 
 @pytest.mark.browser
+def test_ctrl_c_stops_a_benchmark_with_its_resume_line_and_status_130_no_traceback(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group: the browser and
+    its driver get it too) prints what ``results.jsonl`` kept and how to resume,
+    and nothing else: no ``KeyboardInterrupt`` traceback; status 130, as a
+    shell reports a process that SIGINT ended."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.run", "agent=random", "suite=miniwob_smoke",
+         "suite.tasks=[click-test]", "episodes=500", "max_steps=3", "progress=false",
+         "wandb=false", "record=true", f"output_dir={out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        log = out / "results.jsonl"
+        while not (log.exists() and '{"episode"' in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("stopped after ") and f"output_dir={out} resume=true" in lines[0]
+
+
+def test_ctrl_c_is_status_130_unless_hydra_full_error_asks_for_the_traceback(monkeypatch):
+    from benchmarks.run import _interrupt_exits
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exited, _interrupt_exits():
+        raise KeyboardInterrupt
+    assert exited.value.code == 130 and exited.value.__suppress_context__
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(KeyboardInterrupt), _interrupt_exits():
+        raise KeyboardInterrupt
+
+
+@pytest.mark.browser
 def test_a_sigterm_whose_exit_was_swallowed_stops_the_run_at_the_next_episode(tmp_path):
     """Where Python ignored the handler's ``SystemExit`` (raised inside a weakref
     callback), the flag it set stops the run once the episode under way ends,

@@ -26,6 +26,12 @@ CASES = [
     ("notebooks", ["/nonexistent.ipynb"], "no such notebook: /nonexistent.ipynb", ["execute"]),
     ("notebooks", [NOTEBOOK, "-o", f"{NOTEBOOK}/d/out.ipynb"], "is not a directory", ["execute"]),
     (
+        "notebooks",
+        [NOTEBOOK, "-p", "EVAL_EPISODES", "1", "-p", "EPISODS", "2"],
+        f"{NOTEBOOK}: no parameter EPISODS: the notebook's parameters cell sets TASKS, ",
+        ["execute"],
+    ),
+    (
         "policy_batching",
         ["replay", "/nonexistent"],
         "no such prompts file: /nonexistent",
