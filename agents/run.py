@@ -72,6 +72,7 @@ __all__ = [
     "recording_info",
     "run",
     "run_episodes",
+    "with_model_overrides",
 ]
 
 EpisodeWriterFactory = Callable[[Any], Any]
@@ -107,14 +108,22 @@ def _reset_options(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return options
 
 
-def build_agent(cfg: DictConfig) -> Agent:
-    """Instantiate ``cfg.agent``, applying top-level ``model``/``adapter`` to the backend."""
-    from hydra.utils import instantiate
+def with_model_overrides(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with the top-level ``model`` and ``adapter`` (when set)
+    in the backend node its agent is built with (:func:`_backend_node`): the
+    config that runs, which :func:`build_agent` builds and a benchmark's
+    ``results.json`` records. ``cfg`` itself is left as it is.
 
-    backend = _backend_node(cfg)
+    Raises:
+        ValueError: ``adapter`` set for a backend that takes none.
+    """
+    import copy
+
+    built = copy.deepcopy(cfg)
+    backend = _backend_node(built)
     if backend is not None:
         for key in ("model", "adapter"):
-            if cfg.get(key) is None:
+            if built.get(key) is None:
                 continue
             if key == "adapter" and key not in backend:
                 target = backend.get("_target_", "the selected backend")
@@ -122,8 +131,16 @@ def build_agent(cfg: DictConfig) -> Agent:
                     f"{target} takes no adapter; drop adapter=... or pick another backend"
                 )
             with open_dict(backend):
-                backend[key] = cfg[key]
-    return instantiate(cfg.agent)
+                backend[key] = built[key]
+    return built
+
+
+def build_agent(cfg: DictConfig) -> Agent:
+    """Instantiate ``cfg.agent`` with the top-level ``model``/``adapter`` applied
+    (:func:`with_model_overrides`)."""
+    from hydra.utils import instantiate
+
+    return instantiate(with_model_overrides(cfg).agent)
 
 
 def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:

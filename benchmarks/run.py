@@ -41,7 +41,6 @@ in its backend) and the command-line overrides, by which
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import os
 import signal
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from agents.rollout import EpisodeResult
 from agents.runners import (
@@ -310,21 +309,13 @@ def _match_episode_dirs(episodes: Path, log: ResultLog) -> None:
 
 
 def _as_built(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg`` resolved, with the top-level ``model`` and ``adapter`` (when set) in
-    the agent's backend, where :func:`agents.run.build_agent` puts them as it
-    builds the agent (in this process only: not when Ray actors build theirs, nor
-    when a resumed run has nothing left to play): what ``results.json`` records
-    is the config that ran. ``agent=llm``'s backend is the ``backend`` group's
-    (``${backend}``): the same node, which both places then show."""
-    built = copy.deepcopy(cfg)
-    agent = built.get("agent")
-    backend = agent.get("backend") if isinstance(agent, DictConfig) else None
-    if isinstance(backend, DictConfig):
-        for key in ("model", "adapter"):
-            if built.get(key) is not None and (key == "model" or key in backend):
-                with open_dict(backend):
-                    backend[key] = built[key]
-    return OmegaConf.to_container(built, resolve=True)
+    """``cfg`` resolved as it runs (:func:`agents.run.with_model_overrides`: the
+    top-level ``model`` and ``adapter`` in the agent's backend), even where this
+    process builds no agent (Ray actors build theirs; a resumed run may have
+    nothing left to play): what ``results.json`` records is the config that ran."""
+    from agents.run import with_model_overrides
+
+    return OmegaConf.to_container(with_model_overrides(cfg), resolve=True)
 
 
 def _overrides() -> list[str] | None:
