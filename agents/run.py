@@ -226,14 +226,22 @@ def recording_info(cfg: DictConfig, agent: Agent | None = None) -> tuple[AgentIn
 
     name = agent_name(cfg) if agent is None else getattr(agent, "name", type(agent).__name__)
     llm = name == "llm"
-    backend = _backend_node(cfg) if llm else None
+    built = with_model_overrides(cfg)  # the model the backend runs, given or the agent's own
+    backend = _backend_node(built) if llm else None
+
+    def setting(key: str) -> str | None:
+        value = None if backend is None else backend.get(key)
+        if isinstance(value, DictConfig):  # e.g. agents.pretrained.path(name): the name
+            value = value.get("name") or OmegaConf.to_container(value, resolve=True)
+        return None if value is None else str(value)
+
     info = AgentInfo(
         name=name,
         backend=None if backend is None else _backend_name(backend),
-        model=None if cfg.get("model") is None else str(cfg.model),
-        adapter=None if cfg.get("adapter") is None else str(cfg.adapter),
+        model=setting("model"),
+        adapter=setting("adapter"),
         prompt_version=PROMPT_VERSION if llm else None,
-        config=OmegaConf.to_container(cfg.agent, resolve=False) if "agent" in cfg else {},
+        config=OmegaConf.to_container(built.agent, resolve=False) if "agent" in built else {},
     )
     return info, "scripted" if name == "expert" else "agent"
 

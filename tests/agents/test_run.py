@@ -240,6 +240,11 @@ def test_recording_info_names_backend_and_prompt_version():
     assert source == "agent"
     info, source = recording_info(compose_run("agent=random"), object())
     assert info.prompt_version is None and source == "agent"
+    # the model the backend runs when none is given on the command line (was None)
+    assert recording_info(compose_run("agent=tiny"))[0].model == "tiny-miniwob"
+    other = compose_run("agent=tiny", "model=smollm2-135m")
+    assert recording_info(other)[0].model == "smollm2-135m"
+    assert other.agent.backend.model.name == "tiny-miniwob"  # the config handed in is as it was
 
 
 def test_recording_info_without_building_the_agent():
