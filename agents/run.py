@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.agent import Agent
 from agents.prompt import PROMPT_VERSION
 from agents.run_config import check_options, register_config
-from browser_env.refusal import exit_on_refusal, refusing
+from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 
@@ -545,8 +545,9 @@ def _env_id(env: Any, cfg: Mapping[str, Any]) -> str:
 
 
 def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
-    """The ``@hydra.main`` task function: :func:`_entry`, a refusal in one line."""
-    with exit_on_refusal():
+    """The ``@hydra.main`` task function: :func:`_entry`, a refusal in one line,
+    Ctrl-C one line and status 130 (the episodes that ended are recorded)."""
+    with exit_on_refusal(), exit_on_interrupt("stopped by Ctrl-C"):
         return _entry(cfg)
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import signal
 import sys
 import threading
@@ -68,7 +67,7 @@ from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, restore_logged, set_aside_unlogged
 from benchmarks.suites import Suite
 from browser_env.dirlock import hold_dir
-from browser_env.refusal import Refused, exit_on_refusal, refusing
+from browser_env.refusal import Refused, exit_on_interrupt, exit_on_refusal, refusing
 from browser_env.registration import task_name
 from browser_env.rundir import register_resolvers
 
@@ -385,28 +384,13 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def _interrupt_exits() -> Iterator[None]:
-    """Ctrl-C (``KeyboardInterrupt`` out of the block) ends the command with
-    status 130, as a shell reports a process that SIGINT ended, without the
-    interrupt's traceback: the run has said what it kept and how to resume
-    (as SIGTERM's ``SystemExit(143)`` does). With ``HYDRA_FULL_ERROR=1`` the
-    traceback is shown (where a run that seemed stuck was)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        raise SystemExit(130) from None
-
-
 register_resolvers()  # output_dir= is Hydra's run dir too (conf: hydra.run.dir)
 register_config()  # conf/benchmark.yaml builds on benchmark_schema
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    with exit_on_refusal(), _sigterm_stops(), _interrupt_exits():
+    with exit_on_refusal(), _sigterm_stops(), exit_on_interrupt():  # it says what it kept
         run(cfg)
 
 

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Refused", "exit_on_refusal", "refusing"]
+__all__ = ["Refused", "exit_on_interrupt", "exit_on_refusal", "refusing"]
 
 #: a key whose value is ``???`` (its suffix) -> what sets it on the command line
 _HOW_TO_SET = {
@@ -100,6 +100,23 @@ def exit_on_refusal() -> Iterator[None]:
         sys.stderr.flush()
         _drop_run_dir(fresh)
         raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
+    """For an ``@hydra.main`` task function: Ctrl-C (``KeyboardInterrupt`` out of
+    the block) ends the command with status 130, as a shell reports a process
+    that SIGINT ended, after ``note`` (what was kept) on stderr, without the
+    interrupt's traceback. With ``HYDRA_FULL_ERROR=1`` the traceback is shown
+    (where a run that seemed stuck was)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 #: the files Hydra writes into a run dir before the task function runs

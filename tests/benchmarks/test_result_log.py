@@ -336,15 +336,16 @@ def test_ctrl_c_stops_a_benchmark_with_its_resume_line_and_status_130_no_traceba
     assert lines[0].startswith("stopped after ") and f"output_dir={out} resume=true" in lines[0]
 
 
-def test_ctrl_c_is_status_130_unless_hydra_full_error_asks_for_the_traceback(monkeypatch):
-    from benchmarks.run import _interrupt_exits
+def test_ctrl_c_is_status_130_unless_hydra_full_error_asks_for_the_traceback(monkeypatch, capsys):
+    from browser_env.refusal import exit_on_interrupt
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as exited, _interrupt_exits():
+    with pytest.raises(SystemExit) as exited, exit_on_interrupt("stopped by Ctrl-C"):
         raise KeyboardInterrupt
     assert exited.value.code == 130 and exited.value.__suppress_context__
+    assert capsys.readouterr().err == "stopped by Ctrl-C\n"
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(KeyboardInterrupt), _interrupt_exits():
+    with pytest.raises(KeyboardInterrupt), exit_on_interrupt():
         raise KeyboardInterrupt
 
 
