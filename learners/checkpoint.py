@@ -24,8 +24,10 @@ checkpoint that resuming would pick, and only the newest ``keep`` step
 checkpoints stay.
 
 A run that dies leaves ``training.json`` with ``"status": "running"`` (or
-none at all) and its checkpoints; running the same command again resumes from
-the latest one. A finished run writes ``"status": "complete"`` next to its
+none at all), one stopped with Ctrl+C ``"interrupted"``, and its checkpoints;
+running the same command again resumes from the latest one (saying so on
+stderr), first dropping the lines ``metrics.jsonl`` holds past that checkpoint,
+which the resumed run logs again (:func:`learners.tracking.rewind_metrics`). A finished run writes ``"status": "complete"`` next to its
 adapter (or, with ``lora=false``, its full model: ``model.safetensors``);
 training again into the same directory continues from that output, appends
 to ``runs`` and first clears the finished run's ``checkpoints/``: they are not
@@ -481,8 +483,13 @@ def write_training_json(
     status: str,
     init_from: str | None = None,
     steps: int = 0,
+    metrics_start: int | None = None,
 ) -> Path:
-    """Write ``training.json``, keeping the ``runs`` of earlier trainings into the same dir."""
+    """Write ``training.json``, keeping the ``runs`` of earlier trainings into the same dir.
+
+    ``status``: ``running``, ``interrupted`` (Ctrl+C) or ``complete``;
+    ``metrics_start``: the lines ``metrics.jsonl`` held before this run's first
+    step (:func:`learners.tracking.rewind_metrics`)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "training.json"
@@ -501,6 +508,7 @@ def write_training_json(
         "prompt_version": PROMPT_VERSION,
         "init_from": init_from,
         "steps": steps,
+        "metrics_start": metrics_start,
         "data": data,
         "hyperparameters": dataclasses.asdict(config)
         if dataclasses.is_dataclass(config)

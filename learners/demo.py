@@ -25,7 +25,19 @@
    ``learning_curve.png``; with ``export=DIR`` copies the best student
    (the SFT model, or it with the SDFT adapter merged if that did better) to
    ``DIR`` as a plain Hugging Face model directory whose ``training.json``
-   records the command, the arguments and the measured figures.
+   records the command, the arguments and the measured figures -- but only
+   when that student beats the untrained model on the held-out seeds, and
+   only into a new or empty ``DIR`` or over an earlier export
+   (:mod:`learners.demo_export`).
+
+A second run into the same ``out`` reuses the expert episodes recorded there
+and records only the missing ones (a task's seed with no complete episode:
+a crashed run's); episodes there that this run would not train on (other
+tasks, seeds past ``train_seeds``, another agent's) are refused, naming them,
+since the learners would train on every episode in ``out/episodes``
+(:func:`plan_recording`). What the demo refuses -- an unknown task, one the
+scripted expert has no policy for, an ``out`` or ``export`` it may not write,
+an ``out`` another run is writing -- it refuses before recording anything.
 
 The config is ``conf/demo.yaml`` over :class:`DemoConfig`; :func:`run` is the
 plain function behind the ``@hydra.main`` wrapper, and tests call it.
@@ -33,17 +45,19 @@ plain function behind the ``@hydra.main`` wrapper, and tests call it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from browser_env.cli_help import help_field as _f
 from browser_env.registration import env_id
+from learners.demo_export import export_policy, export_stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -57,6 +71,7 @@ __all__ = [
     "evaluate",
     "export_policy",
     "main",
+    "plan_recording",
     "record_expert_episodes",
     "register_config",
     "run",
@@ -75,9 +90,10 @@ TASKS = (
 
 
 def record_expert_episodes(
-    root: Path, tasks: list[str], seeds: range, max_steps: int
+    root: Path, tasks: list[str], seeds: Sequence[int], max_steps: int
 ) -> dict[str, float]:
-    """Roll the scripted expert over ``tasks`` x ``seeds``, recording episodes under ``root``."""
+    """Roll the scripted expert over ``tasks`` x ``seeds``, recording episodes under
+    ``root``; returns each task's success rate over them."""
     import gymnasium as gym
 
     import browser_env  # noqa: F401
@@ -108,6 +124,104 @@ def record_expert_episodes(
         env.close()
         success[task] = wins / len(seeds)
     return success
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Raise ``ValueError`` (naming ``tasks``) for no task, a task that is no
+    registered MiniWoB++ env (with Gymnasium's suggestion), or one the
+    scripted expert has no policy for: before anything is recorded."""
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
+    from agents.experts import expert_task, unsupported_env_ids
+
+    if not tasks:
+        raise ValueError("tasks is empty: name MiniWoB++ tasks, e.g. tasks=[click-test]")
+    for task in tasks:
+        try:
+            gym.spec(env_id(task))
+        except gym.error.Error as exc:
+            raise ValueError(f"tasks: {task!r} is no MiniWoB++ task: {exc}") from None
+    unsupported = [expert_task(e) for e in unsupported_env_ids(env_id(t) for t in tasks)]
+    if unsupported:
+        raise ValueError(
+            f"tasks: the scripted expert has no policy for {', '.join(unsupported)}, so it "
+            "records no episodes of it: pick tasks it solves (agents.experts.SUPPORTED_TASKS, "
+            "suite=miniwob_expert)"
+        )
+
+
+def plan_recording(root: Path, tasks: list[str], seeds: range) -> dict[str, list[int]]:
+    """The seeds of each task to record under ``root``: those with no complete
+    scripted-expert episode there yet (none, on a new ``root``; a crashed
+    run's seeds, whose episodes are incomplete, on a rerun).
+
+    Raise ``ValueError`` when ``root`` holds complete episodes this run would
+    not train on -- of other tasks, of seeds outside ``seeds``, or not the
+    scripted expert's: the learners read every episode under ``root``, so
+    they would train on them. Incomplete episodes are let be (no learner
+    reads one)."""
+    recorded, stray = _scan(root, tasks, seeds)
+    if stray:
+        raise ValueError(
+            f"{root} holds complete episodes this run would not train on "
+            f"({'; '.join(stray)}), and the learners read every episode there: set out to a "
+            "new directory, or tasks and train_seeds to cover them"
+        )
+    return {task: [s for s in seeds if s not in recorded[task]] for task in tasks}
+
+
+def _scan(
+    root: Path, tasks: list[str], seeds: range
+) -> tuple[dict[str, dict[int, bool]], list[str]]:
+    """The complete scripted-expert episodes under ``root`` of ``tasks`` x ``seeds``
+    (task -> seed -> success), and a line for each kind of complete episode
+    there that is none of them."""
+    from browser_env.episodes import iter_episodes
+
+    wanted = {env_id(task): task for task in tasks}
+    recorded: dict[str, dict[int, bool]] = {task: {} for task in tasks}
+    other_tasks: dict[str, list[int]] = {}
+    other_seeds: dict[str, list[int]] = {}
+    not_expert = 0
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, where the demo records its episodes")
+    if root.is_dir():
+        for episode in iter_episodes(root, check_files=False):  # complete ones only
+            meta = episode.meta
+            task = wanted.get(meta.env_id)
+            if meta.source != "scripted" or meta.agent.name != "expert":
+                not_expert += 1
+            elif task is None:
+                other_tasks.setdefault(meta.task or meta.env_id, []).append(meta.seed)
+            elif meta.seed not in seeds:
+                other_seeds.setdefault(task, []).append(meta.seed)
+            else:
+                recorded[task][meta.seed] = episode.success
+    stray = [f"{t} seeds {_spans(s)}: not in tasks" for t, s in sorted(other_tasks.items())]
+    stray += [
+        f"{t} seeds {_spans(s)}: outside train_seeds={len(seeds)} (seeds {_spans(seeds)})"
+        for t, s in sorted(other_seeds.items())
+    ]
+    if not_expert:
+        stray.append(f"{not_expert} not recorded by the scripted expert")
+    return recorded, stray
+
+
+def _spans(seeds: Iterable[int | None]) -> str:
+    """``0-3, 7, 9-10`` for seeds 0, 1, 2, 3, 7, 9, 10 (``None`` shown as such)."""
+    seeds = list(seeds)
+    known = sorted({s for s in seeds if s is not None})
+    spans: list[list[int]] = []
+    for seed in known:
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in spans]
+    if None in seeds:
+        shown.append("None")
+    return ", ".join(shown)
 
 
 def _agent_class() -> type:
@@ -240,9 +354,36 @@ def _override_value(value: Any) -> str:
 
 def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The whole pipeline (steps 1-5 above) for ``cfg``; returns the report
-    written to ``OUT/results.json``."""
+    written to ``OUT/results.json``.
+
+    What it will not run with is :class:`browser_env.refusal.Refused` (a
+    ``ValueError``), before anything is recorded or trained; ``out`` is held
+    (:func:`browser_env.dirlock.hold_dir`) while the demo writes there."""
+    from browser_env.dirlock import hold_dir
+    from browser_env.refusal import refusing
+    from learners.checkpoint import check_output_dir
+    from learners.demo_export import check_export_dest
+
     if not isinstance(cfg, DemoConfig):
         cfg = DemoConfig(**dict(cfg))
+    out = Path(cfg.out)
+    with contextlib.ExitStack() as held:
+        with refusing():  # what would fail later, before the recording
+            check_tasks(list(cfg.tasks))
+            for name in ("train_seeds", "eval_seeds", "max_steps"):
+                if getattr(cfg, name) < 1:
+                    raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+            for stage in ("sft", "sdft"):  # what the learners would refuse
+                check_output_dir(out / stage, "out", under=cfg.out)
+            if cfg.export:
+                check_export_dest(Path(cfg.export), out)
+            held.enter_context(hold_dir(out, "out"))  # one demo at a time writes there
+            todo = plan_recording(out / "episodes", list(cfg.tasks), range(cfg.train_seeds))
+        return _pipeline(cfg, out, todo)
+
+
+def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[str, Any]:
+    """Steps 1-5 of a checked ``cfg``; ``todo``: :func:`plan_recording`'s."""
     import torch
 
     torch.set_num_threads(cfg.threads)
@@ -250,18 +391,12 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agents.tiny import tiny_model_path
-    from browser_env.refusal import refusing
-    from learners.checkpoint import check_output_dir
     from learners.sdft import run as sdft
     from learners.sft import run as sft
 
     tasks = list(cfg.tasks)
-    out = Path(cfg.out)
     episodes = out / "episodes"
     sft_dir, sdft_dir = out / "sft", out / "sdft"
-    with refusing():  # what the learners would refuse, before the recording
-        for stage in (sft_dir, sdft_dir):
-            check_output_dir(stage, "out", under=cfg.out)
     # The random starting point, built offline and cached (agents.tiny).
     model = str(
         tiny_model_path(
@@ -281,11 +416,17 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
         "model": model,
         "held_out_seeds": held_out,
     }
-    if not any(episodes.glob("*/episode.json")):
-        report["expert_success"] = record_expert_episodes(
-            episodes, tasks, range(cfg.train_seeds), cfg.max_steps
-        )
-    print(f"[demo] expert episodes in {episodes} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    for task, seeds in todo.items():
+        if seeds:
+            record_expert_episodes(episodes, [task], seeds, cfg.max_steps)
+    recorded, _ = _scan(episodes, tasks, range(cfg.train_seeds))
+    report["expert_success"] = {t: sum(s.values()) / max(len(s), 1) for t, s in recorded.items()}
+    new = sum(len(seeds) for seeds in todo.values())
+    print(
+        f"[demo] expert episodes in {episodes}: {new} recorded, "
+        f"{len(tasks) * cfg.train_seeds - new} reused ({time.perf_counter() - t0:.0f}s)",
+        flush=True,
+    )
 
     def both(adapter: str | None) -> dict[str, Any]:
         return {
@@ -341,50 +482,33 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     _plot(report, out / "learning_curve.png")
     print(_table(report))
     if cfg.export:
-        path = export_policy(out, Path(cfg.export), report, command_line(cfg))
-        print(f"[demo] exported the policy to {path}")
+        report["export"] = _export(cfg, out, report)
+        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def export_policy(out: Path, dest: Path, report: dict[str, Any], command: str) -> Path:
-    """Write the best student of the run in ``out`` to ``dest`` (replacing it).
-
-    The SFT model is taken as is, or with the SDFT adapter merged into it when
-    SDFT raised held-out student success. ``dest/training.json`` holds the
-    command, the stage, the SFT ``training.json`` and the measured figures.
-    """
-    stage = "sft"
-    if report["sdft"]["student"]["success_rate"] > report["sft"]["student"]["success_rate"]:
-        stage = "sdft"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    if stage == "sft":
-        for f in (out / "sft").iterdir():
-            if f.is_file() and f.name not in ("metrics.jsonl", "training.json"):
-                shutil.copy2(f, dest / f.name)
-    else:
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        base = AutoModelForCausalLM.from_pretrained(out / "sft")
-        merged = PeftModel.from_pretrained(base, out / "sdft").merge_and_unload()
-        merged.save_pretrained(dest)
-        AutoTokenizer.from_pretrained(out / "sft").save_pretrained(dest)
-    meta = {
-        "produced_by": command,
-        "stage": stage,
-        "tasks": report["tasks"],
-        "args": report["args"],
-        "held_out_seeds": report["held_out_seeds"],
-        "success": {s: report[s] for s in ("before", "sft", "sdft")},
-        "expert_success": report.get("expert_success"),
-        "sft_training": json.loads((out / "sft" / "training.json").read_text()),
-    }
-    if stage == "sdft":
-        meta["sdft_training"] = json.loads((out / "sdft" / "training.json").read_text())
-    (dest / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return dest
+def _export(cfg: DemoConfig, out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Export the run's best student to ``cfg.export``, or say loudly (stderr)
+    why not: it did no better than the untrained model. Returns what
+    ``results.json`` records of it."""
+    stage = export_stage(report)
+    if stage is None:
+        best = max(report[s]["student"]["success_rate"] for s in ("sft", "sdft"))
+        before = report["before"]["student"]["success_rate"]
+        reason = (
+            f"held-out student success {best:.2f} after training is no better than "
+            f"{before:.2f} before it"
+        )
+        print(
+            f"[demo] NOT EXPORTED: {reason}; export={cfg.export} is left as it was "
+            f"(the trained models are in {out / 'sft'} and {out / 'sdft'})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {"path": None, "stage": None, "reason": reason}
+    path = export_policy(out, Path(cfg.export), report, command_line(cfg))
+    print(f"[demo] exported the policy ({stage}) to {path}")
+    return {"path": str(path), "stage": stage}
 
 
 def _fmt(stage: dict[str, Any]) -> str:

@@ -170,157 +170,164 @@ def run(
 
     with refusing():  # the model loads
         loop = TrainLoop(cfg, "grpo")
-    backend = loop.backend
-    loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
-    attach_env_gate(loop, cfg)
-    reference = _Reference(loop) if cfg.beta > 0 else None
-    if reference is not None and reference.state is not None:
-        loop.keep_state("reference", lambda: reference.state)  # fixed: never rolled back
-    server = None
-    if cfg.generation == "server":
-        from learners.lora_server import LoRAServer
+    with loop:  # the output dir held, the eval envs open, until the run ends, however it ends
+        backend = loop.backend
+        loop.data_info = {"env_ids": list(cfg.env_ids), "train_seeds": list(cfg.train_seeds)}
+        attach_env_gate(loop, cfg)
+        reference = _Reference(loop) if cfg.beta > 0 else None
+        if reference is not None and reference.state is not None:
+            loop.keep_state("reference", lambda: reference.state)  # fixed: never rolled back
+        server = None
+        if cfg.generation == "server":
+            from learners.lora_server import LoRAServer
 
-        server = LoRAServer(
-            cfg.server_url,
-            cfg.server_adapter_dir or loop.out / "served",
-            lora_name=cfg.server_lora_name,
-            token_env=cfg.server_token_env,
-            timeout=cfg.server_timeout,
-            tokenizer=loop.trainable.base_model,
-            multimodal=bool(getattr(backend, "multimodal", False)),
-        )
-        try:
-            server.check()
-        except BaseException:
-            server.close()
-            raise
-    agent = make_agent(
-        server.backend if server is not None else backend,
-        cfg,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    rollouts = None
-    if spec is not None:
-        try:
-            rollouts = LearnerRollouts.for_learner(
-                agent, loop.cfg, spec, server=server, base_model=loop.trainable.base_model
+            server = LoRAServer(
+                cfg.server_url,
+                cfg.server_adapter_dir or loop.out / "served",
+                lora_name=cfg.server_lora_name,
+                token_env=cfg.server_token_env,
+                timeout=cfg.server_timeout,
+                tokenizer=loop.trainable.base_model,
+                multimodal=bool(getattr(backend, "multimodal", False)),
             )
-        except BaseException:
+            try:
+                server.check()
+            except BaseException:
+                server.close()
+                raise
+        agent = make_agent(
+            server.backend if server is not None else backend,
+            cfg,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        rollouts = None
+        if spec is not None:
+            try:
+                rollouts = LearnerRollouts.for_learner(
+                    agent, loop.cfg, spec, server=server, base_model=loop.trainable.base_model
+                )
+            except BaseException:
+                if server is not None:
+                    server.close()
+                raise
+
+        def loss_step(step: int) -> dict[str, float]:
+            model = backend.model
+            rng = random.Random(derive_seed(cfg.seed, step))
+            groups = [
+                (rng.choice(cfg.env_ids), rng.choice(cfg.train_seeds))
+                for _ in range(cfg.batch_size)
+            ]
+            # 1. G rollouts per group, sampled from the current policy
+            model.eval()
+            if server is not None:
+                server.push(model, step)
+            jobs = [
+                Job(env_id, seed, agent_seed=derive_seed(cfg.seed, step, g, k))
+                for g, (env_id, seed) in enumerate(groups)
+                for k in range(cfg.num_generations)
+            ]
+            keys = [g for g in range(len(groups)) for _ in range(cfg.num_generations)]
+            if rollouts is not None:
+                rollouts.sync(model, server.backend.model_name if server is not None else None)
+                trajectories = rollouts.play(jobs)  # every group's G rollouts in one batch
+            else:
+                trajectories = [play_fn(j.env_id, j.seed, j.agent_seed) for j in jobs]
+            # 2. episode rewards -> group-relative advantages, over the rollouts that
+            # played out: one that timed out or failed (a lost Ray worker, a page that
+            # would not load) says nothing about the policy, so it is left out of its
+            # group rather than counted as a reward of 0
+            failed = [t for t in trajectories if t.status != "ok"]
+            if len(failed) == len(trajectories):
+                raise RuntimeError(
+                    f"every rollout of step {step} failed; the first: {failed[0].status}: "
+                    f"{failed[0].error}"
+                )
+            rolled_out = len(trajectories)
+            successes = sum(t.success for t in trajectories)
+            played = [i for i, t in enumerate(trajectories) if t.status == "ok"]
+            trajectories = [trajectories[i] for i in played]
+            if server is not None and any(
+                not s.completion_ids for t in trajectories for s in t.steps
+            ):
+                raise RuntimeError(
+                    f"the server at {cfg.server_url} returned no token ids: it must support "
+                    "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
+                )
+            rewards = [
+                (float(t.success) if cfg.reward == "success" else t.episode_return)
+                + cfg.format_reward * t.parse_rate
+                for t in trajectories
+            ]
+            advantages = group_advantages(
+                rewards, [keys[i] for i in played], scale=cfg.scale_rewards
+            )
+            # 3. one sample per step, each with its own prompt
+            samples = [
+                (s, float(advantages[i]))
+                for i, t in enumerate(trajectories)
+                for s in t.steps
+                if s.completion_ids
+            ]
+            n_tokens = sum(len(s.completion_ids) for s, _ in samples)
+            stats = dict.fromkeys(("loss", "entropy", "clip_ratio", "kl"), 0.0)
+            for sample, adv in samples:
+                if adv == 0.0 and cfg.beta == 0.0:
+                    continue  # no signal: skip the forward pass (its gradient is zero)
+                with no_dropout(model):
+                    logits = completion_logits(
+                        backend, sample.messages, sample.images, sample.completion_ids
+                    )
+                # the distribution the rollout sampled from (as TRL's GRPOTrainer scores it)
+                logits = logits.float() / cfg.temperature
+                ids = torch.as_tensor(sample.completion_ids, device=logits.device)
+                logps = torch.log_softmax(logits, -1).gather(-1, ids[:, None])[:, 0][None]
+                ref = None if reference is None else reference.logps(sample, ids, cfg.temperature)
+                mask = torch.ones_like(logps, dtype=torch.bool)
+                loss, s = grpo_token_loss(
+                    logps,
+                    logps.detach(),
+                    torch.tensor([adv], device=logps.device),
+                    mask,
+                    epsilon=cfg.epsilon,
+                    ref_logps=ref,
+                    beta=cfg.beta,
+                )
+                weight = ids.numel() / n_tokens
+                (loss * weight).backward()
+                stats["loss"] += float(loss.detach()) * weight
+                stats["clip_ratio"] += s["clip_ratio"] * weight
+                with torch.no_grad():
+                    stats["entropy"] += float(entropy(logits).mean()) * weight
+                    if ref is not None:
+                        stats["kl"] += float(k3_kl(logps, ref).mean()) * weight
+            n = len(trajectories)
+            return {
+                **stats,
+                "reward_mean": sum(rewards) / n,
+                "reward_std": float(torch.tensor(rewards).std(unbiased=False)),
+                "success_rate": successes
+                / rolled_out,  # of every rollout: a failed one is no success
+                "return_mean": sum(t.episode_return for t in trajectories) / n,
+                "parse_rate": sum(t.parse_rate for t in trajectories) / n,
+                "episode_length": sum(len(t.steps) for t in trajectories) / n,
+                "completion_length": n_tokens / max(len(samples), 1),
+                "num_samples": float(len(samples)),
+                "rollouts_failed": float(len(failed)),
+            }
+
+        try:
+            result = loop.fit(loss_step)
+            if server is not None:  # leave the trained adapter served
+                result["served_model"] = server.push(loop.trainable.model, loop.cfg.max_steps)
+            return result
+        finally:
+            if rollouts is not None:
+                rollouts.close()
             if server is not None:
                 server.close()
-            raise
-
-    def loss_step(step: int) -> dict[str, float]:
-        model = backend.model
-        rng = random.Random(derive_seed(cfg.seed, step))
-        groups = [
-            (rng.choice(cfg.env_ids), rng.choice(cfg.train_seeds)) for _ in range(cfg.batch_size)
-        ]
-        # 1. G rollouts per group, sampled from the current policy
-        model.eval()
-        if server is not None:
-            server.push(model, step)
-        jobs = [
-            Job(env_id, seed, agent_seed=derive_seed(cfg.seed, step, g, k))
-            for g, (env_id, seed) in enumerate(groups)
-            for k in range(cfg.num_generations)
-        ]
-        keys = [g for g in range(len(groups)) for _ in range(cfg.num_generations)]
-        if rollouts is not None:
-            rollouts.sync(model, server.backend.model_name if server is not None else None)
-            trajectories = rollouts.play(jobs)  # every group's G rollouts in one batch
-        else:
-            trajectories = [play_fn(j.env_id, j.seed, j.agent_seed) for j in jobs]
-        # 2. episode rewards -> group-relative advantages, over the rollouts that
-        # played out: one that timed out or failed (a lost Ray worker, a page that
-        # would not load) says nothing about the policy, so it is left out of its
-        # group rather than counted as a reward of 0
-        failed = [t for t in trajectories if t.status != "ok"]
-        if len(failed) == len(trajectories):
-            raise RuntimeError(
-                f"every rollout of step {step} failed; the first: {failed[0].status}: "
-                f"{failed[0].error}"
-            )
-        rolled_out = len(trajectories)
-        successes = sum(t.success for t in trajectories)
-        played = [i for i, t in enumerate(trajectories) if t.status == "ok"]
-        trajectories = [trajectories[i] for i in played]
-        if server is not None and any(not s.completion_ids for t in trajectories for s in t.steps):
-            raise RuntimeError(
-                f"the server at {cfg.server_url} returned no token ids: it must support "
-                "return_token_ids (vLLM >= 0.10.2, serve.openai_server)"
-            )
-        rewards = [
-            (float(t.success) if cfg.reward == "success" else t.episode_return)
-            + cfg.format_reward * t.parse_rate
-            for t in trajectories
-        ]
-        advantages = group_advantages(rewards, [keys[i] for i in played], scale=cfg.scale_rewards)
-        # 3. one sample per step, each with its own prompt
-        samples = [
-            (s, float(advantages[i]))
-            for i, t in enumerate(trajectories)
-            for s in t.steps
-            if s.completion_ids
-        ]
-        n_tokens = sum(len(s.completion_ids) for s, _ in samples)
-        stats = dict.fromkeys(("loss", "entropy", "clip_ratio", "kl"), 0.0)
-        for sample, adv in samples:
-            if adv == 0.0 and cfg.beta == 0.0:
-                continue  # no signal: skip the forward pass (its gradient is zero)
-            with no_dropout(model):
-                logits = completion_logits(
-                    backend, sample.messages, sample.images, sample.completion_ids
-                )
-            # the distribution the rollout sampled from (as TRL's GRPOTrainer scores it)
-            logits = logits.float() / cfg.temperature
-            ids = torch.as_tensor(sample.completion_ids, device=logits.device)
-            logps = torch.log_softmax(logits, -1).gather(-1, ids[:, None])[:, 0][None]
-            ref = None if reference is None else reference.logps(sample, ids, cfg.temperature)
-            mask = torch.ones_like(logps, dtype=torch.bool)
-            loss, s = grpo_token_loss(
-                logps,
-                logps.detach(),
-                torch.tensor([adv], device=logps.device),
-                mask,
-                epsilon=cfg.epsilon,
-                ref_logps=ref,
-                beta=cfg.beta,
-            )
-            weight = ids.numel() / n_tokens
-            (loss * weight).backward()
-            stats["loss"] += float(loss.detach()) * weight
-            stats["clip_ratio"] += s["clip_ratio"] * weight
-            with torch.no_grad():
-                stats["entropy"] += float(entropy(logits).mean()) * weight
-                if ref is not None:
-                    stats["kl"] += float(k3_kl(logps, ref).mean()) * weight
-        n = len(trajectories)
-        return {
-            **stats,
-            "reward_mean": sum(rewards) / n,
-            "reward_std": float(torch.tensor(rewards).std(unbiased=False)),
-            "success_rate": successes / rolled_out,  # of every rollout: a failed one is no success
-            "return_mean": sum(t.episode_return for t in trajectories) / n,
-            "parse_rate": sum(t.parse_rate for t in trajectories) / n,
-            "episode_length": sum(len(t.steps) for t in trajectories) / n,
-            "completion_length": n_tokens / max(len(samples), 1),
-            "num_samples": float(len(samples)),
-            "rollouts_failed": float(len(failed)),
-        }
-
-    try:
-        result = loop.fit(loss_step)
-        if server is not None:  # leave the trained adapter served
-            result["served_model"] = server.push(loop.trainable.model, loop.cfg.max_steps)
-        return result
-    finally:
-        if rollouts is not None:
-            rollouts.close()
-        if server is not None:
-            server.close()
 
 
 class _Reference:

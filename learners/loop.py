@@ -1,4 +1,4 @@
-"""The optimiser loop SDFT and GRPO share: resume, step, log, checkpoint, gate, save.
+"""The optimiser loop SFT, SDFT and GRPO share: resume, step, log, checkpoint, gate, save.
 
 A learner supplies ``loss_step(step) -> metrics`` (which calls ``backward``)
 and, optionally, ``after_step(step)`` (e.g. the EMA teacher update), and
@@ -6,20 +6,37 @@ registers with :meth:`TrainLoop.keep_state` what a checkpoint must carry
 beyond weights and optimiser (SDFT's teacher, GRPO's reference); what it
 registers as rolling back also moves back with the weights when the
 evaluation gate rolls back. The algorithms stay in their own modules.
+
+One run writes into an output directory at a time: a :class:`TrainLoop`
+holds its directory (:func:`browser_env.dirlock.hold_dir`) from the moment
+it is made, and a second run into it is refused at once, naming
+``learner.output_dir``. The loop lets go when it is closed (:meth:`TrainLoop.close`),
+however the run ends: a learner makes it, then does the rest of its run in
+``with loop:``; used without ``with``, :meth:`TrainLoop.fit` closes it as it
+ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from browser_env.atomic import fsync_dir, fsync_tree
-from learners.checkpoint import CheckpointManager, EvalGate, run_start, write_training_json
-from learners.tracking import Tracker
+from browser_env.dirlock import hold_dir
+from learners.checkpoint import (
+    CheckpointManager,
+    EvalGate,
+    check_output_dir,
+    run_start,
+    write_training_json,
+)
+from learners.tracking import Tracker, rewind_metrics
 from learners.trainable import TrainableModel, load_trainable
 
 if TYPE_CHECKING:
@@ -36,7 +53,14 @@ def default_output_dir(learner: str) -> str:
     return str(run_dir(Path("outputs") / learner) / "adapter")
 
 
+#: what a checkpoint records of ``metrics.jsonl`` (in its learner state)
+METRICS_LINES = "metrics_lines"
+
+
 class TrainLoop:
+    """A learner's model, optimiser and checkpoints in ``cfg.output_dir``, held
+    (see the module doc) until :meth:`close`: ``with loop:`` or :meth:`fit`."""
+
     def __init__(self, cfg: LearnerConfig, learner: str) -> None:
         import torch
 
@@ -45,27 +69,57 @@ class TrainLoop:
         self.cfg = cfg
         self.learner = learner
         self.out = Path(cfg.output_dir)
-        origin = run_start(self.out)
-        self.trainable: TrainableModel = load_trainable(cfg, origin)
-        params = [p for _, p in self.trainable.trainable_parameters()]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
-        self.checkpoints = CheckpointManager(self.out, self.trainable, keep=cfg.save_total_limit)
-        # a finished run's checkpoints: never to be resumed, nor pruned against ours;
-        # cleared by fit, so a run refused before it (no samples) leaves them
-        self._stale_checkpoints = origin.stale
-        self.gate: EvalGate | None = None
-        self.start_step = 0
-        self.resume_state: dict[str, Any] = {}
-        if origin.resume is not None:
-            state = self.checkpoints.restore(origin.resume, self.optimizer)
-            self.start_step = int(state["step"])
-            self.resume_state = dict(state.get("extra") or {})
+        self.closers: list[Callable[[], None]] = []  # run when the loop closes (eval envs)
+        self._held = contextlib.ExitStack()
+        self._in_with = False
+        try:
+            check_output_dir(self.out)  # a file, another tool's dir: refused before it is made
+            made = not self.out.exists()
+            self._held.enter_context(hold_dir(self.out, "learner.output_dir"))
+            if made:  # a run refused before it wrote anything leaves no empty dir behind
+                self._held.callback(_remove_if_empty, self.out)
+            origin = run_start(self.out)
+            self.trainable: TrainableModel = load_trainable(cfg, origin)
+            params = [p for _, p in self.trainable.trainable_parameters()]
+            self.optimizer = torch.optim.AdamW(
+                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+            self.checkpoints = CheckpointManager(
+                self.out, self.trainable, keep=cfg.save_total_limit
+            )
+            # a finished run's checkpoints: never to be resumed, nor pruned against ours;
+            # cleared by fit, so a run refused before it (no samples) leaves them
+            self._stale_checkpoints = origin.stale
+            self.gate: EvalGate | None = None
+            self.start_step = 0
+            self.resume_state: dict[str, Any] = {}
+            self.resumed_from: Path | None = origin.resume
+            if origin.resume is not None:
+                state = self.checkpoints.restore(origin.resume, self.optimizer)
+                self.start_step = int(state["step"])
+                self.resume_state = dict(state.get("extra") or {})
+        except BaseException:
+            self.close()
+            raise
         self.data_info: dict[str, Any] = {}
         # name -> (get, put or None): learner state carried in checkpoints
         self._state: dict[str, tuple[Callable[[], Any], Callable[[Any], None] | None]] = {}
-        self.closers: list[Callable[[], None]] = []  # run when fit ends (e.g. eval envs)
+
+    def __enter__(self) -> TrainLoop:
+        self._in_with = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Run the closers (eval envs), then let go of the output dir; safe twice."""
+        closers, self.closers = self.closers, []
+        try:
+            for close in closers:
+                close()
+        finally:
+            self._held.close()
 
     @property
     def backend(self) -> TransformersBackend:
@@ -112,7 +166,9 @@ class TrainLoop:
         staging.rmdir()
         fsync_dir(self.out)
 
-    def _write_meta(self, status: str, metrics: dict[str, Any], step: int) -> None:
+    def _write_meta(
+        self, status: str, metrics: dict[str, Any], step: int, metrics_start: int | None
+    ) -> None:
         write_training_json(
             self.out,
             learner=self.learner,
@@ -123,6 +179,7 @@ class TrainLoop:
             status=status,
             init_from=self.trainable.init_from,
             steps=step,
+            metrics_start=metrics_start,
         )
 
     def fit(
@@ -131,21 +188,29 @@ class TrainLoop:
         *,
         after_step: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Run steps ``start_step .. max_steps - 1``; returns the final metrics summary."""
+        """Run steps ``start_step .. max_steps - 1``; returns the final metrics summary.
+
+        Ctrl+C leaves ``training.json`` ``interrupted`` (the same command
+        resumes from the newest checkpoint). Unless a ``with`` block holds the
+        loop, it is closed (:meth:`close`) as fit ends, however it ends."""
         import torch
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         model = self.trainable.model
         params = [p for _, p in self.trainable.trainable_parameters()]
+        tracker: Tracker | None = None
 
         def extra() -> dict[str, Any]:
             state = self.learner_state()
             if self.gate is not None:
                 state["gate"] = self.gate.state()
+            if tracker is not None:  # what the metrics.jsonl of this checkpoint holds
+                state[METRICS_LINES] = tracker.lines
             return state
 
-        step = self.start_step
+        step = saved = self.start_step
+        metrics_start: int | None = None
         bar = tqdm(
             range(self.start_step, cfg.max_steps),
             desc=self.learner,
@@ -156,11 +221,23 @@ class TrainLoop:
         if self._stale_checkpoints:  # before training.json says running: see run_start
             self.checkpoints.clear()
             self._stale_checkpoints = False
-        tracker: Tracker | None = None
         try:
+            resumed = self.resumed_from
+            metrics_start = rewind_metrics(  # the steps it logs again: logged once
+                self.out,
+                resume_step=None if resumed is None else self.start_step,
+                checkpoint_lines=self.resume_state.get(METRICS_LINES),
+            )
+            if resumed is not None:
+                print(
+                    f"{self.learner}: resumed from checkpoint {resumed.name} "
+                    f"(step {self.start_step} of {cfg.max_steps}) in {self.out}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             # training.json first: a dir with anything of ours in it (metrics.jsonl,
             # wandb/) is then a learner's output that the same command resumes
-            self._write_meta("running", {}, self.start_step)
+            self._write_meta("running", {}, self.start_step, metrics_start)
             tracker = Tracker(cfg, self.learner, self.out)
             for step in bar:
                 model.train()
@@ -187,23 +264,40 @@ class TrainLoop:
                     )
                 if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
                     self.checkpoints.save(done, self.optimizer, extra())
-                    self._write_meta("running", tracker.summary(), done)
+                    saved = done
+                    self._write_meta("running", tracker.summary(), done, metrics_start)
             step = max(cfg.max_steps, self.start_step)
             self._save_final()
             summary = tracker.summary()
             if self.gate is not None:
                 summary.update({f"gate/{k}": v for k, v in self.gate.state().items()})
-            self._write_meta("complete", summary, step)
+            self._write_meta("complete", summary, step, metrics_start)
             return {
                 "output_dir": os.fspath(self.out),
                 "metrics": summary,
                 "history": tracker.history,
             }
+        except KeyboardInterrupt:
+            if (self.out / "training.json").is_file():  # not before fit had written it
+                summary = tracker.summary() if tracker is not None else {}
+                self._write_meta("interrupted", summary, saved, metrics_start)
+            print(
+                f"{self.learner}: interrupted; the same command resumes from step {saved} "
+                f"in {self.out}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
         finally:
             bar.close()
             try:
                 if tracker is not None:
                     tracker.finish()
             finally:
-                for close in self.closers:
-                    close()
+                if not self._in_with:
+                    self.close()
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()

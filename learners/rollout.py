@@ -45,6 +45,7 @@ __all__ = [
     "StepSample",
     "Trajectory",
     "attach_env_gate",
+    "check_eval_env_ids",
     "check_ray_actor_policy",
     "evaluate_success",
     "make_agent",
@@ -310,6 +311,24 @@ def success_gate(
         ]
 
     return evaluate, rollouts.close
+
+
+def check_eval_env_ids(cfg: LearnerConfig) -> None:
+    """Raise ``ValueError`` naming ``learner.eval_env_ids`` (with Gymnasium's
+    suggestion) for an id there that is no registered env: SFT and SDFT call
+    it before the model loads, as GRPO checks its env ids, rather than fail at
+    the first evaluation."""
+    if not cfg.eval_env_ids:
+        return
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
+    from agents.runners import Job, check_env_ids
+
+    try:
+        check_env_ids(Job(e, 0) for e in cfg.eval_env_ids)
+    except gym.error.Error as exc:
+        raise ValueError(f"learner.eval_env_ids: {exc}") from exc
 
 
 def attach_env_gate(loop: TrainLoop, cfg: LearnerConfig) -> None:

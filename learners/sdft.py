@@ -72,11 +72,13 @@ def run(
     (with ``backend=mlx``, the settings and the output dir only).
     """
     from browser_env.refusal import refusing
+    from learners.rollout import check_eval_env_ids
 
     with refusing():
         if not isinstance(cfg, SDFTConfig):
             cfg = from_mapping(SDFTConfig, cfg)
         _check(cfg)
+        check_eval_env_ids(cfg)  # torch and MLX alike
         if cfg.backend == "mlx" and cfg.enrich:
             raise ValueError("learner.enrich is supported by the torch backend only")
         if cfg.backend not in ("transformers", "mlx"):
@@ -102,84 +104,87 @@ def run(
     )
     from learners.trainable import completion_logits, no_dropout, swapped_weights, trainable_state
 
-    with refusing():  # the episodes are looked at, the model loads, the episodes are read
+    with refusing():  # the episodes are looked at, the model loads
         check_episodes(cfg)
         loop = TrainLoop(cfg, "sdft")
+    with loop:  # the output dir held, the eval envs open, until the run ends, however it ends
         backend = loop.backend
-        samples = load_samples(cfg, backend)
-    loop.data_info = data_info(cfg, samples)
-    if cfg.enrich:
-        loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
-    params = loop.trainable.trainable_parameters()
-    teacher = loop.resume_state.get("teacher") or trainable_state(loop.trainable)
+        with refusing():  # the episodes are read
+            samples = load_samples(cfg, backend)
+        loop.data_info = data_info(cfg, samples)
+        if cfg.enrich:
+            loop.data_info["enrich"] = _enrich(samples, cfg.enrich)
+        params = loop.trainable.trainable_parameters()
+        teacher = loop.resume_state.get("teacher") or trainable_state(loop.trainable)
 
-    def restore_teacher(state: Mapping[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in state.items():
-                teacher[name].copy_(value)
-
-    loop.keep_state("teacher", lambda: teacher, restore_teacher)
-    if evaluate_fn is not None:
-        loop.set_gate(evaluate_fn)
-    else:
-        attach_env_gate(loop, cfg)
-
-    def loss_step(step: int) -> dict[str, float]:
-        model = backend.model
-        rng = random.Random(derive_seed(cfg.seed, step))
-        batch = [
-            samples[i] for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
-        ]
-        # 1. on-policy completions from the student prompt, one batched call:
-        # each row samples from its own seed, as it would alone
-        model.eval()
-        images = [sample_images(sample, backend) for sample in batch]
-        gens = backend.generate_batch(
-            [sample.messages for sample in batch],
-            [list(i) or None for i in images],
-            [
-                SamplingParams(
-                    max_new_tokens=cfg.max_new_tokens,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    seed=derive_seed(cfg.seed, step, i),
-                )
-                for i in range(len(batch))
-            ],
-        )
-        rollouts = [r for r in zip(batch, images, gens, strict=True) if r[2].token_ids]
-        model.train()
-        n_tokens = sum(len(g.token_ids) for _, _, g in rollouts)
-        totals = dict.fromkeys(("loss", "kl", "agreement", "entropy"), 0.0)
-        # 2-3. student and teacher distributions along each completion; the
-        # loss is normalised by the batch's completion tokens and back-propagated
-        # one sample at a time to bound memory.
-        for sample, images, gen in rollouts:
-            student = completion_logits(backend, sample.messages, images, gen.token_ids)
-            with torch.no_grad(), swapped_weights(params, teacher), no_dropout(model):
-                teacher_logits = completion_logits(
-                    backend, sample.teacher_messages, images, gen.token_ids
-                )
-            per_token = token_kl(
-                student, teacher_logits, direction=cfg.kl_direction, top_k=cfg.top_k
-            )
-            (per_token.sum() / n_tokens).backward()
+        def restore_teacher(state: Mapping[str, Any]) -> None:
             with torch.no_grad():
-                totals["loss"] += float(per_token.sum())
-                totals["kl"] += float(token_kl(student, teacher_logits).sum())
-                totals["agreement"] += float(agreement(student, teacher_logits).sum())
-                totals["entropy"] += float(entropy(student).sum())
-        metrics = {k: v / max(n_tokens, 1) for k, v in totals.items()}
-        metrics["completion_length"] = n_tokens / max(len(rollouts), 1)
-        metrics["action_match"] = sum(
-            action_matches(g.text, s.target) for s, _, g in rollouts
-        ) / max(len(batch), 1)
-        return metrics
+                for name, value in state.items():
+                    teacher[name].copy_(value)
 
-    def after_step(step: int) -> None:
-        ema_update(teacher, params, cfg.ema_rate)
+        loop.keep_state("teacher", lambda: teacher, restore_teacher)
+        if evaluate_fn is not None:
+            loop.set_gate(evaluate_fn)
+        else:
+            attach_env_gate(loop, cfg)
 
-    return loop.fit(loss_step, after_step=after_step)
+        def loss_step(step: int) -> dict[str, float]:
+            model = backend.model
+            rng = random.Random(derive_seed(cfg.seed, step))
+            batch = [
+                samples[i]
+                for i in rng.sample(range(len(samples)), min(cfg.batch_size, len(samples)))
+            ]
+            # 1. on-policy completions from the student prompt, one batched call:
+            # each row samples from its own seed, as it would alone
+            model.eval()
+            images = [sample_images(sample, backend) for sample in batch]
+            gens = backend.generate_batch(
+                [sample.messages for sample in batch],
+                [list(i) or None for i in images],
+                [
+                    SamplingParams(
+                        max_new_tokens=cfg.max_new_tokens,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                        seed=derive_seed(cfg.seed, step, i),
+                    )
+                    for i in range(len(batch))
+                ],
+            )
+            rollouts = [r for r in zip(batch, images, gens, strict=True) if r[2].token_ids]
+            model.train()
+            n_tokens = sum(len(g.token_ids) for _, _, g in rollouts)
+            totals = dict.fromkeys(("loss", "kl", "agreement", "entropy"), 0.0)
+            # 2-3. student and teacher distributions along each completion; the
+            # loss is normalised by the batch's completion tokens and back-propagated
+            # one sample at a time to bound memory.
+            for sample, images, gen in rollouts:
+                student = completion_logits(backend, sample.messages, images, gen.token_ids)
+                with torch.no_grad(), swapped_weights(params, teacher), no_dropout(model):
+                    teacher_logits = completion_logits(
+                        backend, sample.teacher_messages, images, gen.token_ids
+                    )
+                per_token = token_kl(
+                    student, teacher_logits, direction=cfg.kl_direction, top_k=cfg.top_k
+                )
+                (per_token.sum() / n_tokens).backward()
+                with torch.no_grad():
+                    totals["loss"] += float(per_token.sum())
+                    totals["kl"] += float(token_kl(student, teacher_logits).sum())
+                    totals["agreement"] += float(agreement(student, teacher_logits).sum())
+                    totals["entropy"] += float(entropy(student).sum())
+            metrics = {k: v / max(n_tokens, 1) for k, v in totals.items()}
+            metrics["completion_length"] = n_tokens / max(len(rollouts), 1)
+            metrics["action_match"] = sum(
+                action_matches(g.text, s.target) for s, _, g in rollouts
+            ) / max(len(batch), 1)
+            return metrics
+
+        def after_step(step: int) -> None:
+            ema_update(teacher, params, cfg.ema_rate)
+
+        return loop.fit(loss_step, after_step=after_step)
 
 
 def _check(cfg: SDFTConfig) -> None:

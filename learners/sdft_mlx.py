@@ -30,15 +30,17 @@ checkpoints cleared: :func:`learners.checkpoint.run_start`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.common import require
-from learners.checkpoint import Checkpoints, run_start
+from learners.checkpoint import Checkpoints, RunStart, check_output_dir, run_start
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -232,8 +234,35 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     """SDFT with mlx-lm (``learners.sdft.run`` with ``backend=mlx`` comes here).
 
     ``evaluate_fn() -> success rate`` replaces the evaluation gate's live env
-    episodes, as in :func:`learners.sdft.run`.
+    episodes, as in :func:`learners.sdft.run`. The output dir is held
+    (:func:`browser_env.dirlock.hold_dir`) from the checks to the end of the
+    run, as :class:`learners.loop.TrainLoop` holds the torch learners'.
+    (Untested where mlx is not installed: it mirrors the torch loop.)
     """
+    require("mlx.core", purpose="SDFT with MLX")
+    from browser_env.dirlock import hold_dir
+    from browser_env.refusal import refusing
+    from learners.loop import default_output_dir
+    from learners.samples import check_episodes
+
+    out = Path(cfg.output_dir or default_output_dir("sdft"))
+    with contextlib.ExitStack() as held:
+        with refusing():  # before the model loads, as the torch learner's
+            if not cfg.lora:
+                raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
+            check_episodes(cfg)
+            check_output_dir(out)  # before hold_dir makes it
+            held.enter_context(hold_dir(out, "learner.output_dir"))
+            origin = run_start(out)
+            if origin.kind == "model":
+                raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
+        return _train(cfg, out, origin, evaluate_fn)
+
+
+def _train(
+    cfg: SDFTConfig, out: Path, origin: RunStart, evaluate_fn: Callable[[], float] | None
+) -> dict[str, Any]:
+    """:func:`run`'s training, into ``out`` (held), from ``origin``."""
     mx = require("mlx.core", purpose="SDFT with MLX")
     nn = require("mlx.nn")
     optim = require("mlx.optimizers")
@@ -243,21 +272,12 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     from agents.backends.base import SamplingParams
     from agents.backends.mlx import MLXBackend
     from agents.seeding import derive_seed
-    from browser_env.refusal import refusing
     from learners.checkpoint import EvalGate, write_training_json
-    from learners.loop import default_output_dir
-    from learners.samples import action_matches, check_episodes, data_info, load_samples
-    from learners.tracking import Tracker
+    from learners.loop import METRICS_LINES
+    from learners.samples import action_matches, data_info, load_samples
+    from learners.tracking import Tracker, rewind_metrics
     from learners.trainable import resolve_model
 
-    with refusing():  # before the model loads, as the torch learner's
-        if not cfg.lora:
-            raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
-        out = Path(cfg.output_dir or default_output_dir("sdft"))
-        origin = run_start(out)
-        check_episodes(cfg)
-        if origin.kind == "model":
-            raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
     base = resolve_model(cfg.model)
     backend = MLXBackend(base)
     model = backend.model
@@ -344,8 +364,22 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     )
     if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours;
         checkpoints.clear()  # cleared once training starts (a refused run leaves them)
+    metrics_start = rewind_metrics(  # the steps it logs again: logged once (as learners.loop)
+        out,
+        resume_step=None if latest is None else start,
+        checkpoint_lines=resume_state.get(METRICS_LINES),
+    )
+    write["metrics_start"] = metrics_start
+    if latest is not None:
+        print(
+            f"sdft-mlx: resumed from checkpoint {latest.name} (step {start} of "
+            f"{cfg.max_steps}) in {out}",
+            file=sys.stderr,
+            flush=True,
+        )
     write_training_json(out, metrics={}, status="running", steps=start, **write)
     tracker = Tracker(cfg, "sdft-mlx", out)  # after training.json, as learners.loop does
+    saved = start
     from tqdm.auto import tqdm
 
     try:
@@ -409,10 +443,11 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
                 metrics.update(gate(done))
             tracker.log(metrics, done)
             if cfg.save_steps and done % cfg.save_steps == 0 and done < cfg.max_steps:
-                extra: dict[str, Any] = {"teacher": teacher}
+                extra: dict[str, Any] = {"teacher": teacher, METRICS_LINES: tracker.lines}
                 if gate is not None:
                     extra["gate"] = gate.state()
                 checkpoints.save(done, optimizer, extra)
+                saved = done
         save_mlx_lora_as_peft(model, out, rank=rank, scale=scale, base=base)
         summary = tracker.summary()
         if gate is not None:
@@ -421,6 +456,16 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
             out, metrics=summary, status="complete", steps=max(cfg.max_steps, start), **write
         )
         return {"output_dir": str(out), "metrics": summary, "history": tracker.history}
+    except KeyboardInterrupt:  # as learners.loop: the same command resumes
+        write_training_json(
+            out, metrics=tracker.summary(), status="interrupted", steps=saved, **write
+        )
+        print(
+            f"sdft-mlx: interrupted; the same command resumes from step {saved} in {out}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     finally:
         tracker.finish()
         for close in closers:

@@ -110,6 +110,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     :class:`browser_env.refusal.Refused` (a ``ValueError``), before the first step.
     """
     from browser_env.refusal import refusing
+    from learners.rollout import check_eval_env_ids
 
     with refusing():
         if not isinstance(cfg, SFTConfig):
@@ -118,6 +119,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError("demo_fraction must be in [0, 1]")
         if cfg.counterfactual_fraction < 0.0:
             raise ValueError("counterfactual_fraction must be >= 0")
+        check_eval_env_ids(cfg)
 
     import dataclasses
 
@@ -129,62 +131,68 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
     from learners.samples import check_episodes, data_info, load_samples, sample_images
     from learners.trainable import completion_logits, end_of_turn_id
 
-    with refusing():  # the episodes are looked at, the model loads, the episodes are read
+    with refusing():  # the episodes are looked at, the model loads
         check_episodes(cfg)
         loop = TrainLoop(cfg, "sft")
+    with loop:  # the output dir held, the eval envs open, until the run ends, however it ends
         backend = loop.backend
-        samples = load_samples(cfg, backend)
-    rng = random.Random(cfg.seed)
-    # (sample, prompt messages, target): student copies, demonstration copies,
-    # counterfactual copies (see the module doc).
-    items = [(s, s.messages, s.target) for s in samples]
-    items += [
-        (s, s.teacher_messages, s.target) for s in samples if rng.random() < cfg.demo_fraction
-    ]
-    n_plain = len(items)
-    whole, part = divmod(cfg.counterfactual_fraction, 1.0)
-    for s in samples:
-        for _ in range(int(whole) + (rng.random() < part)):
-            made = counterfactual(s, rng)
-            if made is not None:
-                items.append((s, *made))
-    if cfg.max_steps <= 0:
-        steps = max(1, round(cfg.num_epochs * len(items) / cfg.batch_size))
-        loop.cfg = cfg = dataclasses.replace(loop.cfg, max_steps=steps)
-    loop.data_info = {
-        **data_info(cfg, samples),
-        "num_items": len(items),
-        "num_demo_items": n_plain - len(samples),
-        "num_counterfactual_items": len(items) - n_plain,
-    }
-    end_of_turn = end_of_turn_id(backend)  # the chat template's, e.g. <|eot_id|> (Llama-3)
-    attach_env_gate(loop, cfg)
-
-    def loss_step(step: int) -> dict[str, float]:
-        pick = random.Random(derive_seed(cfg.seed, step))
-        batch = [items[i] for i in pick.sample(range(len(items)), min(cfg.batch_size, len(items)))]
-        if cfg.port_jitter:  # one port per item, in its prompt and its target alike
-            batch = [(s, *jitter_port(messages, target, pick)) for s, messages, target in batch]
-        targets = [
-            backend.tokenizer.encode(target, add_special_tokens=False) + [end_of_turn]
-            for _, _, target in batch
+        with refusing():  # the episodes are read
+            samples = load_samples(cfg, backend)
+        rng = random.Random(cfg.seed)
+        # (sample, prompt messages, target): student copies, demonstration copies,
+        # counterfactual copies (see the module doc).
+        items = [(s, s.messages, s.target) for s in samples]
+        items += [
+            (s, s.teacher_messages, s.target) for s in samples if rng.random() < cfg.demo_fraction
         ]
-        n_tokens = sum(len(t) for t in targets)
-        loss_sum = correct = 0.0
-        for (sample, messages, _), target in zip(batch, targets, strict=True):
-            logits = completion_logits(backend, messages, sample_images(sample, backend), target)
-            labels = torch.as_tensor(target, device=logits.device)
-            nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            (nll / n_tokens).backward()
-            loss_sum += float(nll.detach())
-            correct += float((logits.argmax(-1) == labels).sum())
-        return {
-            "loss": loss_sum / n_tokens,
-            "token_accuracy": correct / n_tokens,
-            "completion_length": n_tokens / len(batch),
+        n_plain = len(items)
+        whole, part = divmod(cfg.counterfactual_fraction, 1.0)
+        for s in samples:
+            for _ in range(int(whole) + (rng.random() < part)):
+                made = counterfactual(s, rng)
+                if made is not None:
+                    items.append((s, *made))
+        if cfg.max_steps <= 0:
+            steps = max(1, round(cfg.num_epochs * len(items) / cfg.batch_size))
+            loop.cfg = cfg = dataclasses.replace(loop.cfg, max_steps=steps)
+        loop.data_info = {
+            **data_info(cfg, samples),
+            "num_items": len(items),
+            "num_demo_items": n_plain - len(samples),
+            "num_counterfactual_items": len(items) - n_plain,
         }
+        end_of_turn = end_of_turn_id(backend)  # the chat template's, e.g. <|eot_id|> (Llama-3)
+        attach_env_gate(loop, cfg)
 
-    return loop.fit(loss_step)
+        def loss_step(step: int) -> dict[str, float]:
+            pick = random.Random(derive_seed(cfg.seed, step))
+            batch = [
+                items[i] for i in pick.sample(range(len(items)), min(cfg.batch_size, len(items)))
+            ]
+            if cfg.port_jitter:  # one port per item, in its prompt and its target alike
+                batch = [(s, *jitter_port(messages, target, pick)) for s, messages, target in batch]
+            targets = [
+                backend.tokenizer.encode(target, add_special_tokens=False) + [end_of_turn]
+                for _, _, target in batch
+            ]
+            n_tokens = sum(len(t) for t in targets)
+            loss_sum = correct = 0.0
+            for (sample, messages, _), target in zip(batch, targets, strict=True):
+                logits = completion_logits(
+                    backend, messages, sample_images(sample, backend), target
+                )
+                labels = torch.as_tensor(target, device=logits.device)
+                nll = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+                (nll / n_tokens).backward()
+                loss_sum += float(nll.detach())
+                correct += float((logits.argmax(-1) == labels).sum())
+            return {
+                "loss": loss_sum / n_tokens,
+                "token_accuracy": correct / n_tokens,
+                "completion_length": n_tokens / len(batch),
+            }
+
+        return loop.fit(loss_step)
 
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:

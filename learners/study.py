@@ -38,27 +38,20 @@ checkpoints) into ``output_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from browser_env.cli_help import help_field as _f
+from learners.study_metrics import PeakMemory, first_action_accuracy, perplexity, wilson
 from learners.study_report import save_results, write_report
 
 __all__ = ["StudyConfig", "first_action_accuracy", "main", "perplexity", "run", "wilson"]
 
-#: A fixed text whose perplexity measures forgetting of general language.
-FIXED_TEXT = (
-    "The library opens at nine in the morning and closes at six in the evening. "
-    "Visitors may borrow up to five books at a time for three weeks. Children's "
-    "books are on the ground floor, and the reading room is upstairs, next to the "
-    "computers. Please return books to the desk by the entrance."
-)
 ALGORITHMS = ("sft", "sdft", "sft+sdft", "grpo")
 
 
@@ -128,99 +121,6 @@ class StudyConfig:
         return range(start, stop)
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% by default); (0, 1) for n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def first_action_accuracy(
-    backend: Any,
-    samples: Iterable[Any],
-    *,
-    teacher: bool = False,
-    max_new_tokens: int = 40,
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """Greedy first actions of ``samples`` (student prompts, or teacher prompts
-    with the expert's action in context) scored against the expert's."""
-    from tqdm.auto import tqdm
-
-    from agents.backends.base import SamplingParams
-    from learners.samples import action_matches, sample_images
-
-    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    samples = list(samples)
-    right = n = 0
-    with tqdm(total=len(samples), desc="teacher" if teacher else "student", leave=False) as bar:
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start : start + batch_size]
-            # greedy batched == unbatched (the backend contract), so the batch
-            # changes only the speed: one forward pass per token for the chunk
-            gens = backend.generate_batch(
-                [s.teacher_messages if teacher else s.messages for s in chunk],
-                [sample_images(s, backend) or None for s in chunk],
-                sampling,
-            )
-            for sample, gen in zip(chunk, gens, strict=True):
-                right += action_matches(gen.text, sample.target)
-                n += 1
-            bar.update(len(chunk))
-    low, high = wilson(right, n)
-    return {"accuracy": right / max(n, 1), "correct": right, "n": n, "ci95": [low, high]}
-
-
-def perplexity(backend: Any, text: str = FIXED_TEXT) -> float:
-    """exp(mean next-token NLL) of ``text`` under the backend's model."""
-    import torch
-
-    ids = backend.tokenizer(text, return_tensors="pt")["input_ids"].to(backend.model.device)
-    with torch.no_grad():
-        loss = backend.model(input_ids=ids, labels=ids).loss
-    return float(torch.exp(loss))
-
-
-class _PeakMemory:
-    """Peak resident memory (MiB) of this process while the block runs (CUDA:
-    peak allocated), sampled every 50 ms: a learner's footprint, model included."""
-
-    def __enter__(self) -> _PeakMemory:
-        import psutil
-
-        self.peak = 0.0
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self._cuda = False
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-                self._cuda = True
-        except ModuleNotFoundError:
-            pass
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss / 2**20)
-            self._stop.wait(0.05)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self._cuda:
-            import torch
-
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
-
-
 def _samples(cfg: StudyConfig, tasks: list[str], split: str, backend: Any) -> list[Any]:
     from learners.samples import iter_samples
 
@@ -275,19 +175,76 @@ def _learner_config(cfg: StudyConfig, out: Path, **values: Any) -> dict[str, Any
 
 
 def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Run the study; returns (and writes) ``results.json``'s content."""
-    if not isinstance(cfg, StudyConfig):
-        cfg = StudyConfig(**{k: v for k, v in cfg.items() if not str(k).startswith("_")})
+    """Run the study; returns (and writes) ``results.json``'s content.
+
+    What it will not run with (no demos, demos with no episode for a split, a
+    model that cannot load, a learner's dir it may not write) is
+    :class:`browser_env.refusal.Refused` (a ``ValueError``), before any model
+    loads; ``output_dir`` is held (:func:`browser_env.dirlock.hold_dir`)
+    while the study writes there."""
+    from agents.models import check_model
+    from browser_env.dirlock import hold_dir
+    from browser_env.refusal import refusing
+    from learners.checkpoint import check_output_dir
+
+    with contextlib.ExitStack() as held:
+        with refusing():  # what would fail later, before any model loads
+            if not isinstance(cfg, StudyConfig):
+                cfg = StudyConfig(**{k: v for k, v in cfg.items() if not str(k).startswith("_")})
+            check_model(cfg.model, "model", None)
+            out = Path(cfg.output_dir or "outputs/study")
+            for learner_dir in _learner_dirs(cfg, out):  # what a learner would refuse
+                check_output_dir(learner_dir, "output_dir", under=out)
+            _check_demos(cfg)
+            held.enter_context(hold_dir(out, "output_dir"))  # one study at a time writes there
+        return _study(cfg, out)
+
+
+#: the splits every study needs samples of: (name, StudyConfig field of its tasks, seed split)
+_NEEDED = (
+    ("base train", "base_tasks", "train"),
+    ("new train", "new_tasks", "train"),
+    ("new validation", "new_tasks", "val"),
+    ("new test", "new_tasks", "test"),
+)
+
+
+def _check_demos(cfg: StudyConfig) -> None:
+    """Raise ``ValueError`` naming ``demos`` unless they are directories with a
+    successful complete episode for every split the study needs: from the
+    episode files alone, before a model loads. (Whether such an episode has a
+    step to imitate needs the model's tokenizer: :func:`_study` checks that.)"""
+    from browser_env.episodes import iter_episodes
+
+    demos = [str(d) for d in cfg.demos]
+    missing = [d for d in demos if not Path(d).expanduser().exists()]
+    if missing:
+        raise ValueError(f"demos: no such episode or run directory: {missing}")
+    files = [d for d in demos if not Path(d).expanduser().is_dir()]
+    if files:
+        raise ValueError(f"demos takes directories (an episode's, or a run's), not files: {files}")
+    episodes = [e for e in iter_episodes(demos, check_files=False) if e.success]
+    if not episodes:
+        raise ValueError(
+            f"demos={demos} holds no complete successful episode (an episode is a directory "
+            "with episode.json): record expert demos, e.g. python -m benchmarks.run agent=expert"
+        )
+    for name, field, split in _NEEDED:
+        tasks, seeds = getattr(cfg, field), cfg.seeds(split)
+        if not any(e.meta.task in tasks and e.meta.seed in seeds for e in episodes):
+            raise ValueError(
+                f"no {name} samples in demos={demos}: no successful episode of {field}="
+                f"{list(tasks)} with a seed in {split}_seeds=[{seeds.start}, {seeds.stop}): "
+                "record demos for those tasks and seeds"
+            )
+
+
+def _study(cfg: StudyConfig, out: Path) -> dict[str, Any]:
+    """The study of a checked ``cfg`` into ``out`` (held by :func:`run`)."""
     from agents.backends.transformers import TransformersBackend
     from browser_env.refusal import refusing
     from learners import grpo, sdft, sft
-    from learners.checkpoint import check_output_dir
 
-    out = Path(cfg.output_dir or "outputs/study")
-    with refusing():  # what a learner would refuse, before any model loads
-        for learner_dir in _learner_dirs(cfg, out):
-            check_output_dir(learner_dir, "output_dir", under=out)
-    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "stages": {}}
 
     held: dict[str, Any] = {}  # one evaluation model, adapters swapped in and out
@@ -326,16 +283,17 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
     new_val = _first_steps(_samples(cfg, cfg.new_tasks, "val", probe))
     new_test = _first_steps(_samples(cfg, cfg.new_tasks, "test", probe))
     probe.close()
-    for name, samples in (
-        ("base train", base_train),
-        ("new train", new_train),
-        ("new validation", new_val),
-        ("new test", new_test),
-    ):
-        if not samples:
-            raise ValueError(
-                f"no {name} samples in {cfg.demos}: record demos for those tasks and seeds"
-            )
+    with refusing():  # episodes _check_demos let through, but with no step to imitate
+        for name, samples in (
+            ("base train", base_train),
+            ("new train", new_train),
+            ("new validation", new_val),
+            ("new test", new_test),
+        ):
+            if not samples:
+                raise ValueError(
+                    f"no {name} samples in {cfg.demos}: record demos for those tasks and seeds"
+                )
     results["data"] = {
         "base_train_samples": len(base_train),
         "new_train_samples": len(new_train),
@@ -346,7 +304,7 @@ def run(cfg: StudyConfig | Mapping[str, Any]) -> dict[str, Any]:
 
     def train(name: str, fn: Callable[[dict], dict], values: dict[str, Any]) -> dict[str, Any]:
         start, cpu_start = time.perf_counter(), time.process_time()
-        with _PeakMemory() as memory:
+        with PeakMemory() as memory:
             result = fn(values)
         seconds = time.perf_counter() - start
         steps = max(int(values["max_steps"]), 1)

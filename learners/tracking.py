@@ -17,10 +17,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from browser_env.atomic import write_text_atomic
+
 if TYPE_CHECKING:
     from learners.config import LearnerConfig
 
-__all__ = ["Tracker", "finish_run", "init_run", "wandb_mode"]
+__all__ = ["METRICS_FILE", "Tracker", "finish_run", "init_run", "rewind_metrics", "wandb_mode"]
+
+METRICS_FILE = "metrics.jsonl"
+"""One JSON line per logged step, in the learner's output directory."""
 
 
 def wandb_mode() -> str:
@@ -58,14 +63,75 @@ def finish_run(run: Any) -> Path:
     return directory
 
 
+def _lines(path: Path) -> list[str]:
+    """``path``'s lines, each with its newline (a last line cut off by a crash without)."""
+    return path.read_text().splitlines(keepends=True) if path.is_file() else []
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut off by a crash: after any step
+
+
+def rewind_metrics(
+    output_dir: str | os.PathLike[str],
+    *,
+    resume_step: int | None = None,
+    checkpoint_lines: int | None = None,
+) -> int | None:
+    """Before a run's first step: drop, atomically, the lines of ``metrics.jsonl``
+    that an earlier attempt of this run logged past where this one starts, since
+    it logs those steps again. Returns the number of lines logged before this
+    run began (``training.json``'s ``metrics_start``; ``None`` when unknown).
+
+    ``resume_step``: the step of the checkpoint the run resumes, and
+    ``checkpoint_lines`` the line count that checkpoint recorded: the lines
+    past it go (for a checkpoint that recorded none, the trailing lines past
+    ``resume_step``). With no checkpoint to resume, a run that was
+    interrupted (``training.json`` not ``complete``) starts over, and the lines
+    past the ``metrics_start`` it recorded go. A finished run's lines stay."""
+    out = Path(output_dir)
+    path = out / METRICS_FILE
+    lines = _lines(path)
+    try:
+        meta = json.loads((out / "training.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    interrupted = isinstance(meta, dict) and meta.get("status") not in (None, "complete")
+    start = meta.get("metrics_start") if interrupted else None
+    if resume_step is not None and checkpoint_lines is not None:
+        keep = checkpoint_lines
+    elif resume_step is not None:
+        keep = len(lines)
+        while keep and _logged_step(lines[keep - 1]) > resume_step:
+            keep -= 1
+    elif start is not None:
+        keep = start
+    else:
+        keep = len(lines)
+    keep = max(min(int(keep), len(lines)), 0)
+    if keep < len(lines):
+        write_text_atomic(path, "".join(lines[:keep]))
+    if start is not None:
+        return min(int(start), keep)
+    return keep if resume_step is None else None
+
+
 class Tracker:
+    """Logs a learner's metrics: ``metrics.jsonl`` (appended: ``lines`` counts
+    its lines, what a checkpoint records for :func:`rewind_metrics`), wandb,
+    and ``history`` (this run's rows)."""
+
     def __init__(
         self, cfg: LearnerConfig, learner: str, output_dir: str | os.PathLike[str]
     ) -> None:
         self.history: list[dict[str, Any]] = []
         self.out = Path(output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self._file = (self.out / "metrics.jsonl").open("a")
+        self.lines = len(_lines(self.out / METRICS_FILE))
+        self._file = (self.out / METRICS_FILE).open("a")
         self.run = None
         if cfg.wandb and wandb_mode() != "disabled":
             self.run = init_run(
@@ -80,6 +146,7 @@ class Tracker:
         self.history.append(row)
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        self.lines += 1
         if self.run is not None:
             self.run.log(metrics, step=step)
 

@@ -91,8 +91,9 @@ class Killed(Exception):
 
 @pytest.fixture
 def killer(monkeypatch):
-    """``killer.at = i``: the next ``TrainLoop.fit`` dies (raises :class:`Killed`)
-    as its step ``i`` (0-based) starts; ``killer.resumed``: the checkpoints
+    """``killer.at = i``: the next ``TrainLoop.fit`` dies (raises :class:`Killed`,
+    or ``KeyboardInterrupt`` -- Ctrl+C -- with ``killer.ctrl_c = True``) as its
+    step ``i`` (0-based) starts; ``killer.resumed``: the checkpoints
     ``CheckpointManager.restore`` loaded; ``killer.error``: :class:`Killed`
     (a bare ``from conftest import`` would pick another conftest.py)."""
     import types
@@ -100,7 +101,7 @@ def killer(monkeypatch):
     from learners.checkpoint import CheckpointManager
     from learners.loop import TrainLoop
 
-    state = types.SimpleNamespace(at=None, resumed=[], error=Killed)
+    state = types.SimpleNamespace(at=None, resumed=[], error=Killed, ctrl_c=False)
     fit, restore = TrainLoop.fit, CheckpointManager.restore
 
     def dying_fit(self, loss_step, **kwargs):
@@ -108,7 +109,7 @@ def killer(monkeypatch):
 
         def step_or_die(i):
             if i == at:
-                raise Killed(f"killed at step {i}")
+                raise (KeyboardInterrupt if state.ctrl_c else Killed)(f"killed at step {i}")
             return loss_step(i)
 
         return fit(self, step_or_die, **kwargs)

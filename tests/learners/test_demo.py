@@ -51,7 +51,7 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     from omegaconf import OmegaConf
 
-    from learners.demo import run
+    from learners.demo import DemoConfig, run
 
     report = run(
         OmegaConf.to_container(
@@ -74,10 +74,19 @@ def test_learn_demo_pipeline_small(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "results.json").read_text())["tasks"] == ["click-test"]
     assert (tmp_path / "sdft" / "adapter_model.safetensors").is_file()
     policy = tmp_path / "policy"
-    assert (policy / "config.json").is_file() and (policy / "model.safetensors").is_file()
-    meta = json.loads((policy / "training.json").read_text())
-    assert meta["produced_by"].startswith("python -m learners.demo out=")
-    assert meta["stage"] in ("sft", "sdft") and meta["args"]["counterfactual_fraction"] == 1.0
+    if report["export"]["path"] is None:  # 2 SFT steps need not beat random weights
+        assert not policy.exists() and "no better" in report["export"]["reason"]
+    from learners.demo import command_line, export_policy
+
+    for stage in ("sft", "sdft"):  # each stage's export, real models (the merge for sdft)
+        doctored = {**report, "before": {"student": {"success_rate": 0.0}}}
+        doctored["sft"] = {"student": {"success_rate": 0.5}}
+        doctored["sdft"] = {"student": {"success_rate": 1.0 if stage == "sdft" else 0.5}}
+        export_policy(tmp_path, policy, doctored, command_line(DemoConfig(**report["args"])))
+        assert (policy / "config.json").is_file() and (policy / "model.safetensors").is_file()
+        meta = json.loads((policy / "training.json").read_text())
+        assert meta["produced_by"].startswith("python -m learners.demo out=")
+        assert meta["stage"] == stage and meta["args"]["counterfactual_fraction"] == 1.0
 
 
 def test_the_demo_refuses_a_learner_dir_in_its_out_before_it_records(tmp_path, monkeypatch):
@@ -121,3 +130,222 @@ def test_the_demo_command_line_refuses_a_stray_dir_in_one_line(tmp_path):
         "empty directory"
     ], done.stderr[-2000:]
     assert (tmp_path / "o" / "sft" / "notes.txt").read_text() == "mine\n"
+
+
+# -- the pipeline with its heavy parts faked: recording, models, training, evaluation --------
+
+
+@pytest.fixture
+def fake_demo(monkeypatch, click_episode_writer):
+    """``learners.demo.run`` with no browser and no model: the expert's episodes
+    written by :func:`click_episode_writer`, SFT and SDFT writing a stand-in
+    model dir, and held-out success ``fake_demo.rates[stage]`` ("before",
+    "sft", "sdft"). ``fake_demo.recorded``: the ``(tasks, seeds)`` of each
+    recording; ``fake_demo.run(out, **cfg)`` runs the demo."""
+    import types
+
+    import torch
+
+    import agents.tiny
+    import learners.demo
+    import learners.sdft
+    import learners.sft
+
+    state = types.SimpleNamespace(recorded=[], rates={"before": 0.0, "sft": 0.5, "sdft": 0.5})
+
+    def record(root, tasks, seeds, max_steps):
+        state.recorded.append((list(tasks), list(seeds)))
+        for task in tasks:
+            for seed in seeds:
+                click_episode_writer(root, seed, task=task)
+        return dict.fromkeys(tasks, 1.0)
+
+    def evaluate(model, adapter, tasks, seeds, max_steps, *, teacher):
+        stage = "before" if model == "tiny" else "sft" if adapter is None else "sdft"
+        rate = state.rates[stage]
+        return {"success_rate": rate, "per_task": dict.fromkeys(tasks, rate)}
+
+    def learner(name, files):
+        def run(values):
+            out = Path(values["output_dir"])
+            out.mkdir(parents=True, exist_ok=True)
+            for file, text in files.items():
+                (out / file).write_text(text)
+            (out / "training.json").write_text(json.dumps({"learner": name}))
+            return {"output_dir": str(out), "history": [{"step": 1, "loss": 1.0, "kl": 0.1}]}
+
+        return run
+
+    monkeypatch.setattr(learners.demo, "record_expert_episodes", record)
+    monkeypatch.setattr(learners.demo, "evaluate", evaluate)
+    monkeypatch.setattr(learners.demo, "_plot", lambda report, path: None)
+    monkeypatch.setattr(agents.tiny, "tiny_model_path", lambda *args, **kwargs: "tiny")
+    monkeypatch.setattr(learners.sft, "run", learner("sft", {"model.safetensors": "weights"}))
+    monkeypatch.setattr(learners.sdft, "run", learner("sdft", {"adapter_config.json": "{}"}))
+
+    def run_demo(out, **values):
+        return learners.demo.run(
+            {"out": str(out), "tasks": ["click-test"], "train_seeds": 2, "eval_seeds": 1}
+            | {"threads": torch.get_num_threads()}
+            | values
+        )
+
+    state.run = run_demo
+    return state
+
+
+def test_the_export_replaces_an_earlier_export_and_refuses_anything_else_before_recording(
+    tmp_path, fake_demo
+):
+    """``export=DIR`` used to ``rmtree`` whatever DIR held, after the whole run:
+    a dir of one's own files (``export=.`` a checkout) is now refused before
+    anything is recorded, and left as it was; a new dir and an earlier export
+    of the demo are written, the latter replaced whole."""
+    from browser_env.refusal import Refused
+
+    out, policy = tmp_path / "out", tmp_path / "policy"
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine\n")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine\n")
+    pick = "set export to a new or empty directory, or to an earlier export of learners.demo"
+    for dest, message in (
+        (mine, f"export={mine} holds files that are no export of learners.demo (notes.txt, src/)"),
+        (a_file, f"export={a_file} is a file, not a directory"),
+        (a_file / "policy", f"export={a_file / 'policy'} is below {a_file}, a file"),
+        (out, f"export={out} is or holds out={out}"),
+        (tmp_path, f"export={tmp_path} is or holds out={out}"),
+        (out / "sft", f"export={out / 'sft'} is the demo's own sft in out={out}"),
+    ):
+        with pytest.raises(Refused) as refused:
+            fake_demo.run(out, export=str(dest))
+        assert str(refused.value).startswith(message), str(refused.value)
+        assert "\n" not in str(refused.value)
+    assert str(refused.value).endswith(pick)
+    assert fake_demo.recorded == [] and not (out / "episodes").exists()
+    assert (mine / "notes.txt").read_text() == "mine\n" and (mine / "src").is_dir()
+    assert a_file.read_text() == "mine\n"
+
+    report = fake_demo.run(out, export=str(policy))
+    assert report["export"] == {"path": str(policy), "stage": "sft"}
+    assert (policy / "model.safetensors").read_text() == "weights"
+    first = json.loads((policy / "training.json").read_text())
+    assert first["stage"] == "sft" and first["produced_by"].startswith("python -m learners.demo")
+    (policy / "stale.bin").write_text("from the earlier export")
+    fake_demo.rates["sft"] = 0.75
+    fake_demo.run(out, export=str(policy))  # over the earlier export: replaced whole
+    meta = json.loads((policy / "training.json").read_text())
+    assert meta["success"]["sft"]["student"]["success_rate"] == 0.75
+    assert sorted(p.name for p in policy.iterdir()) == ["model.safetensors", "training.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "mine", "out", "policy"]
+
+
+def test_export_policy_writes_nothing_over_a_dir_that_changed_during_the_run(tmp_path):
+    """The destination is checked again just before writing: files put there
+    since the run started are refused, not deleted, and no staging dir is left."""
+    from learners.demo import export_policy
+
+    out = tmp_path / "out"
+    (out / "sft").mkdir(parents=True)
+    (out / "sft" / "training.json").write_text("{}")
+    dest = tmp_path / "policy"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine\n")
+    report = {"tasks": ["click-test"], "args": {}, "held_out_seeds": [1000]}
+    for stage, rate in (("before", 0.0), ("sft", 1.0), ("sdft", 0.0)):
+        report[stage] = {"student": {"success_rate": rate}}
+    with pytest.raises(ValueError, match="holds files that are no export"):
+        export_policy(out, dest, report, "python -m learners.demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "policy"]
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]
+
+
+def test_a_demo_that_learned_nothing_does_not_replace_the_export(tmp_path, fake_demo, capsys):
+    """A student no better on the held-out seeds than the untrained model (the
+    auditor's run scored 0) used to be exported over the embedded policy: now
+    the earlier export stays, and the demo says so on stderr and in results.json."""
+    out, policy = tmp_path / "out", tmp_path / "policy"
+    fake_demo.run(out, export=str(policy))
+    before = {p.name: p.read_bytes() for p in policy.iterdir()}
+    fake_demo.rates.update(sft=0.0, sdft=0.0)
+    report = fake_demo.run(out, export=str(policy))
+    assert {p.name: p.read_bytes() for p in policy.iterdir()} == before
+    assert report["export"]["path"] is None
+    assert json.loads((out / "results.json").read_text())["export"]["path"] is None
+    err = capsys.readouterr().err
+    assert "[demo] NOT EXPORTED: held-out student success 0.00 after training" in err
+    assert f"export={policy} is left as it was" in err
+
+
+def test_a_rerun_records_only_the_missing_episodes_and_refuses_ones_it_would_not_train_on(
+    tmp_path, fake_demo, click_episode_writer
+):
+    """The demo used to record nothing when ``out/episodes`` held any episode: a
+    crashed run's one incomplete episode made the rerun fail (no complete
+    episodes), and another ``tasks=`` trained on the old tasks' episodes. Now
+    the missing (task, seed) pairs are recorded, and episodes this run would
+    not train on are refused before anything is recorded."""
+    from browser_env.refusal import Refused
+
+    out = tmp_path / "out"
+    crashed = click_episode_writer(out / "episodes", 0, task="click-test")
+    record = json.loads((crashed / "episode.json").read_text())
+    (crashed / "episode.json").write_text(json.dumps({**record, "complete": False}))
+    report = fake_demo.run(out)
+    assert fake_demo.recorded == [(["click-test"], [0, 1])]
+    assert report["expert_success"] == {"click-test": 1.0}
+    fake_demo.run(out, train_seeds=3)  # one more seed: only it is recorded
+    assert fake_demo.recorded[1:] == [(["click-test"], [2])]
+    for values, message in (
+        ({"tasks": ["click-button"]}, "(click-test seeds 0-2: not in tasks)"),
+        ({"train_seeds": 2}, "(click-test seeds 2: outside train_seeds=2 (seeds 0-1))"),
+    ):
+        with pytest.raises(Refused) as refused:
+            fake_demo.run(out, **values)
+        assert f"{out / 'episodes'} holds complete episodes this run would not train on" in str(
+            refused.value
+        )
+        assert message in str(refused.value)
+    assert len(fake_demo.recorded) == 2
+
+
+def test_the_demo_refuses_unknown_and_unscripted_tasks_before_recording(tmp_path, fake_demo):
+    """A misspelt task (Gymnasium's NameNotFound) and one the scripted expert
+    cannot solve (its UnsupportedTaskError, after recording had started and
+    left an incomplete episode) are refused before anything is recorded."""
+    from browser_env.refusal import Refused
+
+    out = tmp_path / "out"
+    with pytest.raises(Refused, match=r"^tasks: 'click-tset' is no MiniWoB\+\+ task: .*click-test"):
+        fake_demo.run(out, tasks=["click-tset"])
+    with pytest.raises(
+        Refused, match=r"^tasks: the scripted expert has no policy for navigate-tree"
+    ):
+        fake_demo.run(out, tasks=["click-test", "navigate-tree"])
+    assert fake_demo.recorded == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tasks=[click-tset]"], "error: tasks: 'click-tset' is no MiniWoB++ task"),
+        (["tasks=[navigate-tree]"], "error: tasks: the scripted expert has no policy for"),
+        (["export=."], "error: export=. holds files that are no export of learners.demo"),
+    ],
+)
+def test_the_demo_command_line_refuses_bad_tasks_and_exports_in_one_line(tmp_path, args, message):
+    """One ``error:`` line, status 2, nothing recorded, and no ``outputs/demo/<time>``
+    left in the working dir (``export=.``: a checkout, say, kept whole)."""
+    from _commands import python_m
+
+    here = tmp_path / "checkout"
+    here.mkdir()
+    (here / "mine.txt").write_text("mine\n")
+    done = python_m("learners.demo", f"out={tmp_path / 'o'}", *args, cwd=here)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
+    assert sorted(p.name for p in here.iterdir()) in (["mine.txt"], ["mine.txt", "outputs"])
+    assert not any((here / "outputs").rglob("*"))  # no outputs/demo/<time> left
+    assert (here / "mine.txt").read_text() == "mine\n" and not (tmp_path / "o").exists()

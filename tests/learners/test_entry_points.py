@@ -274,6 +274,15 @@ def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
         (["learners.sft"], "error: no episodes given: set learner.episodes=[DIR, ...]"),
         (["learners.sdft", "learner.episodes=[/nope]"], "no such episode or run directory"),
         (["learners.grpo", "learner.num_generations=1"], "error: num_generations (G) must be"),
+        (
+            [
+                "learners.sft",
+                f"learner.episodes=[{ROOT}]",
+                "learner.eval_env_ids=[miniwob.click-tset]",
+                "learner.eval_steps=1",
+            ],
+            "error: learner.eval_env_ids: Environment `miniwob.click-tset` doesn't exist",
+        ),
     ],
 )
 def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, args, message):
@@ -317,6 +326,9 @@ def test_check_model_lives_with_the_presets_and_is_still_importable_from_entry()
     assert learners.entry.check_model is agents.models.check_model
 
 
+_NO_EVAL_ENV = r"^learner\.eval_env_ids: .*miniwob\.click-tset.* doesn't exist.*click-test"
+
+
 @pytest.mark.parametrize(
     ("learner", "values", "match"),
     [
@@ -324,6 +336,10 @@ def test_check_model_lives_with_the_presets_and_is_still_importable_from_entry()
         ("sdft", {"kl_direction": "sideways"}, "kl_direction must be"),
         ("grpo", {"num_generations": 1}, "num_generations"),
         ("grpo", {"env_ids": ["miniwob.no-such-task"]}, "doesn't exist"),
+        # the evaluation gate's envs: refused here, not by the first evaluation after training
+        ("sft", {"eval_env_ids": ["miniwob.click-tset"], "eval_steps": 1}, _NO_EVAL_ENV),
+        ("sdft", {"eval_env_ids": ["miniwob.click-tset"], "eval_steps": 1}, _NO_EVAL_ENV),
+        ("sdft", {"eval_env_ids": ["miniwob.click-tset"], "backend": "mlx"}, _NO_EVAL_ENV),
     ],
 )
 def test_a_learner_run_refuses_its_settings_before_the_model_loads(

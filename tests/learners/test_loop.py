@@ -222,3 +222,144 @@ def test_a_run_that_dies_as_its_tracker_starts_is_a_learner_output_the_rerun_tak
         TrainLoop(cfg, "sft").fit(lambda step: {"loss": 0.0})
     check_output_dir(out)
     assert json.loads((out / "training.json").read_text())["status"] == "running"
+
+
+@pytest.mark.parametrize("learner", ["sft", "sdft", "grpo"])
+def test_a_second_run_into_an_output_dir_in_use_is_refused_at_once(
+    tmp_path, episodes_dir, monkeypatch, learner
+):
+    """Two runs into one ``learner.output_dir`` at once both trained, mixing
+    their metrics.jsonl and overwriting each other's adapter: the second is
+    refused in one line, naming the key, before its model loads."""
+    import importlib
+
+    import learners.loop
+    from browser_env.dirlock import hold_dir
+    from browser_env.refusal import Refused
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr(learners.loop, "load_trainable", no_model)
+    run = importlib.import_module(f"learners.{learner}").run
+    data = {} if learner == "grpo" else {"episodes": [str(episodes_dir)]}
+    play = {"play_fn": lambda *args: None} if learner == "grpo" else {}
+    out = tmp_path / "adapter"
+    # the first run, training there now
+    with hold_dir(out, "learner.output_dir"), pytest.raises(Refused) as refused:
+        run({**data, "output_dir": str(out), "wandb": False}, **play)
+    assert str(refused.value) == (
+        f"learner.output_dir={out} is in use by another run, writing there now: wait for it "
+        "to end, or set learner.output_dir to another directory"
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_the_output_dir_is_held_from_the_loop_made_until_the_run_ends_however_it_ends(
+    tmp_path, episodes_dir
+):
+    """Held while the loop lives (a second loop is refused), let go when fit
+    returns or raises, and when a ``with loop:`` block ends without fit (a
+    refusal after the model loaded), which leaves no empty dir it made; the
+    same process then trains into the dir again (the study and the demo do)."""
+    from browser_env.dirlock import DirInUse, hold_dir
+    from learners.config import LearnerConfig
+    from learners.loop import TrainLoop
+
+    out = tmp_path / "adapter"
+    cfg = LearnerConfig(output_dir=str(out), wandb=False, progress=False, max_steps=1)
+    with TrainLoop(cfg, "sft") as loop:
+        with pytest.raises(DirInUse, match="learner.output_dir=.* is in use"):
+            TrainLoop(cfg, "sft")
+        assert out.is_dir()
+    assert not out.exists()  # made by the loop, still empty: removed
+    TrainLoop(cfg, "sft").fit(lambda step: {"loss": 0.0})
+    with hold_dir(out):
+        pass
+    loop = TrainLoop(cfg, "sft")
+    with pytest.raises(ZeroDivisionError):
+        loop.fit(lambda step: {"loss": 1 / 0})
+    with hold_dir(out):
+        pass
+    assert (out / "training.json").is_file()
+
+
+def test_ctrl_c_leaves_interrupted_and_the_resumed_run_logs_each_step_once(
+    tmp_path, episodes_dir, killer, capsys
+):
+    """After Ctrl+C, training.json said ``running`` and the resumed run appended
+    the steps past the checkpoint again (1,2,3 then 3,4,...) without a word.
+    Now: ``interrupted`` (which resumes as ``running`` did), a line saying where
+    the rerun resumed, and each step logged once -- the finished run this one
+    continues keeps its own lines."""
+    from learners.sft import run
+
+    out = tmp_path / "sft"
+    cfg = {
+        "wandb": False,
+        "progress": False,
+        "batch_size": 2,
+        "episodes": [str(episodes_dir)],
+        "output_dir": str(out),
+        "save_steps": 2,
+    }
+
+    def logged():
+        return [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()]
+
+    run({**cfg, "max_steps": 2})  # a finished run, continued below
+    killer.at, killer.ctrl_c = 3, True  # as step 4 starts: steps 1-3 logged, step-2 saved
+    with pytest.raises(KeyboardInterrupt):
+        run({**cfg, "max_steps": 6})
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "interrupted" and meta["steps"] == 2
+    assert logged() == [1, 2, 1, 2, 3]
+    capsys.readouterr()
+    result = run({**cfg, "max_steps": 6})
+    assert killer.resumed == [out / "checkpoints" / "step-000002"]
+    assert "sft: resumed from checkpoint step-000002 (step 2 of 6)" in capsys.readouterr().err
+    assert [row["step"] for row in result["history"]] == [3, 4, 5, 6]
+    assert logged() == [1, 2, 1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "training.json").read_text())["status"] == "complete"
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_starts_over_logging_each_step_once(
+    tmp_path, episodes_dir, killer
+):
+    from learners.sft import run
+
+    out = tmp_path / "sft"
+    cfg = {
+        "wandb": False,
+        "progress": False,
+        "batch_size": 2,
+        "episodes": [str(episodes_dir)],
+        "output_dir": str(out),
+        "save_steps": 0,
+        "max_steps": 3,
+    }
+    killer.at, killer.ctrl_c = 2, True
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["status"] == "interrupted" and meta["steps"] == 0
+    run(cfg)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3]
+
+
+def test_rewind_metrics_without_a_recorded_count_drops_the_trailing_steps_past_the_checkpoint(
+    tmp_path,
+):
+    """A checkpoint written before checkpoints recorded metrics.jsonl's length:
+    the trailing lines past its step go (a line cut off by a crash too)."""
+    from learners.tracking import rewind_metrics
+
+    rows = [{"step": s} for s in (1, 2, 1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "lo'
+    )
+    (tmp_path / "training.json").write_text(json.dumps({"status": "running"}))
+    assert rewind_metrics(tmp_path, resume_step=2) is None
+    kept = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()]
+    assert kept == [1, 2, 1, 2]

@@ -126,3 +126,58 @@ def test_the_study_refuses_a_learner_dir_before_any_model_loads(tmp_path, monkey
     below = rf"\(where this command trains, below output_dir={tmp_path / 'study'}\)"
     with pytest.raises(ValueError, match=rf"^{theirs} {below} holds files.*set output_dir to"):
         run({"model": "tiny", "demos": [str(tmp_path)], "output_dir": str(tmp_path / "study")})
+
+
+def test_the_study_refuses_missing_or_unusable_demos_before_any_model_loads(
+    tmp_path, monkeypatch, click_episode_writer
+):
+    """No demos, a demos dir that is not there, one with no episode, or one
+    with no episode for a split used to be a ValueError or FileNotFoundError
+    traceback (after the model loaded, for all but the first): now each is a
+    one-line refusal before any model loads, and nothing is written."""
+    import agents.backends.transformers
+    from browser_env.refusal import Refused
+    from learners.study import run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model loaded")
+
+    monkeypatch.setattr(agents.backends.transformers, "TransformersBackend", no_model)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base_only = tmp_path / "base_only"
+    click_episode_writer(base_only, 0, task="click-button")
+    out = tmp_path / "study"
+    common = {"model": "tiny", "output_dir": str(out), "base_tasks": ["click-button"]}
+    for values, message in (
+        ({}, "no demos: set demos=[DIR, ...]"),
+        ({"demos": [str(tmp_path / "nope")]}, "demos: no such episode or run directory"),
+        ({"demos": [str(empty)]}, f"demos=[{str(empty)!r}] holds no complete successful"),
+        (
+            {"demos": [str(base_only)], "new_tasks": ["click-other"]},
+            "no new train samples in demos=",
+        ),
+        ({"demos": [str(empty)], "model": "nope"}, "model='nope' is no preset"),
+    ):
+        with pytest.raises(Refused) as refused:
+            run({**common, **values})
+        assert str(refused.value).startswith(message), str(refused.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "error: no demos: set demos=[DIR, ...] (recorded expert episodes)"),
+        (["demos=[/nope]"], "error: demos: no such episode or run directory: ['/nope']"),
+    ],
+)
+def test_the_study_command_line_refuses_in_one_line_and_leaves_no_run_dir(tmp_path, args, message):
+    """``error: <why>``, exit status 2, and no ``outputs/study/<time>/study.log``
+    left behind (each refused command used to leave one, and a traceback)."""
+    from _commands import python_m
+
+    done = python_m("learners.study", "model=tiny", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [message], done.stderr[-2000:]
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
