@@ -10,6 +10,18 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 
+def _sft_cfg(episodes_dir, out, **overrides):
+    """A quiet one-batch SFT run of ``episodes_dir`` into ``out``."""
+    return {
+        "wandb": False,
+        "progress": False,
+        "batch_size": 2,
+        "episodes": [str(episodes_dir)],
+        "output_dir": str(out),
+        **overrides,
+    }
+
+
 def test_what_fit_holds_is_released_when_its_first_record_cannot_be_written(tmp_path):
     """``training.json`` cannot be written (a directory is in its place): fit
     raises, and the closers (eval envs) still run."""
@@ -44,15 +56,7 @@ def test_a_crash_while_the_final_weights_are_written_leaves_the_adapter_there_wh
     from learners.sft import run
 
     out = tmp_path / "sft"
-    cfg = {
-        "wandb": False,
-        "progress": False,
-        "batch_size": 2,
-        "episodes": [str(episodes_dir)],
-        "output_dir": str(out),
-        "max_steps": 1,
-        "save_steps": 0,
-    }
+    cfg = _sft_cfg(episodes_dir, out, max_steps=1, save_steps=0)
     run(cfg)
     before = (out / "adapter_model.safetensors").read_bytes()
 
@@ -295,14 +299,7 @@ def test_ctrl_c_leaves_interrupted_and_the_resumed_run_logs_each_step_once(
     from learners.sft import run
 
     out = tmp_path / "sft"
-    cfg = {
-        "wandb": False,
-        "progress": False,
-        "batch_size": 2,
-        "episodes": [str(episodes_dir)],
-        "output_dir": str(out),
-        "save_steps": 2,
-    }
+    cfg = _sft_cfg(episodes_dir, out, save_steps=2)
 
     def logged():
         return [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()]
@@ -329,15 +326,7 @@ def test_a_run_interrupted_before_its_first_checkpoint_starts_over_logging_each_
     from learners.sft import run
 
     out = tmp_path / "sft"
-    cfg = {
-        "wandb": False,
-        "progress": False,
-        "batch_size": 2,
-        "episodes": [str(episodes_dir)],
-        "output_dir": str(out),
-        "save_steps": 0,
-        "max_steps": 3,
-    }
+    cfg = _sft_cfg(episodes_dir, out, save_steps=0, max_steps=3)
     killer.at, killer.ctrl_c = 2, True
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
