@@ -112,6 +112,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     import browser_env  # noqa: F401 - registers the ids
+    from agents.hub_progress import hub_progress
     from agents.run import check_agent
     from agents.run_config import check_options
 
@@ -126,7 +127,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_env_ids(Job(env_id, 0) for env_id in env_ids)
         check_agent(cfg, env_ids)
         out = _output_dir(cfg)
-    with _holding(out):
+    with _holding(out), hub_progress(bool(cfg.progress)):  # progress=false: no loading bars
         return _play(cfg, out, suite, options, ray_options)
 
 

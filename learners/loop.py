@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.hub_progress import hub_progress
 from browser_env.atomic import fsync_dir, fsync_tree
 from browser_env.dirlock import hold_dir
 from learners.checkpoint import (
@@ -79,7 +80,8 @@ class TrainLoop:
             if made:  # a run refused before it wrote anything leaves no empty dir behind
                 self._held.callback(_remove_if_empty, self.out)
             origin = run_start(self.out)
-            self.trainable: TrainableModel = load_trainable(cfg, origin)
+            with hub_progress(cfg.progress):  # progress=false: no "Loading weights" bar
+                self.trainable: TrainableModel = load_trainable(cfg, origin)
             params = [p for _, p in self.trainable.trainable_parameters()]
             self.optimizer = torch.optim.AdamW(
                 params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
