@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,18 +176,26 @@ class ResultLog:
         self._rewrite(self.done.values())
 
     def append(self, result: EpisodeResult) -> None:
-        """Adds ``result``; on disk when this returns."""
-        self._append({"episode": result.to_dict()})
-        self.done[_key(result)] = result
+        """Adds ``result``; on disk when this returns. It counts in ``done`` from
+        the moment its line is in the file (flushed, before the fsync): a stop
+        raised while the line is fsynced (SIGTERM's ``SystemExit``, Ctrl-C)
+        still finds it counted, as a reader of the file finds it."""
+        self._append(
+            {"episode": result.to_dict()}, lambda: self.done.update({_key(result): result})
+        )
 
     def finish(self) -> None:
         """Marks the run complete: a fresh run may then start the file again."""
         self._append({"finished": True})
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], written: Callable[[], None] | None = None) -> None:
+        """Append ``record`` as a line; ``written`` is called once the line is in
+        the file, before it is fsynced."""
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
+            if written is not None:
+                written()
             os.fsync(f.fileno())
 
     def _read(self) -> tuple[Any, list[EpisodeResult], bool]:

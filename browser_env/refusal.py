@@ -38,9 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Refused", "exit_on_interrupt", "exit_on_refusal", "refusing"]
 
@@ -108,15 +111,52 @@ def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
     the block) ends the command with status 130, as a shell reports a process
     that SIGINT ended, after ``note`` (what was kept) on stderr, without the
     interrupt's traceback. With ``HYDRA_FULL_ERROR=1`` the traceback is shown
-    (where a run that seemed stuck was)."""
+    (where a run that seemed stuck was).
+
+    Ctrl-C in a terminal signals the whole process group: Chromium and
+    Playwright's driver get SIGINT too and start closing, and the browser's
+    "Target closed" can reach the main thread before the interrupt does (or
+    instead of it, where Python drops a ``KeyboardInterrupt`` raised inside a
+    weakref callback). So, in the main thread, the block notes each SIGINT
+    (and then raises ``KeyboardInterrupt`` as Python's own handler does), and
+    an ``Exception`` out of the block after one is taken for the interrupt."""
+    interrupted = threading.Event()
+    with _noting_sigint(interrupted):
+        try:
+            yield
+        except BaseException as exc:
+            stopped = isinstance(exc, KeyboardInterrupt) or (
+                interrupted.is_set() and isinstance(exc, Exception)
+            )
+            if not stopped or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            if note:
+                print(note, file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def _noting_sigint(interrupted: threading.Event) -> Iterator[None]:
+    """Set ``interrupted`` on SIGINT, then do what the handler before did, while
+    the block runs; only in the main thread, and only over Python's own
+    handler (one the caller put in, or ``SIG_IGN``, is left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        interrupted.set()
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
     try:
         yield
-    except KeyboardInterrupt:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if note:
-            print(note, file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: the files Hydra writes into a run dir before the task function runs

@@ -40,6 +40,25 @@ def test_results_come_back_as_they_were_written(tmp_path):
     assert ResultLog(path, RUN, resume=True).resumed == 3
 
 
+def test_a_stop_raised_while_the_line_is_fsynced_finds_the_result_counted(tmp_path, monkeypatch):
+    """SIGTERM's ``SystemExit`` raised during the fsync (the line already in the
+    file, where the fresh-clone test saw it and sent the signal) left ``done``
+    without it, so the run stopped saying nothing of what it kept."""
+    import benchmarks.result_log
+
+    log = ResultLog(tmp_path / "results.jsonl", RUN, resume=False)
+
+    def stopped(fd):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(benchmarks.result_log.os, "fsync", stopped)
+    with pytest.raises(SystemExit):
+        log.append(_result("a", 0))
+    assert set(log.done) == {("a", 0)}
+    monkeypatch.undo()
+    assert set(ResultLog(tmp_path / "results.jsonl", RUN, resume=True).done) == {("a", 0)}
+
+
 def test_a_fresh_run_starts_the_file_again_but_never_over_a_stopped_run(tmp_path):
     path = tmp_path / "results.jsonl"
     ResultLog(path, RUN, resume=False).append(_result("a", 0))

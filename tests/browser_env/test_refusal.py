@@ -67,3 +67,38 @@ def test_exit_on_refusal_prints_each_line_and_exits_2(capsys, monkeypatch):
     with pytest.raises(Refused, match="whole traceback") as raised, exit_on_refusal(), refusing():
         raise ValueError("whole traceback")
     assert isinstance(raised.value.__cause__, ValueError)
+
+
+def test_an_error_after_a_ctrl_c_is_taken_for_the_interrupt(monkeypatch, capsys):
+    """Ctrl-C reaches Chromium too: a fresh-clone run of ``benchmarks.run`` ended
+    in Playwright's "Target closed" traceback and status 1, the interrupt
+    itself lost. An error out of the block after a SIGINT is now the
+    interrupt (status 130, the note, no traceback); one with no SIGINT before
+    it, or a SystemExit, passes through; the handler is Python's again after."""
+    import os
+    import signal
+
+    from browser_env.refusal import exit_on_interrupt
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(RuntimeError, match="Target closed"), exit_on_interrupt("kept 1"):
+        raise RuntimeError("Target closed")
+    with pytest.raises(SystemExit) as exited, exit_on_interrupt("kept 1"):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs between bytecodes of the main thread
+                pass
+        except KeyboardInterrupt:
+            pass  # dropped, as Python drops it inside a weakref callback
+        raise RuntimeError("Target closed")
+    assert exited.value.code == 130 and capsys.readouterr().err == "kept 1\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(SystemExit) as exited, exit_on_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):
+                pass
+        except KeyboardInterrupt:
+            pass
+        raise SystemExit(143)  # SIGTERM's: not the interrupt's
+    assert exited.value.code == 143
