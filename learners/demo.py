@@ -36,8 +36,11 @@ a crashed run's); episodes there that this run would not train on (other
 tasks, seeds past ``train_seeds``, another agent's) are refused, naming them,
 since the learners would train on every episode in ``out/episodes``
 (:func:`plan_recording`). What the demo refuses -- an unknown task, one the
-scripted expert has no policy for, an ``out`` or ``export`` it may not write,
+scripted expert has no policy for, an ``out`` or ``export`` it may not write
+(an ``out`` holding anything but what a demo writes there, :func:`check_out`),
 an ``out`` another run is writing -- it refuses before recording anything.
+An export that cannot be written when the run ends (its ``DIR`` changed
+meanwhile) is one line on stderr and exit status 1; the run's results stay.
 
 The config is ``conf/demo.yaml`` over :class:`DemoConfig`; :func:`run` is the
 plain function behind the ``@hydra.main`` wrapper, and tests call it.
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -55,9 +59,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from browser_env.atomic import write_bytes_atomic, write_json_atomic
 from browser_env.cli_help import help_field as _f
 from browser_env.registration import env_id
-from learners.demo_export import export_policy, export_stage
+from learners.demo_export import DEMO_ENTRIES, export_policy, export_stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -124,6 +129,35 @@ def record_expert_episodes(
         env.close()
         success[task] = wins / len(seeds)
     return success
+
+
+def check_out(out: Path, export: str | None = None) -> None:
+    """Raise ``ValueError`` (one line naming ``out``) unless the demo may write
+    into ``out``: a path not there yet, or a directory holding nothing but
+    what a demo writes there (:data:`learners.demo_export.DEMO_ENTRIES`, the
+    ``export`` when it lies directly in ``out``, and the hidden temp files of
+    an atomic write cut off by a crash). The demo would put its episodes,
+    models, ``results.json`` and plot among anything else, overwriting files
+    of those names."""
+    fix = "set out to a new or empty directory, or to an earlier demo's out"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ValueError(f"out={out} is not a directory: {fix}")
+    if not out.is_dir():
+        return
+    ours = set(DEMO_ENTRIES)
+    if export is not None and Path(export).resolve().parent == out.resolve():
+        ours.add(Path(export).name)
+    stray = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in out.iterdir()
+        if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
+    if stray:
+        shown = ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else "")
+        raise ValueError(
+            f"out={out} holds files the demo does not write ({shown}): it would put its "
+            f"episodes, models and results among them; {fix}"
+        )
 
 
 def check_tasks(tasks: list[str]) -> None:
@@ -373,6 +407,7 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
             for name in ("train_seeds", "eval_seeds", "max_steps"):
                 if getattr(cfg, name) < 1:
                     raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+            check_out(out, cfg.export)
             for stage in ("sft", "sdft"):  # what the learners would refuse
                 check_output_dir(out / stage, "out", under=cfg.out)
             if cfg.export:
@@ -478,12 +513,12 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
     print(f"[demo] after SDFT: {_fmt(report['sdft'])}", flush=True)
     report["seconds"] = time.perf_counter() - t0
     report["curves"] = {"sft": sft_result["history"], "sdft": sdft_result["history"]}
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out / "results.json", report)
     _plot(report, out / "learning_curve.png")
     print(_table(report))
     if cfg.export:
         report["export"] = _export(cfg, out, report)
-        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(out / "results.json", report)
     return report
 
 
@@ -506,7 +541,16 @@ def _export(cfg: DemoConfig, out: Path, report: dict[str, Any]) -> dict[str, Any
             flush=True,
         )
         return {"path": None, "stage": None, "reason": reason}
-    path = export_policy(out, Path(cfg.export), report, command_line(cfg))
+    try:
+        path = export_policy(out, Path(cfg.export), report, command_line(cfg))
+    except ValueError as e:  # DIR changed during the run: nothing was written there
+        print(
+            f"[demo] NOT EXPORTED: {e} (the trained models are in {out / 'sft'} and "
+            f"{out / 'sdft'})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {"path": None, "stage": stage, "error": str(e)}
     print(f"[demo] exported the policy ({stage}) to {path}")
     return {"path": str(path), "stage": stage}
 
@@ -557,18 +601,25 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[2].set(title="held-out success", xticks=list(x), xticklabels=stages, ylim=(0, 1))
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes_atomic(path, png.getvalue())
 
 
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg`` composed from ``conf/demo.yaml``; a
-    refusal is one line on stderr, exit status 2."""
+    refusal is one line on stderr, exit status 2; an export that could not
+    be written when the run ended, exit status 1 (the run's results kept)."""
     from omegaconf import OmegaConf
 
     from browser_env.refusal import exit_on_refusal
 
     with exit_on_refusal():
-        return run(OmegaConf.to_container(cfg, resolve=True))
+        report = run(OmegaConf.to_container(cfg, resolve=True))
+    if (report.get("export") or {}).get("error"):
+        sys.exit(1)  # asked to export and could not: said on stderr, results kept
+    return report
 
 
 def main() -> None:

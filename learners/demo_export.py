@@ -29,12 +29,12 @@ from typing import Any
 
 from browser_env.atomic import fsync_dir, fsync_tree
 
-__all__ = ["check_export_dest", "export_policy", "export_stage", "is_export"]
+__all__ = ["DEMO_ENTRIES", "check_export_dest", "export_policy", "export_stage", "is_export"]
 
 #: how every export's ``produced_by`` starts (:func:`learners.demo.command_line`)
 _PRODUCED_BY = "python -m learners.demo"
 #: what the demo writes into its ``out``: an export there would replace or be mixed with it
-_DEMO_ENTRIES = ("episodes", "sft", "sdft", "results.json", "learning_curve.png")
+DEMO_ENTRIES = ("episodes", "sft", "sdft", "results.json", "learning_curve.png")
 
 
 def export_stage(report: dict[str, Any]) -> str | None:
@@ -87,7 +87,7 @@ def check_export_dest(
                 f"export={dest} is or holds out={out}, which the export would replace: "
                 "set export outside out"
             )
-        if here.parent == run and here.name in _DEMO_ENTRIES:
+        if here.parent == run and here.name in DEMO_ENTRIES:
             raise ValueError(f"export={dest} is the demo's own {here.name} in out={out}: {fix}")
     first = next((p for p in (dest, *dest.parents) if p.exists()), None)
     if first is not None and not first.is_dir():

@@ -349,3 +349,78 @@ def test_the_demo_command_line_refuses_bad_tasks_and_exports_in_one_line(tmp_pat
     assert sorted(p.name for p in here.iterdir()) in (["mine.txt"], ["mine.txt", "outputs"])
     assert not any((here / "outputs").rglob("*"))  # no outputs/demo/<time> left
     assert (here / "mine.txt").read_text() == "mine\n" and not (tmp_path / "o").exists()
+
+
+def test_an_out_holding_anything_but_a_demos_own_files_is_refused_before_recording(
+    tmp_path, fake_demo
+):
+    """``out=~`` (or a checkout) used to be written into: the demo put its
+    episodes, models, ``results.json`` and plot among the user's files,
+    overwriting any of those names. Now such an ``out`` (or a file) is refused
+    before anything is recorded and left as it was; a new dir, an earlier
+    demo's ``out`` (with an export inside it, and a crash's temp file) are not."""
+    from browser_env.refusal import Refused
+
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "results.json").write_text("my results\n")
+    (mine / "notes.txt").write_text("mine\n")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine\n")
+    for out, message in (
+        (mine, f"out={mine} holds files the demo does not write (notes.txt, src/): "),
+        (a_file, f"out={a_file} is not a directory: "),
+    ):
+        with pytest.raises(Refused) as refused:
+            fake_demo.run(out)
+        assert str(refused.value).startswith(message), str(refused.value)
+        assert str(refused.value).endswith(
+            "set out to a new or empty directory, or to an earlier demo's out"
+        )
+    assert fake_demo.recorded == []
+    assert (mine / "results.json").read_text() == "my results\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "results.json", "src"]
+    assert a_file.read_text() == "mine\n"
+
+    out = tmp_path / "out"
+    fake_demo.run(out, export=str(out / "policy"))
+    (out / ".results.json.0123456789ab.tmp").write_text("{")  # a write cut off by a crash
+    fake_demo.run(out, export=str(out / "policy"))  # an earlier demo's out: taken
+    assert json.loads((out / "results.json").read_text())["export"]["stage"] == "sft"
+    assert len(fake_demo.recorded) == 1  # the rerun recorded nothing new
+
+
+def test_an_export_dir_that_changed_during_the_run_is_one_line_and_status_1(
+    tmp_path, fake_demo, monkeypatch, capsys
+):
+    """``export=DIR`` is checked before recording and again before writing: a
+    file put into DIR during the run made the demo end in a ``ValueError``
+    traceback after its results were written. Now: one ``NOT EXPORTED`` line,
+    ``results.json`` saying why, DIR as it was, and exit status 1."""
+    import torch
+    from omegaconf import OmegaConf
+
+    import learners.demo
+    import learners.sdft
+
+    out, policy = tmp_path / "out", tmp_path / "policy"
+    sdft = learners.sdft.run
+
+    def sdft_while_someone_writes_into_policy(values):
+        policy.mkdir()
+        (policy / "notes.txt").write_text("mine\n")
+        return sdft(values)
+
+    monkeypatch.setattr(learners.sdft, "run", sdft_while_someone_writes_into_policy)
+    cfg = {"out": str(out), "tasks": ["click-test"], "train_seeds": 2, "eval_seeds": 1}
+    cfg["threads"] = torch.get_num_threads()
+    with pytest.raises(SystemExit) as ended:
+        learners.demo.hydra_entry(OmegaConf.create({**cfg, "export": str(policy)}))
+    assert ended.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"[demo] NOT EXPORTED: export={policy} holds files that are no export of learners.demo"
+    ), err
+    assert [p.name for p in policy.iterdir()] == ["notes.txt"]
+    export = json.loads((out / "results.json").read_text())["export"]
+    assert export["path"] is None and "holds files that are no export" in export["error"]
