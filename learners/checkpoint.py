@@ -27,7 +27,8 @@ A run that dies leaves ``training.json`` with ``"status": "running"`` (or
 none at all), one stopped with Ctrl+C ``"interrupted"``, and its checkpoints;
 running the same command again resumes from the latest one (saying so on
 stderr), first dropping the lines ``metrics.jsonl`` holds past that checkpoint,
-which the resumed run logs again (:func:`learners.tracking.rewind_metrics`). A finished run writes ``"status": "complete"`` next to its
+which the resumed run logs again (:func:`learners.tracking.rewind_metrics`).
+A finished run writes ``"status": "complete"`` next to its
 adapter (or, with ``lora=false``, its full model: ``model.safetensors``);
 training again into the same directory continues from that output, appends
 to ``runs`` and first clears the finished run's ``checkpoints/``: they are not

@@ -32,7 +32,9 @@
 
 A second run into the same ``out`` reuses the expert episodes recorded there
 and records only the missing ones (a task's seed with no complete episode:
-a crashed run's); episodes there that this run would not train on (other
+a crashed run's), and reuses a finished SFT or SDFT stage trained with the
+same settings on the same episodes (:func:`plan_training`; a finished stage
+it cannot reuse is refused, never trained on top of); episodes there that this run would not train on (other
 tasks, seeds past ``train_seeds``, another agent's) are refused, naming them,
 since the learners would train on every episode in ``out/episodes``
 (:func:`plan_recording`). What the demo refuses -- an unknown task, one the
@@ -55,14 +57,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from browser_env.atomic import write_bytes_atomic, write_json_atomic
 from browser_env.cli_help import help_field as _f
 from browser_env.registration import env_id
-from learners.demo_export import DEMO_ENTRIES, export_policy, export_stage
+from learners.demo_export import DEMO_ENTRIES, check_export_dest, export_policy, export_stage
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -72,11 +74,13 @@ if TYPE_CHECKING:
 __all__ = [
     "TASKS",
     "DemoConfig",
+    "check_out",
     "command_line",
     "evaluate",
     "export_policy",
     "main",
     "plan_recording",
+    "plan_training",
     "record_expert_episodes",
     "register_config",
     "run",
@@ -135,8 +139,9 @@ def check_out(out: Path, export: str | None = None) -> None:
     """Raise ``ValueError`` (one line naming ``out``) unless the demo may write
     into ``out``: a path not there yet, or a directory holding nothing but
     what a demo writes there (:data:`learners.demo_export.DEMO_ENTRIES`, the
-    ``export`` when it lies directly in ``out``, and the hidden temp files of
-    an atomic write cut off by a crash). The demo would put its episodes,
+    ``export`` when it lies directly in ``out``) and hidden entries (an atomic
+    write's or an export swap's leftovers after a crash, ``.DS_Store``), as
+    :func:`learners.checkpoint.check_output_dir` ignores them. The demo would put its episodes,
     models, ``results.json`` and plot among anything else, overwriting files
     of those names."""
     fix = "set out to a new or empty directory, or to an earlier demo's out"
@@ -150,7 +155,7 @@ def check_out(out: Path, export: str | None = None) -> None:
     stray = sorted(
         p.name + ("/" if p.is_dir() else "")
         for p in out.iterdir()
-        if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        if p.name not in ours and not p.name.startswith(".")
     )
     if stray:
         shown = ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else "")
@@ -396,7 +401,6 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     from browser_env.dirlock import hold_dir
     from browser_env.refusal import refusing
     from learners.checkpoint import check_output_dir
-    from learners.demo_export import check_export_dest
 
     if not isinstance(cfg, DemoConfig):
         cfg = DemoConfig(**dict(cfg))
@@ -417,6 +421,79 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
         return _pipeline(cfg, out, todo)
 
 
+#: learner settings that change where or how visibly a stage runs, not what it learns
+_NOT_COMPARED = ("episodes", "output_dir", "wandb", "progress")
+
+
+def plan_training(
+    stages: Mapping[str, Mapping[str, Any]], *, new_episodes: bool
+) -> dict[str, list[dict[str, Any]] | None]:
+    """For each stage in order (``"sft"``, then ``"sdft"``: the learner settings
+    the demo passes, its ``output_dir`` included), the metrics history of a
+    finished run there to reuse, or ``None`` to train it.
+
+    A stage's ``output_dir`` whose ``training.json`` says ``complete`` is reused
+    when it was trained once, from its starting model, with these settings, on
+    these episodes (none recorded since: ``new_episodes`` False) and after the
+    stages before it were reused: a rerun of a finished or crashed demo trains
+    only what is missing. Any other finished run there raises ``ValueError``
+    (the learner would train on top of it: more steps than asked, on another
+    base), naming what differs and the directories to delete; nothing is
+    deleted here. An unfinished one (a crash) is trained again."""
+    from learners.tracking import METRICS_FILE
+
+    plan: dict[str, list[dict[str, Any]] | None] = {}
+    names = list(stages)
+    for number, (stage, values) in enumerate(stages.items()):
+        where = Path(values["output_dir"])
+        try:
+            meta = json.loads((where / "training.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("status") != "complete":
+            plan[stage] = None
+            continue
+        why = _not_reusable(meta, values, new_episodes, names[:number], plan)
+        if why:
+            later = " and ".join(str(Path(stages[s]["output_dir"])) for s in names[number:])
+            raise ValueError(
+                f"{where} holds a finished {stage} run that this demo would train on top "
+                f"of ({why}): set out to a new directory, or delete {later} to train again "
+                "(the recorded episodes are kept and reused)"
+            )
+        lines = (
+            (where / METRICS_FILE).read_text().splitlines()
+            if (where / METRICS_FILE).is_file()
+            else []
+        )
+        plan[stage] = [json.loads(line) for line in lines[meta.get("metrics_start") or 0 :]]
+    return plan
+
+
+def _not_reusable(
+    meta: dict[str, Any],
+    values: Mapping[str, Any],
+    new_episodes: bool,
+    earlier: list[str],
+    plan: Mapping[str, Any],
+) -> str:
+    """Why the finished run ``meta`` (its ``training.json``) is not this stage's; '' when it is."""
+    retrained = [s for s in earlier if plan[s] is None]
+    if retrained:
+        return f"trained after an earlier {retrained[0]}, which this run trains again"
+    if meta.get("runs") or meta.get("init_from"):
+        return "trained on top of an earlier run"
+    if new_episodes:
+        return "trained before this run's new episodes were recorded"
+    recorded = meta.get("hyperparameters") or {}
+    differ = [
+        f"{key} {recorded.get(key)!r} -> {value!r}"
+        for key, value in values.items()
+        if key not in _NOT_COMPARED and recorded.get(key) != value
+    ]
+    return "other settings: " + ", ".join(differ[:3]) if differ else ""
+
+
 def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[str, Any]:
     """Steps 1-5 of a checked ``cfg``; ``todo``: :func:`plan_recording`'s."""
     import torch
@@ -426,6 +503,7 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from agents.tiny import tiny_model_path
+    from browser_env.refusal import refusing
     from learners.sdft import run as sdft
     from learners.sft import run as sft
 
@@ -451,6 +529,41 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
         "model": model,
         "held_out_seeds": held_out,
     }
+    common = {
+        "episodes": [str(episodes)],
+        "save_steps": 0,
+        "wandb": True,
+        "progress": True,
+        "seed": cfg.seed,
+    }
+    stages = {
+        "sft": {
+            **common,
+            "model": model,
+            "lora": False,
+            "output_dir": str(sft_dir),
+            "batch_size": cfg.batch_size,
+            "max_steps": cfg.sft_steps,
+            "learning_rate": cfg.sft_lr,
+            "demo_fraction": cfg.demo_fraction,
+            "counterfactual_fraction": cfg.counterfactual_fraction,
+            "port_jitter": cfg.port_jitter,
+        },
+        "sdft": {
+            **common,
+            "model": str(sft_dir),  # the SFT policy: a small model dir; SDFT puts a LoRA on it
+            "lora_r": cfg.lora_r,
+            "lora_alpha": 2 * cfg.lora_r,
+            "output_dir": str(sdft_dir),
+            "batch_size": 4,
+            "max_steps": cfg.sdft_steps,
+            "learning_rate": cfg.sdft_lr,
+            "max_new_tokens": 40,
+            "temperature": 1.0,
+        },
+    }
+    with refusing():  # before the recording, as run's checks
+        reused = plan_training(stages, new_episodes=any(todo.values()))
     for task, seeds in todo.items():
         if seeds:
             record_expert_episodes(episodes, [task], seeds, cfg.max_steps)
@@ -469,46 +582,20 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
             "teacher": evaluate(model, adapter, tasks, held_out, cfg.max_steps, teacher=True),
         }
 
+    def train(stage: str, learner: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        if reused[stage] is None:
+            return learner(stages[stage])
+        where = stages[stage]["output_dir"]
+        print(f"[demo] {stage}: reusing the finished run in {where} (same settings and episodes)")
+        return {"output_dir": where, "history": reused[stage]}
+
     report["before"] = both(None)
     print(f"[demo] before: {_fmt(report['before'])}", flush=True)
-    common = {
-        "episodes": [str(episodes)],
-        "save_steps": 0,
-        "wandb": True,
-        "progress": True,
-        "seed": cfg.seed,
-    }
-    sft_result = sft(
-        {
-            **common,
-            "model": model,
-            "lora": False,
-            "output_dir": str(sft_dir),
-            "batch_size": cfg.batch_size,
-            "max_steps": cfg.sft_steps,
-            "learning_rate": cfg.sft_lr,
-            "demo_fraction": cfg.demo_fraction,
-            "counterfactual_fraction": cfg.counterfactual_fraction,
-            "port_jitter": cfg.port_jitter,
-        }
-    )
-    model = str(sft_dir)  # the SFT policy: a small model dir; SDFT puts a LoRA on it
+    sft_result = train("sft", sft)
+    model = str(sft_dir)
     report["sft"] = both(None)
     print(f"[demo] after SFT: {_fmt(report['sft'])}", flush=True)
-    sdft_result = sdft(
-        {
-            **common,
-            "model": model,
-            "lora_r": cfg.lora_r,
-            "lora_alpha": 2 * cfg.lora_r,
-            "output_dir": str(sdft_dir),
-            "batch_size": 4,
-            "max_steps": cfg.sdft_steps,
-            "learning_rate": cfg.sdft_lr,
-            "max_new_tokens": 40,
-            "temperature": 1.0,
-        }
-    )
+    sdft_result = train("sdft", sdft)
     report["sdft"] = both(str(sdft_dir))
     print(f"[demo] after SDFT: {_fmt(report['sdft'])}", flush=True)
     report["seconds"] = time.perf_counter() - t0
@@ -542,8 +629,8 @@ def _export(cfg: DemoConfig, out: Path, report: dict[str, Any]) -> dict[str, Any
         )
         return {"path": None, "stage": None, "reason": reason}
     try:
-        path = export_policy(out, Path(cfg.export), report, command_line(cfg))
-    except ValueError as e:  # DIR changed during the run: nothing was written there
+        check_export_dest(Path(cfg.export), out)  # again: DIR may have changed meanwhile
+    except ValueError as e:
         print(
             f"[demo] NOT EXPORTED: {e} (the trained models are in {out / 'sft'} and "
             f"{out / 'sdft'})",
@@ -551,6 +638,7 @@ def _export(cfg: DemoConfig, out: Path, report: dict[str, Any]) -> dict[str, Any
             flush=True,
         )
         return {"path": None, "stage": stage, "error": str(e)}
+    path = export_policy(out, Path(cfg.export), report, command_line(cfg))
     print(f"[demo] exported the policy ({stage}) to {path}")
     return {"path": str(path), "stage": stage}
 

@@ -213,6 +213,7 @@ class TrainLoop:
 
         step = saved = self.start_step
         metrics_start: int | None = None
+        started = False
         bar = tqdm(
             range(self.start_step, cfg.max_steps),
             desc=self.learner,
@@ -240,6 +241,7 @@ class TrainLoop:
             # training.json first: a dir with anything of ours in it (metrics.jsonl,
             # wandb/) is then a learner's output that the same command resumes
             self._write_meta("running", {}, self.start_step, metrics_start)
+            started = True  # from here training.json is this run's, to mark interrupted
             tracker = Tracker(cfg, self.learner, self.out)
             for step in bar:
                 model.train()
@@ -280,12 +282,15 @@ class TrainLoop:
                 "history": tracker.history,
             }
         except KeyboardInterrupt:
-            if (self.out / "training.json").is_file():  # not before fit had written it
+            newest = self.checkpoints.latest()  # a save cut off after its rename counts
+            if newest is not None:
+                saved = max(saved, int(self.checkpoints.read_step(newest)["step"]))
+            if started:  # not an earlier run's training.json, as it was before this one
                 summary = tracker.summary() if tracker is not None else {}
                 self._write_meta("interrupted", summary, saved, metrics_start)
+            where = f"from step {saved}" if saved else "from the start"
             print(
-                f"{self.learner}: interrupted; the same command resumes from step {saved} "
-                f"in {self.out}",
+                f"{self.learner}: interrupted; the same command resumes {where} in {self.out}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -385,6 +385,8 @@ def test_an_out_holding_anything_but_a_demos_own_files_is_refused_before_recordi
     out = tmp_path / "out"
     fake_demo.run(out, export=str(out / "policy"))
     (out / ".results.json.0123456789ab.tmp").write_text("{")  # a write cut off by a crash
+    (out / ".policy.export-0a1b2c3d.old").mkdir()  # an export swap's, cut off by a crash
+    (out / ".DS_Store").write_bytes(b"\0")
     fake_demo.run(out, export=str(out / "policy"))  # an earlier demo's out: taken
     assert json.loads((out / "results.json").read_text())["export"]["stage"] == "sft"
     assert len(fake_demo.recorded) == 1  # the rerun recorded nothing new
@@ -424,3 +426,90 @@ def test_an_export_dir_that_changed_during_the_run_is_one_line_and_status_1(
     assert [p.name for p in policy.iterdir()] == ["notes.txt"]
     export = json.loads((out / "results.json").read_text())["export"]
     assert export["path"] is None and "holds files that are no export" in export["error"]
+
+
+@pytest.fixture
+def demo_with_real_learners(monkeypatch, click_episode_writer):
+    """``learners.demo.run`` with the real SFT and SDFT on the tiny model, and no
+    browser (recording and evaluation faked); returns ``run(out, **cfg)``."""
+    import torch
+
+    import learners.demo
+
+    def record(root, tasks, seeds, max_steps):
+        for task in tasks:
+            for seed in seeds:
+                click_episode_writer(root, seed, task=task)
+        return dict.fromkeys(tasks, 1.0)
+
+    def evaluate(model, adapter, tasks, seeds, max_steps, *, teacher):
+        return {"success_rate": 0.0, "per_task": dict.fromkeys(tasks, 0.0)}
+
+    monkeypatch.setattr(learners.demo, "record_expert_episodes", record)
+    monkeypatch.setattr(learners.demo, "evaluate", evaluate)
+    monkeypatch.setattr(learners.demo, "_plot", lambda report, path: None)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+    def run(out, **values):
+        cfg = {"out": str(out), "tasks": ["click-test"], "train_seeds": 2, "eval_seeds": 1}
+        cfg |= {"sft_steps": 2, "sdft_steps": 1, "threads": torch.get_num_threads()}
+        return learners.demo.run(cfg | values)
+
+    return run
+
+
+def _trained(out, stage):
+    meta = json.loads((out / stage / "training.json").read_text())
+    lines = (out / stage / "metrics.jsonl").read_text().splitlines()
+    return meta["status"], meta["steps"], len(meta["runs"]), meta["init_from"], len(lines)
+
+
+def test_a_demo_rerun_reuses_finished_stages_and_refuses_to_train_on_top_of_them(
+    tmp_path, demo_with_real_learners, capsys
+):
+    """A rerun into the same ``out`` (the way to resume a crashed demo) trained
+    SFT and SDFT again on top of the finished models: more steps than asked,
+    SDFT's old adapter on a changed base, and results.json saying neither.
+    Now a finished stage with the same settings and episodes is reused (its
+    curve too), one after a retrained stage or with other settings is
+    refused before recording, naming what differs, and nothing is deleted."""
+    import shutil
+
+    from browser_env.refusal import Refused
+
+    out = tmp_path / "out"
+    first = demo_with_real_learners(out)
+    assert _trained(out, "sft") == ("complete", 2, 0, None, 2)
+    assert _trained(out, "sdft") == ("complete", 1, 0, None, 1)
+    capsys.readouterr()
+    again = demo_with_real_learners(out)
+    assert _trained(out, "sft") == ("complete", 2, 0, None, 2)  # not trained again
+    assert _trained(out, "sdft") == ("complete", 1, 0, None, 1)
+    assert again["curves"] == first["curves"]
+    said = capsys.readouterr().out
+    assert f"[demo] sft: reusing the finished run in {out / 'sft'}" in said
+    assert f"[demo] sdft: reusing the finished run in {out / 'sdft'}" in said
+
+    with pytest.raises(Refused) as refused:
+        demo_with_real_learners(out, sft_steps=3)
+    assert str(refused.value).startswith(
+        f"{out / 'sft'} holds a finished sft run that this demo would train on top of "
+        "(other settings: max_steps 2 -> 3): set out to a new directory, or delete "
+        f"{out / 'sft'} and {out / 'sdft'} to train again"
+    ), str(refused.value)
+    with pytest.raises(Refused, match=r"\(trained before this run's new episodes were recorded\)"):
+        demo_with_real_learners(out, train_seeds=3)
+    assert len(list((out / "episodes").iterdir())) == 2  # refused before recording
+
+    # a crash during SDFT: SFT is reused, SDFT trained (afresh: no checkpoint)
+    meta = json.loads((out / "sdft" / "training.json").read_text())
+    (out / "sdft" / "training.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+    demo_with_real_learners(out)
+    assert _trained(out, "sft") == ("complete", 2, 0, None, 2)
+    assert _trained(out, "sdft")[:2] == ("complete", 1)
+
+    # SFT gone (deleted to train again) but SDFT's adapter of the old SFT left
+    shutil.rmtree(out / "sft")
+    with pytest.raises(Refused, match=r"\(trained after an earlier sft, which this run trains"):
+        demo_with_real_learners(out)
+    assert not (out / "sft").exists() and (out / "sdft" / "training.json").is_file()

@@ -352,3 +352,28 @@ def test_rewind_metrics_without_a_recorded_count_drops_the_trailing_steps_past_t
     assert rewind_metrics(tmp_path, resume_step=2) is None
     kept = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()]
     assert kept == [1, 2, 1, 2]
+
+
+def test_ctrl_c_before_a_continued_run_starts_leaves_the_finished_record_as_it_was(
+    tmp_path, episodes_dir, monkeypatch, capsys
+):
+    """A Ctrl-C before fit wrote ``running`` (here: while it rewinds the metrics)
+    found the finished run's training.json and rewrote it as ``interrupted``,
+    steps 0, no metrics; it is this run's to mark only once fit has written it."""
+    import learners.loop
+    from learners.sft import run
+
+    out = tmp_path / "sft"
+    cfg = _sft_cfg(episodes_dir, out, save_steps=0, max_steps=2)
+    run(cfg)
+    before = (out / "training.json").read_text()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learners.loop, "rewind_metrics", ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert (out / "training.json").read_text() == before
+    assert "sft: interrupted; the same command resumes from the start in" in capsys.readouterr().err
