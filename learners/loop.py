@@ -32,6 +32,7 @@ from browser_env.atomic import fsync_dir, fsync_tree
 from browser_env.dirlock import hold_dir
 from learners.checkpoint import (
     CheckpointManager,
+    Checkpoints,
     EvalGate,
     check_output_dir,
     run_start,
@@ -58,6 +59,52 @@ def default_output_dir(learner: str) -> str:
 METRICS_LINES = "metrics_lines"
 
 
+def begin_metrics(
+    learner: str,
+    out: Path,
+    resumed_from: Path | None,
+    start_step: int,
+    max_steps: int,
+    checkpoint_lines: int | None,
+) -> int:
+    """Before a run's first step (every loop: :class:`TrainLoop`, MLX SDFT):
+    drop the lines of ``metrics.jsonl`` that the run logs again
+    (:func:`learners.tracking.rewind_metrics`), and say on stderr which
+    checkpoint a resumed run (``resumed_from``) goes on from. Returns the
+    lines kept: ``training.json``'s ``metrics_start``."""
+    metrics_start = rewind_metrics(
+        out,
+        resume_step=None if resumed_from is None else start_step,
+        checkpoint_lines=checkpoint_lines,
+    )
+    if resumed_from is not None:
+        print(
+            f"{learner}: resumed from checkpoint {resumed_from.name} "
+            f"(step {start_step} of {max_steps}) in {out}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return metrics_start
+
+
+def newest_step(checkpoints: Checkpoints, saved: int) -> int:
+    """The step a rerun resumes from after a stop: ``saved``, or the newest
+    checkpoint's step when a save the stop cut short had already renamed it
+    into place."""
+    newest = checkpoints.latest()
+    return saved if newest is None else max(saved, int(checkpoints.read_step(newest)["step"]))
+
+
+def say_interrupted(learner: str, out: Path, saved: int) -> None:
+    """The one line a Ctrl-C'd run prints: where the same command resumes."""
+    where = f"from step {saved}" if saved else "from the start"
+    print(
+        f"{learner}: interrupted; the same command resumes {where} in {out}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 class TrainLoop:
     """A learner's model, optimiser and checkpoints in ``cfg.output_dir``, held
     (see the module doc) until :meth:`close`: ``with loop:`` or :meth:`fit`."""
@@ -78,7 +125,7 @@ class TrainLoop:
             made = not self.out.exists()
             self._held.enter_context(hold_dir(self.out, "learner.output_dir"))
             if made:  # a run refused before it wrote anything leaves no empty dir behind
-                self._held.callback(_remove_if_empty, self.out)
+                self._held.callback(remove_if_empty, self.out)
             origin = run_start(self.out)
             with hub_progress(cfg.progress):  # progress=false: no "Loading weights" bar
                 self.trainable: TrainableModel = load_trainable(cfg, origin)
@@ -225,19 +272,14 @@ class TrainLoop:
             self.checkpoints.clear()
             self._stale_checkpoints = False
         try:
-            resumed = self.resumed_from
-            metrics_start = rewind_metrics(  # the steps it logs again: logged once
+            metrics_start = begin_metrics(
+                self.learner,
                 self.out,
-                resume_step=None if resumed is None else self.start_step,
-                checkpoint_lines=self.resume_state.get(METRICS_LINES),
+                self.resumed_from,
+                self.start_step,
+                cfg.max_steps,
+                self.resume_state.get(METRICS_LINES),
             )
-            if resumed is not None:
-                print(
-                    f"{self.learner}: resumed from checkpoint {resumed.name} "
-                    f"(step {self.start_step} of {cfg.max_steps}) in {self.out}",
-                    file=sys.stderr,
-                    flush=True,
-                )
             # training.json first: a dir with anything of ours in it (metrics.jsonl,
             # wandb/) is then a learner's output that the same command resumes
             self._write_meta("running", {}, self.start_step, metrics_start)
@@ -282,18 +324,11 @@ class TrainLoop:
                 "history": tracker.history,
             }
         except KeyboardInterrupt:
-            newest = self.checkpoints.latest()  # a save cut off after its rename counts
-            if newest is not None:
-                saved = max(saved, int(self.checkpoints.read_step(newest)["step"]))
+            saved = newest_step(self.checkpoints, saved)
             if started:  # not an earlier run's training.json, as it was before this one
                 summary = tracker.summary() if tracker is not None else {}
                 self._write_meta("interrupted", summary, saved, metrics_start)
-            where = f"from step {saved}" if saved else "from the start"
-            print(
-                f"{self.learner}: interrupted; the same command resumes {where} in {self.out}",
-                file=sys.stderr,
-                flush=True,
-            )
+            say_interrupted(self.learner, self.out, saved)
             raise
         finally:
             bar.close()
@@ -305,6 +340,7 @@ class TrainLoop:
                     self.close()
 
 
-def _remove_if_empty(directory: Path) -> None:
+def remove_if_empty(directory: Path) -> None:
+    """Remove ``directory`` if it is empty (a refused run's, made by its hold)."""
     with contextlib.suppress(OSError):
         directory.rmdir()

@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -237,12 +236,11 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     episodes, as in :func:`learners.sdft.run`. The output dir is held
     (:func:`browser_env.dirlock.hold_dir`) from the checks to the end of the
     run, as :class:`learners.loop.TrainLoop` holds the torch learners'.
-    (Untested where mlx is not installed: it mirrors the torch loop.)
     """
     require("mlx.core", purpose="SDFT with MLX")
     from browser_env.dirlock import hold_dir
     from browser_env.refusal import refusing
-    from learners.loop import default_output_dir
+    from learners.loop import default_output_dir, remove_if_empty
     from learners.samples import check_episodes
 
     out = Path(cfg.output_dir or default_output_dir("sdft"))
@@ -252,7 +250,10 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
                 raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
             check_episodes(cfg)
             check_output_dir(out)  # before hold_dir makes it
+            made = not out.exists()
             held.enter_context(hold_dir(out, "learner.output_dir"))
+            if made:  # a run refused before it wrote anything leaves no empty dir behind
+                held.callback(remove_if_empty, out)
             origin = run_start(out)
             if origin.kind == "model":
                 raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
@@ -273,9 +274,9 @@ def _train(
     from agents.backends.mlx import MLXBackend
     from agents.seeding import derive_seed
     from learners.checkpoint import EvalGate, write_training_json
-    from learners.loop import METRICS_LINES
+    from learners.loop import METRICS_LINES, begin_metrics, newest_step, say_interrupted
     from learners.samples import action_matches, data_info, load_samples
-    from learners.tracking import Tracker, rewind_metrics
+    from learners.tracking import Tracker
     from learners.trainable import resolve_model
 
     base = resolve_model(cfg.model)
@@ -364,19 +365,9 @@ def _train(
     )
     if origin.stale:  # the finished run's: never to be resumed, nor pruned against ours;
         checkpoints.clear()  # cleared once training starts (a refused run leaves them)
-    metrics_start = rewind_metrics(  # the steps it logs again: logged once (as learners.loop)
-        out,
-        resume_step=None if latest is None else start,
-        checkpoint_lines=resume_state.get(METRICS_LINES),
+    write["metrics_start"] = begin_metrics(
+        "sdft-mlx", out, latest, start, cfg.max_steps, resume_state.get(METRICS_LINES)
     )
-    write["metrics_start"] = metrics_start
-    if latest is not None:
-        print(
-            f"sdft-mlx: resumed from checkpoint {latest.name} (step {start} of "
-            f"{cfg.max_steps}) in {out}",
-            file=sys.stderr,
-            flush=True,
-        )
     write_training_json(out, metrics={}, status="running", steps=start, **write)
     tracker = Tracker(cfg, "sdft-mlx", out)  # after training.json, as learners.loop does
     saved = start
@@ -457,14 +448,11 @@ def _train(
         )
         return {"output_dir": str(out), "metrics": summary, "history": tracker.history}
     except KeyboardInterrupt:  # as learners.loop: the same command resumes
+        saved = newest_step(checkpoints, saved)
         write_training_json(
             out, metrics=tracker.summary(), status="interrupted", steps=saved, **write
         )
-        print(
-            f"sdft-mlx: interrupted; the same command resumes from step {saved} in {out}",
-            file=sys.stderr,
-            flush=True,
-        )
+        say_interrupted("sdft-mlx", out, saved)
         raise
     finally:
         tracker.finish()

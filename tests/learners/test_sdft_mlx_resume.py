@@ -116,3 +116,21 @@ def test_sdft_mlx_evaluation_gate_rolls_student_and_teacher_back_to_the_best(
     assert want.keys() == got.keys()
     for name in want:  # step 3 was undone: the saved adapter is step 2's
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+
+
+def test_an_mlx_run_that_fails_before_writing_leaves_no_empty_output_dir(
+    tmp_path, episodes_dir, monkeypatch
+):
+    """The torch learners remove the output dir their hold made when the run
+    wrote nothing into it; MLX SDFT left it behind, empty."""
+    import learners.sdft_mlx as sdft_mlx
+    from learners.sdft import run
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the model did not load")
+
+    monkeypatch.setattr(sdft_mlx, "_train", fails)
+    out = tmp_path / "sdft"
+    with pytest.raises(RuntimeError, match="did not load"):
+        run({**CFG, "episodes": [str(episodes_dir)], "output_dir": str(out)})
+    assert not out.exists()
