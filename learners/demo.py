@@ -701,9 +701,13 @@ def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     be written when the run ended, exit status 1 (the run's results kept)."""
     from omegaconf import OmegaConf
 
-    from browser_env.refusal import exit_on_refusal
+    from browser_env.refusal import exit_on_interrupt, exit_on_refusal
 
-    with exit_on_refusal():
+    note = (
+        f"[demo] stopped by Ctrl-C: the same command goes on from what out={cfg.out} holds "
+        "(its episodes and finished stages)"
+    )
+    with exit_on_refusal(), exit_on_interrupt(note):
         report = run(OmegaConf.to_container(cfg, resolve=True))
     if (report.get("export") or {}).get("error"):
         sys.exit(1)  # asked to export and could not: said on stderr, results kept

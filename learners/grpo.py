@@ -386,10 +386,10 @@ class _Reference:
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` (with ``model=`` and ``+backend=``
     checked by :func:`learners.entry.learner_values`); a refusal in one line."""
-    from browser_env.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
     from learners.entry import learner_values, say_where
 
-    with exit_on_refusal():
+    with exit_on_refusal(), exit_on_interrupt():  # Ctrl-C: the loop's resume line, status 130
         with refusing():
             values = learner_values(cfg, "grpo")
         for key in ("runner", "workers"):  # top-level, as on benchmarks.run and agents.run

@@ -212,10 +212,10 @@ def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]
 def hydra_entry(cfg: DictConfig) -> dict[str, Any]:
     """The ``@hydra.main`` body: ``cfg.learner`` plus an optional ``+backend=...``
     group; a refusal in one line."""
-    from browser_env.refusal import exit_on_refusal, refusing
+    from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
     from learners.entry import learner_values, say_where
 
-    with exit_on_refusal():
+    with exit_on_refusal(), exit_on_interrupt():  # Ctrl-C: the loop's resume line, status 130
         with refusing():
             values = learner_values(cfg, "sdft", trainable=("transformers", "mlx"))
         return say_where(run(values))

@@ -484,9 +484,10 @@ def hydra_entry(cfg: Any) -> dict[str, Any]:
         from learners.loop import default_output_dir
 
         values["output_dir"] = str(Path(default_output_dir("study")).parent)
-    from browser_env.refusal import exit_on_refusal
+    from browser_env.refusal import exit_on_interrupt, exit_on_refusal
 
-    with exit_on_refusal():  # a refusal: one line on stderr, exit status 2
+    # a refusal: one line on stderr, exit status 2; Ctrl-C: one line, status 130
+    with exit_on_refusal(), exit_on_interrupt("study: stopped by Ctrl-C"):
         results = run(values)
     print((Path(values["output_dir"]) / "results.md").read_text())
     return results

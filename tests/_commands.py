@@ -34,16 +34,41 @@ def python_m(
     may be a scratch dir), the hub offline, wandb disabled, Ray's usage stats
     off and ``HYDRA_FULL_ERROR`` unset (which would turn a refusal into a
     traceback); ``env`` sets more, ``unset`` removes variables."""
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    full = {**os.environ, **_QUIET, "PYTHONPATH": pythonpath, **(env or {})}
-    for name in ("HYDRA_FULL_ERROR", *unset):
-        full.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=full,
+        env=_command_env(env, unset),
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,  # nothing to type: a command never waits on the terminal
     )
+
+
+def start_m(
+    module: str,
+    *args: str,
+    cwd: str | os.PathLike[str] = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """:func:`python_m` started, not waited for: in a session of its own (a
+    terminal's Ctrl-C is ``os.killpg(proc.pid, SIGINT)``), its stdout and
+    stderr piped as text (``proc.communicate()``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=_command_env(env, ()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _command_env(env: Mapping[str, str] | None, unset: Iterable[str]) -> dict[str, str]:
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full = {**os.environ, **_QUIET, "PYTHONPATH": pythonpath, **(env or {})}
+    for name in ("HYDRA_FULL_ERROR", *unset):
+        full.pop(name, None)
+    return full

@@ -513,3 +513,29 @@ def test_a_demo_rerun_reuses_finished_stages_and_refuses_to_train_on_top_of_them
     with pytest.raises(Refused, match=r"\(trained after an earlier sft, which this run trains"):
         demo_with_real_learners(out)
     assert not (out / "sft").exists() and (out / "sdft" / "training.json").is_file()
+
+
+def test_ctrl_c_of_the_demo_is_one_line_and_status_130(tmp_path, fake_demo, monkeypatch, capsys):
+    """Ctrl-C during a stage was a ``KeyboardInterrupt`` traceback; now one line
+    saying the same command goes on from ``out``, and status 130."""
+    import torch
+    from omegaconf import OmegaConf
+
+    import learners.demo
+    import learners.sdft
+
+    def ctrl_c(values):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learners.sdft, "run", ctrl_c)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    out = tmp_path / "out"
+    cfg = {"out": str(out), "tasks": ["click-test"], "train_seeds": 2, "eval_seeds": 1}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        learners.demo.hydra_entry(OmegaConf.create(cfg | {"threads": torch.get_num_threads()}))
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == (
+        f"[demo] stopped by Ctrl-C: the same command goes on from what out={out} holds "
+        "(its episodes and finished stages)\n"
+    )

@@ -395,3 +395,43 @@ def test_a_finished_command_line_run_says_where_its_adapter_is(tmp_path, capsys)
     (tmp_path / "model.safetensors").write_text("")
     say_where(result)
     assert capsys.readouterr().out == f"model: {tmp_path}\n"
+
+
+def test_ctrl_c_of_a_learner_command_is_its_resume_line_and_status_130(tmp_path, episodes_dir):
+    """Ctrl-C in a terminal (SIGINT to the process group) printed the loop's
+    resume line and then Python's ``KeyboardInterrupt`` traceback: now the line
+    alone, and status 130, as ``benchmarks.run`` and ``agents.run`` end."""
+    import signal
+    import time
+
+    from _commands import start_m
+
+    out = tmp_path / "sft"
+    proc = start_m(
+        "learners.sft",
+        f"learner.episodes=[{episodes_dir}]",
+        f"learner.output_dir={out}",
+        "learner.max_steps=100000",
+        "learner.save_steps=0",
+        "learner.progress=false",
+        "learner.wandb=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        metrics = out / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"sft: interrupted; the same command resumes from the start in {out}"
+    ), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert json.loads((out / "training.json").read_text())["status"] == "interrupted"
