@@ -152,7 +152,8 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     the scripted expert, tasks among ``env_ids`` it has no policy for.
 
     Raises:
-        ValueError: naming the setting or the tasks.
+        ValueError: naming the setting or the tasks (and ``adapter=`` set for a
+            backend that takes none: :func:`with_model_overrides`).
         omegaconf.errors.MissingMandatoryValue: ``backend.model`` is unset
             (:func:`browser_env.refusal.refusing` says how to set it).
     """
@@ -161,6 +162,7 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     agent = cfg.get("agent")
     if agent is None:
         return
+    with_model_overrides(cfg)  # adapter= for a backend that takes none: refused here
     backend = _backend_node(cfg) if "backend" in agent else None  # the group's is llm's only
     if backend is not None and ("model" in backend or OmegaConf.is_missing(backend, "model")):
         top_level = cfg.get("model") is not None

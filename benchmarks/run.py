@@ -67,7 +67,7 @@ from benchmarks.report import format_table, plot_success, write_results
 from benchmarks.result_log import ResultLog, fingerprint, restore_logged, set_aside_unlogged
 from benchmarks.suites import Suite
 from browser_env.dirlock import hold_dir
-from browser_env.refusal import Refused, exit_on_interrupt, exit_on_refusal, refusing
+from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
 from browser_env.registration import task_name
 from browser_env.rundir import register_resolvers
 
@@ -244,19 +244,12 @@ def _play(
 @contextlib.contextmanager
 def _holding(out: Path) -> Iterator[None]:
     """Hold ``out`` for the block (:func:`hold_dir`; another run's hold is a
-    refusal naming ``output_dir``). A dir made here for a run that is then
-    refused, and left empty, is removed: a refusal writes nothing."""
-    made = not out.exists()
+    refusal naming ``output_dir``). The dirs made here for a run that is then
+    refused, and left empty, are removed (``tidy``): a refusal writes nothing."""
     with contextlib.ExitStack() as held:
         with refusing():
-            held.enter_context(hold_dir(out, "output_dir"))
-        try:
-            yield
-        except Refused:
-            if made:
-                with contextlib.suppress(OSError):
-                    out.rmdir()  # only when empty
-            raise
+            held.enter_context(hold_dir(out, "output_dir", tidy=True))
+        yield
 
 
 def _open_log(cfg: DictConfig, out: Path, jobs: list[Job], start: int) -> ResultLog:

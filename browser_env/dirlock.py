@@ -34,29 +34,74 @@ class DirInUse(ValueError):
 
 
 @contextlib.contextmanager
-def hold_dir(path: str | os.PathLike[str], key: str = "output_dir") -> Iterator[Path]:
+def hold_dir(
+    path: str | os.PathLike[str], key: str = "output_dir", *, tidy: bool = False
+) -> Iterator[Path]:
     """Make ``path`` (and its parents) and hold it for the block: raise
     :class:`DirInUse` at once, naming ``key`` (the setting ``path`` came from),
-    when another run holds it."""
+    when another run holds it.
+
+    ``tidy``: as the block ends, however it ends, the directories this call
+    made (``path`` and the parents it made) are removed while they are empty,
+    before the hold is let go: a run refused or failed before it wrote
+    anything leaves nothing behind. The lock is on the directory there when
+    it is taken: one removed or replaced in between (a run tidying up as this
+    one starts) is made and locked again."""
     directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
+    for _ in range(_TRIES):
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DirInUse(
-                f"{key}={path} is in use by another run, writing there now: wait for it to "
-                f"end, or set {key} to another directory"
-            ) from None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            warnings.warn(
-                f"{path}: this file system cannot lock it ({exc.strerror}): two runs into it "
-                "at once would not be refused",
-                stacklevel=3,
-            )
+            _lock(fd, directory, key)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_dir(fd, directory):
+            break
+        os.close(fd)  # locked a directory no longer at ``path``: try the one there now
+    else:
+        raise DirInUse(f"{key}={path} keeps being removed or replaced: is another run tidying it?")
+    try:
         yield directory
     finally:
-        os.close(fd)  # drops the lock
+        try:
+            if tidy:
+                for made_dir in made:  # deepest first
+                    try:
+                        made_dir.rmdir()  # only when empty
+                    except OSError:
+                        break
+        finally:
+            os.close(fd)  # drops the lock
+
+
+_TRIES = 5
+
+
+def _lock(fd: int, path: Path, key: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DirInUse(
+            f"{key}={path} is in use by another run, writing there now: wait for it to "
+            f"end, or set {key} to another directory"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        warnings.warn(
+            f"{path}: this file system cannot lock it ({exc.strerror}): two runs into it "
+            "at once would not be refused",
+            stacklevel=4,
+        )
+
+
+def _same_dir(fd: int, path: Path) -> bool:
+    """``fd`` is the directory at ``path`` now."""
+    try:
+        there = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)

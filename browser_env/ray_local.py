@@ -346,7 +346,11 @@ def close_actors(actors: Sequence[Any], timeout_s: float) -> None:
     at most ``timeout_s`` in all, then kill them all; then raise what a ``close``
     itself raised (the first), as closing local envs would: a recorder's failed
     final write is not dropped. An actor that had died has nothing to close (its
-    error is not raised), and one still closing at the deadline is killed."""
+    error is not raised), and one still closing at the deadline is killed. No
+    actors: nothing is done (``ray.wait([])`` would start a default Ray when
+    none is connected, as after a runner shut its own down)."""
+    if not actors:
+        return
     ray = _ray()
     closing = [actor.close.remote() for actor in actors]
     failed: BaseException | None = None

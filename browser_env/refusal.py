@@ -192,7 +192,10 @@ def _drop_run_dir(run: tuple[Path, Path] | None) -> None:
 
     Only files Hydra writes are removed, one by one, and directories only when
     empty (``rmdir``), so a ``hydra.run.dir`` that names an earlier run's dir
-    or a dir of one's own keeps everything else in it, and the dir itself.
+    or a dir of one's own keeps everything else in it, and the dir itself;
+    nothing is removed while another run holds the dir
+    (:func:`browser_env.dirlock.hold_dir`: a run whose ``output_dir`` it is,
+    not yet past loading its model, holds nothing else there yet).
     Nothing happens unless the run dir is below the working dir, or in a
     multirun (its sweep dir is shared); ``run``: :func:`_fresh_run`'s."""
     if run is None:
@@ -201,19 +204,25 @@ def _drop_run_dir(run: tuple[Path, Path] | None) -> None:
     cwd = Path.cwd().resolve()
     if cwd not in run_dir.parents or not run_dir.is_dir():
         return  # a dir outside the working dir was named on purpose
-    ours = {run_dir / name for name in _HYDRA_FILES} | {log}
-    present = {p for p in run_dir.rglob("*") if not p.is_dir()}
-    if not present <= ours:
-        return  # anything else in it: the dir is not this run's alone
-    _close_logs_under(run_dir)
-    for path in present:
-        path.unlink(missing_ok=True)
-    parents = [p for p in run_dir.parents if p.parent != cwd and cwd in p.parents]
-    for directory in (run_dir / ".hydra", run_dir, *parents):  # outputs/ itself stays
-        try:
-            directory.rmdir()  # only when empty
-        except OSError:
-            break
+    from browser_env.dirlock import DirInUse, hold_dir
+
+    try:
+        with hold_dir(run_dir, "hydra.run.dir"):  # not while another run holds it
+            ours = {run_dir / name for name in _HYDRA_FILES} | {log}
+            present = {p for p in run_dir.rglob("*") if not p.is_dir()}
+            if not present <= ours:
+                return  # anything else in it: the dir is not this run's alone
+            _close_logs_under(run_dir)
+            for path in present:
+                path.unlink(missing_ok=True)
+            parents = [p for p in run_dir.parents if p.parent != cwd and cwd in p.parents]
+            for directory in (run_dir / ".hydra", run_dir, *parents):  # outputs/ itself stays
+                try:
+                    directory.rmdir()  # only when empty
+                except OSError:
+                    break
+    except DirInUse:
+        return  # a run that holds it (its output_dir) is writing there: its files
 
 
 def _refused(exc: BaseException) -> Refused:

@@ -122,10 +122,8 @@ class TrainLoop:
         self._in_with = False
         try:
             check_output_dir(self.out)  # a file, another tool's dir: refused before it is made
-            made = not self.out.exists()
-            self._held.enter_context(hold_dir(self.out, "learner.output_dir"))
-            if made:  # a run refused before it wrote anything leaves no empty dir behind
-                self._held.callback(remove_if_empty, self.out)
+            # tidy: a run refused before it wrote anything leaves no empty dirs behind
+            self._held.enter_context(hold_dir(self.out, "learner.output_dir", tidy=True))
             origin = run_start(self.out)
             with hub_progress(cfg.progress):  # progress=false: no "Loading weights" bar
                 self.trainable: TrainableModel = load_trainable(cfg, origin)
@@ -338,9 +336,3 @@ class TrainLoop:
             finally:
                 if not self._in_with:
                     self.close()
-
-
-def remove_if_empty(directory: Path) -> None:
-    """Remove ``directory`` if it is empty (a refused run's, made by its hold)."""
-    with contextlib.suppress(OSError):
-        directory.rmdir()

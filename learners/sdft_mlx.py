@@ -240,7 +240,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
     require("mlx.core", purpose="SDFT with MLX")
     from browser_env.dirlock import hold_dir
     from browser_env.refusal import refusing
-    from learners.loop import default_output_dir, remove_if_empty
+    from learners.loop import default_output_dir
     from learners.samples import check_episodes
 
     out = Path(cfg.output_dir or default_output_dir("sdft"))
@@ -250,10 +250,8 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
                 raise ValueError("the MLX learner trains LoRA adapters only (lora=true)")
             check_episodes(cfg)
             check_output_dir(out)  # before hold_dir makes it
-            made = not out.exists()
-            held.enter_context(hold_dir(out, "learner.output_dir"))
-            if made:  # a run refused before it wrote anything leaves no empty dir behind
-                held.callback(remove_if_empty, out)
+            # tidy: a run refused before it wrote anything leaves no empty dirs behind
+            held.enter_context(hold_dir(out, "learner.output_dir", tidy=True))
             origin = run_start(out)
             if origin.kind == "model":
                 raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")

@@ -59,12 +59,16 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
     On exit the unraisable hook comes back, and the SIGTERM handler becomes
     ``then`` (e.g. ``signal.SIG_IGN``), by default the one before the block."""
     raised = False  # a Stopped is on its way up
+    pending: threading.Timer | None = None  # raising a dropped Stopped again
 
     def again() -> None:  # from a timer thread: the main thread's handler runs next
         _thread.interrupt_main(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        nonlocal raised
+        nonlocal raised, pending
+        if pending is not None:  # a SIGTERM before the timer's: it raises instead
+            pending.cancel()  # (else the timer's, after it, would kill the process)
+            pending = None
         if raised:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -74,7 +78,7 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
     previous_hook = sys.unraisablehook
 
     def on_unraisable(unraisable: Any) -> None:
-        nonlocal raised
+        nonlocal raised, pending
         if not (isinstance(unraisable.exc_value, Stopped) and raised):
             previous_hook(unraisable)
             return
@@ -82,13 +86,16 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
         # handler runs at the main thread's next check, which here would still
         # be inside the hook, whose exceptions Python drops too).
         raised = False
-        threading.Timer(0.01, again).start()
+        pending = threading.Timer(0.01, again)
+        pending.start()
 
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
     sys.unraisablehook = on_unraisable
     try:
         yield
     finally:
+        if pending is not None:
+            pending.cancel()
         signal.signal(signal.SIGTERM, previous_handler if then is None else then)
         sys.unraisablehook = previous_hook
 

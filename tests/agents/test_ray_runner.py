@@ -313,6 +313,32 @@ def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
     assert out.stdout.split() == ["raised", "False"], out
 
 
+@pytest.mark.slow
+def test_closing_a_ray_runner_twice_starts_no_ray():
+    """``RayRunner.close`` says "safe twice", but a second close called
+    ``ray.wait([])``, which starts a default Ray (writing ``~/.ray``) when none
+    is connected, as after the first close shut the runner's own down."""
+    if os.environ.get("RAY_ADDRESS"):
+        pytest.skip("RAY_ADDRESS is set: the runner joins that cluster and starts no Ray")
+    code = (
+        "import ray\n"
+        "from agents.experts import ScriptedExpert\n"
+        "from agents.runners import RolloutSpec\n"
+        "from agents.runners.ray_runner import RayRunner\n"
+        "from browser_env.ray_local import close_actors\n"
+        "runner = RayRunner(RolloutSpec(), ScriptedExpert, workers=1)\n"
+        "runner.close()\n"
+        "def no_init(*args, **kwargs):\n"
+        "    raise RuntimeError('a Ray was started')\n"
+        "ray.init = no_init\n"
+        "runner.close()\n"
+        "close_actors([], 1.0)\n"
+        "print('closed', ray.is_initialized())\n"
+    )
+    out = _python(code)
+    assert out.stdout.split() == ["closed", "False"], out
+
+
 def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_cluster, tmp_path):
     """An actor made after ``call_agents`` replays the calls; when one fails
     there (an adapter that will not load on the new actor), its jobs are

@@ -584,3 +584,14 @@ def test_what_the_agent_check_lets_through(monkeypatch):
         check_agent(remote)  # embedded Ray: the actors share this machine's disk
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     check_agent(remote)
+
+
+def test_an_adapter_for_a_backend_that_takes_none_is_refused_by_the_agent_check():
+    """``adapter=`` on the OpenAI-compatible backend was refused only when the
+    driver built the agent: with ``runner=ray`` (the actors build it) the
+    ``ValueError`` came as a traceback after the results log was started."""
+    from agents.run import check_agent
+
+    cfg = compose_run("agent=llm", "backend=openai", "model=m", "adapter=/x", "runner=ray")
+    with pytest.raises(ValueError, match="takes no adapter; drop adapter=... or pick another"):
+        check_agent(cfg)

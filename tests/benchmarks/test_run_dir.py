@@ -195,14 +195,14 @@ def test_the_output_dir_is_held_while_the_episodes_play(tmp_path, monkeypatch):
 def test_resume_with_no_log_there_is_refused_and_leaves_nothing(tmp_path, played):
     """A misspelt or missing ``output_dir`` has nothing to resume: refused
     (before, a fresh run started there, quietly)."""
-    missing = tmp_path / "runs" / "misspelt"
+    missing = tmp_path / "runs" / "a" / "misspelt"  # runs/a made by the run: gone too
     (tmp_path / "runs").mkdir()
     with pytest.raises(ValueError) as refused:
         run(_config(missing, "resume=true"))
     assert str(refused.value).startswith(
         f"resume=true but {missing / 'results.jsonl'} does not exist: nothing to resume"
     )
-    assert not missing.exists() and played == []
+    assert list((tmp_path / "runs").iterdir()) == [] and played == []
 
 
 def test_resume_with_no_log_starts_a_sweeps_job_that_never_started(

@@ -48,3 +48,52 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         holder.wait(30)
     with hold_dir(tmp_path):
         pass
+
+
+def test_tidy_removes_the_dirs_the_hold_made_while_they_are_empty(tmp_path):
+    """A run refused or failed before it wrote anything left the output dir's
+    parents behind (``output_dir=a/b/misspelt``); ``tidy`` removes what the
+    hold made, deepest first, only while empty, and never what was there."""
+    (tmp_path / "a").mkdir()
+    with hold_dir(tmp_path / "a" / "b" / "c", tidy=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and not any(
+        (tmp_path / "a").iterdir()
+    )
+    with hold_dir(tmp_path / "a" / "b" / "c", tidy=True) as held:
+        (held.parent / "kept.txt").write_text("mine\n")  # b is not empty: it and a stay
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["kept.txt"]
+    with hold_dir(tmp_path / "x" / "y"):  # not tidy: stays
+        pass
+    assert (tmp_path / "x" / "y").is_dir()
+
+
+def test_a_dir_replaced_as_it_is_locked_is_locked_again(tmp_path, monkeypatch):
+    """The lock is on the directory at the path: one removed and made again
+    between the open and the lock (a run tidying up as this one starts) would
+    leave this run holding a deleted directory, and the next run free to
+    take the new one; the hold takes the one there now."""
+    import fcntl
+    import os
+
+    import browser_env.dirlock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    calls = []
+    real_flock = fcntl.flock
+
+    def flock_after_a_replace(fd, op):
+        calls.append(op)
+        if len(calls) == 1:
+            out.rmdir()
+            out.mkdir()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(browser_env.dirlock.fcntl, "flock", flock_after_a_replace)
+    with hold_dir(out):
+        monkeypatch.setattr(browser_env.dirlock.fcntl, "flock", real_flock)
+        assert len(calls) == 2
+        with pytest.raises(DirInUse), hold_dir(out):  # the directory there now is held
+            pass
+    assert os.path.isdir(out)

@@ -102,3 +102,30 @@ def test_an_error_after_a_ctrl_c_is_taken_for_the_interrupt(monkeypatch, capsys)
             pass
         raise SystemExit(143)  # SIGTERM's: not the interrupt's
     assert exited.value.code == 143
+
+
+def test_a_refused_run_leaves_a_dir_another_run_holds_as_it_was(tmp_path, monkeypatch):
+    """A second ``benchmarks.run`` into the ``output_dir`` of one still loading
+    its model (only Hydra's files there yet) took them for its own refused
+    run's and removed them, and the dir: the first run then wrote into a
+    deleted, unlocked dir. A held dir is left alone; a free one is cleaned."""
+    from browser_env.dirlock import hold_dir
+    from browser_env.refusal import _drop_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "x"
+    (run_dir / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).write_text("{}\n")
+    log = run_dir / "run.log"
+    log.write_text("")
+    with hold_dir(run_dir):  # the first run
+        _drop_run_dir((run_dir.resolve(), log.resolve()))
+        assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
+            "config.yaml",
+            "hydra.yaml",
+            "overrides.yaml",
+        ]
+        assert log.is_file()
+    _drop_run_dir((run_dir.resolve(), log.resolve()))  # no one holds it: a refused run's own
+    assert not run_dir.exists() and (tmp_path / "runs").is_dir()  # outputs/ itself stays

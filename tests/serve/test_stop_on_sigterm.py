@@ -102,3 +102,29 @@ def test_a_second_sigterm_while_the_first_is_handled_kills_outright():
     )
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert done.stdout == "stopped\n"
+
+
+def test_a_sigterm_before_the_dropped_ones_timer_fires_is_the_one_raised():
+    """A Stopped dropped in a weakref callback is raised again by a timer 10 ms
+    later; a real SIGTERM inside those 10 ms raised Stopped itself, and then
+    the timer's counted as a second SIGTERM and killed the job before its
+    result was written. That SIGTERM now cancels the timer."""
+    script = (
+        "import os, signal, time, weakref\n"
+        "from serve.job_entry import Stopped, stop_on_sigterm\n"
+        "class Thing: pass\n"
+        "with stop_on_sigterm():\n"
+        "    try:\n"
+        "        thing = Thing()\n"
+        "        weakref.finalize(thing, os.kill, os.getpid(), signal.SIGTERM)\n"
+        "        del thing\n"  # dropped: the timer is set
+        "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(10)\n"
+        "    except Stopped:\n"
+        "        time.sleep(0.5)\n"  # the timer's moment has passed
+        "        print('result written', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "result written\n"
