@@ -275,31 +275,40 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
     assert len(dirs(stopped / "episodes.stale")) == 5  # the replaced run's, kept
 
 
+def _a_long_benchmark_past_its_first_result(tmp_path, *, record: bool):
+    """``python -m benchmarks.run`` of 500 random-click episodes into
+    ``tmp_path/out``, started in a session of its own (``_commands.start_m``),
+    once its first result is in ``results.jsonl``: ``(proc, out)``."""
+    import time
+
+    from _commands import start_m
+
+    out = tmp_path / "out"
+    proc = start_m(
+        "benchmarks.run", "agent=random", "suite=miniwob_smoke", "suite.tasks=[click-test]",
+        "episodes=500", "max_steps=3", "progress=false", "wandb=false",
+        f"record={str(record).lower()}", f"output_dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    log = out / "results.jsonl"
+    while not (log.exists() and '{"episode"' in log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate()[1])
+        time.sleep(0.05)
+    return proc, out
+
+
 @pytest.mark.browser
 def test_sigterm_stops_a_benchmark_saying_what_it_kept_and_how_to_resume(tmp_path):
     """A scheduler's SIGTERM stops ``python -m benchmarks.run`` as Ctrl-C does:
     promptly, with the hint to resume on stderr (the default handler ended the
     process without a word)."""
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.run", "agent=random", "suite=miniwob_smoke",
-         "suite.tasks=[click-test]", "episodes=500", "max_steps=3", "progress=false",
-         "wandb=false", "record=false", f"output_dir={out}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)},
-    )  # fmt: skip
+    proc, out = _a_long_benchmark_past_its_first_result(tmp_path, record=False)
     try:
-        deadline = time.monotonic() + 60
-        log = out / "results.jsonl"
-        while not (log.exists() and '{"episode"' in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         _, err = proc.communicate(timeout=30)
@@ -326,24 +335,9 @@ def test_ctrl_c_stops_a_benchmark_with_its_resume_line_and_status_130_no_traceba
     shell reports a process that SIGINT ended."""
     import os
     import signal
-    import subprocess
-    import sys
-    import time
 
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.run", "agent=random", "suite=miniwob_smoke",
-         "suite.tasks=[click-test]", "episodes=500", "max_steps=3", "progress=false",
-         "wandb=false", "record=true", f"output_dir={out}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(CONF).parent)}, start_new_session=True,
-    )  # fmt: skip
+    proc, out = _a_long_benchmark_past_its_first_result(tmp_path, record=True)
     try:
-        deadline = time.monotonic() + 60
-        log = out / "results.jsonl"
-        while not (log.exists() and '{"episode"' in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
