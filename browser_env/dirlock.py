@@ -23,10 +23,10 @@ import errno
 import fcntl
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["DirInUse", "hold_dir"]
+__all__ = ["DirInUse", "hold_dir", "remove_empty_dirs"]
 
 
 class DirInUse(ValueError):
@@ -66,14 +66,36 @@ def hold_dir(
         yield directory
     finally:
         try:
-            if tidy:
-                for made_dir in made:  # deepest first
-                    try:
-                        made_dir.rmdir()  # only when empty
-                    except OSError:
-                        break
+            if tidy and made:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # ours, held: only when empty
+                if not directory.exists():
+                    remove_empty_dirs(made[1:])
         finally:
             os.close(fd)  # drops the lock
+
+
+def remove_empty_dirs(directories: Iterable[str | os.PathLike[str]]) -> None:
+    """``rmdir`` each of ``directories`` in turn (deepest first) while it is
+    empty and no run holds it (:func:`hold_dir`: an empty output dir of a run
+    still loading is that run's); stop at the first that stays."""
+    for directory in directories:
+        try:
+            fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # held by a run
+            except OSError:
+                pass  # no locks here: as hold_dir, go on unlocked
+            os.rmdir(directory)  # only when empty
+        except OSError:
+            return
+        finally:
+            os.close(fd)
 
 
 _TRIES = 5

@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,17 +118,21 @@ def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
     Playwright's driver get SIGINT too and start closing, and the browser's
     "Target closed" can reach the main thread before the interrupt does (or
     instead of it, where Python drops a ``KeyboardInterrupt`` raised inside a
-    weakref callback). So, in the main thread, the block notes each SIGINT
-    (and then raises ``KeyboardInterrupt`` as Python's own handler does), and
-    an ``Exception`` out of the block after one is taken for the interrupt."""
-    interrupted = threading.Event()
+    weakref callback). So, in the main thread, the block notes the time of
+    each SIGINT (and then raises ``KeyboardInterrupt`` as Python's own handler
+    does), and an ``Exception`` out of the block within
+    :data:`INTERRUPT_FALLOUT_S` of one is taken for the interrupt; a later one
+    (a run that went on after a dropped Ctrl-C, then failed) keeps its
+    traceback."""
+    interrupted: list[float] = []  # when SIGINTs came (time.monotonic)
     with _noting_sigint(interrupted):
         try:
             yield
         except BaseException as exc:
-            stopped = isinstance(exc, KeyboardInterrupt) or (
-                interrupted.is_set() and isinstance(exc, Exception)
+            fallout = bool(interrupted) and time.monotonic() - interrupted[-1] < (
+                INTERRUPT_FALLOUT_S
             )
+            stopped = isinstance(exc, KeyboardInterrupt) or (fallout and isinstance(exc, Exception))
             if not stopped or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             if note:
@@ -135,9 +140,14 @@ def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
             raise SystemExit(130) from None
 
 
+#: how long after a SIGINT an error out of :func:`exit_on_interrupt`'s block is
+#: its doing (the browser and driver closing on the same Ctrl-C: well under 1 s here)
+INTERRUPT_FALLOUT_S = 10.0
+
+
 @contextlib.contextmanager
-def _noting_sigint(interrupted: threading.Event) -> Iterator[None]:
-    """Set ``interrupted`` on SIGINT, then do what the handler before did, while
+def _noting_sigint(interrupted: list[float]) -> Iterator[None]:
+    """Note each SIGINT's time in ``interrupted``, then do what the handler before did, while
     the block runs; only in the main thread, and only over Python's own
     handler (one the caller put in, or ``SIG_IGN``, is left alone)."""
     if threading.current_thread() is not threading.main_thread():
@@ -149,7 +159,7 @@ def _noting_sigint(interrupted: threading.Event) -> Iterator[None]:
         return
 
     def note(signum: int, frame: Any) -> None:
-        interrupted.set()
+        interrupted.append(time.monotonic())
         previous(signum, frame)
 
     signal.signal(signal.SIGINT, note)
@@ -204,7 +214,7 @@ def _drop_run_dir(run: tuple[Path, Path] | None) -> None:
     cwd = Path.cwd().resolve()
     if cwd not in run_dir.parents or not run_dir.is_dir():
         return  # a dir outside the working dir was named on purpose
-    from browser_env.dirlock import DirInUse, hold_dir
+    from browser_env.dirlock import DirInUse, hold_dir, remove_empty_dirs
 
     try:
         with hold_dir(run_dir, "hydra.run.dir"):  # not while another run holds it
@@ -216,11 +226,12 @@ def _drop_run_dir(run: tuple[Path, Path] | None) -> None:
             for path in present:
                 path.unlink(missing_ok=True)
             parents = [p for p in run_dir.parents if p.parent != cwd and cwd in p.parents]
-            for directory in (run_dir / ".hydra", run_dir, *parents):  # outputs/ itself stays
+            for directory in (run_dir / ".hydra", run_dir):
                 try:
                     directory.rmdir()  # only when empty
                 except OSError:
-                    break
+                    return
+            remove_empty_dirs(parents)  # outputs/ itself stays
     except DirInUse:
         return  # a run that holds it (its output_dir) is writing there: its files
 

@@ -64,7 +64,13 @@ from typing import TYPE_CHECKING, Any
 from browser_env.atomic import write_bytes_atomic, write_json_atomic
 from browser_env.cli_help import help_field as _f
 from browser_env.registration import env_id
-from learners.demo_export import DEMO_ENTRIES, check_export_dest, export_policy, export_stage
+from learners.demo_export import (
+    DEMO_ENTRIES,
+    check_export_dest,
+    export_policy,
+    export_stage,
+    is_export,
+)
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -139,7 +145,8 @@ def check_out(out: Path, export: str | None = None) -> None:
     """Raise ``ValueError`` (one line naming ``out``) unless the demo may write
     into ``out``: a path not there yet, or a directory holding nothing but
     what a demo writes there (:data:`learners.demo_export.DEMO_ENTRIES`, the
-    ``export`` when it lies directly in ``out``) and hidden entries (an atomic
+    ``export`` when it lies directly in ``out``, an earlier export there:
+    :func:`learners.demo_export.is_export`) and hidden entries (an atomic
     write's or an export swap's leftovers after a crash, ``.DS_Store``), as
     :func:`learners.checkpoint.check_output_dir` ignores them. The demo would put its episodes,
     models, ``results.json`` and plot among anything else, overwriting files
@@ -155,7 +162,7 @@ def check_out(out: Path, export: str | None = None) -> None:
     stray = sorted(
         p.name + ("/" if p.is_dir() else "")
         for p in out.iterdir()
-        if p.name not in ours and not p.name.startswith(".")
+        if p.name not in ours and not p.name.startswith(".") and not is_export(p)
     )
     if stray:
         shown = ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else "")
@@ -426,7 +433,7 @@ _NOT_COMPARED = ("episodes", "output_dir", "wandb", "progress")
 
 
 def plan_training(
-    stages: Mapping[str, Mapping[str, Any]], *, new_episodes: bool
+    stages: Mapping[str, Mapping[str, Any]], *, new_episodes: bool, episodes: Path | None = None
 ) -> dict[str, list[dict[str, Any]] | None]:
     """For each stage in order (``"sft"``, then ``"sdft"``: the learner settings
     the demo passes, its ``output_dir`` included), the metrics history of a
@@ -434,7 +441,8 @@ def plan_training(
 
     A stage's ``output_dir`` whose ``training.json`` says ``complete`` is reused
     when it was trained once, from its starting model, with these settings, on
-    these episodes (none recorded since: ``new_episodes`` False) and after the
+    these episodes (none to record in this run: ``new_episodes`` False, and no
+    episode under ``episodes`` written after the stage finished) and after the
     stages before it were reused: a rerun of a finished or crashed demo trains
     only what is missing. Any other finished run there raises ``ValueError``
     (the learner would train on top of it: more steps than asked, on another
@@ -453,7 +461,8 @@ def plan_training(
         if not isinstance(meta, dict) or meta.get("status") != "complete":
             plan[stage] = None
             continue
-        why = _not_reusable(meta, values, new_episodes, names[:number], plan)
+        newer = new_episodes or _episodes_since(episodes, where / "training.json")
+        why = _not_reusable(meta, values, newer, names[:number], plan)
         if why:
             later = " and ".join(str(Path(stages[s]["output_dir"])) for s in names[number:])
             raise ValueError(
@@ -470,6 +479,15 @@ def plan_training(
     return plan
 
 
+def _episodes_since(episodes: Path | None, finished: Path) -> bool:
+    """An episode under ``episodes`` was written after ``finished`` (a stage's
+    ``training.json``) was: the stage did not train on it."""
+    if episodes is None or not episodes.is_dir():
+        return False
+    done = finished.stat().st_mtime
+    return any(p.stat().st_mtime > done for p in episodes.glob("*/episode.json"))
+
+
 def _not_reusable(
     meta: dict[str, Any],
     values: Mapping[str, Any],
@@ -484,7 +502,7 @@ def _not_reusable(
     if meta.get("runs") or meta.get("init_from"):
         return "trained on top of an earlier run"
     if new_episodes:
-        return "trained before this run's new episodes were recorded"
+        return "trained before episodes it did not see were recorded"
     recorded = meta.get("hyperparameters") or {}
     differ = [
         f"{key} {recorded.get(key)!r} -> {value!r}"
@@ -563,7 +581,7 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
         },
     }
     with refusing():  # before the recording, as run's checks
-        reused = plan_training(stages, new_episodes=any(todo.values()))
+        reused = plan_training(stages, new_episodes=any(todo.values()), episodes=episodes)
     for task, seeds in todo.items():
         if seeds:
             record_expert_episodes(episodes, [task], seeds, cfg.max_steps)

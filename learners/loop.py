@@ -95,14 +95,16 @@ def newest_step(checkpoints: Checkpoints, saved: int) -> int:
     return saved if newest is None else max(saved, int(checkpoints.read_step(newest)["step"]))
 
 
-def say_interrupted(learner: str, out: Path, saved: int) -> None:
-    """The one line a Ctrl-C'd run prints: where the same command resumes."""
-    where = f"from step {saved}" if saved else "from the start"
-    print(
-        f"{learner}: interrupted; the same command resumes {where} in {out}",
-        file=sys.stderr,
-        flush=True,
-    )
+def say_interrupted(learner: str, out: Path, saved: int, *, continues: bool = False) -> None:
+    """The one line a Ctrl-C'd run prints: where the same command resumes
+    (``continues``: this run trained on from the finished output in ``out``)."""
+    if saved:
+        where = f"resumes from step {saved}"
+    elif continues:
+        where = "trains on from the finished run again"
+    else:
+        where = "starts again from the start"
+    print(f"{learner}: interrupted; the same command {where} in {out}", file=sys.stderr, flush=True)
 
 
 class TrainLoop:
@@ -125,8 +127,10 @@ class TrainLoop:
             # tidy: a run refused before it wrote anything leaves no empty dirs behind
             self._held.enter_context(hold_dir(self.out, "learner.output_dir", tidy=True))
             origin = run_start(self.out)
-            with hub_progress(cfg.progress):  # progress=false: no "Loading weights" bar
-                self.trainable: TrainableModel = load_trainable(cfg, origin)
+            # progress=false: no "Loading weights" bar for any load while the loop is
+            # open (the model, a checkpoint, the gate's rollback, GRPO's reference)
+            self._held.enter_context(hub_progress(cfg.progress))
+            self.trainable: TrainableModel = load_trainable(cfg, origin)
             params = [p for _, p in self.trainable.trainable_parameters()]
             self.optimizer = torch.optim.AdamW(
                 params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -141,6 +145,7 @@ class TrainLoop:
             self.start_step = 0
             self.resume_state: dict[str, Any] = {}
             self.resumed_from: Path | None = origin.resume
+            self.continues = origin.continues is not None  # trains on from a finished output
             if origin.resume is not None:
                 state = self.checkpoints.restore(origin.resume, self.optimizer)
                 self.start_step = int(state["step"])
@@ -326,7 +331,7 @@ class TrainLoop:
             if started:  # not an earlier run's training.json, as it was before this one
                 summary = tracker.summary() if tracker is not None else {}
                 self._write_meta("interrupted", summary, saved, metrics_start)
-            say_interrupted(self.learner, self.out, saved)
+            say_interrupted(self.learner, self.out, saved, continues=self.continues)
             raise
         finally:
             bar.close()

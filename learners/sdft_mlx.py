@@ -450,7 +450,7 @@ def _train(
         write_training_json(
             out, metrics=tracker.summary(), status="interrupted", steps=saved, **write
         )
-        say_interrupted("sdft-mlx", out, saved)
+        say_interrupted("sdft-mlx", out, saved, continues=origin.continues is not None)
         raise
     finally:
         tracker.finish()

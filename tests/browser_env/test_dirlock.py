@@ -97,3 +97,17 @@ def test_a_dir_replaced_as_it_is_locked_is_locked_again(tmp_path, monkeypatch):
         with pytest.raises(DirInUse), hold_dir(out):  # the directory there now is held
             pass
     assert os.path.isdir(out)
+
+
+def test_tidy_leaves_a_parent_another_run_holds(tmp_path):
+    """Run A (``runs/sft``, tidy, made ``runs/``) ending while run B holds the
+    still-empty ``runs/`` removed it under B, and a third run could then take it."""
+    import contextlib
+
+    runs = tmp_path / "runs"
+    with contextlib.ExitStack() as b:
+        with hold_dir(runs / "sft", tidy=True):
+            b.enter_context(hold_dir(runs))
+        assert runs.is_dir() and not (runs / "sft").exists()
+        with pytest.raises(DirInUse), hold_dir(runs):  # still B's
+            pass

@@ -129,3 +129,26 @@ def test_a_refused_run_leaves_a_dir_another_run_holds_as_it_was(tmp_path, monkey
         assert log.is_file()
     _drop_run_dir((run_dir.resolve(), log.resolve()))  # no one holds it: a refused run's own
     assert not run_dir.exists() and (tmp_path / "runs").is_dir()  # outputs/ itself stays
+
+
+def test_an_error_long_after_a_dropped_ctrl_c_keeps_its_traceback(monkeypatch):
+    """A run that went on after a Ctrl-C Python dropped, and failed for real
+    later, ended with status 130 and no word: only an error within
+    INTERRUPT_FALLOUT_S of the SIGINT is its doing."""
+    import os
+    import signal
+    import time
+
+    import browser_env.refusal
+    from browser_env.refusal import exit_on_interrupt
+
+    monkeypatch.setattr(browser_env.refusal, "INTERRUPT_FALLOUT_S", 0.05)
+    with pytest.raises(RuntimeError, match="out of memory"), exit_on_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):
+                pass
+        except KeyboardInterrupt:
+            pass  # dropped; the run goes on
+        time.sleep(0.2)
+        raise RuntimeError("out of memory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -389,7 +390,8 @@ def test_an_out_holding_anything_but_a_demos_own_files_is_refused_before_recordi
     (out / ".DS_Store").write_bytes(b"\0")
     fake_demo.run(out, export=str(out / "policy"))  # an earlier demo's out: taken
     assert json.loads((out / "results.json").read_text())["export"]["stage"] == "sft"
-    assert len(fake_demo.recorded) == 1  # the rerun recorded nothing new
+    fake_demo.run(out)  # its export in it, exported no more: still a demo's out
+    assert len(fake_demo.recorded) == 1  # the reruns recorded nothing new
 
 
 def test_an_export_dir_that_changed_during_the_run_is_one_line_and_status_1(
@@ -497,8 +499,15 @@ def test_a_demo_rerun_reuses_finished_stages_and_refuses_to_train_on_top_of_them
         "(other settings: max_steps 2 -> 3): set out to a new directory, or delete "
         f"{out / 'sft'} and {out / 'sdft'} to train again"
     ), str(refused.value)
-    with pytest.raises(Refused, match=r"\(trained before this run's new episodes were recorded\)"):
+    with pytest.raises(Refused, match=r"\(trained before episodes it did not see were recorded\)"):
         demo_with_real_learners(out, train_seeds=3)
+    # an episode written there since (another tool's, a crashed older rerun's)
+    newest = max((out / "episodes").glob("*/episode.json"), key=lambda p: p.stat().st_mtime)
+    later = (out / "sdft" / "training.json").stat().st_mtime + 10
+    os.utime(newest, (later, later))
+    with pytest.raises(Refused, match=r"\(trained before episodes it did not see were recorded\)"):
+        demo_with_real_learners(out)
+    os.utime(newest, (later - 3600, later - 3600))
     assert len(list((out / "episodes").iterdir())) == 2  # refused before recording
 
     # a crash during SDFT: SFT is reused, SDFT trained (afresh: no checkpoint)

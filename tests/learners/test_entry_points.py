@@ -431,7 +431,7 @@ def test_ctrl_c_of_a_learner_command_is_its_resume_line_and_status_130(tmp_path,
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == (
-        f"sft: interrupted; the same command resumes from the start in {out}"
+        f"sft: interrupted; the same command starts again from the start in {out}"
     ), err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert json.loads((out / "training.json").read_text())["status"] == "interrupted"

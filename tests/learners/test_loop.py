@@ -376,4 +376,7 @@ def test_ctrl_c_before_a_continued_run_starts_leaves_the_finished_record_as_it_w
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     assert (out / "training.json").read_text() == before
-    assert "sft: interrupted; the same command resumes from the start in" in capsys.readouterr().err
+    assert (
+        f"sft: interrupted; the same command trains on from the finished run again in {out}"
+        in capsys.readouterr().err
+    )
