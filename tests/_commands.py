@@ -9,6 +9,7 @@ Importable from every test directory: ``tests/`` is on ``sys.path`` because
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -53,7 +54,10 @@ def start_m(
 ) -> subprocess.Popen[str]:
     """:func:`python_m` started, not waited for: in a session of its own (a
     terminal's Ctrl-C is ``os.killpg(proc.pid, SIGINT)``), its stdout and
-    stderr piped as text (``proc.communicate()``)."""
+    stderr piped as text (``proc.communicate()``). SIGINT is at its default
+    in the command, as in a terminal, even where the tests run with it
+    ignored (a shell without job control starts ``make test &`` or a CI job
+    so, and the command would inherit that: Python then installs no handler)."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -63,7 +67,14 @@ def start_m(
         text=True,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before ``exec``: SIGINT's default action and unblocked."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _command_env(env: Mapping[str, str] | None, unset: Iterable[str]) -> dict[str, str]:

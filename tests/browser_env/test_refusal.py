@@ -69,7 +69,7 @@ def test_exit_on_refusal_prints_each_line_and_exits_2(capsys, monkeypatch):
     assert isinstance(raised.value.__cause__, ValueError)
 
 
-def test_an_error_after_a_ctrl_c_is_taken_for_the_interrupt(monkeypatch, capsys):
+def test_an_error_after_a_ctrl_c_is_taken_for_the_interrupt(sigint_raises, monkeypatch, capsys):
     """Ctrl-C reaches Chromium too: a fresh-clone run of ``benchmarks.run`` ended
     in Playwright's "Target closed" traceback and status 1, the interrupt
     itself lost. An error out of the block after a SIGINT is now the
@@ -131,7 +131,7 @@ def test_a_refused_run_leaves_a_dir_another_run_holds_as_it_was(tmp_path, monkey
     assert not run_dir.exists() and (tmp_path / "runs").is_dir()  # outputs/ itself stays
 
 
-def test_an_error_long_after_a_dropped_ctrl_c_keeps_its_traceback(monkeypatch):
+def test_an_error_long_after_a_dropped_ctrl_c_keeps_its_traceback(sigint_raises, monkeypatch):
     """A run that went on after a Ctrl-C Python dropped, and failed for real
     later, ended with status 130 and no word: only an error within
     INTERRUPT_FALLOUT_S of the SIGINT is its doing."""
