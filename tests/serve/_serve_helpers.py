@@ -1,12 +1,17 @@
-"""Helpers for the service tests: a fake job backend, episodes written with the
-real EpisodeWriter, and archives of them."""
+"""Helpers for the service tests: a fake job backend, a stand-in Ray Jobs API on
+loopback, episodes written with the real EpisodeWriter, and archives of them."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
+import json
 import os
 import tarfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +150,45 @@ def running_job_record(job_id: str) -> dict[str, Any]:
         "attempts": 1,
         "cancel_requested": False,
     }
+
+
+class JobsAPIHandler(http.server.BaseHTTPRequestHandler):
+    """A stand-in Ray Jobs API: answers the client's ``/api/version`` check and
+    hands every other request to :meth:`job_call` (a subclass's), quietly."""
+
+    def do_GET(self) -> None:
+        if self.path == "/api/version":
+            self.answer(
+                200, json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
+            )
+        else:
+            self.job_call()
+
+    def do_POST(self) -> None:
+        self.job_call()
+
+    def job_call(self) -> None:
+        raise NotImplementedError
+
+    def answer(self, status: int, body: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on 127.0.0.1 (a free port, a thread a request) for the
+    block; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,15 +9,12 @@ do that to a running job.
 
 from __future__ import annotations
 
-import http.server
-import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from _serve_helpers import running_job_record
+from _serve_helpers import JobsAPIHandler, running_job_record, serving
 
 pytest.importorskip("ray.job_submission")
 
@@ -35,35 +32,12 @@ def dashboard():
     ``answers["status"], answers["body"]``."""
     answers = {"status": 404, "body": f"Job {JOB_ID} does not exist"}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/api/version":
-                self.answer(
-                    200, json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
-                )
-            else:
-                self.answer(answers["status"], answers["body"])
-
-        def do_POST(self):
+    class Handler(JobsAPIHandler):
+        def job_call(self):
             self.answer(answers["status"], answers["body"])
 
-        def answer(self, status, body):
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, answers
 
 
 def test_only_rays_404_for_the_job_means_unknown(dashboard):

@@ -10,13 +10,11 @@ capacity check) is replaced by one that blocks until the test releases it.
 
 from __future__ import annotations
 
-import http.server
-import json
 import threading
 import time
 
 import pytest
-from _serve_helpers import AUTH, TOKEN
+from _serve_helpers import AUTH, TOKEN, JobsAPIHandler, serving
 
 pytest.importorskip("ray.job_submission")
 
@@ -29,37 +27,17 @@ def stalled_dashboard():
     seen = threading.Event()
     release = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/api/version":
-                body = json.dumps({"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
-            else:
-                self.stall()
-
-        def do_POST(self):
-            self.stall()
-
-        def stall(self):
+    class Handler(JobsAPIHandler):
+        def job_call(self):
             seen.set()
             release.wait(60)
             self.close_connection = True
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        try:
+            yield url, seen
+        finally:
+            release.set()  # before the server shuts down: its stalled requests end
 
 
 def test_a_hung_jobs_api_holds_neither_requests_nor_the_scheduler(make_service, stalled_dashboard):
