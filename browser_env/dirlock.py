@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["DirInUse", "hold_dir", "remove_empty_dirs"]
+__all__ = ["DirInUse", "check_not_held", "hold_dir", "remove_empty_dirs"]
 
 
 class DirInUse(ValueError):
@@ -73,6 +73,19 @@ def hold_dir(
                     remove_empty_dirs(made[1:])
         finally:
             os.close(fd)  # drops the lock
+
+
+def check_not_held(path: str | os.PathLike[str], key: str = "output_dir") -> None:
+    """Raise :class:`DirInUse` (naming ``key``) when another run holds ``path``
+    now; a path not there, or free, passes. Nothing is made or kept held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        _lock(fd, Path(path), key)
+    finally:
+        os.close(fd)
 
 
 def remove_empty_dirs(directories: Iterable[str | os.PathLike[str]]) -> None:

@@ -12,6 +12,9 @@ run dir (``.hydra/``, the log) at it through the ``coalesce`` resolver
 (:func:`register_resolvers`), so ``output_dir=DIR`` leaves nothing under
 ``outputs/``:
 ``hydra.run.dir: ${coalesce:${output_dir},'outputs/NAME/${now:%H-%M-%S}'}``.
+Such an entry point also lists
+:class:`browser_env.hydra_callbacks.RefuseHeldRunDir` in ``hydra.callbacks``: a second run into a dir another run holds is refused
+before Hydra writes its ``.hydra/`` files there (over the first run's).
 """
 
 from __future__ import annotations

@@ -154,11 +154,16 @@ def test_a_second_run_into_a_held_output_dir_is_refused_at_once(tmp_path, played
 
 def test_the_command_line_refuses_a_held_output_dir_in_one_line(tmp_path):
     """``python -m benchmarks.run ... output_dir=D`` while another run writes
-    into D: ``error: output_dir=D is in use ...``, status 2, at once."""
+    into D: ``error: output_dir=D is in use ...``, status 2, at once, and the
+    first run's ``.hydra/`` files as they were (Hydra wrote the refused run's
+    over them: browser_env.hydra_callbacks.RefuseHeldRunDir refuses first)."""
     from _commands import python_m
 
     out = tmp_path / "run"
     _log(_config(out), ("browser_env/miniwob.click-test-v0", 0))
+    (out / ".hydra").mkdir()
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (out / ".hydra" / name).write_text("# the first run's\n")
     with hold_dir(out):
         proc = python_m(
             "benchmarks.run", "agent=random", "suite=miniwob_smoke", "suite.tasks=[click-test]",
@@ -170,6 +175,9 @@ def test_the_command_line_refuses_a_held_output_dir_in_one_line(tmp_path):
         "end, or set output_dir to another directory"
     ]
     assert len((out / "results.jsonl").read_text().splitlines()) == 2  # the holder's, as it was
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        assert (out / ".hydra" / name).read_text() == "# the first run's\n"
+    assert sorted(p.name for p in out.iterdir()) == [".hydra", "results.jsonl"]  # no log either
 
 
 def test_the_output_dir_is_held_while_the_episodes_play(tmp_path, monkeypatch):

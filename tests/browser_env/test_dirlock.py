@@ -111,3 +111,17 @@ def test_tidy_leaves_a_parent_another_run_holds(tmp_path):
         assert runs.is_dir() and not (runs / "sft").exists()
         with pytest.raises(DirInUse), hold_dir(runs):  # still B's
             pass
+
+
+def test_check_not_held_refuses_only_a_held_dir_and_holds_nothing(tmp_path):
+    from browser_env.dirlock import check_not_held
+
+    check_not_held(tmp_path / "missing")  # not there: passes, and is not made
+    assert not (tmp_path / "missing").exists()
+    check_not_held(tmp_path)
+    with hold_dir(tmp_path / "run"):
+        with pytest.raises(DirInUse, match=r"^output_dir=.*/run is in use by another run"):
+            check_not_held(tmp_path / "run")
+    check_not_held(tmp_path / "run")
+    with hold_dir(tmp_path / "run"):  # the check kept no hold
+        pass
