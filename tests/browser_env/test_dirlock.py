@@ -119,9 +119,9 @@ def test_check_not_held_refuses_only_a_held_dir_and_holds_nothing(tmp_path):
     check_not_held(tmp_path / "missing")  # not there: passes, and is not made
     assert not (tmp_path / "missing").exists()
     check_not_held(tmp_path)
-    with hold_dir(tmp_path / "run"):
-        with pytest.raises(DirInUse, match=r"^output_dir=.*/run is in use by another run"):
-            check_not_held(tmp_path / "run")
+    held = pytest.raises(DirInUse, match=r"^output_dir=.*/run is in use by another run")
+    with hold_dir(tmp_path / "run"), held:
+        check_not_held(tmp_path / "run")
     check_not_held(tmp_path / "run")
     with hold_dir(tmp_path / "run"):  # the check kept no hold
         pass
