@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from browser_env.atomic import fsync_dir, fsync_tree
+from learners.tracking import METRICS_FILE
 
 __all__ = ["DEMO_ENTRIES", "check_export_dest", "export_policy", "export_stage", "is_export"]
 
@@ -137,7 +138,7 @@ def export_policy(out: Path, dest: Path, report: dict[str, Any], command: str) -
 def _write_export(out: Path, dest: Path, stage: str, report: dict[str, Any], command: str) -> None:
     if stage == "sft":
         for f in (out / "sft").iterdir():
-            if f.is_file() and f.name not in ("metrics.jsonl", "training.json"):
+            if f.is_file() and f.name not in (METRICS_FILE, "training.json"):
                 shutil.copy2(f, dest / f.name)
     else:
         from peft import PeftModel

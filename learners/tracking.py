@@ -22,7 +22,15 @@ from browser_env.atomic import write_text_atomic
 if TYPE_CHECKING:
     from learners.config import LearnerConfig
 
-__all__ = ["METRICS_FILE", "Tracker", "finish_run", "init_run", "rewind_metrics", "wandb_mode"]
+__all__ = [
+    "METRICS_FILE",
+    "Tracker",
+    "finish_run",
+    "init_run",
+    "logged_rows",
+    "rewind_metrics",
+    "wandb_mode",
+]
 
 METRICS_FILE = "metrics.jsonl"
 """One JSON line per logged step, in the learner's output directory."""
@@ -66,6 +74,12 @@ def finish_run(run: Any) -> Path:
 def _lines(path: Path) -> list[str]:
     """``path``'s lines, each with its newline (a last line cut off by a crash without)."""
     return path.read_text().splitlines(keepends=True) if path.is_file() else []
+
+
+def logged_rows(output_dir: str | os.PathLike[str], start: int = 0) -> list[dict[str, Any]]:
+    """The rows ``metrics.jsonl`` in ``output_dir`` holds from line ``start`` on
+    (a finished run's: ``training.json``'s ``metrics_start``); none without it."""
+    return [json.loads(line) for line in _lines(Path(output_dir) / METRICS_FILE)[start:]]
 
 
 def _logged_step(line: str) -> float:
