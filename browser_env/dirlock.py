@@ -51,7 +51,7 @@ def hold_dir(
     made = [p for p in (directory, *directory.parents) if not p.exists()]
     for _ in range(_TRIES):
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = _open_dir(directory)
         try:
             _lock(fd, directory, key)
         except BaseException:
@@ -79,7 +79,7 @@ def check_not_held(path: str | os.PathLike[str], key: str = "output_dir") -> Non
     """Raise :class:`DirInUse` (naming ``key``) when another run holds ``path``
     now; a path not there, or free, passes. Nothing is made or kept held."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = _open_dir(path)
     except OSError:
         return
     try:
@@ -94,7 +94,7 @@ def remove_empty_dirs(directories: Iterable[str | os.PathLike[str]]) -> None:
     still loading is that run's); stop at the first that stays."""
     for directory in directories:
         try:
-            fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            fd = _open_dir(directory)
         except OSError:
             return
         try:
@@ -112,6 +112,10 @@ def remove_empty_dirs(directories: Iterable[str | os.PathLike[str]]) -> None:
 
 
 _TRIES = 5
+
+
+def _open_dir(path: str | os.PathLike[str]) -> int:
+    return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def _lock(fd: int, path: Path, key: str) -> None:

@@ -354,12 +354,14 @@ class RayRunner:
 
         try:
             # an actor that never started (waiting for resources) has nothing to close
-            up = {i for i, a in enumerate(self.actors) if a is not None and self._up(i)}
+            up = [a for i, a in enumerate(self.actors) if a is not None and self._up(i)]
             try:
-                close_actors([self.actors[i] for i in sorted(up)], CLOSE_TIMEOUT_S)
+                close_actors(up, CLOSE_TIMEOUT_S)
             finally:
-                for i, actor in enumerate(self.actors):  # the ones still starting
-                    if actor is not None and i not in up:
+                # every actor: the ones still starting (those closed were killed already,
+                # and killing one again does nothing)
+                for actor in self.actors:
+                    if actor is not None:
                         ray.kill(actor, no_restart=True)
         finally:
             self.actors = []
