@@ -36,6 +36,7 @@ refusal through, with its cause's traceback.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -124,12 +125,13 @@ def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
     :data:`INTERRUPT_FALLOUT_S` of one is taken for the interrupt; a later one
     (a run that went on after a dropped Ctrl-C, then failed) keeps its
     traceback."""
-    interrupted: list[float] = []  # when SIGINTs came (time.monotonic)
-    with _noting_sigint(interrupted):
+    interrupts = _Interrupts()
+    with _noting_sigint(interrupts):
         try:
             yield
         except BaseException as exc:
-            fallout = bool(interrupted) and time.monotonic() - interrupted[-1] < (
+            interrupts.cancel()  # no KeyboardInterrupt raised again from here on
+            fallout = bool(interrupts.times) and time.monotonic() - interrupts.times[-1] < (
                 INTERRUPT_FALLOUT_S
             )
             stopped = isinstance(exc, KeyboardInterrupt) or (fallout and isinstance(exc, Exception))
@@ -145,11 +147,32 @@ def exit_on_interrupt(note: str | None = None) -> Iterator[None]:
 INTERRUPT_FALLOUT_S = 10.0
 
 
+class _Interrupts:
+    """What :func:`_noting_sigint` saw: each SIGINT's time (``time.monotonic``),
+    and the timer raising a dropped ``KeyboardInterrupt`` again, if one is set."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.pending: threading.Timer | None = None
+
+    def cancel(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+
+
 @contextlib.contextmanager
-def _noting_sigint(interrupted: list[float]) -> Iterator[None]:
-    """Note each SIGINT's time in ``interrupted``, then do what the handler before did, while
-    the block runs; only in the main thread, and only over Python's own
-    handler (one the caller put in, or ``SIG_IGN``, is left alone)."""
+def _noting_sigint(interrupts: _Interrupts) -> Iterator[None]:
+    """While the block runs, note each SIGINT's time in ``interrupts``, then do
+    what the handler before did; only in the main thread, and only over
+    Python's own handler (one the caller put in, or ``SIG_IGN``, is left alone).
+
+    A ``KeyboardInterrupt`` the handler raised inside a ``__del__`` or a
+    weakref callback, where Python drops it (printing "Exception ignored
+    in ..."), is raised again in the main thread, as
+    :func:`serve.job_entry.stop_on_sigterm` does for SIGTERM: from a timer
+    (``_thread.interrupt_main``), once the main thread has left the hook, whose
+    own exceptions Python drops too; the report is not printed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -159,13 +182,26 @@ def _noting_sigint(interrupted: list[float]) -> Iterator[None]:
         return
 
     def note(signum: int, frame: Any) -> None:
-        interrupted.append(time.monotonic())
+        interrupts.times.append(time.monotonic())
         previous(signum, frame)
 
+    previous_hook = sys.unraisablehook
+
+    def on_unraisable(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and interrupts.times):
+            previous_hook(unraisable)
+            return
+        interrupts.cancel()
+        interrupts.pending = threading.Timer(0.01, _thread.interrupt_main)
+        interrupts.pending.start()
+
     signal.signal(signal.SIGINT, note)
+    sys.unraisablehook = on_unraisable
     try:
         yield
     finally:
+        interrupts.cancel()
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
 
 

@@ -152,3 +152,33 @@ def test_an_error_long_after_a_dropped_ctrl_c_keeps_its_traceback(sigint_raises,
             pass  # dropped; the run goes on
         time.sleep(0.2)
         raise RuntimeError("out of memory")
+
+
+def test_a_ctrl_c_dropped_in_a_finalizer_is_raised_again_without_its_report(
+    sigint_raises, monkeypatch, capsys
+):
+    """A fresh-clone run's Ctrl-C landed in ``EpisodeWriter.__del__``: Python
+    printed "Exception ignored in ... KeyboardInterrupt" and went on (a
+    browser error then ended it). The dropped interrupt is now raised again in
+    the main thread, and Python's report of it is not printed."""
+    import os
+    import signal
+    import time
+    import weakref
+
+    from browser_env.refusal import exit_on_interrupt
+
+    class Thing:
+        pass
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exited, exit_on_interrupt("kept 1"):
+        thing = Thing()
+        weakref.finalize(thing, os.kill, os.getpid(), signal.SIGINT)
+        del thing  # the handler runs inside the callback: its KeyboardInterrupt is dropped
+        while time.monotonic() - start < 10:
+            time.sleep(0.01)
+    assert exited.value.code == 130 and time.monotonic() - start < 5
+    assert capsys.readouterr().err == "kept 1\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
