@@ -36,7 +36,6 @@ refusal through, with its cause's traceback.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
 import signal
@@ -46,6 +45,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from browser_env.dropped_signals import Resend, raising_dropped
 
 __all__ = ["Refused", "exit_on_interrupt", "exit_on_refusal", "refusing"]
 
@@ -149,16 +150,15 @@ INTERRUPT_FALLOUT_S = 10.0
 
 class _Interrupts:
     """What :func:`_noting_sigint` saw: each SIGINT's time (``time.monotonic``),
-    and the timer raising a dropped ``KeyboardInterrupt`` again, if one is set."""
+    and the send of a dropped ``KeyboardInterrupt``'s SIGINT again, if one is due."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self.pending: threading.Timer | None = None
+        self.resend: Resend | None = None
 
     def cancel(self) -> None:
-        if self.pending is not None:
-            self.pending.cancel()
-            self.pending = None
+        if self.resend is not None:
+            self.resend.cancel()
 
 
 @contextlib.contextmanager
@@ -169,10 +169,9 @@ def _noting_sigint(interrupts: _Interrupts) -> Iterator[None]:
 
     A ``KeyboardInterrupt`` the handler raised inside a ``__del__`` or a
     weakref callback, where Python drops it (printing "Exception ignored
-    in ..."), is raised again in the main thread, as
-    :func:`serve.job_entry.stop_on_sigterm` does for SIGTERM: from a timer
-    (``_thread.interrupt_main``), once the main thread has left the hook, whose
-    own exceptions Python drops too; the report is not printed."""
+    in ..."), is raised again in the main thread
+    (:func:`browser_env.dropped_signals.raising_dropped`); the report is not
+    printed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -185,24 +184,15 @@ def _noting_sigint(interrupts: _Interrupts) -> Iterator[None]:
         interrupts.times.append(time.monotonic())
         previous(signum, frame)
 
-    previous_hook = sys.unraisablehook
-
-    def on_unraisable(unraisable: Any) -> None:
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and interrupts.times):
-            previous_hook(unraisable)
-            return
-        interrupts.cancel()
-        interrupts.pending = threading.Timer(0.01, _thread.interrupt_main)
-        interrupts.pending.start()
-
-    signal.signal(signal.SIGINT, note)
-    sys.unraisablehook = on_unraisable
-    try:
-        yield
-    finally:
-        interrupts.cancel()
-        sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGINT, previous)
+    with raising_dropped(
+        KeyboardInterrupt, signal.SIGINT, ours=lambda: bool(interrupts.times)
+    ) as interrupts.resend:
+        signal.signal(signal.SIGINT, note)
+        try:
+            yield
+        finally:
+            interrupts.cancel()  # no SIGINT sent again once the handler is gone
+            signal.signal(signal.SIGINT, previous)
 
 
 #: the files Hydra writes into a run dir before the task function runs

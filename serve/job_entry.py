@@ -19,18 +19,16 @@ Python drops an exception raised inside a weakref callback or a ``__del__``
 (it reports it to ``sys.unraisablehook`` and goes on), so a SIGTERM whose
 handler ran there would be lost and the job would train on. The job has no
 loop of its own that could poll a flag instead (the learner's ``run`` is the
-loop), so :func:`stop_on_sigterm` watches the unraisable hook for a dropped
-:class:`Stopped` and raises it again in the main thread.
+loop), so :func:`stop_on_sigterm` raises a dropped :class:`Stopped` again in
+the main thread (:func:`browser_env.dropped_signals.raising_dropped`).
 """
 
 from __future__ import annotations
 
-import _thread
 import importlib
 import os
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from browser_env.atomic import write_text_atomic
+from browser_env.dropped_signals import raising_dropped
 from serve.records import relative_to_state
 from serve.store import read_json, write_json
 
@@ -59,45 +58,29 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
     On exit the unraisable hook comes back, and the SIGTERM handler becomes
     ``then`` (e.g. ``signal.SIG_IGN``), by default the one before the block."""
     raised = False  # a Stopped is on its way up
-    pending: threading.Timer | None = None  # raising a dropped Stopped again
-
-    def again() -> None:  # from a timer thread: the main thread's handler runs next
-        _thread.interrupt_main(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        nonlocal raised, pending
-        if pending is not None:  # a SIGTERM before the timer's: it raises instead
-            pending.cancel()  # (else the timer's, after it, would kill the process)
-            pending = None
+        nonlocal raised
+        # a SIGTERM before the resend's: it raises instead (else the resend,
+        # after it, would kill the process)
+        resend.cancel()
         if raised:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         raised = True
         raise Stopped()
 
-    previous_hook = sys.unraisablehook
+    def dropped() -> None:
+        nonlocal raised
+        raised = False  # raised again by the resent SIGTERM
 
-    def on_unraisable(unraisable: Any) -> None:
-        nonlocal raised, pending
-        if not (isinstance(unraisable.exc_value, Stopped) and raised):
-            previous_hook(unraisable)
-            return
-        # Raised again once the main thread has left the callback (a signal
-        # handler runs at the main thread's next check, which here would still
-        # be inside the hook, whose exceptions Python drops too).
-        raised = False
-        pending = threading.Timer(0.01, again)
-        pending.start()
-
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-    sys.unraisablehook = on_unraisable
-    try:
-        yield
-    finally:
-        if pending is not None:
-            pending.cancel()
-        signal.signal(signal.SIGTERM, previous_handler if then is None else then)
-        sys.unraisablehook = previous_hook
+    with raising_dropped(Stopped, signal.SIGTERM, ours=lambda: raised, on_drop=dropped) as resend:
+        previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            resend.cancel()
+            signal.signal(signal.SIGTERM, previous_handler if then is None else then)
 
 
 def run_job(job_dir: str | os.PathLike[str]) -> int:
