@@ -26,6 +26,19 @@ NAMESPACE = "browser_env"
 ENTRY_POINT = "browser_env.env:BrowserEnv"
 # make_vec: N contexts of one shared Chromium (vectorization_mode="sync"/"async": N browsers)
 VECTOR_ENTRY_POINT = "browser_env.vector:SharedBrowserVectorEnv"
+# What every id shares. Without Gymnasium's passive env checker by default:
+# in Gymnasium 1.4 a first reset that raises (a refused or unreachable URL, a
+# page that did not load in time) leaves that wrapper without the reset's
+# data, and it then fails every later step with "TypeError: cannot unpack
+# non-iterable NoneType object", so one failed reset would end a runner's
+# env for good. The env is held to the checker's rules by
+# gymnasium.utils.env_checker.check_env (tests/browser_env/test_miniwob.py, test_sites.py);
+# gym.make(id, disable_env_checker=False) puts the wrapper back.
+_COMMON = {
+    "entry_point": ENTRY_POINT,
+    "vector_entry_point": VECTOR_ENTRY_POINT,
+    "disable_env_checker": True,
+}
 MINIWOB_MAX_STEPS = 10
 OPEN_MAX_STEPS = 30
 
@@ -106,8 +119,7 @@ def register_envs() -> None:
         return
     gym.register(
         id=env_id("open", family=None),
-        entry_point=ENTRY_POINT,
-        vector_entry_point=VECTOR_ENTRY_POINT,
+        **_COMMON,
         max_episode_steps=OPEN_MAX_STEPS,
         kwargs={"task": "open"},
         nondeterministic=True,
@@ -124,8 +136,7 @@ def register_envs() -> None:
     for name in names:
         gym.register(
             id=env_id(name),
-            entry_point=ENTRY_POINT,
-            vector_entry_point=VECTOR_ENTRY_POINT,
+            **_COMMON,
             max_episode_steps=MINIWOB_MAX_STEPS,
             kwargs={"task": f"miniwob.{name}"},
             nondeterministic=name in NONDETERMINISTIC,
@@ -146,7 +157,7 @@ def register_site_envs() -> None:
             continue
         gym.register(
             id=site_id,
-            entry_point=ENTRY_POINT,
+            **_COMMON,
             max_episode_steps=SITES_MAX_STEPS,
             kwargs={"task": f"sites.{name}"},
         )

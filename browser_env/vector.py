@@ -327,7 +327,14 @@ class SharedBrowserVectorEnv(SyncVectorEnv):
         :class:`~gymnasium.vector.SyncVectorEnv` (what ``concurrent=False``
         does). Either way the results of the calls that ran are lost and the
         vector env's own state (which sub-envs to autoreset) is not updated:
-        ``reset`` it before stepping on. The same holds for :meth:`reset`."""
+        ``reset`` it before stepping on. The same holds for :meth:`reset`.
+
+        ``actions`` holds one action per sub-env (a sequence of ``num_envs``);
+        another count is a ``ValueError`` before any sub-env steps."""
+        if isinstance(actions, (list, tuple)) and len(actions) != self.num_envs:
+            raise ValueError(
+                f"step() takes one action per sub-env: {self.num_envs} expected, got {len(actions)}"
+            )
         if not self._concurrent_now():
             return super().step(actions)
         mode = AutoresetMode(self.autoreset_mode)

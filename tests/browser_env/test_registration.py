@@ -68,3 +68,46 @@ def test_task_name_is_env_ids_inverse(env_id, name):
 
     assert task_name(env_id) == name
     assert task_name(make_id(name, family=None)) == name
+
+
+def test_every_id_makes_the_shared_browser_vector_env_and_no_passive_checker():
+    from browser_env.registration import VECTOR_ENTRY_POINT
+
+    ids = [i for i in gym.registry if i.startswith("browser_env/")]
+    assert any(".sites." in i or "/sites." in i for i in ids) and len(ids) > 100
+    for spec in (gym.spec(i) for i in ids):
+        assert spec.vector_entry_point == VECTOR_ENTRY_POINT, spec.id  # sites too
+        assert spec.disable_env_checker, spec.id
+
+
+@pytest.mark.browser
+def test_an_env_whose_first_reset_raised_steps_after_the_next_reset():
+    # Gymnasium 1.4's passive checker kept no data from a first reset that
+    # raised, then failed every step with a TypeError (browser_env/registration.py)
+    env = gym.make("browser_env/open-v0")
+    try:
+        with pytest.raises(ValueError):
+            env.reset(options={"url": "file:///etc/passwd", "goal": "read it"})
+        env.reset(seed=0)
+        for _ in range(2):
+            _, _, terminated, truncated, _ = env.step({"action": "WAIT", "value": "0"})
+            assert not (terminated or truncated)
+    finally:
+        env.close()
+
+
+@pytest.mark.browser
+def test_make_vec_of_a_site_id_shares_one_browser():
+    from browser_env.vector import SharedBrowserVectorEnv
+
+    vec = gym.make_vec(
+        "browser_env/sites.shop.add-to-cart-v0", num_envs=2, modalities=("elements", "text")
+    )
+    try:
+        assert isinstance(vec, SharedBrowserVectorEnv)
+        vec.reset(seed=0)
+        with pytest.raises(ValueError, match="2 expected, got 1"):
+            vec.step(({"action": "WAIT", "value": "0"},))
+        vec.step(({"action": "WAIT", "value": "0"},) * 2)
+    finally:
+        vec.close()
