@@ -82,6 +82,26 @@ if TYPE_CHECKING:
 
 __all__ = ["BrowserEnv", "make_task", "validate_safely"]  # the last two: re-exported
 
+#: the largest viewport side, in pixels (Chromium's usual maximum texture size)
+MAX_VIEWPORT_SIDE = 16384
+
+
+def check_viewport(viewport: Any) -> tuple[int, int]:
+    """``viewport`` as ``(width, height)``: two whole numbers of pixels, each
+    1..:data:`MAX_VIEWPORT_SIDE`; anything else is a ``ValueError`` (a zero
+    side would leave every page call waiting out its time limit)."""
+    try:
+        width, height = viewport
+        sides = (int(width), int(height))
+        whole = all(not isinstance(v, bool) and float(v) == int(v) for v in (width, height))
+    except (TypeError, ValueError):
+        sides, whole = (0, 0), False
+    if not whole or not all(1 <= v <= MAX_VIEWPORT_SIDE for v in sides):
+        raise ValueError(
+            f"viewport is (width, height) in pixels, each 1..{MAX_VIEWPORT_SIDE}, got {viewport!r}"
+        )
+    return sides
+
 
 class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Action]):
     """A real Chromium browser as a Gymnasium environment.
@@ -151,8 +171,7 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
         self.task = make_task(task, **(task_kwargs or {}))
         self.render_mode = render_mode
         self.modalities = tuple(modalities)
-        width, height = self.task.viewport or tuple(viewport)
-        self.viewport = (int(width), int(height))
+        self.viewport = check_viewport(self.task.viewport or viewport)
         self.browser_config = BrowserConfig(
             headless=headless and render_mode != "human",
             executable_path=executable_path,

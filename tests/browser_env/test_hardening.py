@@ -602,3 +602,10 @@ def test_lone_surrogates_on_a_page_are_observed_as_replacement_characters(env, s
         button = next(e for e in observed["elements"] if e["tag"] == "button")
         assert (button["text"], button["name"]) == ("half \ufffd", "cut \ufffd label")
         assert next(e for e in observed["elements"] if e["tag"] == "input")["value"] == "v\ufffd"
+
+
+@pytest.mark.parametrize("viewport", [(0, 0), (1280,), (1280.5, 720), (-1, 720), (1280, 20_000)])
+def test_a_viewport_that_is_not_two_pixel_sides_is_refused_before_a_browser_starts(viewport):
+    # (0, 0) used to be accepted: every page call then waited out its time limit
+    with pytest.raises(ValueError, match=r"viewport is \(width, height\) in pixels"):
+        BrowserEnv(task="open", viewport=viewport)
