@@ -15,8 +15,9 @@ unchanged: each file still appears whole or not at all and lines still land in
 step order. :meth:`EpisodeWriter.close`/:meth:`~EpisodeWriter.abort` wait for
 every queued write; so does the interpreter's exit after an uncaught exception
 or Ctrl+C (the worker is a ``concurrent.futures`` thread, which Python joins at
-exit). Only a hard kill (SIGKILL, ``os._exit``) can lose the steps still
-queued; the ones already written stay readable. A write that fails in the
+exit). Only a hard kill (SIGKILL, ``os._exit``, or a SIGTERM the process
+leaves at Python's default action) can lose the steps still queued; the ones
+already written stay readable. A write that fails in the
 background is raised by the next ``write_step`` or by ``close``.
 """
 
