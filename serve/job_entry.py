@@ -118,10 +118,17 @@ def run_job(job_dir: str | os.PathLike[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m serve.job_entry JOB_DIR")
-    directory = Path(args[0])
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.job_entry",
+        description="Run one training job of the training service (Ray Jobs runs this; "
+        "see docs/serve.md): reads JOB_DIR/spec.json, writes JOB_DIR/job.log and result.json.",
+    )
+    parser.add_argument("job_dir", help="the job's directory under the service's state dir")
+    directory = Path(parser.parse_args(argv).job_dir)
+    if not (directory / "spec.json").is_file():
+        parser.error(f"{directory} holds no spec.json: not a job directory")
     print(f"[serve] logging to {directory / 'job.log'}", flush=True)
     log = os.open(directory / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()

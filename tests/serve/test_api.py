@@ -159,6 +159,17 @@ def test_the_committed_deploy_config_is_generated_loopback_and_tokenless():
     assert schema.http_options.host == "127.0.0.1"
 
 
+def test_the_deploy_config_command_writes_the_committed_file_and_answers_help(tmp_path, capsys):
+    from serve.deployment import main
+
+    main([str(tmp_path / "deploy.yaml")])
+    assert (tmp_path / "deploy.yaml").read_text() == (REPO / "serve" / "deploy.yaml").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])  # used to write the config into a file named --help
+    assert exit_.value.code == 0 and "usage: python -m serve.deployment" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.yaml"]
+
+
 def test_python_m_serve_refuses_a_public_bind_without_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "BROWSER_RL_SERVE_TOKEN"}
     done = subprocess.run(

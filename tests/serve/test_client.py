@@ -84,6 +84,22 @@ def test_job_entry_writes_pid_log_and_a_failed_result(tmp_path):
     assert "logging to" in done.stdout  # Ray's own log says where the real one is
 
 
+@pytest.mark.parametrize("args", [["--help"], ["no-such-job"], []])
+def test_job_entry_refuses_what_is_not_a_job_dir_in_one_line(tmp_path, args):
+    done = subprocess.run(
+        [sys.executable, "-m", "serve.job_entry", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "Traceback" not in done.stderr
+    if args == ["--help"]:
+        assert done.returncode == 0 and "usage: python -m serve.job_entry" in done.stdout
+    else:
+        assert done.returncode == 2 and "usage:" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no job.log written anywhere
+
+
 def _adapter_archive(weights: bytes) -> bytes:
     import io
     import tarfile
