@@ -2,10 +2,13 @@
 
 ``python -m browser_env.view DIR`` writes ``DIR/report.html`` when ``DIR`` is an
 episode directory, and when it is a run directory, one ``report.html`` per
-episode plus ``DIR/index.html``: success per task and a table of episodes.
+episode plus ``DIR/index.html``: success per task, a table of episodes and a
+list of those that could not be read. An episode directory that cannot be read
+is refused in one line (status 2).
 
 A report shows every step: the screenshot with the acted element outlined
-(from its ``bbox``), the action, reward, error, guard notes, prompt and raw
+(from its ``bbox``, where it has one; a screenshot file that is no readable
+image is named instead), the action, reward, error, guard notes, prompt and raw
 model output, and the element list the policy saw. Every piece of page or
 model text is HTML-escaped and the page carries a Content-Security-Policy that
 forbids scripts, so a hostile page title or model output cannot run code in
@@ -96,17 +99,32 @@ def _acted_element(step: StepRecord) -> dict[str, Any] | None:
     return next((e for e in elements if e.get("element_id") == target), None)
 
 
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """The width and height of the image at ``path``; ``None`` for a file that
+    is no image one can read (empty, cut off, corrupt), or one with no pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is one
+        return None
+    return (width, height) if width and height else None
+
+
 def _screenshot(episode: Episode, obs: dict[str, Any], element: dict[str, Any] | None) -> str:
+    """The screenshot, with ``element`` outlined at its ``bbox``; an element
+    without one (the format's default is no box) is not outlined."""
     relative = obs.get("screenshot")
     src = _src(relative) if relative else None
     if src is None or not (episode.path / relative).is_file():
         return "<div class='shot'><em>no screenshot</em></div>"
+    size = _image_size(episode.path / relative)
+    if size is None:
+        return f"<div class='shot'><em>unreadable screenshot {_e(relative)}</em></div>"
     overlay = ""
-    if element is not None:
-        from PIL import Image
-
-        with Image.open(episode.path / relative) as image:
-            width, height = image.size
+    if element is not None and element.get("bbox"):
+        width, height = size
         scale = float(episode.meta.extra.get("device_scale_factor", 1) or 1)
         x, y, w, h = (float(v) * scale for v in element["bbox"])
         box = (100 * x / width, 100 * y / height, 100 * w / width, 100 * h / height)
@@ -261,7 +279,11 @@ def render_index(
 def write_reports(path: str | os.PathLike[str]) -> Path:
     """Write the report(s) for an episode or run directory; returns the page to open
     (the episode's ``report.html`` or the run's ``index.html``). FileNotFoundError
-    for a path that is neither (a directory with no episode under it included)."""
+    for a path that is neither (a directory with no episode under it included).
+    In a run directory an episode that cannot be loaded or read (an
+    :class:`EpisodeFormatError` or an ``OSError``, e.g. a ``steps.jsonl`` that is
+    a directory) is listed on the index as unreadable; for an episode
+    directory that is the error raised."""
     root = Path(path)
     if (root / EPISODE_FILE).is_file():
         episode = load_episode(root, check_files=False)
@@ -270,12 +292,12 @@ def write_reports(path: str | os.PathLike[str]) -> Path:
         return target
     episodes, errors = [], []
     for directory in find_episode_dirs(root):
-        try:
+        try:  # one episode that cannot be read (or its report written) is listed, not fatal
             episode = load_episode(directory, check_files=False)
-        except EpisodeFormatError as exc:
+            (directory / REPORT_FILE).write_text(render_episode(episode), encoding="utf-8")
+        except (EpisodeFormatError, OSError) as exc:
             errors.append((directory, str(exc)))
             continue
-        (directory / REPORT_FILE).write_text(render_episode(episode), encoding="utf-8")
         episodes.append(episode)
     if not episodes and not errors:  # not a run dir: no index.html of nothing in, say, /tmp
         raise FileNotFoundError(
@@ -295,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = write_reports(args.path)
-    except (FileNotFoundError, EpisodeFormatError) as exc:  # a refusal: status 2, as replay's
+    except (OSError, EpisodeFormatError) as exc:  # a refusal: status 2, as replay's
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(target)

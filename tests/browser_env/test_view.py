@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 from _episode_helpers import FakeBrowserEnv
@@ -142,3 +145,60 @@ def test_main_refuses_a_directory_without_episodes(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no episodes in" in capsys.readouterr().err
     assert not (tmp_path / "index.html").exists()
+
+
+def _without_bboxes(directory):
+    """Every element of every step as the format allows it: no ``bbox``."""
+    steps = directory / "steps.jsonl"
+    records = [json.loads(line) for line in steps.read_text().splitlines() if line.strip()]
+    for record in records:
+        for element in record["observation"]["elements"]:
+            del element["bbox"]
+    steps.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_an_element_without_a_bbox_is_shown_without_an_outline(tmp_path, capsys):
+    """The format's bbox is optional; the report crashed on its absence (KeyError)."""
+    (directory, *_) = _run(tmp_path, n_win=1, n_lose=0)
+    _without_bboxes(directory)
+    load_episode(directory)  # the loader takes it
+    assert main([str(directory)]) == 0, capsys.readouterr().err
+    report = (directory / "report.html").read_text()
+    assert "id='step-0'" in report and "class='bbox'" not in report
+    assert "<img src='screenshots/step_00000.png'" in report
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n cut off", b"not an image"])
+def test_an_unreadable_screenshot_is_named_not_fatal(tmp_path, capsys, content):
+    (directory, *_) = _run(tmp_path, n_win=1, n_lose=0)
+    (directory / "screenshots" / "step_00000.png").write_bytes(content)
+    load_episode(directory)  # the loader takes it
+    assert main([str(directory)]) == 0, capsys.readouterr().err
+    report = (directory / "report.html").read_text()
+    assert "unreadable screenshot screenshots/step_00000.png" in report
+    assert report.count("class='bbox'") == 1  # step 1's screenshot is read and outlined
+
+
+def test_an_episode_that_cannot_be_read_is_listed_on_the_index(tmp_path, capsys):
+    """One episode whose steps.jsonl is a directory (IsADirectoryError) aborted the
+    whole index; it is listed under the unreadable episodes, the rest reported."""
+    unreadable, *rest = _run(tmp_path, n_win=2, n_lose=1)
+    (unreadable / "steps.jsonl").unlink()
+    (unreadable / "steps.jsonl").mkdir()
+    _without_bboxes(rest[0])
+    (rest[1] / "screenshots" / "step_00000.png").write_bytes(b"")
+    assert main([str(tmp_path)]) == 0, capsys.readouterr().err
+    index = (tmp_path / "index.html").read_text()
+    assert index.count("<tr class='episode'>") == 2
+    (listed,) = re.findall(r"<h2>Unreadable episodes</h2><ul>(.*?)</ul>", index)
+    assert unreadable.name in listed and "Is a directory" in listed
+    assert all((d / "report.html").is_file() for d in rest)
+
+
+def test_an_episode_dir_that_cannot_be_read_is_refused_in_one_line(tmp_path, capsys):
+    (directory, *_) = _run(tmp_path, n_win=1, n_lose=0)
+    (directory / "steps.jsonl").unlink()
+    (directory / "steps.jsonl").mkdir()
+    assert main([str(directory)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "steps.jsonl" in err[0], err
