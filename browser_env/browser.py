@@ -3,7 +3,10 @@
 The binary is, in order: the ``executable_path`` argument, the
 ``BROWSER_ENV_CHROMIUM`` environment variable, Playwright's own Chromium when
 ``playwright install chromium`` has put one on disk, then the system Chromium
-(``chromium``/``chromium-browser``/``google-chrome`` on ``PATH``).
+(``chromium``/``chromium-browser``/``google-chrome`` on ``PATH``). A headed
+browser (``headless=False``, ``render_mode="human"``) needs a display: on
+Linux with none, :func:`launch_browser` refuses it in one line
+(:class:`NoDisplayError`) before Chromium fails to start.
 
 Each env launches its own browser (or opens a context of a shared one,
 :class:`browser_env.vector.SharedBrowser`). The Playwright *driver* is shared per
@@ -29,6 +32,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import sys
 import threading
 import uuid
 import weakref
@@ -41,7 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrowserConfig",
+    "NoDisplayError",
     "acquire_playwright",
+    "check_display",
     "current_playwright",
     "driver_alive",
     "driver_processes",
@@ -115,6 +121,31 @@ class BrowserConfig:
         object.__setattr__(self, "extra_args", switches(self.extra_args))
 
 
+class NoDisplayError(ValueError):
+    """A browser window is wanted (``headless=False``) where there is no display
+    to show it on: a ``ValueError``, as the setting cannot work here."""
+
+
+def check_display(
+    headless: bool,
+    *,
+    wanted: str = "a headed browser (headless=False, render_mode='human') shows a window",
+    fix: str = "set DISPLAY to a running X server, run under xvfb-run, or run headless",
+) -> None:
+    """Raise :class:`NoDisplayError` when a window is wanted (``headless``
+    False) but, on Linux, there is no display to show it on (``$DISPLAY`` and
+    ``$WAYLAND_DISPLAY`` unset): Chromium would fail to start, and Playwright
+    would report it as a closed target with a few kB of launch log. The
+    message is ``wanted``, that there is no display, then ``fix``."""
+    if headless or not sys.platform.startswith("linux"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise NoDisplayError(
+            f"{wanted}, and there is no display here ($DISPLAY and $WAYLAND_DISPLAY "
+            f"are unset): {fix}"
+        )
+
+
 def switches(args: Sequence[str]) -> tuple[str, ...]:
     """``args`` as a tuple of Chromium switches; a lone string (which would
     split into characters) or a non-string is refused with a TypeError."""
@@ -161,7 +192,10 @@ def launch_browser(playwright: Playwright, config: BrowserConfig) -> tuple[Brows
 
     The id is found through a tag on the command line (Chromium ignores unknown
     switches), so two browsers launched at once in one process are told apart.
+    A headed browser with no display to show it on is refused first
+    (:func:`check_display`).
     """
+    check_display(config.headless)
     tag = f"--browser-env-id={uuid.uuid4().hex}"
     kwargs: dict[str, Any] = {
         "headless": config.headless,

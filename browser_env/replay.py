@@ -36,8 +36,10 @@ cannot tie the servers together when the first pages differ, and then every
 later URL diverges too; the recorded base has no such blind spot.
 
 Exit status 0 when nothing diverged, 1 when something did, 2 on a bad episode
-(or a directory that is none: a run directory is refused with a few of the
-episode directories under it, to pick one from).
+(one the loader refuses or cannot read), on ``--headed`` where there is no
+display to show the window on, or on a directory that is no episode's (a run
+directory is refused with a few of the episode directories under it, to pick
+one from).
 Tasks whose pages depend on the wall clock (e.g. MiniWoB++ date pickers,
 ``time_decayed`` rewards) can diverge legitimately; ``--reward-tol`` loosens
 the reward check.
@@ -60,6 +62,7 @@ from urllib.parse import urlsplit
 
 import gymnasium
 
+from browser_env.browser import check_display
 from browser_env.episodes.format import EPISODE_FILE, EpisodeFormatError, observation_to_json
 from browser_env.episodes.loader import Episode, find_episode_dirs, load_episode
 from browser_env.tasks.base import task_server_url
@@ -351,17 +354,45 @@ def _episode_dir(path: Path) -> Path:
     )
 
 
+def _tolerance(text: str) -> float:
+    """``--reward-tol``'s value: a finite number >= 0 (NaN would make every
+    reward a divergence, as would a negative one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _load(path: Path) -> Episode:
+    """The episode in ``path``; a ``ValueError`` for files it cannot read
+    (e.g. a ``steps.jsonl`` that is a directory), as for a malformed one."""
+    try:
+        return load_episode(path)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the episode: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m browser_env.replay", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("episode", help="an episode directory")
     parser.add_argument("--headed", action="store_true", help="show the browser window")
-    parser.add_argument("--reward-tol", type=float, default=1e-6, help="allowed reward difference")
+    parser.add_argument(
+        "--reward-tol", type=_tolerance, default=1e-6, help="allowed reward difference (>= 0)"
+    )
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first divergence")
     args = parser.parse_args(argv)
     try:
-        episode = _episode_dir(Path(args.episode))
+        check_display(
+            not args.headed,
+            wanted="--headed shows the browser window",
+            fix="set DISPLAY to a running X server, run under xvfb-run, or leave out --headed",
+        )
+        episode = _load(_episode_dir(Path(args.episode)))
         report = replay_episode(
             episode,
             env_overrides={"headless": False} if args.headed else {},

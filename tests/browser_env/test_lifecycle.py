@@ -45,6 +45,23 @@ def test_chromium_path_override(monkeypatch, tmp_path):
     assert find_chromium() is not None  # the system Chromium on this machine
 
 
+def test_a_headed_browser_with_no_display_is_refused_in_one_line(monkeypatch):
+    """``render_mode="human"`` on a Linux box with no display: Chromium failed
+    to start and Playwright raised TargetClosedError with kBs of launch log."""
+    from browser_env.browser import NoDisplayError, current_playwright
+
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    env = gym.make("browser_env/open-v0", render_mode="human")
+    with env, pytest.raises(NoDisplayError) as raised:
+        env.reset()
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert "no display here" in message and "xvfb-run" in message and "headless" in message
+    assert current_playwright() is None  # the driver taken for the launch is given back
+
+
 def test_bad_constructor_arguments_are_clear():
     with pytest.raises(ValueError, match="render_mode"):
         BrowserEnv("open", render_mode="video")

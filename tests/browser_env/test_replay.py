@@ -251,3 +251,57 @@ def test_navigate_to_the_task_server_goes_to_this_runs_server(tmp_path):
     report = replay_episode(path)
     assert report.ok, report.summary()
     assert report.final_observation["url"] == server + "miniwob/click-test.html"
+
+
+@pytest.mark.parametrize("tol", ["nan", "-1", "inf", "x"])
+def test_cli_refuses_a_reward_tolerance_that_is_no_finite_number_at_least_0(tmp_path, capsys, tol):
+    """``--reward-tol nan`` (or ``-1``) was taken, then every step diverged."""
+    path = _record(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        main(["--reward-tol", tol, str(path)])
+    assert raised.value.code == 2
+    assert "argument --reward-tol: " in capsys.readouterr().err
+
+
+def test_cli_takes_a_reward_tolerance_of_0(tmp_path, capsys):
+    path = _record(tmp_path)
+    assert main(["--reward-tol", "0", str(path)]) == 2  # past the flags: fake-v0 is no env id
+    assert "browser_env/fake-v0" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_episode_it_cannot_read_in_one_line(tmp_path, capsys):
+    path = _record(tmp_path)
+    (path / "steps.jsonl").unlink()
+    (path / "steps.jsonl").mkdir()
+    assert main([str(path)]) == 2  # was IsADirectoryError's traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "steps.jsonl" in err[0], err
+
+
+def _headed_episode(tmp_path):
+    """An episode of open-v0 on about:blank, which a real env can replay."""
+    path = _record(tmp_path)
+    header = json.loads((path / "episode.json").read_text())
+    header.update(env_id="browser_env/open-v0", env_kwargs={"task": "open"})
+    (path / "episode.json").write_text(json.dumps(header))
+    return path
+
+
+@pytest.mark.browser
+def test_headed_with_no_display_is_refused_in_one_line(tmp_path):
+    """``--headed`` where there is no display: Chromium failed to start and the
+    command ended in Playwright's TargetClosedError (3.6 kB of launch log), status 1."""
+    from _commands import python_m
+
+    out = python_m(
+        "browser_env.replay",
+        "--headed",
+        str(_headed_episode(tmp_path)),
+        unset=("DISPLAY", "WAYLAND_DISPLAY"),
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: --headed shows the browser window, and there is no display here ($DISPLAY and "
+        "$WAYLAND_DISPLAY are unset): set DISPLAY to a running X server, run under xvfb-run, "
+        "or leave out --headed"
+    ]
