@@ -15,7 +15,6 @@ a function, :func:`run` the Hydra entry point's body over
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import sys
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from browser_env.browser import check_display
 from browser_env.cli_help import help_field
 from browser_env.demo_recorder import DemoRecorder
 from browser_env.refusal import exit_on_refusal, refusing
@@ -165,7 +165,10 @@ def record(
     line. The answer is asked for with ``ask`` (default: that reader; pass e.g.
     a GUI prompt, never ``input``, which would compete with the reader for the
     line). The end of stdin stops the recording and, where an answer is needed,
-    aborts the episode.
+    aborts the episode (kept, incomplete) and raises ``EOFError`` naming it.
+    Refused before a browser starts (a ``ValueError``): a ``cfg`` that names no
+    task or a bad start URL, an unknown env, ``env_kwargs`` the env does not
+    take, and a window wanted where there is no display.
     """
     import gymnasium
 
@@ -183,8 +186,12 @@ def record(
     with refusing():  # what a command line gets wrong, refused before a browser starts
         gym_id, options = _env_and_options(cfg)
         gymnasium.spec(gym_id)  # an unknown id: NameNotFound, with "Did you mean"
-        check_display(cfg.headless)
-    env = gymnasium.make(gym_id, **kwargs)
+        check_display(
+            cfg.headless,
+            wanted="recording shows a browser window to act in",
+            fix="run it on a desktop, or under xvfb-run to try it",
+        )
+        env = _make_env(gym_id, kwargs)  # no browser yet: it starts at reset
     recorder = DemoRecorder(
         env, root, seed=cfg.seed, options=options, env_kwargs=cfg.env_kwargs, log=print
     )
@@ -200,7 +207,15 @@ def record(
             _TERMINAL.take(stop)
         answer = None
         if not recorder.done:
-            answer = (ask or _TERMINAL.ask)("final answer (empty for none): ").strip()
+            try:
+                answer = (ask or _TERMINAL.ask)("final answer (empty for none): ").strip()
+            except EOFError:
+                print()  # the prompt's line ends here, not in what is printed next
+                recorder.abort("interrupted")
+                raise EOFError(
+                    f"stdin ended before the final answer: {path} is kept as an incomplete "
+                    "episode (interrupted)"
+                ) from None
         recorder.finish(answer)
     except BaseException:
         if recorder.writer is not None:
@@ -212,18 +227,16 @@ def record(
     return path
 
 
-def check_display(headless: bool) -> None:
-    """Raise ``ValueError`` when a browser window is wanted but, on Linux, there
-    is no display to show it on (``$DISPLAY`` and ``$WAYLAND_DISPLAY`` unset):
-    Chromium would fail to start with a long traceback."""
-    if headless or not sys.platform.startswith("linux"):
-        return
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise ValueError(
-            "recording shows a browser window to act in, and there is no display here "
-            "($DISPLAY and $WAYLAND_DISPLAY are unset): run it on a desktop, or under "
-            "xvfb-run to try it"
-        )
+def _make_env(gym_id: str, kwargs: Mapping[str, Any]) -> Any:
+    """``gymnasium.make(gym_id, **kwargs)``, where a ``TypeError`` (an
+    ``env_kwargs`` key the env does not take, or a value of the wrong kind) is a
+    ``ValueError`` naming what the env said: the command line's mistake."""
+    import gymnasium
+
+    try:
+        return gymnasium.make(gym_id, **kwargs)
+    except TypeError as exc:  # gymnasium re-raises it with every kwarg: the env's own words
+        raise ValueError(f"env_kwargs: {exc.__cause__ or exc}") from exc
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> Path:
@@ -253,9 +266,15 @@ def register_config() -> None:
 
 
 def _task(cfg: DictConfig) -> None:
-    """The ``@hydra.main`` task: :func:`run`, a refusal in one line."""
+    """The ``@hydra.main`` task: :func:`run`, a refusal in one line; stdin
+    ending before the answer (the episode kept, incomplete) in one line too,
+    with status 1."""
     with exit_on_refusal():
-        run(cfg)
+        try:
+            run(cfg)
+        except EOFError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
 
 def main() -> None:

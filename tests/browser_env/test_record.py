@@ -423,6 +423,53 @@ def test_recording_with_no_display_is_refused_before_the_browser_starts(tmp_path
     assert list((tmp_path / "outputs").rglob("*")) == []  # no run dir left
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+env_kwargs.foo=1",
+            "error: env_kwargs: BrowserEnv.__init__() got an unexpected keyword ",
+        ),
+        ("+env_kwargs.extra_args='--lang=de'", "error: env_kwargs: extra_args is a sequence of "),
+    ],
+)
+def test_env_kwargs_the_env_does_not_take_are_refused_in_one_line(tmp_path, override, message):
+    """The env's TypeError was a traceback with status 1, leaving a run dir."""
+    from _commands import python_m
+
+    out = python_m(
+        "browser_env.record", override, "env=miniwob.click-test", "headless=true", cwd=tmp_path
+    )
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(message), out.stderr
+    assert list((tmp_path / "outputs").rglob("*")) == []  # no run dir left
+
+
+def test_stdin_ending_before_the_answer_keeps_the_episode_and_says_so_in_one_line(tmp_path):
+    """Run with stdin at its end (``< /dev/null``): the recording stops at once,
+    the answer cannot be read; that was EOFError's traceback with status 1."""
+    from _commands import python_m
+
+    episodes = tmp_path / "episodes"
+    out = python_m(
+        "browser_env.record",
+        "env=miniwob.click-test",
+        "headless=true",
+        f"episodes_dir={episodes}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    (path,) = episodes.iterdir()
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: stdin ended before the final answer: {path} is kept as an incomplete "
+        "episode (interrupted)"
+    ]
+    assert out.stdout.endswith("final answer (empty for none): \n"), out.stdout
+    episode = load_episode(path)
+    assert not episode.complete and episode.outcome.reason == "interrupted"
+
+
 def test_hydra_config_matches_record_config():
     from hydra import compose, initialize_config_dir
 
