@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from browser_env.browser import check_display
 from browser_env.cli_help import help_field
 from browser_env.demo_recorder import DemoRecorder
-from browser_env.refusal import exit_on_refusal, refusing
+from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
 from browser_env.registration import env_id, resolve_env_id
 from browser_env.rundir import run_dir
 from browser_env.tasks.open import check_start_url
@@ -265,11 +265,15 @@ def register_config() -> None:
     cli_help.register()  # --help (conf/hydra/help/browser_rl.yaml)
 
 
+#: what a Ctrl-C of the command prints (:func:`record` aborts the episode, kept)
+_STOPPED = "record: stopped by Ctrl-C; the episode so far is kept as incomplete (interrupted)"
+
+
 def _task(cfg: DictConfig) -> None:
     """The ``@hydra.main`` task: :func:`run`, a refusal in one line; stdin
     ending before the answer (the episode kept, incomplete) in one line too,
-    with status 1."""
-    with exit_on_refusal():
+    with status 1; Ctrl-C in one line, with status 130."""
+    with exit_on_refusal(), exit_on_interrupt(_STOPPED):
         try:
             run(cfg)
         except EOFError as exc:

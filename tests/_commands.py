@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,13 +52,16 @@ def start_m(
     *args: str,
     cwd: str | os.PathLike[str] = ROOT,
     env: Mapping[str, str] | None = None,
+    stdin: Any = subprocess.DEVNULL,
 ) -> subprocess.Popen[str]:
     """:func:`python_m` started, not waited for: in a session of its own (a
     terminal's Ctrl-C is ``os.killpg(proc.pid, SIGINT)``), its stdout and
     stderr piped as text (``proc.communicate()``). SIGINT is at its default
     in the command, as in a terminal, even where the tests run with it
     ignored (a shell without job control starts ``make test &`` or a CI job
-    so, and the command would inherit that: Python then installs no handler)."""
+    so, and the command would inherit that: Python then installs no handler).
+    ``stdin``: what the command reads (``subprocess.PIPE`` for a prompt that
+    waits)."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -65,7 +69,7 @@ def start_m(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         start_new_session=True,
         preexec_fn=_sigint_as_in_a_terminal,
     )

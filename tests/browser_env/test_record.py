@@ -470,6 +470,44 @@ def test_stdin_ending_before_the_answer_keeps_the_episode_and_says_so_in_one_lin
     assert not episode.complete and episode.outcome.reason == "interrupted"
 
 
+def test_ctrl_c_while_recording_keeps_the_episode_and_says_so_in_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it)
+    while the person acts: status 130, one line on stderr, no traceback, the
+    episode kept as incomplete."""
+    import signal
+    import subprocess
+    import time
+
+    from _commands import start_m
+
+    episodes = tmp_path / "episodes"
+    proc = start_m(
+        "browser_env.record",
+        "env=miniwob.click-test",
+        "headless=true",
+        f"episodes_dir={episodes}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        stdin=subprocess.PIPE,  # open: the recording waits for Enter
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(episodes.glob("*/episode.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # past the start, in the loop that waits for the person
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        "record: stopped by Ctrl-C; the episode so far is kept as incomplete (interrupted)"
+    ]
+    (path,) = episodes.iterdir()
+    episode = load_episode(path)
+    assert not episode.complete and episode.outcome.reason.startswith("interrupted")
+
+
 def test_hydra_config_matches_record_config():
     from hydra import compose, initialize_config_dir
 
