@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from browser_env.atomic import write_text_atomic
 from browser_env.episodes.format import EPISODE_FILE, StepRecord
 from browser_env.episodes.loader import Episode, EpisodeFormatError, find_episode_dirs, load_episode
 from browser_env.observation import render_element
@@ -288,13 +289,13 @@ def write_reports(path: str | os.PathLike[str]) -> Path:
     if (root / EPISODE_FILE).is_file():
         episode = load_episode(root, check_files=False)
         target = root / REPORT_FILE
-        target.write_text(render_episode(episode), encoding="utf-8")
+        write_text_atomic(target, render_episode(episode))
         return target
     episodes, errors = [], []
     for directory in find_episode_dirs(root):
         try:  # one episode that cannot be read (or its report written) is listed, not fatal
             episode = load_episode(directory, check_files=False)
-            (directory / REPORT_FILE).write_text(render_episode(episode), encoding="utf-8")
+            write_text_atomic(directory / REPORT_FILE, render_episode(episode))
         except (EpisodeFormatError, OSError) as exc:
             errors.append((directory, str(exc)))
             continue
@@ -305,7 +306,7 @@ def write_reports(path: str | os.PathLike[str]) -> Path:
             "or a run directory holding episodes"
         )
     target = root / INDEX_FILE
-    target.write_text(render_index(root, episodes, errors), encoding="utf-8")
+    write_text_atomic(target, render_index(root, episodes, errors))
     return target
 
 
