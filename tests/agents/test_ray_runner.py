@@ -189,6 +189,7 @@ def test_a_killed_actor_is_replaced_and_its_episode_retried_once(ray_cluster, tm
     assert orphans and _gone(orphans)  # the dead actor's browser went with it
 
 
+@pytest.mark.exhaustive  # ~20 s; the retry itself: test_a_killed_actor_is_replaced_and_its_episode_retried_once
 def test_an_actor_that_died_while_idle_does_not_spend_its_next_jobs_retry(ray_cluster, tmp_path):
     """An actor killed between runs is found dead only when it is handed its next
     job, which it never began: that job is played on the recreated actor as a
@@ -313,7 +314,7 @@ def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
     assert out.stdout.split() == ["raised", "False"], out
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive  # ~18 s (a Ray of its own); one close: the tests that end with no process left
 def test_closing_a_ray_runner_twice_starts_no_ray():
     """``RayRunner.close`` says "safe twice", but a second close called
     ``ray.wait([])``, which starts a default Ray (writing ``~/.ray``) when none
@@ -373,6 +374,7 @@ def test_a_recreated_actor_whose_replayed_agent_call_fails_plays_nothing(ray_clu
         runner.close()
 
 
+@pytest.mark.exhaustive  # ~25 s (three 6 s start-up clocks); a lost actor's retry: the killed-actor test
 def test_an_actor_that_does_not_start_in_time_counts_as_dead(ray_cluster, tmp_path):
     """``startup_timeout_s``: an actor whose agent hangs while it is built (a
     model server that never answers) neither hangs ``call_agents`` nor ``run``:
@@ -459,6 +461,7 @@ def test_a_run_left_early_does_not_leave_its_episodes_running(ray_cluster):
     assert time.monotonic() - start < 60  # not 120 s behind the sleeping episode
 
 
+@pytest.mark.exhaustive  # ~25 s (a 15 s agent build); the episode timeout: test_runners' timeout tests
 def test_the_kill_clock_starts_once_the_actor_is_up_and_errors_keep_their_cause(
     ray_cluster, tmp_path
 ):

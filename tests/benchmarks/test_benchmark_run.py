@@ -149,6 +149,7 @@ def test_one_output_dir_for_a_sweep_is_refused(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.exhaustive  # ~47 s (two sweeps, 5 jobs); the one-dir refusal and resume: the tests around it
 def test_a_sweep_names_one_output_dir_per_job_and_resumes_into_them(tmp_path):
     import json
     import os

@@ -40,6 +40,7 @@ def stalled_dashboard():
             release.set()  # before the server shuts down: its stalled requests end
 
 
+@pytest.mark.exhaustive  # ~24 s (its stalls wait out their timeouts); a hung GCS: the test below
 def test_a_hung_jobs_api_holds_neither_requests_nor_the_scheduler(make_service, stalled_dashboard):
     from fastapi.testclient import TestClient
 
