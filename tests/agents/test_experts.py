@@ -132,11 +132,23 @@ def test_a_page_it_does_not_understand_ends_the_episode_with_the_reason(miniwob_
     assert action.action is Verb.FINISH and "cannot handle" in info["error"]
 
 
-def success_rate(task: str, seeds: range) -> tuple[float, list[int]]:
+@pytest.fixture(scope="module")
+def shared_browser():
+    """One Chromium for the module's envs, a context each (a launch per task
+    cost ~1-2 s of the sweep; a context of a shared browser plays as its own)."""
+    from browser_env.vector import SharedBrowser
+
+    browser = SharedBrowser()
+    yield browser
+    browser.close()
+
+
+def success_rate(task: str, seeds: range, browser=None) -> tuple[float, list[int]]:
     env = gym.make(
         env_id(task),
         modalities=("elements", "text"),
         max_episode_steps=MAX_STEPS,
+        browser=browser,
     )
     agent = ScriptedExpert()
     failed = []
@@ -158,8 +170,8 @@ def success_rate(task: str, seeds: range) -> tuple[float, list[int]]:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("task", SUPPORTED_TASKS)
-def test_expert_solves_a_few_seeds(task):
-    rate, failed = success_rate(task, range(2))
+def test_expert_solves_a_few_seeds(task, shared_browser):
+    rate, failed = success_rate(task, range(2), shared_browser)
     assert rate == 1.0, f"{task} failed seeds {failed}"
 
 
@@ -167,6 +179,6 @@ def test_expert_solves_a_few_seeds(task):
 @pytest.mark.slow
 @pytest.mark.exhaustive
 @pytest.mark.parametrize("task", SUPPORTED_TASKS)
-def test_expert_reaches_95_percent_over_50_seeds(task):
-    rate, failed = success_rate(task, range(50))
+def test_expert_reaches_95_percent_over_50_seeds(task, shared_browser):
+    rate, failed = success_rate(task, range(50), shared_browser)
     assert rate >= 0.95, f"{task}: {rate:.0%}, failed seeds {failed}"

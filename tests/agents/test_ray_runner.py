@@ -295,6 +295,7 @@ def test_a_dead_actors_episodes_are_told_apart_by_job_not_by_seed(ray_cluster, s
     assert [(r.goal, r.status, r.retries) for r in results] == [("a", "ok", 1), ("b", "ok", 0)]
 
 
+@pytest.mark.exhaustive  # ~18 s (a Ray of its own); the embedded Ray's clean-up: the token-and-files test
 def test_a_ray_runner_that_fails_to_start_leaves_no_ray_behind():
     """An agent factory that cannot be sent to an actor: the error is raised
     and the embedded Ray the runner started is shut down."""
@@ -419,6 +420,7 @@ def test_an_actor_that_does_not_start_in_time_counts_as_dead(ray_cluster, tmp_pa
         runner.close()
 
 
+@pytest.mark.exhaustive  # ~21 s; a run left early under local/vector: test_runners' Ctrl-C tests
 def test_a_run_left_early_does_not_leave_its_episodes_running(ray_cluster):
     """``on_result`` raising (or Ctrl-C) while an episode is still playing: the
     actor playing it is replaced, so close() (or a later run) does not wait

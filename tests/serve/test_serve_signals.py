@@ -38,7 +38,13 @@ def _ray_dir_of(pid: int) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("moment", ["ray-init", "serve-run"])
+@pytest.mark.parametrize(
+    "moment",
+    [  # ~18 s each; the start's signal handling is one code path, serve-run goes through both
+        pytest.param("ray-init", marks=pytest.mark.exhaustive),
+        "serve-run",
+    ],
+)
 def test_a_sigterm_during_start_up_leaves_no_ray_behind(tmp_path, moment):
     """``python -m serve`` told to stop while it starts -- while Ray starts, or
     while Serve deploys the app (where Ray's native SIGTERM handler used to
