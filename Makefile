@@ -1,6 +1,6 @@
 # The two commands of the README. Each one sets up what it needs first.
 #   make demo   roll the embedded default agent over a MiniWoB++ suite and print the table
-#   make test      run the test suite without the exhaustive sweeps (what CI runs, <= 15 min)
+#   make test      run the test suite without the exhaustive sweeps (what CI runs; budget 15 min, README: Tests)
 #   make test-all  everything, the exhaustive sweeps and soaks too
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
