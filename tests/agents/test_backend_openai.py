@@ -296,6 +296,8 @@ def test_connection_refused_is_retried_then_reported():
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # ~25 s (a server process loading a model); started from its
+# command line and answering: the compare-backends notebook test; the token: test_openai_server_body
 def test_command_line_server(tmp_path):
     import httpx
 
