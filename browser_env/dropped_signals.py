@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -52,18 +53,23 @@ class Resend:
 def raising_dropped(
     kind: type[BaseException],
     signum: int,
+    handler: Callable[[int, Any], Any],
     *,
     ours: Callable[[], bool],
     on_drop: Callable[[], None] | None = None,
+    then: Any = None,
 ) -> Iterator[Resend]:
-    """While the block runs, a dropped ``kind`` (e.g. ``KeyboardInterrupt``) is
-    raised again by sending ``signum`` to the main thread, when ``ours()`` says
-    this block's handler raised it (else the report goes to the hook before,
-    as for any other dropped exception). ``on_drop`` runs in the hook first
-    (e.g. to note that the exception is no longer on its way up). Yields the
-    :class:`Resend`, which the caller cancels where the signal must not come
-    (its handler saw a real one; the block is unwinding). On exit the hook
-    before comes back and a pending send is cancelled."""
+    """While the block runs, ``handler`` handles ``signum`` (main thread only),
+    and a dropped ``kind`` (e.g. ``KeyboardInterrupt``) is raised again by
+    sending ``signum`` to the main thread, when ``ours()`` says ``handler``
+    raised it (else the report goes to the hook before, as for any other
+    dropped exception). ``on_drop`` runs in the hook first (e.g. to note that
+    the exception is no longer on its way up). A real ``signum`` before the
+    resend takes its place: the resend is cancelled. Yields the
+    :class:`Resend`, for the caller to cancel where the signal must not come
+    again (the block is unwinding). On exit a pending resend is cancelled
+    before the handler goes (it would reach the one after), then the handler
+    before comes back (or ``then``, e.g. ``signal.SIG_IGN``), then the hook."""
     resend = Resend(signum)
     previous_hook = sys.unraisablehook
 
@@ -75,9 +81,15 @@ def raising_dropped(
             on_drop()
         resend.schedule()
 
+    def on_signal(number: int, frame: Any) -> Any:
+        resend.cancel()  # a real signal (or the resend itself): handled once
+        return handler(number, frame)
+
     sys.unraisablehook = on_unraisable
+    previous = signal.signal(signum, on_signal)
     try:
         yield resend
     finally:
         resend.cancel()
+        signal.signal(signum, previous if then is None else then)
         sys.unraisablehook = previous_hook

@@ -185,14 +185,9 @@ def _noting_sigint(interrupts: _Interrupts) -> Iterator[None]:
         previous(signum, frame)
 
     with raising_dropped(
-        KeyboardInterrupt, signal.SIGINT, ours=lambda: bool(interrupts.times)
+        KeyboardInterrupt, signal.SIGINT, note, ours=lambda: bool(interrupts.times)
     ) as interrupts.resend:
-        signal.signal(signal.SIGINT, note)
-        try:
-            yield
-        finally:
-            interrupts.cancel()  # no SIGINT sent again once the handler is gone
-            signal.signal(signal.SIGINT, previous)
+        yield
 
 
 #: the files Hydra writes into a run dir before the task function runs

@@ -61,9 +61,6 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         nonlocal raised
-        # a SIGTERM before the resend's: it raises instead (else the resend,
-        # after it, would kill the process)
-        resend.cancel()
         if raised:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -74,13 +71,10 @@ def stop_on_sigterm(then: Any = None) -> Iterator[None]:
         nonlocal raised
         raised = False  # raised again by the resent SIGTERM
 
-    with raising_dropped(Stopped, signal.SIGTERM, ours=lambda: raised, on_drop=dropped) as resend:
-        previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            yield
-        finally:
-            resend.cancel()
-            signal.signal(signal.SIGTERM, previous_handler if then is None else then)
+    with raising_dropped(
+        Stopped, signal.SIGTERM, on_sigterm, ours=lambda: raised, on_drop=dropped, then=then
+    ):
+        yield
 
 
 def run_job(job_dir: str | os.PathLike[str]) -> int:
