@@ -126,6 +126,10 @@ class NoDisplayError(ValueError):
     to show it on: a ``ValueError``, as the setting cannot work here."""
 
 
+#: Where an X server on this machine listens for display ``:N`` (``X<N>``).
+X11_SOCKET_DIR = "/tmp/.X11-unix"
+
+
 def check_display(
     headless: bool,
     *,
@@ -133,17 +137,63 @@ def check_display(
     fix: str = "set DISPLAY to a running X server, run under xvfb-run, or run headless",
 ) -> None:
     """Raise :class:`NoDisplayError` when a window is wanted (``headless``
-    False) but, on Linux, there is no display to show it on (``$DISPLAY`` and
-    ``$WAYLAND_DISPLAY`` unset): Chromium would fail to start, and Playwright
-    would report it as a closed target with a few kB of launch log. The
-    message is ``wanted``, that there is no display, then ``fix``."""
+    False) but, on Linux, there is no display to show it on: ``$DISPLAY`` and
+    ``$WAYLAND_DISPLAY`` unset, or ``$DISPLAY`` a display of this machine
+    (``:N``) where no X server listens and no Wayland socket is there either.
+    Chromium would fail to start, and Playwright would report it as a closed
+    target with a few kB of launch log. The message is ``wanted``, why there
+    is no display, then ``fix``. A display on another host (``host:N``, e.g.
+    SSH's forwarding) is not probed."""
     if headless or not sys.platform.startswith("linux"):
         return
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise NoDisplayError(
-            f"{wanted}, and there is no display here ($DISPLAY and $WAYLAND_DISPLAY "
-            f"are unset): {fix}"
-        )
+    display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if not (display or wayland):
+        why = "there is no display here ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+    elif _wayland_socket(wayland) or not _dead_local_display(display):
+        return
+    else:
+        why = f"no X server listens on DISPLAY={display} (nothing at {_x_socket(display)})"
+        if wayland:
+            why += f" and WAYLAND_DISPLAY={wayland} names no socket"
+    raise NoDisplayError(f"{wanted}, and {why}: {fix}")
+
+
+def _x_socket(display: str) -> str | None:
+    """The socket of a display of this machine (``:N``, ``:N.S``, ``unix:N``);
+    ``None`` for any other form (another host, or one this does not know)."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not sep or host not in ("", "unix") or not number.isdigit():
+        return None
+    return f"{X11_SOCKET_DIR}/X{int(number)}"
+
+
+def _dead_local_display(display: str | None) -> bool:
+    """``display`` is a display of this machine with nothing listening on its
+    socket (a connect that is refused or finds no file)."""
+    import socket
+
+    path = _x_socket(display) if display else None
+    if path is None:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            return True
+        except OSError:  # e.g. a permission or timeout: do not guess, let Chromium try
+            return False
+    return False
+
+
+def _wayland_socket(name: str | None) -> bool:
+    """``$WAYLAND_DISPLAY`` names a socket that exists (a relative name is
+    under ``$XDG_RUNTIME_DIR``)."""
+    if not name:
+        return False
+    path = Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent"), name)  # absolute wins
+    return path.exists()
 
 
 def switches(args: Sequence[str]) -> tuple[str, ...]:

@@ -287,6 +287,8 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
     def step(
         self, action: Action | dict[str, Any] | str
     ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._closed:
+            raise RuntimeError("this env is closed; make a new one")
         if self._page is None and self._dead is None:
             raise RuntimeError("call reset() before step()")
         t0 = time.perf_counter()
@@ -438,7 +440,11 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
     def page(self) -> Page:
         """The page the agent currently acts on (popups are followed)."""
         if self._page is None:
-            raise RuntimeError("no page yet: call reset() first")
+            raise RuntimeError(
+                "this env is closed; make a new one"
+                if self._closed
+                else "no page yet: call reset() first"
+            )
         return self._page
 
     @property

@@ -244,8 +244,10 @@ def replay_episode(
     is made from the episode's ``env_id`` and ``env_kwargs`` updated with
     ``env_overrides`` (e.g. ``{"headless": False}``) and closed afterwards.
     An invalid recorded action (``action`` null) is replayed from its
-    ``action_input`` so that its error can be compared too.
+    ``action_input`` so that its error can be compared too. ``reward_tol``: the
+    reward difference allowed, a finite number >= 0 (else a ``ValueError``).
     """
+    reward_tol = _check_tolerance(reward_tol)
     if not isinstance(episode, Episode):
         episode = load_episode(episode)
     owned = env is None
@@ -354,16 +356,21 @@ def _episode_dir(path: Path) -> Path:
     )
 
 
-def _tolerance(text: str) -> float:
-    """``--reward-tol``'s value: a finite number >= 0 (NaN would make every
-    reward a divergence, as would a negative one)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+def _check_tolerance(value: float) -> float:
+    """``value`` as a float when it is a finite number >= 0; else a ``ValueError``
+    (NaN would make every reward a divergence, as would a negative one)."""
+    value = float(value)
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise ValueError(f"reward_tol must be a finite number >= 0, got {value!r}")
     return value
+
+
+def _tolerance(text: str) -> float:
+    """``--reward-tol``'s value, as :func:`_check_tolerance` takes it."""
+    try:
+        return _check_tolerance(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
 
 
 def _load(path: Path) -> Episode:

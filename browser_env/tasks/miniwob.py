@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from browser_env.policy import LOOPBACK_HOSTS
 from browser_env.tasks.server import serve_directory
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class MiniWoBTask:
 
     fresh_context = False
     #: The env's request interception lets pages reach only these hosts (browser_env.policy).
-    allowed_hosts = ("127.0.0.1", "localhost", "::1")
+    allowed_hosts = LOOPBACK_HOSTS
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 
@@ -23,6 +25,9 @@ def test_browser_is_reused_across_resets_and_close_is_idempotent(site_url):
     assert not browser.is_connected()
     with pytest.raises(RuntimeError, match="closed"):
         env.reset()
+    for after_close in (lambda: env.step({"action": "WAIT", "value": "0"}), lambda: env.page):
+        with pytest.raises(RuntimeError, match="this env is closed"):
+            after_close()
 
 
 def test_context_manager_closes(site_url):
@@ -60,6 +65,45 @@ def test_a_headed_browser_with_no_display_is_refused_in_one_line(monkeypatch):
     assert "\n" not in message and len(message) < 300, message
     assert "no display here" in message and "xvfb-run" in message and "headless" in message
     assert current_playwright() is None  # the driver taken for the launch is given back
+
+
+def test_a_display_of_this_machine_with_no_x_server_is_no_display(monkeypatch):
+    """``DISPLAY=:N`` where no X server runs (e.g. a stale export after Xvfb
+    exited) ended in TargetClosedError, as an unset DISPLAY did."""
+    import socket
+    import tempfile
+
+    from browser_env import browser
+    from browser_env.browser import NoDisplayError, check_display
+
+    sockets = tempfile.mkdtemp(dir="/tmp")  # short: a unix socket's path has ~100 bytes
+    monkeypatch.setattr(browser, "X11_SOCKET_DIR", sockets)
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":7.0")
+    with pytest.raises(
+        NoDisplayError, match=rf"no X server listens on DISPLAY=:7.0 \(nothing at {sockets}/X7\)"
+    ):
+        check_display(False)
+    check_display(True)  # headless needs none
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(f"{sockets}/X7")
+        server.listen()
+        check_display(False)  # something listens: a display
+    # the socket file is left with nothing listening: refused, as after a crash
+    with pytest.raises(NoDisplayError, match="no X server listens"):
+        check_display(False)
+    wayland = tempfile.mkdtemp(dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", wayland)
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    with pytest.raises(NoDisplayError, match="and WAYLAND_DISPLAY=wayland-0 names no socket"):
+        check_display(False)
+    Path(wayland, "wayland-0").touch()
+    check_display(False)  # a Wayland compositor's socket is there
+    for elsewhere in ("otherhost:7", "localhost:10.0", "/private/tmp/launchd/org:0"):
+        monkeypatch.setenv("DISPLAY", elsewhere)
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        check_display(False)  # not a display of this machine: not probed
 
 
 def test_bad_constructor_arguments_are_clear():

@@ -263,6 +263,15 @@ def test_cli_refuses_a_reward_tolerance_that_is_no_finite_number_at_least_0(tmp_
     assert "argument --reward-tol: " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("tol", [float("nan"), -1.0, float("inf")])
+def test_replay_episode_refuses_a_reward_tolerance_that_is_no_finite_number_at_least_0(
+    tmp_path, tol
+):
+    """From Python too, before any env is made (the episode's env id is no env)."""
+    with pytest.raises(ValueError, match="reward_tol must be a finite number >= 0"):
+        replay_episode(_record(tmp_path), reward_tol=tol)
+
+
 def test_cli_takes_a_reward_tolerance_of_0(tmp_path, capsys):
     path = _record(tmp_path)
     assert main(["--reward-tol", "0", str(path)]) == 2  # past the flags: fake-v0 is no env id

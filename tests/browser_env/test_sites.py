@@ -105,6 +105,19 @@ def _line(world):
 
 
 @pytest.mark.browser
+def test_site_pages_and_navigate_may_only_reach_loopback(shop):
+    """The sites' tasks set no ``allowed_hosts`` before, so NAVIGATE left loopback."""
+    env = shop.unwrapped
+    shop.reset(seed=3)
+    assert env.url_policy.allowed_hosts == ("127.0.0.1", "localhost", "::1")
+    home = env.page.url
+    obs, *_ = shop.step({"action": "NAVIGATE", "value": "http://192.0.2.1/"})
+    assert "not in allowed_hosts" in obs["last_action_error"] and obs["url"] == home
+    status = env.page.evaluate("() => fetch('http://192.0.2.1/').then(() => 'ok', () => 'blocked')")
+    assert status == "blocked"
+
+
+@pytest.mark.browser
 def test_outcome_comes_from_server_state_not_the_page(shop):
     env = shop.unwrapped
     obs, _ = shop.reset(seed=2)

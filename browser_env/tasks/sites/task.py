@@ -21,6 +21,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from browser_env.policy import LOOPBACK_HOSTS
 from browser_env.tasks.sites.catalog import SITES, site_task_names
 from browser_env.tasks.sites.common import Session, Verdict
 from browser_env.tasks.sites.server import close_session, open_session, serve_sites
@@ -44,6 +45,9 @@ class SiteTask:
     screenshot_region = None
     fresh_context = False  # isolation comes from the per-episode server session
     state_js = None  # judging reads server-side state, in this process: no page round trip
+    #: The sites' server is on loopback, and their pages load nothing from elsewhere:
+    #: the env's request interception keeps NAVIGATE and every request there.
+    allowed_hosts = LOOPBACK_HOSTS
 
     def __init__(self, name: str, timeout_ms: float = 10_000) -> None:
         if name not in site_task_names():
