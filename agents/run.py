@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.agent import Agent
+from agents.backend_group import DEFAULT_BACKEND, backend_name, changed_settings
 from agents.prompt import PROMPT_VERSION
 from agents.run_config import check_options, register_config
 from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
@@ -162,6 +163,7 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     agent = cfg.get("agent")
     if agent is None:
         return
+    _check_unread_settings(cfg)
     with_model_overrides(cfg)  # adapter= for a backend that takes none: refused here
     backend = _backend_node(cfg) if "backend" in agent else None  # the group's is llm's only
     if backend is not None and ("model" in backend or OmegaConf.is_missing(backend, "model")):
@@ -175,6 +177,47 @@ def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
     target = str(agent.get("_target_", ""))
     if target in _SCRIPTED_EXPERT and agent.get("task") is None:  # a pinned task is __init__'s
         _check_expert_tasks(list(env_ids))
+
+
+def _check_unread_settings(cfg: DictConfig) -> None:
+    """Refuse what the agent ``cfg`` builds would not read: ``model=``/``adapter=``
+    for an agent with no model (random, expert), and the ``backend`` group's
+    node (``backend=NAME``, ``backend.KEY=...``) for an agent with a backend of
+    its own (``agent=tiny``: ``agent.backend.KEY`` is what it reads)."""
+    agent = cfg.agent
+    name = _agent_label(cfg)
+    if "backend" not in agent:
+        for key in ("model", "adapter"):
+            if cfg.get(key) is not None:
+                raise ValueError(f"{name} has no model: {key}= is not read; drop it")
+        return
+    group = cfg.get("backend")
+    if group is None or not _inline_backend(agent):
+        return  # the agent reads the group's node (agent=llm)
+    where = "agent.backend"
+    if backend_name(group) != DEFAULT_BACKEND:
+        raise ValueError(
+            f"{name} builds its own backend ({where}): backend={backend_name(group)} is not "
+            f"read; set {where}._target_ or use agent=llm backend={backend_name(group)}"
+        )
+    changed = changed_settings(group)
+    if changed:
+        key = changed[0]
+        raise ValueError(
+            f"{name} builds its own backend ({where}): backend.{key} is not read; "
+            f"set {where}.{key} instead"
+        )
+
+
+def _agent_label(cfg: DictConfig) -> str:
+    """``agent=tiny`` when Hydra says which option was picked, else the agent's name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choice = HydraConfig.get().runtime.choices.get("agent")
+    except (ImportError, ValueError):  # no Hydra app running (e.g. compose in a test)
+        choice = None
+    return f"agent={choice}" if choice else f"agent {agent_name(cfg)!r}"
 
 
 _SCRIPTED_EXPERT = ("agents.experts.ScriptedExpert", "agents.experts.expert.ScriptedExpert")
@@ -201,11 +244,16 @@ def _backend_node(cfg: DictConfig) -> Any:
     """The backend node the agent is built with: its own inline ``backend`` (as
     in ``conf/agent/tiny.yaml``) or else the ``backend`` group's."""
     agent = cfg.get("agent")
-    if agent is not None and "backend" in agent:
-        node = agent._get_node("backend")
-        if not node._is_interpolation() and isinstance(agent.backend, DictConfig):
-            return agent.backend
-    return cfg.get("backend")
+    return agent.backend if agent is not None and _inline_backend(agent) else cfg.get("backend")
+
+
+def _inline_backend(agent: DictConfig) -> bool:
+    """``agent`` has a backend node of its own, not ``${backend}`` (the group's)."""
+    return (
+        "backend" in agent
+        and not agent._get_node("backend")._is_interpolation()
+        and isinstance(agent.backend, DictConfig)
+    )
 
 
 def agent_name(cfg: DictConfig) -> str:
@@ -239,7 +287,7 @@ def recording_info(cfg: DictConfig, agent: Agent | None = None) -> tuple[AgentIn
 
     info = AgentInfo(
         name=name,
-        backend=None if backend is None else _backend_name(backend),
+        backend=None if backend is None else backend_name(backend),
         model=setting("model"),
         adapter=setting("adapter"),
         prompt_version=PROMPT_VERSION if llm else None,
@@ -375,10 +423,12 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         options = runner_options(cfg)
         runner = options["runner"]
         ray_options = ray_spec_options(cfg, runner)
+        check_agent(cfg, [env_id_of(cfg)])  # also for Ray actors, which build their own
+        if cfg.get("online"):
+            _check_online_agent(cfg)
         trainer = instantiate(cfg.online) if cfg.get("online") else None
         if trainer is not None and not cfg.get("record", False):
             raise ValueError("online=... learns from the recorded episodes: keep record=true")
-        check_agent(cfg, [env_id_of(cfg)])  # also for Ray actors, which build their own
         # Ray actors build their own agents: the driver needs one only to learn online
         agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
     try:
@@ -386,6 +436,20 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     finally:
         if agent is not None and hasattr(agent, "close"):
             agent.close()
+
+
+def _check_online_agent(cfg: DictConfig) -> None:
+    """``online=`` trains the acting model's adapter with torch: refuse an agent
+    with no model, or one on another backend, before an episode is played."""
+    backend = _backend_node(cfg) if "backend" in cfg.agent else None
+    name = None if backend is None else backend_name(backend)
+    if name != "transformers":
+        has = "no model" if backend is None else f"the {name} backend"
+        raise ValueError(
+            f"online=... trains the acting model's LoRA adapter on the transformers backend; "
+            f"{_agent_label(cfg)} has {has}: use agent=tiny, or agent=llm backend=transformers "
+            "model=..."
+        )
 
 
 def _play_episodes(
@@ -399,6 +463,7 @@ def _play_episodes(
 ) -> dict[str, Any]:
     """The body of :func:`run_episodes` once its agent is built (which that closes)."""
     import functools
+    import random
 
     from agents.runners import Job, RolloutEngine, RolloutSpec, check_env_ids
 
@@ -419,7 +484,11 @@ def _play_episodes(
             episode_timeout_s=cfg.get("episode_timeout_s"),
             **ray_options,
         )
-        first = int(cfg.get("seed") or 0)
+        first = cfg.get("seed")
+        if first is None:  # unseeded: seeds drawn at random, each printed and recorded
+            first = random.SystemRandom().randrange(2**31 - n)
+            if verbose:
+                print(f"seed=null: seeds {first}..{first + n - 1}, drawn at random")
         jobs = [Job(env_id_of(cfg), first + i, _reset_options(cfg)) for i in range(n)]
         check_env_ids(jobs)  # before a browser or Ray starts
     summaries: list[dict[str, Any]] = []
@@ -430,6 +499,9 @@ def _play_episodes(
         **options,
         keep_envs=True,
     ) as engine:
+        earlier = getattr(trainer, "goes_on_from", None)  # an earlier online run's adapter
+        if earlier is not None:
+            engine.call_agents(functools.partial(_load_adapter, earlier), key="adapter")
         size = n if trainer is None else engine.slots
         for start in range(0, n, size):
             for r in engine.run(jobs[start : start + size]):
@@ -512,12 +584,6 @@ def _entry(cfg: DictConfig) -> dict[str, Any]:
     ):
         return run_episodes(cfg)
     return run(cfg)
-
-
-def _backend_name(backend: DictConfig) -> str:
-    """``transformers`` for ``agents.backends.transformers.TransformersBackend``."""
-    parts = str(backend.get("_target_", "")).split(".")
-    return parts[-2] if len(parts) >= 2 else parts[-1]
 
 
 def _step_line(

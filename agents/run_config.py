@@ -62,7 +62,9 @@ class RunConfig(RolloutOptions):
     max_steps: int = help_field(15, "Steps per episode at most.")
     headless: bool = help_field(True, "Run Chromium without a window.")
     seed: int | None = help_field(
-        0, "The first episode's seed (then seed+1, ...); null: an unseeded reset."
+        0,
+        "The first episode's seed (then seed+1, ...); null: drawn at random (an unseeded reset "
+        "for one episode; with more, a random first seed, printed).",
     )
     episodes: int = help_field(
         1, "Episodes on seeds seed, seed+1, ... (more than one plays through the rollout engine)."

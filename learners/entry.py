@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.backend_group import backend_name, changed_settings
 from agents.models import check_model
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["check_model", "learner_values", "say_where"]
 
-_CONF = Path(__file__).resolve().parents[1] / "conf" / "backend"
 #: backend group option -> the learner field that takes the setting instead
 _INSTEAD = {"model": "model", "device": "device", "adapter": "init_adapter"}
 
@@ -58,28 +58,17 @@ def learner_values(
     backend = cfg.get("backend")
     if backend is None:
         return _checked(values, learner)
-    target = str(backend.get("_target_", ""))
-    name = next(
-        (n for n in ("transformers", "mlx", "openai", "tensorrt") if f".{n}." in target), target
-    )
+    name = backend_name(backend)
     if name not in trainable:
         raise ValueError(
             f"learners.{learner} cannot train with +backend={name}: it trains with "
             f"{' or '.join('+backend=' + t for t in trainable)} "
             "(openai and tensorrt backends serve a model, they do not give gradients)"
         )
-    defaults_file = _CONF / f"{name}.yaml"
-    defaults = OmegaConf.load(defaults_file) if defaults_file.is_file() else OmegaConf.create({})
-    for key in backend:
-        if key == "_target_" or OmegaConf.is_missing(backend, key):
-            continue
-        if (
-            key in defaults
-            and not OmegaConf.is_missing(defaults, key)
-            and OmegaConf.select(backend, key) == OmegaConf.select(defaults, key)
-        ):
-            continue  # the group's own default, not a user's setting
-        instead = _INSTEAD.get(str(key))
+    changed = changed_settings(backend)
+    if changed:
+        key = changed[0]
+        instead = _INSTEAD.get(key)
         hint = f"set learner.{instead} (or {instead}= for model)" if instead else "remove it"
         raise ValueError(
             f"learners.{learner} does not read backend.{key}: {hint}; the learner builds its "

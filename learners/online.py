@@ -19,7 +19,12 @@ gets one line per update. Updates stop when ``max_updates`` or ``budget_s``
 (wall-clock seconds spent training) is used up; the episodes go on.
 
 The first update starts from the agent's own adapter, if its backend has one.
-SDFT loads its own copy of the base model: fine for small models; on a large
+An ``output_dir`` where an earlier online run finished an update is gone on
+from: the agent acts with that adapter from the first episode
+(:attr:`OnlineSDFT.goes_on_from`, which ``agents.run`` loads into it), the
+updates continue its numbering (``update-0004`` after its ``update-0003``)
+and ``online.jsonl`` gets this run's lines after its. ``max_updates`` and
+``budget_s`` count this run's updates only. SDFT loads its own copy of the base model: fine for small models; on a large
 one, give the learner a GPU and keep ``steps_per_update`` small.
 """
 
@@ -59,6 +64,10 @@ class OnlineSDFT:
     sdft: dict[str, Any] = dataclasses.field(default_factory=dict)
     updates: int = dataclasses.field(default=0, init=False)
     spent_s: float = dataclasses.field(default=0.0, init=False)
+    first_update: int = dataclasses.field(default=1, init=False)
+    """The number this run's first update gets: one past an earlier run's last."""
+    goes_on_from: str | None = dataclasses.field(default=None, init=False)
+    """The finished adapter in ``output_dir`` this run goes on from, if any."""
 
     def __post_init__(self) -> None:
         if self.max_updates < 0 or self.steps_per_update < 1:
@@ -68,9 +77,13 @@ class OnlineSDFT:
             from learners.loop import default_output_dir
 
             self.output_dir = str(Path(default_output_dir("online")).with_name("online_adapter"))
-        from learners.checkpoint import check_output_dir
+        from learners.checkpoint import check_output_dir, run_start
 
         check_output_dir(self.output_dir, "online.output_dir")  # before any episode is played
+        start = run_start(self.output_dir)
+        if start.stale and start.kind == "adapter":  # an earlier run's finished update
+            self.goes_on_from = start.continues
+        self.first_update = 1 + _last_update(Path(self.output_dir))
 
     @property
     def exhausted(self) -> bool:
@@ -100,21 +113,20 @@ class OnlineSDFT:
             "model": backend.model_name,
             "episodes": [os.fspath(episode_dir)],
             "output_dir": os.fspath(out),
+            # a first update starts from the agent's adapter (or goes on from output_dir's)
             "init_adapter": backend.adapter if self.updates == 0 else None,
             "max_steps": self.steps_per_update,
             "save_steps": 0,
         }
         result = sdft(cfg)
+        number = self.first_update + self.updates
+        checkpoint = out / "updates" / f"update-{number:04d}"
+        _copy_adapter(out, checkpoint)
         self.updates += 1
-        checkpoint = out / "updates" / f"update-{self.updates:04d}"
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        for name in _ADAPTER_FILES:
-            if (out / name).is_file():
-                shutil.copy2(out / name, checkpoint / name)
         backend.load_adapter(out)
         self.spent_s += time.perf_counter() - start
         record = {
-            "update": self.updates,
+            "update": number,
             "episode_dir": os.fspath(episode_dir),
             "checkpoint": os.fspath(checkpoint),
             "seconds": round(time.perf_counter() - start, 3),
@@ -124,3 +136,26 @@ class OnlineSDFT:
         with (out / "online.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         return record
+
+
+def _last_update(out: Path) -> int:
+    """The number of the last update an earlier run checkpointed in ``out``
+    (``updates/update-NNNN``); 0 for none."""
+    numbers = [
+        int(p.name.removeprefix("update-"))
+        for p in (out / "updates").glob("update-*")
+        if p.name.removeprefix("update-").isdigit()
+    ]
+    return max(numbers, default=0)
+
+
+def _copy_adapter(out: Path, checkpoint: Path) -> None:
+    """Copy ``out``'s adapter files into ``checkpoint`` (a new directory) atomically:
+    written beside it, then renamed, so a crash leaves no half checkpoint."""
+    partial = checkpoint.with_name(f".{checkpoint.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in _ADAPTER_FILES:
+        if (out / name).is_file():
+            shutil.copy2(out / name, partial / name)
+    os.replace(partial, checkpoint)

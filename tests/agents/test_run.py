@@ -3,6 +3,7 @@ entry point, and (marked ``browser``) a real MiniWoB++ page."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from agents.agent import LLMAgent
 from agents.run import env_id_of, run
@@ -161,9 +163,12 @@ def _online_sdft(tmp_path, *overrides):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
+def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path, monkeypatch):
     """agents.run online=sdft: each success gives one update within max_updates,
     checkpointed, and the agent acts with the new adapter afterwards."""
+    import json
+
+    from agents.run import _load_adapter as load
     from agents.run import run_episodes
 
     out = tmp_path / "online"
@@ -175,6 +180,23 @@ def test_online_sdft_updates_the_tiny_policy_after_successes(tmp_path):
     assert (out / "updates" / "update-0002" / "adapter_model.safetensors").is_file()
     assert len((out / "online.jsonl").read_text().splitlines()) == 2
     assert result["episodes"][-1]["update"] is None  # budget spent
+    # the same command again goes on from that run: its adapter acts from the first
+    # episode, and the updates go on numbering (update 1 was overwritten before)
+    import agents.run
+
+    loaded = []
+    monkeypatch.setattr(
+        agents.run, "_load_adapter", lambda path, agent: loaded.append(path) or load(path, agent)
+    )
+    first = (out / "updates" / "update-0001" / "adapter_model.safetensors").read_bytes()
+    again = run_episodes(_online_sdft(tmp_path, "episodes=1", "seed=1001"), verbose=False)
+    assert loaded == [str(out)]  # before the episode: local runners load it once
+    assert again["episodes"][0]["success"] and again["updates"] == 1
+    assert again["episodes"][0]["update"]["update"] == 3
+    assert (out / "updates" / "update-0003").is_dir()
+    assert (out / "updates" / "update-0001" / "adapter_model.safetensors").read_bytes() == first
+    lines = (out / "online.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2, 3]
 
 
 @pytest.mark.browser
@@ -556,6 +578,72 @@ def test_an_agent_that_could_not_play_is_refused_before_it_is_built(monkeypatch,
         agents.run._entry(compose_run(*overrides))
 
 
+@contextlib.contextmanager
+def hydra_app(tmp_path, *overrides: str):
+    """``compose_run(*overrides)`` as a ``@hydra.main`` app sees it: Hydra's own
+    config (the options picked, the run dir ``tmp_path``) set while it is used."""
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        full = compose(config_name="run", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(full):
+        full.hydra.runtime.output_dir = str(tmp_path)
+    cfg = full.copy()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    HydraConfig.instance().set_config(full)
+    try:
+        yield cfg
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        # agent=tiny played on the CPU, with the group's device unread
+        (
+            ["agent=tiny", "backend.device=cuda"],
+            r"^agent=tiny builds its own backend \(agent\.backend\): backend\.device is not read; set agent\.backend\.device instead$",
+        ),
+        (
+            ["agent=tiny", "backend=openai"],
+            r"^agent=tiny builds its own backend \(agent\.backend\): backend=openai is not read",
+        ),
+        (
+            ["agent=random", "model=/no/such"],
+            r"^agent=random has no model: model= is not read; drop it$",
+        ),
+        (
+            ["agent=expert", "adapter=/no/such", "episodes=2"],
+            r"^agent=expert has no model: adapter= is not read",
+        ),
+        # online learning needs a model to train: it failed after the first success
+        (
+            ["agent=random", "online=sdft"],
+            r"^online=\.\.\. trains .*; agent=random has no model: use agent=tiny",
+        ),
+        (
+            ["agent=llm", "backend=openai", "model=m", "online=sdft"],
+            r"; agent=llm has the openai backend: ",
+        ),
+    ],
+)
+def test_settings_the_agent_would_not_read_are_refused(monkeypatch, tmp_path, overrides, match):
+    """Each was accepted and ignored (or, online, failed after an episode)."""
+    import agents.run
+    from browser_env.refusal import Refused
+
+    def no_agent(cfg):
+        raise AssertionError("an agent was built")
+
+    monkeypatch.setattr(agents.run, "build_agent", no_agent)
+    monkeypatch.setattr(agents.run, "make_env", no_agent)
+    with hydra_app(tmp_path, *overrides) as cfg, pytest.raises(Refused, match=match):
+        agents.run._entry(cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_what_the_agent_check_lets_through(monkeypatch):
     """An OpenAI-compatible server's model is a name only it knows; presets and
     local dirs load; the expert plays the tasks it has policies for, bundled
@@ -567,6 +655,8 @@ def test_what_the_agent_check_lets_through(monkeypatch):
     check_agent(compose_run("agent=llm", "model=tiny-random"))
     check_agent(compose_run("agent=llm", f"model={ROOT}"))
     check_agent(compose_run("agent=tiny"))  # its model is agents.pretrained's
+    check_agent(compose_run("agent=tiny", "agent.backend.device=cpu", "model=tiny-random"))
+    check_agent(compose_run("agent=llm", "backend.device=cpu", "model=tiny-random"))
     check_agent(compose_run("agent=random"))  # no backend: the group's ??? model is not read
     expert = compose_run("agent=expert")
     check_agent(

@@ -59,6 +59,10 @@ def test_update_trains_checkpoints_and_loads_the_adapter(tmp_path, episodes_dir)
     assert [json.loads(line)["update"] for line in lines] == [1, 2]
     meta = json.loads((out / "training.json").read_text())
     assert meta["status"] == "complete" and meta.get("runs")  # the second continued the first
+    # a later run into the same dir goes on from it (tests/agents/test_run.py plays it)
+    later = OnlineSDFT(output_dir=str(out), max_updates=1)
+    assert (later.goes_on_from, later.first_update) == (str(out), 3)
+    assert sorted(p.name for p in (out / "updates").iterdir()) == ["update-0001", "update-0002"]
     backend.close()
 
 
@@ -75,4 +79,6 @@ def test_an_online_output_dir_no_learner_wrote_is_refused_before_any_episode(tmp
     (earlier / "updates" / "update-0001").mkdir(parents=True)
     (earlier / "training.json").write_text(json.dumps({"status": "complete"}))
     (earlier / "online.jsonl").write_text("{}\n")
-    assert OnlineSDFT(output_dir=str(earlier)).output_dir == str(earlier)
+    goes_on = OnlineSDFT(output_dir=str(earlier))
+    assert goes_on.output_dir == str(earlier) and goes_on.first_update == 2
+    assert goes_on.goes_on_from is None  # no adapter was saved there: nothing to load
