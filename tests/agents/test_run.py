@@ -578,6 +578,56 @@ def test_an_agent_that_could_not_play_is_refused_before_it_is_built(monkeypatch,
         agents.run._entry(compose_run(*overrides))
 
 
+@pytest.mark.parametrize("seed", ["null", "7"])
+def test_seed_null_draws_the_first_seed_of_several_episodes(monkeypatch, capsys, seed):
+    """``seed=null`` with ``episodes=2`` played seeds 0 and 1, as ``seed=0`` does."""
+    from types import SimpleNamespace
+
+    import agents.runners
+    from agents.run import run_episodes
+
+    played = []
+
+    class Engine:
+        slots = 1
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def run(self, jobs):
+            for job in jobs:
+                played.append(job.seed)
+                yield SimpleNamespace(
+                    **dict.fromkeys(["goal", "actions", "episode_dir", "error"]),
+                    env_id=job.env_id,
+                    seed=job.seed,
+                    steps=1,
+                    episode_return=0.0,
+                    success=False,
+                    terminated=True,
+                    truncated=False,
+                    status="ok",
+                )
+
+    monkeypatch.setattr(agents.runners, "RolloutEngine", Engine)
+    for _ in range(2):
+        run_episodes(compose_run("agent=random", f"seed={seed}", "episodes=2", "record=false"))
+    if seed == "7":
+        assert played == [7, 8, 7, 8]
+        return
+    first, second = played[0::2], played[1::2]
+    assert [b - a for a, b in zip(first, second, strict=True)] == [1, 1] and first[0] != first[1]
+    assert (
+        f"seed=null: seeds {first[0]}..{first[0] + 1}, drawn at random" in capsys.readouterr().out
+    )
+
+
 @contextlib.contextmanager
 def hydra_app(tmp_path, *overrides: str):
     """``compose_run(*overrides)`` as a ``@hydra.main`` app sees it: Hydra's own
