@@ -14,6 +14,11 @@ it is made, and a second run into it is refused at once, naming
 however the run ends: a learner makes it, then does the rest of its run in
 ``with loop:``; used without ``with``, :meth:`TrainLoop.fit` closes it as it
 ends.
+
+A rerun resumes the newest checkpoint of the run it finds there only when it
+is the same learner with the same settings, run-control ones aside; anything
+else is refused before the model loads (:func:`learners.checkpoint.run_start`
+states the rule).
 """
 
 from __future__ import annotations
@@ -126,7 +131,8 @@ class TrainLoop:
             check_output_dir(self.out)  # a file, another tool's dir: refused before it is made
             # tidy: a run refused before it wrote anything leaves no empty dirs behind
             self._held.enter_context(hold_dir(self.out, "learner.output_dir", tidy=True))
-            origin = run_start(self.out)
+            # an interrupted run resumes only as the same learner with the same settings
+            origin = run_start(self.out, learner=learner, config=cfg)
             # progress=false: no "Loading weights" bar for any load while the loop is
             # open (the model, a checkpoint, the gate's rollback, GRPO's reference)
             self._held.enter_context(hub_progress(cfg.progress))
