@@ -7,7 +7,9 @@ build on through their defaults lists and override only what differs; so
 ``learner.max_stpes=3`` on a command line is an error that names the key.
 :func:`from_mapping` builds a config from a plain mapping (the composed
 ``cfg.learner``, the training service's overrides, a test's dict) and
-rejects unknown keys the same way.
+rejects unknown keys the same way. A config refuses, as it is made, the values
+that would otherwise fail only after the model loaded (in PEFT, torch or the
+learner's sampling) or train what was not asked (no steps at all).
 
 Shared fields live in :class:`LearnerConfig`; :class:`SFTConfig`,
 :class:`SDFTConfig` and :class:`GRPOConfig` add their algorithm's own.
@@ -16,6 +18,7 @@ Shared fields live in :class:`LearnerConfig`; :class:`SFTConfig`,
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +26,7 @@ from dataclasses import field
 from typing import Any, TypeVar
 
 from agents.agent import PromptConfig
+from agents.backends.base import SamplingParams
 from agents.schema import help_field
 
 __all__ = [
@@ -74,7 +78,9 @@ class LearnerConfig:
     learning_rate: float = _f(1e-4, "AdamW learning rate.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
-    max_steps: int = _f(100, "Optimiser steps in this run.")
+    max_steps: int = _f(
+        100, "Optimiser steps in this run (>= 1; SFT: <= 0 trains num_epochs passes instead)."
+    )
     batch_size: int = _f(4, "Prompts (SFT/SDFT) or episodes' steps (GRPO) per optimiser step.")
     # data
     episodes: list[str] = _f([], "Episode dirs or run dirs to read (learners.samples).")
@@ -139,7 +145,9 @@ class SFTConfig(LearnerConfig):
 
     lora_dropout: float = _f(0.05, "LoRA dropout.")
     learning_rate: float = _f(2e-4, "AdamW learning rate.")
-    num_epochs: float = _f(1.0, "Passes over the data when max_steps <= 0.")
+    num_epochs: float = _f(
+        1.0, "Passes over the data when max_steps <= 0 (then a finite number > 0)."
+    )
     demo_fraction: float = _f(
         0.0,
         "Fraction of samples (in [0, 1]) trained with the teacher prompt (demonstration in "
@@ -159,6 +167,23 @@ class SFTConfig(LearnerConfig):
         "demonstration as the target. Copying the demonstration is the only way to be right on "
         "these, so the model learns to follow an in-context demo rather than ignore it.",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # max_steps <= 0 means num_epochs passes: a negative count trained one step,
+        # nan failed after the model loaded
+        if self.max_steps <= 0 and not (math.isfinite(self.num_epochs) and self.num_epochs > 0):
+            raise ValueError(
+                f"num_epochs must be a finite number > 0 when max_steps <= 0 (it sets the "
+                f"steps then), got {self.num_epochs}"
+            )
+        if not 0.0 <= self.demo_fraction <= 1.0:
+            raise ValueError(f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
+        if not (math.isfinite(self.counterfactual_fraction) and self.counterfactual_fraction >= 0):
+            raise ValueError(
+                "counterfactual_fraction must be a finite number >= 0, got "
+                f"{self.counterfactual_fraction}"
+            )
 
 
 @dataclasses.dataclass
@@ -189,6 +214,11 @@ class SDFTConfig(LearnerConfig):
         "null: the raw action. Falls back to the raw action on any failure.",
     )
     backend: str = _f("transformers", "transformers (torch + PEFT) or mlx (mlx-lm LoRA).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_steps(self)
+        _check_sampling(self)
 
 
 @dataclasses.dataclass
@@ -288,6 +318,29 @@ class GRPOConfig(LearnerConfig):
 
         super().__post_init__()
         self.env_ids = [resolve_env_id(e) for e in self.env_ids]
+        _check_steps(self)
+        _check_sampling(self)
+
+
+def _check_steps(cfg: SDFTConfig | GRPOConfig) -> None:
+    """SDFT and GRPO train ``max_steps`` steps: fewer than one saved an
+    untrained adapter marked complete."""
+    if cfg.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {cfg.max_steps}")
+
+
+def _check_sampling(cfg: SDFTConfig | GRPOConfig) -> None:
+    """Refuse the sampling settings the learner's :class:`SamplingParams` would
+    refuse at its first step, after the model loaded (it builds them from these)."""
+    if cfg.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+    if not (math.isfinite(cfg.temperature) and cfg.temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {cfg.temperature}")
+    if not 0 < cfg.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    SamplingParams(  # whatever else it refuses
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
+    )
 
 
 C = TypeVar("C", bound=LearnerConfig)

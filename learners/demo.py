@@ -38,7 +38,9 @@ it cannot reuse is refused, never trained on top of); episodes there that this r
 tasks, seeds past ``train_seeds``, another agent's) are refused, naming them,
 since the learners would train on every episode in ``out/episodes``
 (:func:`learners.demo_plan.plan_recording`). What the demo refuses -- an unknown task, one the
-scripted expert has no policy for, an ``out`` or ``export`` it may not write
+scripted expert has no policy for, a setting that would fail later (a count below 1, a
+model shape that does not build or run, what SFT or SDFT would refuse of its stage's
+settings), an ``out`` or ``export`` it may not write
 (an ``out`` holding anything but what a demo writes there,
 :func:`learners.demo_plan.check_out`),
 an ``out`` another run is writing -- it refuses before recording anything.
@@ -288,9 +290,7 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
     with contextlib.ExitStack() as held:
         with refusing():  # what would fail later, before the recording
             check_tasks(list(cfg.tasks))
-            for name in ("train_seeds", "eval_seeds", "max_steps"):
-                if getattr(cfg, name) < 1:
-                    raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+            _check_settings(cfg, out)
             check_out(out, cfg.export)
             for stage in ("sft", "sdft"):  # what the learners would refuse
                 check_output_dir(out / stage, "out", under=cfg.out)
@@ -299,6 +299,115 @@ def run(cfg: DemoConfig | Mapping[str, Any]) -> dict[str, Any]:
             held.enter_context(hold_dir(out, "out"))  # one demo at a time writes there
             todo = plan_recording(out / "episodes", list(cfg.tasks), range(cfg.train_seeds))
         return _pipeline(cfg, out, todo)
+
+
+#: the settings that count something: each must be >= 1. At 0, ``threads`` and
+#: ``heads`` fail in torch and transformers, ``sdft_steps`` once SDFT starts (after the
+#: recording and SFT), ``sft_steps`` would train an epoch (SFT's ``max_steps <= 0``), and
+#: ``layers``, ``intermediate_size`` or ``lora_r`` leave no model or adapter to train
+_COUNTS = (
+    "train_seeds",
+    "eval_seeds",
+    "max_steps",
+    "sft_steps",
+    "sdft_steps",
+    "threads",
+    "batch_size",
+    "hidden_size",
+    "intermediate_size",
+    "layers",
+    "heads",
+    "lora_r",
+)
+#: the tiny model's key-value heads (grouped-query attention): ``heads`` is a multiple
+_KV_HEADS = 2
+
+
+def _check_settings(cfg: DemoConfig, out: Path) -> None:
+    """Raise ``ValueError`` for a setting the pipeline would fail on only later
+    (in torch, in the tiny model's build or first forward, in a learner after
+    the recording): a count below 1, a model shape that does not build or run,
+    a stage's learner setting (:func:`_stages`, built as that learner's config)."""
+    from agents.tiny.config import TinyConfig
+    from learners.config import SDFTConfig, SFTConfig, from_mapping
+
+    for name in _COUNTS:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.hidden_size % cfg.heads:
+        raise ValueError(
+            f"hidden_size must be divisible by heads, got hidden_size={cfg.hidden_size} "
+            f"and heads={cfg.heads}"
+        )
+    if cfg.heads % _KV_HEADS:
+        raise ValueError(
+            f"heads must be a multiple of {_KV_HEADS} (the tiny model's key-value heads), "
+            f"got {cfg.heads}"
+        )
+    if (cfg.hidden_size // cfg.heads) % 2:  # rotary embeddings turn pairs of dimensions
+        raise ValueError(
+            f"hidden_size / heads (the head dimension) must be even, got {cfg.hidden_size} / "
+            f"{cfg.heads} = {cfg.hidden_size // cfg.heads}"
+        )
+    TinyConfig(kind="text", **_tiny_shape(cfg))  # whatever else the build refuses
+    for name in ("sft_lr", "sdft_lr"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    stages = _stages(cfg, out)
+    for stage, cls in (("sft", SFTConfig), ("sdft", SDFTConfig)):
+        try:
+            from_mapping(cls, stages[stage])
+        except ValueError as exc:
+            raise ValueError(f"the {stage} stage would refuse its settings: {exc}") from None
+
+
+def _tiny_shape(cfg: DemoConfig) -> dict[str, int]:
+    """The shape of the demo's random starting model: ``agents.tiny.TinyConfig`` fields."""
+    return {
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "num_key_value_heads": _KV_HEADS,
+    }
+
+
+def _stages(cfg: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's learner settings (``learners.sft`` and ``learners.sdft``
+    ``run`` values) but the SFT stage's ``model``, the tiny model
+    :func:`_pipeline` builds."""
+    common = {
+        "episodes": [str(out / "episodes")],
+        "save_steps": 0,
+        "wandb": True,
+        "progress": True,
+        "seed": cfg.seed,
+    }
+    return {
+        "sft": {
+            **common,
+            "lora": False,
+            "output_dir": str(out / "sft"),
+            "batch_size": cfg.batch_size,
+            "max_steps": cfg.sft_steps,
+            "learning_rate": cfg.sft_lr,
+            "demo_fraction": cfg.demo_fraction,
+            "counterfactual_fraction": cfg.counterfactual_fraction,
+            "port_jitter": cfg.port_jitter,
+        },
+        "sdft": {
+            **common,
+            "model": str(out / "sft"),  # the SFT policy: a small model dir; SDFT puts a LoRA on it
+            "lora_r": cfg.lora_r,
+            "lora_alpha": 2 * cfg.lora_r,
+            "output_dir": str(out / "sdft"),
+            "batch_size": 4,
+            "max_steps": cfg.sdft_steps,
+            "learning_rate": cfg.sdft_lr,
+            "max_new_tokens": 40,
+            "temperature": 1.0,
+        },
+    }
 
 
 def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[str, Any]:
@@ -318,16 +427,7 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
     episodes = out / "episodes"
     sft_dir, sdft_dir = out / "sft", out / "sdft"
     # The random starting point, built offline and cached (agents.tiny).
-    model = str(
-        tiny_model_path(
-            "text",
-            hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=2,
-        )
-    )
+    model = str(tiny_model_path("text", **_tiny_shape(cfg)))
     held_out = list(range(1000, 1000 + cfg.eval_seeds))
     t0 = time.perf_counter()
     report: dict[str, Any] = {
@@ -336,39 +436,8 @@ def _pipeline(cfg: DemoConfig, out: Path, todo: dict[str, list[int]]) -> dict[st
         "model": model,
         "held_out_seeds": held_out,
     }
-    common = {
-        "episodes": [str(episodes)],
-        "save_steps": 0,
-        "wandb": True,
-        "progress": True,
-        "seed": cfg.seed,
-    }
-    stages = {
-        "sft": {
-            **common,
-            "model": model,
-            "lora": False,
-            "output_dir": str(sft_dir),
-            "batch_size": cfg.batch_size,
-            "max_steps": cfg.sft_steps,
-            "learning_rate": cfg.sft_lr,
-            "demo_fraction": cfg.demo_fraction,
-            "counterfactual_fraction": cfg.counterfactual_fraction,
-            "port_jitter": cfg.port_jitter,
-        },
-        "sdft": {
-            **common,
-            "model": str(sft_dir),  # the SFT policy: a small model dir; SDFT puts a LoRA on it
-            "lora_r": cfg.lora_r,
-            "lora_alpha": 2 * cfg.lora_r,
-            "output_dir": str(sdft_dir),
-            "batch_size": 4,
-            "max_steps": cfg.sdft_steps,
-            "learning_rate": cfg.sdft_lr,
-            "max_new_tokens": 40,
-            "temperature": 1.0,
-        },
-    }
+    stages = _stages(cfg, out)
+    stages["sft"] = {"model": model, **stages["sft"]}
     with refusing():  # before the recording, as run's checks
         reused = plan_training(stages, new_episodes=any(todo.values()), episodes=episodes)
     for task, seeds in todo.items():

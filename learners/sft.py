@@ -114,11 +114,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
 
     with refusing():
         if not isinstance(cfg, SFTConfig):
-            cfg = from_mapping(SFTConfig, cfg)
-        if not 0.0 <= cfg.demo_fraction <= 1.0:
-            raise ValueError("demo_fraction must be in [0, 1]")
-        if cfg.counterfactual_fraction < 0.0:
-            raise ValueError("counterfactual_fraction must be >= 0")
+            cfg = from_mapping(SFTConfig, cfg)  # (checks its own values: SFTConfig.__post_init__)
         check_eval_env_ids(cfg)
 
     import dataclasses
@@ -152,7 +148,7 @@ def run(cfg: SFTConfig | Mapping[str, Any]) -> dict[str, Any]:
                 made = counterfactual(s, rng)
                 if made is not None:
                     items.append((s, *made))
-        if cfg.max_steps <= 0:
+        if cfg.max_steps <= 0:  # num_epochs passes (a finite number > 0: SFTConfig)
             steps = max(1, round(cfg.num_epochs * len(items) / cfg.batch_size))
             loop.cfg = cfg = dataclasses.replace(loop.cfg, max_steps=steps)
         loop.data_info = {

@@ -328,6 +328,47 @@ def test_the_demo_refuses_unknown_and_unscripted_tasks_before_recording(tmp_path
 
 
 @pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"threads": 0}, r"^threads must be >= 1, got 0$"),
+        ({"layers": 0}, r"^layers must be >= 1, got 0$"),
+        ({"heads": 0}, r"^heads must be >= 1, got 0$"),
+        ({"hidden_size": 0}, r"^hidden_size must be >= 1, got 0$"),
+        ({"intermediate_size": 0}, r"^intermediate_size must be >= 1, got 0$"),
+        ({"sft_steps": 0}, r"^sft_steps must be >= 1, got 0$"),
+        ({"sdft_steps": -1}, r"^sdft_steps must be >= 1, got -1$"),
+        ({"batch_size": 0}, r"^batch_size must be >= 1, got 0$"),
+        ({"lora_r": 0}, r"^lora_r must be >= 1, got 0$"),
+        (
+            {"heads": 3},
+            r"^hidden_size must be divisible by heads, got hidden_size=128 and heads=3$",
+        ),
+        ({"heads": 1}, r"^heads must be a multiple of 2 \(the tiny model's key-value heads\)"),
+        ({"hidden_size": 24, "heads": 8}, r"^hidden_size / heads .* must be even, got 24 / 8 = 3$"),
+        ({"sdft_lr": 0.0}, r"^sdft_lr must be > 0, got 0.0$"),
+        (
+            {"demo_fraction": 2.0},
+            r"^the sft stage would refuse its settings: demo_fraction must be in \[0, 1\]",
+        ),
+    ],
+)
+def test_the_demo_refuses_settings_that_fail_later_before_out_is_made(
+    tmp_path, fake_demo, values, message
+):
+    """Each of these failed only later: in torch (``threads=0``), in the tiny
+    model's build (``heads=3``) or first forward (an odd head dimension), in a
+    learner after the recording (``sdft_steps=0``, ``demo_fraction=2``), or
+    trained what was not asked (``sft_steps=0``: an epoch); tracebacks that
+    left an empty ``out``. Now a refusal before anything is made."""
+    from browser_env.refusal import Refused
+
+    out = tmp_path / "out"
+    with pytest.raises(Refused, match=message):
+        fake_demo.run(out, **values)
+    assert fake_demo.recorded == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["tasks=[click-tset]"], "error: tasks: 'click-tset' is no MiniWoB++ task"),

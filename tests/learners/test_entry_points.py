@@ -275,6 +275,10 @@ def test_sft_entry_point_refuses_an_unknown_model_before_the_hub(tmp_path):
         (["learners.sdft", "learner.episodes=[/nope]"], "no such episode or run directory"),
         (["learners.grpo", "learner.num_generations=1"], "error: num_generations (G) must be"),
         (
+            ["learners.sdft", f"learner.episodes=[{ROOT}]", "learner.max_new_tokens=0"],
+            "error: max_new_tokens must be >= 1, got 0",
+        ),
+        (
             [
                 "learners.sft",
                 f"learner.episodes=[{ROOT}]",
@@ -294,6 +298,7 @@ def test_a_refused_command_line_is_one_error_line_and_exit_status_2(tmp_path, ar
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # no run dir, no adapter dir, no training.json
 
 
 def test_the_command_line_refuses_another_tools_output_dir_in_one_line(tmp_path, episodes_dir):
@@ -340,6 +345,20 @@ _NO_EVAL_ENV = r"^learner\.eval_env_ids: .*miniwob\.click-tset.* doesn't exist.*
         ("sft", {"eval_env_ids": ["miniwob.click-tset"], "eval_steps": 1}, _NO_EVAL_ENV),
         ("sdft", {"eval_env_ids": ["miniwob.click-tset"], "eval_steps": 1}, _NO_EVAL_ENV),
         ("sdft", {"eval_env_ids": ["miniwob.click-tset"], "backend": "mlx"}, _NO_EVAL_ENV),
+        # sampling settings: SamplingParams refused them at the first step, the model loaded
+        ("sdft", {"max_new_tokens": 0}, r"^max_new_tokens must be >= 1, got 0$"),
+        ("sdft", {"temperature": -0.5}, r"^temperature must be a finite number >= 0, got -0.5$"),
+        ("sdft", {"top_p": 0.0}, r"^top_p must be in \(0, 1\], got 0.0$"),
+        ("grpo", {"top_p": 0.0}, r"^top_p must be in \(0, 1\], got 0.0$"),
+        ("grpo", {"max_new_tokens": 0}, r"^max_new_tokens must be >= 1, got 0$"),
+        # no step to train: an untrained adapter was saved, marked complete
+        ("sdft", {"max_steps": 0}, r"^max_steps must be >= 1, got 0$"),
+        ("sdft", {"max_steps": 0, "backend": "mlx"}, r"^max_steps must be >= 1, got 0$"),
+        ("grpo", {"max_steps": -1}, r"^max_steps must be >= 1, got -1$"),
+        # SFT's max_steps <= 0 trains num_epochs passes: -1 trained one step, nan crashed
+        ("sft", {"max_steps": 0, "num_epochs": -1.0}, r"^num_epochs must be a finite number > 0"),
+        ("sft", {"max_steps": -1, "num_epochs": float("nan")}, r"^num_epochs .* got nan$"),
+        ("sft", {"counterfactual_fraction": float("nan")}, r"^counterfactual_fraction must be"),
     ],
 )
 def test_a_learner_run_refuses_its_settings_before_the_model_loads(
@@ -380,6 +399,7 @@ def test_learner_settings_that_would_fail_inside_peft_or_torch_are_refused_first
         with pytest.raises(ValueError, match=message):
             cls(**{field: value})
     assert SFTConfig(device="cuda:1", max_steps=0).device == "cuda:1"  # max_steps <= 0: epochs
+    assert SFTConfig(max_steps=5, num_epochs=-1.0).max_steps == 5  # num_epochs unread then
 
 
 def test_a_finished_command_line_run_says_where_its_adapter_is(tmp_path, capsys):
