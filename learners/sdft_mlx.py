@@ -252,7 +252,7 @@ def run(cfg: SDFTConfig, *, evaluate_fn: Callable[[], float] | None = None) -> d
             check_output_dir(out)  # before hold_dir makes it
             # tidy: a run refused before it wrote anything leaves no empty dirs behind
             held.enter_context(hold_dir(out, "learner.output_dir", tidy=True))
-            origin = run_start(out)
+            origin = run_start(out, learner="sdft", config=cfg)  # a changed setting: refused
             if origin.kind == "model":
                 raise ValueError(f"{out} holds a full model (lora=false): pick another output_dir")
         return _train(cfg, out, origin, evaluate_fn)
