@@ -115,6 +115,14 @@ class StudyConfig:
             (a0, a1), (b0, b1) = getattr(self, f"{a}_seeds"), getattr(self, f"{b}_seeds")
             if a0 < b1 and b0 < a1:
                 raise ValueError(f"{a}_seeds {[a0, a1]} and {b}_seeds {[b0, b1]} overlap")
+        for name in ("stage_a_steps", "stage_b_steps", "save_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "sft+sdft" in self.algorithms and self.stage_b_steps < 2:
+            raise ValueError(
+                f"stage_b_steps must be >= 2 with the sft+sdft arm (half SFT, half SDFT), "
+                f"got {self.stage_b_steps}"
+            )
 
     def seeds(self, split: str) -> range:
         start, stop = getattr(self, f"{split}_seeds")

@@ -110,6 +110,26 @@ def test_overlapping_seed_splits_are_rejected():
         StudyConfig(demos=["x"], train_seeds=[0, 100], val_seeds=[50, 60])
 
 
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        # stage_b_steps=1 gave the sft+sdft arm's SDFT half 0 steps, refused mid-study;
+        # 0 divided by zero after the arms trained
+        ({"stage_b_steps": 1}, r"^stage_b_steps must be >= 2 with the sft\+sdft arm"),
+        ({"stage_b_steps": 0}, r"^stage_b_steps must be >= 1, got 0"),
+        ({"stage_a_steps": 0}, r"^stage_a_steps must be >= 1"),
+        ({"save_steps": -1}, r"^save_steps must be >= 1"),
+    ],
+)
+def test_step_counts_a_stage_cannot_run_are_refused_up_front(settings, match):
+    from learners.study import StudyConfig
+
+    with pytest.raises(ValueError, match=match):
+        StudyConfig(demos=["x"], **settings)
+    if settings == {"stage_b_steps": 1}:  # one step is enough for the other arms
+        StudyConfig(demos=["x"], stage_b_steps=1, algorithms=["sft", "sdft"])
+
+
 def test_the_study_refuses_a_learner_dir_before_any_model_loads(tmp_path, monkeypatch):
     """A stage's dir holding someone else's files is refused as the study starts,
     not when that stage's learner starts after the earlier stages trained."""
