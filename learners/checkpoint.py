@@ -45,8 +45,8 @@ dropout, targets), the optimiser (learning rate, weight decay, clipping),
 and the prompt, the held-out set the gate's record was measured on, and
 each algorithm's own settings (SDFT's ``backend`` among them). A key the
 saved record lacks (a run of an older version) is not compared. The check
-needs the run's settings: :class:`learners.loop.TrainLoop` passes them, MLX
-SDFT does not yet.
+needs the run's settings: :class:`learners.loop.TrainLoop` and MLX SDFT
+(``learners.sdft_mlx``) pass them.
 
 A finished run writes ``"status": "complete"`` next to its
 adapter (or, with ``lora=false``, its full model: ``model.safetensors``);
