@@ -425,10 +425,10 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         ray_options = ray_spec_options(cfg, runner)
         check_agent(cfg, [env_id_of(cfg)])  # also for Ray actors, which build their own
         if cfg.get("online"):
+            if not cfg.get("record", False):
+                raise ValueError("online=... learns from the recorded episodes: keep record=true")
             _check_online_agent(cfg)
         trainer = instantiate(cfg.online) if cfg.get("online") else None
-        if trainer is not None and not cfg.get("record", False):
-            raise ValueError("online=... learns from the recorded episodes: keep record=true")
         # Ray actors build their own agents: the driver needs one only to learn online
         agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
     try:
