@@ -125,18 +125,20 @@ class ServeConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_log_chunk < 4:  # a chunk always holds one whole UTF-8 character
             raise ValueError("max_log_chunk must be >= 4")
-        if self.ray_jobs_timeout_s <= 0:
-            raise ValueError("ray_jobs_timeout_s must be > 0")
-        if self.poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        # NaN passes every comparison (poll_interval_s=nan made the scheduler spin)
+        for name in ("ray_jobs_timeout_s", "poll_interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         for name in ("max_queued_jobs", "max_image_side", "ray_start_attempts", "max_rollout_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
             raise ValueError(f"ray_num_cpus must be >= 1 or null (all), got {self.ray_num_cpus}")
         for name in ("default_num_cpus", "default_num_gpus", "replica_num_cpus"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         for name in ("max_num_cpus", "max_num_gpus"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:

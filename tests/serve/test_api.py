@@ -249,11 +249,16 @@ def test_a_job_request_body_is_capped(make_service):
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"poll_interval_s": 0}, "poll_interval_s must be > 0"),
+        ({"poll_interval_s": 0}, "poll_interval_s must be a finite number > 0"),
+        # NaN passed every comparison: the scheduler spun, a job with no resources was 422
+        ({"poll_interval_s": float("nan")}, "poll_interval_s must be a finite number > 0"),
+        ({"ray_jobs_timeout_s": float("inf")}, "ray_jobs_timeout_s must be a finite number > 0"),
+        ({"default_num_cpus": float("nan")}, "default_num_cpus must be a finite number >= 0"),
+        ({"replica_num_cpus": float("inf")}, "replica_num_cpus must be a finite number >= 0"),
         ({"max_queued_jobs": 0}, "max_queued_jobs must be >= 1"),
         ({"ray_start_attempts": 0}, "ray_start_attempts must be >= 1"),
         ({"ray_num_cpus": 0}, "ray_num_cpus must be >= 1 or null"),
-        ({"default_num_gpus": -1}, "default_num_gpus must be >= 0"),
+        ({"default_num_gpus": -1}, "default_num_gpus must be a finite number >= 0"),
         ({"max_num_cpus": -1}, "max_num_cpus must be a finite number >= 0 or null"),
         ({"max_num_gpus": float("inf")}, "max_num_gpus must be a finite number >= 0 or null"),
     ],
