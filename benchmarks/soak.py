@@ -16,6 +16,7 @@ the absolute figure is an overestimate; the growth is what matters.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,8 @@ def soak(
     warmup = warmup_resets(resets)
     if resets <= warmup:
         raise ValueError(f"resets must be more than the warm-up of {warmup}, got {resets}")
+    if not (math.isfinite(max_growth) and max_growth > 0):  # else the soak can only FAIL
+        raise ValueError(f"max_growth must be a finite number > 0, got {max_growth}")
     env = gym.make(f"browser_env/{task}-v0", modalities=("elements", "text"))
     samples: list[tuple[int, int]] = []
     errors = 0
@@ -112,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"--resets must be more than the warm-up of {warmup_resets(args.resets)}, "
             f"got {args.resets}"
         )
+    if not (math.isfinite(args.max_growth) and args.max_growth > 0):
+        parser.error(f"--max-growth must be a finite number > 0, got {args.max_growth}")
     if unknown_tasks([args.task], prefix="browser_env/"):
         parser.error(f"--task: no such env: {args.task} (e.g. miniwob.click-test)")
     refuse_unwritable(parser, args.json, "--json")

@@ -29,3 +29,9 @@ def test_a_soak_no_longer_than_its_warm_up_is_refused_before_a_browser_starts(re
     # the growth is measured from the warm-up's end (at least 10 resets)
     with pytest.raises(ValueError, match="warm-up of 10"):
         soak(resets=resets, progress=False)
+
+
+@pytest.mark.parametrize("limit", [float("nan"), 0.0, -1.0])
+def test_a_soak_whose_growth_limit_can_never_pass_is_refused_before_a_browser_starts(limit):
+    with pytest.raises(ValueError, match="max_growth must be a finite number > 0"):
+        soak(resets=20, max_growth=limit, progress=False)

@@ -91,6 +91,9 @@ CASES = [
     ("serve_load", ["--json", f"{NOTEBOOK}/d/l.json"], "is not a directory", ["run"]),
     ("soak", ["--resets", "-5"], "--resets must be more than the warm-up of 10, got -5", ["soak"]),
     ("soak", ["--task", "miniwob.nope"], "--task: no such env: miniwob.nope", ["soak"]),
+    # a limit the growth can never be under: the 1000-reset soak ran, then FAILed
+    ("soak", ["--max-growth", "nan"], "--max-growth must be a finite number > 0", ["soak"]),
+    ("soak", ["--max-growth", "-1"], "--max-growth must be a finite number > 0", ["soak"]),
     ("browser_kills", ["--kills", "0"], "--kills must be >= 1, got 0", ["kill_rounds"]),
     ("browser_kills", ["--driver-every", "-1"], "--driver-every must be >= 0", ["kill_rounds"]),
     ("browser_kills", ["--hang-s", "0"], "--hang-s must be > 0", ["kill_rounds"]),
