@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -156,6 +157,7 @@ def _play(
         agent = None if runner == "ray" or not todo else build_agent(cfg)
     try:  # the agent built here is closed if what follows fails before the episodes
         log.start()  # only now: a refused agent leaves a stopped or finished log as it was
+        _set_aside_results(out)  # an earlier run's table: this run's replaces it once it ends
         env_kwargs: dict[str, Any] = {
             "headless": bool(cfg.headless),
             **suite.env_kwargs,
@@ -286,6 +288,22 @@ def _open_log(cfg: DictConfig, out: Path, jobs: list[Job], start: int) -> Result
             f"with {hint} (or more), or write a run of fewer episodes to another output_dir"
         )
     return log
+
+
+#: what a finished run writes beside its log, and the names an earlier run's get
+_RESULT_FILES = {"results.json": "results.stale.json", "success.png": "success.stale.png"}
+
+
+def _set_aside_results(out: Path) -> None:
+    """Rename an earlier finished run's ``results.json`` and ``success.png`` in
+    ``out`` to ``results.stale.json`` and ``success.stale.png`` (replacing older
+    stale ones) as a run starts there: were this run stopped, they would
+    describe another run beside its log and episodes (``benchmarks.compare``
+    read such a dir as the earlier run, whose episodes were gone). This run
+    writes its own when it ends."""
+    for name, stale in _RESULT_FILES.items():
+        if (out / name).is_file():
+            os.replace(out / name, out / stale)
 
 
 def _match_episode_dirs(episodes: Path, log: ResultLog) -> None:

@@ -267,8 +267,22 @@ def test_a_stopped_benchmark_resumes_to_the_table_of_an_unstopped_one(
     # a finished run resumed again plays nothing and writes the same table
     again = run(config(stopped, "resume=true"))
     assert again["episodes"] == resumed["episodes"] and len(played_now) == 1
-    fresh = run(config(stopped))  # a complete run's dir may be played afresh
-    assert len(played_now) == 5
+    # a complete run's dir may be played afresh; stopped, it has no table of the old run
+    old_table = (stopped / "results.json").read_text()
+
+    def append_then_stop_once(self, result):
+        append_and_count(self, result)
+        monkeypatch.setattr(ResultLog, "append", append_and_count)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultLog, "append", append_then_stop_once)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(stopped))
+    assert not (stopped / "results.json").exists() and not (stopped / "success.png").exists()
+    assert (stopped / "results.stale.json").read_text() == old_table
+    assert (stopped / "success.stale.png").is_file()
+    fresh = run(config(stopped, "resume=true"))
+    assert len(played_now) == 1 + 1 + 3 and (stopped / "results.json").is_file()
     assert dirs(stopped / "episodes") == sorted(
         Path(e["episode_dir"]).name for e in fresh["episodes"]
     )
