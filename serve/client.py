@@ -15,6 +15,12 @@ retried request never starts a second job. ``download`` unpacks only
 regular files with plain names, whatever the server sent, and records them in
 ``DEST/.browser-rl-adapter.json``, so that a later download into the same dir
 removes the earlier adapter's files the new one lacks.
+
+The command line refuses, in one ``error:`` line with exit status 2 and before
+any request, what it could only send as a traceback: an upload path that is
+no directory, a ``--num-cpus``/``--num-gpus`` that is not a finite number, and
+a ``--set`` value that is no YAML or that JSON cannot carry (NaN, Infinity, a
+date such as ``2024-01-01``: quote it to send a string).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -367,6 +374,54 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _overrides(items: Sequence[str]) -> tuple[dict[str, Any], str | None]:
+    """The ``--set KEY=VALUE`` items as a request's overrides (values read as
+    YAML), or why one cannot be sent: no ``=``, no YAML, or a value that JSON
+    cannot carry (a YAML date such as ``2024-01-01``, NaN or Infinity, a set),
+    which would otherwise fail as a traceback inside the HTTP client."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            return {}, f"--set takes KEY=VALUE, got {item!r}"
+        try:
+            value = _parse_value(text)
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            return {}, f"--set {key}: {text!r} is not a YAML value ({reason})"
+        problem = _json_problem(value)
+        if problem:
+            return {}, f"--set {key}: {text!r} {problem}"
+        overrides[key] = value
+    return overrides, None
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot go into a JSON request body, or None when it can."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:  # a date, a set, bytes, an alias holding itself
+        return f"is not a JSON value ({exc}); quote it to send a string"
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return "holds NaN or Infinity, which JSON has neither"
+    return None
+
+
+def _finite_float(text: str) -> float:
+    """An argparse ``type``: a float that is neither NaN nor infinite (JSON has neither)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def _url_problem(url: str) -> str | None:
     """What stops ``url`` from naming a service, with the form that would (httpx
     would say it only once a request is made, and we would blame the service)."""
@@ -421,8 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a learner setting, e.g. max_steps=300 (repeat; values are YAML)",
     )
-    train.add_argument("--num-cpus", type=float, help="CPUs the job asks for")
-    train.add_argument("--num-gpus", type=float, help="GPUs the job asks for")
+    train.add_argument("--num-cpus", type=_finite_float, help="CPUs the job asks for")
+    train.add_argument("--num-gpus", type=_finite_float, help="GPUs the job asks for")
     train.add_argument(
         "--idempotency-key", help="the same key again returns the job it made (safe retries)"
     )
@@ -448,6 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = [p for p in args.paths if not Path(p).exists()]
         if missing:
             parser.error(f"upload: no such episode or run directory: {', '.join(missing)}")
+        files = [p for p in args.paths if not Path(p).is_dir()]
+        if files:
+            parser.error(f"upload: not a directory (give episode or run dirs): {', '.join(files)}")
+    overrides: dict[str, Any] = {}
+    if args.command == "train":
+        overrides, problem = _overrides(args.set)
+        if problem:
+            parser.error(problem)
     import httpx
 
     def show(value: Any) -> None:
@@ -458,12 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "upload":
                 show(client.upload(*args.paths))
             elif args.command == "train":
-                overrides = {}
-                for item in args.set:
-                    key, sep, value = item.partition("=")
-                    if not sep:
-                        parser.error(f"--set takes KEY=VALUE, got {item!r}")
-                    overrides[key] = _parse_value(value)
                 resources = {
                     k: v
                     for k, v in (("num_cpus", args.num_cpus), ("num_gpus", args.num_gpus))

@@ -3,8 +3,10 @@
 :func:`check_job_request` turns the body of ``POST /v1/jobs`` (the fields of
 :class:`serve.app.JobRequest`) into the ``(learner, dataset_ids, overrides,
 resources)`` a job record holds, or raises :class:`~serve.errors.ServiceError`
-422 naming the first problem: an unknown learner or dataset, an override the
-learner's config does not take or the server owns (:mod:`serve.overrides`), a
+422 naming the first problem: an unknown learner or dataset, a dataset named
+twice, an override the learner's config does not take or the server owns
+(:mod:`serve.overrides`), a value the learner's config refuses as it is made
+or an env id there that is not registered (:func:`check_learner_config`), a
 ``model`` outside ``allowed_models``, rollout options the learner would
 refuse or that play more than ``max_rollout_envs`` envs at once
 (:func:`rollout_actors`), or resources that are not finite numbers >= 0 or,
@@ -27,7 +29,7 @@ from serve.errors import ServiceError
 from serve.overrides import LEARNERS, override_problem
 from serve.store import Store
 
-__all__ = ["capacity", "check_job_request", "rollout_actors"]
+__all__ = ["capacity", "check_job_request", "check_learner_config", "rollout_actors"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,18 @@ def check_job_request(
     if learner not in LEARNERS:
         raise ServiceError(422, f"unknown learner {learner!r}; one of {sorted(LEARNERS)}")
     dataset_ids = list(request.get("dataset_ids") or [])
-    for dataset_id in dataset_ids:
+    for i, dataset_id in enumerate(dataset_ids):
         if not isinstance(dataset_id, str) or store.dataset(dataset_id) is None:
             raise ServiceError(422, f"unknown dataset {dataset_id!r}")
+        if dataset_id in dataset_ids[:i]:
+            raise ServiceError(422, f"dataset {dataset_id!r} is named twice")
     if not dataset_ids and learner != "grpo":
         raise ServiceError(422, f"{learner} needs at least one dataset id")
     overrides = dict(request.get("overrides") or {})
     problem = override_problem(lc.LEARNER_CONFIGS[learner], learner, overrides)
     if problem is not None:
         raise ServiceError(422, problem)
+    check_learner_config(learner, overrides)
     allowed = cfg.allowed_models
     if "model" in overrides and allowed is not None:
         from agents.models import canonical_model
@@ -96,6 +101,46 @@ def check_job_request(
             f"here ({limit:g}); it would wait for ever",
         )
     return learner, dataset_ids, overrides, resources
+
+
+# What the scheduler sets when the job starts (serve.scheduler's _mark_started),
+# as stand-ins: a config only holds these paths, the learner reads them later.
+_SERVER_VALUES = {
+    "episodes": ["datasets/<id>/data"],
+    "output_dir": "jobs/<id>/adapter",
+    "progress": True,
+}
+
+
+def check_learner_config(learner: str, overrides: dict[str, Any]) -> None:
+    """Raise ServiceError 422 with the learner's own message when its config
+    refuses ``overrides`` as it is made (``__post_init__``: ``batch_size=0``,
+    ``device="gpu"``, ...) or names an env in ``env_ids`` (GRPO) or
+    ``eval_env_ids`` that is not registered, as the learner checks before its
+    model loads: such a job would otherwise take a slot and a backend job only
+    to fail at start-up.
+
+    ``overrides`` must have passed :func:`serve.overrides.override_problem`
+    (known fields of the right types, none the server's). The config is built
+    as the learner builds it (:func:`learners.config.from_mapping`), with
+    stand-ins for the server's paths; nothing reads them, and the env ids are
+    looked up in Gymnasium's registry only (no env is made, no browser starts).
+    """
+    import gymnasium as gym
+
+    import browser_env  # noqa: F401 - registers the browser_env/* ids
+    import learners.config as lc
+
+    try:
+        config = lc.from_mapping(lc.LEARNER_CONFIGS[learner], {**overrides, **_SERVER_VALUES})
+    except (ValueError, TypeError) as exc:
+        raise ServiceError(422, f"{learner} setting refused: {exc}") from None
+    for key in ("env_ids", "eval_env_ids"):
+        for env_id in getattr(config, key, ()):
+            try:
+                gym.spec(env_id)
+            except gym.error.Error as exc:
+                raise ServiceError(422, f"{key}: {exc}") from None
 
 
 _PER_WORKER = {"num_cpus": "cpus_per_worker", "num_gpus": "gpus_per_worker"}

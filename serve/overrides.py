@@ -44,7 +44,11 @@ format, and every network setting (jobs generate locally)."""
 
 def override_problem(config_class: type, learner: str, overrides: dict[str, Any]) -> str | None:
     """Why ``overrides`` (a job request's config fields) cannot be applied to
-    ``config_class`` (``learner``'s config dataclass), or None when they can."""
+    ``config_class`` (``learner``'s config dataclass), or None when they can.
+
+    Only the names and the types are checked here; what the config itself
+    refuses of values of the right type (``batch_size=0``, an unknown env id)
+    is :func:`serve.job_request.check_learner_config`'s."""
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = _type_hints(config_class)
     for key, value in overrides.items():

@@ -440,6 +440,46 @@ def test_the_command_line_refuses_an_upload_of_a_missing_dir(tmp_path, capsys):
     assert "no such episode or run directory" in capsys.readouterr().err
 
 
+NOT_SENT = [
+    (["train", "--dataset", "ds-x", "--num-cpus", "nan"], "--num-cpus: 'nan' is not a finite"),
+    (["train", "--dataset", "ds-x", "--num-cpus", "inf"], "--num-cpus: 'inf' is not a finite"),
+    (["train", "--dataset", "ds-x", "--num-gpus=-inf"], "--num-gpus: '-inf' is not a finite"),
+    (["train", "--set", "max_steps=.nan"], "--set max_steps: '.nan' holds NaN or Infinity"),
+    (["train", "--set", "prompt={rules: [.inf]}"], "--set prompt: '{rules: [.inf]}' holds NaN"),
+    (["train", "--set", "run_name=2024-01-01"], "--set run_name: '2024-01-01' is not a JSON"),
+    (["train", "--set", "tasks=!!set {a}"], "--set tasks: '!!set {a}' is not a JSON value"),
+    (["train", "--set", "tasks=["], "--set tasks: '[' is not a YAML value"),
+    (["train", "--set", "max_steps"], "--set takes KEY=VALUE, got 'max_steps'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), NOT_SENT, ids=[a[-1] for a, _ in NOT_SENT])
+def test_the_command_line_refuses_what_json_cannot_carry_in_one_line(argv, words, capsys):
+    """Refused before any request (the URL's port listens to nothing: a request
+    would end as "cannot reach", status 1), with no traceback."""
+    from serve.client import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", "http://127.0.0.1:9", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " in err.strip().splitlines()[-1] and words in err, err
+    assert "Traceback" not in err and "cannot reach" not in err
+
+
+def test_the_command_line_refuses_an_upload_of_a_file(tmp_path, capsys):
+    from serve.client import main
+
+    (tmp_path / "afile").write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", "http://127.0.0.1:9", "upload", str(tmp_path), str(tmp_path / "afile")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        f"error: upload: not a directory (give episode or run dirs): {tmp_path}/afile"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "line"),
     [

@@ -215,6 +215,59 @@ def test_bad_job_requests_are_422(api, dataset_id):
     assert backend.submissions == [] and client.get("/v1/jobs", headers=AUTH).json() == []
 
 
+LEARNER_REFUSES = [
+    ("sft", {"batch_size": 0}, "sft setting refused: batch_size must be >= 1, got 0"),
+    ("sft", {"learning_rate": -1.0}, "learning_rate must be > 0, got -1.0"),
+    ("sdft", {"lora_r": -3}, "lora_r must be >= 1, got -3"),
+    ("sft", {"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("sdft", {"max_steps": 0}, "max_steps must be >= 1, got 0"),
+    ("sft", {"eval_env_ids": ["nope"]}, "eval_env_ids: Environment `nope` doesn't exist"),
+    ("grpo", {"env_ids": ["nope"]}, "env_ids: Environment `nope` doesn't exist"),
+]
+
+
+@pytest.mark.parametrize(
+    ("learner", "overrides", "words"),
+    LEARNER_REFUSES,
+    ids=[f"{learner}-{next(iter(o))}" for learner, o, _ in LEARNER_REFUSES],
+)
+def test_settings_the_learners_config_refuses_are_422(
+    api, dataset_id, monkeypatch, learner, overrides, words
+):
+    """Such a job would take a slot and a backend job only to fail at start-up;
+    the check makes no env (no browser) and reads no path."""
+    import gymnasium
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("the request check made an env")
+
+    monkeypatch.setattr(gymnasium, "make", no_env)
+    client, service, backend = api
+    body = {"learner": learner, "dataset_ids": [dataset_id], "overrides": overrides}
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 422 and words in response.json()["detail"], response.text
+    assert backend.submissions == [] and service.jobs() == []
+
+
+def test_registered_env_ids_in_any_spelling_are_accepted(api, dataset_id):
+    client, service, backend = api
+    overrides = {"env_ids": ["miniwob.click-test"], "eval_env_ids": ["open"]}
+    body = {"learner": "grpo", "dataset_ids": [dataset_id], "overrides": overrides}
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    spec = json.loads((service.store.job_dir(response.json()["job_id"]) / "spec.json").read_text())
+    assert spec["config"]["env_ids"] == ["miniwob.click-test"]  # the learner resolves it
+
+
+def test_a_dataset_named_twice_is_422(api, dataset_id):
+    client, service, backend = api
+    body = {"learner": "sft", "dataset_ids": [dataset_id, dataset_id]}
+    response = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"dataset {dataset_id!r} is named twice"
+    assert backend.submissions == [] and service.jobs() == []
+
+
 def test_a_good_job_runs_with_the_servers_paths(api, dataset_id):
     client, service, backend = api
     response = _job(client, dataset_id, overrides={"max_steps": 2, "lora_target_modules": ["q"]})
