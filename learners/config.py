@@ -219,6 +219,16 @@ class SDFTConfig(LearnerConfig):
         super().__post_init__()
         _check_steps(self)
         _check_sampling(self)
+        if self.kl_direction not in ("reverse", "forward"):
+            raise ValueError(
+                f"kl_direction must be 'reverse' or 'forward', got {self.kl_direction!r}"
+            )
+        if not 0.0 <= self.ema_rate <= 1.0:
+            raise ValueError(f"ema_rate must be in [0, 1], got {self.ema_rate}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be >= 1 or null")
+        if self.backend not in ("transformers", "mlx"):
+            raise ValueError(f"backend must be 'transformers' or 'mlx', got {self.backend!r}")
 
 
 @dataclasses.dataclass
@@ -320,6 +330,25 @@ class GRPOConfig(LearnerConfig):
         self.env_ids = [resolve_env_id(e) for e in self.env_ids]
         _check_steps(self)
         _check_sampling(self)
+        if self.num_generations < 2:
+            raise ValueError(
+                "num_generations (G) must be >= 2: advantages are relative to the group"
+            )
+        if not self.env_ids or not self.train_seeds:
+            raise ValueError("env_ids and train_seeds must not be empty")
+        if self.generation not in ("local", "server"):
+            raise ValueError(f"generation must be 'local' or 'server', got {self.generation!r}")
+        if self.generation == "server" and not self.lora:
+            raise ValueError("generation=server serves LoRA adapters: it needs lora=true")
+        if self.reward not in ("success", "return"):
+            raise ValueError(f"reward must be 'success' or 'return', got {self.reward!r}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0, got {self.temperature}: rollouts are sampled, and "
+                "the loss scores them under softmax(logits / temperature)"
+            )
 
 
 def _check_steps(cfg: SDFTConfig | GRPOConfig) -> None:

@@ -77,12 +77,9 @@ def run(
     with refusing():
         if not isinstance(cfg, SDFTConfig):
             cfg = from_mapping(SDFTConfig, cfg)
-        _check(cfg)
-        check_eval_env_ids(cfg)  # torch and MLX alike
+        check_eval_env_ids(cfg)  # torch and MLX alike (SDFTConfig refused bad settings)
         if cfg.backend == "mlx" and cfg.enrich:
             raise ValueError("learner.enrich is supported by the torch backend only")
-        if cfg.backend not in ("transformers", "mlx"):
-            raise ValueError(f"backend must be 'transformers' or 'mlx', got {cfg.backend!r}")
     if cfg.backend == "mlx":
         from learners.sdft_mlx import run as run_mlx
 
@@ -185,15 +182,6 @@ def run(
             ema_update(teacher, params, cfg.ema_rate)
 
         return loop.fit(loss_step, after_step=after_step)
-
-
-def _check(cfg: SDFTConfig) -> None:
-    if cfg.kl_direction not in ("reverse", "forward"):
-        raise ValueError(f"kl_direction must be 'reverse' or 'forward', got {cfg.kl_direction!r}")
-    if not 0.0 <= cfg.ema_rate <= 1.0:
-        raise ValueError(f"ema_rate must be in [0, 1], got {cfg.ema_rate}")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise ValueError("top_k must be >= 1 or null")
 
 
 def _enrich(samples: list[Sample], options: Mapping[str, Any]) -> dict[str, Any]:

@@ -223,6 +223,14 @@ LEARNER_REFUSES = [
     ("sdft", {"max_steps": 0}, "max_steps must be >= 1, got 0"),
     ("sft", {"eval_env_ids": ["nope"]}, "eval_env_ids: Environment `nope` doesn't exist"),
     ("grpo", {"env_ids": ["nope"]}, "env_ids: Environment `nope` doesn't exist"),
+    # checks that lived in the learners' run(), after the job had started
+    ("grpo", {"num_generations": 1}, "num_generations (G) must be >= 2"),
+    ("grpo", {"beta": -0.1}, "beta must be a finite number >= 0, got -0.1"),
+    ("grpo", {"train_seeds": []}, "env_ids and train_seeds must not be empty"),
+    ("grpo", {"temperature": 0.0}, "temperature must be > 0"),
+    ("sdft", {"kl_direction": "sideways"}, "kl_direction must be 'reverse' or 'forward'"),
+    ("sdft", {"ema_rate": 2.0}, "ema_rate must be in [0, 1], got 2.0"),
+    ("sdft", {"backend": "jax"}, "backend must be 'transformers' or 'mlx', got 'jax'"),
 ]
 
 
