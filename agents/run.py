@@ -185,28 +185,26 @@ def _check_unread_settings(cfg: DictConfig) -> None:
     node (``backend=NAME``, ``backend.KEY=...``) for an agent with a backend of
     its own (``agent=tiny``: ``agent.backend.KEY`` is what it reads)."""
     agent = cfg.agent
-    name = _agent_label(cfg)
     if "backend" not in agent:
         for key in ("model", "adapter"):
             if cfg.get(key) is not None:
-                raise ValueError(f"{name} has no model: {key}= is not read; drop it")
+                raise ValueError(f"{_agent_label(cfg)} has no model: {key}= is not read; drop it")
         return
     group = cfg.get("backend")
     if group is None or not _inline_backend(agent):
         return  # the agent reads the group's node (agent=llm)
-    where = "agent.backend"
-    if backend_name(group) != DEFAULT_BACKEND:
+    name = backend_name(group)
+    changed = changed_settings(group) if name == DEFAULT_BACKEND else []
+    if name == DEFAULT_BACKEND and not changed:
+        return
+    own = f"{_agent_label(cfg)} builds its own backend (agent.backend)"
+    if name != DEFAULT_BACKEND:
         raise ValueError(
-            f"{name} builds its own backend ({where}): backend={backend_name(group)} is not "
-            f"read; set {where}._target_ or use agent=llm backend={backend_name(group)}"
+            f"{own}: backend={name} is not read; set agent.backend._target_ or use "
+            f"agent=llm backend={name}"
         )
-    changed = changed_settings(group)
-    if changed:
-        key = changed[0]
-        raise ValueError(
-            f"{name} builds its own backend ({where}): backend.{key} is not read; "
-            f"set {where}.{key} instead"
-        )
+    key = changed[0]
+    raise ValueError(f"{own}: backend.{key} is not read; set agent.backend.{key} instead")
 
 
 def _agent_label(cfg: DictConfig) -> str:

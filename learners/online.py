@@ -24,7 +24,9 @@ from: the agent acts with that adapter from the first episode
 (:attr:`OnlineSDFT.goes_on_from`, which ``agents.run`` loads into it), the
 updates continue its numbering (``update-0004`` after its ``update-0003``)
 and ``online.jsonl`` gets this run's lines after its. ``max_updates`` and
-``budget_s`` count this run's updates only. SDFT loads its own copy of the base model: fine for small models; on a large
+``budget_s`` count this run's updates only.
+
+SDFT loads its own copy of the base model: fine for small models; on a large
 one, give the learner a GPU and keep ``steps_per_update`` small.
 """
 
@@ -150,12 +152,17 @@ def _last_update(out: Path) -> int:
 
 
 def _copy_adapter(out: Path, checkpoint: Path) -> None:
-    """Copy ``out``'s adapter files into ``checkpoint`` (a new directory) atomically:
-    written beside it, then renamed, so a crash leaves no half checkpoint."""
+    """Copy ``out``'s adapter files into ``checkpoint`` (a new directory) atomically,
+    as :class:`learners.checkpoint.Checkpoints` saves: written beside it and synced,
+    then renamed, so a crash leaves no half checkpoint."""
+    from browser_env.atomic import fsync_dir, fsync_tree
+
     partial = checkpoint.with_name(f".{checkpoint.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in _ADAPTER_FILES:
         if (out / name).is_file():
             shutil.copy2(out / name, partial / name)
+    fsync_tree(partial)  # whole on disk before the rename makes it the checkpoint
     os.replace(partial, checkpoint)
+    fsync_dir(checkpoint.parent)
