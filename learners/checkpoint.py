@@ -29,24 +29,9 @@ running the same command again resumes from the latest one (saying so on
 stderr), first dropping the lines ``metrics.jsonl`` holds past that checkpoint,
 which the resumed run logs again (:func:`learners.tracking.rewind_metrics`).
 
-The resume takes the checkpoint's state as it is (the optimiser's learning
-rate and weight decay with it, the LoRA's shape, the data order its seed
-draws), so it is refused, in one line naming the keys that differ, unless the
-run is the same learner's (``training.json``'s ``learner``) with the same
-settings (its ``hyperparameters``) but for those in :data:`RESUME_MAY_CHANGE`:
-how long it trains (``max_steps``, SFT's ``num_epochs``), how often it saves,
-evaluates and logs and how many checkpoints it keeps, the gate's
-``rollback_tolerance``, wandb and the progress bar, and where GRPO's rollouts
-are played and generated (its runner and server settings). Every other
-setting shapes the saved state or what the steps still to come would have
-done: the base model and ``init_adapter``, the LoRA (``lora``, rank, alpha,
-dropout, targets), the optimiser (learning rate, weight decay, clipping),
-``batch_size``, ``seed``, ``device`` (where the saved tensors are), the data
-and the prompt, the held-out set the gate's record was measured on, and
-each algorithm's own settings (SDFT's ``backend`` among them). A key the
-saved record lacks (a run of an older version) is not compared. The check
-needs the run's settings: :class:`learners.loop.TrainLoop` and MLX SDFT
-(``learners.sdft_mlx``) pass them.
+A resume is refused, in one line naming the keys that differ, unless it is
+the same learner's with the same settings, run-control ones aside
+(:mod:`learners.resume_rule` states the rule).
 
 A finished run writes ``"status": "complete"`` next to its
 adapter (or, with ``lora=false``, its full model: ``model.safetensors``);
@@ -81,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.prompt import PROMPT_VERSION
 from browser_env.atomic import fsync_dir, fsync_tree, write_json_atomic
+from learners.resume_rule import check_resume
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -96,7 +82,6 @@ __all__ = [
     "Checkpoints",
     "EvalGate",
     "GateCheckpoints",
-    "RESUME_MAY_CHANGE",
     "RunStart",
     "check_output_dir",
     "load_model_weights",
@@ -285,40 +270,6 @@ def _learner_output(out: Path) -> bool:
     return (out / "training.json").is_file() or (out / "checkpoints").is_dir()
 
 
-RESUME_MAY_CHANGE: frozenset[str] = frozenset(
-    {
-        "output_dir",  # the same directory, however it is spelled
-        "max_steps",
-        "num_epochs",  # SFT's max_steps when that is <= 0
-        "save_steps",
-        "save_total_limit",
-        "eval_steps",
-        "rollback_tolerance",
-        "logging_steps",
-        "wandb",
-        "wandb_project",
-        "run_name",
-        "progress",
-        # GRPO: where and how fast its rollouts are played and generated, not what they are
-        "runner",
-        "workers",
-        "envs_per_worker",
-        "cpus_per_worker",
-        "gpus_per_worker",
-        "episode_timeout_s",
-        "startup_timeout_s",
-        "generation",
-        "server_url",
-        "server_token_env",
-        "server_lora_name",
-        "server_adapter_dir",
-        "server_timeout",
-    }
-)
-"""The learner settings a resumed run may change (see the module doc); any
-other that differs from the interrupted run's refuses the resume."""
-
-
 def run_start(
     output_dir: str | os.PathLike[str] | None,
     *,
@@ -331,8 +282,9 @@ def run_start(
     A directory no run may write into is refused (:func:`check_output_dir`).
 
     Given the run's ``learner`` and ``config``, a resume of another learner's
-    run, or of one whose settings differ but for :data:`RESUME_MAY_CHANGE`, is
-    refused with a ``ValueError`` that names the keys (see the module doc)."""
+    run, or of one whose settings differ but for
+    :data:`learners.resume_rule.RESUME_MAY_CHANGE`, is refused with a
+    ``ValueError`` that names the keys."""
     if output_dir is None:
         return RunStart()
     check_output_dir(output_dir)
@@ -346,72 +298,12 @@ def run_start(
     continuing = kind is not None and init is not None and _same_path(init, out)
     resume = Checkpoints(out).latest()
     if resume is not None:
-        _check_resume(out, resume, meta, learner, config)
+        check_resume(out, resume, meta, learner, config)
     return RunStart(
         continues=os.fspath(out) if continuing else None,
         kind=kind if continuing else None,
         resume=resume,
     )
-
-
-def _check_resume(
-    out: Path,
-    resume: Path,
-    meta: Mapping[str, Any],
-    learner: str | None,
-    config: LearnerConfig | None,
-) -> None:
-    """Refuse (``ValueError``) resuming ``resume``, the checkpoint of the run
-    ``meta`` (its ``training.json``) records, as ``learner`` with ``config``
-    when that run was another learner's or its settings differ from
-    ``config``'s but for :data:`RESUME_MAY_CHANGE`."""
-    saved_learner = meta.get("learner")
-    run = f"{saved_learner} run" if saved_learner else "run"
-    subject = f"learner.output_dir={out} holds an interrupted {run} ({resume.name})"
-    instead = (
-        f"or set learner.output_dir to a new directory (or delete {out / 'checkpoints'} "
-        "to give up its steps)"
-    )
-    if learner is not None and saved_learner is not None and saved_learner != learner:
-        raise ValueError(
-            f"{subject}, which {learner} cannot resume: resume it with learners.{saved_learner}, "
-            f"{instead}"
-        )
-    saved = meta.get("hyperparameters")
-    if config is None or not isinstance(saved, dict):
-        return
-    # as training.json wrote them (write_json_atomic): lists, not tuples, str of the rest
-    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    changed = [
-        diff
-        for key in sorted((saved.keys() & now.keys()) - RESUME_MAY_CHANGE)
-        for diff in _differences(f"learner.{key}", saved[key], now[key])
-    ]
-    if changed:
-        raise ValueError(
-            f"{subject} with other settings: {'; '.join(changed)}. Resume it with the same "
-            "settings (only run-control ones such as learner.max_steps may change), "
-            f"{instead}"
-        )
-
-
-def _differences(key: str, saved: Any, now: Any) -> list[str]:
-    """``"KEY=SAVED there, NOW now"`` for ``key`` (one per differing sub-key of a
-    mapping such as ``prompt``), or nothing when they are equal."""
-    if saved == now:
-        return []
-    if isinstance(saved, dict) and isinstance(now, dict):
-        return [
-            diff
-            for sub in sorted(saved.keys() | now.keys())
-            for diff in _differences(f"{key}.{sub}", saved.get(sub), now.get(sub))
-        ]
-    return [f"{key}={_shown(saved)} there, {_shown(now)} now"]
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

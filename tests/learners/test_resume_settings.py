@@ -1,5 +1,5 @@
 """Resuming an interrupted run: only the same learner with the same settings
-(run-control ones aside: :data:`learners.checkpoint.RESUME_MAY_CHANGE`)."""
+(run-control ones aside: :data:`learners.resume_rule.RESUME_MAY_CHANGE`)."""
 
 from __future__ import annotations
 
