@@ -33,7 +33,7 @@ the checkpoint too). The learner is instantiated by Hydra at run time:
 A config that cannot run (``episodes=0``, an unknown ``env=``, ``agent=llm``
 with no ``model=``, a model path that does not exist, ``agent=expert`` on a
 task it has no policy for) is refused before a model loads or a browser
-starts (:func:`check_agent`, :mod:`browser_env.refusal`): the command line prints
+starts (:func:`agents.agent_config.check_agent`, :mod:`browser_env.refusal`): the command line prints
 ``error: <why>`` and exits with status 2; ``run(cfg)`` raises it as a
 ``ValueError``.
 """
@@ -41,15 +41,21 @@ starts (:func:`check_agent`, :mod:`browser_env.refusal`): the command line print
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from agents.agent import Agent
-from agents.backend_group import DEFAULT_BACKEND, backend_name, changed_settings
+from agents.agent_config import (
+    agent_name,
+    backend_node,
+    check_agent,
+    check_online_agent,
+    with_model_overrides,
+)
+from agents.backend_group import backend_name
 from agents.prompt import PROMPT_VERSION
 from agents.run_config import check_options, register_config
 from browser_env.refusal import exit_on_interrupt, exit_on_refusal, refusing
@@ -65,7 +71,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_agent",
-    "check_agent",
     "check_options",
     "main",
     "make_env",
@@ -73,7 +78,6 @@ __all__ = [
     "recording_info",
     "run",
     "run_episodes",
-    "with_model_overrides",
 ]
 
 EpisodeWriterFactory = Callable[[Any], Any]
@@ -109,159 +113,12 @@ def _reset_options(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return options
 
 
-def with_model_overrides(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` with the top-level ``model`` and ``adapter`` (when set)
-    in the backend node its agent is built with (:func:`_backend_node`): the
-    config that runs, which :func:`build_agent` builds and a benchmark's
-    ``results.json`` records. ``cfg`` itself is left as it is.
-
-    Raises:
-        ValueError: ``adapter`` set for a backend that takes none.
-    """
-    import copy
-
-    built = copy.deepcopy(cfg)
-    backend = _backend_node(built)
-    if backend is not None:
-        for key in ("model", "adapter"):
-            if built.get(key) is None:
-                continue
-            if key == "adapter" and key not in backend:
-                target = backend.get("_target_", "the selected backend")
-                raise ValueError(
-                    f"{target} takes no adapter; drop adapter=... or pick another backend"
-                )
-            with open_dict(backend):
-                backend[key] = built[key]
-    return built
-
-
 def build_agent(cfg: DictConfig) -> Agent:
     """Instantiate ``cfg.agent`` with the top-level ``model``/``adapter`` applied
-    (:func:`with_model_overrides`)."""
+    (:func:`agents.agent_config.with_model_overrides`)."""
     from hydra.utils import instantiate
 
     return instantiate(with_model_overrides(cfg).agent)
-
-
-def check_agent(cfg: DictConfig, env_ids: Iterable[str] = ()) -> None:
-    """Refuse, without building it, what would stop ``cfg.agent`` only once it
-    loads or plays: a backend ``model`` left unset (``???``), a model that
-    cannot load (:func:`agents.models.check_model`; not checked: an
-    OpenAI-compatible server's ``model``, a name only the server knows, nor a
-    model that ``runner=ray`` actors on the cluster at ``RAY_ADDRESS`` load) and, for
-    the scripted expert, tasks among ``env_ids`` it has no policy for.
-
-    Raises:
-        ValueError: naming the setting or the tasks (and ``adapter=`` set for a
-            backend that takes none: :func:`with_model_overrides`).
-        omegaconf.errors.MissingMandatoryValue: ``backend.model`` is unset
-            (:func:`browser_env.refusal.refusing` says how to set it).
-    """
-    from agents.models import check_model
-
-    agent = cfg.get("agent")
-    if agent is None:
-        return
-    _check_unread_settings(cfg)
-    with_model_overrides(cfg)  # adapter= for a backend that takes none: refused here
-    backend = _backend_node(cfg) if "backend" in agent else None  # the group's is llm's only
-    if backend is not None and ("model" in backend or OmegaConf.is_missing(backend, "model")):
-        top_level = cfg.get("model") is not None
-        model = cfg.model if top_level else backend.model  # ??? raises
-        # a Ray cluster's actors load the model: a path there need not exist here
-        remote = cfg.get("runner") == "ray" and bool(os.environ.get("RAY_ADDRESS"))
-        served = ".openai." in str(backend.get("_target_", ""))  # a name the server knows
-        if isinstance(model, str) and not served and not remote:
-            check_model(model, "model" if top_level else backend._get_full_key("model"))
-    target = str(agent.get("_target_", ""))
-    if target in _SCRIPTED_EXPERT and agent.get("task") is None:  # a pinned task is __init__'s
-        _check_expert_tasks(list(env_ids))
-
-
-def _check_unread_settings(cfg: DictConfig) -> None:
-    """Refuse what the agent ``cfg`` builds would not read: ``model=``/``adapter=``
-    for an agent with no model (random, expert), and the ``backend`` group's
-    node (``backend=NAME``, ``backend.KEY=...``) for an agent with a backend of
-    its own (``agent=tiny``: ``agent.backend.KEY`` is what it reads)."""
-    agent = cfg.agent
-    if "backend" not in agent:
-        for key in ("model", "adapter"):
-            if cfg.get(key) is not None:
-                raise ValueError(f"{_agent_label(cfg)} has no model: {key}= is not read; drop it")
-        return
-    group = cfg.get("backend")
-    if group is None or not _inline_backend(agent):
-        return  # the agent reads the group's node (agent=llm)
-    name = backend_name(group)
-    changed = changed_settings(group) if name == DEFAULT_BACKEND else []
-    if name == DEFAULT_BACKEND and not changed:
-        return
-    own = f"{_agent_label(cfg)} builds its own backend (agent.backend)"
-    if name != DEFAULT_BACKEND:
-        raise ValueError(
-            f"{own}: backend={name} is not read; set agent.backend._target_ or use "
-            f"agent=llm backend={name}"
-        )
-    key = changed[0]
-    raise ValueError(f"{own}: backend.{key} is not read; set agent.backend.{key} instead")
-
-
-def _agent_label(cfg: DictConfig) -> str:
-    """``agent=tiny`` when Hydra says which option was picked, else the agent's name."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        choice = HydraConfig.get().runtime.choices.get("agent")
-    except (ImportError, ValueError):  # no Hydra app running (e.g. compose in a test)
-        choice = None
-    return f"agent={choice}" if choice else f"agent {agent_name(cfg)!r}"
-
-
-_SCRIPTED_EXPERT = ("agents.experts.ScriptedExpert", "agents.experts.expert.ScriptedExpert")
-
-
-def _check_expert_tasks(env_ids: list[str]) -> None:
-    from agents.experts import expert_task, unsupported_env_ids
-
-    unsupported = [expert_task(e) for e in unsupported_env_ids(env_ids)]
-    if not unsupported:
-        return
-    shown = ", ".join(unsupported[:5])
-    if len(unsupported) > 5:
-        shown += f" and {len(unsupported) - 5} more"
-    total = len(set(env_ids))
-    of = f" {len(unsupported)} of the {total} tasks:" if total > 1 else ""
-    raise ValueError(
-        f"agent=expert has no scripted policy for{of} {shown}; "
-        "suite=miniwob_expert lists the MiniWoB++ tasks it solves (agents.experts.SUPPORTED_TASKS)"
-    )
-
-
-def _backend_node(cfg: DictConfig) -> Any:
-    """The backend node the agent is built with: its own inline ``backend`` (as
-    in ``conf/agent/tiny.yaml``) or else the ``backend`` group's."""
-    agent = cfg.get("agent")
-    return agent.backend if agent is not None and _inline_backend(agent) else cfg.get("backend")
-
-
-def _inline_backend(agent: DictConfig) -> bool:
-    """``agent`` has a backend node of its own, not ``${backend}`` (the group's)."""
-    return (
-        "backend" in agent
-        and not agent._get_node("backend")._is_interpolation()
-        and isinstance(agent.backend, DictConfig)
-    )
-
-
-def agent_name(cfg: DictConfig) -> str:
-    """The name of the agent ``cfg.agent`` builds (its class's ``name``), without
-    building it: a driver whose Ray actors build their own agents needs no
-    model of its own."""
-    from hydra.utils import get_class
-
-    cls = get_class(cfg.agent._target_)
-    return str(getattr(cls, "name", cls.__name__))
 
 
 def recording_info(cfg: DictConfig, agent: Agent | None = None) -> tuple[AgentInfo, str]:
@@ -275,7 +132,7 @@ def recording_info(cfg: DictConfig, agent: Agent | None = None) -> tuple[AgentIn
     name = agent_name(cfg) if agent is None else getattr(agent, "name", type(agent).__name__)
     llm = name == "llm"
     built = with_model_overrides(cfg)  # the model the backend runs, given or the agent's own
-    backend = _backend_node(built) if llm else None
+    backend = backend_node(built) if llm else None
 
     def setting(key: str) -> str | None:
         value = None if backend is None else backend.get(key)
@@ -425,7 +282,7 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
         if cfg.get("online"):
             if not cfg.get("record", False):
                 raise ValueError("online=... learns from the recorded episodes: keep record=true")
-            _check_online_agent(cfg)
+            check_online_agent(cfg)
         trainer = instantiate(cfg.online) if cfg.get("online") else None
         # Ray actors build their own agents: the driver needs one only to learn online
         agent = build_agent(cfg) if runner != "ray" or trainer is not None else None
@@ -434,20 +291,6 @@ def run_episodes(cfg: DictConfig, *, verbose: bool = True) -> dict[str, Any]:
     finally:
         if agent is not None and hasattr(agent, "close"):
             agent.close()
-
-
-def _check_online_agent(cfg: DictConfig) -> None:
-    """``online=`` trains the acting model's adapter with torch: refuse an agent
-    with no model, or one on another backend, before an episode is played."""
-    backend = _backend_node(cfg) if "backend" in cfg.agent else None
-    name = None if backend is None else backend_name(backend)
-    if name != "transformers":
-        has = "no model" if backend is None else f"the {name} backend"
-        raise ValueError(
-            f"online=... trains the acting model's LoRA adapter on the transformers backend; "
-            f"{_agent_label(cfg)} has {has}: use agent=tiny, or agent=llm backend=transformers "
-            "model=..."
-        )
 
 
 def _play_episodes(

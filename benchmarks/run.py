@@ -113,8 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     import browser_env  # noqa: F401 - registers the ids
+    from agents.agent_config import check_agent
     from agents.hub_progress import hub_progress
-    from agents.run import check_agent
     from agents.run_config import check_options
 
     with refusing():  # before anything is written, a model loads or a browser starts
@@ -320,11 +320,11 @@ def _match_episode_dirs(episodes: Path, log: ResultLog) -> None:
 
 
 def _as_built(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg`` resolved as it runs (:func:`agents.run.with_model_overrides`: the
+    """``cfg`` resolved as it runs (:func:`agents.agent_config.with_model_overrides`: the
     top-level ``model`` and ``adapter`` in the agent's backend), even where this
     process builds no agent (Ray actors build theirs; a resumed run may have
     nothing left to play): what ``results.json`` records is the config that ran."""
-    from agents.run import with_model_overrides
+    from agents.agent_config import with_model_overrides
 
     return OmegaConf.to_container(with_model_overrides(cfg), resolve=True)
 

@@ -272,7 +272,8 @@ def test_recording_info_names_backend_and_prompt_version():
 def test_recording_info_without_building_the_agent():
     """A runner=ray driver describes the agent from its config alone (its actors
     build the agents): the same description as from a built agent."""
-    from agents.run import agent_name, build_agent, recording_info
+    from agents.agent_config import agent_name
+    from agents.run import build_agent, recording_info
 
     for choice, name in (("expert", "expert"), ("random", "random"), ("tiny", "llm")):
         cfg = compose_run(f"agent={choice}")
@@ -698,7 +699,7 @@ def test_what_the_agent_check_lets_through(monkeypatch):
     """An OpenAI-compatible server's model is a name only it knows; presets and
     local dirs load; the expert plays the tasks it has policies for, bundled
     sites' among them, and any page of ``url=`` (its task is the page's)."""
-    from agents.run import check_agent
+    from agents.agent_config import check_agent
 
     check_agent(compose_run("agent=llm", "backend=openai", "model=meta/llama-3.1-8b-instruct"))
     check_agent(compose_run("agent=llm", "backend=openai", "model=/not/a/path"))
@@ -730,7 +731,7 @@ def test_an_adapter_for_a_backend_that_takes_none_is_refused_by_the_agent_check(
     """``adapter=`` on the OpenAI-compatible backend was refused only when the
     driver built the agent: with ``runner=ray`` (the actors build it) the
     ``ValueError`` came as a traceback after the results log was started."""
-    from agents.run import check_agent
+    from agents.agent_config import check_agent
 
     cfg = compose_run("agent=llm", "backend=openai", "model=m", "adapter=/x", "runner=ray")
     with pytest.raises(ValueError, match="takes no adapter; drop adapter=... or pick another"):

@@ -411,7 +411,7 @@ def test_the_expert_on_tasks_it_has_no_policy_for_is_refused_naming_them(tmp_pat
     with pytest.raises(Refused, match=r"for 1 of the 3 tasks: click-pie;"):
         run(config("suite=miniwob_smoke", "suite.tasks=[click-test,click-pie,click-button]"))
 
-    from agents.run import check_agent
+    from agents.agent_config import check_agent
 
     for suite in ("miniwob_expert", "sites_all"):  # what the message suggests plays
         cfg = config(f"suite={suite}")
