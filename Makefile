@@ -17,9 +17,11 @@ demo: setup
 # Two pytest-xdist workers, a test file each at a time (a file's module fixtures,
 # e.g. its embedded Ray, stay in one worker): a test waits on Chromium, Ray or a
 # server much of the time, so two keep the 2 cores busier (~12 against 14-17 min
-# here). TEST_WORKERS=0 runs them in this process.
+# here; three were no faster). Files go out in tests/conftest.py's order, those
+# with slow tests first (xdist's own, most tests first, started the long files
+# last). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 2
-XDIST = -n $(TEST_WORKERS) --dist loadfile
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup
 	$(PY) -m pytest $(XDIST) -m "not exhaustive" $(ARGS)

@@ -9,7 +9,7 @@ from agents.experts.expert import ScriptedExpert
 from agents.random_agent import RandomAgent
 from agents.runners import Job, RolloutSpec, run_rollouts
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SPEC = RolloutSpec(env_kwargs={"modalities": ("elements", "text")}, max_steps=5)
 
@@ -29,8 +29,15 @@ def _key(results):
     return [(r.env_id, r.seed, r.success, r.steps, r.actions, r.status) for r in results]
 
 
-def test_vector_runner_matches_local_runner_and_records(tmp_path):
-    local = run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local")
+@pytest.fixture(scope="module")
+def expert_local():
+    """The scripted expert's episodes of ``_jobs()`` under ``runner=local``, played
+    once for the tests that compare another run with it."""
+    return run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local")
+
+
+def test_vector_runner_matches_local_runner_and_records(tmp_path, expert_local):
+    local = expert_local
     spec = RolloutSpec(
         env_kwargs=SPEC.env_kwargs, max_steps=5, record_dir=str(tmp_path), source="scripted"
     )
@@ -59,7 +66,9 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
 
 
 @pytest.mark.parametrize("kind", ["local", "vector"])
-def test_a_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_path, kind):
+def test_a_runner_records_a_raising_episode_alone_when_asked(
+    monkeypatch, tmp_path, kind, expert_local
+):
     """An episode whose reset or step raises ends a plain run; with
     ``record_errors`` (what Ray actors use) it alone is an ``error``, with the
     steps it played and its recording ending there, and every other episode
@@ -104,7 +113,7 @@ def test_a_runner_records_a_raising_episode_alone_when_asked(monkeypatch, tmp_pa
     meta = json.loads((tmp_path / stepped.episode_dir / "episode.json").read_text())
     assert meta["outcome"]["reason"] == "error" and meta["outcome"]["steps"] == 1
     ok = [r for r in results if r.status != "error"]
-    assert _key(ok) == _key(run_rollouts(_jobs(), SPEC, agent=ScriptedExpert(), runner="local"))
+    assert _key(ok) == _key(expert_local)
 
 
 @pytest.mark.parametrize("kind", ["local", "vector"])

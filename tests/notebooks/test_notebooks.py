@@ -33,6 +33,7 @@ def _images(notebook) -> int:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # ~70 s here: the tiny policy on three backends
 def test_compare_backends_runs_with_the_tiny_policy(tmp_path):
     notebook = execute(
         NOTEBOOKS / "compare_backends.ipynb",
