@@ -135,13 +135,20 @@ class TrainingClient:
         *,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Queue a job; returns ``{"job_id", "status", ...}``."""
+        """Queue a job; returns ``{"job_id", "status", ...}``. A value of
+        ``overrides`` or ``resources`` that JSON cannot carry (NaN, a date, a
+        set) is a ``ValueError`` naming it, before any request."""
         body = {
             "learner": learner,
             "dataset_ids": list(dataset_ids),
             "overrides": overrides or {},
             "resources": resources or {},
         }
+        for part in ("overrides", "resources"):
+            for key, value in body[part].items():
+                problem = _json_problem(value, hint="")
+                if problem:
+                    raise ValueError(f"{part}[{key!r}]: {value!r} {problem}")
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
 
@@ -398,12 +405,13 @@ def _overrides(items: Sequence[str]) -> tuple[dict[str, Any], str | None]:
     return overrides, None
 
 
-def _json_problem(value: Any) -> str | None:
-    """Why ``value`` cannot go into a JSON request body, or None when it can."""
+def _json_problem(value: Any, hint: str = "; quote it to send a string") -> str | None:
+    """Why ``value`` cannot go into a JSON request body, or None when it can
+    (``hint``: what the caller can do about a value that is not JSON)."""
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:  # a date, a set, bytes, an alias holding itself
-        return f"is not a JSON value ({exc}); quote it to send a string"
+        return f"is not a JSON value ({exc}){hint}"
     try:
         json.dumps(value, allow_nan=False)
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -465,6 +466,26 @@ def test_the_command_line_refuses_what_json_cannot_carry_in_one_line(argv, words
     err = capsys.readouterr().err
     assert "error: " in err.strip().splitlines()[-1] and words in err, err
     assert "Traceback" not in err and "cannot reach" not in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "resources", "words"),
+    [
+        ({"learning_rate": float("nan")}, None, "overrides['learning_rate']: nan holds NaN"),
+        ({"prompt": {"rules": [float("inf")]}}, None, "overrides['prompt']: {'rules': [inf]}"),
+        ({"tasks": {"a"}}, None, "overrides['tasks']: {'a'} is not a JSON value"),
+        (None, {"num_cpus": float("inf")}, "resources['num_cpus']: inf holds NaN or Infinity"),
+    ],
+)
+def test_train_from_python_refuses_what_json_cannot_carry_naming_it(overrides, resources, words):
+    """Refused before any request: nothing listens on the URL's port, so a
+    request would be an ``httpx.ConnectError`` (and httpx's own JSON error
+    named no key)."""
+    from serve.client import TrainingClient
+
+    client = TrainingClient("http://127.0.0.1:9", "x")
+    with client, pytest.raises(ValueError, match=re.escape(words)):
+        client.train("sft", ["ds-x"], overrides, resources)
 
 
 def test_the_command_line_refuses_an_upload_of_a_file(tmp_path, capsys):
