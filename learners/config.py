@@ -359,17 +359,10 @@ def _check_steps(cfg: SDFTConfig | GRPOConfig) -> None:
 
 
 def _check_sampling(cfg: SDFTConfig | GRPOConfig) -> None:
-    """Refuse the sampling settings the learner's :class:`SamplingParams` would
-    refuse at its first step, after the model loaded (it builds them from these)."""
-    if cfg.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
-    if not (math.isfinite(cfg.temperature) and cfg.temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {cfg.temperature}")
-    if not 0 < cfg.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    SamplingParams(  # whatever else it refuses
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p
-    )
+    """Refuse, as the config is made, the sampling settings the learner's
+    :class:`SamplingParams` would refuse at its first step, after the model
+    loaded (it builds them from these)."""
+    SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
 
 
 C = TypeVar("C", bound=LearnerConfig)

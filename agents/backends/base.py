@@ -18,6 +18,7 @@ prompt builder uses it to fit its budget.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -38,11 +39,12 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            # NaN compared false with 0 and passed: every backend then sampled from NaN scores
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # NaN too
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclasses.dataclass(frozen=True)

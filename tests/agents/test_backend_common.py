@@ -105,3 +105,25 @@ def test_apply_stop():
     assert apply_stop("abcdef", ("x", "cd", "b")) == ("a", True)
     assert apply_stop("abc", ()) == ("abc", False)
     assert apply_stop("abc", ("",)) == ("abc", False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+        ({"temperature": -0.5}, "temperature must be a finite number >= 0, got -0.5"),
+        ({"temperature": float("nan")}, "temperature must be a finite number >= 0, got nan"),
+        ({"temperature": float("inf")}, "temperature must be a finite number >= 0, got inf"),
+        ({"top_p": 0.0}, "top_p must be in (0, 1], got 0.0"),
+        ({"top_p": float("nan")}, "top_p must be in (0, 1], got nan"),
+    ],
+)
+def test_sampling_params_refuse_what_no_backend_can_decode_saying_the_value(settings, message):
+    """A NaN temperature compared false with 0 and was let through to the backends."""
+    import re
+
+    from agents.backends.base import SamplingParams
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        SamplingParams(**settings)
+    assert SamplingParams(temperature=0.7, top_p=0.9).temperature == 0.7
