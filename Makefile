@@ -6,6 +6,13 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export RAY_USAGE_STATS_ENABLED := 0
+# Python writes the bytecode of what it imports, once, into .venv and the
+# source tree (gitignored): where PYTHONDONTWRITEBYTECODE is set (as on this
+# machine), every process compiled what it imports again (import torch ~6
+# CPU-s against ~3, import ray 2 against 1), and a test run starts many
+# (Ray workers, servers, command lines). The writes are atomic, so parallel
+# workers share them safely.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-all test-fast speed reliability lock
 setup:
