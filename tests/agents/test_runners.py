@@ -65,7 +65,11 @@ def test_vector_runner_with_a_random_agent_equals_local_and_times_out():
     assert [(r.status, r.steps) for r in out] == [("timeout", 0)] * 3
 
 
-@pytest.mark.parametrize("kind", ["local", "vector"])
+@pytest.mark.parametrize(
+    "kind",  # ~15 s each; runner=local's record_errors is what each Ray actor runs:
+    # test_ray_runner.py's table test has a job that raises beside good ones
+    [pytest.param("local", marks=pytest.mark.exhaustive), "vector"],
+)
 def test_a_runner_records_a_raising_episode_alone_when_asked(
     monkeypatch, tmp_path, kind, expert_local
 ):

@@ -1,7 +1,8 @@
 """The service for real: ``python -m serve`` on an embedded Ray, driven by the client.
 
 One service process (and so one local Ray cluster) serves the whole module;
-the last test (exhaustive tier) kills it mid-job and starts it again on the same state dir.
+near the end one test (exhaustive tier) kills it mid-job and starts it again on
+the same state dir, and the last stops it with SIGTERM.
 """
 
 from __future__ import annotations
@@ -246,3 +247,26 @@ def test_a_killed_service_reconciles_its_job_after_restart(client, service, data
     assert job["status"] == "failed" and job["error"].startswith("lost"), job
     assert job_id in [j["job_id"] for j in client.jobs()]
     wait_for(lambda: not _alive(pid), 10, "the orphaned job process to be stopped")
+
+
+def test_a_sigterm_stops_the_service_and_all_of_its_ray(service):
+    """Last in the module (it stops the module's service): ``python -m serve``
+    told to stop once it runs exits 0 and takes every Ray process with it.
+    A SIGTERM while it starts (Ray, then Serve's deploy): test_serve_signals.py,
+    exhaustive tier."""
+    import signal
+
+    processes = _service_processes(service)
+    assert len(processes) > 3  # the service, gcs_server, raylet, the Serve actors, ...
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(timeout=120) == 0
+    wait_for(lambda: not any(map(_running, processes)), 60, "the service's Ray processes to exit")
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone
+        return False

@@ -40,9 +40,10 @@ def _ray_dir_of(pid: int) -> str | None:
 
 @pytest.mark.parametrize(
     "moment",
-    [  # ~18 s each; the start's signal handling is one code path, serve-run goes through both
+    [  # ~20 s each, a Ray of its own: exhaustive; the service's SIGTERM once it runs (its
+        # clean stop): test_ray_service.py's module service, stopped by LocalService.close
         pytest.param("ray-init", marks=pytest.mark.exhaustive),
-        "serve-run",
+        pytest.param("serve-run", marks=pytest.mark.exhaustive),
     ],
 )
 def test_a_sigterm_during_start_up_leaves_no_ray_behind(tmp_path, moment):
