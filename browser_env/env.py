@@ -59,6 +59,7 @@ from browser_env.observation import (
     MODALITIES,
     Observer,
     ObserverLimits,
+    check_modalities,
     empty_observation,
     fit_text,
     observation_space,
@@ -170,7 +171,7 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.task = make_task(task, **(task_kwargs or {}))
         self.render_mode = render_mode
-        self.modalities = tuple(modalities)
+        self.modalities = check_modalities(modalities)
         self.viewport = check_viewport(self.task.viewport or viewport)
         self.browser_config = BrowserConfig(
             headless=headless and render_mode != "human",

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ELEMENT_FIELDS",
     "MODALITIES",
+    "check_modalities",
     "OBSERVE_JS",
     "Element",
     "Observation",
@@ -175,13 +176,31 @@ def element_space() -> spaces.Dict:
     return spaces.Dict(fields)
 
 
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """``modalities`` as a tuple of names from :data:`MODALITIES`.
+
+    Raises:
+        TypeError: a string (``"text"`` would be read as its letters), not a
+            sequence of names.
+        ValueError: a name not in :data:`MODALITIES`.
+    """
+    if isinstance(modalities, str):
+        raise TypeError(
+            f"modalities must be a sequence of names such as ({modalities!r},), "
+            f"not the string {modalities!r}"
+        )
+    names = tuple(modalities)
+    unknown = set(names) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+    return names
+
+
 def observation_space(
     modalities: Sequence[str] = MODALITIES, viewport: tuple[int, int] = (1280, 720)
 ) -> spaces.Dict:
     """The space of observations for the given modalities and viewport (width, height)."""
-    unknown = set(modalities) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+    modalities = check_modalities(modalities)
     fields: dict[str, spaces.Space[Any]] = {
         "goal": UnicodeText(),
         "url": UnicodeText(),
@@ -420,7 +439,7 @@ class Observer:
         state_js: str | None = None,
         limits: ObserverLimits | None = None,
     ) -> None:
-        self.modalities = tuple(modalities)
+        self.modalities = check_modalities(modalities)
         self.root = root
         self.exclude = exclude
         self.limits = limits or ObserverLimits()

@@ -49,3 +49,23 @@ def test_observer_limits_keep_the_text_within_its_space():
         ObserverLimits(max_text_chars=MAX_TEXT_CHARS + 1)
     with pytest.raises(ValueError, match="max_nodes must be >= 1"):
         ObserverLimits(max_nodes=0)
+
+
+def test_modalities_as_one_string_or_an_unknown_name_are_refused_before_any_browser():
+    """``modalities="text"`` used to reach ``tuple()`` and come back as
+    "unknown modalities ['e', 't', 'x']": a string is refused as one, naming
+    the tuple meant; the env refuses it in its constructor, before a launch."""
+    from browser_env.env import BrowserEnv
+    from browser_env.observation import check_modalities, observation_space
+
+    assert check_modalities(["text", "elements"]) == ("text", "elements")
+    message = "modalities must be a sequence of names such as ('text',), not the string 'text'"
+    for call in (check_modalities, observation_space, lambda m: BrowserEnv(modalities=m)):
+        with pytest.raises(TypeError) as refused:
+            call("text")
+        assert str(refused.value) == message
+        with pytest.raises(ValueError, match=r"unknown modalities \['nope'\]; choose from"):
+            call(("text", "nope"))
+    env = BrowserEnv(modalities=("text",))
+    assert env.modalities == ("text",) and "elements" not in env.observation_space.spaces
+    env.close()
