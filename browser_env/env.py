@@ -188,8 +188,8 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
             else getattr(self.task, "allowed_hosts", None)
         )
         self.url_policy = UrlPolicy(
-            allowed_url_schemes=tuple(allowed_url_schemes),
-            allowed_hosts=None if hosts is None or "*" in hosts else tuple(hosts),
+            allowed_url_schemes=allowed_url_schemes,  # UrlPolicy refuses a lone string
+            allowed_hosts=None if hosts is None or _any_host(hosts) else hosts,
             max_download_bytes=int(max_download_bytes),
         )
         region = self.task.screenshot_region
@@ -490,3 +490,8 @@ class BrowserEnv(PageLifecycle, PageEvents, PageIO, gym.Env[dict[str, Any], Acti
 
 class _PageLost(Exception):
     """The watchdog had to close the episode's page: the episode cannot go on."""
+
+
+def _any_host(hosts: Sequence[str]) -> bool:
+    """``allowed_hosts`` lists ``"*"`` (a lone string is UrlPolicy's to refuse)."""
+    return not isinstance(hosts, str) and "*" in hosts

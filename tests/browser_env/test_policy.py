@@ -62,3 +62,20 @@ def test_a_backslash_is_a_slash_as_in_the_browser():
     )
     assert not policy.host_allowed("ws://localhost\\@127.0.0.1/")
     assert policy.url_error("http://127.0.0.1:8000/a\\b") is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("allowed_url_schemes", "https"), ("allowed_hosts", "example.com"), ("allowed_hosts", "*")],
+)
+def test_the_env_refuses_a_lone_string_where_a_list_of_names_goes(setting, value):
+    """The env turned these into tuples before UrlPolicy saw them: "https"
+    became the schemes h, t, t, p, s (every URL then refused as a scheme not
+    allowed), "example.com" eleven one-letter hosts."""
+    from browser_env.env import BrowserEnv
+
+    with pytest.raises(ValueError) as refused:
+        BrowserEnv(**{setting: value})
+    assert str(refused.value) == f"{setting} must be a list of strings, not the string {value!r}"
+    assert BrowserEnv(allowed_hosts=["*"]).url_policy.allowed_hosts is None  # any host
+    assert BrowserEnv(allowed_url_schemes=["HTTPS"]).url_policy.allowed_url_schemes == ("https",)
