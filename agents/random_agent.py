@@ -59,6 +59,8 @@ class RandomAgent:
         self.probs = np.array([merged[v.value] / total for v in self.verbs])
         self.max_element_id = max_element_id
         self.max_wait_ms = max_wait_ms
+        if isinstance(urls, str):  # tuple() would make each letter a URL
+            raise ValueError(f"urls must be a list of URLs, not the string {urls!r}")
         self.urls = tuple(urls)
         self.goal = ""
         self._seed = seed

@@ -65,3 +65,10 @@ def test_without_elements_and_with_weights():
 def test_bad_weights(weights):
     with pytest.raises(ValueError):
         RandomAgent(weights=weights)
+
+
+def test_urls_as_one_string_are_refused():
+    """``+agent.urls=http://x/`` arrives as a string: each letter became a URL."""
+    with pytest.raises(ValueError, match="urls must be a list of URLs, not the string 'http://x/'"):
+        RandomAgent(urls="http://x/")
+    assert RandomAgent(urls=["http://x/"]).urls == ("http://x/",)
