@@ -641,6 +641,7 @@ def test_ray_vector_env_matches_sync_vector_env_and_leaves_no_process(ray_cluste
     assert tree and _gone(pids + tree)  # actors and their browsers are gone after close
 
 
+@pytest.mark.exhaustive  # ~15 s (four envs); RayVectorEnv against SyncVectorEnv: the test above
 def test_ray_vector_env_refuses_what_sync_vector_env_refuses_without_touching_an_env(
     ray_cluster,
 ):

@@ -208,7 +208,9 @@ def _browsers():
     return found
 
 
-@pytest.mark.parametrize("victim", ["browser", "driver"])
+@pytest.mark.parametrize(  # ~10 s each; a dead driver replaced: test_vector.py's [driver]
+    "victim", ["browser", pytest.param("driver", marks=pytest.mark.exhaustive)]
+)
 def test_vector_runner_relaunches_a_dead_browser_once(victim):
     # the sub-envs reset concurrently: each used to find the browser gone and
     # launch one of its own (N browsers, N-1 of them left running)

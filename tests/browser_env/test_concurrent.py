@@ -76,7 +76,9 @@ def test_one_failing_call_lets_the_others_finish_then_raises(site_url):
         env.close()
 
 
-@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+@pytest.mark.parametrize(  # ~11 s each; SameStep's own semantics: test_vector.py
+    "mode", ["NextStep", pytest.param("SameStep", marks=pytest.mark.exhaustive)]
+)
 def test_concurrent_and_sequential_vector_steps_agree(mode):
     env_id = "browser_env/miniwob.click-button-v0"
     finish, click = {"action": "FINISH", "value": ""}, {"action": "CLICK", "element_id": "e1"}

@@ -146,6 +146,7 @@ def test_a_page_that_never_yields_is_stopped_within_the_step_bound(env, site_url
     assert "Go to result" in obs["text"]
 
 
+@pytest.mark.exhaustive  # ~10 s of clocks; the watchdog on a spinning page: the step-bound test
 def test_a_page_that_spins_again_and_again_from_the_start_fails_reset(env, site_url):
     # The watchdog stops the script during reset; the timers spin again, so the
     # page is closed (and, on the retry, the fresh page too). Reset says so, rather

@@ -304,7 +304,13 @@ def _check(env_id: str) -> None:
         env.close()
 
 
-@pytest.mark.parametrize("env_id", ["browser_env/miniwob.click-button-v0", "browser_env/open-v0"])
+@pytest.mark.parametrize(  # each id: test_check_env_every_registered_id (exhaustive)
+    "env_id",
+    [
+        "browser_env/miniwob.click-button-v0",
+        pytest.param("browser_env/open-v0", marks=pytest.mark.exhaustive),  # ~12 s
+    ],
+)
 def test_check_env_passes_without_warning_filters(env_id):
     _check(env_id)
 

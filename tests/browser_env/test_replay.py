@@ -221,6 +221,7 @@ def _drop_task_server(path):
 
 
 @pytest.mark.browser
+@pytest.mark.exhaustive  # ~15 s; an episode of another run: test_task_server_port_of_another_run...
 def test_the_recorded_task_server_ties_the_runs_when_first_pages_differ(tmp_path):
     """``episode.json`` records the recording run's task server; replay maps
     URLs under it even when the first pages differ. An episode without it

@@ -168,7 +168,9 @@ def test_same_step_autoreset_render_and_an_external_browser():
         )  # not the vec's to close
 
 
-@pytest.mark.parametrize("victim", ["browser", "driver"])
+@pytest.mark.parametrize(  # ~8 s each; a dead browser replaced: test_runners.py's [browser]
+    "victim", [pytest.param("browser", marks=pytest.mark.exhaustive), "driver"]
+)
 def test_a_browser_or_driver_that_died_while_idle_is_replaced_once_on_reset(victim):
     import psutil
 

@@ -10,7 +10,9 @@ import threading
 import pytest
 from _serve_helpers import TOKEN
 
-pytestmark = pytest.mark.slow  # the child may be starting Ray when stopped
+# ~15 s, the child may be starting Ray when stopped: an edge case of a start with a
+# Ray of its own; the service's start and stop: test_ray_service.py
+pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
 
 
 def test_an_interrupted_start_stops_the_service_and_removes_its_ray_dir(tmp_path, sigint_raises):
