@@ -171,7 +171,8 @@ def success_rate(task: str, seeds: range, browser=None) -> tuple[float, list[int
 @pytest.mark.browser
 @pytest.mark.parametrize("task", SUPPORTED_TASKS)
 def test_expert_solves_a_few_seeds(task, shared_browser):
-    rate, failed = success_rate(task, range(2), shared_browser)
+    """One seed each here (~1 s a task); 50 each: the exhaustive sweep below."""
+    rate, failed = success_rate(task, range(1), shared_browser)
     assert rate == 1.0, f"{task} failed seeds {failed}"
 
 
