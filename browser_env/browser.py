@@ -34,6 +34,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -256,7 +257,10 @@ def launch_browser(playwright: Playwright, config: BrowserConfig) -> tuple[Brows
     if path is not None:
         kwargs["executable_path"] = path
     browser = playwright.chromium.launch(**kwargs)
-    return browser, _find_tagged_process(tag)
+    pid = _find_tagged_process(tag)
+    if pid is not None and (leftover := _singleton_dir(pid)) is not None:
+        _SINGLETON_DIRS[pid] = leftover
+    return browser, pid
 
 
 def launch_on_driver(
@@ -293,6 +297,31 @@ def _find_tagged_process(tag: str) -> int | None:
     return None
 
 
+# main process id of a browser launched here -> the temp dir of its process-singleton socket
+_SINGLETON_DIRS: dict[int, Path] = {}
+
+
+def _singleton_dir(pid: int) -> Path | None:
+    """The temp dir of Chromium's process-singleton socket for the browser whose
+    main process is ``pid`` (``/tmp/org.chromium.Chromium.XXXXXX``, linked from
+    the profile's ``SingletonSocket``), or None. Chromium removes it when it
+    exits cleanly only: each killed browser left one behind."""
+    import psutil
+
+    try:
+        args = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+    profile = next((a.split("=", 1)[1] for a in args if a.startswith("--user-data-dir=")), None)
+    if profile is None:
+        return None
+    try:
+        target = Path(os.readlink(Path(profile) / "SingletonSocket")).parent
+    except OSError:
+        return None
+    return target if target.name.startswith("org.chromium.Chromium.") else None
+
+
 def process_group(pgid: int) -> list[Any]:
     """The live (not zombie) processes of process group ``pgid`` (``psutil.Process``
     objects, their ``info`` holding ``name`` and ``status``): what is left of the
@@ -325,6 +354,9 @@ def process_running(process: Any) -> bool:
 def kill_browser_processes(pid: int | None) -> int:
     """SIGKILL what is left of the browser whose main process was ``pid``: every
     live Chromium process of its process group. Returns how many were signalled.
+    Once the main process is gone, the temp dir of its singleton socket (which
+    only a clean exit removes) goes too, for a browser :func:`launch_browser`
+    launched.
 
     Safe to call when they are all gone; a process group reused by something
     that is not Chromium is left alone.
@@ -340,7 +372,21 @@ def kill_browser_processes(pid: int | None) -> int:
             killed += 1
         except (ProcessLookupError, PermissionError):
             continue
+    leftover = _SINGLETON_DIRS.get(pid)
+    if leftover is not None and _exited(pid, within_s=1.0 if killed else 0.0):
+        _SINGLETON_DIRS.pop(pid, None)
+        shutil.rmtree(leftover, ignore_errors=True)
     return killed
+
+
+def _exited(pid: int, within_s: float) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while process_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def acquire_playwright() -> Playwright:

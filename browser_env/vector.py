@@ -190,6 +190,7 @@ class SharedBrowser:
         except Exception:  # noqa: BLE001 - a dead browser is closed already
             pass
         finally:
+            kill_browser_processes(self._pid)  # what a failed close left, and its temp dir
             if self._playwright is not None:
                 self._playwright = None
                 release_playwright()

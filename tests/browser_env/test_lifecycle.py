@@ -234,3 +234,47 @@ def test_process_running_is_false_for_exited_zombie_and_unknown_processes():
         child.wait()
     # reaped: the pid is gone (psutil raises NoSuchProcess for it)
     assert not process_running(handle) and not process_running(child.pid)
+
+
+def _singleton_dir(pid: int) -> Path:
+    """Where Chromium put its singleton socket: a temp dir linked from the profile."""
+    import os
+
+    import psutil
+
+    [profile] = [a.split("=", 1)[1] for a in psutil.Process(pid).cmdline() if "user-data-dir" in a]
+    target = Path(os.readlink(Path(profile) / "SingletonSocket")).parent
+    assert target.is_dir() and target.name.startswith("org.chromium.Chromium."), target
+    return target
+
+
+def test_a_killed_browser_leaves_no_temp_dir_behind(site_url):
+    """Chromium removes its singleton socket's temp dir on a clean exit only:
+    each killed browser (the watchdog's kill, a crash, a test's) left one in
+    /tmp. The env removes it once it has dropped the dead browser; a shared
+    browser's owner does the same when it closes; a clean close leaves none."""
+    import os
+    import signal
+
+    from browser_env.vector import SharedBrowser
+
+    env = BrowserEnv("open", modalities=("text",))
+    try:
+        env.reset(options={"url": site_url + "links.html"})
+        killed = _singleton_dir(env._browser_pid)
+        os.kill(env._browser_pid, signal.SIGKILL)
+        env.reset(options={"url": site_url + "links.html"})  # a new browser
+        assert not killed.exists()
+        closed = _singleton_dir(env._browser_pid)
+    finally:
+        env.close()
+    assert not closed.exists()
+
+    shared = SharedBrowser()
+    try:
+        shared()
+        dir_of_shared = _singleton_dir(shared._pid)
+        os.kill(shared._pid, signal.SIGKILL)
+    finally:
+        shared.close()
+    assert not dir_of_shared.exists()
