@@ -224,14 +224,18 @@ class TrainingClient:
         import httpx
 
         target = Path(dest)
-        with tempfile.TemporaryFile() as archive:
+        # unbuffered: a write that fails (a full disk) leaves no data in a buffer
+        # that closing the file would try to write again, raising over ClientError
+        with tempfile.TemporaryFile(buffering=0) as archive:
             with self.http.stream("GET", f"/v1/jobs/{job_id}/adapter") as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ClientError(response.status_code, response.text)
                 try:
                     for block in response.iter_bytes():
-                        archive.write(block)
+                        view = memoryview(block)
+                        while view:  # an unbuffered write may write part of it
+                            view = view[archive.write(view) :]
                 except httpx.TransportError as exc:  # the connection dropped mid-body
                     raise ClientError(
                         502, f"the download of the adapter of {job_id} was cut short: {exc}"
